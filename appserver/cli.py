@@ -1,0 +1,61 @@
+"""The ``callyard`` command.
+
+Each sub-command lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
+``run(args, settings) -> int``. Modules are imported only when their command runs (after
+``--help`` they are imported for their arguments), so the gevent worker can monkey-patch
+before anything else is loaded; keep their top level free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from appserver import __version__
+from appserver.logs import setup as setup_logging
+from appserver.settings import SettingsError, load_settings
+
+# name -> module implementing it. Only commands that work are listed here.
+COMMANDS: dict[str, str] = {
+    "migrate": "appserver.store.migrate_command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callyard",
+        description="Call-control application server for FreeSWITCH and Asterisk.",
+        epilog="Configuration comes from CALLYARD_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"callyard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"callyard: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args._module.run(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Settings from environment variables ``CALLYARD_*`` (pydantic-settings).
+
+Every setting has a working default for ``callyard dev``. A bad value stops the
+process at start with a message naming the variable and what it expects
+(see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CALLYARD_"
+
+
+class SettingsError(SystemExit):
+    """Raised (and exits the process with status 2) when the environment is invalid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class EslNode(BaseModel):
+    """A FreeSWITCH node reached over inbound ESL: ``host:port:password``."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    password: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class AriNode(BaseModel):
+    """An Asterisk node's ARI base URL with credentials: ``http://user:secret@host:8088``."""
+
+    url: str
+    username: str
+    password: str
+
+    @property
+    def name(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+class AmiNode(BaseModel):
+    """An Asterisk node's AMI: ``host:port:user:secret``."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    username: str
+    secret: str
+
+
+def _split(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    raise ValueError("expected a comma-separated list")
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return (host or default_host), int(port)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Storage. Unset means: start embedded servers under data_dir (dev and tests).
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".callyard")
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+
+    # Logging.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    # FreeSWITCH worker.
+    freeswitch_esl: Annotated[list[EslNode], NoDecode] = []
+    freeswitch_listen: str = "127.0.0.1:8084"
+    freeswitch_dial_template: str = "user/{target}"
+
+    # Asterisk worker.
+    asterisk_ari: Annotated[list[AriNode], NoDecode] = []
+    asterisk_app: str = Field("callyard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    asterisk_ami: Annotated[list[AmiNode], NoDecode] = []
+    asterisk_dial_template: str = "PJSIP/{target}"
+
+    # Call-flow apps, "module.path:attribute", comma-separated.
+    apps: Annotated[list[str], NoDecode] = []
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v and urlsplit(v).scheme not in ("postgres", "postgresql"):
+            raise ValueError("expected postgresql://user:password@host:port/dbname")
+        return v or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v and urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://host:port/db")
+        return v or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("freeswitch_listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+    @field_validator("freeswitch_esl", mode="before")
+    @classmethod
+    def _parse_esl(cls, v: object) -> list[EslNode]:
+        nodes = []
+        for item in _split(v):
+            if isinstance(item, EslNode):
+                nodes.append(item)
+                continue
+            parts = item.split(":")
+            if len(parts) < 3 or not parts[1].isdigit():
+                raise ValueError(f"expected host:port:password, got {item!r}")
+            nodes.append(EslNode(host=parts[0], port=int(parts[1]), password=":".join(parts[2:])))
+        return nodes
+
+    @field_validator("asterisk_ari", mode="before")
+    @classmethod
+    def _parse_ari(cls, v: object) -> list[AriNode]:
+        nodes = []
+        for item in _split(v):
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected http://user:secret@host:port, got {item!r}")
+            if not parts.username or parts.password is None:
+                raise ValueError(f"missing user:secret in {parts.scheme}://{parts.hostname}")
+            port = f":{parts.port}" if parts.port else ""
+            nodes.append(
+                AriNode(
+                    url=f"{parts.scheme}://{parts.hostname}{port}",
+                    username=parts.username,
+                    password=parts.password,
+                )
+            )
+        return nodes
+
+    @field_validator("asterisk_ami", mode="before")
+    @classmethod
+    def _parse_ami(cls, v: object) -> list[AmiNode]:
+        nodes = []
+        for item in _split(v):
+            parts = item.split(":")
+            if len(parts) < 4 or not parts[1].isdigit():
+                raise ValueError(f"expected host:port:user:secret, got {item!r}")
+            nodes.append(
+                AmiNode(
+                    host=parts[0], port=int(parts[1]), username=parts[2], secret=":".join(parts[3:])
+                )
+            )
+        return nodes
+
+    @field_validator("apps", mode="before")
+    @classmethod
+    def _parse_apps(cls, v: object) -> list[str]:
+        apps = _split(v)
+        for app in apps:
+            module, sep, attr = app.partition(":")
+            if not sep or not module or not attr:
+                raise ValueError(f"expected module.path:attribute, got {app!r}")
+        return apps
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; on a bad value raise :class:`SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {ENV_PREFIX}{field.upper()}: {msg}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

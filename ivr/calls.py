@@ -1,0 +1,209 @@
+"""The vocabulary of call flows: events in, commands out.
+
+Pure data and no I/O. A call flow (the IVR machine, or an app written against the
+call-flow API) receives :data:`Event` values and returns lists of :data:`Command`
+values; the FreeSWITCH and Asterisk drivers translate commands to ESL / ARI and
+engine messages back to events. The same flow therefore runs on both engines and in
+tests with no engine at all.
+
+Driver contract (both drivers implement exactly this):
+
+* ``flow.start(call)`` is called once, when the engine hands the call over.
+  Commands are executed in list order. ``Play`` starts a playback and does not wait
+  for it: the driver goes on with the next command at once.
+* Every ``Play`` produces exactly one ``PlayFinished`` with the same ``play_id``:
+  ``done`` when it played out, ``stopped`` after a ``StopPlay`` (or any barge-in the
+  engine did itself), ``failed`` when the engine could not play it.
+* DTMF is delivered as ``Dtmf`` events as it arrives, whether or not a prompt is
+  playing. The engine never consumes digits for the flow.
+* ``StartTimer`` with a name that is already running replaces it. ``TimerFired`` is
+  never delivered for a timer that was cancelled or replaced.
+* ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` or
+  ``Transfer`` the driver delivers nothing more except, at most, ``HungUp``.
+* When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
+  and ignores any commands returned from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias
+
+EngineName = Literal["freeswitch", "asterisk", "test"]
+PromptKind = Literal["file", "tts", "digits", "number", "silence"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the engine tells us about a call when it hands it over."""
+
+    call_id: str  # the engine's channel id (FreeSWITCH Unique-ID, Asterisk channel id)
+    engine: EngineName
+    caller: str  # caller id number, e.g. "+15550100"
+    called: str  # the dialled number, e.g. "9999"
+    node: str = ""  # which engine node (host name or ESL/ARI address)
+    caller_name: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One thing to say: an audio file the engine plays, text to speak, or digits/number."""
+
+    kind: PromptKind
+    value: str  # file name ("ivr/welcome"), TTS text, "1234", "42", or milliseconds of silence
+
+
+# ---------------------------------------------------------------- commands (flow -> driver)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    play_id: str
+    prompts: tuple[Prompt, ...]
+    interruptible: bool = True  # informational: barge-in is decided by the flow (StopPlay)
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlay:
+    play_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetVariable:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Hand the caller to an ACD queue. The result comes back as ``QueueResult``."""
+
+    queue: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Call an internal extension or agent and bridge the caller to it.
+
+    The driver turns ``target`` into an engine dial string from its settings. The
+    result comes back as ``DialResult``.
+    """
+
+    target: str
+    kind: Literal["extension", "agent"] = "extension"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Blind transfer: the call leaves Callyard and continues in the engine's dialplan
+    at ``destination`` (an extension or external number the dialplan routes)."""
+
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    cause: str = "NORMAL_CLEARING"
+
+
+Command: TypeAlias = (
+    Answer
+    | Play
+    | StopPlay
+    | StartTimer
+    | CancelTimer
+    | SetVariable
+    | Enqueue
+    | Dial
+    | Transfer
+    | Hangup
+)
+TERMINAL_COMMANDS = (Hangup, Transfer, Enqueue, Dial)
+
+# ---------------------------------------------------------------- events (driver -> flow)
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digits: str  # one or several of 0-9 * # (A-D are passed through as received)
+
+
+@dataclass(frozen=True, slots=True)
+class PlayFinished:
+    play_id: str
+    status: Literal["done", "stopped", "failed"] = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class HungUp:
+    cause: str = "NORMAL_CLEARING"
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    target: str
+    outcome: Literal["answered", "busy", "no_answer", "failed"]
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    destination: str
+    ok: bool
+    cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    queue: str
+    outcome: Literal["answered", "overflow", "abandoned", "timeout", "left", "failed"]
+    detail: str = ""
+
+
+Event: TypeAlias = (
+    Answered | Dtmf | PlayFinished | TimerFired | HungUp | DialResult | TransferResult | QueueResult
+)
+
+
+class CallFlow(Protocol):
+    """What a driver runs for each call. The IVR machine is one; apps are others."""
+
+    def start(self, call: CallInfo) -> list[Command]: ...
+
+    def handle(self, event: Event) -> list[Command]: ...
+
+    @property
+    def done(self) -> bool:
+        """True once the flow has nothing more to do (hung up or handed the call away)."""
+        ...
