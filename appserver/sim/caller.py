@@ -1,0 +1,122 @@
+"""Simulated callers, shared by the FreeSWITCH and Asterisk simulators.
+
+A test reads like a phone call and runs unchanged against either engine's simulator:
+
+    call = await sim.place_call("9999", caller="+15550100")
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("1")
+    await call.wait_for_prompt("file:ivr/sales")
+    await call.hangup()
+    assert call.prompts() == ["file:ivr/welcome", "file:ivr/sales"]
+
+Prompts are recorded in the engine-neutral form ``kind:value`` of :class:`ivr.calls.Prompt`
+(``file:ivr/welcome``, ``tts:Hello``, ``digits:42``, ``number:42``); each simulator turns
+its engine's syntax (``playback ivr/welcome.wav``, ``sound:ivr/welcome``) back into that form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+EntryKind = Literal[
+    "ringing",  # the call reached the engine
+    "answered",
+    "prompt_started",  # detail: "kind:value"
+    "prompt_finished",  # detail: "kind:value status" (status: done | stopped | failed)
+    "dtmf",  # detail: the digit pressed by the caller
+    "moh",  # detail: music-on-hold class started ("" when stopped)
+    "queued",  # detail: queue name
+    "dialed",  # detail: dial target (extension / agent / endpoint)
+    "bridged",  # detail: the other party
+    "transferred",  # detail: destination
+    "variable",  # detail: "name=value"
+    "hangup",  # detail: "cause by" where by is caller | engine | app
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    at: float  # seconds since the call was placed
+    kind: EntryKind
+    detail: str = ""
+
+
+@dataclass
+class Transcript:
+    """What happened on a simulated call, in order. Appended to by the simulator."""
+
+    started: float = field(default_factory=time.monotonic)
+    entries: list[Entry] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, kind: EntryKind, detail: str = "") -> None:
+        self.entries.append(Entry(round(time.monotonic() - self.started, 4), kind, detail))
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[Entry], bool], timeout: float = 5.0) -> Entry:
+        """Wait until an entry matching ``predicate`` exists (past or future) and return it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for entry in self.entries[seen:]:
+                if predicate(entry):
+                    return entry
+            seen = len(self.entries)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching entry within {timeout}s; transcript: {self.lines()}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def lines(self) -> list[str]:
+        return [f"{e.kind} {e.detail}".strip() for e in self.entries]
+
+
+class SimulatedCall(ABC):
+    """One caller on a simulated engine. Subclassed by each engine simulator."""
+
+    call_id: str
+    transcript: Transcript
+
+    @abstractmethod
+    async def press(self, digits: str, gap: float = 0.05) -> None:
+        """Send DTMF digits one by one, ``gap`` seconds apart."""
+
+    @abstractmethod
+    async def hangup(self) -> None:
+        """The caller hangs up."""
+
+    @property
+    def ended(self) -> bool:
+        return any(e.kind == "hangup" for e in self.transcript.entries)
+
+    def prompts(self) -> list[str]:
+        """Prompts the caller heard start, in order (``kind:value``)."""
+        return [e.detail for e in self.transcript.entries if e.kind == "prompt_started"]
+
+    async def wait_for_prompt(self, prompt: str, timeout: float = 5.0) -> Entry:
+        return await self.transcript.wait_for(
+            lambda e: e.kind == "prompt_started" and e.detail == prompt, timeout
+        )
+
+    async def wait_for(self, kind: EntryKind, timeout: float = 5.0) -> Entry:
+        return await self.transcript.wait_for(lambda e: e.kind == kind, timeout)
+
+    async def wait_ended(self, timeout: float = 10.0) -> Entry:
+        return await self.wait_for("hangup", timeout)
+
+
+class EngineSimulator(Protocol):
+    """What both simulators offer to tests, `callyard dev` and the load generator."""
+
+    async def place_call(
+        self, to: str, caller: str = "+15550100", caller_name: str = ""
+    ) -> SimulatedCall: ...
