@@ -17,6 +17,7 @@ its engine's syntax (``playback ivr/welcome.wav``, ``sound:ivr/welcome``) back i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -69,12 +70,10 @@ class Transcript:
             seen = len(self.entries)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no matching entry within {timeout}s; transcript: {self.lines()}")
+                raise TimeoutError(f"nothing matched within {timeout}s; transcript: {self.lines()}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     def lines(self) -> list[str]:
         return [f"{e.kind} {e.detail}".strip() for e in self.entries]
