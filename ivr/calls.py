@@ -20,6 +20,13 @@ Driver contract (both drivers implement exactly this):
   never delivered for a timer that was cancelled or replaced.
 * ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` or
   ``Transfer`` the driver delivers nothing more except, at most, ``HungUp``.
+* ``Dial`` bridges the caller to the target; ``DialResult`` comes when the attempt is
+  over: ``answered`` once the bridged call has ended (the other party hung up), otherwise
+  ``busy`` / ``no_answer`` / ``failed`` as soon as that is known.
+* ``Enqueue`` is handed to the worker's queue runtime, which later delivers events such as
+  ``QueueResult`` into the same flow. Workers therefore expose a way for other components
+  to deliver an event to a call by id; with no queue runtime the driver answers at once
+  with ``QueueResult(outcome="failed")``.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
 """
@@ -88,6 +95,18 @@ class CancelTimer:
 
 
 @dataclass(frozen=True, slots=True)
+class StartMoh:
+    """Music on hold from the engine's class ``moh_class`` until ``StopMoh`` (no event)."""
+
+    moh_class: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class StopMoh:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class SetVariable:
     name: str
     value: str
@@ -133,6 +152,8 @@ Command: TypeAlias = (
     | StopPlay
     | StartTimer
     | CancelTimer
+    | StartMoh
+    | StopMoh
     | SetVariable
     | Enqueue
     | Dial
