@@ -1,0 +1,357 @@
+"""FreeSWITCH Event Socket (ESL) wire format: framing, header encoding, event bodies.
+
+Pure functions and no I/O, shared by the gevent driver and the asyncio simulator. The
+byte layout follows FreeSWITCH 1.10 (checked against raw captures in tests):
+
+* A frame is header lines ``Name: value\\n`` ended by an empty line; when the headers
+  carry ``Content-Length`` exactly that many body bytes follow (no terminator).
+* Event frames put ``Content-Length`` *before* ``Content-Type`` (``text/event-plain`` or
+  ``text/event-json``); command replies carry only ``Content-Type`` and ``Reply-Text``.
+* Inside a plain event body every header value is URL-encoded with FreeSWITCH's
+  ``switch_url_encode`` rules; an event with its own body ends its headers with
+  ``Content-Length: n`` and an empty line, followed by the body.
+* JSON event bodies are one compact object (``_body`` holds the event body), with no
+  trailing LF.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+MAX_HEADER_BYTES = 256 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+DISCONNECT_TEXT = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
+
+# switch_utils.h SWITCH_URL_UNSAFE, plus everything below ' ' and above '~'.
+_URL_UNSAFE = b"\r\n #%&+:;<=>?@[\\]^`{|}\""
+_HEX = b"0123456789ABCDEF"
+_ENCODE_TABLE: list[str] = [
+    f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _URL_UNSAFE) else chr(b) for b in range(256)
+]
+_HEX_DIGITS = set(_HEX + b"abcdef")
+
+
+class ESLProtocolError(ValueError):
+    """A frame that does not follow the Event Socket framing rules."""
+
+
+def url_encode(value: str) -> str:
+    """``switch_url_encode``: escape unsafe bytes, keep already-escaped ``%XX`` sequences."""
+    if value.isascii() and value.isalnum():
+        return value
+    raw = value.encode("utf-8")
+    out: list[str] = []
+    n = len(raw)
+    for i, b in enumerate(raw):
+        if b == 0x25 and i + 2 < n and raw[i + 1] in _HEX_DIGITS and raw[i + 2] in _HEX_DIGITS:
+            out.append("%")
+        else:
+            out.append(_ENCODE_TABLE[b])
+    return "".join(out)
+
+
+def url_decode(value: str) -> str:
+    return unquote(value) if "%" in value else value
+
+
+@dataclass(slots=True)
+class Frame:
+    """One ESL frame: envelope headers (as on the wire, not decoded) and the body bytes."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    @property
+    def reply_text(self) -> str:
+        return url_decode(self.headers.get("Reply-Text", ""))
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class FrameParser:
+    """Incremental parser: ``feed(bytes)`` returns the complete frames received so far.
+
+    A malformed frame raises :class:`ESLProtocolError`; the connection is then unusable
+    (framing is lost) and must be closed by the caller.
+    """
+
+    __slots__ = ("_buf", "_pending")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pending: tuple[dict[str, str], int] | None = None
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        while True:
+            if self._pending is None:
+                # FreeSWITCH never sends leading blank lines, but tolerate them.
+                while buf[:1] == b"\n":
+                    del buf[:1]
+                end = buf.find(b"\n\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER_BYTES:
+                        raise ESLProtocolError(
+                            f"header block longer than {MAX_HEADER_BYTES} bytes without an end"
+                        )
+                    break
+                headers = parse_header_block(bytes(buf[:end]))
+                del buf[: end + 2]
+                length = _content_length(headers)
+                self._pending = (headers, length)
+            headers, length = self._pending
+            if len(buf) < length:
+                break
+            body = bytes(buf[:length])
+            del buf[:length]
+            self._pending = None
+            frames.append(Frame(headers, body))
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def _content_length(headers: Mapping[str, str]) -> int:
+    raw = headers.get("Content-Length")
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        raise ESLProtocolError(f"bad Content-Length {raw!r}")
+    length = int(raw)
+    if length > MAX_BODY_BYTES:
+        raise ESLProtocolError(f"Content-Length {length} exceeds {MAX_BODY_BYTES}")
+    return length
+
+
+def parse_header_block(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.decode("utf-8", "replace").split("\n"):
+        name, sep, value = line.partition(": ")
+        if not sep:
+            if line.endswith(":"):  # "Name:" with an empty value
+                headers[line[:-1]] = ""
+                continue
+            raise ESLProtocolError(f"header line without ': ': {line[:80]!r}")
+        headers[name] = value
+    return headers
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(slots=True)
+class EslEvent:
+    """A decoded event: header values already URL-decoded, plus the event body.
+
+    FreeSWITCH events may repeat a header (``Hangup-Cause`` in CHANNEL_HANGUP_COMPLETE):
+    ``pairs`` keeps every header in wire order, ``headers`` the first value of each name
+    (what ``switch_event_get_header`` returns).
+    """
+
+    headers: dict[str, str]
+    body: str = ""
+    fmt: str = "plain"
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.headers.get("Event-Name", "")
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+
+@dataclass(slots=True)
+class LazyEvent:
+    """A plain event whose header values are URL-decoded only when read (cheap parsing)."""
+
+    raw: dict[str, str]
+    body: str = ""
+    _decoded: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.raw.get("Event-Name", "")
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self.raw.get(name)
+        if value is None:
+            return default
+        if "%" not in value:
+            return value
+        cached = self._decoded.get(name)
+        if cached is None:
+            cached = self._decoded[name] = unquote(value)
+        return cached
+
+
+def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out.setdefault(name, value)
+    return out
+
+
+def split_plain_pairs(data: str) -> tuple[list[tuple[str, str]], str]:
+    """Split a ``text/event-plain`` body into raw (still encoded) header pairs and body.
+
+    The event's own ``Content-Length`` (present only with a body) is not part of the pairs.
+    """
+    head, sep, rest = data.partition("\n\n")
+    pairs: list[tuple[str, str]] = []
+    length = ""
+    for line in head.split("\n"):
+        name, colon, value = line.partition(": ")
+        if colon:
+            if name == "Content-Length" and sep:
+                length = value
+            else:
+                pairs.append((name, value))
+        elif line:
+            raise ESLProtocolError(f"event header line without ': ': {line[:80]!r}")
+    body = ""
+    if length:
+        if not length.isdigit():
+            raise ESLProtocolError(f"bad event Content-Length {length!r}")
+        body = rest.encode("utf-8")[: int(length)].decode("utf-8", "replace")
+    return pairs, body
+
+
+def split_plain_body(data: str) -> tuple[dict[str, str], str]:
+    """Like :func:`split_plain_pairs` but a dict (first value of a repeated header wins)."""
+    pairs, body = split_plain_pairs(data)
+    return _first_values(pairs), body
+
+
+class _Pairs(list[tuple[str, object]]):
+    """A JSON object kept as its (key, value) pairs, so repeated keys survive."""
+
+
+def parse_event(frame: Frame) -> EslEvent:
+    """Decode a ``text/event-plain`` or ``text/event-json`` frame."""
+    ctype = frame.content_type
+    if ctype == "text/event-plain":
+        raw, body = split_plain_pairs(frame.text)
+        pairs = [(k, url_decode(v)) for k, v in raw]
+        return EslEvent(_first_values(pairs), body, "plain", pairs)
+    if ctype == "text/event-json":
+        try:
+            data = json.loads(frame.body, object_pairs_hook=_Pairs)
+        except ValueError as exc:
+            raise ESLProtocolError(f"bad JSON event body: {exc}") from None
+        if not isinstance(data, _Pairs):
+            raise ESLProtocolError("JSON event body is not an object")
+        body = ""
+        pairs = []
+        for k, v in data:
+            if k == "_body":
+                body = str(v)
+            elif not (k == "Content-Length" and any(key == "_body" for key, _ in data)):
+                pairs.append((str(k), str(v)))
+        return EslEvent(_first_values(pairs), body, "json", pairs)
+    raise ESLProtocolError(f"not an event frame: Content-Type {ctype!r}")
+
+
+def parse_event_lazy(frame: Frame) -> LazyEvent:
+    """Fast path for the driver: plain events decoded lazily, JSON decoded at once."""
+    if frame.content_type == "text/event-plain":
+        raw, body = split_plain_body(frame.text)
+        return LazyEvent(raw, body)
+    event = parse_event(frame)
+    return LazyEvent(event.headers, event.body)
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_frame(headers: Iterable[tuple[str, str]], body: bytes | str = b"") -> bytes:
+    """Envelope headers in the given order, ``Content-Length`` added last when a body exists."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    lines = "".join(f"{k}: {v}\n" for k, v in headers)
+    if data:
+        lines += f"Content-Length: {len(data)}\n"
+    return (lines + "\n").encode("utf-8") + data
+
+
+def serialize_plain(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
+    """``switch_event_serialize``: encoded header lines, then body with its own length."""
+    text = "".join(f"{k}: {url_encode(v)}\n" for k, v in headers)
+    if body:
+        raw = body.encode("utf-8")
+        return (text + f"Content-Length: {len(raw)}\n\n").encode("utf-8") + raw
+    return (text + "\n").encode("utf-8")
+
+
+def serialize_json(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
+    """cJSON's compact print; repeated headers are repeated keys, as FreeSWITCH sends them."""
+    items = list(headers)
+    if body:
+        items += [("Content-Length", str(len(body.encode("utf-8")))), ("_body", body)]
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    text = "{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in items) + "}"
+    return text.encode("utf-8")
+
+
+def event_frame(headers: Iterable[tuple[str, str]], body: str = "", fmt: str = "plain") -> bytes:
+    payload = serialize_json(headers, body) if fmt == "json" else serialize_plain(headers, body)
+    ctype = "text/event-json" if fmt == "json" else "text/event-plain"
+    return f"Content-Length: {len(payload)}\nContent-Type: {ctype}\n\n".encode() + payload
+
+
+def command_reply(text: str, extra: Iterable[tuple[str, str]] = ()) -> bytes:
+    return encode_frame([("Content-Type", "command/reply"), ("Reply-Text", text), *extra])
+
+
+def api_response(text: str) -> bytes:
+    data = text.encode("utf-8")
+    head = f"Content-Type: api/response\nContent-Length: {len(data)}\n\n"
+    return head.encode("utf-8") + data
+
+
+def disconnect_notice(
+    uuid: str = "", disposition: str = "", channel_name: str = "", linger: bool = False
+) -> bytes:
+    """The ``text/disconnect-notice`` frames: plain (inbound), disconnect or linger (outbound)."""
+    headers = [("Content-Type", "text/disconnect-notice")]
+    if uuid:
+        headers.append(("Controlled-Session-UUID", uuid))
+    if disposition:
+        headers.append(("Content-Disposition", disposition))
+    if linger:
+        headers += [("Channel-Name", channel_name), ("Linger-Time", "-1"), ("Content-Length", "0")]
+        return encode_frame(headers)
+    return encode_frame(headers, DISCONNECT_TEXT)
+
+
+def encode_command(command: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A client command: ``api status``, or ``sendmsg`` with its header lines."""
+    text = command + "".join(f"\n{k}: {v}" for k, v in headers)
+    return (text + "\n\n").encode("utf-8")
+
+
+def sendmsg(
+    app: str, arg: str = "", event_uuid: str = "", uuid: str = "", lock: bool = False
+) -> bytes:
+    """``sendmsg`` executing ``app``; ``event_uuid`` comes back as ``Application-UUID``."""
+    headers = [("call-command", "execute"), ("execute-app-name", app)]
+    if arg:
+        headers.append(("execute-app-arg", arg))
+    if event_uuid:
+        headers.append(("Event-UUID", event_uuid))
+    if lock:
+        headers.append(("event-lock", "true"))
+    return encode_command(f"sendmsg {uuid}".rstrip(), headers)
