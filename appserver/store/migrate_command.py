@@ -30,7 +30,7 @@ async def _status(dsn: str) -> int:
     finally:
         await conn.close()
     for migration in discover():
-        print(f"{'applied' if migration.version in done else 'pending'} {migration.version}")
+        print(f"{migration.version}: {'applied' if migration.version in done else 'pending'}")
     return 0
 
 
