@@ -1,0 +1,27 @@
+-- ARGV: prefix, queue, call, priority(0..99), now_ms, owner, lease_ms, caller, skills_json
+-- -> {'ok', position} | {'full'} | {'empty'} | {'err', reason}
+local q, c, prio, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local owner, lease = ARGV[6], tonumber(ARGV[7])
+local conf = hgetall(qkey(q, 'conf'))
+if not conf['strategy'] then return {'err', 'no_such_queue'} end
+if redis.call('EXISTS', ckey(c)) == 1 then return {'err', 'duplicate_call'} end
+promote_wrapups(now)
+local waiting = qkey(q, 'waiting')
+local max_len = num(conf['max_length'], 0)
+if max_len > 0 and redis.call('ZCARD', waiting) >= max_len then
+  redis.call('HINCRBY', qkey(q, 'stats'), 'overflowed', 1)
+  return {'full'}
+end
+if conf['join_when_empty'] == '0' and staffed(q) == 0 then
+  redis.call('HINCRBY', qkey(q, 'stats'), 'overflowed', 1)
+  return {'empty'}
+end
+-- Priority first (higher first), then join time: FIFO within a priority.
+local score = (100 - prio) * 1e13 + now
+redis.call('HSET', ckey(c), 'queue', q, 'priority', prio, 'joined', now, 'score', score,
+           'owner', owner, 'state', 'waiting', 'caller', ARGV[8], 'skills', ARGV[9])
+redis.call('ZADD', waiting, score, c)
+redis.call('ZADD', P .. 'leases', now + lease, c)
+redis.call('SADD', P .. 'worker:' .. owner .. ':calls', c)
+redis.call('HINCRBY', qkey(q, 'stats'), 'joined', 1)
+return {'ok', redis.call('ZRANK', waiting, c) + 1}

@@ -1,0 +1,8 @@
+-- Remove callers whose owning worker stopped renewing their lease (it died).
+-- ARGV: prefix, now_ms, limit -> list of removed call ids
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)
+for _, c in ipairs(dead) do
+  if not leave(c, 'lost', now) then redis.call('ZREM', P .. 'leases', c) end
+end
+return dead

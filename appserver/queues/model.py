@@ -1,0 +1,279 @@
+"""Queue, agent and membership definitions as published to Redis, with validation.
+
+PostgreSQL (tables ``queues``, ``agents``, ``queue_members``) is the source of truth;
+:mod:`appserver.queues.config` reads rows into these types and publishes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+Strategy = Literal["ring_all", "longest_idle", "round_robin", "fewest_calls", "random", "skills"]
+QueueAction = Literal["queue", "menu", "extension", "hangup"]
+AgentKind = Literal["browser", "sip"]
+AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up", "break", "away"]
+
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+ACTIONS: tuple[str, ...] = get_args(QueueAction)
+AGENT_STATES: tuple[str, ...] = get_args(AgentState)
+KEY_PREFIX = "callyard:q:"
+# Names become parts of Redis keys; ':' and '|' are separators there.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
+CALL_ID_RE = re.compile(r"^[^\s|]{1,200}$")
+MAX_PRIORITY = 99
+
+
+class QueueConfigError(ValueError):
+    """A queue, agent or membership definition that cannot be used (says what and why)."""
+
+
+def check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise QueueConfigError(
+            f"{kind} name {value!r} is invalid: use 1-128 letters, digits or _ . @ + -"
+        )
+    return value
+
+
+def check_call_id(value: str) -> str:
+    if not isinstance(value, str) or not CALL_ID_RE.match(value):
+        raise QueueConfigError(f"call id {value!r} is invalid: no spaces or '|', 1-200 chars")
+    return value
+
+
+def _skills(kind: str, value: object) -> dict[str, int]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise QueueConfigError(f"{kind}: not valid JSON ({exc})") from None
+    if not isinstance(value, Mapping):
+        raise QueueConfigError(f"{kind}: expected an object {{skill: level}}, got {value!r}")
+    out: dict[str, int] = {}
+    for skill, level in value.items():
+        if not isinstance(skill, str) or not skill or not isinstance(level, int) or isinstance(
+            level, bool
+        ) or not 0 <= level <= 100:
+            raise QueueConfigError(f"{kind}: skill {skill!r} needs an integer level 0..100")
+        out[skill] = level
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    strategy: Strategy = "longest_idle"
+    max_wait_seconds: int = 0  # 0: wait forever
+    max_length: int = 0  # 0: unlimited
+    announce_interval: int = 0  # seconds between announcements; 0: none
+    announce_position: bool = True
+    announce_wait: bool = True
+    moh_class: str = "default"
+    wrapup_seconds: int = 0
+    ring_timeout: int = 20
+    max_no_answer: int = 3  # 0: never send agents away
+    overflow_action: QueueAction = "hangup"
+    overflow_target: str = ""
+    join_when_empty: bool = True
+    leave_when_empty: bool = False
+    exit_key: str = ""  # one DTMF digit, "" for none
+    exit_action: QueueAction = "hangup"
+    exit_target: str = ""
+    service_level_seconds: int = 20
+    tier_widen_seconds: int = 0  # 0: all tiers at once (lower tiers still preferred)
+    required_skills: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name("queue", self.name)
+        if self.strategy not in STRATEGIES:
+            raise QueueConfigError(
+                f"queue {self.name}: strategy {self.strategy!r} is not one of {STRATEGIES}"
+            )
+        for fname in ("max_wait_seconds", "max_length", "announce_interval", "wrapup_seconds",
+                      "max_no_answer", "service_level_seconds", "tier_widen_seconds"):
+            v = getattr(self, fname)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise QueueConfigError(f"queue {self.name}: {fname} must be an integer >= 0")
+        if not isinstance(self.ring_timeout, int) or not 1 <= self.ring_timeout <= 600:
+            raise QueueConfigError(f"queue {self.name}: ring_timeout must be 1..600 seconds")
+        for prefix in ("overflow", "exit"):
+            action = getattr(self, f"{prefix}_action")
+            target = getattr(self, f"{prefix}_target")
+            if action not in ACTIONS:
+                raise QueueConfigError(
+                    f"queue {self.name}: {prefix}_action {action!r} is not one of {ACTIONS}"
+                )
+            if action != "hangup" and not target:
+                raise QueueConfigError(f"queue {self.name}: {prefix}_action {action} "
+                                       f"needs {prefix}_target")
+            if action == "queue" and target == self.name:
+                raise QueueConfigError(f"queue {self.name}: {prefix}_target cannot be itself")
+        if self.exit_key and (len(self.exit_key) != 1 or self.exit_key not in "0123456789*#"):
+            raise QueueConfigError(f"queue {self.name}: exit_key must be one of 0-9 * #")
+        if not self.moh_class:
+            raise QueueConfigError(f"queue {self.name}: moh_class must not be empty")
+        object.__setattr__(
+            self, "required_skills", _skills(f"queue {self.name} required_skills",
+                                             self.required_skills)
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueueConfig:
+        """From a ``queues`` row (or any mapping); NULLs take the defaults."""
+        names = cls.__dataclass_fields__
+        kwargs = {k: row[k] for k in names if k in row and row[k] is not None}
+        if "name" not in kwargs:
+            raise QueueConfigError("queue row without a name")
+        return cls(**kwargs)
+
+    def to_redis(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, bool):
+                out[k] = "1" if v else "0"
+            elif isinstance(v, dict):
+                out[k] = json.dumps(v) if v else "{}"
+            else:
+                out[k] = str(v)
+        return out
+
+    @classmethod
+    def from_redis(cls, h: Mapping[str, str]) -> QueueConfig:
+        kwargs: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            if name not in h:
+                continue
+            raw = h[name]
+            if f.type == "bool":
+                kwargs[name] = raw == "1"
+            elif f.type == "int":
+                kwargs[name] = int(raw)
+            elif name == "required_skills":
+                kwargs[name] = json.loads(raw)
+            else:
+                kwargs[name] = raw
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    username: str
+    display_name: str = ""
+    kind: AgentKind = "browser"
+    extension: str = ""  # what a SIP agent's phone is dialled as
+    skills: dict[str, int] = field(default_factory=dict)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        check_name("agent", self.username)
+        if self.kind not in ("browser", "sip"):
+            raise QueueConfigError(f"agent {self.username}: kind must be browser or sip")
+        if self.kind == "sip" and not self.extension:
+            raise QueueConfigError(f"agent {self.username}: a sip agent needs an extension")
+        object.__setattr__(self, "skills", _skills(f"agent {self.username} skills", self.skills))
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AgentConfig:
+        names = cls.__dataclass_fields__
+        kwargs = {k: row[k] for k in names if k in row and row[k] is not None}
+        if "username" not in kwargs:
+            raise QueueConfigError("agent row without a username")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    agent: str
+    tier: int = 1  # 1..9; tier n is tried after (n-1) * tier_widen_seconds of waiting
+    penalty: int = 0  # 0..100; lower first within a tier
+
+    def __post_init__(self) -> None:
+        check_name("agent", self.agent)
+        if not isinstance(self.tier, int) or not 1 <= self.tier <= 9:
+            raise QueueConfigError(f"member {self.agent}: tier must be 1..9")
+        if not isinstance(self.penalty, int) or not 0 <= self.penalty <= 100:
+            raise QueueConfigError(f"member {self.agent}: penalty must be 0..100")
+
+
+# ---------------------------------------------------------------- runtime results
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    status: Literal["ok", "full", "empty"]
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    call_id: str
+    agent: str
+    mode: Literal["offer", "assigned"]  # offer: waits for accept; assigned: dial now (SIP)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    ok: bool
+    queue: str = ""
+    target: str = ""
+    kind: str = ""
+    error: str = ""  # not_offered | taken
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatus:
+    call_id: str
+    queue: str
+    state: str  # waiting | offered | assigned
+    position: int  # 1-based; 0 once assigned
+    staffed: int  # agents logged in and not on break/away
+    avg_handle_seconds: float
+
+    @property
+    def estimated_wait(self) -> float:
+        """Seconds: callers ahead served in parallel by the staffed agents."""
+        if self.position <= 0 or self.avg_handle_seconds <= 0:
+            return 0.0
+        return self.position * self.avg_handle_seconds / max(1, self.staffed)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    username: str
+    state: AgentState
+    reason: str
+    since_ms: int
+    offer: str  # call id being offered, "" if none
+    call: str  # call id on the line, "" if none
+    calls_handled: int
+    no_answer: int
+    queues: tuple[str, ...]
+    kind: str = "browser"
+    wrapup_until_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    waiting: int
+    longest_wait: float  # seconds
+    joined: int
+    answered: int
+    abandoned: int
+    overflowed: int
+    exited: int
+    lost: int
+    service_level: float  # % of answered + abandoned answered within service_level_seconds
+    avg_wait: float  # seconds, answered calls
+    avg_handle: float  # seconds
+    agents: dict[str, int]  # state -> count among members
+    agent_calls: dict[str, int]  # agent -> calls handled in this queue
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,389 @@
+"""Queue and agent state in Redis: typed calls of the Lua scripts.
+
+:class:`QueueStore` is for asyncio (``redis.asyncio.Redis``); :class:`SyncQueueStore` is the
+same API for ``redis.Redis`` (the gevent FreeSWITCH worker, scripts, benchmarks). Both take
+the client as given; responses may be bytes or str. Timestamps are milliseconds and default
+to the wall clock, so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from appserver.queues import scripts
+from appserver.queues.model import (
+    KEY_PREFIX,
+    MAX_PRIORITY,
+    AcceptResult,
+    AgentConfig,
+    AgentStatus,
+    CallStatus,
+    EnqueueResult,
+    Member,
+    Offer,
+    QueueConfig,
+    QueueConfigError,
+    QueueStats,
+    check_call_id,
+    check_name,
+)
+
+STATS_CHANNEL = "callyard:q:stats"
+AGENTS_CHANNEL = "callyard:q:agents"
+LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
+AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
+
+
+class QueueError(Exception):
+    """A queue operation refused by the current state (e.g. unknown queue, agent on a call)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _s(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode()
+    return "" if v is None else str(v)
+
+
+def _strs(values: Any) -> list[str]:
+    return [_s(v) for v in values or []]
+
+
+def _hash(h: Mapping[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in h.items()}
+
+
+# ---------------------------------------------------------------- argument builders / parsers
+# One place for each script's arguments and result shape, shared by both stores.
+
+
+def _enqueue_args(queue: str, call_id: str, priority: int, owner: str, now: int, lease_ms: int,
+                  caller: str, skills: Mapping[str, int] | None) -> list[Any]:
+    check_name("queue", queue)
+    check_call_id(call_id)
+    check_name("worker", owner)
+    if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise QueueConfigError(f"priority must be an integer 0..{MAX_PRIORITY}, got {priority!r}")
+    return [queue, call_id, priority, now, owner, lease_ms, caller, json.dumps(skills or {})]
+
+
+def _enqueue_result(r: Any) -> EnqueueResult:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], f"cannot enqueue: {items[1].replace('_', ' ')}")
+    if items[0] == "ok":
+        return EnqueueResult("ok", int(items[1]))
+    return EnqueueResult("full" if items[0] == "full" else "empty")
+
+
+def _offers(r: Any) -> list[Offer]:
+    items = _strs(r)
+    return [
+        Offer(items[i], items[i + 1], "assigned" if items[i + 2] == "assigned" else "offer")
+        for i in range(0, len(items), 3)
+    ]
+
+
+def _accept_result(r: Any) -> AcceptResult:
+    items = _strs(r)
+    if items[0] == "ok":
+        return AcceptResult(True, items[1], items[2], items[3])
+    return AcceptResult(False, error=items[1])
+
+
+def _statuses(r: Any) -> list[CallStatus]:
+    items = _strs(r)
+    return [
+        CallStatus(items[i], items[i + 1], items[i + 2], int(items[i + 3]), int(items[i + 4]),
+                   int(float(items[i + 5])) / 1000.0)
+        for i in range(0, len(items), 6)
+    ]
+
+
+def _agent_result(r: Any) -> str:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], f"agent action refused: {items[1].replace('_', ' ')}")
+    return items[1] if items[0] == "ok" else f"pending:{items[1]}"
+
+
+def _agent_args(agent: str, action: str, now: int, reason: str) -> list[Any]:
+    check_name("agent", agent)
+    if action not in AGENT_ACTIONS:
+        raise QueueConfigError(f"unknown agent action {action!r}")
+    return [agent, action, now, reason[:100]]
+
+
+def _sync_queue_args(cfg: QueueConfig, members: list[Member]) -> list[Any]:
+    return [cfg.name, json.dumps(cfg.to_redis()),
+            json.dumps({m.agent: f"{m.tier}:{m.penalty}" for m in members})]
+
+
+def _sync_agent_args(a: AgentConfig, now: int) -> list[Any]:
+    return [a.username, a.kind, a.extension, json.dumps(a.skills) if a.skills else "{}",
+            "1" if a.enabled else "0", a.display_name, now]
+
+
+def _agent_status(agent: str, h: dict[str, str], queues: list[str]) -> AgentStatus | None:
+    if not h.get("state"):
+        return None
+    return AgentStatus(
+        username=agent, state=h["state"], reason=h.get("reason", ""),  # type: ignore[arg-type]
+        since_ms=int(h.get("since") or 0), offer=h.get("offer", ""), call=h.get("call", ""),
+        calls_handled=int(h.get("calls") or 0), no_answer=int(h.get("no_answer") or 0),
+        queues=tuple(sorted(queues)), kind=h.get("kind", "browser"),
+        wrapup_until_ms=int(h.get("wrapup_until") or 0),
+    )
+
+
+def _stats(queue: str, r: Any) -> QueueStats:
+    items = _strs(r)
+    c = {k: int(v) for k, v in json.loads(items[2]).items()}
+    answered, abandoned = c.get("answered", 0), c.get("abandoned", 0)
+    judged = answered + abandoned
+    return QueueStats(
+        queue=queue, waiting=int(items[0]), longest_wait=int(float(items[1])) / 1000.0,
+        joined=c.get("joined", 0), answered=answered, abandoned=abandoned,
+        overflowed=c.get("overflowed", 0), exited=c.get("exited", 0), lost=c.get("lost", 0),
+        service_level=round(100.0 * c.get("answered_in_sl", 0) / judged, 1) if judged else 100.0,
+        avg_wait=round(c.get("wait_ms", 0) / answered / 1000.0, 3) if answered else 0.0,
+        avg_handle=round(c.get("handle_ms", 0) / answered / 1000.0, 3) if answered else 0.0,
+        agents={k: int(v) for k, v in json.loads(items[4]).items()},
+        agent_calls={k: int(v) for k, v in json.loads(items[3]).items()},
+    )
+
+
+def _check_leave(outcome: str) -> None:
+    if outcome not in LEAVE_OUTCOMES:
+        raise QueueConfigError(f"leave outcome must be one of {LEAVE_OUTCOMES}, got {outcome!r}")
+
+
+def _check_decline(reason: str) -> None:
+    if reason not in ("no_answer", "declined"):
+        raise QueueConfigError("decline reason must be no_answer or declined")
+
+
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def inbox(self, worker: str) -> str:
+        return f"{self.prefix}worker:{worker}:inbox"
+
+    def agent(self, agent: str) -> str:
+        return f"{self.prefix}agent:{agent}"
+
+    def conf(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}:conf"
+
+    def members(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}:members"
+
+    def queues(self) -> str:
+        return f"{self.prefix}queues"
+
+
+class QueueStore:
+    """asyncio API over ``redis.asyncio.Redis``."""
+
+    def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.keys = _Keys(prefix)
+        self._scripts = scripts.register(client)
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        return await self._scripts[name](args=[self.prefix, *args])
+
+    # definitions
+    async def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
+        await self._run("sync_queue", *_sync_queue_args(cfg, members))
+
+    async def drop_queue(self, queue: str) -> None:
+        await self._run("drop_queue", check_name("queue", queue))
+
+    async def sync_agent(self, agent: AgentConfig, now: int | None = None) -> None:
+        await self._run("sync_agent", *_sync_agent_args(agent, now or now_ms()))
+
+    async def drop_agent(self, agent: str, now: int | None = None) -> None:
+        r = await self._run("drop_agent", check_name("agent", agent), now or now_ms())
+        if isinstance(r, list):
+            raise QueueError("on_call", f"agent {agent} is on a call; remove after it ends")
+
+    async def queue_names(self) -> list[str]:
+        return sorted(_strs(await self.client.smembers(self.keys.queues())))
+
+    async def queue_config(self, queue: str) -> QueueConfig | None:
+        h = _hash(await self.client.hgetall(self.keys.conf(queue)))
+        return QueueConfig.from_redis(h) if h else None
+
+    # callers
+    async def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
+                      caller: str = "", skills: Mapping[str, int] | None = None,
+                      lease_ms: int = 15000, now: int | None = None) -> EnqueueResult:
+        args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
+                             skills)
+        return _enqueue_result(await self._run("enqueue", *args))
+
+    async def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:
+        return _offers(await self._run("match", queue, now or now_ms(), random.random(), scan))
+
+    async def dial_failed(self, call_id: str, agent: str, now: int | None = None) -> bool:
+        return bool(await self._run("dial_failed", call_id, agent, now or now_ms()))
+
+    async def finish(self, call_id: str, now: int | None = None) -> bool:
+        return bool(await self._run("finish", call_id, now or now_ms()))
+
+    async def leave(self, call_id: str, outcome: str, now: int | None = None) -> str:
+        _check_leave(outcome)
+        return _s(await self._run("leave", call_id, outcome, now or now_ms()))
+
+    async def tick(self, owner: str, lease_ms: int = 15000,
+                   now: int | None = None) -> list[CallStatus]:
+        return _statuses(await self._run("tick", owner, now or now_ms(), lease_ms))
+
+    async def reap(self, now: int | None = None, limit: int = 500) -> list[str]:
+        return _strs(await self._run("reap", now or now_ms(), limit))
+
+    async def adopt(self, call_id: str, owner: str, lease_ms: int = 15000,
+                    now: int | None = None) -> tuple[str, str] | None:
+        r = await self._run("adopt", call_id, check_name("worker", owner), now or now_ms(),
+                            lease_ms)
+        return (_s(r[0]), _s(r[1])) if r else None
+
+    async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
+        r = await self.client.blpop([self.keys.inbox(owner)], timeout=timeout)
+        return json.loads(_s(r[1])) if r else None
+
+    # agents
+    async def agent_action(self, agent: str, action: str, reason: str = "",
+                           now: int | None = None) -> str:
+        return _agent_result(await self._run("agent", *_agent_args(agent, action,
+                                                                   now or now_ms(), reason)))
+
+    async def accept(self, agent: str, call_id: str, now: int | None = None) -> AcceptResult:
+        return _accept_result(await self._run("accept", agent, call_id, now or now_ms()))
+
+    async def decline(self, agent: str, call_id: str, reason: str = "declined",
+                      now: int | None = None) -> bool:
+        _check_decline(reason)
+        return bool(await self._run("decline", agent, call_id, reason, now or now_ms()))
+
+    async def agent(self, agent: str) -> AgentStatus | None:
+        h = _hash(await self.client.hgetall(self.keys.agent(agent)))
+        queues = _strs(await self.client.smembers(self.keys.agent(agent) + ":queues"))
+        return _agent_status(agent, h, queues)
+
+    # stats
+    async def stats(self, queue: str, now: int | None = None) -> QueueStats:
+        return _stats(queue, await self._run("stats", queue, now or now_ms()))
+
+    async def publish_stats(self, now: int | None = None) -> list[QueueStats]:
+        all_stats = [await self.stats(q, now) for q in await self.queue_names()]
+        await self.client.publish(STATS_CHANNEL, json.dumps([s.to_dict() for s in all_stats]))
+        return all_stats
+
+
+class SyncQueueStore:
+    """The same API over ``redis.Redis`` (blocking; cooperative under gevent)."""
+
+    def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.keys = _Keys(prefix)
+        self._scripts = scripts.register(client)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        return self._scripts[name](args=[self.prefix, *args])
+
+    def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
+        self._run("sync_queue", *_sync_queue_args(cfg, members))
+
+    def drop_queue(self, queue: str) -> None:
+        self._run("drop_queue", check_name("queue", queue))
+
+    def sync_agent(self, agent: AgentConfig, now: int | None = None) -> None:
+        self._run("sync_agent", *_sync_agent_args(agent, now or now_ms()))
+
+    def drop_agent(self, agent: str, now: int | None = None) -> None:
+        if isinstance(self._run("drop_agent", check_name("agent", agent), now or now_ms()), list):
+            raise QueueError("on_call", f"agent {agent} is on a call; remove after it ends")
+
+    def queue_names(self) -> list[str]:
+        return sorted(_strs(self.client.smembers(self.keys.queues())))
+
+    def queue_config(self, queue: str) -> QueueConfig | None:
+        h = _hash(self.client.hgetall(self.keys.conf(queue)))
+        return QueueConfig.from_redis(h) if h else None
+
+    def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
+                caller: str = "", skills: Mapping[str, int] | None = None,
+                lease_ms: int = 15000, now: int | None = None) -> EnqueueResult:
+        args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
+                             skills)
+        return _enqueue_result(self._run("enqueue", *args))
+
+    def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:
+        return _offers(self._run("match", queue, now or now_ms(), random.random(), scan))
+
+    def dial_failed(self, call_id: str, agent: str, now: int | None = None) -> bool:
+        return bool(self._run("dial_failed", call_id, agent, now or now_ms()))
+
+    def finish(self, call_id: str, now: int | None = None) -> bool:
+        return bool(self._run("finish", call_id, now or now_ms()))
+
+    def leave(self, call_id: str, outcome: str, now: int | None = None) -> str:
+        _check_leave(outcome)
+        return _s(self._run("leave", call_id, outcome, now or now_ms()))
+
+    def tick(self, owner: str, lease_ms: int = 15000, now: int | None = None) -> list[CallStatus]:
+        return _statuses(self._run("tick", owner, now or now_ms(), lease_ms))
+
+    def reap(self, now: int | None = None, limit: int = 500) -> list[str]:
+        return _strs(self._run("reap", now or now_ms(), limit))
+
+    def adopt(self, call_id: str, owner: str, lease_ms: int = 15000,
+              now: int | None = None) -> tuple[str, str] | None:
+        r = self._run("adopt", call_id, check_name("worker", owner), now or now_ms(), lease_ms)
+        return (_s(r[0]), _s(r[1])) if r else None
+
+    def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
+        r = self.client.blpop([self.keys.inbox(owner)], timeout=timeout)
+        return json.loads(_s(r[1])) if r else None
+
+    def agent_action(self, agent: str, action: str, reason: str = "",
+                     now: int | None = None) -> str:
+        return _agent_result(self._run("agent", *_agent_args(agent, action, now or now_ms(),
+                                                              reason)))
+
+    def accept(self, agent: str, call_id: str, now: int | None = None) -> AcceptResult:
+        return _accept_result(self._run("accept", agent, call_id, now or now_ms()))
+
+    def decline(self, agent: str, call_id: str, reason: str = "declined",
+                now: int | None = None) -> bool:
+        _check_decline(reason)
+        return bool(self._run("decline", agent, call_id, reason, now or now_ms()))
+
+    def agent(self, agent: str) -> AgentStatus | None:
+        h = _hash(self.client.hgetall(self.keys.agent(agent)))
+        queues = _strs(self.client.smembers(self.keys.agent(agent) + ":queues"))
+        return _agent_status(agent, h, queues)
+
+    def stats(self, queue: str, now: int | None = None) -> QueueStats:
+        return _stats(queue, self._run("stats", queue, now or now_ms()))
+
+    def publish_stats(self, now: int | None = None) -> list[QueueStats]:
+        all_stats = [self.stats(q, now) for q in self.queue_names()]
+        self.client.publish(STATS_CHANNEL, json.dumps([s.to_dict() for s in all_stats]))
+        return all_stats
