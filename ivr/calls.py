@@ -212,8 +212,39 @@ class QueueResult:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    """From the queue runtime while the caller waits: place in line (1 = next) and the
+    estimated wait in seconds (0 when unknown); ``agents`` counts agents staffing the queue."""
+
+    queue: str
+    position: int
+    estimated_wait: float = 0.0
+    agents: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAssigned:
+    """From the queue runtime: ``agent`` took the call; connect the caller to ``target``
+    (``kind`` "browser": dial the agent by name; "sip": dial the agent's extension)."""
+
+    queue: str
+    agent: str
+    target: str
+    kind: Literal["browser", "sip"] = "browser"
+
+
 Event: TypeAlias = (
-    Answered | Dtmf | PlayFinished | TimerFired | HungUp | DialResult | TransferResult | QueueResult
+    Answered
+    | Dtmf
+    | PlayFinished
+    | TimerFired
+    | HungUp
+    | DialResult
+    | TransferResult
+    | QueueResult
+    | QueueUpdate
+    | AgentAssigned
 )
 
 
