@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -47,3 +49,31 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn
+
+
+def from_jsonb(value: Any) -> Any:
+    """A json/jsonb column value as Python, with or without the codec of :func:`init_connection`.
+
+    Repositories write jsonb as ``$n::text::jsonb`` with ``json.dumps`` so they work on any
+    asyncpg connection; only use this for columns holding objects or arrays.
+    """
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# Repositories take either a pool or a connection (e.g. one already inside a transaction).
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+class NotFoundError(LookupError):
+    """A row a write refers to by name does not exist; the message names it."""
+
+
+@asynccontextmanager
+async def transaction(db: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction (a savepoint when ``db`` already is in one)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
