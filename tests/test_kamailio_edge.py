@@ -1,0 +1,641 @@
+"""The shipped Kamailio edge (compose/kamailio) run for real against stand-in engine nodes.
+
+One ``kamailio`` process is started through ``compose/kamailio/entrypoint.sh`` (the same
+path the container takes) on loopback, with short timers. Engine nodes are small asyncio
+UDP SIP servers on their own loopback addresses (FreeSWITCH set: fs1, fs2; Asterisk set:
+ast1) whose behaviour each test scripts; callers, agent phones and a flooder are UDP
+sockets sending raw SIP. Node health is read with ``kamcmd dispatcher.list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRYPOINT = REPO / "compose" / "kamailio" / "entrypoint.sh"
+KAMAILIO = shutil.which("kamailio") or next(
+    (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if os.path.exists(p)), None
+)
+KAMCMD = shutil.which("kamcmd") or (str(Path(KAMAILIO).with_name("kamcmd")) if KAMAILIO else None)
+
+pytestmark = pytest.mark.skipif(
+    KAMAILIO is None or KAMCMD is None or not os.path.exists(KAMCMD),
+    reason="kamailio/kamcmd not installed (Debian package `kamailio`; .ci/run installs it)",
+)
+
+EDGE_IP = "127.0.0.1"
+CALLER_IP = "127.0.0.1"
+FLOODER_IP = "127.0.0.9"
+NODE_IPS = {"fs1": "127.0.0.2", "fs2": "127.0.0.3", "ast1": "127.0.0.4"}
+INVITE_TIMEOUT_MS = 1000
+AGENT_PASSWORD = "agent-secret"
+
+
+# ----------------------------------------------------------------------------- SIP text
+
+
+@dataclass
+class SipMessage:
+    first_line: str
+    headers: list[tuple[str, str]]
+    body: str = ""
+
+    @property
+    def is_response(self) -> bool:
+        return self.first_line.startswith("SIP/2.0 ")
+
+    @property
+    def status(self) -> int:
+        return int(self.first_line.split()[1])
+
+    @property
+    def method(self) -> str:
+        return self.first_line.split()[0]
+
+    @property
+    def ruri(self) -> str:
+        return self.first_line.split()[1]
+
+    def get(self, name: str) -> str | None:
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        names = {name.lower(), *_COMPACT.get(name.lower(), ())}
+        return [v for k, v in self.headers if k.lower() in names]
+
+    @property
+    def call_id(self) -> str:
+        return self.get("Call-ID") or ""
+
+
+_COMPACT = {"via": ("v",), "call-id": ("i",), "from": ("f",), "to": ("t",), "contact": ("m",)}
+
+
+def parse_sip(data: bytes) -> SipMessage | None:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    head, _, body = text.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return SipMessage(lines[0], headers, body)
+
+
+def build(first_line: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
+    lines = [first_line, *(f"{k}: {v}" for k, v in headers)]
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def response_to(request: SipMessage, status: int, reason: str, *extra: tuple[str, str]) -> bytes:
+    headers = [("Via", v) for v in request.get_all("Via")]
+    headers += [("Record-Route", v) for v in request.get_all("Record-Route")]
+    to = request.get("To") or ""
+    if status > 100 and ";tag=" not in to:
+        to += f";tag={uuid.uuid4().hex[:8]}"
+    headers += [
+        ("From", request.get("From") or ""),
+        ("To", to),
+        ("Call-ID", request.call_id),
+        ("CSeq", request.get("CSeq") or ""),
+        *extra,
+    ]
+    return build(f"SIP/2.0 {status} {reason}", headers)
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """A UDP socket on a loopback address; ``on_message`` handles what arrives."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.port = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.ip, 0))
+        self.transport = transport
+        self.port = self.transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse_sip(data)
+        if msg is not None:
+            self.on_message(msg, addr)
+
+    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class EngineNode(UdpEndpoint):
+    """Stands in for a FreeSWITCH/Asterisk node: answers OPTIONS and INVITE as scripted.
+
+    ``alive`` False: answers nothing. ``invite`` is "ok" (100 + 200), "503", or "silent".
+    """
+
+    def __init__(self, name: str, ip: str) -> None:
+        super().__init__(ip)
+        self.name = name
+        self.alive = True
+        self.invite = "ok"
+        self.received: list[SipMessage] = []
+
+    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        if msg.is_response:
+            self.received.append(msg)
+            return
+        self.received.append(msg)
+        if not self.alive:
+            return
+        tag = ("X-Node", self.name)
+        if msg.method == "OPTIONS":
+            self.send(response_to(msg, 200, "OK", tag), addr)
+        elif msg.method == "INVITE":
+            if self.invite == "ok":
+                self.send(response_to(msg, 100, "Trying", tag), addr)
+                contact = ("Contact", f"<sip:{self.name}@{self.ip}:{self.port}>")
+                self.send(response_to(msg, 200, "OK", tag, contact), addr)
+            elif self.invite == "503":
+                self.send(response_to(msg, 503, "Service Unavailable", tag), addr)
+        elif msg.method in ("BYE", "CANCEL"):
+            self.send(response_to(msg, 200, "OK", tag), addr)
+
+    def invites(self) -> list[SipMessage]:
+        """Distinct INVITE transactions received (retransmissions folded)."""
+        seen: dict[str, SipMessage] = {}
+        for m in self.received:
+            if not m.is_response and m.method == "INVITE":
+                seen.setdefault(m.call_id, m)
+        return list(seen.values())
+
+    def options_count(self) -> int:
+        return sum(1 for m in self.received if not m.is_response and m.method == "OPTIONS")
+
+    def reset(self) -> None:
+        self.alive = True
+        self.invite = "ok"
+        self.received.clear()
+
+
+class SipClient(UdpEndpoint):
+    """A caller, phone or engine-side UAC: sends requests, collects responses per Call-ID.
+
+    Requests it receives (e.g. an INVITE to a registered phone) are recorded and answered
+    200 when ``answer_requests`` is set.
+    """
+
+    def __init__(self, ip: str, edge: tuple[str, int]) -> None:
+        super().__init__(ip)
+        self.edge = edge
+        self.responses: dict[str, asyncio.Queue[SipMessage]] = {}
+        self.requests: list[SipMessage] = []
+        self.answer_requests = True
+
+    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        if msg.is_response:
+            self.responses.setdefault(msg.call_id, asyncio.Queue()).put_nowait(msg)
+            return
+        self.requests.append(msg)
+        if self.answer_requests and msg.method != "ACK":
+            contact = ("Contact", f"<sip:phone@{self.ip}:{self.port}>")
+            self.send(response_to(msg, 200, "OK", contact), addr)
+
+    def request(
+        self,
+        method: str,
+        user: str | None,
+        *,
+        call_id: str | None = None,
+        cseq: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        omit: tuple[str, ...] = (),
+    ) -> str:
+        call_id = call_id or uuid.uuid4().hex
+        host = f"{self.edge[0]}:{self.edge[1]}"
+        ruri = f"sip:{user}@{host}" if user else f"sip:{host}"
+        to_user = user or "edge"
+        headers = [
+            ("Via", f"SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:caller@{self.ip}>;tag={uuid.uuid4().hex[:8]}"),
+            ("To", f"<sip:{to_user}@{self.edge[0]}>"),
+            ("Call-ID", call_id),
+            ("CSeq", cseq or f"1 {method}"),
+            ("Contact", f"<sip:caller@{self.ip}:{self.port}>"),
+        ]
+        headers = [(k, v) for k, v in headers if k not in omit] + (extra or [])
+        self.responses.setdefault(call_id, asyncio.Queue())
+        self.send(build(f"{method} {ruri} SIP/2.0", headers), self.edge)
+        return call_id
+
+    async def final(self, call_id: str, timeout: float = 5.0) -> SipMessage:
+        queue = self.responses.setdefault(call_id, asyncio.Queue())
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await queue.get()
+                if msg.status >= 200:
+                    return msg
+
+    async def call(self, user: str, timeout: float = 5.0) -> SipMessage:
+        return await self.final(self.request("INVITE", user), timeout)
+
+
+# ----------------------------------------------------------------------------- the edge
+
+
+@dataclass
+class Edge:
+    port: int
+    ctl: str
+    nodes: dict[str, EngineNode]
+    log: Path
+    process: subprocess.Popen[bytes]
+    clients: list[SipClient] = field(default_factory=list)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (EDGE_IP, self.port)
+
+    def node_flags(self) -> dict[str, str]:
+        """node name -> dispatcher FLAGS (e.g. "AP" active, "IP" inactive, "TP" trying)."""
+        out = subprocess.run(
+            [str(KAMCMD), "-s", self.ctl, "dispatcher.list"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+        by_uri = dict(re.findall(r"URI:\s*sip:(\S+)\s+FLAGS:\s*(\S+)", out))
+        return {
+            name: by_uri.get(f"{node.ip}:{node.port}", "?") for name, node in self.nodes.items()
+        }
+
+    async def wait_flags(self, name: str, predicate: Callable[[str], bool], within: float) -> str:
+        deadline = time.monotonic() + within
+        while True:
+            flags = self.node_flags()[name]
+            if predicate(flags):
+                return flags
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} flags stayed {flags!r} for {within}s")
+            await asyncio.sleep(0.2)
+
+    async def all_healthy(self) -> None:
+        for node in self.nodes.values():
+            node.reset()
+        for name in self.nodes:
+            await self.wait_flags(name, lambda f: f.startswith("A"), within=8)
+        for node in self.nodes.values():
+            node.received.clear()
+
+    async def client(self, ip: str = CALLER_IP) -> SipClient:
+        c = SipClient(ip, self.addr)
+        await c.open()
+        self.clients.append(c)
+        return c
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _free_port() -> int:
+    """A port free for both UDP and TCP on the edge address."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((EDGE_IP, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((EDGE_IP, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture(scope="module")
+async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    run_dir = tmp_path_factory.mktemp("kamailio")
+    nodes = {name: EngineNode(name, ip) for name, ip in NODE_IPS.items()}
+    for node in nodes.values():
+        await node.open()
+    port = _free_port()
+    ctl = f"unix:{run_dir}/kamailio_ctl"
+    env = {
+        **os.environ,
+        "KAMAILIO_BIN": str(KAMAILIO),
+        "KAMAILIO_DISPATCHER_LIST": str(run_dir / "dispatcher.list"),
+        "KAMAILIO_CTL": ctl,
+        "KAMAILIO_LISTEN_IP": EDGE_IP,
+        "KAMAILIO_SIP_PORT": str(port),
+        "FREESWITCH_NODES": ",".join(f"{nodes[n].ip}:{nodes[n].port}" for n in ("fs1", "fs2")),
+        "ASTERISK_NODES": f"{nodes['ast1'].ip}:{nodes['ast1'].port}",
+        "KAMAILIO_ASTERISK_NUMBERS": "^7[0-9]{3}$",
+        "KAMAILIO_CHILDREN": "2",
+        "KAMAILIO_PING_INTERVAL": "1",
+        "KAMAILIO_PROBING_THRESHOLD": "1",
+        "KAMAILIO_INACTIVE_THRESHOLD": "1",
+        "KAMAILIO_INVITE_TIMEOUT_MS": str(INVITE_TIMEOUT_MS),
+        "KAMAILIO_PIKE_UNIT": "2",
+        "KAMAILIO_PIKE_DENSITY": "60",
+        "KAMAILIO_BAN_SECONDS": "60",
+        "KAMAILIO_AGENT_PASSWORD": AGENT_PASSWORD,
+        "KAMAILIO_LOG_LEVEL": "2",
+    }
+    log = run_dir / "kamailio.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), "-Y", str(run_dir), "-m", "32", "-M", "4"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    e = Edge(port=port, ctl=ctl, nodes=nodes, log=log, process=process)
+    try:
+        probe = await e.client()
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"kamailio exited with {process.returncode}:\n{e.log_tail()}")
+            with contextlib.suppress(TimeoutError):
+                reply = await probe.final(probe.request("OPTIONS", None), timeout=0.5)
+                if reply.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"kamailio did not answer OPTIONS:\n{e.log_tail()}")
+        await e.all_healthy()
+        yield e
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for c in e.clients:
+            c.close()
+        for node in nodes.values():
+            node.close()
+
+
+@pytest.fixture
+async def healthy(edge: Edge) -> Edge:
+    """The edge with every node answering and active, and empty node records."""
+    await edge.all_healthy()
+    return edge
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+async def test_invites_spread_round_robin_over_the_freeswitch_set(healthy: Edge) -> None:
+    caller = await healthy.client()
+    replies = [await caller.call("9999") for _ in range(6)]
+
+    assert [r.status for r in replies] == [200] * 6
+    served = [r.get("X-Node") for r in replies]
+    assert served.count("fs1") == 3 and served.count("fs2") == 3, served
+    assert len(healthy.nodes["fs1"].invites()) == 3
+    assert len(healthy.nodes["fs2"].invites()) == 3
+    assert healthy.nodes["ast1"].invites() == []
+    # record-routed through the edge, number untouched, one hop added
+    invite = healthy.nodes["fs1"].invites()[0]
+    assert invite.ruri.startswith("sip:9999@")
+    assert any(f"{EDGE_IP}:{healthy.port}" in rr for rr in invite.get_all("Record-Route"))
+    assert invite.get("Max-Forwards") == "69"
+    assert any(f"{EDGE_IP}:{healthy.port}" in rr for rr in replies[0].get_all("Record-Route"))
+
+
+@pytest.mark.parametrize(
+    ("dialled", "engine", "ruri_user"),
+    [
+        ("9999", "fs", "9999"),  # default engine
+        ("819999", "fs", "9999"),  # FreeSWITCH prefix, stripped
+        ("829999", "ast", "9999"),  # Asterisk prefix, stripped
+        ("7001", "ast", "7001"),  # KAMAILIO_ASTERISK_NUMBERS range
+        ("70012", "fs", "70012"),  # outside the range: default
+    ],
+)
+async def test_engine_is_chosen_by_called_number(
+    healthy: Edge, dialled: str, engine: str, ruri_user: str
+) -> None:
+    caller = await healthy.client()
+    reply = await caller.call(dialled)
+    assert reply.status == 200
+    assert (reply.get("X-Node") or "").startswith(engine)
+    node = healthy.nodes[reply.get("X-Node") or ""]
+    assert node.invites()[0].ruri.startswith(f"sip:{ruri_user}@")
+
+
+async def test_prefix_alone_is_incomplete(healthy: Edge) -> None:
+    caller = await healthy.client()
+    assert (await caller.call("82")).status == 484
+    assert all(n.invites() == [] for n in healthy.nodes.values())
+
+
+async def test_dead_node_is_taken_out_and_put_back_when_it_answers(healthy: Edge) -> None:
+    fs1, fs2 = healthy.nodes["fs1"], healthy.nodes["fs2"]
+    fs2.alive = False
+    await healthy.wait_flags("fs2", lambda f: f.startswith("I"), within=6)
+
+    caller = await healthy.client()
+    started = time.monotonic()
+    replies = [await caller.call("9999") for _ in range(4)]
+    assert [r.get("X-Node") for r in replies] == ["fs1"] * 4
+    assert fs2.invites() == []
+    # no INVITE waited for the dead node's timeout
+    assert time.monotonic() - started < INVITE_TIMEOUT_MS / 1000
+
+    fs2.alive = True
+    await healthy.wait_flags("fs2", lambda f: f.startswith("A"), within=6)
+    fs1.received.clear()
+    replies = [await caller.call("9999") for _ in range(4)]
+    assert sorted(r.get("X-Node") or "" for r in replies) == ["fs1", "fs1", "fs2", "fs2"]
+
+
+async def test_invite_timeout_fails_over_to_the_next_node(healthy: Edge) -> None:
+    fs2 = healthy.nodes["fs2"]
+    fs2.invite = "silent"  # still answers OPTIONS
+    caller = await healthy.client()
+    replies = []
+    for _ in range(2):  # round-robin: one of the two starts on fs2
+        started = time.monotonic()
+        reply = await caller.call("9999", timeout=INVITE_TIMEOUT_MS / 1000 + 5)
+        replies.append((reply, time.monotonic() - started))
+
+    assert [r.status for r, _ in replies] == [200, 200]
+    assert [r.get("X-Node") for r, _ in replies] == ["fs1", "fs1"]
+    assert len(fs2.invites()) == 1
+    slow = max(elapsed for _, elapsed in replies)
+    assert slow >= INVITE_TIMEOUT_MS / 1000 * 0.9
+    # the timed-out node is out until its OPTIONS answers put it back
+    failed_call = fs2.invites()[0].call_id
+    assert any(r.call_id == failed_call for r, _ in replies)
+    await healthy.wait_flags("fs2", lambda f: f.startswith("A"), within=6)
+
+
+async def test_5xx_fails_over_and_all_failing_gives_5xx(healthy: Edge) -> None:
+    fs1, fs2 = healthy.nodes["fs1"], healthy.nodes["fs2"]
+    fs1.invite = "503"
+    caller = await healthy.client()
+    replies = [await caller.call("9999") for _ in range(2)]
+    assert [r.status for r in replies] == [200, 200]
+    assert [r.get("X-Node") for r in replies] == ["fs2", "fs2"]
+    assert len(fs1.invites()) >= 1
+
+    await healthy.all_healthy()
+    fs1.invite = fs2.invite = "503"
+    reply = await caller.call("9999")
+    assert 500 <= reply.status < 600
+    assert len(fs1.invites()) == 1 and len(fs2.invites()) == 1  # each tried once
+
+
+async def test_no_active_node_gives_503_without_waiting(healthy: Edge) -> None:
+    ast1 = healthy.nodes["ast1"]
+    ast1.alive = False
+    await healthy.wait_flags("ast1", lambda f: f.startswith("I"), within=6)
+    caller = await healthy.client()
+    started = time.monotonic()
+    reply = await caller.call("829999")
+    assert reply.status == 503
+    assert time.monotonic() - started < 0.5
+    assert ast1.invites() == []
+
+
+async def test_malformed_requests_are_rejected(healthy: Edge) -> None:
+    caller = await healthy.client()
+
+    cid = caller.request("INVITE", "9999", cseq="1 BYE")  # CSeq method mismatch
+    assert (await caller.final(cid)).status == 400
+
+    cid = caller.request("INVITE", "9999", cseq="x INVITE")  # bad CSeq number
+    assert (await caller.final(cid)).status == 400
+
+    cid = caller.request("INVITE", "9999", omit=("Max-Forwards",), extra=[("Max-Forwards", "0")])
+    assert (await caller.final(cid)).status == 483
+
+    # not SIP at all: dropped without a reply
+    caller.send(b"\x00\x01garbage that is not SIP\r\n\r\n", healthy.addr)
+    cid = caller.request("INVITE", "9999", omit=("From", "To"))  # missing required headers
+    with pytest.raises(TimeoutError):
+        await caller.final(cid, timeout=1.0)
+
+    assert all(n.invites() == [] for n in healthy.nodes.values())
+    # and the edge keeps serving
+    assert (await caller.call("9999")).status == 200
+
+
+def _digest(user: str, realm: str, nonce: str, uri: str, method: str = "REGISTER") -> str:
+    ha1 = hashlib.md5(f"{user}:{realm}:{AGENT_PASSWORD}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    return hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+
+
+async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edge) -> None:
+    phone = await healthy.client()
+    register_uri = f"sip:{EDGE_IP}:{healthy.port}"
+    to = [("To", f"<sip:1001@{EDGE_IP}>")]
+    contact = [("Contact", f"<sip:1001@{phone.ip}:{phone.port}>"), ("Expires", "120")]
+
+    cid = phone.request("REGISTER", None, omit=("To", "Contact"), extra=to + contact)
+    challenge = await phone.final(cid)
+    assert challenge.status == 401
+    www = challenge.get("WWW-Authenticate") or ""
+    realm = re.search(r'realm="([^"]+)"', www)
+    nonce = re.search(r'nonce="([^"]+)"', www)
+    assert realm and nonce, www
+
+    def auth(password_ok: bool) -> list[tuple[str, str]]:
+        resp = _digest("1001", realm.group(1), nonce.group(1), register_uri)
+        if not password_ok:
+            resp = "0" * 32
+        return [
+            (
+                "Authorization",
+                f'Digest username="1001", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
+                f'uri="{register_uri}", response="{resp}", algorithm=MD5',
+            )
+        ]
+
+    cid = phone.request(
+        "REGISTER",
+        None,
+        cseq="2 REGISTER",
+        omit=("To", "Contact"),
+        extra=to + contact + auth(False),
+    )
+    assert (await phone.final(cid)).status == 401
+
+    cid = phone.request(
+        "REGISTER", None, cseq="3 REGISTER", omit=("To", "Contact"), extra=to + contact + auth(True)
+    )
+    ok = await phone.final(cid)
+    assert ok.status == 200
+    assert f"{phone.ip}:{phone.port}" in (ok.get("Contact") or "")
+
+    # an engine node calls the agent: delivered to the phone, not dispatched to engines
+    fs1 = healthy.nodes["fs1"]
+    engine_side = SipClient(fs1.ip, healthy.addr)
+    await engine_side.open()
+    healthy.clients.append(engine_side)
+    reply = await engine_side.call("1001")
+    assert reply.status == 200
+    assert [r.method for r in phone.requests] == ["INVITE"]
+    assert phone.requests[0].ruri.startswith(f"sip:1001@{phone.ip}:{phone.port}")
+
+    # engines cannot reach an unregistered number through the edge (no loop back to them)
+    assert (await engine_side.call("1002")).status == 404
+    # a caller dialling the agent's extension reaches the phone too
+    caller = await healthy.client()
+    assert (await caller.call("1001")).status == 200
+    assert len(phone.requests) == 2
+    assert all(n.invites() == [] for n in healthy.nodes.values())
+
+
+async def test_flood_from_one_address_is_banned(healthy: Edge) -> None:
+    flooder = await healthy.client(FLOODER_IP)
+    call_ids = [flooder.request("OPTIONS", None) for _ in range(300)]
+    await asyncio.sleep(1.0)
+    answered = sum(1 for cid in call_ids if not flooder.responses[cid].empty())
+    assert 0 < answered < 150, answered
+
+    # the address stays banned ...
+    with pytest.raises(TimeoutError):
+        await flooder.final(flooder.request("OPTIONS", None), timeout=1.0)
+    # ... while other callers are served
+    caller = await healthy.client()
+    assert (await caller.call("9999")).status == 200
+    assert "flood from 127.0.0.9" in healthy.log.read_text(errors="replace")
