@@ -27,7 +27,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 DISCONNECT_TEXT = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 
 # switch_utils.h SWITCH_URL_UNSAFE, plus everything below ' ' and above '~'.
-_URL_UNSAFE = b"\r\n #%&+:;<=>?@[\\]^`{|}\""
+_URL_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
 _HEX = b"0123456789ABCDEF"
 _ENCODE_TABLE: list[str] = [
     f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _URL_UNSAFE) else chr(b) for b in range(256)
@@ -85,15 +85,32 @@ class FrameParser:
     (framing is lost) and must be closed by the caller.
     """
 
-    __slots__ = ("_buf", "_pending")
+    __slots__ = ("_buf", "_error", "_pending")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pending: tuple[dict[str, str], int] | None = None
+        self._error: ESLProtocolError | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+        """Complete frames so far. Frames before a malformed one are still returned; the
+        error is raised by :meth:`check` (and by the next ``feed``)."""
+        self.check()
         frames: list[Frame] = []
+        try:
+            self._parse(data, frames)
+        except ESLProtocolError as exc:
+            if not frames:
+                raise
+            self._error = exc
+        return frames
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _parse(self, data: bytes, frames: list[Frame]) -> None:
+        self._buf += data
         buf = self._buf
         while True:
             if self._pending is None:
@@ -118,7 +135,6 @@ class FrameParser:
             del buf[:length]
             self._pending = None
             frames.append(Frame(headers, body))
-        return frames
 
     @property
     def buffered(self) -> int:
@@ -355,3 +371,67 @@ def sendmsg(
     if lock:
         headers.append(("event-lock", "true"))
     return encode_command(f"sendmsg {uuid}".rstrip(), headers)
+
+
+# ---------------------------------------------------------------- client requests (server side)
+
+
+@dataclass(slots=True)
+class Request:
+    """A command a client sends to FreeSWITCH: first line, header lines, optional body."""
+
+    command: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+class RequestParser:
+    """Incremental parser for the client side of the protocol (what the simulator reads)."""
+
+    __slots__ = ("_buf", "_error", "_pending")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pending: tuple[str, dict[str, str], int] | None = None
+        self._error: ESLProtocolError | None = None
+
+    def feed(self, data: bytes) -> list[Request]:
+        """Like :meth:`FrameParser.feed`: good requests first, the error via :meth:`check`."""
+        self.check()
+        out: list[Request] = []
+        try:
+            self._parse(data, out)
+        except ESLProtocolError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _parse(self, data: bytes, out: list[Request]) -> None:
+        self._buf += data
+        buf = self._buf
+        while True:
+            if self._pending is None:
+                while buf[:1] in (b"\n", b"\r"):
+                    del buf[:1]
+                end = buf.find(b"\n\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER_BYTES:
+                        raise ESLProtocolError("command longer than allowed without an end")
+                    break
+                text = bytes(buf[:end]).decode("utf-8", "replace").replace("\r", "")
+                del buf[: end + 2]
+                command, _, rest = text.partition("\n")
+                headers = parse_header_block(rest.encode()) if rest else {}
+                self._pending = (command.strip(), headers, _content_length(headers))
+            command, headers, length = self._pending
+            if len(buf) < length:
+                break
+            body = bytes(buf[:length])
+            del buf[:length]
+            self._pending = None
+            out.append(Request(command, headers, body))

@@ -1,0 +1,61 @@
+"""Engine-neutral prompts <-> FreeSWITCH dialplan applications, both directions.
+
+The driver turns a :class:`ivr.calls.Prompt` into one application call; the simulator turns
+the application back into the neutral ``kind:value`` form its transcript records.
+
+=========  ===========================================  ======================
+kind       application and argument                     example
+=========  ===========================================  ======================
+file       ``playback <name>.wav`` (extension kept)     ``ivr/welcome.wav``
+tts        ``speak flite|kal|<text>``                   ``flite|kal|Hello``
+digits     ``say <lang> number iterated <digits>``      ``en number iterated 42``
+number     ``say <lang> number pronounced <n>``         ``en number pronounced 42``
+silence    ``playback silence_stream://<ms>``           ``silence_stream://500``
+=========  ===========================================  ======================
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from ivr.calls import Prompt
+
+TTS_ENGINE = "flite"
+TTS_VOICE = "kal"
+
+
+def to_app(prompt: Prompt, language: str = "en") -> tuple[str, str]:
+    """``(application, argument)`` playing ``prompt``."""
+    kind, value = prompt.kind, prompt.value
+    if kind == "file":
+        if "://" in value or posixpath.splitext(value)[1]:
+            return "playback", value
+        return "playback", f"{value}.wav"
+    if kind == "tts":
+        return "speak", f"{TTS_ENGINE}|{TTS_VOICE}|{value}"
+    if kind == "digits":
+        return "say", f"{language} number iterated {value}"
+    if kind == "number":
+        return "say", f"{language} number pronounced {value}"
+    if kind == "silence":
+        return "playback", f"silence_stream://{int(float(value))}"
+    raise ValueError(f"unknown prompt kind {kind!r}")
+
+
+def from_app(app: str, arg: str) -> str | None:
+    """The neutral ``kind:value`` of a prompt application, or None if it is not one."""
+    if app == "playback":
+        if arg.startswith("silence_stream://"):
+            return "silence:" + arg.removeprefix("silence_stream://").split(",")[0]
+        if arg.startswith("local_stream://"):
+            return None  # music on hold, not a prompt
+        if arg.endswith(".wav") and "://" not in arg:
+            return "file:" + arg.removesuffix(".wav")
+        return "file:" + arg
+    if app == "speak":
+        return "tts:" + arg.split("|", 2)[-1]
+    if app == "say":
+        parts = arg.split(" ", 3)
+        if len(parts) == 4:
+            return ("digits:" if parts[2] == "iterated" else "number:") + parts[3]
+    return None

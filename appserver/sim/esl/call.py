@@ -1,0 +1,547 @@
+"""One simulated caller on the simulated FreeSWITCH: the dialplan, the outbound socket and
+the dialplan applications the worker executes through ``sendmsg``.
+
+The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
+worker in turn (the next one when a worker refuses the connection or drops the socket
+while the caller is still there), then a polite message and hangup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid as uuidlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.prompts import from_app
+from appserver.sim.caller import SimulatedCall, Transcript
+from appserver.sim.esl.channel import MYEVENTS, SimChannel, encode_connect_reply
+
+if TYPE_CHECKING:
+    from appserver.sim.esl.simulator import FreeswitchSimulator
+
+log = logging.getLogger("callyard.sim.esl")
+
+INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "bridge", "sleep"}
+_VARS = re.compile(r"^\{[^}]*\}")
+
+
+class _Ended(Exception):
+    """The channel hung up while an application was running."""
+
+
+class EslSimCall(SimulatedCall):
+    """A caller whose call is controlled by a Callyard worker over an outbound socket."""
+
+    def __init__(self, sim: FreeswitchSimulator, to: str, caller: str, caller_name: str) -> None:
+        self.sim = sim
+        self.channel = SimChannel(caller=caller, called=to, caller_name=caller_name)
+        self.call_id = self.channel.uuid
+        self.transcript = Transcript()
+        self._writer: asyncio.StreamWriter | None = None
+        self._subs: set[str] = set()
+        self._fmt = "plain"
+        self._lingering = False
+        self._apps: deque[tuple[str, str, str]] = deque()
+        self._app_ready = asyncio.Event()
+        self._break = asyncio.Event()
+        self._hungup = asyncio.Event()
+        self._left_socket = asyncio.Event()  # transfer or hangup ended socket control
+        self._exit = asyncio.Event()
+        self._digits: deque[str] = deque()
+        self._digit_evt = asyncio.Event()
+        self._current_app = ""
+        self._transferred = ""
+        self.task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ caller actions
+
+    async def press(self, digits: str, gap: float = 0.05) -> None:
+        for i, digit in enumerate(digits):
+            if i and gap:
+                await asyncio.sleep(gap)
+            self.send_dtmf(digit)
+
+    async def hangup(self) -> None:
+        self.end("NORMAL_CLEARING", "caller")
+        await asyncio.sleep(0)
+
+    def send_dtmf(self, digit: str) -> None:
+        if not self.channel.alive:
+            return
+        self.transcript.add("dtmf", digit)
+        self._digits.append(digit)
+        self._digit_evt.set()
+        self.emit(
+            "DTMF",
+            [("DTMF-Digit", digit), ("DTMF-Duration", "2000"), ("DTMF-Source", "RTP")],
+            with_variables=False,
+        )
+        terminators = self.channel.variables.get("playback_terminators", "*")
+        if self._current_app in ("playback", "speak", "say") and digit in terminators:
+            self._break.set()
+
+    # ------------------------------------------------------------ dialplan
+
+    async def run(self) -> None:
+        self.transcript.add("ringing")
+        try:
+            for host, port in self.sim.workers:
+                if not self.channel.alive or self._transferred:
+                    break
+                await self._socket_app(host, port)
+            if self.channel.alive and not self._transferred:
+                # dialplan fallback: the polite message, then hangup
+                await self._execute("answer", "", "")
+                await self._execute("playback", self.sim.behaviour.fallback_prompt, "")
+                self.end("NORMAL_CLEARING", "engine")
+            elif self._transferred and self.channel.alive:
+                await asyncio.sleep(self.sim.behaviour.transfer_seconds)
+                self.end("NORMAL_CLEARING", "engine")
+        except Exception:
+            log.exception("simulated call failed", extra={"call_id": self.call_id})
+            self.end("NORMAL_TEMPORARY_FAILURE", "engine")
+        finally:
+            self.sim.forget(self)
+
+    async def _socket_app(self, host: str, port: int) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.sim.behaviour.connect_timeout
+            )
+        except (OSError, TimeoutError):
+            log.info("socket %s:%s refused", host, port, extra={"call_id": self.call_id})
+            return
+        self._writer = writer
+        self._subs = set()
+        self._lingering = False
+        self._exit.clear()
+        executor = asyncio.create_task(self._executor())
+        parser = codec.RequestParser()
+        exit_task = asyncio.ensure_future(self._exit.wait())
+        try:
+            while True:
+                reader_task = asyncio.ensure_future(reader.read(65536))
+                done, _ = await asyncio.wait(
+                    {reader_task, exit_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reader_task not in done:
+                    reader_task.cancel()
+                    break
+                data = reader_task.result()
+                if not data:
+                    break
+                for request in parser.feed(data):
+                    await self._command(request)
+                parser.check()
+                if self._exit.is_set():
+                    break
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+        except codec.ESLProtocolError as exc:
+            log.warning("bad frame from worker: %s", exc, extra={"call_id": self.call_id})
+        except ConnectionError:
+            pass
+        finally:
+            self._writer = None
+            exit_task.cancel()
+            executor.cancel()
+            self._apps.clear()
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    # ------------------------------------------------------------ socket commands
+
+    def _send(self, data: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    def emit(
+        self, name: str, extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        with_variables: bool = True,
+    ) -> None:
+        listening = name in self._subs and self._writer is not None
+        if not listening and not self.sim.has_listeners:
+            return
+        pairs = self.channel.event_pairs(name, extra, with_variables)
+        if listening:
+            self._send(codec.event_frame(pairs, fmt=self._fmt))
+        self.sim.broadcast(name, pairs)
+
+    async def _command(self, req: codec.Request) -> None:
+        cmd, _, arg = req.command.partition(" ")
+        reply = codec.command_reply
+        if cmd == "connect":
+            self._send(encode_connect_reply(self.channel.channel_data()))
+        elif cmd == "myevents":
+            self._subs = set(MYEVENTS)
+            self._fmt = "json" if arg.split()[-1:] == ["json"] else "plain"
+            self._send(reply("+OK Events Enabled"))
+        elif cmd == "event":
+            fmt, _, names = arg.partition(" ")
+            self._fmt = fmt if fmt in ("plain", "json") else "plain"
+            self._subs |= set(MYEVENTS) if "ALL" in names.split() else set(names.split())
+            self._send(reply(f"+OK event listener enabled {self._fmt}"))
+        elif cmd == "nixevent":
+            self._subs -= set(MYEVENTS) if "ALL" in arg.split() else set(arg.split())
+            self._send(reply("+OK events nixed"))
+        elif cmd == "noevents":
+            self._subs = set()
+            self._send(reply("+OK no longer listening for events"))
+        elif cmd == "filter":
+            header, _, value = arg.partition(" ")
+            self._send(reply(f"+OK filter added. [{header}]=[{value}]"))
+        elif cmd == "linger":
+            self._lingering = True
+            self._send(reply("+OK will linger"))
+        elif cmd == "nolinger":
+            self._lingering = False
+            self._send(reply("+OK will not linger"))
+        elif cmd == "resume":
+            self._send(reply("+OK"))
+        elif cmd == "sendmsg":
+            self._send(self._sendmsg(req.headers))
+        elif cmd == "api":
+            self._send(codec.api_response(self.sim.api(arg)))
+        elif cmd == "bgapi":
+            job = str(uuidlib.uuid4())
+            self._send(reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
+        elif cmd == "exit":
+            self._send(reply("+OK bye"))
+            self._send(codec.disconnect_notice(self.call_id, "disconnect"))
+            self._exit.set()
+        else:
+            self._send(reply("-ERR command not found"))
+
+    def _sendmsg(self, headers: dict[str, str]) -> bytes:
+        command = headers.get("call-command", "")
+        if command == "execute":
+            app = headers.get("execute-app-name", "")
+            if not app:
+                return codec.command_reply("-ERR no application")
+            if not self.channel.alive:
+                return codec.command_reply("-ERR call is not active")
+            self._apps.append(
+                (app, headers.get("execute-app-arg", ""), headers.get("Event-UUID", ""))
+            )
+            self._app_ready.set()
+            return codec.command_reply("+OK")
+        if command == "hangup":
+            self.end(headers.get("hangup-cause", "NORMAL_CLEARING"), "app")
+            return codec.command_reply("+OK")
+        return codec.command_reply(f"-ERR invalid command {command}")
+
+    # ------------------------------------------------------------ applications
+
+    async def _executor(self) -> None:
+        while True:
+            while not self._apps:
+                self._app_ready.clear()
+                await self._app_ready.wait()
+            app, arg, app_uuid = self._apps.popleft()
+            if not self.channel.alive:
+                continue
+            await self._execute(app, arg, app_uuid)
+
+    async def _execute(self, app: str, arg: str, app_uuid: str) -> None:
+        app_uuid = app_uuid or str(uuidlib.uuid4())
+        chan = self.channel
+        chan.variables["current_application"] = app
+        if arg:
+            chan.variables["current_application_data"] = arg
+        ident = [("Application", app)] + ([("Application-Data", arg)] if arg else [])
+        self._current_app = app
+        self._break.clear()
+        self.emit("CHANNEL_EXECUTE", [*ident, ("Application-UUID", app_uuid)])
+        response = "_none_"
+        try:
+            response = await self._run_app(app, arg)
+        except _Ended:
+            response = "_none_"
+        finally:
+            self._current_app = ""
+        if response != "_none_":
+            chan.variables["current_application_response"] = response
+        self.emit(
+            "CHANNEL_EXECUTE_COMPLETE",
+            [*ident, ("Application-Response", response), ("Application-UUID", app_uuid)],
+        )
+
+    async def _wait(self, seconds: float, breakable: bool = True) -> str:
+        """Sleep up to ``seconds``; returns "done", "break" or raises on hangup."""
+        waits = [asyncio.ensure_future(self._hungup.wait())]
+        if breakable:
+            waits.append(asyncio.ensure_future(self._break.wait()))
+        _, pending = await asyncio.wait(
+            waits, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in pending:
+            w.cancel()
+        if self._hungup.is_set():
+            raise _Ended
+        if breakable and self._break.is_set():
+            self._break.clear()
+            return "break"
+        return "done"
+
+    async def _run_app(self, app: str, arg: str) -> str:
+        chan = self.channel
+        if app == "answer" or app == "pre_answer":
+            if chan.answer_state != "answered":
+                chan.answer_state = "answered"
+                chan.call_state = "ACTIVE"
+                chan.answered_us = int(time.time() * 1_000_000)
+                chan.variables["endpoint_disposition"] = "ANSWER"
+                self.transcript.add("answered")
+                self.emit("CHANNEL_ANSWER")
+            return "_none_"
+        if app in ("playback", "speak", "say"):
+            if app == "playback" and arg.startswith("local_stream://"):
+                return await self._moh(arg.removeprefix("local_stream://"))
+            return await self._play(app, arg)
+        if app == "play_and_get_digits":
+            return await self._play_and_get_digits(arg)
+        if app == "read":
+            return await self._read(arg)
+        if app == "set":
+            name, _, value = arg.partition("=")
+            chan.variables[name] = value
+            self.transcript.add("variable", f"{name}={value}")
+            return "_none_"
+        if app == "hangup":
+            self.end(arg or "NORMAL_CLEARING", "app")
+            return "_none_"
+        if app == "transfer":
+            self.transfer(arg.split(" ")[0])
+            return "_none_"
+        if app == "bridge":
+            return await self._bridge(arg)
+        if app == "sleep":
+            await self._wait(int(arg or "0") / 1000, breakable=False)
+            return "_none_"
+        if app == "park":
+            return "_none_"
+        log.warning("unknown application %s", app, extra={"call_id": self.call_id})
+        return "_none_"
+
+    async def _play(self, app: str, arg: str) -> str:
+        prompt = from_app(app, arg) or f"file:{arg}"
+        self.transcript.add("prompt_started", prompt)
+        if prompt in self.sim.behaviour.missing:
+            self.transcript.add("prompt_finished", f"{prompt} failed")
+            return "FILE NOT FOUND"
+        try:
+            result = await self._wait(self.sim.behaviour.duration(prompt))
+        except _Ended:
+            self.transcript.add("prompt_finished", f"{prompt} stopped")
+            raise
+        status = "stopped" if result == "break" else "done"
+        self.transcript.add("prompt_finished", f"{prompt} {status}")
+        ms = int(self.sim.behaviour.duration(prompt) * 1000)
+        self.channel.variables.update(playback_ms=str(ms), playback_samples=str(ms * 8))
+        return "FILE PLAYED"
+
+    async def _moh(self, moh_class: str) -> str:
+        self.transcript.add("moh", moh_class)
+        try:
+            await self._wait(24 * 3600)
+        finally:
+            self.transcript.add("moh", "")
+        return "FILE PLAYED"
+
+    async def _collect(
+        self, max_digits: int, terminators: str, first_timeout: float, digit_timeout: float
+    ) -> tuple[str, str]:
+        """Digits until max, a terminator or a timeout: ``(digits, terminator_or_reason)``."""
+        got = ""
+        timeout = first_timeout
+        while len(got) < max_digits:
+            if not self._digits:
+                self._digit_evt.clear()
+                waits = [
+                    asyncio.ensure_future(self._digit_evt.wait()),
+                    asyncio.ensure_future(self._hungup.wait()),
+                ]
+                _, pending = await asyncio.wait(
+                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in pending:
+                    w.cancel()
+                if self._hungup.is_set():
+                    raise _Ended
+                if not self._digits:
+                    return got, "timeout"
+            digit = self._digits.popleft()
+            if digit in terminators:
+                return got, digit
+            got += digit
+            timeout = digit_timeout
+        return got, ""
+
+    async def _prompt_until_digit(self, sound: str) -> None:
+        if not sound:
+            return
+        prompt = from_app("playback", sound) or f"file:{sound}"
+        self.transcript.add("prompt_started", prompt)
+        seconds = self.sim.behaviour.duration(prompt)
+        deadline = time.monotonic() + seconds
+        status = "done"
+        while not self._digits:
+            self._digit_evt.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waits = [
+                asyncio.ensure_future(self._digit_evt.wait()),
+                asyncio.ensure_future(self._hungup.wait()),
+            ]
+            _, pending = await asyncio.wait(
+                waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
+            if self._hungup.is_set():
+                self.transcript.add("prompt_finished", f"{prompt} stopped")
+                raise _Ended
+        if self._digits:
+            status = "stopped"
+        self.transcript.add("prompt_finished", f"{prompt} {status}")
+
+    async def _play_and_get_digits(self, arg: str) -> str:
+        parts = arg.split(" ")
+        if len(parts) < 8:
+            log.warning("play_and_get_digits: bad arguments %r", arg)
+            return "_none_"
+        mn, mx, tries, timeout_ms, terms, sound, invalid, var = parts[:8]
+        regex = parts[8] if len(parts) > 8 else ""
+        digit_timeout = int(parts[9]) / 1000 if len(parts) > 9 else int(timeout_ms) / 1000
+        for attempt in range(max(int(tries), 1)):
+            await self._prompt_until_digit(sound)
+            digits, _ = await self._collect(int(mx), terms, int(timeout_ms) / 1000, digit_timeout)
+            if len(digits) >= int(mn) and (not regex or re.fullmatch(regex, digits)):
+                self.channel.variables[var] = digits
+                return "_none_"
+            if attempt + 1 < int(tries) and invalid and invalid != "silence_stream://250":
+                await self._prompt_until_digit(invalid)
+        self.channel.variables[var] = ""
+        return "_none_"
+
+    async def _read(self, arg: str) -> str:
+        parts = arg.split(" ")
+        if len(parts) < 5:
+            return "_none_"
+        mn, mx, sound, var, timeout_ms = parts[:5]
+        terms = parts[5] if len(parts) > 5 else "#"
+        await self._prompt_until_digit(sound)
+        digits, why = await self._collect(
+            int(mx), terms, int(timeout_ms) / 1000, int(timeout_ms) / 1000
+        )
+        self.channel.variables[var] = digits
+        ok = len(digits) >= int(mn)
+        self.channel.variables["read_result"] = (
+            "success" if ok else ("timeout" if why == "timeout" else "failure")
+        )
+        return "_none_"
+
+    async def _bridge(self, arg: str) -> str:
+        b = self.sim.behaviour
+        match = _VARS.match(arg)
+        leg_vars: dict[str, str] = {}
+        if match:
+            for kv in match.group(0)[1:-1].split(","):
+                key, _, value = kv.partition("=")
+                leg_vars[key] = value
+        dial = _VARS.sub("", arg).split(",")[0].split("|")[0]
+        target = dial.rsplit("/", 1)[-1].split("@")[0]
+        self.transcript.add("dialed", target)
+        mode = b.endpoints.get(target, b.default_endpoint)
+        chan = self.channel
+        if mode == "answer":
+            await self._wait(b.ring_seconds, breakable=False)
+            self.transcript.add("bridged", target)
+            chan.variables.update(bridge_to=str(uuidlib.uuid4()), originate_disposition="SUCCESS")
+            self.emit("CHANNEL_BRIDGE", [("Other-Leg-Destination-Number", target)])
+            await self._wait(b.talk_seconds, breakable=False)
+            self.emit("CHANNEL_UNBRIDGE", [("Other-Leg-Destination-Number", target)])
+            chan.variables.update(
+                bridge_hangup_cause="NORMAL_CLEARING", last_bridge_hangup_cause="NORMAL_CLEARING"
+            )
+            return "_none_"
+        if mode == "busy":
+            await self._wait(b.ring_seconds, breakable=False)
+            cause, disposition = "USER_BUSY", "USER_BUSY"
+        elif mode == "no_answer":
+            limit = float(leg_vars.get("leg_timeout", "60"))
+            await self._wait(min(limit, b.no_answer_seconds), breakable=False)
+            cause, disposition = "NO_ANSWER", "NO_ANSWER"
+        else:
+            cause, disposition = "UNALLOCATED_NUMBER", "UNALLOCATED_NUMBER"
+        chan.variables.update(
+            originate_disposition=disposition,
+            originate_failed_cause=cause,
+            DIALSTATUS=disposition,
+            last_bridge_hangup_cause=cause,
+        )
+        return "_none_"
+
+    # ------------------------------------------------------------ engine side
+
+    def uuid_break(self, all_apps: bool) -> None:
+        if all_apps:
+            self._apps.clear()
+        if self._current_app in INTERRUPTIBLE or self._current_app == "playback":
+            self._break.set()
+
+    def transfer(self, destination: str) -> None:
+        if not self.channel.alive or self._transferred:
+            return
+        self._transferred = destination
+        self.transcript.add("transferred", destination)
+        self._apps.clear()
+        self._break.set()
+        self._send(codec.disconnect_notice(self.call_id, "disconnect"))
+        self._exit.set()
+
+    def end(self, cause: str, by: str) -> None:
+        """Hang the channel up (caller, application or engine) and run the hangup events."""
+        chan = self.channel
+        if not chan.alive:
+            return
+        chan.hangup_cause = cause
+        chan.hangup_us = int(time.time() * 1_000_000)
+        chan.answer_state = "hangup"
+        chan.variables["hangup_cause"] = cause
+        self.transcript.add("hangup", f"{cause} {by}")
+        self.emit("CHANNEL_HANGUP")
+        self._hungup.set()
+        self._apps.clear()
+        asyncio.get_running_loop().create_task(self._after_hangup())
+
+    async def _after_hangup(self) -> None:
+        # let a running application finish (it emits its EXECUTE_COMPLETE first)
+        for _ in range(20):
+            if not self._current_app:
+                break
+            await asyncio.sleep(0.001)
+        chan = self.channel
+        chan.call_state = "HANGUP"
+        self.emit("CHANNEL_UNPARK")
+        chan.state = "CS_HANGUP"
+        self.emit("CHANNEL_STATE", with_variables=False)
+        chan.state = "CS_REPORTING"
+        self.emit("CHANNEL_STATE", with_variables=False)
+        self.emit("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", chan.hangup_cause)])
+        if self._writer is None:
+            return
+        if self._lingering:
+            self._send(codec.disconnect_notice(self.call_id, "linger", chan.name, linger=True))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), self.sim.behaviour.linger_seconds)
+        else:
+            self._send(codec.disconnect_notice(self.call_id, "disconnect"))
+        self._exit.set()

@@ -1,0 +1,201 @@
+"""A simulated FreeSWITCH channel: its variables, state and the events it emits.
+
+Event headers follow the order and naming of FreeSWITCH 1.10.12 (core headers, channel
+headers, ``Caller-*`` profile, ``variable_*``, then event-specific headers).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from appserver.freeswitch.esl_codec import url_encode
+
+Pairs = list[tuple[str, str]]
+
+CORE_UUID = str(uuidlib.uuid4())
+HOSTNAME = "callyard-sim"
+
+# Events that ``myevents`` subscribes an outbound socket to (mod_event_socket).
+MYEVENTS = frozenset(
+    {
+        "CHANNEL_CREATE", "CHANNEL_DESTROY", "CHANNEL_STATE", "CHANNEL_CALLSTATE",
+        "CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_EXECUTE",
+        "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_PROGRESS",
+        "CHANNEL_PROGRESS_MEDIA", "CHANNEL_OUTGOING", "CHANNEL_PARK", "CHANNEL_UNPARK",
+        "CHANNEL_APPLICATION", "CHANNEL_HOLD", "CHANNEL_UNHOLD", "CHANNEL_ORIGINATE",
+        "CHANNEL_UUID", "DTMF", "PLAYBACK_START", "PLAYBACK_STOP",
+    }
+)  # fmt: skip
+
+_sequence = 0
+
+
+def next_sequence() -> str:
+    global _sequence
+    _sequence += 1
+    return str(_sequence)
+
+
+def core_headers(event_name: str, calling: tuple[str, str, int]) -> Pairs:
+    now = time.time()
+    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+    return [
+        ("Event-Name", event_name),
+        ("Core-UUID", CORE_UUID),
+        ("FreeSWITCH-Hostname", HOSTNAME),
+        ("FreeSWITCH-Switchname", HOSTNAME),
+        ("FreeSWITCH-IPv4", "127.0.0.1"),
+        ("FreeSWITCH-IPv6", "::1"),
+        ("Event-Date-Local", local),
+        ("Event-Date-GMT", gmt),
+        ("Event-Date-Timestamp", str(int(now * 1_000_000))),
+        ("Event-Calling-File", calling[0]),
+        ("Event-Calling-Function", calling[1]),
+        ("Event-Calling-Line-Number", str(calling[2])),
+        ("Event-Sequence", next_sequence()),
+    ]
+
+
+_CALLING = {
+    "CHANNEL_DATA": ("mod_event_socket.c", "parse_command", 2021),
+    "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", 1002),
+    "CHANNEL_UNPARK": ("switch_ivr.c", "switch_ivr_park", 1183),
+    "CHANNEL_EXECUTE": ("switch_core_session.c", "switch_core_session_exec", 2944),
+    "CHANNEL_EXECUTE_COMPLETE": ("switch_core_session.c", "switch_core_session_exec", 2984),
+    "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", 3929),
+    "CHANNEL_HANGUP": ("switch_channel.c", "switch_channel_perform_hangup", 3445),
+    "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", 2423),
+    "CHANNEL_HANGUP_COMPLETE": (
+        "switch_core_state_machine.c", "switch_core_session_reporting_state", 1048
+    ),
+    "DTMF": ("switch_channel.c", "switch_channel_dequeue_dtmf", 677),
+    "CHANNEL_BRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1686),
+    "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1760),
+}  # fmt: skip
+
+
+@dataclass
+class SimChannel:
+    """One call leg inside the simulated switch."""
+
+    caller: str
+    called: str
+    caller_name: str = ""
+    context: str = "default"
+    uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
+    variables: dict[str, str] = field(default_factory=dict)
+    state: str = "CS_EXECUTE"
+    call_state: str = "RINGING"
+    answer_state: str = "ringing"
+    hangup_cause: str = ""
+    created_us: int = field(default_factory=lambda: int(time.time() * 1_000_000))
+    answered_us: int = 0
+    hangup_us: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = f"sofia/callyard/{self.caller}@callyard-sim"
+        base = {
+            "direction": "inbound",
+            "uuid": self.uuid,
+            "session_id": "1",
+            "channel_name": self.name,
+            "read_codec": "PCMU",
+            "read_rate": "8000",
+            "write_codec": "PCMU",
+            "write_rate": "8000",
+            "call_uuid": self.uuid,
+        }
+        self.variables = {**base, **self.variables}
+
+    @property
+    def alive(self) -> bool:
+        return not self.hangup_cause
+
+    def _state_number(self) -> str:
+        return {"CS_EXECUTE": "4", "CS_HANGUP": "10", "CS_REPORTING": "11"}.get(self.state, "4")
+
+    def channel_headers(self) -> Pairs:
+        profile = self._profile("Caller")
+        pairs: Pairs = [
+            ("Channel-State", self.state),
+            ("Channel-Call-State", self.call_state),
+            ("Channel-State-Number", self._state_number()),
+            ("Channel-Name", self.name),
+            ("Unique-ID", self.uuid),
+            ("Call-Direction", "inbound"),
+            ("Presence-Call-Direction", "inbound"),
+            ("Channel-HIT-Dialplan", "true"),
+            ("Channel-Call-UUID", self.uuid),
+            ("Answer-State", self.answer_state),
+        ]
+        if self.hangup_cause:
+            pairs.append(("Hangup-Cause", self.hangup_cause))
+        pairs += [
+            ("Channel-Read-Codec-Name", "PCMU"),
+            ("Channel-Read-Codec-Rate", "8000"),
+            ("Channel-Read-Codec-Bit-Rate", "64000"),
+            ("Channel-Write-Codec-Name", "PCMU"),
+            ("Channel-Write-Codec-Rate", "8000"),
+            ("Channel-Write-Codec-Bit-Rate", "64000"),
+        ]
+        return pairs + profile
+
+    def _profile(self, prefix: str) -> Pairs:
+        p = prefix
+        return [
+            (f"{p}-Direction", "inbound"),
+            (f"{p}-Logical-Direction", "inbound"),
+            (f"{p}-Dialplan", "XML"),
+            (f"{p}-Caller-ID-Name", self.caller_name or self.caller),
+            (f"{p}-Caller-ID-Number", self.caller),
+            (f"{p}-Orig-Caller-ID-Name", self.caller_name or self.caller),
+            (f"{p}-Orig-Caller-ID-Number", self.caller),
+            (f"{p}-Destination-Number", self.called),
+            (f"{p}-Unique-ID", self.uuid),
+            (f"{p}-Source", "mod_sofia"),
+            (f"{p}-Context", self.context),
+            (f"{p}-Channel-Name", self.name),
+            (f"{p}-Profile-Index", "1"),
+            (f"{p}-Profile-Created-Time", str(self.created_us)),
+            (f"{p}-Channel-Created-Time", str(self.created_us)),
+            (f"{p}-Channel-Answered-Time", str(self.answered_us)),
+            (f"{p}-Channel-Hangup-Time", str(self.hangup_us)),
+            (f"{p}-Screen-Bit", "true"),
+            (f"{p}-Privacy-Hide-Name", "false"),
+            (f"{p}-Privacy-Hide-Number", "false"),
+        ]
+
+    def variable_headers(self) -> Pairs:
+        return [(f"variable_{k}", v) for k, v in self.variables.items()]
+
+    def channel_data(self) -> Pairs:
+        """The ``connect`` reply's headers before Content-Type (CHANNEL_DATA)."""
+        chan = [(f"Channel-{k.split('-', 1)[1]}", v) for k, v in self._profile("Caller")]
+        return (
+            core_headers("CHANNEL_DATA", _CALLING["CHANNEL_DATA"])
+            + chan
+            + self.channel_headers()
+            + self.variable_headers()
+        )
+
+    def event_pairs(
+        self, name: str, extra: Iterable[tuple[str, str]] = (), with_variables: bool = True
+    ) -> Pairs:
+        calling = _CALLING.get(name, ("switch_channel.c", "switch_channel_event", 1))
+        pairs = core_headers(name, calling) + self.channel_headers()
+        if with_variables:
+            pairs += self.variable_headers()
+        pairs.extend(extra)
+        return pairs
+
+
+def encode_connect_reply(pairs: Pairs) -> bytes:
+    """The outbound ``connect`` reply: channel data as URL-encoded headers, then the reply."""
+    text = "".join(f"{k}: {url_encode(v)}\n" for k, v in pairs)
+    text += "Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
+    text += "Socket-Mode: async\nControl: full\n\n"
+    return text.encode("utf-8")

@@ -1,0 +1,393 @@
+"""The simulated FreeSWITCH node: outbound sockets to Callyard workers per call, and an
+inbound Event Socket server (``auth``, ``api``, ``bgapi``, ``event``, ``filter``,
+``sendmsg`` ...), over real TCP, on asyncio.
+
+In-process use (tests, ``callyard dev``)::
+
+    sim = FreeswitchSimulator(workers=[("127.0.0.1", 8084)])
+    await sim.start(esl_port=8021)          # inbound ESL; port 0 picks a free port
+    call = await sim.place_call("9999", caller="+15550100")
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("1")
+    ...
+    await sim.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.sim.esl.call import EslSimCall
+from appserver.sim.esl.channel import Pairs, core_headers
+
+log = logging.getLogger("callyard.sim.esl")
+
+EndpointMode = str  # "answer" | "busy" | "no_answer" | "fail"
+FALLBACK_PROMPT = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+
+
+@dataclass
+class Behaviour:
+    """How the simulated world behaves: prompt lengths, endpoints, timings."""
+
+    prompt_seconds: float = 0.3  # default length of any prompt
+    durations: dict[str, float] = field(default_factory=dict)  # "file:ivr/welcome" -> seconds
+    missing: set[str] = field(default_factory=set)  # prompts that fail with FILE NOT FOUND
+    endpoints: dict[str, EndpointMode] = field(default_factory=dict)  # dial target -> mode
+    default_endpoint: EndpointMode = "answer"
+    ring_seconds: float = 0.05
+    talk_seconds: float = 0.2
+    no_answer_seconds: float = 0.2
+    transfer_seconds: float = 0.05
+    linger_seconds: float = 10.0
+    connect_timeout: float = 2.0
+    fallback_prompt: str = FALLBACK_PROMPT
+
+    def duration(self, prompt: str) -> float:
+        if prompt in self.durations:
+            return self.durations[prompt]
+        if prompt.startswith("silence:"):
+            return int(prompt.removeprefix("silence:") or "0") / 1000
+        return self.prompt_seconds
+
+
+class FreeswitchSimulator:
+    def __init__(
+        self,
+        workers: list[tuple[str, int]],
+        behaviour: Behaviour | None = None,
+        password: str = "ClueCon",
+        route: str = r"^[0-9*#+]+$",
+    ) -> None:
+        self.workers = workers
+        self.behaviour = behaviour or Behaviour()
+        self.password = password
+        self.route = re.compile(route)
+        self.calls: dict[str, EslSimCall] = {}
+        self.placed = 0
+        self._listeners: set[_InboundSession] = set()
+        self._server: asyncio.Server | None = None
+        self.esl_port = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, esl_host: str = "127.0.0.1", esl_port: int = 0) -> None:
+        """Start the inbound Event Socket server (``esl_port`` 0 picks a free port)."""
+        self._server = await asyncio.start_server(self._inbound, esl_host, esl_port)
+        self.esl_port = self._server.sockets[0].getsockname()[1]
+        log.info("ESL simulator listening on %s:%s", esl_host, self.esl_port)
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            call.end("SYSTEM_SHUTDOWN", "engine")
+        for session in list(self._listeners):
+            session.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        tasks = [c.task for c in list(self.calls.values()) if c.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+
+    async def place_call(
+        self, to: str, caller: str = "+15550100", caller_name: str = ""
+    ) -> EslSimCall:
+        call = EslSimCall(self, to, caller, caller_name)
+        self.calls[call.call_id] = call
+        self.placed += 1
+        if self.route.match(to):
+            call.task = asyncio.get_running_loop().create_task(call.run())
+        else:
+            call.transcript.add("ringing")
+            call.end("UNALLOCATED_NUMBER", "engine")
+            self.forget(call)
+        return call
+
+    def forget(self, call: EslSimCall) -> None:
+        self.calls.pop(call.call_id, None)
+
+    # ------------------------------------------------------------ events to inbound listeners
+
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._listeners)
+
+    def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None:
+        for session in list(self._listeners):
+            session.deliver(name, pairs, body)
+
+    # ------------------------------------------------------------ api commands
+
+    def api(self, line: str) -> str:
+        cmd, _, arg = line.strip().partition(" ")
+        args = arg.split()
+        handler: Callable[[list[str]], str] | None = getattr(self, f"_api_{cmd}", None)
+        if handler is None:
+            return f"-ERR {cmd} Command not found!\n"
+        try:
+            return handler(args)
+        except (IndexError, ValueError):
+            return f"-ERR {cmd}: bad arguments\n"
+
+    def _call(self, uuid: str) -> EslSimCall:
+        call = self.calls.get(uuid)
+        if call is None or not call.channel.alive:
+            raise LookupError(uuid)
+        return call
+
+    def _with_call(self, args: list[str], action: Callable[[EslSimCall], str]) -> str:
+        try:
+            return action(self._call(args[0]))
+        except LookupError:
+            return "-ERR No such channel!\n"
+
+    def _api_status(self, args: list[str]) -> str:
+        return (
+            "UP 0 years, 0 days, 0 hours, 0 minutes, 1 seconds, 0 milliseconds, 0 microseconds\n"
+            "FreeSWITCH (Version 1.10.12-release callyard-sim 64bit) is ready\n"
+            f"{self.placed} session(s) since startup\n"
+            f"{len(self.calls)} session(s) - peak {len(self.calls)}, last 5min 0 \n"
+            "0 session(s) per Sec out of max 1000, peak 0, last 5min 0 \n"
+            "10000 session(s) max\nmin idle cpu 0.00/100.00\n"
+        )
+
+    def _api_show(self, args: list[str]) -> str:
+        if args[:2] == ["channels", "count"]:
+            return f"\n{len(self.calls)} total.\n"
+        return "-ERR show: only 'show channels count' is simulated\n"
+
+    def _api_uuid_exists(self, args: list[str]) -> str:
+        call = self.calls.get(args[0])
+        return "true" if call and call.channel.alive else "false"
+
+    def _api_uuid_break(self, args: list[str]) -> str:
+        def act(call: EslSimCall) -> str:
+            call.uuid_break("all" in args[1:])
+            return "+OK\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_kill(self, args: list[str]) -> str:
+        cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
+
+        def act(call: EslSimCall) -> str:
+            call.end(cause, "engine")
+            return "+OK\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_getvar(self, args: list[str]) -> str:
+        return self._with_call(args, lambda c: c.channel.variables.get(args[1], "_undef_"))
+
+    def _api_uuid_setvar(self, args: list[str]) -> str:
+        def act(call: EslSimCall) -> str:
+            call.channel.variables[args[1]] = " ".join(args[2:])
+            return "+OK\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_send_dtmf(self, args: list[str]) -> str:
+        def act(call: EslSimCall) -> str:
+            for digit in args[1]:
+                call.send_dtmf(digit)
+            return f"+OK {call.call_id} sent DTMF {args[1]}.\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_transfer(self, args: list[str]) -> str:
+        dest = args[2] if args[1:2] == ["-bleg"] or args[1:2] == ["-both"] else args[1]
+
+        def act(call: EslSimCall) -> str:
+            call.transfer(dest)
+            return "+OK\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_broadcast(self, args: list[str]) -> str:
+        def act(call: EslSimCall) -> str:
+            app, _, app_arg = args[1].partition("::")
+            if app_arg:
+                call._apps.append((app, app_arg.replace("::", " "), ""))
+            else:
+                call._apps.append(("playback", args[1], ""))
+            call._app_ready.set()
+            return "+OK Message queued\n"
+
+        return self._with_call(args, act)
+
+    def _api_uuid_bridge(self, args: list[str]) -> str:
+        def act(call: EslSimCall) -> str:
+            other = self._call(args[1])
+            call.transcript.add("bridged", other.channel.caller)
+            other.transcript.add("bridged", call.channel.caller)
+            return f"+OK {other.call_id}\n"
+
+        return self._with_call(args, act)
+
+    def _api_originate(self, args: list[str]) -> str:
+        """``originate [{vars}]loopback/<number>[/<context>] &park()``: a new simulated caller."""
+        dial = args[0]
+        match = re.match(r"^(\{[^}]*\})?loopback/([^/\s]+)", dial)
+        if not match:
+            return "-ERR DESTINATION_OUT_OF_ORDER\n"
+        number = match.group(2)
+        caller = "0000000000"
+        if match.group(1):
+            for kv in match.group(1)[1:-1].split(","):
+                key, _, value = kv.partition("=")
+                if key == "origination_caller_id_number":
+                    caller = value
+        call = EslSimCall(self, number, caller, "")
+        self.calls[call.call_id] = call
+        self.placed += 1
+        call.task = asyncio.get_running_loop().create_task(call.run())
+        return f"+OK {call.call_id}\n"
+
+    # ------------------------------------------------------------ inbound server
+
+    async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = _InboundSession(self, writer)
+        await session.serve(reader)
+
+
+class _InboundSession:
+    """One inbound Event Socket connection."""
+
+    def __init__(self, sim: FreeswitchSimulator, writer: asyncio.StreamWriter) -> None:
+        self.sim = sim
+        self.writer = writer
+        self.authed = False
+        self.fmt = "plain"
+        self.events: set[str] = set()
+        self.all_events = False
+        self.filters: list[tuple[str, str]] = []
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def close(self) -> None:
+        self.sim._listeners.discard(self)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    def wants(self, name: str, pairs: Pairs) -> bool:
+        if not (self.all_events or name in self.events):
+            return False
+        if not self.filters:
+            return True
+        return any((h, v) in self.filters for h, v in pairs)
+
+    def deliver(self, name: str, pairs: Pairs, body: str = "") -> None:
+        if self.wants(name, pairs):
+            self.send(codec.event_frame(pairs, body, self.fmt))
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        self.send(codec.encode_frame([("Content-Type", "auth/request")]))
+        parser = codec.RequestParser()
+        try:
+            while not self.writer.is_closing():
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for request in parser.feed(data):
+                    if not self.handle(request):
+                        return
+                await self.writer.drain()
+                parser.check()
+        except codec.ESLProtocolError as exc:
+            log.warning("inbound ESL: bad frame: %s", exc)
+        except ConnectionError:
+            pass
+        finally:
+            self.close()
+
+    def _goodbye(self) -> bool:
+        self.send(codec.disconnect_notice())
+        self.close()
+        return False
+
+    def handle(self, req: codec.Request) -> bool:
+        reply = codec.command_reply
+        cmd, _, arg = req.command.partition(" ")
+        if not self.authed:
+            if cmd == "auth" and arg == self.sim.password:
+                self.authed = True
+                self.send(reply("+OK accepted"))
+                return True
+            if cmd == "auth":
+                self.send(reply("-ERR invalid"))
+                return self._goodbye()
+            self.send(reply("-ERR command not found"))
+            return True
+        if cmd == "api":
+            self.send(codec.api_response(self.sim.api(arg)))
+        elif cmd == "bgapi":
+            job = str(uuidlib.uuid4())
+            self.send(reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
+            asyncio.get_running_loop().call_soon(self._background_job, job, arg)
+        elif cmd == "event":
+            fmt, _, names = arg.partition(" ")
+            if fmt not in ("plain", "json"):
+                self.send(reply("-ERR invalid event format"))
+                return True
+            self.fmt = fmt
+            listed = names.split()
+            self.all_events = self.all_events or "ALL" in listed
+            self.events |= set(listed)
+            self.sim._listeners.add(self)
+            self.send(reply(f"+OK event listener enabled {fmt}"))
+        elif cmd == "nixevent":
+            listed = arg.split()
+            if "ALL" in listed:
+                self.all_events = False
+                self.events.clear()
+            self.events -= set(listed)
+            self.send(reply("+OK events nixed"))
+        elif cmd == "noevents":
+            self.all_events = False
+            self.events.clear()
+            self.sim._listeners.discard(self)
+            self.send(reply("+OK no longer listening for events"))
+        elif cmd == "filter":
+            header, _, value = arg.partition(" ")
+            if header == "delete":
+                self.filters = [f for f in self.filters if f[0] != value.split(" ")[0]]
+                self.send(reply(f"+OK filter deleted. [{value}]"))
+            elif not header or not value:
+                self.send(reply("-ERR invalid syntax"))
+            else:
+                self.filters.append((header, value))
+                self.send(reply(f"+OK filter added. [{header}]=[{value}]"))
+        elif cmd == "sendmsg":
+            call = self.sim.calls.get(arg.strip())
+            if call is None or not call.channel.alive:
+                self.send(reply(f"-ERR invalid session id [{arg.strip()}]"))
+            else:
+                self.send(call._sendmsg(req.headers))
+        elif cmd == "exit":
+            self.send(reply("+OK bye"))
+            return self._goodbye()
+        else:
+            self.send(reply("-ERR command not found"))
+        return True
+
+    def _background_job(self, job: str, line: str) -> None:
+        result = self.sim.api(line)
+        cmd, _, arg = line.strip().partition(" ")
+        api_pairs = core_headers("API", ("switch_loadable_module.c", "switch_api_execute", 2954))
+        api_pairs += [("API-Command", cmd)] + ([("API-Command-Argument", arg)] if arg else [])
+        self.sim.broadcast("API", api_pairs)
+        pairs = core_headers("BACKGROUND_JOB", ("mod_event_socket.c", "api_exec", 1572))
+        pairs += [("Job-UUID", job), ("Job-Command", cmd)]
+        if arg:
+            pairs.append(("Job-Command-Arg", arg))
+        self.sim.broadcast("BACKGROUND_JOB", pairs, result)

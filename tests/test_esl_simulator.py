@@ -1,0 +1,186 @@
+"""The ESL simulator over real TCP, driven by a raw asyncio client (no Callyard driver)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from appserver.freeswitch import esl_codec as c
+from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+
+
+class RawClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = c.FrameParser()
+        self.frames: list[c.Frame] = []
+
+    async def next(self, timeout: float = 3.0) -> c.Frame:
+        while not self.frames:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise EOFError
+            self.frames += self.parser.feed(data)
+        return self.frames.pop(0)
+
+    async def until(self, pred, timeout: float = 3.0) -> c.Frame:  # type: ignore[no-untyped-def]
+        while True:
+            frame = await self.next(timeout)
+            if pred(frame):
+                return frame
+
+    async def send(self, command: str, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+        self.writer.write(c.encode_command(command, headers))
+        await self.writer.drain()
+
+    async def reply(self, command: str) -> c.Frame:
+        await self.send(command)
+        return await self.until(lambda f: f.content_type in ("command/reply", "api/response"))
+
+
+def _event(name: str, app: str = ""):  # type: ignore[no-untyped-def]
+    def match(f: c.Frame) -> bool:
+        if not f.content_type.startswith("text/event"):
+            return False
+        event = c.parse_event(f)
+        return event.name == name and (not app or event.headers.get("Application") == app)
+
+    return match
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[FreeswitchSimulator]:
+    s = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.05))
+    await s.start(esl_port=0)
+    yield s
+    await s.stop()
+
+
+async def _inbound(sim: FreeswitchSimulator) -> RawClient:
+    client = RawClient(*await asyncio.open_connection("127.0.0.1", sim.esl_port))
+    assert (await client.next()).content_type == "auth/request"
+    return client
+
+
+async def test_bad_auth_gets_err_and_disconnect_notice(sim: FreeswitchSimulator) -> None:
+    client = await _inbound(sim)
+    frame = await client.reply("auth WrongPassword")
+    assert frame.reply_text == "-ERR invalid"
+    notice = await client.next()
+    assert notice.content_type == "text/disconnect-notice"
+    assert notice.text == c.DISCONNECT_TEXT
+    assert await client.reader.read() == b""
+
+
+async def test_inbound_api_bgapi_events_and_exit(sim: FreeswitchSimulator) -> None:
+    client = await _inbound(sim)
+    assert (await client.reply("auth ClueCon")).reply_text == "+OK accepted"
+    status = await client.reply("api status")
+    assert status.content_type == "api/response" and status.text.startswith("UP ")
+    unknown = await client.reply("api no_such_command")
+    assert unknown.text == "-ERR no_such_command Command not found!\n"
+    assert (await client.reply("event json ALL")).reply_text == "+OK event listener enabled json"
+    job = await client.reply("bgapi status")
+    job_uuid = job.headers["Job-UUID"]
+    assert job.reply_text == f"+OK Job-UUID: {job_uuid}"
+    bg = c.parse_event(await client.until(_event("BACKGROUND_JOB")))
+    assert bg.fmt == "json" and bg.headers["Job-UUID"] == job_uuid and bg.body.startswith("UP ")
+    assert (await client.reply("noevents")).reply_text == "+OK no longer listening for events"
+    assert (await client.reply("api uuid_kill nope")).text == "-ERR No such channel!\n"
+    missing = await client.reply("sendmsg nope")
+    assert missing.reply_text == "-ERR invalid session id [nope]"
+    assert (await client.reply("exit")).reply_text == "+OK bye"
+    assert (await client.next()).content_type == "text/disconnect-notice"
+
+
+async def test_malformed_command_closes_only_that_connection(sim: FreeswitchSimulator) -> None:
+    bad = await _inbound(sim)
+    bad.writer.write(b"auth ClueCon\n\nsendmsg x\nno-colon-header\n\n")
+    await bad.writer.drain()
+    assert (await bad.next()).reply_text == "+OK accepted"
+    with pytest.raises((EOFError, ConnectionError)):
+        await bad.next()
+    good = await _inbound(sim)
+    assert (await good.reply("auth ClueCon")).reply_text == "+OK accepted"
+
+
+async def test_outbound_session_matches_capture_sequence() -> None:
+    """A raw worker walks the captured sequence: connect ... hangup, linger, exit."""
+    got: asyncio.Queue[RawClient] = asyncio.Queue()
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await got.put(RawClient(r, w))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sim = FreeswitchSimulator(
+        workers=[("127.0.0.1", port)], behaviour=Behaviour(prompt_seconds=0.05)
+    )
+    await sim.start()
+    call = await sim.place_call("9999", caller="5551234", caller_name="Probe")
+    w = await asyncio.wait_for(got.get(), 3)
+    data = await w.reply("connect")
+    assert next(iter(data.headers)) == "Event-Name"
+    assert data.headers["Reply-Text"] == "%2BOK%0A"
+    assert c.url_decode(data.headers["Caller-Destination-Number"]) == "9999"
+    assert data.headers["Unique-ID"] == call.call_id
+    assert (await w.reply("myevents")).reply_text == "+OK Events Enabled"
+    assert (await w.reply("linger")).reply_text == "+OK will linger"
+    await w.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "answer")])
+    assert (await w.next()).reply_text == "+OK"
+    await w.until(_event("CHANNEL_ANSWER"))
+    await w.send(
+        "sendmsg",
+        [("call-command", "execute"), ("execute-app-name", "playback"),
+         ("execute-app-arg", "ivr/welcome.wav"), ("Event-UUID", "play-1")],
+    )  # fmt: skip
+    done = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback")))
+    assert done.headers["Application-UUID"] == "play-1"
+    assert done.headers["Application-Response"] == "FILE PLAYED"
+    await w.send(
+        "sendmsg",
+        [("call-command", "execute"), ("execute-app-name", "play_and_get_digits"),
+         ("execute-app-arg", "1 4 1 2000 # ivr/menu.wav silence_stream://250 ob_digits \\d+ 500")],
+    )  # fmt: skip
+    await w.until(_event("CHANNEL_EXECUTE"))
+    await call.press("42#")
+    digit = c.parse_event(await w.until(_event("DTMF")))
+    assert digit.headers["DTMF-Digit"] == "4"
+    pagd = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "play_and_get_digits")))
+    assert pagd.headers["variable_ob_digits"] == "42"
+    getvar = await w.reply(f"api uuid_getvar {call.call_id} ob_digits")
+    assert getvar.text == "42"
+    await w.send("sendmsg", [("call-command", "hangup"), ("hangup-cause", "NORMAL_CLEARING")])
+    names = []
+    while True:
+        frame = await w.next()
+        if frame.content_type == "text/disconnect-notice":
+            break
+        if frame.content_type.startswith("text/event"):
+            names.append(c.parse_event(frame).name)
+    assert names[0] == "CHANNEL_HANGUP" and names[-1] == "CHANNEL_HANGUP_COMPLETE"
+    assert frame.headers["Content-Disposition"] == "linger"
+    assert (await w.reply("exit")).reply_text == "+OK bye"
+    final = await w.next()
+    assert final.headers["Content-Disposition"] == "disconnect" and final.text == c.DISCONNECT_TEXT
+    assert call.prompts() == ["file:ivr/welcome", "file:ivr/menu"]
+    assert call.transcript.lines()[-1] == "hangup NORMAL_CLEARING app"
+    await sim.stop()
+    server.close()
+
+
+async def test_no_worker_plays_fallback_and_hangs_up() -> None:
+    sim = FreeswitchSimulator(
+        workers=[("127.0.0.1", 1), ("127.0.0.1", 2)], behaviour=Behaviour(prompt_seconds=0.01)
+    )
+    call = await sim.place_call("9999")
+    await call.wait_ended(5)
+    assert call.transcript.lines() == [
+        "ringing",
+        "answered",
+        "prompt_started file:ivr/ivr-call_cannot_be_completed_as_dialed",
+        "prompt_finished file:ivr/ivr-call_cannot_be_completed_as_dialed done",
+        "hangup NORMAL_CLEARING engine",
+    ]
