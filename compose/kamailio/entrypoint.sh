@@ -80,13 +80,6 @@ esac
 [ -n "${FREESWITCH_NODES:-}${ASTERISK_NODES:-}" ] ||
     die "set FREESWITCH_NODES and/or ASTERISK_NODES (host[:port], comma-separated)"
 
-freeswitch_lines=$(nodes_to_list 1 FREESWITCH_NODES "${FREESWITCH_NODES:-}") || exit 2
-asterisk_lines=$(nodes_to_list 2 ASTERISK_NODES "${ASTERISK_NODES:-}") || exit 2
-printf '%s\n' "# generated from FREESWITCH_NODES / ASTERISK_NODES by entrypoint.sh" \
-    "# setid destination flags priority attributes" \
-    "$freeswitch_lines" "$asterisk_lines" | grep -v '^$' >"$list.tmp"
-mv "$list.tmp" "$list"
-
 set -- -DD -E -f "$cfg" \
     -A "DISPATCHER_LIST=\"$list\"" \
     -A "DEFAULT_SET=$default_set" \
@@ -140,6 +133,14 @@ done
 if [ "$algorithm" = 10 ]; then
     set -- "$@" -A WITH_CALL_LOAD
 fi
+
+# Every value is valid: only now replace the list.
+freeswitch_lines=$(nodes_to_list 1 FREESWITCH_NODES "${FREESWITCH_NODES:-}") || exit 2
+asterisk_lines=$(nodes_to_list 2 ASTERISK_NODES "${ASTERISK_NODES:-}") || exit 2
+printf '%s\n' "# generated from FREESWITCH_NODES / ASTERISK_NODES by entrypoint.sh" \
+    "# setid destination flags priority attributes" \
+    "$freeswitch_lines" "$asterisk_lines" | grep -v '^$' >"$list.tmp"
+mv "$list.tmp" "$list"
 
 echo "kamailio entrypoint: dispatcher list $list:" >&2
 grep -v '^#' "$list" >&2 || true
