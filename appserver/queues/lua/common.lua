@@ -192,14 +192,18 @@ local function complete(c, now)
   drop_call(c)
 end
 
--- The caller is gone from the queue without an agent (or hung up while connected).
+-- The caller is gone from the queue without being connected to an agent.
 local function leave(c, outcome, now)
   local ck = ckey(c)
   local state = redis.call('HGET', ck, 'state')
   if not state then return false end
   if state == 'assigned' then
-    complete(c, now)
-    return 'answered'
+    -- Assigned but never connected (the caller left first): the agent is free again.
+    local a = redis.call('HGET', ck, 'agent')
+    if a and redis.call('HGET', akey(a), 'call') == c then
+      redis.call('HDEL', akey(a), 'call', 'call_queue')
+      set_state(a, 'available', now, '', redis.call('HGET', akey(a), 'idle_since'))
+    end
   end
   for _, a in ipairs(redis.call('SMEMBERS', ck .. ':offered')) do
     release_offer(c, a, 'caller_left', now)

@@ -1,0 +1,276 @@
+"""What a queued caller hears and does: a pure call flow (no I/O).
+
+:class:`CallerFlow` runs while one caller is in one queue. It plays music on hold,
+announces position and estimated wait every ``announce_interval`` seconds, lets the caller
+leave with the exit key, applies ``max_wait_seconds`` and leave-when-empty, and connects the
+caller with ``Dial`` once the queue runtime delivers :class:`~ivr.calls.AgentAssigned`.
+Its decisions that change shared queue state are handed to ``sink`` as :data:`RuntimeAction`
+values, which the queue runtime carries out in Redis.
+
+It ends either with a terminal command (``Enqueue`` for overflow to another queue,
+``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing flow decides
+(answered, abandoned, overflow or exit to a menu, failure), with :attr:`CallerFlow.result`
+set and no terminal command; ``result.detail`` is then ``"menu:<name>"`` for a menu route.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from appserver.queues.model import QueueConfig
+from ivr.calls import (
+    AgentAssigned,
+    CallInfo,
+    CancelTimer,
+    Command,
+    Dial,
+    DialResult,
+    Dtmf,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    Play,
+    PlayFinished,
+    Prompt,
+    QueueResult,
+    QueueUpdate,
+    StartMoh,
+    StartTimer,
+    StopMoh,
+    StopPlay,
+    TimerFired,
+    Transfer,
+)
+
+ANNOUNCE_TIMER = "queue:announce"
+MAX_WAIT_TIMER = "queue:max_wait"
+ANNOUNCE_PLAY = "queue:announce"
+
+
+# ---------------------------------------------------------------- actions for the runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    call_id: str
+    queue: str
+    priority: int
+    caller: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    call_id: str
+    outcome: Literal["abandoned", "left", "overflow", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class DialFailed:
+    call_id: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    call_id: str
+
+
+RuntimeAction: TypeAlias = Join | Leave | DialFailed | Finish
+Phase = Literal["idle", "waiting", "connecting", "done"]
+
+
+def announcement(position: int, wait_seconds: float, config: QueueConfig) -> tuple[Prompt, ...]:
+    """Prompts for "you are caller N, estimated wait M minutes" per the queue's settings."""
+    prompts: list[Prompt] = []
+    if config.announce_position and position > 0:
+        prompts += [Prompt("file", "queue/position"), Prompt("number", str(position))]
+    if config.announce_wait and wait_seconds > 0:
+        minutes = max(1, round(wait_seconds / 60))
+        prompts += [Prompt("file", "queue/estimated_wait"), Prompt("number", str(minutes)),
+                    Prompt("file", "queue/minute" if minutes == 1 else "queue/minutes")]
+    return tuple(prompts)
+
+
+class CallerFlow:
+    """One caller's stay in one queue. ``sink`` receives the runtime actions in order."""
+
+    def __init__(
+        self,
+        config: QueueConfig,
+        priority: int,
+        sink: Callable[[RuntimeAction], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        language: str = "en",
+    ) -> None:
+        self.config = config
+        self.priority = priority
+        self.sink = sink
+        self.clock = clock
+        self.language = language
+        self.phase: Phase = "idle"
+        self.call_id = ""
+        self.result: QueueResult | None = None
+        self.position = 0
+        self.estimated_wait = 0.0
+        self.agent = ""
+        self._joined_at = 0.0
+        self._playing = False
+        self._announcements = 0
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    # ------------------------------------------------------------ protocol
+
+    def start(self, call: CallInfo) -> list[Command]:
+        self.call_id = call.call_id
+        self._joined_at = self.clock()
+        self.phase = "waiting"
+        self.sink(Join(call.call_id, self.config.name, self.priority, call.caller))
+        return [StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
+
+    def handle(self, event: Event) -> list[Command]:
+        if self.phase == "done":
+            return []
+        if isinstance(event, HungUp):
+            return self._hung_up()
+        if isinstance(event, QueueResult):
+            return self._from_runtime(event)
+        if self.phase == "waiting":
+            return self._waiting(event)
+        if self.phase == "connecting" and isinstance(event, DialResult):
+            return self._dial_result(event)
+        return []
+
+    # ------------------------------------------------------------ phases
+
+    def _waiting(self, event: Event) -> list[Command]:
+        if isinstance(event, QueueUpdate):
+            self.position, self.estimated_wait = event.position, event.estimated_wait
+            if self.config.leave_when_empty and event.agents == 0:
+                return self._route("overflow", "leaveempty", self.config.overflow_action,
+                                   self.config.overflow_target)
+            return []
+        if isinstance(event, TimerFired):
+            if event.name == MAX_WAIT_TIMER:
+                return self._route("timeout", "timeout", self.config.overflow_action,
+                                   self.config.overflow_target)
+            if event.name == ANNOUNCE_TIMER:
+                return self._announce()
+            return []
+        if isinstance(event, PlayFinished) and event.play_id.startswith(ANNOUNCE_PLAY):
+            if self._playing and event.play_id == self._play_id():
+                self._playing = False
+                return [StartMoh(self.config.moh_class)]
+            return []
+        if isinstance(event, Dtmf):
+            if self.config.exit_key and self.config.exit_key in event.digits:
+                return self._route("left", "exit", self.config.exit_action,
+                                   self.config.exit_target)
+            return []
+        if isinstance(event, AgentAssigned):
+            self.phase = "connecting"
+            self.agent = event.agent
+            cmds = self._quiet()
+            kind: Literal["agent", "extension"] = "extension" if event.kind == "sip" else "agent"
+            cmds.append(Dial(event.target, kind=kind, timeout=float(self.config.ring_timeout)))
+            return cmds
+        return []
+
+    def _dial_result(self, event: DialResult) -> list[Command]:
+        if event.outcome == "answered":
+            self.sink(Finish(self.call_id))
+            return self._end(QueueResult(self.config.name, "answered", self.agent))
+        # The agent did not pick up: back to the same place in line.
+        self.sink(DialFailed(self.call_id, self.agent))
+        self.agent = ""
+        self.phase = "waiting"
+        remaining = 0
+        if self.config.max_wait_seconds:
+            remaining = self.config.max_wait_seconds - int(self.clock() - self._joined_at)
+            if remaining <= 0:
+                return self._route("timeout", "timeout", self.config.overflow_action,
+                                   self.config.overflow_target)
+        return [StartMoh(self.config.moh_class), *self._timers(remaining)]
+
+    def _hung_up(self) -> list[Command]:
+        if self.phase == "connecting":
+            self.sink(Finish(self.call_id))
+            self._end(QueueResult(self.config.name, "answered", self.agent))
+        else:
+            self.sink(Leave(self.call_id, "abandoned"))
+            self._end(QueueResult(self.config.name, "abandoned", "hangup"))
+        return []
+
+    def _from_runtime(self, event: QueueResult) -> list[Command]:
+        """The runtime ended our stay: queue full or empty on join, or the lease was lost."""
+        if event.outcome == "overflow":
+            return self._route("overflow", event.detail or "overflow",
+                               self.config.overflow_action, self.config.overflow_target,
+                               joined=False)
+        return self._quiet() + self._end(QueueResult(self.config.name, "failed", event.detail))
+
+    # ------------------------------------------------------------ helpers
+
+    def _timers(self, max_wait: int) -> list[Command]:
+        cmds: list[Command] = []
+        if max_wait > 0:
+            cmds.append(StartTimer(MAX_WAIT_TIMER, float(max_wait)))
+        if self.config.announce_interval and (
+            self.config.announce_position or self.config.announce_wait
+        ):
+            cmds.append(StartTimer(ANNOUNCE_TIMER, float(self.config.announce_interval)))
+        return cmds
+
+    def _play_id(self) -> str:
+        return f"{ANNOUNCE_PLAY}:{self._announcements}"
+
+    def _announce(self) -> list[Command]:
+        cmds: list[Command] = [StartTimer(ANNOUNCE_TIMER, float(self.config.announce_interval))]
+        prompts = announcement(self.position, self.estimated_wait, self.config)
+        if not prompts or self._playing:
+            return cmds
+        self._announcements += 1
+        self._playing = True
+        cmds += [StopMoh(), Play(self._play_id(), prompts, language=self.language)]
+        return cmds
+
+    def _quiet(self) -> list[Command]:
+        """Stop what the caller hears and the queue timers."""
+        cmds: list[Command] = []
+        if self._playing:
+            cmds.append(StopPlay(self._play_id()))
+            self._playing = False
+        cmds += [StopMoh(), CancelTimer(ANNOUNCE_TIMER), CancelTimer(MAX_WAIT_TIMER)]
+        return cmds
+
+    def _end(self, result: QueueResult) -> list[Command]:
+        self.phase = "done"
+        self.result = result
+        return []
+
+    def _route(self, outcome: Literal["overflow", "timeout", "left"], reason: str, action: str,
+               target: str, *, joined: bool = True) -> list[Command]:
+        """Leave the queue for ``action`` (queue | menu | extension | hangup)."""
+        if joined:
+            self.sink(Leave(self.call_id, outcome))
+        cmds = self._quiet()
+        if action == "queue":
+            cmds.append(Enqueue(target, self.priority))
+            detail = f"queue:{target}"
+        elif action == "extension":
+            cmds.append(Transfer(target))
+            detail = f"extension:{target}"
+        elif action == "menu":
+            detail = f"menu:{target}"
+        else:
+            cmds.append(Hangup())
+            detail = reason
+        self._end(QueueResult(self.config.name, outcome, detail))
+        return cmds

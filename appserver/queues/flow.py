@@ -1,0 +1,89 @@
+""":class:`QueueingFlow`: runs any call flow and takes over the call while it is queued.
+
+A worker wraps each call's flow (e.g. the IVR) with ``runtime.wrap(flow)``. When the inner
+flow returns ``Enqueue``, a :class:`~appserver.queues.caller_flow.CallerFlow` takes the call;
+when that ends, its terminal command (another ``Enqueue``, ``Transfer``, ``Hangup``) is
+carried out, or its :class:`~ivr.calls.QueueResult` is handed back to the inner flow, which
+continues (for example to a menu on overflow). Pure: no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from appserver.queues.caller_flow import CallerFlow
+from ivr.calls import (
+    CallFlow,
+    CallInfo,
+    Command,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    QueueResult,
+    Transfer,
+)
+
+
+class CallerFlowFactory(Protocol):
+    def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
+        """A flow for this caller in ``enqueue.queue``, or None if the queue is unknown."""
+        ...
+
+
+class QueueingFlow:
+    def __init__(self, inner: CallFlow, runtime: CallerFlowFactory) -> None:
+        self.inner = inner
+        self.runtime = runtime
+        self.caller: CallerFlow | None = None
+        self.call: CallInfo | None = None
+        self._finished = False
+        self._hung_up = False
+
+    @property
+    def done(self) -> bool:
+        return self._finished or (self.caller is None and self.inner.done)
+
+    def start(self, call: CallInfo) -> list[Command]:
+        self.call = call
+        return self._route(self.inner.start(call))
+
+    def handle(self, event: Event) -> list[Command]:
+        if self._finished:
+            return []
+        if isinstance(event, HungUp):
+            self._hung_up = True
+        if self.caller is None:
+            return self._route(self.inner.handle(event))
+        return self._after_caller(self.caller.handle(event), event)
+
+    def _route(self, cmds: list[Command]) -> list[Command]:
+        out: list[Command] = []
+        for cmd in cmds:
+            if isinstance(cmd, Enqueue):
+                return out + self._enter(cmd)
+            out.append(cmd)
+        return out
+
+    def _enter(self, cmd: Enqueue) -> list[Command]:
+        assert self.call is not None
+        flow = self.runtime.caller_flow(self.call, cmd)
+        if flow is None:
+            return self._route(self.inner.handle(QueueResult(cmd.queue, "failed", "no such queue")))
+        self.caller = flow
+        return self._after_caller(flow.start(self.call), None)
+
+    def _after_caller(self, cmds: list[Command], event: Event | None) -> list[Command]:
+        caller = self.caller
+        if caller is None or not caller.done:
+            return cmds
+        self.caller = None
+        if cmds and isinstance(cmds[-1], Enqueue):
+            return self._route(cmds)
+        if cmds and isinstance(cmds[-1], Transfer | Hangup):
+            self._finished = True
+            return cmds
+        if self._hung_up:
+            return cmds + self.inner.handle(event if isinstance(event, HungUp) else HungUp())
+        assert caller.result is not None
+        return cmds + self._route(self.inner.handle(caller.result))

@@ -1,0 +1,376 @@
+"""The queue runtime a worker runs beside its calls.
+
+A worker creates one runtime with a ``deliver(call_id, event)`` callback (which hands the
+event to that call's flow and executes the returned commands), starts it, and wraps each
+call flow with :meth:`wrap`. The runtime then
+
+* carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
+  Redis (join, leave, dial failed, finish), in order;
+* delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
+  they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller, and
+  :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
+  (unknown queue, lease lost) when the queue ends a caller's stay;
+* every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
+  reaps callers of dead workers, refreshes queue definitions and (one worker at a time)
+  publishes live stats on ``callyard:q:stats``.
+
+:class:`QueueRuntime` is for asyncio (``redis.asyncio``); :class:`GeventQueueRuntime` is the
+same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
+from appserver.queues.flow import QueueingFlow
+from appserver.queues.model import KEY_PREFIX, MAX_PRIORITY, CallStatus, QueueConfig
+from appserver.queues.store import QueueError, QueueStore, SyncQueueStore
+from ivr.calls import AgentAssigned, CallFlow, CallInfo, Enqueue, Event, QueueResult, QueueUpdate
+
+log = logging.getLogger(__name__)
+Deliver = Callable[[str, Event], None]
+
+
+class _RuntimeCore:
+    """Bookkeeping shared by both runtimes: which callers this worker owns, what to tell them."""
+
+    def __init__(self, worker_id: str, deliver: Deliver, *, lease_seconds: float,
+                 tick_seconds: float, prefix: str) -> None:
+        self.worker_id = worker_id
+        self.deliver = deliver
+        self.lease_ms = int(lease_seconds * 1000)
+        self.tick_seconds = tick_seconds
+        self.prefix = prefix
+        self.flows: dict[str, CallerFlow] = {}
+        self.configs: dict[str, QueueConfig] = {}
+        self._last: dict[str, tuple[int, int, int]] = {}
+        self._joined: set[str] = set()
+        self._ticks = 0
+
+    def wrap(self, flow: CallFlow) -> QueueingFlow:
+        """The flow to run for a call instead of ``flow``: queues on ``Enqueue``."""
+        return QueueingFlow(flow, self)
+
+    def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
+        config = self.configs.get(enqueue.queue)
+        if config is None:
+            return None
+        priority = min(MAX_PRIORITY, max(0, enqueue.priority))
+        language = call.variables.get("language", "en")
+        flow = CallerFlow(config, priority, self._submit, language=language)
+        self.flows[call.call_id] = flow
+        return flow
+
+    def _submit(self, action: RuntimeAction) -> None:
+        raise NotImplementedError
+
+    def _send(self, call_id: str, event: Event) -> None:
+        flow = self.flows.get(call_id)
+        if flow is None or flow.done:
+            return
+        try:
+            self.deliver(call_id, event)
+        except Exception:
+            log.exception("delivering a queue event failed", extra={"call_id": call_id})
+
+    def _forget(self, call_id: str) -> None:
+        self.flows.pop(call_id, None)
+        self._last.pop(call_id, None)
+        self._joined.discard(call_id)
+
+    def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
+        """Deliver changed positions; callers joined before the tick but unknown to Redis
+        now were reaped by another worker (this one stalled past its lease)."""
+        seen = set()
+        for st in statuses:
+            seen.add(st.call_id)
+            if st.state == "assigned":
+                continue
+            key = (st.position, round(st.estimated_wait), st.staffed)
+            if self._last.get(st.call_id) != key:
+                self._last[st.call_id] = key
+                self._send(st.call_id, QueueUpdate(st.queue, st.position, st.estimated_wait,
+                                                   st.staffed))
+        for call_id in (joined_before & self._joined) - seen:
+            flow = self.flows.get(call_id)
+            if flow is not None and not flow.done:
+                log.warning("queue lease lost", extra={"call_id": call_id})
+                self._send(call_id, QueueResult(flow.config.name, "failed", "lease lost"))
+            self._forget(call_id)
+
+    def _assigned(self, msg: dict[str, str]) -> None:
+        kind: Literal["browser", "sip"] = "sip" if msg.get("kind") == "sip" else "browser"
+        self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"], kind))
+
+    def _queues_waiting(self) -> set[str]:
+        return {f.config.name for f in self.flows.values() if f.phase == "waiting"}
+
+
+class QueueRuntime(_RuntimeCore):
+    """asyncio runtime. ``await start()`` once, ``await stop()`` at shutdown."""
+
+    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
+                 lease_seconds: float = 15.0, tick_seconds: float = 1.0,
+                 prefix: str = KEY_PREFIX) -> None:
+        super().__init__(worker_id, deliver, lease_seconds=lease_seconds,
+                         tick_seconds=tick_seconds, prefix=prefix)
+        self.store = QueueStore(redis, prefix)
+        self._inbox_store = QueueStore(redis, prefix)
+        self._actions: asyncio.Queue[RuntimeAction] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.refresh_configs()
+        self._tasks = [asyncio.create_task(self._run_actions(), name="queues-actions"),
+                       asyncio.create_task(self._run_inbox(), name="queues-inbox"),
+                       asyncio.create_task(self._run_ticks(), name="queues-tick")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def refresh_configs(self) -> None:
+        configs = {}
+        for name in await self.store.queue_names():
+            try:
+                cfg = await self.store.queue_config(name)
+            except (ValueError, TypeError) as exc:
+                log.error("queue %s: unusable definition in Redis: %s", name, exc)
+                continue
+            if cfg is not None:
+                configs[name] = cfg
+        self.configs = configs
+
+    async def drain(self) -> None:
+        """Wait until every submitted action has been carried out (tests, shutdown)."""
+        await self._actions.join()
+
+    def _submit(self, action: RuntimeAction) -> None:
+        self._actions.put_nowait(action)
+
+    async def _run_actions(self) -> None:
+        while True:
+            action = await self._actions.get()
+            try:
+                await self._apply(action)
+            except Exception:
+                log.exception("queue action failed", extra={"call_id": action.call_id})
+                if isinstance(action, Join):
+                    self._send(action.call_id, QueueResult(action.queue, "failed", "redis error"))
+                    self._forget(action.call_id)
+            finally:
+                self._actions.task_done()
+
+    async def _apply(self, action: RuntimeAction) -> None:
+        store = self.store
+        if isinstance(action, Join):
+            try:
+                r = await store.enqueue(action.queue, action.call_id, self.worker_id,
+                                        action.priority, caller=action.caller,
+                                        lease_ms=self.lease_ms)
+            except QueueError as exc:
+                self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
+                self._forget(action.call_id)
+                return
+            if r.status != "ok":
+                reason = "full" if r.status == "full" else "joinempty"
+                self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
+                self._forget(action.call_id)
+                return
+            self._joined.add(action.call_id)
+            self._last[action.call_id] = (r.position, 0, -1)
+            self._send(action.call_id, QueueUpdate(action.queue, r.position))
+            await store.match(action.queue)
+        elif isinstance(action, Leave):
+            await store.leave(action.call_id, action.outcome)
+            self._forget(action.call_id)
+        elif isinstance(action, DialFailed):
+            await store.dial_failed(action.call_id, action.agent)
+            flow = self.flows.get(action.call_id)
+            if flow is not None:
+                await store.match(flow.config.name)
+        elif isinstance(action, Finish):
+            flow = self.flows.get(action.call_id)
+            await store.finish(action.call_id)
+            self._forget(action.call_id)
+            if flow is not None:
+                await store.match(flow.config.name)
+
+    async def _run_inbox(self) -> None:
+        while True:
+            try:
+                msg = await self._inbox_store.pop_inbox(self.worker_id, timeout=1)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue inbox read failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if msg and msg.get("type") == "assigned":
+                self._assigned(msg)
+
+    async def _run_ticks(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue tick failed")
+            await asyncio.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
+
+    async def tick(self) -> None:
+        store = self.store
+        joined = set(self._joined)
+        self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
+        await store.reap()
+        for queue in self._queues_waiting():
+            await store.match(queue)
+        self._ticks += 1
+        if self._ticks % 5 == 0:
+            await self.refresh_configs()
+        lock = f"{self.prefix}stats:lock"
+        if await store.client.set(lock, self.worker_id, nx=True,
+                                  px=int(self.tick_seconds * 2000)):
+            await store.publish_stats()
+
+
+class GeventQueueRuntime(_RuntimeCore):
+    """The same runtime for gevent: greenlets and a blocking ``redis.Redis`` client."""
+
+    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
+                 lease_seconds: float = 15.0, tick_seconds: float = 1.0,
+                 prefix: str = KEY_PREFIX) -> None:
+        import gevent.queue
+
+        super().__init__(worker_id, deliver, lease_seconds=lease_seconds,
+                         tick_seconds=tick_seconds, prefix=prefix)
+        self.store = SyncQueueStore(redis, prefix)
+        self._actions: Any = gevent.queue.JoinableQueue()
+        self._greenlets: list[Any] = []
+
+    def start(self) -> None:
+        import gevent
+
+        self.refresh_configs()
+        self._greenlets = [gevent.spawn(self._loop, self._action_once),
+                           gevent.spawn(self._loop, self._inbox_once),
+                           gevent.spawn(self._loop, self._tick_once)]
+
+    def stop(self) -> None:
+        import gevent
+
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+
+    def drain(self) -> None:
+        self._actions.join()
+
+    def refresh_configs(self) -> None:
+        configs = {}
+        for name in self.store.queue_names():
+            try:
+                cfg = self.store.queue_config(name)
+            except (ValueError, TypeError) as exc:
+                log.error("queue %s: unusable definition in Redis: %s", name, exc)
+                continue
+            if cfg is not None:
+                configs[name] = cfg
+        self.configs = configs
+
+    def _submit(self, action: RuntimeAction) -> None:
+        self._actions.put(action)
+
+    @staticmethod
+    def _loop(step: Callable[[], None]) -> None:
+        import gevent
+
+        while True:
+            try:
+                step()
+            except Exception:
+                log.exception("queue runtime step failed")
+                gevent.sleep(1)
+
+    def _action_once(self) -> None:
+        action = self._actions.get()
+        try:
+            self._apply(action)
+        except Exception:
+            if isinstance(action, Join):
+                self._send(action.call_id, QueueResult(action.queue, "failed", "redis error"))
+                self._forget(action.call_id)
+            raise
+        finally:
+            self._actions.task_done()
+
+    def _apply(self, action: RuntimeAction) -> None:
+        store = self.store
+        if isinstance(action, Join):
+            try:
+                r = store.enqueue(action.queue, action.call_id, self.worker_id, action.priority,
+                                  caller=action.caller, lease_ms=self.lease_ms)
+            except QueueError as exc:
+                self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
+                self._forget(action.call_id)
+                return
+            if r.status != "ok":
+                reason = "full" if r.status == "full" else "joinempty"
+                self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
+                self._forget(action.call_id)
+                return
+            self._joined.add(action.call_id)
+            self._last[action.call_id] = (r.position, 0, -1)
+            self._send(action.call_id, QueueUpdate(action.queue, r.position))
+            store.match(action.queue)
+        elif isinstance(action, Leave):
+            store.leave(action.call_id, action.outcome)
+            self._forget(action.call_id)
+        elif isinstance(action, DialFailed):
+            store.dial_failed(action.call_id, action.agent)
+            flow = self.flows.get(action.call_id)
+            if flow is not None:
+                store.match(flow.config.name)
+        elif isinstance(action, Finish):
+            flow = self.flows.get(action.call_id)
+            store.finish(action.call_id)
+            self._forget(action.call_id)
+            if flow is not None:
+                store.match(flow.config.name)
+
+    def _inbox_once(self) -> None:
+        msg = self.store.pop_inbox(self.worker_id, timeout=1)
+        if msg and msg.get("type") == "assigned":
+            self._assigned(msg)
+
+    def _tick_once(self) -> None:
+        import gevent
+
+        started = time.monotonic()
+        self.tick()
+        gevent.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
+
+    def tick(self) -> None:
+        store = self.store
+        joined = set(self._joined)
+        self._updates(store.tick(self.worker_id, self.lease_ms), joined)
+        store.reap()
+        for queue in self._queues_waiting():
+            store.match(queue)
+        self._ticks += 1
+        if self._ticks % 5 == 0:
+            self.refresh_configs()
+        lock = f"{self.prefix}stats:lock"
+        if store.client.set(lock, self.worker_id, nx=True, px=int(self.tick_seconds * 2000)):
+            store.publish_stats()
