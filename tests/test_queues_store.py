@@ -1,0 +1,340 @@
+"""Queue and agent transitions in real Redis: strategies, priorities, skills and tiers,
+wrap-up, auto-away, overflow, join/leave when empty, leases, the ring-all race."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
+from appserver.queues.store import QueueError, QueueStore
+
+T0 = 1_700_000_000_000  # ms; tests pass their own clock
+
+
+async def setup(client: aioredis.Redis, agents: list[str], *, kinds: dict[str, str] | None = None,
+                skills: dict[str, dict[str, int]] | None = None,
+                members: list[Member] | None = None, login: bool = True,
+                **queue: object) -> QueueStore:
+    store = QueueStore(client)
+    for i, name in enumerate(agents):
+        kind = (kinds or {}).get(name, "browser")
+        await store.sync_agent(AgentConfig(name, kind=kind,  # type: ignore[arg-type]
+                                           extension=f"10{i:02d}" if kind == "sip" else "",
+                                           skills=(skills or {}).get(name, {})), now=T0)
+    cfg = QueueConfig(name=str(queue.pop("name", "support")), **queue)  # type: ignore[arg-type]
+    await store.sync_queue(cfg, members or [Member(a) for a in agents])
+    if login:
+        for i, name in enumerate(agents):  # logged in 1 s apart: agents[0] idle longest
+            await store.agent_action(name, "login", now=T0 + i * 1000)
+    return store
+
+
+async def offer_one(store: QueueStore, call: str, now: int, queue: str = "support") -> str:
+    await store.enqueue(queue, call, "w1", now=now)
+    offers = await store.match(queue, now=now + 1)
+    assert len(offers) == 1, offers
+    return offers[0].agent
+
+
+async def serve(store: QueueStore, call: str, agent: str, now: int) -> None:
+    assert (await store.accept(agent, call, now=now)).ok
+    assert await store.finish(call, now=now + 1000)
+
+
+async def test_longest_idle_picks_the_agent_idle_longest(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob", "cid"], strategy="longest_idle")
+    t = T0 + 10_000
+    assert await offer_one(store, "c1", t) == "ann"
+    await serve(store, "c1", "ann", t + 10)  # ann is idle again, newest
+    assert await offer_one(store, "c2", t + 2000) == "bob"
+    assert await offer_one(store, "c3", t + 2010) == "cid"
+    assert await offer_one(store, "c4", t + 2020) == "ann"
+
+
+async def test_round_robin_remembers_the_last_agent(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob", "cid"], strategy="round_robin")
+    t = T0 + 10_000
+    picks = []
+    for i in range(6):
+        agent = await offer_one(store, f"c{i}", t + i * 100)
+        await serve(store, f"c{i}", agent, t + i * 100 + 1)
+        picks.append(agent)
+    assert picks == ["ann", "bob", "cid", "ann", "bob", "cid"]
+    # Memory survives an agent dropping out: after bob, cid is next even if bob is away.
+    await store.agent_action("cid", "break", "lunch", now=t + 5000)
+    agent = await offer_one(store, "c9", t + 6000)
+    assert agent == "ann"
+
+
+async def test_fewest_calls_prefers_the_least_busy(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob"], strategy="fewest_calls")
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    await store.accept("ann", "c1", now=t)  # not offered: refused
+    assert not (await store.accept("ann", "c1", now=t)).ok
+    assert (await store.match("support", now=t))[0].agent == "ann"
+    await serve(store, "c1", "ann", t + 1)
+    await serve(store, "c2", await offer_one(store, "c2", t + 2000), t + 2001)
+    # ann 1 call, bob 1 call now; ann idle longer breaks the tie
+    assert (await store.stats("support", now=t + 3000)).agent_calls == {"ann": 1, "bob": 1}
+    assert await offer_one(store, "c3", t + 4000) == "ann"
+
+
+async def test_random_spreads_offers(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob", "cid"], strategy="random")
+    seen: Counter[str] = Counter()
+    for i in range(60):
+        agent = await offer_one(store, f"c{i}", T0 + 10_000 + i)
+        await store.decline(agent, f"c{i}", "declined", now=T0 + 10_000 + i)
+        await store.leave(f"c{i}", "abandoned", now=T0 + 10_000 + i)
+        await store.agent_action(agent, "available", now=T0 + 10_000 + i)
+        seen[agent] += 1
+    assert set(seen) == {"ann", "bob", "cid"} and min(seen.values()) >= 5
+
+
+async def test_skills_require_min_levels_and_prefer_the_best(redis_client: aioredis.Redis) -> None:
+    skills = {"ann": {"french": 2}, "bob": {"french": 5, "billing": 3}, "cid": {"billing": 9}}
+    store = await setup(redis_client, ["ann", "bob", "cid"], strategy="skills", skills=skills,
+                        required_skills={"billing": 2})
+    t = T0 + 10_000
+    assert await offer_one(store, "c1", t) == "cid"  # billing 9 beats bob's 3; ann lacks it
+    # A caller needing French 3 on top of the queue's billing 2: only bob qualifies.
+    await store.enqueue("support", "c2", "w1", now=t + 10, skills={"french": 3})
+    assert [o.agent for o in await store.match("support", now=t + 11)] == ["bob"]
+    await store.enqueue("support", "c3", "w1", now=t + 20)
+    assert await store.match("support", now=t + 21) == []  # ann alone is free: no billing
+
+
+async def test_tiers_widen_with_waiting_time(redis_client: aioredis.Redis) -> None:
+    members = [Member("ann", tier=1), Member("bob", tier=2, penalty=0),
+               Member("cid", tier=2, penalty=5)]
+    store = await setup(redis_client, ["ann", "bob", "cid"], members=members,
+                        tier_widen_seconds=30)
+    await store.agent_action("ann", "break", "training", now=T0 + 5000)
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    assert await store.match("support", now=t + 29_000) == []  # tier 2 not yet reachable
+    offers = await store.match("support", now=t + 30_000)
+    assert [o.agent for o in offers] == ["bob"]  # tier 2, lowest penalty first
+    # Without widening, every tier is eligible at once but lower tiers go first.
+    await store.sync_queue(QueueConfig("support", tier_widen_seconds=0), members)
+    await store.agent_action("ann", "available", now=t + 31_000)
+    await store.enqueue("support", "c2", "w1", now=t + 32_000)
+    assert [o.agent for o in await store.match("support", now=t + 32_001)] == ["ann"]
+
+
+async def test_priority_then_fifo(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], login=False)
+    t = T0 + 10_000
+    await store.enqueue("support", "normal1", "w1", 0, now=t)
+    await store.enqueue("support", "normal2", "w1", 0, now=t + 1)
+    r = await store.enqueue("support", "vip", "w1", 5, now=t + 2)
+    assert r.position == 1
+    await store.enqueue("support", "vip2", "w1", 5, now=t + 3)
+    await store.agent_action("ann", "login", now=t + 4)
+    order = []
+    for i in range(4):
+        offers = await store.match("support", now=t + 10 + i)
+        order.append(offers[0].call_id)
+        await serve(store, offers[0].call_id, "ann", t + 10 + i)
+    assert order == ["vip", "vip2", "normal1", "normal2"]
+
+
+async def test_wrap_up_then_available(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], wrapup_seconds=10)
+    t = T0 + 10_000
+    agent = await offer_one(store, "c1", t)
+    assert (await store.accept(agent, "c1", now=t + 100)).ok
+    assert (await store.agent("ann")).state == "on_call"  # type: ignore[union-attr]
+    await store.finish("c1", now=t + 60_000)
+    st = await store.agent("ann")
+    assert st is not None and st.state == "wrap_up" and st.wrapup_until_ms == t + 70_000
+    await store.enqueue("support", "c2", "w1", now=t + 61_000)
+    assert await store.match("support", now=t + 69_999) == []
+    assert [o.agent for o in await store.match("support", now=t + 70_000)] == ["ann"]
+    stats = await store.stats("support", now=t + 70_000)
+    assert stats.answered == 1 and stats.avg_handle == pytest.approx(59.9)
+    assert stats.avg_wait == pytest.approx(0.1) and stats.service_level == 100.0
+
+
+async def test_break_requested_on_a_call_applies_after_it(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], wrapup_seconds=0)
+    t = T0 + 10_000
+    await store.accept(await offer_one(store, "c1", t), "c1", now=t)
+    assert await store.agent_action("ann", "break", "lunch", now=t + 1) == "pending:break"
+    with pytest.raises(QueueError) as err:
+        await store.agent_action("ann", "logout", now=t + 2)
+    assert err.value.code == "on_call"
+    await store.finish("c1", now=t + 5000)
+    st = await store.agent("ann")
+    assert st is not None and (st.state, st.reason) == ("break", "lunch")
+
+
+async def test_no_answer_sends_agent_away(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob"], max_no_answer=2, ring_timeout=15)
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    assert (await store.match("support", now=t))[0].agent == "ann"
+    await store.tick("w1", now=t + 15_000)  # ring timeout expires the offer
+    st = await store.agent("ann")
+    assert st is not None and st.state == "available" and st.no_answer == 1
+    offers = await store.match("support", now=t + 15_001)
+    assert offers[0].agent == "bob"  # ann went to the back of the line
+    await store.decline("bob", "c1", "declined", now=t + 16_000)
+    assert (await store.match("support", now=t + 16_001))[0].agent == "ann"
+    assert await store.decline("ann", "c1", "no_answer", now=t + 17_000)
+    st = await store.agent("ann")
+    assert st is not None and (st.state, st.reason) == ("away", "no_answer")
+    assert (await store.match("support", now=t + 17_001))[0].agent == "bob"
+    # Answering resets the counter.
+    assert (await store.accept("bob", "c1", now=t + 18_000)).ok
+    assert (await store.agent("bob")).no_answer == 0  # type: ignore[union-attr]
+
+
+async def test_sip_agent_is_assigned_directly_and_dial_failure_requeues(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = await setup(redis_client, ["ann"], kinds={"ann": "sip"}, max_no_answer=3)
+    t = T0 + 10_000
+    await store.enqueue("support", "c0", "w1", now=t - 5)
+    await store.enqueue("support", "c1", "w1", now=t)
+    offers = await store.match("support", now=t + 1)
+    assert [(o.call_id, o.agent, o.mode) for o in offers] == [("c0", "ann", "assigned")]
+    msg = await store.pop_inbox("w1", 0.1)
+    assert msg == {"type": "assigned", "call": "c0", "queue": "support", "agent": "ann",
+                   "target": "1000", "kind": "sip"}
+    assert await store.dial_failed("c0", "ann", now=t + 20_000)
+    statuses = {s.call_id: s for s in await store.tick("w1", now=t + 20_001)}
+    assert statuses["c0"].state == "waiting" and statuses["c0"].position == 1  # kept its place
+    assert (await store.agent("ann")).no_answer == 1  # type: ignore[union-attr]
+
+
+async def test_agent_in_two_queues_gets_one_call_at_a_time(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"])
+    await store.sync_queue(QueueConfig("sales"), [Member("ann")])
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    await store.enqueue("sales", "c2", "w1", now=t)
+    offers = await store.match("support", now=t) + await store.match("sales", now=t)
+    assert len(offers) == 1
+    assert (await store.accept("ann", "c1", now=t)).ok
+    assert await store.match("sales", now=t + 1) == []
+
+
+async def test_ring_all_exactly_one_accept_wins(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    agents = [f"a{i}" for i in range(8)]
+    store = await setup(redis_client, agents, strategy="ring_all")
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    offers = await store.match("support", now=t)
+    assert sorted(o.agent for o in offers) == agents
+    # Every agent answers "at the same moment" on its own connection.
+    clients = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in agents]
+    try:
+        results = await asyncio.gather(*(QueueStore(c).accept(a, "c1", now=t + 1)
+                                         for c, a in zip(clients, agents, strict=True)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    winners = [a for a, r in zip(agents, results, strict=True) if r.ok]
+    assert len(winners) == 1
+    assert {r.error for r in results if not r.ok} == {"taken"}
+    states = Counter([(await store.agent(a)).state for a in agents])  # type: ignore[union-attr]
+    assert states == {"on_call": 1, "available": 7}
+    assert [m async for m in _drain(store, "w1")] == [winners[0]]
+
+
+async def _drain(store: QueueStore, worker: str) -> AsyncIterator[str]:
+    while (msg := await store.pop_inbox(worker, 0.05)) is not None:
+        yield msg["agent"]
+
+
+async def test_overflow_by_length_and_join_when_empty(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], login=False, max_length=2, join_when_empty=False)
+    t = T0 + 10_000
+    assert (await store.enqueue("support", "c1", "w1", now=t)).status == "empty"
+    await store.agent_action("ann", "login", now=t)
+    await store.agent_action("ann", "break", "", now=t)
+    assert (await store.enqueue("support", "c1", "w1", now=t)).status == "empty"
+    await store.agent_action("ann", "available", now=t)
+    await store.agent_action("ann", "logout", now=t)
+    await store.sync_queue(QueueConfig("support", max_length=2), [Member("ann")])
+    assert (await store.enqueue("support", "c1", "w1", now=t)).status == "ok"
+    assert (await store.enqueue("support", "c2", "w1", now=t)).position == 2
+    assert (await store.enqueue("support", "c3", "w1", now=t)).status == "full"
+    stats = await store.stats("support", now=t + 5000)
+    assert (stats.waiting, stats.overflowed, stats.longest_wait) == (2, 3, 5.0)
+    with pytest.raises(QueueError):
+        await store.enqueue("support", "c1", "w1", now=t)  # already queued
+    with pytest.raises(QueueError):
+        await store.enqueue("nope", "c9", "w1", now=t)
+    with pytest.raises(QueueConfigError):
+        await store.enqueue("support", "c9", "w1", priority=1000, now=t)
+
+
+async def test_leave_counts_outcomes_and_frees_offered_agents(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob"], strategy="ring_all")
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    await store.match("support", now=t)
+    assert await store.leave("c1", "abandoned", now=t + 3000) == "offered"
+    for a in ("ann", "bob"):
+        st = await store.agent(a)
+        assert st is not None and st.state == "available" and st.offer == ""
+    assert not (await store.accept("ann", "c1", now=t + 3001)).ok
+    for i, outcome in enumerate(("left", "timeout", "overflow")):
+        await store.enqueue("support", f"x{i}", "w1", now=t)
+        await store.leave(f"x{i}", outcome, now=t + 1)
+    s = await store.stats("support", now=t + 5000)
+    assert (s.abandoned, s.exited, s.overflowed, s.waiting) == (1, 1, 2, 0)
+    assert s.service_level == 0.0
+
+
+async def test_lease_expiry_reaps_callers_of_a_dead_worker(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], strategy="ring_all")
+    t = T0 + 10_000
+    await store.enqueue("support", "dead1", "w-dead", lease_ms=5000, now=t)
+    await store.enqueue("support", "dead2", "w-dead", lease_ms=5000, now=t)
+    await store.enqueue("support", "live", "w-live", lease_ms=5000, now=t)
+    await store.match("support", now=t)  # dead1 is ringing ann
+    await store.tick("w-live", lease_ms=5000, now=t + 4000)  # w-live heartbeats, w-dead not
+    assert await store.reap(now=t + 4999) == []
+    assert sorted(await store.reap(now=t + 5000)) == ["dead1", "dead2"]
+    assert [s.call_id for s in await store.tick("w-live", now=t + 5001)] == ["live"]
+    assert [s.call_id for s in await store.tick("w-dead", now=t + 5001)] == []
+    st = await store.agent("ann")
+    assert st is not None and st.state == "available"  # dead1's offer was withdrawn
+    assert [o.call_id for o in await store.match("support", now=t + 5002)] == ["live"]
+    stats = await store.stats("support", now=t + 5001)
+    assert (stats.lost, stats.abandoned, stats.waiting) == (2, 2, 1)
+    # A worker that re-adopts a live channel takes over its lease.
+    assert await store.adopt("live", "w-new", now=t + 5003) == ("offered", "support")
+    assert [s.call_id for s in await store.tick("w-new", now=t + 5004)] == ["live"]
+    assert await store.tick("w-live", now=t + 5005) == []
+
+
+async def test_agent_actions_validate(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], login=False)
+    with pytest.raises(QueueError) as err:
+        await store.agent_action("ann", "available", now=T0)
+    assert err.value.code == "logged_out"
+    with pytest.raises(QueueError) as err:
+        await store.agent_action("ghost", "login", now=T0)
+    assert err.value.code == "no_such_agent"
+    await store.sync_agent(AgentConfig("ann", enabled=False), now=T0)
+    with pytest.raises(QueueError) as err:
+        await store.agent_action("ann", "login", now=T0)
+    assert err.value.code == "disabled"
+    with pytest.raises(QueueConfigError):
+        QueueConfig("support", strategy="loudest")  # type: ignore[arg-type]
+    with pytest.raises(QueueConfigError):
+        QueueConfig("support", overflow_action="menu")
+    with pytest.raises(QueueConfigError):
+        Member("ann", tier=10)
