@@ -9,9 +9,11 @@ stay in Stasis when the application's WebSocket drops (events during the gap are
 
 Simulated dialplan (mirrors ``dialplans/asterisk/extensions.conf.j2``): a called number that
 matches ``ivr_numbers`` runs ``Stasis(<app>,<number>)``; when no WebSocket is connected for
-the application ``STASISSTATUS=FAILED`` and the fallback answers, plays ``fallback_sound`` and
-hangs up. ``continue`` into ``transfer_context`` records a transfer; the far end hangs up
-after ``transfer_talk_seconds``. Endpoints (agents' phones) answer, are busy, do not answer
+the application ``STASISSTATUS=FAILED`` and the dialplan goes to ``fallback_context``,
+extension ``s``: answer, play ``cannot-complete-temp-error``, hang up (extension ``noservice``
+plays ``ss-noservice``; the worker sends calls there when no flow serves the number).
+``continue`` into another context records a transfer; the far end hangs up after
+``transfer_talk_seconds``. Endpoints (agents' phones) answer, are busy, do not answer
 or reject according to their :class:`SimEndpoint` behaviour.
 
 Multiple media in one play run in order (PlaybackStarted, PlaybackContinuing, one
@@ -85,7 +87,8 @@ class AriSimulator:
         stasis_app: str = "callyard",
         ivr_numbers: str = r"\+?[0-9*#]+",
         transfer_context: str = "callyard-transfer",
-        fallback_sound: str = "cannot-complete-temp-error",
+        fallback_context: str = "callyard-unavailable",
+        fallback_sounds: dict[str, str] | None = None,
         transfer_talk_seconds: float = 0.2,
         sounds: SoundCatalog | None = None,
         endpoints: list[SimEndpoint] | None = None,
@@ -98,7 +101,12 @@ class AriSimulator:
         self.stasis_app = stasis_app
         self.ivr_numbers = re.compile(ivr_numbers)
         self.transfer_context = transfer_context
-        self.fallback_sound = fallback_sound
+        self.fallback_context = fallback_context
+        # extension of the fallback context -> the sound it plays before hanging up
+        self.fallback_sounds = fallback_sounds or {
+            "s": "cannot-complete-temp-error",
+            "noservice": "ss-noservice",
+        }
         self.transfer_talk_seconds = transfer_talk_seconds
         self.sounds = sounds or SoundCatalog()
         self.endpoints: dict[str, SimEndpoint] = {
@@ -228,16 +236,18 @@ class AriSimulator:
         chan.priority, chan.app_name, chan.app_data = 2, "Stasis", f"{app},{chan.exten}"
         if not self.app_connected(app):
             chan.variables["STASISSTATUS"] = "FAILED"
-            await self._run_fallback(chan)
+            await self._run_fallback(chan, "s")
             return
         chan.variables["STASISSTATUS"] = ""
         self._enter_stasis(chan, app, [chan.exten])
 
-    async def _run_fallback(self, chan: SimChannel) -> None:
-        """``unavailable`` priority: Answer(), Playback(fallback), Hangup()."""
-        chan.priority, chan.app_name, chan.app_data = 4, "Playback", self.fallback_sound
+    async def _run_fallback(self, chan: SimChannel, exten: str) -> None:
+        """The fallback context: Answer(), Playback(<sound>), Hangup()."""
+        sound = self.fallback_sounds.get(exten, self.fallback_sounds["s"])
+        chan.context, chan.exten = self.fallback_context, exten
+        chan.priority, chan.app_name, chan.app_data = 2, "Playback", sound
         self._set_up(chan)
-        pb = SimPlayback(f"fallback-{chan.id}", [f"sound:{self.fallback_sound}"],
+        pb = SimPlayback(f"fallback-{chan.id}", [f"sound:{sound}"],
                          f"channel:{chan.id}", chan.language)
         await self._run_playback(pb, chan.id)
         if not chan.hungup:
@@ -729,7 +739,9 @@ class AriSimulator:
         priority = self._int_param(request, "priority", 1 if exten else chan.priority + 1)
         self._leave_stasis(chan)
         chan.context, chan.priority = context, priority
-        if exten:
+        if context == self.fallback_context:
+            self._spawn(self._run_fallback(chan, exten or "s"))
+        elif exten:
             chan.exten = exten
             if chan.call:
                 chan.call.transcript.add("transferred", exten)

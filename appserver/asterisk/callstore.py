@@ -1,0 +1,122 @@
+"""Per-call records in Redis so a restarted worker can re-adopt channels still in Stasis.
+
+One hash per call (``callyard:asterisk:call:<node>:<channel>``) holding the :class:`CallInfo`
+(and, for a dial leg, the channel that owns it) plus one set per node listing them. Records
+expire after ``ttl`` seconds as a safety net; the worker deletes them when a call ends.
+Redis trouble is logged and never ends a call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ivr.calls import CallInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    info: CallInfo
+    owner: str = ""  # for a dial leg: the caller's channel id
+
+
+class CallStore:
+    def __init__(
+        self, redis: Redis | None, prefix: str = "callyard:asterisk", ttl: int = 6 * 3600
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl = ttl
+
+    def _key(self, node: str, channel_id: str) -> str:
+        return f"{self.prefix}:call:{node}:{channel_id}"
+
+    def _index(self, node: str) -> str:
+        return f"{self.prefix}:calls:{node}"
+
+    async def save(self, node: str, channel_id: str, record: CallRecord) -> None:
+        if self.redis is None:
+            return
+        info = record.info
+        data: dict[str, Any] = {
+            "call_id": info.call_id,
+            "engine": info.engine,
+            "caller": info.caller,
+            "called": info.called,
+            "node": info.node,
+            "caller_name": info.caller_name,
+            "variables": dict(info.variables),
+        }
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    self._key(node, channel_id),
+                    json.dumps({"info": data, "owner": record.owner}),
+                    ex=self.ttl,
+                )
+                pipe.sadd(self._index(node), channel_id)
+                pipe.expire(self._index(node), self.ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not save call record", extra={"call_id": channel_id,
+                                                             "error": str(exc)})
+
+    async def load(self, node: str, channel_id: str) -> CallRecord | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.get(self._key(node, channel_id))
+        except (RedisError, OSError) as exc:
+            log.warning("could not load call record", extra={"call_id": channel_id,
+                                                             "error": str(exc)})
+            return None
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            info = data["info"]
+            return CallRecord(
+                CallInfo(
+                    call_id=str(info["call_id"]),
+                    engine="asterisk",
+                    caller=str(info["caller"]),
+                    called=str(info["called"]),
+                    node=str(info.get("node", "")),
+                    caller_name=str(info.get("caller_name", "")),
+                    variables={str(k): str(v) for k, v in info.get("variables", {}).items()},
+                ),
+                owner=str(data.get("owner", "")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring a malformed call record",
+                        extra={"call_id": channel_id, "error": str(exc)})
+            return None
+
+    async def delete(self, node: str, channel_id: str) -> None:
+        if self.redis is None:
+            return
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(node, channel_id))
+                pipe.srem(self._index(node), channel_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not delete call record", extra={"call_id": channel_id,
+                                                               "error": str(exc)})
+
+    async def channel_ids(self, node: str) -> set[str]:
+        if self.redis is None:
+            return set()
+        try:
+            members = await self.redis.smembers(self._index(node))
+        except (RedisError, OSError) as exc:
+            log.warning("could not list call records", extra={"node": node, "error": str(exc)})
+            return set()
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}

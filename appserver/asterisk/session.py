@@ -1,0 +1,532 @@
+"""One call on Asterisk: runs its call flow in its own task and maps commands to ARI.
+
+The node's event reader only routes raw ARI events into :attr:`CallSession.queue`; all work
+for the call (calling the flow, REST requests, timers) happens in the call's own task, so a
+slow call never holds up the WebSocket reader or other calls (aioari awaits each handler
+before it reads the next message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web_exceptions
+
+from appserver.asterisk.callstore import CallRecord
+from appserver.asterisk.media import HANGUP_REASONS, cause_name, prompt_media
+from appserver.logs import call_logger
+from ivr.calls import (
+    Answer,
+    Answered,
+    CallFlow,
+    CallInfo,
+    CancelTimer,
+    Command,
+    Dial,
+    DialResult,
+    Dtmf,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    Play,
+    PlayFinished,
+    QueueResult,
+    SetVariable,
+    StartMoh,
+    StartTimer,
+    StopMoh,
+    StopPlay,
+    TimerFired,
+    Transfer,
+    TransferResult,
+)
+
+if TYPE_CHECKING:
+    from appserver.asterisk.worker import NodeLink
+
+log = logging.getLogger(__name__)
+
+EnqueueHandler = Callable[[CallInfo, Enqueue], Awaitable[None] | None]
+HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
+
+
+@dataclass(slots=True)
+class ChannelEvent:
+    """A raw ARI event about the call's own channel or its playbacks."""
+
+    msg: dict[str, Any]
+
+
+@dataclass(slots=True)
+class LegEvent:
+    """A raw ARI event about the call's outbound dial leg."""
+
+    msg: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Resync:
+    """After a reconnect: events may have been lost; re-read channel and playback state."""
+
+
+@dataclass(slots=True)
+class _TimerTick:
+    name: str
+    generation: int
+
+
+@dataclass(slots=True)
+class _DialState:
+    target: str
+    leg_id: str
+    answered: bool = False
+    bridge_id: str = ""
+    last_status: str = ""
+    guard: asyncio.TimerHandle | None = None
+
+
+class CallSession:
+    def __init__(self, node: NodeLink, info: CallInfo, flow: CallFlow) -> None:
+        self.node = node
+        self.info = info
+        self.flow = flow
+        self.channel_id = info.call_id
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.log = call_logger(log, info.call_id, node=node.name)
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False  # nothing more to do for this call
+        self.handed_away = False  # after Hangup / Transfer
+        self.hungup_delivered = False
+        self.waiting_queue = False
+        self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
+        self.stopping: set[str] = set()  # ARI playback ids we asked to stop
+        self._timer_gen = itertools.count(1)
+        self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
+        self.dial: _DialState | None = None
+
+    # ------------------------------------------------------------------ task
+
+    def start(self, readopted: bool = False) -> None:
+        self.task = asyncio.ensure_future(self._run(readopted))
+
+    def post(self, item: Any) -> None:
+        self.queue.put_nowait(item)
+
+    async def _run(self, readopted: bool) -> None:
+        cancelled = False
+        try:
+            if readopted:
+                self.log.info("re-adopted channel: restarting its call flow")
+            await self._apply(self._flow_call(lambda: self.flow.start(self.info)))
+            self._check_flow_done()
+            while not self.finished:
+                item = await self.queue.get()
+                await self._process(item)
+                self._check_flow_done()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception:
+            self.log.exception("call flow failed; ending the call politely")
+            await self._fail_politely()
+        finally:
+            self._cancel_all_timers()
+            if not cancelled:
+                await self._cleanup()
+            self.node.unregister(self)
+
+    def _flow_call(self, fn: Callable[[], list[Command]]) -> list[Command]:
+        commands = fn()
+        return list(commands or [])
+
+    def _check_flow_done(self) -> None:
+        """A flow that is done without handing the call away would leave the caller in
+        silence: hang up for it (unless a dial or queue result is still to come)."""
+        if (
+            not self.finished
+            and not self.handed_away
+            and getattr(self.flow, "done", False)
+            and self.dial is None
+            and not self.waiting_queue
+        ):
+            self.log.warning("call flow is done but did not hang up; hanging up")
+            self.post(_FlowDoneHangup())
+
+    async def _process(self, item: Any) -> None:
+        if isinstance(item, ChannelEvent):
+            await self._on_channel_event(item.msg)
+        elif isinstance(item, LegEvent):
+            await self._on_leg_event(item.msg)
+        elif isinstance(item, _TimerTick):
+            current = self._timers.get(item.name)
+            if current and current[0] == item.generation:
+                del self._timers[item.name]
+                await self._deliver(TimerFired(item.name))
+        elif isinstance(item, Resync):
+            await self._resync()
+        elif isinstance(item, _FlowDoneHangup):
+            if not self.finished and not self.handed_away:
+                await self._execute(Hangup())
+        else:
+            await self._deliver(item)
+
+    async def _deliver(self, event: Event) -> None:
+        """Hand one event to the flow and execute what it returns."""
+        if self.finished or (self.handed_away and not isinstance(event, HungUp)):
+            return
+        if isinstance(event, HungUp):
+            if self.hungup_delivered:
+                return
+            self.hungup_delivered = True
+            self._cancel_all_timers()
+        if isinstance(event, QueueResult):
+            self.waiting_queue = False
+        commands = self._flow_call(lambda: self.flow.handle(event))
+        if isinstance(event, HungUp):
+            self.finished = True  # commands after the caller hung up are ignored
+            return
+        await self._apply(commands)
+
+    async def _apply(self, commands: list[Command]) -> None:
+        for command in commands:
+            if self.finished or self.handed_away:
+                return
+            await self._execute(command)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _execute(self, cmd: Command) -> None:
+        client = self.node.client
+        cid = self.channel_id
+        try:
+            if isinstance(cmd, Answer):
+                await client.channels.answer(channelId=cid)
+                self.post(Answered())
+            elif isinstance(cmd, Play):
+                await self._play(cmd)
+            elif isinstance(cmd, StopPlay):
+                await self._stop_play(cmd)
+            elif isinstance(cmd, StartTimer):
+                self._start_timer(cmd.name, cmd.seconds)
+            elif isinstance(cmd, CancelTimer):
+                self._cancel_timer(cmd.name)
+            elif isinstance(cmd, StartMoh):
+                await client.channels.startMoh(channelId=cid, mohClass=cmd.moh_class)
+            elif isinstance(cmd, StopMoh):
+                await client.channels.stopMoh(channelId=cid)
+            elif isinstance(cmd, SetVariable):
+                await client.channels.setChannelVar(
+                    channelId=cid, variable=cmd.name, value=cmd.value
+                )
+            elif isinstance(cmd, Enqueue):
+                await self._enqueue(cmd)
+            elif isinstance(cmd, Dial):
+                await self._dial(cmd)
+            elif isinstance(cmd, Transfer):
+                await self._transfer(cmd)
+            elif isinstance(cmd, Hangup):
+                self.handed_away = True
+                reason = HANGUP_REASONS.get(cmd.cause, "normal")
+                with contextlib.suppress(web_exceptions.HTTPNotFound):  # already gone
+                    await client.channels.hangup(channelId=cid, reason=reason)
+                self.finished = True
+            else:
+                self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
+        except web_exceptions.HTTPException as exc:
+            await self._on_http_error(cmd, exc.status, exc.text or "")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            await self._on_http_error(cmd, 0, str(exc) or type(exc).__name__)
+
+    async def _on_http_error(self, cmd: Command, status: int, text: str) -> None:
+        if isinstance(cmd, Transfer) and status not in (0, 404):
+            self.handed_away = False
+            self.log.warning("transfer refused", extra={"status": status, "error": text})
+            await self._deliver(TransferResult(cmd.destination, ok=False, cause=f"HTTP {status}"))
+            return
+        if status in (404, 409):
+            # The channel is gone or no longer ours: the caller hung up (events lost).
+            self.log.info("channel gone; ending the call", extra={"status": status,
+                                                                  "command": type(cmd).__name__})
+            self.handed_away = False
+            await self._deliver(HungUp("NORMAL_CLEARING"))
+            self.finished = True
+            return
+        self.log.error("ARI request failed; ending the call",
+                       extra={"status": status, "error": text, "command": type(cmd).__name__})
+        self.finished = True
+        self.handed_away = False
+        if not self.hungup_delivered:
+            self.hungup_delivered = True
+            self._flow_call(lambda: self.flow.handle(HungUp("ARI_ERROR")))
+        await self._quietly(self.node.client.channels.hangup(channelId=self.channel_id))
+
+    async def _quietly(self, request: Awaitable[Any]) -> None:
+        with contextlib.suppress(
+            web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError
+        ):
+            await request
+
+    async def _play(self, cmd: Play) -> None:
+        media = []
+        for prompt in cmd.prompts:
+            uri = prompt_media(prompt)
+            if uri is None:
+                self.log.warning("prompt cannot be played on Asterisk; skipped",
+                                 extra={"prompt": f"{prompt.kind}:{prompt.value}"})
+            else:
+                media.append(uri)
+        if not media:
+            self.post(PlayFinished(cmd.play_id, "failed"))
+            return
+        playback_id = uuid.uuid4().hex
+        self.playbacks[playback_id] = cmd.play_id
+        try:
+            await self.node.client.channels.play(
+                channelId=self.channel_id, media=media, lang=cmd.language,
+                playbackId=playback_id,
+            )
+        except web_exceptions.HTTPException:
+            self.playbacks.pop(playback_id, None)
+            raise
+
+    async def _stop_play(self, cmd: StopPlay) -> None:
+        for playback_id, play_id in self.playbacks.items():
+            if play_id == cmd.play_id:
+                if playback_id in self.stopping:
+                    return
+                self.stopping.add(playback_id)
+                # A 404 means it finished meanwhile: its PlaybackFinished is on the way.
+                with contextlib.suppress(web_exceptions.HTTPNotFound):
+                    await self.node.client.playbacks.stop(playbackId=playback_id)
+                return
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        self._cancel_timer(name)
+        generation = next(self._timer_gen)
+        handle = asyncio.get_running_loop().call_later(
+            max(0.0, seconds), self.post, _TimerTick(name, generation)
+        )
+        self._timers[name] = (generation, handle)
+
+    def _cancel_timer(self, name: str) -> None:
+        current = self._timers.pop(name, None)
+        if current:
+            current[1].cancel()
+
+    def _cancel_all_timers(self) -> None:
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    async def _enqueue(self, cmd: Enqueue) -> None:
+        handler = self.node.worker.on_enqueue
+        if handler is None:
+            self.post(QueueResult(cmd.queue, "failed", "no queue runtime"))
+            return
+        self.waiting_queue = True
+        result = handler(self.info, cmd)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _transfer(self, cmd: Transfer) -> None:
+        self.handed_away = True
+        await self.node.client.channels.continueInDialplan(
+            channelId=self.channel_id,
+            context=self.node.worker.transfer_context,
+            extension=cmd.destination,
+            priority=1,
+        )
+        self.log.info("transferred", extra={"destination": cmd.destination})
+        self.finished = True
+
+    # ------------------------------------------------------------------ dial
+
+    async def _dial(self, cmd: Dial) -> None:
+        if self.dial is not None:
+            await self._deliver(DialResult(cmd.target, "failed", "a dial is already running"))
+            return
+        worker = self.node.worker
+        try:
+            endpoint = worker.dial_template.format(target=cmd.target, kind=cmd.kind)
+        except (KeyError, IndexError, ValueError) as exc:
+            self.log.error("bad dial template", extra={"error": str(exc)})
+            await self._deliver(DialResult(cmd.target, "failed", "bad dial template"))
+            return
+        leg_id = f"{uuid.uuid4().hex}"
+        self.dial = _DialState(cmd.target, leg_id)
+        self.node.register_leg(leg_id, self)
+        record = CallRecord(self.info, owner=self.channel_id)
+        await worker.store.save(self.node.name, leg_id, record)
+        caller_id = f'"{self.info.caller_name}" <{self.info.caller}>'
+        try:
+            await self.node.client.channels.originate(
+                endpoint=endpoint,
+                app=self.node.app,
+                appArgs=f"dial,{self.channel_id}",
+                channelId=leg_id,
+                originator=self.channel_id,
+                callerId=caller_id,
+                timeout=max(1, math.ceil(cmd.timeout)),
+            )
+        except web_exceptions.HTTPException as exc:
+            self.log.warning("originate refused", extra={"status": exc.status,
+                                                         "endpoint": endpoint})
+            await self._leg_over(None, f"HTTP {exc.status}")
+            return
+        self.log.info("dialing", extra={"endpoint": endpoint, "leg": leg_id})
+        # Guard in case the engine never reports the outcome.
+        self.dial.guard = asyncio.get_running_loop().call_later(
+            cmd.timeout + 5.0, self.post, LegEvent({"type": "_DialGuard", "leg": leg_id})
+        )
+
+    async def _on_leg_event(self, msg: dict[str, Any]) -> None:
+        dial = self.dial
+        kind = msg.get("type")
+        if dial is None:
+            return
+        if kind == "StasisStart" and not dial.answered:
+            dial.answered = True
+            if dial.guard:
+                dial.guard.cancel()
+            await self._bridge_leg(dial)
+        elif kind == "Dial":
+            dial.last_status = str(msg.get("dialstatus", ""))
+        elif kind == "ChannelDestroyed":
+            await self._leg_over(msg.get("cause"), str(msg.get("cause_txt", "")))
+        elif kind == "_DialGuard" and msg.get("leg") == dial.leg_id and not dial.answered:
+            await self._quietly(self.node.client.channels.hangup(channelId=dial.leg_id))
+            await self._leg_over(19, "no answer from the engine")
+
+    async def _bridge_leg(self, dial: _DialState) -> None:
+        client = self.node.client
+        bridge_id = uuid.uuid4().hex
+        try:
+            await client.bridges.create(type="mixing", bridgeId=bridge_id,
+                                        name=f"callyard-{self.channel_id}")
+            dial.bridge_id = bridge_id
+            self.node.register_bridge(bridge_id, self)
+            await client.bridges.addChannel(bridgeId=bridge_id,
+                                            channel=[self.channel_id, dial.leg_id])
+        except web_exceptions.HTTPException as exc:
+            self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
+            await self._quietly(client.channels.hangup(channelId=dial.leg_id))
+
+    async def _leg_over(self, cause: object, cause_txt: str) -> None:
+        dial = self.dial
+        if dial is None:
+            return
+        self.dial = None
+        if dial.guard:
+            dial.guard.cancel()
+        self.node.unregister_leg(dial.leg_id)
+        await self.node.worker.store.delete(self.node.name, dial.leg_id)
+        if dial.bridge_id:
+            self.node.unregister_bridge(dial.bridge_id)
+            await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
+        if dial.answered:
+            outcome = "answered"
+        elif cause == 17 or dial.last_status == "BUSY":
+            outcome = "busy"
+        elif cause in (18, 19) or dial.last_status == "NOANSWER":
+            outcome = "no_answer"
+        else:
+            outcome = "failed"
+        detail = cause_name(cause) if isinstance(cause, int) else cause_txt
+        await self._deliver(DialResult(dial.target, outcome, detail))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ channel events
+
+    async def _on_channel_event(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "ChannelDtmfReceived":
+            digit = msg.get("digit")
+            if isinstance(digit, str) and digit:
+                await self._deliver(Dtmf(digit))
+        elif kind == "PlaybackFinished":
+            playback = msg.get("playback") or {}
+            playback_id = playback.get("id", "")
+            play_id = self.playbacks.pop(playback_id, None)
+            if play_id is None:
+                return
+            if playback_id in self.stopping:
+                self.stopping.discard(playback_id)
+                status = "stopped"
+            else:
+                status = "failed" if playback.get("state") == "failed" else "done"
+            await self._deliver(PlayFinished(play_id, status))  # type: ignore[arg-type]
+        elif kind in HANGUP_EVENTS:
+            if self.handed_away:
+                self.finished = True
+                return
+            await self._deliver(HungUp(cause_name(msg.get("cause", 16))))
+        # Other events (PlaybackStarted, ChannelVarset, bridge events ...) need no action.
+
+    # ------------------------------------------------------------------ re-adoption
+
+    async def _resync(self) -> None:
+        client = self.node.client
+        try:
+            await client.channels.get(channelId=self.channel_id)
+        except web_exceptions.HTTPNotFound:
+            await self._deliver(HungUp("NORMAL_CLEARING"))
+            self.finished = True
+            return
+        for playback_id in list(self.playbacks):
+            try:
+                await client.playbacks.get(playbackId=playback_id)
+            except web_exceptions.HTTPNotFound:
+                # Finished while we were disconnected.
+                await self._on_channel_event({
+                    "type": "PlaybackFinished",
+                    "playback": {"id": playback_id, "state": "done"},
+                })
+        if self.dial is not None:
+            try:
+                await client.channels.get(channelId=self.dial.leg_id)
+            except web_exceptions.HTTPNotFound:
+                await self._leg_over(None, "ended while disconnected")
+
+    # ------------------------------------------------------------------ endings
+
+    async def _fail_politely(self) -> None:
+        self.finished = True
+        if self.hungup_delivered or self.handed_away:
+            return
+        try:
+            await self.node.client.channels.continueInDialplan(
+                channelId=self.channel_id, context=self.node.worker.fallback_context,
+                extension="s", priority=1,
+            )
+        except (web_exceptions.HTTPException, aiohttp.ClientError, OSError):
+            await self._quietly(self.node.client.channels.hangup(channelId=self.channel_id))
+
+    async def _cleanup(self) -> None:
+        if self.dial is not None:
+            dial, self.dial = self.dial, None
+            if dial.guard:
+                dial.guard.cancel()
+            self.node.unregister_leg(dial.leg_id)
+            await self._quietly(self.node.client.channels.hangup(channelId=dial.leg_id))
+            if dial.bridge_id:
+                self.node.unregister_bridge(dial.bridge_id)
+                await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
+            await self.node.worker.store.delete(self.node.name, dial.leg_id)
+        await self.node.worker.store.delete(self.node.name, self.channel_id)
+
+
+@dataclass(slots=True)
+class _FlowDoneHangup:
+    pass
+
+
