@@ -20,6 +20,7 @@ from appserver.settings import SettingsError, load_settings
 # name -> module implementing it. Only commands that work are listed here.
 COMMANDS: dict[str, str] = {
     "migrate": "appserver.store.migrate_command",
+    "freeswitch": "appserver.freeswitch.command",
 }
 
 

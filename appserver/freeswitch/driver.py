@@ -1,0 +1,357 @@
+"""One call: a CallFlow's commands -> ESL, ESL events -> the flow's events.
+
+Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
+
+* ``Play``: one ``sendmsg execute`` per prompt (see :mod:`appserver.freeswitch.prompts`),
+  each tagged with ``Event-UUID`` so its ``CHANNEL_EXECUTE_COMPLETE`` (same
+  ``Application-UUID``) is matched back; the last one completes the play.
+* ``StopPlay``: ``api uuid_break <uuid> all`` (stops the prompt and flushes queued ones);
+  every outstanding play gets ``PlayFinished(stopped)`` at once.
+* ``StartMoh`` / ``StopMoh``: ``playback local_stream://<class>`` / ``uuid_break``.
+* ``Dial``: ``bridge {leg_timeout=N}<dial template>``; the outcome from
+  ``variable_originate_disposition`` when the bridge application completes.
+* ``Transfer``: ``transfer <dest> XML <context>``; ``Hangup``: ``call-command: hangup``.
+* Timers run as gevent greenlets; the engine never consumes digits
+  (``playback_terminators=none`` is set when the call starts).
+
+The driver never blocks on FreeSWITCH: commands are written without waiting for replies,
+events are handled on the session's reader greenlet, and a per-call lock keeps timers,
+external deliveries and events from interleaving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.lock
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.prompts import to_app
+from ivr import calls as c
+
+log = logging.getLogger("callyard.freeswitch")
+
+# Events the driver needs; everything else ``myevents`` enables is switched off.
+NEEDED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP")
+UNNEEDED_EVENTS = (
+    "CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_STATE CHANNEL_CALLSTATE CHANNEL_EXECUTE "
+    "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
+    "CHANNEL_PARK CHANNEL_UNPARK CHANNEL_APPLICATION CHANNEL_HOLD CHANNEL_UNHOLD "
+    "CHANNEL_ORIGINATE CHANNEL_UUID PLAYBACK_START PLAYBACK_STOP"
+)
+SETUP_COMMANDS = [
+    codec.encode_command("myevents"),
+    codec.encode_command(f"nixevent {UNNEEDED_EVENTS}"),
+    codec.encode_command("linger"),
+]
+FAILED_PLAYBACK = ("FILE NOT FOUND", "PLAYBACK ERROR")
+_DIAL_OUTCOMES: dict[str, str] = {
+    "SUCCESS": "answered",
+    "USER_BUSY": "busy",
+    "NO_ANSWER": "no_answer",
+    "NO_USER_RESPONSE": "no_answer",
+    "ALLOTTED_TIMEOUT": "no_answer",
+    "ORIGINATOR_CANCEL": "no_answer",
+}
+
+
+def call_info_from(data: dict[str, str], node: str) -> c.CallInfo:
+    """CallInfo from the ``connect`` reply (channel data, already URL-decoded)."""
+    variables = {k[9:]: v for k, v in data.items() if k.startswith("variable_")}
+    return c.CallInfo(
+        call_id=data.get("Unique-ID", ""),
+        engine="freeswitch",
+        caller=data.get("Caller-Caller-ID-Number", ""),
+        called=data.get("Caller-Destination-Number", ""),
+        node=node,
+        caller_name=data.get("Caller-Caller-ID-Name", ""),
+        variables=variables,
+    )
+
+
+@dataclass(slots=True)
+class _Play:
+    play_id: str
+    tags: list[str]
+    failed: bool = False
+
+
+@dataclass
+class DriverConfig:
+    dial_template: str = "user/{target}"
+    transfer_context: str = ""  # "" = the call's own dialplan context
+    fallback_prompt: str = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+
+
+QueueRuntime = Callable[[c.CallInfo, c.Enqueue], None]
+
+
+@dataclass
+class CallDriver:
+    """Runs one CallFlow on one call. ``write`` sends a batch of encoded ESL commands."""
+
+    info: c.CallInfo
+    write: Callable[[list[bytes]], object]
+    config: DriverConfig
+    queue_runtime: QueueRuntime | None = None
+    context: str = "default"
+    flow: c.CallFlow | None = None
+    hung_up: bool = False
+    handed_away: bool = False
+    commands_sent: int = 0
+    _plays: dict[str, _Play] = field(default_factory=dict)  # play_id -> play
+    _tags: dict[str, str] = field(default_factory=dict)  # Event-UUID -> play_id | dial target
+    _dial_tag: str = ""
+    _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
+    _seq: int = 0
+    _answered: bool = False
+    _inbox: deque[c.Event] = field(default_factory=deque)
+    _draining: bool = False
+    _lock: gevent.lock.RLock = field(default_factory=gevent.lock.RLock)
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        return {"call_id": self.info.call_id}
+
+    # ------------------------------------------------------------ entry points
+
+    def start(self, flow: c.CallFlow | None) -> None:
+        """Set the session up and start ``flow`` (None: polite message and hangup)."""
+        self.flow = flow
+        self.write([*SETUP_COMMANDS, self._execute("set", "playback_terminators=none")])
+        if flow is None:
+            self._polite_end()
+            return
+        with self._lock:
+            try:
+                commands = flow.start(self.info)
+            except Exception:
+                log.exception("call flow failed to start", extra=self.log_extra)
+                self._polite_end()
+                return
+            self._run(commands)
+            self._drain()
+
+    def on_event(self, event: codec.LazyEvent) -> None:
+        """An ESL event for this call (reader greenlet)."""
+        name = event.name
+        if name == "DTMF":
+            self.deliver(c.Dtmf(event.get("DTMF-Digit")))
+        elif name == "CHANNEL_EXECUTE_COMPLETE":
+            self._execute_complete(event)
+        elif name == "CHANNEL_ANSWER":
+            if not self._answered:
+                self._answered = True
+                self.deliver(c.Answered())
+        elif name == "CHANNEL_HANGUP":
+            self._hangup(event.get("Hangup-Cause") or "NORMAL_CLEARING")
+
+    def on_socket_closed(self) -> None:
+        """The socket ended; if FreeSWITCH never said the caller hung up, say it now."""
+        if not self.hung_up and not self.handed_away:
+            self._hangup("SOCKET_CLOSED")
+        self._cancel_timers()
+
+    def deliver(self, event: c.Event) -> None:
+        """Deliver an event to the flow (engine events, timers, the queue runtime).
+
+        After ``Hangup``/``Transfer`` or the caller's hangup only ``HungUp`` gets through.
+        """
+        if self.flow is None:
+            return
+        if (self.hung_up or self.handed_away) and not isinstance(event, c.HungUp):
+            return
+        with self._lock:
+            self._inbox.append(event)
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._draining or self.flow is None:
+            return  # an outer call on this greenlet is already draining the inbox
+        self._draining = True
+        try:
+            while self._inbox:
+                current = self._inbox.popleft()
+                if self.handed_away and not isinstance(current, c.HungUp):
+                    continue
+                try:
+                    commands = self.flow.handle(current)
+                except Exception:
+                    log.exception("call flow failed on %r", current, extra=self.log_extra)
+                    self._inbox.clear()
+                    if not self.hung_up and not self.handed_away:
+                        self._polite_end()
+                    return
+                if not self.hung_up:
+                    self._run(commands)
+        finally:
+            self._draining = False
+
+    # ------------------------------------------------------------ commands -> ESL
+
+    def _tag(self) -> str:
+        self._seq += 1
+        return f"{self.info.call_id}-{self._seq}"
+
+    def _execute(self, app: str, arg: str = "", tag: str = "") -> bytes:
+        self.commands_sent += 1
+        return codec.sendmsg(app, arg, event_uuid=tag)
+
+    def _api(self, line: str) -> bytes:
+        self.commands_sent += 1
+        return codec.encode_command(f"api {line}")
+
+    def _run(self, commands: list[c.Command]) -> None:
+        out: list[bytes] = []
+        for command in commands:
+            if self.hung_up or self.handed_away:
+                break
+            out += self._command(command)
+        if out:
+            self.write(out)
+
+    def _command(self, cmd: c.Command) -> list[bytes]:
+        sent = self._command_bytes(cmd)
+        return sent if isinstance(sent, list) else [sent] if sent else []
+
+    def _command_bytes(self, cmd: c.Command) -> bytes | list[bytes]:
+        if isinstance(cmd, c.Play):
+            return self._play(cmd)
+        if isinstance(cmd, c.StopPlay):
+            return self._stop_play()
+        if isinstance(cmd, c.Answer):
+            return self._execute("answer")
+        if isinstance(cmd, c.StartTimer):
+            self._start_timer(cmd.name, cmd.seconds)
+            return b""
+        if isinstance(cmd, c.CancelTimer):
+            timer = self._timers.pop(cmd.name, None)
+            if timer is not None:
+                timer.kill(block=False)
+            return b""
+        if isinstance(cmd, c.SetVariable):
+            return self._execute("set", f"{cmd.name}={cmd.value}")
+        if isinstance(cmd, c.StartMoh):
+            return self._execute("playback", f"local_stream://{cmd.moh_class}", self._tag())
+        if isinstance(cmd, c.StopMoh):
+            return self._api(f"uuid_break {self.info.call_id}")
+        if isinstance(cmd, c.Dial):
+            return self._dial(cmd)
+        if isinstance(cmd, c.Transfer):
+            self.handed_away = True
+            context = self.config.transfer_context or self.context
+            return self._execute("transfer", f"{cmd.destination} XML {context}")
+        if isinstance(cmd, c.Hangup):
+            self.handed_away = True
+            self.commands_sent += 1
+            return codec.encode_command(
+                "sendmsg", [("call-command", "hangup"), ("hangup-cause", cmd.cause)]
+            )
+        if isinstance(cmd, c.Enqueue):
+            if self.queue_runtime is None:
+                self._inbox.append(c.QueueResult(cmd.queue, "failed", "no queue runtime"))
+            else:
+                self.queue_runtime(self.info, cmd)
+            return b""
+        log.warning("unsupported command %r", cmd, extra=self.log_extra)
+        return b""
+
+    def _play(self, cmd: c.Play) -> list[bytes]:
+        tags: list[str] = []
+        out: list[bytes] = []
+        for prompt in cmd.prompts:
+            try:
+                app, arg = to_app(prompt, cmd.language)
+            except ValueError as exc:
+                log.warning("skipped prompt: %s", exc, extra=self.log_extra)
+                continue
+            tag = self._tag()
+            tags.append(tag)
+            self._tags[tag] = cmd.play_id
+            out.append(self._execute(app, arg, tag))
+        if not tags:
+            self._inbox.append(c.PlayFinished(cmd.play_id, "failed"))
+            return []
+        self._plays[cmd.play_id] = _Play(cmd.play_id, tags)
+        return out
+
+    def _stop_play(self) -> bytes:
+        if not self._plays:
+            return b""
+        for play in self._plays.values():
+            for tag in play.tags:
+                self._tags.pop(tag, None)
+            self._inbox.append(c.PlayFinished(play.play_id, "stopped"))
+        self._plays.clear()
+        return self._api(f"uuid_break {self.info.call_id} all")
+
+    def _dial(self, cmd: c.Dial) -> bytes:
+        dial = self.config.dial_template.format(target=cmd.target)
+        tag = self._tag()
+        self._dial_tag = tag
+        self._tags[tag] = cmd.target
+        return self._execute("bridge", f"{{leg_timeout={int(cmd.timeout)}}}{dial}", tag)
+
+    def _polite_end(self) -> None:
+        self.handed_away = True
+        self.write(
+            [
+                self._execute("answer"),
+                self._execute("playback", self.config.fallback_prompt),
+                self._execute("hangup", "NORMAL_CLEARING"),
+            ]
+        )
+
+    # ------------------------------------------------------------ ESL -> events
+
+    def _execute_complete(self, event: codec.LazyEvent) -> None:
+        tag = event.get("Application-UUID")
+        owner = self._tags.pop(tag, None)
+        if owner is None:
+            return
+        if tag == self._dial_tag:
+            self._dial_tag = ""
+            disposition = event.get("variable_originate_disposition")
+            outcome = _DIAL_OUTCOMES.get(disposition, "failed")
+            cause = event.get("variable_last_bridge_hangup_cause") or disposition
+            self.deliver(c.DialResult(owner, outcome, cause))  # type: ignore[arg-type]
+            return
+        play = self._plays.get(owner)
+        if play is None:
+            return
+        if event.get("Application-Response") in FAILED_PLAYBACK:
+            play.failed = True
+        if tag == play.tags[-1]:
+            del self._plays[owner]
+            self.deliver(c.PlayFinished(owner, "failed" if play.failed else "done"))
+
+    def _hangup(self, cause: str) -> None:
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self._cancel_timers()
+        self._plays.clear()
+        self._tags.clear()
+        self.deliver(c.HungUp(cause))
+
+    # ------------------------------------------------------------ timers
+
+    def _start_timer(self, name: str, seconds: float) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.kill(block=False)
+        self._timers[name] = gevent.spawn_later(max(seconds, 0), self._timer_fired, name)
+
+    def _timer_fired(self, name: str) -> None:
+        if self._timers.get(name) is gevent.getcurrent():
+            del self._timers[name]
+            self.deliver(c.TimerFired(name))
+
+    def _cancel_timers(self) -> None:
+        timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            timer.kill(block=False)

@@ -1,0 +1,212 @@
+"""Inbound ESL to every FreeSWITCH node in ``CALLYARD_FREESWITCH_ESL``.
+
+Each node gets one :class:`NodeLink`: a greenlet that connects, authenticates, subscribes
+to the events asked for, and reconnects with exponential backoff (0.5 s doubling to 30 s)
+when the node goes away. A lost node is logged and reported by :meth:`NodeManager.status`;
+it never stops the worker. Commands (``originate``, ``uuid_transfer``, ``uuid_bridge``,
+``uuid_broadcast`` or any ``api``/``bgapi``) raise :class:`NodeUnavailable` while the node
+is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import gevent
+import gevent.event
+from greenswitch.esl import NotConnectedError, OutboundSessionHasGoneAway
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.session import NodeSession
+from appserver.settings import EslNode
+
+log = logging.getLogger("callyard.freeswitch.nodes")
+
+NodeEventHandler = Callable[[str, codec.LazyEvent], None]
+
+
+class NodeUnavailable(RuntimeError):
+    """The FreeSWITCH node is not connected right now."""
+
+
+class NodeLink:
+    def __init__(
+        self,
+        node: EslNode,
+        events: tuple[str, ...] = ("BACKGROUND_JOB",),
+        on_event: NodeEventHandler | None = None,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.node = node
+        self.events = events
+        self.on_event = on_event
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.session: NodeSession | None = None
+        self.connected = gevent.event.Event()
+        self.last_error = ""
+        self.connects = 0
+        self.down_since: float | None = time.monotonic()
+        self._jobs: dict[str, gevent.event.AsyncResult] = {}
+        self._greenlet: gevent.Greenlet | None = None
+        self._running = False
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def start(self) -> None:
+        self._running = True
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        self._running = False
+        if self.session is not None:
+            self.session.close()
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _run(self) -> None:
+        backoff = self.min_backoff
+        while self._running:
+            session = NodeSession(self.node.host, self.node.port, self.node.password)
+            session.event_callback = self._event
+            try:
+                session.connect()
+                if self.events:
+                    session.send(f"event plain {' '.join(self.events)}")
+            except (OSError, NotConnectedError, OutboundSessionHasGoneAway) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.warning(
+                    "FreeSWITCH node %s unreachable: %s; retry in %.1fs",
+                    self.name, self.last_error, backoff,
+                )  # fmt: skip
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self.session = session
+            self.connects += 1
+            self.down_since = None
+            self.connected.set()
+            backoff = self.min_backoff
+            log.info("FreeSWITCH node %s connected", self.name)
+            session.disconnected.wait()
+            self.connected.clear()
+            self.session = None
+            self.down_since = time.monotonic()
+            self._fail_jobs()
+            if self._running:
+                self.last_error = "connection lost"
+                log.warning("FreeSWITCH node %s lost; reconnecting", self.name)
+
+    def _fail_jobs(self) -> None:
+        jobs, self._jobs = self._jobs, {}
+        for result in jobs.values():
+            result.set_exception(NodeUnavailable(f"{self.name} disconnected"))
+
+    def _event(self, event: codec.LazyEvent) -> None:
+        if event.name == "BACKGROUND_JOB":
+            result = self._jobs.pop(event.get("Job-UUID"), None)
+            if result is not None:
+                result.set(event.body)
+        if self.on_event is not None:
+            try:
+                self.on_event(self.name, event)
+            except Exception:
+                log.exception("node event handler failed")
+
+    # ------------------------------------------------------------ commands
+
+    def _session(self) -> NodeSession:
+        session = self.session
+        if session is None or not session.connected:
+            raise NodeUnavailable(f"FreeSWITCH node {self.name} is not connected")
+        return session
+
+    def api(self, command: str) -> str:
+        try:
+            return str(self._session().send(f"api {command}").data)
+        except (NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
+            raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
+
+    def bgapi(self, command: str, timeout: float = 30.0) -> str:
+        """Run ``command`` in the background and return its result text (the job body)."""
+        try:
+            reply = self._session().send(f"bgapi {command}")
+        except (NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
+            raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
+        job = reply.headers.get("Job-UUID", "")
+        if not job:
+            raise NodeUnavailable(f"{self.name}: bgapi refused: {reply.data}")
+        result = gevent.event.AsyncResult()
+        self._jobs[job] = result
+        try:
+            return str(result.get(timeout=timeout))
+        except gevent.Timeout:
+            self._jobs.pop(job, None)
+            raise TimeoutError(f"{self.name}: no BACKGROUND_JOB for {job}") from None
+
+    def originate(self, dial: str, destination: str = "&park()", **variables: str) -> str:
+        """Originate a call; returns the new channel's uuid (raises on ``-ERR``)."""
+        prefix = "{" + ",".join(f"{k}={v}" for k, v in variables.items()) + "}" if variables else ""
+        result = self.bgapi(f"originate {prefix}{dial} {destination}").strip()
+        if not result.startswith("+OK"):
+            raise RuntimeError(f"originate failed on {self.name}: {result}")
+        return result.removeprefix("+OK").strip()
+
+    def uuid_transfer(self, uuid: str, destination: str, context: str = "default") -> str:
+        return self.api(f"uuid_transfer {uuid} {destination} XML {context}")
+
+    def uuid_bridge(self, uuid: str, other: str) -> str:
+        return self.api(f"uuid_bridge {uuid} {other}")
+
+    def uuid_broadcast(self, uuid: str, path: str, leg: str = "aleg") -> str:
+        return self.api(f"uuid_broadcast {uuid} {path} {leg}")
+
+
+class NodeManager:
+    """All configured nodes; the worker keeps working while any of them is down."""
+
+    def __init__(
+        self,
+        nodes: list[EslNode],
+        events: tuple[str, ...] = ("BACKGROUND_JOB",),
+        on_event: NodeEventHandler | None = None,
+    ) -> None:
+        self.links = {n.name: NodeLink(n, events, on_event) for n in nodes}
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+
+    def stop(self) -> None:
+        for link in self.links.values():
+            link.stop()
+
+    def link(self, name: str) -> NodeLink:
+        try:
+            return self.links[name]
+        except KeyError:
+            raise NodeUnavailable(f"unknown FreeSWITCH node {name!r}") from None
+
+    def any_connected(self) -> NodeLink:
+        for link in self.links.values():
+            if link.connected.is_set():
+                return link
+        raise NodeUnavailable("no FreeSWITCH node is connected")
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "connected": link.connected.is_set(),
+                "connects": link.connects,
+                "last_error": link.last_error,
+                "down_for": round(time.monotonic() - link.down_since, 1)
+                if link.down_since is not None
+                else 0.0,
+            }
+            for name, link in self.links.items()
+        }

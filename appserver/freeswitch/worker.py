@@ -1,0 +1,186 @@
+"""The FreeSWITCH worker: greenswitch's OutboundESLServer running one CallFlow per call.
+
+Must run under gevent (``gevent.monkey.patch_all()`` first, as ``callyard freeswitch``
+does). Construct it with a flow factory and serve::
+
+    from appserver.freeswitch.worker import FreeswitchWorker, load_factory
+    worker = FreeswitchWorker(("127.0.0.1", 8084), load_factory("tests.flows:factory"))
+    worker.serve_forever()          # or worker.start() for a background greenlet
+
+``flow_factory(call_info)`` returns a CallFlow, or None when nothing serves that number
+(the caller then hears a polite message and is hung up). Other components reach a call
+with :meth:`FreeswitchWorker.deliver` (e.g. the queue runtime's ``QueueResult``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSessionHasGoneAway
+
+from appserver.freeswitch.driver import CallDriver, DriverConfig, QueueRuntime, call_info_from
+from appserver.freeswitch.session import CallSession
+from ivr import calls as c
+
+log = logging.getLogger("callyard.freeswitch")
+
+FlowFactory = Callable[[c.CallInfo], "c.CallFlow | None"]
+
+
+def load_factory(spec: str) -> FlowFactory:
+    """``module.path:attribute`` -> the flow factory it names (clear error otherwise)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected module.path:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{spec!r} is not a callable flow factory")
+    return factory
+
+
+class _Server(OutboundESLServer):
+    """OutboundESLServer with a blocking cooperative accept (greenswitch polls every
+    100 ms) and an accept path that survives callers who hang up during ``connect``
+    (greenswitch #57: NotConnectedError escaped)."""
+
+    def __init__(self, worker: FreeswitchWorker, host: str, port: int, max_calls: int) -> None:
+        super().__init__(host, port, application=object, max_connections=max_calls)
+        self.worker = worker
+        self.ready = gevent.event.Event()
+
+    def listen(self) -> None:
+        self.server = gevent.socket.socket()
+        self.server.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+        self.server.bind((self.bind_address, self.bind_port[0]))
+        self.bound_port = self.server.getsockname()[1]
+        self.server.listen(1024)
+        self._running = True
+        self.ready.set()
+        log.info("FreeSWITCH worker listening on %s:%s", self.bind_address, self.bound_port)
+        while self._running:
+            try:
+                sock, address = self.server.accept()
+            except OSError as exc:
+                if not self._running or exc.errno in (errno.EBADF, errno.EINVAL):
+                    break
+                log.warning("accept failed: %s", exc)
+                gevent.sleep(0.05)
+                continue
+            sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+            greenlet = gevent.spawn(self.worker.handle_connection, sock, address)
+            self._greenlets.add(greenlet)
+            greenlet.link(self._greenlets.discard)
+
+    def stop(self) -> None:
+        self._running = False
+        if self.server is not None:
+            with contextlib.suppress(OSError):
+                self.server.close()
+
+
+class FreeswitchWorker:
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        flow_factory: FlowFactory,
+        config: DriverConfig | None = None,
+        queue_runtime: QueueRuntime | None = None,
+        max_calls: int = 20000,
+    ) -> None:
+        self.flow_factory = flow_factory
+        self.config = config or DriverConfig()
+        self.queue_runtime = queue_runtime
+        self.calls: dict[str, CallDriver] = {}
+        self.calls_total = 0
+        self.calls_failed = 0
+        self.max_calls = max_calls
+        self._server = _Server(self, listen[0], listen[1], max_calls)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        return int(self._server.bound_port or 0)
+
+    def serve_forever(self) -> None:
+        self._server.listen()
+
+    def start(self) -> gevent.Greenlet:
+        greenlet = gevent.spawn(self.serve_forever)
+        self._server.ready.wait(5)
+        return greenlet
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    # ------------------------------------------------------------ external events
+
+    def deliver(self, call_id: str, event: c.Event) -> bool:
+        """Deliver ``event`` to the call's flow; False if the call is not here (any more).
+
+        Call from a greenlet of this worker's hub (not from another OS thread)."""
+        driver = self.calls.get(call_id)
+        if driver is None:
+            return False
+        driver.deliver(event)
+        return True
+
+    # ------------------------------------------------------------ one call
+
+    def handle_connection(self, sock: Any, address: tuple[str, int]) -> None:
+        session = CallSession(address, sock)
+        closed = gevent.event.Event()
+        session.close_callback = lambda reason: closed.set()
+        driver: CallDriver | None = None
+        try:
+            if len(self.calls) >= self.max_calls:
+                log.warning("rejecting call: %s calls in progress", len(self.calls))
+                session.close()
+                return
+            try:
+                data = session.send("connect").headers
+            except (OutboundSessionHasGoneAway, NotConnectedError, OSError):
+                log.info("caller left before connect completed (%s:%s)", *address)
+                return
+            info = call_info_from(data, data.get("FreeSWITCH-Hostname", address[0]))
+            session.log_context["call_id"] = info.call_id
+            driver = CallDriver(
+                info,
+                session.send_nowait,
+                self.config,
+                self.queue_runtime,
+                context=data.get("Caller-Context", "default"),
+            )
+            session.event_callback = driver.on_event
+            self.calls[info.call_id] = driver
+            self.calls_total += 1
+            driver.start(self._flow_for(info))
+            closed.wait()
+            driver.on_socket_closed()
+        except Exception:
+            self.calls_failed += 1
+            call_id = driver.info.call_id if driver else ""
+            log.exception("call failed", extra={"call_id": call_id})
+        finally:
+            if driver is not None:
+                self.calls.pop(driver.info.call_id, None)
+            session.close()
+
+    def _flow_for(self, info: c.CallInfo) -> c.CallFlow | None:
+        try:
+            return self.flow_factory(info)
+        except Exception:
+            log.exception("flow factory failed", extra={"call_id": info.call_id})
+            return None
