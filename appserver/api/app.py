@@ -1,0 +1,36 @@
+"""The FastAPI application served by ``callyard api`` and ``callyard dev``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from appserver import __version__
+from appserver.api.sim_routes import SimCalls, sim_router
+
+WEB = Path(__file__).parent / "web"
+templates = Jinja2Templates(directory=WEB / "templates")
+
+
+def create_app(*, sim_calls: SimCalls | None = None) -> FastAPI:
+    """Build the app. ``sim_calls`` (dev mode only) mounts ``/sim`` and ``/softphone``."""
+    app = FastAPI(title="Callyard", version=__version__)
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    if sim_calls is not None:
+        app.include_router(sim_router(sim_calls))
+
+        @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
+        async def softphone(request: Request) -> HTMLResponse:
+            return templates.TemplateResponse(request, "softphone.html")
+
+    return app
