@@ -276,7 +276,8 @@ class SipClient(UdpEndpoint):
 
 @dataclass
 class Edge:
-    port: int
+    port: int  # public socket (callers, phones), advertised as itself
+    internal_port: int  # socket towards the engine nodes
     ctl: str
     nodes: dict[str, EngineNode]
     log: Path
@@ -286,6 +287,10 @@ class Edge:
     @property
     def addr(self) -> tuple[str, int]:
         return (EDGE_IP, self.port)
+
+    @property
+    def internal_addr(self) -> tuple[str, int]:
+        return (EDGE_IP, self.internal_port)
 
     def node_flags(self) -> dict[str, str]:
         """node name -> dispatcher FLAGS (e.g. "AP" active, "IP" inactive, "TP" trying)."""
@@ -351,6 +356,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     for node in nodes.values():
         await node.open()
     port = _free_port()
+    internal_port = _free_port()
     ctl = f"unix:{run_dir}/kamailio_ctl"
     env = {
         **os.environ,
@@ -359,6 +365,9 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
         "KAMAILIO_CTL": ctl,
         "KAMAILIO_LISTEN_IP": EDGE_IP,
         "KAMAILIO_SIP_PORT": str(port),
+        "KAMAILIO_ADVERTISE": f"{EDGE_IP}:{port}",
+        "KAMAILIO_INTERNAL_IP": EDGE_IP,
+        "KAMAILIO_INTERNAL_PORT": str(internal_port),
         "FREESWITCH_NODES": ",".join(f"{nodes[n].ip}:{nodes[n].port}" for n in ("fs1", "fs2")),
         "ASTERISK_NODES": f"{nodes['ast1'].ip}:{nodes['ast1'].port}",
         "KAMAILIO_ASTERISK_NUMBERS": "^7[0-9]{3}$",
@@ -382,7 +391,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    e = Edge(port=port, ctl=ctl, nodes=nodes, log=log, process=process)
+    e = Edge(port=port, internal_port=internal_port, ctl=ctl, nodes=nodes, log=log, process=process)
     try:
         probe = await e.client()
         deadline = time.monotonic() + 15
@@ -431,12 +440,49 @@ async def test_invites_spread_round_robin_over_the_freeswitch_set(healthy: Edge)
     assert len(healthy.nodes["fs1"].invites()) == 3
     assert len(healthy.nodes["fs2"].invites()) == 3
     assert healthy.nodes["ast1"].invites() == []
-    # record-routed through the edge, number untouched, one hop added
+    # number untouched, one hop added, sent from the internal socket
     invite = healthy.nodes["fs1"].invites()[0]
     assert invite.ruri.startswith("sip:9999@")
-    assert any(f"{EDGE_IP}:{healthy.port}" in rr for rr in invite.get_all("Record-Route"))
     assert invite.get("Max-Forwards") == "69"
-    assert any(f"{EDGE_IP}:{healthy.port}" in rr for rr in replies[0].get_all("Record-Route"))
+    assert f"{EDGE_IP}:{healthy.internal_port}" in (invite.get("Via") or "")
+    # double Record-Route: the engine side and the caller side each see their socket
+    routes = invite.get_all("Record-Route")
+    assert len(routes) == 2
+    assert f"{EDGE_IP}:{healthy.internal_port}" in routes[0]
+    assert f"{EDGE_IP}:{healthy.port}" in routes[1]
+
+
+async def test_in_dialog_requests_follow_the_record_route(healthy: Edge) -> None:
+    caller = await healthy.client()
+    invite_id = caller.request("INVITE", "9999")
+    ok = await caller.final(invite_id)
+    assert ok.status == 200
+    node = healthy.nodes[ok.get("X-Node") or ""]
+    route_set = list(reversed(ok.get_all("Record-Route")))
+    contact = (ok.get("Contact") or "").strip("<>")
+    to = ok.get("To") or ""
+
+    def in_dialog(method: str, cseq: str) -> bytes:
+        return build(
+            f"{method} {contact} SIP/2.0",
+            [
+                ("Via", f"SIP/2.0/UDP {caller.ip}:{caller.port};branch=z9hG4bK{uuid.uuid4().hex}"),
+                *(("Route", r) for r in route_set),
+                ("Max-Forwards", "70"),
+                ("From", ok.get("From") or ""),
+                ("To", to),
+                ("Call-ID", invite_id),
+                ("CSeq", cseq),
+            ],
+        )
+
+    assert f"{EDGE_IP}:{healthy.port}" in route_set[0]  # the caller's first hop
+    caller.send(in_dialog("ACK", "1 ACK"), healthy.addr)
+    caller.send(in_dialog("BYE", "2 BYE"), healthy.addr)
+    bye_ok = await caller.final(invite_id)
+    assert bye_ok.status == 200 and (bye_ok.get("CSeq") or "").endswith("BYE")
+    methods = [m.method for m in node.received if not m.is_response and m.call_id == invite_id]
+    assert methods == ["INVITE", "ACK", "BYE"]
 
 
 @pytest.mark.parametrize(
@@ -608,7 +654,7 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
 
     # an engine node calls the agent: delivered to the phone, not dispatched to engines
     fs1 = healthy.nodes["fs1"]
-    engine_side = SipClient(fs1.ip, healthy.addr)
+    engine_side = SipClient(fs1.ip, healthy.internal_addr)
     await engine_side.open()
     healthy.clients.append(engine_side)
     reply = await engine_side.call("1001")

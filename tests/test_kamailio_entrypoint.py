@@ -43,6 +43,8 @@ def test_dispatcher_list_and_defines_from_environment(tmp_path: Path) -> None:
             "KAMAILIO_ASTERISK_NUMBERS": "^7[0-9]{3}$",
             "KAMAILIO_ADVERTISE": "203.0.113.5:5060",
             "KAMAILIO_SIP_PORT": "5070",
+            "KAMAILIO_INTERNAL_IP": "10.0.0.5",
+            "KAMAILIO_INTERNAL_PORT": "5080",
         },
         "-Y",
         "/run/x",
@@ -58,13 +60,17 @@ def test_dispatcher_list_and_defines_from_environment(tmp_path: Path) -> None:
         ("1", "sip:fs-b.example:5090"),
         ("2", "sip:asterisk:5060"),
     ]
-    assert entries[0][4] == "duid=freeswitch:5080;maxload=0"
+    assert entries[0][4] == "duid=freeswitch:5080;maxload=0;socket=udp:10.0.0.5:5080"
     args = result.stdout.splitlines()
     assert args[:2] == ["-DD", "-E"]
     assert "DEFAULT_SET=2" in args and "DS_ALG=4" in args and "DS_PING_INTERVAL=5" in args
     assert 'ASTERISK_NUMBERS="^7[0-9]{3}$"' in args
     assert "udp:0.0.0.0:5070/203.0.113.5:5060" in args
     assert "tcp:0.0.0.0:5070/203.0.113.5:5060" in args
+    # engines are reached from the internal socket, listed before the advertised one
+    # (kamailio carries an -l advertise over to the -l options after it)
+    assert 'INTERNAL_SOCKET="udp:10.0.0.5:5080"' in args
+    assert args.index("udp:10.0.0.5:5080") < args.index("udp:0.0.0.0:5070/203.0.113.5:5060")
     assert args[args.index("-Y") + 1] == "/run/x"
     assert "WITH_CALL_LOAD" not in args
     assert not any(a.startswith("AGENT_PASSWORD") for a in args)

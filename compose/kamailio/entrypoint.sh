@@ -5,7 +5,10 @@
 #
 #   FREESWITCH_NODES / ASTERISK_NODES   engine nodes, "host[:port]" comma-separated
 #   KAMAILIO_LISTEN_IP (0.0.0.0)        KAMAILIO_SIP_PORT (5060)   UDP and TCP
-#   KAMAILIO_ADVERTISE                  "addr[:port]" put in Via/Record-Route (NAT, compose)
+#   KAMAILIO_ADVERTISE                  "addr[:port]" phones reach the edge at (published port)
+#   KAMAILIO_INTERNAL_PORT              when set, engines are reached from a second socket on
+#   KAMAILIO_INTERNAL_IP (`hostname -i`)  this address, so each side sees a Record-Route it can
+#                                       reach (double Record-Route); needed with KAMAILIO_ADVERTISE
 #   KAMAILIO_DEFAULT_ENGINE (freeswitch) engine for numbers no other rule matches
 #   KAMAILIO_FREESWITCH_PREFIX (81)     KAMAILIO_ASTERISK_PREFIX (82)   stripped prefixes
 #   KAMAILIO_FREESWITCH_NUMBERS         KAMAILIO_ASTERISK_NUMBERS       regexes (optional)
@@ -54,7 +57,7 @@ nodes_to_list() {
         esac
         is_uint "$port" && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
             die "$var: bad port in '$node' (expected host[:port])"
-        echo "$set_id sip:$host:$port 0 0 duid=$host:$port;maxload=$max_load"
+        echo "$set_id sip:$host:$port 0 0 duid=$host:$port;maxload=$max_load$node_socket"
     done
 }
 
@@ -90,6 +93,17 @@ advertise=""
 if [ -n "${KAMAILIO_ADVERTISE:-}" ]; then
     advertise="/$KAMAILIO_ADVERTISE"
 fi
+node_socket=""
+if [ -n "${KAMAILIO_INTERNAL_PORT:-}" ]; then
+    need_uint KAMAILIO_INTERNAL_PORT "$KAMAILIO_INTERNAL_PORT"
+    internal_ip=${KAMAILIO_INTERNAL_IP:-$(hostname -i 2>/dev/null | cut -d' ' -f1)}
+    [ -n "$internal_ip" ] || die "set KAMAILIO_INTERNAL_IP (could not read this host's address)"
+    internal="$internal_ip:$KAMAILIO_INTERNAL_PORT"
+    set -- "$@" -l "udp:$internal" -l "tcp:$internal"
+    node_socket=";socket=udp:$internal"
+    set -- "$@" -A "INTERNAL_SOCKET=\"udp:$internal\""
+fi
+# after the internal sockets: kamailio applies an -l advertise to the -l options that follow
 set -- "$@" -l "udp:$listen_ip:$sip_port$advertise" -l "tcp:$listen_ip:$sip_port$advertise"
 
 # NAME VARIABLE: numeric defines
