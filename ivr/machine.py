@@ -19,9 +19,10 @@
   prompt (not interruptible) before acting. ``back`` in the first menu repeats it.
 * ``Enqueue`` / ``Dial`` wait for ``QueueResult`` / ``DialResult``: answered -> hang up;
   abandoned -> done; the caller left the queue -> the menu again; busy, no answer, failure,
-  overflow or timeout -> the menu again, counting as a retry (exhausted action once the
-  retries are used up). An attempt made by a fallback (exhausted/closed/holiday) action or
-  by the extension itself that fails ends the call.
+  overflow or timeout -> the menu again (after ``max_retries`` such failures in one visit of
+  the menu, its exhausted action). A queue result whose detail is ``menu:<name>`` (the queue's
+  overflow or exit route) enters that menu. A failed attempt made by a fallback
+  (exhausted/closed/holiday) action, or by the extension itself, ends the call.
 * Moves made while the caller presses nothing are counted; past :data:`MAX_IDLE_HOPS` in a
   row the call is hung up, so no configuration can keep a silent call alive forever.
 * Stale ``PlayFinished`` / ``TimerFired`` (other ids than the current ones) are ignored.
@@ -86,6 +87,7 @@ class IvrCall:
         "_call",
         "_clock",
         "_entry",
+        "_failures",
         "_idle_hops",
         "_main",
         "_menu",
@@ -123,6 +125,7 @@ class IvrCall:
         self._main = entry_menu or ""
         self._stack: list[str] = []
         self._retries = 0
+        self._failures = 0  # failed queue/dial attempts in this menu visit
         self._buf = ""
         self._play: str | None = None
         self._barge = False
@@ -387,8 +390,8 @@ class IvrCall:
             self._finish(Hangup(), out)
             return
         self._phase = _MENU
-        self._retries += 1
-        if self._retries > menu.max_retries:
+        self._failures += 1
+        if self._failures > menu.max_retries:
             self._run(menu.exhausted, out, idle=True)
         else:
             self._prompt(menu.greeting, out)
@@ -402,7 +405,7 @@ class IvrCall:
         menu = self.menuset.menus[name]
         self._menu = menu
         self._phase = _MENU
-        self._retries = 0
+        self._retries = self._failures = 0
         self._buf = ""
         self._quiet(out)
         out.append(SetVariable("ivr_menu", name))

@@ -118,6 +118,7 @@ class FlowHarness:
         self._plays: dict[str, int] = {}  # active play id -> token of its finish event
         self._timers: dict[str, int] = {}  # running timer name -> token
         self._used_play_ids: set[str] = set()
+        self._stopped: set[str] = set()
         self._waiting: Enqueue | Dial | None = None
         self._ended = False  # Hangup or Transfer was executed
 
@@ -242,6 +243,8 @@ class FlowHarness:
         elif isinstance(cmd, StopPlay):
             if cmd.play_id not in self._plays:
                 raise ContractViolation(f"StopPlay of {cmd.play_id!r}, which is not playing")
+            if cmd.play_id in self._stopped:
+                raise ContractViolation(f"StopPlay of {cmd.play_id!r} sent twice")
         elif isinstance(cmd, StartTimer):
             if not cmd.name or not math.isfinite(cmd.seconds) or cmd.seconds <= 0:
                 raise ContractViolation(f"bad timer: {cmd!r}")
@@ -275,6 +278,7 @@ class FlowHarness:
             end = self.now + self._duration(cmd)
             self._plays[cmd.play_id] = self._schedule(end, PlayFinished(cmd.play_id, "done"))
         elif isinstance(cmd, StopPlay):
+            self._stopped.add(cmd.play_id)
             self._plays[cmd.play_id] = self._schedule(
                 self.now, PlayFinished(cmd.play_id, "stopped")
             )
