@@ -1,0 +1,148 @@
+"""The demo data set: an IVR on 9999, a submenu with business hours, a "support" queue and
+two agents. Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again
+(it updates the demo rows in place and leaves everything else alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time
+
+from argon2 import PasswordHasher
+
+from appserver.store.agents import Agent, get_agent, save_agent, set_password_hash
+from appserver.store.db import Executor, transaction
+from appserver.store.extensions import Extension, save_extension
+from appserver.store.members import QueueMember, save_member
+from appserver.store.menus import Menu, MenuOption, save_menu
+from appserver.store.queues import Queue, save_queue
+from appserver.store.schedules import Hours, Schedule, save_schedule
+
+DEMO_NUMBER = "9999"
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    username: str
+    display_name: str
+    extension: str
+    password: str  # demo only, printed by `callyard dev`; change it for anything real
+
+
+DEMO_AGENTS = (
+    DemoAgent("alice", "Alice Example", "1001", "alice-demo"),
+    DemoAgent("bob", "Bob Example", "1002", "bob-demo"),
+)
+
+SCHEDULE = Schedule(
+    name="business-hours",
+    timezone="America/New_York",
+    description="Monday to Friday, 9:00 to 17:00 Eastern",
+    hours=tuple(Hours(day, time(9), time(17)) for day in range(5)),
+)
+
+MENUS = (
+    Menu(
+        name="main",
+        description="Demo main menu (extension 9999)",
+        greeting=(
+            "tts:Welcome to Callyard.",
+            "tts:For sales, press 1. For support, press 2. "
+            "To reach Alice, press 3. To hear this again, press 9.",
+        ),
+        invalid_prompt=("tts:Sorry, that is not a valid choice.",),
+        timeout_prompt=("tts:Sorry, I did not hear your choice.",),
+        first_digit_timeout=5,
+        max_retries=3,
+        exhausted_action="hangup",
+        options=(
+            MenuOption("1", "submenu", "sales", position=1),
+            MenuOption("2", "enqueue", "support", ("tts:Connecting you to support.",), 2),
+            MenuOption("3", "dial", "1001", ("tts:Calling Alice.",), 3),
+            MenuOption("9", "repeat", position=9),
+        ),
+    ),
+    Menu(
+        name="sales",
+        description="Sales, open during business hours",
+        greeting=(
+            "tts:Sales. For new orders, press 1. For an existing order, press 2. "
+            "To return to the main menu, press star.",
+        ),
+        invalid_prompt=("tts:Sorry, that is not a valid choice.",),
+        timeout_prompt=("tts:Sorry, I did not hear your choice.",),
+        schedule="business-hours",
+        closed_action="submenu",
+        closed_target="after-hours",
+        exhausted_action="main",
+        options=(
+            MenuOption("1", "dial", "1002", ("tts:Calling our sales team.",), 1),
+            MenuOption("2", "transfer", "+15551230000", ("tts:Transferring you.",), 2),
+            MenuOption("*", "main", position=3),
+        ),
+    ),
+    Menu(
+        name="after-hours",
+        description="Played when sales is closed",
+        greeting=(
+            "tts:Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
+            "To speak with support, press 1. To return to the main menu, press star.",
+        ),
+        exhausted_action="hangup",
+        options=(
+            MenuOption("1", "enqueue", "support", position=1),
+            MenuOption("*", "main", position=2),
+        ),
+    ),
+)
+
+QUEUE = Queue(
+    name="support",
+    description="Demo support queue",
+    strategy="longest_idle",
+    max_wait_seconds=600,
+    announce_interval=30,
+    wrapup_seconds=10,
+    overflow_action="hangup",
+)
+
+EXTENSIONS = (
+    Extension(DEMO_NUMBER, "menu", "main", "Demo IVR"),
+    Extension("2000", "queue", "support", "Support queue, directly"),
+    *(Extension(a.extension, "agent", a.username, a.display_name) for a in DEMO_AGENTS),
+)
+
+
+async def seed_demo(db: Executor) -> list[str]:
+    """Write the demo data in one transaction; return a line per thing written."""
+    hasher = PasswordHasher()
+    done: list[str] = []
+    async with transaction(db) as conn:
+        await save_schedule(conn, SCHEDULE)
+        done.append(f"schedule {SCHEDULE.name}")
+        await save_queue(conn, QUEUE)
+        done.append(f"queue {QUEUE.name}")
+        for demo in DEMO_AGENTS:
+            existing = await get_agent(conn, demo.username)
+            await save_agent(
+                conn,
+                Agent(
+                    demo.username,
+                    demo.display_name,
+                    kind="browser",
+                    extension=demo.extension,
+                    skills={"support": 5},
+                ),
+            )
+            if existing is None or existing.password_hash is None:
+                await set_password_hash(conn, demo.username, hasher.hash(demo.password))
+            await save_member(conn, QueueMember(QUEUE.name, demo.username))
+            done.append(f"agent {demo.username}")
+        # Menus reference each other by name, so save them all before the extensions.
+        for menu in MENUS:
+            await save_menu(conn, menu)
+            done.append(f"menu {menu.name}")
+        for ext in EXTENSIONS:
+            await save_extension(conn, ext)
+            done.append(f"extension {ext.number} -> {ext.kind} {ext.target}")
+    return done
