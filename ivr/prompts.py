@@ -78,7 +78,7 @@ def render(
     ``context`` is called only when some prompt is a template.
     """
     for p in prompts:
-        if is_template(p.value):
+        if "{" in p.value and is_template(p.value):
             break
     else:
         return prompts  # fast path: nothing to render
