@@ -100,8 +100,7 @@ class _FastReader:
             if result is not None:
                 result.set_exception(OutboundSessionHasGoneAway())
         self._auth_event.set()
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self.close_socket()
         if self.close_callback is not None:
             self.close_callback(reason)
 
@@ -137,6 +136,20 @@ class _FastReader:
 
     def on_disconnect_notice(self, frame: codec.Frame) -> None:
         pass
+
+    def close_socket(self) -> None:
+        """Really close: greenswitch's ``makefile()`` would otherwise keep the fd open."""
+        sock = getattr(self, "sock", None)
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(gevent.socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        sock_file = getattr(self, "sock_file", None)
+        if sock_file is not None:
+            with contextlib.suppress(OSError):
+                sock_file.close()
 
     def send_nowait(self, commands: list[bytes]) -> bool:
         """Write encoded commands; their replies are checked by the reader, not awaited.
@@ -181,8 +194,7 @@ class CallSession(_FastReader, OutboundSession):
     def close(self) -> None:
         self._run = False
         self.connected = False
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self.close_socket()
 
 
 class NodeSession(_FastReader, InboundESL):
@@ -214,5 +226,4 @@ class NodeSession(_FastReader, InboundESL):
     def close(self) -> None:
         self._run = False
         self.connected = False
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self.close_socket()

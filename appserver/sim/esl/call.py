@@ -56,6 +56,7 @@ class EslSimCall(SimulatedCall):
         self._digits: deque[str] = deque()
         self._digit_evt = asyncio.Event()
         self._current_app = ""
+        self._current_prompt = ""
         self._transferred = ""
         self.task: asyncio.Task[None] | None = None
 
@@ -162,7 +163,9 @@ class EslSimCall(SimulatedCall):
             self._writer.write(data)
 
     def emit(
-        self, name: str, extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        self,
+        name: str,
+        extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
         with_variables: bool = True,
     ) -> None:
         listening = name in self._subs and self._writer is not None
@@ -335,13 +338,13 @@ class EslSimCall(SimulatedCall):
         if prompt in self.sim.behaviour.missing:
             self.transcript.add("prompt_finished", f"{prompt} failed")
             return "FILE NOT FOUND"
+        self._current_prompt = prompt
         try:
             result = await self._wait(self.sim.behaviour.duration(prompt))
-        except _Ended:
-            self.transcript.add("prompt_finished", f"{prompt} stopped")
+        except BaseException:
+            self._finish_prompt("stopped")
             raise
-        status = "stopped" if result == "break" else "done"
-        self.transcript.add("prompt_finished", f"{prompt} {status}")
+        self._finish_prompt("stopped" if result == "break" else "done")
         ms = int(self.sim.behaviour.duration(prompt) * 1000)
         self.channel.variables.update(playback_ms=str(ms), playback_samples=str(ms * 8))
         return "FILE PLAYED"
@@ -388,6 +391,7 @@ class EslSimCall(SimulatedCall):
             return
         prompt = from_app("playback", sound) or f"file:{sound}"
         self.transcript.add("prompt_started", prompt)
+        self._current_prompt = prompt
         seconds = self.sim.behaviour.duration(prompt)
         deadline = time.monotonic() + seconds
         status = "done"
@@ -406,11 +410,11 @@ class EslSimCall(SimulatedCall):
             for w in pending:
                 w.cancel()
             if self._hungup.is_set():
-                self.transcript.add("prompt_finished", f"{prompt} stopped")
+                self._finish_prompt("stopped")
                 raise _Ended
         if self._digits:
             status = "stopped"
-        self.transcript.add("prompt_finished", f"{prompt} {status}")
+        self._finish_prompt(status)
 
     async def _play_and_get_digits(self, arg: str) -> str:
         parts = arg.split(" ")
@@ -489,6 +493,11 @@ class EslSimCall(SimulatedCall):
         )
         return "_none_"
 
+    def _finish_prompt(self, status: str) -> None:
+        if self._current_prompt:
+            self.transcript.add("prompt_finished", f"{self._current_prompt} {status}")
+            self._current_prompt = ""
+
     # ------------------------------------------------------------ engine side
 
     def uuid_break(self, all_apps: bool) -> None:
@@ -516,6 +525,7 @@ class EslSimCall(SimulatedCall):
         chan.hangup_us = int(time.time() * 1_000_000)
         chan.answer_state = "hangup"
         chan.variables["hangup_cause"] = cause
+        self._finish_prompt("stopped")
         self.transcript.add("hangup", f"{cause} {by}")
         self.emit("CHANNEL_HANGUP")
         self._hungup.set()

@@ -1,0 +1,245 @@
+"""Engine-neutral end-to-end call scenarios, as data (tests only).
+
+Each scenario dials a number served by the test flow in ``tests/flows.py`` and walks the
+caller through steps; :func:`run_scenario` runs one against any simulator implementing
+``appserver.sim.caller.EngineSimulator`` (the ESL simulator, the ARI simulator), so the
+FreeSWITCH and Asterisk end-to-end tests share them.
+
+Expectations are matched in order against the call's transcript (``kind`` and ``detail``;
+a detail ending in ``*`` matches by prefix, an empty detail matches anything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from appserver.sim.caller import Entry, EngineSimulator, SimulatedCall
+
+Op = Literal["expect", "press", "hangup", "absent"]
+
+
+@dataclass(frozen=True)
+class Step:
+    op: Op
+    kind: str = ""
+    detail: str = ""
+    timeout: float = 5.0
+
+
+def prompt(name: str, timeout: float = 5.0) -> Step:
+    return Step("expect", "prompt_started", f"file:{name}", timeout)
+
+
+def press(digits: str) -> Step:
+    return Step("press", detail=digits)
+
+
+def expect(kind: str, detail: str = "", timeout: float = 5.0) -> Step:
+    return Step("expect", kind, detail, timeout)
+
+
+def hangup() -> Step:
+    return Step("hangup")
+
+
+def never(kind: str, detail: str = "") -> Step:
+    """Checked at the end: no such entry anywhere in the transcript."""
+    return Step("absent", kind, detail)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    number: str
+    steps: tuple[Step, ...]
+    # simulated endpoints for dial targets: "answer" | "busy" | "no_answer" | "fail"
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+
+ENDPOINTS = {"1001": "answer", "1002": "busy", "1003": "no_answer"}
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "greeting, submenu, dial answered",
+        "9999",
+        (
+            expect("answered"),
+            prompt("ivr/welcome"),
+            press("1"),
+            expect("prompt_finished", "file:ivr/welcome stopped"),
+            prompt("ivr/sales"),
+            press("1"),
+            expect("dialed", "1001"),
+            expect("bridged", "1001"),
+            expect("hangup", "NORMAL_CLEARING*"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "submenu to a queue (no queue runtime: queue closed message)",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            press("2"),
+            prompt("ivr/support"),
+            press("1"),
+            prompt("ivr/queue-closed"),
+            expect("hangup", "NORMAL_CLEARING*"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "transfer from the main menu",
+        "9999",
+        (prompt("ivr/welcome"), press("0"), expect("transferred", "1000"), expect("hangup")),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "three levels deep, dial not answered, back to the menu",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            press("1"),
+            prompt("ivr/sales"),
+            press("3"),
+            prompt("ivr/sales-deep"),
+            press("1"),
+            expect("dialed", "1003"),
+            prompt("ivr/unavailable"),
+            prompt("ivr/sales-deep"),
+            press("#"),
+            expect("hangup", "NORMAL_CLEARING*"),
+            never("bridged"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "busy extension, star back to main, second submenu transfer",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            press("1"),
+            prompt("ivr/sales"),
+            press("2"),
+            expect("dialed", "1002"),
+            prompt("ivr/unavailable"),
+            prompt("ivr/sales"),
+            press("*"),
+            prompt("ivr/welcome"),
+            press("2"),
+            prompt("ivr/support"),
+            press("2"),
+            expect("transferred", "2000"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "invalid digit replays the menu",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            press("7"),
+            prompt("ivr/invalid"),
+            prompt("ivr/welcome"),
+            press("0"),
+            expect("transferred", "1000"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "three invalid digits: goodbye and hang up",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            press("7"),
+            prompt("ivr/invalid"),
+            press("8"),
+            prompt("ivr/invalid"),
+            press("5"),
+            prompt("ivr/goodbye"),
+            expect("prompt_finished", "file:ivr/goodbye done"),
+            expect("hangup", "NORMAL_CLEARING*"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "no input: timeouts, then goodbye",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            prompt("ivr/timeout", timeout=4),
+            prompt("ivr/welcome"),
+            prompt("ivr/timeout", timeout=4),
+            prompt("ivr/goodbye", timeout=4),
+            expect("hangup", "NORMAL_CLEARING*"),
+            never("dtmf"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "caller hangs up mid-prompt",
+        "9999",
+        (
+            prompt("ivr/welcome"),
+            hangup(),
+            expect("prompt_finished", "file:ivr/welcome stopped"),
+            expect("hangup", "NORMAL_CLEARING caller"),
+            never("prompt_started", "file:ivr/timeout"),
+        ),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "number with no flow: polite message and hangup",
+        "1234",
+        (expect("answered"), expect("prompt_started"), expect("hangup"), never("dtmf")),
+    ),
+    Scenario(
+        "flow crashing at start: polite message and hangup",
+        "9998",
+        (expect("answered"), expect("prompt_started"), expect("hangup")),
+    ),
+)
+
+
+def _matches(entry: Entry, kind: str, detail: str) -> bool:
+    if entry.kind != kind:
+        return False
+    if not detail:
+        return True
+    if detail.endswith("*"):
+        return entry.detail.startswith(detail[:-1])
+    return entry.detail == detail
+
+
+async def walk(call: SimulatedCall, steps: tuple[Step, ...]) -> None:
+    """Run the steps on a placed call; raises AssertionError/TimeoutError on a mismatch."""
+    pos = 0
+    for step in steps:
+        if step.op == "press":
+            await call.press(step.detail)
+        elif step.op == "hangup":
+            await call.hangup()
+        elif step.op == "expect":
+            start = pos
+            entry = await call.transcript.wait_for(
+                lambda e, s=step, p=start: (
+                    _matches(e, s.kind, s.detail)
+                    and any(x is e for x in call.transcript.entries[p:])
+                ),
+                step.timeout,
+            )
+            pos = next(i for i, x in enumerate(call.transcript.entries) if x is entry) + 1
+    await call.wait_ended(10)
+    for step in steps:
+        if step.op == "absent":
+            found = [e for e in call.transcript.entries if _matches(e, step.kind, step.detail)]
+            assert not found, f"unexpected {step.kind} {step.detail}: {call.transcript.lines()}"
+
+
+async def run_scenario(
+    sim: EngineSimulator, scenario: Scenario, caller: str = "+15550100"
+) -> SimulatedCall:
+    call = await sim.place_call(scenario.number, caller=caller)
+    await walk(call, scenario.steps)
+    return call

@@ -1,0 +1,175 @@
+"""End to end: the ESL simulator (real TCP, asyncio, in this process) calls a real
+``callyard freeswitch`` worker running in a subprocess (gevent stays out of pytest)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from scenarios import ENDPOINTS, SCENARIOS, Scenario, expect, press, prompt, run_scenario, walk
+
+from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_worker(port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+        "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
+        "CALLYARD_FREESWITCH_ESL": "",
+        "CALLYARD_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "flows:factory"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"worker exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("worker did not start listening")
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err.decode()
+
+
+@pytest.fixture(scope="module")
+def worker_port() -> Iterator[int]:
+    port = free_port()
+    proc = start_worker(port)
+    yield port
+    stop_worker(proc)
+
+
+@pytest.fixture
+async def sim(worker_port: int) -> AsyncIterator[FreeswitchSimulator]:
+    s = FreeswitchSimulator([("127.0.0.1", worker_port)], Behaviour(endpoints=ENDPOINTS, **FAST))
+    yield s
+    await s.stop()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+async def test_scenario(sim: FreeswitchSimulator, scenario: Scenario) -> None:
+    sim.behaviour.endpoints = dict(scenario.endpoints)
+    call = await run_scenario(sim, scenario)
+    assert call.ended
+
+
+async def test_worker_not_running_falls_back_to_polite_message() -> None:
+    sim = FreeswitchSimulator([("127.0.0.1", free_port()), ("127.0.0.1", free_port())])
+    call = await sim.place_call("9999")
+    await call.wait_ended(5)
+    assert call.transcript.lines() == [
+        "ringing",
+        "answered",
+        "prompt_started file:ivr/ivr-call_cannot_be_completed_as_dialed",
+        "prompt_finished file:ivr/ivr-call_cannot_be_completed_as_dialed done",
+        "hangup NORMAL_CLEARING engine",
+    ]
+
+
+async def test_first_worker_down_second_serves(worker_port: int) -> None:
+    sim = FreeswitchSimulator(
+        [("127.0.0.1", free_port()), ("127.0.0.1", worker_port)], Behaviour(**FAST)
+    )
+    call = await sim.place_call("9999")
+    await walk(call, (prompt("ivr/welcome"), press("0"), expect("transferred", "1000")))
+
+
+async def test_worker_dies_mid_call_dialplan_continues(worker_port: int) -> None:
+    port = free_port()
+    doomed = start_worker(port)
+    sim = FreeswitchSimulator(
+        [("127.0.0.1", port), ("127.0.0.1", worker_port)],
+        Behaviour(durations={"file:ivr/welcome": 3.0}, **FAST),
+    )
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/welcome")
+    doomed.kill()
+    doomed.wait()
+    # the second worker picks the call up: the caller hears the greeting again
+    await call.transcript.wait_for(
+        lambda e: (
+            e.kind == "prompt_started" and sum(p == "file:ivr/welcome" for p in call.prompts()) == 2
+        )
+    )
+    await walk(call, (press("0"), expect("transferred", "1000")))
+
+
+async def test_malformed_frame_on_one_call_spares_the_others(worker_port: int) -> None:
+    sim = FreeswitchSimulator([("127.0.0.1", worker_port)], Behaviour(**FAST))
+    victim = await sim.place_call("9999", caller="+1000")
+    other = await sim.place_call("9999", caller="+2000")
+    await victim.wait_for_prompt("file:ivr/welcome")
+    await other.wait_for_prompt("file:ivr/welcome")
+    victim._send(b"Content-Type: text/event-plain\nContent-Length: oops\n\n")  # type: ignore[attr-defined]
+    # the worker drops that socket; the simulated dialplan goes on to its fallback
+    await victim.wait_ended(5)
+    assert (
+        "prompt_started file:ivr/ivr-call_cannot_be_completed_as_dialed"
+        in victim.transcript.lines()
+    )
+    await walk(other, (press("1"), prompt("ivr/sales"), press("1"), expect("bridged", "1001")))
+
+
+async def test_two_hundred_concurrent_calls_without_cross_talk(sim: FreeswitchSimulator) -> None:
+    paths = {
+        "11": ("dialed", "1001"),
+        "0": ("transferred", "1000"),
+        "22": ("transferred", "2000"),
+        "131": ("dialed", "1003"),
+    }
+    keys = list(paths)
+
+    async def one(i: int) -> None:
+        digits = keys[i % len(keys)]
+        call = await sim.place_call("9999", caller=f"+1555{i:04d}")
+        steps = [prompt("ivr/welcome", timeout=20)]
+        for d in digits:
+            steps.append(press(d))
+            steps.append(expect("dtmf", d))
+        steps.append(expect(*paths[digits], timeout=20))
+        await walk(call, tuple(steps))
+        lines = call.transcript.lines()
+        assert [ln for ln in lines if ln.startswith("dtmf")] == [f"dtmf {d}" for d in digits]
+        wrong = [v for k, v in paths.items() if k != digits and f"{v[0]} {v[1]}" in lines]
+        assert not wrong, lines
+
+    sim.behaviour.endpoints = {"1003": "answer"}
+    results = await asyncio.gather(*(one(i) for i in range(200)), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
