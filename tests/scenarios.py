@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from appserver.sim.caller import Entry, EngineSimulator, SimulatedCall
+from appserver.sim.caller import EngineSimulator, Entry, SimulatedCall
 
 Op = Literal["expect", "press", "hangup", "absent"]
 
