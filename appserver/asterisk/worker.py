@@ -107,7 +107,13 @@ class NodeLink:
                 delay = self.worker.reconnect_min
                 await self._readopt()
                 watchdog = asyncio.ensure_future(self._watchdog(client))
-                await self._run_task
+                try:
+                    await self._run_task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if self._stopping or (current is not None and current.cancelling()):
+                        raise
+                    # Cancelled by the watchdog: reconnect.
                 if not self._stopping:
                     log.warning("ARI events socket closed; reconnecting",
                                 extra={"node": self.name})
@@ -331,7 +337,7 @@ class NodeLink:
             else:
                 session.post(Resync())  # re-reads the channel: 404 delivers HungUp
         recorded = await store.channel_ids(self.name)
-        for channel_id in live - set(self.sessions) - set(self.legs):
+        for channel_id in live - set(self.sessions) - set(self.legs) - set(self._pending):
             record = await store.load(self.name, channel_id)
             if record is not None and record.owner:
                 log.info("hanging up an orphaned dial leg", extra={"call_id": channel_id})

@@ -1,0 +1,450 @@
+"""The Asterisk worker through aioari against the ARI simulator (real HTTP + WebSocket).
+
+Menus are the real IVR (``ivr.testing.build_menuset``); a few hand-written flows exercise
+driver features directly (dial outcomes, enqueue, external events, errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from appserver.asterisk.worker import AsteriskWorker
+from appserver.settings import load_settings
+from appserver.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
+from ivr.calls import (
+    Answer,
+    CallFlow,
+    CallInfo,
+    Command,
+    Dial,
+    DialResult,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    Play,
+    Prompt,
+    QueueResult,
+    SetVariable,
+    StartMoh,
+    StartTimer,
+    StopMoh,
+    TimerFired,
+)
+from ivr.compile import MenuSet
+from ivr.model import MenuDef, OptionDef
+from ivr.testing import build_menuset
+
+FlowFactory = Callable[[CallInfo], Any]
+
+
+def menus(first_digit_timeout: float = 5.0) -> MenuSet:
+    """Three levels: main -> sales -> sales_new, plus transfer, dial and hangup options."""
+    return build_menuset(
+        [
+            MenuDef(
+                "main",
+                greeting=("file:ivr/welcome",),
+                invalid_prompt=("file:ivr/invalid",),
+                timeout_prompt=("file:ivr/timeout",),
+                first_digit_timeout=first_digit_timeout,
+                options=(
+                    OptionDef("1", "submenu", "sales"),
+                    OptionDef("2", "transfer", "1000"),
+                    OptionDef("0", "hangup"),
+                ),
+            ),
+            MenuDef(
+                "sales",
+                greeting=("file:ivr/sales", "digits:42"),
+                first_digit_timeout=first_digit_timeout,
+                options=(
+                    OptionDef("1", "submenu", "sales_new"),
+                    OptionDef("2", "dial", "200"),
+                    OptionDef("*", "back"),
+                ),
+            ),
+            MenuDef(
+                "sales_new",
+                greeting=("file:ivr/sales-new", "number:7"),
+                first_digit_timeout=first_digit_timeout,
+                options=(OptionDef("9", "hangup"),),
+            ),
+        ],
+        extensions={"9999": ("menu", "main"), "200": ("user", "1001")},
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sim() -> AsyncIterator[AriSimulator]:
+    simulator = AriSimulator(
+        sounds=SoundCatalog(default_seconds=0.15),
+        endpoints=[
+            SimEndpoint("PJSIP", "1001", talk_seconds=0.2),
+            SimEndpoint("PJSIP", "1002", behaviour="busy"),
+            SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
+        ],
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@dataclass
+class Workers:
+    sim: AriSimulator
+    started: list[AsteriskWorker] = field(default_factory=list)
+
+    async def start(self, factory: FlowFactory, **kwargs: Any) -> AsteriskWorker:
+        settings = load_settings(asterisk_ari=self.sim.url_with_credentials)
+        worker = AsteriskWorker(settings.asterisk_ari, factory, reconnect_min=0.05, **kwargs)
+        await worker.start()
+        await worker.wait_connected()
+        self.started.append(worker)
+        return worker
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def workers(sim: AriSimulator) -> AsyncIterator[Workers]:
+    pool = Workers(sim)
+    yield pool
+    for worker in pool.started:
+        await worker.stop()
+
+
+def ivr_factory(menuset: MenuSet) -> FlowFactory:
+    return lambda info: menuset.flow_for(info.called)
+
+
+# ---------------------------------------------------------------- scenarios (shared shape)
+
+Step = tuple[str, str]
+SCENARIOS: list[tuple[str, list[Step]]] = [
+    ("three-level walk", [
+        ("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+        ("expect_prompt", "file:ivr/sales"), ("expect_prompt", "digits:42"), ("press", "1"),
+        ("expect_prompt", "file:ivr/sales-new"), ("expect_prompt", "number:7"), ("press", "9"),
+        ("expect_hangup", "app"),
+    ]),
+    ("barge-in on greeting", [
+        ("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+        ("expect_finished", "file:ivr/welcome stopped"), ("expect_prompt", "file:ivr/sales"),
+    ]),
+    ("invalid then back", [
+        ("expect_prompt", "file:ivr/welcome"), ("press", "7"),
+        ("expect_prompt", "file:ivr/invalid"), ("press", "1"),
+        ("expect_prompt", "file:ivr/sales"), ("press", "*"),
+        ("expect_prompt", "file:ivr/welcome"), ("press", "0"), ("expect_hangup", "app"),
+    ]),
+    ("transfer", [
+        ("expect_prompt", "file:ivr/welcome"), ("press", "2"),
+        ("expect_transferred", "1000"), ("expect_hangup", "engine"),
+    ]),
+    ("dial an extension", [
+        ("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+        ("expect_prompt", "file:ivr/sales"), ("press", "2"),
+        ("expect_dialed", "PJSIP/1001"), ("expect_bridged", "PJSIP/1001"),
+        ("expect_hangup", "app"),
+    ]),
+]
+
+
+async def run_steps(call: AriSimulatedCall, steps: list[Step], timeout: float = 5.0) -> None:
+    t = call.transcript
+    for action, value in steps:
+        if action == "press":
+            await call.press(value)
+        elif action == "expect_prompt":
+            await call.wait_for_prompt(value, timeout)
+        elif action == "expect_finished":
+            await t.wait_for(lambda e, v=value: e.kind == "prompt_finished" and e.detail == v,
+                             timeout)
+        elif action == "expect_hangup":
+            entry = await call.wait_ended(timeout)
+            assert entry.detail.endswith(value), t.lines()
+        elif action in ("expect_transferred", "expect_dialed", "expect_bridged"):
+            kind = action.removeprefix("expect_")
+            await t.wait_for(lambda e, k=kind, v=value: e.kind == k and e.detail == v, timeout)
+        else:
+            raise AssertionError(f"unknown step {action}")
+
+
+@pytest.mark.parametrize("steps", [s for _, s in SCENARIOS], ids=[n for n, _ in SCENARIOS])
+async def test_scenario(sim: AriSimulator, workers: Workers, steps: list[Step]) -> None:
+    await workers.start(ivr_factory(menus()))
+    call = await sim.place_call("9999")
+    await run_steps(call, steps)
+
+
+async def test_timeout_prompt(sim: AriSimulator, workers: Workers) -> None:
+    await workers.start(ivr_factory(menus(first_digit_timeout=0.5)))
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"),
+                           ("expect_prompt", "file:ivr/timeout")])
+    await call.hangup()
+
+
+async def test_unknown_number_hears_polite_message(sim: AriSimulator, workers: Workers) -> None:
+    await workers.start(ivr_factory(menus()))
+    call = await sim.place_call("4321")
+    await call.wait_ended()
+    assert call.prompts() == ["file:ss-noservice"]
+    assert call.transcript.lines()[-1] == "hangup NORMAL_CLEARING engine"
+
+
+async def test_no_worker_means_dialplan_fallback(sim: AriSimulator) -> None:
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    assert call.prompts() == ["file:cannot-complete-temp-error"]
+
+
+async def test_reconnect_mid_menu_keeps_the_call(sim: AriSimulator, workers: Workers) -> None:
+    worker = await workers.start(ivr_factory(menus()))
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+                           ("expect_prompt", "file:ivr/sales")])
+    await sim.drop_event_sockets()
+    link = worker.links[0]
+    for _ in range(300):
+        if link.connections >= 2 and sim.app_connected("callyard"):
+            break
+        await asyncio.sleep(0.01)
+    assert link.connections == 2
+    await asyncio.sleep(0.2)  # the sales greeting finished during or after the gap
+    await run_steps(call, [("press", "1"), ("expect_prompt", "file:ivr/sales-new"),
+                           ("press", "9"), ("expect_hangup", "app")])
+    await wait_until(lambda: worker.active_calls == 0)
+
+
+async def test_watchdog_catches_a_silently_lost_subscription(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    worker = await workers.start(ivr_factory(menus()), watchdog_interval=0.1,
+                                 watchdog_timeout=0.2)
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/welcome")
+    sim.forget_subscription("callyard")  # the socket stays open but carries nothing
+    for _ in range(300):
+        if worker.links[0].connections >= 2 and sim.app_connected("callyard"):
+            break
+        await asyncio.sleep(0.01)
+    assert worker.links[0].connections >= 2
+    await run_steps(call, [("press", "1"), ("expect_prompt", "file:ivr/sales")])
+    await call.hangup()
+
+
+# ---------------------------------------------------------------- hand-written flows
+
+
+class Recorder:
+    """A small flow: answers, runs ``script`` on start and on each event, records events."""
+
+    def __init__(self, on_start: list[Command],
+                 react: Callable[[Event], list[Command]] | None = None) -> None:
+        self.on_start = on_start
+        self.react = react or (lambda e: [])
+        self.events: list[Event] = []
+        self.done = False
+
+    def start(self, call: CallInfo) -> list[Command]:
+        self.info = call
+        return list(self.on_start)
+
+    def handle(self, event: Event) -> list[Command]:
+        self.events.append(event)
+        if isinstance(event, HungUp):
+            self.done = True
+        return self.react(event)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize(
+    ("target", "outcome"),
+    [("1001", "answered"), ("1002", "busy"), ("1003", "no_answer"), ("9876", "failed")],
+)
+async def test_dial_outcomes(
+    sim: AriSimulator, workers: Workers, target: str, outcome: str
+) -> None:
+    flows: list[Recorder] = []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flow = Recorder([Answer(), StartMoh(), Dial(target, timeout=0.5)],
+                        lambda e: [StopMoh(), Hangup()] if isinstance(e, DialResult) else [])
+        flows.append(flow)
+        return flow
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    results = [e for e in flows[0].events if isinstance(e, DialResult)]
+    assert [r.outcome for r in results] == [outcome]
+    assert "dialed PJSIP/" + target in call.transcript.lines()
+    assert call.transcript.lines()[-1] == "hangup NORMAL_CLEARING app"
+    assert not sim.bridges
+
+
+async def test_enqueue_without_runtime_fails_at_once(sim: AriSimulator, workers: Workers) -> None:
+    flow = Recorder([Answer(), Enqueue("support")],
+                    lambda e: [Hangup()] if isinstance(e, QueueResult) else [])
+    await workers.start(lambda info: flow)
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    assert QueueResult("support", "failed", "no queue runtime") in flow.events
+
+
+async def test_enqueue_with_runtime_and_external_delivery(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    flow = Recorder([Answer(), SetVariable("lang", "en"), Enqueue("support")],
+                    lambda e: [Hangup()] if isinstance(e, QueueResult) else [])
+    enqueued: list[tuple[str, str]] = []
+
+    async def on_enqueue(info: CallInfo, cmd: Enqueue) -> None:
+        enqueued.append((info.call_id, cmd.queue))
+
+    worker = await workers.start(lambda info: flow, on_enqueue=on_enqueue)
+    call = await sim.place_call("9999")
+    await wait_until(lambda: bool(enqueued))
+    assert enqueued == [(call.call_id, "support")]
+    assert worker.deliver(call.call_id, QueueResult("support", "answered"))
+    assert not worker.deliver("no-such-call", QueueResult("support", "answered"))
+    await call.wait_ended()
+    assert "variable lang=en" in call.transcript.lines()
+
+
+async def test_flow_crash_ends_politely(sim: AriSimulator, workers: Workers) -> None:
+    def boom(event: Event) -> list[Command]:
+        raise RuntimeError("bug in a flow")
+
+    await workers.start(lambda info: Recorder([Answer(), StartTimer("t", 0.05)], boom))
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    assert call.prompts() == ["file:cannot-complete-temp-error"]
+
+
+async def test_gone_channel_ends_only_that_call(sim: AriSimulator, workers: Workers) -> None:
+    """Events lost, caller gone: the next REST command gets 404 and ends that flow only."""
+
+    def ticker(event: Event) -> list[Command]:
+        if isinstance(event, TimerFired):
+            return [Play(f"p{id(event)}", (Prompt("file", "tick"),)), StartTimer("t", 0.1)]
+        return []
+
+    flows: dict[str, Recorder] = {}
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows[info.call_id] = Recorder([Answer(), StartTimer("t", 0.1)], ticker)
+        return flows[info.call_id]
+
+    worker = await workers.start(factory, watchdog_interval=60)
+    a = await sim.place_call("9999")
+    b = await sim.place_call("9999")
+    await a.wait_for_prompt("file:tick")
+    await b.wait_for_prompt("file:tick")
+    sim.forget_subscription("callyard")
+    await a.hangup()  # nobody hears about it
+    await wait_until(lambda: flows[a.call_id].done)
+    assert flows[a.call_id].events[-1] == HungUp("NORMAL_CLEARING")
+    ticks = len(b.prompts())
+    await wait_until(lambda: len(b.prompts()) > ticks + 1)
+    assert worker.session(b.call_id) is not None
+    assert worker.session(a.call_id) is None
+    await b.hangup()
+
+
+async def test_many_concurrent_calls_without_cross_talk(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    menuset = menus()
+    seen: dict[str, str] = {}
+
+    def factory(info: CallInfo) -> CallFlow | None:
+        seen[info.call_id] = info.caller
+        return menuset.flow_for(info.called)
+
+    await workers.start(factory)
+    paths = [("1", "1", "9"), ("1", "*", "0"), ("2",)]
+
+    async def one(i: int) -> AriSimulatedCall:
+        call = await sim.place_call("9999", caller=f"+1555{i:07d}")
+        path = paths[i % len(paths)]
+        await call.wait_for_prompt("file:ivr/welcome", 20)
+        for n, digit in enumerate(path):
+            before = len(call.prompts())
+            await call.press(digit)
+            if n + 1 < len(path):
+                await call.transcript.wait_for(
+                    lambda e, b=before, c=call: e.kind == "prompt_started"
+                    and len(c.prompts()) > b,
+                    20,
+                )
+        await call.wait_ended(20)
+        return call
+
+    calls = await asyncio.gather(*(one(i) for i in range(150)))
+    for i, call in enumerate(calls):
+        assert seen[call.call_id] == f"+1555{i:07d}"
+        lines = call.transcript.lines()
+        dtmf = [e.detail for e in call.transcript.entries if e.kind == "dtmf"]
+        assert dtmf == list(paths[i % 3]), lines
+        prompts = call.prompts()
+        if i % 3 == 0:
+            assert prompts[0] == "file:ivr/welcome" and "file:ivr/sales-new" in prompts, lines
+            assert lines[-1] == "hangup NORMAL_CLEARING app"
+        elif i % 3 == 1:
+            assert prompts.count("file:ivr/welcome") == 2 and "file:ivr/sales" in prompts
+            assert "file:ivr/sales-new" not in prompts, lines
+            assert lines[-1] == "hangup NORMAL_CLEARING app"
+        else:
+            assert prompts == ["file:ivr/welcome"] and "transferred 1000" in lines
+    await wait_until(lambda: not workers.started[-1].active_calls)
+
+
+async def test_readopt_after_process_restart(
+    sim: AriSimulator, workers: Workers, redis_client: Redis
+) -> None:
+    menuset = menus()
+    first = await workers.start(ivr_factory(menuset), redis=redis_client)
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/welcome")
+    assert await redis_client.exists(f"callyard:asterisk:call:{first.links[0].name}:"
+                                     f"{call.call_id}")
+    await first.stop()  # the process "dies": the channel stays in Stasis
+    await sim.drop_event_sockets()
+    second = await workers.start(ivr_factory(menuset), redis=redis_client)
+    await wait_until(lambda: second.session(call.call_id) is not None)
+    # The fresh flow starts over: the caller hears the welcome again, then walks on.
+    await wait_until(lambda: call.prompts().count("file:ivr/welcome") == 2)
+    await run_steps(call, [("press", "1"), ("expect_prompt", "file:ivr/sales"),
+                           ("press", "1"), ("expect_prompt", "file:ivr/sales-new"),
+                           ("press", "9"), ("expect_hangup", "app")])
+    await wait_until(lambda: second.active_calls == 0)
+    assert not await redis_client.exists(
+        f"callyard:asterisk:call:{second.links[0].name}:{call.call_id}")
+
+
+async def test_async_flow_factory(sim: AriSimulator, workers: Workers) -> None:
+    menuset = menus()
+
+    async def factory(info: CallInfo) -> CallFlow | None:
+        await asyncio.sleep(0.05)  # e.g. loading the menu set from Redis
+        return menuset.flow_for(info.called)
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "0"),
+                           ("expect_hangup", "app")])
