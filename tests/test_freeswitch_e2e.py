@@ -173,3 +173,16 @@ async def test_two_hundred_concurrent_calls_without_cross_talk(sim: FreeswitchSi
     results = await asyncio.gather(*(one(i) for i in range(200)), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, failures[:3]
+
+
+async def test_caller_gone_during_connect_does_not_hurt_the_worker(
+    sim: FreeswitchSimulator, worker_port: int
+) -> None:
+    # greenswitch #57: a caller hanging up during accept raised NotConnectedError
+    for payload in (b"", b"Content-Type: command/reply\n", b"garbage without colon\n\n"):
+        _, writer = await asyncio.open_connection("127.0.0.1", worker_port)
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+    call = await sim.place_call("9999")
+    await walk(call, (prompt("ivr/welcome"), press("0"), expect("transferred", "1000")))
