@@ -148,6 +148,7 @@ class EmbeddedPostgres:
     fast: bool = False
     host: str = "127.0.0.1"
     started: bool = field(default=False, init=False)
+    _last_error: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).expanduser().resolve()
@@ -179,17 +180,11 @@ class EmbeddedPostgres:
 
     def running_port(self) -> int | None:
         """Port of the live server for this PGDATA, or None when it is not running."""
-        pidfile = self.directory / "postmaster.pid"
-        try:
-            lines = pidfile.read_text().splitlines()
-        except OSError:
+        info = self._postmaster()
+        if info is None:
             return None
-        if len(lines) < 8 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
-            return None
-        pid, port, status = int(lines[0]), int(lines[3]), lines[7].strip()
-        if not pid_alive(pid) or status != "ready":
-            return None
-        if not _tcp_ready(self.host, port):
+        pid, port, status = info
+        if not pid_alive(pid) or status != "ready" or not _tcp_ready(self.host, port):
             return None
         return port
 
@@ -229,7 +224,19 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise EmbeddedError(f"initdb failed in {self.directory}:\n{result.stderr.strip()}")
 
-    def _pg_ctl_start(self, port: int) -> bool:
+    def _postmaster(self) -> tuple[int, int, str] | None:
+        """(pid, port, status) from postmaster.pid, or None when absent or being rewritten."""
+        try:
+            lines = (self.directory / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return None
+        if len(lines) < 8 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+            return None
+        return int(lines[0]), int(lines[3]), lines[7].strip()
+
+    def _pg_ctl_start(self, port: int) -> int | None:
+        """Start the postmaster on ``port``; its port once it accepts connections, or None
+        when it exited (e.g. the port was taken meanwhile)."""
         options = [
             f"-p {port}",
             f"-h {self.host}",
@@ -254,7 +261,25 @@ class EmbeddedPostgres:
             ],
             timeout=START_TIMEOUT + 10,
         )
-        return result.returncode == 0 and self.running_port() == port
+        # pg_ctl's verdict alone is not enough: poll until the server answers or is gone.
+        deadline = time.monotonic() + 10.0
+        while True:
+            running = self.running_port()
+            if running is not None:
+                return running
+            info = self._postmaster()
+            alive = info is not None and pid_alive(info[0])
+            if (not alive and result.returncode != 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if alive:  # up but unusable: do not leave it behind
+            self._stop_locked()
+            raise EmbeddedError(
+                f"PostgreSQL in {self.directory} started but does not accept connections on "
+                f"{self.host}:{port}:\n{result.stderr.strip()}\n{self._log_tail()}"
+            )
+        self._last_error = result.stderr.strip()
+        return None
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
@@ -271,19 +296,20 @@ class EmbeddedPostgres:
                 if os.geteuid() == 0:
                     self._prepare_root()
                 self._initdb()
+                self._last_error = ""
                 for _attempt in range(3):  # a free port can be taken between probe and bind
-                    port = free_port(self.host)
-                    if self._pg_ctl_start(port):
+                    port = self._pg_ctl_start(free_port(self.host))
+                    if port is not None:
                         self.started = True
                         break
                 else:
                     raise EmbeddedError(
-                        f"PostgreSQL in {self.directory} did not start:\n{self._log_tail()}"
+                        f"PostgreSQL in {self.directory} did not start: {self._last_error}\n"
+                        f"{self._log_tail()}"
                     )
                 log.info("embedded PostgreSQL started on %s:%d", self.host, port)
             else:
                 log.info("reusing embedded PostgreSQL on %s:%d", self.host, port)
-            assert port is not None
             self._ensure_database(port)
             return self.url(port)
 
@@ -316,27 +342,28 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop the server (fast shutdown) and wait until its processes are gone."""
         with _file_lock(self._lock):
-            pidfile = self.directory / "postmaster.pid"
-            try:
-                pid = int(pidfile.read_text().splitlines()[0])
-            except (OSError, ValueError, IndexError):
-                return
-            if not pid_alive(pid):
-                return
-            result = self._run(
-                [str(_pg_bin("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
-                timeout=STOP_TIMEOUT + 10,
-            )
-            if not _wait_dead(pid, STOP_TIMEOUT if result.returncode == 0 else 1.0):
-                log.warning("PostgreSQL %d ignored pg_ctl stop; killing it", pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGQUIT)
-                if not _wait_dead(pid, 5.0):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    _wait_dead(pid, 5.0)
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        info = self._postmaster()
+        if info is None or not pid_alive(info[0]):
             self.started = False
-            log.info("embedded PostgreSQL in %s stopped", self.directory)
+            return
+        pid = info[0]
+        result = self._run(
+            [str(_pg_bin("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
+            timeout=STOP_TIMEOUT + 10,
+        )
+        if not _wait_dead(pid, STOP_TIMEOUT if result.returncode == 0 else 1.0):
+            log.warning("PostgreSQL %d ignored pg_ctl stop; killing it", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+            if not _wait_dead(pid, 5.0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_dead(pid, 5.0)
+        self.started = False
+        log.info("embedded PostgreSQL in %s stopped", self.directory)
 
 
 # --------------------------------------------------------------------------- Redis

@@ -1,0 +1,96 @@
+"""The ``callyard`` command in a subprocess, with no CALLYARD_* environment at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appserver.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).parent / "callyard"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("callyard")
+    return [found] if found else [sys.executable, "-m", "appserver.cli"]
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
+    return subprocess.run(
+        [*_command(), *args], cwd=cwd, env=clean, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_migrate(tmp_path: Path) -> None:
+    result = _run(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "migrate" in result.stdout and "CALLYARD_" in result.stdout
+    bare = _run([], tmp_path)
+    assert bare.returncode == 2 and "migrate" in bare.stdout
+
+
+def test_migrate_twice_on_embedded_postgres(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    try:
+        first = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.splitlines() == ["applied 001_core"]
+        second = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.splitlines() == ["database is up to date"]
+        listing = _run(["migrate", "--list"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        assert listing.stdout.splitlines() == ["001_core: applied"]
+    finally:
+        EmbeddedPostgres(data / "postgres").stop()
+    # The command stopped the server it started: nothing is left running.
+    pidfile = data / "postgres" / "postmaster.pid"
+    assert not pidfile.exists() or not pid_alive(int(pidfile.read_text().split()[0]))
+    assert EmbeddedPostgres(data / "postgres").running_port() is None
+    assert not (data / "redis").exists()  # migrate needs no Redis
+
+
+def test_migrate_reuses_a_running_server_and_leaves_it(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "postgres")
+    server.start()
+    try:
+        result = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert server.running_port() is not None  # not stopped: this process started it
+    finally:
+        server.stop()
+
+
+def test_migrate_with_database_url(tmp_path: Path, pg_dsn: str) -> None:
+    # pg_dsn is already migrated: nothing to do, and no embedded server is started.
+    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL=pg_dsn)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "database is up to date"
+    assert not (tmp_path / ".callyard").exists()
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL="postgresql://u@127.0.0.1:1/x")
+    assert result.returncode == 1
+    assert "callyard migrate:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["--help"]])
+def test_bad_setting_exits_2_naming_the_variable(tmp_path: Path, args: list[str]) -> None:
+    result = _run(args, tmp_path, CALLYARD_LOG_FORMAT="xml")
+    if args == ["--help"]:
+        assert result.returncode == 0  # help needs no configuration
+        return
+    assert result.returncode == 2
+    assert "CALLYARD_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_redis_left_behind(tmp_path: Path) -> None:
+    # Guard for the suite: the Redis helpers find nothing running in a fresh directory.
+    assert EmbeddedRedis(tmp_path / "redis").running_port() is None

@@ -1,0 +1,220 @@
+"""Embedded PostgreSQL and Redis: start, reuse, persist, stop without leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import pytest
+import redis
+
+from appserver.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    pid_alive,
+    storage_urls,
+)
+from appserver.settings import load_settings
+
+Server = TypeVar("Server", EmbeddedPostgres, EmbeddedRedis)
+
+
+@pytest.fixture
+def track() -> Iterator[Callable[[Server], Server]]:
+    """Register servers a test starts; they are stopped even when the test fails."""
+    servers: list[Server] = []
+
+    def add(server: Server) -> Server:
+        servers.append(server)
+        return server
+
+    yield add
+    for server in servers:
+        server.stop()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _pg_query(url: str, sql: str) -> object:
+    async def run() -> object:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_postgres_starts_is_reused_persists_and_stops(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    data = tmp_path / "pg"
+    server = track(EmbeddedPostgres(data))
+    url = server.start()
+    assert server.started and url.startswith("postgresql://postgres@127.0.0.1:")
+    assert url.endswith("/callyard")
+    _pg_query(url, "CREATE TABLE kept AS SELECT 42 AS x")
+    assert _processes_mentioning(str(data))
+
+    again = EmbeddedPostgres(data)
+    assert again.start() == url and not again.started  # reused, not started twice
+
+    port = server.running_port()
+    assert port is not None
+    server.stop()
+    assert server.running_port() is None and not _port_open(port)
+    assert _processes_mentioning(str(data)) == []
+
+    restarted = track(EmbeddedPostgres(data))
+    url2 = restarted.start()
+    try:
+        assert restarted.started
+        assert _pg_query(url2, "SELECT x FROM kept") == 42
+    finally:
+        restarted.stop()
+    assert _processes_mentioning(str(data)) == []
+    restarted.stop()  # stopping a stopped server is a no-op
+
+
+def test_parallel_starts_share_one_postgres(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    data = tmp_path / "pg"
+    servers = [track(EmbeddedPostgres(data)) for _ in range(3)]
+    urls: list[str] = []
+    threads = [threading.Thread(target=lambda s=s: urls.append(s.start())) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(set(urls)) == 1 and sum(s.started for s in servers) == 1
+    finally:
+        servers[0].stop()
+    assert _processes_mentioning(str(data)) == []
+
+
+def test_redis_starts_is_reused_persists_and_stops(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    data = tmp_path / "redis"
+    server = track(EmbeddedRedis(data))
+    url = server.start()
+    assert server.started and url.startswith("redis://127.0.0.1:")
+    client = redis.Redis.from_url(url)
+    client.set("kept", "yes")
+    client.close()
+    assert "appendonly yes" in (data / "redis.conf").read_text()
+    pid = int((data / "redis.pid").read_text())
+
+    again = EmbeddedRedis(data)
+    assert again.start() == url and not again.started
+
+    port = server.running_port()
+    assert port is not None
+    server.stop()
+    assert not pid_alive(pid) and not _port_open(port)
+
+    restarted = track(EmbeddedRedis(data))
+    url2 = restarted.start()
+    try:
+        client = redis.Redis.from_url(url2)
+        assert client.get("kept") == b"yes"  # survived the restart (append-only file)
+        client.close()
+    finally:
+        restarted.stop()
+
+
+def test_redis_restarts_over_a_stale_pid_file(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    data = tmp_path / "redis"
+    data.mkdir()
+    (data / "redis.pid").write_text("999999\n")
+    (data / "redis.port").write_text("1\n")
+    server = track(EmbeddedRedis(data))
+    url = server.start()
+    try:
+        assert server.started and redis.Redis.from_url(url).ping()
+    finally:
+        server.stop()
+
+
+def test_storage_urls_stops_only_what_it_started(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    track(EmbeddedPostgres(tmp_path / "postgres"))
+    track(EmbeddedRedis(tmp_path / "redis"))
+    with storage_urls(settings) as (db_url, redis_url):
+        assert _pg_query(db_url, "SELECT 1") == 1
+        assert redis.Redis.from_url(redis_url).ping()
+        pg_port = EmbeddedPostgres(tmp_path / "postgres").running_port()
+        redis_port = EmbeddedRedis(tmp_path / "redis").running_port()
+    assert pg_port and redis_port
+    assert not _port_open(pg_port) and not _port_open(redis_port)
+    assert _processes_mentioning(str(tmp_path)) == []
+
+    # keep=True leaves them running; a later call reuses them and leaves them running too.
+    with storage_urls(settings, keep=True) as (db_url, _):
+        pass
+    with storage_urls(settings) as (db_url2, _):
+        assert db_url2 == db_url
+    assert _pg_query(db_url, "SELECT 1") == 1
+    EmbeddedPostgres(tmp_path / "postgres").stop()
+    EmbeddedRedis(tmp_path / "redis").stop()
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_storage_urls_uses_configured_urls(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        database_url="postgresql://u@db.example:5432/x",
+        redis_url="redis://cache.example:6379/3",
+    )
+    with storage_urls(settings) as urls:
+        assert urls == ("postgresql://u@db.example:5432/x", "redis://cache.example:6379/3")
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root needs the unprivileged system user")
+def test_postgres_under_root_runs_unprivileged(
+    tmp_path: Path, track: Callable[[Server], Server]
+) -> None:
+    server = track(EmbeddedPostgres(tmp_path / "pg"))
+    server.start()
+    try:
+        pid = int((tmp_path / "pg" / "postmaster.pid").read_text().split()[0])
+        assert os.stat(f"/proc/{pid}").st_uid != 0
+    finally:
+        server.stop()

@@ -1,0 +1,99 @@
+"""Settings come from CALLYARD_* variables; a bad value names the variable and what it expects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from appserver.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CALLYARD_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_work_without_environment() -> None:
+    s = load_settings()
+    assert s.database_url is None and s.redis_url is None  # embedded servers
+    assert s.data_dir == Path(".callyard")
+    assert (s.api_host, s.api_port, s.log_level, s.log_format) == (
+        "127.0.0.1",
+        8080,
+        "INFO",
+        "console",
+    )
+
+
+def test_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLYARD_DATABASE_URL", "postgresql://u:p@db:5432/callyard")
+    monkeypatch.setenv("CALLYARD_REDIS_URL", "redis://cache:6379/2")
+    monkeypatch.setenv("CALLYARD_DATA_DIR", "/var/lib/callyard")
+    monkeypatch.setenv("CALLYARD_API_PORT", "9000")
+    monkeypatch.setenv("CALLYARD_LOG_LEVEL", "debug")
+    monkeypatch.setenv("CALLYARD_FREESWITCH_ESL", "fs1:8021:ClueCon, fs2:8021:pa:ss")
+    monkeypatch.setenv("CALLYARD_ASTERISK_ARI", "http://ari:secret@ast1:8088")
+    monkeypatch.setenv("CALLYARD_ASTERISK_AMI", "ast1:5038:admin:s3cret")
+    monkeypatch.setenv("CALLYARD_APPS", "myapp.flows:support")
+    s = load_settings()
+    assert s.database_url == "postgresql://u:p@db:5432/callyard"
+    assert s.redis_url == "redis://cache:6379/2"
+    assert s.data_dir == Path("/var/lib/callyard")
+    assert s.api_port == 9000 and s.log_level == "DEBUG"
+    assert [(n.host, n.port, n.password) for n in s.freeswitch_esl] == [
+        ("fs1", 8021, "ClueCon"),
+        ("fs2", 8021, "pa:ss"),
+    ]
+    ari = s.asterisk_ari[0]
+    assert (ari.url, ari.username, ari.password) == ("http://ast1:8088", "ari", "secret")
+    assert s.asterisk_ami[0].secret == "s3cret"
+    assert s.apps == ["myapp.flows:support"]
+
+
+def test_empty_storage_urls_mean_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLYARD_DATABASE_URL", "")
+    monkeypatch.setenv("CALLYARD_REDIS_URL", "")
+    s = load_settings()
+    assert s.database_url is None and s.redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CALLYARD_DATABASE_URL", "mysql://db/x", "postgresql://"),
+        ("CALLYARD_REDIS_URL", "http://cache", "redis://"),
+        ("CALLYARD_API_PORT", "eighty", "integer"),
+        ("CALLYARD_API_PORT", "70000", "less than or equal to 65535"),
+        ("CALLYARD_LOG_LEVEL", "loud", "DEBUG"),
+        ("CALLYARD_LOG_FORMAT", "xml", "json"),
+        ("CALLYARD_FREESWITCH_ESL", "fs1", "host:port:password"),
+        ("CALLYARD_FREESWITCH_LISTEN", "nowhere", "host:port"),
+        ("CALLYARD_ASTERISK_ARI", "http://ast1:8088", "user:secret"),
+        ("CALLYARD_ASTERISK_ARI", "ast1:8088", "http://"),
+        ("CALLYARD_ASTERISK_AMI", "ast1:5038", "host:port:user:secret"),
+        ("CALLYARD_ASTERISK_APP", "bad app!", "pattern"),
+        ("CALLYARD_APPS", "module_without_attribute", "module.path:attribute"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    message = str(excinfo.value)
+    assert f"{variable}:" in message and expected in message
+    assert excinfo.value.code == 2
+
+
+def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLYARD_API_PORT", "x")
+    monkeypatch.setenv("CALLYARD_LOG_FORMAT", "xml")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    message = str(excinfo.value)
+    assert "CALLYARD_API_PORT" in message and "CALLYARD_LOG_FORMAT" in message
