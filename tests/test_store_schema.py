@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
@@ -615,3 +617,20 @@ async def test_updated_at_is_maintained(pg_pool: asyncpg.Pool) -> None:
     await pg_pool.execute("UPDATE queues SET updated_at = '2000-01-01', max_length = 5")
     after = await pg_pool.fetchval("SELECT updated_at FROM queues WHERE id = 1")
     assert after >= before and after.year > 2000
+
+
+async def test_readme_hand_edit_example_works(pg_pool: asyncpg.Pool) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("```sql\nBEGIN;") + len("```sql\n")
+    example = readme[start : readme.index("```", start)]
+    await pg_pool.execute(example)
+    rows = await pg_pool.fetch(
+        "SELECT o.digits, o.action, o.target FROM ivr_menu_options o"
+        " JOIN extensions e ON e.menu_id = o.menu_id WHERE e.number = '7000' ORDER BY position"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("1", "enqueue", "billing"),
+        ("2", "enqueue", "sales:5"),
+        ("9", "repeat", None),
+        ("0", "back", None),
+    ]
