@@ -12,6 +12,7 @@ from appserver.store import agents, cdrs, extensions, members, menus, queues, sc
 from appserver.store.db import NotFoundError
 from appserver.store.menus import Menu, MenuOption
 from appserver.store.schedules import Closure, Hours, Schedule
+from appserver.store.snapshot import load_snapshot
 
 
 async def test_schedule_round_trip_and_replace(pg_pool: asyncpg.Pool) -> None:
@@ -235,3 +236,25 @@ async def test_repositories_work_on_a_bare_connection(pg_dsn: str) -> None:
         assert (await cdrs.get_cdr(conn, "x")).extra == {"k": 1}  # type: ignore[union-attr]
     finally:
         await conn.close()
+
+
+async def test_snapshot_reads_everything_consistently(pg_pool: asyncpg.Pool) -> None:
+    await schedules.save_schedule(pg_pool, Schedule(name="office"))
+    await menus.save_menu(pg_pool, Menu(name="main", options=(MenuOption("1", "hangup"),)))
+    await queues.save_queue(pg_pool, queues.Queue(name="support"))
+    await agents.save_agent(pg_pool, agents.Agent("alice", "Alice"))
+    await members.save_member(pg_pool, members.QueueMember("support", "alice"))
+    await extensions.save_extension(pg_pool, extensions.Extension("100", "menu", "main"))
+    snap = await load_snapshot(pg_pool)
+    assert [m.name for m in snap.menus] == ["main"] and snap.menus[0].options[0].digits == "1"
+    assert [s.name for s in snap.schedules] == ["office"]
+    assert [(e.number, e.target) for e in snap.extensions] == [("100", "main")]
+    assert [q.name for q in snap.queues] == ["support"]
+    assert [a.username for a in snap.agents] == ["alice"]
+    assert [(m.queue, m.agent) for m in snap.members] == [("support", "alice")]
+
+    # Inside an open transaction it reads that transaction's view (uncommitted rows included).
+    async with pg_pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO queues (name) VALUES ('sales')")
+        inner = await load_snapshot(conn)
+        assert [q.name for q in inner.queues] == ["sales", "support"]
