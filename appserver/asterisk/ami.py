@@ -1,0 +1,141 @@
+"""AMI (panoramisk Manager) for what ARI lacks: device, peer and contact state of SIP phones.
+
+Each configured node gets a panoramisk ``Manager`` (it reconnects by itself). The latest
+state per device is kept in memory, logged, and written to Redis for the queue runtime:
+hash ``callyard:asterisk:devices`` (device -> state, e.g. ``PJSIP/1001`` -> ``NOT_INUSE``)
+and a JSON message on channel ``callyard:asterisk:device-state`` per change. Only the
+Manager part of panoramisk is used (its FastAGI does not run on Python 3.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from panoramisk import Manager
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from appserver.settings import AmiNode
+
+log = logging.getLogger(__name__)
+
+DEVICES_KEY = "callyard:asterisk:devices"
+DEVICE_CHANNEL = "callyard:asterisk:device-state"
+# PeerStatus / ContactStatus -> a device state comparable to DeviceStateChange's.
+_PEER_STATES = {"Reachable": "NOT_INUSE", "Unreachable": "UNAVAILABLE",
+                "Unregistered": "UNAVAILABLE", "Rejected": "UNAVAILABLE"}
+
+DeviceListener = Callable[[str, str, str], None]  # (node, device, state)
+
+
+class AmiMonitor:
+    def __init__(
+        self,
+        nodes: list[AmiNode],
+        redis: Redis | None = None,
+        on_device_state: DeviceListener | None = None,
+    ) -> None:
+        self.nodes = nodes
+        self.redis = redis
+        self.on_device_state = on_device_state
+        self.devices: dict[str, str] = {}
+        self.managers: list[Manager] = []
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for node in self.nodes:
+            manager = Manager(
+                loop=loop, host=node.host, port=node.port, username=node.username,
+                secret=node.secret, events="on", ping_delay=10, ping_interval=10,
+                reconnect_timeout=2, log=logging.getLogger("appserver.asterisk.ami.manager"),
+            )
+            name = f"{node.host}:{node.port}"
+            manager.register_event("DeviceStateChange", self._handler(name, self._device))
+            manager.register_event("PeerStatus", self._handler(name, self._peer))
+            manager.register_event("ContactStatus", self._handler(name, self._contact))
+            manager.register_event("FullyBooted", self._handler(name, self._booted))
+            await manager.connect()
+            self.managers.append(manager)
+
+    async def wait_authenticated(self, timeout: float = 5.0) -> None:
+        async def all_in() -> None:
+            while not all(m.authenticated for m in self.managers):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_in(), timeout)
+
+    async def stop(self) -> None:
+        for manager in self.managers:
+            manager.close()
+            # Keep panoramisk from reconnecting after we closed it on purpose.
+            manager.connection_lost = lambda exc: None
+        self.managers = []
+        for task in list(self._writes):
+            task.cancel()
+
+    async def core_show_channels(self, index: int = 0) -> list[dict[str, str]]:
+        """The node's channels (AMI CoreShowChannels), e.g. to check what Asterisk holds."""
+        result = await self.managers[index].send_action({"Action": "CoreShowChannels"})
+        messages = result if isinstance(result, list) else [result]
+        return [dict(m) for m in messages if m.get("Event") == "CoreShowChannel"]
+
+    # ------------------------------------------------------------------ events
+
+    def _handler(self, node: str, fn: Callable[[str, Any], None]) -> Callable[[Any, Any], None]:
+        def handle(manager: Any, event: Any) -> None:
+            try:
+                fn(node, event)
+            except Exception:
+                log.exception("bad AMI event ignored", extra={"node": node})
+
+        return handle
+
+    def _booted(self, node: str, event: Any) -> None:
+        log.info("AMI connected", extra={"node": node})
+
+    def _device(self, node: str, event: Any) -> None:
+        device, state = event.get("Device"), event.get("State")
+        if device and state:
+            self._update(node, str(device), str(state), "DeviceStateChange")
+
+    def _peer(self, node: str, event: Any) -> None:
+        peer, status = str(event.get("Peer", "")), str(event.get("PeerStatus", ""))
+        # Only fills in a device we have not heard of; DeviceStateChange is authoritative.
+        if (
+            status in _PEER_STATES
+            and peer.startswith("PJSIP/")
+            and (peer not in self.devices or _PEER_STATES[status] == "UNAVAILABLE")
+        ):
+            self._update(node, peer, _PEER_STATES[status], "PeerStatus")
+
+    def _contact(self, node: str, event: Any) -> None:
+        log.info("SIP contact status", extra={
+            "node": node, "aor": event.get("AOR"), "uri": event.get("URI"),
+            "status": event.get("ContactStatus")})
+
+    def _update(self, node: str, device: str, state: str, source: str) -> None:
+        if self.devices.get(device) == state:
+            return
+        self.devices[device] = state
+        log.info("device state", extra={"node": node, "device": device, "state": state,
+                                        "source": source})
+        if self.on_device_state:
+            self.on_device_state(node, device, state)
+        if self.redis is not None:
+            task = asyncio.ensure_future(self._publish(node, device, state))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _publish(self, node: str, device: str, state: str) -> None:
+        assert self.redis is not None
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.hset(DEVICES_KEY, device, state)
+            await self.redis.publish(
+                DEVICE_CHANNEL, json.dumps({"node": node, "device": device, "state": state})
+            )
