@@ -1,0 +1,95 @@
+"""``callyard render-config``: FreeSWITCH templates render to valid XML, the committed
+output is up to date, and overrides reach the dialplan."""
+
+from __future__ import annotations
+
+import argparse
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from appserver import render_config
+from appserver.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _render(*overrides: str) -> dict[Path, str]:
+    return render_config.render_all(
+        ROOT, load_settings(), render_config.template_vars(list(overrides))
+    )
+
+
+def test_committed_output_matches_templates() -> None:
+    rendered = {k: v for k, v in _render().items() if str(k).startswith("freeswitch-conf")}
+    assert rendered, "no FreeSWITCH templates found"
+    for rel, text in rendered.items():
+        assert (ROOT / rel).read_text() == text, f"{rel} is stale: run `callyard render-config`"
+
+
+def test_every_file_is_well_formed_xml() -> None:
+    for rel, text in _render().items():
+        if rel.suffix == ".xml":
+            ET.fromstring(text)  # raises on malformed XML
+
+
+def test_dialplan_sockets_in_order_then_fallback() -> None:
+    text = _render("freeswitch_workers=a:1,b:2,c:3")[
+        Path("freeswitch-conf/conf/dialplan/callyard.xml")
+    ]
+    ext = ET.fromstring(text).find("./context/extension[@name='callyard_ivr']")
+    assert ext is not None
+    actions = [(a.get("application"), a.get("data")) for a in ext.iter("action")]
+    apps = [a for a, _ in actions]
+    assert [d for a, d in actions if a == "socket"] == [
+        "a:1 async full",
+        "b:2 async full",
+        "c:3 async full",
+    ]
+    assert apps.index("playback") > max(i for i, a in enumerate(apps) if a == "socket")
+    assert apps[-1] == "hangup"
+
+
+def test_stock_throttles_raised_and_password_from_environment() -> None:
+    out = _render()
+    switch = ET.fromstring(out[Path("freeswitch-conf/conf/autoload_configs/switch.conf.xml")])
+    params = {p.get("name"): p.get("value") for p in switch.iter("param")}
+    assert int(params["max-sessions"] or 0) > 1000
+    assert int(params["sessions-per-second"] or 0) > 30
+    esl = out[Path("freeswitch-conf/conf/autoload_configs/event_socket.conf.xml")]
+    assert "$${callyard_esl_password}" in esl and "ClueCon" not in esl
+    assert (
+        'cmd="env-set" data="callyard_esl_password=CALLYARD_ESL_PASSWORD"'
+        in out[Path("freeswitch-conf/conf/vars.xml")]
+    )
+
+
+def test_values_are_xml_escaped() -> None:
+    text = _render("freeswitch_fallback_prompt=a&b<c")[
+        Path("freeswitch-conf/conf/dialplan/callyard.xml")
+    ]
+    assert "a&amp;b&lt;c" in text
+    ET.fromstring(text)
+
+
+def test_unknown_variable_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(root=tmp_path, var=["nope=1"], check=False)
+    assert render_config.run(args, load_settings()) == 2
+    assert "unknown --var 'nope=1'" in capsys.readouterr().err
+
+
+def test_check_mode_reports_stale_files(tmp_path: Path) -> None:
+    (tmp_path / "dialplans" / "freeswitch").mkdir(parents=True)
+    (tmp_path / "dialplans" / "freeswitch" / "x.xml.j2").write_text(
+        "<a n='{{ freeswitch_context }}'/>\n"
+    )
+    args = argparse.Namespace(root=tmp_path, var=[], check=True)
+    assert render_config.run(args, load_settings()) == 1
+    args.check = False
+    assert render_config.run(args, load_settings()) == 0
+    assert (tmp_path / "freeswitch-conf/conf/dialplan/x.xml").read_text() == "<a n='callyard'/>\n"
+    args.check = True
+    assert render_config.run(args, load_settings()) == 0
