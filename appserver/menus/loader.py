@@ -1,0 +1,114 @@
+"""Read everything a menu set is compiled from, in one consistent snapshot."""
+
+from __future__ import annotations
+
+from datetime import date, time
+
+import asyncpg
+
+from appserver.store.db import Executor
+from appserver.store.extensions import list_extensions
+from appserver.store.menus import Menu, list_menus
+from ivr.model import (
+    ClosureDef,
+    ExtensionDef,
+    HoursDef,
+    MenuDef,
+    MenuSource,
+    OptionDef,
+    ScheduleDef,
+)
+
+# Tables whose changes can change the compiled menu set (NOTIFY payload "table").
+RELEVANT_TABLES = frozenset(
+    {
+        "ivr_menus",
+        "ivr_menu_options",
+        "schedules",
+        "schedule_hours",
+        "schedule_closures",
+        "extensions",
+        "queues",
+        "agents",  # an agent's username is the target of its extension
+    }
+)
+
+# PostgreSQL accepts 24:00 as a closing time; the model spells midnight at the end of the day
+# as 00:00.
+_SCHEDULES = """
+SELECT s.name, s.timezone,
+       coalesce((SELECT array_agg(ARRAY[h.weekday::text, h.opens::text,
+                                        CASE WHEN h.closes = '24:00' THEN '00:00:00'
+                                             ELSE h.closes::text END]
+                                  ORDER BY h.weekday, h.opens)
+                   FROM schedule_hours h WHERE h.schedule_id = s.id), '{}') AS hours,
+       coalesce((SELECT array_agg(ARRAY[c.name, c.starts_on::text, c.ends_on::text]
+                                  ORDER BY c.starts_on, c.id)
+                   FROM schedule_closures c WHERE c.schedule_id = s.id), '{}') AS closures
+  FROM schedules s
+ ORDER BY s.name
+"""
+
+
+def _menu_def(m: Menu) -> MenuDef:
+    return MenuDef(
+        name=m.name,
+        greeting=tuple(m.greeting),
+        invalid_prompt=tuple(m.invalid_prompt or ()),
+        timeout_prompt=tuple(m.timeout_prompt or ()),
+        first_digit_timeout=m.first_digit_timeout,
+        inter_digit_timeout=m.inter_digit_timeout,
+        max_digits=m.max_digits,
+        terminator=m.terminator,
+        max_retries=m.max_retries,
+        exhausted_action=m.exhausted_action,
+        exhausted_target=m.exhausted_target or "",
+        schedule=m.schedule,
+        closed_action=m.closed_action,
+        closed_target=m.closed_target or "",
+        holiday_action=m.holiday_action,
+        holiday_target=m.holiday_target or "",
+        language=m.language,
+        options=tuple(
+            OptionDef(o.digits, o.action, o.target or "", tuple(o.prompt or ()), o.position)
+            for o in m.options
+        ),
+    )
+
+
+async def _read(conn: asyncpg.Connection) -> MenuSource:
+    menus = await list_menus(conn)
+    extensions = await list_extensions(conn)
+    queues = await conn.fetch("SELECT name FROM queues")
+    schedules = [
+        ScheduleDef(
+            r["name"],
+            r["timezone"],
+            tuple(
+                HoursDef(int(w), time.fromisoformat(o), time.fromisoformat(c))
+                for w, o, c in r["hours"]
+            ),
+            tuple(
+                ClosureDef(n, date.fromisoformat(a), date.fromisoformat(b))
+                for n, a, b in r["closures"]
+            ),
+        )
+        for r in await conn.fetch(_SCHEDULES)
+    ]
+    return MenuSource(
+        menus=tuple(_menu_def(m) for m in menus),
+        schedules=tuple(schedules),
+        extensions=tuple(ExtensionDef(e.number, e.kind, e.target) for e in extensions),
+        queues=frozenset(r["name"] for r in queues),
+    )
+
+
+async def load_source(db: Executor) -> MenuSource:
+    """The menus, schedules, extensions and queue names, read in one snapshot."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await load_source(conn)
+    if db.is_in_transaction():
+        return await _read(db)
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        return await _read(db)

@@ -1,0 +1,233 @@
+"""Fetch the live MenuSet from Redis and follow updates, sync or async.
+
+Both readers hold :attr:`current` (None until a menu set was ever published) and replace it
+when a new version appears: on a PUBLISH on ``callyard:menus``, and by polling every
+``poll_interval`` seconds as a safety net (a missed message, a Redis restart). A call keeps
+the MenuSet object it started with, so replacing ``current`` never disturbs running calls.
+
+    reader = MenuSetReader("redis://127.0.0.1:6379/0")     # gevent / threads
+    reader.start()
+    flow = reader.flow_for(call.called)                     # None if no such extension
+
+    reader = AsyncMenuSetReader("redis://127.0.0.1:6379/0") # asyncio
+    await reader.start()
+    flow = reader.flow_for(call.called)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from appserver.menus import keys
+from ivr.compile import MenuSet
+from ivr.machine import IvrCall
+
+log = logging.getLogger("callyard.menus")
+Listener = Callable[[MenuSet], None]
+
+
+def _version(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+class _ReaderBase:
+    def __init__(self, poll_interval: float) -> None:
+        self.poll_interval = poll_interval
+        self.current: MenuSet | None = None
+        self.last_error = ""
+        self._listeners: list[Listener] = []
+
+    @property
+    def version(self) -> int | None:
+        return self.current.version if self.current else None
+
+    def on_update(self, listener: Listener) -> None:
+        """Call ``listener(menuset)`` after each new version is loaded."""
+        self._listeners.append(listener)
+
+    def flow_for(
+        self, number: str, *, clock: Callable[[], datetime] | None = None
+    ) -> IvrCall | None:
+        """A flow for a call to ``number`` on the current menu set (None if none/unknown)."""
+        current = self.current
+        return current.flow_for(number, clock=clock) if current is not None else None
+
+    def _install(self, version: int, doc: Any) -> MenuSet | None:
+        if doc is None:
+            self.last_error = f"menu set v{version} is missing from Redis"
+            log.error("menu set missing", extra={"version": version})
+            return self.current
+        try:
+            menuset = MenuSet.from_json(doc)
+        except ValueError as exc:
+            self.last_error = f"menu set v{version}: {exc}"
+            log.error("menu set unreadable", extra={"version": version, "error": str(exc)})
+            return self.current
+        self.current = menuset
+        self.last_error = ""
+        log.info("menu set loaded", extra={"version": menuset.version})
+        for listener in self._listeners:
+            try:
+                listener(menuset)
+            except Exception:
+                log.exception("menu set listener failed")
+        return menuset
+
+
+class MenuSetReader(_ReaderBase):
+    """Blocking reader for threads and gevent (redis-py)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        poll_interval: float = 5.0,
+    ) -> None:
+        super().__init__(poll_interval)
+        if client is None:
+            if url is None:
+                raise ValueError("give a Redis URL or a client")
+            client = redis.Redis.from_url(url)
+        self.client = client
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> MenuSet | None:
+        """Load the live version if it differs from :attr:`current`; the current MenuSet."""
+        version = _version(self.client.get(keys.CURRENT))
+        if version is None or version == self.version:
+            return self.current
+        return self._install(version, self.client.get(keys.version_key(version)))
+
+    def start(self) -> None:
+        """Load the live version (if Redis answers) and follow updates in a background thread."""
+        try:
+            self.refresh()
+        except redis.RedisError as exc:
+            log.warning("menu sets not readable yet", extra={"error": str(exc)})
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._follow, name="menuset-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait_for_version(self, version: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while (self.version or 0) < version:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _follow(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(keys.CHANNEL)
+                self.refresh()  # catch up on what happened before the subscription
+                backoff = 0.5
+                next_poll = time.monotonic() + self.poll_interval
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=min(1.0, self.poll_interval))
+                    if message is not None or time.monotonic() >= next_poll:
+                        self.refresh()
+                        next_poll = time.monotonic() + self.poll_interval
+            except (redis.RedisError, OSError) as exc:
+                self.last_error = f"redis: {exc}"
+                log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+
+class AsyncMenuSetReader(_ReaderBase):
+    """Reader for asyncio (redis.asyncio)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        poll_interval: float = 5.0,
+    ) -> None:
+        super().__init__(poll_interval)
+        if client is None:
+            if url is None:
+                raise ValueError("give a Redis URL or a client")
+            client = aioredis.Redis.from_url(url)
+        self.client = client
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> MenuSet | None:
+        version = _version(await self.client.get(keys.CURRENT))
+        if version is None or version == self.version:
+            return self.current
+        return self._install(version, await self.client.get(keys.version_key(version)))
+
+    async def start(self) -> None:
+        try:
+            await self.refresh()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("menu sets not readable yet", extra={"error": str(exc)})
+        self._task = asyncio.create_task(self._follow(), name="menuset-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_for_version(self, version: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while (self.version or 0) < version:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def _follow(self) -> None:
+        backoff = 0.5
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.CHANNEL)
+                await self.refresh()
+                backoff = 0.5
+                next_poll = time.monotonic() + self.poll_interval
+                while True:
+                    message = await pubsub.get_message(timeout=min(1.0, self.poll_interval))
+                    if message is not None or time.monotonic() >= next_poll:
+                        await self.refresh()
+                        next_poll = time.monotonic() + self.poll_interval
+            except (redis.RedisError, OSError) as exc:
+                self.last_error = f"redis: {exc}"
+                log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
