@@ -28,6 +28,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -565,3 +566,52 @@ def storage_urls(settings: Settings, *, keep: bool = False) -> Iterator[tuple[st
     """
     with database_url(settings, keep=keep) as db, redis_url(settings, keep=keep) as rd:
         yield db, rd
+
+
+# --------------------------------------------------------------------------- guard
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def guard_directory(directory: Path, pid: int | None = None) -> subprocess.Popen[bytes]:
+    """Spawn a watchdog that stops the embedded servers under ``directory`` and deletes it
+    once process ``pid`` (default: this one) is gone, even if it was killed (SIGKILL,
+    timeout). For throw-away directories, e.g. a test session's."""
+    pid = os.getpid() if pid is None else pid
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appserver.embedded",
+            "guard",
+            str(pid),
+            _start_time(pid) or "",
+            str(directory),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # survives Ctrl-C of the watched process group
+    )
+
+
+def _guard(pid: int, start_time: str, directory: Path) -> None:
+    while pid_alive(pid) and (not start_time or _start_time(pid) == start_time):
+        time.sleep(0.5)
+    if (directory / "postgres").is_dir():
+        EmbeddedPostgres(directory / "postgres").stop()
+    if (directory / "redis").is_dir():
+        EmbeddedRedis(directory / "redis").stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "guard":
+        _guard(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    else:
+        sys.exit("usage: python -m appserver.embedded guard PID START_TIME DIRECTORY")

@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from appserver.embedded import EmbeddedPostgres, EmbeddedRedis
+from appserver.embedded import EmbeddedPostgres, EmbeddedRedis, guard_directory
 from appserver.store.db import create_pool
 from appserver.store.migrations import migrate
 
@@ -42,9 +42,14 @@ def _with_database(url: str, database: str) -> str:
 
 @pytest.fixture(scope="session")
 def _embedded_dir() -> Iterator[Path]:
+    """Home of this session's embedded servers. A watchdog stops them and removes it should
+    the session be killed before its teardown runs (SIGKILL, ``timeout``)."""
     path = Path(tempfile.mkdtemp(prefix="callyard-test-"))
+    guard = guard_directory(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    guard.terminate()
+    guard.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +19,7 @@ import redis
 from appserver.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
+    guard_directory,
     pid_alive,
     storage_urls,
 )
@@ -218,3 +221,26 @@ def test_postgres_under_root_runs_unprivileged(
         assert os.stat(f"/proc/{pid}").st_uid != 0
     finally:
         server.stop()
+
+
+def test_guard_stops_servers_when_the_owner_dies(tmp_path: Path) -> None:
+    data = tmp_path / "session"
+    owner = subprocess.Popen(["sleep", "60"])
+    pg, rd = EmbeddedPostgres(data / "postgres"), EmbeddedRedis(data / "redis")
+    try:
+        pg.start()
+        rd.start()
+        guard = guard_directory(data, owner.pid)
+        time.sleep(0.3)
+        assert pg.running_port() and rd.running_port()  # owner alive: guard waits
+        owner.kill()
+        owner.wait()
+        guard.wait(30)
+        assert not data.exists()
+        assert _processes_mentioning(str(data)) == []
+        assert pg.running_port() is None and rd.running_port() is None
+    finally:
+        owner.kill()
+        if data.exists():
+            pg.stop()
+            rd.stop()
