@@ -26,6 +26,8 @@ HELP = "Render FreeSWITCH (and other engine) configuration from templates and se
 TEMPLATE_SETS: list[tuple[str, str]] = [
     ("dialplans/freeswitch", "freeswitch-conf/conf/dialplan"),
     ("freeswitch-conf/templates", "freeswitch-conf/conf"),
+    ("dialplans/asterisk", "asterisk-conf"),
+    ("asterisk-conf/templates", "asterisk-conf"),
 ]
 
 DEFAULTS: dict[str, str] = {
@@ -43,6 +45,23 @@ DEFAULTS: dict[str, str] = {
     "freeswitch_max_sessions": "10000",
     "freeswitch_sessions_per_second": "1000",
     "freeswitch_domain": "callyard.local",
+    # Asterisk: numbers sent to Stasis(<CALLYARD_ASTERISK_APP>) and resolved in Callyard.
+    "asterisk_ivr_pattern": "_XXXX",
+    "asterisk_context": "callyard",
+    "asterisk_transfer_context": "callyard-transfer",
+    "asterisk_fallback_context": "callyard-unavailable",
+    "asterisk_transfer_ring_seconds": "60",
+    "asterisk_edge_endpoint": "kamailio",
+    "asterisk_edge_host": "kamailio",
+    "asterisk_edge_port": "5070",
+    "asterisk_http_port": "8088",
+    "asterisk_ami_port": "5038",
+    "asterisk_sip_port": "5060",
+    "asterisk_rtp_start": "10000",
+    "asterisk_rtp_end": "10099",
+    "asterisk_websocket_write_timeout": "5000",
+    "asterisk_max_calls": "10000",
+    "asterisk_manager_acl": "127.0.0.1/32,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 }
 
 

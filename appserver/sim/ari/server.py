@@ -85,7 +85,7 @@ class AriSimulator:
         username: str = "callyard",
         password: str = "callyard",
         stasis_app: str = "callyard",
-        ivr_numbers: str = r"\+?[0-9*#]+",
+        ivr_numbers: str = r"[0-9]{4}",  # extensions.conf: _XXXX
         transfer_context: str = "callyard-transfer",
         fallback_context: str = "callyard-unavailable",
         fallback_sounds: dict[str, str] | None = None,

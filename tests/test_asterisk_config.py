@@ -1,0 +1,77 @@
+"""Asterisk configuration: committed output matches the templates, and the simulator, the
+worker and the dialplan agree on application, contexts, fallback sounds and numbers."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from appserver.asterisk.worker import AsteriskWorker
+from appserver.render_config import DEFAULTS, render_all
+from appserver.settings import load_settings
+from appserver.sim.ari import AriSimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rendered() -> dict[Path, str]:
+    out = render_all(ROOT, load_settings(asterisk_app="callyard"), dict(DEFAULTS))
+    return {p: t for p, t in out.items() if p.parts[0] == "asterisk-conf"}
+
+
+def test_committed_output_is_up_to_date() -> None:
+    rendered = _rendered()
+    assert {p.name for p in rendered} >= {
+        "extensions.conf", "ari.conf", "http.conf", "manager.conf", "pjsip.conf", "rtp.conf"}
+    for rel, text in rendered.items():
+        assert (ROOT / rel).read_text() == text, f"{rel} is stale: run callyard render-config"
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """An Asterisk extension pattern (``_XXXX``) as a regex."""
+    assert pattern.startswith("_")
+    table = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]", ".": ".+", "!": ".*"}
+    return re.compile("".join(table.get(c, re.escape(c)) for c in pattern[1:]))
+
+
+def test_dialplan_simulator_and_worker_agree() -> None:
+    text = (ROOT / "asterisk-conf" / "extensions.conf").read_text()
+    sim = AriSimulator()
+    worker_defaults = inspect.signature(AsteriskWorker.__init__).parameters
+    assert f"Stasis({sim.stasis_app},${{EXTEN}})" in text
+    assert 'GotoIf($["${STASISSTATUS}" = "FAILED"]?callyard-unavailable,s,1)' in text
+    assert sim.fallback_context == worker_defaults["fallback_context"].default
+    assert f"[{sim.fallback_context}]" in text
+    assert sim.transfer_context == worker_defaults["transfer_context"].default
+    assert f"[{sim.transfer_context}]" in text
+    for exten, sound in sim.fallback_sounds.items():
+        block = re.search(rf"exten => {exten},1,.*?(?=\nexten|\n\n|\Z)", text, re.S)
+        assert block and f"Playback({sound})" in block.group(0)
+    numbers = _pattern_regex(DEFAULTS["asterisk_ivr_pattern"])
+    for number in ("9999", "0000", "1234", "999", "12345", "+15550100"):
+        assert bool(numbers.fullmatch(number)) == bool(sim.ivr_numbers.fullmatch(number))
+
+
+def test_ari_websocket_write_timeout_is_raised() -> None:
+    text = (ROOT / "asterisk-conf" / "ari.conf").read_text()
+    match = re.search(r"^websocket_write_timeout = (\d+)$", text, re.M)
+    assert match and int(match.group(1)) >= 1000
+
+
+def test_secret_scripts() -> None:
+    script = ROOT / "asterisk-conf" / "scripts" / "ari-user.sh"
+    env = {**os.environ, "ASTERISK_ARI_USER": "callyard", "ASTERISK_ARI_PASSWORD": "s3cret"}
+    out = subprocess.run([str(script)], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == "[callyard]\ntype = user\nread_only = no\npassword = s3cret\n"
+    env.pop("ASTERISK_ARI_USER")
+    failed = subprocess.run([str(script)], env=env, capture_output=True, text=True)
+    assert failed.returncode == 1 and "must be set" in failed.stderr
+    ami = ROOT / "asterisk-conf" / "scripts" / "ami-user.sh"
+    env = {**os.environ, "ASTERISK_AMI_USER": "cy", "ASTERISK_AMI_SECRET": "pw"}
+    out = subprocess.run([str(ami), "10.0.0.0/8,127.0.0.1/32"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "permit = 10.0.0.0/8\npermit = 127.0.0.1/32\n" in out.stdout
+    assert out.stdout.startswith("[cy]\nsecret = pw\ndeny = 0.0.0.0/0.0.0.0\n")
