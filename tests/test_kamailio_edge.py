@@ -270,6 +270,26 @@ class SipClient(UdpEndpoint):
     async def call(self, user: str, timeout: float = 5.0) -> SipMessage:
         return await self.final(self.request("INVITE", user), timeout)
 
+    def in_dialog(self, ok: SipMessage, method: str, cseq: int) -> None:
+        """Send ACK/BYE/... in the dialog a 200 OK established, along its Record-Route."""
+        route_set = list(reversed(ok.get_all("Record-Route")))
+        first_hop = re.search(r"sip:([\d.]+):(\d+)", route_set[0]) if route_set else None
+        assert first_hop, f"no Record-Route in {ok.first_line}"
+        headers = [
+            ("Via", f"SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{uuid.uuid4().hex}"),
+            *(("Route", r) for r in route_set),
+            ("Max-Forwards", "70"),
+            ("From", ok.get("From") or ""),
+            ("To", ok.get("To") or ""),
+            ("Call-ID", ok.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+        contact = (ok.get("Contact") or "").strip("<>")
+        self.send(
+            build(f"{method} {contact} SIP/2.0", headers),
+            (first_hop.group(1), int(first_hop.group(2))),
+        )
+
 
 # ----------------------------------------------------------------------------- the edge
 
@@ -349,9 +369,9 @@ def _free_port() -> int:
     raise RuntimeError("no free port")
 
 
-@pytest.fixture(scope="module")
-async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
-    run_dir = tmp_path_factory.mktemp("kamailio")
+@contextlib.asynccontextmanager
+async def running_edge(run_dir: Path, **overrides: str) -> AsyncIterator[Edge]:
+    """Start kamailio through entrypoint.sh with fresh stand-in nodes; stop it on exit."""
     nodes = {name: EngineNode(name, ip) for name, ip in NODE_IPS.items()}
     for node in nodes.values():
         await node.open()
@@ -381,6 +401,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
         "KAMAILIO_BAN_SECONDS": "60",
         "KAMAILIO_AGENT_PASSWORD": AGENT_PASSWORD,
         "KAMAILIO_LOG_LEVEL": "2",
+        **overrides,
     }
     log = run_dir / "kamailio.log"
     with log.open("wb") as log_file:
@@ -420,6 +441,12 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
             node.close()
 
 
+@pytest.fixture(scope="module")
+async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    async with running_edge(tmp_path_factory.mktemp("kamailio")) as e:
+        yield e
+
+
 @pytest.fixture
 async def healthy(edge: Edge) -> Edge:
     """The edge with every node answering and active, and empty node records."""
@@ -454,35 +481,57 @@ async def test_invites_spread_round_robin_over_the_freeswitch_set(healthy: Edge)
 
 async def test_in_dialog_requests_follow_the_record_route(healthy: Edge) -> None:
     caller = await healthy.client()
-    invite_id = caller.request("INVITE", "9999")
-    ok = await caller.final(invite_id)
+    ok = await caller.call("9999")
     assert ok.status == 200
     node = healthy.nodes[ok.get("X-Node") or ""]
-    route_set = list(reversed(ok.get_all("Record-Route")))
-    contact = (ok.get("Contact") or "").strip("<>")
-    to = ok.get("To") or ""
+    # the caller's first hop is the edge's advertised public socket
+    assert f"{EDGE_IP}:{healthy.port}" in ok.get_all("Record-Route")[-1]
 
-    def in_dialog(method: str, cseq: str) -> bytes:
-        return build(
-            f"{method} {contact} SIP/2.0",
-            [
-                ("Via", f"SIP/2.0/UDP {caller.ip}:{caller.port};branch=z9hG4bK{uuid.uuid4().hex}"),
-                *(("Route", r) for r in route_set),
-                ("Max-Forwards", "70"),
-                ("From", ok.get("From") or ""),
-                ("To", to),
-                ("Call-ID", invite_id),
-                ("CSeq", cseq),
-            ],
-        )
-
-    assert f"{EDGE_IP}:{healthy.port}" in route_set[0]  # the caller's first hop
-    caller.send(in_dialog("ACK", "1 ACK"), healthy.addr)
-    caller.send(in_dialog("BYE", "2 BYE"), healthy.addr)
-    bye_ok = await caller.final(invite_id)
+    caller.in_dialog(ok, "ACK", 1)
+    caller.in_dialog(ok, "BYE", 2)
+    bye_ok = await caller.final(ok.call_id)
     assert bye_ok.status == 200 and (bye_ok.get("CSeq") or "").endswith("BYE")
-    methods = [m.method for m in node.received if not m.is_response and m.call_id == invite_id]
+    methods = [m.method for m in node.received if not m.is_response and m.call_id == ok.call_id]
     assert methods == ["INVITE", "ACK", "BYE"]
+
+
+async def test_sip_over_tcp_reaches_the_udp_nodes(healthy: Edge) -> None:
+    reader, writer = await asyncio.open_connection(*healthy.addr)
+    try:
+        local_ip, local_port = writer.get_extra_info("sockname")[:2]
+        call_id = uuid.uuid4().hex
+        writer.write(
+            build(
+                f"INVITE sip:9999@{EDGE_IP}:{healthy.port};transport=tcp SIP/2.0",
+                [
+                    ("Via", f"SIP/2.0/TCP {local_ip}:{local_port};branch=z9hG4bK{call_id}"),
+                    ("Max-Forwards", "70"),
+                    ("From", f"<sip:caller@{local_ip}>;tag=tcp1"),
+                    ("To", f"<sip:9999@{EDGE_IP}>"),
+                    ("Call-ID", call_id),
+                    ("CSeq", "1 INVITE"),
+                    ("Contact", f"<sip:caller@{local_ip}:{local_port};transport=tcp>"),
+                ],
+            )
+        )
+        await writer.drain()
+        statuses: list[int] = []
+        async with asyncio.timeout(5):
+            while not statuses or statuses[-1] < 200:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"Content-Length:\s*(\d+)", head, re.I)
+                assert length is not None, head
+                await reader.readexactly(int(length.group(1)))
+                msg = parse_sip(head)
+                assert msg is not None and msg.call_id == call_id
+                statuses.append(msg.status)
+        assert statuses[-1] == 200
+        served = [
+            n for n in healthy.nodes.values() if any(i.call_id == call_id for i in n.invites())
+        ]
+        assert len(served) == 1 and served[0].name.startswith("fs")
+    finally:
+        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -685,3 +734,27 @@ async def test_flood_from_one_address_is_banned(healthy: Edge) -> None:
     caller = await healthy.client()
     assert (await caller.call("9999")).status == 200
     assert "flood from 127.0.0.9" in healthy.log.read_text(errors="replace")
+
+
+async def test_call_load_balancing_counts_active_calls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    run_dir = tmp_path_factory.mktemp("kamailio-call-load")
+    async with running_edge(run_dir, KAMAILIO_ALGORITHM="10", KAMAILIO_MAX_LOAD="2") as edge:
+        caller = await edge.client()
+        calls = [await caller.call("9999") for _ in range(4)]
+        assert [c.status for c in calls] == [200] * 4
+        served = [c.get("X-Node") or "" for c in calls]
+        assert sorted(served) == ["fs1", "fs1", "fs2", "fs2"], served
+        for ok in calls:
+            caller.in_dialog(ok, "ACK", 1)
+
+        # both nodes carry KAMAILIO_MAX_LOAD calls: no node can take another
+        assert (await caller.call("9999")).status == 503
+
+        # hanging up one call on fs1 frees a slot there, and only there
+        ended = next(c for c in calls if c.get("X-Node") == "fs1")
+        caller.in_dialog(ended, "BYE", 2)
+        assert (await caller.final(ended.call_id)).status == 200
+        reply = await caller.call("9999")
+        assert reply.status == 200 and reply.get("X-Node") == "fs1"
