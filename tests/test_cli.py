@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from appserver.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
+from appserver.embedded import EmbeddedPostgres, pid_alive
 
 
 def _command() -> list[str]:
@@ -81,16 +79,17 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     assert "callyard migrate:" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["migrate"], ["--help"]])
-def test_bad_setting_exits_2_naming_the_variable(tmp_path: Path, args: list[str]) -> None:
-    result = _run(args, tmp_path, CALLYARD_LOG_FORMAT="xml")
-    if args == ["--help"]:
-        assert result.returncode == 0  # help needs no configuration
-        return
+def test_missing_database_is_a_clear_error(tmp_path: Path, database_url: str) -> None:
+    url = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL=url)
+    assert result.returncode == 1
+    assert 'database "no_such_database" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path, CALLYARD_LOG_FORMAT="xml")
     assert result.returncode == 2
     assert "CALLYARD_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_no_redis_left_behind(tmp_path: Path) -> None:
-    # Guard for the suite: the Redis helpers find nothing running in a fresh directory.
-    assert EmbeddedRedis(tmp_path / "redis").running_port() is None
+    # --help needs no valid configuration.
+    assert _run(["--help"], tmp_path, CALLYARD_LOG_FORMAT="xml").returncode == 0

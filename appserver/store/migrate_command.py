@@ -35,6 +35,8 @@ async def _status(dsn: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
+
     from appserver.embedded import EmbeddedError, database_url
     from appserver.store.migrations import MigrationError, migrate
 
@@ -43,7 +45,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.list:
                 return asyncio.run(_status(dsn))
             applied = asyncio.run(migrate(dsn))
-    except (EmbeddedError, MigrationError, OSError) as exc:
+    except (
+        EmbeddedError,
+        MigrationError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
         print(f"callyard migrate: {exc}", file=sys.stderr)
         return 1
     for version in applied:
