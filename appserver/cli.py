@@ -21,6 +21,7 @@ from appserver.settings import SettingsError, load_settings
 COMMANDS: dict[str, str] = {
     "migrate": "appserver.store.migrate_command",
     "freeswitch": "appserver.freeswitch.command",
+    "asterisk": "appserver.asterisk.command",
     "render-config": "appserver.render_config",
     "seed-demo": "appserver.demo_command",
 }

@@ -1,0 +1,152 @@
+"""``callyard asterisk``: the asyncio worker for Asterisk (ARI via aioari, AMI via panoramisk).
+
+Runs the Stasis application ``CALLYARD_ASTERISK_APP`` on every node of
+``CALLYARD_ASTERISK_ARI`` with the call-flow factory named by ``--flow-factory`` (default:
+the first entry of ``CALLYARD_APPS``), and watches ``CALLYARD_ASTERISK_AMI`` for device state.
+``--sim`` starts the ARI + AMI simulator in this process instead (development). Per-call
+records live in Redis (``CALLYARD_REDIS_URL``, or the embedded server) for re-adoption.
+Top-level imports stay light: everything heavy is imported in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appserver.asterisk.worker import FlowFactory
+    from appserver.settings import Settings
+
+HELP = "Run the Asterisk call-control worker (ARI Stasis application, AMI device state)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--flow-factory",
+        metavar="MODULE:ATTR",
+        help="call-flow factory, flow_factory(call_info) -> CallFlow | None (or an awaitable "
+        "of it) (default: first entry of CALLYARD_APPS)",
+    )
+    parser.add_argument(
+        "--transfer-context", default="callyard-transfer",
+        help="dialplan context a Transfer continues in (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fallback-context", default="callyard-unavailable",
+        help="dialplan context with the polite endings s / noservice (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watchdog-interval", type=float, default=5.0,
+        help="seconds between checks that the events subscription is alive (default: 5)",
+    )
+    parser.add_argument(
+        "--sim", action="store_true",
+        help="start the ARI/AMI simulator in this process and serve it (development)",
+    )
+    parser.add_argument("--sim-port", type=int, default=8088, help="simulator ARI port")
+    parser.add_argument("--sim-ami-port", type=int, default=5038, help="simulator AMI port")
+
+
+def load_factory(spec: str) -> FlowFactory:
+    """``module.path:attribute`` -> the flow factory it names (clear error otherwise)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected module.path:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{spec!r} is not a callable flow factory")
+    return factory
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import sys
+
+    from appserver.embedded import EmbeddedError, redis_url
+
+    spec = args.flow_factory or (settings.apps[0] if settings.apps else "")
+    if not spec:
+        print("callyard asterisk: no call flow: pass --flow-factory module:attr "
+              "or set CALLYARD_APPS", file=sys.stderr)
+        return 2
+    try:
+        factory = load_factory(spec)
+    except ValueError as exc:
+        print(f"callyard asterisk: {exc}", file=sys.stderr)
+        return 2
+    if not settings.asterisk_ari and not args.sim:
+        print("callyard asterisk: no Asterisk node: set CALLYARD_ASTERISK_ARI "
+              "(e.g. http://user:secret@127.0.0.1:8088) or pass --sim", file=sys.stderr)
+        return 2
+    try:
+        with redis_url(settings, keep=True) as url:
+            return asyncio.run(serve(args, settings, factory, url))
+    except EmbeddedError as exc:
+        print(f"callyard asterisk: {exc}", file=sys.stderr)
+        return 1
+
+
+async def serve(args: argparse.Namespace, settings: Settings, factory: FlowFactory,
+                redis_url: str) -> int:
+    import asyncio
+    import contextlib
+    import logging
+    import signal
+
+    import redis.asyncio as aioredis
+
+    from appserver.asterisk.ami import AmiMonitor
+    from appserver.asterisk.worker import AsteriskWorker
+    from appserver.settings import AmiNode, AriNode
+
+    log = logging.getLogger("callyard.asterisk")
+    logging.getLogger("aioari.model").setLevel(logging.WARNING)
+    ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
+    sims: list[Any] = []
+    if args.sim:
+        from appserver.sim.ari import AriSimulator
+        from appserver.sim.ari.ami import AmiSimulator
+
+        ari_sim = AriSimulator(port=args.sim_port, stasis_app=settings.asterisk_app)
+        await ari_sim.start()
+        ami_sim = AmiSimulator(ari_sim, port=args.sim_ami_port)
+        await ami_sim.start()
+        sims = [ami_sim, ari_sim]
+        ari_nodes = [AriNode(url=ari_sim.base_url, username=ari_sim.username,
+                             password=ari_sim.password)]
+        ami_nodes = [AmiNode(host=ami_sim.host, port=ami_sim.port, username=ami_sim.username,
+                             secret=ami_sim.secret)]
+        log.info("simulator: ARI %s, AMI %s", ari_sim.url_with_credentials, ami_sim.address)
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    worker = AsteriskWorker(
+        ari_nodes, factory, app=settings.asterisk_app, redis=redis,
+        dial_template=settings.asterisk_dial_template, transfer_context=args.transfer_context,
+        fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
+    )
+    monitor = AmiMonitor(ami_nodes, redis=redis) if ami_nodes else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await worker.start()
+    if monitor:
+        await monitor.start()
+    log.info("Stasis application %r on %d Asterisk node(s)", settings.asterisk_app,
+             len(ari_nodes))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: %d call(s) in progress stay in Stasis", worker.active_calls)
+        if monitor:
+            await monitor.stop()
+        await worker.stop()
+        for sim in sims:
+            await sim.stop()
+        await redis.aclose()
+    return 0
