@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "asterisk": "appserver.asterisk.command",
     "render-config": "appserver.render_config",
     "seed-demo": "appserver.demo_command",
+    "menus": "appserver.menus.command",
 }
 
 

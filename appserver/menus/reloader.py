@@ -103,6 +103,7 @@ class MenuReloader:
             except MenuSetInvalid as exc:
                 problems = errors(exc.issues)
                 self.last_error = str(exc)
+                await self._learn_live_version()
                 log.warning(
                     "menu edit rejected; the last valid version stays live",
                     extra={"live_version": self.version, "errors": [str(i) for i in problems]},
@@ -112,6 +113,7 @@ class MenuReloader:
                 return False
             except (OSError, asyncpg.PostgresError, ValueError) as exc:
                 self.last_error = f"could not load menus: {exc}"
+                await self._learn_live_version()
                 log.error("menu reload failed", extra={"error": str(exc)})
                 RELOADS.labels("failed").inc()
                 await self._record(self.last_error, [])
@@ -121,6 +123,12 @@ class MenuReloader:
             LIVE_VERSION.set(self.version)
             RELOADS.labels("published" if published else "unchanged").inc()
             return True
+
+    async def _learn_live_version(self) -> None:
+        """After a restart, the live version is whatever Redis serves."""
+        if self.version is None:
+            with contextlib.suppress(Exception):
+                self.version = (await self.publisher.status())["version"]
 
     async def _record(self, message: str, issues: list[Any]) -> None:
         try:
