@@ -8,7 +8,9 @@ stopped at the end of the session.
 - ``pg_dsn`` (function): DSN of a fresh database with every migration applied, cloned from
   a migrated template (fast); dropped after the test.
 - ``pg_pool`` (function, async): an asyncpg pool on ``pg_dsn`` (via ``appserver.store.db``).
-- ``redis_url`` (function): URL of a Redis database flushed before the test.
+- ``redis_url`` (function): URL of a Redis database flushed (FLUSHDB) before the test. The
+  embedded Redis is private to the session, so parallel sessions never share data; with
+  ``CALLYARD_TEST_REDIS_URL``, give each parallel session its own db index in that URL.
 - ``redis_client`` (function, async): ``redis.asyncio.Redis`` on ``redis_url`` with
   ``decode_responses=True`` (str, not bytes), closed after the test.
 """
