@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import time as dtime
+from pathlib import Path
 
 import asyncpg
 import pytest_asyncio
@@ -276,3 +277,17 @@ async def test_reader_keeps_current_when_redis_holds_garbage(
     assert (await reader.refresh()).version == 1  # type: ignore[union-attr]
     assert "malformed menu set" in reader.last_error
     await reader.client.aclose()
+
+
+async def test_readme_sql_example_is_a_valid_menu(pg_pool: asyncpg.Pool) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Writing a menu", 1)[1]
+    sql = section.split("```sql", 1)[1].split("```", 1)[0]
+    await pg_pool.execute(sql)
+    ms = compile_menuset(await load_source(pg_pool))
+    flow = ms.flow_for("9999")
+    assert flow is not None
+    cmds = flow.start(CallInfo("c", "test", "+15550100", "9999"))
+    play = next(c for c in cmds if isinstance(c, Play))
+    assert play.prompts[1] == Prompt("tts", "Hello +15550100. For sales press 1, support 2.")
+    assert ms.menus["main"].by_digits["2"].action.priority == 5
