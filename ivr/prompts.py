@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ivr.calls import Prompt
@@ -34,9 +35,31 @@ CALL_VARIABLES: Mapping[str, Any] = {
     "vars": {},  # call variables: the engine's channel variables and ``set`` actions
 }
 
-_env = SandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+MAX_TEXT = 4000  # longest text a template may build (characters)
+
+
+class _PromptSandbox(SandboxedEnvironment):
+    """The jinja2 sandbox, plus limits on ``*`` and ``**`` so a template cannot build huge
+    values (rendered at validation time too)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise SecurityError("exponent too large in a prompt template")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                too_long = (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_TEXT
+                )
+                if too_long:
+                    raise SecurityError("value too long in a prompt template")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _PromptSandbox(undefined=StrictUndefined, autoescape=False)
 _cache: dict[str, Template] = {}
 
 
@@ -67,6 +90,8 @@ def check_template(prompt: Prompt, set_variables: Mapping[str, str] | None = Non
         return f"template error: {exc}"
     if not text.strip():
         return "renders to an empty text"
+    if len(text) > MAX_TEXT:
+        return f"renders to more than {MAX_TEXT} characters"
     return None
 
 

@@ -215,6 +215,13 @@ def test_check_template_catches_errors_at_validation() -> None:
     # The sandbox refuses attribute access to internals.
     assert check_template(Prompt("tts", "{{ caller.__class__.__mro__ }}")) is not None
     assert check_template(Prompt("tts", "{% if false %}x{% endif %}")) == "renders to an empty text"
+    # Templates cannot build huge values (validation renders them).
+    assert "too long" in (check_template(Prompt("tts", '{{ "a" * 10**9 }}')) or "")
+    assert "exponent" in (check_template(Prompt("tts", "{{ 2 ** 100000 }}")) or "")
+    assert "more than 4000" in (
+        check_template(Prompt("tts", "{% for i in range(5000) %}x{% endfor %}")) or ""
+    )
+    assert check_template(Prompt("tts", '{{ "ab" * 3 }}')) is None
 
 
 # ---------------------------------------------------------------- MenuSet serialisation

@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
+from redis import RedisError
 
 from appserver.menus.loader import RELEVANT_TABLES, load_source
 from appserver.menus.publisher import MenuPublisher
@@ -66,9 +67,17 @@ class MenuReloader:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Listen, publish the current menu set, and keep following edits until stop()."""
-        await self._listen()
-        await self.reload()
+        """Listen, publish the current menu set, and keep following edits until stop().
+
+        If PostgreSQL or Redis is not reachable yet, the reloader keeps retrying in the
+        background (workers go on serving the last published version meanwhile).
+        """
+        try:
+            await self._listen()
+            await self.reload()
+        except (OSError, asyncpg.PostgresError, RedisError) as exc:
+            log.error("menu reloader cannot start yet; retrying", extra={"error": str(exc)})
+            self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="menu-reloader")
 
     async def stop(self) -> None:
