@@ -227,7 +227,7 @@ async def test_bridge_originate_and_dial_outcomes(ari: Ari) -> None:
     assert gone["cause"] == 20
     assert await ari.request("POST", "/channels", endpoint="bogus", app="callyard") == (
         400, {"message": "Endpoint must be in the format technology/resource"})
-    assert call.transcript.lines()[1:3] == ["dialed PJSIP/1001", "bridged PJSIP/1001"]
+    assert call.transcript.lines()[1:3] == ["dialed 1001", "bridged 1001"]
 
 
 async def test_dropped_socket_keeps_channels_in_stasis(ari: Ari) -> None:

@@ -48,6 +48,14 @@ def timestamp(at: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{millis:03d}+0000"
 
 
+def party(endpoint: str) -> str:
+    """The dialled party of an endpoint, as transcripts name it: ``PJSIP/1001`` -> ``1001``,
+    ``PJSIP/1001@kamailio`` -> ``1001``, ``PJSIP/edge/sip:1001@host`` -> ``1001``."""
+    resource = endpoint.partition("/")[2] or endpoint
+    resource = resource.rpartition("/")[2].removeprefix("sip:")
+    return resource.partition("@")[0]
+
+
 def media_to_prompt(media: str) -> str:
     """``sound:ivr/welcome`` -> ``file:ivr/welcome``; ``digits:42`` / ``number:42`` unchanged;
     ``sound:silence/2`` -> ``silence:2000``."""
@@ -68,6 +76,7 @@ class SimPlayback:
     state: Literal["queued", "playing", "done", "failed", "cancelled"] = "queued"
     index: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    transcribed_end: bool = False  # the caller's transcript already shows how it ended
 
     def to_json(self) -> Json:
         data: Json = {
@@ -168,6 +177,7 @@ class SimEndpoint:
     state: Literal["online", "offline"] = "online"
     behaviour: Behaviour = "answer"
     answer_after: float = 0.05  # seconds of ringing before the behaviour applies
+    no_answer_after: float | None = None  # "no_answer": give up after this (None: timeout)
     talk_seconds: float = 0.3  # after answering, the far end hangs up after this long
     channel_ids: list[str] = field(default_factory=list)
 

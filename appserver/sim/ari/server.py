@@ -49,6 +49,7 @@ from appserver.sim.ari.models import (
     SimPlayback,
     SoundCatalog,
     media_to_prompt,
+    party,
     timestamp,
 )
 
@@ -282,8 +283,6 @@ class AriSimulator:
         chan = self.channels.get(channel_id)
         if chan is None or chan.hungup:
             return
-        if chan.call:
-            chan.call.transcript.add("hangup", "NORMAL_CLEARING caller")
         await self._destroy(chan, 16, by="caller")
 
     # ------------------------------------------------------------------ events
@@ -633,7 +632,7 @@ class AriSimulator:
         if dial:
             owner = self.channels.get(chan.originator or "")
             if owner and owner.call:
-                owner.call.transcript.add("dialed", endpoint)
+                owner.call.transcript.add("dialed", party(endpoint))
             self._spawn(self._run_outbound(chan, app, args, timeout))
         elif app:
             chan.stasis_app = app
@@ -655,11 +654,13 @@ class AriSimulator:
         chan.state = "Ringing"
         self._emit_channel("ChannelStateChange", chan)
         self._emit(app, "Dial", peer=chan.to_json(), dialstring=dialstring, dialstatus="RINGING")
-        wait = ep.answer_after if ep.behaviour != "no_answer" else float(timeout)
+        wait = ep.answer_after
+        if ep.behaviour == "no_answer":
+            wait = ep.no_answer_after if ep.no_answer_after is not None else float(timeout)
         await asyncio.sleep(min(wait, float(timeout)) if timeout > 0 else wait)
         if chan.hungup:
             return
-        if ep.behaviour != "answer" or (timeout > 0 and ep.answer_after > timeout):
+        if ep.behaviour != "answer" or (0 < timeout < ep.answer_after):
             status, cause = {"busy": ("BUSY", 17), "reject": ("CONGESTION", 21)}.get(
                 ep.behaviour, ("NOANSWER", 19))
             self._emit(app, "Dial", peer=chan.to_json(), dialstring=dialstring,
@@ -691,8 +692,6 @@ class AriSimulator:
             cause = HANGUP_REASONS[reason]
         else:
             cause = 16
-        if chan.call and not chan.call.ended:
-            chan.call.transcript.add("hangup", f"{CAUSES.get(cause, (str(cause),))[0]} app")
         await self._destroy(chan, cause, by="app", request_cause=32 if code is None else cause)
         return self._no_content()
 
@@ -703,6 +702,10 @@ class AriSimulator:
             return
         chan.hungup = True
         for pb in chan.playbacks:
+            if pb.state == "playing" and not pb.transcribed_end and chan.call:
+                pb.transcribed_end = True
+                prompt = media_to_prompt(pb.media[pb.index])
+                chan.call.transcript.add("prompt_finished", f"{prompt} stopped")
             pb.stop.set()
         if by == "app":
             self._emit_channel("ChannelHangupRequest", chan, cause=request_cause or 32, soft=True)
@@ -885,7 +888,8 @@ class AriSimulator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pb.stop.wait(), self.sounds.seconds(media))
                 if pb.stop.is_set():
-                    self._transcribe(target_id, "prompt_finished", f"{prompt} stopped")
+                    if not pb.transcribed_end:
+                        self._transcribe(target_id, "prompt_finished", f"{prompt} stopped")
                     break
                 self._transcribe(target_id, "prompt_finished", f"{prompt} done")
         if pb.state != "failed":
@@ -969,10 +973,14 @@ class AriSimulator:
             for other in members:
                 if other is not chan:
                     if chan.call:
-                        chan.call.transcript.add("bridged", other.endpoint or other.caller_number)
+                        chan.call.transcript.add("bridged", self._party(other))
                     if other.call:
-                        other.call.transcript.add("bridged", chan.endpoint or chan.caller_number)
+                        other.call.transcript.add("bridged", self._party(chan))
         return self._no_content()
+
+    @staticmethod
+    def _party(chan: SimChannel) -> str:
+        return party(chan.endpoint) if chan.endpoint else chan.caller_number
 
     def _leave_bridge(self, bridge: SimBridge, chan: SimChannel) -> None:
         if chan.id in bridge.channels:
