@@ -291,3 +291,32 @@ async def test_readme_sql_example_is_a_valid_menu(pg_pool: asyncpg.Pool) -> None
     play = next(c for c in cmds if isinstance(c, Play))
     assert play.prompts[1] == Prompt("tts", "Hello +15550100. For sales press 1, support 2.")
     assert ms.menus["main"].by_digits["2"].action.priority == 5
+
+
+async def test_reloader_listens_again_after_losing_its_connection(
+    reloader: MenuReloader, seeded: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    before = await live_version(redis_client)
+    listener = reloader._listener
+    assert listener is not None
+    await seeded.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+    # Edited while nobody listens: picked up by the full reload after reconnecting.
+    await seeded.execute("UPDATE ivr_menu_options SET digits = '7' WHERE digits = '2'")
+
+    async def bumped() -> bool:
+        return await live_version(redis_client) > before
+
+    await wait_until(bumped, 5.0)
+    assert reloader._listener is not listener
+    assert (
+        "7"
+        in (await stored(redis_client, await live_version(redis_client))).menus["main"].by_digits
+    )
+    # And the new connection hears NOTIFY again.
+    second = await live_version(redis_client)
+    await seeded.execute("UPDATE ivr_menu_options SET digits = '8' WHERE digits = '7'")
+
+    async def bumped_again() -> bool:
+        return await live_version(redis_client) > second
+
+    await wait_until(bumped_again, 1.0)
