@@ -555,6 +555,33 @@ async def test_engine_is_chosen_by_called_number(
     assert node.invites()[0].ruri.startswith(f"sip:{ruri_user}@")
 
 
+async def test_keepalive_options_answered_under_any_name(healthy: Edge) -> None:
+    engine_side = SipClient(healthy.nodes["ast1"].ip, healthy.internal_addr)
+    await engine_side.open()
+    healthy.clients.append(engine_side)
+    cid = engine_side.request("OPTIONS", None)  # R-URI is the edge's address
+    assert (await engine_side.final(cid)).status == 200
+    # Asterisk's qualify names the edge by its compose service name
+    call_id = uuid.uuid4().hex
+    engine_side.responses[call_id] = asyncio.Queue()
+    engine_side.send(
+        build(
+            "OPTIONS sip:kamailio:5070 SIP/2.0",
+            [
+                ("Via", f"SIP/2.0/UDP {engine_side.ip}:{engine_side.port};branch=z9hG4bK{call_id}"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:asterisk@{engine_side.ip}>;tag=q1"),
+                ("To", "<sip:kamailio:5070>"),
+                ("Call-ID", call_id),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        ),
+        healthy.internal_addr,
+    )
+    assert (await engine_side.final(call_id)).status == 200
+    assert all(n.invites() == [] for n in healthy.nodes.values())
+
+
 async def test_prefix_alone_is_incomplete(healthy: Edge) -> None:
     caller = await healthy.client()
     assert (await caller.call("82")).status == 484
