@@ -612,3 +612,19 @@ def test_internal_error_hangs_up_instead_of_raising() -> None:
     assert h.terminal == Hangup("NORMAL_TEMPORARY_FAILURE")
     assert flow.error is not None and "ghost" in flow.error
     assert flow.done
+
+
+def test_menu_language_and_path_variables_reach_prompts() -> None:
+    fr = replace(
+        CLOSED,
+        name="fr",
+        language="fr-CA",
+        greeting=("tts:{{ menu }} {{ menu_path }} {{ language }} {{ called }}",),
+        options=(OptionDef("1", "submenu", "de"),),
+    )
+    de = replace(CLOSED, name="de", language="de", greeting=("tts:{{ menu_path }} {{ digits }}",))
+    h = call(ms=build_menuset([fr, de]))
+    assert last_play(h) == Play("ivr1", (Prompt("tts", "fr fr fr-CA 9999"),), True, "fr-CA")
+    h.press("1")
+    assert last_play(h).language == "de"
+    assert last_play(h).prompts == (Prompt("tts", "fr/de 1"),)
