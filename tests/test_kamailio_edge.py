@@ -538,8 +538,9 @@ async def test_sip_over_tcp_reaches_the_udp_nodes(healthy: Edge) -> None:
     ("dialled", "engine", "ruri_user"),
     [
         ("9999", "fs", "9999"),  # default engine
-        ("819999", "fs", "9999"),  # FreeSWITCH prefix, stripped
-        ("829999", "ast", "9999"),  # Asterisk prefix, stripped
+        ("*19999", "fs", "9999"),  # FreeSWITCH prefix, stripped
+        ("*29999", "ast", "9999"),  # Asterisk prefix, stripped
+        ("8123", "fs", "8123"),  # digits that merely look like a prefix stay whole
         ("7001", "ast", "7001"),  # KAMAILIO_ASTERISK_NUMBERS range
         ("70012", "fs", "70012"),  # outside the range: default
     ],
@@ -584,7 +585,7 @@ async def test_keepalive_options_answered_under_any_name(healthy: Edge) -> None:
 
 async def test_prefix_alone_is_incomplete(healthy: Edge) -> None:
     caller = await healthy.client()
-    assert (await caller.call("82")).status == 484
+    assert (await caller.call("*2")).status == 484
     assert all(n.invites() == [] for n in healthy.nodes.values())
 
 
@@ -647,7 +648,7 @@ async def test_no_active_node_gives_503_at_once(healthy: Edge) -> None:
     ast1.alive = False
     await healthy.wait_flags("ast1", lambda f: f.startswith("I"), within=6)
     caller = await healthy.client()
-    reply = await caller.call("829999")
+    reply = await caller.call("*29999")
     assert reply.status == 503
     assert reply.first_line == "SIP/2.0 503 No Engine Available"
     assert ast1.invites() == []  # answered at once, nothing sent to the dead node

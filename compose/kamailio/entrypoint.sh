@@ -10,7 +10,7 @@
 #   KAMAILIO_INTERNAL_IP (`hostname -i`)  this address, so each side sees a Record-Route it can
 #                                       reach (double Record-Route); needed with KAMAILIO_ADVERTISE
 #   KAMAILIO_DEFAULT_ENGINE (freeswitch) engine for numbers no other rule matches
-#   KAMAILIO_FREESWITCH_PREFIX (81)     KAMAILIO_ASTERISK_PREFIX (82)   stripped prefixes
+#   KAMAILIO_FREESWITCH_PREFIX (*1)     KAMAILIO_ASTERISK_PREFIX (*2)   stripped prefixes
 #   KAMAILIO_FREESWITCH_NUMBERS         KAMAILIO_ASTERISK_NUMBERS       regexes (optional)
 #   KAMAILIO_ALGORITHM (4)              4 round-robin, 10 call-load (KAMAILIO_MAX_LOAD)
 #   KAMAILIO_PING_INTERVAL (10)         KAMAILIO_PROBING_THRESHOLD (2)
