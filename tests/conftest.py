@@ -54,6 +54,19 @@ def _embedded_dir() -> Iterator[Path]:
     guard.wait(10)
 
 
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A temporary directory for embedded servers' data (removed after the test).
+
+    Use it instead of ``tmp_path`` for a PGDATA: under root the server runs as the
+    ``embedded_postgres`` user, and every new pytest session chmods ``/tmp/pytest-of-root``
+    back to 0700, which would lock that user out of a running test's server.
+    """
+    path = Path(tempfile.mkdtemp(prefix="callyard-scratch-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def database_url(_embedded_dir: Path) -> Iterator[str]:
     """URL of the test PostgreSQL server (its maintenance database)."""

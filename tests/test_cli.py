@@ -26,24 +26,24 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_help_lists_migrate(tmp_path: Path) -> None:
-    result = _run(["--help"], tmp_path)
+def test_help_lists_migrate(scratch_dir: Path) -> None:
+    result = _run(["--help"], scratch_dir)
     assert result.returncode == 0, result.stderr
     assert "migrate" in result.stdout and "CALLYARD_" in result.stdout
-    bare = _run([], tmp_path)
+    bare = _run([], scratch_dir)
     assert bare.returncode == 2 and "migrate" in bare.stdout
 
 
-def test_migrate_twice_on_embedded_postgres(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_migrate_twice_on_embedded_postgres(scratch_dir: Path) -> None:
+    data = scratch_dir / "data"
     try:
-        first = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        first = _run(["migrate"], scratch_dir, CALLYARD_DATA_DIR=str(data))
         assert first.returncode == 0, first.stderr
         assert first.stdout.splitlines() == ["applied 001_core"]
-        second = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        second = _run(["migrate"], scratch_dir, CALLYARD_DATA_DIR=str(data))
         assert second.returncode == 0, second.stderr
         assert second.stdout.splitlines() == ["database is up to date"]
-        listing = _run(["migrate", "--list"], tmp_path, CALLYARD_DATA_DIR=str(data))
+        listing = _run(["migrate", "--list"], scratch_dir, CALLYARD_DATA_DIR=str(data))
         assert listing.stdout.splitlines() == ["001_core: applied"]
     finally:
         EmbeddedPostgres(data / "postgres").stop()
@@ -54,42 +54,42 @@ def test_migrate_twice_on_embedded_postgres(tmp_path: Path) -> None:
     assert not (data / "redis").exists()  # migrate needs no Redis
 
 
-def test_migrate_reuses_a_running_server_and_leaves_it(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "postgres")
+def test_migrate_reuses_a_running_server_and_leaves_it(scratch_dir: Path) -> None:
+    server = EmbeddedPostgres(scratch_dir / "postgres")
     server.start()
     try:
-        result = _run(["migrate"], tmp_path, CALLYARD_DATA_DIR=str(tmp_path))
+        result = _run(["migrate"], scratch_dir, CALLYARD_DATA_DIR=str(scratch_dir))
         assert result.returncode == 0, result.stderr
         assert server.running_port() is not None  # not stopped: this process started it
     finally:
         server.stop()
 
 
-def test_migrate_with_database_url(tmp_path: Path, pg_dsn: str) -> None:
+def test_migrate_with_database_url(scratch_dir: Path, pg_dsn: str) -> None:
     # pg_dsn is already migrated: nothing to do, and no embedded server is started.
-    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL=pg_dsn)
+    result = _run(["migrate"], scratch_dir, CALLYARD_DATABASE_URL=pg_dsn)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "database is up to date"
-    assert not (tmp_path / ".callyard").exists()
+    assert not (scratch_dir / ".callyard").exists()
 
 
-def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
-    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL="postgresql://u@127.0.0.1:1/x")
+def test_unreachable_database_is_a_clear_error(scratch_dir: Path) -> None:
+    result = _run(["migrate"], scratch_dir, CALLYARD_DATABASE_URL="postgresql://u@127.0.0.1:1/x")
     assert result.returncode == 1
     assert "callyard migrate:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_database_is_a_clear_error(tmp_path: Path, database_url: str) -> None:
+def test_missing_database_is_a_clear_error(scratch_dir: Path, database_url: str) -> None:
     url = database_url.rsplit("/", 1)[0] + "/no_such_database"
-    result = _run(["migrate"], tmp_path, CALLYARD_DATABASE_URL=url)
+    result = _run(["migrate"], scratch_dir, CALLYARD_DATABASE_URL=url)
     assert result.returncode == 1
     assert 'database "no_such_database" does not exist' in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
-    result = _run(["migrate"], tmp_path, CALLYARD_LOG_FORMAT="xml")
+def test_bad_setting_exits_2_naming_the_variable(scratch_dir: Path) -> None:
+    result = _run(["migrate"], scratch_dir, CALLYARD_LOG_FORMAT="xml")
     assert result.returncode == 2
     assert "CALLYARD_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
     # --help needs no valid configuration.
-    assert _run(["--help"], tmp_path, CALLYARD_LOG_FORMAT="xml").returncode == 0
+    assert _run(["--help"], scratch_dir, CALLYARD_LOG_FORMAT="xml").returncode == 0

@@ -77,9 +77,9 @@ def _pg_query(url: str, sql: str) -> object:
 
 
 def test_postgres_starts_is_reused_persists_and_stops(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    data = tmp_path / "pg"
+    data = scratch_dir / "pg"
     server = track(EmbeddedPostgres(data))
     url = server.start()
     assert server.started and url.startswith("postgresql://postgres@127.0.0.1:")
@@ -108,9 +108,9 @@ def test_postgres_starts_is_reused_persists_and_stops(
 
 
 def test_parallel_starts_share_one_postgres(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    data = tmp_path / "pg"
+    data = scratch_dir / "pg"
     servers = [track(EmbeddedPostgres(data)) for _ in range(3)]
     urls: list[str] = []
     threads = [threading.Thread(target=lambda s=s: urls.append(s.start())) for s in servers]
@@ -126,9 +126,9 @@ def test_parallel_starts_share_one_postgres(
 
 
 def test_redis_starts_is_reused_persists_and_stops(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    data = tmp_path / "redis"
+    data = scratch_dir / "redis"
     server = track(EmbeddedRedis(data))
     url = server.start()
     assert server.started and url.startswith("redis://127.0.0.1:")
@@ -157,9 +157,9 @@ def test_redis_starts_is_reused_persists_and_stops(
 
 
 def test_redis_restarts_over_a_stale_pid_file(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    data = tmp_path / "redis"
+    data = scratch_dir / "redis"
     data.mkdir()
     (data / "redis.pid").write_text("999999\n")
     (data / "redis.port").write_text("1\n")
@@ -172,19 +172,19 @@ def test_redis_restarts_over_a_stale_pid_file(
 
 
 def test_storage_urls_stops_only_what_it_started(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    settings = load_settings(data_dir=tmp_path)
-    track(EmbeddedPostgres(tmp_path / "postgres"))
-    track(EmbeddedRedis(tmp_path / "redis"))
+    settings = load_settings(data_dir=scratch_dir)
+    track(EmbeddedPostgres(scratch_dir / "postgres"))
+    track(EmbeddedRedis(scratch_dir / "redis"))
     with storage_urls(settings) as (db_url, redis_url):
         assert _pg_query(db_url, "SELECT 1") == 1
         assert redis.Redis.from_url(redis_url).ping()
-        pg_port = EmbeddedPostgres(tmp_path / "postgres").running_port()
-        redis_port = EmbeddedRedis(tmp_path / "redis").running_port()
+        pg_port = EmbeddedPostgres(scratch_dir / "postgres").running_port()
+        redis_port = EmbeddedRedis(scratch_dir / "redis").running_port()
     assert pg_port and redis_port
     assert not _port_open(pg_port) and not _port_open(redis_port)
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert _processes_mentioning(str(scratch_dir)) == []
 
     # keep=True leaves them running; a later call reuses them and leaves them running too.
     with storage_urls(settings, keep=True) as (db_url, _):
@@ -192,39 +192,39 @@ def test_storage_urls_stops_only_what_it_started(
     with storage_urls(settings) as (db_url2, _):
         assert db_url2 == db_url
     assert _pg_query(db_url, "SELECT 1") == 1
-    EmbeddedPostgres(tmp_path / "postgres").stop()
-    EmbeddedRedis(tmp_path / "redis").stop()
-    assert _processes_mentioning(str(tmp_path)) == []
+    EmbeddedPostgres(scratch_dir / "postgres").stop()
+    EmbeddedRedis(scratch_dir / "redis").stop()
+    assert _processes_mentioning(str(scratch_dir)) == []
 
 
 def test_storage_urls_uses_configured_urls(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
     settings = load_settings(
-        data_dir=tmp_path,
+        data_dir=scratch_dir,
         database_url="postgresql://u@db.example:5432/x",
         redis_url="redis://cache.example:6379/3",
     )
     with storage_urls(settings) as urls:
         assert urls == ("postgresql://u@db.example:5432/x", "redis://cache.example:6379/3")
-    assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+    assert not (scratch_dir / "postgres").exists() and not (scratch_dir / "redis").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root needs the unprivileged system user")
 def test_postgres_under_root_runs_unprivileged(
-    tmp_path: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server]
 ) -> None:
-    server = track(EmbeddedPostgres(tmp_path / "pg"))
+    server = track(EmbeddedPostgres(scratch_dir / "pg"))
     server.start()
     try:
-        pid = int((tmp_path / "pg" / "postmaster.pid").read_text().split()[0])
+        pid = int((scratch_dir / "pg" / "postmaster.pid").read_text().split()[0])
         assert os.stat(f"/proc/{pid}").st_uid != 0
     finally:
         server.stop()
 
 
-def test_guard_stops_servers_when_the_owner_dies(tmp_path: Path) -> None:
-    data = tmp_path / "session"
+def test_guard_stops_servers_when_the_owner_dies(scratch_dir: Path) -> None:
+    data = scratch_dir / "session"
     owner = subprocess.Popen(["sleep", "60"])
     pg, rd = EmbeddedPostgres(data / "postgres"), EmbeddedRedis(data / "redis")
     try:
