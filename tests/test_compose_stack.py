@@ -196,6 +196,7 @@ def test_services_of_the_stack_and_their_health_checks() -> None:
         "setup",
         "callyard-api",
         "callyard-freeswitch",
+        "callyard-freeswitch-2",
         "callyard-asterisk",
     }
     assert expected <= set(services)
