@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "render-config": "appserver.render_config",
     "seed-demo": "appserver.demo_command",
     "menus": "appserver.menus.command",
+    "api": "appserver.api.command",
+    "dev": "appserver.dev",
 }
 
 

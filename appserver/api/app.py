@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -16,8 +17,14 @@ WEB = Path(__file__).parent / "web"
 templates = Jinja2Templates(directory=WEB / "templates")
 
 
-def create_app(*, sim_calls: SimCalls | None = None) -> FastAPI:
-    """Build the app. ``sim_calls`` (dev mode only) mounts ``/sim`` and ``/softphone``."""
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+
+def create_app(
+    *, sim_calls: SimCalls | None = None, readiness: Readiness | None = None
+) -> FastAPI:
+    """Build the app. ``readiness`` checks dependencies for ``/readyz``; ``sim_calls``
+    (dev mode only) mounts ``/sim`` and ``/softphone``."""
     app = FastAPI(title="Callyard", version=__version__)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
@@ -25,6 +32,13 @@ def create_app(*, sim_calls: SimCalls | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready to serve: every dependency answers (503 and the failing ones otherwise)."""
+        checks = await readiness() if readiness else {}
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     if sim_calls is not None:
         app.include_router(sim_router(sim_calls))

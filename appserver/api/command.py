@@ -1,0 +1,41 @@
+"""``callyard api``: the HTTP API, plus the menu reloader that publishes menus to Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appserver.settings import Settings
+
+HELP = "run the HTTP API (health, readiness) and the menu publisher (PostgreSQL -> Redis)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default CALLYARD_API_HOST)")
+    parser.add_argument("--port", type=int, help="bind port (default CALLYARD_API_PORT)")
+
+
+async def serve(settings: Settings, dsn: str, redis_url: str, host: str, port: int) -> None:
+    import uvicorn
+
+    from appserver.api.services import Services
+
+    async with Services.started(dsn, redis_url) as services:
+        app = services.app()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
+        )
+        await server.serve()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from appserver.embedded import storage_urls
+
+    with storage_urls(settings) as (dsn, redis_url):
+        asyncio.run(
+            serve(settings, dsn, redis_url, args.host or settings.api_host,
+                  args.port or settings.api_port)
+        )
+    return 0

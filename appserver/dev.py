@@ -1,0 +1,204 @@
+"""``callyard dev``: the whole server on a laptop, in one command.
+
+Starts (or reuses) embedded PostgreSQL and Redis unless URLs are configured, applies
+migrations, seeds the demo, runs both engine simulators and the API in this process,
+and the FreeSWITCH and Asterisk workers as supervised child processes, exactly as they
+run in production (``callyard freeswitch`` / ``callyard asterisk``), pointed at the
+simulators. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appserver.settings import Settings
+
+HELP = "run everything on this machine: embedded storage, simulators, API, both workers"
+log = logging.getLogger("callyard.dev")
+
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="embedded servers' data (default CALLYARD_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--no-seed", action="store_true", help="do not load the demo data set"
+    )
+
+
+@dataclass
+class Child:
+    """A worker process kept running: restarted with backoff if it dies."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    stopping: bool = field(default=False, repr=False)
+
+    def spawn(self) -> None:
+        # Own session: Ctrl-C reaches only us, and we stop the children in order.
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %s)", self.name, self.proc.pid)
+
+    async def supervise(self) -> None:
+        self.spawn()
+        while not self.stopping:
+            assert self.proc is not None
+            code = await asyncio.to_thread(self.proc.wait)
+            if self.stopping:
+                return
+            if time.monotonic() - self.started_at > 30:
+                self.restarts = 0  # it ran a good while: start the backoff over
+            delay = RESTART_BACKOFF[min(self.restarts, len(RESTART_BACKOFF) - 1)]
+            log.error("%s exited with status %s; restarting in %.1fs", self.name, code, delay)
+            self.restarts += 1
+            await asyncio.sleep(delay)
+            if not self.stopping:
+                self.spawn()
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.stopping = True
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _prepare_database(dsn: str, seed: bool) -> None:
+    from appserver.demo import seed_demo
+    from appserver.store.db import connect
+    from appserver.store.migrations import migrate
+
+    for version in await migrate(dsn):
+        log.info("applied migration %s", version)
+    if seed:
+        conn = await connect(dsn)
+        try:
+            await seed_demo(conn)
+        finally:
+            await conn.close()
+
+
+def _banner(base: str, seed: bool) -> str:
+    from appserver.demo import DEMO_AGENTS, DEMO_NUMBER
+
+    lines = [
+        "",
+        "Callyard is running.",
+        f"  softphone       {base}/softphone   (dial {DEMO_NUMBER})",
+        f"  API docs        {base}/docs",
+        f"  simulated calls {base}/sim/calls",
+        f"  health          {base}/healthz  {base}/readyz",
+    ]
+    if seed:
+        lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
+                                                    for a in DEMO_AGENTS))
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
+    import uvicorn
+
+    from appserver.api.services import Services
+    from appserver.api.sim_routes import SimCalls
+    from appserver.embedded import free_port
+    from appserver.sim.ari.server import AriSimulator
+    from appserver.sim.esl.simulator import FreeswitchSimulator
+
+    started = time.monotonic()
+    await _prepare_database(dsn, seed=not args.no_seed)
+
+    fs_listen = ("127.0.0.1", free_port())
+    esl = FreeswitchSimulator(workers=[fs_listen])
+    await esl.start()
+    ari = AriSimulator(stasis_app=settings.asterisk_app)
+    await ari.start()
+
+    env = {
+        **os.environ,
+        "CALLYARD_DATABASE_URL": dsn,
+        "CALLYARD_REDIS_URL": redis_url,
+        "CALLYARD_FREESWITCH_LISTEN": f"{fs_listen[0]}:{fs_listen[1]}",
+        "CALLYARD_FREESWITCH_ESL": f"127.0.0.1:{esl.esl_port}:{esl.password}",
+        "CALLYARD_ASTERISK_ARI": ari.url_with_credentials,
+        "CALLYARD_LOG_LEVEL": settings.log_level,
+        "CALLYARD_LOG_FORMAT": settings.log_format,
+    }
+    cli = [sys.executable, "-m", "appserver.cli"]
+    children = [
+        Child("freeswitch worker", [*cli, "freeswitch"], env),
+        Child("asterisk worker", [*cli, "asterisk"], env),
+    ]
+    supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
+
+    try:
+        async with Services.started(dsn, redis_url) as services:
+            sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
+            config = uvicorn.Config(
+                services.app(sim_calls=sim_calls),
+                host=args.host,
+                port=args.port,
+                log_config=None,
+                lifespan="off",
+            )
+            server = uvicorn.Server(config)
+            server_task = asyncio.create_task(server.serve())
+            while not server.started and not server_task.done():
+                await asyncio.sleep(0.05)
+            if server_task.done():
+                await server_task
+                log.error("the HTTP server could not start on %s:%s", args.host, args.port)
+                return 1
+            base = f"http://{args.host}:{args.port}"
+            print(_banner(base, seed=not args.no_seed), flush=True)
+            log.info("started in %.1fs", time.monotonic() - started)
+            await server_task
+    finally:
+        for child in children:
+            await asyncio.to_thread(child.stop)
+        for task in supervisors:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await esl.stop()
+        await ari.stop()
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from appserver.embedded import EmbeddedError, storage_urls
+
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    try:
+        with storage_urls(settings) as (dsn, redis_url):
+            return asyncio.run(serve(args, settings, dsn, redis_url))
+    except EmbeddedError as exc:
+        print(f"callyard dev: {exc}", file=sys.stderr)
+        return 1
