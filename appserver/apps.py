@@ -1,0 +1,83 @@
+"""Which call flow serves a call: the apps in ``CALLYARD_APPS``, then the IVR menus.
+
+An app is a *flow factory*: ``factory(call: CallInfo) -> CallFlow | None``; None means
+"not mine". The workers ask each app of ``CALLYARD_APPS`` in order, then the menus
+published from PostgreSQL (the IVR is one app among others, always last). A call no app
+takes is told politely that the number is not in service by the driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+
+from ivr.calls import CallFlow, CallInfo
+
+FlowFactory = Callable[[CallInfo], CallFlow | None]
+log = logging.getLogger("callyard.apps")
+
+
+class AppLoadError(ValueError):
+    """An app named in the settings cannot be loaded (the message says why)."""
+
+
+def load_app(spec: str) -> FlowFactory:
+    """``module.path:attribute`` -> the flow factory it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(f"expected module.path:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # a broken app module must fail the start, clearly
+        raise AppLoadError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise AppLoadError(f"{spec!r} is not callable: expected factory(call_info) -> flow")
+    return factory
+
+
+class MenuFlows:
+    """The IVR app: flows for the numbers in the menus published to Redis.
+
+    Uses the blocking reader (a thread, or a greenlet under gevent), so one class serves
+    both workers; ``flow_for`` itself is an in-memory lookup.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        from appserver.menus.readers import MenuSetReader
+
+        self.reader = MenuSetReader(redis_url)
+
+    def start(self) -> None:
+        self.reader.start()
+
+    def stop(self) -> None:
+        self.reader.stop()
+
+    def __call__(self, call: CallInfo) -> CallFlow | None:
+        return self.reader.flow_for(call.called)
+
+
+class AppRouter:
+    """Asks each factory in turn; the first flow returned serves the call."""
+
+    def __init__(self, factories: Sequence[FlowFactory]) -> None:
+        self.factories = list(factories)
+
+    def __call__(self, call: CallInfo) -> CallFlow | None:
+        for factory in self.factories:
+            flow = factory(call)
+            if flow is not None:
+                return flow
+        return None
+
+
+def build_router(apps: Sequence[str], menus: MenuFlows | None) -> AppRouter:
+    """The factories of ``apps`` (loaded now: a broken one raises AppLoadError), then menus."""
+    factories: list[FlowFactory] = [load_app(spec) for spec in apps]
+    if menus is not None:
+        factories.append(menus)
+    return AppRouter(factories)
