@@ -400,6 +400,7 @@ async def running_edge(run_dir: Path, **overrides: str) -> AsyncIterator[Edge]:
         "KAMAILIO_PIKE_DENSITY": "60",
         "KAMAILIO_BAN_SECONDS": "60",
         "KAMAILIO_AGENT_PASSWORD": AGENT_PASSWORD,
+        "KAMAILIO_NATPING_INTERVAL": "1",
         "KAMAILIO_LOG_LEVEL": "2",
         **overrides,
     }
@@ -677,51 +678,53 @@ async def test_malformed_requests_are_rejected(healthy: Edge) -> None:
     assert (await caller.call("9999")).status == 200
 
 
-def _digest(user: str, realm: str, nonce: str, uri: str, method: str = "REGISTER") -> str:
-    ha1 = hashlib.md5(f"{user}:{realm}:{AGENT_PASSWORD}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    return hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-
-
-async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edge) -> None:
-    phone = await healthy.client()
-    register_uri = f"sip:{EDGE_IP}:{healthy.port}"
-    to = [("To", f"<sip:1001@{EDGE_IP}>")]
-    contact = [("Contact", f"<sip:1001@{phone.ip}:{phone.port}>"), ("Expires", "120")]
-
-    cid = phone.request("REGISTER", None, omit=("To", "Contact"), extra=to + contact)
-    challenge = await phone.final(cid)
+async def register(
+    edge: Edge,
+    phone: SipClient,
+    extension: str,
+    *,
+    contact: str | None = None,
+    password: str = AGENT_PASSWORD,
+) -> SipMessage:
+    """REGISTER ``extension`` with digest auth; ``contact`` "host:port" as the phone sees
+    itself (a NATed phone's private address), its socket by default."""
+    contact = contact or f"{phone.ip}:{phone.port}"
+    register_uri = f"sip:{EDGE_IP}:{edge.port}"
+    headers = [
+        ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport"),
+        ("To", f"<sip:{extension}@{EDGE_IP}>"),
+        ("Contact", f"<sip:{extension}@{contact}>"),
+        ("Expires", "120"),
+    ]
+    omit = ("Via", "To", "Contact")
+    challenge = await phone.final(phone.request("REGISTER", None, omit=omit, extra=headers))
     assert challenge.status == 401
     www = challenge.get("WWW-Authenticate") or ""
     realm = re.search(r'realm="([^"]+)"', www)
     nonce = re.search(r'nonce="([^"]+)"', www)
     assert realm and nonce, www
-
-    def auth(password_ok: bool) -> list[tuple[str, str]]:
-        resp = _digest("1001", realm.group(1), nonce.group(1), register_uri)
-        if not password_ok:
-            resp = "0" * 32
-        return [
-            (
-                "Authorization",
-                f'Digest username="1001", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
-                f'uri="{register_uri}", response="{resp}", algorithm=MD5',
-            )
-        ]
-
-    cid = phone.request(
+    ha1 = hashlib.md5(f"{extension}:{realm.group(1)}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
+    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
+    authorization = (
+        f'Digest username="{extension}", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
+        f'uri="{register_uri}", response="{response}", algorithm=MD5'
+    )
+    headers[0] = ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport")
+    call_id = phone.request(
         "REGISTER",
         None,
         cseq="2 REGISTER",
-        omit=("To", "Contact"),
-        extra=to + contact + auth(False),
+        omit=omit,
+        extra=[*headers, ("Authorization", authorization)],
     )
-    assert (await phone.final(cid)).status == 401
+    return await phone.final(call_id)
 
-    cid = phone.request(
-        "REGISTER", None, cseq="3 REGISTER", omit=("To", "Contact"), extra=to + contact + auth(True)
-    )
-    ok = await phone.final(cid)
+
+async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edge) -> None:
+    phone = await healthy.client()
+    assert (await register(healthy, phone, "1001", password="wrong")).status == 401
+    ok = await register(healthy, phone, "1001")
     assert ok.status == 200
     assert f"{phone.ip}:{phone.port}" in (ok.get("Contact") or "")
 
@@ -742,6 +745,66 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
     assert (await caller.call("1001")).status == 200
     assert len(phone.requests) == 2
     assert all(n.invites() == [] for n in healthy.nodes.values())
+
+
+async def test_registration_needs_matching_auth_user(healthy: Edge) -> None:
+    phone = await healthy.client()
+    # credentials of 1001 used to register 1009
+    contact = f"{phone.ip}:{phone.port}"
+    call_id = phone.request(
+        "REGISTER",
+        None,
+        omit=("To", "Contact"),
+        extra=[("To", f"<sip:1009@{EDGE_IP}>"), ("Contact", f"<sip:1009@{contact}>")],
+    )
+    challenge = await phone.final(call_id)
+    www = challenge.get("WWW-Authenticate") or ""
+    realm = re.search(r'realm="([^"]+)"', www)
+    nonce = re.search(r'nonce="([^"]+)"', www)
+    assert realm and nonce
+    register_uri = f"sip:{EDGE_IP}:{healthy.port}"
+    ha1 = hashlib.md5(f"1001:{realm.group(1)}:{AGENT_PASSWORD}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
+    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
+    call_id = phone.request(
+        "REGISTER",
+        None,
+        cseq="2 REGISTER",
+        omit=("To", "Contact"),
+        extra=[
+            ("To", f"<sip:1009@{EDGE_IP}>"),
+            ("Contact", f"<sip:1009@{contact}>"),
+            (
+                "Authorization",
+                f'Digest username="1001", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
+                f'uri="{register_uri}", response="{response}", algorithm=MD5',
+            ),
+        ],
+    )
+    assert (await phone.final(call_id)).status == 403
+    # 1009 stays unregistered: a call to it goes to the engines, not to this phone
+    reply = await (await healthy.client()).call("1009")
+    assert (reply.get("X-Node") or "").startswith("fs")
+    assert phone.requests == []
+
+
+async def test_phone_behind_nat_is_reached_at_its_source_and_kept_open(healthy: Edge) -> None:
+    phone = await healthy.client()
+    private = "192.168.77.77:5062"  # what the phone believes its address is
+    ok = await register(healthy, phone, "1004", contact=private)
+    assert ok.status == 200
+
+    caller = await healthy.client()
+    assert (await caller.call("1004")).status == 200
+    invites = [r for r in phone.requests if r.method == "INVITE"]
+    assert len(invites) == 1  # delivered to the address the REGISTER came from
+    assert invites[0].ruri.startswith(f"sip:1004@{private}")
+
+    # NAT keep-alive: OPTIONS pings reach the phone (KAMAILIO_NATPING_INTERVAL=1 here)
+    deadline = time.monotonic() + 5
+    while not any(r.method == "OPTIONS" for r in phone.requests):
+        assert time.monotonic() < deadline, "no NAT keep-alive OPTIONS within 5 s"
+        await asyncio.sleep(0.2)
 
 
 async def test_flood_from_one_address_is_banned(healthy: Edge) -> None:

@@ -17,6 +17,7 @@
 #   KAMAILIO_INACTIVE_THRESHOLD (1)     KAMAILIO_INVITE_TIMEOUT_MS (3000)
 #   KAMAILIO_PIKE_UNIT (2)              KAMAILIO_PIKE_DENSITY (30)   KAMAILIO_BAN_SECONDS (300)
 #   KAMAILIO_AGENT_PASSWORD             when set, REGISTER needs this digest password
+#   KAMAILIO_NATPING_INTERVAL (30)      OPTIONS pings to phones registered from behind NAT
 #   KAMAILIO_CHILDREN (4)               KAMAILIO_LOG_LEVEL (2)
 #   KAMAILIO_CTL (unix:/run/kamailio/kamailio_ctl)   kamcmd socket
 #   KAMAILIO_DISPATCHER_LIST            where the list is written (/tmp/dispatcher.list)
@@ -115,6 +116,7 @@ for pair in \
     PIKE_UNIT:KAMAILIO_PIKE_UNIT \
     PIKE_DENSITY:KAMAILIO_PIKE_DENSITY \
     BAN_SECONDS:KAMAILIO_BAN_SECONDS \
+    NATPING_INTERVAL:KAMAILIO_NATPING_INTERVAL \
     CHILDREN:KAMAILIO_CHILDREN \
     LOG_LEVEL:KAMAILIO_LOG_LEVEL; do
     name=${pair%%:*}
