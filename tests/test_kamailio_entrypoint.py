@@ -119,6 +119,13 @@ def test_bad_environment_stops_with_a_message(
         {},
         {"KAMAILIO_ALGORITHM": "10", "KAMAILIO_MAX_LOAD": "100"},
         {"KAMAILIO_AGENT_PASSWORD": "pw", "KAMAILIO_FREESWITCH_NUMBERS": "^1[0-9]{3}$"},
+        # as in compose: advertised public socket plus the internal one
+        {
+            "KAMAILIO_ADVERTISE": "203.0.113.5:5060",
+            "KAMAILIO_INTERNAL_IP": "127.0.0.1",
+            "KAMAILIO_INTERNAL_PORT": "5070",
+            "KAMAILIO_ASTERISK_PREFIX": "*2",
+        },
     ],
 )
 def test_real_kamailio_accepts_the_config_in_every_mode(
