@@ -178,9 +178,10 @@ class NodeLink:
         self._stopping = True
         if self._run_task:
             self._run_task.cancel()
-        for session in list(self.sessions.values()):
-            if session.task:
-                session.task.cancel()
+        tasks = [s.task for s in self.sessions.values() if s.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ event routing
 

@@ -122,6 +122,10 @@ class AriSimulator:
         self.known_apps: set[str] = set()
         # Called with (channel id, operation nickname) for every REST command on a channel.
         self.on_command: Callable[[str, str], None] | None = None
+        # Seconds from a ChannelDtmfReceived event queued for the application to the next
+        # REST command on that channel (the worker's reaction time), for benchmarks.
+        self.dtmf_latencies: list[float] = []
+        self._dtmf_sent: dict[str, float] = {}
         self._seq = itertools.count(1)
         self._epoch = int(time.time())
         self._started = time.time()
@@ -276,6 +280,7 @@ class AriSimulator:
                 chan.call.transcript.add("dtmf", digit)
             if chan.stasis_app:
                 self._emit_channel("ChannelDtmfReceived", chan, digit=digit, duration_ms=100)
+                self._dtmf_sent[chan.id] = time.monotonic()
             if i + 1 < len(digits):
                 await asyncio.sleep(gap)
 
@@ -419,9 +424,15 @@ class AriSimulator:
             raise AriError(404, "Channel not found")
         if in_stasis and chan.stasis_app is None:
             raise AriError(409, "Channel not in Stasis application")
-        if self.on_command:
-            self.on_command(chan.id, request.path.rsplit("/", 1)[-1])
+        self._note_command(chan.id, request.path.rsplit("/", 1)[-1])
         return chan
+
+    def _note_command(self, channel_id: str, operation: str) -> None:
+        sent = self._dtmf_sent.pop(channel_id, None)
+        if sent is not None:
+            self.dtmf_latencies.append(time.monotonic() - sent)
+        if self.on_command:
+            self.on_command(channel_id, operation)
 
     def _bridge(self, request: web.Request) -> SimBridge:
         bridge = self.bridges.get(request.match_info["bridgeId"])
@@ -719,6 +730,7 @@ class AriSimulator:
         cause_name, cause_txt = CAUSES.get(cause, (f"CAUSE_{cause}", "Unknown"))
         self._emit_channel("ChannelDestroyed", chan, cause=cause, cause_txt=cause_txt)
         self.channels.pop(chan.id, None)
+        self._dtmf_sent.pop(chan.id, None)
         ep = self.endpoints.get(chan.endpoint)
         if ep and chan.id in ep.channel_ids:
             ep.channel_ids.remove(chan.id)
@@ -908,8 +920,7 @@ class AriSimulator:
         if entry is None:
             raise AriError(404, "Playback not found")
         pb, target = entry
-        if self.on_command:
-            self.on_command(target, "stop")
+        self._note_command(target, "stop")
         pb.stop.set()
         chan = self.channels.get(target)
         if pb.state == "queued" and chan and pb in chan.playbacks[1:]:
