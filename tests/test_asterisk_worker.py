@@ -448,3 +448,16 @@ async def test_async_flow_factory(sim: AriSimulator, workers: Workers) -> None:
     call = await sim.place_call("9999")
     await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "0"),
                            ("expect_hangup", "app")])
+
+
+async def test_unknown_events_and_fields_are_ignored(sim: AriSimulator, workers: Workers) -> None:
+    await workers.start(ivr_factory(menus()))
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/welcome")
+    # An event type this worker does not know, and a known one with fields it does not know.
+    sim._emit("callyard", "SomethingNew", channel={"id": call.call_id}, gadget=[1, 2])
+    sim._emit("callyard", "ChannelDtmfReceived", digit="1", duration_ms=100,
+              channel={"id": call.call_id, "future_field": {"x": 1}}, extra=True)
+    await run_steps(call, [("expect_prompt", "file:ivr/sales"), ("press", "*"),
+                           ("expect_prompt", "file:ivr/welcome"), ("press", "0"),
+                           ("expect_hangup", "app")])
