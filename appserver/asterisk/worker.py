@@ -425,14 +425,20 @@ class AsteriskWorker:
                 return link.sessions[call_id]
         return None
 
-    def deliver(self, call_id: str, event: Event) -> bool:
-        """Deliver an event from another component (e.g. the queue runtime) to a call.
-        Returns False when the call is not (or no longer) on this worker."""
+    def deliver(self, call_id: str, event: Event) -> None:
+        """Deliver an event from another component (e.g. the queue runtime: pass this as its
+        ``deliver`` callback) to a call. Events for calls not (or no longer) on this worker
+        are logged and dropped; :meth:`has_call` tells beforehand."""
         session = self.session(call_id)
         if session is None or session.finished:
-            return False
+            log.info("event for a call not on this worker dropped",
+                     extra={"call_id": call_id, "event": type(event).__name__})
+            return
         session.post(event)
-        return True
+
+    def has_call(self, call_id: str) -> bool:
+        session = self.session(call_id)
+        return session is not None and not session.finished
 
     async def start(self) -> None:
         self._tasks = [asyncio.ensure_future(link.run()) for link in self.links]
