@@ -21,7 +21,6 @@ same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -124,19 +123,25 @@ class QueueRuntime(_RuntimeCore):
         self._inbox_store = QueueStore(redis, prefix)
         self._actions: asyncio.Queue[RuntimeAction] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         await self.refresh_configs()
         self._tasks = [asyncio.create_task(self._run_actions(), name="queues-actions"),
                        asyncio.create_task(self._run_inbox(), name="queues-inbox"),
                        asyncio.create_task(self._run_ticks(), name="queues-tick")]
 
     async def stop(self) -> None:
+        # The loops also watch this flag: redis-py can swallow a cancellation mid-command.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.tick_seconds + 2)
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception():
+                log.error("queue runtime task failed", exc_info=task.exception())
         self._tasks = []
 
     async def refresh_configs(self) -> None:
@@ -159,7 +164,7 @@ class QueueRuntime(_RuntimeCore):
         self._actions.put_nowait(action)
 
     async def _run_actions(self) -> None:
-        while True:
+        while not self._stopping:
             action = await self._actions.get()
             try:
                 await self._apply(action)
@@ -207,7 +212,7 @@ class QueueRuntime(_RuntimeCore):
                 await store.match(flow.config.name)
 
     async def _run_inbox(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 msg = await self._inbox_store.pop_inbox(self.worker_id, timeout=1)
             except asyncio.CancelledError:
@@ -220,7 +225,7 @@ class QueueRuntime(_RuntimeCore):
                 self._assigned(msg)
 
     async def _run_ticks(self) -> None:
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             try:
                 await self.tick()

@@ -1,0 +1,228 @@
+"""The caller's experience as a pure flow: no Redis, no engine."""
+
+from __future__ import annotations
+
+from appserver.queues.caller_flow import (
+    ANNOUNCE_TIMER,
+    MAX_WAIT_TIMER,
+    CallerFlow,
+    DialFailed,
+    Finish,
+    Join,
+    Leave,
+    RuntimeAction,
+)
+from appserver.queues.flow import QueueingFlow
+from appserver.queues.model import QueueConfig
+from ivr.calls import (
+    AgentAssigned,
+    Answer,
+    CallInfo,
+    CancelTimer,
+    Command,
+    Dial,
+    DialResult,
+    Dtmf,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    Play,
+    PlayFinished,
+    Prompt,
+    QueueResult,
+    QueueUpdate,
+    StartMoh,
+    StartTimer,
+    StopMoh,
+    StopPlay,
+    TimerFired,
+    Transfer,
+)
+
+CALL = CallInfo("call-1", "test", "+15550100", "9999")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**conf: object) -> tuple[CallerFlow, list[RuntimeAction], Clock]:
+    actions: list[RuntimeAction] = []
+    clock = Clock()
+    cfg = QueueConfig("support", **conf)  # type: ignore[arg-type]
+    return CallerFlow(cfg, 3, actions.append, clock=clock), actions, clock
+
+
+def test_start_joins_plays_moh_and_arms_timers() -> None:
+    flow, actions, _ = make(moh_class="jazz", max_wait_seconds=300, announce_interval=30)
+    assert flow.start(CALL) == [StartMoh("jazz"), StartTimer(MAX_WAIT_TIMER, 300.0),
+                                StartTimer(ANNOUNCE_TIMER, 30.0)]
+    assert actions == [Join("call-1", "support", 3, "+15550100")]
+
+
+def test_announces_position_and_wait_over_moh() -> None:
+    flow, _, _ = make(announce_interval=30)
+    flow.start(CALL)
+    assert flow.handle(QueueUpdate("support", 4, 150.0, 2)) == []
+    cmds = flow.handle(TimerFired(ANNOUNCE_TIMER))
+    play = cmds[2]
+    assert cmds[:2] == [StartTimer(ANNOUNCE_TIMER, 30.0), StopMoh()] and isinstance(play, Play)
+    assert play.prompts == (Prompt("file", "queue/position"), Prompt("number", "4"),
+                            Prompt("file", "queue/estimated_wait"), Prompt("number", "2"),
+                            Prompt("file", "queue/minutes"))
+    assert flow.handle(PlayFinished(play.play_id)) == [StartMoh("default")]
+    flow.handle(QueueUpdate("support", 1, 0.0, 2))
+    cmds = flow.handle(TimerFired(ANNOUNCE_TIMER))
+    assert isinstance(cmds[-1], Play)
+    assert cmds[-1].prompts == (Prompt("file", "queue/position"), Prompt("number", "1"))
+
+
+def test_position_only_when_wait_announcement_is_off() -> None:
+    flow, _, _ = make(announce_interval=20, announce_wait=False)
+    flow.start(CALL)
+    flow.handle(QueueUpdate("support", 2, 600.0, 1))
+    play = flow.handle(TimerFired(ANNOUNCE_TIMER))[-1]
+    assert isinstance(play, Play) and len(play.prompts) == 2
+
+
+def test_agent_assigned_dials_and_answered_ends_the_stay() -> None:
+    flow, actions, _ = make(announce_interval=30, ring_timeout=25)
+    flow.start(CALL)
+    flow.handle(QueueUpdate("support", 1, 0, 1))
+    play = flow.handle(TimerFired(ANNOUNCE_TIMER))[-1]
+    assert isinstance(play, Play)
+    cmds = flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
+    assert cmds == [StopPlay(play.play_id), StopMoh(), CancelTimer(ANNOUNCE_TIMER),
+                    CancelTimer(MAX_WAIT_TIMER), Dial("ann", kind="agent", timeout=25.0)]
+    assert flow.handle(Dtmf("0")) == []  # no exit once connecting
+    assert flow.handle(DialResult("ann", "answered")) == []
+    assert flow.done and flow.result == QueueResult("support", "answered", "ann")
+    assert actions[-1] == Finish("call-1")
+
+
+def test_sip_agent_is_dialled_as_extension_and_no_answer_requeues() -> None:
+    flow, actions, clock = make(max_wait_seconds=120, announce_interval=0)
+    flow.start(CALL)
+    cmds = flow.handle(AgentAssigned("support", "bob", "1001", "sip"))
+    assert cmds[-1] == Dial("1001", kind="extension", timeout=20.0)
+    clock.now += 50
+    assert flow.handle(DialResult("1001", "no_answer")) == [
+        StartMoh("default"), StartTimer(MAX_WAIT_TIMER, 70.0)]
+    assert actions[-1] == DialFailed("call-1", "bob") and not flow.done
+    clock.now += 80
+    cmds = flow.handle(AgentAssigned("support", "bob", "1001", "sip"))
+    cmds = flow.handle(DialResult("1001", "busy"))  # max wait passed meanwhile: overflow now
+    assert cmds[-1] == Hangup() and flow.result == QueueResult("support", "timeout", "timeout")
+
+
+def test_max_wait_overflows_to_another_queue() -> None:
+    flow, actions, _ = make(max_wait_seconds=60, overflow_action="queue",
+                            overflow_target="backup")
+    flow.start(CALL)
+    cmds = flow.handle(TimerFired(MAX_WAIT_TIMER))
+    assert cmds[-1] == Enqueue("backup", 3)
+    assert actions[-1] == Leave("call-1", "timeout") and flow.done
+
+
+def test_exit_key_goes_to_the_exit_route() -> None:
+    flow, actions, _ = make(exit_key="*", exit_action="extension", exit_target="8000")
+    flow.start(CALL)
+    assert flow.handle(Dtmf("1")) == []
+    cmds = flow.handle(Dtmf("*"))
+    assert cmds[-1] == Transfer("8000") and actions[-1] == Leave("call-1", "left")
+    assert flow.result == QueueResult("support", "left", "extension:8000")
+
+
+def test_leave_when_empty_routes_to_a_menu() -> None:
+    flow, actions, _ = make(leave_when_empty=True, overflow_action="menu",
+                            overflow_target="main")
+    flow.start(CALL)
+    assert flow.handle(QueueUpdate("support", 1, 0, 2)) == []
+    cmds = flow.handle(QueueUpdate("support", 1, 0, 0))
+    assert not any(isinstance(c, Hangup | Transfer | Enqueue) for c in cmds)
+    assert flow.result == QueueResult("support", "overflow", "menu:main")
+    assert actions[-1] == Leave("call-1", "overflow")
+
+
+def test_runtime_overflow_on_join_does_not_leave_twice() -> None:
+    flow, actions, _ = make()
+    flow.start(CALL)
+    cmds = flow.handle(QueueResult("support", "overflow", "full"))
+    assert cmds[-1] == Hangup() and actions == [Join("call-1", "support", 3, "+15550100")]
+    assert flow.result == QueueResult("support", "overflow", "full")
+
+
+def test_caller_hangup_abandons() -> None:
+    flow, actions, _ = make()
+    flow.start(CALL)
+    assert flow.handle(HungUp()) == []
+    assert flow.result == QueueResult("support", "abandoned", "hangup")
+    assert actions[-1] == Leave("call-1", "abandoned")
+    assert flow.handle(AgentAssigned("support", "ann", "ann")) == []  # too late: ignored
+
+
+class Ivr:
+    """A minimal inner flow: answers, enqueues, then records what comes back."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def start(self, call: CallInfo) -> list[Command]:
+        return [Answer(), Enqueue("support", 1)]
+
+    def handle(self, event: Event) -> list[Command]:
+        self.events.append(event)
+        if isinstance(event, QueueResult) and event.detail == "menu:main":
+            return [Enqueue("other")]
+        self._done = True
+        return [Hangup()]
+
+
+class Factory:
+    def __init__(self, configs: dict[str, QueueConfig]) -> None:
+        self.configs = configs
+        self.actions: list[RuntimeAction] = []
+
+    def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
+        cfg = self.configs.get(enqueue.queue)
+        return CallerFlow(cfg, enqueue.priority, self.actions.append) if cfg else None
+
+
+def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
+    factory = Factory({"support": QueueConfig("support", leave_when_empty=True,
+                                              overflow_action="menu", overflow_target="main")})
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    assert flow.start(CALL) == [Answer(), StartMoh("default")]
+    assert not flow.done
+    cmds = flow.handle(QueueUpdate("support", 1, 0, 0))
+    # The IVR got overflow -> menu:main, then asked for an unknown queue -> failed -> hangs up.
+    assert ivr.events == [QueueResult("support", "overflow", "menu:main"),
+                          QueueResult("other", "failed", "no such queue")]
+    assert cmds[-1] == Hangup() and flow.done
+
+
+def test_queueing_flow_chains_overflow_queues_and_passes_hangup() -> None:
+    factory = Factory({
+        "support": QueueConfig("support", max_wait_seconds=10, overflow_action="queue",
+                               overflow_target="backup"),
+        "backup": QueueConfig("backup", moh_class="backup-moh"),
+    })
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    flow.start(CALL)
+    cmds = flow.handle(TimerFired(MAX_WAIT_TIMER))
+    assert cmds[-1] == StartMoh("backup-moh")
+    assert [type(a).__name__ for a in factory.actions] == ["Join", "Leave", "Join"]
+    assert flow.handle(HungUp()) == [Hangup()]
+    assert ivr.events == [HungUp()] and flow.done

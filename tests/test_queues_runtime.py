@@ -1,0 +1,278 @@
+"""The queue runtime with real Redis: a worker's view (wrapped flows, delivered events),
+agents through AgentControl, leases across workers, definitions from PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import redis
+import redis.asyncio as aioredis
+
+from appserver.queues import config as queue_config
+from appserver.queues.agent_control import AgentControl
+from appserver.queues.model import AgentConfig, Member, QueueConfig
+from appserver.queues.runtime import GeventQueueRuntime, QueueRuntime
+from appserver.queues.store import STATS_CHANNEL, QueueStore
+from ivr.calls import (
+    AgentAssigned,
+    Answer,
+    CallFlow,
+    CallInfo,
+    Command,
+    Dial,
+    DialResult,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    QueueResult,
+    QueueUpdate,
+    StartMoh,
+)
+
+T = TypeVar("T")
+
+
+class Ivr:
+    def __init__(self, queue: str = "support", priority: int = 0) -> None:
+        self.queue, self.priority = queue, priority
+        self.results: list[Event] = []
+
+    @property
+    def done(self) -> bool:
+        return bool(self.results)
+
+    def start(self, call: CallInfo) -> list[Command]:
+        return [Answer(), Enqueue(self.queue, self.priority)]
+
+    def handle(self, event: Event) -> list[Command]:
+        self.results.append(event)
+        return [Hangup()]
+
+
+class Worker:
+    """Stands in for a driver: runs wrapped flows, records commands and delivered events."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, CallFlow] = {}
+        self.ivrs: dict[str, Ivr] = {}
+        self.commands: dict[str, list[Command]] = {}
+        self.events: dict[str, list[Event]] = {}
+
+    def deliver(self, call_id: str, event: Event) -> None:
+        self.events.setdefault(call_id, []).append(event)
+        self.commands[call_id] += self.flows[call_id].handle(event)
+
+    def place(self, runtime: QueueRuntime | GeventQueueRuntime, call_id: str,
+              priority: int = 0) -> None:
+        self.ivrs[call_id] = Ivr(priority=priority)
+        self.flows[call_id] = runtime.wrap(self.ivrs[call_id])
+        self.commands[call_id] = self.flows[call_id].start(
+            CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999"))
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def eventually(get: Callable[[], Awaitable[T]], check: Callable[[T], bool],
+                     timeout: float = 5.0) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check(value := await get()):
+        assert loop.time() < deadline, f"condition not met in time; last value {value!r}"
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def define(store: QueueStore, agents: dict[str, str], **queue: object) -> None:
+    for name, kind in agents.items():
+        await store.sync_agent(AgentConfig(name, kind=kind,  # type: ignore[arg-type]
+                                           extension="2000" if kind == "sip" else ""))
+    cfg = QueueConfig(name=str(queue.pop("name", "support")), **queue)  # type: ignore[arg-type]
+    await store.sync_queue(cfg, [Member(a) for a in agents])
+
+
+async def test_caller_waits_hears_position_and_reaches_a_browser_agent(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=0)
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    agents = AgentControl(QueueStore(redis_client))
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(STATS_CHANNEL)
+    try:
+        worker.place(rt, "call-0001")
+        worker.place(rt, "call-0002", priority=5)
+        await rt.drain()
+        await until(lambda: QueueUpdate("support", 1, 0.0, 0) in worker.events["call-0002"])
+        assert worker.commands["call-0001"] == [Answer(), StartMoh("default")]
+        await until(lambda: any(isinstance(e, QueueUpdate) and e.position == 2
+                                for e in worker.events["call-0001"]))
+        await agents.login("ann")
+        status = await agents.status("ann")
+        assert status is not None and status.state == "offered" and status.offer == "call-0002"
+        assert (await agents.accept("ann", "call-0002")).ok
+        await until(lambda: any(isinstance(e, AgentAssigned) for e in worker.events["call-0002"]))
+        assert worker.commands["call-0002"][-1] == Dial("ann", kind="agent", timeout=20.0)
+        worker.deliver("call-0002", DialResult("ann", "answered"))
+        await rt.drain()
+        assert worker.ivrs["call-0002"].results == [QueueResult("support", "answered", "ann")]
+        # ann is free again (no wrap-up) and the next caller is offered to her.
+        await eventually(lambda: agents.status("ann"), lambda st: st is not None and st.offer == "call-0001")
+        worker.deliver("call-0001", HungUp())
+        await rt.drain()
+        status = await agents.status("ann")
+        assert status is not None and status.state == "available"
+        stats = await store.stats("support")
+        assert (stats.answered, stats.abandoned, stats.waiting) == (1, 1, 0)
+        assert stats.agent_calls == {"ann": 1}
+        message = None
+        while message is None or message["type"] != "message":
+            message = await pubsub.get_message(timeout=2)
+            assert message is not None
+        published = json.loads(message["data"])
+        assert published[0]["queue"] == "support"
+    finally:
+        await pubsub.aclose()
+        await rt.stop()
+
+
+async def test_full_queue_overflows_through_the_runtime(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, max_length=1, overflow_action="extension",
+                 overflow_target="8000")
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        worker.place(rt, "call-0002")
+        await rt.drain()
+        assert worker.events["call-0002"] == [QueueResult("support", "overflow", "full")]
+        assert worker.commands["call-0002"][-1].__class__.__name__ == "Transfer"
+        assert worker.flows["call-0002"].done and not worker.flows["call-0001"].done
+        # An unknown queue fails politely back to the IVR.
+        worker.ivrs["call-0003"] = Ivr(queue="nope")
+        worker.flows["call-0003"] = rt.wrap(worker.ivrs["call-0003"])
+        worker.flows["call-0003"].start(CallInfo("call-0003", "test", "1", "2"))
+        assert worker.ivrs["call-0003"].results == [QueueResult("nope", "failed", "no such queue")]
+    finally:
+        await rt.stop()
+
+
+async def test_dead_worker_callers_are_reaped_and_the_line_moves(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "sip"}, wrapup_seconds=0)
+    dead, live = Worker(), Worker()
+    rt_dead = QueueRuntime(redis_client, "dead", dead.deliver, lease_seconds=0.3,
+                           tick_seconds=0.05)
+    rt_live = QueueRuntime(redis_client, "live", live.deliver, lease_seconds=0.3,
+                           tick_seconds=0.05)
+    await rt_dead.start()
+    await rt_live.start()
+    try:
+        dead.place(rt_dead, "call-dead")
+        await rt_dead.drain()
+        live.place(rt_live, "call-live")
+        await rt_live.drain()
+        await rt_dead.stop()  # the worker "dies": no leave, no more heartbeats
+        await AgentControl(store).login("ann")
+        await asyncio.sleep(0.1)
+        # ann (SIP) was assigned the dead worker's caller, whose lease then expires: she is
+        # released (wrap-up 0) and the live caller gets her.
+        await until(lambda: any(isinstance(e, AgentAssigned) for e in live.events["call-live"]))
+        assert live.commands["call-live"][-1] == Dial("2000", kind="extension", timeout=20.0)
+        stats = await store.stats("support")
+        assert stats.waiting == 0 and stats.lost + stats.answered == 1
+    finally:
+        await rt_live.stop()
+
+
+async def test_lease_lost_is_reported_to_the_call(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "slow", worker.deliver, lease_seconds=10, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await store.reap(now=2**50)  # another worker decides our lease ran out
+        await until(lambda: worker.ivrs["call-0001"].results != [])
+        assert worker.ivrs["call-0001"].results == [QueueResult("support", "failed", "lease lost")]
+    finally:
+        await rt.stop()
+
+
+def test_gevent_runtime_runs_the_same_steps(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = Worker()
+    rt = GeventQueueRuntime(client, "gw", worker.deliver)
+    rt.store.sync_agent(AgentConfig("bob", kind="sip", extension="3000"))
+    rt.store.sync_queue(QueueConfig("support"), [Member("bob")])
+    rt.refresh_configs()
+    rt.store.agent_action("bob", "login")
+    worker.place(rt, "call-0001")
+    rt._action_once()  # Join: enqueue + match assigns bob (SIP) directly
+    rt._inbox_once()
+    assert worker.commands["call-0001"][-1] == Dial("3000", kind="extension", timeout=20.0)
+    worker.deliver("call-0001", DialResult("3000", "no_answer"))
+    rt._action_once()  # DialFailed: back in line, bob re-offered
+    rt._inbox_once()
+    worker.deliver("call-0001", DialResult("3000", "answered"))
+    rt._action_once()
+    assert worker.ivrs["call-0001"].results == [QueueResult("support", "answered", "bob")]
+    rt.tick()
+    stats = rt.store.stats("support")
+    assert stats.answered == 1 and rt.store.agent("bob").no_answer == 0  # type: ignore[union-attr]
+    client.close()
+
+
+async def test_definitions_come_from_postgresql(
+    pg_pool: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    store = QueueStore(redis_client)
+    async with pg_pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO queues (name, strategy, max_length, wrapup_seconds, required_skills)"
+            " VALUES ('support', 'skills', 5, 7, '{\"billing\": 2}')")
+        await conn.execute(
+            "INSERT INTO agents (username, display_name, kind, extension, skills) VALUES"
+            " ('ann', 'Ann', 'browser', NULL, '{\"billing\": 3}'),"
+            " ('bob', 'Bob', 'sip', '1001', '{}')")
+        await conn.execute(
+            "INSERT INTO queue_members (queue_id, agent_id, tier, penalty)"
+            " SELECT q.id, a.id, 2, 10 FROM queues q, agents a")
+    watcher = asyncio.create_task(queue_config.watch(pg_pool, store, debounce=0.05))
+    try:
+        cfg = await eventually(lambda: store.queue_config("support"), lambda c: c is not None)
+        assert cfg is not None and (cfg.strategy, cfg.max_length, cfg.wrapup_seconds) == (
+            "skills", 5, 7)
+        assert cfg.required_skills == {"billing": 2} and cfg.max_wait_seconds == 0
+        bob = await store.agent("bob")
+        assert bob is not None and bob.kind == "sip" and bob.queues == ("support",)
+        async with pg_pool.acquire() as conn:
+            await conn.execute("UPDATE queues SET strategy = 'ring_all' WHERE name = 'support'")
+            await conn.execute("DELETE FROM agents WHERE username = 'bob'")
+        await eventually(lambda: store.agent("bob"), lambda b: b is None)
+        cfg = await store.queue_config("support")
+        assert cfg is not None and cfg.strategy == "ring_all"
+        members = await redis_client.hgetall(store.keys.members("support"))
+        assert members == {"ann": "2:10"}
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
