@@ -462,3 +462,26 @@ async def test_unknown_events_and_fields_are_ignored(sim: AriSimulator, workers:
     await run_steps(call, [("expect_prompt", "file:ivr/sales"), ("press", "*"),
                            ("expect_prompt", "file:ivr/welcome"), ("press", "0"),
                            ("expect_hangup", "app")])
+
+
+async def test_two_nodes_one_worker(sim: AriSimulator) -> None:
+    """CALLYARD_ASTERISK_ARI with two nodes: each node's calls are served, independently."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.15)) as other:
+        settings = load_settings(
+            asterisk_ari=f"{sim.url_with_credentials},{other.url_with_credentials}")
+        worker = AsteriskWorker(settings.asterisk_ari, ivr_factory(menus()))
+        await worker.start()
+        try:
+            await worker.wait_connected()
+            a, b = await sim.place_call("9999"), await other.place_call("9999")
+            await run_steps(a, [("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+                                ("expect_prompt", "file:ivr/sales")])
+            await other.drop_event_sockets()  # node 2 blips; node 1 is unaffected
+            await run_steps(a, [("press", "*"), ("expect_prompt", "file:ivr/welcome"),
+                                ("press", "0"), ("expect_hangup", "app")])
+            await wait_until(lambda: other.app_connected("callyard"))
+            await run_steps(b, [("press", "2"), ("expect_transferred", "1000")])
+            nodes = {link.name for link in worker.links}
+            assert nodes == {f"127.0.0.1:{sim.port}", f"127.0.0.1:{other.port}"}
+        finally:
+            await worker.stop()
