@@ -104,7 +104,8 @@ class Workers:
 
     async def start(self, factory: FlowFactory, **kwargs: Any) -> AsteriskWorker:
         settings = load_settings(asterisk_ari=self.sim.url_with_credentials)
-        worker = AsteriskWorker(settings.asterisk_ari, factory, reconnect_min=0.05, **kwargs)
+        kwargs.setdefault("reconnect_min", 0.05)
+        worker = AsteriskWorker(settings.asterisk_ari, factory, **kwargs)
         await worker.start()
         await worker.wait_connected()
         self.started.append(worker)
@@ -485,3 +486,27 @@ async def test_two_nodes_one_worker(sim: AriSimulator) -> None:
             assert nodes == {f"127.0.0.1:{sim.port}", f"127.0.0.1:{other.port}"}
         finally:
             await worker.stop()
+
+
+async def test_commands_keep_working_while_the_events_socket_is_down(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    """REST during the gap uses the same client: timers fire and prompts play meanwhile."""
+
+    def ticker(event: Event) -> list[Command]:
+        if isinstance(event, TimerFired):
+            return [Play(f"p{id(event)}", (Prompt("file", "tick"),)), StartTimer("t", 0.05)]
+        return []
+
+    worker = await workers.start(lambda info: Recorder([Answer(), StartTimer("t", 0.05)], ticker),
+                                 reconnect_min=0.8)  # a long gap
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:tick")
+    await sim.drop_event_sockets()
+    await wait_until(lambda: not worker.links[0].connected.is_set())
+    before = len(call.prompts())
+    await wait_until(lambda: len(call.prompts()) >= before + 3, timeout=0.5)
+    assert not sim.app_connected("callyard")  # still in the gap
+    await wait_until(lambda: worker.links[0].connections == 2)
+    await call.hangup()
+    await wait_until(lambda: worker.active_calls == 0)

@@ -245,7 +245,8 @@ class CallSession:
                 self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
         except web_exceptions.HTTPException as exc:
             await self._on_http_error(cmd, exc.status, exc.text or "")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:
+            # RuntimeError: the node's HTTP session was closed (Asterisk stopped answering).
             await self._on_http_error(cmd, 0, str(exc) or type(exc).__name__)
 
     async def _on_http_error(self, cmd: Command, status: int, text: str) -> None:

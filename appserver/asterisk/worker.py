@@ -88,17 +88,34 @@ class NodeLink:
     # ------------------------------------------------------------------ connection loop
 
     async def run(self) -> None:
+        """Connect, subscribe, serve; on any loss reconnect with backoff. The REST client
+        (and its HTTP session, which calls in progress keep using) survives a dropped
+        events socket; it is only replaced when Asterisk stops answering REST too."""
+        try:
+            await self._connection_loop()
+        finally:
+            if self.client is not None:
+                with contextlib.suppress(Exception):
+                    await self.client.close()
+                self.client = None
+
+    async def _connection_loop(self) -> None:
         delay = self.worker.reconnect_min
+        client: Any = None
         while not self._stopping:
-            client = None
             watchdog: asyncio.Task[None] | None = None
             try:
-                client = await asyncio.wait_for(
-                    aioari.connect(self.node.url + "/", self.node.username, self.node.password),
-                    self.worker.connect_timeout,
-                )
-                client.on_event("*", self._on_message)
-                self.client = client
+                if client is None:
+                    client = await asyncio.wait_for(
+                        aioari.connect(self.node.url + "/", self.node.username,
+                                       self.node.password),
+                        self.worker.connect_timeout,
+                    )
+                    client.on_event("*", self._on_message)
+                    old, self.client = self.client, client
+                    if old is not None:
+                        with contextlib.suppress(Exception):
+                            await old.close()
                 self._run_task = asyncio.ensure_future(client.run(apps=self.app))
                 await self._wait_subscribed(client)
                 self.connections += 1
@@ -130,13 +147,19 @@ class NodeLink:
                     self._run_task.cancel()
                     with contextlib.suppress(BaseException):
                         await self._run_task
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await client.close()
             if self._stopping:
                 break
+            if client is not None and not await self._rest_alive(client):
+                client = None  # replaced (and the old one closed) on the next connect
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, self.worker.reconnect_max)
+
+    async def _rest_alive(self, client: Any) -> bool:
+        try:
+            await asyncio.wait_for(client.asterisk.ping(), self.worker.connect_timeout)
+        except (*_NETWORK_ERRORS, web_exceptions.HTTPException, RuntimeError):
+            return False
+        return True
 
     async def _wait_subscribed(self, client: Any) -> None:
         """Wait until aioari has opened the events WebSocket (or its run() ended)."""
