@@ -130,7 +130,8 @@ async def test_caller_waits_hears_position_and_reaches_a_browser_agent(
         await rt.drain()
         assert worker.ivrs["call-0002"].results == [QueueResult("support", "answered", "ann")]
         # ann is free again (no wrap-up) and the next caller is offered to her.
-        await eventually(lambda: agents.status("ann"), lambda st: st is not None and st.offer == "call-0001")
+        await eventually(lambda: agents.status("ann"),
+                         lambda st: st is not None and st.offer == "call-0001")
         worker.deliver("call-0001", HungUp())
         await rt.drain()
         status = await agents.status("ann")
@@ -276,3 +277,34 @@ async def test_definitions_come_from_postgresql(
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def test_leave_when_empty_after_the_last_agent_logs_out(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, leave_when_empty=True, overflow_action="menu",
+                 overflow_target="main")
+    agents = AgentControl(store)
+    await agents.login("ann")
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        # ann is offered the caller at once; she declines, so the caller keeps waiting.
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        assert worker.events["call-0001"][0] == QueueUpdate("support", 1, 0.0, 1)
+        assert await agents.decline("ann", "call-0001")
+        await asyncio.sleep(0.2)
+        assert worker.ivrs["call-0001"].results == []
+        await eventually(lambda: agents.status("ann"), lambda s: s is not None and s.offer != "")
+        await agents.logout("ann")
+        await until(lambda: worker.ivrs["call-0001"].results != [])
+        assert worker.ivrs["call-0001"].results == [
+            QueueResult("support", "overflow", "menu:main")]
+        await rt.drain()
+        stats = await store.stats("support")
+        assert (stats.waiting, stats.overflowed) == (0, 1)
+    finally:
+        await rt.stop()

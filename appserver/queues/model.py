@@ -208,6 +208,7 @@ class Member:
 class EnqueueResult:
     status: Literal["ok", "full", "empty"]
     position: int = 0
+    staffed: int = 0  # agents logged in and not on break/away
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,8 +193,8 @@ class QueueRuntime(_RuntimeCore):
                 self._forget(action.call_id)
                 return
             self._joined.add(action.call_id)
-            self._last[action.call_id] = (r.position, 0, -1)
-            self._send(action.call_id, QueueUpdate(action.queue, r.position))
+            self._last[action.call_id] = (r.position, 0, r.staffed)
+            self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
             await store.match(action.queue)
         elif isinstance(action, Leave):
             await store.leave(action.call_id, action.outcome)
@@ -336,8 +336,8 @@ class GeventQueueRuntime(_RuntimeCore):
                 self._forget(action.call_id)
                 return
             self._joined.add(action.call_id)
-            self._last[action.call_id] = (r.position, 0, -1)
-            self._send(action.call_id, QueueUpdate(action.queue, r.position))
+            self._last[action.call_id] = (r.position, 0, r.staffed)
+            self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
             store.match(action.queue)
         elif isinstance(action, Leave):
             store.leave(action.call_id, action.outcome)

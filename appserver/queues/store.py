@@ -83,7 +83,7 @@ def _enqueue_result(r: Any) -> EnqueueResult:
     if items[0] == "err":
         raise QueueError(items[1], f"cannot enqueue: {items[1].replace('_', ' ')}")
     if items[0] == "ok":
-        return EnqueueResult("ok", int(items[1]))
+        return EnqueueResult("ok", int(items[1]), int(items[2]))
     return EnqueueResult("full" if items[0] == "full" else "empty")
 
 

@@ -1,5 +1,5 @@
 -- ARGV: prefix, queue, call, priority(0..99), now_ms, owner, lease_ms, caller, skills_json
--- -> {'ok', position} | {'full'} | {'empty'} | {'err', reason}
+-- -> {'ok', position, staffed} | {'full'} | {'empty'} | {'err', reason}
 local q, c, prio, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local owner, lease = ARGV[6], tonumber(ARGV[7])
 local conf = hgetall(qkey(q, 'conf'))
@@ -24,4 +24,4 @@ redis.call('ZADD', waiting, score, c)
 redis.call('ZADD', P .. 'leases', now + lease, c)
 redis.call('SADD', P .. 'worker:' .. owner .. ':calls', c)
 redis.call('HINCRBY', qkey(q, 'stats'), 'joined', 1)
-return {'ok', redis.call('ZRANK', waiting, c) + 1}
+return {'ok', redis.call('ZRANK', waiting, c) + 1, staffed(q)}
