@@ -308,3 +308,32 @@ async def test_leave_when_empty_after_the_last_agent_logs_out(
         assert (stats.waiting, stats.overflowed) == (0, 1)
     finally:
         await rt.stop()
+
+
+async def test_overflow_chain_into_another_queue_keeps_the_call(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {}, name="backup")
+    await define(store, {"ann": "browser"}, max_length=1, overflow_action="queue",
+                 overflow_target="backup")
+    await store.sync_queue(QueueConfig("backup"), [Member("ann")])
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        worker.place(rt, "call-0002")  # support is full: goes on to backup
+        await rt.drain()
+        await asyncio.sleep(0.2)  # a few ticks: the chained caller must not look lost
+        assert worker.events["call-0002"] == [QueueResult("support", "overflow", "full"),
+                                              QueueUpdate("backup", 1, 0.0, 0)]
+        assert worker.commands["call-0002"][-1] == StartMoh("default")
+        await AgentControl(store).login("ann")
+        st = await store.agent("ann")
+        assert st is not None and st.state == "offered"
+        assert (await store.accept("ann", st.offer)).ok
+        await until(lambda: any(isinstance(e, AgentAssigned)
+                                for e in worker.events[st.offer]))
+    finally:
+        await rt.stop()

@@ -79,9 +79,13 @@ class _RuntimeCore:
             log.exception("delivering a queue event failed", extra={"call_id": call_id})
 
     def _forget(self, call_id: str) -> None:
-        self.flows.pop(call_id, None)
+        """Drop a finished caller. A caller that overflowed into another queue already has
+        its next flow registered under the same call id: that one stays."""
         self._last.pop(call_id, None)
         self._joined.discard(call_id)
+        flow = self.flows.get(call_id)
+        if flow is None or flow.done:
+            self.flows.pop(call_id, None)
 
     def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
         """Deliver changed positions; callers joined before the tick but unknown to Redis
@@ -89,7 +93,8 @@ class _RuntimeCore:
         seen = set()
         for st in statuses:
             seen.add(st.call_id)
-            if st.state == "assigned":
+            flow = self.flows.get(st.call_id)
+            if st.state == "assigned" or flow is None or flow.config.name != st.queue:
                 continue
             key = (st.position, round(st.estimated_wait), st.staffed)
             if self._last.get(st.call_id) != key:
