@@ -226,3 +226,17 @@ def test_queueing_flow_chains_overflow_queues_and_passes_hangup() -> None:
     assert [type(a).__name__ for a in factory.actions] == ["Join", "Leave", "Join"]
     assert flow.handle(HungUp()) == [Hangup()]
     assert ivr.events == [HungUp()] and flow.done
+
+
+def test_results_after_an_overflow_chain_name_the_queue_the_ivr_asked_for() -> None:
+    factory = Factory({
+        "support": QueueConfig("support", max_wait_seconds=10, overflow_action="queue",
+                               overflow_target="backup"),
+        "backup": QueueConfig("backup", exit_key="0", exit_action="menu", exit_target="sales"),
+    })
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    flow.start(CALL)
+    flow.handle(TimerFired(MAX_WAIT_TIMER))
+    flow.handle(Dtmf("0"))
+    assert ivr.events == [QueueResult("support", "left", "menu:sales")]

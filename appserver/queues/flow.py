@@ -9,6 +9,7 @@ continues (for example to a menu on overflow). Pure: no I/O of its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from appserver.queues.caller_flow import CallerFlow
@@ -39,6 +40,7 @@ class QueueingFlow:
         self.call: CallInfo | None = None
         self._finished = False
         self._hung_up = False
+        self._queue = ""  # the queue the inner flow asked for (results are reported for it)
 
     @property
     def done(self) -> bool:
@@ -57,16 +59,18 @@ class QueueingFlow:
             return self._route(self.inner.handle(event))
         return self._after_caller(self.caller.handle(event), event)
 
-    def _route(self, cmds: list[Command]) -> list[Command]:
+    def _route(self, cmds: list[Command], chained: bool = False) -> list[Command]:
         out: list[Command] = []
         for cmd in cmds:
             if isinstance(cmd, Enqueue):
-                return out + self._enter(cmd)
+                return out + self._enter(cmd, chained)
             out.append(cmd)
         return out
 
-    def _enter(self, cmd: Enqueue) -> list[Command]:
+    def _enter(self, cmd: Enqueue, chained: bool) -> list[Command]:
         assert self.call is not None
+        if not chained:
+            self._queue = cmd.queue
         flow = self.runtime.caller_flow(self.call, cmd)
         if flow is None:
             return self._route(self.inner.handle(QueueResult(cmd.queue, "failed", "no such queue")))
@@ -79,11 +83,13 @@ class QueueingFlow:
             return cmds
         self.caller = None
         if cmds and isinstance(cmds[-1], Enqueue):
-            return self._route(cmds)
+            return self._route(cmds, chained=True)
         if cmds and isinstance(cmds[-1], Transfer | Hangup):
             self._finished = True
             return cmds
         if self._hung_up:
             return cmds + self.inner.handle(event if isinstance(event, HungUp) else HungUp())
         assert caller.result is not None
-        return cmds + self._route(self.inner.handle(caller.result))
+        # After overflow chains the result still names the queue the inner flow asked for.
+        result = replace(caller.result, queue=self._queue or caller.result.queue)
+        return cmds + self._route(self.inner.handle(result))
