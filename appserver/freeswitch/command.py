@@ -33,6 +33,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     monkey.patch_all()
 
     import logging
+    import resource
     import signal
     import sys
 
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"callyard freeswitch: {exc}", file=sys.stderr)
         return 2
+    # one socket per call in progress: allow as many as the hard limit permits
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template)
     worker = FreeswitchWorker((host, port), factory, config)
     nodes = NodeManager(settings.freeswitch_esl)

@@ -58,6 +58,7 @@ class EslSimCall(SimulatedCall):
         self._current_app = ""
         self._current_prompt = ""
         self._transferred = ""
+        self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ caller actions
@@ -76,6 +77,7 @@ class EslSimCall(SimulatedCall):
         if not self.channel.alive:
             return
         self.transcript.add("dtmf", digit)
+        self._dtmf_at = time.perf_counter()
         self._digits.append(digit)
         self._digit_evt.set()
         self.emit(
@@ -177,6 +179,9 @@ class EslSimCall(SimulatedCall):
         self.sim.broadcast(name, pairs)
 
     async def _command(self, req: codec.Request) -> None:
+        if self._dtmf_at:
+            self.sim.dtmf_latencies.append(time.perf_counter() - self._dtmf_at)
+            self._dtmf_at = 0.0
         cmd, _, arg = req.command.partition(" ")
         reply = codec.command_reply
         if cmd == "connect":

@@ -72,6 +72,8 @@ class FreeswitchSimulator:
         self.route = re.compile(route)
         self.calls: dict[str, EslSimCall] = {}
         self.placed = 0
+        # seconds from a caller's digit to the worker's next command on that call
+        self.dtmf_latencies: list[float] = []
         self._listeners: set[_InboundSession] = set()
         self._server: asyncio.Server | None = None
         self.esl_port = 0
