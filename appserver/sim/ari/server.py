@@ -31,6 +31,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,7 @@ class AriSimulator:
         self.on_command: Callable[[str, str], None] | None = None
         # Seconds from a ChannelDtmfReceived event queued for the application to the next
         # REST command on that channel (the worker's reaction time), for benchmarks.
-        self.dtmf_latencies: list[float] = []
+        self.dtmf_latencies: deque[float] = deque(maxlen=1_000_000)
         self._dtmf_sent: dict[str, float] = {}
         self._seq = itertools.count(1)
         self._epoch = int(time.time())
