@@ -1,8 +1,9 @@
 """``callyard asterisk``: the asyncio worker for Asterisk (ARI via aioari, AMI via panoramisk).
 
 Runs the Stasis application ``CALLYARD_ASTERISK_APP`` on every node of
-``CALLYARD_ASTERISK_ARI`` with the call-flow factory named by ``--flow-factory`` (default:
-the first entry of ``CALLYARD_APPS``), and watches ``CALLYARD_ASTERISK_AMI`` for device state.
+``CALLYARD_ASTERISK_ARI``, serving each call with the first app that takes it: the one named
+by ``--flow-factory``, those of ``CALLYARD_APPS``, then the IVR menus published to Redis
+(see :mod:`appserver.apps`), and watches ``CALLYARD_ASTERISK_AMI`` for device state.
 ``--sim`` starts the ARI + AMI simulator in this process instead (development). Per-call
 records live in Redis (``CALLYARD_REDIS_URL``, or the embedded server) for re-adoption.
 Top-level imports stay light: everything heavy is imported in :func:`run`.
@@ -11,11 +12,10 @@ Top-level imports stay light: everything heavy is imported in :func:`run`.
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from appserver.asterisk.worker import FlowFactory
+    from appserver.apps import FlowFactory
     from appserver.settings import Settings
 
 HELP = "Run the Asterisk call-control worker (ARI Stasis application, AMI device state)."
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flow-factory",
         metavar="MODULE:ATTR",
-        help="call-flow factory, flow_factory(call_info) -> CallFlow | None (or an awaitable "
-        "of it) (default: first entry of CALLYARD_APPS)",
+        help="an app to ask first, flow_factory(call_info) -> CallFlow | None "
+        "(then CALLYARD_APPS, then the IVR menus)",
     )
     parser.add_argument(
         "--transfer-context", default="callyard-transfer",
@@ -48,35 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-ami-port", type=int, default=5038, help="simulator AMI port")
 
 
-def load_factory(spec: str) -> FlowFactory:
-    """``module.path:attribute`` -> the flow factory it names (clear error otherwise)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected module.path:attribute, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"{spec!r} is not a callable flow factory")
-    return factory
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import sys
 
+    from appserver.apps import AppLoadError, load_app
     from appserver.embedded import EmbeddedError, redis_url
 
-    spec = args.flow_factory or (settings.apps[0] if settings.apps else "")
-    if not spec:
-        print("callyard asterisk: no call flow: pass --flow-factory module:attr "
-              "or set CALLYARD_APPS", file=sys.stderr)
-        return 2
+    specs = ([args.flow_factory] if args.flow_factory else []) + list(settings.apps)
     try:
-        factory = load_factory(spec)
-    except ValueError as exc:
+        apps = [load_app(spec) for spec in specs]
+    except AppLoadError as exc:
         print(f"callyard asterisk: {exc}", file=sys.stderr)
         return 2
     if not settings.asterisk_ari and not args.sim:
@@ -85,13 +67,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         with redis_url(settings, keep=True) as url:
-            return asyncio.run(serve(args, settings, factory, url))
+            return asyncio.run(serve(args, settings, apps, url))
     except EmbeddedError as exc:
         print(f"callyard asterisk: {exc}", file=sys.stderr)
         return 1
 
 
-async def serve(args: argparse.Namespace, settings: Settings, factory: FlowFactory,
+async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFactory],
                 redis_url: str) -> int:
     import asyncio
     import contextlib
@@ -100,6 +82,7 @@ async def serve(args: argparse.Namespace, settings: Settings, factory: FlowFacto
 
     import redis.asyncio as aioredis
 
+    from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.settings import AmiNode, AriNode
@@ -123,8 +106,10 @@ async def serve(args: argparse.Namespace, settings: Settings, factory: FlowFacto
                              secret=ami_sim.secret)]
         log.info("simulator: ARI %s, AMI %s", ari_sim.url_with_credentials, ami_sim.address)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    menus = MenuFlows(redis_url)
+    await asyncio.to_thread(menus.start)
     worker = AsteriskWorker(
-        ari_nodes, factory, app=settings.asterisk_app, redis=redis,
+        ari_nodes, AppRouter([*apps, menus]), app=settings.asterisk_app, redis=redis,
         dial_template=settings.asterisk_dial_template, transfer_context=args.transfer_context,
         fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
     )
@@ -148,5 +133,6 @@ async def serve(args: argparse.Namespace, settings: Settings, factory: FlowFacto
         await worker.stop()
         for sim in sims:
             await sim.stop()
+        await asyncio.to_thread(menus.stop)
         await redis.aclose()
     return 0
