@@ -1,6 +1,9 @@
 """The demo data set: an IVR on 9999, a submenu with business hours, a "support" queue and
-two agents. Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again
-(it updates the demo rows in place and leaves everything else alone).
+two agents. Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again (it
+updates the demo rows in place and leaves everything else alone).
+
+Prompts are sound files (``demo/*``) so that both engines can play them (Asterisk has no
+built-in text-to-speech); what each one says is in :data:`PROMPT_TEXT`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ DEMO_AGENTS = (
     DemoAgent("bob", "Bob Example", "1002", "bob-demo"),
 )
 
+# What the demo's sound files say (for recording them, and for captions in the softphone).
+PROMPT_TEXT = {
+    "demo/welcome": "Welcome to Callyard.",
+    "demo/main-menu": "For sales, press 1. For support, press 2. To reach Alice, press 3. "
+    "To hear this again, press 9.",
+    "demo/sales-menu": "Sales. For new orders, press 1. For an existing order, press 2. "
+    "To return to the main menu, press star.",
+    "demo/sales-closed": "Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
+    "To speak with support, press 1. To return to the main menu, press star.",
+    "demo/connecting-support": "Connecting you to support.",
+    "demo/calling-alice": "Calling Alice.",
+    "demo/calling-sales": "Calling our sales team.",
+    "demo/transferring": "Transferring you.",
+    "demo/invalid": "Sorry, that is not a valid choice.",
+    "demo/no-input": "Sorry, I did not hear your choice.",
+}
+
 SCHEDULE = Schedule(
     name="business-hours",
     timezone="America/New_York",
@@ -45,49 +65,39 @@ MENUS = (
     Menu(
         name="main",
         description="Demo main menu (extension 9999)",
-        greeting=(
-            "tts:Welcome to Callyard.",
-            "tts:For sales, press 1. For support, press 2. "
-            "To reach Alice, press 3. To hear this again, press 9.",
-        ),
-        invalid_prompt=("tts:Sorry, that is not a valid choice.",),
-        timeout_prompt=("tts:Sorry, I did not hear your choice.",),
+        greeting=("file:demo/welcome", "file:demo/main-menu"),
+        invalid_prompt=("file:demo/invalid",),
+        timeout_prompt=("file:demo/no-input",),
         first_digit_timeout=5,
         max_retries=3,
         exhausted_action="hangup",
         options=(
             MenuOption("1", "submenu", "sales", position=1),
-            MenuOption("2", "enqueue", "support", ("tts:Connecting you to support.",), 2),
-            MenuOption("3", "dial", "1001", ("tts:Calling Alice.",), 3),
+            MenuOption("2", "enqueue", "support", ("file:demo/connecting-support",), 2),
+            MenuOption("3", "dial", "1001", ("file:demo/calling-alice",), 3),
             MenuOption("9", "repeat", position=9),
         ),
     ),
     Menu(
         name="sales",
         description="Sales, open during business hours",
-        greeting=(
-            "tts:Sales. For new orders, press 1. For an existing order, press 2. "
-            "To return to the main menu, press star.",
-        ),
-        invalid_prompt=("tts:Sorry, that is not a valid choice.",),
-        timeout_prompt=("tts:Sorry, I did not hear your choice.",),
+        greeting=("file:demo/sales-menu",),
+        invalid_prompt=("file:demo/invalid",),
+        timeout_prompt=("file:demo/no-input",),
         schedule="business-hours",
         closed_action="submenu",
         closed_target="after-hours",
         exhausted_action="main",
         options=(
-            MenuOption("1", "dial", "1002", ("tts:Calling our sales team.",), 1),
-            MenuOption("2", "transfer", "+15551230000", ("tts:Transferring you.",), 2),
+            MenuOption("1", "dial", "1002", ("file:demo/calling-sales",), 1),
+            MenuOption("2", "transfer", "+15551230000", ("file:demo/transferring",), 2),
             MenuOption("*", "main", position=3),
         ),
     ),
     Menu(
         name="after-hours",
         description="Played when sales is closed",
-        greeting=(
-            "tts:Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
-            "To speak with support, press 1. To return to the main menu, press star.",
-        ),
+        greeting=("file:demo/sales-closed",),
         exhausted_action="hangup",
         options=(
             MenuOption("1", "enqueue", "support", position=1),

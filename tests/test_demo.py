@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from appserver.demo import DEMO_AGENTS, DEMO_NUMBER, seed_demo
+from appserver.demo import DEMO_AGENTS, DEMO_NUMBER, MENUS, PROMPT_TEXT, seed_demo
 from appserver.menus.loader import load_source
 from appserver.store.agents import get_agent
 from ivr.calls import TERMINAL_COMMANDS, Dial, Enqueue, Transfer
@@ -28,6 +28,13 @@ async def test_seed_is_idempotent_and_valid(pg_pool) -> None:
         assert await conn.fetchval("SELECT count(*) FROM queue_members") == len(DEMO_AGENTS)
     agent = await get_agent(pg_pool, "alice")
     assert agent is not None and agent.password_hash and "alice-demo" not in agent.password_hash
+
+
+def test_every_demo_prompt_has_its_text() -> None:
+    used = {p.removeprefix("file:") for m in MENUS for p in (
+        *m.greeting, *(m.invalid_prompt or ()), *(m.timeout_prompt or ()),
+        *(q for o in m.options for q in (o.prompt or ())))}
+    assert used == set(PROMPT_TEXT)
 
 
 async def _walk(pg_pool, keys: list[str], now: datetime) -> FlowHarness:
@@ -66,5 +73,5 @@ async def test_sales_transfer(pg_pool) -> None:
 
 async def test_sales_closed_offers_support(pg_pool) -> None:
     h = await _walk(pg_pool, ["1", "1"], CLOSED)
-    assert any("Sales is closed" in p for p in h.played)
+    assert "file:demo/sales-closed" in h.played
     assert first_terminal(h) == Enqueue("support", 0)

@@ -45,6 +45,10 @@ def create_app(
 
         @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
         async def softphone(request: Request) -> HTMLResponse:
-            return templates.TemplateResponse(request, "softphone.html")
+            from appserver.demo import PROMPT_TEXT
+
+            return templates.TemplateResponse(
+                request, "softphone.html", {"captions": PROMPT_TEXT}
+            )
 
     return app

@@ -2,6 +2,8 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
+  // Text of known sound files (the demo's), shown as captions instead of file names.
+  const captions = JSON.parse(document.getElementById("captions").textContent || "{}");
   let callId = null;
   let timer = null;
 
@@ -27,7 +29,7 @@
     const kind = detail.slice(0, i), value = detail.slice(i + 1);
     if (kind === "tts") return "\u{1F5E3} " + value;
     if (kind === "digits" || kind === "number") return "\u{1F522} " + value;
-    return "\u{1F50A} " + value;
+    return "\u{1F50A} " + (captions[value] || value);
   }
 
   function render(call) {
