@@ -1,0 +1,157 @@
+"""Through the engine simulators: a caller picks "support" in the menu, hears hold music and
+their position, and is connected when an agent becomes available. Once on Asterisk (ARI
+simulator, asyncio worker in this process) and once on FreeSWITCH (ESL simulator, the gevent
+worker with GeventQueueRuntime in a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import flows
+import redis.asyncio as aioredis
+
+from appserver.asterisk.worker import AsteriskWorker
+from appserver.queues.agent_control import AgentControl
+from appserver.queues.model import AgentConfig, Member, QueueConfig
+from appserver.queues.runtime import QueueRuntime
+from appserver.queues.store import QueueStore
+from appserver.settings import AriNode
+from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.sim.caller import SimulatedCall
+from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from ivr.calls import CallFlow, CallInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def define_support(store: QueueStore) -> None:
+    await store.sync_agent(AgentConfig("ann", kind="sip", extension="1001"))
+    await store.sync_queue(QueueConfig("support", announce_interval=1, announce_wait=False,
+                                       moh_class="default", wrapup_seconds=0), [Member("ann")])
+
+
+async def queue_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Menu -> support -> queue: hold music and position 1, then ann logs in and answers."""
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("2")
+    await call.wait_for_prompt("file:ivr/support")
+    await call.press("1")
+    await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default")
+    await call.wait_for_prompt("file:queue/position")
+    await call.transcript.wait_for(lambda e: e.kind == "prompt_started"
+                                   and e.detail == "number:1")
+    await AgentControl(store).login("ann")  # a SIP agent is rung directly
+    await call.transcript.wait_for(lambda e: e.kind == "bridged" and e.detail.endswith("1001"),
+                                   timeout=10)
+    await call.wait_ended(10)
+
+
+async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
+                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=0.3)])
+    await sim.start()
+    runtime: QueueRuntime | None = None
+
+    def factory(info: CallInfo) -> CallFlow | None:
+        flow = flows.factory(info)
+        assert runtime is not None
+        return runtime.wrap(flow) if flow is not None else None
+
+    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                     password=sim.password)], factory, redis=redis_client)
+    runtime = QueueRuntime(redis_client, "asterisk-scenario", worker.deliver, tick_seconds=0.1)
+    await runtime.start()
+    await worker.start()
+    try:
+        await worker.wait_connected()
+        call = await sim.place_call("9999")
+        await queue_walk(call, store)
+        await runtime.drain()
+        stats = await store.stats("support")
+        assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
+    finally:
+        await worker.stop()
+        await runtime.stop()
+        await sim.stop()
+
+
+# ---------------------------------------------------------------- FreeSWITCH (gevent worker)
+
+FS_WORKER = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import redis
+import flows
+from appserver.freeswitch.worker import FreeswitchWorker
+from appserver.queues.runtime import GeventQueueRuntime
+
+def factory(info):
+    flow = flows.factory(info)
+    return runtime.wrap(flow) if flow is not None else None
+
+worker = FreeswitchWorker(("127.0.0.1", {port}), factory)
+runtime = GeventQueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
+                             "freeswitch-scenario", worker.deliver, tick_seconds=0.1)
+runtime.start()
+worker.serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_fs_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port, url=redis_url)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "worker exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("worker did not start listening")
+
+
+async def test_freeswitch_menu_to_queue_to_agent(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    port = free_port()
+    proc = start_fs_worker(port, redis_url)
+    sim = FreeswitchSimulator([("127.0.0.1", port)],
+                              Behaviour(prompt_seconds=0.1, talk_seconds=0.3,
+                                        endpoints={"1001": "answer"}))
+    try:
+        call = await sim.place_call("9999")
+        await queue_walk(call, store)
+        await asyncio.sleep(0.3)
+        stats = await store.stats("support")
+        assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
+    finally:
+        await sim.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
