@@ -97,7 +97,9 @@ end
 local function push_owner(c, msg)
   local owner = redis.call('HGET', ckey(c), 'owner')
   if owner and owner ~= '' then
-    redis.call('RPUSH', P .. 'worker:' .. owner .. ':inbox', cjson.encode(msg))
+    local inbox = P .. 'worker:' .. owner .. ':inbox'
+    redis.call('RPUSH', inbox, cjson.encode(msg))
+    redis.call('EXPIRE', inbox, 3600)  -- a dead worker's inbox does not linger
   end
 end
 
