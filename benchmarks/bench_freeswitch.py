@@ -50,9 +50,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
-def start_worker(port: int) -> subprocess.Popen[bytes]:
+def start_worker(port: int, menu_timeout: float) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "CALLYARD_TEST_FLOW_TIMEOUT": str(menu_timeout),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
         "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
         "CALLYARD_FREESWITCH_ESL": "",
@@ -90,7 +91,7 @@ async def one_call(sim: FreeswitchSimulator, i: int, think: float, stats: dict[s
 
 async def main(args: argparse.Namespace) -> None:
     port = free_port()
-    worker = start_worker(port)
+    worker = start_worker(port, menu_timeout=args.hold + 30)
     try:
         await measure(args, worker, port)
     finally:
