@@ -42,6 +42,9 @@ DEFAULTS: dict[str, str] = {
     "freeswitch_esl_acl": "127.0.0.1/32,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
     "freeswitch_esl_port": "8021",
     "freeswitch_sip_port": "5060",
+    # RTP port range (the compose stack publishes 16384-16483/udp).
+    "freeswitch_rtp_start": "16384",
+    "freeswitch_rtp_end": "16483",
     "freeswitch_max_sessions": "10000",
     "freeswitch_sessions_per_second": "1000",
     "freeswitch_domain": "callyard.local",
