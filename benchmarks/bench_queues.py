@@ -8,6 +8,7 @@ rotation), 5,000 waiting callers. Two phases, both against a real Redis:
 2. steady state: every agent is busy and 5,000 callers wait; repeatedly one agent ends a
    call, the queue is matched (timed: the match latency a caller sees), the offer is
    accepted and a new caller joins. Reports offers/s and p50/p99/max match latency.
+3. the per-second heartbeat of a worker owning every caller, and reading all stats.
 
     .venv/bin/python benchmarks/bench_queues.py [--seconds 10] [--queues 100] ...
 
@@ -128,10 +129,24 @@ def main() -> int:
         dt = time.perf_counter() - t
         waiting = sum(client.zcard(f"{store.prefix}queue:{q}:waiting") for q in queues)
         ms = [v * 1000 for v in latencies]
+        store.tick("bench", lease_ms=3_600_000)
+        client.config_resetstat()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            owned = len(store.tick("bench", lease_ms=3_600_000))
+        tick_ms = (time.perf_counter() - t0) / 5 * 1000
+        server_ms = client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"] / 1000
+        t0 = time.perf_counter()
+        for q in queues:
+            store.stats(q)
+        stats_ms = (time.perf_counter() - t0) * 1000
         print(f"steady: {offers} offers in {dt:.1f}s = {offers / dt:,.0f} offers/s "
               f"(each with finish + enqueue + accept); {len(ms)} matches, "
               f"p50 {statistics.median(ms):.2f} ms, p99 {percentile(ms, 99):.2f} ms, "
               f"max {max(ms):.2f} ms; {waiting} callers waiting at the end")
+        print(f"heartbeat: one worker owning {owned} callers renews leases and reads positions "
+              f"in {tick_ms:.1f} ms ({server_ms:.1f} ms inside Redis); stats of all "
+              f"{len(queues)} queues in {stats_ms:.1f} ms")
     finally:
         client.close()
         if server is not None:
