@@ -236,3 +236,13 @@ def test_kamailio_service_uses_the_shipped_edge() -> None:
     assert env["ASTERISK_NODES"].startswith("asterisk:")
     published = {p.rsplit(":", 1)[1] for p in kamailio["ports"]}
     assert published == {"5060/udp", "5060/tcp"}
+
+
+def test_callyard_commands_run_by_the_stack_exist() -> None:
+    from appserver.cli import COMMANDS
+
+    services = _services()
+    used = {services[n]["command"][0] for n in services if n.startswith("callyard-")}
+    used |= set(re.findall(r"callyard ([a-z-]+)", services["setup"]["command"][0]))
+    assert used == {"api", "freeswitch", "asterisk", "migrate", "seed-demo"}
+    assert used <= set(COMMANDS), sorted(used - set(COMMANDS))
