@@ -337,3 +337,17 @@ async def test_overflow_chain_into_another_queue_keeps_the_call(
                                 for e in worker.events[st.offer]))
     finally:
         await rt.stop()
+
+
+async def test_a_rejected_definition_keeps_the_last_valid_one(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, strategy="fewest_calls")
+    await define(store, {}, name="old")
+    snap = queue_config.Snapshot(agents=[AgentConfig("ann")],
+                                 errors=["queue support: strategy 'loudest' is not valid"])
+    await queue_config.publish(store, snap)
+    cfg = await store.queue_config("support")
+    assert cfg is not None and cfg.strategy == "fewest_calls"  # kept, not dropped
+    assert await store.queue_config("old") is None  # deleted in SQL: dropped

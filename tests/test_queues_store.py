@@ -338,3 +338,22 @@ async def test_agent_actions_validate(redis_client: aioredis.Redis) -> None:
         QueueConfig("support", overflow_action="menu")
     with pytest.raises(QueueConfigError):
         Member("ann", tier=10)
+
+
+async def test_estimated_wait_from_handle_time_and_staffing(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann", "bob"])
+    t = T0 + 10_000
+    await store.accept(await offer_one(store, "c1", t), "c1", now=t)
+    await store.finish("c1", now=t + 120_000)  # one call handled in 120 s
+    await store.agent_action("ann", "break", "", now=t + 120_001)
+    await store.agent_action("bob", "break", "", now=t + 120_001)
+    for i in range(3):
+        await store.enqueue("support", f"w{i}", "w1", now=t + 130_000 + i)
+    by_call = {s.call_id: s for s in await store.tick("w1", now=t + 131_000)}
+    assert by_call["w2"].position == 3 and by_call["w2"].staffed == 0
+    await store.agent_action("ann", "available", now=t + 131_001)  # no match run: both stay
+    await store.agent_action("bob", "available", now=t + 131_002)  # free, the line stays
+    by_call = {s.call_id: s for s in await store.tick("w1", now=t + 131_006)}
+    st = by_call["w2"]
+    assert (st.position, st.staffed, st.avg_handle_seconds) == (3, 2, 120.0)
+    assert st.estimated_wait == 180.0  # 3 callers x 120 s over 2 agents
