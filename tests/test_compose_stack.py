@@ -246,3 +246,20 @@ def test_callyard_commands_run_by_the_stack_exist() -> None:
     used |= set(re.findall(r"callyard ([a-z-]+)", services["setup"]["command"][0]))
     assert used == {"api", "freeswitch", "asterisk", "migrate", "seed-demo"}
     assert used <= set(COMMANDS), sorted(used - set(COMMANDS))
+
+
+def test_demo_prompts_reach_both_engines_sound_folders() -> None:
+    services = _services()
+    prompts = services["prompts"]
+    assert prompts["entrypoint"][1] == "/opt/callyard-prompts/make_demo_prompts.py"
+    assert "./prompts:/opt/callyard-prompts:ro" in prompts["volumes"]
+    assert f"prompts:{prompts['command'][0]}" in prompts["volumes"]
+    # FreeSWITCH plays demo/x.wav under its sound_prefix; Asterisk sound:demo/x in en/
+    assert (
+        "prompts:/usr/share/freeswitch/sounds/en/us/callie/demo:ro"
+        in (services["freeswitch"]["volumes"])
+    )
+    assert "prompts:/var/lib/asterisk/sounds/en/demo:ro" in services["asterisk"]["volumes"]
+    for engine in ("freeswitch", "asterisk"):
+        condition = services[engine]["depends_on"]["prompts"]["condition"]
+        assert condition == "service_completed_successfully"
