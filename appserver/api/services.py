@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from appserver.api.app import create_app
 from appserver.api.sim_routes import SimCalls
 from appserver.menus.reloader import MenuReloader
+from appserver.queues import config as queue_config
+from appserver.queues.store import QueueStore
 from appserver.store.db import create_pool
+
+log = logging.getLogger("callyard.api")
 
 
 @dataclass
@@ -26,12 +33,16 @@ class Services:
     @contextlib.asynccontextmanager
     async def started(cls, dsn: str, redis_url: str) -> AsyncIterator[Services]:
         pool = await create_pool(dsn)
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         reloader = MenuReloader(dsn, redis, pool=pool)
+        queues = asyncio.create_task(_publish_queues(pool, redis), name="queue-config")
         try:
             await reloader.start()
             yield cls(pool, redis, reloader)
         finally:
+            queues.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await queues
             await reloader.stop()
             await redis.aclose()
             await pool.close()
@@ -54,3 +65,14 @@ class Services:
 
     def app(self, sim_calls: SimCalls | None = None) -> FastAPI:
         return create_app(sim_calls=sim_calls, readiness=self.ready)
+
+
+async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    """Keep queue definitions in Redis in step with PostgreSQL, through outages."""
+    store = QueueStore(redis)
+    while True:
+        try:
+            await queue_config.watch(pool, store)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+            log.error("queue definitions not published; retrying", extra={"error": str(exc)})
+            await asyncio.sleep(2)

@@ -78,14 +78,18 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     import asyncio
     import contextlib
     import logging
+    import os
     import signal
+    import socket
 
     import redis.asyncio as aioredis
 
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
+    from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
+    from ivr.calls import CallFlow, CallInfo
 
     log = logging.getLogger("callyard.asterisk")
     logging.getLogger("aioari.model").setLevel(logging.WARNING)
@@ -108,8 +112,15 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     menus = MenuFlows(redis_url)
     await asyncio.to_thread(menus.start)
+    router = AppRouter([*apps, menus])
+    queues: list[QueueRuntime] = []  # set once the worker exists (it delivers queue events)
+
+    def factory(call: CallInfo) -> CallFlow | None:
+        flow = router(call)
+        return queues[0].wrap(flow) if flow is not None else None
+
     worker = AsteriskWorker(
-        ari_nodes, AppRouter([*apps, menus]), app=settings.asterisk_app, redis=redis,
+        ari_nodes, factory, app=settings.asterisk_app, redis=redis,
         dial_template=settings.asterisk_dial_template, transfer_context=args.transfer_context,
         fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
     )
@@ -119,6 +130,9 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    queues.append(QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}",
+                               worker.deliver))
+    await queues[0].start()
     await worker.start()
     if monitor:
         await monitor.start()
@@ -131,6 +145,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         if monitor:
             await monitor.stop()
         await worker.stop()
+        await queues[0].stop()
         for sim in sims:
             await sim.stop()
         await asyncio.to_thread(menus.stop)
