@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux; no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class Child:
     """A worker process kept running: restarted with backoff if it dies."""
@@ -55,8 +64,11 @@ class Child:
     stopping: bool = field(default=False, repr=False)
 
     def spawn(self) -> None:
-        # Own session: Ctrl-C reaches only us, and we stop the children in order.
-        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        # Own session: Ctrl-C reaches only us, and we stop the children in order. If we die
+        # without that chance (SIGKILL), the kernel sends them SIGTERM.
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         self.started_at = time.monotonic()
         log.info("started %s (pid %s)", self.name, self.proc.pid)
 
