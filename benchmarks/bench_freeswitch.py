@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,19 +52,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
-def start_worker(port: int, menu_timeout: float) -> subprocess.Popen[bytes]:
+def start_worker(port: int, menu_timeout: float, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CALLYARD_TEST_FLOW_TIMEOUT": str(menu_timeout),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
         "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
         "CALLYARD_FREESWITCH_ESL": "",
-        "CALLYARD_LOG_LEVEL": "WARNING",
+        "CALLYARD_LOG_LEVEL": "INFO",
+        "CALLYARD_LOG_FORMAT": "json",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "flows:factory"],
         cwd=ROOT,
         env=env,
+        stderr=log.open("wb"),
     )
     for _ in range(300):
         try:
@@ -91,12 +95,25 @@ async def one_call(sim: FreeswitchSimulator, i: int, think: float, stats: dict[s
 
 async def main(args: argparse.Namespace) -> None:
     port = free_port()
-    worker = start_worker(port, menu_timeout=args.hold + 30)
-    try:
-        await measure(args, worker, port)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "worker.log"
+        worker = start_worker(port, menu_timeout=args.hold + 30, log=log)
+        try:
+            await measure(args, worker, port)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        for line in log.read_text().splitlines():
+            if "stopping; stats" in line:
+                stats = json.loads(json.loads(line)["msg"].split("stats ", 1)[1])
+                print(
+                    f"measured in the worker (read DTMF -> command written): "
+                    f"p50 {stats['dtmf_latency_p50_ms']} ms, "
+                    f"p99 {stats['dtmf_latency_p99_ms']} ms, "
+                    f"max {stats['dtmf_latency_max_ms']} ms over {stats['dtmf_samples']} digits"
+                )
+            elif '"level": "error"' in line or '"level": "warning"' in line:
+                print("worker:", line[:300])
 
 
 async def measure(args: argparse.Namespace, worker: subprocess.Popen[bytes], port: int) -> None:
@@ -142,13 +159,20 @@ async def measure(args: argparse.Namespace, worker: subprocess.Popen[bytes], por
     worker.wait(10)
     await sim.stop()
     print("---- FreeSWITCH worker benchmark ----")
-    print(f"calls placed {n} in {placed_for:.1f}s -> {n / placed_for:.1f} new calls/s "
-          f"(target rate {args.rate}/s); completed {stats['ok']}, failed {stats['failed']}")
+    print(
+        f"calls placed {n} in {placed_for:.1f}s -> {n / placed_for:.1f} new calls/s "
+        f"(target rate {args.rate}/s); completed {stats['ok']}, failed {stats['failed']}"
+    )
     print(f"peak calls in progress {peak_calls}")
-    print(f"DTMF -> next command: p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms, "
-          f"max {pct(1.0):.2f} ms over {len(lat)} digits")
-    print(f"worker CPU {worker_cpu:.1f}s over {elapsed:.1f}s ({100 * worker_cpu / elapsed:.0f}% "
-          f"of a core); simulator CPU {sim_cpu:.1f}s")
+    print(
+        f"DTMF -> next command, seen from the simulator: p50 {pct(0.5):.2f} ms, "
+        f"p99 {pct(0.99):.2f} ms, "
+        f"max {pct(1.0):.2f} ms over {len(lat)} digits"
+    )
+    print(
+        f"worker CPU {worker_cpu:.1f}s over {elapsed:.1f}s ({100 * worker_cpu / elapsed:.0f}% "
+        f"of a core); simulator CPU {sim_cpu:.1f}s"
+    )
     per_call = (peak_rss - idle_rss) / peak_calls if peak_calls else 0
     print(f"worker RSS idle {idle_rss / 1024:.1f} MiB, at peak {peak_rss / 1024:.1f} MiB "
           f"-> {per_call:.1f} KiB per call in progress")  # fmt: skip

@@ -30,8 +30,15 @@ async def test_node_link_commands_events_and_reconnect() -> None:
     assert proc.stdout is not None
 
     async def step(name: str) -> dict[str, object]:
-        line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
-        assert line, (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        except TimeoutError:
+            line = b""
+        if not line:
+            if proc.returncode is None:
+                proc.kill()
+            err = await proc.stderr.read()  # type: ignore[union-attr]
+            raise AssertionError(f"probe gave no {name!r} step: {err.decode()[-3000:]}")
         data: dict[str, object] = json.loads(line)
         assert data["step"] == name, data
         return data

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     monkey.patch_all()
 
+    import json
     import logging
     import resource
     import signal
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     log.info("serving calls with %s; %d FreeSWITCH node(s)", spec, len(nodes.links))
     stop.wait()
-    log.info("stopping: %d call(s) in progress", len(worker.calls))
+    log.info("stopping; stats %s", json.dumps(worker.stats()))
     worker.stop()
     nodes.stop()
     return 0

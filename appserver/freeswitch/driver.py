@@ -22,6 +22,7 @@ external deliveries and events from interleaving.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class CallDriver:
     config: DriverConfig
     queue_runtime: QueueRuntime | None = None
     context: str = "default"
+    # called with seconds from reading a DTMF event to writing the next command
+    latency_sink: Callable[[float], object] | None = None
     flow: c.CallFlow | None = None
     hung_up: bool = False
     handed_away: bool = False
@@ -140,7 +143,10 @@ class CallDriver:
         """An ESL event for this call (reader greenlet)."""
         name = event.name
         if name == "DTMF":
+            before = self.commands_sent
             self.deliver(c.Dtmf(event.get("DTMF-Digit")))
+            if self.latency_sink is not None and self.commands_sent != before and event.received:
+                self.latency_sink(time.perf_counter() - event.received)
         elif name == "CHANNEL_EXECUTE_COMPLETE":
             self._execute_complete(event)
         elif name == "CHANNEL_ANSWER":

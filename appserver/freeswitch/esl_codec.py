@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 256 * 1024
@@ -39,6 +40,7 @@ class ESLProtocolError(ValueError):
     """A frame that does not follow the Event Socket framing rules."""
 
 
+@lru_cache(maxsize=16384)
 def url_encode(value: str) -> str:
     """``switch_url_encode``: escape unsafe bytes, keep already-escaped ``%XX`` sequences."""
     if value.isascii() and value.isalnum():
@@ -198,6 +200,7 @@ class LazyEvent:
     raw: dict[str, str]
     body: str = ""
     _decoded: dict[str, str] = field(default_factory=dict)
+    received: float = 0.0  # perf_counter() when its bytes were read (set by readers)
 
     @property
     def name(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 
 import gevent
@@ -133,21 +134,29 @@ class NodeLink:
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
 
     def bgapi(self, command: str, timeout: float = 30.0) -> str:
-        """Run ``command`` in the background and return its result text (the job body)."""
-        try:
-            reply = self._session().send(f"bgapi {command}")
-        except (NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
-            raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
-        job = reply.headers.get("Job-UUID", "")
-        if not job:
-            raise NodeUnavailable(f"{self.name}: bgapi refused: {reply.data}")
+        """Run ``command`` in the background and return its result text (the job body).
+
+        The Job-UUID is ours (sent as a header, which FreeSWITCH honours), so the job is
+        registered before the command leaves: a BACKGROUND_JOB that arrives right behind
+        the reply cannot be missed.
+        """
+        job = str(uuidlib.uuid4())
         result = gevent.event.AsyncResult()
         self._jobs[job] = result
         try:
+            reply = self._session().send(f"bgapi {command}\nJob-UUID: {job}")
+        except (NotConnectedError, OutboundSessionHasGoneAway, OSError, NodeUnavailable) as exc:
+            self._jobs.pop(job, None)
+            raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
+        if not str(reply.data).startswith("+OK"):
+            self._jobs.pop(job, None)
+            raise NodeUnavailable(f"{self.name}: bgapi refused: {reply.data}")
+        try:
             return str(result.get(timeout=timeout))
         except gevent.Timeout:
-            self._jobs.pop(job, None)
             raise TimeoutError(f"{self.name}: no BACKGROUND_JOB for {job}") from None
+        finally:
+            self._jobs.pop(job, None)
 
     def originate(self, dial: str, destination: str = "&park()", **variables: str) -> str:
         """Originate a call; returns the new channel's uuid (raises on ``-ERR``)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,7 @@ class _FastReader:
         self.event_callback = None
         self.close_callback = None
         self._auth_event = gevent.event.Event()
+        self._received_at = 0.0
 
     def start_event_handlers(self) -> None:
         self._receive_events_greenlet = gevent.spawn(self.receive_events)
@@ -78,6 +80,7 @@ class _FastReader:
                 data = self.sock.recv(65536)
                 if not data:
                     break
+                self._received_at = time.perf_counter()
                 for frame in parser.feed(data):
                     self._handle_frame(frame)
                 parser.check()
@@ -120,7 +123,9 @@ class _FastReader:
                 )
         elif ctype in ("text/event-plain", "text/event-json"):
             if self.event_callback is not None:
-                self.event_callback(codec.parse_event_lazy(frame))
+                event = codec.parse_event_lazy(frame)
+                event.received = self._received_at
+                self.event_callback(event)
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
                 self._lingering = True

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import importlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,7 @@ class FreeswitchWorker:
         self.calls: dict[str, CallDriver] = {}
         self.calls_total = 0
         self.calls_failed = 0
+        self.dtmf_latencies: deque[float] = deque(maxlen=100_000)
         self.max_calls = max_calls
         self._server = _Server(self, listen[0], listen[1], max_calls)
 
@@ -124,6 +126,23 @@ class FreeswitchWorker:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def stats(self) -> dict[str, float]:
+        """Counters and the DTMF -> next command latency (ms) over recent digits."""
+        lat = sorted(self.dtmf_latencies)
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(len(lat) * p))] * 1000, 3) if lat else 0.0
+
+        return {
+            "calls_in_progress": len(self.calls),
+            "calls_total": self.calls_total,
+            "calls_failed": self.calls_failed,
+            "dtmf_latency_p50_ms": pct(0.5),
+            "dtmf_latency_p99_ms": pct(0.99),
+            "dtmf_latency_max_ms": pct(1.0),
+            "dtmf_samples": len(lat),
+        }
 
     # ------------------------------------------------------------ external events
 
@@ -162,6 +181,7 @@ class FreeswitchWorker:
                 self.config,
                 self.queue_runtime,
                 context=data.get("Caller-Context", "default"),
+                latency_sink=self.dtmf_latencies.append,
             )
             session.event_callback = driver.on_event
             self.calls[info.call_id] = driver

@@ -217,7 +217,7 @@ class EslSimCall(SimulatedCall):
         elif cmd == "api":
             self._send(codec.api_response(self.sim.api(arg)))
         elif cmd == "bgapi":
-            job = str(uuidlib.uuid4())
+            job = req.headers.get("Job-UUID") or str(uuidlib.uuid4())
             self._send(reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
         elif cmd == "exit":
             self._send(reply("+OK bye"))

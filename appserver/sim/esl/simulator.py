@@ -333,7 +333,7 @@ class _InboundSession:
         if cmd == "api":
             self.send(codec.api_response(self.sim.api(arg)))
         elif cmd == "bgapi":
-            job = str(uuidlib.uuid4())
+            job = req.headers.get("Job-UUID") or str(uuidlib.uuid4())
             self.send(reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
             asyncio.get_running_loop().call_soon(self._background_job, job, arg)
         elif cmd == "event":
