@@ -178,6 +178,16 @@ class FlowHarness:
             self._drain(self._queue[0][0])
         return self.terminal
 
+    def advance_until(self, predicate: Callable[[], bool], limit: float = 60.0) -> bool:
+        """Advance event by event until ``predicate()`` holds (True), the flow is done or
+        ``limit`` seconds passed (False)."""
+        end = self.now + limit
+        while not predicate():
+            if self.done or not self._queue or self._queue[0][0] > end:
+                return predicate()
+            self._drain(self._queue[0][0])
+        return True
+
     # ---------------------------------------------------------------- internals
     def _schedule(self, at: float, event: Event | _Result) -> int:
         self._seq += 1
