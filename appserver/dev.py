@@ -172,6 +172,13 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     try:
         async with Services.started(dsn, redis_url) as services:
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
+            # Ready once both workers are connected to their simulated engine.
+            services.extra_checks["freeswitch"] = lambda: (
+                "ok" if esl.has_listeners else "worker not connected"
+            )
+            services.extra_checks["asterisk"] = lambda: (
+                "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
+            )
             config = uvicorn.Config(
                 services.app(sim_calls=sim_calls),
                 host=args.host,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -28,6 +28,9 @@ class Services:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     reloader: MenuReloader
+    # More readiness checks by name, e.g. engine connections under `callyard dev`:
+    # each returns "ok" or what is wrong.
+    extra_checks: dict[str, Callable[[], str]] = field(default_factory=dict)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -61,6 +64,8 @@ class Services:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {exc}"
+        for name, check in self.extra_checks.items():
+            checks[name] = check()
         return checks
 
     def app(self, sim_calls: SimCalls | None = None) -> FastAPI:
