@@ -1,0 +1,284 @@
+""":class:`CdrFlow`: wraps a call's flow and emits exactly one CDR when the call ends.
+
+Pure (no I/O): it passes events in and commands out unchanged, notes what matters for the
+record (answer, menus entered, queue, agent, dial and transfer outcomes) and hands the
+finished :class:`~appserver.cdr.record.CdrRecord` to ``sink`` once, when the call ends:
+
+* the caller hangs up (``HungUp``), or the flow hangs up (``Hangup``) or transfers
+  (``Transfer``): these are the last things a driver delivers or executes;
+* the flow raises (disposition ``failed``; the exception propagates to the driver);
+* the flow is done without a terminal command (the driver hangs up for it).
+
+Workers build it with :func:`with_cdr`, which also puts a tap *inside* the queue wrapper so
+``Enqueue`` and ``QueueResult`` (which the queue runtime keeps from the outside) are seen.
+A call a worker hands over at shutdown (Asterisk re-adoption) emits nothing there: the
+process that finishes the call emits its record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from appserver.cdr.record import CdrRecord
+from ivr.calls import (
+    AgentAssigned,
+    Answer,
+    Answered,
+    CallFlow,
+    CallInfo,
+    Command,
+    Dial,
+    DialResult,
+    Enqueue,
+    Event,
+    Hangup,
+    HungUp,
+    QueueResult,
+    QueueUpdate,
+    SetVariable,
+    Transfer,
+    TransferResult,
+)
+
+CdrSink = Callable[[CdrRecord], None]
+
+_QUEUE_DISPOSITION = {"answered": "answered", "abandoned": "abandoned", "overflow": "overflow",
+                      "timeout": "overflow", "left": "overflow", "failed": "failed"}
+
+
+class CdrObserver(Protocol):
+    """Optional hooks (metrics): a call started, one flow step took ``seconds``, it ended."""
+
+    def call_started(self, call: CallInfo) -> None: ...
+
+    def step(self, call: CallInfo, seconds: float) -> None: ...
+
+    def call_ended(self, call: CallInfo, record: CdrRecord) -> None: ...
+
+
+class CdrFlow:
+    def __init__(self, inner: CallFlow, call: CallInfo, sink: CdrSink, *,
+                 observer: CdrObserver | None = None,
+                 clock: Callable[[], float] = time.time,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self.inner = inner
+        self.call = call
+        self.sink = sink
+        self.observer = observer
+        self.clock = clock
+        self.timer = timer
+        self.record: CdrRecord | None = None  # set once, when the call ended
+        self.started_at = 0.0
+        self.answered_at: float | None = None
+        self._answer_sent: float | None = None
+        self.menus: list[str] = []
+        self.queues: list[str] = []
+        self.queue_outcome = ""
+        self._queue_since: float | None = None  # entered the (first) queue
+        self._queue_wait = 0.0
+        self._assigned_at: float | None = None
+        self.agent: str | None = None
+        self._waiting_queue = False  # Enqueue seen from outside: a result is still due
+        self._dialing = False
+        self._dial_answered = False
+        self._transfer_to = ""
+        self._caller_cause = ""  # set when the caller hung up
+
+    # ------------------------------------------------------------------ CallFlow protocol
+
+    @property
+    def done(self) -> bool:
+        return self.inner.done
+
+    def start(self, call: CallInfo) -> list[Command]:
+        self.call = call
+        self.started_at = self.clock()
+        if self.observer:
+            self.observer.call_started(call)
+        return self._step(lambda: self.inner.start(call))
+
+    def handle(self, event: Event) -> list[Command]:
+        if self.record is not None:
+            return self.inner.handle(event) if not isinstance(event, HungUp) else []
+        self.note_event(event)
+        if isinstance(event, HungUp):
+            self._caller_cause = event.cause or "NORMAL_CLEARING"
+            commands = self._step(lambda: self.inner.handle(event))
+            self._end("hangup", self._caller_cause)
+            return commands
+        return self._step(lambda: self.inner.handle(event))
+
+    def tap(self, flow: CallFlow) -> CallFlow:
+        """``flow`` as seen from inside a queue wrapper (reports Enqueue and QueueResult)."""
+        return _QueueTap(flow, self)
+
+    # ------------------------------------------------------------------ observation
+
+    def _step(self, fn: Callable[[], list[Command]]) -> list[Command]:
+        began = self.timer()
+        try:
+            commands = fn()
+        except Exception as exc:
+            self._end("failed", "FLOW_ERROR", error=f"{type(exc).__name__}: {exc}")
+            raise
+        if self.observer:
+            self.observer.step(self.call, self.timer() - began)
+        for cmd in commands or []:
+            self.note_command(cmd)
+            if self.record is not None:
+                break
+        if (self.record is None and self.inner.done and not self._dialing
+                and not self._waiting_queue):
+            self._end("hangup", "NORMAL_CLEARING")  # the driver hangs up for the flow
+        return commands
+
+    def note_event(self, event: Event) -> None:
+        now = self.clock()
+        if isinstance(event, Answered):
+            if self.answered_at is None:
+                self.answered_at = now
+        elif isinstance(event, QueueUpdate):
+            self._enter_queue(event.queue, now)
+        elif isinstance(event, AgentAssigned):
+            self._enter_queue(event.queue, now)
+            self.agent = event.agent
+            self._assigned_at = now
+        elif isinstance(event, DialResult):
+            self._dialing = False
+            if event.outcome == "answered":
+                self._dial_answered = True
+            elif self._assigned_at is not None:  # the agent did not pick up: waits again
+                self._assigned_at = None
+                self.agent = None
+        elif isinstance(event, QueueResult):
+            self._waiting_queue = False
+            self._leave_queue(event, now)
+        elif isinstance(event, TransferResult) and not event.ok:
+            self._transfer_to = ""
+
+    def note_command(self, cmd: Command) -> None:
+        now = self.clock()
+        if isinstance(cmd, Answer):
+            if self._answer_sent is None:
+                self._answer_sent = now
+        elif isinstance(cmd, SetVariable) and cmd.name == "ivr_menu":
+            if not self.menus or self.menus[-1] != cmd.value:
+                self.menus.append(cmd.value)
+        elif isinstance(cmd, Enqueue):
+            self._waiting_queue = True
+            self._enter_queue(cmd.queue, now)
+        elif isinstance(cmd, Dial):
+            self._dialing = True
+        elif isinstance(cmd, Transfer):
+            self._transfer_to = cmd.destination
+            self._end("transferred", "NORMAL_CLEARING")
+        elif isinstance(cmd, Hangup):
+            self._end("hangup" if self._caller_cause else "flow_hangup",
+                      self._caller_cause or cmd.cause)
+
+    def _enter_queue(self, queue: str, now: float) -> None:
+        if not self.queues or self.queues[-1] != queue:
+            self.queues.append(queue)
+        if self._queue_since is None:
+            self._queue_since = now
+
+    def _leave_queue(self, result: QueueResult, now: float) -> None:
+        self.queue_outcome = result.outcome
+        if result.outcome == "answered" and result.detail:
+            self.agent = result.detail
+        if self._queue_since is not None:
+            until = self._assigned_at if result.outcome == "answered" and self._assigned_at \
+                else now
+            self._queue_wait += max(0.0, until - self._queue_since)
+            self._queue_since = None
+        if result.outcome != "answered":
+            self.agent = None
+        self._assigned_at = None
+
+    # ------------------------------------------------------------------ the record
+
+    def _disposition(self, ending: str) -> str:
+        if ending in ("failed", "transferred"):
+            return ending
+        in_queue = self._queue_since is not None
+        if in_queue and (self._assigned_at is not None or self._dial_answered):
+            return "answered"
+        if in_queue:  # the queue hung up (max wait, overflow) or the caller gave up
+            return "overflow" if ending == "flow_hangup" else "abandoned"
+        if self.queue_outcome:
+            if self.queue_outcome == "answered" or self._dial_answered:
+                return "answered"
+            return _QUEUE_DISPOSITION[self.queue_outcome]
+        return "answered" if self._dial_answered else "hangup"
+
+    def _end(self, ending: str, cause: str, error: str = "") -> None:
+        if self.record is not None:
+            return
+        now = self.clock()
+        disposition = self._disposition(ending)
+        wait: float | None = None
+        if self.queues:
+            wait = self._queue_wait
+            if self._queue_since is not None:
+                wait += max(0.0, (self._assigned_at or now) - self._queue_since)
+        extra: dict[str, object] = {}
+        if len(self.queues) > 1:
+            extra["queues"] = list(self.queues)
+        if self._transfer_to:
+            extra["transfer_to"] = self._transfer_to
+        if error:
+            extra["error"] = error
+        if self.call.variables.get("callyard_readopted"):
+            extra["readopted"] = True
+        answered = self.answered_at if self.answered_at is not None else self._answer_sent
+        self.record = CdrRecord(
+            call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,
+            caller=self.call.caller, called=self.call.called,
+            started_at=self.started_at or now, answered_at=answered, ended_at=now,
+            menu_path=tuple(self.menus), queue=self.queues[0] if self.queues else None,
+            wait_seconds=None if wait is None else round(wait, 3),
+            agent=self.agent if disposition == "answered" else None,
+            disposition=disposition, hangup_cause=cause, extra=extra,
+        )
+        self.sink(self.record)
+        if self.observer:
+            self.observer.call_ended(self.call, self.record)
+
+
+class _QueueTap:
+    """Inside the queue wrapper: reports the inner flow's Enqueue and QueueResult."""
+
+    def __init__(self, inner: CallFlow, cdr: CdrFlow) -> None:
+        self.inner = inner
+        self.cdr = cdr
+
+    @property
+    def done(self) -> bool:
+        return self.inner.done
+
+    def start(self, call: CallInfo) -> list[Command]:
+        return self._seen(self.inner.start(call))
+
+    def handle(self, event: Event) -> list[Command]:
+        if isinstance(event, QueueResult):
+            self.cdr.note_event(event)
+        return self._seen(self.inner.handle(event))
+
+    def _seen(self, commands: list[Command]) -> list[Command]:
+        now = self.cdr.clock()
+        for cmd in commands or []:
+            if isinstance(cmd, Enqueue):
+                self.cdr._enter_queue(cmd.queue, now)
+        return commands
+
+
+def with_cdr(flow: CallFlow, call: CallInfo, sink: CdrSink, *,
+             queue_wrap: Callable[[CallFlow], CallFlow] | None = None,
+             observer: CdrObserver | None = None) -> CdrFlow:
+    """``flow`` wrapped for CDRs (and for queues by ``queue_wrap``, e.g. ``runtime.wrap``)."""
+    cdr = CdrFlow(flow, call, sink, observer=observer)
+    if queue_wrap is not None:
+        cdr.inner = queue_wrap(cdr.tap(flow))
+    return cdr

@@ -1,0 +1,237 @@
+"""The CDR writer: Redis stream ``callyard:cdrs`` -> PostgreSQL ``cdrs``, exactly once.
+
+One or more writers share the consumer group ``cdr-writers``. Each loop:
+
+1. claim entries another consumer read but never acknowledged for ``claim_idle`` seconds
+   (``XAUTOCLAIM``: that writer died), else read new ones (``XREADGROUP ... >``);
+2. insert the batch in one transaction with :func:`~appserver.store.cdrs.insert_cdrs`
+   (``ON CONFLICT (call_id) DO NOTHING``: a redelivered record is not stored twice);
+3. only after the commit, ``XACK`` + ``XDEL`` the entries.
+
+PostgreSQL down: the batch is kept and retried with backoff, nothing is acknowledged.
+Redis down: reconnect with backoff; a batch committed but not acknowledged is read again
+later and skipped by the idempotent insert. An entry that can never be stored (not a valid
+CDR, or rejected by a constraint) is moved to ``callyard:cdrs:dead`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError, ResponseError
+
+from appserver.cdr import DEAD_STREAM, GROUP, STREAM
+from appserver.cdr.record import CdrRecord, utc
+from appserver.store.cdrs import Cdr, insert_cdrs
+
+log = logging.getLogger("callyard.cdr.writer")
+
+_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+# Errors of a row itself: retrying cannot help, so the entry goes to the dead stream.
+_ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+
+
+def to_cdr(record: CdrRecord) -> Cdr:
+    started = utc(record.started_at)
+    assert started is not None
+    return Cdr(
+        call_id=record.call_id, engine=record.engine, started_at=started, node=record.node,
+        caller=record.caller, called=record.called, answered_at=utc(record.answered_at),
+        ended_at=utc(record.ended_at), menu_path=record.menu_path, queue=record.queue,
+        wait_seconds=record.wait_seconds, agent=record.agent, disposition=record.disposition,
+        hangup_cause=record.hangup_cause or None, extra=record.extra,
+    )
+
+
+@dataclass
+class WriterStats:
+    inserted: int = 0  # new rows
+    duplicates: int = 0  # records whose call id was already stored
+    dead: int = 0  # entries moved to the dead stream
+    batches: int = 0
+
+
+class CdrWriter:
+    def __init__(self, redis: Any, pool: asyncpg.Pool, *, stream: str = STREAM,
+                 group: str = GROUP, consumer: str | None = None, batch: int = 500,
+                 block_ms: int = 1000, claim_idle: float = 30.0,
+                 retry_max: float = 10.0) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch = batch
+        self.block_ms = block_ms
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.retry_max = retry_max
+        self.stats = WriterStats()
+        self.database_ok = False
+        self.redis_ok = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (up to ``timeout``), then stop."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+        except Exception:
+            log.exception("CDR writer failed")
+        self._task = None
+
+    async def run(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self.ensure_group()
+                self.redis_ok = True
+                while not self._stopping.is_set():
+                    await self.step()
+                    delay = 0.2
+            except (RedisError, OSError) as exc:
+                self.redis_ok = False
+                log.warning("CDR writer: Redis unavailable; retrying",
+                            extra={"error": str(exc) or type(exc).__name__})
+                await self._sleep(delay)
+                delay = min(self.retry_max, delay * 2)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # ------------------------------------------------------------------ one batch
+
+    async def step(self) -> int:
+        """Read (claim first) one batch and store it; the number of entries handled."""
+        entries = await self._claim()
+        if not entries:
+            block = None if self._stopping.is_set() else self.block_ms
+            reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                                count=self.batch, block=block)
+            entries = reply[0][1] if reply else []
+        self.redis_ok = True
+        if not entries:
+            return 0
+        await self._store(entries)
+        return len(entries)
+
+    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
+        reply = await self.redis.xautoclaim(self.stream, self.group, self.consumer,
+                                            min_idle_time=self.claim_idle_ms, start_id="0-0",
+                                            count=self.batch)
+        entries = [e for e in reply[1] if e[1] is not None]
+        if entries:
+            log.info("claimed CDRs left pending by another writer",
+                     extra={"count": len(entries)})
+        return entries
+
+    async def _store(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        good: list[tuple[str, Cdr]] = []
+        dead: list[tuple[str, dict[str, str], str]] = []
+        for entry_id, fields in entries:
+            try:
+                good.append((entry_id, to_cdr(CdrRecord.from_fields(_strs(fields)))))
+            except ValueError as exc:
+                dead.append((entry_id, _strs(fields), str(exc)))
+        # Several entries for one call (a retried XADD): keep the first.
+        first: dict[str, tuple[str, Cdr]] = {}
+        for entry_id, cdr in good:
+            first.setdefault(cdr.call_id, (entry_id, cdr))
+        unique = list(first.values())
+        delay = 0.2
+        while True:
+            try:
+                new, rejected = await self._insert([c for _, c in unique])
+                self.database_ok = True
+                break
+            except _PG_ERRORS as exc:
+                self.database_ok = False
+                log.warning("CDR writer: PostgreSQL unavailable; batch kept, retrying",
+                            extra={"batch": len(unique), "error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(delay)  # never give up a batch in hand
+                delay = min(self.retry_max, delay * 2)
+        by_call = {c.call_id: entry_id for entry_id, c in unique}
+        raw = dict(entries)
+        for call_id, reason in rejected.items():
+            entry_id = by_call[call_id]
+            dead.append((entry_id, _strs(raw[entry_id]), reason))
+        self.stats.batches += 1
+        self.stats.inserted += new
+        self.stats.duplicates += len(good) - new - len(rejected)
+        if dead:
+            await self._bury(dead)
+        ids = [entry_id for entry_id, _ in entries]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+
+    async def _insert(self, cdrs: list[Cdr]) -> tuple[int, dict[str, str]]:
+        """Insert in one transaction: (new rows, {call id: reason} of rows rejected).
+
+        On a row error the batch is retried row by row so one bad record stops no other."""
+        if not cdrs:
+            return 0, {}
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return len(await insert_cdrs(conn, cdrs)), {}
+        except _ROW_ERRORS:
+            pass
+        new, rejected = 0, {}
+        for cdr in cdrs:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    new += len(await insert_cdrs(conn, [cdr]))
+            except _ROW_ERRORS as exc:
+                rejected[cdr.call_id] = f"{type(exc).__name__}: {exc}"
+        return new, rejected
+
+    async def _bury(self, dead: list[tuple[str, dict[str, str], str]]) -> None:
+        for entry_id, fields, reason in dead:
+            log.error("CDR cannot be stored; moved to the dead stream",
+                      extra={"call_id": fields.get("call_id", ""), "entry": entry_id,
+                             "error": reason})
+            await self.redis.xadd(DEAD_STREAM, {**fields, "_error": reason, "_entry": entry_id},
+                                  maxlen=100_000, approximate=True)
+        self.stats.dead += len(dead)
+
+    # ------------------------------------------------------------------ backlog
+
+    async def backlog(self) -> tuple[int, int]:
+        """(entries in the stream, entries read but not acknowledged)."""
+        length = await self.redis.xlen(self.stream)
+        try:
+            pending = await self.redis.xpending(self.stream, self.group)
+        except ResponseError:  # no group yet
+            return int(length), 0
+        return int(length), int(pending["pending"])
+
+
+def _strs(fields: dict[Any, Any]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else str(k)):
+            (v.decode() if isinstance(v, bytes) else str(v)) for k, v in fields.items()}
