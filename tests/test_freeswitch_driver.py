@@ -1,0 +1,211 @@
+"""The FreeSWITCH call driver on its own: flow commands -> ESL bytes, ESL events -> flow
+events (no sockets, no gevent hub switching; the end-to-end tests cover the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.driver import CallDriver, DriverConfig
+from ivr import calls as c
+
+INFO = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")
+
+
+@dataclass
+class Script:
+    """A flow that returns scripted commands and records what it was given."""
+
+    on_start: list[c.Command]
+    replies: dict[type, list[c.Command]] = field(default_factory=dict)
+    seen: list[c.Event] = field(default_factory=list)
+    fail_on: type | None = None
+    done: bool = False
+
+    def start(self, call: c.CallInfo) -> list[c.Command]:
+        return list(self.on_start)
+
+    def handle(self, event: c.Event) -> list[c.Command]:
+        self.seen.append(event)
+        if self.fail_on is not None and isinstance(event, self.fail_on):
+            raise RuntimeError("boom")
+        return list(self.replies.pop(type(event), []))
+
+
+def make(flow: Script, **kw: object) -> tuple[CallDriver, list[bytes]]:
+    sent: list[bytes] = []
+    driver = CallDriver(INFO, sent.extend, DriverConfig(dial_template="sofia/gw/{target}"), **kw)  # type: ignore[arg-type]
+    driver.start(flow)  # type: ignore[arg-type]
+    return driver, sent
+
+
+def requests(sent: list[bytes]) -> list[codec.Request]:
+    return codec.RequestParser().feed(b"".join(sent))
+
+
+def apps(sent: list[bytes]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            r.headers.get("execute-app-name", ""),
+            r.headers.get("execute-app-arg", ""),
+            r.headers.get("Event-UUID", ""),
+        )
+        for r in requests(sent)
+        if r.command == "sendmsg" and r.headers.get("call-command") == "execute"
+    ]
+
+
+def complete(
+    tag: str, app: str = "playback", response: str = "FILE PLAYED", **variables: str
+) -> codec.LazyEvent:
+    raw = {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Application": app, "Application-UUID": tag,
+           "Application-Response": response}  # fmt: skip
+    raw.update({f"variable_{k}": v for k, v in variables.items()})
+    return codec.LazyEvent(raw)
+
+
+def test_setup_subscribes_narrowly_lingers_and_disables_terminators() -> None:
+    _, sent = make(Script([c.Answer()]))
+    commands = [r.command for r in requests(sent)]
+    assert commands[0] == "myevents" and commands[2] == "linger"
+    nixed = set(commands[1].split()[1:])
+    assert commands[1].startswith("nixevent ") and "CHANNEL_EXECUTE" in nixed
+    assert not nixed & {"DTMF", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_ANSWER", "CHANNEL_HANGUP"}
+    assert apps(sent)[0][:2] == ("set", "playback_terminators=none")
+    assert apps(sent)[1][0] == "answer"
+
+
+def test_play_maps_prompts_and_finishes_on_last_complete() -> None:
+    prompts = (
+        c.Prompt("file", "ivr/welcome"),
+        c.Prompt("file", "custom/x.mp3"),
+        c.Prompt("tts", "Hello there"),
+        c.Prompt("digits", "42"),
+        c.Prompt("number", "42"),
+        c.Prompt("silence", "500"),
+    )
+    flow = Script([c.Play("p1", prompts, language="en")])
+    driver, sent = make(flow)
+    played = [a for a in apps(sent) if a[0] != "set"]
+    assert [(a, arg) for a, arg, _ in played] == [
+        ("playback", "ivr/welcome.wav"),
+        ("playback", "custom/x.mp3"),
+        ("speak", "flite|kal|Hello there"),
+        ("say", "en number iterated 42"),
+        ("say", "en number pronounced 42"),
+        ("playback", "silence_stream://500"),
+    ]
+    tags = [t for _, _, t in played]
+    assert len(set(tags)) == len(tags) and all(tags)
+    for tag in tags[:-1]:
+        driver.on_event(complete(tag))
+    assert flow.seen == []
+    driver.on_event(complete(tags[-1]))
+    assert flow.seen == [c.PlayFinished("p1", "done")]
+
+
+def test_missing_file_reports_failed() -> None:
+    flow = Script([c.Play("p1", (c.Prompt("file", "nope"),))])
+    driver, sent = make(flow)
+    driver.on_event(complete(apps(sent)[-1][2], response="FILE NOT FOUND"))
+    assert flow.seen == [c.PlayFinished("p1", "failed")]
+
+
+def test_stop_play_breaks_all_and_finishes_every_outstanding_play_once() -> None:
+    flow = Script([c.Play("a", (c.Prompt("file", "x"),)), c.Play("b", (c.Prompt("file", "y"),))])
+    flow.replies[c.Dtmf] = [c.StopPlay("a")]
+    driver, sent = make(flow)
+    tags = [t for a, _, t in apps(sent) if a == "playback"]
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "%23"}))
+    assert flow.seen == [
+        c.Dtmf("#"),
+        c.PlayFinished("a", "stopped"),
+        c.PlayFinished("b", "stopped"),
+    ]
+    assert requests(sent)[-1].command == "api uuid_break uuid-1 all"
+    for tag in tags:  # late completions of broken prompts are not delivered again
+        driver.on_event(complete(tag))
+    assert len(flow.seen) == 3
+
+
+def test_dial_outcomes_from_originate_disposition() -> None:
+    cases = [
+        ("SUCCESS", "answered"),
+        ("USER_BUSY", "busy"),
+        ("NO_ANSWER", "no_answer"),
+        ("UNALLOCATED_NUMBER", "failed"),
+    ]
+    for disposition, outcome in cases:
+        flow = Script([c.Dial("1001", timeout=12)])
+        driver, sent = make(flow)
+        app, arg, tag = apps(sent)[-1]
+        assert (app, arg) == ("bridge", "{leg_timeout=12}sofia/gw/1001")
+        driver.on_event(complete(tag, "bridge", "_none_", originate_disposition=disposition))
+        assert flow.seen == [c.DialResult("1001", outcome, disposition)]  # type: ignore[arg-type]
+
+
+def test_enqueue_without_runtime_fails_at_once_and_with_runtime_waits_for_deliver() -> None:
+    flow = Script([c.Enqueue("support")])
+    make(flow)
+    assert flow.seen == [c.QueueResult("support", "failed", "no queue runtime")]
+    asked: list[tuple[c.CallInfo, c.Enqueue]] = []
+    flow = Script([c.Enqueue("support", priority=3)])
+    driver, _ = make(flow, queue_runtime=lambda info, cmd: asked.append((info, cmd)))
+    assert asked == [(INFO, c.Enqueue("support", priority=3))] and flow.seen == []
+    driver.deliver(c.QueueResult("support", "answered"))
+    assert flow.seen == [c.QueueResult("support", "answered")]
+
+
+def test_transfer_hangup_and_nothing_after() -> None:
+    flow = Script([c.Transfer("1000"), c.Play("late", (c.Prompt("file", "x"),))])
+    driver, sent = make(flow)
+    assert apps(sent)[-1][:2] == ("transfer", "1000 XML default")
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "1"}))
+    assert flow.seen == []
+    driver.on_event(
+        codec.LazyEvent({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "NORMAL_CLEARING"})
+    )
+    driver.on_event(
+        codec.LazyEvent({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "NORMAL_CLEARING"})
+    )
+    assert flow.seen == [c.HungUp("NORMAL_CLEARING")]
+    flow = Script([c.Hangup("USER_BUSY")])
+    _, sent = make(flow)
+    last = requests(sent)[-1]
+    assert last.headers == {"call-command": "hangup", "hangup-cause": "USER_BUSY"}
+
+
+def test_caller_hangup_stops_commands_and_socket_close_reports_once() -> None:
+    flow = Script([c.Answer()])
+    flow.replies[c.HungUp] = [c.Play("x", (c.Prompt("file", "x"),))]
+    driver, sent = make(flow)
+    before = len(sent)
+    driver.on_event(
+        codec.LazyEvent({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "ORIGINATOR_CANCEL"})
+    )
+    driver.on_socket_closed()
+    assert flow.seen == [c.HungUp("ORIGINATOR_CANCEL")] and len(sent) == before
+    flow2 = Script([c.Answer()])
+    driver2, _ = make(flow2)
+    driver2.on_socket_closed()
+    assert flow2.seen == [c.HungUp("SOCKET_CLOSED")]
+
+
+def test_flow_exception_ends_the_call_politely() -> None:
+    flow = Script([c.Answer()], fail_on=c.Answered)
+    driver, sent = make(flow)
+    driver.on_event(codec.LazyEvent({"Event-Name": "CHANNEL_ANSWER"}))
+    tail = [(a, arg) for a, arg, _ in apps(sent)[-3:]]
+    assert tail == [
+        ("answer", ""),
+        ("playback", DriverConfig().fallback_prompt),
+        ("hangup", "NORMAL_CLEARING"),
+    ]
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "1"}))
+    assert flow.seen == [c.Answered()]
+
+
+def test_no_flow_gets_polite_message() -> None:
+    sent: list[bytes] = []
+    CallDriver(INFO, sent.extend, DriverConfig()).start(None)
+    assert [a for a, _, _ in apps(sent)] == ["set", "answer", "playback", "hangup"]
