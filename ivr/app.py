@@ -87,6 +87,8 @@ def to_prompt(spec: c.Prompt | str) -> c.Prompt:
         raise TypeError(f"a prompt is a Prompt or a str, got {spec!r}")
     if prompt.kind not in PROMPT_KINDS:
         raise ValueError(f"unknown prompt kind {prompt.kind!r}")
+    if not isinstance(prompt.value, str) or not prompt.value.strip():
+        raise ValueError(f"empty prompt: {spec!r}")
     try:
         check_prompt_value(prompt.kind, prompt.value, f"{prompt.kind}:{prompt.value}")
     except PromptSpecError as exc:
@@ -605,8 +607,8 @@ class GeneratorFlow:
     def _close(self, gen: Flow) -> None:
         try:
             gen.close()  # runs the flow's finally blocks
-        except Exception:
-            log.warning("%s could not be closed cleanly", self.name, exc_info=True,
+        except Exception as exc:  # no traceback kept: it would keep the generator alive
+            log.warning("%s could not be closed cleanly: %s", self.name, str(exc),
                         extra=self._extra())
 
     # ---------------------------------------------------------------- commands
