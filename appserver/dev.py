@@ -217,7 +217,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
     try:
         with storage_urls(settings) as (dsn, redis_url):
-            return asyncio.run(serve(args, settings, dsn, redis_url))
+            try:
+                return asyncio.run(serve(args, settings, dsn, redis_url))
+            except KeyboardInterrupt:  # re-raised by uvicorn after its clean shutdown
+                return 0
     except EmbeddedError as exc:
         print(f"callyard dev: {exc}", file=sys.stderr)
         return 1
