@@ -186,3 +186,17 @@ async def test_caller_gone_during_connect_does_not_hurt_the_worker(
         writer.close()
     call = await sim.place_call("9999")
     await walk(call, (prompt("ivr/welcome"), press("0"), expect("transferred", "1000")))
+
+
+def test_command_reports_a_bad_flow_factory_clearly() -> None:
+    env = {**os.environ, "CALLYARD_APPS": ""}
+    bad = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "no_such_mod:f"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "cannot import 'no_such_mod'" in bad.stderr
+    none = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "freeswitch"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert none.returncode == 2 and "no call flow" in none.stderr

@@ -1,7 +1,7 @@
 """``callyard freeswitch``: the gevent worker for FreeSWITCH.
 
 Serves the outbound ESL socket (``CALLYARD_FREESWITCH_LISTEN``) with the call-flow factory
-named by ``--flow-factory`` (default: the first entry of ``CALLYARD_APPS``) and keeps
+named by ``--flow-factory`` (default: the entries of ``CALLYARD_APPS``, asked in order) and keeps
 inbound ESL links to every node in ``CALLYARD_FREESWITCH_ESL``. Top-level imports stay
 light: gevent patches the standard library first thing in :func:`run`.
 """
@@ -20,9 +20,10 @@ HELP = "Run the FreeSWITCH call-control worker (outbound ESL server, inbound ESL
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flow-factory",
+        action="append",
         metavar="MODULE:ATTR",
-        help="call-flow factory, flow_factory(call_info) -> CallFlow | None "
-        "(default: first entry of CALLYARD_APPS)",
+        help="call-flow factory, flow_factory(call_info) -> CallFlow | None; repeatable, "
+        "asked in order (default: the entries of CALLYARD_APPS)",
     )
     parser.add_argument("--listen", metavar="HOST:PORT", help="override CALLYARD_FREESWITCH_LISTEN")
 
@@ -42,12 +43,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
-    from appserver.freeswitch.worker import FreeswitchWorker, load_factory
+    from appserver.freeswitch.worker import FreeswitchWorker, chain_factories, load_factory
     from appserver.settings import parse_hostport
 
     log = logging.getLogger("callyard.freeswitch")
-    spec = args.flow_factory or (settings.apps[0] if settings.apps else "")
-    if not spec:
+    specs: list[str] = args.flow_factory or settings.apps
+    if not specs:
         print(
             "callyard freeswitch: no call flow: pass --flow-factory module:attr "
             "or set CALLYARD_APPS",
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     try:
-        factory = load_factory(spec)
+        factory = chain_factories([load_factory(spec) for spec in specs])
         host, port = parse_hostport(args.listen or settings.freeswitch_listen)
     except ValueError as exc:
         print(f"callyard freeswitch: {exc}", file=sys.stderr)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"callyard freeswitch: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    log.info("serving calls with %s; %d FreeSWITCH node(s)", spec, len(nodes.links))
+    log.info("serving calls with %s; %d FreeSWITCH node(s)", ", ".join(specs), len(nodes.links))
     stop.wait()
     log.info("stopping; stats %s", json.dumps(worker.stats()))
     worker.stop()

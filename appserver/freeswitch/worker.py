@@ -51,6 +51,19 @@ def load_factory(spec: str) -> FlowFactory:
     return factory
 
 
+def chain_factories(factories: list[FlowFactory]) -> FlowFactory:
+    """One factory asking each in turn; the first flow that is not None serves the call."""
+
+    def factory(info: c.CallInfo) -> c.CallFlow | None:
+        for candidate in factories:
+            flow = candidate(info)
+            if flow is not None:
+                return flow
+        return None
+
+    return factories[0] if len(factories) == 1 else factory
+
+
 class _Server(OutboundESLServer):
     """OutboundESLServer with a blocking cooperative accept (greenswitch polls every
     100 ms) and an accept path that survives callers who hang up during ``connect``

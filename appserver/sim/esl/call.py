@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callyard.sim.esl")
 
-INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "bridge", "sleep"}
+INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
 _VARS = re.compile(r"^\{[^}]*\}")
 
 
@@ -508,7 +508,7 @@ class EslSimCall(SimulatedCall):
     def uuid_break(self, all_apps: bool) -> None:
         if all_apps:
             self._apps.clear()
-        if self._current_app in INTERRUPTIBLE or self._current_app == "playback":
+        if self._current_app in INTERRUPTIBLE:
             self._break.set()
 
     def transfer(self, destination: str) -> None:
