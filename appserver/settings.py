@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
 
+    # Sessions of the console and API: HMAC secret for signed tokens (unset: one random
+    # secret shared by all API processes through Redis) and their lifetime in seconds.
+    api_secret: str | None = Field(None, min_length=32)
+    api_session_ttl: int = Field(3600, ge=60, le=86400)
+
+    # LiveKit: server API (rooms, tokens) and the SIP address engines bridge callers to.
+    livekit_url: str = "http://127.0.0.1:7880"
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = Field("secret", min_length=6)
+    livekit_sip_uri: str = "sip:127.0.0.1:5070"
+
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -107,6 +118,12 @@ class Settings(BaseSettings):
     # Call-flow apps, "module.path:attribute", comma-separated.
     apps: Annotated[list[str], NoDecode] = []
 
+    # Operations: this process's /healthz /readyz /metrics server (host:port; unset: none),
+    # seconds a worker lets calls finish after SIGTERM, the CDR stream's safety cap.
+    health_listen: str | None = None
+    shutdown_grace: float = Field(30.0, ge=0, le=3600)
+    cdr_stream_maxlen: int = Field(1_000_000, ge=1000)
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: str | None) -> str | None:
@@ -121,6 +138,21 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://host:port/db")
         return v or None
 
+    @field_validator("livekit_url")
+    @classmethod
+    def _check_livekit_url(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https", "ws", "wss") or not urlsplit(v).hostname:
+            raise ValueError("expected http(s)://host:port of the LiveKit server")
+        return v.rstrip("/")
+
+    @field_validator("livekit_sip_uri")
+    @classmethod
+    def _check_livekit_sip_uri(cls, v: str) -> str:
+        scheme, sep, rest = v.partition(":")
+        if scheme not in ("sip", "sips") or not sep or not rest or "@" in rest:
+            raise ValueError("expected sip:host[:port] of LiveKit SIP (no user part)")
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
@@ -131,6 +163,13 @@ class Settings(BaseSettings):
     def _check_listen(cls, v: str) -> str:
         parse_hostport(v)
         return v
+
+    @field_validator("health_listen")
+    @classmethod
+    def _check_health_listen(cls, v: str | None) -> str | None:
+        if v:
+            parse_hostport(v)
+        return v or None
 
     @field_validator("freeswitch_esl", mode="before")
     @classmethod

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from appserver.settings import Settings
 
-HELP = "run the HTTP API (health, readiness) and the menu publisher (PostgreSQL -> Redis)"
+HELP = (
+    "run the HTTP API (admin REST, agent console, WebSocket, health) and the menu publisher"
+    " (PostgreSQL -> Redis)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +25,7 @@ async def serve(settings: Settings, dsn: str, redis_url: str, host: str, port: i
 
     from appserver.api.services import Services
 
-    async with Services.started(dsn, redis_url) as services:
+    async with Services.started(dsn, redis_url, settings) as services:
         app = services.app()
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")

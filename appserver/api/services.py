@@ -1,4 +1,5 @@
-"""What the API process runs besides HTTP: database pool, Redis, the menu reloader."""
+"""What the API process runs besides HTTP: database pool, Redis, the menu reloader, the
+agent event hub (console WebSockets, LiveKit room clean-up)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from appserver.api.app import create_app
+from appserver.api.context import ApiContext
 from appserver.api.sim_routes import SimCalls
 from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config
 from appserver.queues.store import QueueStore
+from appserver.settings import Settings, get_settings
 from appserver.store.db import create_pool
 
 log = logging.getLogger("callyard.api")
@@ -31,18 +34,26 @@ class Services:
     # More readiness checks by name, e.g. engine connections under `callyard dev`:
     # each returns "ok" or what is wrong.
     extra_checks: dict[str, Callable[[], str]] = field(default_factory=dict)
+    # REST API, console and agent events; set by started().
+    context: ApiContext | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def started(cls, dsn: str, redis_url: str) -> AsyncIterator[Services]:
+    async def started(
+        cls, dsn: str, redis_url: str, settings: Settings | None = None
+    ) -> AsyncIterator[Services]:
         pool = await create_pool(dsn)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         reloader = MenuReloader(dsn, redis, pool=pool)
         queues = asyncio.create_task(_publish_queues(pool, redis), name="queue-config")
+        context: ApiContext | None = None
         try:
             await reloader.start()
-            yield cls(pool, redis, reloader)
+            context = await ApiContext.start(pool, redis, settings or get_settings())
+            yield cls(pool, redis, reloader, context=context)
         finally:
+            if context is not None:
+                await context.stop()
             queues.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await queues
@@ -69,7 +80,7 @@ class Services:
         return checks
 
     def app(self, sim_calls: SimCalls | None = None) -> FastAPI:
-        return create_app(sim_calls=sim_calls, readiness=self.ready)
+        return create_app(sim_calls=sim_calls, readiness=self.ready, context=self.context)
 
 
 async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:

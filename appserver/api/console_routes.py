@@ -1,0 +1,253 @@
+"""The agent console: its page, the agent's own state changes, offers and the WebSocket.
+
+Every action applies to the logged-in agent (from the session), never to a name in the
+request, so an agent can only ever act for themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import asdict
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, StringConstraints
+
+from appserver.api.auth import SESSION_COOKIE, AuthError, authenticate
+from appserver.api.console_hub import offer_details
+from appserver.api.context import ApiContext
+from appserver.api.deps import AgentSession, Context
+from appserver.queues.model import QueueConfigError
+from appserver.queues.store import QueueError
+from appserver.store.agents import get_agent
+from appserver.store.cdrs import search_cdrs
+
+log = logging.getLogger("callyard.api.console")
+router = APIRouter(tags=["console"])
+
+CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
+
+
+class BreakIn(BaseModel):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=50)] = "break"
+
+
+class CallIn(BaseModel):
+    call: CallId
+
+
+class RoomOut(BaseModel):
+    room: str
+    token: str
+    url: str
+    expires_in: int
+
+
+class AcceptOut(BaseModel):
+    ok: bool
+    error: str = ""
+    queue: str = ""
+    livekit: RoomOut | None = None
+
+
+def _refused(exc: QueueError | QueueConfigError) -> HTTPException:
+    code = getattr(exc, "code", "invalid")
+    return HTTPException(409, {"code": code, "message": str(exc)})
+
+
+async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
+    status = await ctx.control.status(agent)
+    if status is None:
+        return {"agent": agent, "state": "unknown",
+                "message": "not in the queue runtime yet (not a member of any queue?)"}
+    out: dict[str, Any] = asdict(status)
+    out["offer_details"] = await offer_details(ctx.redis, status.offer) if status.offer else None
+    out["room"] = await ctx.rooms.room_of(agent)
+    return out
+
+
+@router.get("/console", response_class=HTMLResponse, include_in_schema=False)
+async def console(request: Request) -> HTMLResponse:
+    """The console page; it shows a login form until the browser has a session."""
+    from appserver.api.app import templates
+
+    return templates.TemplateResponse(request, "console.html", {})
+
+
+async def _act(coro: Any) -> str:
+    try:
+        return str(await coro)
+    except (QueueError, QueueConfigError) as exc:
+        raise _refused(exc) from None
+
+
+@router.get("/api/agent/status")
+async def agent_status(ctx: Context, me: AgentSession) -> dict[str, Any]:
+    assert me.agent
+    return await status_of(ctx, me.agent)
+
+
+@router.post("/api/agent/login")
+async def agent_login(ctx: Context, me: AgentSession) -> dict[str, str]:
+    """Start taking calls (available)."""
+    assert me.agent
+    return {"state": await _act(ctx.control.login(me.agent))}
+
+
+@router.post("/api/agent/logout")
+async def agent_logout(ctx: Context, me: AgentSession) -> dict[str, str]:
+    assert me.agent
+    return {"state": await _act(ctx.control.logout(me.agent))}
+
+
+@router.post("/api/agent/available")
+async def agent_available(ctx: Context, me: AgentSession) -> dict[str, str]:
+    assert me.agent
+    return {"state": await _act(ctx.control.set_available(me.agent))}
+
+
+@router.post("/api/agent/break")
+async def agent_break(ctx: Context, me: AgentSession, body: BreakIn) -> dict[str, str]:
+    """Go on break now, or after the current call (``pending:break``)."""
+    assert me.agent
+    return {"state": await _act(ctx.control.set_break(me.agent, body.reason))}
+
+
+async def _grant(ctx: ApiContext, agent: str, room: str) -> RoomOut:
+    record = await get_agent(ctx.pool, agent)
+    grant = ctx.rooms.token(agent, record.display_name if record else agent, room)
+    return RoomOut(room=grant.room, token=grant.token, url=grant.url,
+                   expires_in=grant.expires_in)
+
+
+@router.post("/api/agent/accept")
+async def agent_accept(ctx: Context, me: AgentSession, body: CallIn) -> AcceptOut:
+    """Take the offered call: the call's LiveKit room is created and the answer carries a
+    token for that room only."""
+    assert me.agent
+    try:
+        result = await ctx.control.accept(me.agent, body.call)
+    except (QueueError, QueueConfigError) as exc:
+        raise _refused(exc) from None
+    if not result.ok:
+        return AcceptOut(ok=False, error=result.error)
+    try:
+        room = await ctx.rooms.open(me.agent, body.call)
+    except Exception as exc:  # LiveKit SIP creates the room on the INVITE anyway
+        log.error("room not created; LiveKit will create it on join",
+                  extra={"call_id": body.call, "error": str(exc)})
+        from appserver.agents.sip import room_name
+
+        room = room_name(body.call)
+        await ctx.redis.set("callyard:lk:agent:" + me.agent, room, ex=86400)
+    return AcceptOut(ok=True, queue=result.queue, livekit=await _grant(ctx, me.agent, room))
+
+
+@router.post("/api/agent/decline")
+async def agent_decline(ctx: Context, me: AgentSession, body: CallIn) -> dict[str, bool]:
+    assert me.agent
+    try:
+        return {"declined": await ctx.control.decline(me.agent, body.call)}
+    except (QueueError, QueueConfigError) as exc:
+        raise _refused(exc) from None
+
+
+@router.post("/api/agent/hangup")
+async def agent_hangup(ctx: Context, me: AgentSession) -> dict[str, str]:
+    """End the call: the room is deleted (LiveKit SIP hangs up the caller's leg) and the
+    agent goes to wrap-up."""
+    assert me.agent
+    room = await ctx.rooms.close_for(me.agent)
+    try:
+        state = await ctx.control.end_call(me.agent)
+    except QueueError as exc:
+        if exc.code != "not_on_call":
+            raise _refused(exc) from None
+        status = await ctx.control.status(me.agent)
+        state = status.state if status else "unknown"
+    return {"state": state, "room_closed": room or ""}
+
+
+@router.get("/api/agent/token")
+async def agent_token(ctx: Context, me: AgentSession) -> RoomOut:
+    """A fresh token for the room of the agent's current call (to rejoin after a reload)."""
+    assert me.agent
+    room = await ctx.rooms.room_of(me.agent)
+    if room is None:
+        raise HTTPException(404, "you are not on a call")
+    return await _grant(ctx, me.agent, room)
+
+
+@router.get("/api/agent/history")
+async def agent_history(
+    ctx: Context, me: AgentSession, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[dict[str, Any]]:
+    """The agent's most recent calls."""
+    page = await search_cdrs(ctx.pool, agent=me.agent, limit=limit)
+    return [
+        {"call_id": c.call_id, "caller": c.caller, "queue": c.queue,
+         "started_at": c.started_at.isoformat(),
+         "answered_at": c.answered_at.isoformat() if c.answered_at else None,
+         "ended_at": c.ended_at.isoformat() if c.ended_at else None,
+         "disposition": c.disposition, "menu_path": list(c.menu_path)}
+        for c in page.items
+    ]
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    origin = ws.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == ws.headers.get("host")
+
+
+@router.websocket("/ws/agent")
+async def agent_socket(ws: WebSocket) -> None:
+    """Live events for the logged-in agent: ``hello`` (full status) first, then ``state``,
+    ``offer``, ``offer_withdrawn`` and ``resync`` as they happen."""
+    ctx: ApiContext = ws.app.state.ctx
+    auth = ws.headers.get("authorization", "")
+    bearer = auth[7:] if auth.lower().startswith("bearer ") else None
+    try:
+        if not _same_origin(ws):
+            raise AuthError(403, "cross-origin WebSocket refused")
+        principal = await authenticate(ctx.pool, ctx.secret, bearer,
+                                       ws.cookies.get(SESSION_COOKIE))
+        if principal.agent is None:
+            raise AuthError(403, "the agent socket needs an agent's session")
+    except AuthError as exc:
+        await ws.close(code=4000 + exc.status, reason=exc.detail)
+        return
+    agent = principal.agent
+    await ws.accept()
+    queue = ctx.hub.subscribe(agent)
+    reader = asyncio.create_task(_drain(ws))
+    try:
+        await ws.send_json({"type": "hello", "status": await status_of(ctx, agent)})
+        while not reader.done():
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, reader}, timeout=25,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                await ws.send_json(getter.result())
+            else:
+                getter.cancel()
+                if not done:
+                    await ws.send_json({"type": "ping"})
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        ctx.hub.unsubscribe(agent, queue)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await reader
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends; returns when it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await ws.receive_text()
+

@@ -1,0 +1,61 @@
+"""What request handlers share: database pool, Redis, settings and the LiveKit client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+from fastapi import Request
+
+from appserver.agents.rooms import CallRooms
+from appserver.api.auth import LoginLimiter
+from appserver.api.console_hub import AgentHub
+from appserver.queues.agent_control import AgentControl
+from appserver.queues.store import QueueStore
+
+if TYPE_CHECKING:
+    from appserver.settings import Settings
+
+
+@dataclass
+class ApiContext:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    settings: Settings
+    secret: str  # signs session tokens
+    rooms: CallRooms
+    limiter: LoginLimiter = field(init=False)
+    queues: QueueStore = field(init=False)
+    control: AgentControl = field(init=False)
+    hub: AgentHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = LoginLimiter(self.redis)
+        self.queues = QueueStore(self.redis)
+        self.control = AgentControl(self.queues)
+        self.hub = AgentHub(self.redis, self.rooms)
+
+    @classmethod
+    async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis,
+                    settings: Settings) -> ApiContext:
+        """Context with the session secret resolved and the agent event hub running."""
+        from appserver.api.auth import shared_secret
+
+        rooms = CallRooms(redis, settings.livekit_url, settings.livekit_api_key,
+                          settings.livekit_api_secret)
+        ctx = cls(pool, redis, settings, await shared_secret(redis, settings.api_secret), rooms)
+        await ctx.hub.start()
+        return ctx
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.rooms.close()
+
+
+def get_context(request: Request) -> ApiContext:
+    ctx: ApiContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        raise RuntimeError("the API was built without its services (create_app(context=...))")
+    return ctx
