@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from greenswitch.esl import ESLEvent  # noqa: E402
+from greenswitch.esl import ESLEvent
 
-from appserver.freeswitch import esl_codec as codec  # noqa: E402
-from appserver.sim.esl.channel import SimChannel  # noqa: E402
+from appserver.freeswitch import esl_codec as codec
+from appserver.sim.esl.channel import SimChannel
 
 
 def sample() -> list[tuple[str, str]]:
