@@ -17,7 +17,6 @@ import httpx
 import redis.asyncio as aioredis
 from aiohttp import web
 from fastapi import FastAPI
-from livekit import api
 from livekit.protocol import room as proto_room
 from livekit.protocol import sip as proto_sip
 
@@ -26,6 +25,7 @@ from appserver.api.auth import create_api_key, hash_password
 from appserver.api.context import ApiContext
 from appserver.settings import load_settings
 from appserver.store.agents import Agent, save_agent
+from livekit import api
 
 LK_KEY = "test-key"
 LK_SECRET = "test-secret-0123456789abcdef0123456789"
@@ -86,7 +86,8 @@ class LiveKitStandIn:
         return proto_room.DeleteRoomResponse()
 
     def _ListSIPInboundTrunk(self, body: bytes) -> Any:
-        self.calls.append(("ListSIPInboundTrunk", proto_sip.ListSIPInboundTrunkRequest.FromString(body)))
+        req = proto_sip.ListSIPInboundTrunkRequest.FromString(body)
+        self.calls.append(("ListSIPInboundTrunk", req))
         return proto_sip.ListSIPInboundTrunkResponse(items=list(self.trunks.values()))
 
     def _CreateSIPInboundTrunk(self, body: bytes) -> Any:
@@ -105,7 +106,8 @@ class LiveKitStandIn:
         return proto_sip.SIPTrunkInfo(sip_trunk_id=info.sip_trunk_id)
 
     def _ListSIPDispatchRule(self, body: bytes) -> Any:
-        self.calls.append(("ListSIPDispatchRule", proto_sip.ListSIPDispatchRuleRequest.FromString(body)))
+        req = proto_sip.ListSIPDispatchRuleRequest.FromString(body)
+        self.calls.append(("ListSIPDispatchRule", req))
         return proto_sip.ListSIPDispatchRuleResponse(items=list(self.rules.values()))
 
     def _CreateSIPDispatchRule(self, body: bytes) -> Any:

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import pytest
+from api_support import PASSWORDS, api_app
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from appserver.api.auth import issue_session
-from api_support import PASSWORDS, api_app
 
 PUBLIC = {
     "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
