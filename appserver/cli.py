@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "menus": "appserver.menus.command",
     "api": "appserver.api.command",
     "dev": "appserver.dev",
+    "cdr-writer": "appserver.cdr.command",
 }
 
 

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sim-port", type=int, default=8088, help="simulator ARI port")
     parser.add_argument("--sim-ami-port", type=int, default=5038, help="simulator AMI port")
+    parser.add_argument("--health-listen", metavar="HOST:PORT",
+                        help="/healthz /readyz /metrics here (default CALLYARD_HEALTH_LISTEN)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,6 +89,10 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
+    from appserver.cdr.flow import CdrCalls
+    from appserver.cdr.sink import AsyncCdrSink
+    from appserver.health import AsyncHealthServer
+    from appserver.metrics import ENGINE_CONNECTED, CallMetrics
     from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
     from ivr.calls import CallFlow, CallInfo
@@ -114,10 +120,12 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     await asyncio.to_thread(menus.start)
     router = AppRouter([*apps, menus])
     queues: list[QueueRuntime] = []  # set once the worker exists (it delivers queue events)
+    cdr_sink = AsyncCdrSink(redis, maxlen=settings.cdr_stream_maxlen)
+    cdrs = CdrCalls(cdr_sink, observer=CallMetrics(), queue_wrap=lambda f: queues[0].wrap(f))
 
     def factory(call: CallInfo) -> CallFlow | None:
         flow = router(call)
-        return queues[0].wrap(flow) if flow is not None else None
+        return cdrs.wrap(flow, call) if flow is not None else None
 
     worker = AsteriskWorker(
         ari_nodes, factory, app=settings.asterisk_app, redis=redis,
@@ -132,20 +140,53 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
             loop.add_signal_handler(sig, stop.set)
     queues.append(QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}",
                                worker.deliver))
+    for link in worker.links:
+        ENGINE_CONNECTED.labels("asterisk", link.name).set_function(link.connected.is_set)
+
+    async def ready() -> dict[str, str]:
+        checks = {"redis": "ok"}
+        try:
+            await redis.ping()
+        except Exception as exc:  # not ready; say why
+            checks["redis"] = f"error: {type(exc).__name__}: {exc}"
+        up = [link.name for link in worker.links if link.connected.is_set()]
+        checks["asterisk"] = "ok" if up else "error: no Asterisk node connected"
+        return checks
+
+    health_listen = args.health_listen or settings.health_listen
+    health = AsyncHealthServer(health_listen, ready) if health_listen else None
+    cdr_sink.start()
     await queues[0].start()
     await worker.start()
     if monitor:
         await monitor.start()
+    if health:
+        await health.start()
     log.info("Stasis application %r on %d Asterisk node(s)", settings.asterisk_app,
              len(ari_nodes))
     try:
         await stop.wait()
+        # Graceful: new calls go to the dialplan's fallback; calls in progress get the grace
+        # period to end; those still up then stay in Stasis for the next worker to re-adopt.
+        worker.draining = True
+        if health:
+            health.stopping = True
+        grace = settings.shutdown_grace
+        log.info("stopping: %d call(s) in progress, up to %.0fs to finish",
+                 worker.active_calls, grace)
+        deadline = loop.time() + grace
+        while worker.active_calls and loop.time() < deadline:
+            await asyncio.sleep(0.1)
     finally:
-        log.info("stopping: %d call(s) in progress stay in Stasis", worker.active_calls)
+        handed = cdrs.forget_all()
+        log.info("stopping: %d call(s) stay in Stasis for re-adoption", handed)
         if monitor:
             await monitor.stop()
         await worker.stop()
         await queues[0].stop()
+        await cdr_sink.stop()
+        if health:
+            await health.stop()
         for sim in sims:
             await sim.stop()
         await asyncio.to_thread(menus.stop)

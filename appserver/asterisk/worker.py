@@ -309,6 +309,10 @@ class NodeLink:
         if info.call_id in self.sessions:
             return
         log_extra = {"call_id": info.call_id, "node": self.name, "called": info.called}
+        if self.worker.draining and not readopted:  # shutting down: as if Stasis() failed
+            log.info("shutting down: new call sent to the fallback", extra=log_extra)
+            await self._unavailable(info.call_id, "s")
+            return
         try:
             flow = self.worker.flow_factory(info)
             if inspect.isawaitable(flow):
@@ -435,6 +439,7 @@ class AsteriskWorker:
         self.watchdog_interval = watchdog_interval
         self.watchdog_timeout = watchdog_timeout
         self.calls_started = 0
+        self.draining = False  # set at shutdown: new calls go to the dialplan's fallback
         self.links = [NodeLink(self, node) for node in nodes]
         self._tasks: list[asyncio.Task[None]] = []
 

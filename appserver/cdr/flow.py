@@ -110,6 +110,10 @@ class CdrFlow:
             return commands
         return self._step(lambda: self.inner.handle(event))
 
+    def abandon(self, cause: str) -> None:
+        """The worker gives the call up (shutdown grace over): record it as failed now."""
+        self._end("failed", cause)
+
     def tap(self, flow: CallFlow) -> CallFlow:
         """``flow`` as seen from inside a queue wrapper (reports Enqueue and QueueResult)."""
         return _QueueTap(flow, self)
@@ -230,8 +234,6 @@ class CdrFlow:
             extra["transfer_to"] = self._transfer_to
         if error:
             extra["error"] = error
-        if self.call.variables.get("callyard_readopted"):
-            extra["readopted"] = True
         answered = self.answered_at if self.answered_at is not None else self._answer_sent
         self.record = CdrRecord(
             call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,
@@ -282,3 +284,37 @@ def with_cdr(flow: CallFlow, call: CallInfo, sink: CdrSink, *,
     if queue_wrap is not None:
         cdr.inner = queue_wrap(cdr.tap(flow))
     return cdr
+
+
+class CdrCalls:
+    """A worker's CDR wrapping: every call's :class:`CdrFlow`, while the call lasts."""
+
+    def __init__(self, sink: CdrSink, *, observer: CdrObserver | None = None,
+                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None) -> None:
+        self.sink = sink
+        self.observer = observer
+        self.queue_wrap = queue_wrap
+        self.active: dict[str, CdrFlow] = {}
+
+    def wrap(self, flow: CallFlow, call: CallInfo) -> CdrFlow:
+        cdr = with_cdr(flow, call, self._emit, queue_wrap=self.queue_wrap,
+                       observer=self.observer)
+        self.active[call.call_id] = cdr
+        return cdr
+
+    def _emit(self, record: CdrRecord) -> None:
+        self.active.pop(record.call_id, None)
+        self.sink(record)
+
+    def abandon_all(self, cause: str = "WORKER_SHUTDOWN") -> int:
+        """Record every call still open as failed (the process is about to exit)."""
+        flows = list(self.active.values())
+        for cdr in flows:
+            cdr.abandon(cause)
+        return len(flows)
+
+    def forget_all(self) -> int:
+        """Forget open calls without a record: another process takes them over."""
+        count = len(self.active)
+        self.active.clear()
+        return count

@@ -1,0 +1,141 @@
+"""Prometheus metrics shared by every Callyard process (``prometheus-client``).
+
+Per process (each serves its own ``/metrics``):
+
+* ``callyard_calls_in_progress{engine,node}``, ``callyard_calls_total{engine,node}`` and
+  ``callyard_calls_ended_total{engine,disposition}`` -- from :class:`CallMetrics`, the
+  :class:`~appserver.cdr.flow.CdrObserver` the workers give their CDR wrappers;
+* ``callyard_ivr_step_seconds{engine}`` -- event in to commands out, inside the flow;
+* ``callyard_engine_connected{engine,node}`` -- 1 while the worker's link to the node is up;
+* ``callyard_menu_reload_total`` / ``callyard_menu_version`` (menu publication, API process).
+
+From Redis, refreshed by :class:`RedisStatsPoller` (the CDR writer runs one):
+``callyard_queue_waiting``, ``callyard_queue_longest_wait_seconds``,
+``callyard_queue_service_level`` (per queue), ``callyard_agents{state}``,
+``callyard_cdr_backlog`` (entries not yet stored) and ``callyard_cdr_pending`` (read, not
+acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from appserver.cdr.record import CdrRecord
+    from ivr.calls import CallInfo
+
+log = logging.getLogger("callyard.metrics")
+
+CALLS_IN_PROGRESS = Gauge("callyard_calls_in_progress", "Calls being served by this process.",
+                          ["engine", "node"])
+CALLS = Counter("callyard_calls", "Calls handed to this process.", ["engine", "node"])
+CALLS_ENDED = Counter("callyard_calls_ended", "Calls ended, by disposition.",
+                      ["engine", "disposition"])
+STEP_SECONDS = Histogram(
+    "callyard_ivr_step_seconds", "Time from an event reaching a call flow to its commands.",
+    ["engine"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                         0.1, 0.25, 1.0),
+)
+ENGINE_CONNECTED = Gauge("callyard_engine_connected",
+                         "1 while the connection to the engine node is up.", ["engine", "node"])
+QUEUE_WAITING = Gauge("callyard_queue_waiting", "Callers waiting in the queue.", ["queue"])
+QUEUE_LONGEST = Gauge("callyard_queue_longest_wait_seconds",
+                      "Wait of the caller waiting longest.", ["queue"])
+QUEUE_SERVICE_LEVEL = Gauge("callyard_queue_service_level",
+                            "Percent of calls answered within the queue's service level.",
+                            ["queue"])
+AGENTS = Gauge("callyard_agents", "Agents by state.", ["state"])
+CDR_BACKLOG = Gauge("callyard_cdr_backlog", "CDRs in the Redis stream not yet stored.")
+CDR_PENDING = Gauge("callyard_cdr_pending", "CDRs read by a writer but not acknowledged.")
+CDRS_STORED = Counter("callyard_cdrs_stored", "CDRs inserted into PostgreSQL.")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class CallMetrics:
+    """The CDR wrapper's observer: call counts and step latency (cheap, thread-safe)."""
+
+    def call_started(self, call: CallInfo) -> None:
+        CALLS.labels(call.engine, call.node).inc()
+        CALLS_IN_PROGRESS.labels(call.engine, call.node).inc()
+
+    def step(self, call: CallInfo, seconds: float) -> None:
+        STEP_SECONDS.labels(call.engine).observe(seconds)
+
+    def call_ended(self, call: CallInfo, record: CdrRecord) -> None:
+        CALLS_IN_PROGRESS.labels(call.engine, call.node).dec()
+        CALLS_ENDED.labels(call.engine, record.disposition).inc()
+
+
+def set_engine_connected(engine: str, node: str, up: bool) -> None:
+    ENGINE_CONNECTED.labels(engine, node).set(1 if up else 0)
+
+
+class RedisStatsPoller:
+    """Every ``interval`` seconds: queue stats, agent states and CDR backlog from Redis."""
+
+    def __init__(self, redis: Any, *, interval: float = 5.0) -> None:
+        from appserver.queues.store import QueueStore
+
+        self.redis = redis
+        self.store = QueueStore(redis)
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._queues: set[str] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except Exception as exc:  # Redis away: keep the last values, try again later
+                log.debug("metrics poll failed", extra={"error": str(exc)})
+            await asyncio.sleep(self.interval)
+
+    async def poll(self) -> None:
+        from appserver.cdr import GROUP, STREAM
+        from appserver.queues.model import AGENT_STATES
+
+        names = set(await self.store.queue_names())
+        for gone in self._queues - names:
+            for gauge in (QUEUE_WAITING, QUEUE_LONGEST, QUEUE_SERVICE_LEVEL):
+                gauge.remove(gone)
+        self._queues = names
+        agents: set[str] = set()
+        for queue in names:
+            stats = await self.store.stats(queue)
+            QUEUE_WAITING.labels(queue).set(stats.waiting)
+            QUEUE_LONGEST.labels(queue).set(stats.longest_wait)
+            QUEUE_SERVICE_LEVEL.labels(queue).set(stats.service_level)
+            members = await self.redis.hkeys(self.store.keys.members(queue))
+            agents.update(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        counts = dict.fromkeys(AGENT_STATES, 0)
+        for name in agents:
+            status = await self.store.agent(name)
+            if status is not None:
+                counts[status.state] = counts.get(status.state, 0) + 1
+        for state, count in counts.items():
+            AGENTS.labels(state).set(count)
+        CDR_BACKLOG.set(await self.redis.xlen(STREAM))
+        try:
+            pending = await self.redis.xpending(STREAM, GROUP)
+            CDR_PENDING.set(int(pending["pending"]))
+        except Exception:  # no consumer group yet
+            CDR_PENDING.set(0)
