@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ivr.app import App, Call, CallerHungUp, Flow, answer, collect, play
 
-app = App("misbehaving", error_prompt="errors/sorry", step_timeout=1.0)
+app = App("misbehaving", error_prompt="errors/sorry", step_timeout=2.0)
 CLOSED: list[str] = []  # calls whose flow was closed after ignoring the hangup
 
 

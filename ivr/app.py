@@ -556,7 +556,6 @@ class GeneratorFlow:
                 out.append(c.Enqueue(step.queue, step.priority))
             return True, None
         self._answer(out)
-        self._timer(_STEP_TIMER, self.options.step_timeout, out)
         if isinstance(step, PauseStep):
             self._wait = "pause"
             self._timer(_PAUSE_TIMER, step.seconds, out)
@@ -570,6 +569,7 @@ class GeneratorFlow:
                 self._start_play(step.prompts, step.language, True, out)
             else:
                 self._start_input_timer(out, first=True)
+        self._timer(_STEP_TIMER, self.options.step_timeout, out)  # after: ties go to the step
         return True, None
 
     # ---------------------------------------------------------------- endings

@@ -4,7 +4,7 @@ Built on :class:`ivr.testing.FlowHarness` (virtual time, strict driver-contract 
 test runs in milliseconds and a flow that breaks the contract fails it::
 
     call = place_call(app, "8100", dial={"1001": "answered"})
-    call.press("1234#")          # waits until the flow listens for digits, then presses
+    call.press("1234#")          # when the flow listens; then hear its answer
     call.run()                   # until the call ends
     call.assert_played("orders/status-shipped")
     assert call.dialed == ["1001"] and call.ended
@@ -63,14 +63,20 @@ class AppCall:
 
     # ---------------------------------------------------------------- the caller
     def press(self, digits: str, gap: float = 0.2, wait: float = 60.0) -> None:
-        """Wait (up to ``wait`` s) until the flow listens for digits, then press them
-        ``gap`` seconds apart. AssertionError if the call ends or never listens."""
+        """Wait (up to ``wait`` s) until the flow listens for digits, press them ``gap``
+        seconds apart, then :meth:`listen` to the answer. AssertionError if the call ends
+        or the flow never listens."""
         for digit in digits:
             if not self.harness.advance_until(lambda: self.flow.accepts_digits, wait):
                 raise AssertionError(f"the flow was not listening for {digit!r} "
                                      f"(ended: {self.ended}); played {self.played}")
             self.harness.press(digit)
             self.harness.advance(gap)
+        self.listen(wait)
+
+    def listen(self, wait: float = 60.0) -> None:
+        """Let the call go on until the flow collects digits again or the call ends."""
+        self.harness.advance_until(lambda: self.flow.waiting_on == "collect", wait)
 
     def press_now(self, digits: str) -> None:
         """Press at once, whether or not the flow listens (digits may be dropped)."""
