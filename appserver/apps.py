@@ -1,7 +1,8 @@
 """Which call flow serves a call: the apps in ``CALLYARD_APPS``, then the IVR menus.
 
 An app is a *flow factory*: ``factory(call: CallInfo) -> CallFlow | None``; None means
-"not mine". The workers ask each app of ``CALLYARD_APPS`` in order, then the menus
+"not mine". An :class:`ivr.app.App` (generator flows routed by number) is one. The
+workers ask each app of ``CALLYARD_APPS`` in order, then the menus
 published from PostgreSQL (the IVR is one app among others, always last). A call no app
 takes is told politely that the number is not in service by the driver.
 """
@@ -12,6 +13,7 @@ import importlib
 import logging
 from collections.abc import Callable, Sequence
 
+from ivr.app import App
 from ivr.calls import CallFlow, CallInfo
 
 FlowFactory = Callable[[CallInfo], CallFlow | None]
@@ -36,6 +38,8 @@ def load_app(spec: str) -> FlowFactory:
         raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}")
     if not callable(factory):
         raise AppLoadError(f"{spec!r} is not callable: expected factory(call_info) -> flow")
+    if isinstance(factory, App) and not factory.routes:
+        raise AppLoadError(f"{spec!r} is an App with no routes (use @app.route(number))")
     return factory
 
 

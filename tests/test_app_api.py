@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appserver.apps import AppRouter, load_app
+from appserver.apps import AppLoadError, AppRouter, load_app
 from ivr import calls as c
 from ivr.app import (
     App,
@@ -313,3 +313,13 @@ def test_calls_are_independent() -> None:
     good.run()
     assert bad.terminal == c.Hangup("NORMAL_TEMPORARY_FAILURE")
     good.assert_played("orders/status-shipped", "orders/goodbye")
+
+
+def test_loading_an_app_without_routes_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    module = types.ModuleType("empty_app_module")
+    module.app = App("empty")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "empty_app_module", module)
+    with pytest.raises(AppLoadError, match="no routes"):
+        load_app("empty_app_module:app")
