@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	if command -v npm >/dev/null; then npm ci --prefix appserver/api/web --no-audit --no-fund; fi
 	touch $@
 
 install: $(BIN)/.installed

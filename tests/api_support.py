@@ -17,6 +17,7 @@ import httpx
 import redis.asyncio as aioredis
 from aiohttp import web
 from fastapi import FastAPI
+from livekit.protocol import models as proto_models
 from livekit.protocol import room as proto_room
 from livekit.protocol import sip as proto_sip
 
@@ -36,7 +37,7 @@ PASSWORDS = {"admin1": "admin-pass-1", "super1": "super-pass-1", "agent1": "agen
 class LiveKitStandIn:
     """Rooms and SIP objects as the Twirp API saw them; ``calls`` logs (method, request)."""
 
-    rooms: dict[str, proto_room.Room] = field(default_factory=dict)
+    rooms: dict[str, proto_models.Room] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     trunks: dict[str, proto_sip.SIPInboundTrunkInfo] = field(default_factory=dict)
     rules: dict[str, proto_sip.SIPDispatchRuleInfo] = field(default_factory=dict)
@@ -72,7 +73,7 @@ class LiveKitStandIn:
     def _CreateRoom(self, body: bytes) -> Any:
         req = proto_room.CreateRoomRequest.FromString(body)
         self.calls.append(("CreateRoom", req))
-        room = self.rooms.get(req.name) or proto_room.Room(
+        room = self.rooms.get(req.name) or proto_models.Room(
             sid=f"RM_{len(self.rooms)}", name=req.name, empty_timeout=req.empty_timeout,
             max_participants=req.max_participants, metadata=req.metadata)
         self.rooms[req.name] = room

@@ -218,7 +218,9 @@ async def agent_socket(ws: WebSocket) -> None:
         if principal.agent is None:
             raise AuthError(403, "the agent socket needs an agent's session")
     except AuthError as exc:
-        await ws.close(code=4000 + exc.status, reason=exc.detail)
+        # Accept, then close with 4401/4403: browsers cannot see a refused handshake's status.
+        await ws.accept()
+        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
         return
     agent = principal.agent
     await ws.accept()

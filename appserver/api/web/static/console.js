@@ -1,0 +1,177 @@
+// Callyard agent console: login, state, offers over /ws/agent, LiveKit audio on accept.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  let ws = null, retry = 0, offer = null, room = null, muted = false, timers = [];
+
+  async function api(method, path, body) {
+    const r = await fetch(path, {
+      method, credentials: "same-origin",
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const data = r.status === 204 ? null : await r.json().catch(() => null);
+    if (!r.ok) {
+      const d = data && data.detail;
+      const msg = typeof d === "string" ? d : d && d.message ? d.message : JSON.stringify(d);
+      throw Object.assign(new Error(msg || r.statusText), { status: r.status });
+    }
+    return data;
+  }
+
+  function show(loggedIn) {
+    $("login-view").hidden = loggedIn;
+    $("agent-view").hidden = !loggedIn;
+    $("logout").hidden = !loggedIn;
+  }
+
+  function setState(state, reason, wrapupUntil) {
+    $("state").textContent = state;
+    $("state").dataset.state = state;
+    $("reason").textContent = reason || "";
+    timers.forEach(clearInterval); timers = [];
+    $("wrapup").hidden = state !== "wrap_up";
+    if (state === "wrap_up" && wrapupUntil) {
+      const tick = () => { $("wrapup-left").textContent = Math.max(0, Math.ceil((wrapupUntil - Date.now()) / 1000)); };
+      tick(); timers.push(setInterval(tick, 500));
+    }
+    if (state !== "offered") hideOffer();
+    if (state !== "on_call" && room) leaveRoom();
+  }
+
+  function showOffer(o) {
+    offer = o;
+    $("offer").hidden = false;
+    $("offer-caller").textContent = o.caller || "unknown";
+    $("offer-queue").textContent = o.queue || "";
+    $("offer-path").textContent = (o.menu_path || []).join(" › ") || "—";
+    const joined = o.joined_ms || Date.now();
+    const tick = () => { $("offer-wait").textContent = Math.round((Date.now() - joined) / 1000); };
+    tick(); timers.push(setInterval(tick, 1000));
+  }
+
+  function hideOffer() { offer = null; $("offer").hidden = true; }
+
+  async function joinRoom(grant) {
+    $("call").hidden = false;
+    $("call-room").textContent = grant.room;
+    $("media").textContent = "connecting…";
+    if (!window.LivekitClient) { $("media").textContent = "livekit-client not installed (run make install)"; return; }
+    try {
+      room = new LivekitClient.Room();
+      room.on(LivekitClient.RoomEvent.TrackSubscribed, (track) => {
+        if (track.kind === "audio") document.body.appendChild(track.attach());
+      });
+      room.on(LivekitClient.RoomEvent.Disconnected, () => { $("media").textContent = "disconnected"; });
+      await room.connect(grant.url, grant.token);
+      await room.localParticipant.setMicrophoneEnabled(true);
+      $("media").textContent = "connected";
+    } catch (e) {
+      $("media").textContent = "media error: " + e.message;
+    }
+  }
+
+  function leaveRoom() {
+    if (room) { room.disconnect(); room = null; }
+    $("call").hidden = true;
+    muted = false; $("mute").textContent = "Mute";
+  }
+
+  function applyStatus(s) {
+    $("who").textContent = s.agent || s.username || "";
+    setState(s.state, s.reason, s.wrapup_until_ms);
+    if (s.state === "offered" && s.offer_details) showOffer(s.offer_details);
+    if (s.state === "on_call" && s.room && !room) {
+      api("GET", "/api/agent/token").then(joinRoom).catch(() => {});
+    }
+  }
+
+  function onEvent(ev) {
+    if (ev.type === "hello") applyStatus(ev.status);
+    else if (ev.type === "state") {
+      setState(ev.state, ev.reason, ev.state === "wrap_up" ? null : 0);
+      if (ev.state === "wrap_up" || ev.state === "available") loadHistory();
+      if (ev.state === "wrap_up") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});
+    }
+    else if (ev.type === "offer") showOffer(ev);
+    else if (ev.type === "offer_withdrawn") { if (offer && offer.call === ev.call) hideOffer(); }
+    else if (ev.type === "resync") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(`${proto}//${location.host}/ws/agent`);
+    ws.onopen = () => { retry = 0; $("conn").textContent = "online"; $("conn").dataset.state = "online"; };
+    ws.onmessage = (m) => onEvent(JSON.parse(m.data));
+    ws.onclose = (e) => {
+      $("conn").textContent = "offline"; $("conn").dataset.state = "offline";
+      ws = null;
+      if (e.code === 4401) { show(false); return; }  // session gone: log in again
+      retry = Math.min(retry + 1, 6);
+      setTimeout(connect, 500 * 2 ** retry);  // reconnect with backoff
+    };
+  }
+
+  async function loadHistory() {
+    try {
+      const rows = await api("GET", "/api/agent/history?limit=10");
+      const body = $("history").querySelector("tbody");
+      body.replaceChildren(...rows.map((c) => {
+        const tr = document.createElement("tr");
+        for (const v of [new Date(c.started_at).toLocaleString(), c.caller, c.queue || "", c.disposition || ""]) {
+          const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+        }
+        return tr;
+      }));
+    } catch (e) { /* history is best effort */ }
+  }
+
+  function act(fn) {
+    return async () => {
+      $("action-error").textContent = "";
+      try { await fn(); } catch (e) { $("action-error").textContent = e.message; }
+    };
+  }
+
+  async function start() {
+    show(true);
+    await api("POST", "/api/agent/login").catch(() => {});  // join the queues (logged in)
+    connect();
+    loadHistory();
+  }
+
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    $("login-error").textContent = "";
+    try {
+      await api("POST", "/api/auth/login", { username: f.get("username"), password: f.get("password") });
+      await start();
+    } catch (err) { $("login-error").textContent = err.message; }
+  });
+  $("logout").onclick = act(async () => {
+    await api("POST", "/api/agent/logout").catch(() => {});
+    await api("POST", "/api/auth/logout");
+    if (ws) { ws.onclose = null; ws.close(); }
+    show(false);
+  });
+  $("available").onclick = act(() => api("POST", "/api/agent/available"));
+  $("break").onclick = act(() => api("POST", "/api/agent/break", { reason: $("break-reason").value }));
+  $("accept").onclick = act(async () => {
+    if (!offer) return;
+    const r = await api("POST", "/api/agent/accept", { call: offer.call });
+    hideOffer();
+    if (!r.ok) throw new Error("call " + r.error);
+    await joinRoom(r.livekit);
+  });
+  $("decline").onclick = act(async () => { if (offer) { await api("POST", "/api/agent/decline", { call: offer.call }); hideOffer(); } });
+  $("mute").onclick = act(async () => {
+    if (!room) return;
+    muted = !muted;
+    await room.localParticipant.setMicrophoneEnabled(!muted);
+    $("mute").textContent = muted ? "Unmute" : "Mute";
+  });
+  $("hangup").onclick = act(async () => { leaveRoom(); await api("POST", "/api/agent/hangup"); });
+
+  api("GET", "/api/auth/me").then(start).catch(() => show(false));
+})();

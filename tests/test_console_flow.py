@@ -1,0 +1,150 @@
+"""The agent console's server side end to end: a real HTTP server, the agent WebSocket,
+the queue runtime in Redis and the LiveKit stand-in.
+
+An agent logs in and goes available; a caller joins the queue; the offer arrives on the
+socket with the caller's number and waiting time; accepting creates the call's room and
+returns a token for that room only; when the call ends the room is deleted and the agent
+goes through wrap-up back to available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import uvicorn
+from api_support import LK_KEY, LK_SECRET, PASSWORDS, Api, api_app
+from livekit import api as lkapi
+
+from appserver.agents.sip import room_name
+from appserver.queues import config as queue_config
+from appserver.store.members import QueueMember, save_member
+from appserver.store.queues import Queue, save_queue
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(api: Api) -> AsyncIterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            event = json.loads((await ws.receive()).data)
+            if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+                return event
+
+
+async def test_offer_accept_room_and_wrapup(pg_pool, redis_client) -> None:
+    await save_queue(pg_pool, Queue(name="support", wrapup_seconds=1, ring_timeout=30))
+    async with api_app(pg_pool, redis_client) as api, serving(api) as base:
+        await save_member(pg_pool, QueueMember("support", "agent1"))
+        await queue_config.reload(pg_pool, api.ctx.queues)
+        jar = aiohttp.CookieJar(unsafe=True)  # keep cookies for 127.0.0.1
+        async with aiohttp.ClientSession(base_url=base, cookie_jar=jar) as http:
+            r = await http.post("/api/auth/login",
+                                json={"username": "agent1", "password": PASSWORDS["agent1"]})
+            assert r.status == 200
+            page = await http.get("/console")
+            assert page.status == 200 and "login-form" in await page.text()
+            async with http.ws_connect("/ws/agent") as ws:
+                hello = await _next(ws, "hello")
+                assert hello["status"]["state"] == "logged_out"
+                assert (await (await http.post("/api/agent/login")).json())["state"] == \
+                    "available"
+                await _next(ws, "state", state="available")
+
+                await api.ctx.queues.enqueue("support", "call-42", "worker-1", caller="+15550123")
+                await api.ctx.queues.match("support")
+                offer = await _next(ws, "offer", call="call-42")
+                assert offer["caller"] == "+15550123" and offer["queue"] == "support"
+                assert offer["waiting_seconds"] >= 0 and offer["joined_ms"] > 0
+
+                r = await http.post("/api/agent/accept", json={"call": "call-42"})
+                accepted = await r.json()
+                assert accepted["ok"] is True
+                grant = accepted["livekit"]
+                assert grant["room"] == room_name("call-42") == "call-call-42"
+                assert room_name("call-42") in api.livekit.rooms
+                claims = lkapi.TokenVerifier(LK_KEY, LK_SECRET).verify(grant["token"])
+                assert claims.identity == "agent-agent1"
+                assert claims.video.room == "call-call-42" and claims.video.room_join
+                assert not claims.video.room_create and not claims.video.room_admin
+                assert not claims.video.room_list
+                await _next(ws, "state", state="on_call")
+                # The worker is told to connect the caller.
+                inbox = await api.ctx.queues.pop_inbox("worker-1", 1)
+                assert inbox is not None and inbox["type"] == "assigned"
+
+                # The caller hangs up: the worker finishes the call.
+                await api.ctx.queues.finish("call-42")
+                wrap = await _next(ws, "state", state="wrap_up")
+                assert wrap["room_closed"] == "call-call-42"
+                assert "call-call-42" not in api.livekit.rooms
+                await asyncio.sleep(1.1)
+                await api.ctx.queues.match("support")  # the workers' periodic matching
+                await _next(ws, "state", state="available")
+                r = await http.get("/api/agent/status")
+                assert (await r.json())["state"] == "available"
+
+
+async def test_console_actions_and_refusals(pg_pool, redis_client) -> None:
+    await save_queue(pg_pool, Queue(name="support", wrapup_seconds=0))
+    async with api_app(pg_pool, redis_client) as api:
+        await save_member(pg_pool, QueueMember("support", "agent1"))
+        await queue_config.reload(pg_pool, api.ctx.queues)
+        async with api.client(await api.token("agent1")) as c:
+            assert (await c.post("/api/agent/available")).status_code == 409  # logged out
+            assert (await c.post("/api/agent/login")).json()["state"] == "available"
+            r = await c.post("/api/agent/break", json={"reason": "lunch"})
+            assert r.json()["state"] == "break"
+            status = (await c.get("/api/agent/status")).json()
+            assert status["state"] == "break" and status["reason"] == "lunch"
+            assert (await c.post("/api/agent/break", json={"reason": "x" * 51})).status_code \
+                == 422
+            r = await c.post("/api/agent/accept", json={"call": "nope"})
+            assert r.json() == {"ok": False, "error": "not_offered", "queue": "",
+                                "livekit": None}
+            assert (await c.post("/api/agent/accept", json={"call": "a b"})).status_code == 422
+            assert (await c.get("/api/agent/token")).status_code == 404
+            assert (await c.get("/api/agent/history")).json() == []
+            r = await c.post("/api/agent/hangup")
+            assert r.json()["state"] == "break"
+
+
+async def test_websocket_refuses_strangers(pg_pool, redis_client) -> None:
+    async with api_app(pg_pool, redis_client) as api, serving(api) as base:
+        async with aiohttp.ClientSession(base_url=base) as http:
+            async with http.ws_connect("/ws/agent") as ws:
+                msg = await ws.receive()
+                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
+            token = await api.token("agent1")
+            async with http.ws_connect("/ws/agent", headers={
+                "Authorization": f"Bearer {token}", "Origin": "http://evil.example"}) as ws:
+                await ws.receive()
+                assert ws.close_code == 4403
+            async with http.ws_connect("/ws/agent", headers={
+                    "Authorization": f"Bearer {api.admin_key}"}) as ws:
+                await ws.receive()
+                assert ws.close_code == 4403
