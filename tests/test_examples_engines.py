@@ -201,3 +201,53 @@ async def test_freeswitch(fs_sim: FreeswitchSimulator, scenario: Scenario) -> No
 
 async def test_freeswitch_containment_spares_other_calls(fs_sim: FreeswitchSimulator) -> None:
     await contained_alongside_good_calls(fs_sim)
+
+
+async def test_asterisk_pin_menu_through_the_real_queue_runtime(redis_client: Any) -> None:
+    """enqueue() with the worker's queue runtime (Redis): hold, position, agent, hang up."""
+    from appserver.queues.agent_control import AgentControl
+    from appserver.queues.model import AgentConfig, Member, QueueConfig
+    from appserver.queues.runtime import QueueRuntime
+    from appserver.queues.store import QueueStore
+    from ivr.calls import CallFlow, CallInfo
+
+    store = QueueStore(redis_client)
+    await store.sync_agent(AgentConfig("ann", kind="sip", extension="1001"))
+    await store.sync_queue(QueueConfig("support", announce_interval=1, announce_wait=False,
+                                       moh_class="default", wrapup_seconds=0), [Member("ann")])
+    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
+                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=0.3)])
+    await sim.start()
+    runtimes: list[QueueRuntime] = []
+
+    def factory(info: CallInfo) -> CallFlow | None:
+        flow = examples.app(info)
+        return runtimes[0].wrap(flow) if flow is not None else None
+
+    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                     password=sim.password)], factory, redis=redis_client)
+    runtimes.append(QueueRuntime(redis_client, "examples-queue", worker.deliver,
+                                 tick_seconds=0.1))
+    await runtimes[0].start()
+    await worker.start()
+    try:
+        await worker.wait_connected()
+        call = await sim.place_call("8301", caller="+15550100")
+        await call.wait_for_prompt("file:pin/enter-pin")
+        await call.press("4321")
+        await call.wait_for_prompt("file:pin/menu")
+        await call.press("2")
+        await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default")
+        await call.wait_for_prompt("number:1")  # first in line
+        await AgentControl(store).login("ann")
+        await call.transcript.wait_for(
+            lambda e: e.kind == "bridged" and e.detail.endswith("1001"), timeout=10)
+        end = await call.wait_ended(10)
+        assert end.detail.endswith("app")  # the flow hung up after QueueResult(answered)
+        assert "file:pin/queue-unavailable" not in call.prompts()
+        await runtimes[0].drain()
+        assert (await store.stats("support")).answered == 1
+    finally:
+        await worker.stop()
+        await runtimes[0].stop()
+        await sim.stop()
