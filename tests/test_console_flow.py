@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 import uvicorn
 from api_support import LK_KEY, LK_SECRET, PASSWORDS, Api, api_app
-from livekit import api as lkapi
 
 from appserver.agents.sip import room_name
 from appserver.queues import config as queue_config
 from appserver.store.members import QueueMember, save_member
 from appserver.store.queues import Queue, save_queue
+from livekit import api as lkapi
 
 
 def _free_port() -> int:
@@ -134,17 +134,20 @@ async def test_console_actions_and_refusals(pg_pool, redis_client) -> None:
 
 
 async def test_websocket_refuses_strangers(pg_pool, redis_client) -> None:
-    async with api_app(pg_pool, redis_client) as api, serving(api) as base:
-        async with aiohttp.ClientSession(base_url=base) as http:
-            async with http.ws_connect("/ws/agent") as ws:
-                msg = await ws.receive()
-                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
-            token = await api.token("agent1")
-            async with http.ws_connect("/ws/agent", headers={
-                "Authorization": f"Bearer {token}", "Origin": "http://evil.example"}) as ws:
-                await ws.receive()
-                assert ws.close_code == 4403
-            async with http.ws_connect("/ws/agent", headers={
-                    "Authorization": f"Bearer {api.admin_key}"}) as ws:
-                await ws.receive()
-                assert ws.close_code == 4403
+    async with (
+        api_app(pg_pool, redis_client) as api,
+        serving(api) as base,
+        aiohttp.ClientSession(base_url=base) as http,
+    ):
+        async with http.ws_connect("/ws/agent") as ws:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4401
+        token = await api.token("agent1")
+        async with http.ws_connect("/ws/agent", headers={
+            "Authorization": f"Bearer {token}", "Origin": "http://evil.example"}) as ws:
+            await ws.receive()
+            assert ws.close_code == 4403
+        async with http.ws_connect("/ws/agent", headers={
+                "Authorization": f"Bearer {api.admin_key}"}) as ws:
+            await ws.receive()
+            assert ws.close_code == 4403
