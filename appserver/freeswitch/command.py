@@ -1,9 +1,10 @@
 """``callyard freeswitch``: the gevent worker for FreeSWITCH.
 
-Serves the outbound ESL socket (``CALLYARD_FREESWITCH_LISTEN``) with the call-flow factory
-named by ``--flow-factory`` (default: the entries of ``CALLYARD_APPS``, asked in order) and keeps
-inbound ESL links to every node in ``CALLYARD_FREESWITCH_ESL``. Top-level imports stay
-light: gevent patches the standard library first thing in :func:`run`.
+Serves the outbound ESL socket (``CALLYARD_FREESWITCH_LISTEN``), giving each call to the first
+app that takes it: those named by ``--flow-factory``, then ``CALLYARD_APPS``, then the IVR
+menus published to Redis (:mod:`appserver.apps`); queued callers are handled by the queue
+runtime. Keeps inbound ESL links to every node in ``CALLYARD_FREESWITCH_ESL``. Top-level
+imports stay light: gevent patches the standard library first thing in :func:`run`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--flow-factory",
         action="append",
         metavar="MODULE:ATTR",
-        help="call-flow factory, flow_factory(call_info) -> CallFlow | None; repeatable, "
-        "asked in order (default: the entries of CALLYARD_APPS)",
+        help="an app to ask first, flow_factory(call_info) -> CallFlow | None; repeatable "
+        "(then CALLYARD_APPS, then the IVR menus)",
     )
     parser.add_argument("--listen", metavar="HOST:PORT", help="override CALLYARD_FREESWITCH_LISTEN")
+    parser.add_argument("--health-listen", metavar="HOST:PORT",
+                        help="/healthz /readyz /metrics here (default CALLYARD_HEALTH_LISTEN)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,52 +36,81 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     monkey.patch_all()
 
+    import contextlib
     import json
     import logging
+    import os
     import resource
     import signal
+    import socket
     import sys
 
     import gevent
+    import redis
 
+    from appserver.apps import AppLoadError, AppRouter, MenuFlows, load_app
+    from appserver.cdr.gevent_ops import WorkerOps
+    from appserver.embedded import EmbeddedError, redis_url
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
-    from appserver.freeswitch.worker import FreeswitchWorker, chain_factories, load_factory
+    from appserver.freeswitch.worker import FreeswitchWorker
+    from appserver.queues.runtime import GeventQueueRuntime
     from appserver.settings import parse_hostport
+    from ivr.calls import CallFlow, CallInfo
 
     log = logging.getLogger("callyard.freeswitch")
-    specs: list[str] = args.flow_factory or settings.apps
-    if not specs:
-        print(
-            "callyard freeswitch: no call flow: pass --flow-factory module:attr "
-            "or set CALLYARD_APPS",
-            file=sys.stderr,
-        )
-        return 2
+    specs: list[str] = [*(args.flow_factory or []), *settings.apps]
     try:
-        factory = chain_factories([load_factory(spec) for spec in specs])
+        apps = [load_app(spec) for spec in specs]
         host, port = parse_hostport(args.listen or settings.freeswitch_listen)
-    except ValueError as exc:
+    except (AppLoadError, ValueError) as exc:
         print(f"callyard freeswitch: {exc}", file=sys.stderr)
         return 2
+    resources = contextlib.ExitStack()
+    try:
+        rurl = resources.enter_context(redis_url(settings, keep=True))
+    except EmbeddedError as exc:
+        print(f"callyard freeswitch: {exc}", file=sys.stderr)
+        return 1
+    menus = MenuFlows(rurl)  # the IVR: always asked last
+    menus.start()
+    router = AppRouter([*apps, menus])
+    queues: list[GeventQueueRuntime] = []  # set once the worker exists (it delivers events)
+
+    def factory(call: CallInfo) -> CallFlow | None:
+        flow = router(call)
+        return queues[0].wrap(flow) if flow is not None else None
+
     # one socket per call in progress: allow as many as the hard limit permits
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template)
-    worker = FreeswitchWorker((host, port), factory, config)
+    ops = WorkerOps(settings, args.health_listen)  # CDRs, health, graceful stop
+    worker = FreeswitchWorker((host, port), ops.wrap_factory(factory), config)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
+    queues.append(GeventQueueRuntime(
+        redis.Redis.from_url(rurl, decode_responses=True),
+        f"freeswitch-{socket.gethostname()}-{os.getpid()}",
+        worker.deliver,
+    ))
+    queues[0].start()
     try:
         worker.start()
     except OSError as exc:
         print(f"callyard freeswitch: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    log.info("serving calls with %s; %d FreeSWITCH node(s)", ", ".join(specs), len(nodes.links))
+    log.info("serving calls with %s; %d FreeSWITCH node(s)",
+             ", ".join([*specs, "IVR menus"]), len(nodes.links))
+    ops.start(worker, nodes)
     stop.wait()
     log.info("stopping; stats %s", json.dumps(worker.stats()))
-    worker.stop()
+    ops.drain(worker)
     nodes.stop()
+    queues[0].stop()
+    menus.stop()
+    resources.close()
     return 0

@@ -1,0 +1,119 @@
+"""CDRs, health server and graceful stop for the gevent FreeSWITCH worker.
+
+``callyard freeswitch`` uses it in three calls::
+
+    ops = WorkerOps(settings, health_listen)
+    factory = ops.wrap_factory(factory)     # every call's flow gets a CdrFlow
+    ops.start(worker, nodes)                # CDR sink greenlet, /healthz /readyz /metrics
+    ...                                     # SIGTERM
+    ops.drain(worker)                       # stop accepting, let calls finish, flush CDRs
+
+Draining closes the outbound listening socket first, so FreeSWITCH's ``socket``
+application fails for new calls and the dialplan's fallback runs; calls in progress get
+``CALLYARD_SHUTDOWN_GRACE`` seconds. A call still up after that is recorded as ``failed``
+with cause ``WORKER_SHUTDOWN`` (its socket closes when the process exits).
+CDRs need ``CALLYARD_REDIS_URL``; without it the worker runs without CDRs and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from appserver.cdr.flow import CdrCalls
+from appserver.metrics import ENGINE_CONNECTED, CallMetrics
+
+if TYPE_CHECKING:
+    from appserver.settings import Settings
+    from ivr.calls import CallFlow, CallInfo
+
+log = logging.getLogger("callyard.freeswitch")
+Factory = Callable[["CallInfo"], "CallFlow | None"]
+
+
+class WorkerOps:
+    def __init__(self, settings: Settings, health_listen: str | None = None) -> None:
+        self.grace = settings.shutdown_grace
+        self.redis: Any = None
+        self.sink: Any = None
+        self.cdrs: CdrCalls | None = None
+        self.health: Any = None
+        self._worker: Any = None
+        self._nodes: Any = None
+        if settings.redis_url:
+            import redis
+
+            from appserver.cdr.sink import GeventCdrSink
+
+            self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                              socket_connect_timeout=5)
+            self.sink = GeventCdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
+            self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
+        else:
+            log.warning("CALLYARD_REDIS_URL is not set: no CDRs are written")
+        listen = health_listen or settings.health_listen
+        if listen:
+            from appserver.health import GeventHealthServer
+
+            self.health = GeventHealthServer(listen, self.checks)
+
+    def wrap_factory(self, factory: Factory) -> Factory:
+        cdrs = self.cdrs
+        if cdrs is None:
+            return factory
+
+        def wrapped(info: CallInfo) -> CallFlow | None:
+            flow = factory(info)
+            return cdrs.wrap(flow, info) if flow is not None else None
+
+        return wrapped
+
+    def start(self, worker: Any, nodes: Any) -> None:
+        self._worker, self._nodes = worker, nodes
+        for link in nodes.links:
+            ENGINE_CONNECTED.labels("freeswitch", link.name).set_function(link.connected.is_set)
+        if self.sink is not None:
+            self.sink.start()
+        if self.health is not None:
+            self.health.start()
+
+    def checks(self) -> dict[str, str]:
+        """Readiness: Redis (when configured), the listening socket, the inbound links."""
+        checks: dict[str, str] = {}
+        if self.redis is not None:
+            try:
+                self.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:  # not ready; say why
+                checks["redis"] = f"error: {type(exc).__name__}: {exc}"
+        worker, nodes = self._worker, self._nodes
+        checks["listening"] = "ok" if worker is not None and worker.port else "error: not yet"
+        links = list(nodes.links) if nodes is not None else []
+        if links and not any(link.connected.is_set() for link in links):
+            checks["freeswitch"] = "error: no FreeSWITCH node connected over inbound ESL"
+        else:
+            checks["freeswitch"] = "ok"
+        return checks
+
+    def drain(self, worker: Any) -> None:
+        """Stop taking calls, give those in progress the grace period, flush CDRs."""
+        import gevent
+
+        if self.health is not None:
+            self.health.stopping = True
+        worker.stop()  # closes the listening socket: new calls take the dialplan fallback
+        log.info("stopping: %d call(s) in progress, up to %.0fs to finish",
+                 len(worker.calls), self.grace)
+        deadline = time.monotonic() + self.grace
+        while worker.calls and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        if self.cdrs is not None:
+            left = self.cdrs.abandon_all("WORKER_SHUTDOWN")
+            if left:
+                log.warning("grace period over: %d call(s) recorded as failed", left)
+        if self.sink is not None:
+            self.sink.stop(10.0)
+        if self.health is not None:
+            self.health.stop()

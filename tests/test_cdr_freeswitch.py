@@ -1,0 +1,100 @@
+"""``callyard freeswitch`` as a process against the ESL simulator: CDRs reach PostgreSQL,
+health and metrics answer, and SIGTERM closes the socket (fallback) and drains calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from test_cdr_asterisk import drain_cdrs, wait_ready
+
+from appserver.embedded import free_port
+from appserver.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)
+
+
+def fs_env(redis_url: str, listen: int, health: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        CALLYARD_REDIS_URL=redis_url,
+        CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{listen}",
+        CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
+        CALLYARD_TEST_FLOW_TIMEOUT="30",
+        **extra,
+    )
+    return env
+
+
+async def start_fs_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "flows:factory",
+        env=env, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_cdrs_health_metrics_and_graceful_stop(
+    redis_url: str, redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
+) -> None:
+    listen, health = free_port(), free_port()
+    proc = await start_fs_worker(fs_env(redis_url, listen, health, CALLYARD_SHUTDOWN_GRACE="20"))
+    sim = FreeswitchSimulator([("127.0.0.1", listen)], Behaviour(**FAST))
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, health)
+            menu = await sim.place_call("9999", caller="+15550201")
+            await menu.wait_for_prompt("file:ivr/welcome")
+            await menu.press("1")
+            await menu.wait_for_prompt("file:ivr/sales")
+            await menu.hangup()
+            transfer = await sim.place_call("9999", caller="+15550202")
+            await transfer.wait_for_prompt("file:ivr/welcome")
+            await transfer.press("0")
+            await transfer.wait_for("transferred")
+            crash = await sim.place_call("9998", caller="+15550203")
+            await crash.wait_ended()
+            assert await drain_cdrs(redis_client, pg_pool, 3) == 3
+            rows = {r["caller"]: r for r in await pg_pool.fetch("SELECT * FROM cdrs")}
+            assert rows["+15550201"]["disposition"] == "hangup"
+            assert rows["+15550202"]["disposition"] == "transferred"
+            assert rows["+15550203"]["disposition"] == "failed"
+            assert {r["engine"] for r in rows.values()} == {"freeswitch"}
+            assert rows["+15550201"]["call_id"] == menu.call_id
+
+            async with http.get(f"http://127.0.0.1:{health}/metrics") as resp:
+                text = await resp.text()
+            assert 'callyard_calls_total{engine="freeswitch"' in text
+            assert 'callyard_ivr_step_seconds_count{engine="freeswitch"}' in text
+
+            busy = await sim.place_call("9999", caller="+15550204")
+            await busy.wait_for_prompt("file:ivr/welcome")
+            proc.send_signal(signal.SIGTERM)
+            for _ in range(50):
+                async with http.get(f"http://127.0.0.1:{health}/readyz") as resp:
+                    if resp.status == 503:
+                        break
+                await asyncio.sleep(0.05)
+            assert resp.status == 503
+            late = await sim.place_call("9999", caller="+15550205")
+            await late.wait_for_prompt("file:" + FALLBACK_PROMPT.removesuffix(".wav"))  # fallback
+            assert proc.returncode is None  # still serving the call in progress
+            await busy.press("1")
+            await busy.wait_for_prompt("file:ivr/sales")
+            await busy.hangup()
+            await asyncio.wait_for(proc.wait(), 15)
+    finally:
+        await sim.stop()
+        if proc.returncode is None:
+            proc.kill()
+        _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert await drain_cdrs(redis_client, pg_pool, 4) == 4
+    row = await pg_pool.fetchrow("SELECT * FROM cdrs WHERE caller = '+15550204'")
+    assert row["disposition"] == "hangup" and row["call_id"] == busy.call_id
