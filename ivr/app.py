@@ -450,11 +450,10 @@ class GeneratorFlow:
         # Answered, TransferResult and AgentAssigned need nothing from the flow.
 
     def _on_collect_digits(self, digits: str, out: list[c.Command]) -> None:
-        step = self._step
-        assert isinstance(step, CollectStep)
         for ch in digits.upper():
-            if self._wait != "collect":
-                return  # finished: the rest of this event is dropped
+            step = self._step  # digits after a finished entry are type-ahead for the next
+            if self._wait != "collect" or not isinstance(step, CollectStep):
+                return  # the flow moved on to something else: the rest is dropped
             if ch not in DIGIT_CHARS:
                 continue
             if self._play is not None:

@@ -323,3 +323,20 @@ def test_loading_an_app_without_routes_fails_clearly(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "empty_app_module", module)
     with pytest.raises(AppLoadError, match="no routes"):
         load_app("empty_app_module:app")
+
+
+def test_digits_after_a_complete_entry_are_type_ahead_for_the_next_collect() -> None:
+    app = make_app()
+    got: list[str | None] = []
+
+    @app.route("1")
+    def flow(call: Call) -> Flow:
+        got.append((yield collect("p", max_digits=1)))
+        got.append((yield collect("q", max_digits=3, terminator="*")))
+        got.append((yield play("r", interruptible=True)))
+
+    call = place_call(app, "1")
+    call.harness.advance(0.5)
+    call.press_now("245*9")  # one Dtmf event carrying several digits
+    call.run()
+    assert got == ["2", "45", ""]  # "9" arrived while nothing listened for it
