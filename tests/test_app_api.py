@@ -340,3 +340,25 @@ def test_digits_after_a_complete_entry_are_type_ahead_for_the_next_collect() -> 
     call.press_now("245*9")  # one Dtmf event carrying several digits
     call.run()
     assert got == ["2", "45", ""]  # "9" arrived while nothing listened for it
+
+
+def test_flows_compose_with_yield_from() -> None:
+    app = make_app()
+
+    def ask_pin(call: Call) -> Flow:
+        for _ in range(2):
+            pin = yield collect("pin/enter", min_digits=4, max_digits=4)
+            if pin == "1234":
+                return True
+        return False
+
+    @app.route("1")
+    def flow(call: Call) -> Flow:
+        ok = yield from ask_pin(call)
+        yield play("pin/welcome" if ok else "pin/goodbye")
+
+    call = place_call(app, "1")
+    call.press("0000")
+    call.press("1234")
+    call.run()
+    assert call.played == ["file:pin/enter", "file:pin/enter", "file:pin/welcome"]
