@@ -139,6 +139,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
     from appserver.api.services import Services
     from appserver.api.sim_routes import SimCalls
+    from appserver.cdr.writer import writer_running
     from appserver.embedded import free_port
     from appserver.sim.ari.server import AriSimulator
     from appserver.sim.esl.simulator import FreeswitchSimulator
@@ -170,7 +171,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
 
     try:
-        async with Services.started(dsn, redis_url) as services:
+        async with Services.started(dsn, redis_url) as services, \
+                writer_running(services.redis, services.pool):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
             # Ready once both workers are connected to their simulated engine.
             services.extra_checks["freeswitch"] = lambda: (

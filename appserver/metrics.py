@@ -139,3 +139,11 @@ class RedisStatsPoller:
             CDR_PENDING.set(int(pending["pending"]))
         except Exception:  # no consumer group yet
             CDR_PENDING.set(0)
+
+
+async def metrics_endpoint(request: Any) -> Any:
+    """``/metrics`` for a Starlette/FastAPI app: ``app.add_route("/metrics", metrics_endpoint)``."""
+    from starlette.responses import Response
+
+    body, content_type = render()
+    return Response(body, headers={"Content-Type": content_type})

@@ -16,6 +16,7 @@ from appserver import __version__
 from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
 from appserver.api.sim_routes import SimCalls, sim_router
+from appserver.metrics import metrics_endpoint
 from appserver.store.db import NotFoundError
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def create_app(
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # Prometheus
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:

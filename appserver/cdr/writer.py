@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,3 +236,19 @@ class CdrWriter:
 def _strs(fields: dict[Any, Any]) -> dict[str, str]:
     return {(k.decode() if isinstance(k, bytes) else str(k)):
             (v.decode() if isinstance(v, bytes) else str(v)) for k, v in fields.items()}
+
+
+@contextlib.asynccontextmanager
+async def writer_running(redis: Any, pool: asyncpg.Pool) -> AsyncIterator[CdrWriter]:
+    """A writer (and the Redis metrics poller) inside another process, e.g. ``callyard dev``."""
+    from appserver.metrics import RedisStatsPoller
+
+    writer = CdrWriter(redis, pool)
+    poller = RedisStatsPoller(redis)
+    writer.start()
+    poller.start()
+    try:
+        yield writer
+    finally:
+        await poller.stop()
+        await writer.stop()
