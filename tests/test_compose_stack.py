@@ -198,6 +198,8 @@ def test_services_of_the_stack_and_their_health_checks() -> None:
         "callyard-freeswitch",
         "callyard-freeswitch-2",
         "callyard-asterisk",
+        "callyard-cdr-writer",
+        "prompts",
     }
     assert expected <= set(services)
     for name in (
@@ -209,20 +211,31 @@ def test_services_of_the_stack_and_their_health_checks() -> None:
         "livekit",
         "callyard-api",
         "callyard-freeswitch",
+        "callyard-freeswitch-2",
+        "callyard-asterisk",
+        "callyard-cdr-writer",
     ):
         assert "test" in services[name].get("healthcheck", {}), name
+    # workers serve /healthz where their health check looks
+    for name in ("callyard-freeswitch", "callyard-asterisk", "callyard-cdr-writer"):
+        listen = services[name]["environment"]["CALLYARD_HEALTH_LISTEN"]
+        port = listen.rpartition(":")[2]
+        assert f"127.0.0.1:{port}/healthz" in services[name]["healthcheck"]["test"][-1], name
     # the Callyard processes share one image built from the repository
-    images = {services[n]["image"] for n in expected if n.startswith(("callyard", "setup"))}
+    images = {
+        services[n]["image"] for n in expected if n.startswith(("callyard", "setup", "prompts"))
+    }
     assert images == {"callyard:dev"}
     assert services["setup"]["command"] == ["callyard migrate && callyard seed-demo"]
     commands = {
         n: services[n]["command"]
-        for n in ("callyard-api", "callyard-freeswitch", "callyard-asterisk")
+        for n in ("callyard-api", "callyard-freeswitch", "callyard-asterisk", "callyard-cdr-writer")
     }
     assert commands == {
         "callyard-api": ["api"],
         "callyard-freeswitch": ["freeswitch"],
         "callyard-asterisk": ["asterisk"],
+        "callyard-cdr-writer": ["cdr-writer"],
     }
 
 
@@ -244,7 +257,7 @@ def test_callyard_commands_run_by_the_stack_exist() -> None:
     services = _services()
     used = {services[n]["command"][0] for n in services if n.startswith("callyard-")}
     used |= set(re.findall(r"callyard ([a-z-]+)", services["setup"]["command"][0]))
-    assert used == {"api", "freeswitch", "asterisk", "migrate", "seed-demo"}
+    assert used == {"api", "freeswitch", "asterisk", "cdr-writer", "migrate", "seed-demo"}
     assert used <= set(COMMANDS), sorted(used - set(COMMANDS))
 
 
@@ -263,3 +276,24 @@ def test_demo_prompts_reach_both_engines_sound_folders() -> None:
     for engine in ("freeswitch", "asterisk"):
         condition = services[engine]["depends_on"]["prompts"]["condition"]
         assert condition == "service_completed_successfully"
+
+
+def test_image_carries_the_console_libraries_where_the_api_serves_them() -> None:
+    from appserver.api import app
+
+    dockerfile = (COMPOSE_DIR / "Dockerfile").read_text()
+    web = REPO / "appserver" / "api" / "web"
+    for name in ("package.json", "package-lock.json"):
+        assert (web / name).is_file()
+        assert f"appserver/api/web/{name}" in dockerfile
+    copied = re.search(r"COPY --from=console /web/node_modules (\S+)", dockerfile)
+    assert copied
+    package_root = Path(app.__file__).resolve().parents[1]  # .../appserver
+    relative = app.LIVEKIT_DIST.relative_to(package_root)
+    assert (
+        copied.group(1)
+        == f"/usr/local/lib/python3.11/site-packages/appserver/{relative.parents[1]}"
+    )
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    ignore = (COMPOSE_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "**/node_modules" in ignore  # a developer's local copy never enters the image
