@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "seed-demo": "appserver.demo_command",
     "menus": "appserver.menus.command",
     "api": "appserver.api.command",
+    "livekit-setup": "appserver.agents.setup_command",
+    "api-key": "appserver.api.keys_command",
     "dev": "appserver.dev",
     "cdr-writer": "appserver.cdr.command",
 }

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = Field("secret", min_length=6)
     livekit_sip_uri: str = "sip:127.0.0.1:5070"
+    # What browsers connect to (ws(s)://); unset: livekit_url with ws(s) for http(s).
+    livekit_public_url: str | None = None
 
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

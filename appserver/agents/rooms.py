@@ -46,9 +46,11 @@ def browser_url(server_url: str) -> str:
 class CallRooms:
     """Room service client plus token minting for the agent console."""
 
-    def __init__(self, redis: aioredis.Redis, url: str, api_key: str, api_secret: str) -> None:
+    def __init__(self, redis: aioredis.Redis, url: str, api_key: str, api_secret: str,
+                 public_url: str | None = None) -> None:
         self.redis = redis
         self.url = url
+        self.public_url = public_url or browser_url(url)
         self.api_key = api_key
         self.api_secret = api_secret
         self._session: aiohttp.ClientSession | None = None
@@ -79,7 +81,7 @@ class CallRooms:
             .with_grants(grants)
             .to_jwt()
         )
-        return RoomGrant(room, jwt, browser_url(self.url), int(TOKEN_TTL.total_seconds()))
+        return RoomGrant(room, jwt, self.public_url, int(TOKEN_TTL.total_seconds()))
 
     async def open(self, agent: str, call_id: str) -> str:
         """Create the call's room (before the engine bridges the caller into it) and remember

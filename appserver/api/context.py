@@ -44,7 +44,7 @@ class ApiContext:
         from appserver.api.auth import shared_secret
 
         rooms = CallRooms(redis, settings.livekit_url, settings.livekit_api_key,
-                          settings.livekit_api_secret)
+                          settings.livekit_api_secret, settings.livekit_public_url)
         ctx = cls(pool, redis, settings, await shared_secret(redis, settings.api_secret), rooms)
         await ctx.hub.start()
         return ctx
