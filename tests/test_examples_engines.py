@@ -71,6 +71,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         prompt("pin/new-messages"), prompt("pin/menu"), press("0"),
         expect("transferred", "1000"),
     )),
+    Scenario("pin menu: no such queue, back to the menu", "8399", (
+        prompt("pin/enter-pin"), press("4321"), prompt("pin/menu"), press("2"),
+        prompt("pin/queue-unavailable"), prompt("pin/menu"), press("*"), prompt("pin/goodbye"),
+        END,
+    )),
     Scenario("pin menu: three wrong pins", "8300", (
         prompt("pin/enter-pin"), press("0000"), prompt("pin/wrong-pin"),
         prompt("pin/enter-pin"), press("1111"), prompt("pin/wrong-pin"),
