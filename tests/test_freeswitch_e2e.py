@@ -195,8 +195,8 @@ def test_command_reports_a_bad_flow_factory_clearly() -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert bad.returncode == 2 and "cannot import 'no_such_mod'" in bad.stderr
-    none = subprocess.run(
-        [sys.executable, "-m", "appserver.cli", "freeswitch"],
+    missing = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "json:nope"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert none.returncode == 2 and "no call flow" in none.stderr
+    assert missing.returncode == 2 and "has no attribute 'nope'" in missing.stderr

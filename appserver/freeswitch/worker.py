@@ -3,8 +3,9 @@
 Must run under gevent (``gevent.monkey.patch_all()`` first, as ``callyard freeswitch``
 does). Construct it with a flow factory and serve::
 
-    from appserver.freeswitch.worker import FreeswitchWorker, load_factory
-    worker = FreeswitchWorker(("127.0.0.1", 8084), load_factory("tests.flows:factory"))
+    from appserver.apps import load_app
+    from appserver.freeswitch.worker import FreeswitchWorker
+    worker = FreeswitchWorker(("127.0.0.1", 8084), load_app("tests.flows:factory"))
     worker.serve_forever()          # or worker.start() for a background greenlet
 
 ``flow_factory(call_info)`` returns a CallFlow, or None when nothing serves that number
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -27,41 +26,13 @@ import gevent.event
 import gevent.socket
 from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSessionHasGoneAway
 
+from appserver.apps import FlowFactory
 from appserver.freeswitch.driver import CallDriver, DriverConfig, QueueRuntime, call_info_from
 from appserver.freeswitch.session import CallSession
 from ivr import calls as c
 
 log = logging.getLogger("callyard.freeswitch")
 
-FlowFactory = Callable[[c.CallInfo], "c.CallFlow | None"]
-
-
-def load_factory(spec: str) -> FlowFactory:
-    """``module.path:attribute`` -> the flow factory it names (clear error otherwise)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected module.path:attribute, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"{spec!r} is not a callable flow factory")
-    return factory
-
-
-def chain_factories(factories: list[FlowFactory]) -> FlowFactory:
-    """One factory asking each in turn; the first flow that is not None serves the call."""
-
-    def factory(info: c.CallInfo) -> c.CallFlow | None:
-        for candidate in factories:
-            flow = candidate(info)
-            if flow is not None:
-                return flow
-        return None
-
-    return factories[0] if len(factories) == 1 else factory
 
 
 class _Server(OutboundESLServer):

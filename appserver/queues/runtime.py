@@ -33,7 +33,7 @@ from appserver.queues.store import QueueError, QueueStore, SyncQueueStore
 from ivr.calls import AgentAssigned, CallFlow, CallInfo, Enqueue, Event, QueueResult, QueueUpdate
 
 log = logging.getLogger(__name__)
-Deliver = Callable[[str, Event], None]
+Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
 
 
 class _RuntimeCore:
