@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "livekit-setup": "appserver.agents.setup_command",
     "api-key": "appserver.api.keys_command",
     "dev": "appserver.dev",
+    "bench": "appserver.bench",
     "cdr-writer": "appserver.cdr.command",
 }
 

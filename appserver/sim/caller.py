@@ -59,10 +59,12 @@ class Transcript:
         self.entries.append(Entry(round(time.monotonic() - self.started, 4), kind, detail))
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[Entry], bool], timeout: float = 5.0) -> Entry:
-        """Wait until an entry matching ``predicate`` exists (past or future) and return it."""
+    async def wait_for(
+        self, predicate: Callable[[Entry], bool], timeout: float = 5.0, start: int = 0
+    ) -> Entry:
+        """Wait until an entry from index ``start`` on matches ``predicate``; return it."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = start
         while True:
             for entry in self.entries[seen:]:
                 if predicate(entry):
