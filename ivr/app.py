@@ -667,6 +667,7 @@ class Route:
     handler: Handler
     options: FlowOptions
     regex: re.Pattern[str] | None  # None: an exact number
+    app: str = "app"  # the App it was declared on (flow names in logs)
 
     def matches(self, called: str) -> bool:
         return self.regex.fullmatch(called) is not None if self.regex else called == self.pattern
@@ -721,7 +722,7 @@ class App:
                 raise ValueError(f"bad route pattern {pattern!r}: {exc}") from None
         elif any(r.pattern == pattern for r in self.routes):
             raise ValueError(f"number {pattern!r} is routed twice")
-        self.routes.append(Route(pattern, handler, self.options, regex))
+        self.routes.append(Route(pattern, handler, self.options, regex, self.name))
 
     def include(self, other: App) -> None:
         """Add ``other``'s routes after this app's (each keeps its own options)."""
@@ -736,7 +737,7 @@ class App:
         if route is None:
             return None
         return GeneratorFlow(route.handler, route.options,
-                             f"{self.name}:{route.handler.__qualname__}")
+                             f"{route.app}:{route.handler.__qualname__}")
 
     def numbers(self) -> Mapping[str, str]:
         """Route pattern -> flow name, for listings."""

@@ -153,7 +153,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def fs_worker() -> Iterator[int]:
+def fs_worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fs-worker") / "stderr.log"
+
+
+@pytest.fixture(scope="module")
+def fs_worker(fs_worker_log: Path) -> Iterator[int]:
     port = _free_port()
     env = {
         **os.environ,
@@ -163,13 +168,13 @@ def fs_worker() -> Iterator[int]:
         "CALLYARD_FREESWITCH_ESL": "",
         "CALLYARD_LOG_LEVEL": "WARNING",
     }
+    log_file = fs_worker_log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "appserver.cli", "freeswitch"], cwd=ROOT,
-                            env=env, stderr=subprocess.PIPE)
+                            env=env, stderr=log_file)
     deadline = time.monotonic() + 15
     while True:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"worker exited: {err}")
+            raise RuntimeError(f"worker exited: {fs_worker_log.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             break
@@ -181,10 +186,11 @@ def fs_worker() -> Iterator[int]:
     yield port
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.communicate(timeout=5)
+        proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
+    log_file.close()
 
 
 @pytest.fixture
@@ -204,8 +210,16 @@ async def test_freeswitch(fs_sim: FreeswitchSimulator, scenario: Scenario) -> No
     assert call.ended
 
 
-async def test_freeswitch_containment_spares_other_calls(fs_sim: FreeswitchSimulator) -> None:
+async def test_freeswitch_containment_spares_other_calls(
+    fs_sim: FreeswitchSimulator, fs_worker_log: Path
+) -> None:
     await contained_alongside_good_calls(fs_sim)
+    raised = await run_scenario(fs_sim, CONTAINMENT[0])
+    await asyncio.sleep(0.3)
+    log = fs_worker_log.read_text()
+    assert f"misbehaving:raises failed on call {raised.call_id}" in log
+    assert "RuntimeError: lookup service exploded" in log
+    assert "misbehaving:ignores_hangup ignored the hangup" in log
 
 
 async def test_asterisk_pin_menu_through_the_real_queue_runtime(redis_client: Any) -> None:
