@@ -1,0 +1,34 @@
+"""`callyard bench --json` runs a short load and reports what the README promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("engine", ["freeswitch", "asterisk"])
+def test_bench_json(engine: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "bench", "--engine", engine,
+         "--concurrent", "20", "--cps", "10", "--duration", "2", "--json"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["placed"] == result["completed"] == 20 and result["failed"] == 0
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert result["worker"]["peak_rss_mb"] > 10 and result["worker"]["cpu_percent"] >= 0
+
+
+def test_bench_rejects_nonsense() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "bench", "--cps", "0"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 2 and "must be positive" in out.stderr
