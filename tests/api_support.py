@@ -7,7 +7,9 @@ caller's token with the API secret, like the real server; it keeps rooms in memo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 from livekit.protocol import models as proto_models
@@ -180,3 +183,24 @@ async def api_app(pool: asyncpg.Pool, redis: aioredis.Redis, **settings: Any) ->
             yield Api(create_app(context=ctx, readiness=None), ctx, lk, key)
         finally:
             await ctx.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(api: Api) -> AsyncIterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

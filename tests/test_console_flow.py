@@ -10,42 +10,17 @@ goes through wrap-up back to available.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import uvicorn
-from api_support import LK_KEY, LK_SECRET, PASSWORDS, Api, api_app
+from api_support import LK_KEY, LK_SECRET, PASSWORDS, api_app, serving
 
 from appserver.agents.sip import room_name
 from appserver.queues import config as queue_config
 from appserver.store.members import QueueMember, save_member
 from appserver.store.queues import Queue, save_queue
 from livekit import api as lkapi
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serving(api: Api) -> AsyncIterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:

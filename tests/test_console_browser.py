@@ -1,0 +1,117 @@
+"""The agent console in real headless Chromium, end to end through the Asterisk worker.
+
+An agent logs in and goes available; a simulated caller walks the menu into the queue (ARI
+simulator + Asterisk worker + queue runtime in this process); the console shows the offer;
+the agent accepts; the engine dials the LiveKit SIP address of that call's room; the
+console's token is valid for that room only; the caller hangs up; the console shows
+wrap-up, then available. LiveKit itself is the Twirp stand-in (no media server here).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import flows
+import pytest
+from api_support import LK_KEY, LK_SECRET, PASSWORDS, api_app, serving
+
+from appserver.agents.bridge import BrowserAgentBridge
+from appserver.agents.sip import room_name, sip_address
+from appserver.asterisk.worker import AsteriskWorker
+from appserver.queues import config as queue_config
+from appserver.queues.runtime import QueueRuntime
+from appserver.settings import AriNode
+from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.store.members import QueueMember, save_member
+from appserver.store.queues import Queue, save_queue
+from ivr.calls import CallFlow, CallInfo
+from livekit import api as lkapi
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SIP_URI = "sip:127.0.0.1:5070"
+
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed")
+
+
+async def test_agent_takes_a_call_in_the_browser(pg_pool, redis_client) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    await save_queue(pg_pool, Queue(name="support", wrapup_seconds=2, announce_interval=0))
+    async with api_app(pg_pool, redis_client, livekit_sip_uri=SIP_URI) as api, \
+            serving(api) as base:
+        await save_member(pg_pool, QueueMember("support", "agent1"))
+        await queue_config.reload(pg_pool, api.ctx.queues)
+        sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1))
+        await sim.start()
+        runtime: QueueRuntime | None = None
+
+        def factory(info: CallInfo) -> CallFlow | None:
+            flow = flows.factory(info)
+            assert runtime is not None and flow is not None
+            return BrowserAgentBridge(runtime.wrap(flow), SIP_URI)
+
+        worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                         password=sim.password)], factory, redis=redis_client,
+                                dial_template="PJSIP/livekit/{target}")
+        runtime = QueueRuntime(redis_client, "asterisk-console", worker.deliver,
+                               tick_seconds=0.1)
+        await runtime.start()
+        await worker.start()
+        try:
+            await worker.wait_connected()
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = await browser.new_page()
+                await page.goto(f"{base}/console")
+                await page.fill("input[name=username]", "agent1")
+                await page.fill("input[name=password]", PASSWORDS["agent1"])
+                await page.click("button[type=submit]")
+                await expect(page.locator("#state")).to_have_text("available")
+                await expect(page.locator("#conn")).to_have_text("online")
+                # livekit-client comes from npm (node_modules), served by the app.
+                assert await page.evaluate("typeof LivekitClient.Room") == "function"
+
+                call = await sim.place_call("9999", caller="+15550123")
+                room = room_name(call.call_id)
+                endpoint = SimEndpoint("PJSIP", f"livekit/{sip_address(call.call_id, SIP_URI)}",
+                                       talk_seconds=60)
+                sim.add_endpoint(endpoint)
+                await call.wait_for_prompt("file:ivr/welcome")
+                await call.press("2")
+                await call.wait_for_prompt("file:ivr/support")
+                await call.press("1")
+                await call.transcript.wait_for(lambda e: e.kind == "moh")
+
+                await expect(page.locator("#offer")).to_be_visible()
+                await expect(page.locator("#offer-caller")).to_have_text("+15550123")
+                await expect(page.locator("#offer-queue")).to_have_text("support")
+                async with page.expect_response("**/api/agent/accept") as accepted:
+                    await page.click("#accept")
+                grant = (await (await accepted.value).json())["livekit"]
+                claims = lkapi.TokenVerifier(LK_KEY, LK_SECRET).verify(grant["token"])
+                assert grant["room"] == room == claims.video.room
+                assert claims.video.room_join and not claims.video.room_admin
+                assert not claims.video.room_create and not claims.video.room_list
+                assert room in api.livekit.rooms
+                await expect(page.locator("#call-room")).to_have_text(room)
+                await expect(page.locator("#state")).to_have_text("on_call")
+
+                # The engine bridges the caller to LiveKit SIP, to this call's room.
+                await call.transcript.wait_for(
+                    lambda e: e.kind == "bridged" and e.detail == room, timeout=10)
+                assert f"dialed {room}" in call.transcript.lines()
+                assert endpoint.channel_ids
+
+                await call.hangup()
+                await expect(page.locator("#state")).to_have_text("wrap_up", timeout=5000)
+                await expect(page.locator("#wrapup")).to_be_visible()
+                assert room not in api.livekit.rooms
+                await expect(page.locator("#state")).to_have_text("available", timeout=6000)
+                await expect(page.locator("#call")).to_be_hidden()
+                await browser.close()
+        finally:
+            await worker.stop()
+            await runtime.stop()
+            await sim.stop()
