@@ -72,7 +72,7 @@ class WorkerOps:
 
     def start(self, worker: Any, nodes: Any) -> None:
         self._worker, self._nodes = worker, nodes
-        for link in nodes.links:
+        for link in nodes.links.values():
             ENGINE_CONNECTED.labels("freeswitch", link.name).set_function(link.connected.is_set)
         if self.sink is not None:
             self.sink.start()
@@ -90,7 +90,7 @@ class WorkerOps:
                 checks["redis"] = f"error: {type(exc).__name__}: {exc}"
         worker, nodes = self._worker, self._nodes
         checks["listening"] = "ok" if worker is not None and worker.port else "error: not yet"
-        links = list(nodes.links) if nodes is not None else []
+        links = list(nodes.links.values()) if nodes is not None else []
         if links and not any(link.connected.is_set() for link in links):
             checks["freeswitch"] = "error: no FreeSWITCH node connected over inbound ESL"
         else:
