@@ -31,7 +31,8 @@ OUTAGE = 30.0  # seconds PostgreSQL stays down
 def env(**extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
     base.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-                CALLYARD_LOG_LEVEL="WARNING", CALLYARD_TEST_FLOW_TIMEOUT="30", **extra)
+                CALLYARD_LOG_LEVEL="WARNING", CALLYARD_TEST_FLOW_TIMEOUT="30")
+    base.update(extra)
     return base
 
 
