@@ -17,6 +17,7 @@ process that finishes the call emits its record.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -43,6 +44,7 @@ from ivr.calls import (
 )
 
 CdrSink = Callable[[CdrRecord], None]
+log = logging.getLogger("callyard.cdr")
 
 _QUEUE_DISPOSITION = {"answered": "answered", "abandoned": "abandoned", "overflow": "overflow",
                       "timeout": "overflow", "left": "overflow", "failed": "failed"}
@@ -304,6 +306,12 @@ class CdrCalls:
 
     def _emit(self, record: CdrRecord) -> None:
         self.active.pop(record.call_id, None)
+        log.info("call ended", extra={
+            "call_id": record.call_id, "engine": record.engine, "node": record.node,
+            "disposition": record.disposition, "cause": record.hangup_cause,
+            "seconds": round(record.ended_at - record.started_at, 3),
+            "menu_path": "/".join(record.menu_path), "queue": record.queue or "",
+            "agent": record.agent or ""})
         self.sink(record)
 
     def abandon_all(self, cause: str = "WORKER_SHUTDOWN") -> int:
