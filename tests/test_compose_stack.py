@@ -200,6 +200,7 @@ def test_services_of_the_stack_and_their_health_checks() -> None:
         "callyard-asterisk",
         "callyard-cdr-writer",
         "prompts",
+        "livekit-setup",
     }
     assert expected <= set(services)
     for name in (
@@ -223,7 +224,9 @@ def test_services_of_the_stack_and_their_health_checks() -> None:
         assert f"127.0.0.1:{port}/healthz" in services[name]["healthcheck"]["test"][-1], name
     # the Callyard processes share one image built from the repository
     images = {
-        services[n]["image"] for n in expected if n.startswith(("callyard", "setup", "prompts"))
+        services[n]["image"]
+        for n in expected
+        if n.startswith(("callyard", "setup", "prompts", "livekit-setup"))
     }
     assert images == {"callyard:dev"}
     assert services["setup"]["command"] == ["callyard migrate && callyard seed-demo"]
@@ -257,7 +260,16 @@ def test_callyard_commands_run_by_the_stack_exist() -> None:
     services = _services()
     used = {services[n]["command"][0] for n in services if n.startswith("callyard-")}
     used |= set(re.findall(r"callyard ([a-z-]+)", services["setup"]["command"][0]))
-    assert used == {"api", "freeswitch", "asterisk", "cdr-writer", "migrate", "seed-demo"}
+    used.add(services["livekit-setup"]["command"][0])
+    assert used == {
+        "api",
+        "freeswitch",
+        "asterisk",
+        "cdr-writer",
+        "migrate",
+        "seed-demo",
+        "livekit-setup",
+    }
     assert used <= set(COMMANDS), sorted(used - set(COMMANDS))
 
 
@@ -297,3 +309,14 @@ def test_image_carries_the_console_libraries_where_the_api_serves_them() -> None
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
     ignore = (COMPOSE_DIR / "Dockerfile.dockerignore").read_text().splitlines()
     assert "**/node_modules" in ignore  # a developer's local copy never enters the image
+
+
+def test_livekit_setup_applies_the_definitions_shipped_in_livekit() -> None:
+    from appserver.agents.setup_command import RULE_FILE, TRUNK_FILE
+
+    setup = _services()["livekit-setup"]
+    mount = next(v for v in setup["volumes"] if v.startswith("../livekit:"))
+    folder = mount.split(":")[1]
+    assert setup["command"] == ["livekit-setup", "--dir", folder]
+    for name in (TRUNK_FILE, RULE_FILE):
+        assert (COMPOSE_DIR / "../livekit" / name).is_file()
