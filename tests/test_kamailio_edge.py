@@ -339,8 +339,9 @@ class Edge:
     async def all_healthy(self) -> None:
         for node in self.nodes.values():
             node.reset()
-        for name in self.nodes:
-            await self.wait_flags(name, lambda f: f.startswith("A"), within=8)
+        for name, flags in self.node_flags().items():
+            if flags != "?":  # "?": not in the dispatcher list
+                await self.wait_flags(name, lambda f: f.startswith("A"), within=8)
         for node in self.nodes.values():
             node.received.clear()
 
@@ -370,8 +371,11 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_edge(run_dir: Path, **overrides: str) -> AsyncIterator[Edge]:
-    """Start kamailio through entrypoint.sh with fresh stand-in nodes; stop it on exit."""
+async def running_edge(
+    run_dir: Path, freeswitch: tuple[str, ...] = ("fs1", "fs2"), **overrides: str
+) -> AsyncIterator[Edge]:
+    """Start kamailio through entrypoint.sh with fresh stand-in nodes (``freeswitch``: those
+    in the FreeSWITCH set); stop it on exit."""
     nodes = {name: EngineNode(name, ip) for name, ip in NODE_IPS.items()}
     for node in nodes.values():
         await node.open()
@@ -388,7 +392,7 @@ async def running_edge(run_dir: Path, **overrides: str) -> AsyncIterator[Edge]:
         "KAMAILIO_ADVERTISE": f"{EDGE_IP}:{port}",
         "KAMAILIO_INTERNAL_IP": EDGE_IP,
         "KAMAILIO_INTERNAL_PORT": str(internal_port),
-        "FREESWITCH_NODES": ",".join(f"{nodes[n].ip}:{nodes[n].port}" for n in ("fs1", "fs2")),
+        "FREESWITCH_NODES": ",".join(f"{nodes[n].ip}:{nodes[n].port}" for n in freeswitch),
         "ASTERISK_NODES": f"{nodes['ast1'].ip}:{nodes['ast1'].port}",
         "KAMAILIO_ASTERISK_NUMBERS": "^7[0-9]{3}$",
         "KAMAILIO_CHILDREN": "2",
@@ -845,3 +849,21 @@ async def test_call_load_balancing_counts_active_calls(
         assert (await caller.final(ended.call_id)).status == 200
         reply = await caller.call("9999")
         assert reply.status == 200 and reply.get("X-Node") == "fs1"
+
+
+async def test_a_node_added_to_the_list_takes_calls_after_reload(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    run_dir = tmp_path_factory.mktemp("kamailio-reload")
+    async with running_edge(run_dir, freeswitch=("fs1",)) as edge:
+        fs2 = edge.nodes["fs2"]
+        assert edge.node_flags()["fs2"] == "?"
+        caller = await edge.client()
+        assert [(await caller.call("9999")).get("X-Node") for _ in range(2)] == ["fs1"] * 2
+
+        listing = run_dir / "dispatcher.list"
+        listing.write_text(listing.read_text() + f"1 sip:{fs2.ip}:{fs2.port} 0 0 duid=fs2\n")
+        subprocess.run([str(KAMCMD), "-s", edge.ctl, "dispatcher.reload"], check=True, timeout=5)
+        await edge.wait_flags("fs2", lambda f: f.startswith("A"), within=6)
+        served = sorted([(await caller.call("9999")).get("X-Node") or "" for _ in range(4)])
+        assert served == ["fs1", "fs1", "fs2", "fs2"]
