@@ -169,6 +169,7 @@ class EngineNode(UdpEndpoint):
         self.name = name
         self.alive = True
         self.invite = "ok"
+        self.options = 200  # status answered to OPTIONS
         self.received: list[SipMessage] = []
 
     def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
@@ -180,7 +181,7 @@ class EngineNode(UdpEndpoint):
             return
         tag = ("X-Node", self.name)
         if msg.method == "OPTIONS":
-            self.send(response_to(msg, 200, "OK", tag), addr)
+            self.send(response_to(msg, self.options, "Probe Reply", tag), addr)
         elif msg.method == "INVITE":
             if self.invite == "ok":
                 self.send(response_to(msg, 100, "Trying", tag), addr)
@@ -205,6 +206,7 @@ class EngineNode(UdpEndpoint):
     def reset(self) -> None:
         self.alive = True
         self.invite = "ok"
+        self.options = 200
         self.received.clear()
 
 
@@ -609,6 +611,22 @@ async def test_dead_node_is_taken_out_and_put_back_when_it_answers(healthy: Edge
     fs1.received.clear()
     replies = [await caller.call("9999") for _ in range(4)]
     assert sorted(r.get("X-Node") or "" for r in replies) == ["fs1", "fs1", "fs2", "fs2"]
+
+
+async def test_probe_answers_other_than_5xx_keep_a_node_in(healthy: Edge) -> None:
+    ast1 = healthy.nodes["ast1"]
+    ast1.options = 401  # e.g. Asterisk challenging the probe: alive all the same
+    pings = ast1.options_count()
+    deadline = time.monotonic() + 8
+    while ast1.options_count() < pings + 3:  # three probes answered 401
+        assert time.monotonic() < deadline, "probes stopped"
+        await asyncio.sleep(0.2)
+    assert healthy.node_flags()["ast1"].startswith("A")
+
+    ast1.options = 503  # alive but refusing service: taken out
+    await healthy.wait_flags("ast1", lambda f: f.startswith("I"), within=6)
+    ast1.options = 200
+    await healthy.wait_flags("ast1", lambda f: f.startswith("A"), within=6)
 
 
 async def test_invite_timeout_fails_over_to_the_next_node(healthy: Edge) -> None:
