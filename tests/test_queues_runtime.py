@@ -31,6 +31,7 @@ from ivr.calls import (
     HungUp,
     QueueResult,
     QueueUpdate,
+    SetVariable,
     StartMoh,
 )
 
@@ -357,3 +358,28 @@ async def test_a_rejected_definition_keeps_the_last_valid_one(
     cfg = await store.queue_config("support")
     assert cfg is not None and cfg.strategy == "fewest_calls"  # kept, not dropped
     assert await store.queue_config("old") is None  # deleted in SQL: dropped
+
+
+class MenuThenQueue(Ivr):
+    """Like the IVR: records the menu path, then enqueues."""
+
+    def start(self, call: CallInfo) -> list[Command]:
+        return [Answer(), SetVariable("ivr_menu_path", "main/support"), Enqueue(self.queue)]
+
+
+async def test_the_ivr_path_reaches_the_queued_call(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.ivrs["call-0001"] = MenuThenQueue()
+        worker.flows["call-0001"] = rt.wrap(worker.ivrs["call-0001"])
+        commands = worker.flows["call-0001"].start(CallInfo("call-0001", "test", "+1555", "9999"))
+        assert SetVariable("ivr_menu_path", "main/support") in commands  # still reaches the engine
+        await rt.drain()
+        key = f"{store.prefix}call:call-0001"  # the queued call's hash (see lua/common.lua)
+        assert await redis_client.hget(key, "menu_path") == "main/support"
+    finally:
+        await rt.stop()

@@ -3,7 +3,7 @@ to each agent's WebSockets.
 
 Events on ``callyard:q:agents`` (published by the queue scripts) are ``state``, ``offer``
 and ``offer_withdrawn``. Offers are enriched with what the console shows: the caller's
-number, the IVR path (when the worker recorded ``menu_path`` on the queued call) and when
+number, the IVR path (``menu_path`` on the queued call, from the IVR's ``ivr_menu_path``) and when
 the caller joined the queue. When an agent leaves ``on_call``, the call's LiveKit room is
 deleted.
 """

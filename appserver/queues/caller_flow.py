@@ -48,6 +48,7 @@ from ivr.calls import (
 
 ANNOUNCE_TIMER = "queue:announce"
 MAX_WAIT_TIMER = "queue:max_wait"
+MENU_PATH_VARIABLE = "ivr_menu_path"  # set by the IVR (ivr.machine) as the caller moves
 ANNOUNCE_PLAY = "queue:announce"
 
 
@@ -60,6 +61,7 @@ class Join:
     queue: str
     priority: int
     caller: str
+    menu_path: str = ""  # "main/sales": the IVR path taken, shown to the agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,8 @@ class CallerFlow:
         self.call_id = call.call_id
         self._joined_at = self.clock()
         self.phase = "waiting"
-        self.sink(Join(call.call_id, self.config.name, self.priority, call.caller))
+        self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
+                       call.variables.get(MENU_PATH_VARIABLE, "")))
         return [StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
 
     def handle(self, event: Event) -> list[Command]:

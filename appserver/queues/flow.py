@@ -22,6 +22,7 @@ from ivr.calls import (
     Hangup,
     HungUp,
     QueueResult,
+    SetVariable,
     Transfer,
 )
 
@@ -41,6 +42,7 @@ class QueueingFlow:
         self._finished = False
         self._hung_up = False
         self._queue = ""  # the queue the inner flow asked for (results are reported for it)
+        self._variables: dict[str, str] = {}  # set by the inner flow, seen by the queue
 
     @property
     def done(self) -> bool:
@@ -64,6 +66,8 @@ class QueueingFlow:
         for cmd in cmds:
             if isinstance(cmd, Enqueue):
                 return out + self._enter(cmd, chained)
+            if isinstance(cmd, SetVariable):
+                self._variables[cmd.name] = cmd.value
             out.append(cmd)
         return out
 
@@ -71,11 +75,12 @@ class QueueingFlow:
         assert self.call is not None
         if not chained:
             self._queue = cmd.queue
-        flow = self.runtime.caller_flow(self.call, cmd)
+        call = replace(self.call, variables={**self.call.variables, **self._variables})
+        flow = self.runtime.caller_flow(call, cmd)
         if flow is None:
             return self._route(self.inner.handle(QueueResult(cmd.queue, "failed", "no such queue")))
         self.caller = flow
-        return self._after_caller(flow.start(self.call), None)
+        return self._after_caller(flow.start(call), None)
 
     def _after_caller(self, cmds: list[Command], event: Event | None) -> list[Command]:
         caller = self.caller

@@ -187,7 +187,7 @@ class QueueRuntime(_RuntimeCore):
             try:
                 r = await store.enqueue(action.queue, action.call_id, self.worker_id,
                                         action.priority, caller=action.caller,
-                                        lease_ms=self.lease_ms)
+                                        lease_ms=self.lease_ms, menu_path=action.menu_path)
             except QueueError as exc:
                 self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
                 self._forget(action.call_id)
@@ -330,7 +330,8 @@ class GeventQueueRuntime(_RuntimeCore):
         if isinstance(action, Join):
             try:
                 r = store.enqueue(action.queue, action.call_id, self.worker_id, action.priority,
-                                  caller=action.caller, lease_ms=self.lease_ms)
+                                  caller=action.caller, lease_ms=self.lease_ms,
+                                  menu_path=action.menu_path)
             except QueueError as exc:
                 self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
                 self._forget(action.call_id)

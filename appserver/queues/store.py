@@ -69,13 +69,14 @@ def _hash(h: Mapping[Any, Any]) -> dict[str, str]:
 
 
 def _enqueue_args(queue: str, call_id: str, priority: int, owner: str, now: int, lease_ms: int,
-                  caller: str, skills: Mapping[str, int] | None) -> list[Any]:
+                  caller: str, skills: Mapping[str, int] | None, menu_path: str) -> list[Any]:
     check_name("queue", queue)
     check_call_id(call_id)
     check_name("worker", owner)
     if not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
         raise QueueConfigError(f"priority must be an integer 0..{MAX_PRIORITY}, got {priority!r}")
-    return [queue, call_id, priority, now, owner, lease_ms, caller, json.dumps(skills or {})]
+    return [queue, call_id, priority, now, owner, lease_ms, caller, json.dumps(skills or {}),
+            menu_path[:500]]
 
 
 def _enqueue_result(r: Any) -> EnqueueResult:
@@ -231,9 +232,10 @@ class QueueStore:
     # callers
     async def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
                       caller: str = "", skills: Mapping[str, int] | None = None,
-                      lease_ms: int = 15000, now: int | None = None) -> EnqueueResult:
+                      lease_ms: int = 15000, now: int | None = None,
+                      menu_path: str = "") -> EnqueueResult:
         args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
-                             skills)
+                             skills, menu_path)
         return _enqueue_result(await self._run("enqueue", *args))
 
     async def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:
@@ -329,9 +331,10 @@ class SyncQueueStore:
 
     def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
                 caller: str = "", skills: Mapping[str, int] | None = None,
-                lease_ms: int = 15000, now: int | None = None) -> EnqueueResult:
+                lease_ms: int = 15000, now: int | None = None,
+                menu_path: str = "") -> EnqueueResult:
         args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
-                             skills)
+                             skills, menu_path)
         return _enqueue_result(self._run("enqueue", *args))
 
     def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:

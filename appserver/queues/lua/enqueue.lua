@@ -1,4 +1,5 @@
--- ARGV: prefix, queue, call, priority(0..99), now_ms, owner, lease_ms, caller, skills_json
+-- ARGV: prefix, queue, call, priority(0..99), now_ms, owner, lease_ms, caller, skills_json,
+--       menu_path (the IVR path the caller took, for the agent's offer)
 -- -> {'ok', position, staffed} | {'full'} | {'empty'} | {'err', reason}
 local q, c, prio, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local owner, lease = ARGV[6], tonumber(ARGV[7])
@@ -19,7 +20,8 @@ end
 -- Priority first (higher first), then join time: FIFO within a priority.
 local score = (100 - prio) * 1e13 + now
 redis.call('HSET', ckey(c), 'queue', q, 'priority', prio, 'joined', now, 'score', score,
-           'owner', owner, 'state', 'waiting', 'caller', ARGV[8], 'skills', ARGV[9])
+           'owner', owner, 'state', 'waiting', 'caller', ARGV[8], 'skills', ARGV[9],
+           'menu_path', ARGV[10])
 redis.call('ZADD', waiting, score, c)
 redis.call('ZADD', P .. 'leases', now + lease, c)
 redis.call('SADD', P .. 'worker:' .. owner .. ':calls', c)
