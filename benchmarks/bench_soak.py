@@ -110,9 +110,15 @@ async def run(args: argparse.Namespace) -> int:
                                        env=env),
         "cdr-writer": subprocess.Popen([*cli, "cdr-writer"], env=env),
     }
-    load = Load([ari, esl], args.hold)
+    sims: list[AriSimulator | FreeswitchSimulator] = []
+    if "asterisk" in args.engines:
+        sims.append(ari)
+    if "freeswitch" in args.engines:
+        sims.append(esl)
+    load = Load(sims, args.hold)
     try:
-        await ari.wait_app_connected("callyard", 30)
+        if "asterisk" in args.engines:
+            await ari.wait_app_connected("callyard", 30)
         await asyncio.sleep(2.0)  # the FreeSWITCH worker listening
         started = time.monotonic()
         tasks = [asyncio.create_task(load.caller(i)) for i in range(args.calls)]
@@ -125,8 +131,9 @@ async def run(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             await asyncio.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
             in_progress = len(ari.channels) + sum(1 for c in esl.calls.values() if not c.ended)
+            rss = " ".join(f"{name}={rss_mb(p.pid):.1f}MB" for name, p in procs.items())
             print(f"  t={time.monotonic() - started:4.0f}s placed={sum(load.placed.values())} "
-                  f"simulated channels={in_progress}", flush=True)
+                  f"simulated channels={in_progress} {rss}", flush=True)
         mem_end = {name: rss_mb(p.pid) for name, p in procs.items()}
         mem_end["bench (simulators)"] = rss_mb(os.getpid())
         load.stopping = True
@@ -176,7 +183,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=500, help="calls in progress (500)")
     parser.add_argument("--hold", type=float, default=20.0,
                         help="average seconds a caller stays (20)")
-    return asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--engines", default="asterisk,freeswitch",
+                        help="comma-separated engines to load (both)")
+    args = parser.parse_args()
+    args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
+    if not args.engines or not args.engines <= {"asterisk", "freeswitch"}:
+        parser.error("--engines: asterisk and/or freeswitch")
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":
