@@ -44,8 +44,11 @@ async def test_cdrs_health_metrics_and_graceful_stop(
     redis_url: str, redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
 ) -> None:
     listen, health = free_port(), free_port()
-    proc = await start_fs_worker(fs_env(redis_url, listen, health, CALLYARD_SHUTDOWN_GRACE="20"))
     sim = FreeswitchSimulator([("127.0.0.1", listen)], Behaviour(**FAST))
+    await sim.start()  # inbound ESL: the worker's link to the node
+    esl = f"127.0.0.1:{sim.esl_port}"
+    proc = await start_fs_worker(fs_env(redis_url, listen, health, CALLYARD_SHUTDOWN_GRACE="20",
+                                        CALLYARD_FREESWITCH_ESL=f"{esl}:{sim.password}"))
     try:
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, health)
@@ -72,6 +75,7 @@ async def test_cdrs_health_metrics_and_graceful_stop(
                 text = await resp.text()
             assert 'callyard_calls_total{engine="freeswitch"' in text
             assert 'callyard_ivr_step_seconds_count{engine="freeswitch"}' in text
+            assert f'callyard_engine_connected{{engine="freeswitch",node="{esl}"}} 1.0' in text
 
             busy = await sim.place_call("9999", caller="+15550204")
             await busy.wait_for_prompt("file:ivr/welcome")
