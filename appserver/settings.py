@@ -110,12 +110,14 @@ class Settings(BaseSettings):
     freeswitch_esl: Annotated[list[EslNode], NoDecode] = []
     freeswitch_listen: str = "127.0.0.1:8084"
     freeswitch_dial_template: str = "user/{target}"
+    freeswitch_sip_template: str = "sofia/callyard/{target}"  # Dial(kind="sip"): a SIP URI
 
     # Asterisk worker.
     asterisk_ari: Annotated[list[AriNode], NoDecode] = []
     asterisk_app: str = Field("callyard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     asterisk_ami: Annotated[list[AmiNode], NoDecode] = []
     asterisk_dial_template: str = "PJSIP/{target}"
+    asterisk_sip_template: str = "PJSIP/kamailio/{target}"  # Dial(kind="sip"): a SIP URI
 
     # Call-flow apps, "module.path:attribute", comma-separated.
     apps: Annotated[list[str], NoDecode] = []

@@ -122,14 +122,16 @@ class Enqueue:
 
 @dataclass(frozen=True, slots=True)
 class Dial:
-    """Call an internal extension or agent and bridge the caller to it.
+    """Call an internal extension, an agent, or a SIP URI and bridge the caller to it.
 
-    The driver turns ``target`` into an engine dial string from its settings. The
-    result comes back as ``DialResult``.
+    The driver turns ``target`` into an engine dial string from its settings: one template
+    for extensions and agents, another for ``kind="sip"``, where ``target`` is a SIP URI
+    (e.g. the LiveKit SIP address of the call's room). The result comes back as
+    ``DialResult``.
     """
 
     target: str
-    kind: Literal["extension", "agent"] = "extension"
+    kind: Literal["extension", "agent", "sip"] = "extension"
     timeout: float = 30.0
 
 

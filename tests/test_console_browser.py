@@ -54,7 +54,7 @@ async def test_agent_takes_a_call_in_the_browser(pg_pool, redis_client) -> None:
 
         worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                          password=sim.password)], factory, redis=redis_client,
-                                dial_template="PJSIP/livekit/{target}")
+                                sip_template="PJSIP/livekit/{target}")
         runtime = QueueRuntime(redis_client, "asterisk-console", worker.deliver,
                                tick_seconds=0.1)
         await runtime.start()

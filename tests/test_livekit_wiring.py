@@ -13,7 +13,7 @@ from api_support import LK_KEY, LK_SECRET, livekit_stand_in
 
 from appserver.agents.rooms import CallRooms
 from appserver.agents.setup_command import RULE_FILE, TRUNK_FILE, apply
-from appserver.agents.sip import dial_fields, room_name, sip_address
+from appserver.agents.sip import room_name, sip_address
 from appserver.settings import SettingsError, load_settings
 from livekit import api
 
@@ -25,10 +25,6 @@ def test_room_and_sip_address_of_a_call() -> None:
     assert room_name("a b/c") == "call-a_b_c"
     assert sip_address("abc", "sip:livekit-sip:5060") == "sip:call-abc@livekit-sip:5060"
     assert sip_address("abc", "sips:lk.example.com;transport=tls") == "sips:call-abc@lk.example.com"
-    fields = dial_fields("alice", "agent", "abc", "sip:10.0.0.5:5070")
-    assert "PJSIP/livekit/{room_uri}".format(**fields) == "PJSIP/livekit/sip:call-abc@10.0.0.5:5070"
-    assert "sofia/external/{room}@{room_host}".format(**fields) == \
-        "sofia/external/call-abc@10.0.0.5:5070"
     for bad in ("", "x" * 201):
         with pytest.raises(ValueError):
             room_name(bad)

@@ -2,16 +2,12 @@
 
 When the queue runtime assigns a caller to a *browser* agent (``AgentAssigned`` with
 ``kind="browser"``), the flow then issues ``Dial(target=<agent>, kind="agent")``. This
-wrapper rewrites that dial's target to the LiveKit SIP address of the call's room
-(:func:`appserver.agents.sip.sip_address`), so the engine's dial template only has to
-name the route to LiveKit SIP, e.g.::
-
-    CALLYARD_ASTERISK_DIAL_TEMPLATE="PJSIP/livekit/{target}"   # a PJSIP endpoint "livekit"
-    CALLYARD_FREESWITCH_DIAL_TEMPLATE="sofia/external/{target}"
-
-SIP agents (phones) are dialled unchanged. Wire it in the worker's flow factory, outside
-the queue runtime's wrapper: ``BrowserAgentBridge(runtime.wrap(flow), settings.livekit_sip_uri)``.
-The wrapper is engine-neutral and keeps the CallFlow contract of :mod:`ivr.calls`.
+wrapper turns that dial into ``Dial(<SIP address of the call's room>, kind="sip")``
+(:func:`appserver.agents.sip.sip_address`), which each driver dials with its SIP template
+(``CALLYARD_FREESWITCH_SIP_TEMPLATE``, ``CALLYARD_ASTERISK_SIP_TEMPLATE``). SIP agents
+(phones) are dialled unchanged, with the ordinary dial template. Both workers wrap every
+call's flow in it, outside the queue runtime's wrapper (see :mod:`appserver.apps`). The
+wrapper is engine-neutral and keeps the CallFlow contract of :mod:`ivr.calls`.
 """
 
 from __future__ import annotations
@@ -44,7 +40,7 @@ class BrowserAgentBridge:
 
     def _map(self, commands: list[Command]) -> list[Command]:
         return [
-            replace(cmd, target=sip_address(self.call_id, self.sip_uri))
+            replace(cmd, target=sip_address(self.call_id, self.sip_uri), kind="sip")
             if isinstance(cmd, Dial) and cmd.kind == "agent" and cmd.target in self._browser_agents
             else cmd
             for cmd in commands

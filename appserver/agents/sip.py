@@ -10,10 +10,9 @@ address in ``CALLYARD_LIVEKIT_SIP_URI``:
 >>> sip_address("7f3a-11", "sip:livekit-sip:5060")
 'sip:call-7f3a-11@livekit-sip:5060'
 
-Engine drivers format their dial template with :func:`dial_fields`, which adds ``room``,
-``room_uri`` and ``room_host`` to the usual ``target`` and ``kind``, e.g.
-``CALLYARD_ASTERISK_DIAL_TEMPLATE="PJSIP/livekit/{room_uri}"`` or
-``CALLYARD_FREESWITCH_DIAL_TEMPLATE="sofia/external/{room_uri}"``.
+Workers send that address as ``Dial(kind="sip")`` (:mod:`appserver.agents.bridge`); each
+driver formats it with its SIP template, e.g. ``CALLYARD_ASTERISK_SIP_TEMPLATE=
+"PJSIP/kamailio/{target}"`` or ``CALLYARD_FREESWITCH_SIP_TEMPLATE="sofia/callyard/{target}"``.
 """
 
 from __future__ import annotations
@@ -45,17 +44,3 @@ def sip_address(call_id: str, sip_uri: str) -> str:
     """The SIP URI that puts a caller into the room of ``call_id``."""
     scheme = sip_uri.partition(":")[0]
     return f"{scheme}:{room_name(call_id)}@{sip_host(sip_uri)}"
-
-
-def dial_fields(target: str, kind: str, call_id: str, sip_uri: str) -> dict[str, str]:
-    """Placeholders for an engine's dial template when bridging a call to an agent:
-    ``target`` and ``kind`` as today, plus ``call_id``, ``room`` (room name), ``room_uri``
-    (the full SIP URI) and ``room_host`` (LiveKit SIP's host:port)."""
-    return {
-        "target": target,
-        "kind": kind,
-        "call_id": call_id,
-        "room": room_name(call_id),
-        "room_uri": sip_address(call_id, sip_uri),
-        "room_host": sip_host(sip_uri),
-    }

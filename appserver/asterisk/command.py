@@ -86,6 +86,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
 
     import redis.asyncio as aioredis
 
+    from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
@@ -121,7 +122,12 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     router = AppRouter([*apps, menus])
     queues: list[QueueRuntime] = []  # set once the worker exists (it delivers queue events)
     cdr_sink = AsyncCdrSink(redis, maxlen=settings.cdr_stream_maxlen)
-    cdrs = CdrCalls(cdr_sink, observer=CallMetrics(), queue_wrap=lambda f: queues[0].wrap(f))
+
+    def wrap_queue(flow: CallFlow) -> CallFlow:
+        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
+        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
+
+    cdrs = CdrCalls(cdr_sink, observer=CallMetrics(), queue_wrap=wrap_queue)
 
     def factory(call: CallInfo) -> CallFlow | None:
         flow = router(call)
@@ -129,7 +135,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
 
     worker = AsteriskWorker(
         ari_nodes, factory, app=settings.asterisk_app, redis=redis,
-        dial_template=settings.asterisk_dial_template, transfer_context=args.transfer_context,
+        dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
+        transfer_context=args.transfer_context,
         fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
     )
     monitor = AmiMonitor(ami_nodes, redis=redis) if ami_nodes else None

@@ -359,7 +359,8 @@ class CallSession:
             return
         worker = self.node.worker
         try:
-            endpoint = worker.dial_template.format(target=cmd.target, kind=cmd.kind)
+            template = worker.sip_template if cmd.kind == "sip" else worker.dial_template
+            endpoint = template.format(target=cmd.target, kind=cmd.kind)
         except (KeyError, IndexError, ValueError) as exc:
             self.log.error("bad dial template", extra={"error": str(exc)})
             await self._deliver(DialResult(cmd.target, "failed", "bad dial template"))

@@ -415,6 +415,7 @@ class AsteriskWorker:
         app: str = "callyard",
         redis: Redis | None = None,
         dial_template: str = "PJSIP/{target}",
+        sip_template: str = "PJSIP/kamailio/{target}",
         transfer_context: str = "callyard-transfer",
         fallback_context: str = "callyard-unavailable",
         on_enqueue: EnqueueHandler | None = None,
@@ -430,6 +431,7 @@ class AsteriskWorker:
         self.flow_factory = flow_factory
         self.store = CallStore(redis)
         self.dial_template = dial_template
+        self.sip_template = sip_template  # for Dial(kind="sip"): target is a SIP URI
         self.transfer_context = transfer_context
         self.fallback_context = fallback_context
         self.on_enqueue = on_enqueue

@@ -2,7 +2,7 @@
 
 ``callyard freeswitch`` uses it in three calls::
 
-    ops = WorkerOps(settings, health_listen)
+    ops = WorkerOps(settings, redis_url, health_listen, queue_wrap=...)
     factory = ops.wrap_factory(factory)     # every call's flow gets a CdrFlow
     ops.start(worker, nodes)                # CDR sink greenlet, /healthz /readyz /metrics
     ...                                     # SIGTERM
@@ -34,7 +34,9 @@ Factory = Callable[["CallInfo"], "CallFlow | None"]
 
 
 class WorkerOps:
-    def __init__(self, settings: Settings, health_listen: str | None = None) -> None:
+    def __init__(self, settings: Settings, redis_url: str | None,
+                 health_listen: str | None = None,
+                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None) -> None:
         self.grace = settings.shutdown_grace
         self.redis: Any = None
         self.sink: Any = None
@@ -42,17 +44,18 @@ class WorkerOps:
         self.health: Any = None
         self._worker: Any = None
         self._nodes: Any = None
-        if settings.redis_url:
+        self.queue_wrap = queue_wrap
+        if redis_url:
             import redis
 
             from appserver.cdr.sink import GeventCdrSink
 
-            self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=5,
                                               socket_connect_timeout=5)
             self.sink = GeventCdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
-            self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
+            self.cdrs = CdrCalls(self.sink, observer=CallMetrics(), queue_wrap=queue_wrap)
         else:
-            log.warning("CALLYARD_REDIS_URL is not set: no CDRs are written")
+            log.warning("no Redis: no CDRs are written")
         listen = health_listen or settings.health_listen
         if listen:
             from appserver.health import GeventHealthServer
@@ -60,13 +63,16 @@ class WorkerOps:
             self.health = GeventHealthServer(listen, self.checks)
 
     def wrap_factory(self, factory: Factory) -> Factory:
-        cdrs = self.cdrs
-        if cdrs is None:
-            return factory
+        """Each call's flow from ``factory``, recorded for CDRs, inside the queue wrapper."""
+        cdrs, queue_wrap = self.cdrs, self.queue_wrap
 
         def wrapped(info: CallInfo) -> CallFlow | None:
             flow = factory(info)
-            return cdrs.wrap(flow, info) if flow is not None else None
+            if flow is None:
+                return None
+            if cdrs is not None:
+                return cdrs.wrap(flow, info)
+            return queue_wrap(flow) if queue_wrap is not None else flow
 
         return wrapped
 

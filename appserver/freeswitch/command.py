@@ -48,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import gevent
     import redis
 
+    from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppLoadError, AppRouter, MenuFlows, load_app
     from appserver.cdr.gevent_ops import WorkerOps
     from appserver.embedded import EmbeddedError, redis_url
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.queues.runtime import GeventQueueRuntime
     from appserver.settings import parse_hostport
-    from ivr.calls import CallFlow, CallInfo
+    from ivr.calls import CallFlow
 
     log = logging.getLogger("callyard.freeswitch")
     specs: list[str] = [*(args.flow_factory or []), *settings.apps]
@@ -77,16 +78,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     router = AppRouter([*apps, menus])
     queues: list[GeventQueueRuntime] = []  # set once the worker exists (it delivers events)
 
-    def factory(call: CallInfo) -> CallFlow | None:
-        flow = router(call)
-        return queues[0].wrap(flow) if flow is not None else None
+    def wrap_queue(flow: CallFlow) -> CallFlow:
+        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
+        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
 
     # one socket per call in progress: allow as many as the hard limit permits
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    config = DriverConfig(dial_template=settings.freeswitch_dial_template)
-    ops = WorkerOps(settings, args.health_listen)  # CDRs, health, graceful stop
-    worker = FreeswitchWorker((host, port), ops.wrap_factory(factory), config)
+    config = DriverConfig(dial_template=settings.freeswitch_dial_template,
+                          sip_template=settings.freeswitch_sip_template)
+    ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue)  # CDRs, health
+    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     stop = gevent.event.Event()

@@ -84,6 +84,7 @@ class _Play:
 @dataclass
 class DriverConfig:
     dial_template: str = "user/{target}"
+    sip_template: str = "sofia/callyard/{target}"  # for Dial(kind="sip"), target a SIP URI
     transfer_context: str = ""  # "" = the call's own dialplan context
     fallback_prompt: str = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
 
@@ -296,7 +297,8 @@ class CallDriver:
         return self._api(f"uuid_break {self.info.call_id} all")
 
     def _dial(self, cmd: c.Dial) -> bytes:
-        dial = self.config.dial_template.format(target=cmd.target)
+        template = self.config.sip_template if cmd.kind == "sip" else self.config.dial_template
+        dial = template.format(target=cmd.target)
         tag = self._tag()
         self._dial_tag = tag
         self._tags[tag] = cmd.target
