@@ -123,7 +123,7 @@ class WorkerProbe:
         self.proc = psutil.Process(pid)
         self.cpu_start = self._cpu()
         self.wall_start = time.monotonic()
-        self.peak_rss = 0
+        self.start_rss = self.peak_rss = self.proc.memory_info().rss  # idle, menus loaded
 
     def _cpu(self) -> float:
         t = self.proc.cpu_times()
@@ -137,6 +137,7 @@ class WorkerProbe:
         return {
             "cpu_percent": round(100 * (self._cpu() - self.cpu_start) / wall, 1),
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "start_rss_mb": round(self.start_rss / 2**20, 1),
         }
 
 
@@ -225,6 +226,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 worker.kill()
             await sim.stop()
 
+    per_call = (probe.peak_rss - probe.start_rss) / max(tally.peak_in_progress, 1) / 1024
+    worker_stats["rss_kib_per_call"] = round(per_call, 1)
     result = {
         "engine": args.engine,
         "placed": tally.placed,
@@ -246,7 +249,9 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
               f"peak calls  {tally.peak_in_progress}\n"
               f"latency ms  p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}\n"
               f"worker      {worker_stats['cpu_percent']}% CPU, "
-              f"peak RSS {worker_stats['peak_rss_mb']} MB")
+              f"peak RSS {worker_stats['peak_rss_mb']} MB "
+              f"(from {worker_stats['start_rss_mb']} MB idle: "
+              f"{worker_stats['rss_kib_per_call']} KiB per call in progress)")
     return 0 if tally.failed == 0 else 1
 
 
