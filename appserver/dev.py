@@ -29,6 +29,7 @@ HELP = "run everything on this machine: embedded storage, simulators, API, both 
 log = logging.getLogger("callyard.dev")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+TALK_SECONDS = 4 * 3600.0  # simulated parties stay on the line until the caller hangs up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,16 +142,22 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.api.sim_routes import SimCalls
     from appserver.cdr.writer import writer_running
     from appserver.embedded import free_port
+    from appserver.sim.ari.models import SimEndpoint
     from appserver.sim.ari.server import AriSimulator
-    from appserver.sim.esl.simulator import FreeswitchSimulator
+    from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
     started = time.monotonic()
     await _prepare_database(dsn, seed=not args.no_seed)
 
+    # Whoever a call is bridged to (an extension, an agent's room) answers and stays on the
+    # line until the caller hangs up: calls can be walked through by hand.
     fs_listen = ("127.0.0.1", free_port())
-    esl = FreeswitchSimulator(workers=[fs_listen])
+    esl = FreeswitchSimulator(workers=[fs_listen], behaviour=Behaviour(talk_seconds=TALK_SECONDS))
     await esl.start()
-    ari = AriSimulator(stasis_app=settings.asterisk_app)
+    ari = AriSimulator(
+        stasis_app=settings.asterisk_app,
+        unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS),
+    )
     await ari.start()
 
     env = {

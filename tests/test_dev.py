@@ -121,3 +121,40 @@ def test_bad_requests_are_clear(dev_server: str) -> None:
     assert httpx.get(f"{base}/sim/calls/nope", timeout=5).status_code == 404
     page = httpx.get(f"{base}/softphone", timeout=5)
     assert page.status_code == 200 and "Callyard softphone" in page.text
+
+
+@pytest.mark.parametrize(("engine", "agent"), [("freeswitch", "alice"), ("asterisk", "bob")])
+def test_an_agent_takes_the_call_by_hand(dev_server: str, engine: str, agent: str) -> None:
+    """The walk-through the README promises: dial 9999, press 2, an agent accepts."""
+    base = dev_server
+    login = httpx.post(f"{base}/api/auth/login",
+                       json={"username": agent, "password": f"{agent}-demo"}, timeout=10)
+    assert login.status_code == 200, login.text
+    auth = {"Authorization": f"Bearer {login.json()['token']}"}
+    assert httpx.post(f"{base}/api/agent/login", headers=auth, timeout=10).status_code == 200
+    call_id = httpx.post(f"{base}/sim/calls", json={"to": "9999", "engine": engine},
+                         timeout=10).json()["id"]
+    try:
+        _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")
+        httpx.post(f"{base}/sim/calls/{call_id}/dtmf", json={"digits": "2"}, timeout=10)
+        _wait_for(base, call_id, "moh")
+        deadline = time.monotonic() + 15
+        while (status := httpx.get(f"{base}/api/agent/status", headers=auth,
+                                   timeout=10).json())["offer"] != call_id:
+            assert time.monotonic() < deadline, f"no offer of {call_id}: {status}"
+            time.sleep(0.1)
+        assert status["offer_details"]["menu_path"] == ["main"]
+        accepted = httpx.post(f"{base}/api/agent/accept", json={"call": call_id},
+                              headers=auth, timeout=10).json()
+        assert accepted["ok"] and accepted["livekit"]["room"] == f"call-{call_id}"
+        call = _wait_for(base, call_id, "bridged")
+        dialed = [e["detail"] for e in call["transcript"] if e["kind"] == "dialed"]
+        assert any(f"call-{call_id}" in d for d in dialed), dialed  # the call's LiveKit room
+    finally:
+        httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
+    deadline = time.monotonic() + 15
+    while (state := httpx.get(f"{base}/api/agent/status", headers=auth,
+                              timeout=10).json()["state"]) == "on_call":
+        assert time.monotonic() < deadline, "the agent stayed on the call after the hangup"
+        time.sleep(0.1)
+    assert state in ("wrap_up", "available")

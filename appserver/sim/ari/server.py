@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -94,6 +95,7 @@ class AriSimulator:
         transfer_talk_seconds: float = 0.2,
         sounds: SoundCatalog | None = None,
         endpoints: list[SimEndpoint] | None = None,
+        unknown_endpoint: SimEndpoint | None = None,
         asterisk_id: str = "02:fc:00:00:00:01",
     ) -> None:
         self.host = host
@@ -111,6 +113,10 @@ class AriSimulator:
         }
         self.transfer_talk_seconds = transfer_talk_seconds
         self.sounds = sounds or SoundCatalog()
+        # Real Asterisk fails a dial to an endpoint it does not know (CHANUNAVAIL), and so do
+        # we by default; given a template, any other dialled endpoint behaves like it
+        # (`callyard dev`: everyone answers and stays on the line).
+        self.unknown_endpoint = unknown_endpoint
         self.endpoints: dict[str, SimEndpoint] = {
             f"{e.technology}/{e.resource}": e for e in (endpoints or [])
         }
@@ -654,6 +660,11 @@ class AriSimulator:
         self, chan: SimChannel, app: str | None, args: list[str], timeout: int
     ) -> None:
         ep = self.endpoints.get(chan.endpoint)
+        if ep is None and self.unknown_endpoint is not None:
+            tech, _, resource = chan.endpoint.partition("/")
+            ep = self.endpoints[chan.endpoint] = dataclasses.replace(
+                self.unknown_endpoint, technology=tech, resource=resource, channel_ids=[]
+            )
         dialstring = chan.endpoint.partition("/")[2]
         self._emit(app, "Dial", peer=chan.to_json(), dialstring=dialstring, dialstatus="")
         await asyncio.sleep(0)
