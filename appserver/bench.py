@@ -5,8 +5,9 @@ a separate ``callyard freeswitch`` / ``callyard asterisk`` process, exactly as i
 production. Every call dials 9999 and walks three menus, pressing each key as the menu
 starts (barge-in): ``1`` (sales, or after-hours when closed), ``*`` (back to main), ``2``
 (the support queue), then holds on music until the caller hangs up. Latency is measured
-from each key press to the next prompt the worker starts, as the caller perceives it, so it
-includes the simulator's own scheduling on a shared CPU.
+from each DTMF event the simulator sends to the worker's next playback command it receives,
+both timed by the simulator at the wire (so the simulator's own scheduling on a shared CPU
+is included, the callers' is not).
 """
 
 from __future__ import annotations
@@ -91,12 +92,14 @@ async def _walk(sim: EngineSimulator, hold: float, tally: Tally) -> None:
         for key, expected in WALK:
             step = f"press {key}"
             seen = len(call.transcript.entries)
-            pressed = time.monotonic()
             await call.press(key, gap=0)
             entry = await call.transcript.wait_for(
                 _prompt_in(expected), STEP_TIMEOUT, start=seen
             )
-            tally.latencies_ms.append((call.transcript.started + entry.at - pressed) * 1000)
+            # Both times are the simulator's, taken at the wire: the DTMF event sent, the
+            # worker's playback command received (the caller task's own wake-up excluded).
+            sent = next(e for e in call.transcript.entries[seen:] if e.kind == "dtmf")
+            tally.latencies_ms.append((entry.at - sent.at) * 1000)
         step = "queue"
         await call.wait_for("moh", STEP_TIMEOUT)
         await asyncio.sleep(hold)
