@@ -179,10 +179,11 @@ async def test_postgres_outage_loses_and_doubles_no_cdr(
     finally:
         await pool.close()
         err = await stop(worker)
-        for proc in (writer, second_writer):
-            if proc is not None:
-                await stop(proc)
+        writer_err = await stop(second_writer) if second_writer is not None else ""
+        if writer.returncode is None:
+            await stop(writer)
     assert worker.returncode == 0, err[-2000:]
+    assert second_writer is not None and second_writer.returncode == 0, writer_err[-2000:]
 
 
 def _redis_server(directory: Path, port: int) -> subprocess.Popen[bytes]:
