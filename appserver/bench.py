@@ -197,6 +197,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             await _wait_connected(connected, worker)
             await asyncio.sleep(1)  # menus and queue definitions reach the worker
             probe = WorkerProbe(worker.pid)
+            own_cpu = time.process_time()  # the simulator and callers, in this process
             calls: set[asyncio.Task[None]] = set()
             started = time.monotonic()
             next_report = started + 1
@@ -221,6 +222,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 probe.sample()
                 await asyncio.sleep(0.5)
             worker_stats = probe.summary()
+            load_cpu = 100 * (time.process_time() - own_cpu) / (time.monotonic() - started)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -242,6 +244,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "duration_s": args.duration,
         "latency_ms": {f"p{q}": round(percentile(tally.latencies_ms, q), 2) for q in (50, 95, 99)},
         "worker": worker_stats,
+        # Near 100: the simulator side is saturated and its lag is part of the latency.
+        "simulator_cpu_percent": round(load_cpu, 1),
     }
     if args.json:
         print(json.dumps(result))
@@ -254,7 +258,9 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
               f"worker      {worker_stats['cpu_percent']}% CPU, "
               f"peak RSS {worker_stats['peak_rss_mb']} MB "
               f"(from {worker_stats['start_rss_mb']} MB idle: "
-              f"{worker_stats['rss_kib_per_call']} KiB per call in progress)")
+              f"{worker_stats['rss_kib_per_call']} KiB per call in progress)\n"
+              f"simulator   {result['simulator_cpu_percent']}% CPU (near 100: its lag counts "
+              f"in the latency)")
     return 0 if tally.failed == 0 else 1
 
 
