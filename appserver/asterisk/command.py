@@ -116,7 +116,10 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         ami_nodes = [AmiNode(host=ami_sim.host, port=ami_sim.port, username=ami_sim.username,
                              secret=ami_sim.secret)]
         log.info("simulator: ARI %s, AMI %s", ari_sim.url_with_credentials, ami_sim.address)
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    # Bursts of calls share a bounded pool and wait for a free connection rather than fail
+    # ("Too many connections" with redis-py's default pool of 100).
+    redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, max_connections=200, timeout=10))
     menus = MenuFlows(redis_url)
     await asyncio.to_thread(menus.start)
     router = AppRouter([*apps, menus])
