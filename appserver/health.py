@@ -27,6 +27,25 @@ AsyncChecks = Callable[[], Awaitable[dict[str, str]]]
 SyncChecks = Callable[[], dict[str, str]]
 
 
+async def storage_checks(pool: Any = None, redis: Any = None) -> dict[str, str]:
+    """Readiness of an asyncpg pool and a redis.asyncio client: "ok" or what failed."""
+    checks: dict[str, str] = {}
+    if pool is not None:
+        try:
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which
+            checks["database"] = f"error: {type(exc).__name__}: {exc}"
+    if redis is not None:
+        try:
+            await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}: {exc}"
+    return checks
+
+
 def _ready_body(checks: dict[str, str], stopping: bool) -> tuple[int, bytes]:
     if stopping:
         checks = {**checks, "shutdown": "stopping: not taking new calls"}

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from appserver.api.app import create_app
 from appserver.api.context import ApiContext
 from appserver.api.sim_routes import SimCalls
+from appserver.health import storage_checks
 from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config
 from appserver.queues.store import QueueStore
@@ -63,18 +64,7 @@ class Services:
 
     async def ready(self) -> dict[str, str]:
         """Readiness of each dependency: "ok" or the error."""
-        checks: dict[str, str] = {}
-        try:
-            async with self.pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1")
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
-            checks["database"] = f"error: {exc}"
-        try:
-            await self.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {exc}"
+        checks = await storage_checks(self.pool, self.redis)
         for name, check in self.extra_checks.items():
             checks[name] = check()
         return checks

@@ -92,7 +92,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.cdr.flow import CdrCalls
     from appserver.cdr.sink import AsyncCdrSink
-    from appserver.health import AsyncHealthServer
+    from appserver.health import AsyncHealthServer, storage_checks
     from appserver.metrics import ENGINE_CONNECTED, CallMetrics
     from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
@@ -154,11 +154,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         ENGINE_CONNECTED.labels("asterisk", link.name).set_function(link.connected.is_set)
 
     async def ready() -> dict[str, str]:
-        checks = {"redis": "ok"}
-        try:
-            await redis.ping()
-        except Exception as exc:  # not ready; say why
-            checks["redis"] = f"error: {type(exc).__name__}: {exc}"
+        checks = await storage_checks(redis=redis)
         up = [link.name for link in worker.links if link.connected.is_set()]
         checks["asterisk"] = "ok" if up else "error: no Asterisk node connected"
         return checks

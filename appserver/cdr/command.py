@@ -120,16 +120,6 @@ async def _pool_when_ready(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None
 
 async def ready(writer: CdrWriter) -> dict[str, str]:
     """Readiness: PostgreSQL and Redis answer."""
-    checks: dict[str, str] = {}
-    try:
-        async with writer.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; say which
-        checks["database"] = f"error: {type(exc).__name__}: {exc}"
-    try:
-        await writer.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"error: {type(exc).__name__}: {exc}"
-    return checks
+    from appserver.health import storage_checks
+
+    return await storage_checks(writer.pool, writer.redis)
