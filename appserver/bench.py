@@ -69,6 +69,21 @@ class Tally:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
 
+def _worker_latency(log_file: Any) -> dict[str, Any]:
+    """The worker's own DTMF -> next command latency, from its stop log line (the
+    FreeSWITCH worker measures it from frame parsed to command written)."""
+    log_file.seek(0)
+    for raw in log_file:
+        if b"stopping; stats" not in raw:
+            continue
+        with contextlib.suppress(ValueError, KeyError):
+            stats = json.loads(json.loads(raw)["msg"].partition("stats ")[2])
+            return {"dtmf_to_command_ms": {"p50": stats["dtmf_latency_p50_ms"],
+                                           "p99": stats["dtmf_latency_p99_ms"],
+                                           "max": stats["dtmf_latency_max_ms"]}}
+    return {}
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -171,7 +186,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         await conn.close()
 
     env = {**os.environ, "CALLYARD_DATABASE_URL": dsn, "CALLYARD_REDIS_URL": redis_url,
-           "CALLYARD_LOG_LEVEL": "WARNING"}
+           "CALLYARD_LOG_LEVEL": "INFO", "CALLYARD_LOG_FORMAT": "json"}
     sim: FreeswitchSimulator | AriSimulator
     if args.engine == "freeswitch":
         listen = ("127.0.0.1", free_port())
@@ -189,9 +204,11 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     hold = args.concurrent / args.cps
     tally = Tally()
     async with Services.started(dsn, redis_url):  # publishes menus and queues to Redis
+        # The worker logs as in production (a line per call); kept in a file and read after.
+        worker_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read, below
         worker = subprocess.Popen(
             [sys.executable, "-m", "appserver.cli", args.engine], env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=worker_log,
         )
         try:
             await _wait_connected(connected, worker)
@@ -231,6 +248,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 worker.kill()
             await sim.stop()
 
+    worker_stats.update(_worker_latency(worker_log))
+    worker_log.close()
     per_call = (probe.peak_rss - probe.start_rss) / max(tally.peak_in_progress, 1) / 1024
     worker_stats["rss_kib_per_call"] = round(per_call, 1)
     result = {
@@ -259,6 +278,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
               f"peak RSS {worker_stats['peak_rss_mb']} MB "
               f"(from {worker_stats['start_rss_mb']} MB idle: "
               f"{worker_stats['rss_kib_per_call']} KiB per call in progress)\n"
+              + (f"worker's own DTMF -> command ms {worker_stats['dtmf_to_command_ms']}\n"
+                 if "dtmf_to_command_ms" in worker_stats else "") +
               f"simulator   {result['simulator_cpu_percent']}% CPU (near 100: its lag counts "
               f"in the latency)")
     return 0 if tally.failed == 0 else 1
