@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from appserver.cdr.writer import CdrWriter
 from appserver.embedded import free_port
 from appserver.sim.ari import AriSimulator
+from appserver.sim.caller import EngineSimulator, SimulatedCall
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,23 @@ async def wait_ready(http: aiohttp.ClientSession, port: int, timeout: float = 30
     raise AssertionError("the worker never became ready")
 
 
+async def place_three_calls(sim: EngineSimulator, prefix: str) -> SimulatedCall:
+    """A menu walk hung up (caller prefix+1), a transfer (+2) and a crashing flow (+3);
+    returns the first call."""
+    menu = await sim.place_call("9999", caller=f"{prefix}1")
+    await menu.wait_for_prompt("file:ivr/welcome")
+    await menu.press("1")
+    await menu.wait_for_prompt("file:ivr/sales")
+    await menu.hangup()
+    transfer = await sim.place_call("9999", caller=f"{prefix}2")
+    await transfer.wait_for_prompt("file:ivr/welcome")
+    await transfer.press("0")
+    await transfer.wait_for("transferred")
+    crash = await sim.place_call("9998", caller=f"{prefix}3")
+    await crash.wait_ended()
+    return menu
+
+
 async def drain_cdrs(redis: aioredis.Redis, pool: asyncpg.Pool, expected: int,
                      timeout: float = 15) -> int:
     writer = CdrWriter(redis, pool, block_ms=50)
@@ -88,17 +106,7 @@ async def test_cdrs_health_metrics_and_graceful_stop(
             async with http.get(f"http://127.0.0.1:{health}/healthz") as resp:
                 assert resp.status == 200 and (await resp.json())["status"] == "ok"
 
-            menu = await sim.place_call("9999", caller="+15550101")
-            await menu.wait_for_prompt("file:ivr/welcome")
-            await menu.press("1")
-            await menu.wait_for_prompt("file:ivr/sales")
-            await menu.hangup()
-            transfer = await sim.place_call("9999", caller="+15550102")
-            await transfer.wait_for_prompt("file:ivr/welcome")
-            await transfer.press("0")
-            await transfer.wait_for("transferred")
-            crash = await sim.place_call("9998", caller="+15550103")
-            await crash.wait_ended()
+            menu = await place_three_calls(sim, "+1555010")
             assert await drain_cdrs(redis_client, pg_pool, 3) == 3
             rows = {r["caller"]: r for r in await pg_pool.fetch("SELECT * FROM cdrs")}
             assert rows["+15550101"]["disposition"] == "hangup"

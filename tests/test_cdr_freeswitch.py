@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
-from test_cdr_asterisk import drain_cdrs, wait_ready
+from test_cdr_asterisk import drain_cdrs, place_three_calls, wait_ready
 
 from appserver.embedded import free_port
 from appserver.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
@@ -52,17 +52,7 @@ async def test_cdrs_health_metrics_and_graceful_stop(
     try:
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, health)
-            menu = await sim.place_call("9999", caller="+15550201")
-            await menu.wait_for_prompt("file:ivr/welcome")
-            await menu.press("1")
-            await menu.wait_for_prompt("file:ivr/sales")
-            await menu.hangup()
-            transfer = await sim.place_call("9999", caller="+15550202")
-            await transfer.wait_for_prompt("file:ivr/welcome")
-            await transfer.press("0")
-            await transfer.wait_for("transferred")
-            crash = await sim.place_call("9998", caller="+15550203")
-            await crash.wait_ended()
+            menu = await place_three_calls(sim, "+1555020")
             assert await drain_cdrs(redis_client, pg_pool, 3) == 3
             rows = {r["caller"]: r for r in await pg_pool.fetch("SELECT * FROM cdrs")}
             assert rows["+15550201"]["disposition"] == "hangup"
