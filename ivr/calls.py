@@ -27,6 +27,9 @@ Driver contract (both drivers implement exactly this):
   ``QueueResult`` into the same flow. Workers therefore expose a way for other components
   to deliver an event to a call by id; with no queue runtime the driver answers at once
   with ``QueueResult(outcome="failed")``.
+* ``Hold`` / ``Unhold`` / ``EndDial`` act on the party a running ``Dial`` connected; with
+  no such party they are ignored (and logged). ``EndDial`` ends that party's leg only: the
+  caller stays, and the dial's ``DialResult`` follows as usual.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
 """
@@ -136,6 +139,25 @@ class Dial:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """While ``Dial`` has the caller connected: put the call on hold. The caller hears music
+    on hold (``moh_class``) and the two parties no longer hear each other, until ``Unhold``."""
+
+    moh_class: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Unhold:
+    """Take the call off hold: the caller and the dialled party talk again."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndDial:
+    """Hang up the party a running ``Dial`` rings or connected; the caller stays. The dial's
+    ``DialResult`` follows (``answered`` when the party had answered)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """Blind transfer: the call leaves Callyard and continues in the engine's dialplan
     at ``destination`` (an extension or external number the dialplan routes)."""
@@ -159,6 +181,9 @@ Command: TypeAlias = (
     | SetVariable
     | Enqueue
     | Dial
+    | Hold
+    | Unhold
+    | EndDial
     | Transfer
     | Hangup
 )
@@ -236,6 +261,16 @@ class AgentAssigned:
     kind: Literal["browser", "sip"] = "browser"
 
 
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """From the queue runtime, while the caller is connected to an agent: the agent asked to
+    ``hold`` or ``unhold`` the caller, or to blind-transfer them to ``target``
+    (``extension:<number>`` or ``queue:<name>``)."""
+
+    action: Literal["hold", "unhold", "transfer"]
+    target: str = ""
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -247,6 +282,7 @@ Event: TypeAlias = (
     | QueueResult
     | QueueUpdate
     | AgentAssigned
+    | AgentRequest
 )
 
 

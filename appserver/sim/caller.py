@@ -34,6 +34,8 @@ EntryKind = Literal[
     "queued",  # detail: queue name
     "dialed",  # detail: dial target (extension / agent / endpoint)
     "bridged",  # detail: the other party
+    "held",  # detail: "on" when the connected call was put on hold, "off" when resumed
+    "unbridged",  # detail: the other party, when its leg ended (hung up) and the caller stays
     "transferred",  # detail: destination
     "variable",  # detail: "name=value"
     "hangup",  # detail: "cause by" where by is caller | engine | app
