@@ -126,3 +126,56 @@ async def test_websocket_refuses_strangers(pg_pool, redis_client) -> None:
                 "Authorization": f"Bearer {api.admin_key}"}) as ws:
             await ws.receive()
             assert ws.close_code == 4403
+
+
+async def test_hold_and_blind_transfer_reach_the_owning_worker(pg_pool, redis_client) -> None:
+    await save_queue(pg_pool, Queue(name="support", wrapup_seconds=0))
+    await save_queue(pg_pool, Queue(name="billing"))
+    async with api_app(pg_pool, redis_client) as api, serving(api) as base:
+        await save_member(pg_pool, QueueMember("support", "agent1"))
+        await queue_config.reload(pg_pool, api.ctx.queues)
+        token = await api.token("agent1")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(base_url=base, headers=headers) as http, \
+                http.ws_connect("/ws/agent") as ws:
+            await _next(ws, "hello")
+            r = await http.post("/api/agent/hold")
+            assert r.status == 409 and (await r.json())["detail"]["code"] == "not_on_call"
+            await http.post("/api/agent/login")
+            await api.ctx.queues.enqueue("support", "call-7", "worker-1", caller="+15550123")
+            await api.ctx.queues.match("support")
+            await _next(ws, "offer", call="call-7")
+            assert (await (await http.post("/api/agent/accept", json={"call": "call-7"})).json())[
+                "ok"]
+            assert (await api.ctx.queues.pop_inbox("worker-1", 1) or {})["type"] == "assigned"
+
+            r = await http.post("/api/agent/hold")
+            assert r.status == 202 and await r.json() == {"call": "call-7", "held": True,
+                                                          "transfer": ""}
+            assert (await _next(ws, "hold", call="call-7"))["held"] is True
+            assert await api.ctx.queues.pop_inbox("worker-1", 1) == {
+                "type": "agent_request", "call": "call-7", "action": "hold", "target": ""}
+            assert (await (await http.get("/api/agent/status")).json())["held"] is True
+            assert (await http.post("/api/agent/unhold")).status == 202
+            assert (await _next(ws, "hold", call="call-7"))["held"] is False
+            assert (await api.ctx.queues.pop_inbox("worker-1", 1) or {})["action"] == "unhold"
+            assert sorted(await (await http.get("/api/agent/queues")).json()) == \
+                ["billing", "support"]
+
+            for body, status in (({"kind": "menu", "target": "main"}, 422),
+                                 ({"kind": "extension", "target": "12 3"}, 422),
+                                 ({"kind": "extension", "target": "12a"}, 422),
+                                 ({"kind": "queue", "target": "nope"}, 404),
+                                 ({"kind": "queue"}, 422)):
+                r = await http.post("/api/agent/transfer", json=body)
+                assert r.status == status, (body, r.status, await r.text())
+            assert await api.ctx.queues.pop_inbox("worker-1", 0.1) is None  # nothing sent
+
+            r = await http.post("/api/agent/transfer", json={"kind": "queue", "target": "billing"})
+            assert r.status == 202 and (await r.json())["transfer"] == "queue:billing"
+            assert (await _next(ws, "transfer", call="call-7"))["target"] == "queue:billing"
+            assert await api.ctx.queues.pop_inbox("worker-1", 1) == {
+                "type": "agent_request", "call": "call-7", "action": "transfer",
+                "target": "queue:billing"}
+            r = await http.post("/api/agent/transfer", json={"kind": "extension", "target": "1"})
+            assert r.status == 409 and (await r.json())["detail"]["code"] == "transferring"

@@ -16,6 +16,7 @@ from appserver.queues.flow import QueueingFlow
 from appserver.queues.model import QueueConfig
 from ivr.calls import (
     AgentAssigned,
+    AgentRequest,
     Answer,
     CallInfo,
     CancelTimer,
@@ -23,9 +24,11 @@ from ivr.calls import (
     Dial,
     DialResult,
     Dtmf,
+    EndDial,
     Enqueue,
     Event,
     Hangup,
+    Hold,
     HungUp,
     Play,
     PlayFinished,
@@ -38,6 +41,7 @@ from ivr.calls import (
     StopPlay,
     TimerFired,
     Transfer,
+    Unhold,
 )
 
 CALL = CallInfo("call-1", "test", "+15550100", "9999")
@@ -240,3 +244,61 @@ def test_results_after_an_overflow_chain_name_the_queue_the_ivr_asked_for() -> N
     flow.handle(TimerFired(MAX_WAIT_TIMER))
     flow.handle(Dtmf("0"))
     assert ivr.events == [QueueResult("support", "left", "menu:sales")]
+
+
+def connected(**conf: object) -> tuple[CallerFlow, list[RuntimeAction]]:
+    flow, actions, _ = make(**conf)
+    flow.start(CALL)
+    flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
+    return flow, actions
+
+
+def test_agent_holds_and_resumes_the_connected_caller() -> None:
+    flow, actions = connected(moh_class="jazz")
+    assert flow.handle(AgentRequest("hold")) == [Hold("jazz")]
+    assert flow.handle(AgentRequest("hold")) == []  # already on hold
+    assert flow.handle(AgentRequest("unhold")) == [Unhold()]
+    assert flow.handle(AgentRequest("unhold")) == []
+    assert not flow.done and actions[-1] == Join("call-1", "support", 3, "+15550100", "")
+
+
+def test_agent_requests_are_ignored_unless_connected() -> None:
+    flow, _, _ = make()
+    flow.start(CALL)
+    assert flow.handle(AgentRequest("hold")) == []
+    assert flow.handle(AgentRequest("transfer", "extension:1002")) == []
+    assert flow.phase == "waiting"
+
+
+def test_blind_transfer_to_an_extension_ends_the_agent_leg_first() -> None:
+    flow, actions = connected()
+    flow.handle(AgentRequest("hold"))
+    assert flow.handle(AgentRequest("transfer", "extension:1002")) == [EndDial()]
+    assert flow.handle(AgentRequest("unhold")) == []  # on the way out
+    assert not flow.done
+    assert flow.handle(DialResult("ann", "answered")) == [Transfer("1002")]
+    assert flow.done and flow.result == QueueResult("support", "answered", "ann")
+    assert actions[-1] == Finish("call-1")
+
+
+def test_blind_transfer_with_a_bad_target_is_ignored() -> None:
+    flow, _ = connected()
+    assert flow.handle(AgentRequest("transfer", "menu:main")) == []
+    assert flow.handle(AgentRequest("transfer", "queue:")) == []
+    assert flow.handle(DialResult("ann", "answered")) == []
+    assert flow.result == QueueResult("support", "answered", "ann")
+
+
+def test_blind_transfer_to_a_queue_queues_the_caller_again() -> None:
+    factory = Factory({"support": QueueConfig("support"),
+                       "billing": QueueConfig("billing", moh_class="billing-moh")})
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    flow.start(CALL)
+    flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
+    assert flow.handle(AgentRequest("transfer", "queue:billing")) == [EndDial()]
+    cmds = flow.handle(DialResult("ann", "answered"))
+    assert cmds[0] == StartMoh("billing-moh") and not flow.done
+    assert [type(a).__name__ for a in factory.actions] == ["Join", "Finish", "Join"]
+    assert factory.actions[-1].queue == "billing"  # type: ignore[union-attr]
+    assert ivr.events == []  # the IVR hears nothing until the caller's stay is over

@@ -9,30 +9,35 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
-from appserver.queues.model import AgentConfig, Member, QueueConfig
+from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.runtime import GeventQueueRuntime, QueueRuntime
-from appserver.queues.store import STATS_CHANNEL, QueueStore
+from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
 from ivr.calls import (
     AgentAssigned,
+    AgentRequest,
     Answer,
     CallFlow,
     CallInfo,
     Command,
     Dial,
     DialResult,
+    EndDial,
     Enqueue,
     Event,
     Hangup,
+    Hold,
     HungUp,
     QueueResult,
     QueueUpdate,
     SetVariable,
     StartMoh,
+    Unhold,
 )
 
 T = TypeVar("T")
@@ -381,5 +386,57 @@ async def test_the_ivr_path_reaches_the_queued_call(redis_client: aioredis.Redis
         await rt.drain()
         key = f"{store.prefix}call:call-0001"  # the queued call's hash (see lua/common.lua)
         assert await redis_client.hget(key, "menu_path") == "main/support"
+    finally:
+        await rt.stop()
+
+
+async def test_agent_holds_then_transfers_the_caller_to_another_queue(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    await store.sync_queue(QueueConfig("billing", moh_class="billing"), [])
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    agents = AgentControl(QueueStore(redis_client))
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await agents.login("ann")
+        assert (await agents.accept("ann", "call-0001")).ok
+        await until(lambda: any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"]))
+        commands = worker.commands["call-0001"]
+
+        assert await agents.hold("ann") == "call-0001"
+        await until(lambda: commands[-1] == Hold("default"))
+        assert await agents.hold("ann") == "call-0001"  # already held: nothing sent twice
+        assert await agents.unhold("ann") == "call-0001"
+        await until(lambda: commands[-1] == Unhold())
+        assert worker.events["call-0001"].count(AgentRequest("hold")) == 1
+
+        for bad in ("menu:main", "extension:12a"):
+            with pytest.raises(QueueError, match="transfer to"):
+                await agents.transfer("ann", bad)
+        with pytest.raises(QueueConfigError):
+            await agents.transfer("ann", "queue:")
+        with pytest.raises(QueueError, match="no such queue"):
+            await agents.transfer("ann", "queue:nope")
+
+        assert await agents.transfer("ann", "queue:billing") == "call-0001"
+        await until(lambda: commands[-1] == EndDial())
+        with pytest.raises(QueueError, match="already being transferred"):
+            await agents.hold("ann")
+        worker.deliver("call-0001", DialResult("ann", "answered"))  # the agent's leg ended
+        await rt.drain()
+        assert commands[-1] == StartMoh("billing")  # waiting in billing now
+        status = await agents.status("ann")
+        assert status is not None and status.state == "wrap_up" and status.call == ""
+        await until(lambda: any(isinstance(e, QueueUpdate) and e.queue == "billing"
+                                for e in worker.events["call-0001"]))
+        assert (await store.stats("support")).answered == 1
+        assert (await store.stats("billing")).waiting == 1
+        with pytest.raises(QueueError, match="not connected"):
+            await agents.hold("ann")
     finally:
         await rt.stop()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -40,6 +40,19 @@ class CallIn(BaseModel):
     call: CallId
 
 
+class TransferIn(BaseModel):
+    """Blind transfer: ``extension`` (the engine's dialplan takes the call) or ``queue``."""
+
+    kind: Literal["extension", "queue"]
+    target: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@+*#-]{1,128}$")]
+
+
+class CallControlOut(BaseModel):
+    call: str
+    held: bool | None = None
+    transfer: str = ""
+
+
 class RoomOut(BaseModel):
     room: str
     token: str
@@ -54,9 +67,12 @@ class AcceptOut(BaseModel):
     livekit: RoomOut | None = None
 
 
+_REFUSAL_STATUS = {"bad_target": 422, "invalid": 422, "no_such_queue": 404}
+
+
 def _refused(exc: QueueError | QueueConfigError) -> HTTPException:
     code = getattr(exc, "code", "invalid")
-    return HTTPException(409, {"code": code, "message": str(exc)})
+    return HTTPException(_REFUSAL_STATUS.get(code, 409), {"code": code, "message": str(exc)})
 
 
 async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
@@ -67,6 +83,8 @@ async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
     out: dict[str, Any] = asdict(status)
     out["offer_details"] = await offer_details(ctx.redis, status.offer) if status.offer else None
     out["room"] = await ctx.rooms.room_of(agent)
+    out["held"] = bool(status.call) and await ctx.redis.hget(
+        f"{ctx.queues.prefix}call:{status.call}", "held") in ("1", b"1")
     return out
 
 
@@ -172,6 +190,36 @@ async def agent_hangup(ctx: Context, me: AgentSession) -> dict[str, str]:
     return {"state": state, "room_closed": room or ""}
 
 
+@router.post("/api/agent/hold", status_code=202)
+async def agent_hold(ctx: Context, me: AgentSession) -> CallControlOut:
+    """Put the caller on hold: they hear music on hold and neither side hears the other.
+    The worker that owns the call carries it out; the socket gets a ``hold`` event."""
+    assert me.agent
+    return CallControlOut(call=await _act(ctx.control.hold(me.agent)), held=True)
+
+
+@router.post("/api/agent/unhold", status_code=202)
+async def agent_unhold(ctx: Context, me: AgentSession) -> CallControlOut:
+    assert me.agent
+    return CallControlOut(call=await _act(ctx.control.unhold(me.agent)), held=False)
+
+
+@router.post("/api/agent/transfer", status_code=202)
+async def agent_transfer(ctx: Context, me: AgentSession, body: TransferIn) -> CallControlOut:
+    """Blind-transfer the caller to an extension or a queue. The agent's leg ends and the
+    agent goes to wrap-up; the caller goes on without them."""
+    assert me.agent
+    target = f"{body.kind}:{body.target}"
+    return CallControlOut(call=await _act(ctx.control.transfer(me.agent, target)),
+                          transfer=target)
+
+
+@router.get("/api/agent/queues")
+async def agent_queues(ctx: Context, me: AgentSession) -> list[str]:
+    """Queue names an agent can transfer a caller to."""
+    return sorted(await ctx.queues.queue_names())
+
+
 @router.get("/api/agent/token")
 async def agent_token(ctx: Context, me: AgentSession) -> RoomOut:
     """A fresh token for the room of the agent's current call (to rejoin after a reload)."""
@@ -206,7 +254,7 @@ def _same_origin(ws: WebSocket) -> bool:
 @router.websocket("/ws/agent")
 async def agent_socket(ws: WebSocket) -> None:
     """Live events for the logged-in agent: ``hello`` (full status) first, then ``state``,
-    ``offer``, ``offer_withdrawn`` and ``resync`` as they happen."""
+    ``offer``, ``offer_withdrawn``, ``hold``, ``transfer`` and ``resync`` as they happen."""
     ctx: ApiContext = ws.app.state.ctx
     auth = ws.headers.get("authorization", "")
     bearer = auth[7:] if auth.lower().startswith("bearer ") else None

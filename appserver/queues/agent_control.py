@@ -3,7 +3,8 @@
 Each call changes the agent's state atomically in Redis and then matches the queues the
 agent serves, so a newly available agent is offered a waiting caller at once.
 Refusals raise :class:`~appserver.queues.store.QueueError` with a ``code``
-(``no_such_agent``, ``disabled``, ``logged_out``, ``on_call``, ``not_on_call``).
+(``no_such_agent``, ``disabled``, ``logged_out``, ``on_call``, ``not_on_call``; for call
+control also ``transferring``, ``no_such_queue``, ``bad_target``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ class AgentControl:
         state = await self.store.agent_action(agent, "end_call")
         await self._match_for(agent)
         return state
+
+    async def hold(self, agent: str) -> str:
+        """Put the agent's caller on hold (music on hold; neither side hears the other).
+        Returns the call id; the owning worker carries it out."""
+        return await self.store.call_control(agent, "hold")
+
+    async def unhold(self, agent: str) -> str:
+        return await self.store.call_control(agent, "unhold")
+
+    async def transfer(self, agent: str, target: str) -> str:
+        """Blind-transfer the agent's caller to ``extension:<number>`` or ``queue:<name>``.
+        The worker ends the agent's leg, then the agent goes to wrap-up."""
+        return await self.store.call_control(agent, "transfer", target)
 
     async def status(self, agent: str) -> AgentStatus | None:
         return await self.store.agent(agent)

@@ -7,10 +7,16 @@ caller with ``Dial`` once the queue runtime delivers :class:`~ivr.calls.AgentAss
 Its decisions that change shared queue state are handed to ``sink`` as :data:`RuntimeAction`
 values, which the queue runtime carries out in Redis.
 
-It ends either with a terminal command (``Enqueue`` for overflow to another queue,
-``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing flow decides
-(answered, abandoned, overflow or exit to a menu, failure), with :attr:`CallerFlow.result`
-set and no terminal command; ``result.detail`` is then ``"menu:<name>"`` for a menu route.
+While connected, the agent can put the caller on hold, resume, or blind-transfer them
+(:class:`~ivr.calls.AgentRequest`, delivered by the runtime): a transfer ends the agent's
+leg (``EndDial``) and, once its ``DialResult`` is in, continues with ``Transfer`` to an
+extension or ``Enqueue`` into a queue.
+
+It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
+agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
+flow decides (answered, abandoned, overflow or exit to a menu, failure), with
+:attr:`CallerFlow.result` set and no terminal command; ``result.detail`` is then
+``"menu:<name>"`` for a menu route.
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ from typing import Literal, TypeAlias
 from appserver.queues.model import QueueConfig
 from ivr.calls import (
     AgentAssigned,
+    AgentRequest,
     CallInfo,
     CancelTimer,
     Command,
     Dial,
     DialResult,
     Dtmf,
+    EndDial,
     Enqueue,
     Event,
     Hangup,
+    Hold,
     HungUp,
     Play,
     PlayFinished,
@@ -44,6 +53,7 @@ from ivr.calls import (
     StopPlay,
     TimerFired,
     Transfer,
+    Unhold,
 )
 
 ANNOUNCE_TIMER = "queue:announce"
@@ -85,6 +95,15 @@ RuntimeAction: TypeAlias = Join | Leave | DialFailed | Finish
 Phase = Literal["idle", "waiting", "connecting", "done"]
 
 
+def parse_transfer_target(target: str) -> tuple[str, str] | None:
+    """``"extension:1002"`` -> ("extension", "1002"); ``"queue:sales"`` -> ("queue", "sales");
+    None for anything else."""
+    kind, _, value = target.partition(":")
+    if kind not in ("extension", "queue") or not value:
+        return None
+    return kind, value
+
+
 def announcement(position: int, wait_seconds: float, config: QueueConfig) -> tuple[Prompt, ...]:
     """Prompts for "you are caller N, estimated wait M minutes" per the queue's settings."""
     prompts: list[Prompt] = []
@@ -123,6 +142,8 @@ class CallerFlow:
         self._joined_at = 0.0
         self._playing = False
         self._announcements = 0
+        self.held = False
+        self.transfer_to = ""  # "extension:<n>" | "queue:<name>" once the agent asked
 
     @property
     def done(self) -> bool:
@@ -149,6 +170,8 @@ class CallerFlow:
             return self._waiting(event)
         if self.phase == "connecting" and isinstance(event, DialResult):
             return self._dial_result(event)
+        if self.phase == "connecting" and isinstance(event, AgentRequest):
+            return self._agent_request(event)
         return []
 
     # ------------------------------------------------------------ phases
@@ -186,7 +209,33 @@ class CallerFlow:
             return cmds
         return []
 
+    def _agent_request(self, event: AgentRequest) -> list[Command]:
+        if self.transfer_to:
+            return []  # on the way out: nothing more to do on this leg
+        if event.action == "hold" and not self.held:
+            self.held = True
+            return [Hold(self.config.moh_class)]
+        if event.action == "unhold" and self.held:
+            self.held = False
+            return [Unhold()]
+        if event.action == "transfer" and parse_transfer_target(event.target):
+            self.transfer_to = event.target
+            return [EndDial()]
+        return []
+
+    def _transferred(self) -> list[Command]:
+        """The agent's leg ended after their transfer request: the caller goes on."""
+        self.sink(Finish(self.call_id))
+        kind, target = parse_transfer_target(self.transfer_to) or ("", "")
+        self._end(QueueResult(self.config.name, "answered", self.agent))
+        if kind == "queue":
+            return [Enqueue(target, self.priority)]
+        return [Transfer(target)]
+
     def _dial_result(self, event: DialResult) -> list[Command]:
+        self.held = False
+        if self.transfer_to:
+            return self._transferred()
         if event.outcome == "answered":
             self.sink(Finish(self.call_id))
             return self._end(QueueResult(self.config.name, "answered", self.agent))

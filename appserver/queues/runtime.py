@@ -7,7 +7,8 @@ call flow with :meth:`wrap`. The runtime then
 * carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
   Redis (join, leave, dial failed, finish), in order;
 * delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
-  they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller, and
+  they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
+  :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer, and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
@@ -30,7 +31,16 @@ from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, L
 from appserver.queues.flow import QueueingFlow
 from appserver.queues.model import KEY_PREFIX, MAX_PRIORITY, CallStatus, QueueConfig
 from appserver.queues.store import QueueError, QueueStore, SyncQueueStore
-from ivr.calls import AgentAssigned, CallFlow, CallInfo, Enqueue, Event, QueueResult, QueueUpdate
+from ivr.calls import (
+    AgentAssigned,
+    AgentRequest,
+    CallFlow,
+    CallInfo,
+    Enqueue,
+    Event,
+    QueueResult,
+    QueueUpdate,
+)
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
@@ -108,9 +118,20 @@ class _RuntimeCore:
                 self._send(call_id, QueueResult(flow.config.name, "failed", "lease lost"))
             self._forget(call_id)
 
-    def _assigned(self, msg: dict[str, str]) -> None:
-        kind: Literal["browser", "sip"] = "sip" if msg.get("kind") == "sip" else "browser"
-        self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"], kind))
+    def _inbox_message(self, msg: dict[str, str]) -> None:
+        """A message another process left in this worker's inbox (see ``lua/common.lua``
+        ``push_owner``): an agent took one of our callers, or asks for hold / transfer."""
+        kind = msg.get("type")
+        if kind == "assigned":
+            agent_kind: Literal["browser", "sip"] = "sip" if msg.get("kind") == "sip" \
+                else "browser"
+            self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"],
+                                                  agent_kind))
+        elif kind == "agent_request" and msg.get("action") in ("hold", "unhold", "transfer"):
+            action: Literal["hold", "unhold", "transfer"] = msg["action"]  # type: ignore[assignment]
+            self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
+        else:
+            log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
 
     def _queues_waiting(self) -> set[str]:
         return {f.config.name for f in self.flows.values() if f.phase == "waiting"}
@@ -226,8 +247,8 @@ class QueueRuntime(_RuntimeCore):
                 log.exception("queue inbox read failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            if msg and msg.get("type") == "assigned":
-                self._assigned(msg)
+            if msg:
+                self._inbox_message(msg)
 
     async def _run_ticks(self) -> None:
         while not self._stopping:
@@ -362,8 +383,8 @@ class GeventQueueRuntime(_RuntimeCore):
 
     def _inbox_once(self) -> None:
         msg = self.store.pop_inbox(self.worker_id, timeout=1)
-        if msg and msg.get("type") == "assigned":
-            self._assigned(msg)
+        if msg:
+            self._inbox_message(msg)
 
     def _tick_once(self) -> None:
         import gevent

@@ -13,7 +13,8 @@ from typing import Any
 
 SCRIPT_NAMES = (
     "enqueue", "match", "accept", "decline", "dial_failed", "finish", "leave", "tick", "reap",
-    "adopt", "agent", "sync_queue", "drop_queue", "sync_agent", "drop_agent", "stats",
+    "adopt", "agent", "call_control", "sync_queue", "drop_queue", "sync_agent", "drop_agent",
+    "stats",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,8 @@ STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
 LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
+CALL_CONTROLS = ("hold", "unhold", "transfer")
+EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
 
 
 class QueueError(Exception):
@@ -165,6 +168,33 @@ def _stats(queue: str, r: Any) -> QueueStats:
     )
 
 
+def _call_control_args(agent: str, action: str, target: str, now: int) -> list[Any]:
+    if action not in CALL_CONTROLS:
+        raise QueueError("bad_action", f"call control {action!r}: use one of {CALL_CONTROLS}")
+    if action == "transfer":
+        kind, _, value = target.partition(":")
+        if kind == "queue":
+            check_name("queue", value)
+        elif kind != "extension" or not EXTENSION_RE.match(value):
+            raise QueueError("bad_target", "transfer to 'extension:<digits, * # +>' or "
+                             f"'queue:<name>', not {target!r}")
+    elif target:
+        raise QueueError("bad_target", f"{action} takes no target")
+    return [agent, action, target, now]
+
+
+def _call_control_result(r: Any) -> str:
+    if _s(r[0]) != "ok":
+        reason = _s(r[1])
+        raise QueueError(reason, {
+            "no_such_agent": "no such agent",
+            "not_on_call": "you are not connected to a caller",
+            "transferring": "the call is already being transferred",
+            "no_such_queue": "no such queue",
+        }.get(reason, reason))
+    return _s(r[1])
+
+
 def _check_leave(outcome: str) -> None:
     if outcome not in LEAVE_OUTCOMES:
         raise QueueConfigError(f"leave outcome must be one of {LEAVE_OUTCOMES}, got {outcome!r}")
@@ -281,6 +311,13 @@ class QueueStore:
                       now: int | None = None) -> bool:
         _check_decline(reason)
         return bool(await self._run("decline", agent, call_id, reason, now or now_ms()))
+
+    async def call_control(self, agent: str, action: str, target: str = "",
+                           now: int | None = None) -> str:
+        """Ask the worker owning ``agent``'s call to hold / unhold / transfer it (see
+        ``lua/call_control.lua``); returns the call id or raises :class:`QueueError`."""
+        args = _call_control_args(agent, action, target, now or now_ms())
+        return _call_control_result(await self._run("call_control", *args))
 
     async def agent(self, agent: str) -> AgentStatus | None:
         h = _hash(await self.client.hgetall(self.keys.agent(agent)))

@@ -2,7 +2,7 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  let ws = null, retry = 0, offer = null, room = null, muted = false, timers = [];
+  let ws = null, retry = 0, offer = null, room = null, muted = false, held = false, timers = [];
 
   async function api(method, path, body) {
     const r = await fetch(path, {
@@ -75,6 +75,23 @@
     if (room) { room.disconnect(); room = null; }
     $("call").hidden = true;
     muted = false; $("mute").textContent = "Mute";
+    showHeld(false);
+  }
+
+  // On hold the engine plays music to the caller and cuts the audio both ways;
+  // the microphone is muted too, so nothing reaches the room meanwhile.
+  function showHeld(on) {
+    held = on;
+    $("held").hidden = !on;
+    $("hold").textContent = on ? "Resume" : "Hold";
+    if (room) room.localParticipant.setMicrophoneEnabled(!on && !muted).catch(() => {});
+  }
+
+  async function loadQueues() {
+    try {
+      const names = await api("GET", "/api/agent/queues");
+      $("transfer-queues").replaceChildren(...names.map((n) => Object.assign(document.createElement("option"), { value: n })));
+    } catch (e) { /* the list is a convenience */ }
   }
 
   function applyStatus(s) {
@@ -82,8 +99,9 @@
     setState(s.state, s.reason, s.wrapup_until_ms);
     if (s.state === "offered" && s.offer_details) showOffer(s.offer_details);
     if (s.state === "on_call" && s.room && !room) {
-      api("GET", "/api/agent/token").then(joinRoom).catch(() => {});
-    }
+      api("GET", "/api/agent/token").then(joinRoom).then(() => showHeld(!!s.held)).catch(() => {});
+      loadQueues();
+    } else if (s.state === "on_call" && room) showHeld(!!s.held);
   }
 
   function onEvent(ev) {
@@ -94,6 +112,8 @@
       if (ev.state === "wrap_up") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});
     }
     else if (ev.type === "offer") showOffer(ev);
+    else if (ev.type === "hold") showHeld(!!ev.held);
+    else if (ev.type === "transfer") $("media").textContent = "transferring to " + ev.target + "…";
     else if (ev.type === "offer_withdrawn") { if (offer && offer.call === ev.call) hideOffer(); }
     else if (ev.type === "resync") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});
   }
@@ -163,15 +183,24 @@
     hideOffer();
     if (!r.ok) throw new Error("call " + r.error);
     await joinRoom(r.livekit);
+    loadQueues();
   });
   $("decline").onclick = act(async () => { if (offer) { await api("POST", "/api/agent/decline", { call: offer.call }); hideOffer(); } });
   $("mute").onclick = act(async () => {
     if (!room) return;
     muted = !muted;
-    await room.localParticipant.setMicrophoneEnabled(!muted);
+    await room.localParticipant.setMicrophoneEnabled(!muted && !held);
     $("mute").textContent = muted ? "Unmute" : "Mute";
   });
+  $("hold").onclick = act(async () => {
+    const r = await api("POST", held ? "/api/agent/unhold" : "/api/agent/hold");
+    showHeld(r.held);
+  });
   $("hangup").onclick = act(async () => { leaveRoom(); await api("POST", "/api/agent/hangup"); });
+  $("transfer-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(() => api("POST", "/api/agent/transfer", { kind: $("transfer-kind").value, target: $("transfer-target").value.trim() }))();
+  });
 
   api("GET", "/api/auth/me").then(start).catch(() => show(false));
 })();
