@@ -4,12 +4,16 @@ An agent logs in and goes available; a simulated caller walks the menu into the 
 simulator + Asterisk worker + queue runtime in this process); the console shows the offer;
 the agent accepts; the engine dials the LiveKit SIP address of that call's room; the
 console's token is valid for that room only; the caller hangs up; the console shows
-wrap-up, then available. LiveKit itself is the Twirp stand-in (no media server here).
+wrap-up, then available. And: the agent holds, resumes and blind-transfers a caller.
+LiveKit itself is the Twirp stand-in (no media server here).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import flows
 import pytest
@@ -35,7 +39,10 @@ SIP_URI = "sip:127.0.0.1:5070"
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed")
 
 
-async def test_agent_takes_a_call_in_the_browser(pg_pool, redis_client) -> None:
+@asynccontextmanager
+async def console_stack(pg_pool: Any, redis_client: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """API + ARI simulator + Asterisk worker + queue runtime, and an agent logged in to the
+    console in Chromium: yields (api, sim, page)."""
     from playwright.async_api import async_playwright, expect
 
     await save_queue(pg_pool, Queue(name="support", wrapup_seconds=2, announce_interval=0))
@@ -70,48 +77,95 @@ async def test_agent_takes_a_call_in_the_browser(pg_pool, redis_client) -> None:
                 await page.click("button[type=submit]")
                 await expect(page.locator("#state")).to_have_text("available")
                 await expect(page.locator("#conn")).to_have_text("online")
-                # livekit-client comes from npm (node_modules), served by the app.
-                assert await page.evaluate("typeof LivekitClient.Room") == "function"
-
-                call = await sim.place_call("9999", caller="+15550123")
-                room = room_name(call.call_id)
-                endpoint = SimEndpoint("PJSIP", f"livekit/{sip_address(call.call_id, SIP_URI)}",
-                                       talk_seconds=60)
-                sim.add_endpoint(endpoint)
-                await call.wait_for_prompt("file:ivr/welcome")
-                await call.press("2")
-                await call.wait_for_prompt("file:ivr/support")
-                await call.press("1")
-                await call.transcript.wait_for(lambda e: e.kind == "moh")
-
-                await expect(page.locator("#offer")).to_be_visible()
-                await expect(page.locator("#offer-caller")).to_have_text("+15550123")
-                await expect(page.locator("#offer-queue")).to_have_text("support")
-                async with page.expect_response("**/api/agent/accept") as accepted:
-                    await page.click("#accept")
-                grant = (await (await accepted.value).json())["livekit"]
-                claims = lkapi.TokenVerifier(LK_KEY, LK_SECRET).verify(grant["token"])
-                assert grant["room"] == room == claims.video.room
-                assert claims.video.room_join and not claims.video.room_admin
-                assert not claims.video.room_create and not claims.video.room_list
-                assert room in api.livekit.rooms
-                await expect(page.locator("#call-room")).to_have_text(room)
-                await expect(page.locator("#state")).to_have_text("on_call")
-
-                # The engine bridges the caller to LiveKit SIP, to this call's room.
-                await call.transcript.wait_for(
-                    lambda e: e.kind == "bridged" and e.detail == room, timeout=10)
-                assert f"dialed {room}" in call.transcript.lines()
-                assert endpoint.channel_ids
-
-                await call.hangup()
-                await expect(page.locator("#state")).to_have_text("wrap_up", timeout=5000)
-                await expect(page.locator("#wrapup")).to_be_visible()
-                assert room not in api.livekit.rooms
-                await expect(page.locator("#state")).to_have_text("available", timeout=6000)
-                await expect(page.locator("#call")).to_be_hidden()
+                yield api, sim, page
                 await browser.close()
         finally:
             await worker.stop()
             await runtime.stop()
             await sim.stop()
+
+
+async def queued_caller(sim: Any, page: Any) -> tuple[Any, str, SimEndpoint]:
+    """A caller walks 9999 -> support -> queue; the console shows the offer."""
+    from playwright.async_api import expect
+
+    call = await sim.place_call("9999", caller="+15550123")
+    endpoint = SimEndpoint("PJSIP", f"livekit/{sip_address(call.call_id, SIP_URI)}",
+                           talk_seconds=60)
+    sim.add_endpoint(endpoint)
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("2")
+    await call.wait_for_prompt("file:ivr/support")
+    await call.press("1")
+    await call.transcript.wait_for(lambda e: e.kind == "moh")
+    await expect(page.locator("#offer")).to_be_visible()
+    await expect(page.locator("#offer-caller")).to_have_text("+15550123")
+    await expect(page.locator("#offer-queue")).to_have_text("support")
+    return call, room_name(call.call_id), endpoint
+
+
+async def test_agent_takes_a_call_in_the_browser(pg_pool, redis_client) -> None:
+    from playwright.async_api import expect
+
+    async with console_stack(pg_pool, redis_client) as (api, sim, page):
+        # livekit-client comes from npm (node_modules), served by the app.
+        assert await page.evaluate("typeof LivekitClient.Room") == "function"
+        call, room, endpoint = await queued_caller(sim, page)
+        async with page.expect_response("**/api/agent/accept") as accepted:
+            await page.click("#accept")
+        grant = (await (await accepted.value).json())["livekit"]
+        claims = lkapi.TokenVerifier(LK_KEY, LK_SECRET).verify(grant["token"])
+        assert grant["room"] == room == claims.video.room
+        assert claims.video.room_join and not claims.video.room_admin
+        assert not claims.video.room_create and not claims.video.room_list
+        assert room in api.livekit.rooms
+        await expect(page.locator("#call-room")).to_have_text(room)
+        await expect(page.locator("#state")).to_have_text("on_call")
+
+        # The engine bridges the caller to LiveKit SIP, to this call's room.
+        await call.transcript.wait_for(
+            lambda e: e.kind == "bridged" and e.detail == room, timeout=10)
+        assert f"dialed {room}" in call.transcript.lines()
+        assert endpoint.channel_ids
+
+        await call.hangup()
+        await expect(page.locator("#state")).to_have_text("wrap_up", timeout=5000)
+        await expect(page.locator("#wrapup")).to_be_visible()
+        assert room not in api.livekit.rooms
+        await expect(page.locator("#state")).to_have_text("available", timeout=6000)
+        await expect(page.locator("#call")).to_be_hidden()
+
+
+async def test_agent_holds_resumes_and_transfers_in_the_browser(pg_pool, redis_client) -> None:
+    from playwright.async_api import expect
+
+    async with console_stack(pg_pool, redis_client) as (api, sim, page):
+        call, room, _ = await queued_caller(sim, page)
+        await page.click("#accept")
+        bridged = await call.transcript.wait_for(
+            lambda e: e.kind == "bridged" and e.detail == room, timeout=10)
+        start = call.transcript.entries.index(bridged)
+
+        await page.click("#hold")
+        await expect(page.locator("#held")).to_be_visible()
+        await expect(page.locator("#hold")).to_have_text("Resume")
+        await call.transcript.wait_for(lambda e: e.kind == "held" and e.detail == "on",
+                                       start=start)
+        await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default",
+                                       start=start)
+        await page.click("#hold")
+        await expect(page.locator("#held")).to_be_hidden()
+        await call.transcript.wait_for(lambda e: e.kind == "held" and e.detail == "off",
+                                       start=start)
+
+        await page.select_option("#transfer-kind", "extension")
+        await page.fill("#transfer-target", "1002")
+        await page.click("#transfer")
+        await call.transcript.wait_for(lambda e: e.kind == "unbridged", start=start)
+        await call.transcript.wait_for(lambda e: e.kind == "transferred" and e.detail == "1002",
+                                       start=start)
+        await expect(page.locator("#state")).to_have_text("wrap_up", timeout=5000)
+        assert room not in api.livekit.rooms
+        await expect(page.locator("#call")).to_be_hidden()
+        await expect(page.locator("#state")).to_have_text("available", timeout=6000)
+        assert call.transcript.lines().count("held on") == 1
