@@ -53,6 +53,40 @@ async def queue_walk(call: SimulatedCall, store: QueueStore) -> None:
     await call.wait_ended(10)
 
 
+async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Connected to ann, the caller is put on hold, resumed, then blind-transferred to 1002
+    by ann (AgentControl, as the console does): the same transcript on both engines."""
+    control = AgentControl(store)
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("2")
+    await call.wait_for_prompt("file:ivr/support")
+    await call.press("1")
+    await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default")
+    await control.login("ann")
+    bridged = await call.transcript.wait_for(
+        lambda e: e.kind == "bridged" and e.detail.endswith("1001"), timeout=10)
+    start = call.transcript.entries.index(bridged) + 1
+
+    async def seen(line: str) -> None:
+        await call.transcript.wait_for(lambda e: f"{e.kind} {e.detail}".strip() == line,
+                                       start=start)
+
+    await control.hold("ann")
+    await seen("moh default")
+    await control.unhold("ann")
+    await seen("held off")
+    await control.transfer("ann", "extension:1002")
+    await seen("transferred 1002")
+    after = [line for line in call.transcript.lines()[start:] if not line.startswith("variable")]
+    assert after[:4] == ["held on", "moh default", "moh", "held off"], after
+    assert after[4].startswith("unbridged") and after[4].endswith("1001"), after
+    assert after[5] == "transferred 1002", after
+    await call.wait_ended(10)
+    status = await control.status("ann")
+    assert status is not None and status.state == "available" and status.call == ""
+    assert (await store.stats("support")).answered == 1
+
+
 async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
@@ -78,6 +112,33 @@ async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> 
         await runtime.drain()
         stats = await store.stats("support")
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
+    finally:
+        await worker.stop()
+        await runtime.stop()
+        await sim.stop()
+
+
+async def test_asterisk_agent_holds_and_transfers(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
+                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=30)])
+    await sim.start()
+    runtime: QueueRuntime | None = None
+
+    def factory(info: CallInfo) -> CallFlow | None:
+        flow = flows.factory(info)
+        assert runtime is not None
+        return runtime.wrap(flow) if flow is not None else None
+
+    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                     password=sim.password)], factory, redis=redis_client)
+    runtime = QueueRuntime(redis_client, "asterisk-scenario", worker.deliver, tick_seconds=0.1)
+    await runtime.start()
+    await worker.start()
+    try:
+        await worker.wait_connected()
+        await agent_controls_walk(await sim.place_call("9999"), store)
     finally:
         await worker.stop()
         await runtime.stop()
@@ -147,6 +208,28 @@ async def test_freeswitch_menu_to_queue_to_agent(
         await asyncio.sleep(0.3)
         stats = await store.stats("support")
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
+    finally:
+        await sim.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+async def test_freeswitch_agent_holds_and_transfers(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    port = free_port()
+    proc = start_fs_worker(port, redis_url)
+    sim = FreeswitchSimulator([("127.0.0.1", port)],
+                              Behaviour(prompt_seconds=0.1, talk_seconds=30,
+                                        endpoints={"1001": "answer"}))
+    try:
+        await agent_controls_walk(await sim.place_call("9999"), store)
     finally:
         await sim.stop()
         proc.send_signal(signal.SIGTERM)
