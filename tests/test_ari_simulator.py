@@ -261,3 +261,48 @@ def test_error_bodies_match_capture() -> None:
     }
     assert (404, json.dumps({"message": "Channel not found"})) in errors
     assert (409, json.dumps({"message": "Channel not in Stasis application"})) in errors
+
+
+async def test_hold_by_leaving_the_bridge(ari: Ari) -> None:
+    """removeChannel while the peer stays = hold; addChannel back = resume; the peer's leg
+    ending leaves the caller alone (transcripts read the same on both engines)."""
+    await ari.connect()
+    call = await ari.sim.place_call("9999")
+    await ari.wait_event("StasisStart")
+    cid = call.call_id
+    await ari.request("POST", f"/channels/{cid}/answer")
+    ari.sim.endpoints["PJSIP/1001"].talk_seconds = 30.0
+    await ari.request("POST", "/channels", endpoint="PJSIP/1001", app="callyard",
+                      appArgs="dial", channelId="leg-h", originator=cid)
+    await ari.wait_event("StasisStart", channel__id="leg-h")
+    await ari.request("POST", "/bridges", type="mixing", bridgeId="br-h")
+    await ari.request("POST", "/bridges/br-h/addChannel", channel=f"{cid},leg-h")
+    assert await ari.request("POST", "/bridges/br-h/removeChannel", channel=cid) == (204, None)
+    left = await ari.wait_event("ChannelLeftBridge", channel__id=cid)
+    assert left["bridge"]["channels"] == ["leg-h"]
+    assert await ari.request("POST", "/bridges/br-h/removeChannel", channel=cid) == (
+        422, {"message": "Channel not in this bridge"})
+    assert await ari.request("POST", f"/channels/{cid}/moh", mohClass="default") == (204, None)
+    assert await ari.request("DELETE", f"/channels/{cid}/moh") == (204, None)
+    assert await ari.request("POST", "/bridges/br-h/addChannel", channel=cid) == (204, None)
+    entered = await ari.wait_event("ChannelEnteredBridge", channel__id=cid,
+                                   bridge__channels=["leg-h", cid])
+    assert entered["bridge"]["id"] == "br-h"
+    assert await ari.request("DELETE", "/channels/leg-h") == (204, None)
+    await ari.wait_event("ChannelLeftBridge", channel__id="leg-h")
+    assert await ari.request("GET", f"/channels/{cid}") != (404, {"message": "Channel not found"})
+    assert call.transcript.lines()[2:] == [
+        "dialed 1001", "bridged 1001", "held on", "moh default", "moh", "held off",
+        "unbridged 1001",
+    ]
+    # A party hanging up while the caller is on hold also leaves the caller alone.
+    await ari.request("POST", "/channels", endpoint="PJSIP/1001", app="callyard",
+                      appArgs="dial", channelId="leg-i", originator=cid)
+    await ari.wait_event("StasisStart", channel__id="leg-i")
+    await ari.request("POST", "/bridges/br-h/addChannel", channel="leg-i")
+    await ari.request("POST", "/bridges/br-h/removeChannel", channel=cid)
+    await ari.request("DELETE", "/channels/leg-i")
+    await ari.wait_event("ChannelDestroyed", channel__id="leg-i")
+    assert call.transcript.lines()[-4:] == [
+        "dialed 1001", "bridged 1001", "held on", "unbridged 1001"]
+    assert ari.sim.channels[cid].held_bridge is None and not ari.sim.bridges["br-h"].held

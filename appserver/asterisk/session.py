@@ -35,9 +35,11 @@ from ivr.calls import (
     Dial,
     DialResult,
     Dtmf,
+    EndDial,
     Enqueue,
     Event,
     Hangup,
+    Hold,
     HungUp,
     Play,
     PlayFinished,
@@ -50,6 +52,7 @@ from ivr.calls import (
     TimerFired,
     Transfer,
     TransferResult,
+    Unhold,
 )
 
 if TYPE_CHECKING:
@@ -94,6 +97,8 @@ class _DialState:
     bridge_id: str = ""
     last_status: str = ""
     guard: asyncio.TimerHandle | None = None
+    held: bool = False  # the caller is out of the bridge, hearing music on hold
+    ended_by_flow: bool = False  # EndDial hung the leg up
 
 
 class CallSession:
@@ -233,6 +238,12 @@ class CallSession:
                 await self._enqueue(cmd)
             elif isinstance(cmd, Dial):
                 await self._dial(cmd)
+            elif isinstance(cmd, Hold):
+                await self._hold(cmd)
+            elif isinstance(cmd, Unhold):
+                await self._unhold(cmd)
+            elif isinstance(cmd, EndDial):
+                await self._end_dial(cmd)
             elif isinstance(cmd, Transfer):
                 await self._transfer(cmd)
             elif isinstance(cmd, Hangup):
@@ -341,6 +352,9 @@ class CallSession:
             await result
 
     async def _transfer(self, cmd: Transfer) -> None:
+        if self.dial is not None and self.dial.held:
+            # MOH started over ARI would follow the caller into the dialplan.
+            await self._quietly(self.node.client.channels.stopMoh(channelId=self.channel_id))
         self.handed_away = True
         await self.node.client.channels.continueInDialplan(
             channelId=self.channel_id,
@@ -392,6 +406,72 @@ class CallSession:
             cmd.timeout + 5.0, self.post, LegEvent({"type": "_DialGuard", "leg": leg_id})
         )
 
+    # ------------------------------------------------------------------ hold / end dial
+
+    def _connected_dial(self, cmd: Command) -> _DialState | None:
+        """The running dial whose party is answered and bridged, else None (logged)."""
+        dial = self.dial
+        if dial is None or not dial.bridge_id:
+            self.log.info("no connected party; command ignored",
+                          extra={"command": type(cmd).__name__,
+                                 "dial": "ringing" if dial else "none"})
+            return None
+        return dial
+
+    async def _bridge_op(self, cmd: Command, request: Awaitable[Any]) -> bool:
+        """Add the caller to / remove it from the dial's bridge. A 400 ("Channel not found")
+        means the caller is gone; 404/409/422 (bridge gone, not ours, caller not in it) mean
+        the dial is ending: its events follow. True when the request succeeded."""
+        try:
+            await request
+        except web_exceptions.HTTPException as exc:
+            if exc.status == 400:
+                await self._on_http_error(cmd, 404, exc.text or "")
+            else:
+                self.log.warning("bridge refused the caller; command ignored",
+                                 extra={"command": type(cmd).__name__, "status": exc.status,
+                                        "error": exc.text or ""})
+            return False
+        return True
+
+    async def _hold(self, cmd: Hold) -> None:
+        dial = self._connected_dial(cmd)
+        if dial is None:
+            return
+        if dial.held:
+            self.log.info("already on hold; Hold ignored")
+            return
+        client = self.node.client
+        if not await self._bridge_op(cmd, client.bridges.removeChannel(
+                bridgeId=dial.bridge_id, channel=self.channel_id)):
+            return
+        dial.held = True
+        await client.channels.startMoh(channelId=self.channel_id, mohClass=cmd.moh_class)
+
+    async def _unhold(self, cmd: Unhold) -> None:
+        dial = self._connected_dial(cmd)
+        if dial is None:
+            return
+        if not dial.held:
+            self.log.info("not on hold; Unhold ignored")
+            return
+        client = self.node.client
+        await client.channels.stopMoh(channelId=self.channel_id)
+        dial.held = False
+        await self._bridge_op(cmd, client.bridges.addChannel(
+            bridgeId=dial.bridge_id, channel=self.channel_id))
+
+    async def _end_dial(self, cmd: EndDial) -> None:
+        dial = self.dial
+        if dial is None:
+            self.log.info("no dial running; EndDial ignored")
+            return
+        dial.ended_by_flow = True
+        # 404: the leg ended meanwhile; its ChannelDestroyed (and so DialResult) is on the way.
+        with contextlib.suppress(web_exceptions.HTTPNotFound):
+            await self.node.client.channels.hangup(channelId=dial.leg_id)
+        self.log.info("dialed party hung up by the call flow", extra={"leg": dial.leg_id})
+
     async def _on_leg_event(self, msg: dict[str, Any]) -> None:
         dial = self.dial
         kind = msg.get("type")
@@ -436,8 +516,12 @@ class CallSession:
         if dial.bridge_id:
             self.node.unregister_bridge(dial.bridge_id)
             await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
+        if dial.held:
+            await self._quietly(self.node.client.channels.stopMoh(channelId=self.channel_id))
         if dial.answered:
             outcome = "answered"
+        elif dial.ended_by_flow:
+            outcome, cause, cause_txt = "no_answer", None, "ORIGINATOR_CANCEL"
         elif cause == 17 or dial.last_status == "BUSY":
             outcome = "busy"
         elif cause in (18, 19) or dial.last_status == "NOANSWER":

@@ -112,6 +112,7 @@ class SimChannel:
     stasis_app: str | None = None  # the application the channel is in, if any
     subscribed_app: str | None = None  # the application that receives its events
     bridge_id: str | None = None
+    held_bridge: str | None = None  # removed from this bridge while its peer stayed (hold)
     call: AriSimulatedCall | None = None  # the simulated caller behind this channel
     endpoint: str = ""  # "PJSIP/1001" for channels we originated
     originator: str | None = None
@@ -150,6 +151,7 @@ class SimBridge:
     channels: list[str] = field(default_factory=list)
     app: str | None = None
     moh_class: str | None = None
+    held: list[str] = field(default_factory=list)  # channels removed on hold, peer stayed
 
     def to_json(self) -> Json:
         return {

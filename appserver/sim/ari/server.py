@@ -724,6 +724,7 @@ class AriSimulator:
         if chan.hungup:
             return
         chan.hungup = True
+        self._end_hold(chan)
         for pb in chan.playbacks:
             if pb.state == "playing" and not pb.transcribed_end and chan.call:
                 pb.transcribed_end = True
@@ -735,7 +736,9 @@ class AriSimulator:
         else:
             self._emit_channel("ChannelHangupRequest", chan, cause=cause)
         if chan.bridge_id and chan.bridge_id in self.bridges:
-            self._leave_bridge(self.bridges[chan.bridge_id], chan)
+            bridge = self.bridges[chan.bridge_id]
+            self._leave_bridge(bridge, chan)
+            self._transcribe_unbridged(bridge, chan)
         if chan.stasis_app:
             chan.stasis_app = None
             self._emit_channel("StasisEnd", chan)
@@ -981,6 +984,7 @@ class AriSimulator:
         for chan in chans:
             if chan.stasis_app is None:
                 raise AriError(422, "Channel not in Stasis application")
+        entering = []
         for chan in chans:
             if chan.bridge_id == bridge.id:
                 continue
@@ -991,10 +995,16 @@ class AriSimulator:
             chan.bridge_id = bridge.id
             self._emit(bridge.app, "ChannelEnteredBridge", bridge=bridge.to_json(),
                        channel=chan.to_json())
+            resumed = self._end_hold(chan) == bridge.id
+            if resumed:  # back from hold, to the party that stayed in the bridge
+                if chan.call:
+                    chan.call.transcript.add("held", "off")
+            else:
+                entering.append(chan)
         members = [self.channels[c] for c in bridge.channels if c in self.channels]
-        for chan in chans:
+        for i, chan in enumerate(entering):
             for other in members:
-                if other is not chan:
+                if other is not chan and other not in entering[:i]:  # each pair once
                     if chan.call:
                         chan.call.transcript.add("bridged", self._party(other))
                     if other.call:
@@ -1020,7 +1030,34 @@ class AriSimulator:
                 raise AriError(422, "Channel not in this bridge")
         for chan in chans:
             self._leave_bridge(bridge, chan)
+            if any(c in self.channels for c in bridge.channels):
+                # Its peer stays in the bridge: the caller is on hold (MOH follows separately).
+                self._end_hold(chan)
+                chan.held_bridge = bridge.id
+                bridge.held.append(chan.id)
+                if chan.call:
+                    chan.call.transcript.add("held", "on")
         return self._no_content()
+
+    def _transcribe_unbridged(self, bridge: SimBridge, gone: SimChannel) -> None:
+        """``gone`` hung up: whoever it was connected to (in the bridge, or out of it on
+        hold) stays on the line without it."""
+        peers = [self.channels[c] for c in (*bridge.channels, *bridge.held)
+                 if c in self.channels and c != gone.id]
+        if not any(c.id in bridge.channels for c in peers):
+            for chan in peers:  # nobody left to be held from
+                self._end_hold(chan)
+        for chan in peers:
+            if chan.call and not chan.hungup:
+                chan.call.transcript.add("unbridged", self._party(gone))
+
+    def _end_hold(self, chan: SimChannel) -> str | None:
+        """Forget that ``chan`` is on hold; return the bridge it was held from."""
+        held, chan.held_bridge = chan.held_bridge, None
+        bridge = self.bridges.get(held or "")
+        if bridge and chan.id in bridge.held:
+            bridge.held.remove(chan.id)
+        return held
 
     async def h_bridge_destroy(self, request: web.Request) -> web.Response:
         bridge = self._bridge(request)
