@@ -156,6 +156,10 @@ async def test_hold_and_blind_transfer_reach_the_owning_worker(pg_pool, redis_cl
             assert await api.ctx.queues.pop_inbox("worker-1", 1) == {
                 "type": "agent_request", "call": "call-7", "action": "hold", "target": ""}
             assert (await (await http.get("/api/agent/status")).json())["held"] is True
+            async with api.client(await api.token("super1")) as supervisor:
+                live = (await supervisor.get("/api/calls")).json()
+                assert [(c["call_id"], c["agent"], c["held"]) for c in live] == \
+                    [("call-7", "agent1", True)]
             assert (await http.post("/api/agent/unhold")).status == 202
             assert (await _next(ws, "hold", call="call-7"))["held"] is False
             assert (await api.ctx.queues.pop_inbox("worker-1", 1) or {})["action"] == "unhold"

@@ -32,7 +32,8 @@ async def one_queue_stats(ctx: Context, _: Supervisor, name: SlugPath) -> dict[s
 
 @router.get("/calls")
 async def live_calls(ctx: Context, _: Supervisor) -> list[dict[str, Any]]:
-    """Calls in the queues right now: waiting, being offered, or with an agent."""
+    """Calls in the queues right now: waiting, being offered, or with an agent (``held``:
+    on hold; ``transfer``: the agent's blind transfer under way)."""
     calls: list[dict[str, Any]] = []
     now_ms = datetime.now().timestamp() * 1000
     for queue in await ctx.queues.queue_names():
@@ -53,6 +54,8 @@ async def live_calls(ctx: Context, _: Supervisor) -> list[dict[str, Any]]:
                 "state": h.get("state", ""),
                 "caller": h.get("caller", ""),
                 "agent": h.get("agent") or None,
+                "held": h.get("held") == "1",
+                "transfer": h.get("transfer") or None,
                 "waiting_seconds": round(max(0.0, now_ms - float(h.get("joined") or now_ms))
                                          / 1000, 1),
             })
