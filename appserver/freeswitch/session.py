@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,9 @@ log = logging.getLogger("callyard.freeswitch")
 
 EventCallback = Callable[[codec.LazyEvent], None]
 
+# -ERR texts meaning "that channel is gone" (uuid_* api, sendmsg on a hung-up session)
+_CHANNEL_GONE = re.compile(r"no such channel|call is not active|invalid session id", re.I)
+
 
 class Reply:
     """What ``send()`` returns: greenswitch-compatible ``headers`` and ``data``."""
@@ -56,6 +60,8 @@ class _FastReader:
     _commands_sent: list[gevent.event.AsyncResult | None]
     _lingering: bool
     _run: bool
+    _channel_gone: bool  # our call's channel hung up: refusals are expected from now on
+    _own_channel_events = False  # outbound: every event is about our call's channel
     connected: bool
     log_context: dict[str, str]
     event_callback: EventCallback | None
@@ -67,6 +73,7 @@ class _FastReader:
         self.close_callback = None
         self._auth_event = gevent.event.Event()
         self._received_at = 0.0
+        self._channel_gone = False
 
     def start_event_handlers(self) -> None:
         self._receive_events_greenlet = gevent.spawn(self.receive_events)
@@ -117,14 +124,20 @@ class _FastReader:
             if result is not None:
                 result.set(Reply(frame))
             elif (frame.reply_text if ctype == "command/reply" else frame.text).startswith("-ERR"):
-                text = frame.reply_text or frame.text
-                log.warning(
-                    "FreeSWITCH refused a command: %s", text.strip(), extra=self.log_context
+                text = (frame.reply_text or frame.text).strip()
+                # a command that crossed the caller's hangup (or a B-leg's) is expected
+                level = (
+                    logging.DEBUG
+                    if self._channel_gone or _CHANNEL_GONE.search(text)
+                    else logging.WARNING
                 )
+                log.log(level, "FreeSWITCH refused a command: %s", text, extra=self.log_context)
         elif ctype in ("text/event-plain", "text/event-json"):
             if self.event_callback is not None:
                 event = codec.parse_event_lazy(frame)
                 event.received = self._received_at
+                if self._own_channel_events and event.name == "CHANNEL_HANGUP":
+                    self._channel_gone = True
                 self.event_callback(event)
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
@@ -185,12 +198,15 @@ class _FastReader:
 class CallSession(_FastReader, OutboundSession):
     """One outbound socket from FreeSWITCH: a call handed to Callyard."""
 
+    _own_channel_events = True
+
     def __init__(self, client_address: tuple[str, int], sock: gevent.socket.socket) -> None:
         self._init_reader()
         super().__init__(client_address, sock)
 
     def on_disconnect_notice(self, frame: codec.Frame) -> None:
         self._outbound_connected = False
+        self._channel_gone = True
         if frame.headers.get("Content-Disposition") == "linger":
             # the hangup events have all arrived: release the socket
             self.send_nowait([codec.encode_command("exit")])
