@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from appserver.freeswitch import esl_codec as c
+from appserver.sim.esl.call import EslSimCall
 from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 
@@ -184,3 +185,116 @@ async def test_no_worker_plays_fallback_and_hangs_up() -> None:
         "prompt_finished file:ivr/ivr-call_cannot_be_completed_as_dialed done",
         "hangup NORMAL_CLEARING engine",
     ]
+
+
+async def _raw_worker_call(
+    behaviour: Behaviour,
+) -> tuple[FreeswitchSimulator, RawClient, EslSimCall, asyncio.Server]:
+    """A simulated caller handed to a raw worker that has answered the call."""
+    got: asyncio.Queue[RawClient] = asyncio.Queue()
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await got.put(RawClient(r, w))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    sim = FreeswitchSimulator([("127.0.0.1", server.sockets[0].getsockname()[1])], behaviour)
+    call = await sim.place_call("9999")
+    w = await asyncio.wait_for(got.get(), 3)
+    await w.reply("connect")
+    await w.reply("myevents")
+    await w.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "answer")])
+    await w.until(_event("CHANNEL_ANSWER"))
+    return sim, w, call, server
+
+
+async def _bridge(w: RawClient, bleg: str, target: str = "1001") -> None:
+    await w.send(
+        "sendmsg",
+        [("call-command", "execute"), ("execute-app-name", "bridge"),
+         ("execute-app-arg", f"{{leg_timeout=20,origination_uuid={bleg}}}user/{target}"),
+         ("Event-UUID", "dial-1")],
+    )  # fmt: skip
+    assert (await w.until(lambda f: f.content_type == "command/reply")).reply_text == "+OK"
+
+
+async def test_bridge_b_leg_hold_unhold_break_and_kill() -> None:
+    sim, w, call, server = await _raw_worker_call(Behaviour(talk_seconds=30))
+    bleg = "b0000000-0000-4000-8000-000000000001"
+    await _bridge(w, bleg)
+    bridge = c.parse_event(await w.until(_event("CHANNEL_BRIDGE"))).headers
+    assert (bridge["Unique-ID"], bridge["Bridge-A-Unique-ID"]) == (call.call_id, call.call_id)
+    assert bridge["Bridge-B-Unique-ID"] == bridge["Other-Leg-Unique-ID"] == bleg
+    assert (bridge["Other-Type"], bridge["Other-Leg-Destination-Number"]) == ("originatee", "1001")
+    assert (await w.reply(f"api uuid_exists {bleg}")).text == "true"
+    # variables set on the B-leg stay on the B-leg
+    assert (await w.reply(f"api uuid_setvar {bleg} hold_music local_stream://jazz")).text == "+OK\n"
+    assert (await w.reply(f"api uuid_getvar {bleg} hold_music")).text == "local_stream://jazz"
+    assert (await w.reply(f"api uuid_getvar {call.call_id} hold_music")).text == "_undef_"
+    assert (await w.reply(f"api uuid_hold {bleg}")).text == "+OK Success\n"
+    assert (await w.reply(f"api uuid_hold toggle {bleg}")).text == "+OK Success\n"
+    await w.reply(f"api uuid_hold {bleg}")
+    await w.reply(f"api uuid_break {call.call_id}")  # stops the broadcast, the leg stays held
+    await w.reply(f"api uuid_hold off {bleg}")
+    assert (await w.reply(f"api uuid_hold {call.call_id}")).text.startswith("-ERR")
+    assert (await w.reply("api uuid_hold no-such-uuid")).text == "-ERR No such channel!\n"
+    assert (await w.reply(f"api uuid_kill {bleg}")).text == "+OK\n"
+    await w.until(_event("CHANNEL_UNBRIDGE"))
+    done = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))).headers
+    assert done["Application-UUID"] == "dial-1"
+    assert done["variable_originate_disposition"] == "SUCCESS"
+    assert done["variable_last_bridge_hangup_cause"] == "NORMAL_CLEARING"
+    assert (await w.reply(f"api uuid_exists {bleg}")).text == "false"
+    assert (await w.reply(f"api uuid_kill {bleg}")).text == "-ERR No such channel!\n"
+    assert call.channel.alive
+    lines = call.transcript.lines()
+    assert lines[lines.index("dialed 1001") :] == [
+        "dialed 1001", "bridged 1001",
+        "held on", "moh jazz", "moh", "held off",  # hold, toggle
+        "held on", "moh jazz", "moh",  # hold, uuid_break on the caller
+        "held off", "unbridged 1001",
+    ]  # fmt: skip
+    await sim.stop()
+    server.close()
+
+
+async def test_killed_while_held_the_bridge_waits_for_the_music_to_stop() -> None:
+    sim, w, call, server = await _raw_worker_call(Behaviour(talk_seconds=30))
+    bleg = "b0000000-0000-4000-8000-000000000002"
+    await _bridge(w, bleg)
+    await w.until(_event("CHANNEL_BRIDGE"))
+    await w.reply(f"api uuid_hold {bleg}")  # no hold_music set: the stock global one
+    await w.reply(f"api uuid_kill {bleg}")
+    # the caller's bridge thread is inside the hold-music broadcast: nothing completes yet
+    with pytest.raises(TimeoutError):
+        await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"), timeout=0.3)
+    await w.reply(f"api uuid_break {call.call_id}")
+    await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))
+    assert call.transcript.lines()[-5:] == [
+        "bridged 1001", "held on", "moh moh", "moh", "unbridged 1001"
+    ]  # fmt: skip
+    # with the B-leg's api_hangup_hook doing the break, a second dial ends on its own
+    bleg2 = "b0000000-0000-4000-8000-000000000003"
+    await _bridge(w, bleg2)
+    await w.until(_event("CHANNEL_BRIDGE"))
+    await w.reply(f"api uuid_setvar {bleg2} api_hangup_hook uuid_break {call.call_id}")
+    await w.reply(f"api uuid_hold {bleg2}")
+    await w.reply(f"api uuid_kill {bleg2}")
+    await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))
+    assert call.transcript.lines()[-3:] == ["moh moh", "moh", "unbridged 1001"]
+    await sim.stop()
+    server.close()
+
+
+async def test_b_leg_killed_while_ringing_fails_the_bridge() -> None:
+    sim, w, call, server = await _raw_worker_call(Behaviour(ring_seconds=10))
+    bleg = "b0000000-0000-4000-8000-000000000004"
+    await _bridge(w, bleg)
+    await asyncio.sleep(0.05)
+    assert (await w.reply(f"api uuid_exists {bleg}")).text == "true"
+    assert (await w.reply(f"api uuid_hold {bleg}")).text == "-ERR Operation Failed\n"
+    await w.reply(f"api uuid_kill {bleg}")
+    done = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))).headers
+    assert done["variable_originate_disposition"] == "NORMAL_CLEARING"
+    assert call.transcript.lines()[-1] == "dialed 1001" and call.channel.alive
+    await sim.stop()
+    server.close()

@@ -28,11 +28,74 @@ if TYPE_CHECKING:
 log = logging.getLogger("callyard.sim.esl")
 
 INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
+DEFAULT_HOLD_MUSIC = "local_stream://moh"  # vars.xml's global hold_music in the stock config
 _VARS = re.compile(r"^\{[^}]*\}")
 
 
 class _Ended(Exception):
     """The channel hung up while an application was running."""
+
+
+class DialledLeg:
+    """The B-leg a ``bridge`` originates: rings, answers, can be held and killed by uuid."""
+
+    def __init__(self, call: EslSimCall, uuid: str, target: str) -> None:
+        self.call = call
+        self.uuid = uuid
+        self.target = target
+        caller = call.channel
+        self.channel = SimChannel(
+            caller=caller.caller,
+            called=target,
+            caller_name=caller.caller_name,
+            context=caller.context,
+            uuid=uuid,
+            direction="outbound",
+            name=f"sofia/callyard/{target}",
+        )
+        self.bridged = False
+        self.held = False
+        self.ended = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended.is_set()
+
+    def answer(self) -> None:
+        chan = self.channel
+        chan.answer_state, chan.call_state = "answered", "ACTIVE"
+        chan.answered_us = int(time.time() * 1_000_000)
+        self.bridged = True
+
+    def hold(self) -> None:
+        if self.held:
+            return
+        self.held = True
+        self.call.transcript.add("held", "on")
+        self.call.start_hold_music(self.channel.variables.get("hold_music", DEFAULT_HOLD_MUSIC))
+
+    def unhold(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.call.stop_hold_music()
+        self.call.transcript.add("held", "off")
+
+    def hangup(self, cause: str) -> None:
+        """The leg hangs up; its ``api_hangup_hook`` runs, as in the core's hangup state."""
+        if not self.alive:
+            return
+        chan = self.channel
+        chan.hangup_cause = chan.variables["hangup_cause"] = cause
+        chan.answer_state, chan.call_state = "hangup", "HANGUP"
+        chan.hangup_us = int(time.time() * 1_000_000)
+        self.held = False
+        self.ended.set()
+        if self.call.sim.legs.get(self.uuid) is self:
+            del self.call.sim.legs[self.uuid]
+        hook = chan.variables.get("api_hangup_hook", "")
+        if hook:
+            self.call.sim.api(hook)
 
 
 class EslSimCall(SimulatedCall):
@@ -59,6 +122,9 @@ class EslSimCall(SimulatedCall):
         self._current_prompt = ""
         self._transferred = ""
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
+        self._hold_music = ""  # the stream a held B-leg broadcasts to this caller
+        self._hold_music_app = ""
+        self._hold_music_stopped = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ caller actions
@@ -169,11 +235,12 @@ class EslSimCall(SimulatedCall):
         name: str,
         extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
         with_variables: bool = True,
+        lead: list[tuple[str, str]] | None = None,
     ) -> None:
         listening = name in self._subs and self._writer is not None
         if not listening and not self.sim.has_listeners:
             return
-        pairs = self.channel.event_pairs(name, extra, with_variables)
+        pairs = self.channel.event_pairs(name, extra, with_variables, lead or ())
         if listening:
             self._send(codec.event_frame(pairs, fmt=self._fmt))
         self.sim.broadcast(name, pairs)
@@ -458,7 +525,6 @@ class EslSimCall(SimulatedCall):
         return "_none_"
 
     async def _bridge(self, arg: str) -> str:
-        b = self.sim.behaviour
         match = _VARS.match(arg)
         leg_vars: dict[str, str] = {}
         if match:
@@ -468,35 +534,127 @@ class EslSimCall(SimulatedCall):
         dial = _VARS.sub("", arg).split(",")[0].split("|")[0]
         target = dial.rsplit("/", 1)[-1].split("@")[0]
         self.transcript.add("dialed", target)
-        mode = b.endpoints.get(target, b.default_endpoint)
+        leg = DialledLeg(self, leg_vars.get("origination_uuid") or str(uuidlib.uuid4()), target)
+        self.sim.legs[leg.uuid] = leg
+        try:
+            return await self._run_leg(leg, leg_vars)
+        finally:
+            # the caller hung up (or the dial failed): the B-leg goes too
+            leg.hangup("NORMAL_CLEARING" if leg.bridged else "ORIGINATOR_CANCEL")
+
+    async def _run_leg(self, leg: DialledLeg, leg_vars: dict[str, str]) -> str:
+        b = self.sim.behaviour
+        mode = b.endpoints.get(leg.target, b.default_endpoint)
         chan = self.channel
         if mode == "answer":
-            await self._wait(b.ring_seconds, breakable=False)
-            self.transcript.add("bridged", target)
-            chan.variables.update(bridge_to=str(uuidlib.uuid4()), originate_disposition="SUCCESS")
-            self.emit("CHANNEL_BRIDGE", [("Other-Leg-Destination-Number", target)])
-            await self._wait(b.talk_seconds, breakable=False)
-            self.emit("CHANNEL_UNBRIDGE", [("Other-Leg-Destination-Number", target)])
+            if await self._leg_wait(leg, b.ring_seconds):
+                return self._dial_failed(leg, leg.channel.hangup_cause)  # killed while ringing
+            leg.answer()
+            chan.other = leg.channel
+            self.transcript.add("bridged", leg.target)
             chan.variables.update(
-                bridge_hangup_cause="NORMAL_CLEARING", last_bridge_hangup_cause="NORMAL_CLEARING"
+                originate_disposition="SUCCESS",
+                bridge_to=leg.uuid,
+                last_bridge_to=leg.uuid,
+                bridge_uuid=leg.uuid,
+                signal_bond=leg.uuid,
+                bridge_channel=leg.channel.name,
             )
+            ids = [("Bridge-A-Unique-ID", chan.uuid), ("Bridge-B-Unique-ID", leg.uuid)]
+            self.emit("CHANNEL_BRIDGE", lead=ids)
+            if not await self._leg_wait(leg, b.talk_seconds):
+                leg.hangup("NORMAL_CLEARING")  # the party hangs up after talk_seconds
+            # A held caller's bridge thread is inside the hold-music broadcast: it notices
+            # the party is gone only once the music stops (uuid_break, e.g. the B-leg's
+            # api_hangup_hook), as in switch_ivr_bridge.c's audio_bridge_thread.
+            await self._hold_music_over()
+            leg.bridged = False
+            self.transcript.add("unbridged", leg.target)
+            for name in ("bridge_to", "bridge_uuid", "signal_bond", "bridge_channel"):
+                chan.variables.pop(name, None)
+            cause = leg.channel.hangup_cause or "NORMAL_CLEARING"
+            chan.variables.update(bridge_hangup_cause=cause, last_bridge_hangup_cause=cause)
+            self.emit("CHANNEL_UNBRIDGE", lead=ids)
             return "_none_"
         if mode == "busy":
-            await self._wait(b.ring_seconds, breakable=False)
-            cause, disposition = "USER_BUSY", "USER_BUSY"
-        elif mode == "no_answer":
+            if await self._leg_wait(leg, b.ring_seconds):
+                return self._dial_failed(leg, leg.channel.hangup_cause)
+            return self._dial_failed(leg, "USER_BUSY")
+        if mode == "no_answer":
             limit = float(leg_vars.get("leg_timeout", "60"))
-            await self._wait(min(limit, b.no_answer_seconds), breakable=False)
-            cause, disposition = "NO_ANSWER", "NO_ANSWER"
-        else:
-            cause, disposition = "UNALLOCATED_NUMBER", "UNALLOCATED_NUMBER"
-        chan.variables.update(
-            originate_disposition=disposition,
+            if await self._leg_wait(leg, min(limit, b.no_answer_seconds)):
+                return self._dial_failed(leg, leg.channel.hangup_cause)
+            return self._dial_failed(leg, "NO_ANSWER")
+        return self._dial_failed(leg, "UNALLOCATED_NUMBER")
+
+    def _dial_failed(self, leg: DialledLeg, cause: str) -> str:
+        leg.hangup(cause)
+        self.channel.variables.update(
+            originate_disposition=cause,
             originate_failed_cause=cause,
-            DIALSTATUS=disposition,
+            DIALSTATUS=cause,
             last_bridge_hangup_cause=cause,
         )
         return "_none_"
+
+    async def _leg_wait(self, leg: DialledLeg, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if the B-leg hung up first; raises on caller hangup."""
+        waits = [
+            asyncio.ensure_future(leg.ended.wait()),
+            asyncio.ensure_future(self._hungup.wait()),
+        ]
+        _, pending = await asyncio.wait(
+            waits, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in pending:
+            w.cancel()
+        if self._hungup.is_set():
+            raise _Ended
+        return leg.ended.is_set()
+
+    # ------------------------------------------------------------ hold music (broadcast)
+
+    def start_hold_music(self, stream: str) -> None:
+        """switch_ivr_hold's broadcast of the held leg's ``hold_music`` to this caller."""
+        if self._hold_music or not self.channel.alive:
+            return
+        self._hold_music = stream
+        self._hold_music_app = str(uuidlib.uuid4())
+        self._hold_music_stopped.clear()
+        self.transcript.add("moh", stream.removeprefix("local_stream://"))
+        self.emit(
+            "CHANNEL_EXECUTE",
+            [("Application", "playback"), ("Application-Data", stream),
+             ("Application-UUID", self._hold_music_app)],
+        )  # fmt: skip
+
+    def stop_hold_music(self) -> bool:
+        """Stop the hold-music broadcast; False if none was playing."""
+        stream = self._hold_music
+        if not stream:
+            return False
+        self._hold_music = ""
+        self._hold_music_stopped.set()
+        self.transcript.add("moh", "")
+        self.emit(
+            "CHANNEL_EXECUTE_COMPLETE",
+            [("Application", "playback"), ("Application-Data", stream),
+             ("Application-Response", "FILE PLAYED"), ("Application-UUID", self._hold_music_app)],
+        )  # fmt: skip
+        return True
+
+    async def _hold_music_over(self) -> None:
+        if not self._hold_music:
+            return
+        waits = [
+            asyncio.ensure_future(self._hold_music_stopped.wait()),
+            asyncio.ensure_future(self._hungup.wait()),
+        ]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        if self._hungup.is_set():
+            raise _Ended
 
     def _finish_prompt(self, status: str) -> None:
         if self._current_prompt:
@@ -508,6 +666,8 @@ class EslSimCall(SimulatedCall):
     def uuid_break(self, all_apps: bool) -> None:
         if all_apps:
             self._apps.clear()
+        if self.stop_hold_music():
+            return  # a broadcast is stopped instead of breaking the application (CF_BREAK)
         if self._current_app in INTERRUPTIBLE:
             self._break.set()
 
@@ -530,6 +690,7 @@ class EslSimCall(SimulatedCall):
         chan.hangup_us = int(time.time() * 1_000_000)
         chan.answer_state = "hangup"
         chan.variables["hangup_cause"] = cause
+        self.stop_hold_music()
         self._finish_prompt("stopped")
         self.transcript.add("hangup", f"{cause} {by}")
         self.emit("CHANNEL_HANGUP")

@@ -95,11 +95,15 @@ class SimChannel:
     created_us: int = field(default_factory=lambda: int(time.time() * 1_000_000))
     answered_us: int = 0
     hangup_us: int = 0
+    direction: str = "inbound"  # "outbound" for a leg the switch originated (bridge's B-leg)
+    name: str = ""
+    # the bridged party's profile: events then carry Other-Type / Other-Leg-* like real ones
+    other: SimChannel | None = None
 
     def __post_init__(self) -> None:
-        self.name = f"sofia/callyard/{self.caller}@callyard-sim"
+        self.name = self.name or f"sofia/callyard/{self.caller}@callyard-sim"
         base = {
-            "direction": "inbound",
+            "direction": self.direction,
             "uuid": self.uuid,
             "session_id": "1",
             "channel_name": self.name,
@@ -126,8 +130,8 @@ class SimChannel:
             ("Channel-State-Number", self._state_number()),
             ("Channel-Name", self.name),
             ("Unique-ID", self.uuid),
-            ("Call-Direction", "inbound"),
-            ("Presence-Call-Direction", "inbound"),
+            ("Call-Direction", self.direction),
+            ("Presence-Call-Direction", self.direction),
             ("Channel-HIT-Dialplan", "true"),
             ("Channel-Call-UUID", self.uuid),
             ("Answer-State", self.answer_state),
@@ -142,13 +146,17 @@ class SimChannel:
             ("Channel-Write-Codec-Rate", "8000"),
             ("Channel-Write-Codec-Bit-Rate", "64000"),
         ]
-        return pairs + profile
+        pairs += profile
+        if self.other is not None:  # switch_channel_event_set_data: the originatee's profile
+            pairs.append(("Other-Type", "originatee"))
+            pairs += self.other._profile("Other-Leg")
+        return pairs
 
     def _profile(self, prefix: str) -> Pairs:
         p = prefix
         return [
-            (f"{p}-Direction", "inbound"),
-            (f"{p}-Logical-Direction", "inbound"),
+            (f"{p}-Direction", self.direction),
+            (f"{p}-Logical-Direction", self.direction),
             (f"{p}-Dialplan", "XML"),
             (f"{p}-Caller-ID-Name", self.caller_name or self.caller),
             (f"{p}-Caller-ID-Number", self.caller),
@@ -183,10 +191,16 @@ class SimChannel:
         )
 
     def event_pairs(
-        self, name: str, extra: Iterable[tuple[str, str]] = (), with_variables: bool = True
+        self,
+        name: str,
+        extra: Iterable[tuple[str, str]] = (),
+        with_variables: bool = True,
+        lead: Iterable[tuple[str, str]] = (),
     ) -> Pairs:
+        """The event's headers; ``lead`` goes before the channel data (as FreeSWITCH adds
+        ``Bridge-A-Unique-ID`` / ``Bridge-B-Unique-ID``), ``extra`` after the variables."""
         calling = _CALLING.get(name, ("switch_channel.c", "switch_channel_event", 1))
-        pairs = core_headers(name, calling) + self.channel_headers()
+        pairs = core_headers(name, calling) + list(lead) + self.channel_headers()
         if with_variables:
             pairs += self.variable_headers()
         pairs.extend(extra)

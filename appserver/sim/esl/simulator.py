@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appserver.freeswitch import esl_codec as codec
-from appserver.sim.esl.call import EslSimCall
-from appserver.sim.esl.channel import Pairs, core_headers
+from appserver.sim.esl.call import DialledLeg, EslSimCall
+from appserver.sim.esl.channel import Pairs, SimChannel, core_headers
 
 log = logging.getLogger("callyard.sim.esl")
 
@@ -71,6 +71,7 @@ class FreeswitchSimulator:
         self.password = password
         self.route = re.compile(route)
         self.calls: dict[str, EslSimCall] = {}
+        self.legs: dict[str, DialledLeg] = {}  # B-legs of running bridges, by uuid
         self.placed = 0
         # seconds from a caller's digit to the worker's next command on that call
         self.dtmf_latencies: list[float] = []
@@ -151,6 +152,14 @@ class FreeswitchSimulator:
         except LookupError:
             return "-ERR No such channel!\n"
 
+    def _channel(self, uuid: str) -> SimChannel | None:
+        """A live channel by uuid: a caller or a dialled B-leg."""
+        call = self.calls.get(uuid)
+        if call is not None:
+            return call.channel if call.channel.alive else None
+        leg = self.legs.get(uuid)
+        return leg.channel if leg is not None and leg.alive else None
+
     def _api_status(self, args: list[str]) -> str:
         return (
             "UP 0 years, 0 days, 0 hours, 0 minutes, 1 seconds, 0 milliseconds, 0 microseconds\n"
@@ -167,8 +176,7 @@ class FreeswitchSimulator:
         return "-ERR show: only 'show channels count' is simulated\n"
 
     def _api_uuid_exists(self, args: list[str]) -> str:
-        call = self.calls.get(args[0])
-        return "true" if call and call.channel.alive else "false"
+        return "true" if self._channel(args[0]) is not None else "false"
 
     def _api_uuid_break(self, args: list[str]) -> str:
         def act(call: EslSimCall) -> str:
@@ -179,6 +187,10 @@ class FreeswitchSimulator:
 
     def _api_uuid_kill(self, args: list[str]) -> str:
         cause = args[1] if len(args) > 1 else "NORMAL_CLEARING"
+        leg = self.legs.get(args[0])
+        if leg is not None and leg.alive:
+            leg.hangup(cause)
+            return "+OK\n"
 
         def act(call: EslSimCall) -> str:
             call.end(cause, "engine")
@@ -187,14 +199,41 @@ class FreeswitchSimulator:
         return self._with_call(args, act)
 
     def _api_uuid_getvar(self, args: list[str]) -> str:
-        return self._with_call(args, lambda c: c.channel.variables.get(args[1], "_undef_"))
+        channel = self._channel(args[0])
+        if channel is None:
+            return "-ERR No such channel!\n"
+        return channel.variables.get(args[1], "_undef_")
 
     def _api_uuid_setvar(self, args: list[str]) -> str:
-        def act(call: EslSimCall) -> str:
-            call.channel.variables[args[1]] = " ".join(args[2:])
-            return "+OK\n"
+        """``uuid_setvar <uuid> <var> [value]``: the value is the rest of the line; none unsets."""
+        channel = self._channel(args[0])
+        if channel is None:
+            return "-ERR No such channel!\n"
+        if len(args) > 2:
+            channel.variables[args[1]] = " ".join(args[2:])
+        else:
+            channel.variables.pop(args[1], None)
+        return "+OK\n"
 
-        return self._with_call(args, act)
+    def _api_uuid_hold(self, args: list[str]) -> str:
+        """``uuid_hold [off|toggle] <uuid>`` on a dialled B-leg (switch_ivr_hold: the leg's
+        ``hold_music`` loops to its partner, the caller, until ``off`` or ``uuid_break``)."""
+        mode = args[0] if args[0] in ("off", "toggle") else "on"
+        uuid = args[1] if mode != "on" else args[0]
+        leg = self.legs.get(uuid)
+        if leg is None or not leg.alive:
+            if self._channel(uuid) is not None:
+                return "-ERR uuid_hold: only a dialled leg can be held in the simulator\n"
+            return "-ERR No such channel!\n"
+        if not leg.bridged:
+            return "-ERR Operation Failed\n"
+        if mode == "toggle":
+            mode = "off" if leg.held else "on"
+        if mode == "on":
+            leg.hold()
+        else:
+            leg.unhold()
+        return "+OK Success\n"
 
     def _api_uuid_send_dtmf(self, args: list[str]) -> str:
         def act(call: EslSimCall) -> str:
