@@ -3,7 +3,11 @@ events (no sockets, no gevent hub switching; the end-to-end tests cover the wire
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
+
+import pytest
 
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.driver import CallDriver, DriverConfig
@@ -139,7 +143,10 @@ def test_dial_outcomes_from_originate_disposition() -> None:
         flow = Script([c.Dial("1001", timeout=12)])
         driver, sent = make(flow)
         app, arg, tag = apps(sent)[-1]
-        assert (app, arg) == ("bridge", "{leg_timeout=12}sofia/gw/1001")
+        bleg = re.fullmatch(
+            r"\{leg_timeout=12,origination_uuid=([0-9a-f-]{36})\}sofia/gw/1001", arg
+        )
+        assert app == "bridge" and bleg
         driver.on_event(complete(tag, "bridge", "_none_", originate_disposition=disposition))
         assert flow.seen == [c.DialResult("1001", outcome, disposition)]  # type: ignore[arg-type]
 
@@ -209,3 +216,85 @@ def test_no_flow_gets_polite_message() -> None:
     sent: list[bytes] = []
     CallDriver(INFO, sent.extend, DriverConfig()).start(None)
     assert [a for a, _, _ in apps(sent)] == ["set", "answer", "playback", "hangup"]
+
+
+def apis(sent: list[bytes]) -> list[str]:
+    return [r.command.removeprefix("api ") for r in requests(sent) if r.command.startswith("api ")]
+
+
+def bridge_event(name: str, other: str) -> codec.LazyEvent:
+    return codec.LazyEvent(
+        {"Event-Name": name, "Unique-ID": "uuid-1", "Bridge-A-Unique-ID": "uuid-1",
+         "Bridge-B-Unique-ID": other, "Other-Leg-Unique-ID": other}
+    )  # fmt: skip
+
+
+def dialled(flow: Script) -> tuple[CallDriver, list[bytes], str, str]:
+    """A driver whose flow dialled 1001 (the bridge is running, not yet connected)."""
+    driver, sent = make(flow)
+    _, arg, tag = apps(sent)[-1]
+    bleg = arg.split("origination_uuid=")[1].split("}")[0]
+    return driver, sent, tag, bleg
+
+
+def test_hold_unhold_end_dial_act_on_the_b_leg() -> None:
+    flow = Script([c.Dial("1001")])
+    flow.replies[c.TimerFired] = [c.Hold("jazz")]
+    driver, sent, tag, bleg = dialled(flow)
+    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
+    before = len(apis(sent))
+    driver.deliver(c.TimerFired("hold"))
+    assert apis(sent)[before:] == [
+        f"uuid_setvar {bleg} hold_music local_stream://jazz",
+        f"uuid_setvar {bleg} api_hangup_hook uuid_break uuid-1",
+        f"uuid_hold {bleg}",
+    ]
+    flow.replies[c.TimerFired] = [c.Hold(), c.Unhold(), c.Unhold(), c.EndDial(), c.EndDial()]
+    driver.deliver(c.TimerFired("more"))  # a second Hold, Unhold and EndDial are no-ops
+    assert apis(sent)[before + 3 :] == [
+        f"uuid_hold off {bleg}",
+        f"uuid_setvar {bleg} api_hangup_hook",
+        f"uuid_kill {bleg}",
+    ]
+    driver.on_event(bridge_event("CHANNEL_UNBRIDGE", bleg))
+    driver.on_event(complete(tag, "bridge", "_none_", originate_disposition="SUCCESS",
+                             last_bridge_hangup_cause="NORMAL_CLEARING"))  # fmt: skip
+    assert flow.seen[-1] == c.DialResult("1001", "answered", "NORMAL_CLEARING")
+    flow.replies[c.TimerFired] = [c.Hold(), c.EndDial()]
+    count = len(sent)
+    driver.deliver(c.TimerFired("late"))  # the dial is over: nothing to act on
+    assert len(sent) == count
+
+
+def test_hold_is_ignored_without_a_connected_party(caplog: pytest.LogCaptureFixture) -> None:
+    flow = Script(
+        [c.Answer(), c.Hold(), c.Unhold(), c.EndDial(), c.Play("p", (c.Prompt("file", "x"),))]
+    )
+    with caplog.at_level(logging.WARNING, "callyard.freeswitch"):
+        _, sent = make(flow)
+    assert apis(sent) == [] and apps(sent)[-1][:2] == ("playback", "x.wav")
+    assert [r.message.split(":")[0] for r in caplog.records] == [
+        "Hold ignored", "Unhold ignored", "EndDial ignored"
+    ]  # fmt: skip
+    # ringing: Hold waits for the bridge, a bad class is refused, EndDial kills the leg
+    flow = Script([c.Dial("1001"), c.Hold(), c.EndDial()])
+    driver, sent, tag, bleg = dialled(flow)
+    assert apis(sent) == [f"uuid_kill {bleg}"]
+    driver.on_event(complete(tag, "bridge", "_none_", originate_disposition="NORMAL_CLEARING"))
+    assert flow.seen == [c.DialResult("1001", "no_answer", "NORMAL_CLEARING")]
+    flow = Script([c.Dial("1001")])
+    flow.replies[c.TimerFired] = [c.Hold("x y; uuid_kill all")]
+    driver, sent, _, bleg = dialled(flow)
+    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
+    driver.deliver(c.TimerFired("t"))
+    assert apis(sent) == []
+
+
+def test_bridge_to_another_leg_than_the_dialled_one_is_followed() -> None:
+    flow = Script([c.Dial("1001")])
+    flow.replies[c.TimerFired] = [c.EndDial()]
+    driver, sent, _, _ = dialled(flow)
+    driver.on_event(bridge_event("CHANNEL_BRIDGE", "other-leg"))
+    driver.deliver(c.TimerFired("t"))
+    assert apis(sent) == ["uuid_kill other-leg"]
+

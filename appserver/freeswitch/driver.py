@@ -8,8 +8,12 @@ Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
 * ``StopPlay``: ``api uuid_break <uuid> all`` (stops the prompt and flushes queued ones);
   every outstanding play gets ``PlayFinished(stopped)`` at once.
 * ``StartMoh`` / ``StopMoh``: ``playback local_stream://<class>`` / ``uuid_break``.
-* ``Dial``: ``bridge {leg_timeout=N}<dial template>``; the outcome from
+* ``Dial``: ``bridge {leg_timeout=N,origination_uuid=<B>}<dial template>``: the B-leg's
+  uuid is chosen up front so the driver can act on it while the dial runs; ``CHANNEL_BRIDGE``
+  (the caller's own, with ``Other-Leg-Unique-ID``) says it connected. The outcome comes from
   ``variable_originate_disposition`` when the bridge application completes.
+* ``Hold`` / ``Unhold`` / ``EndDial``: ``uuid_hold`` / ``uuid_hold off`` / ``uuid_kill`` on
+  the B-leg (see :meth:`CallDriver._hold` for how the caller's hold music is ended).
 * ``Transfer``: ``transfer <dest> XML <context>``; ``Hangup``: ``call-command: hangup``.
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
@@ -22,7 +26,9 @@ external deliveries and events from interleaving.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,10 +43,13 @@ from ivr import calls as c
 log = logging.getLogger("callyard.freeswitch")
 
 # Events the driver needs; everything else ``myevents`` enables is switched off.
-NEEDED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP")
+NEEDED_EVENTS = (
+    "CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP",
+    "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE",
+)  # fmt: skip
 UNNEEDED_EVENTS = (
     "CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_STATE CHANNEL_CALLSTATE CHANNEL_EXECUTE "
-    "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
+    "CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
     "CHANNEL_PARK CHANNEL_UNPARK CHANNEL_APPLICATION CHANNEL_HOLD CHANNEL_UNHOLD "
     "CHANNEL_ORIGINATE CHANNEL_UUID PLAYBACK_START PLAYBACK_STOP"
 )
@@ -58,6 +67,7 @@ _DIAL_OUTCOMES: dict[str, str] = {
     "ALLOTTED_TIMEOUT": "no_answer",
     "ORIGINATOR_CANCEL": "no_answer",
 }
+_MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an api line
 
 
 def call_info_from(data: dict[str, str], node: str) -> c.CallInfo:
@@ -110,6 +120,10 @@ class CallDriver:
     _plays: dict[str, _Play] = field(default_factory=dict)  # play_id -> play
     _tags: dict[str, str] = field(default_factory=dict)  # Event-UUID -> play_id | dial target
     _dial_tag: str = ""
+    _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
+    _bleg_connected: bool = False  # CHANNEL_BRIDGE seen, CHANNEL_UNBRIDGE not yet
+    _held: bool = False
+    _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
     _answered: bool = False
@@ -156,6 +170,10 @@ class CallDriver:
                 self.deliver(c.Answered())
         elif name == "CHANNEL_HANGUP":
             self._hangup(event.get("Hangup-Cause") or "NORMAL_CLEARING")
+        elif name == "CHANNEL_BRIDGE":
+            self._bridged(event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID"))
+        elif name == "CHANNEL_UNBRIDGE":
+            self._bleg_connected = False
 
     def on_socket_closed(self) -> None:
         """The socket ended; if FreeSWITCH never said the caller hung up, say it now."""
@@ -248,6 +266,12 @@ class CallDriver:
             return self._api(f"uuid_break {self.info.call_id}")
         if isinstance(cmd, c.Dial):
             return self._dial(cmd)
+        if isinstance(cmd, c.Hold):
+            return self._hold(cmd)
+        if isinstance(cmd, c.Unhold):
+            return self._unhold()
+        if isinstance(cmd, c.EndDial):
+            return self._end_dial()
         if isinstance(cmd, c.Transfer):
             self.handed_away = True
             context = self.config.transfer_context or self.context
@@ -302,7 +326,65 @@ class CallDriver:
         tag = self._tag()
         self._dial_tag = tag
         self._tags[tag] = cmd.target
-        return self._execute("bridge", f"{{leg_timeout={int(cmd.timeout)}}}{dial}", tag)
+        self._reset_dial(str(uuid.uuid4()))
+        leg_vars = f"{{leg_timeout={int(cmd.timeout)},origination_uuid={self._bleg}}}"
+        return self._execute("bridge", f"{leg_vars}{dial}", tag)
+
+    def _reset_dial(self, bleg: str = "") -> None:
+        self._bleg = bleg
+        self._bleg_connected = self._held = self._ending_dial = False
+
+    def _hold(self, cmd: c.Hold) -> list[bytes]:
+        """``uuid_hold`` on the B-leg: FreeSWITCH's switch_ivr_hold re-INVITEs it sendonly,
+        stops relaying audio and broadcasts the B-leg's ``hold_music`` in a loop to its
+        partner, the caller.
+
+        That broadcast runs inside the caller's bridge thread (switch_ivr_bridge.c,
+        audio_bridge_thread -> switch_ivr_parse_next_event) and nothing stops it when the
+        B-leg hangs up: the caller would hear hold music for ever and the bridge application
+        would never complete. So while the call is held the B-leg carries
+        ``api_hangup_hook=uuid_break <caller>``: whenever it hangs up (EndDial's uuid_kill,
+        or the agent hanging up), FreeSWITCH stops the caller's music (uuid_break stops a
+        running broadcast) and the dial completes. The hook is removed on Unhold, because
+        uuid_break on a caller that is not in a broadcast sets CF_BREAK, which would cut
+        the next prompt. (From the FreeSWITCH 1.10 sources; not run against a real switch.)
+        """
+        if not self._bleg_connected:
+            log.warning("Hold ignored: no dialled party connected", extra=self.log_extra)
+            return []
+        if self._held:
+            log.info("Hold ignored: already on hold", extra=self.log_extra)
+            return []
+        if not _MOH_CLASS.match(cmd.moh_class):
+            log.warning("Hold ignored: bad music class %r", cmd.moh_class, extra=self.log_extra)
+            return []
+        self._held = True
+        bleg = self._bleg
+        return [
+            self._api(f"uuid_setvar {bleg} hold_music local_stream://{cmd.moh_class}"),
+            self._api(f"uuid_setvar {bleg} api_hangup_hook uuid_break {self.info.call_id}"),
+            self._api(f"uuid_hold {bleg}"),
+        ]
+
+    def _unhold(self) -> list[bytes]:
+        if not self._held:
+            log.warning("Unhold ignored: the call is not on hold", extra=self.log_extra)
+            return []
+        self._held = False
+        # off first: should the party hang up in between, the hook still ends the music
+        return [
+            self._api(f"uuid_hold off {self._bleg}"),
+            self._api(f"uuid_setvar {self._bleg} api_hangup_hook"),
+        ]
+
+    def _end_dial(self) -> list[bytes]:
+        if not self._bleg:
+            log.warning("EndDial ignored: no dial running", extra=self.log_extra)
+            return []
+        if self._ending_dial:
+            return []
+        self._ending_dial = True  # while held, the B-leg's hangup hook ends the music
+        return [self._api(f"uuid_kill {self._bleg}")]
 
     def _polite_end(self) -> None:
         self.handed_away = True
@@ -323,8 +405,12 @@ class CallDriver:
             return
         if tag == self._dial_tag:
             self._dial_tag = ""
+            ended_by_flow = self._ending_dial
+            self._reset_dial()
             disposition = event.get("variable_originate_disposition")
             outcome = _DIAL_OUTCOMES.get(disposition, "failed")
+            if ended_by_flow and outcome != "answered":
+                outcome = "no_answer"  # EndDial hung up a party that was still ringing
             cause = event.get("variable_last_bridge_hangup_cause") or disposition
             self.deliver(c.DialResult(owner, outcome, cause))  # type: ignore[arg-type]
             return
@@ -337,10 +423,21 @@ class CallDriver:
             del self._plays[owner]
             self.deliver(c.PlayFinished(owner, "failed" if play.failed else "done"))
 
+    def _bridged(self, other_leg: str) -> None:
+        with self._lock:
+            if not self._dial_tag:
+                return  # not a bridge our Dial made
+            if other_leg and other_leg != self._bleg:
+                log.info("bridged to %s, not the dialled %s", other_leg, self._bleg,
+                         extra=self.log_extra)  # fmt: skip
+                self._bleg = other_leg
+            self._bleg_connected = True
+
     def _hangup(self, cause: str) -> None:
         if self.hung_up:
             return
         self.hung_up = True
+        self._reset_dial()
         self._cancel_timers()
         self._plays.clear()
         self._tags.clear()
