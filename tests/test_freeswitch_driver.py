@@ -298,3 +298,19 @@ def test_bridge_to_another_leg_than_the_dialled_one_is_followed() -> None:
     driver.deliver(c.TimerFired("t"))
     assert apis(sent) == ["uuid_kill other-leg"]
 
+
+
+def test_hold_before_the_bridge_event_is_applied_when_it_arrives() -> None:
+    # the console's request can overtake FreeSWITCH's CHANNEL_BRIDGE
+    flow = Script([c.Dial("1001")])
+    flow.replies[c.TimerFired] = [c.Hold()]
+    driver, sent, _, bleg = dialled(flow)
+    driver.deliver(c.TimerFired("agent asked"))
+    assert apis(sent) == []
+    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
+    assert apis(sent)[-1] == f"uuid_hold {bleg}"
+    # Hold then Unhold before the bridge: nothing happens
+    flow = Script([c.Dial("1001"), c.Hold(), c.Unhold()])
+    driver, sent, _, bleg = dialled(flow)
+    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
+    assert apis(sent) == []

@@ -123,6 +123,7 @@ class CallDriver:
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
     _bleg_connected: bool = False  # CHANNEL_BRIDGE seen, CHANNEL_UNBRIDGE not yet
     _held: bool = False
+    _pending_hold: str = ""  # music class of a Hold that waits for CHANNEL_BRIDGE
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
@@ -333,6 +334,7 @@ class CallDriver:
     def _reset_dial(self, bleg: str = "") -> None:
         self._bleg = bleg
         self._bleg_connected = self._held = self._ending_dial = False
+        self._pending_hold = ""
 
     def _hold(self, cmd: c.Hold) -> list[bytes]:
         """``uuid_hold`` on the B-leg: FreeSWITCH's switch_ivr_hold re-INVITEs it sendonly,
@@ -349,24 +351,36 @@ class CallDriver:
         uuid_break on a caller that is not in a broadcast sets CF_BREAK, which would cut
         the next prompt. (From the FreeSWITCH 1.10 sources; not run against a real switch.)
         """
-        if not self._bleg_connected:
-            log.warning("Hold ignored: no dialled party connected", extra=self.log_extra)
+        if not self._bleg:
+            log.warning("Hold ignored: no dial running", extra=self.log_extra)
             return []
-        if self._held:
+        if self._held or self._pending_hold:
             log.info("Hold ignored: already on hold", extra=self.log_extra)
             return []
         if not _MOH_CLASS.match(cmd.moh_class):
             log.warning("Hold ignored: bad music class %r", cmd.moh_class, extra=self.log_extra)
             return []
+        if not self._bleg_connected:
+            # the party may have answered already (an agent's console reaches us by another
+            # path than FreeSWITCH's CHANNEL_BRIDGE): hold as soon as the bridge is up
+            log.info("Hold deferred until the party is connected", extra=self.log_extra)
+            self._pending_hold = cmd.moh_class
+            return []
+        return self._hold_now(cmd.moh_class)
+
+    def _hold_now(self, moh_class: str) -> list[bytes]:
         self._held = True
         bleg = self._bleg
         return [
-            self._api(f"uuid_setvar {bleg} hold_music local_stream://{cmd.moh_class}"),
+            self._api(f"uuid_setvar {bleg} hold_music local_stream://{moh_class}"),
             self._api(f"uuid_setvar {bleg} api_hangup_hook uuid_break {self.info.call_id}"),
             self._api(f"uuid_hold {bleg}"),
         ]
 
     def _unhold(self) -> list[bytes]:
+        if self._pending_hold:
+            self._pending_hold = ""
+            return []
         if not self._held:
             log.warning("Unhold ignored: the call is not on hold", extra=self.log_extra)
             return []
@@ -432,6 +446,9 @@ class CallDriver:
                          extra=self.log_extra)  # fmt: skip
                 self._bleg = other_leg
             self._bleg_connected = True
+            if self._pending_hold and not (self._ending_dial or self.hung_up or self.handed_away):
+                self.write(self._hold_now(self._pending_hold))
+                self._pending_hold = ""
 
     def _hangup(self, cause: str) -> None:
         if self.hung_up:
