@@ -314,3 +314,30 @@ def test_hold_before_the_bridge_event_is_applied_when_it_arrives() -> None:
     driver, sent, _, bleg = dialled(flow)
     driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
     assert apis(sent) == []
+
+
+def test_refusals_after_the_channel_is_gone_are_not_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from appserver.freeswitch.session import CallSession
+
+    session = CallSession.__new__(CallSession)  # no socket: only the reader's bookkeeping
+    session._init_reader()
+    replies = [codec.api_response("-ERR No such channel!\n"), codec.command_reply("-ERR nope"),
+               codec.command_reply("-ERR call is not active")]  # fmt: skip
+    session._commands_sent = [None] * len(replies)
+    with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
+        for frame in codec.FrameParser().feed(b"".join(replies)):
+            session._handle_frame(frame)
+    levels = [(r.levelname, r.getMessage().split(": ", 1)[1]) for r in caplog.records]
+    assert levels == [
+        ("DEBUG", "-ERR No such channel!"), ("WARNING", "-ERR nope"),
+        ("DEBUG", "-ERR call is not active"),
+    ]  # fmt: skip
+    hangup = codec.event_frame([("Event-Name", "CHANNEL_HANGUP"), ("Unique-ID", "uuid-1")])
+    session._commands_sent = [None]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
+        for frame in codec.FrameParser().feed(hangup + codec.command_reply("-ERR nope")):
+            session._handle_frame(frame)
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]  # after our hangup: expected

@@ -133,12 +133,13 @@ class _FastReader:
                 )
                 log.log(level, "FreeSWITCH refused a command: %s", text, extra=self.log_context)
         elif ctype in ("text/event-plain", "text/event-json"):
-            if self.event_callback is not None:
+            if self.event_callback is not None or self._own_channel_events:
                 event = codec.parse_event_lazy(frame)
                 event.received = self._received_at
                 if self._own_channel_events and event.name == "CHANNEL_HANGUP":
                     self._channel_gone = True
-                self.event_callback(event)
+                if self.event_callback is not None:
+                    self.event_callback(event)
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
                 self._lingering = True
