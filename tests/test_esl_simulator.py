@@ -217,7 +217,7 @@ async def _bridge(w: RawClient, bleg: str, target: str = "1001") -> None:
     assert (await w.until(lambda f: f.content_type == "command/reply")).reply_text == "+OK"
 
 
-async def test_bridge_b_leg_hold_unhold_break_and_kill() -> None:
+async def test_bridge_b_leg_kill_and_caller_displace() -> None:
     sim, w, call, server = await _raw_worker_call(Behaviour(talk_seconds=30))
     bleg = "b0000000-0000-4000-8000-000000000001"
     await _bridge(w, bleg)
@@ -227,16 +227,21 @@ async def test_bridge_b_leg_hold_unhold_break_and_kill() -> None:
     assert (bridge["Other-Type"], bridge["Other-Leg-Destination-Number"]) == ("originatee", "1001")
     assert (await w.reply(f"api uuid_exists {bleg}")).text == "true"
     # variables set on the B-leg stay on the B-leg
-    assert (await w.reply(f"api uuid_setvar {bleg} hold_music local_stream://jazz")).text == "+OK\n"
-    assert (await w.reply(f"api uuid_getvar {bleg} hold_music")).text == "local_stream://jazz"
-    assert (await w.reply(f"api uuid_getvar {call.call_id} hold_music")).text == "_undef_"
-    assert (await w.reply(f"api uuid_hold {bleg}")).text == "+OK Success\n"
-    assert (await w.reply(f"api uuid_hold toggle {bleg}")).text == "+OK Success\n"
-    await w.reply(f"api uuid_hold {bleg}")
-    await w.reply(f"api uuid_break {call.call_id}")  # stops the broadcast, the leg stays held
-    await w.reply(f"api uuid_hold off {bleg}")
-    assert (await w.reply(f"api uuid_hold {call.call_id}")).text.startswith("-ERR")
-    assert (await w.reply("api uuid_hold no-such-uuid")).text == "-ERR No such channel!\n"
+    assert (await w.reply(f"api uuid_setvar {bleg} x_var 1")).text == "+OK\n"
+    assert (await w.reply(f"api uuid_getvar {bleg} x_var")).text == "1"
+    assert (await w.reply(f"api uuid_getvar {call.call_id} x_var")).text == "_undef_"
+    # hold: the caller's audio displaced by music (both ways), the bridge stays up
+    start = f"api uuid_displace {call.call_id} start local_stream://jazz 0"
+    assert (await w.reply(start)).text == "+OK Success\n"
+    assert (await w.reply(start)).text == "-ERR Cannot displace session!\n"
+    stop = f"api uuid_displace {call.call_id} stop local_stream://jazz"
+    assert (await w.reply(stop)).text == "+OK Success\n"
+    assert (await w.reply(stop)).text == "-ERR Cannot stop displace session!\n"
+    mux = f"api uuid_displace {call.call_id} start local_stream://beep 0 mux"
+    assert (await w.reply(mux)).text == "+OK Success\n"  # mixed in: not a hold
+    assert (await w.reply("api uuid_displace nope start x 0")).text == \
+        "-ERR Cannot locate session!\n"
+    assert (await w.reply(f"api uuid_displace {call.call_id} go")).text.startswith("-USAGE")
     assert (await w.reply(f"api uuid_kill {bleg}")).text == "+OK\n"
     await w.until(_event("CHANNEL_UNBRIDGE"))
     done = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))).headers
@@ -248,39 +253,9 @@ async def test_bridge_b_leg_hold_unhold_break_and_kill() -> None:
     assert call.channel.alive
     lines = call.transcript.lines()
     assert lines[lines.index("dialed 1001") :] == [
-        "dialed 1001", "bridged 1001",
-        "held on", "moh jazz", "moh", "held off",  # hold, toggle
-        "held on", "moh jazz", "moh",  # hold, uuid_break on the caller
-        "held off", "unbridged 1001",
+        "dialed 1001", "bridged 1001", "held on", "moh jazz", "moh", "held off",
+        "unbridged 1001",
     ]  # fmt: skip
-    await sim.stop()
-    server.close()
-
-
-async def test_killed_while_held_the_bridge_waits_for_the_music_to_stop() -> None:
-    sim, w, call, server = await _raw_worker_call(Behaviour(talk_seconds=30))
-    bleg = "b0000000-0000-4000-8000-000000000002"
-    await _bridge(w, bleg)
-    await w.until(_event("CHANNEL_BRIDGE"))
-    await w.reply(f"api uuid_hold {bleg}")  # no hold_music set: the stock global one
-    await w.reply(f"api uuid_kill {bleg}")
-    # the caller's bridge thread is inside the hold-music broadcast: nothing completes yet
-    with pytest.raises(TimeoutError):
-        await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"), timeout=0.3)
-    await w.reply(f"api uuid_break {call.call_id}")
-    await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))
-    assert call.transcript.lines()[-5:] == [
-        "bridged 1001", "held on", "moh moh", "moh", "unbridged 1001"
-    ]  # fmt: skip
-    # with the B-leg's api_hangup_hook doing the break, a second dial ends on its own
-    bleg2 = "b0000000-0000-4000-8000-000000000003"
-    await _bridge(w, bleg2)
-    await w.until(_event("CHANNEL_BRIDGE"))
-    await w.reply(f"api uuid_setvar {bleg2} api_hangup_hook uuid_break {call.call_id}")
-    await w.reply(f"api uuid_hold {bleg2}")
-    await w.reply(f"api uuid_kill {bleg2}")
-    await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))
-    assert call.transcript.lines()[-3:] == ["moh moh", "moh", "unbridged 1001"]
     await sim.stop()
     server.close()
 
@@ -291,7 +266,6 @@ async def test_b_leg_killed_while_ringing_fails_the_bridge() -> None:
     await _bridge(w, bleg)
     await asyncio.sleep(0.05)
     assert (await w.reply(f"api uuid_exists {bleg}")).text == "true"
-    assert (await w.reply(f"api uuid_hold {bleg}")).text == "-ERR Operation Failed\n"
     await w.reply(f"api uuid_kill {bleg}")
     done = c.parse_event(await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "bridge"))).headers
     assert done["variable_originate_disposition"] == "NORMAL_CLEARING"

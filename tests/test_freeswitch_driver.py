@@ -222,41 +222,24 @@ def apis(sent: list[bytes]) -> list[str]:
     return [r.command.removeprefix("api ") for r in requests(sent) if r.command.startswith("api ")]
 
 
-def bridge_event(name: str, other: str) -> codec.LazyEvent:
-    return codec.LazyEvent(
-        {"Event-Name": name, "Unique-ID": "uuid-1", "Bridge-A-Unique-ID": "uuid-1",
-         "Bridge-B-Unique-ID": other, "Other-Leg-Unique-ID": other}
-    )  # fmt: skip
-
-
 def dialled(flow: Script) -> tuple[CallDriver, list[bytes], str, str]:
-    """A driver whose flow dialled 1001 (the bridge is running, not yet connected)."""
+    """A driver whose flow dialled 1001 (the bridge application is running)."""
     driver, sent = make(flow)
     _, arg, tag = apps(sent)[-1]
     bleg = arg.split("origination_uuid=")[1].split("}")[0]
     return driver, sent, tag, bleg
 
 
-def test_hold_unhold_end_dial_act_on_the_b_leg() -> None:
+def test_hold_displaces_the_caller_and_end_dial_kills_the_b_leg() -> None:
     flow = Script([c.Dial("1001")])
     flow.replies[c.TimerFired] = [c.Hold("jazz")]
     driver, sent, tag, bleg = dialled(flow)
-    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
-    before = len(apis(sent))
     driver.deliver(c.TimerFired("hold"))
-    assert apis(sent)[before:] == [
-        f"uuid_setvar {bleg} hold_music local_stream://jazz",
-        f"uuid_setvar {bleg} api_hangup_hook uuid_break uuid-1",
-        f"uuid_hold {bleg}",
-    ]
+    assert apis(sent) == ["uuid_displace uuid-1 start local_stream://jazz 0"]
     flow.replies[c.TimerFired] = [c.Hold(), c.Unhold(), c.Unhold(), c.EndDial(), c.EndDial()]
     driver.deliver(c.TimerFired("more"))  # a second Hold, Unhold and EndDial are no-ops
-    assert apis(sent)[before + 3 :] == [
-        f"uuid_hold off {bleg}",
-        f"uuid_setvar {bleg} api_hangup_hook",
-        f"uuid_kill {bleg}",
-    ]
-    driver.on_event(bridge_event("CHANNEL_UNBRIDGE", bleg))
+    assert apis(sent)[1:] == ["uuid_displace uuid-1 stop local_stream://jazz",
+                              f"uuid_kill {bleg}"]  # fmt: skip
     driver.on_event(complete(tag, "bridge", "_none_", originate_disposition="SUCCESS",
                              last_bridge_hangup_cause="NORMAL_CLEARING"))  # fmt: skip
     assert flow.seen[-1] == c.DialResult("1001", "answered", "NORMAL_CLEARING")
@@ -266,7 +249,16 @@ def test_hold_unhold_end_dial_act_on_the_b_leg() -> None:
     assert len(sent) == count
 
 
-def test_hold_is_ignored_without_a_connected_party(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_party_leaving_a_held_call_ends_the_music() -> None:
+    flow = Script([c.Dial("1001"), c.Hold()])
+    driver, sent, tag, _ = dialled(flow)
+    driver.on_event(complete(tag, "bridge", "_none_", originate_disposition="SUCCESS"))
+    assert apis(sent) == ["uuid_displace uuid-1 start local_stream://default 0",
+                          "uuid_displace uuid-1 stop local_stream://default"]  # fmt: skip
+    assert flow.seen[-1].outcome == "answered"  # type: ignore[union-attr]
+
+
+def test_hold_is_ignored_without_a_dial(caplog: pytest.LogCaptureFixture) -> None:
     flow = Script(
         [c.Answer(), c.Hold(), c.Unhold(), c.EndDial(), c.Play("p", (c.Prompt("file", "x"),))]
     )
@@ -276,43 +268,15 @@ def test_hold_is_ignored_without_a_connected_party(caplog: pytest.LogCaptureFixt
     assert [r.message.split(":")[0] for r in caplog.records] == [
         "Hold ignored", "Unhold ignored", "EndDial ignored"
     ]  # fmt: skip
-    # ringing: Hold waits for the bridge, a bad class is refused, EndDial kills the leg
-    flow = Script([c.Dial("1001"), c.Hold(), c.EndDial()])
+    # ringing: EndDial kills the leg and the dial reports no answer
+    flow = Script([c.Dial("1001"), c.EndDial()])
     driver, sent, tag, bleg = dialled(flow)
     assert apis(sent) == [f"uuid_kill {bleg}"]
     driver.on_event(complete(tag, "bridge", "_none_", originate_disposition="NORMAL_CLEARING"))
     assert flow.seen == [c.DialResult("1001", "no_answer", "NORMAL_CLEARING")]
-    flow = Script([c.Dial("1001")])
-    flow.replies[c.TimerFired] = [c.Hold("x y; uuid_kill all")]
-    driver, sent, _, bleg = dialled(flow)
-    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
-    driver.deliver(c.TimerFired("t"))
-    assert apis(sent) == []
-
-
-def test_bridge_to_another_leg_than_the_dialled_one_is_followed() -> None:
-    flow = Script([c.Dial("1001")])
-    flow.replies[c.TimerFired] = [c.EndDial()]
+    # a music class that is not one token never reaches an api line
+    flow = Script([c.Dial("1001"), c.Hold("x y; uuid_kill all")])
     driver, sent, _, _ = dialled(flow)
-    driver.on_event(bridge_event("CHANNEL_BRIDGE", "other-leg"))
-    driver.deliver(c.TimerFired("t"))
-    assert apis(sent) == ["uuid_kill other-leg"]
-
-
-
-def test_hold_before_the_bridge_event_is_applied_when_it_arrives() -> None:
-    # the console's request can overtake FreeSWITCH's CHANNEL_BRIDGE
-    flow = Script([c.Dial("1001")])
-    flow.replies[c.TimerFired] = [c.Hold()]
-    driver, sent, _, bleg = dialled(flow)
-    driver.deliver(c.TimerFired("agent asked"))
-    assert apis(sent) == []
-    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
-    assert apis(sent)[-1] == f"uuid_hold {bleg}"
-    # Hold then Unhold before the bridge: nothing happens
-    flow = Script([c.Dial("1001"), c.Hold(), c.Unhold()])
-    driver, sent, _, bleg = dialled(flow)
-    driver.on_event(bridge_event("CHANNEL_BRIDGE", bleg))
     assert apis(sent) == []
 
 

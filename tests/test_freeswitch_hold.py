@@ -148,11 +148,12 @@ async def test_hold_unhold_end_dial_on_the_simulator(worker: tuple[int, Path]) -
     assert ringing == [
         "dialed 1002", "prompt_started file:result/no_answer", "hangup NORMAL_CLEARING app"
     ]  # fmt: skip
-    # EndDial while held: the B-leg's hangup hook stops the caller's music, the dial ends
+    # EndDial while held: the dial ends, then the driver takes the music off the caller
     assert held_end == [
         "dialed 1001", "bridged 1001",
-        "held on", "moh jazz", "moh",
+        "held on", "moh jazz",
         "unbridged 1001",
+        "moh", "held off",
         "prompt_started file:result/answered",
         "hangup NORMAL_CLEARING app",
     ]  # fmt: skip

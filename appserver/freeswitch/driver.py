@@ -9,11 +9,10 @@ Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
   every outstanding play gets ``PlayFinished(stopped)`` at once.
 * ``StartMoh`` / ``StopMoh``: ``playback local_stream://<class>`` / ``uuid_break``.
 * ``Dial``: ``bridge {leg_timeout=N,origination_uuid=<B>}<dial template>``: the B-leg's
-  uuid is chosen up front so the driver can act on it while the dial runs; ``CHANNEL_BRIDGE``
-  (the caller's own, with ``Other-Leg-Unique-ID``) says it connected. The outcome comes from
-  ``variable_originate_disposition`` when the bridge application completes.
-* ``Hold`` / ``Unhold`` / ``EndDial``: ``uuid_hold`` / ``uuid_hold off`` / ``uuid_kill`` on
-  the B-leg (see :meth:`CallDriver._hold` for how the caller's hold music is ended).
+  uuid is chosen up front so the driver can end it while the dial runs. The outcome comes
+  from ``variable_originate_disposition`` when the bridge application completes.
+* ``Hold`` / ``Unhold``: ``uuid_displace <caller> start|stop local_stream://<class>`` (see
+  :meth:`CallDriver._hold`); ``EndDial``: ``uuid_kill`` on the B-leg.
 * ``Transfer``: ``transfer <dest> XML <context>``; ``Hangup``: ``call-command: hangup``.
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
@@ -43,13 +42,10 @@ from ivr import calls as c
 log = logging.getLogger("callyard.freeswitch")
 
 # Events the driver needs; everything else ``myevents`` enables is switched off.
-NEEDED_EVENTS = (
-    "CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP",
-    "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE",
-)  # fmt: skip
+NEEDED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP")
 UNNEEDED_EVENTS = (
     "CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_STATE CHANNEL_CALLSTATE CHANNEL_EXECUTE "
-    "CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
+    "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
     "CHANNEL_PARK CHANNEL_UNPARK CHANNEL_APPLICATION CHANNEL_HOLD CHANNEL_UNHOLD "
     "CHANNEL_ORIGINATE CHANNEL_UUID PLAYBACK_START PLAYBACK_STOP"
 )
@@ -121,9 +117,7 @@ class CallDriver:
     _tags: dict[str, str] = field(default_factory=dict)  # Event-UUID -> play_id | dial target
     _dial_tag: str = ""
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
-    _bleg_connected: bool = False  # CHANNEL_BRIDGE seen, CHANNEL_UNBRIDGE not yet
-    _held: bool = False
-    _pending_hold: str = ""  # music class of a Hold that waits for CHANNEL_BRIDGE
+    _held: str = ""  # the hold music displacing the caller's audio, "" when not on hold
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
@@ -171,10 +165,6 @@ class CallDriver:
                 self.deliver(c.Answered())
         elif name == "CHANNEL_HANGUP":
             self._hangup(event.get("Hangup-Cause") or "NORMAL_CLEARING")
-        elif name == "CHANNEL_BRIDGE":
-            self._bridged(event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID"))
-        elif name == "CHANNEL_UNBRIDGE":
-            self._bleg_connected = False
 
     def on_socket_closed(self) -> None:
         """The socket ended; if FreeSWITCH never said the caller hung up, say it now."""
@@ -333,63 +323,33 @@ class CallDriver:
 
     def _reset_dial(self, bleg: str = "") -> None:
         self._bleg = bleg
-        self._bleg_connected = self._held = self._ending_dial = False
-        self._pending_hold = ""
+        self._ending_dial = False
 
     def _hold(self, cmd: c.Hold) -> list[bytes]:
-        """``uuid_hold`` on the B-leg: FreeSWITCH's switch_ivr_hold re-INVITEs it sendonly,
-        stops relaying audio and broadcasts the B-leg's ``hold_music`` in a loop to its
-        partner, the caller.
-
-        That broadcast runs inside the caller's bridge thread (switch_ivr_bridge.c,
-        audio_bridge_thread -> switch_ivr_parse_next_event) and nothing stops it when the
-        B-leg hangs up: the caller would hear hold music for ever and the bridge application
-        would never complete. So while the call is held the B-leg carries
-        ``api_hangup_hook=uuid_break <caller>``: whenever it hangs up (EndDial's uuid_kill,
-        or the agent hanging up), FreeSWITCH stops the caller's music (uuid_break stops a
-        running broadcast) and the dial completes. The hook is removed on Unhold, because
-        uuid_break on a caller that is not in a broadcast sets CF_BREAK, which would cut
-        the next prompt. (From the FreeSWITCH 1.10 sources; not run against a real switch.)
-        """
+        """``uuid_displace <caller> start local_stream://<class> 0``: a media bug on the
+        caller that replaces what they hear with the music and blanks what they say
+        (switch_ivr_async.c, write_displace_callback without ``mux``), so neither party hears
+        the other while the bridge itself stays up. Nothing is signalled to the dialled
+        party: ``uuid_hold`` would re-INVITE it, which LiveKit SIP does not support
+        (ENGINE-NOTES; livekit/sip#552). Works while the party still rings, too."""
         if not self._bleg:
             log.warning("Hold ignored: no dial running", extra=self.log_extra)
             return []
-        if self._held or self._pending_hold:
+        if self._held:
             log.info("Hold ignored: already on hold", extra=self.log_extra)
             return []
         if not _MOH_CLASS.match(cmd.moh_class):
             log.warning("Hold ignored: bad music class %r", cmd.moh_class, extra=self.log_extra)
             return []
-        if not self._bleg_connected:
-            # the party may have answered already (an agent's console reaches us by another
-            # path than FreeSWITCH's CHANNEL_BRIDGE): hold as soon as the bridge is up
-            log.info("Hold deferred until the party is connected", extra=self.log_extra)
-            self._pending_hold = cmd.moh_class
-            return []
-        return self._hold_now(cmd.moh_class)
-
-    def _hold_now(self, moh_class: str) -> list[bytes]:
-        self._held = True
-        bleg = self._bleg
-        return [
-            self._api(f"uuid_setvar {bleg} hold_music local_stream://{moh_class}"),
-            self._api(f"uuid_setvar {bleg} api_hangup_hook uuid_break {self.info.call_id}"),
-            self._api(f"uuid_hold {bleg}"),
-        ]
+        self._held = f"local_stream://{cmd.moh_class}"
+        return [self._api(f"uuid_displace {self.info.call_id} start {self._held} 0")]
 
     def _unhold(self) -> list[bytes]:
-        if self._pending_hold:
-            self._pending_hold = ""
-            return []
         if not self._held:
             log.warning("Unhold ignored: the call is not on hold", extra=self.log_extra)
             return []
-        self._held = False
-        # off first: should the party hang up in between, the hook still ends the music
-        return [
-            self._api(f"uuid_hold off {self._bleg}"),
-            self._api(f"uuid_setvar {self._bleg} api_hangup_hook"),
-        ]
+        stream, self._held = self._held, ""
+        return [self._api(f"uuid_displace {self.info.call_id} stop {stream}")]
 
     def _end_dial(self) -> list[bytes]:
         if not self._bleg:
@@ -397,7 +357,7 @@ class CallDriver:
             return []
         if self._ending_dial:
             return []
-        self._ending_dial = True  # while held, the B-leg's hangup hook ends the music
+        self._ending_dial = True
         return [self._api(f"uuid_kill {self._bleg}")]
 
     def _polite_end(self) -> None:
@@ -421,6 +381,8 @@ class CallDriver:
             self._dial_tag = ""
             ended_by_flow = self._ending_dial
             self._reset_dial()
+            if self._held:  # the party left while the caller was on hold
+                self.write(self._unhold())
             disposition = event.get("variable_originate_disposition")
             outcome = _DIAL_OUTCOMES.get(disposition, "failed")
             if ended_by_flow and outcome != "answered":
@@ -436,19 +398,6 @@ class CallDriver:
         if tag == play.tags[-1]:
             del self._plays[owner]
             self.deliver(c.PlayFinished(owner, "failed" if play.failed else "done"))
-
-    def _bridged(self, other_leg: str) -> None:
-        with self._lock:
-            if not self._dial_tag:
-                return  # not a bridge our Dial made
-            if other_leg and other_leg != self._bleg:
-                log.info("bridged to %s, not the dialled %s", other_leg, self._bleg,
-                         extra=self.log_extra)  # fmt: skip
-                self._bleg = other_leg
-            self._bleg_connected = True
-            if self._pending_hold and not (self._ending_dial or self.hung_up or self.handed_away):
-                self.write(self._hold_now(self._pending_hold))
-                self._pending_hold = ""
 
     def _hangup(self, cause: str) -> None:
         if self.hung_up:

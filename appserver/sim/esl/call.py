@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("callyard.sim.esl")
 
 INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
-DEFAULT_HOLD_MUSIC = "local_stream://moh"  # vars.xml's global hold_music in the stock config
 _VARS = re.compile(r"^\{[^}]*\}")
 
 
@@ -37,7 +36,7 @@ class _Ended(Exception):
 
 
 class DialledLeg:
-    """The B-leg a ``bridge`` originates: rings, answers, can be held and killed by uuid."""
+    """The B-leg a ``bridge`` originates: rings, answers, can be killed by uuid."""
 
     def __init__(self, call: EslSimCall, uuid: str, target: str) -> None:
         self.call = call
@@ -54,7 +53,6 @@ class DialledLeg:
             name=f"sofia/callyard/{target}",
         )
         self.bridged = False
-        self.held = False
         self.ended = asyncio.Event()
 
     @property
@@ -67,20 +65,6 @@ class DialledLeg:
         chan.answered_us = int(time.time() * 1_000_000)
         self.bridged = True
 
-    def hold(self) -> None:
-        if self.held:
-            return
-        self.held = True
-        self.call.transcript.add("held", "on")
-        self.call.start_hold_music(self.channel.variables.get("hold_music", DEFAULT_HOLD_MUSIC))
-
-    def unhold(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        self.call.stop_hold_music()
-        self.call.transcript.add("held", "off")
-
     def hangup(self, cause: str) -> None:
         """The leg hangs up; its ``api_hangup_hook`` runs, as in the core's hangup state."""
         if not self.alive:
@@ -89,7 +73,6 @@ class DialledLeg:
         chan.hangup_cause = chan.variables["hangup_cause"] = cause
         chan.answer_state, chan.call_state = "hangup", "HANGUP"
         chan.hangup_us = int(time.time() * 1_000_000)
-        self.held = False
         self.ended.set()
         if self.call.sim.legs.get(self.uuid) is self:
             del self.call.sim.legs[self.uuid]
@@ -122,9 +105,7 @@ class EslSimCall(SimulatedCall):
         self._current_prompt = ""
         self._transferred = ""
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
-        self._hold_music = ""  # the stream a held B-leg broadcasts to this caller
-        self._hold_music_app = ""
-        self._hold_music_stopped = asyncio.Event()
+        self._displaced: dict[str, str] = {}  # uuid_displace streams -> their flags
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ caller actions
@@ -564,10 +545,6 @@ class EslSimCall(SimulatedCall):
             self.emit("CHANNEL_BRIDGE", lead=ids)
             if not await self._leg_wait(leg, b.talk_seconds):
                 leg.hangup("NORMAL_CLEARING")  # the party hangs up after talk_seconds
-            # A held caller's bridge thread is inside the hold-music broadcast: it notices
-            # the party is gone only once the music stops (uuid_break, e.g. the B-leg's
-            # api_hangup_hook), as in switch_ivr_bridge.c's audio_bridge_thread.
-            await self._hold_music_over()
             leg.bridged = False
             self.transcript.add("unbridged", leg.target)
             for name in ("bridge_to", "bridge_uuid", "signal_bond", "bridge_channel"):
@@ -612,49 +589,28 @@ class EslSimCall(SimulatedCall):
             raise _Ended
         return leg.ended.is_set()
 
-    # ------------------------------------------------------------ hold music (broadcast)
+    # ------------------------------------------------------------ displace (a media bug)
 
-    def start_hold_music(self, stream: str) -> None:
-        """switch_ivr_hold's broadcast of the held leg's ``hold_music`` to this caller."""
-        if self._hold_music or not self.channel.alive:
-            return
-        self._hold_music = stream
-        self._hold_music_app = str(uuidlib.uuid4())
-        self._hold_music_stopped.clear()
-        self.transcript.add("moh", stream.removeprefix("local_stream://"))
-        self.emit(
-            "CHANNEL_EXECUTE",
-            [("Application", "playback"), ("Application-Data", stream),
-             ("Application-UUID", self._hold_music_app)],
-        )  # fmt: skip
+    def displace(self, start: bool, stream: str, flags: str = "") -> bool:
+        """``uuid_displace``; False when refused (already displacing / not displacing it).
 
-    def stop_hold_music(self) -> bool:
-        """Stop the hold-music broadcast; False if none was playing."""
-        stream = self._hold_music
-        if not stream:
+        Without ``m`` (mux) or ``r`` the stream replaces what the caller hears and what they
+        say is blanked (switch_ivr_async.c, write_displace_callback): that is how a worker
+        holds a bridged caller, so it is transcribed as ``held`` with the music."""
+        if start:
+            if stream in self._displaced or not self.channel.alive:
+                return False
+            self._displaced[stream] = flags
+            if not set(flags) & {"m", "r"}:
+                self.transcript.add("held", "on")
+                self.transcript.add("moh", stream.removeprefix("local_stream://"))
+            return True
+        if stream not in self._displaced:
             return False
-        self._hold_music = ""
-        self._hold_music_stopped.set()
-        self.transcript.add("moh", "")
-        self.emit(
-            "CHANNEL_EXECUTE_COMPLETE",
-            [("Application", "playback"), ("Application-Data", stream),
-             ("Application-Response", "FILE PLAYED"), ("Application-UUID", self._hold_music_app)],
-        )  # fmt: skip
+        if not set(self._displaced.pop(stream)) & {"m", "r"}:
+            self.transcript.add("moh", "")
+            self.transcript.add("held", "off")
         return True
-
-    async def _hold_music_over(self) -> None:
-        if not self._hold_music:
-            return
-        waits = [
-            asyncio.ensure_future(self._hold_music_stopped.wait()),
-            asyncio.ensure_future(self._hungup.wait()),
-        ]
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in pending:
-            w.cancel()
-        if self._hungup.is_set():
-            raise _Ended
 
     def _finish_prompt(self, status: str) -> None:
         if self._current_prompt:
@@ -666,8 +622,6 @@ class EslSimCall(SimulatedCall):
     def uuid_break(self, all_apps: bool) -> None:
         if all_apps:
             self._apps.clear()
-        if self.stop_hold_music():
-            return  # a broadcast is stopped instead of breaking the application (CF_BREAK)
         if self._current_app in INTERRUPTIBLE:
             self._break.set()
 
@@ -690,7 +644,7 @@ class EslSimCall(SimulatedCall):
         chan.hangup_us = int(time.time() * 1_000_000)
         chan.answer_state = "hangup"
         chan.variables["hangup_cause"] = cause
-        self.stop_hold_music()
+        self._displaced.clear()
         self._finish_prompt("stopped")
         self.transcript.add("hangup", f"{cause} {by}")
         self.emit("CHANNEL_HANGUP")

@@ -215,25 +215,19 @@ class FreeswitchSimulator:
             channel.variables.pop(args[1], None)
         return "+OK\n"
 
-    def _api_uuid_hold(self, args: list[str]) -> str:
-        """``uuid_hold [off|toggle] <uuid>`` on a dialled B-leg (switch_ivr_hold: the leg's
-        ``hold_music`` loops to its partner, the caller, until ``off`` or ``uuid_break``)."""
-        mode = args[0] if args[0] in ("off", "toggle") else "on"
-        uuid = args[1] if mode != "on" else args[0]
-        leg = self.legs.get(uuid)
-        if leg is None or not leg.alive:
-            if self._channel(uuid) is not None:
-                return "-ERR uuid_hold: only a dialled leg can be held in the simulator\n"
-            return "-ERR No such channel!\n"
-        if not leg.bridged:
-            return "-ERR Operation Failed\n"
-        if mode == "toggle":
-            mode = "off" if leg.held else "on"
-        if mode == "on":
-            leg.hold()
-        else:
-            leg.unhold()
-        return "+OK Success\n"
+    def _api_uuid_displace(self, args: list[str]) -> str:
+        """``uuid_displace <uuid> start|stop <path> [<limit>] [<flags>]`` on a caller."""
+        if len(args) < 3 or args[1] not in ("start", "stop"):
+            return "-USAGE: <uuid> [start|stop] <path> [<limit>] [mux]\n"
+        call = self.calls.get(args[0])
+        if call is None or not call.channel.alive:
+            return "-ERR Cannot locate session!\n"
+        if args[1] == "start":
+            flags = args[4] if len(args) > 4 else ""
+            return "+OK Success\n" if call.displace(True, args[2], flags) \
+                else "-ERR Cannot displace session!\n"
+        return "+OK Success\n" if call.displace(False, args[2]) \
+            else "-ERR Cannot stop displace session!\n"
 
     def _api_uuid_send_dtmf(self, args: list[str]) -> str:
         def act(call: EslSimCall) -> str:
