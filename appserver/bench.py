@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from appserver.settings import Settings
+    from appserver.sim.ari.server import AriSimulator
     from appserver.sim.caller import EngineSimulator, Entry, SimulatedCall
+    from appserver.sim.esl.simulator import FreeswitchSimulator
 
 HELP = "load-test one worker with simulated calls walking the demo menu"
 
@@ -173,8 +175,6 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.api.services import Services
     from appserver.demo import seed_demo
     from appserver.embedded import free_port
-    from appserver.sim.ari.server import AriSimulator
-    from appserver.sim.esl.simulator import FreeswitchSimulator
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
 
@@ -189,6 +189,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
            "CALLYARD_LOG_LEVEL": "INFO", "CALLYARD_LOG_FORMAT": "json"}
     sim: FreeswitchSimulator | AriSimulator
     if args.engine == "freeswitch":
+        from appserver.sim.esl.simulator import FreeswitchSimulator  # only the engine in use
+
         listen = ("127.0.0.1", free_port())
         sim = fs = FreeswitchSimulator(workers=[listen])
         await fs.start()
@@ -196,6 +198,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         env["CALLYARD_FREESWITCH_ESL"] = f"127.0.0.1:{fs.esl_port}:{fs.password}"
         connected: Any = lambda: fs.has_listeners  # noqa: E731
     else:
+        from appserver.sim.ari.server import AriSimulator
+
         sim = ari = AriSimulator(stasis_app=settings.asterisk_app)
         await ari.start()
         env["CALLYARD_ASTERISK_ARI"] = ari.url_with_credentials

@@ -24,6 +24,7 @@ from aiohttp import web_exceptions
 
 from appserver.asterisk.callstore import CallRecord
 from appserver.asterisk.media import HANGUP_REASONS, cause_name, prompt_media
+from appserver.asterisk.rest import HotRest
 from appserver.logs import call_logger
 from ivr.calls import (
     Answer,
@@ -119,6 +120,14 @@ class CallSession:
         self._timer_gen = itertools.count(1)
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
+        self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
+
+    @property
+    def rest(self) -> HotRest:
+        rest = self.node.rest
+        if rest is None:
+            raise RuntimeError("not connected to Asterisk")
+        return rest
 
     # ------------------------------------------------------------------ task
 
@@ -180,6 +189,9 @@ class CallSession:
                 await self._deliver(TimerFired(item.name))
         elif isinstance(item, Resync):
             await self._resync()
+        elif isinstance(item, _RequestFailed):
+            if not self.finished:
+                await self._on_http_error(item.cmd, item.status, item.text)
         elif isinstance(item, _FlowDoneHangup):
             if not self.finished and not self.handed_away:
                 await self._execute(Hangup())
@@ -204,19 +216,50 @@ class CallSession:
         await self._apply(commands)
 
     async def _apply(self, commands: list[Command]) -> None:
+        """Execute commands in order. StopPlay and SetVariable are sent without waiting for
+        Asterisk's answer (neither changes what a later Play or timer does; their errors
+        come back through the queue); any other request first waits for them, so the
+        dialplan, a hangup or a bridge never overtakes a variable the flow set before."""
         for command in commands:
             if self.finished or self.handed_away:
                 return
+            if isinstance(command, (StopPlay, SetVariable)):
+                self._send_unawaited(command)
+                continue
+            if self._inflight and not isinstance(command, (Play, StartTimer, CancelTimer)):
+                await asyncio.wait(self._inflight)
             await self._execute(command)
+
+    def _send_unawaited(self, cmd: StopPlay | SetVariable) -> None:
+        if isinstance(cmd, StopPlay):
+            playback_id = self._mark_stopping(cmd)
+            if playback_id is None:
+                return
+            request = self._stop_request(playback_id)
+        else:
+            request = self._set_variable(cmd)
+        task = asyncio.ensure_future(self._report_failure(cmd, request))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _set_variable(self, cmd: SetVariable) -> None:
+        await self.rest.set_variable(self.channel_id, cmd.name, cmd.value)
+
+    async def _report_failure(self, cmd: Command, request: Awaitable[None]) -> None:
+        try:
+            await request
+        except web_exceptions.HTTPException as exc:
+            self.post(_RequestFailed(cmd, exc.status, exc.text or ""))
+        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:
+            self.post(_RequestFailed(cmd, 0, str(exc) or type(exc).__name__))
 
     # ------------------------------------------------------------------ commands
 
     async def _execute(self, cmd: Command) -> None:
-        client = self.node.client
         cid = self.channel_id
         try:
             if isinstance(cmd, Answer):
-                await client.channels.answer(channelId=cid)
+                await self.rest.answer(cid)
                 self.post(Answered())
             elif isinstance(cmd, Play):
                 await self._play(cmd)
@@ -227,13 +270,11 @@ class CallSession:
             elif isinstance(cmd, CancelTimer):
                 self._cancel_timer(cmd.name)
             elif isinstance(cmd, StartMoh):
-                await client.channels.startMoh(channelId=cid, mohClass=cmd.moh_class)
+                await self.rest.start_moh(cid, cmd.moh_class)
             elif isinstance(cmd, StopMoh):
-                await client.channels.stopMoh(channelId=cid)
+                await self.rest.stop_moh(cid)
             elif isinstance(cmd, SetVariable):
-                await client.channels.setChannelVar(
-                    channelId=cid, variable=cmd.name, value=cmd.value
-                )
+                await self._set_variable(cmd)
             elif isinstance(cmd, Enqueue):
                 await self._enqueue(cmd)
             elif isinstance(cmd, Dial):
@@ -250,7 +291,7 @@ class CallSession:
                 self.handed_away = True
                 reason = HANGUP_REASONS.get(cmd.cause, "normal")
                 with contextlib.suppress(web_exceptions.HTTPNotFound):  # already gone
-                    await client.channels.hangup(channelId=cid, reason=reason)
+                    await self.rest.hangup(cid, reason)
                 self.finished = True
             else:
                 self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
@@ -304,24 +345,30 @@ class CallSession:
         playback_id = uuid.uuid4().hex
         self.playbacks[playback_id] = cmd.play_id
         try:
-            await self.node.client.channels.play(
-                channelId=self.channel_id, media=media, lang=cmd.language,
-                playbackId=playback_id,
-            )
+            await self.rest.play(self.channel_id, playback_id, media, cmd.language)
         except web_exceptions.HTTPException:
             self.playbacks.pop(playback_id, None)
             raise
 
     async def _stop_play(self, cmd: StopPlay) -> None:
+        playback_id = self._mark_stopping(cmd)
+        if playback_id is not None:
+            await self._stop_request(playback_id)
+
+    def _mark_stopping(self, cmd: StopPlay) -> str | None:
+        """The playback to stop for ``cmd`` (None: unknown, or already being stopped)."""
         for playback_id, play_id in self.playbacks.items():
             if play_id == cmd.play_id:
                 if playback_id in self.stopping:
-                    return
+                    return None
                 self.stopping.add(playback_id)
-                # A 404 means it finished meanwhile: its PlaybackFinished is on the way.
-                with contextlib.suppress(web_exceptions.HTTPNotFound):
-                    await self.node.client.playbacks.stop(playbackId=playback_id)
-                return
+                return playback_id
+        return None
+
+    async def _stop_request(self, playback_id: str) -> None:
+        # A 404 means it finished meanwhile: its PlaybackFinished is on the way.
+        with contextlib.suppress(web_exceptions.HTTPNotFound):
+            await self.rest.stop_playback(playback_id)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._cancel_timer(name)
@@ -354,7 +401,7 @@ class CallSession:
     async def _transfer(self, cmd: Transfer) -> None:
         if self.dial is not None and self.dial.held:
             # MOH started over ARI would follow the caller into the dialplan.
-            await self._quietly(self.node.client.channels.stopMoh(channelId=self.channel_id))
+            await self._quietly(self.rest.stop_moh(self.channel_id))
         self.handed_away = True
         await self.node.client.channels.continueInDialplan(
             channelId=self.channel_id,
@@ -446,7 +493,7 @@ class CallSession:
                 bridgeId=dial.bridge_id, channel=self.channel_id)):
             return
         dial.held = True
-        await client.channels.startMoh(channelId=self.channel_id, mohClass=cmd.moh_class)
+        await self.rest.start_moh(self.channel_id, cmd.moh_class)
 
     async def _unhold(self, cmd: Unhold) -> None:
         dial = self._connected_dial(cmd)
@@ -456,7 +503,7 @@ class CallSession:
             self.log.info("not on hold; Unhold ignored")
             return
         client = self.node.client
-        await client.channels.stopMoh(channelId=self.channel_id)
+        await self.rest.stop_moh(self.channel_id)
         dial.held = False
         await self._bridge_op(cmd, client.bridges.addChannel(
             bridgeId=dial.bridge_id, channel=self.channel_id))
@@ -517,7 +564,7 @@ class CallSession:
             self.node.unregister_bridge(dial.bridge_id)
             await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
         if dial.held:
-            await self._quietly(self.node.client.channels.stopMoh(channelId=self.channel_id))
+            await self._quietly(self.rest.stop_moh(self.channel_id))
         if dial.answered:
             outcome = "answered"
         elif dial.ended_by_flow:
@@ -598,6 +645,8 @@ class CallSession:
             await self._quietly(self.node.client.channels.hangup(channelId=self.channel_id))
 
     async def _cleanup(self) -> None:
+        if self._inflight:
+            await asyncio.wait(self._inflight)
         if self.dial is not None:
             dial, self.dial = self.dial, None
             if dial.guard:
@@ -614,5 +663,14 @@ class CallSession:
 @dataclass(slots=True)
 class _FlowDoneHangup:
     pass
+
+
+@dataclass(slots=True)
+class _RequestFailed:
+    """A request sent without waiting (StopPlay, SetVariable) failed."""
+
+    cmd: Command
+    status: int  # 0: no HTTP answer
+    text: str
 
 
