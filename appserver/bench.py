@@ -173,6 +173,7 @@ async def _wait_connected(check: Any, worker: subprocess.Popen[bytes]) -> None:
 
 async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
     from appserver.api.services import Services
+    from appserver.asterisk.gc_policy import settle_gc
     from appserver.demo import seed_demo
     from appserver.embedded import free_port
     from appserver.store.db import connect
@@ -217,6 +218,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         try:
             await _wait_connected(connected, worker)
             await asyncio.sleep(1)  # menus and queue definitions reach the worker
+            # The load side's own collector pauses would count in the latency measured.
+            settle_gc()
             probe = WorkerProbe(worker.pid)
             own_cpu = time.process_time()  # the simulator and callers, in this process
             calls: set[asyncio.Task[None]] = set()

@@ -89,6 +89,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
+    from appserver.asterisk.gc_policy import settle_gc
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.cdr.flow import CdrCalls
     from appserver.cdr.sink import AsyncCdrSink
@@ -168,6 +169,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         await monitor.start()
     if health:
         await health.start()
+    settle_gc()
     log.info("Stasis application %r on %d Asterisk node(s)", settings.asterisk_app,
              len(ari_nodes))
     try:
