@@ -30,6 +30,7 @@ from ivr.calls import (
     Hangup,
     HungUp,
     Play,
+    PlayFinished,
     Prompt,
     QueueResult,
     SetVariable,
@@ -510,3 +511,68 @@ async def test_commands_keep_working_while_the_events_socket_is_down(
     await wait_until(lambda: worker.links[0].connections == 2)
     await call.hangup()
     await wait_until(lambda: worker.active_calls == 0)
+
+
+async def test_variables_are_set_before_what_follows_them(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    """SetVariable and StopPlay are sent without waiting for the answer; anything else
+    (here the hangup) waits for them, so the dialplan never misses a variable."""
+    flows: list[Recorder] = []
+    greeting = Play("g", (Prompt("file", "ivr/welcome"),))
+
+    def react(event: Event) -> list[Command]:
+        if isinstance(event, PlayFinished):
+            return [SetVariable("ivr_result", "done"), SetVariable("ivr_menu", "main"),
+                    Hangup()]
+        return []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer(), SetVariable("lang", "en"), greeting], react))
+        return flows[-1]
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    lines = call.transcript.lines()
+    assert {"variable lang=en", "prompt_started file:ivr/welcome"} <= set(lines)
+    assert lines[-3:] == ["variable ivr_result=done", "variable ivr_menu=main",
+                          "hangup NORMAL_CLEARING app"]
+
+
+async def test_a_refused_variable_ends_the_call(sim: AriSimulator, workers: Workers) -> None:
+    flows: list[Recorder] = []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer(), SetVariable("", "x"),  # 400: variable is required
+                               Play("g", (Prompt("file", "ivr/welcome"),))]))
+        return flows[-1]
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    await call.wait_ended()
+    assert call.transcript.lines()[-1] == "hangup NORMAL_CLEARING app"
+    assert HungUp("ARI_ERROR") in flows[0].events
+
+
+async def test_a_burst_of_external_events_arrives_in_order(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    flows: list[Recorder] = []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer()]))
+        return flows[-1]
+
+    worker = await workers.start(factory)
+    calls = [await sim.place_call("9999") for _ in range(3)]
+    for call in calls:
+        await call.wait_for("answered")
+    for i in range(300):  # more than one batch per event-loop turn
+        for call in calls:
+            worker.deliver(call.call_id, TimerFired(f"t{i}"))
+    expected = [TimerFired(f"t{i}") for i in range(300)]
+    await wait_until(lambda: all(
+        [e for e in f.events if isinstance(e, TimerFired)] == expected for f in flows))
+    for call in calls:
+        await call.hangup()

@@ -1,0 +1,224 @@
+"""The worker's direct ARI requests (appserver.asterisk.rest, .http).
+
+HotRest must fail exactly like aioari for the same request (the driver's 404 / 409 handling
+depends on it), and the small HTTP client must survive what servers do: keep-alive reuse,
+chunked bodies, idle connections closed by the server, silence, garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aioari
+import pytest
+import pytest_asyncio
+from aiohttp import web_exceptions
+
+from appserver.asterisk.http import HttpPool
+from appserver.asterisk.rest import HotRest
+from appserver.sim.ari import AriSimulator
+
+# ---------------------------------------------------------------- against the ARI simulator
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ari() -> AsyncIterator[tuple[AriSimulator, Any, HotRest]]:
+    sim = AriSimulator()
+    await sim.start()
+    client = await aioari.connect(sim.base_url + "/", sim.username, sim.password)
+    run = asyncio.ensure_future(client.run(apps="callyard"))
+    await sim.wait_app_connected("callyard")
+    rest = HotRest(client)
+    yield sim, client, rest
+    await rest.close()
+    run.cancel()
+    await client.close()
+    await sim.stop()
+
+
+async def _failure(request: Awaitable[Any]) -> tuple[type[BaseException], int, str]:
+    with pytest.raises(web_exceptions.HTTPException) as info:
+        await request
+    return type(info.value), info.value.status, info.value.text or ""
+
+
+async def test_errors_match_aioari(ari: tuple[AriSimulator, Any, HotRest]) -> None:
+    _, client, rest = ari
+    pairs: list[tuple[Awaitable[Any], Awaitable[Any]]] = [
+        (rest.hangup("nope"), client.channels.hangup(channelId="nope")),
+        (rest.answer("nope"), client.channels.answer(channelId="nope")),
+        (rest.play("nope", "pb-x", ["sound:hello"], "en"),
+         client.channels.play(channelId="nope", media=["sound:hello"], playbackId="pb-x")),
+        (rest.stop_playback("nope"), client.playbacks.stop(playbackId="nope")),
+        (rest.start_moh("nope", "default"), client.channels.startMoh(channelId="nope")),
+        (rest.stop_moh("nope"), client.channels.stopMoh(channelId="nope")),
+        (rest.set_variable("nope", "x", "1"),
+         client.channels.setChannelVar(channelId="nope", variable="x", value="1")),
+        (rest.hangup("nope", "bogus-reason"), client.channels.hangup(channelId="nope",
+                                                                     reason="bogus-reason")),
+    ]
+    for ours, theirs in pairs:
+        assert await _failure(ours) == await _failure(theirs)
+    assert (await _failure(rest.hangup("nope")))[:2] == (web_exceptions.HTTPNotFound, 404)
+
+
+async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, HotRest]) -> None:
+    sim, _, rest = ari
+    call = await sim.place_call("9999")
+    await call.wait_for("ringing")
+    for _ in range(100):
+        if sim.channels[call.call_id].stasis_app:
+            break
+        await asyncio.sleep(0.01)
+    cid = call.call_id
+    await rest.answer(cid)
+    await rest.set_variable(cid, "ivr_menu path", "main/sales & more")
+    assert sim.channels[cid].variables["ivr_menu path"] == "main/sales & more"
+    await rest.play(cid, "pb-1", ["sound:ivr/welcome", "digits:42"], "de")
+    await call.wait_for_prompt("file:ivr/welcome")
+    pb, _ = sim.playbacks["pb-1"]
+    assert pb.media == ["sound:ivr/welcome", "digits:42"] and pb.language == "de"
+    await rest.stop_playback("pb-1")
+    await call.transcript.wait_for(lambda e: e.detail == "file:ivr/welcome stopped")
+    await rest.start_moh(cid, "jazz")
+    await rest.stop_moh(cid)
+    await rest.hangup(cid, "busy")
+    await call.wait_ended()
+    assert call.transcript.lines()[1:] == [
+        "answered", "variable ivr_menu path=main/sales & more", "prompt_started file:ivr/welcome",
+        "prompt_finished file:ivr/welcome stopped", "moh jazz", "moh", "hangup USER_BUSY app",
+    ]
+
+
+# ---------------------------------------------------------------- HttpPool against a script
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted reply (bytes, or a callable taking the
+    writer); records requests and how many connections were opened."""
+
+    def __init__(self, replies: list[bytes | Callable[[asyncio.StreamWriter], Any]]) -> None:
+        self.replies = replies
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/ari"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                reply = self.replies.pop(0)
+                if callable(reply):
+                    if await reply(writer) == "close":
+                        break
+                else:
+                    writer.write(reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\nServer: Asterisk\r\nContent-Length: 0\r\n\r\n"
+
+
+async def test_keep_alive_reuse_and_request_line() -> None:
+    server = ScriptedServer([NO_CONTENT, NO_CONTENT,
+                             b"HTTP/1.1 404 Not Found\r\nContent-Length: 31\r\n\r\n"
+                             b'{"message":"Channel not found"}'])
+    pool = HttpPool(await server.start(), {"Accept": "application/json"})
+    try:
+        assert (await pool.request("POST", "/channels/1.2/answer?api_key=u%3Ap")).status == 204
+        assert (await pool.request("DELETE", "/playbacks/x")).status == 204
+        missing = await pool.request("DELETE", "/channels/9")
+        assert (missing.status, missing.reason) == (404, "Not Found")
+        assert missing.text == '{"message":"Channel not found"}'
+        assert server.connections == 1
+        first = server.requests[0].decode()
+        assert first.startswith("POST /ari/channels/1.2/answer?api_key=u%3Ap HTTP/1.1\r\n")
+        assert "\r\nAccept: application/json\r\n" in first
+        assert "\r\nContent-Length: 0\r\n" in first
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_chunked_body_and_connection_close() -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"a\":\r\n3;ext=1\r\n 1}\r\n0\r\n\r\n")
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+    server = ScriptedServer([chunked, closing, NO_CONTENT])
+    pool = HttpPool(await server.start(), {})
+    try:
+        assert (await pool.request("GET", "/x")).body == b'{"a": 1}'
+        assert (await pool.request("GET", "/y")).body == b"{}"
+        assert (await pool.request("GET", "/z")).status == 204
+        assert server.connections == 2  # the server said close: a new connection
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_idle_connection_closed_by_server_is_retried_once() -> None:
+    async def close_silently(writer: asyncio.StreamWriter) -> str:
+        return "close"  # read the request, answer nothing, close (keep-alive timeout race)
+
+    server = ScriptedServer([NO_CONTENT, close_silently, NO_CONTENT])
+    pool = HttpPool(await server.start(), {})
+    try:
+        assert (await pool.request("POST", "/a")).status == 204
+        assert (await pool.request("POST", "/b")).status == 204  # retried on a new connection
+        assert server.connections == 2
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_failures_surface_as_connection_errors() -> None:
+    async def half_answer(writer: asyncio.StreamWriter) -> str:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{")
+        await writer.drain()
+        return "close"
+
+    async def silence(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(1)
+
+    server = ScriptedServer([half_answer, b"garbage\r\n\r\n", silence,
+                             b"HTTP/1.1 200 OK\r\n\r\n{}"])
+    pool = HttpPool(await server.start(), {}, timeout=0.2)
+    try:
+        with pytest.raises(ConnectionResetError):  # dropped mid-answer: never retried
+            await pool.request("POST", "/a")
+        with pytest.raises(ConnectionResetError, match="bad status line"):
+            await pool.request("POST", "/b")
+        with pytest.raises(TimeoutError):
+            await pool.request("POST", "/c")
+        with pytest.raises(ConnectionResetError, match="without Content-Length"):
+            await pool.request("POST", "/d")
+    finally:
+        await pool.close()
+        await server.stop()
+    with pytest.raises(RuntimeError):
+        await pool.request("GET", "/closed")
+
+
+def test_pool_rejects_bad_urls() -> None:
+    with pytest.raises(ValueError):
+        HttpPool("ftp://host/ari", {})
+    pool = HttpPool("https://user:pw@[::1]:8089/ari/", {})
+    assert (pool.host, pool.port, pool.path_prefix) == ("::1", 8089, "/ari")
+    assert pool.ssl is not None
