@@ -222,3 +222,19 @@ def test_pool_rejects_bad_urls() -> None:
     pool = HttpPool("https://user:pw@[::1]:8089/ari/", {})
     assert (pool.host, pool.port, pool.path_prefix) == ("::1", 8089, "/ari")
     assert pool.ssl is not None
+
+
+async def test_at_most_limit_connections() -> None:
+    async def slow(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.05)
+        writer.write(NO_CONTENT)
+
+    server = ScriptedServer([slow] * 6)
+    pool = HttpPool(await server.start(), {}, limit=2)
+    try:
+        replies = await asyncio.gather(*(pool.request("POST", f"/{i}") for i in range(6)))
+        assert [r.status for r in replies] == [204] * 6
+        assert server.connections == 2
+    finally:
+        await pool.close()
+        await server.stop()

@@ -151,10 +151,14 @@ def _dechunk(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
 
 
 class HttpPool:
-    """Keep-alive connections to one ``http(s)://host:port``; requests carry ``headers``."""
+    """Keep-alive connections to one ``http(s)://host:port``; requests carry ``headers``.
+
+    At most ``limit`` requests are in flight (more wait their turn), so at most ``limit``
+    connections exist (Asterisk serves each HTTP connection with a thread), all kept alive.
+    """
 
     def __init__(self, base_url: str, headers: dict[str, str], *, timeout: float = 30.0,
-                 max_idle: int = 64) -> None:
+                 limit: int = 100) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -168,7 +172,8 @@ class HttpPool:
         self._head_tail = (f" HTTP/1.1\r\nHost: {host_header}\r\n{extra}"
                            "Content-Length: 0\r\n\r\n").encode("latin-1")
         self.timeout = timeout
-        self.max_idle = max_idle
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._closed = False
@@ -177,6 +182,10 @@ class HttpPool:
         """``path_and_query`` is appended to the base URL's path, already percent-encoded."""
         data = (f"{method} {self.path_prefix}{path_and_query}".encode("latin-1")
                 + self._head_tail)
+        async with self._slots:
+            return await self._request(data)
+
+    async def _request(self, data: bytes) -> Response:
         conn = self._idle.pop() if self._idle else None
         if conn is not None:
             try:
@@ -213,8 +222,7 @@ class HttpPool:
         finally:
             timer.cancel()
             conn.waiter = None
-        if conn.reusable and not conn.closed and not self._closed \
-                and len(self._idle) < self.max_idle:
+        if conn.reusable and not conn.closed and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
