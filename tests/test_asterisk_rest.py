@@ -8,8 +8,13 @@ chunked bodies, idle connections closed by the server, silence, garbage.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aioari
 import pytest
@@ -238,3 +243,51 @@ async def test_at_most_limit_connections() -> None:
     finally:
         await pool.close()
         await server.stop()
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asterisk-ari-api-docs"
+
+
+async def test_requests_are_asterisk_operations(ari: tuple[AriSimulator, Any, HotRest]) -> None:
+    """Each request HotRest sends is an operation of Asterisk's own swagger files: path,
+    method, and only query parameters the operation declares."""
+    if not REFERENCE.is_dir():
+        pytest.skip("Asterisk reference api-docs not available")
+    operations: list[tuple[re.Pattern[str], str, set[str]]] = []
+    for name in ("channels", "playbacks"):
+        decl = json.loads((REFERENCE / f"{name}.json").read_text())
+        for api in decl["apis"]:
+            pattern = re.compile(re.sub(r"\{[^}]+\}", "[^/]+", api["path"]) + "$")
+            for op in api["operations"]:
+                query = {p["name"] for p in op.get("parameters", []) if p["paramType"] == "query"}
+                operations.append((pattern, op["httpMethod"], query))
+    _, client, _ = ari
+    server = ScriptedServer([NO_CONTENT] * 9)
+    base = await server.start()
+    client_here = SimpleNamespace(swagger=SimpleNamespace(
+        http_client=client.swagger.http_client,
+        resources={"channels": SimpleNamespace(json={"api_declaration": {"basePath": base}})}))
+    rest = HotRest(client_here)
+    try:
+        await rest.answer("1.2")
+        await rest.hangup("1.2", "busy")
+        await rest.hangup("1.2")
+        await rest.play("1.2", "pb", ["sound:ivr/welcome", "digits:4 2"], "en")
+        await rest.stop_playback("pb")
+        await rest.start_moh("1.2", "default")
+        await rest.stop_moh("1.2")
+        await rest.set_variable("1.2", "CALLERID(name)", "a b")
+    finally:
+        await rest.close()
+        await server.stop()
+    assert len(server.requests) == 8
+    for head in server.requests:
+        method, target, _ = head.decode().split("\r\n")[0].split(" ")
+        parts = urlsplit(target)
+        path, query = parts.path, parts.query
+        assert path.startswith("/ari/")
+        names = {k for k, _ in parse_qsl(query)} - {"api_key"}
+        matches = [q for pattern, m, q in operations
+                   if m == method and pattern.match(path[len("/ari"):])]
+        assert matches, f"{method} {path} is not an ARI operation"
+        assert any(names <= q for q in matches), f"{method} {path}: {names}"
