@@ -672,5 +672,3 @@ class _RequestFailed:
     cmd: Command
     status: int  # 0: no HTTP answer
     text: str
-
-
