@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from appserver.cdr.flow import CdrFlow, with_cdr
@@ -231,3 +234,20 @@ def test_record_fields_round_trip_and_bad_entries_are_rejected() -> None:
                                 ("wait_seconds", "-1", "negative")]:
         with pytest.raises(ValueError, match=message):
             CdrRecord.from_fields({**bad, key: value})
+
+
+def test_a_queued_call_leaves_no_reference_cycle() -> None:
+    """Thousands of calls a second: each call's flows must go with the call, not wait for a
+    full garbage collection (the queue tap refers back to its recorder weakly)."""
+    gc.collect()
+    gc.disable()
+    try:
+        flow, out, _ = queued()
+        flow.handle(AgentAssigned("support", "ann", "ann"))
+        flow.handle(DialResult("ann", "answered"))
+        assert out and out[0].disposition == "answered"
+        recorder = weakref.ref(flow)
+        del flow
+        assert recorder() is None
+    finally:
+        gc.enable()

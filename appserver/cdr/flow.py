@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -252,11 +253,21 @@ class CdrFlow:
 
 
 class _QueueTap:
-    """Inside the queue wrapper: reports the inner flow's Enqueue and QueueResult."""
+    """Inside the queue wrapper: reports the inner flow's Enqueue and QueueResult.
+
+    It refers to its :class:`CdrFlow` weakly: the CdrFlow owns it (through the queue
+    wrapper), and a reference cycle per call would live until a full garbage collection."""
 
     def __init__(self, inner: CallFlow, cdr: CdrFlow) -> None:
         self.inner = inner
-        self.cdr = cdr
+        self._cdr = weakref.ref(cdr)
+
+    @property
+    def cdr(self) -> CdrFlow:
+        cdr = self._cdr()
+        if cdr is None:  # only if the CdrFlow was dropped while its wrapper runs on
+            raise RuntimeError("the call's CDR recorder is gone")
+        return cdr
 
     @property
     def done(self) -> bool:
