@@ -76,6 +76,7 @@ async def sim() -> AsyncIterator[AriSimulator]:
         endpoints=[
             SimEndpoint("PJSIP", "1001", answer_after=0.02, talk_seconds=60.0),
             SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
+            SimEndpoint("PJSIP", "1004", answer_after=0.5, talk_seconds=60.0),
         ],
     )
     await simulator.start()
@@ -210,11 +211,39 @@ async def test_end_dial_while_ringing(
         if any(sim.channels[c].state == "Ringing" for c in leg_channels(sim)):
             break
         await asyncio.sleep(0.01)
-    console.fire(call, "hold")  # ringing, not connected: ignored
+    console.fire(call, "hold")  # ringing: the caller gets the music at once
+    at = await expect(call, "moh default", at)
     console.fire(call, "end")
+    at = await expect(call, "moh", at)  # the dial ended: no music left on the caller
     await expect(call, "prompt_started file:ivr/goodbye", at)
     await call.wait_ended()
     assert flow.dial_results() == [DialResult("1003", "no_answer", "ORIGINATOR_CANCEL")]
     lines = call.transcript.lines()
-    assert not any(line.startswith(("bridged", "held", "moh", "unbridged")) for line in lines)
+    assert not any(line.startswith(("bridged", "held", "unbridged")) for line in lines)
     assert not leg_channels(sim)
+
+
+async def test_hold_while_ringing_keeps_the_caller_out_of_the_bridge(
+    sim: AriSimulator, console: Console
+) -> None:
+    """The console can ask for hold before the agent's leg answered (LiveKit SIP answers
+    late): the party is bridged alone, the caller joins on Unhold."""
+    call, flow = await console.place(sim, [Dial("1004", timeout=5)])
+    at = await expect(call, "dialed 1004")
+    console.fire(call, "hold")
+    at = await expect(call, "moh default", at)
+    for _ in range(200):  # until the party answered and sits in the bridge
+        if sim.bridges and next(iter(sim.bridges.values())).channels:
+            break
+        await asyncio.sleep(0.01)
+    (bridge,) = sim.bridges.values()
+    (leg,) = leg_channels(sim)
+    assert bridge.channels == [leg] and "bridged 1004" not in call.transcript.lines()
+    console.fire(call, "unhold")
+    at = await expect(call, "moh", at)
+    await expect(call, "bridged 1004", at)
+    assert sorted(bridge.channels) == sorted([call.call_id, leg])
+    console.fire(call, "end")
+    await expect(call, "prompt_started file:ivr/goodbye", at)
+    await call.wait_ended()
+    assert [r.outcome for r in flow.dial_results()] == ["answered"]

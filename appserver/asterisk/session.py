@@ -455,15 +455,12 @@ class CallSession:
 
     # ------------------------------------------------------------------ hold / end dial
 
-    def _connected_dial(self, cmd: Command) -> _DialState | None:
-        """The running dial whose party is answered and bridged, else None (logged)."""
-        dial = self.dial
-        if dial is None or not dial.bridge_id:
-            self.log.info("no connected party; command ignored",
-                          extra={"command": type(cmd).__name__,
-                                 "dial": "ringing" if dial else "none"})
-            return None
-        return dial
+    def _running_dial(self, cmd: Command) -> _DialState | None:
+        """The running dial (ringing or connected), else None (logged)."""
+        if self.dial is None:
+            self.log.info("no dial running; command ignored",
+                          extra={"command": type(cmd).__name__})
+        return self.dial
 
     async def _bridge_op(self, cmd: Command, request: Awaitable[Any]) -> bool:
         """Add the caller to / remove it from the dial's bridge. A 400 ("Channel not found")
@@ -482,21 +479,23 @@ class CallSession:
         return True
 
     async def _hold(self, cmd: Hold) -> None:
-        dial = self._connected_dial(cmd)
+        # While the party still rings the caller is not bridged yet: MOH now, and the
+        # bridge takes only the party when it answers (the console may ask that early).
+        dial = self._running_dial(cmd)
         if dial is None:
             return
         if dial.held:
             self.log.info("already on hold; Hold ignored")
             return
         client = self.node.client
-        if not await self._bridge_op(cmd, client.bridges.removeChannel(
+        if dial.bridge_id and not await self._bridge_op(cmd, client.bridges.removeChannel(
                 bridgeId=dial.bridge_id, channel=self.channel_id)):
             return
         dial.held = True
         await self.rest.start_moh(self.channel_id, cmd.moh_class)
 
     async def _unhold(self, cmd: Unhold) -> None:
-        dial = self._connected_dial(cmd)
+        dial = self._running_dial(cmd)
         if dial is None:
             return
         if not dial.held:
@@ -505,8 +504,9 @@ class CallSession:
         client = self.node.client
         await self.rest.stop_moh(self.channel_id)
         dial.held = False
-        await self._bridge_op(cmd, client.bridges.addChannel(
-            bridgeId=dial.bridge_id, channel=self.channel_id))
+        if dial.bridge_id:
+            await self._bridge_op(cmd, client.bridges.addChannel(
+                bridgeId=dial.bridge_id, channel=self.channel_id))
 
     async def _end_dial(self, cmd: EndDial) -> None:
         dial = self.dial
@@ -545,8 +545,9 @@ class CallSession:
                                         name=f"callyard-{self.channel_id}")
             dial.bridge_id = bridge_id
             self.node.register_bridge(bridge_id, self)
-            await client.bridges.addChannel(bridgeId=bridge_id,
-                                            channel=[self.channel_id, dial.leg_id])
+            # a caller put on hold while the party rang stays out until Unhold
+            members = [dial.leg_id] if dial.held else [self.channel_id, dial.leg_id]
+            await client.bridges.addChannel(bridgeId=bridge_id, channel=members)
         except web_exceptions.HTTPException as exc:
             self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
             await self._quietly(client.channels.hangup(channelId=dial.leg_id))
