@@ -173,9 +173,9 @@ async def _wait_connected(check: Any, worker: subprocess.Popen[bytes]) -> None:
 
 async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
     from appserver.api.services import Services
-    from appserver.asterisk.gc_policy import settle_gc
     from appserver.demo import seed_demo
     from appserver.embedded import free_port
+    from appserver.gc_policy import settle_gc
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
 

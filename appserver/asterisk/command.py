@@ -89,10 +89,10 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
-    from appserver.asterisk.gc_policy import settle_gc
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.cdr.flow import CdrCalls
     from appserver.cdr.sink import AsyncCdrSink
+    from appserver.gc_policy import settle_gc
     from appserver.health import AsyncHealthServer, storage_checks
     from appserver.metrics import ENGINE_CONNECTED, CallMetrics
     from appserver.queues.runtime import QueueRuntime

@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import gevent
     from gevent import monkey
 
+    gevent.config.track_greenlet_tree = False  # no spawn-tree capture per call greenlet
     monkey.patch_all()
 
     import contextlib
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
+    from appserver.gc_policy import settle_gc
     from appserver.queues.runtime import GeventQueueRuntime
     from appserver.settings import parse_hostport
     from ivr.calls import CallFlow
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     log.info("serving calls with %s; %d FreeSWITCH node(s)",
              ", ".join([*specs, "IVR menus"]), len(nodes.links))
     ops.start(worker, nodes)
+    settle_gc()
     stop.wait()
     log.info("stopping; stats %s", json.dumps(worker.stats()))
     ops.drain(worker)
