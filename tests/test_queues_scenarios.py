@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import flows
@@ -87,11 +89,12 @@ async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
     assert (await store.stats("support")).answered == 1
 
 
-async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> None:
-    store = QueueStore(redis_client)
-    await define_support(store)
+@asynccontextmanager
+async def asterisk_stack(redis_client: aioredis.Redis,
+                         talk_seconds: float) -> AsyncIterator[tuple[AriSimulator, QueueRuntime]]:
+    """ARI simulator (agent phone 1001 talks ``talk_seconds``), Asterisk worker, queues."""
     sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
-                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=0.3)])
+                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=talk_seconds)])
     await sim.start()
     runtime: QueueRuntime | None = None
 
@@ -107,42 +110,29 @@ async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> 
     await worker.start()
     try:
         await worker.wait_connected()
+        yield sim, runtime
+    finally:
+        await worker.stop()
+        await runtime.stop()
+        await sim.stop()
+
+
+async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    async with asterisk_stack(redis_client, talk_seconds=0.3) as (sim, runtime):
         call = await sim.place_call("9999")
         await queue_walk(call, store)
         await runtime.drain()
         stats = await store.stats("support")
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
-    finally:
-        await worker.stop()
-        await runtime.stop()
-        await sim.stop()
 
 
 async def test_asterisk_agent_holds_and_transfers(redis_client: aioredis.Redis) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
-    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
-                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=30)])
-    await sim.start()
-    runtime: QueueRuntime | None = None
-
-    def factory(info: CallInfo) -> CallFlow | None:
-        flow = flows.factory(info)
-        assert runtime is not None
-        return runtime.wrap(flow) if flow is not None else None
-
-    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
-                                     password=sim.password)], factory, redis=redis_client)
-    runtime = QueueRuntime(redis_client, "asterisk-scenario", worker.deliver, tick_seconds=0.1)
-    await runtime.start()
-    await worker.start()
-    try:
-        await worker.wait_connected()
+    async with asterisk_stack(redis_client, talk_seconds=30) as (sim, _):
         await agent_controls_walk(await sim.place_call("9999"), store)
-    finally:
-        await worker.stop()
-        await runtime.stop()
-        await sim.stop()
 
 
 # ---------------------------------------------------------------- FreeSWITCH (gevent worker)
@@ -192,22 +182,17 @@ def start_fs_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("worker did not start listening")
 
 
-async def test_freeswitch_menu_to_queue_to_agent(
-    redis_client: aioredis.Redis, redis_url: str
-) -> None:
-    store = QueueStore(redis_client)
-    await define_support(store)
+@asynccontextmanager
+async def freeswitch_stack(redis_url: str,
+                           talk_seconds: float) -> AsyncIterator[FreeswitchSimulator]:
+    """ESL simulator (1001 answers and talks ``talk_seconds``) and a worker subprocess."""
     port = free_port()
     proc = start_fs_worker(port, redis_url)
     sim = FreeswitchSimulator([("127.0.0.1", port)],
-                              Behaviour(prompt_seconds=0.1, talk_seconds=0.3,
+                              Behaviour(prompt_seconds=0.1, talk_seconds=talk_seconds,
                                         endpoints={"1001": "answer"}))
     try:
-        call = await sim.place_call("9999")
-        await queue_walk(call, store)
-        await asyncio.sleep(0.3)
-        stats = await store.stats("support")
-        assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
+        yield sim
     finally:
         await sim.stop()
         proc.send_signal(signal.SIGTERM)
@@ -216,6 +201,19 @@ async def test_freeswitch_menu_to_queue_to_agent(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+async def test_freeswitch_menu_to_queue_to_agent(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    async with freeswitch_stack(redis_url, talk_seconds=0.3) as sim:
+        call = await sim.place_call("9999")
+        await queue_walk(call, store)
+        await asyncio.sleep(0.3)
+        stats = await store.stats("support")
+        assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
 
 
 async def test_freeswitch_agent_holds_and_transfers(
@@ -223,18 +221,5 @@ async def test_freeswitch_agent_holds_and_transfers(
 ) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
-    port = free_port()
-    proc = start_fs_worker(port, redis_url)
-    sim = FreeswitchSimulator([("127.0.0.1", port)],
-                              Behaviour(prompt_seconds=0.1, talk_seconds=30,
-                                        endpoints={"1001": "answer"}))
-    try:
+    async with freeswitch_stack(redis_url, talk_seconds=30) as sim:
         await agent_controls_walk(await sim.place_call("9999"), store)
-    finally:
-        await sim.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
