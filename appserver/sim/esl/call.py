@@ -35,6 +35,17 @@ class _Ended(Exception):
     """The channel hung up while an application was running."""
 
 
+async def _first_of(events: list[asyncio.Event], timeout: float | None) -> None:
+    """Wait until one of ``events`` is set or ``timeout`` seconds pass."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    _, pending = await asyncio.wait(
+        waits, timeout=None if timeout is None else max(timeout, 0),
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    for w in pending:
+        w.cancel()
+
+
 class DialledLeg:
     """The B-leg a ``bridge`` originates: rings, answers, can be killed by uuid."""
 
@@ -330,14 +341,7 @@ class EslSimCall(SimulatedCall):
 
     async def _wait(self, seconds: float, breakable: bool = True) -> str:
         """Sleep up to ``seconds``; returns "done", "break" or raises on hangup."""
-        waits = [asyncio.ensure_future(self._hungup.wait())]
-        if breakable:
-            waits.append(asyncio.ensure_future(self._break.wait()))
-        _, pending = await asyncio.wait(
-            waits, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED
-        )
-        for w in pending:
-            w.cancel()
+        await _first_of([self._hungup, self._break] if breakable else [self._hungup], seconds)
         if self._hungup.is_set():
             raise _Ended
         if breakable and self._break.is_set():
@@ -419,15 +423,7 @@ class EslSimCall(SimulatedCall):
         while len(got) < max_digits:
             if not self._digits:
                 self._digit_evt.clear()
-                waits = [
-                    asyncio.ensure_future(self._digit_evt.wait()),
-                    asyncio.ensure_future(self._hungup.wait()),
-                ]
-                _, pending = await asyncio.wait(
-                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for w in pending:
-                    w.cancel()
+                await _first_of([self._digit_evt, self._hungup], timeout)
                 if self._hungup.is_set():
                     raise _Ended
                 if not self._digits:
@@ -453,15 +449,7 @@ class EslSimCall(SimulatedCall):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            waits = [
-                asyncio.ensure_future(self._digit_evt.wait()),
-                asyncio.ensure_future(self._hungup.wait()),
-            ]
-            _, pending = await asyncio.wait(
-                waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            for w in pending:
-                w.cancel()
+            await _first_of([self._digit_evt, self._hungup], remaining)
             if self._hungup.is_set():
                 self._finish_prompt("stopped")
                 raise _Ended
@@ -576,15 +564,7 @@ class EslSimCall(SimulatedCall):
 
     async def _leg_wait(self, leg: DialledLeg, seconds: float) -> bool:
         """Wait up to ``seconds``; True if the B-leg hung up first; raises on caller hangup."""
-        waits = [
-            asyncio.ensure_future(leg.ended.wait()),
-            asyncio.ensure_future(self._hungup.wait()),
-        ]
-        _, pending = await asyncio.wait(
-            waits, timeout=max(seconds, 0), return_when=asyncio.FIRST_COMPLETED
-        )
-        for w in pending:
-            w.cancel()
+        await _first_of([leg.ended, self._hungup], seconds)
         if self._hungup.is_set():
             raise _Ended
         return leg.ended.is_set()
