@@ -18,8 +18,11 @@ Driver contract (both drivers implement exactly this):
   playing. The engine never consumes digits for the flow.
 * ``StartTimer`` with a name that is already running replaces it. ``TimerFired`` is
   never delivered for a timer that was cancelled or replaced.
-* ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` or
-  ``Transfer`` the driver delivers nothing more except, at most, ``HungUp``.
+* ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` the driver
+  delivers nothing more except, at most, ``HungUp``. After ``Transfer`` it delivers one
+  ``TransferResult``: ``ok=True`` once the engine has taken the call (nothing follows), or
+  ``ok=False`` when the engine refused it (the call is still the flow's) - or ``HungUp`` if
+  the caller hung up first.
 * ``Dial`` bridges the caller to the target; ``DialResult`` comes when the attempt is
   over: ``answered`` once the bridged call has ended (the other party hung up), otherwise
   ``busy`` / ``no_answer`` / ``failed`` as soon as that is known.

@@ -30,6 +30,7 @@ from ivr.calls import (
     QueueUpdate,
     SetVariable,
     Transfer,
+    TransferResult,
 )
 
 CALL = CallInfo("c-1", "asterisk", "+15550100", "9999", node="pbx1:8088")
@@ -113,7 +114,13 @@ def test_caller_hangs_up_in_a_menu() -> None:
 def test_transfer_and_flow_hangup_end_the_record() -> None:
     flow, out, _ = run()
     flow.handle(Dtmf("0"))
+    assert out == []  # the engine has not taken the transfer yet
+    flow.handle(TransferResult("1000", ok=True))
     flow.handle(HungUp())  # the driver may still deliver it: no second record
+    assert [(r.disposition, r.extra) for r in out] == [("transferred", {"transfer_to": "1000"})]
+    flow, out, _ = run()
+    flow.handle(Dtmf("0"))
+    flow.handle(HungUp("NORMAL_CLEARING"))  # the caller left before the engine answered
     assert [(r.disposition, r.extra) for r in out] == [("transferred", {"transfer_to": "1000"})]
     flow, out, _ = run()
     flow.handle(Dtmf("#"))
@@ -251,3 +258,13 @@ def test_a_queued_call_leaves_no_reference_cycle() -> None:
         assert recorder() is None
     finally:
         gc.enable()
+
+
+def test_a_refused_transfer_is_not_recorded_as_one() -> None:
+    flow, out, clock = run()
+    flow.handle(Dtmf("0"))
+    clock.now += 1
+    flow.handle(TransferResult("1000", ok=False, cause="HTTP 412"))
+    # The flow is done without another command: the driver hangs up for it.
+    [r] = out
+    assert (r.disposition, r.hangup_cause, r.extra) == ("hangup", "NORMAL_CLEARING", {})

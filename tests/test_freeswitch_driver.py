@@ -305,3 +305,19 @@ def test_refusals_after_the_channel_is_gone_are_not_warnings(
         for frame in codec.FrameParser().feed(hangup + codec.command_reply("-ERR nope")):
             session._handle_frame(frame)
     assert [r.levelname for r in caplog.records] == ["DEBUG"]  # after our hangup: expected
+
+
+def test_transfer_is_confirmed_when_freeswitch_takes_the_call() -> None:
+    flow = Script([c.Answer(), c.Transfer("1002")])
+    driver, sent = make(flow)
+    assert apps(sent)[-1][:2] == ("transfer", "1002 XML default")
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "1"}))  # too late
+    driver.on_socket_closed()  # the channel left the socket for the dialplan
+    assert flow.seen == [c.TransferResult("1002", ok=True)]
+    # a caller who hangs up before the transfer runs is a hangup, not a transfer
+    flow = Script([c.Answer(), c.Transfer("1002")])
+    driver, sent = make(flow)
+    driver.on_event(codec.LazyEvent({"Event-Name": "CHANNEL_HANGUP",
+                                     "Hangup-Cause": "NORMAL_CLEARING"}))
+    driver.on_socket_closed()
+    assert flow.seen == [c.HungUp("NORMAL_CLEARING")]

@@ -411,6 +411,8 @@ class CallSession:
         )
         self.log.info("transferred", extra={"destination": cmd.destination})
         self.finished = True
+        # The engine took the call: the flow's last event (what it returns is moot).
+        self._flow_call(lambda: self.flow.handle(TransferResult(cmd.destination, ok=True)))
 
     # ------------------------------------------------------------------ dial
 

@@ -4,8 +4,8 @@ Pure (no I/O): it passes events in and commands out unchanged, notes what matter
 record (answer, menus entered, queue, agent, dial and transfer outcomes) and hands the
 finished :class:`~appserver.cdr.record.CdrRecord` to ``sink`` once, when the call ends:
 
-* the caller hangs up (``HungUp``), or the flow hangs up (``Hangup``) or transfers
-  (``Transfer``): these are the last things a driver delivers or executes;
+* the caller hangs up (``HungUp``), or the flow hangs up (``Hangup``), or the engine took
+  the flow's ``Transfer`` (``TransferResult(ok=True)``; a refused one is not a transfer);
 * the flow raises (disposition ``failed``; the exception propagates to the driver);
 * the flow is done without a terminal command (the driver hangs up for it).
 
@@ -86,7 +86,8 @@ class CdrFlow:
         self._waiting_queue = False  # Enqueue seen from outside: a result is still due
         self._dialing = False
         self._dial_answered = False
-        self._transfer_to = ""
+        self._transfer_to = ""  # set by Transfer, until the engine refuses it
+        self._transferring = False  # Transfer sent, the engine's answer not in yet
         self._caller_cause = ""  # set when the caller hung up
 
     # ------------------------------------------------------------------ CallFlow protocol
@@ -137,7 +138,7 @@ class CdrFlow:
             if self.record is not None:
                 break
         if (self.record is None and self.inner.done and not self._dialing
-                and not self._waiting_queue):
+                and not self._waiting_queue and not self._transferring):
             self._end("hangup", "NORMAL_CLEARING")  # the driver hangs up for the flow
         return commands
 
@@ -162,8 +163,12 @@ class CdrFlow:
         elif isinstance(event, QueueResult):
             self._waiting_queue = False
             self._leave_queue(event, now)
-        elif isinstance(event, TransferResult) and not event.ok:
-            self._transfer_to = ""
+        elif isinstance(event, TransferResult) and self._transferring:
+            self._transferring = False
+            if event.ok:
+                self._end("transferred", "NORMAL_CLEARING")
+            else:
+                self._transfer_to = ""
 
     def note_command(self, cmd: Command) -> None:
         now = self.clock()
@@ -180,7 +185,7 @@ class CdrFlow:
             self._dialing = True
         elif isinstance(cmd, Transfer):
             self._transfer_to = cmd.destination
-            self._end("transferred", "NORMAL_CLEARING")
+            self._transferring = True
         elif isinstance(cmd, Hangup):
             self._end("hangup" if self._caller_cause else "flow_hangup",
                       self._caller_cause or cmd.cause)
@@ -209,6 +214,8 @@ class CdrFlow:
     def _disposition(self, ending: str) -> str:
         if ending in ("failed", "transferred"):
             return ending
+        if self._transferring:  # the caller hung up before the engine took the transfer
+            return "transferred"
         in_queue = self._queue_since is not None
         if in_queue and (self._assigned_at is not None or self._dial_answered):
             return "answered"

@@ -13,7 +13,9 @@ Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
   from ``variable_originate_disposition`` when the bridge application completes.
 * ``Hold`` / ``Unhold``: ``uuid_displace <caller> start|stop local_stream://<class>`` (see
   :meth:`CallDriver._hold`); ``EndDial``: ``uuid_kill`` on the B-leg.
-* ``Transfer``: ``transfer <dest> XML <context>``; ``Hangup``: ``call-command: hangup``.
+* ``Transfer``: ``transfer <dest> XML <context>``; ``TransferResult(ok=True)`` when the
+  socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
+  ``call-command: hangup``.
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
 
@@ -96,6 +98,7 @@ class DriverConfig:
 
 
 QueueRuntime = Callable[[c.CallInfo, c.Enqueue], None]
+_AFTER_HANDOVER = (c.HungUp, c.TransferResult)  # what a flow still hears after Hangup/Transfer
 
 
 @dataclass
@@ -117,6 +120,7 @@ class CallDriver:
     _tags: dict[str, str] = field(default_factory=dict)  # Event-UUID -> play_id | dial target
     _dial_tag: str = ""
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
+    _transfer_to: str = ""  # a Transfer sent, until FreeSWITCH takes the call
     _held: str = ""  # the hold music displacing the caller's audio, "" when not on hold
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
@@ -167,8 +171,12 @@ class CallDriver:
             self._hangup(event.get("Hangup-Cause") or "NORMAL_CLEARING")
 
     def on_socket_closed(self) -> None:
-        """The socket ended; if FreeSWITCH never said the caller hung up, say it now."""
-        if not self.hung_up and not self.handed_away:
+        """The socket ended; if FreeSWITCH never said the caller hung up, say it now. After
+        a ``Transfer`` this is FreeSWITCH taking the call into its dialplan."""
+        if self._transfer_to and not self.hung_up:
+            destination, self._transfer_to = self._transfer_to, ""
+            self.deliver(c.TransferResult(destination, ok=True))
+        elif not self.hung_up and not self.handed_away:
             self._hangup("SOCKET_CLOSED")
         self._cancel_timers()
 
@@ -179,7 +187,7 @@ class CallDriver:
         """
         if self.flow is None:
             return
-        if (self.hung_up or self.handed_away) and not isinstance(event, c.HungUp):
+        if (self.hung_up or self.handed_away) and not isinstance(event, _AFTER_HANDOVER):
             return
         with self._lock:
             self._inbox.append(event)
@@ -192,7 +200,7 @@ class CallDriver:
         try:
             while self._inbox:
                 current = self._inbox.popleft()
-                if self.handed_away and not isinstance(current, c.HungUp):
+                if self.handed_away and not isinstance(current, _AFTER_HANDOVER):
                     continue
                 try:
                     commands = self.flow.handle(current)
@@ -265,6 +273,7 @@ class CallDriver:
             return self._end_dial()
         if isinstance(cmd, c.Transfer):
             self.handed_away = True
+            self._transfer_to = cmd.destination
             context = self.config.transfer_context or self.context
             return self._execute("transfer", f"{cmd.destination} XML {context}")
         if isinstance(cmd, c.Hangup):
