@@ -321,3 +321,11 @@ def test_transfer_is_confirmed_when_freeswitch_takes_the_call() -> None:
                                      "Hangup-Cause": "NORMAL_CLEARING"}))
     driver.on_socket_closed()
     assert flow.seen == [c.HungUp("NORMAL_CLEARING")]
+
+
+def test_transfer_while_held_takes_the_music_off_first() -> None:
+    flow = Script([c.Dial("1001"), c.Hold(), c.Transfer("1002")])
+    _, sent = make(flow)
+    assert apis(sent) == ["uuid_displace uuid-1 start local_stream://default 0",
+                          "uuid_displace uuid-1 stop local_stream://default"]  # fmt: skip
+    assert apps(sent)[-1][:2] == ("transfer", "1002 XML default")

@@ -272,10 +272,12 @@ class CallDriver:
         if isinstance(cmd, c.EndDial):
             return self._end_dial()
         if isinstance(cmd, c.Transfer):
+            # a media bug stays on the channel: hold music would follow it into the dialplan
+            unhold = self._unhold() if self._held else []
             self.handed_away = True
             self._transfer_to = cmd.destination
             context = self.config.transfer_context or self.context
-            return self._execute("transfer", f"{cmd.destination} XML {context}")
+            return [*unhold, self._execute("transfer", f"{cmd.destination} XML {context}")]
         if isinstance(cmd, c.Hangup):
             self.handed_away = True
             self.commands_sent += 1
