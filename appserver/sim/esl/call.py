@@ -501,7 +501,8 @@ class EslSimCall(SimulatedCall):
                 key, _, value = kv.partition("=")
                 leg_vars[key] = value
         dial = _VARS.sub("", arg).split(",")[0].split("|")[0]
-        target = dial.rsplit("/", 1)[-1].split("@")[0]
+        # the user part: "user/1001" -> 1001, "sofia/gw/sip:call-x@host" -> call-x
+        target = dial.rsplit("/", 1)[-1].split("@")[0].removeprefix("sip:")
         self.transcript.add("dialed", target)
         leg = DialledLeg(self, leg_vars.get("origination_uuid") or str(uuidlib.uuid4()), target)
         self.sim.legs[leg.uuid] = leg
