@@ -137,6 +137,20 @@ def _redis_server(_embedded_dir: Path) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def worker_redis_url(_redis_server: str) -> str:
+    """For a module's long-lived worker subprocess: a database of the test Redis of its own
+    (emptied once), so it never falls back to the machine's embedded Redis, where
+    ``callyard dev`` seeds queues that would change what the worker does."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import redis
+
+    url = urlunsplit(urlsplit(_redis_server)._replace(path="/14"))
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def redis_url(_redis_server: str) -> AsyncIterator[str]:
     """URL of a Redis database emptied (FLUSHDB) before this test."""

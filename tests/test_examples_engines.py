@@ -158,7 +158,7 @@ def fs_worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fs_worker(fs_worker_log: Path) -> Iterator[int]:
+def fs_worker(fs_worker_log: Path, worker_redis_url: str) -> Iterator[int]:
     port = _free_port()
     env = {
         **os.environ,
@@ -167,6 +167,7 @@ def fs_worker(fs_worker_log: Path) -> Iterator[int]:
         "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
         "CALLYARD_FREESWITCH_ESL": "",
         "CALLYARD_LOG_LEVEL": "WARNING",
+        "CALLYARD_REDIS_URL": worker_redis_url,
     }
     log_file = fs_worker_log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "appserver.cli", "freeswitch"], cwd=ROOT,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from scenarios import ENDPOINTS, SCENARIOS, Scenario, expect, press, prompt, run_scenario, walk
 
 from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
@@ -29,18 +28,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-WORKER_REDIS_DB = 14  # the workers' own database on the test Redis: no queues defined
-
-
-def start_worker(port: int, redis_server: str) -> subprocess.Popen[bytes]:
+def start_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
         "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
         "CALLYARD_FREESWITCH_ESL": "",
         "CALLYARD_LOG_LEVEL": "WARNING",
-        # never the machine's embedded Redis (`callyard dev` seeds queues there)
-        "CALLYARD_REDIS_URL": worker_redis(redis_server),
+        "CALLYARD_REDIS_URL": redis_url,  # no queues: the scenarios expect none
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "flows:factory"],
@@ -73,20 +68,10 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> str:
     return err.decode()
 
 
-def worker_redis(redis_server: str) -> str:
-    return f"{redis_server.rsplit('/', 1)[0]}/{WORKER_REDIS_DB}"
-
-
 @pytest.fixture(scope="module")
-def redis_server(_redis_server: str) -> str:
-    redis.Redis.from_url(worker_redis(_redis_server)).flushdb()
-    return _redis_server
-
-
-@pytest.fixture(scope="module")
-def worker_port(redis_server: str) -> Iterator[int]:
+def worker_port(worker_redis_url: str) -> Iterator[int]:
     port = free_port()
-    proc = start_worker(port, redis_server)
+    proc = start_worker(port, worker_redis_url)
     yield port
     stop_worker(proc)
 
@@ -127,9 +112,9 @@ async def test_first_worker_down_second_serves(worker_port: int) -> None:
 
 
 async def test_worker_dies_mid_call_dialplan_continues(worker_port: int,
-                                                       redis_server: str) -> None:
+                                                       worker_redis_url: str) -> None:
     port = free_port()
-    doomed = start_worker(port, redis_server)
+    doomed = start_worker(port, worker_redis_url)
     sim = FreeswitchSimulator(
         [("127.0.0.1", port), ("127.0.0.1", worker_port)],
         Behaviour(durations={"file:ivr/welcome": 3.0}, **FAST),

@@ -79,7 +79,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+def worker(tmp_path_factory: pytest.TempPathFactory,
+           worker_redis_url: str) -> Iterator[tuple[int, Path]]:
     """(port, log file) of a worker running this module's flows."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("hold") / "worker.log"
@@ -89,6 +90,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
         "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
         "CALLYARD_FREESWITCH_ESL": "",
         "CALLYARD_LOG_LEVEL": "WARNING",
+        "CALLYARD_REDIS_URL": worker_redis_url,
     }
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
