@@ -205,6 +205,14 @@ class CallSession(_FastReader, OutboundSession):
         self._init_reader()
         super().__init__(client_address, sock)
 
+    def release(self) -> None:
+        """The call is over: drop the references that tie this session into cycles (its
+        event callback, its reader greenlet, greenswitch's handler lists), so the call's
+        objects are freed at once rather than by a full garbage collection."""
+        self.event_callback = None
+        self._receive_events_greenlet = None
+        self.event_handlers.clear()
+
     def on_disconnect_notice(self, frame: codec.Frame) -> None:
         self._outbound_connected = False
         self._channel_gone = True

@@ -182,11 +182,7 @@ class FreeswitchWorker:
                 self.calls.pop(driver.info.call_id, None)
                 driver.flow = None  # the call is over: free its flows now (no late events)
             session.close()
-            # Break the call's reference cycles (session <-> driver, its reader greenlet and
-            # greenswitch's own handlers) so it is freed at once, not by a full collection.
-            session.event_callback = None
-            session._receive_events_greenlet = None
-            session.event_handlers.clear()
+            session.release()
 
     def _flow_for(self, info: c.CallInfo) -> c.CallFlow | None:
         try:

@@ -29,7 +29,13 @@ from typing import Any, Literal
 
 from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
 from appserver.queues.flow import QueueingFlow
-from appserver.queues.model import KEY_PREFIX, MAX_PRIORITY, CallStatus, QueueConfig
+from appserver.queues.model import (
+    KEY_PREFIX,
+    MAX_PRIORITY,
+    CallStatus,
+    EnqueueResult,
+    QueueConfig,
+)
 from appserver.queues.store import QueueError, QueueStore, SyncQueueStore
 from ivr.calls import (
     AgentAssigned,
@@ -96,6 +102,22 @@ class _RuntimeCore:
         flow = self.flows.get(call_id)
         if flow is None or flow.done:
             self.flows.pop(call_id, None)
+
+    def _join_failed(self, action: Join, detail: str) -> None:
+        self._send(action.call_id, QueueResult(action.queue, "failed", detail))
+        self._forget(action.call_id)
+
+    def _joined_queue(self, action: Join, r: EnqueueResult) -> bool:
+        """Tell the caller how its Join went; True when it now waits (match the queue)."""
+        if r.status != "ok":
+            reason = "full" if r.status == "full" else "joinempty"
+            self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
+            self._forget(action.call_id)
+            return False
+        self._joined.add(action.call_id)
+        self._last[action.call_id] = (r.position, 0, r.staffed)
+        self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
+        return True
 
     def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
         """Deliver changed positions; callers joined before the tick but unknown to Redis
@@ -197,8 +219,7 @@ class QueueRuntime(_RuntimeCore):
             except Exception:
                 log.exception("queue action failed", extra={"call_id": action.call_id})
                 if isinstance(action, Join):
-                    self._send(action.call_id, QueueResult(action.queue, "failed", "redis error"))
-                    self._forget(action.call_id)
+                    self._join_failed(action, "redis error")
             finally:
                 self._actions.task_done()
 
@@ -210,18 +231,10 @@ class QueueRuntime(_RuntimeCore):
                                         action.priority, caller=action.caller,
                                         lease_ms=self.lease_ms, menu_path=action.menu_path)
             except QueueError as exc:
-                self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
-                self._forget(action.call_id)
+                self._join_failed(action, exc.code)
                 return
-            if r.status != "ok":
-                reason = "full" if r.status == "full" else "joinempty"
-                self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
-                self._forget(action.call_id)
-                return
-            self._joined.add(action.call_id)
-            self._last[action.call_id] = (r.position, 0, r.staffed)
-            self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
-            await store.match(action.queue)
+            if self._joined_queue(action, r):
+                await store.match(action.queue)
         elif isinstance(action, Leave):
             await store.leave(action.call_id, action.outcome)
             self._forget(action.call_id)
@@ -340,8 +353,7 @@ class GeventQueueRuntime(_RuntimeCore):
             self._apply(action)
         except Exception:
             if isinstance(action, Join):
-                self._send(action.call_id, QueueResult(action.queue, "failed", "redis error"))
-                self._forget(action.call_id)
+                self._join_failed(action, "redis error")
             raise
         finally:
             self._actions.task_done()
@@ -354,18 +366,10 @@ class GeventQueueRuntime(_RuntimeCore):
                                   caller=action.caller, lease_ms=self.lease_ms,
                                   menu_path=action.menu_path)
             except QueueError as exc:
-                self._send(action.call_id, QueueResult(action.queue, "failed", exc.code))
-                self._forget(action.call_id)
+                self._join_failed(action, exc.code)
                 return
-            if r.status != "ok":
-                reason = "full" if r.status == "full" else "joinempty"
-                self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
-                self._forget(action.call_id)
-                return
-            self._joined.add(action.call_id)
-            self._last[action.call_id] = (r.position, 0, r.staffed)
-            self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
-            store.match(action.queue)
+            if self._joined_queue(action, r):
+                store.match(action.queue)
         elif isinstance(action, Leave):
             store.leave(action.call_id, action.outcome)
             self._forget(action.call_id)
