@@ -272,3 +272,81 @@ async def test_b_leg_killed_while_ringing_fails_the_bridge() -> None:
     assert call.transcript.lines()[-1] == "dialed 1001" and call.channel.alive
     await sim.stop()
     server.close()
+
+
+async def _send_prompts(w: RawClient, names: list[str], lock: bool) -> None:
+    for name in names:
+        headers = [("call-command", "execute"), ("execute-app-name", "playback"),
+                   ("execute-app-arg", f"{name}.wav")]  # fmt: skip
+        await w.send("sendmsg", headers + ([("event-lock", "true")] if lock else []))
+
+
+async def test_unlocked_sendmsg_runs_nested_last_prompt_first() -> None:
+    """Real FreeSWITCH 1.10.12 (../shared/engines, 2026-12-03): two playbacks sent back to back
+    without ``event-lock`` both start at once and the second is heard first; the first
+    resumes after it (demo/main-menu finished at 8.5 s, demo/welcome at 9.9 s)."""
+    sim, w, call, server = await _raw_worker_call(Behaviour(prompt_seconds=0.2))
+    await _send_prompts(w, ["demo/welcome", "demo/main-menu"], lock=False)
+    await call.transcript.wait_for(lambda e: e.detail == "file:demo/welcome done", 3)
+    assert call.transcript.lines()[-4:] == [
+        "prompt_started file:demo/welcome",
+        "prompt_started file:demo/main-menu",
+        "prompt_finished file:demo/main-menu done",
+        "prompt_finished file:demo/welcome done",
+    ]
+    await sim.stop()
+    server.close()
+
+
+async def test_event_locked_sendmsg_runs_in_order() -> None:
+    """With ``event-lock: true`` on each message FreeSWITCH plays them one after the other."""
+    sim, w, call, server = await _raw_worker_call(Behaviour(prompt_seconds=0.1))
+    await _send_prompts(w, ["demo/welcome", "demo/main-menu", "demo/invalid"], lock=True)
+    await call.transcript.wait_for(lambda e: e.detail == "file:demo/invalid done", 3)
+    assert call.transcript.lines()[-6:] == [
+        "prompt_started file:demo/welcome",
+        "prompt_finished file:demo/welcome done",
+        "prompt_started file:demo/main-menu",
+        "prompt_finished file:demo/main-menu done",
+        "prompt_started file:demo/invalid",
+        "prompt_finished file:demo/invalid done",
+    ]
+    await sim.stop()
+    server.close()
+
+
+async def test_uuid_break_all_stops_every_nested_playback_and_flushes_the_queue() -> None:
+    """Real FreeSWITCH: ``uuid_break <uuid> all`` during three nested playbacks ended all
+    three at once (and queued applications never ran)."""
+    sim, w, call, server = await _raw_worker_call(Behaviour(prompt_seconds=5))
+    await _send_prompts(w, ["a", "b", "c"], lock=False)
+    await call.transcript.wait_for(lambda e: e.detail == "file:c", 3)
+    await _send_prompts(w, ["locked"], lock=True)  # nested in c, then holds the channel
+    await call.transcript.wait_for(lambda e: e.detail == "file:locked", 3)
+    await _send_prompts(w, ["never"], lock=False)  # queued behind the locked one
+    await asyncio.sleep(0.1)
+    await w.send(f"api uuid_break {call.call_id} all")
+    await call.transcript.wait_for(lambda e: e.detail == "file:a stopped", 3)
+    await asyncio.sleep(0.1)
+    finished = [line for line in call.transcript.lines() if line.startswith("prompt_")]
+    assert finished[-4:] == [f"prompt_finished file:{n} stopped" for n in ("locked", "c", "b", "a")]
+    assert "prompt_started file:never" not in call.transcript.lines()
+    await sim.stop()
+    server.close()
+
+
+async def test_locked_playback_holds_later_messages_until_it_ends_or_breaks() -> None:
+    """While an event-locked playback runs, a later message waits (the channel's private
+    queue is not parsed); ``uuid_break`` without ``all`` ends the playback and the next runs."""
+    sim, w, call, server = await _raw_worker_call(Behaviour(prompt_seconds=5))
+    await _send_prompts(w, ["long", "next"], lock=True)
+    await call.transcript.wait_for(lambda e: e.detail == "file:long", 3)
+    await asyncio.sleep(0.2)
+    assert "prompt_started file:next" not in call.transcript.lines()
+    await w.reply(f"api uuid_break {call.call_id}")
+    await call.transcript.wait_for(lambda e: e.detail == "file:next", 3)
+    assert call.transcript.lines()[-3:] == [
+        "prompt_started file:long", "prompt_finished file:long stopped", "prompt_started file:next"
+    ]
+    await sim.stop()
+    server.close()

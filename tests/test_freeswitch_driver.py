@@ -329,3 +329,33 @@ def test_transfer_while_held_takes_the_music_off_first() -> None:
     assert apis(sent) == ["uuid_displace uuid-1 start local_stream://default 0",
                           "uuid_displace uuid-1 stop local_stream://default"]  # fmt: skip
     assert apps(sent)[-1][:2] == ("transfer", "1002 XML default")
+
+
+def test_every_execute_is_event_locked_so_freeswitch_runs_them_in_order() -> None:
+    """Without ``event-lock`` real FreeSWITCH runs a message that arrives during a playback
+    nested inside it: the demo greeting (welcome, main-menu) was heard main-menu first."""
+    flow = Script([c.Answer(), c.SetVariable("x", "1"), c.StartMoh(), c.StopMoh(),
+                   c.Play("p", (c.Prompt("file", "welcome"), c.Prompt("file", "main-menu"))),
+                   c.Dial("1001")])  # fmt: skip
+    _, sent = make(flow)
+    executes = [r for r in requests(sent) if r.headers.get("call-command") == "execute"]
+    assert len(executes) == 7
+    assert all(r.headers.get("event-lock") == "true" for r in executes)
+
+
+def test_hangup_and_transfer_break_off_what_plays_first() -> None:
+    """An event-locked prompt or music holds the channel's queue: Hangup and Transfer must
+    not wait behind it (the contract hands the call away at once)."""
+    flow = Script([c.Play("p", (c.Prompt("file", "long"),)), c.Hangup()])
+    _, sent = make(flow)
+    tail = [r.command for r in requests(sent)][-2:]
+    assert tail == ["api uuid_break uuid-1 all", "sendmsg"]
+    assert flow.seen == []  # handed away: only HungUp may follow
+    flow = Script([c.StartMoh("default"), c.Transfer("1000")])
+    _, sent = make(flow)
+    tail = [r.command for r in requests(sent)][-2:]
+    assert tail == ["api uuid_break uuid-1 all", "sendmsg"]
+    assert apps(sent)[-1][:2] == ("transfer", "1000 XML default")
+    flow = Script([c.StartMoh("default"), c.StopMoh(), c.Hangup()])  # nothing left to break
+    _, sent = make(flow)
+    assert [r.command for r in requests(sent)][-2:] == ["api uuid_break uuid-1", "sendmsg"]

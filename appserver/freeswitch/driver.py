@@ -1,6 +1,9 @@
 """One call: a CallFlow's commands -> ESL, ESL events -> the flow's events.
 
-Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
+Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket. Every
+``sendmsg execute`` carries ``event-lock: true``: FreeSWITCH then runs the applications one
+after the other, in the order sent (without it, one that arrives while a playback runs is
+executed nested inside it and plays first: a greeting would be heard last prompt first).
 
 * ``Play``: one ``sendmsg execute`` per prompt (see :mod:`appserver.freeswitch.prompts`),
   each tagged with ``Event-UUID`` so its ``CHANNEL_EXECUTE_COMPLETE`` (same
@@ -15,7 +18,8 @@ Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket:
   :meth:`CallDriver._hold`); ``EndDial``: ``uuid_kill`` on the B-leg.
 * ``Transfer``: ``transfer <dest> XML <context>``; ``TransferResult(ok=True)`` when the
   socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
-  ``call-command: hangup``.
+  ``call-command: hangup``. Both act at once: a prompt or music still running (which would
+  hold the event-locked queue) is broken off first with ``uuid_break <uuid> all``.
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
 
@@ -122,6 +126,7 @@ class CallDriver:
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
     _transfer_to: str = ""  # a Transfer sent, until FreeSWITCH takes the call
     _held: str = ""  # the hold music displacing the caller's audio, "" when not on hold
+    _moh: bool = False  # StartMoh's playback runs (until StopMoh)
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
@@ -223,7 +228,7 @@ class CallDriver:
 
     def _execute(self, app: str, arg: str = "", tag: str = "") -> bytes:
         self.commands_sent += 1
-        return codec.sendmsg(app, arg, event_uuid=tag)
+        return codec.sendmsg(app, arg, event_uuid=tag, lock=True)
 
     def _api(self, line: str) -> bytes:
         self.commands_sent += 1
@@ -260,8 +265,12 @@ class CallDriver:
         if isinstance(cmd, c.SetVariable):
             return self._execute("set", f"{cmd.name}={cmd.value}")
         if isinstance(cmd, c.StartMoh):
+            self._moh = True
             return self._execute("playback", f"local_stream://{cmd.moh_class}", self._tag())
         if isinstance(cmd, c.StopMoh):
+            if not self._moh:
+                return b""
+            self._moh = False
             return self._api(f"uuid_break {self.info.call_id}")
         if isinstance(cmd, c.Dial):
             return self._dial(cmd)
@@ -274,16 +283,19 @@ class CallDriver:
         if isinstance(cmd, c.Transfer):
             # a media bug stays on the channel: hold music would follow it into the dialplan
             unhold = self._unhold() if self._held else []
+            stop = self._stop_all()
             self.handed_away = True
             self._transfer_to = cmd.destination
             context = self.config.transfer_context or self.context
-            return [*unhold, self._execute("transfer", f"{cmd.destination} XML {context}")]
+            return [*unhold, *stop, self._execute("transfer", f"{cmd.destination} XML {context}")]
         if isinstance(cmd, c.Hangup):
+            stop = self._stop_all()
             self.handed_away = True
             self.commands_sent += 1
-            return codec.encode_command(
+            hangup = codec.encode_command(
                 "sendmsg", [("call-command", "hangup"), ("hangup-cause", cmd.cause)]
             )
+            return [*stop, hangup]
         if isinstance(cmd, c.Enqueue):
             if self.queue_runtime is None:
                 self._inbox.append(c.QueueResult(cmd.queue, "failed", "no queue runtime"))
@@ -321,6 +333,16 @@ class CallDriver:
             self._inbox.append(c.PlayFinished(play.play_id, "stopped"))
         self._plays.clear()
         return self._api(f"uuid_break {self.info.call_id} all")
+
+    def _stop_all(self) -> list[bytes]:
+        """Break off prompts and music so the next command runs at once (its PlayFinished
+        follows as ``stopped``)."""
+        if not self._plays and not self._moh:
+            return []
+        self._moh = False
+        if self._plays:
+            return [self._stop_play()]
+        return [self._api(f"uuid_break {self.info.call_id} all")]
 
     def _dial(self, cmd: c.Dial) -> bytes:
         template = self.config.sip_template if cmd.kind == "sip" else self.config.dial_template

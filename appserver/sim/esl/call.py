@@ -4,6 +4,13 @@ the dialplan applications the worker executes through ``sendmsg``.
 The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
 worker in turn (the next one when a worker refuses the connection or drops the socket
 while the caller is still there), then a polite message and hangup.
+
+Queued applications run as on FreeSWITCH 1.10 (switch_ivr.c, switch_core_session.c): one
+after the other when each ``sendmsg`` carries ``event-lock: true``; without it, an
+application that arrives while a playback, music or sleep runs is executed *nested* inside
+it (the running one pauses, the newer one plays to its end first, then the older resumes),
+so a multi-prompt greeting sent unlocked is heard last prompt first. ``uuid_break <uuid>
+all`` flushes the queued ones and stops every nested playback at once.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 import time
 import uuid as uuidlib
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appserver.freeswitch import esl_codec as codec
@@ -29,6 +37,16 @@ log = logging.getLogger("callyard.sim.esl")
 
 INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
 _VARS = re.compile(r"^\{[^}]*\}")
+
+
+@dataclass(frozen=True, slots=True)
+class _QueuedApp:
+    """An application a ``sendmsg execute`` queued on the channel."""
+
+    app: str
+    arg: str
+    app_uuid: str
+    lock: bool  # the message carried ``event-lock: true``
 
 
 class _Ended(Exception):
@@ -104,7 +122,9 @@ class EslSimCall(SimulatedCall):
         self._subs: set[str] = set()
         self._fmt = "plain"
         self._lingering = False
-        self._apps: deque[tuple[str, str, str]] = deque()
+        self._apps: deque[_QueuedApp] = deque()
+        self._locked = False  # an event-locked application holds the channel (CF_EVENT_LOCK)
+        self._break_all = False  # uuid_break ... all: every nested playback stops
         self._app_ready = asyncio.Event()
         self._break = asyncio.Event()
         self._hungup = asyncio.Event()
@@ -112,8 +132,8 @@ class EslSimCall(SimulatedCall):
         self._exit = asyncio.Event()
         self._digits: deque[str] = deque()
         self._digit_evt = asyncio.Event()
-        self._current_app = ""
-        self._current_prompt = ""
+        self._current_app = ""  # the innermost running application
+        self._current_prompt = ""  # the innermost running prompt
         self._transferred = ""
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
         self._displaced: dict[str, str] = {}  # uuid_displace streams -> their flags
@@ -293,10 +313,8 @@ class EslSimCall(SimulatedCall):
                 return codec.command_reply("-ERR no application")
             if not self.channel.alive:
                 return codec.command_reply("-ERR call is not active")
-            self._apps.append(
-                (app, headers.get("execute-app-arg", ""), headers.get("Event-UUID", ""))
-            )
-            self._app_ready.set()
+            self.queue_app(app, headers.get("execute-app-arg", ""), headers.get("Event-UUID", ""),
+                           headers.get("event-lock", "").lower() == "true")
             return codec.command_reply("+OK")
         if command == "hangup":
             self.end(headers.get("hangup-cause", "NORMAL_CLEARING"), "app")
@@ -305,25 +323,33 @@ class EslSimCall(SimulatedCall):
 
     # ------------------------------------------------------------ applications
 
+    def queue_app(self, app: str, arg: str, app_uuid: str = "", lock: bool = False) -> None:
+        """Queue an application on the channel (``sendmsg execute``, ``uuid_broadcast``)."""
+        self._apps.append(_QueuedApp(app, arg, app_uuid, lock))
+        self._app_ready.set()
+
     async def _executor(self) -> None:
         while True:
             while not self._apps:
                 self._app_ready.clear()
                 await self._app_ready.wait()
-            app, arg, app_uuid = self._apps.popleft()
+            queued = self._apps.popleft()
             if not self.channel.alive:
                 continue
-            await self._execute(app, arg, app_uuid)
+            self._break.clear()
+            self._break_all = False
+            await self._execute(queued.app, queued.arg, queued.app_uuid, queued.lock)
 
-    async def _execute(self, app: str, arg: str, app_uuid: str) -> None:
+    async def _execute(self, app: str, arg: str, app_uuid: str, lock: bool = False) -> None:
         app_uuid = app_uuid or str(uuidlib.uuid4())
         chan = self.channel
         chan.variables["current_application"] = app
         if arg:
             chan.variables["current_application_data"] = arg
         ident = [("Application", app)] + ([("Application-Data", arg)] if arg else [])
+        outer_app, outer_lock = self._current_app, self._locked
         self._current_app = app
-        self._break.clear()
+        self._locked = lock
         self.emit("CHANNEL_EXECUTE", [*ident, ("Application-UUID", app_uuid)])
         response = "_none_"
         try:
@@ -331,7 +357,7 @@ class EslSimCall(SimulatedCall):
         except _Ended:
             response = "_none_"
         finally:
-            self._current_app = ""
+            self._current_app, self._locked = outer_app, outer_lock
         if response != "_none_":
             chan.variables["current_application_response"] = response
         self.emit(
@@ -340,14 +366,32 @@ class EslSimCall(SimulatedCall):
         )
 
     async def _wait(self, seconds: float, breakable: bool = True) -> str:
-        """Sleep up to ``seconds``; returns "done", "break" or raises on hangup."""
-        await _first_of([self._hungup, self._break] if breakable else [self._hungup], seconds)
-        if self._hungup.is_set():
-            raise _Ended
-        if breakable and self._break.is_set():
-            self._break.clear()
-            return "break"
-        return "done"
+        """Let the running application last ``seconds``; returns "done", "break" or raises
+        on hangup. Meanwhile, unless the channel is event-locked, applications that arrive
+        run nested (switch_ivr_parse_all_events in the playback loop) and pause this one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            if self._hungup.is_set():
+                raise _Ended
+            if breakable and self._break.is_set():
+                if not self._break_all:
+                    self._break.clear()  # a plain break stops only the innermost playback
+                return "break"
+            if self._apps and not self._locked:
+                paused = loop.time()
+                queued = self._apps.popleft()
+                prompt, self._current_prompt = self._current_prompt, ""
+                await self._execute(queued.app, queued.arg, queued.app_uuid, queued.lock)
+                self._current_prompt = prompt
+                deadline += loop.time() - paused
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return "done"
+            self._app_ready.clear()
+            waits = [self._hungup, self._app_ready] + ([self._break] if breakable else [])
+            await _first_of(waits, remaining)
 
     async def _run_app(self, app: str, arg: str) -> str:
         chan = self.channel
@@ -604,6 +648,7 @@ class EslSimCall(SimulatedCall):
         if all_apps:
             self._apps.clear()
         if self._current_app in INTERRUPTIBLE:
+            self._break_all = all_apps
             self._break.set()
 
     def transfer(self, destination: str) -> None:

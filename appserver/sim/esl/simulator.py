@@ -250,10 +250,9 @@ class FreeswitchSimulator:
         def act(call: EslSimCall) -> str:
             app, _, app_arg = args[1].partition("::")
             if app_arg:
-                call._apps.append((app, app_arg.replace("::", " "), ""))
+                call.queue_app(app, app_arg.replace("::", " "))
             else:
-                call._apps.append(("playback", args[1], ""))
-            call._app_ready.set()
+                call.queue_app("playback", args[1])
             return "+OK Message queued\n"
 
         return self._with_call(args, act)
