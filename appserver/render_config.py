@@ -48,6 +48,8 @@ DEFAULTS: dict[str, str] = {
     "freeswitch_max_sessions": "10000",
     "freeswitch_sessions_per_second": "1000",
     "freeswitch_domain": "callyard.local",
+    # Address the callyard SIP profile binds (SIP and RTP); FreeSWITCH's own guess by default.
+    "freeswitch_sip_ip": "$${local_ip_v4}",
     # Asterisk: numbers sent to Stasis(<CALLYARD_ASTERISK_APP>) and resolved in Callyard.
     "asterisk_ivr_pattern": "_XXXX",
     "asterisk_context": "callyard",
@@ -63,6 +65,8 @@ DEFAULTS: dict[str, str] = {
     "asterisk_rtp_start": "10000",
     "asterisk_rtp_end": "10099",
     "asterisk_websocket_write_timeout": "5000",
+    # Where Asterisk reads its configuration (its #exec scripts live in scripts/ there).
+    "asterisk_conf_dir": "/etc/asterisk",
     "asterisk_max_calls": "10000",
     "asterisk_manager_acl": "127.0.0.1/32,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
 }
@@ -76,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help=f"override a template variable ({', '.join(sorted(DEFAULTS))})",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="write under this directory instead of --root (same relative paths), e.g. to "
+        "render a configuration for another host or a test engine",
     )
     parser.add_argument("--check", action="store_true", help="only report files that differ")
 
@@ -124,8 +133,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"callyard render-config: template error: {exc}", file=sys.stderr)
         return 1
     stale = 0
+    out = args.root if args.out is None else args.out
     for rel, text in rendered.items():
-        target = args.root / rel
+        target = out / rel
         current = target.read_text() if target.exists() else None
         if current == text:
             continue

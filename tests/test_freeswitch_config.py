@@ -73,10 +73,27 @@ def test_values_are_xml_escaped() -> None:
     ET.fromstring(text)
 
 
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    render_config.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_out_renders_elsewhere_and_leaves_the_repository_alone(tmp_path: Path) -> None:
+    """The real-engine tests render the shipped templates for loopback with ``--out``."""
+    args = _args("--root", str(ROOT), "--out", str(tmp_path),
+                 "--var", "freeswitch_sip_ip=127.0.0.1")
+    assert render_config.run(args, load_settings()) == 0
+    profile = (tmp_path / "freeswitch-conf/conf/sip_profiles/callyard.xml").read_text()
+    assert '<param name="sip-ip" value="127.0.0.1"/>' in profile
+    assert '<param name="rtp-timer-name" value="soft"/>' in profile
+    assert render_config.run(_args("--root", str(ROOT), "--check"), load_settings()) == 0
+
+
 def test_unknown_variable_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = argparse.Namespace(root=tmp_path, var=["nope=1"], check=False)
+    args = _args("--root", str(tmp_path), "--var", "nope=1")
     assert render_config.run(args, load_settings()) == 2
     assert "unknown --var 'nope=1'" in capsys.readouterr().err
 
@@ -86,7 +103,7 @@ def test_check_mode_reports_stale_files(tmp_path: Path) -> None:
     (tmp_path / "dialplans" / "freeswitch" / "x.xml.j2").write_text(
         "<a n='{{ freeswitch_context }}'/>\n"
     )
-    args = argparse.Namespace(root=tmp_path, var=[], check=True)
+    args = _args("--root", str(tmp_path), "--check")
     assert render_config.run(args, load_settings()) == 1
     args.check = False
     assert render_config.run(args, load_settings()) == 0

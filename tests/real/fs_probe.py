@@ -1,0 +1,238 @@
+"""Callers on the real FreeSWITCH, and what happened to them told by FreeSWITCH's own events.
+
+A :class:`FreeswitchProbe` keeps one inbound Event Socket connection to the engine. A call is
+``originate loopback/<number>/callyard &park()``: the parked ``-a`` leg is the caller's phone
+(digits go out of it with ``uuid_send_dtmf``, hanging it up is the caller hanging up) and the
+``-b`` leg enters the project's ``callyard`` context, where the ``socket`` application hands it
+to a Callyard worker. The ``-b`` leg's events become the same :class:`Transcript` entries the
+simulators write, so the engine-neutral scenarios run unchanged on the real engine:
+
+=====================================  ==========================================
+FreeSWITCH event on the ``-b`` leg      transcript entry
+=====================================  ==========================================
+CHANNEL_ANSWER                          answered
+CHANNEL_EXECUTE playback/speak/say      prompt_started ``kind:value``
+CHANNEL_EXECUTE_COMPLETE of it          prompt_finished ``kind:value done|stopped|failed``
+playback local_stream://X (+complete)   moh X (moh "")
+DTMF                                    dtmf
+CHANNEL_EXECUTE bridge / set / transfer dialed target / variable n=v / transferred dest
+CHANNEL_BRIDGE / CHANNEL_UNBRIDGE       bridged / unbridged (the dialled target)
+MEDIA_BUG_START/STOP displace           held on + moh X / moh "" + held off
+CHANNEL_HANGUP_COMPLETE                 hangup ``cause by`` (by: caller | engine)
+=====================================  ==========================================
+
+A prompt counts as stopped when FreeSWITCH reported ``Playback-Status: break`` for it, or a
+``uuid_break`` for the channel ran while it played, or the channel hung up meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.prompts import from_app
+from appserver.sim.caller import SimulatedCall, Transcript
+
+EVENTS = (
+    "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE DTMF CHANNEL_BRIDGE "
+    "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE PLAYBACK_STOP API "
+    "MEDIA_BUG_START MEDIA_BUG_STOP"
+)
+PROMPT_APPS = ("playback", "speak", "say")
+FAILED = ("FILE NOT FOUND", "PLAYBACK ERROR")
+_LEG_VARS = re.compile(r"^(\{[^}]*\}|\[[^\]]*\])+")
+
+
+def dial_target(data: str) -> str:
+    """The party a ``bridge`` dials: ``{..}loopback/1001/ctx`` -> 1001,
+    ``sofia/callyard/sip:call-x@h:5070`` -> call-x, ``user/1001@dom`` -> 1001."""
+    dial = _LEG_VARS.sub("", data).split(",")[0].split("|")[0]
+    parts = dial.split("/")
+    if parts[0] == "loopback" and len(parts) > 1:
+        return parts[1]
+    return parts[-1].removeprefix("sip:").split("@")[0]
+
+
+@dataclass
+class _Prompt:
+    detail: str
+    stopped: bool = False
+
+
+@dataclass
+class RealFsCall(SimulatedCall):
+    """One caller on the real FreeSWITCH."""
+
+    probe: FreeswitchProbe
+    caller_leg: str  # the parked -a leg: the caller's phone
+    call_id: str = ""  # the -b leg Callyard controls (its Unique-ID), once created
+    transcript: Transcript = field(default_factory=Transcript)
+    hung_up_by_caller: bool = False
+    variables: dict[str, str] = field(default_factory=dict)  # the -b leg's, at hang-up
+    _prompts: dict[str, _Prompt] = field(default_factory=dict)  # Application-UUID -> prompt
+    _moh: dict[str, str] = field(default_factory=dict)  # Application-UUID -> class
+    _dialed: str = ""
+
+    async def press(self, digits: str, gap: float = 0.05) -> None:
+        for i, digit in enumerate(digits):
+            if i and gap:
+                await asyncio.sleep(gap)
+            self.transcript.add("dtmf", digit)
+            await self.probe.api(f"uuid_send_dtmf {self.caller_leg} {digit}")
+
+    async def hangup(self) -> None:
+        self.hung_up_by_caller = True
+        await self.probe.api(f"uuid_kill {self.caller_leg} NORMAL_CLEARING")
+
+    # ------------------------------------------------------------ the -b leg's events
+
+    def on_event(self, event: codec.EslEvent) -> None:
+        name, t = event.name, self.transcript
+        app, data = event.get("Application"), event.get("Application-Data")
+        key = event.get("Application-UUID")
+        if name == "CHANNEL_ANSWER":
+            t.add("answered")
+        elif name == "CHANNEL_EXECUTE":
+            if app == "playback" and data.startswith("local_stream://"):
+                self._moh[key] = data.removeprefix("local_stream://")
+                t.add("moh", self._moh[key])
+            elif app in PROMPT_APPS:
+                detail = from_app(app, data) or f"file:{data}"
+                self._prompts[key] = _Prompt(detail)
+                t.add("prompt_started", detail)
+            elif app == "bridge":
+                self._dialed = dial_target(data)
+                t.add("dialed", self._dialed)
+            elif app == "set":
+                t.add("variable", data)
+            elif app == "transfer":
+                t.add("transferred", data.split(" ")[0])
+        elif name == "CHANNEL_EXECUTE_COMPLETE":
+            if key in self._moh:
+                del self._moh[key]
+                t.add("moh", "")
+            elif key in self._prompts:
+                prompt = self._prompts.pop(key)
+                failed = event.get("Application-Response") in FAILED and not self.hung_up
+                status = "failed" if failed else "stopped" if prompt.stopped else "done"
+                t.add("prompt_finished", f"{prompt.detail} {status}")
+        elif name == "PLAYBACK_STOP" and event.get("Playback-Status") == "break":
+            self._stop_prompts()
+        elif name == "API" and event.get("API-Command") == "uuid_break":
+            if event.get("API-Command-Argument").split(" ")[0] == self.call_id:
+                self._stop_prompts()
+        elif name == "DTMF":
+            pass  # the caller's digits are transcribed when sent (as the simulators do)
+        elif name == "CHANNEL_BRIDGE":
+            t.add("bridged", self._dialed)
+        elif name == "CHANNEL_UNBRIDGE":
+            t.add("unbridged", self._dialed)
+        elif name in ("MEDIA_BUG_START", "MEDIA_BUG_STOP"):
+            if event.get("Media-Bug-Function") == "displace":
+                stream = event.get("Media-Bug-Target").removeprefix("local_stream://")
+                if name == "MEDIA_BUG_START":
+                    t.add("held", "on")
+                    t.add("moh", stream)
+                else:
+                    t.add("moh", "")
+                    t.add("held", "off")
+        elif name == "CHANNEL_HANGUP":  # before the running application completes
+            self._stop_prompts()
+        elif name == "CHANNEL_HANGUP_COMPLETE":
+            self.variables = {k[9:]: v for k, v in event.headers.items()
+                              if k.startswith("variable_")}  # fmt: skip
+            by = "caller" if self.hung_up_by_caller else "engine"
+            t.add("hangup", f"{event.get('Hangup-Cause')} {by}")
+
+    @property
+    def hung_up(self) -> bool:
+        return self.ended or self.hung_up_by_caller
+
+    def _stop_prompts(self) -> None:
+        for prompt in self._prompts.values():
+            prompt.stopped = True
+
+
+class FreeswitchProbe:
+    """An inbound Event Socket client that places calls and transcribes them."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8021, password: str = "ClueCon",
+                 context: str = "callyard") -> None:  # fmt: skip
+        self.host, self.port, self.password, self.context = host, port, password, context
+        self.calls: dict[str, RealFsCall] = {}  # by either leg's uuid
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._replies: asyncio.Queue[codec.Frame] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._task = asyncio.create_task(self._read())
+        await self._replies.get()  # auth/request
+        await self._command(f"auth {self.password}")
+        await self._command(f"event plain {EVENTS}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+    async def api(self, line: str) -> str:
+        return (await self._command(f"api {line}")).text
+
+    async def place_call(
+        self, to: str, caller: str = "+15550100", caller_name: str = ""
+    ) -> RealFsCall:
+        leg = str(uuidlib.uuid4())
+        call = RealFsCall(self, leg)
+        self.calls[leg] = call
+        variables = f"origination_uuid={leg},origination_caller_id_number={caller}"
+        if caller_name:
+            variables += f",origination_caller_id_name='{caller_name}'"
+        call.transcript.add("ringing")
+        reply = await self._command(
+            f"bgapi originate {{{variables}}}loopback/{to}/{self.context} &park()")
+        if not reply.reply_text.startswith("+OK"):
+            raise RuntimeError(f"originate refused: {reply.reply_text}")
+        return call
+
+    async def _command(self, line: str) -> codec.Frame:
+        assert self._writer is not None
+        async with self._lock:
+            self._writer.write(codec.encode_command(line))
+            await self._writer.drain()
+            return await asyncio.wait_for(self._replies.get(), 10)
+
+    async def _read(self) -> None:
+        assert self._reader is not None
+        parser = codec.FrameParser()
+        while data := await self._reader.read(65536):
+            for frame in parser.feed(data):
+                if frame.content_type.startswith("text/event"):
+                    self._route(codec.parse_event(frame))
+                elif frame.content_type in ("auth/request", "command/reply", "api/response"):
+                    self._replies.put_nowait(frame)
+
+    def _route(self, event: codec.EslEvent) -> None:
+        uid = event.get("Unique-ID")
+        if event.name == "CHANNEL_CREATE":
+            call = self.calls.get(event.get("variable_other_loopback_leg_uuid"))
+            if call is not None and not call.call_id and uid != call.caller_leg:
+                call.call_id = uid
+                self.calls[uid] = call
+            return
+        if event.name == "API":
+            for call in {id(c): c for c in self.calls.values()}.values():
+                call.on_event(event)
+            return
+        call = self.calls.get(uid)
+        if call is not None and uid == call.call_id:
+            call.on_event(event)
