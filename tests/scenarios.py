@@ -55,6 +55,7 @@ class Scenario:
     steps: tuple[Step, ...]
     # simulated endpoints for dial targets: "answer" | "busy" | "no_answer" | "fail"
     endpoints: dict[str, str] = field(default_factory=dict)
+    engines: tuple[str, ...] = ("freeswitch", "asterisk")  # where the scenario applies
 
 
 ENDPOINTS = {"1001": "answer", "1002": "busy", "1003": "no_answer"}
@@ -106,7 +107,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             prompt("ivr/sales-deep"),
             press("1"),
             expect("dialed", "1003"),
-            prompt("ivr/unavailable"),
+            prompt("ivr/unavailable", timeout=8),  # the flow dials for 5 s
             prompt("ivr/sales-deep"),
             press("#"),
             expect("hangup", "NORMAL_CLEARING*"),
@@ -198,6 +199,120 @@ SCENARIOS: tuple[Scenario, ...] = (
         "flow crashing at start: polite message and hangup",
         "9998",
         (expect("answered"), expect("prompt_started"), expect("hangup")),
+    ),
+)
+
+
+def t(name: str, timeout: float = 5.0) -> Step:
+    """A prompt of the IVR menu set under test (tests/ivr_menus.py) starts."""
+    return prompt(f"callyard-test/{name}", timeout)
+
+
+def done(name: str, status: str = "done", timeout: float = 5.0) -> Step:
+    return expect("prompt_finished", f"file:callyard-test/{name} {status}", timeout)
+
+
+# The IVR menus of tests/ivr_menus.py, served from PostgreSQL through Redis by the workers.
+IVR_SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "ivr: greeting in order and complete, no input twice, exhausted",
+        "8100",
+        (
+            expect("answered"),
+            t("welcome"), done("welcome"), t("main-menu"), done("main-menu"),
+            t("no-input", 6), done("no-input"), t("welcome"), done("welcome"), t("main-menu"),
+            done("main-menu"), t("no-input", 6), done("no-input"),
+            expect("hangup", "NORMAL_CLEARING*"),
+            never("dtmf"),
+        ),
+    ),
+    Scenario(
+        "ivr: barge-in, submenu, deeper, back, main",
+        "8100",
+        (
+            t("welcome"), press("1"), done("welcome", "stopped"), t("sales"),
+            press("1"), expect("variable", "ivr_menu_path=t-main/t-sales/t-deep"), t("deep"),
+            press("*"), t("sales"), press("0"), t("welcome"), hangup(),
+            expect("hangup", "NORMAL_CLEARING caller"),
+        ),
+    ),
+    Scenario(
+        "ivr: set a variable on the channel, play, repeat",
+        "8100",
+        (
+            t("welcome"), press("5"), expect("variable", "vip=yes"), t("noted"), done("noted"),
+            press("6"), t("hours"), done("hours"), press("7"), t("welcome"), hangup(),
+        ),
+    ),
+    Scenario(
+        "ivr: multi-digit entry: full length, terminator, inter-digit timeout, invalid",
+        "8100",
+        (
+            t("welcome"), press("8"), t("enter-pin"), press("1234"), t("pin-ok"),
+            done("pin-ok"), press("12#"), t("short-ok"), done("short-ok"),
+            press("12"), t("short-ok", 6), done("short-ok"),
+            press("5"), t("invalid", 6), t("enter-pin"), hangup(),
+        ),
+    ),
+    Scenario("ivr: schedule open", "8101", (t("open"), hangup(), never("prompt_started",
+                                                                       "file:callyard-test/closed"))),
+    Scenario(
+        "ivr: schedule closed",
+        "8102",
+        (expect("variable", "ivr_schedule=closed"), t("closed"), hangup(),
+         never("prompt_started", "file:callyard-test/open")),
+    ),
+    Scenario(
+        "ivr: holiday",
+        "8103",
+        (expect("variable", "ivr_schedule=holiday"), t("holiday"), hangup(),
+         never("prompt_started", "file:callyard-test/closed")),
+    ),
+    Scenario(
+        "ivr: dial an extension that answers",
+        "8100",
+        (t("welcome"), press("3"), expect("dialed", "1001"), expect("bridged", "1001"),
+         expect("hangup", "NORMAL_CLEARING*", timeout=8), never("prompt_started",
+                                                                "file:callyard-test/invalid")),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "ivr: dial a busy extension, back to the menu",
+        "8100",
+        (t("welcome"), press("4"), expect("dialed", "1002"), expect("variable",
+                                                                   "ivr_dial_result=busy"),
+         t("welcome"), hangup(), never("bridged")),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "ivr: transfer into the dialplan",
+        "8100",
+        (t("welcome"), press("0"), expect("transferred", "1000"), expect("hangup")),
+    ),
+    Scenario(
+        "caller hangs up while the dialled party rings",
+        "9999",
+        (prompt("ivr/welcome"), press("1"), prompt("ivr/sales"), press("3"),
+         prompt("ivr/sales-deep"), press("1"), expect("dialed", "1003"), hangup(),
+         expect("hangup", "NORMAL_CLEARING caller"), never("bridged")),
+        ENDPOINTS,
+    ),
+    Scenario(
+        "ivr: spoken greeting (text to speech)",
+        "8104",
+        (expect("prompt_started", "tts:Thank you for calling."),
+         expect("prompt_finished", "tts:Thank you for calling. done"), hangup()),
+        engines=("freeswitch",),
+    ),
+    Scenario(
+        "queue: music on hold and position announcements, caller gives up",
+        "8110",
+        (
+            expect("moh", "default"), expect("moh", "", timeout=12),
+            prompt("queue/position"), expect("prompt_finished", "file:queue/position done"),
+            expect("prompt_started", "number:1"), expect("moh", "default"),
+            hangup(), expect("hangup", "NORMAL_CLEARING caller"),
+        ),
     ),
 )
 

@@ -1,5 +1,6 @@
 """End to end: the ESL simulator (real TCP, asyncio, in this process) calls a real
-``callyard freeswitch`` worker running in a subprocess (gevent stays out of pytest)."""
+``callyard freeswitch`` worker running in a subprocess (gevent stays out of pytest). The
+shared scenario list runs on every engine target in tests/real/test_scenarios_real.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from scenarios import ENDPOINTS, SCENARIOS, Scenario, expect, press, prompt, run_scenario, walk
+from scenarios import ENDPOINTS, expect, press, prompt, walk
 
 from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
@@ -81,13 +82,6 @@ async def sim(worker_port: int) -> AsyncIterator[FreeswitchSimulator]:
     s = FreeswitchSimulator([("127.0.0.1", worker_port)], Behaviour(endpoints=ENDPOINTS, **FAST))
     yield s
     await s.stop()
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-async def test_scenario(sim: FreeswitchSimulator, scenario: Scenario) -> None:
-    sim.behaviour.endpoints = dict(scenario.endpoints)
-    call = await run_scenario(sim, scenario)
-    assert call.ended
 
 
 async def test_worker_not_running_falls_back_to_polite_message() -> None:

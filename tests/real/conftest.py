@@ -1,7 +1,8 @@
-"""Fixtures of the real-engine layer: the real FreeSWITCH and Asterisk of ``../shared/engines``
-with the project's own configuration, and Callyard's processes against them.
+"""Fixtures of the engine layer: Callyard's real processes (``callyard api``, ``cdr-writer``,
+the workers) serving calls on four targets: both simulators, and the real FreeSWITCH and
+Asterisk of ``../shared/engines`` started with the project's own configuration.
 
-Every test here is marked ``real_engine``; all of them skip with one reason when the engines
+Tests on a real engine are marked ``real_engine`` and skip, with one reason, when the engines
 are absent (a newcomer's machine) or the tests do not run as root. CI has both.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import ivr_menus
 import pytest
 import pytest_asyncio
 from engines import (
@@ -24,6 +26,7 @@ from engines import (
     FS_SOUNDS,
     FreeswitchConf,
     build_freeswitch_conf,
+    exclusive,
     start_freeswitch,
     unavailable_reason,
 )
@@ -32,20 +35,28 @@ from fs_probe import FreeswitchProbe
 from stack import Stack
 
 from appserver.embedded import free_port
+from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.store.migrations import migrate
 
 REASON = unavailable_reason()
+REAL_TARGETS = ("freeswitch", "asterisk")
+SIM_TARGETS = ("freeswitch-sim", "asterisk-sim")
 
-# Prompts the scenario flow (tests/flows.py) plays that the engines' stock sounds lack:
-# short tones written into the engines' sound folders for the session, removed afterwards.
-TEST_PROMPTS = ("ivr/sales", "ivr/support", "ivr/sales-deep", "ivr/invalid", "ivr/timeout",
-                "ivr/goodbye", "ivr/unavailable", "ivr/queue-closed")  # fmt: skip
+# Prompts the scenario flow (tests/flows.py) and the IVR set under test (tests/ivr_menus.py)
+# play: short tones written into the engines' sound folders for the session (only where no
+# file exists yet), removed afterwards.
+TEST_PROMPTS = (
+    "ivr/sales", "ivr/support", "ivr/sales-deep", "ivr/invalid", "ivr/timeout", "ivr/goodbye",
+    "ivr/unavailable", "ivr/queue-closed", *(f"callyard-test/{n}" for n in ivr_menus.SOUNDS),
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        params = getattr(item, "callspec", None)
+        target = params.params.get("target") if params is not None else None
+        if target in REAL_TARGETS or set(REAL_TARGETS) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_engine)
             if REASON:
                 item.add_marker(pytest.mark.skip(reason=REASON))
@@ -75,7 +86,6 @@ def real_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def test_sounds() -> Iterator[None]:
-    """The scenario flow's prompts on both engines (only files that do not exist yet)."""
     created: list[Path] = []
     for folder in (FS_SOUNDS,):
         for name in TEST_PROMPTS:
@@ -88,9 +98,12 @@ def test_sounds() -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------- Callyard's processes
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def real_database(database_url: str) -> str:
-    """A migrated database of its own for the real-engine session."""
+    """A migrated database of its own, holding the IVR set under test."""
     admin = await asyncpg.connect(database_url)
     name = f"callyard_real_{uuid.uuid4().hex[:8]}"
     try:
@@ -99,6 +112,11 @@ async def real_database(database_url: str) -> str:
         await admin.close()
     url = database_url.rsplit("/", 1)[0] + f"/{name}"
     await migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await ivr_menus.seed(conn)
+    finally:
+        await conn.close()
     return url
 
 
@@ -117,18 +135,29 @@ def stack(real_dir: Path, real_database: str, real_redis_url: str) -> Iterator[S
     s = Stack(real_dir, real_database, real_redis_url)
     s.api()
     s.start("cdr-writer", "cdr-writer")
+    s.wait_published()
     yield s
     s.stop_all()
+
+
+# ---------------------------------------------------------------- the four targets
+
+
+def _fs_worker(stack: Stack, name: str, port: int, esl: str, **env: str) -> None:
+    stack.start(name, "freeswitch", ready_port=port, CALLYARD_APPS="flows:factory",
+                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{port}", CALLYARD_FREESWITCH_ESL=esl,
+                **env)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def freeswitch_engine(real_dir: Path, test_sounds: None) -> Iterator[FreeswitchConf]:
     conf = FreeswitchConf(workers=(free_port(),))
-    directory = build_freeswitch_conf(real_dir / "freeswitch", conf)
-    FS_LOG.parent.mkdir(parents=True, exist_ok=True)
-    start_freeswitch(directory)
-    yield conf
-    stop_engine("freeswitch")
+    with exclusive("freeswitch"):
+        directory = build_freeswitch_conf(real_dir / "freeswitch", conf)
+        FS_LOG.parent.mkdir(parents=True, exist_ok=True)
+        start_freeswitch(directory)
+        yield conf
+        stop_engine("freeswitch")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -136,15 +165,38 @@ async def freeswitch(
     freeswitch_engine: FreeswitchConf, stack: Stack
 ) -> AsyncIterator[FreeswitchProbe]:
     """A ``callyard freeswitch`` worker serving the real engine, and a probe placing calls."""
-    port = freeswitch_engine.workers[0]
-    stack.start(
-        "freeswitch", "freeswitch", ready_port=port,
-        CALLYARD_APPS="flows:factory",
-        CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{port}",
-        CALLYARD_FREESWITCH_ESL="127.0.0.1:8021:ClueCon",
-        CALLYARD_FREESWITCH_DIAL_TEMPLATE="loopback/{target}/callyard-test-parties",
-    )
+    _fs_worker(stack, "freeswitch", freeswitch_engine.workers[0], "127.0.0.1:8021:ClueCon",
+               CALLYARD_FREESWITCH_DIAL_TEMPLATE="loopback/{target}/callyard-test-parties")
     probe = FreeswitchProbe()
     await probe.start()
     yield probe
     await probe.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def freeswitch_sim(stack: Stack) -> AsyncIterator[FreeswitchSimulator]:
+    """The ESL simulator (in this process) and a ``callyard freeswitch`` worker serving it."""
+    port = free_port()
+    behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=1.0, no_answer_seconds=30,
+                          endpoints={"1001": "answer", "1002": "busy", "1003": "no_answer"})
+    sim = FreeswitchSimulator([("127.0.0.1", port)], behaviour)
+    await sim.start(esl_port=0)
+    _fs_worker(stack, "freeswitch-sim", port, f"127.0.0.1:{sim.esl_port}:{sim.password}")
+    yield sim
+    await sim.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def asterisk_sim(stack: Stack) -> AsyncIterator[AriSimulator]:
+    """The ARI simulator (in this process) and a ``callyard asterisk`` worker serving it."""
+    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.15), endpoints=[
+        SimEndpoint("PJSIP", "1001", behaviour="answer", talk_seconds=1.0),
+        SimEndpoint("PJSIP", "1002", behaviour="busy"),
+        SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
+    ])  # fmt: skip
+    await sim.start()
+    stack.start("asterisk-sim", "asterisk", CALLYARD_APPS="flows:factory",
+                CALLYARD_ASTERISK_ARI=sim.url_with_credentials)
+    await sim.wait_app_connected("callyard", timeout=30)
+    yield sim
+    await sim.stop()

@@ -11,12 +11,14 @@ time (fixed ports), so the fixtures that use this module are session-scoped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,26 @@ def stop(engine: str, timeout: float = 30) -> None:
     for pid in _pids(engine):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def exclusive(engine: str, timeout: float = 1800) -> Iterator[None]:
+    """Hold the engine for this test session: another session on this machine (a second
+    checkout, a developer's run) waits here instead of restarting the engine under us."""
+    with open(f"/tmp/callyard-real-{engine}.lock", "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{engine} is held by another test session") from None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def start_freeswitch(directory: Path) -> None:

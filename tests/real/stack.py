@@ -109,6 +109,20 @@ class Stack:
         return self.start("api", "api", ready_port=port, CALLYARD_API_HOST="127.0.0.1",
                           CALLYARD_API_PORT=str(port)), port
 
+    def wait_published(self, timeout: float = 30) -> None:
+        """Until ``callyard api`` has published the menu set (or say what it reported)."""
+        import redis
+
+        from appserver.menus import keys
+
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        deadline = time.monotonic() + timeout
+        while not client.get(keys.CURRENT):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no menu set published: {client.hgetall(keys.STATUS)}"
+                                   f"\n{self.logs()}")
+            time.sleep(0.1)
+
     def stop_all(self) -> None:
         for process in reversed(self.processes):
             process.stop()

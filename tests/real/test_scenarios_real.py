@@ -1,14 +1,32 @@
-"""The shared scenario list (tests/scenarios.py) on the real engines, transcribed from the
-engines' own events (see fs_probe.py), with Callyard's real processes serving the calls."""
+"""The engine scenarios (tests/scenarios.py) on four targets: both simulators, and the real
+FreeSWITCH and Asterisk (transcribed from the engines' own events, see fs_probe.py), served by
+Callyard's real processes with the IVR set of tests/ivr_menus.py in PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
-from fs_probe import FreeswitchProbe
-from scenarios import SCENARIOS, Scenario, run_scenario
+from conftest import REAL_TARGETS, SIM_TARGETS
+from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
+
+from appserver.sim.caller import EngineSimulator
+
+ALL = SCENARIOS + IVR_SCENARIOS
+CASES = [
+    pytest.param(target, scenario, id=f"{target}: {scenario.name}")
+    for target in (*SIM_TARGETS, *REAL_TARGETS)
+    for scenario in ALL
+    if target.removesuffix("-sim") in scenario.engines
+]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-async def test_scenario_on_freeswitch(freeswitch: FreeswitchProbe, scenario: Scenario) -> None:
-    call = await run_scenario(freeswitch, scenario, time_scale=3)
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> EngineSimulator:
+    name = request.node.callspec.params["target"]
+    return request.getfixturevalue(name.replace("-", "_"))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("target", "scenario"), CASES)
+async def test_scenario(engine: EngineSimulator, target: str, scenario: Scenario) -> None:
+    scale = 3.0 if target in REAL_TARGETS else 1.0
+    call = await run_scenario(engine, scenario, time_scale=scale)
     assert call.ended
