@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
+from test_freeswitch_e2e import free_port
 
 from appserver.apps import MenuFlows
 from appserver.menus.publisher import MenuPublisher
@@ -56,12 +56,6 @@ async def test_warns_at_start_and_periodically_until_menus_are_published(
         flows.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _readyz(http: aiohttp.ClientSession, port: int, timeout: float = 30) -> dict:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -87,13 +81,13 @@ async def _metric(http: aiohttp.ClientSession, port: int) -> str:
 async def test_worker_started_alone_says_it_has_no_menus(
     engine: str, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    health = _free_port()
+    health = free_port()
     env = {**os.environ, "CALLYARD_REDIS_URL": redis_url, "CALLYARD_APPS": "",
            "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}",
-           "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{_free_port()}",
+           "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{free_port()}",
            "CALLYARD_FREESWITCH_ESL": ""}
     args = [engine] if engine == "freeswitch" else [
-        engine, "--sim", "--sim-port", str(_free_port()), "--sim-ami-port", str(_free_port())]
+        engine, "--sim", "--sim-port", str(free_port()), "--sim-ami-port", str(free_port())]
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "appserver.cli", *args], cwd=ROOT,
