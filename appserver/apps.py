@@ -47,16 +47,26 @@ class MenuFlows:
     """The IVR app: flows for the numbers in the menus published to Redis.
 
     Uses the blocking reader (a thread, or a greenlet under gevent), so one class serves
-    both workers; ``flow_for`` itself is an in-memory lookup.
+    both workers; ``flow_for`` itself is an in-memory lookup. Until a menu set is published
+    the reader logs a warning every ``warn_interval`` seconds, :meth:`readiness` says so and
+    the metric ``callyard_worker_menu_version`` is 0.
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, warn_interval: float = 60.0) -> None:
         from appserver.menus.readers import MenuSetReader
+        from appserver.metrics import WORKER_MENU_VERSION
 
-        self.reader = MenuSetReader(redis_url)
+        self.reader = MenuSetReader(redis_url, warn_interval=warn_interval)
+        WORKER_MENU_VERSION.set_function(lambda: self.reader.version or 0)
 
     def start(self) -> None:
         self.reader.start()
+
+    def readiness(self) -> str:
+        """The worker's /readyz entry: "ok", or a warning (not a failure: apps still serve)."""
+        from appserver.menus.readers import NO_MENUS
+
+        return "ok" if self.reader.current is not None else f"warning: {NO_MENUS}"
 
     def stop(self) -> None:
         self.reader.stop()

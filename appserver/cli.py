@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "asterisk": "appserver.asterisk.command",
     "render-config": "appserver.render_config",
     "seed-demo": "appserver.demo_command",
+    "sounds": "appserver.sounds_command",
     "menus": "appserver.menus.command",
     "api": "appserver.api.command",
     "livekit-setup": "appserver.agents.setup_command",

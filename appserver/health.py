@@ -2,8 +2,9 @@
 
 ``GET /healthz`` -- 200 while the process runs (``{"status": "ok"}``, or ``"stopping"``
 during a graceful shutdown, still 200: the process is alive).
-``GET /readyz``  -- 200 when every check returns ``"ok"``, else 503 with the failing ones;
-503 as soon as a shutdown started (load balancers stop sending work).
+``GET /readyz``  -- 200 when every check returns ``"ok"`` (or ``"warning: ..."``: worth
+knowing, not a reason to stop sending work), else 503 with the failing ones; 503 as soon as
+a shutdown started (load balancers stop sending work).
 ``GET /metrics`` -- Prometheus exposition of this process.
 
 :class:`AsyncHealthServer` runs on aiohttp (asyncio commands); :class:`GeventHealthServer`
@@ -49,7 +50,7 @@ async def storage_checks(pool: Any = None, redis: Any = None) -> dict[str, str]:
 def _ready_body(checks: dict[str, str], stopping: bool) -> tuple[int, bytes]:
     if stopping:
         checks = {**checks, "shutdown": "stopping: not taking new calls"}
-    ok = all(v == "ok" for v in checks.values())
+    ok = all(v == "ok" or v.startswith("warning:") for v in checks.values())
     return (200 if ok else 503), json.dumps({"ready": ok, "checks": checks}).encode()
 
 

@@ -7,7 +7,8 @@ Per process (each serves its own ``/metrics``):
   :class:`~appserver.cdr.flow.CdrObserver` the workers give their CDR wrappers;
 * ``callyard_ivr_step_seconds{engine}`` -- event in to commands out, inside the flow;
 * ``callyard_engine_connected{engine,node}`` -- 1 while the worker's link to the node is up;
-* ``callyard_menu_reload_total`` / ``callyard_menu_version`` (menu publication, API process).
+* ``callyard_menu_reload_total`` / ``callyard_menu_version`` (menu publication, API process);
+* ``callyard_worker_menu_version`` -- the menu set a worker serves (0: none published yet).
 
 From Redis, refreshed by :class:`RedisStatsPoller` (the CDR writer runs one):
 ``callyard_queue_waiting``, ``callyard_queue_longest_wait_seconds``,
@@ -43,6 +44,8 @@ STEP_SECONDS = Histogram(
 )
 ENGINE_CONNECTED = Gauge("callyard_engine_connected",
                          "1 while the connection to the engine node is up.", ["engine", "node"])
+WORKER_MENU_VERSION = Gauge("callyard_worker_menu_version",
+                            "Version of the menu set this worker serves (0: none published).")
 QUEUE_WAITING = Gauge("callyard_queue_waiting", "Callers waiting in the queue.", ["queue"])
 QUEUE_LONGEST = Gauge("callyard_queue_longest_wait_seconds",
                       "Wait of the caller waiting longest.", ["queue"])

@@ -62,7 +62,7 @@ log = logging.getLogger("callyard.app")
 
 DIGIT_CHARS = frozenset("0123456789*#ABCD")
 FAILURE_CAUSE = "NORMAL_TEMPORARY_FAILURE"
-DEFAULT_ERROR_PROMPT = "ivr/ivr-call_cannot_be_completed_as_dialed"
+DEFAULT_ERROR_PROMPT = "callyard/cannot-complete"  # generated for both engines (appserver.sounds)
 
 
 class CallerHungUp(Exception):

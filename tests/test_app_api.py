@@ -12,6 +12,7 @@ import pytest
 from appserver.apps import AppLoadError, AppRouter, load_app
 from ivr import calls as c
 from ivr.app import (
+    DEFAULT_ERROR_PROMPT,
     App,
     Call,
     CallerHungUp,
@@ -245,7 +246,7 @@ def test_bad_steps_are_contained(body: str) -> None:
         assert call.error is None and call.hangup_cause == "NORMAL_CLEARING"
     else:
         assert "not a step" in (call.error or "")
-        assert call.played[-1].startswith("file:ivr/")
+        assert call.played[-1] == f"file:{DEFAULT_ERROR_PROMPT}"
 
 
 def test_a_flow_that_never_returns_hits_the_step_timeout() -> None:

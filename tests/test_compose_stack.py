@@ -261,6 +261,7 @@ def test_callyard_commands_run_by_the_stack_exist() -> None:
     used = {services[n]["command"][0] for n in services if n.startswith("callyard-")}
     used |= set(re.findall(r"callyard ([a-z-]+)", services["setup"]["command"][0]))
     used.add(services["livekit-setup"]["command"][0])
+    used.add(services["prompts"]["command"][0])
     assert used == {
         "api",
         "freeswitch",
@@ -269,23 +270,27 @@ def test_callyard_commands_run_by_the_stack_exist() -> None:
         "migrate",
         "seed-demo",
         "livekit-setup",
+        "sounds",
     }
     assert used <= set(COMMANDS), sorted(used - set(COMMANDS))
 
 
-def test_demo_prompts_reach_both_engines_sound_folders() -> None:
+def test_every_generated_sound_set_reaches_both_engines_sound_folders() -> None:
+    from appserver.sounds import SETS
+
     services = _services()
     prompts = services["prompts"]
-    assert prompts["entrypoint"][1] == "/opt/callyard-prompts/make_demo_prompts.py"
-    assert "./prompts:/opt/callyard-prompts:ro" in prompts["volumes"]
-    assert f"prompts:{prompts['command'][0]}" in prompts["volumes"]
-    # FreeSWITCH plays demo/x.wav under its sound_prefix; Asterisk sound:demo/x in en/
-    assert (
-        "prompts:/usr/share/freeswitch/sounds/en/us/callie/demo:ro"
-        in (services["freeswitch"]["volumes"])
-    )
-    assert "prompts:/var/lib/asterisk/sounds/en/demo:ro" in services["asterisk"]["volumes"]
-    for engine in ("freeswitch", "asterisk"):
+    out_dir = prompts["command"][1]
+    assert prompts["command"] == ["sounds", out_dir]  # `callyard sounds OUT_DIR`: every set
+    # FreeSWITCH plays <set>/x.wav under its sound_prefix; Asterisk sound:<set>/x in en/
+    folders = {"freeswitch": "/usr/share/freeswitch/sounds/en/us/callie",
+               "asterisk": "/var/lib/asterisk/sounds/en"}
+    for set_name in SETS:
+        volume = f"sounds-{set_name}"
+        assert f"{volume}:{out_dir}/{set_name}" in prompts["volumes"]
+        for engine, folder in folders.items():
+            assert f"{volume}:{folder}/{set_name}:ro" in services[engine]["volumes"], engine
+    for engine in folders:
         condition = services[engine]["depends_on"]["prompts"]["condition"]
         assert condition == "service_completed_successfully"
 

@@ -106,10 +106,10 @@ def create_app(
 
         @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
         async def softphone(request: Request) -> HTMLResponse:
-            from appserver.demo import PROMPT_TEXT
+            from appserver.sounds import generated
 
             return templates.TemplateResponse(
-                request, "softphone.html", {"captions": PROMPT_TEXT}
+                request, "softphone.html", {"captions": generated()}
             )
 
     return app

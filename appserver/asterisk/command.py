@@ -158,6 +158,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         checks = await storage_checks(redis=redis)
         up = [link.name for link in worker.links if link.connected.is_set()]
         checks["asterisk"] = "ok" if up else "error: no Asterisk node connected"
+        checks["menus"] = menus.readiness()
         return checks
 
     health_listen = args.health_listen or settings.health_listen

@@ -26,6 +26,7 @@ from appserver.cdr.flow import CdrCalls
 from appserver.metrics import ENGINE_CONNECTED, CallMetrics
 
 if TYPE_CHECKING:
+    from appserver.apps import MenuFlows
     from appserver.settings import Settings
     from ivr.calls import CallFlow, CallInfo
 
@@ -36,8 +37,10 @@ Factory = Callable[["CallInfo"], "CallFlow | None"]
 class WorkerOps:
     def __init__(self, settings: Settings, redis_url: str | None,
                  health_listen: str | None = None,
-                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None) -> None:
+                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None,
+                 menus: MenuFlows | None = None) -> None:
         self.grace = settings.shutdown_grace
+        self.menus = menus
         self.redis: Any = None
         self.sink: Any = None
         self.cdrs: CdrCalls | None = None
@@ -86,7 +89,8 @@ class WorkerOps:
             self.health.start()
 
     def checks(self) -> dict[str, str]:
-        """Readiness: Redis (when configured), the listening socket, the inbound links."""
+        """Readiness: Redis (when configured), the listening socket, the inbound links;
+        whether a menu set is loaded (a warning only)."""
         checks: dict[str, str] = {}
         if self.redis is not None:
             try:
@@ -101,6 +105,8 @@ class WorkerOps:
             checks["freeswitch"] = "error: no FreeSWITCH node connected over inbound ESL"
         else:
             checks["freeswitch"] = "ok"
+        if self.menus is not None:
+            checks["menus"] = self.menus.readiness()
         return checks
 
     def drain(self, worker: Any) -> None:

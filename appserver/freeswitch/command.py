@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
                           sip_template=settings.freeswitch_sip_template)
-    ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue)  # CDRs, health
+    ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue,  # CDRs, health
+                    menus=menus)
     worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()

@@ -4,6 +4,8 @@ Both readers hold :attr:`current` (None until a menu set was ever published) and
 when a new version appears: on a PUBLISH on ``callyard:menus``, and by polling every
 ``poll_interval`` seconds as a safety net (a missed message, a Redis restart). A call keeps
 the MenuSet object it started with, so replacing ``current`` never disturbs running calls.
+While no menu set is loaded a reader says so at start and then every ``warn_interval``
+seconds (:data:`NO_MENUS`): calls to menu numbers are refused until one is published.
 
     reader = MenuSetReader("redis://127.0.0.1:6379/0")     # gevent / threads
     reader.start()
@@ -34,6 +36,9 @@ from ivr.machine import IvrCall
 
 log = logging.getLogger("callyard.menus")
 Listener = Callable[[MenuSet], None]
+NO_MENUS = ("no menu set published: calls to menu numbers are answered 'not in service' "
+            "until one is; run `callyard api` (it publishes the menus from PostgreSQL) or "
+            "`callyard menus publish`")
 
 
 def _version(raw: Any) -> int | None:
@@ -46,11 +51,13 @@ def _version(raw: Any) -> int | None:
 
 
 class _ReaderBase:
-    def __init__(self, poll_interval: float) -> None:
+    def __init__(self, poll_interval: float, warn_interval: float) -> None:
         self.poll_interval = poll_interval
+        self.warn_interval = warn_interval
         self.current: MenuSet | None = None
         self.last_error = ""
         self._listeners: list[Listener] = []
+        self._next_warning = 0.0
 
     @property
     def version(self) -> int | None:
@@ -66,6 +73,16 @@ class _ReaderBase:
         """A flow for a call to ``number`` on the current menu set (None if none/unknown)."""
         current = self.current
         return current.flow_for(number, clock=clock) if current is not None else None
+
+    def _warn_while_empty(self) -> None:
+        """While no menu set is loaded: say so, at most every ``warn_interval`` seconds."""
+        if self.current is not None:
+            return
+        now = time.monotonic()
+        if now < self._next_warning:
+            return
+        self._next_warning = now + self.warn_interval
+        log.warning(NO_MENUS, extra={"error": self.last_error} if self.last_error else None)
 
     def _install(self, version: int, doc: Any) -> MenuSet | None:
         if doc is None:
@@ -98,8 +115,9 @@ class MenuSetReader(_ReaderBase):
         *,
         client: redis.Redis | None = None,
         poll_interval: float = 5.0,
+        warn_interval: float = 60.0,
     ) -> None:
-        super().__init__(poll_interval)
+        super().__init__(poll_interval, warn_interval)
         if client is None:
             if url is None:
                 raise ValueError("give a Redis URL or a client")
@@ -111,6 +129,8 @@ class MenuSetReader(_ReaderBase):
     def refresh(self) -> MenuSet | None:
         """Load the live version if it differs from :attr:`current`; the current MenuSet."""
         version = _version(self.client.get(keys.CURRENT))
+        if version is None:
+            self.last_error = ""  # Redis answers; nothing is published
         if version is None or version == self.version:
             return self.current
         return self._install(version, self.client.get(keys.version_key(version)))
@@ -120,7 +140,9 @@ class MenuSetReader(_ReaderBase):
         try:
             self.refresh()
         except redis.RedisError as exc:
+            self.last_error = f"redis: {exc}"
             log.warning("menu sets not readable yet", extra={"error": str(exc)})
+        self._warn_while_empty()
         self._stop.clear()
         self._thread = threading.Thread(target=self._follow, name="menuset-reader", daemon=True)
         self._thread.start()
@@ -153,9 +175,11 @@ class MenuSetReader(_ReaderBase):
                     if message is not None or time.monotonic() >= next_poll:
                         self.refresh()
                         next_poll = time.monotonic() + self.poll_interval
+                    self._warn_while_empty()
             except (redis.RedisError, OSError) as exc:
                 self.last_error = f"redis: {exc}"
                 log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
+                self._warn_while_empty()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
@@ -172,8 +196,9 @@ class AsyncMenuSetReader(_ReaderBase):
         *,
         client: aioredis.Redis | None = None,
         poll_interval: float = 5.0,
+        warn_interval: float = 60.0,
     ) -> None:
-        super().__init__(poll_interval)
+        super().__init__(poll_interval, warn_interval)
         if client is None:
             if url is None:
                 raise ValueError("give a Redis URL or a client")
@@ -183,6 +208,8 @@ class AsyncMenuSetReader(_ReaderBase):
 
     async def refresh(self) -> MenuSet | None:
         version = _version(await self.client.get(keys.CURRENT))
+        if version is None:
+            self.last_error = ""  # Redis answers; nothing is published
         if version is None or version == self.version:
             return self.current
         return self._install(version, await self.client.get(keys.version_key(version)))
@@ -191,7 +218,9 @@ class AsyncMenuSetReader(_ReaderBase):
         try:
             await self.refresh()
         except (redis.RedisError, OSError) as exc:
+            self.last_error = f"redis: {exc}"
             log.warning("menu sets not readable yet", extra={"error": str(exc)})
+        self._warn_while_empty()
         self._task = asyncio.create_task(self._follow(), name="menuset-reader")
 
     async def stop(self) -> None:
@@ -223,9 +252,11 @@ class AsyncMenuSetReader(_ReaderBase):
                     if message is not None or time.monotonic() >= next_poll:
                         await self.refresh()
                         next_poll = time.monotonic() + self.poll_interval
+                    self._warn_while_empty()
             except (redis.RedisError, OSError) as exc:
                 self.last_error = f"redis: {exc}"
                 log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
+                self._warn_while_empty()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:

@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  // Text of known sound files (the demo's), shown as captions instead of file names.
+  // Text of the sound files Callyard generates (appserver.sounds), shown as captions.
   const captions = JSON.parse(document.getElementById("captions").textContent || "{}");
   let callId = null;
   let timer = null;
