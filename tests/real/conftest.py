@@ -32,7 +32,7 @@ from engines import (
 )
 from engines import stop as stop_engine
 from fs_probe import FreeswitchProbe
-from stack import Stack
+from stack import Stack, callyard
 
 from appserver.embedded import free_port
 from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
@@ -86,15 +86,18 @@ def real_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def test_sounds() -> Iterator[None]:
-    created: list[Path] = []
-    for folder in (FS_SOUNDS,):
+    """The product's own sounds installed as an operator would (``callyard sounds <folder>``),
+    and the tests' prompts as tones; what did not exist before is removed afterwards."""
+    folders = (FS_SOUNDS,)
+    before = {p for folder in folders for p in folder.rglob("*.wav")}
+    for folder in folders:
+        callyard("sounds", str(folder), "--set", "queue", "--set", "callyard")
         for name in TEST_PROMPTS:
             path = folder / f"{name}.wav"
             if not path.exists():
                 write_tone(path, 0.6)
-                created.append(path)
     yield
-    for path in created:
+    for path in {p for folder in folders for p in folder.rglob("*.wav")} - before:
         path.unlink(missing_ok=True)
 
 

@@ -42,6 +42,15 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def callyard(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run a one-shot ``callyard`` command to completion; its output, or an error saying why."""
+    result = subprocess.run([sys.executable, "-m", "appserver.cli", *args], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"callyard {' '.join(args)}: {result.stdout}{result.stderr}")
+    return result.stdout + result.stderr
+
+
 @dataclass
 class Process:
     """One ``callyard <command>`` process; its output goes to ``log`` (kept for failures)."""
@@ -90,12 +99,8 @@ class Stack:
         return base_env(self.database_url, self.redis_url, **extra)
 
     def run(self, *args: str, timeout: float = 120) -> str:
-        """Run a one-shot ``callyard`` command (migrate, menus publish ...) to completion."""
-        result = subprocess.run([sys.executable, "-m", "appserver.cli", *args], cwd=REPO,
-                                env=self.env(), capture_output=True, text=True, timeout=timeout)
-        if result.returncode != 0:
-            raise RuntimeError(f"callyard {' '.join(args)}: {result.stdout}{result.stderr}")
-        return result.stdout + result.stderr
+        """A one-shot ``callyard`` command (migrate, menus publish ...) on this stack."""
+        return callyard(*args, env=self.env(), timeout=timeout)
 
     def start(self, name: str, *args: str, ready_port: int | None = None, **env: str) -> Process:
         process = Process(name, list(args), self.env(**env), self.directory / f"{name}.log")
