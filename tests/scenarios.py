@@ -56,6 +56,7 @@ class Scenario:
     # simulated endpoints for dial targets: "answer" | "busy" | "no_answer" | "fail"
     endpoints: dict[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ("freeswitch", "asterisk")  # where the scenario applies
+    cdr: str | None = "hangup"  # the disposition of the call's one CDR (None: no CDR)
 
 
 ENDPOINTS = {"1001": "answer", "1002": "busy", "1003": "no_answer"}
@@ -76,6 +77,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             expect("hangup", "NORMAL_CLEARING*"),
         ),
         ENDPOINTS,
+        cdr="answered",
     ),
     Scenario(
         "submenu to a queue (no queue runtime: queue closed message)",
@@ -89,12 +91,14 @@ SCENARIOS: tuple[Scenario, ...] = (
             expect("hangup", "NORMAL_CLEARING*"),
         ),
         ENDPOINTS,
+        cdr="failed",
     ),
     Scenario(
         "transfer from the main menu",
         "9999",
         (prompt("ivr/welcome"), press("0"), expect("transferred", "1000"), expect("hangup")),
         ENDPOINTS,
+        cdr="transferred",
     ),
     Scenario(
         "three levels deep, dial not answered, back to the menu",
@@ -134,6 +138,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             expect("transferred", "2000"),
         ),
         ENDPOINTS,
+        cdr="transferred",
     ),
     Scenario(
         "invalid digit replays the menu",
@@ -147,6 +152,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             expect("transferred", "1000"),
         ),
         ENDPOINTS,
+        cdr="transferred",
     ),
     Scenario(
         "three invalid digits: goodbye and hang up",
@@ -194,11 +200,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "number with no flow: polite message and hangup",
         "8999",
         (expect("answered"), expect("prompt_started"), expect("hangup"), never("dtmf")),
+        cdr=None,  # no app took the call
     ),
     Scenario(
         "flow crashing at start: polite message and hangup",
         "9998",
         (expect("answered"), expect("prompt_started"), expect("hangup")),
+        cdr="failed",
     ),
 )
 
@@ -275,6 +283,7 @@ IVR_SCENARIOS: tuple[Scenario, ...] = (
          expect("hangup", "NORMAL_CLEARING*", timeout=8), never("prompt_started",
                                                                 "file:callyard-test/invalid")),
         ENDPOINTS,
+        cdr="answered",
     ),
     Scenario(
         "ivr: dial a busy extension, back to the menu",
@@ -288,6 +297,7 @@ IVR_SCENARIOS: tuple[Scenario, ...] = (
         "ivr: transfer into the dialplan",
         "8100",
         (t("welcome"), press("0"), expect("transferred", "1000"), expect("hangup")),
+        cdr="transferred",
     ),
     Scenario(
         "caller hangs up while the dialled party rings",
@@ -313,6 +323,7 @@ IVR_SCENARIOS: tuple[Scenario, ...] = (
             expect("prompt_started", "number:1"), expect("moh", "default"),
             hangup(), expect("hangup", "NORMAL_CLEARING caller"),
         ),
+        cdr="abandoned",
     ),
 )
 

@@ -4,6 +4,10 @@ Callyard's real processes with the IVR set of tests/ivr_menus.py in PostgreSQL."
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import asyncpg
 import pytest
 from conftest import REAL_TARGETS, SIM_TARGETS
 from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
@@ -25,8 +29,26 @@ def engine(request: pytest.FixtureRequest) -> EngineSimulator:
     return request.getfixturevalue(name.replace("-", "_"))  # type: ignore[no-any-return]
 
 
+async def cdrs_of(database: str, call_id: str, wait: float) -> list[asyncpg.Record]:
+    """The call's CDRs once the writer stored one (or none after ``wait`` seconds)."""
+    conn = await asyncpg.connect(database)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            rows = await conn.fetch("SELECT * FROM cdrs WHERE call_id = $1", call_id)
+            if rows or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize(("target", "scenario"), CASES)
-async def test_scenario(engine: EngineSimulator, target: str, scenario: Scenario) -> None:
+async def test_scenario(
+    engine: EngineSimulator, target: str, scenario: Scenario, real_database: str
+) -> None:
     scale = 3.0 if target in REAL_TARGETS else 1.0
     call = await run_scenario(engine, scenario, time_scale=scale)
     assert call.ended
+    rows = await cdrs_of(real_database, call.call_id, 15 if scenario.cdr else 1)
+    assert [r["disposition"] for r in rows] == ([scenario.cdr] if scenario.cdr else [])
