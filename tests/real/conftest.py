@@ -15,6 +15,7 @@ import tempfile
 import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -32,7 +33,7 @@ from engines import (
 )
 from engines import stop as stop_engine
 from fs_probe import FreeswitchProbe
-from stack import Stack, callyard
+from stack import Process, Stack, callyard
 
 from appserver.embedded import free_port
 from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
@@ -146,30 +147,54 @@ def stack(real_dir: Path, real_database: str, real_redis_url: str) -> Iterator[S
 # ---------------------------------------------------------------- the four targets
 
 
-def _fs_worker(stack: Stack, name: str, port: int, esl: str, **env: str) -> None:
-    stack.start(name, "freeswitch", ready_port=port, CALLYARD_APPS="flows:factory",
-                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{port}", CALLYARD_FREESWITCH_ESL=esl,
-                **env)  # fmt: skip
+@dataclass
+class FsWorkers:
+    """The FreeSWITCH target's workers: the dialplan tries ``ports`` in order; the first
+    worker runs for the whole session (name ``names[0]``), the second only when a test
+    starts it. ``esl`` is the node's inbound Event Socket for the workers."""
+
+    stack: Stack
+    names: tuple[str, str]
+    ports: tuple[int, int]
+    esl: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, index: int) -> Process:
+        name, port = self.names[index], self.ports[index]
+        health = free_port()
+        process = self.stack.start(
+            name, "freeswitch", ready_port=port, CALLYARD_APPS="flows:factory",
+            CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{port}", CALLYARD_FREESWITCH_ESL=self.esl,
+            CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}", **self.env,
+        )
+        process.health_port = health
+        return process
 
 
 @pytest.fixture(scope="session")
 def freeswitch_engine(real_dir: Path, test_sounds: None) -> Iterator[FreeswitchConf]:
-    conf = FreeswitchConf(workers=(free_port(),))
+    conf = FreeswitchConf(workers=(free_port(), free_port()))
     with exclusive("freeswitch"):
-        directory = build_freeswitch_conf(real_dir / "freeswitch", conf)
+        conf.directory = build_freeswitch_conf(real_dir / "freeswitch", conf)
         FS_LOG.parent.mkdir(parents=True, exist_ok=True)
-        start_freeswitch(directory)
+        start_freeswitch(conf.directory)
         yield conf
         stop_engine("freeswitch")
 
 
+@pytest.fixture(scope="session")
+def freeswitch_workers(freeswitch_engine: FreeswitchConf, stack: Stack) -> FsWorkers:
+    workers = FsWorkers(stack, ("freeswitch", "freeswitch-2"), freeswitch_engine.workers,
+                        "127.0.0.1:8021:ClueCon", {
+                            "CALLYARD_FREESWITCH_DIAL_TEMPLATE":
+                                "loopback/{target}/callyard-test-parties"})  # fmt: skip
+    workers.start(0)
+    return workers
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def freeswitch(
-    freeswitch_engine: FreeswitchConf, stack: Stack
-) -> AsyncIterator[FreeswitchProbe]:
-    """A ``callyard freeswitch`` worker serving the real engine, and a probe placing calls."""
-    _fs_worker(stack, "freeswitch", freeswitch_engine.workers[0], "127.0.0.1:8021:ClueCon",
-               CALLYARD_FREESWITCH_DIAL_TEMPLATE="loopback/{target}/callyard-test-parties")
+async def freeswitch(freeswitch_workers: FsWorkers) -> AsyncIterator[FreeswitchProbe]:
+    """The real FreeSWITCH served by a ``callyard freeswitch`` worker; a probe placing calls."""
     probe = FreeswitchProbe()
     await probe.start()
     yield probe
@@ -177,16 +202,26 @@ async def freeswitch(
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def freeswitch_sim(stack: Stack) -> AsyncIterator[FreeswitchSimulator]:
-    """The ESL simulator (in this process) and a ``callyard freeswitch`` worker serving it."""
-    port = free_port()
+async def freeswitch_sim_workers(stack: Stack) -> AsyncIterator[tuple[FreeswitchSimulator,
+                                                                      FsWorkers]]:
+    ports = (free_port(), free_port())
     behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=1.0, no_answer_seconds=30,
                           endpoints={"1001": "answer", "1002": "busy", "1003": "no_answer"})
-    sim = FreeswitchSimulator([("127.0.0.1", port)], behaviour)
+    sim = FreeswitchSimulator([("127.0.0.1", port) for port in ports], behaviour)
     await sim.start(esl_port=0)
-    _fs_worker(stack, "freeswitch-sim", port, f"127.0.0.1:{sim.esl_port}:{sim.password}")
-    yield sim
+    workers = FsWorkers(stack, ("freeswitch-sim", "freeswitch-sim-2"), ports,
+                        f"127.0.0.1:{sim.esl_port}:{sim.password}")
+    workers.start(0)
+    yield sim, workers
     await sim.stop()
+
+
+@pytest.fixture(scope="session")
+def freeswitch_sim(
+    freeswitch_sim_workers: tuple[FreeswitchSimulator, FsWorkers],
+) -> FreeswitchSimulator:
+    """The ESL simulator (in this process), served by a ``callyard freeswitch`` worker."""
+    return freeswitch_sim_workers[0]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

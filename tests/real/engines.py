@@ -71,10 +71,11 @@ def _replace_dir(source: Path, target: Path) -> None:
     shutil.copytree(source, target)
 
 
-@dataclass(frozen=True)
+@dataclass
 class FreeswitchConf:
     workers: tuple[int, ...]  # outbound-ESL ports of the Callyard workers, in dialplan order
     sip_port: int = 5062  # the callyard SIP profile (Kamailio dispatches here)
+    directory: Path = Path()  # the built configuration
 
 
 def build_freeswitch_conf(directory: Path, conf: FreeswitchConf) -> Path:

@@ -60,6 +60,7 @@ class Process:
     env: dict[str, str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    health_port: int = 0  # its /healthz /readyz /metrics, when it serves them
 
     def start(self) -> Process:
         with self.log.open("ab") as out:
@@ -108,6 +109,10 @@ class Stack:
         if ready_port is not None:
             wait_port(ready_port, process.proc)
         return process
+
+    def process(self, name: str) -> Process:
+        """The last process started under ``name``."""
+        return next(p for p in reversed(self.processes) if p.name == name)
 
     def api(self) -> tuple[Process, int]:
         port = free_port()
