@@ -158,58 +158,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class EngineNode(UdpEndpoint):
-    """Stands in for a FreeSWITCH/Asterisk node: answers OPTIONS and INVITE as scripted.
-
-    ``alive`` False: answers nothing. ``invite`` is "ok" (100 + 200), "503", or "silent".
-    """
-
-    def __init__(self, name: str, ip: str) -> None:
-        super().__init__(ip)
-        self.name = name
-        self.alive = True
-        self.invite = "ok"
-        self.options = 200  # status answered to OPTIONS
-        self.received: list[SipMessage] = []
-
-    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
-        if msg.is_response:
-            self.received.append(msg)
-            return
-        self.received.append(msg)
-        if not self.alive:
-            return
-        tag = ("X-Node", self.name)
-        if msg.method == "OPTIONS":
-            self.send(response_to(msg, self.options, "Probe Reply", tag), addr)
-        elif msg.method == "INVITE":
-            if self.invite == "ok":
-                self.send(response_to(msg, 100, "Trying", tag), addr)
-                contact = ("Contact", f"<sip:{self.name}@{self.ip}:{self.port}>")
-                self.send(response_to(msg, 200, "OK", tag, contact), addr)
-            elif self.invite == "503":
-                self.send(response_to(msg, 503, "Service Unavailable", tag), addr)
-        elif msg.method in ("BYE", "CANCEL"):
-            self.send(response_to(msg, 200, "OK", tag), addr)
-
-    def invites(self) -> list[SipMessage]:
-        """Distinct INVITE transactions received (retransmissions folded)."""
-        seen: dict[str, SipMessage] = {}
-        for m in self.received:
-            if not m.is_response and m.method == "INVITE":
-                seen.setdefault(m.call_id, m)
-        return list(seen.values())
-
-    def options_count(self) -> int:
-        return sum(1 for m in self.received if not m.is_response and m.method == "OPTIONS")
-
-    def reset(self) -> None:
-        self.alive = True
-        self.invite = "ok"
-        self.options = 200
-        self.received.clear()
-
-
 class SipClient(UdpEndpoint):
     """A caller, phone or engine-side UAC: sends requests, collects responses per Call-ID.
 
@@ -291,6 +239,60 @@ class SipClient(UdpEndpoint):
             build(f"{method} {contact} SIP/2.0", headers),
             (first_hop.group(1), int(first_hop.group(2))),
         )
+
+
+class EngineNode(SipClient):
+    """Stands in for a FreeSWITCH/Asterisk node: answers OPTIONS and INVITE as scripted.
+
+    ``alive`` False: answers nothing. ``invite`` is "ok" (100 + 200), "503", or "silent".
+    It also sends requests from its own socket, as an engine does (``edge``: the edge's
+    internal socket, set once the edge runs).
+    """
+
+    def __init__(self, name: str, ip: str) -> None:
+        super().__init__(ip, ("", 0))
+        self.name = name
+        self.alive = True
+        self.invite = "ok"
+        self.options = 200  # status answered to OPTIONS
+        self.received: list[SipMessage] = []
+
+    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        self.received.append(msg)
+        if msg.is_response:
+            super().on_message(msg, addr)
+            return
+        if not self.alive:
+            return
+        tag = ("X-Node", self.name)
+        if msg.method == "OPTIONS":
+            self.send(response_to(msg, self.options, "Probe Reply", tag), addr)
+        elif msg.method == "INVITE":
+            if self.invite == "ok":
+                self.send(response_to(msg, 100, "Trying", tag), addr)
+                contact = ("Contact", f"<sip:{self.name}@{self.ip}:{self.port}>")
+                self.send(response_to(msg, 200, "OK", tag, contact), addr)
+            elif self.invite == "503":
+                self.send(response_to(msg, 503, "Service Unavailable", tag), addr)
+        elif msg.method in ("BYE", "CANCEL"):
+            self.send(response_to(msg, 200, "OK", tag), addr)
+
+    def invites(self) -> list[SipMessage]:
+        """Distinct INVITE transactions received (retransmissions folded)."""
+        seen: dict[str, SipMessage] = {}
+        for m in self.received:
+            if not m.is_response and m.method == "INVITE":
+                seen.setdefault(m.call_id, m)
+        return list(seen.values())
+
+    def options_count(self) -> int:
+        return sum(1 for m in self.received if not m.is_response and m.method == "OPTIONS")
+
+    def reset(self) -> None:
+        self.alive = True
+        self.invite = "ok"
+        self.options = 200
+        self.received.clear()
 
 
 # ----------------------------------------------------------------------------- the edge
@@ -420,6 +422,8 @@ async def running_edge(
             start_new_session=True,
         )
     e = Edge(port=port, internal_port=internal_port, ctl=ctl, nodes=nodes, log=log, process=process)
+    for node in nodes.values():
+        node.edge = e.internal_addr
     try:
         probe = await e.client()
         deadline = time.monotonic() + 15
@@ -561,6 +565,18 @@ async def test_engine_is_chosen_by_called_number(
     assert (reply.get("X-Node") or "").startswith(engine)
     node = healthy.nodes[reply.get("X-Node") or ""]
     assert node.invites()[0].ruri.startswith(f"sip:{ruri_user}@")
+
+
+async def test_a_caller_on_an_engine_host_is_not_taken_for_the_engine(healthy: Edge) -> None:
+    # single-host and host-network deployments: a phone shares the engine's address,
+    # on another port; the engine is recognised by address AND port
+    fs1 = healthy.nodes["fs1"]
+    caller = await healthy.client(fs1.ip)
+    reply = await caller.call("9999")
+    assert reply.status == 200
+    assert (reply.get("X-Node") or "").startswith("fs")
+    # and an unregistered number from the engine's own socket is still not sent back
+    assert (await fs1.call("9999")).status == 404
 
 
 async def test_keepalive_options_answered_under_any_name(healthy: Edge) -> None:
@@ -751,10 +767,7 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
     assert f"{phone.ip}:{phone.port}" in (ok.get("Contact") or "")
 
     # an engine node calls the agent: delivered to the phone, not dispatched to engines
-    fs1 = healthy.nodes["fs1"]
-    engine_side = SipClient(fs1.ip, healthy.internal_addr)
-    await engine_side.open()
-    healthy.clients.append(engine_side)
+    engine_side = healthy.nodes["fs1"]
     reply = await engine_side.call("1001")
     assert reply.status == 200
     assert [r.method for r in phone.requests] == ["INVITE"]
