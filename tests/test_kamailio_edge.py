@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -25,6 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from sip_ua import (
+    SipCaller,
+    SipEndpoint,
+    SipMessage,
+    build,
+    digest_authorization,
+    parse_sip,
+    response_to,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "compose" / "kamailio" / "entrypoint.sh"
@@ -44,84 +53,6 @@ FLOODER_IP = "127.0.0.9"
 NODE_IPS = {"fs1": "127.0.0.2", "fs2": "127.0.0.3", "ast1": "127.0.0.4"}
 INVITE_TIMEOUT_MS = 1000
 AGENT_PASSWORD = "agent-secret"
-
-
-# ----------------------------------------------------------------------------- SIP text
-
-
-@dataclass
-class SipMessage:
-    first_line: str
-    headers: list[tuple[str, str]]
-    body: str = ""
-
-    @property
-    def is_response(self) -> bool:
-        return self.first_line.startswith("SIP/2.0 ")
-
-    @property
-    def status(self) -> int:
-        return int(self.first_line.split()[1])
-
-    @property
-    def method(self) -> str:
-        return self.first_line.split()[0]
-
-    @property
-    def ruri(self) -> str:
-        return self.first_line.split()[1]
-
-    def get(self, name: str) -> str | None:
-        values = self.get_all(name)
-        return values[0] if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        names = {name.lower(), *_COMPACT.get(name.lower(), ())}
-        return [v for k, v in self.headers if k.lower() in names]
-
-    @property
-    def call_id(self) -> str:
-        return self.get("Call-ID") or ""
-
-
-_COMPACT = {"via": ("v",), "call-id": ("i",), "from": ("f",), "to": ("t",), "contact": ("m",)}
-
-
-def parse_sip(data: bytes) -> SipMessage | None:
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return None
-    head, _, body = text.partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.append((name.strip(), value.strip()))
-    return SipMessage(lines[0], headers, body)
-
-
-def build(first_line: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
-    lines = [first_line, *(f"{k}: {v}" for k, v in headers)]
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
-
-
-def response_to(request: SipMessage, status: int, reason: str, *extra: tuple[str, str]) -> bytes:
-    headers = [("Via", v) for v in request.get_all("Via")]
-    headers += [("Record-Route", v) for v in request.get_all("Record-Route")]
-    to = request.get("To") or ""
-    if status > 100 and ";tag=" not in to:
-        to += f";tag={uuid.uuid4().hex[:8]}"
-    headers += [
-        ("From", request.get("From") or ""),
-        ("To", to),
-        ("Call-ID", request.call_id),
-        ("CSeq", request.get("CSeq") or ""),
-        *extra,
-    ]
-    return build(f"SIP/2.0 {status} {reason}", headers)
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -723,38 +654,38 @@ async def register(
     *,
     contact: str | None = None,
     password: str = AGENT_PASSWORD,
+    auth_user: str | None = None,
 ) -> SipMessage:
-    """REGISTER ``extension`` with digest auth; ``contact`` "host:port" as the phone sees
-    itself (a NATed phone's private address), its socket by default."""
+    """REGISTER ``extension`` with digest auth as ``auth_user`` (the extension by default);
+    ``contact`` "host:port" as the phone sees itself (a NATed phone's private address), its
+    socket by default."""
     contact = contact or f"{phone.ip}:{phone.port}"
     register_uri = f"sip:{EDGE_IP}:{edge.port}"
-    headers = [
-        ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport"),
-        ("To", f"<sip:{extension}@{EDGE_IP}>"),
-        ("Contact", f"<sip:{extension}@{contact}>"),
-        ("Expires", "120"),
-    ]
+
+    def headers() -> list[tuple[str, str]]:
+        return [
+            ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport"),
+            ("To", f"<sip:{extension}@{EDGE_IP}>"),
+            ("Contact", f"<sip:{extension}@{contact}>"),
+            ("Expires", "120"),
+        ]
+
     omit = ("Via", "To", "Contact")
-    challenge = await phone.final(phone.request("REGISTER", None, omit=omit, extra=headers))
+    challenge = await phone.final(phone.request("REGISTER", None, omit=omit, extra=headers()))
     assert challenge.status == 401
-    www = challenge.get("WWW-Authenticate") or ""
-    realm = re.search(r'realm="([^"]+)"', www)
-    nonce = re.search(r'nonce="([^"]+)"', www)
-    assert realm and nonce, www
-    ha1 = hashlib.md5(f"{extension}:{realm.group(1)}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
-    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
-    authorization = (
-        f'Digest username="{extension}", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
-        f'uri="{register_uri}", response="{response}", algorithm=MD5'
+    authorization = digest_authorization(
+        challenge.get("WWW-Authenticate") or "",
+        "REGISTER",
+        register_uri,
+        auth_user or extension,
+        password,
     )
-    headers[0] = ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport")
     call_id = phone.request(
         "REGISTER",
         None,
         cseq="2 REGISTER",
         omit=omit,
-        extra=[*headers, ("Authorization", authorization)],
+        extra=[*headers(), ("Authorization", authorization)],
     )
     return await phone.final(call_id)
 
@@ -785,38 +716,7 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
 async def test_registration_needs_matching_auth_user(healthy: Edge) -> None:
     phone = await healthy.client()
     # credentials of 1001 used to register 1009
-    contact = f"{phone.ip}:{phone.port}"
-    call_id = phone.request(
-        "REGISTER",
-        None,
-        omit=("To", "Contact"),
-        extra=[("To", f"<sip:1009@{EDGE_IP}>"), ("Contact", f"<sip:1009@{contact}>")],
-    )
-    challenge = await phone.final(call_id)
-    www = challenge.get("WWW-Authenticate") or ""
-    realm = re.search(r'realm="([^"]+)"', www)
-    nonce = re.search(r'nonce="([^"]+)"', www)
-    assert realm and nonce
-    register_uri = f"sip:{EDGE_IP}:{healthy.port}"
-    ha1 = hashlib.md5(f"1001:{realm.group(1)}:{AGENT_PASSWORD}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
-    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
-    call_id = phone.request(
-        "REGISTER",
-        None,
-        cseq="2 REGISTER",
-        omit=("To", "Contact"),
-        extra=[
-            ("To", f"<sip:1009@{EDGE_IP}>"),
-            ("Contact", f"<sip:1009@{contact}>"),
-            (
-                "Authorization",
-                f'Digest username="1001", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
-                f'uri="{register_uri}", response="{response}", algorithm=MD5',
-            ),
-        ],
-    )
-    assert (await phone.final(call_id)).status == 403
+    assert (await register(healthy, phone, "1009", auth_user="1001")).status == 403
     # 1009 stays unregistered: a call to it goes to the engines, not to this phone
     reply = await (await healthy.client()).call("1009")
     assert (reply.get("X-Node") or "").startswith("fs")
@@ -898,3 +798,45 @@ async def test_a_node_added_to_the_list_takes_calls_after_reload(
         await edge.wait_flags("fs2", lambda f: f.startswith("A"), within=6)
         served = sorted([(await caller.call("9999")).get("X-Node") or "" for _ in range(4)])
         assert served == ["fs1", "fs1", "fs2", "fs2"]
+
+
+async def test_the_sip_user_agent_calls_through_the_edge(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The tests' SIP user agent (tests/sip_ua.py) on both sides of the edge: a caller, and
+    an endpoint standing in for the only FreeSWITCH node."""
+    run_dir = tmp_path_factory.mktemp("kamailio-ua")
+    async with (
+        SipEndpoint(NODE_IPS["fs1"], audio="tone") as node,
+        SipCaller(CALLER_IP) as phone,
+        running_edge(run_dir, freeswitch=(), FREESWITCH_NODES=f"{node.host}:{node.port}") as edge,
+    ):
+        dialled = f"sip:9999@{EDGE_IP}:{edge.port}"
+        # answered: record-routed both ways, media end to end, the node hangs up
+        call = await phone.dial(dialled)
+        assert await call.wait_final(5) == 200
+        far = await node.wait_invite(1)
+        assert far.invite is not None and far.invite.user == "9999"
+        assert f"{EDGE_IP}:{edge.port}" in call.route_set[0]  # the caller's first hop
+        assert f"{EDGE_IP}:{edge.internal_port}" in far.route_set[0]  # the node's
+        await call.send_dtmf("42")
+        await wait_until(lambda: far.rtp.digits == "42", 2)
+        assert far.rtp.rx_audible > 10 and call.rtp.rx_audible > 10
+        assert await far.bye() == 200
+        assert await call.wait_ended(2) == "remote_bye"
+
+        # the caller hangs up
+        call = await phone.dial(dialled)
+        assert await call.wait_final(5) == 200
+        far = await node.wait_invite(1)
+        assert await call.bye() == 200
+        assert await far.wait_ended(2) == "remote_bye"
+
+        # ringing, then cancelled through the edge
+        node.policy = "no_answer"
+        call = await phone.dial(dialled)
+        await call.wait_status(180, 2)
+        assert await call.cancel() == 487
+        far = await node.wait_invite(1)
+        assert await far.wait_ended(2) == "cancelled"
+        assert node.errors == [] and phone.errors == []

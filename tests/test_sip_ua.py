@@ -1,0 +1,278 @@
+"""The test SIP user agent (tests/sip_ua.py): UA to UA (both roles, every endpoint policy,
+media, DTMF, codecs). Through the real Kamailio edge: tests/test_kamailio_edge.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sip_ua import (
+    LIVEKIT_CODECS,
+    Audio,
+    Call,
+    SipCaller,
+    SipEndpoint,
+    SipMessage,
+    build,
+    new_branch,
+    parse_sip,
+    tag_of,
+    wait_until,
+)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[SipEndpoint]:
+    async with SipEndpoint(audio="tone") as ep:
+        yield ep
+
+
+@pytest.fixture
+async def phone() -> AsyncIterator[SipCaller]:
+    async with SipCaller() as caller:
+        yield caller
+
+
+def address(ep: SipEndpoint, user: str = "9999") -> str:
+    return f"sip:{user}@{ep.host}:{ep.port}"
+
+
+async def answered(
+    phone: SipCaller, ep: SipEndpoint, audio: Audio | None = "tone"
+) -> tuple[Call, Call]:
+    """A call from ``phone`` answered by ``ep``: (the caller's side, the endpoint's side)."""
+    call = await phone.dial(address(ep), audio=audio)
+    assert await call.wait_final(5) == 200
+    return call, await ep.wait_invite(1)
+
+
+# ----------------------------------------------------------------------------- UA to UA
+
+
+async def test_an_answered_call_is_recorded_and_carries_audio_both_ways(
+    endpoint: SipEndpoint, phone: SipCaller
+) -> None:
+    call = await phone.dial(address(endpoint), headers=[("X-Callyard-Test", "yes")])
+    assert await call.wait_final(5) == 200
+    far = await endpoint.wait_invite(1)
+
+    invite = far.invite
+    assert invite is not None and endpoint.invites == [invite]
+    assert invite.request_uri == address(endpoint) and invite.user == "9999"
+    assert invite.call_id == call.call_id
+    assert tag_of(invite.from_header) == call.local_tag
+    assert invite.to_header == f"<{address(endpoint)}>"
+    assert invite.header("X-Callyard-Test") == "yes"
+    assert invite.offered_codecs == ["PCMU", "telephone-event"]
+    assert invite.chosen_codec == "PCMU"
+    assert call.statuses == [100, 200] and far.statuses == [200]
+    assert [m.method for m in far.requests] == ["ACK"]
+
+    await asyncio.sleep(1.0)
+    for side in (call.rtp, far.rtp):  # a 400 Hz tone, 20 ms PCMU packets
+        rate = side.rate(0.5)
+        assert 40 <= rate.packets <= 60, rate
+        assert rate.bytes == 160 * rate.packets and rate.audible == rate.packets
+        assert side.codec == "PCMU" and set(side.rx_payload_types) == {0}
+
+
+@pytest.mark.parametrize("hangs_up", ["caller", "endpoint"])
+async def test_either_side_hangs_up_and_the_media_stops(
+    endpoint: SipEndpoint, phone: SipCaller, hangs_up: str
+) -> None:
+    call, far = await answered(phone, endpoint)
+    ending, other = (call, far) if hangs_up == "caller" else (far, call)
+    assert await ending.bye() == 200
+    assert await other.wait_ended(2) == "remote_bye"
+    assert ending.end_reason == "local_bye"
+
+    bye = other.requests[-1]
+    assert bye.method == "BYE" and bye.cseq[1] == "BYE"
+    assert tag_of(bye.get("From") or "") == ending.local_tag  # its own side of the dialog
+    assert tag_of(bye.get("To") or "") == other.local_tag
+    received = other.rtp.rx_packets
+    await asyncio.sleep(0.2)
+    assert other.rtp.rx_packets == received
+    with pytest.raises(RuntimeError):
+        await ending.bye()
+
+
+@pytest.mark.parametrize(("policy", "status"), [("busy", 486), ("reject", 503)])
+async def test_busy_and_reject(
+    endpoint: SipEndpoint, phone: SipCaller, policy: str, status: int
+) -> None:
+    endpoint.policy = policy  # type: ignore[assignment]
+    call = await phone.dial(address(endpoint))
+    assert await call.wait_final(5) == status
+    far = await endpoint.wait_invite(1)
+    assert call.end_reason == far.end_reason == "rejected"
+    await wait_until(lambda: [m.method for m in far.requests] == ["ACK"], 2)
+    assert len(endpoint.invites) == 1 and endpoint.invites[0].chosen_codec is None
+
+
+async def test_no_answer_rings_until_cancelled(endpoint: SipEndpoint, phone: SipCaller) -> None:
+    endpoint.policy = "no_answer"
+    call = await phone.dial(address(endpoint))
+    await call.wait_status(180, 2)
+    await asyncio.sleep(0.5)
+    assert call.status is None  # still ringing
+    far = await endpoint.wait_invite(1)
+
+    assert await call.cancel() == 487
+    assert call.end_reason == "cancelled"
+    assert await far.wait_ended(2) == "cancelled"
+    assert far.statuses == [180, 487]
+    await wait_until(lambda: [m.method for m in far.requests] == ["CANCEL", "ACK"], 2)
+    assert far.rtp.rx_packets == 0 and call.rtp.rx_packets == 0
+
+
+async def test_ring_delay_then_answer_and_a_policy_per_invite(
+    endpoint: SipEndpoint, phone: SipCaller
+) -> None:
+    endpoint.ring_delay = 0.3
+    endpoint.policy = lambda invite: "busy" if invite.user == "2000" else "answer"
+    started = time.monotonic()
+    call = await phone.dial(address(endpoint))
+    assert await call.wait_final(5) == 200
+    assert time.monotonic() - started >= 0.3
+    assert call.statuses == [100, 180, 200]
+
+    busy = await phone.dial(address(endpoint, "2000"))
+    assert await busy.wait_final(5) == 486
+
+
+async def test_dtmf_goes_as_rfc_4733_events_and_is_decoded(
+    endpoint: SipEndpoint, phone: SipCaller
+) -> None:
+    call, far = await answered(phone, endpoint)
+    packets: list[bytes] = []
+    receive = far.rtp.datagram_received
+
+    def capture(data: bytes, addr: tuple[str, int]) -> None:
+        packets.append(data)
+        receive(data, addr)
+
+    far.rtp.datagram_received = capture  # type: ignore[method-assign]
+    await call.send_dtmf("7", duration=0.1, pause=0.1)
+
+    events = [p for p in packets if p[1] & 0x7F == 101]
+    assert len(events) == 5 + 3  # 100 ms: 5 packets, then the end packet three times
+    fields = [(p[1] >> 7, struct.unpack("!I", p[4:8])[0], p[12], p[13] >> 7) for p in events]
+    assert [marker for marker, *_ in fields] == [1] + [0] * 7
+    assert len({timestamp for _, timestamp, *_ in fields}) == 1
+    assert {event for *_, event, _ in fields} == {7}
+    assert [end for *_, end in fields] == [0] * 5 + [1] * 3
+    durations = [struct.unpack("!H", p[14:16])[0] for p in events]
+    assert durations == [160, 320, 480, 640, 800, 800, 800, 800]
+    sequence = [struct.unpack("!H", p[2:4])[0] for p in packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(sequence))
+    assert far.rtp.digits == "7"
+
+    await call.send_dtmf("0123456789*#ABCD55", duration=0.04, pause=0.04)
+    assert far.rtp.digits == "70123456789*#ABCD55"
+    await far.send_dtmf("9")  # and the other way
+    await wait_until(lambda: call.rtp.digits == "9", 1)
+    with pytest.raises(ValueError):
+        await call.send_dtmf("12x")
+
+
+async def test_a_silent_caller_sends_no_rtp(endpoint: SipEndpoint, phone: SipCaller) -> None:
+    call, far = await answered(phone, endpoint, audio=None)
+    await asyncio.sleep(0.6)
+    assert far.rtp.rx_packets == 0 and call.rtp.tx_packets == 0
+    assert call.rtp.rate(0.5).audible >= 20  # the endpoint still plays to it
+    await call.send_dtmf("3")  # key presses only
+    assert far.rtp.digits == "3" and set(far.rtp.rx_payload_types) == {101}
+
+
+@pytest.mark.parametrize(
+    ("offer", "accept", "chosen"),
+    [
+        (("PCMA", "PCMU"), LIVEKIT_CODECS, "PCMA"),  # the offer's order wins
+        (("G729", "G722"), LIVEKIT_CODECS, "G722"),
+        (("opus",), LIVEKIT_CODECS, "opus"),
+        (("G729", "GSM"), LIVEKIT_CODECS, None),
+        (("PCMU",), ("PCMA",), None),
+    ],
+)
+async def test_codec_negotiation(
+    endpoint: SipEndpoint,
+    phone: SipCaller,
+    offer: tuple[str, ...],
+    accept: tuple[str, ...],
+    chosen: str | None,
+) -> None:
+    endpoint.accept = accept
+    call = await phone.dial(address(endpoint), codecs=offer)
+    status = await call.wait_final(5)
+    far = await endpoint.wait_invite(1)
+    assert far.invite is not None
+    assert far.invite.offered_codecs == [*offer, "telephone-event"]
+    assert far.invite.chosen_codec == chosen
+    if chosen is None:
+        assert status == 488 and call.end_reason == "rejected"
+        return
+    assert status == 200
+    assert call.rtp.codec == far.rtp.codec == chosen
+    assert call.remote_sdp is not None and call.remote_sdp.codecs == [chosen, "telephone-event"]
+    if chosen == "PCMA":  # G.711 both ways: the tone is heard through A-law too
+        await wait_until(lambda: far.rtp.rx_audible >= 10 and call.rtp.rx_audible >= 10, 2)
+
+
+async def test_requests_inside_the_dialog(endpoint: SipEndpoint, phone: SipCaller) -> None:
+    call, far = await answered(phone, endpoint)
+    assert (await call.request("OPTIONS")).status == 200
+    info = await call.request("INFO", ("Content-Type", "application/dtmf"), body="5")
+    assert info.status == 200
+    assert call.local_sdp is not None
+    reinvite = await call.request(
+        "INVITE", ("Content-Type", "application/sdp"), body=call.local_sdp.render()
+    )
+    assert reinvite.status == 200 and reinvite.body == (far.local_sdp and far.local_sdp.render())
+    await wait_until(lambda: len(far.requests) == 5, 2)
+    assert [m.method for m in far.requests] == ["ACK", "OPTIONS", "INFO", "INVITE", "ACK"]
+    assert [m.cseq[0] for m in far.requests[1:]] == [2, 3, 4, 4]
+    assert far.requests[2].body == "5"
+    assert call.end_reason is None and far.end_reason is None
+
+
+async def test_a_retransmitted_invite_is_answered_again_not_taken_for_a_new_call(
+    endpoint: SipEndpoint,
+) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.settimeout(2)
+    here = f"127.0.0.1:{raw.getsockname()[1]}"
+    invite = build(
+        f"INVITE {address(endpoint)} SIP/2.0",
+        [
+            ("Via", f"SIP/2.0/UDP {here};branch={new_branch()}"),
+            ("From", f"<sip:raw@{here}>;tag=r1"),
+            ("To", f"<{address(endpoint)}>"),
+            ("Call-ID", "retransmitted"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:raw@{here}>"),
+        ],
+    )
+    try:
+        responses: list[SipMessage] = []
+        for _ in range(2):
+            raw.sendto(invite, (endpoint.host, endpoint.port))
+            await asyncio.sleep(0.1)
+        while len(responses) < 4:  # 100 and 200 (late offer), twice
+            data = await asyncio.get_running_loop().run_in_executor(None, raw.recv, 4096)
+            msg = parse_sip(data)
+            assert msg is not None
+            responses.append(msg)
+    finally:
+        raw.close()
+    assert len(endpoint.invites) == 1
+    finals = [r for r in responses if r.status == 200]
+    assert len({tag_of(r.get("To") or "") for r in finals}) == 1  # the same answer
+    assert "m=audio" in finals[0].body  # no offer came: ours is in the 200
