@@ -1,11 +1,16 @@
-"""The test SIP user agent (tests/sip_ua.py): UA to UA (both roles, every endpoint policy,
-media, DTMF, codecs). Through the real Kamailio edge: tests/test_kamailio_edge.py.
+"""The test SIP user agent (tests/sip_ua.py) and the SIPp helper (tests/sipp.py).
+
+UA to UA (both roles, every endpoint policy, media, DTMF, codecs), then against SIPp, an
+independent implementation (SIPp as UAS, as UAC, checking our digest credentials), and the
+SIPp caller scenarios of tests/sipp/ against our endpoint. Through the real Kamailio edge:
+tests/test_kamailio_edge.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import struct
 import time
@@ -24,6 +29,13 @@ from sip_ua import (
     parse_sip,
     tag_of,
     wait_until,
+)
+from sipp import SCENARIOS, SIPP, free_udp_port, run_sipp, run_sipp_command
+
+needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp not installed (Debian sip-tester)")
+# SIPp replays pcaps (the DTMF digits) through a raw socket
+needs_pcap_play = pytest.mark.skipif(
+    SIPP is None or os.geteuid() != 0, reason="SIPp pcap play needs sipp and root (raw sockets)"
 )
 
 
@@ -276,3 +288,116 @@ async def test_a_retransmitted_invite_is_answered_again_not_taken_for_a_new_call
     finals = [r for r in responses if r.status == 200]
     assert len({tag_of(r.get("To") or "") for r in finals}) == 1  # the same answer
     assert "m=audio" in finals[0].body  # no offer came: ours is in the 200
+
+
+# ----------------------------------------------------------------------------- against SIPp
+
+
+@needs_sipp
+async def test_our_caller_calls_sipp_as_uas(phone: SipCaller) -> None:
+    port = free_udp_port()
+    uas = asyncio.create_task(
+        run_sipp_command(["-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-m", "1"])
+    )
+    await asyncio.sleep(0.2)  # INVITE retransmissions cover a slow start
+    call = await phone.dial(f"sip:service@127.0.0.1:{port}")
+    assert await call.wait_final(5) == 200
+    assert call.statuses[-2:] == [180, 200]
+    assert call.rtp.codec == "PCMU" and call.rtp.remote is not None
+    await asyncio.sleep(0.2)
+    assert await call.bye() == 200
+
+    result = await uas
+    assert result.returncode == 0 and result.successful == 1, result.output
+    received = [line.split()[0] for direction, line in result.messages if direction == "received"]
+    assert received == ["INVITE", "ACK", "BYE"]
+
+
+@needs_sipp
+@pytest.mark.parametrize("qop", ["", ', qop="auth"'])
+@pytest.mark.parametrize(("password", "status"), [("s3cret", 200), ("wrong", 403)])
+async def test_digest_credentials_are_checked_by_sipp(
+    phone: SipCaller, qop: str, password: str, status: int
+) -> None:
+    port = free_udp_port()
+    uas = asyncio.create_task(
+        run_sipp_command(
+            [
+                *("-sf", str(SCENARIOS / "uas_digest.xml"), "-key", "qop", qop),
+                *("-set", "password", "s3cret", "-i", "127.0.0.1", "-p", str(port), "-m", "1"),
+            ]
+        )
+    )
+    await asyncio.sleep(0.2)
+    call = await phone.dial(f"sip:9999@127.0.0.1:{port}", auth=("caller", password))
+    assert await call.wait_final(5) == status
+    assert call.statuses[0] == 401
+    invites = [m for m in phone.trace if m.startswith("-> INVITE")]
+    assert len(invites) == 2  # challenged once, retried once with credentials
+    if status == 200:
+        assert await call.bye() == 200
+    result = await uas
+    assert result.returncode == 0 and result.successful == 1, result.errors
+
+
+@needs_sipp
+async def test_sipp_as_uac_calls_our_endpoint(endpoint: SipEndpoint) -> None:
+    result = await run_sipp_command(
+        [
+            *("-sn", "uac", "-s", "4321", "-i", "127.0.0.1", "-m", "1", "-d", "300"),
+            f"{endpoint.host}:{endpoint.port}",
+        ]
+    )
+    assert result.returncode == 0 and result.successful == 1, result.errors
+    call = await endpoint.wait_invite(1)
+    assert call.invite is not None and call.invite.user == "4321"
+    assert call.invite.offered_codecs == ["PCMU"] and call.invite.chosen_codec == "PCMU"
+    assert call.end_reason == "remote_bye"
+    assert [m.method for m in call.requests] == ["ACK", "BYE"]
+
+
+# ----------------------------------------------------------------------------- SIPp callers
+
+
+@needs_pcap_play
+async def test_sipp_caller_streams_audio_and_sends_dtmf_digits(endpoint: SipEndpoint) -> None:
+    digits = [(0.3, "1"), (0.3, "1"), (0.2, "#"), (0.0, "*"), (0.2, "0")]
+    result = await run_sipp(address(endpoint), digits=digits, hold=0.5)
+    assert result.returncode == 0 and result.successful == 1, result.errors
+    assert not result.hung_up_by_far_end
+    call = await endpoint.wait_invite(1)
+    assert call.invite is not None
+    assert call.invite.offered_codecs == ["PCMU", "telephone-event"]
+    assert call.end_reason == "remote_bye"
+    assert call.rtp.digits == "11#*0"
+    assert set(call.rtp.rx_payload_types) == {0, 101}
+    assert call.rtp.rx_audible >= 50  # over a second of the tone
+
+
+@needs_sipp
+async def test_silent_sipp_caller_sends_no_rtp(endpoint: SipEndpoint) -> None:
+    result = await run_sipp(address(endpoint), silent=True, hold=0.5)
+    assert result.returncode == 0 and result.successful == 1, result.errors
+    call = await endpoint.wait_invite(1)
+    assert call.end_reason == "remote_bye"
+    assert call.rtp.rx_packets == 0 and call.rtp.tx_packets > 0
+
+
+@needs_sipp
+async def test_sipp_caller_answers_the_far_ends_bye(endpoint: SipEndpoint) -> None:
+    caller = asyncio.create_task(run_sipp(address(endpoint), hold=30))
+    call = await endpoint.wait_invite(5)
+    await wait_until(lambda: call.rtp.rx_packets > 10, 2)
+    assert await call.bye() == 200
+    result = await asyncio.wait_for(caller, 10)
+    assert result.returncode == 0 and result.successful == 1, result.errors
+    assert result.hung_up_by_far_end
+
+
+async def test_run_sipp_refuses_bad_digits() -> None:
+    with pytest.raises(ValueError, match="digits"):
+        await run_sipp("sip:1@127.0.0.1:9", digits=[(0.5, "A")])
+    with pytest.raises(ValueError, match="digits"):
+        await run_sipp("sip:1@127.0.0.1:9", digits=[(-1, "1")])
+    with pytest.raises(ValueError, match="silent"):
+        await run_sipp("sip:1@127.0.0.1:9", digits=[(0.5, "1")], silent=True)
