@@ -242,7 +242,14 @@ def digest_authorization(
 
 # ----------------------------------------------------------------------------- SDP
 
-_STATIC_PAYLOADS = {0: "PCMU/8000", 3: "GSM/8000", 8: "PCMA/8000", 9: "G722/8000", 18: "G729/8000"}
+_STATIC_PAYLOADS = {
+    0: "PCMU/8000",
+    3: "GSM/8000",
+    8: "PCMA/8000",
+    9: "G722/8000",
+    13: "CN/8000",
+    18: "G729/8000",
+}
 _OFFERED = {  # codec name -> payload type and rtpmap in our offers
     "PCMU": (0, "PCMU/8000"),
     "PCMA": (8, "PCMA/8000"),

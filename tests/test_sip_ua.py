@@ -21,6 +21,7 @@ from sip_ua import (
     LIVEKIT_CODECS,
     Audio,
     Call,
+    Sdp,
     SipCaller,
     SipEndpoint,
     SipMessage,
@@ -235,6 +236,20 @@ async def test_codec_negotiation(
     assert call.remote_sdp is not None and call.remote_sdp.codecs == [chosen, "telephone-event"]
     if chosen == "PCMA":  # G.711 both ways: the tone is heard through A-law too
         await wait_until(lambda: far.rtp.rx_audible >= 10 and call.rtp.rx_audible >= 10, 2)
+
+
+def test_an_offer_names_static_payload_types_without_rtpmap() -> None:
+    offer = Sdp.parse(
+        "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18 8 0 13 101\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    )
+    assert offer is not None and (offer.ip, offer.port) == ("10.0.0.1", 4000)
+    assert offer.codecs == ["G729", "PCMA", "PCMU", "CN", "telephone-event"]
+    answer = offer.answer(LIVEKIT_CODECS, "127.0.0.1", 5000)
+    assert answer is not None
+    assert answer.rtpmap == {8: "PCMA/8000", 101: "telephone-event/8000"}
+    assert answer.fmtp == {101: "0-16"}
+    assert Sdp.parse(answer.render()) == answer
 
 
 async def test_requests_inside_the_dialog(endpoint: SipEndpoint, phone: SipCaller) -> None:
