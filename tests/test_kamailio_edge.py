@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -25,6 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from sip_ua import (
+    SipCaller,
+    SipEndpoint,
+    SipMessage,
+    build,
+    digest_authorization,
+    parse_sip,
+    response_to,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "compose" / "kamailio" / "entrypoint.sh"
@@ -44,84 +53,6 @@ FLOODER_IP = "127.0.0.9"
 NODE_IPS = {"fs1": "127.0.0.2", "fs2": "127.0.0.3", "ast1": "127.0.0.4"}
 INVITE_TIMEOUT_MS = 1000
 AGENT_PASSWORD = "agent-secret"
-
-
-# ----------------------------------------------------------------------------- SIP text
-
-
-@dataclass
-class SipMessage:
-    first_line: str
-    headers: list[tuple[str, str]]
-    body: str = ""
-
-    @property
-    def is_response(self) -> bool:
-        return self.first_line.startswith("SIP/2.0 ")
-
-    @property
-    def status(self) -> int:
-        return int(self.first_line.split()[1])
-
-    @property
-    def method(self) -> str:
-        return self.first_line.split()[0]
-
-    @property
-    def ruri(self) -> str:
-        return self.first_line.split()[1]
-
-    def get(self, name: str) -> str | None:
-        values = self.get_all(name)
-        return values[0] if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        names = {name.lower(), *_COMPACT.get(name.lower(), ())}
-        return [v for k, v in self.headers if k.lower() in names]
-
-    @property
-    def call_id(self) -> str:
-        return self.get("Call-ID") or ""
-
-
-_COMPACT = {"via": ("v",), "call-id": ("i",), "from": ("f",), "to": ("t",), "contact": ("m",)}
-
-
-def parse_sip(data: bytes) -> SipMessage | None:
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return None
-    head, _, body = text.partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.append((name.strip(), value.strip()))
-    return SipMessage(lines[0], headers, body)
-
-
-def build(first_line: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
-    lines = [first_line, *(f"{k}: {v}" for k, v in headers)]
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
-
-
-def response_to(request: SipMessage, status: int, reason: str, *extra: tuple[str, str]) -> bytes:
-    headers = [("Via", v) for v in request.get_all("Via")]
-    headers += [("Record-Route", v) for v in request.get_all("Record-Route")]
-    to = request.get("To") or ""
-    if status > 100 and ";tag=" not in to:
-        to += f";tag={uuid.uuid4().hex[:8]}"
-    headers += [
-        ("From", request.get("From") or ""),
-        ("To", to),
-        ("Call-ID", request.call_id),
-        ("CSeq", request.get("CSeq") or ""),
-        *extra,
-    ]
-    return build(f"SIP/2.0 {status} {reason}", headers)
 
 
 # ----------------------------------------------------------------------------- endpoints
@@ -156,58 +87,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-class EngineNode(UdpEndpoint):
-    """Stands in for a FreeSWITCH/Asterisk node: answers OPTIONS and INVITE as scripted.
-
-    ``alive`` False: answers nothing. ``invite`` is "ok" (100 + 200), "503", or "silent".
-    """
-
-    def __init__(self, name: str, ip: str) -> None:
-        super().__init__(ip)
-        self.name = name
-        self.alive = True
-        self.invite = "ok"
-        self.options = 200  # status answered to OPTIONS
-        self.received: list[SipMessage] = []
-
-    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
-        if msg.is_response:
-            self.received.append(msg)
-            return
-        self.received.append(msg)
-        if not self.alive:
-            return
-        tag = ("X-Node", self.name)
-        if msg.method == "OPTIONS":
-            self.send(response_to(msg, self.options, "Probe Reply", tag), addr)
-        elif msg.method == "INVITE":
-            if self.invite == "ok":
-                self.send(response_to(msg, 100, "Trying", tag), addr)
-                contact = ("Contact", f"<sip:{self.name}@{self.ip}:{self.port}>")
-                self.send(response_to(msg, 200, "OK", tag, contact), addr)
-            elif self.invite == "503":
-                self.send(response_to(msg, 503, "Service Unavailable", tag), addr)
-        elif msg.method in ("BYE", "CANCEL"):
-            self.send(response_to(msg, 200, "OK", tag), addr)
-
-    def invites(self) -> list[SipMessage]:
-        """Distinct INVITE transactions received (retransmissions folded)."""
-        seen: dict[str, SipMessage] = {}
-        for m in self.received:
-            if not m.is_response and m.method == "INVITE":
-                seen.setdefault(m.call_id, m)
-        return list(seen.values())
-
-    def options_count(self) -> int:
-        return sum(1 for m in self.received if not m.is_response and m.method == "OPTIONS")
-
-    def reset(self) -> None:
-        self.alive = True
-        self.invite = "ok"
-        self.options = 200
-        self.received.clear()
 
 
 class SipClient(UdpEndpoint):
@@ -291,6 +170,60 @@ class SipClient(UdpEndpoint):
             build(f"{method} {contact} SIP/2.0", headers),
             (first_hop.group(1), int(first_hop.group(2))),
         )
+
+
+class EngineNode(SipClient):
+    """Stands in for a FreeSWITCH/Asterisk node: answers OPTIONS and INVITE as scripted.
+
+    ``alive`` False: answers nothing. ``invite`` is "ok" (100 + 200), "503", or "silent".
+    It also sends requests from its own socket, as an engine does (``edge``: the edge's
+    internal socket, set once the edge runs).
+    """
+
+    def __init__(self, name: str, ip: str) -> None:
+        super().__init__(ip, ("", 0))
+        self.name = name
+        self.alive = True
+        self.invite = "ok"
+        self.options = 200  # status answered to OPTIONS
+        self.received: list[SipMessage] = []
+
+    def on_message(self, msg: SipMessage, addr: tuple[str, int]) -> None:
+        self.received.append(msg)
+        if msg.is_response:
+            super().on_message(msg, addr)
+            return
+        if not self.alive:
+            return
+        tag = ("X-Node", self.name)
+        if msg.method == "OPTIONS":
+            self.send(response_to(msg, self.options, "Probe Reply", tag), addr)
+        elif msg.method == "INVITE":
+            if self.invite == "ok":
+                self.send(response_to(msg, 100, "Trying", tag), addr)
+                contact = ("Contact", f"<sip:{self.name}@{self.ip}:{self.port}>")
+                self.send(response_to(msg, 200, "OK", tag, contact), addr)
+            elif self.invite == "503":
+                self.send(response_to(msg, 503, "Service Unavailable", tag), addr)
+        elif msg.method in ("BYE", "CANCEL"):
+            self.send(response_to(msg, 200, "OK", tag), addr)
+
+    def invites(self) -> list[SipMessage]:
+        """Distinct INVITE transactions received (retransmissions folded)."""
+        seen: dict[str, SipMessage] = {}
+        for m in self.received:
+            if not m.is_response and m.method == "INVITE":
+                seen.setdefault(m.call_id, m)
+        return list(seen.values())
+
+    def options_count(self) -> int:
+        return sum(1 for m in self.received if not m.is_response and m.method == "OPTIONS")
+
+    def reset(self) -> None:
+        self.alive = True
+        self.invite = "ok"
+        self.options = 200
+        self.received.clear()
 
 
 # ----------------------------------------------------------------------------- the edge
@@ -420,6 +353,8 @@ async def running_edge(
             start_new_session=True,
         )
     e = Edge(port=port, internal_port=internal_port, ctl=ctl, nodes=nodes, log=log, process=process)
+    for node in nodes.values():
+        node.edge = e.internal_addr
     try:
         probe = await e.client()
         deadline = time.monotonic() + 15
@@ -561,6 +496,18 @@ async def test_engine_is_chosen_by_called_number(
     assert (reply.get("X-Node") or "").startswith(engine)
     node = healthy.nodes[reply.get("X-Node") or ""]
     assert node.invites()[0].ruri.startswith(f"sip:{ruri_user}@")
+
+
+async def test_a_caller_on_an_engine_host_is_not_taken_for_the_engine(healthy: Edge) -> None:
+    # single-host and host-network deployments: a phone shares the engine's address,
+    # on another port; the engine is recognised by address AND port
+    fs1 = healthy.nodes["fs1"]
+    caller = await healthy.client(fs1.ip)
+    reply = await caller.call("9999")
+    assert reply.status == 200
+    assert (reply.get("X-Node") or "").startswith("fs")
+    # and an unregistered number from the engine's own socket is still not sent back
+    assert (await fs1.call("9999")).status == 404
 
 
 async def test_keepalive_options_answered_under_any_name(healthy: Edge) -> None:
@@ -707,38 +654,38 @@ async def register(
     *,
     contact: str | None = None,
     password: str = AGENT_PASSWORD,
+    auth_user: str | None = None,
 ) -> SipMessage:
-    """REGISTER ``extension`` with digest auth; ``contact`` "host:port" as the phone sees
-    itself (a NATed phone's private address), its socket by default."""
+    """REGISTER ``extension`` with digest auth as ``auth_user`` (the extension by default);
+    ``contact`` "host:port" as the phone sees itself (a NATed phone's private address), its
+    socket by default."""
     contact = contact or f"{phone.ip}:{phone.port}"
     register_uri = f"sip:{EDGE_IP}:{edge.port}"
-    headers = [
-        ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport"),
-        ("To", f"<sip:{extension}@{EDGE_IP}>"),
-        ("Contact", f"<sip:{extension}@{contact}>"),
-        ("Expires", "120"),
-    ]
+
+    def headers() -> list[tuple[str, str]]:
+        return [
+            ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport"),
+            ("To", f"<sip:{extension}@{EDGE_IP}>"),
+            ("Contact", f"<sip:{extension}@{contact}>"),
+            ("Expires", "120"),
+        ]
+
     omit = ("Via", "To", "Contact")
-    challenge = await phone.final(phone.request("REGISTER", None, omit=omit, extra=headers))
+    challenge = await phone.final(phone.request("REGISTER", None, omit=omit, extra=headers()))
     assert challenge.status == 401
-    www = challenge.get("WWW-Authenticate") or ""
-    realm = re.search(r'realm="([^"]+)"', www)
-    nonce = re.search(r'nonce="([^"]+)"', www)
-    assert realm and nonce, www
-    ha1 = hashlib.md5(f"{extension}:{realm.group(1)}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
-    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
-    authorization = (
-        f'Digest username="{extension}", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
-        f'uri="{register_uri}", response="{response}", algorithm=MD5'
+    authorization = digest_authorization(
+        challenge.get("WWW-Authenticate") or "",
+        "REGISTER",
+        register_uri,
+        auth_user or extension,
+        password,
     )
-    headers[0] = ("Via", f"SIP/2.0/UDP {contact};branch=z9hG4bK{uuid.uuid4().hex};rport")
     call_id = phone.request(
         "REGISTER",
         None,
         cseq="2 REGISTER",
         omit=omit,
-        extra=[*headers, ("Authorization", authorization)],
+        extra=[*headers(), ("Authorization", authorization)],
     )
     return await phone.final(call_id)
 
@@ -751,10 +698,7 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
     assert f"{phone.ip}:{phone.port}" in (ok.get("Contact") or "")
 
     # an engine node calls the agent: delivered to the phone, not dispatched to engines
-    fs1 = healthy.nodes["fs1"]
-    engine_side = SipClient(fs1.ip, healthy.internal_addr)
-    await engine_side.open()
-    healthy.clients.append(engine_side)
+    engine_side = healthy.nodes["fs1"]
     reply = await engine_side.call("1001")
     assert reply.status == 200
     assert [r.method for r in phone.requests] == ["INVITE"]
@@ -772,38 +716,7 @@ async def test_agent_phone_registers_with_digest_and_receives_calls(healthy: Edg
 async def test_registration_needs_matching_auth_user(healthy: Edge) -> None:
     phone = await healthy.client()
     # credentials of 1001 used to register 1009
-    contact = f"{phone.ip}:{phone.port}"
-    call_id = phone.request(
-        "REGISTER",
-        None,
-        omit=("To", "Contact"),
-        extra=[("To", f"<sip:1009@{EDGE_IP}>"), ("Contact", f"<sip:1009@{contact}>")],
-    )
-    challenge = await phone.final(call_id)
-    www = challenge.get("WWW-Authenticate") or ""
-    realm = re.search(r'realm="([^"]+)"', www)
-    nonce = re.search(r'nonce="([^"]+)"', www)
-    assert realm and nonce
-    register_uri = f"sip:{EDGE_IP}:{healthy.port}"
-    ha1 = hashlib.md5(f"1001:{realm.group(1)}:{AGENT_PASSWORD}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"REGISTER:{register_uri}".encode()).hexdigest()
-    response = hashlib.md5(f"{ha1}:{nonce.group(1)}:{ha2}".encode()).hexdigest()
-    call_id = phone.request(
-        "REGISTER",
-        None,
-        cseq="2 REGISTER",
-        omit=("To", "Contact"),
-        extra=[
-            ("To", f"<sip:1009@{EDGE_IP}>"),
-            ("Contact", f"<sip:1009@{contact}>"),
-            (
-                "Authorization",
-                f'Digest username="1001", realm="{realm.group(1)}", nonce="{nonce.group(1)}", '
-                f'uri="{register_uri}", response="{response}", algorithm=MD5',
-            ),
-        ],
-    )
-    assert (await phone.final(call_id)).status == 403
+    assert (await register(healthy, phone, "1009", auth_user="1001")).status == 403
     # 1009 stays unregistered: a call to it goes to the engines, not to this phone
     reply = await (await healthy.client()).call("1009")
     assert (reply.get("X-Node") or "").startswith("fs")
@@ -885,3 +798,45 @@ async def test_a_node_added_to_the_list_takes_calls_after_reload(
         await edge.wait_flags("fs2", lambda f: f.startswith("A"), within=6)
         served = sorted([(await caller.call("9999")).get("X-Node") or "" for _ in range(4)])
         assert served == ["fs1", "fs1", "fs2", "fs2"]
+
+
+async def test_the_sip_user_agent_calls_through_the_edge(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The tests' SIP user agent (tests/sip_ua.py) on both sides of the edge: a caller, and
+    an endpoint standing in for the only FreeSWITCH node."""
+    run_dir = tmp_path_factory.mktemp("kamailio-ua")
+    async with (
+        SipEndpoint(NODE_IPS["fs1"], audio="tone") as node,
+        SipCaller(CALLER_IP) as phone,
+        running_edge(run_dir, freeswitch=(), FREESWITCH_NODES=f"{node.host}:{node.port}") as edge,
+    ):
+        dialled = f"sip:9999@{EDGE_IP}:{edge.port}"
+        # answered: record-routed both ways, media end to end, the node hangs up
+        call = await phone.dial(dialled)
+        assert await call.wait_final(5) == 200
+        far = await node.wait_invite(1)
+        assert far.invite is not None and far.invite.user == "9999"
+        assert f"{EDGE_IP}:{edge.port}" in call.route_set[0]  # the caller's first hop
+        assert f"{EDGE_IP}:{edge.internal_port}" in far.route_set[0]  # the node's
+        await call.send_dtmf("42")
+        await wait_until(lambda: far.rtp.digits == "42", 2)
+        assert far.rtp.rx_audible > 10 and call.rtp.rx_audible > 10
+        assert await far.bye() == 200
+        assert await call.wait_ended(2) == "remote_bye"
+
+        # the caller hangs up
+        call = await phone.dial(dialled)
+        assert await call.wait_final(5) == 200
+        far = await node.wait_invite(1)
+        assert await call.bye() == 200
+        assert await far.wait_ended(2) == "remote_bye"
+
+        # ringing, then cancelled through the edge
+        node.policy = "no_answer"
+        call = await phone.dial(dialled)
+        await call.wait_status(180, 2)
+        assert await call.cancel() == 487
+        far = await node.wait_invite(1)
+        assert await far.wait_ended(2) == "cancelled"
+        assert node.errors == [] and phone.errors == []
