@@ -8,6 +8,8 @@ are absent (a newcomer's machine) or the tests do not run as root. CI has both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import shutil
 import struct
@@ -22,6 +24,7 @@ import asyncpg
 import ivr_menus
 import pytest
 import pytest_asyncio
+from api_support import LK_KEY, LK_SECRET, LiveKitStandIn, livekit_stand_in
 from engines import (
     FS_LOG,
     FS_SOUNDS,
@@ -33,6 +36,7 @@ from engines import (
 )
 from engines import stop as stop_engine
 from fs_probe import FreeswitchProbe
+from sip_ua import Call, Policy, SipEndpoint
 from stack import Process, Stack, callyard
 
 from appserver.embedded import free_port
@@ -133,10 +137,61 @@ def real_redis_url(_redis_server: str) -> str:
     return url
 
 
+PARTIES: dict[str, Policy] = {"1001": "answer", "1002": "busy", "1003": "no_answer"}
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def sip_parties() -> AsyncIterator[SipEndpoint]:
+    """The phones Callyard dials on the real engines, over real SIP: 1001 answers and hangs
+    up after 1.5 s, 1002 is busy, 1003 never answers; agents' phones (11xx) answer."""
+    endpoint = SipEndpoint(user="parties", audio="tone",
+                           policy=lambda invite: PARTIES.get(invite.user, "answer"))
+    await endpoint.start()
+
+    hangups: set[asyncio.Task[None]] = set()
+
+    async def party_1001_hangs_up() -> None:
+        while True:
+            call = await endpoint.wait_invite(timeout=3600)
+            if call.invite.user == "1001":
+                hangup = asyncio.create_task(_bye_after(call, 1.5))
+                hangups.add(hangup)
+                hangup.add_done_callback(hangups.discard)
+
+    task = asyncio.create_task(party_1001_hangs_up())
+    yield endpoint
+    task.cancel()
+    endpoint.close()
+
+
+async def _bye_after(call: Call, seconds: float) -> None:
+    with contextlib.suppress(Exception):
+        await call.wait_status(200, 10)
+        await asyncio.sleep(seconds)
+        await call.bye(5)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def livekit() -> AsyncIterator[tuple[LiveKitStandIn, SipEndpoint]]:
+    """LiveKit stood in for: its Twirp API (rooms, for ``callyard api``) and LiveKit SIP (a
+    SIP user agent answering the engines' INVITEs for ``sip:call-<id>@...``)."""
+    async with livekit_stand_in() as api:
+        sip = SipEndpoint(user="livekit-sip", audio="tone")
+        await sip.start()
+        yield api, sip
+        sip.close()
+
+
 @pytest.fixture(scope="session")
-def stack(real_dir: Path, real_database: str, real_redis_url: str) -> Iterator[Stack]:
+def stack(real_dir: Path, real_database: str, real_redis_url: str,
+          livekit: tuple[LiveKitStandIn, SipEndpoint]) -> Iterator[Stack]:
     """``callyard api`` (publishes menus and queues to Redis) and ``cdr-writer``."""
-    s = Stack(real_dir, real_database, real_redis_url)
+    api, sip = livekit
+    s = Stack(real_dir, real_database, real_redis_url, common={
+        "CALLYARD_LIVEKIT_URL": api.url, "CALLYARD_LIVEKIT_API_KEY": LK_KEY,
+        "CALLYARD_LIVEKIT_API_SECRET": LK_SECRET,
+        "CALLYARD_LIVEKIT_SIP_URI": f"sip:{sip.host}:{sip.port}",
+    })  # fmt: skip
     s.api()
     s.start("cdr-writer", "cdr-writer")
     s.wait_published()
@@ -183,11 +238,11 @@ def freeswitch_engine(real_dir: Path, test_sounds: None) -> Iterator[FreeswitchC
 
 
 @pytest.fixture(scope="session")
-def freeswitch_workers(freeswitch_engine: FreeswitchConf, stack: Stack) -> FsWorkers:
+def freeswitch_workers(freeswitch_engine: FreeswitchConf, stack: Stack,
+                       sip_parties: SipEndpoint) -> FsWorkers:
+    dial = f"sofia/callyard/{{target}}@{sip_parties.host}:{sip_parties.port}"
     workers = FsWorkers(stack, ("freeswitch", "freeswitch-2"), freeswitch_engine.workers,
-                        "127.0.0.1:8021:ClueCon", {
-                            "CALLYARD_FREESWITCH_DIAL_TEMPLATE":
-                                "loopback/{target}/callyard-test-parties"})  # fmt: skip
+                        "127.0.0.1:8021:ClueCon", {"CALLYARD_FREESWITCH_DIAL_TEMPLATE": dial})
     workers.start(0)
     return workers
 
@@ -206,7 +261,7 @@ async def freeswitch_sim_workers(stack: Stack) -> AsyncIterator[tuple[Freeswitch
                                                                       FsWorkers]]:
     ports = (free_port(), free_port())
     behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=1.0, no_answer_seconds=30,
-                          endpoints={"1001": "answer", "1002": "busy", "1003": "no_answer"})
+                          endpoints=dict(PARTIES))
     sim = FreeswitchSimulator([("127.0.0.1", port) for port in ports], behaviour)
     await sim.start(esl_port=0)
     workers = FsWorkers(stack, ("freeswitch-sim", "freeswitch-sim-2"), ports,

@@ -94,10 +94,11 @@ class Stack:
     directory: Path
     database_url: str
     redis_url: str
+    common: dict[str, str] = field(default_factory=dict)  # settings every process gets
     processes: list[Process] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return base_env(self.database_url, self.redis_url, **extra)
+        return base_env(self.database_url, self.redis_url, **{**self.common, **extra})
 
     def run(self, *args: str, timeout: float = 120) -> str:
         """A one-shot ``callyard`` command (migrate, menus publish ...) on this stack."""
