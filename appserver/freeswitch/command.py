@@ -102,7 +102,9 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
                           sip_template=settings.freeswitch_sip_template)
     ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue,  # CDRs, health
                     menus=menus)
-    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config)
+    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config,
+                              max_calls=settings.freeswitch_max_calls,
+                              connect_timeout=settings.freeswitch_connect_timeout)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     stop = gevent.event.Event()
