@@ -56,6 +56,9 @@ AGENTS = Gauge("callyard_agents", "Agents by state.", ["state"])
 CDR_BACKLOG = Gauge("callyard_cdr_backlog", "CDRs in the Redis stream not yet stored.")
 CDR_PENDING = Gauge("callyard_cdr_pending", "CDRs read by a writer but not acknowledged.")
 CDRS_STORED = Counter("callyard_cdrs_stored", "CDRs inserted into PostgreSQL.")
+CDR_CONFLICTS = Counter("callyard_cdr_conflicts",
+                        "CDRs whose call id already had a different record (kept in the dead "
+                        "stream).")
 
 
 def render() -> tuple[bytes, str]:
