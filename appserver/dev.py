@@ -129,6 +129,7 @@ def _banner(base: str, seed: bool) -> str:
         f"  API docs        {base}/docs",
         f"  simulated calls {base}/sim/calls",
         f"  health          {base}/healthz  {base}/readyz",
+        f"  metrics         {base}/metrics   (API and both workers)",
     ]
     if seed:
         lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
@@ -179,10 +180,14 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "CALLYARD_SHUTDOWN_GRACE": "3",
     }
     cli = [sys.executable, "-m", "appserver.cli"]
+    # Each worker serves its metrics on a port of its own; the API's /metrics merges them.
+    health = {engine: f"127.0.0.1:{free_port()}" for engine in ("freeswitch", "asterisk")}
     children = [
-        Child("freeswitch worker", [*cli, "freeswitch"], env),
-        Child("asterisk worker", [*cli, "asterisk"], env),
+        Child(f"{engine} worker", [*cli, engine], {**env, "CALLYARD_HEALTH_LISTEN": listen})
+        for engine, listen in health.items()
     ]
+    metrics_peers = {f"{engine}-worker": f"http://{listen}/metrics"
+                     for engine, listen in health.items()}
     supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
 
     try:
@@ -197,7 +202,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
             config = uvicorn.Config(
-                services.app(sim_calls=sim_calls),
+                services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
                 host=args.host,
                 port=args.port,
                 log_config=None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import leftovers
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from appserver.embedded import free_port
 
@@ -139,6 +140,39 @@ def test_bad_requests_are_clear(dev_server: str) -> None:
     assert httpx.get(f"{base}/sim/calls/nope", timeout=5).status_code == 404
     page = httpx.get(f"{base}/softphone", timeout=5)
     assert page.status_code == 200 and "Callyard softphone" in page.text
+
+
+def test_metrics_show_every_process(dev_server: str) -> None:
+    """Finding: in callyard dev, /metrics showed only the API's families, while calls, engine
+    links and IVR step latency live in the workers. The printed URL now shows every
+    process, each sample labelled with its process, HELP and TYPE once per family."""
+    base = dev_server
+    for engine in ("freeswitch", "asterisk"):
+        call_id = httpx.post(f"{base}/sim/calls", json={"to": "9999", "engine": engine},
+                             timeout=10).json()["id"]
+        _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")
+        httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def value(name: str, **labels: str) -> float:
+        found = [s.value for s in samples
+                 if s.name == name and labels.items() <= s.labels.items()]
+        assert found, f"no {name} {labels} in /metrics"
+        return sum(found)
+
+    for engine in ("freeswitch", "asterisk"):
+        process = f"{engine}-worker"
+        assert value("callyard_calls_total", engine=engine, process=process) >= 1
+        assert value("callyard_engine_connected", engine=engine, process=process) == 1
+        assert value("callyard_ivr_step_seconds_count", engine=engine, process=process) >= 1
+        assert value("callyard_process_up", process=process) == 1
+    for process in ("api", "freeswitch-worker", "asterisk-worker"):
+        assert value("process_resident_memory_bytes", process=process) > 0
+    assert value("callyard_menu_version", process="api") >= 1
+    for kind in ("# HELP ", "# TYPE "):
+        names = [line.split()[2] for line in text.splitlines() if line.startswith(kind)]
+        assert len(names) == len(set(names)), f"{kind.strip()} repeated"
 
 
 @pytest.mark.parametrize(("engine", "agent"), [("freeswitch", "alice"), ("asterisk", "bob")])
