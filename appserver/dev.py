@@ -4,7 +4,8 @@ Starts (or reuses) embedded PostgreSQL and Redis unless URLs are configured, app
 migrations, seeds the demo, runs both engine simulators and the API in this process,
 and the FreeSWITCH and Asterisk workers as supervised child processes, exactly as they
 run in production (``callyard freeswitch`` / ``callyard asterisk``), pointed at the
-simulators. Ctrl-C stops everything.
+simulators. Ctrl-C or SIGTERM stops everything, embedded servers included (see
+:mod:`appserver.stopping`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from appserver.settings import Settings
+    from appserver.stopping import StopSignals
 
 HELP = "run everything on this machine: embedded storage, simulators, API, both workers"
 log = logging.getLogger("callyard.dev")
@@ -127,6 +129,7 @@ def _banner(base: str, seed: bool) -> str:
         f"  API docs        {base}/docs",
         f"  simulated calls {base}/sim/calls",
         f"  health          {base}/healthz  {base}/readyz",
+        f"  metrics         {base}/metrics   (API and both workers)",
     ]
     if seed:
         lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
@@ -135,7 +138,8 @@ def _banner(base: str, seed: bool) -> str:
     return "\n".join(lines)
 
 
-async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
+async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str,
+                stop: StopSignals) -> int:
     import uvicorn
 
     from appserver.api.services import Services
@@ -145,9 +149,12 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.sim.ari.models import SimEndpoint
     from appserver.sim.ari.server import AriSimulator
     from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+    from appserver.stopping import serve_http
 
     started = time.monotonic()
     await _prepare_database(dsn, seed=not args.no_seed)
+    if stop.requested:
+        return 0
 
     # Whoever a call is bridged to (an extension, an agent's room) answers and stays on the
     # line until the caller hangs up: calls can be walked through by hand.
@@ -173,10 +180,14 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "CALLYARD_SHUTDOWN_GRACE": "3",
     }
     cli = [sys.executable, "-m", "appserver.cli"]
+    # Each worker serves its metrics on a port of its own; the API's /metrics merges them.
+    health = {engine: f"127.0.0.1:{free_port()}" for engine in ("freeswitch", "asterisk")}
     children = [
-        Child("freeswitch worker", [*cli, "freeswitch"], env),
-        Child("asterisk worker", [*cli, "asterisk"], env),
+        Child(f"{engine} worker", [*cli, engine], {**env, "CALLYARD_HEALTH_LISTEN": listen})
+        for engine, listen in health.items()
     ]
+    metrics_peers = {f"{engine}-worker": f"http://{listen}/metrics"
+                     for engine, listen in health.items()}
     supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
 
     try:
@@ -191,24 +202,27 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
             config = uvicorn.Config(
-                services.app(sim_calls=sim_calls),
+                services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
                 host=args.host,
                 port=args.port,
                 log_config=None,
                 lifespan="off",
             )
             server = uvicorn.Server(config)
-            server_task = asyncio.create_task(server.serve())
+            server_task = asyncio.create_task(serve_http(server, stop))
             while not server.started and not server_task.done():
                 await asyncio.sleep(0.05)
             if server_task.done():
                 await server_task
+                if stop.requested:
+                    return 0
                 log.error("the HTTP server could not start on %s:%s", args.host, args.port)
                 return 1
             base = f"http://{args.host}:{args.port}"
             print(_banner(base, seed=not args.no_seed), flush=True)
             log.info("started in %.1fs", time.monotonic() - started)
             await server_task
+            log.info("stopping: workers, simulators, then the embedded servers")
     finally:
         for child in children:
             await asyncio.to_thread(child.stop)
@@ -223,15 +237,16 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.embedded import EmbeddedError, storage_urls
+    from appserver.stopping import StopSignals
 
+    stop = StopSignals.install()  # from now on no signal interrupts a start or a clean-up
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
     try:
         with storage_urls(settings) as (dsn, redis_url):
-            try:
-                return asyncio.run(serve(args, settings, dsn, redis_url))
-            except KeyboardInterrupt:  # re-raised by uvicorn after its clean shutdown
+            if stop.requested:  # asked to stop while the embedded servers started
                 return 0
+            return asyncio.run(serve(args, settings, dsn, redis_url, stop))
     except EmbeddedError as exc:
         print(f"callyard dev: {exc}", file=sys.stderr)
         return 1

@@ -560,6 +560,26 @@ def redis_url(settings: Settings, *, keep: bool = False) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def worker_redis_url(settings: Settings, command: str) -> Iterator[str]:
+    """The Redis of a call-control worker: ``settings.redis_url``, or the embedded Redis
+    under ``settings.data_dir``, announced loudly (other hosts cannot reach it, so queues,
+    menus and CDRs are this host's alone) and stopped on exit if this worker started it."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = EmbeddedRedis(settings.data_dir / "redis")
+    with _serve(server, keep=False) as url:
+        log.warning(
+            "%s: CALLYARD_REDIS_URL is not set, so this worker uses an embedded Redis at %s "
+            "(%s) that only this host can reach: no other host shares its queues, menus or "
+            "CDRs. %s. Set CALLYARD_REDIS_URL for production.", command, url, server.directory,
+            "Started for this worker; it stops when the worker exits" if server.started
+            else "Already running; left running when the worker exits",
+        )
+        yield url
+
+
+@contextlib.contextmanager
 def storage_urls(settings: Settings, *, keep: bool = False) -> Iterator[tuple[str, str]]:
     """Yield ``(database_url, redis_url)``: the configured URLs, or embedded servers.
 

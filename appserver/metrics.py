@@ -15,6 +15,10 @@ From Redis, refreshed by :class:`RedisStatsPoller` (the CDR writer runs one):
 ``callyard_queue_service_level`` (per queue), ``callyard_agents{state}``,
 ``callyard_cdr_backlog`` (entries not yet stored) and ``callyard_cdr_pending`` (read, not
 acknowledged).
+
+``callyard dev`` runs the workers as processes of their own: its ``/metrics`` is
+:func:`combined_exposition`, this process's families and the workers' (scraped from their
+health ports) merged into one exposition, every sample labelled ``process``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from appserver.cdr.record import CdrRecord
     from ivr.calls import CallInfo
 
@@ -56,6 +63,9 @@ AGENTS = Gauge("callyard_agents", "Agents by state.", ["state"])
 CDR_BACKLOG = Gauge("callyard_cdr_backlog", "CDRs in the Redis stream not yet stored.")
 CDR_PENDING = Gauge("callyard_cdr_pending", "CDRs read by a writer but not acknowledged.")
 CDRS_STORED = Counter("callyard_cdrs_stored", "CDRs inserted into PostgreSQL.")
+CDR_CONFLICTS = Counter("callyard_cdr_conflicts",
+                        "CDRs whose call id already had a different record (kept in the dead "
+                        "stream).")
 
 
 def render() -> tuple[bytes, str]:
@@ -144,9 +154,68 @@ class RedisStatsPoller:
             CDR_PENDING.set(0)
 
 
-async def metrics_endpoint(request: Any) -> Any:
-    """``/metrics`` for a Starlette/FastAPI app: ``app.add_route("/metrics", metrics_endpoint)``."""
-    from starlette.responses import Response
+class _Families:
+    """A collector of ready-made metric families (what ``generate_latest`` renders)."""
 
-    body, content_type = render()
-    return Response(body, headers={"Content-Type": content_type})
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def merge_expositions(parts: Mapping[str, str | None]) -> bytes:
+    """One exposition from several processes' (``{process: text}``; None: it did not
+    answer): each family once, each sample labelled ``process``, and
+    ``callyard_process_up{process}`` saying whose metrics are in."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    up = GaugeMetricFamily("callyard_process_up", "1 when the process's metrics are included.",
+                           labels=["process"])
+    families: dict[str, Metric] = {}
+    for process, text in parts.items():
+        up.add_metric([process], 0 if text is None else 1)
+        for family in text_string_to_metric_families(text or ""):
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            merged.samples += [sample._replace(labels={**sample.labels, "process": process})
+                               for sample in family.samples]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([up, *families.values()]))
+    return generate_latest(registry)
+
+
+async def combined_exposition(own: str, peers: Mapping[str, str], timeout: float = 2.0
+                              ) -> bytes:
+    """This process's metrics (as ``own``) and those at each peer's ``/metrics`` URL."""
+    import aiohttp
+
+    async def scrape(http: aiohttp.ClientSession, url: str) -> str | None:
+        try:
+            async with http.get(url) as resp:
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+        texts = await asyncio.gather(*(scrape(http, url) for url in peers.values()))
+    parts = {own: generate_latest().decode(), **dict(zip(peers, texts, strict=True))}
+    return merge_expositions(parts)
+
+
+def metrics_endpoint(peers: Mapping[str, str] | None = None
+                     ) -> Callable[[Any], Awaitable[Any]]:
+    """``/metrics`` for a Starlette/FastAPI app: this process's metrics or, given ``peers``
+    (``{process: URL of its /metrics}``, ``callyard dev``), merged with theirs, this one
+    labelled ``process="api"``."""
+
+    async def endpoint(request: Any) -> Any:
+        from starlette.responses import Response
+
+        body = await combined_exposition("api", peers) if peers else generate_latest()
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return endpoint

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     freeswitch_listen: str = "127.0.0.1:8084"
     freeswitch_dial_template: str = "user/{target}"
     freeswitch_sip_template: str = "sofia/callyard/{target}"  # Dial(kind="sip"): a SIP URI
+    # Outbound sockets open at once (calls + handshakes), and seconds to answer `connect`.
+    freeswitch_max_calls: int = Field(20000, ge=1)
+    freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)
 
     # Asterisk worker.
     asterisk_ari: Annotated[list[AriNode], NoDecode] = []

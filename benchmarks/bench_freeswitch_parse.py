@@ -1,5 +1,6 @@
 """Event parsing cost: greenswitch 0.0.19's ESLEvent vs our codec, on a FreeSWITCH-shaped
-plain event of about 150 headers (the same event as JSON for reference).
+plain event of about 150 headers (the same event as JSON for reference), and the call
+socket's reader path: frames split from 64 KiB reads by ``FrameParser`` then parsed lazily.
 
     .venv/bin/python benchmarks/bench_freeswitch_parse.py
 """
@@ -36,6 +37,27 @@ def rate(fn, payload, seconds: float = 1.0) -> float:  # type: ignore[no-untyped
     return n / elapsed
 
 
+def reader(chunks: list[bytes]) -> int:
+    """What the call socket's reader does with its reads: frame, then parse lazily."""
+    parser = codec.FrameParser()
+    n = 0
+    for chunk in chunks:
+        for frame in parser.feed(chunk):
+            codec.parse_event_lazy(frame)
+            n += 1
+    return n
+
+
+def reader_rate(pairs: list[tuple[str, str]], seconds: float = 1.0) -> float:
+    stream = codec.event_frame(pairs) * 200
+    chunks = [stream[i:i + 65536] for i in range(0, len(stream), 65536)]
+    n = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        n += reader(chunks)
+    return n / elapsed
+
+
 def main() -> None:
     pairs = sample()
     plain = codec.serialize_plain(pairs)
@@ -48,6 +70,7 @@ def main() -> None:
         "codec.parse_event_lazy (driver path)": rate(codec.parse_event_lazy, frame),
         "codec.parse_event (all values decoded)": rate(codec.parse_event, frame),
         "json.loads of the JSON form": rate(json.loads, as_json),
+        "FrameParser.feed + parse_event_lazy (call socket reader)": reader_rate(pairs),
     }
     for name, value in results.items():
         print(f"{value:10,.0f} events/s  {name}")

@@ -7,12 +7,15 @@ import time
 
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord
 from appserver.cdr.sink import AsyncCdrSink
 from appserver.cdr.writer import CdrWriter
 from appserver.store.cdrs import get_cdr
+
+CONFLICTS = "callyard_cdr_conflicts_total"
 
 
 def record(i: int, **kw: object) -> CdrRecord:
@@ -37,7 +40,8 @@ async def add(redis: aioredis.Redis, records: list[CdrRecord]) -> None:
 async def test_batch_is_stored_acknowledged_and_deleted(
     redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
 ) -> None:
-    await add(redis_client, [record(i) for i in range(25)] + [record(3)])  # call-3 twice
+    records = [record(i) for i in range(25)]
+    await add(redis_client, [*records, records[3]])  # call-3 twice: a retried XADD
     writer = CdrWriter(redis_client, pg_pool, batch=10, block_ms=50)
     await writer.ensure_group()
     while await writer.step():
@@ -137,3 +141,44 @@ async def test_writer_run_loop_stops_cleanly(redis_client: aioredis.Redis,
         await asyncio.sleep(0.05)
     await writer.stop(5)
     assert await pg_pool.fetchval("SELECT count(*) FROM cdrs") == 3
+
+
+async def test_a_different_record_for_a_stored_call_is_kept_in_the_dead_stream(
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
+) -> None:
+    """Finding: a connection reusing a live call's Unique-ID wrote a forged CDR, and the real
+    call's CDR was then silently dropped by ``ON CONFLICT DO NOTHING``. A record that
+    differs from the one stored under its call id is now kept in the dead stream with the
+    reason and counted (``callyard_cdr_conflicts_total``); an identical one is a redelivery."""
+    before = REGISTRY.get_sample_value(CONFLICTS) or 0.0
+    forged, real = record(1, caller="+16660000"), record(1, caller="+15550100")
+    writer = CdrWriter(redis_client, pg_pool, block_ms=50)
+    await writer.ensure_group()
+    await add(redis_client, [forged])
+    assert await writer.step() == 1
+    await add(redis_client, [real, forged])  # the real call's record, then a redelivery
+    assert await writer.step() == 2
+    stored = await get_cdr(pg_pool, "call-1")
+    assert stored is not None and stored.caller == "+16660000"  # the first stays
+    dead = await redis_client.xrange(DEAD_STREAM)
+    assert [(f["call_id"], f["caller"]) for _, f in dead] == [("call-1", "+15550100")]
+    assert "already stored with a different record" in dead[0][1]["_error"]
+    assert (writer.stats.conflicts, writer.stats.duplicates) == (1, 1)
+    assert REGISTRY.get_sample_value(CONFLICTS) == before + 1
+    assert await writer.backlog() == (0, 0)
+
+
+async def test_two_different_records_for_one_call_in_a_batch_keep_both(
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
+) -> None:
+    first, second = record(7, disposition="hangup"), record(7, disposition="answered")
+    await add(redis_client, [first, second, first])
+    writer = CdrWriter(redis_client, pg_pool, block_ms=50)
+    await writer.ensure_group()
+    assert await writer.step() == 3
+    stored = await get_cdr(pg_pool, "call-7")
+    assert stored is not None and stored.disposition == "hangup"
+    dead = await redis_client.xrange(DEAD_STREAM)
+    assert [(f["call_id"], f["disposition"]) for _, f in dead] == [("call-7", "answered")]
+    assert "already stored with a different record" in dead[0][1]["_error"]
+    assert (writer.stats.inserted, writer.stats.conflicts, writer.stats.duplicates) == (1, 1, 1)

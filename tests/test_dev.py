@@ -13,25 +13,59 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
+import leftovers
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from appserver.embedded import free_port
 
 
-@pytest.fixture(scope="module")
-def dev_server() -> Iterator[str]:
+def start_callyard(data_dir: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
+    env.update(CALLYARD_LOG_LEVEL="WARNING", CALLYARD_DATA_DIR=str(data_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "appserver.cli", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group: the leftover check looks at groups
+    )
+
+
+def start_dev(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    return start_callyard(data_dir, "dev", "--port", str(port), "--data-dir", str(data_dir))
+
+
+def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> None:
+    """Send ``sig``; the command must exit 0 leaving nothing running: no worker, no
+    embedded server (they detach from its process tree) and nothing in their groups."""
+    pgids = leftovers.groups(leftovers.family(proc.pid, data_dir))
+    proc.send_signal(sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        output = proc.stdout.read() if proc.stdout else ""
+    assert proc.returncode == 0, output[-3000:]
+    left = leftovers.wait_all_gone(pgids, data_dir)
+    assert not left, f"left running after {signal.Signals(sig).name}: {left}\n{output[-3000:]}"
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
     # Not under pytest's tmp_path: embedded PostgreSQL runs as another user under root and
     # pytest makes its base directory private.
+    path = Path(tempfile.mkdtemp(prefix="callyard-dev-test-"))
+    yield path
+    leftovers.kill_all(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def dev_server() -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix="callyard-dev-test-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
-    env["CALLYARD_LOG_LEVEL"] = "WARNING"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver.cli", "dev", "--port", str(port),
-         "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc = start_dev(data_dir, port)
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
@@ -40,26 +74,11 @@ def dev_server() -> Iterator[str]:
         assert startup < 30, f"callyard dev took {startup:.1f}s to be ready"
         yield base
     finally:
-        family = _family(proc.pid)
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+            stop_dev(proc, data_dir, signal.SIGINT)  # Ctrl-C
         finally:
-            output = proc.stdout.read() if proc.stdout else ""
-        assert proc.returncode == 0, output[-3000:]
-        deadline = time.monotonic() + 10
-        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family):
-            assert time.monotonic() < deadline, f"left running: {family}"
-            time.sleep(0.1)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _family(pid: int) -> list[psutil.Process]:
-    """The dev process's children: workers and embedded servers."""
-    return psutil.Process(pid).children(recursive=True)
+            leftovers.kill_all(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[str]) -> None:
@@ -123,6 +142,39 @@ def test_bad_requests_are_clear(dev_server: str) -> None:
     assert page.status_code == 200 and "Callyard softphone" in page.text
 
 
+def test_metrics_show_every_process(dev_server: str) -> None:
+    """Finding: in callyard dev, /metrics showed only the API's families, while calls, engine
+    links and IVR step latency live in the workers. The printed URL now shows every
+    process, each sample labelled with its process, HELP and TYPE once per family."""
+    base = dev_server
+    for engine in ("freeswitch", "asterisk"):
+        call_id = httpx.post(f"{base}/sim/calls", json={"to": "9999", "engine": engine},
+                             timeout=10).json()["id"]
+        _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")
+        httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def value(name: str, **labels: str) -> float:
+        found = [s.value for s in samples
+                 if s.name == name and labels.items() <= s.labels.items()]
+        assert found, f"no {name} {labels} in /metrics"
+        return sum(found)
+
+    for engine in ("freeswitch", "asterisk"):
+        process = f"{engine}-worker"
+        assert value("callyard_calls_total", engine=engine, process=process) >= 1
+        assert value("callyard_engine_connected", engine=engine, process=process) == 1
+        assert value("callyard_ivr_step_seconds_count", engine=engine, process=process) >= 1
+        assert value("callyard_process_up", process=process) == 1
+    for process in ("api", "freeswitch-worker", "asterisk-worker"):
+        assert value("process_resident_memory_bytes", process=process) > 0
+    assert value("callyard_menu_version", process="api") >= 1
+    for kind in ("# HELP ", "# TYPE "):
+        names = [line.split()[2] for line in text.splitlines() if line.startswith(kind)]
+        assert len(names) == len(set(names)), f"{kind.strip()} repeated"
+
+
 @pytest.mark.parametrize(("engine", "agent"), [("freeswitch", "alice"), ("asterisk", "bob")])
 def test_an_agent_takes_the_call_by_hand(dev_server: str, engine: str, agent: str) -> None:
     """The walk-through the README promises: dial 9999, press 2, an agent accepts."""
@@ -158,3 +210,38 @@ def test_an_agent_takes_the_call_by_hand(dev_server: str, engine: str, agent: st
         assert time.monotonic() < deadline, "the agent stayed on the call after the hangup"
         time.sleep(0.1)
     assert state in ("wrap_up", "available")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_workers_and_embedded_servers(data_dir: Path, sig: int) -> None:
+    """Finding: SIGTERM to callyard dev left the embedded PostgreSQL and Redis running
+    (uvicorn re-raised SIGTERM after its own shutdown and the process died before its
+    clean-up). Both signals must stop everything, checked by process group and data dir."""
+    port = free_port()
+    proc = start_dev(data_dir, port)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        stop_dev(proc, data_dir, sig)
+
+
+def test_sigterm_while_starting_leaves_nothing_running(data_dir: Path) -> None:
+    """A SIGTERM that arrives while the embedded PostgreSQL is still starting is honoured
+    once start-up is done: nothing is left half-started."""
+    proc = start_dev(data_dir, free_port())
+    deadline = time.monotonic() + 60
+    while not (data_dir / "postgres" / "postmaster.pid").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "PostgreSQL never started"
+        time.sleep(0.02)
+    stop_dev(proc, data_dir, signal.SIGTERM)
+
+
+def test_api_sigterm_stops_the_embedded_servers_it_started(data_dir: Path) -> None:
+    """Finding: the same uvicorn SIGTERM re-raise killed `callyard api` before it stopped
+    the embedded PostgreSQL and Redis it had started."""
+    port = free_port()
+    proc = start_callyard(data_dir, "api", "--port", str(port))
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+    finally:
+        stop_dev(proc, data_dir, signal.SIGTERM)

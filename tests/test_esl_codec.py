@@ -133,3 +133,20 @@ def test_malformed_event_bodies_raise_protocol_error() -> None:
 def test_header_block_without_end_is_bounded() -> None:
     with pytest.raises(c.ESLProtocolError):
         c.FrameParser().feed(b"X: " + b"a" * (c.MAX_HEADER_BYTES + 10))
+
+
+def test_call_socket_frames_are_capped_at_one_mib_at_the_header() -> None:
+    """Finding: the call socket's reader buffered 16 MB bodies. Its parser refuses a body
+    above 1 MiB as soon as the header announces it, having buffered nothing of it; the
+    largest real frames (an event with every variable) are far below the cap."""
+    parser = c.FrameParser(c.MAX_CALL_FRAME_BYTES)
+    with pytest.raises(c.ESLProtocolError, match="frame body of 16000000 bytes exceeds the "
+                       "1048576-byte limit"):
+        parser.feed(b"Content-Type: command/reply\nContent-Length: 16000000\n\n" + b"x" * 1000)
+    assert parser.buffered == 1000  # the body bytes that came with the header, no more
+    edge = c.FrameParser(c.MAX_CALL_FRAME_BYTES)
+    body = b"x" * c.MAX_CALL_FRAME_BYTES
+    assert edge.feed(b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body)
+    largest = max((len(b.data) for name in FILES if (CAPTURES / name).exists()
+                   for b in read_blocks(name) if b.direction == "received"), default=0)
+    assert largest * 20 < c.MAX_CALL_FRAME_BYTES

@@ -5,6 +5,7 @@ shared scenario list runs on every engine target in tests/real/test_scenarios_re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -13,11 +14,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import IO
 
+import asyncpg
+import psutil
 import pytest
+import redis.asyncio as aioredis
 from scenarios import ENDPOINTS, expect, press, prompt, walk
+from test_cdr_asterisk import drain_cdrs
 
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.sim.esl.channel import encode_connect_reply
+from appserver.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)
@@ -29,7 +36,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def start_worker(port: int, redis_url: str, stderr: IO[str] | int = subprocess.PIPE,
+                 **extra: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
@@ -37,12 +45,13 @@ def start_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
         "CALLYARD_FREESWITCH_ESL": "",
         "CALLYARD_LOG_LEVEL": "WARNING",
         "CALLYARD_REDIS_URL": redis_url,  # no queues: the scenarios expect none
+        **extra,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appserver.cli", "freeswitch", "--flow-factory", "flows:factory"],
         cwd=ROOT,
         env=env,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -66,7 +75,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-    return err.decode()
+    return err.decode() if err else ""
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +205,115 @@ def test_command_reports_a_bad_flow_factory_clearly() -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert missing.returncode == 2 and "has no attribute 'nope'" in missing.stderr
+
+
+# ------------------------------------------------------------ the listener's limits
+
+LIMITS = dict(CALLYARD_FREESWITCH_MAX_CALLS="20", CALLYARD_FREESWITCH_CONNECT_TIMEOUT="1",
+              CALLYARD_LOG_LEVEL="INFO")
+
+
+@pytest.fixture
+def limited_worker(worker_redis_url: str, tmp_path: Path
+                   ) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """A worker taking at most 20 connections, 1 s to answer ``connect``; its log file."""
+    port, log = free_port(), tmp_path / "worker.log"
+    with log.open("w") as stderr:
+        proc = start_worker(port, worker_redis_url, stderr, **LIMITS)
+    deadline = time.monotonic() + 5  # start_worker's probe connection must not hold a slot
+    while "caller left before connect" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+    time.sleep(0.1)
+    yield port, proc, log
+    stop_worker(proc)
+
+
+async def test_silent_sockets_time_out_and_count_against_max_calls(
+    limited_worker: tuple[int, subprocess.Popen[bytes], Path]
+) -> None:
+    """Finding: 200 sockets that never answered ``connect`` were held forever and were not
+    counted against the worker's maximum of calls."""
+    port, _, log = limited_worker
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+    for reader, _ in silent:
+        assert await asyncio.wait_for(reader.readuntil(b"\n\n"), 5) == b"connect\n\n"
+    sim = FreeswitchSimulator([("127.0.0.1", port)], Behaviour(**FAST))
+    try:
+        # every slot is taken by a handshake: a real call is refused and falls back
+        call = await sim.place_call("9999")
+        await call.wait_for_prompt("file:" + FALLBACK_PROMPT.removesuffix(".wav"), 10)
+        for reader, writer in silent:  # closed once the connect timeout (1 s) passed
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        call = await sim.place_call("9999")
+        await walk(call, (prompt("ivr/welcome"), press("0"), expect("transferred", "1000")))
+    finally:
+        await sim.stop()
+    text = log.read_text()
+    assert "no reply to connect within 1.0s" in text and "20 connections open" in text, text
+
+
+def test_oversized_frames_are_refused_at_their_header(
+    limited_worker: tuple[int, subprocess.Popen[bytes], Path]
+) -> None:
+    """Finding: a 16 MB frame body was buffered whole per connection (4 connections took the
+    worker from 58 to 122 MB). FreeSWITCH's largest frames are tens of KB: above 1 MiB the
+    connection is closed at the frame's header, with a clear log line."""
+    port, proc, log = limited_worker
+    worker = psutil.Process(proc.pid)
+    before = worker.memory_info().rss
+    socks = []
+    for _ in range(4):
+        sock = socket.create_connection(("127.0.0.1", port), 5)
+        assert sock.recv(64) == b"connect\n\n"
+        sock.sendall(b"Content-Type: command/reply\nContent-Length: 16000000\n\n")
+        socks.append(sock)
+    for sock in socks:  # all the body but its last byte: the frame never completes
+        with contextlib.suppress(OSError):  # the worker closed it: what we want
+            sock.sendall(b"x" * (16_000_000 - 1))
+    grown = worker.memory_info().rss - before
+    for sock in socks:
+        sock.close()
+    assert grown < 16 * 2**20, f"the worker grew {grown / 2**20:.0f} MiB"
+    text = log.read_text()
+    assert text.count("frame body of 16000000 bytes exceeds the 1048576-byte limit") == 4, text
+
+
+async def test_a_second_socket_with_a_live_call_id_is_refused(
+    redis_url: str, redis_client: aioredis.Redis, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Finding: a connection that reused a live call's Unique-ID got a call flow of its own:
+    it wrote a forged CDR, and the real call's CDR was then dropped by the writer's
+    ``ON CONFLICT DO NOTHING``. The second socket is refused; the real call goes on."""
+    port, log = free_port(), tmp_path / "worker.log"
+    with log.open("w") as stderr:
+        proc = start_worker(port, redis_url, stderr, CALLYARD_LOG_LEVEL="INFO")
+    # a long greeting: the real call waits in it, undisturbed, while the forger connects
+    sim = FreeswitchSimulator([("127.0.0.1", port)],
+                              Behaviour(durations={"file:ivr/welcome": 8.0}, **FAST))
+    try:
+        call = await sim.place_call("9999", caller="+15550100")
+        await call.wait_for_prompt("file:ivr/welcome")
+        forged = [(k, "+16660000" if k.endswith("Caller-ID-Number") else v)
+                  for k, v in call.channel.channel_data()]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await reader.readuntil(b"\n\n") == b"connect\n\n"
+        writer.write(encode_connect_reply(forged))
+        try:
+            refused = await asyncio.wait_for(reader.read(), 3) == b""
+        except TimeoutError:
+            refused = False
+        writer.close()
+        await walk(call, (press("1"), prompt("ivr/sales")))
+        await call.hangup()
+        assert await drain_cdrs(redis_client, pg_pool, 1) == 1
+        await asyncio.sleep(1)
+        assert await drain_cdrs(redis_client, pg_pool, 2, timeout=1) == 1
+        rows = await pg_pool.fetch("SELECT caller, disposition FROM cdrs")
+        assert [(r["caller"], r["disposition"]) for r in rows] == [("+15550100", "hangup")]
+        assert refused, "the worker kept the second socket for a live call id"
+    finally:
+        await sim.stop()
+        stop_worker(proc)
+    assert f"refusing a second socket for live call {call.call_id}" in log.read_text()

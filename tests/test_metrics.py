@@ -86,3 +86,39 @@ async def test_health_server_ready_not_ready_and_stopping() -> None:
                 assert resp.status == 200 and "callyard_" in await resp.text()
     finally:
         await server.stop()
+
+
+async def test_api_metrics_merge_peer_processes_in_dev_mode() -> None:
+    """callyard dev's /metrics: this process and a peer (a worker's health server), one
+    HELP/TYPE per family, samples told apart by ``process``; a peer down says so."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from appserver.metrics import CallMetrics
+    from ivr.calls import CallInfo
+
+    call = CallInfo(call_id="m1", caller="+1555", called="9999", engine="freeswitch", node="merge")
+    CallMetrics().call_started(call)
+    worker = AsyncHealthServer(f"127.0.0.1:{free_port()}", _no_checks)
+    await worker.start()  # same registry as this process: both expose the same families
+    try:
+        peers = {"freeswitch-worker": f"http://127.0.0.1:{worker.port}/metrics",
+                 "asterisk-worker": f"http://127.0.0.1:{free_port()}/metrics"}  # nobody there
+        app = create_app(metrics_peers=peers)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://api") as client:
+            text = (await client.get("/metrics")).text
+    finally:
+        await worker.stop()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    calls = [(s.labels["process"], s.labels["engine"]) for s in families["callyard_calls"].samples
+             if s.name == "callyard_calls_total" and s.labels.get("node") == "merge"]
+    assert sorted(calls) == [("api", "freeswitch"), ("freeswitch-worker", "freeswitch")]
+    up = {s.labels["process"]: s.value for s in families["callyard_process_up"].samples}
+    assert up == {"api": 1, "freeswitch-worker": 1, "asterisk-worker": 0}
+    for kind in ("# HELP ", "# TYPE "):
+        names = [line.split()[2] for line in text.splitlines() if line.startswith(kind)]
+        assert len(names) == len(set(names))
+
+
+async def _no_checks() -> dict[str, str]:
+    return {}

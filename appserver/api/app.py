@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,10 +70,12 @@ def create_app(
     sim_calls: SimCalls | None = None,
     readiness: Readiness | None = None,
     context: ApiContext | None = None,
+    metrics_peers: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """Build the app. ``readiness`` checks dependencies for ``/readyz``; ``context`` (the
     database, Redis, LiveKit) enables the REST API, console and WebSocket; ``sim_calls``
-    (dev mode only) mounts ``/sim`` and ``/softphone``."""
+    (dev mode only) mounts ``/sim`` and ``/softphone``; ``metrics_peers`` (dev mode only,
+    ``{process: URL}``) adds those processes' metrics to ``/metrics``."""
     app = FastAPI(title="Callyard", version=__version__)
     if LIVEKIT_DIST.is_dir():  # before /static, which would shadow it
         app.mount("/static/livekit", StaticFiles(directory=LIVEKIT_DIST), name="livekit")
@@ -84,7 +86,7 @@ def create_app(
         """The process is alive."""
         return {"status": "ok"}
 
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # Prometheus
+    app.add_route("/metrics", metrics_endpoint(metrics_peers), include_in_schema=False)
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -69,8 +69,10 @@ class Services:
             checks[name] = check()
         return checks
 
-    def app(self, sim_calls: SimCalls | None = None) -> FastAPI:
-        return create_app(sim_calls=sim_calls, readiness=self.ready, context=self.context)
+    def app(self, sim_calls: SimCalls | None = None,
+            metrics_peers: Mapping[str, str] | None = None) -> FastAPI:
+        return create_app(sim_calls=sim_calls, readiness=self.ready, context=self.context,
+                          metrics_peers=metrics_peers)
 
 
 async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.embedded import EmbeddedError, redis_url
+    from appserver.embedded import EmbeddedError, worker_redis_url
 
     specs = ([args.flow_factory] if args.flow_factory else []) + list(settings.apps)
     try:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               "(e.g. http://user:secret@127.0.0.1:8088) or pass --sim", file=sys.stderr)
         return 2
     try:
-        with redis_url(settings, keep=True) as url:
+        with worker_redis_url(settings, "callyard asterisk") as url:
             return asyncio.run(serve(args, settings, apps, url))
     except EmbeddedError as exc:
         print(f"callyard asterisk: {exc}", file=sys.stderr)

@@ -8,6 +8,10 @@ One or more writers share the consumer group ``cdr-writers``. Each loop:
    (``ON CONFLICT (call_id) DO NOTHING``: a redelivered record is not stored twice);
 3. only after the commit, ``XACK`` + ``XDEL`` the entries.
 
+A record whose call id is already stored (or already in the batch) with *different* content
+is never dropped silently: it goes to the dead stream with the reason and is counted in
+``callyard_cdr_conflicts_total`` (the first record stored stays in ``cdrs``).
+
 PostgreSQL down: the batch is kept and retried with backoff, nothing is acknowledged.
 Redis down: reconnect with backoff; a batch committed but not acknowledged is read again
 later and skipped by the idempotent insert. An entry that can never be stored (not a valid
@@ -30,7 +34,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord, utc
-from appserver.store.cdrs import Cdr, insert_cdrs
+from appserver.metrics import CDR_CONFLICTS
+from appserver.store.cdrs import Cdr, differing_cdrs, insert_cdrs
 
 log = logging.getLogger("callyard.cdr.writer")
 
@@ -54,7 +59,8 @@ def to_cdr(record: CdrRecord) -> Cdr:
 @dataclass
 class WriterStats:
     inserted: int = 0  # new rows
-    duplicates: int = 0  # records whose call id was already stored
+    duplicates: int = 0  # records already stored exactly so (redeliveries)
+    conflicts: int = 0  # different records for a stored call id (moved to the dead stream)
     dead: int = 0  # entries moved to the dead stream
     batches: int = 0
 
@@ -152,38 +158,29 @@ class CdrWriter:
         return entries
 
     async def _store(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        good: list[tuple[str, Cdr]] = []
+        raw = {entry_id: _strs(fields) for entry_id, fields in entries}
         dead: list[tuple[str, dict[str, str], str]] = []
-        for entry_id, fields in entries:
+        # Rounds of at most one record per call id: a second, different record for a call
+        # is then judged exactly as if it came in a later batch.
+        rounds: list[list[tuple[str, Cdr]]] = []
+        variants: dict[str, list[Cdr]] = {}
+        for entry_id, fields in raw.items():
             try:
-                good.append((entry_id, to_cdr(CdrRecord.from_fields(_strs(fields)))))
+                cdr = to_cdr(CdrRecord.from_fields(fields))
             except ValueError as exc:
-                dead.append((entry_id, _strs(fields), str(exc)))
-        # Several entries for one call (a retried XADD): keep the first.
-        first: dict[str, tuple[str, Cdr]] = {}
-        for entry_id, cdr in good:
-            first.setdefault(cdr.call_id, (entry_id, cdr))
-        unique = list(first.values())
-        delay = 0.2
-        while True:
-            try:
-                new, rejected = await self._insert([c for _, c in unique])
-                self.database_ok = True
-                break
-            except _PG_ERRORS as exc:
-                self.database_ok = False
-                log.warning("CDR writer: PostgreSQL unavailable; batch kept, retrying",
-                            extra={"batch": len(unique), "error": str(exc) or type(exc).__name__})
-                await asyncio.sleep(delay)  # never give up a batch in hand
-                delay = min(self.retry_max, delay * 2)
-        by_call = {c.call_id: entry_id for entry_id, c in unique}
-        raw = dict(entries)
-        for call_id, reason in rejected.items():
-            entry_id = by_call[call_id]
-            dead.append((entry_id, _strs(raw[entry_id]), reason))
+                dead.append((entry_id, fields, str(exc)))
+                continue
+            seen = variants.setdefault(cdr.call_id, [])
+            if cdr in seen:  # the same record twice (a retried XADD)
+                self.stats.duplicates += 1
+                continue
+            if len(seen) == len(rounds):
+                rounds.append([])
+            rounds[len(seen)].append((entry_id, cdr))
+            seen.append(cdr)
+        for batch in rounds:
+            dead += await self._store_round(batch, raw)
         self.stats.batches += 1
-        self.stats.inserted += new
-        self.stats.duplicates += len(good) - new - len(rejected)
         if dead:
             await self._bury(dead)
         ids = [entry_id for entry_id, _ in entries]
@@ -192,22 +189,56 @@ class CdrWriter:
             pipe.xdel(self.stream, *ids)
             await pipe.execute()
 
-    async def _insert(self, cdrs: list[Cdr]) -> tuple[int, dict[str, str]]:
-        """Insert in one transaction: (new rows, {call id: reason} of rows rejected).
+    async def _store_round(self, batch: list[tuple[str, Cdr]], raw: dict[str, dict[str, str]]
+                           ) -> list[tuple[str, dict[str, str], str]]:
+        """Store records of distinct call ids; return the entries for the dead stream: rows
+        the database rejected and records that differ from the one already stored."""
+        cdrs = [cdr for _, cdr in batch]
+        delay = 0.2
+        while True:
+            try:
+                new, rejected = await self._insert(cdrs)
+                differing = set(await differing_cdrs(self.pool, [
+                    c for c in cdrs if c.call_id not in new and c.call_id not in rejected]))
+                self.database_ok = True
+                break
+            except _PG_ERRORS as exc:
+                self.database_ok = False
+                log.warning("CDR writer: PostgreSQL unavailable; batch kept, retrying",
+                            extra={"batch": len(cdrs), "error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(delay)  # never give up a batch in hand
+                delay = min(self.retry_max, delay * 2)
+        dead = []
+        for entry_id, cdr in batch:
+            if cdr.call_id in rejected:
+                dead.append((entry_id, raw[entry_id], rejected[cdr.call_id]))
+            elif cdr.call_id in differing:
+                dead.append((entry_id, raw[entry_id], "conflicting record: this call id is "
+                             "already stored with a different record"))
+        self.stats.inserted += len(new)
+        self.stats.conflicts += len(differing)
+        self.stats.duplicates += len(batch) - len(new) - len(rejected) - len(differing)
+        CDR_CONFLICTS.inc(len(differing))
+        return dead
+
+    async def _insert(self, cdrs: list[Cdr]) -> tuple[set[str], dict[str, str]]:
+        """Insert in one transaction: (call ids of new rows, {call id: reason} of rows
+        rejected).
 
         On a row error the batch is retried row by row so one bad record stops no other."""
         if not cdrs:
-            return 0, {}
+            return set(), {}
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                return len(await insert_cdrs(conn, cdrs)), {}
+                return set(await insert_cdrs(conn, cdrs)), {}
         except _ROW_ERRORS:
             pass
-        new, rejected = 0, {}
+        new: set[str] = set()
+        rejected: dict[str, str] = {}
         for cdr in cdrs:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    new += len(await insert_cdrs(conn, [cdr]))
+                    new.update(await insert_cdrs(conn, [cdr]))
             except _ROW_ERRORS as exc:
                 rejected[cdr.call_id] = f"{type(exc).__name__}: {exc}"
         return new, rejected

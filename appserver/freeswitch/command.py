@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from appserver.apps import FlowFactory
     from appserver.settings import Settings
 
 HELP = "Run the FreeSWITCH call-control worker (outbound ESL server, inbound ESL links)."
@@ -38,7 +39,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     gevent.config.track_greenlet_tree = False  # no spawn-tree capture per call greenlet
     monkey.patch_all()
 
-    import contextlib
+    import sys
+
+    from appserver.apps import AppLoadError, load_app
+    from appserver.embedded import EmbeddedError, worker_redis_url
+    from appserver.settings import parse_hostport
+
+    specs: list[str] = [*(args.flow_factory or []), *settings.apps]
+    try:
+        apps = [load_app(spec) for spec in specs]
+        listen = parse_hostport(args.listen or settings.freeswitch_listen)
+    except (AppLoadError, ValueError) as exc:
+        print(f"callyard freeswitch: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with worker_redis_url(settings, "callyard freeswitch") as rurl:
+            return serve(args, settings, specs, apps, listen, rurl)
+    except EmbeddedError as exc:
+        print(f"callyard freeswitch: {exc}", file=sys.stderr)
+        return 1
+
+
+def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
+          apps: list[FlowFactory], listen: tuple[str, int], rurl: str) -> int:
+    """Serve calls until SIGTERM / SIGINT; gevent is already patched in."""
     import json
     import logging
     import os
@@ -51,31 +75,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import redis
 
     from appserver.agents.bridge import BrowserAgentBridge
-    from appserver.apps import AppLoadError, AppRouter, MenuFlows, load_app
+    from appserver.apps import AppRouter, MenuFlows
     from appserver.cdr.gevent_ops import WorkerOps
-    from appserver.embedded import EmbeddedError, redis_url
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
     from appserver.queues.runtime import GeventQueueRuntime
-    from appserver.settings import parse_hostport
     from ivr.calls import CallFlow
 
     log = logging.getLogger("callyard.freeswitch")
-    specs: list[str] = [*(args.flow_factory or []), *settings.apps]
-    try:
-        apps = [load_app(spec) for spec in specs]
-        host, port = parse_hostport(args.listen or settings.freeswitch_listen)
-    except (AppLoadError, ValueError) as exc:
-        print(f"callyard freeswitch: {exc}", file=sys.stderr)
-        return 2
-    resources = contextlib.ExitStack()
-    try:
-        rurl = resources.enter_context(redis_url(settings, keep=True))
-    except EmbeddedError as exc:
-        print(f"callyard freeswitch: {exc}", file=sys.stderr)
-        return 1
+    host, port = listen
     menus = MenuFlows(rurl)  # the IVR: always asked last
     menus.start()
     router = AppRouter([*apps, menus])
@@ -92,7 +102,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                           sip_template=settings.freeswitch_sip_template)
     ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue,  # CDRs, health
                     menus=menus)
-    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config)
+    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config,
+                              max_calls=settings.freeswitch_max_calls,
+                              connect_timeout=settings.freeswitch_connect_timeout)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     stop = gevent.event.Event()
@@ -119,5 +131,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     nodes.stop()
     queues[0].stop()
     menus.stop()
-    resources.close()
     return 0

@@ -23,6 +23,11 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 256 * 1024
+# A frame body FreeSWITCH sends on a call's (outbound) socket is one event or one reply: an
+# event with every channel variable is ~10 KB in the captures (tens of KB with many SIP
+# headers), so 1 MiB is ample headroom and bounds what one socket can make the worker hold.
+MAX_CALL_FRAME_BYTES = 1024 * 1024
+# Inbound links to our own nodes may carry large ``api`` / ``bgapi`` results (show channels).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 DISCONNECT_TEXT = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -87,12 +92,13 @@ class FrameParser:
     (framing is lost) and must be closed by the caller.
     """
 
-    __slots__ = ("_buf", "_error", "_pending")
+    __slots__ = ("_buf", "_error", "_max_body", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
         self._buf = bytearray()
         self._pending: tuple[dict[str, str], int] | None = None
         self._error: ESLProtocolError | None = None
+        self._max_body = max_body
 
     def feed(self, data: bytes) -> list[Frame]:
         """Complete frames so far. Frames before a malformed one are still returned; the
@@ -128,7 +134,7 @@ class FrameParser:
                     break
                 headers = parse_header_block(bytes(buf[:end]))
                 del buf[: end + 2]
-                length = _content_length(headers)
+                length = _content_length(headers, self._max_body)
                 self._pending = (headers, length)
             headers, length = self._pending
             if len(buf) < length:
@@ -143,15 +149,15 @@ class FrameParser:
         return len(self._buf)
 
 
-def _content_length(headers: Mapping[str, str]) -> int:
+def _content_length(headers: Mapping[str, str], max_body: int = MAX_BODY_BYTES) -> int:
     raw = headers.get("Content-Length")
     if raw is None:
         return 0
     if not raw.isdigit():
         raise ESLProtocolError(f"bad Content-Length {raw!r}")
     length = int(raw)
-    if length > MAX_BODY_BYTES:
-        raise ESLProtocolError(f"Content-Length {length} exceeds {MAX_BODY_BYTES}")
+    if length > max_body:  # refused at the header: the body is never buffered
+        raise ESLProtocolError(f"frame body of {length} bytes exceeds the {max_body}-byte limit")
     return length
 
 

@@ -62,6 +62,7 @@ class _FastReader:
     _run: bool
     _channel_gone: bool  # our call's channel hung up: refusals are expected from now on
     _own_channel_events = False  # outbound: every event is about our call's channel
+    _max_frame_body = codec.MAX_BODY_BYTES
     connected: bool
     log_context: dict[str, str]
     event_callback: EventCallback | None
@@ -80,7 +81,7 @@ class _FastReader:
         self._process_events_greenlet = None
 
     def receive_events(self) -> None:
-        parser = codec.FrameParser()
+        parser = codec.FrameParser(self._max_frame_body)
         reason = "eof"
         try:
             while self._run:
@@ -93,7 +94,7 @@ class _FastReader:
                 parser.check()
         except codec.ESLProtocolError as exc:
             reason = f"protocol error: {exc}"
-            log.error("malformed ESL frame, closing: %s", exc, extra=self.log_context)
+            log.error("bad ESL frame, closing the connection: %s", exc, extra=self.log_context)
         except OSError as exc:
             reason = f"socket error: {exc}"
         except Exception as exc:
@@ -186,13 +187,14 @@ class _FastReader:
             return False
         return True
 
-    def send(self, data: str) -> Reply:
+    def send(self, data: str, timeout: float | None = None) -> Reply:
+        """Send a command and wait for its reply (``gevent.Timeout`` after ``timeout``)."""
         if not self.connected:
             raise NotConnectedError()
         result = gevent.event.AsyncResult()
         self._commands_sent.append(result)
         self.sock.sendall((data + "\n\n").encode("utf-8"))
-        reply: Reply = result.get()
+        reply: Reply = result.get(timeout=timeout)
         return reply
 
 
@@ -200,10 +202,17 @@ class CallSession(_FastReader, OutboundSession):
     """One outbound socket from FreeSWITCH: a call handed to Callyard."""
 
     _own_channel_events = True
+    _max_frame_body = codec.MAX_CALL_FRAME_BYTES  # anyone who reaches the port can connect
 
     def __init__(self, client_address: tuple[str, int], sock: gevent.socket.socket) -> None:
         self._init_reader()
         super().__init__(client_address, sock)
+
+    @property
+    def controls_call(self) -> bool:
+        """Still the live call's socket: connected, with no hangup or disconnect notice
+        yet (after a transfer FreeSWITCH may hand the same call to a new socket)."""
+        return bool(self.connected) and not self._channel_gone
 
     def release(self) -> None:
         """The call is over: drop the references that tie this session into cycles (its

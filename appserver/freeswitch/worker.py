@@ -38,7 +38,9 @@ log = logging.getLogger("callyard.freeswitch")
 class _Server(OutboundESLServer):
     """OutboundESLServer with a blocking cooperative accept (greenswitch polls every
     100 ms) and an accept path that survives callers who hang up during ``connect``
-    (greenswitch #57: NotConnectedError escaped)."""
+    (greenswitch #57: NotConnectedError escaped). Every open socket counts against
+    ``max_calls``, calls and handshakes alike: a refused one is closed at once, and
+    FreeSWITCH's dialplan goes on to the next worker or its fallback."""
 
     def __init__(self, worker: FreeswitchWorker, host: str, port: int, max_calls: int) -> None:
         super().__init__(host, port, application=object, max_connections=max_calls)
@@ -63,6 +65,11 @@ class _Server(OutboundESLServer):
                 log.warning("accept failed: %s", exc)
                 gevent.sleep(0.05)
                 continue
+            if len(self._greenlets) >= self.max_connections:
+                log.warning("refusing a connection from %s:%s: %d connections open "
+                            "(CALLYARD_FREESWITCH_MAX_CALLS)", *address[:2], len(self._greenlets))
+                sock.close()
+                continue
             sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
             greenlet = gevent.spawn(self.worker.handle_connection, sock, address)
             self._greenlets.add(greenlet)
@@ -83,15 +90,18 @@ class FreeswitchWorker:
         config: DriverConfig | None = None,
         queue_runtime: QueueRuntime | None = None,
         max_calls: int = 20000,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.flow_factory = flow_factory
         self.config = config or DriverConfig()
         self.queue_runtime = queue_runtime
         self.calls: dict[str, CallDriver] = {}
+        self._sessions: dict[str, CallSession] = {}  # the socket of each call in self.calls
         self.calls_total = 0
         self.calls_failed = 0
         self.dtmf_latencies: deque[float] = deque(maxlen=100_000)
         self.max_calls = max_calls
+        self.connect_timeout = connect_timeout
         self._server = _Server(self, listen[0], listen[1], max_calls)
 
     # ------------------------------------------------------------ lifecycle
@@ -148,17 +158,22 @@ class FreeswitchWorker:
         session.close_callback = lambda reason: closed.set()
         driver: CallDriver | None = None
         try:
-            if len(self.calls) >= self.max_calls:
-                log.warning("rejecting call: %s calls in progress", len(self.calls))
-                session.close()
-                return
             try:
-                data = session.send("connect").headers
+                data = session.send("connect", timeout=self.connect_timeout).headers
             except (OutboundSessionHasGoneAway, NotConnectedError, OSError):
                 log.info("caller left before connect completed (%s:%s)", *address)
                 return
+            except gevent.Timeout:
+                log.warning("no reply to connect within %.1fs from %s:%s; closing",
+                            self.connect_timeout, *address)
+                return
             info = call_info_from(data, data.get("FreeSWITCH-Hostname", address[0]))
             session.log_context["call_id"] = info.call_id
+            live = self._sessions.get(info.call_id)
+            if live is not None and live.controls_call:
+                log.warning("refusing a second socket for live call %s from %s:%s",
+                            info.call_id, *address, extra=session.log_context)
+                return
             driver = CallDriver(
                 info,
                 session.send_nowait,
@@ -169,6 +184,7 @@ class FreeswitchWorker:
             )
             session.event_callback = driver.on_event
             self.calls[info.call_id] = driver
+            self._sessions[info.call_id] = session
             self.calls_total += 1
             driver.start(self._flow_for(info))
             closed.wait()
@@ -179,7 +195,9 @@ class FreeswitchWorker:
             log.exception("call failed", extra={"call_id": call_id})
         finally:
             if driver is not None:
-                self.calls.pop(driver.info.call_id, None)
+                if self.calls.get(driver.info.call_id) is driver:  # not yet a newer socket's
+                    del self.calls[driver.info.call_id]
+                    del self._sessions[driver.info.call_id]
                 driver.flow = None  # the call is over: free its flows now (no late events)
             session.close()
             session.release()

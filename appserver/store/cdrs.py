@@ -99,28 +99,49 @@ def _record(cdr: Cdr) -> dict[str, Any]:
     }
 
 
-_INSERT = f"""
-INSERT INTO cdrs ({_COLUMNS})
-SELECT {_COLUMNS}
-  FROM jsonb_to_recordset($1::text::jsonb) AS r(
+_RECORDSET = """jsonb_to_recordset($1::text::jsonb) AS r(
        call_id text, engine text, node text, caller text, called text,
        started_at timestamptz, answered_at timestamptz, ended_at timestamptz, menu_path text[],
        queue text, wait_seconds real, agent text, disposition text, hangup_cause text,
-       extra jsonb)
+       extra jsonb)"""
+
+_INSERT = f"""
+INSERT INTO cdrs ({_COLUMNS})
+SELECT {_COLUMNS}
+  FROM {_RECORDSET}
 ON CONFLICT (call_id) DO NOTHING
 RETURNING call_id
+"""
+
+_CONTENT = [name.strip() for name in _COLUMNS.split(",")][1:]  # every column but call_id
+_DIFFERING = f"""
+SELECT r.call_id
+  FROM {_RECORDSET}
+  JOIN cdrs c USING (call_id)
+ WHERE ({", ".join("c." + n for n in _CONTENT)}) IS DISTINCT FROM
+       ({", ".join("r." + n for n in _CONTENT)})
 """
 
 
 async def insert_cdrs(db: Executor, cdrs: list[Cdr]) -> list[str]:
     """Insert a batch in one statement; return the call ids that were new.
 
-    Call ids already stored are skipped (a redelivered CDR is not an error). A row that
-    breaks a constraint fails the whole batch with the database's error.
+    Call ids already stored are skipped (a redelivered CDR is not an error; see
+    :func:`differing_cdrs` for those whose stored record is another). A row that breaks a
+    constraint fails the whole batch with the database's error.
     """
     if not cdrs:
         return []
     rows = await db.fetch(_INSERT, json.dumps([_record(c) for c in cdrs]))
+    return [r["call_id"] for r in rows]
+
+
+async def differing_cdrs(db: Executor, cdrs: list[Cdr]) -> list[str]:
+    """Call ids of ``cdrs`` stored with a different record (compared column by column in
+    the columns' own types, so a redelivered record always matches itself)."""
+    if not cdrs:
+        return []
+    rows = await db.fetch(_DIFFERING, json.dumps([_record(c) for c in cdrs]))
     return [r["call_id"] for r in rows]
 
 
