@@ -10,6 +10,8 @@ would; ``callyard api`` publishes it and the workers serve it (numbers 8100-8199
     8103 t-holiday  closed today -> t-holiday-msg
     8104 t-tts    a spoken (TTS) greeting (FreeSWITCH: mod_flite)
     8110 queue t-queue directly: music on hold, position announced every 10 s
+    8111 queue t-phones: agent t-sip, a SIP phone on extension 1101 (rung directly)
+    8112 queue t-web: agent t-web, in the browser (accepts in the console; LiveKit over SIP)
 
 Prompts are ``file:callyard-test/<name>``; the real-engine fixtures write each as a short tone
 into the engines' sound folders (``SOUNDS``).
@@ -19,8 +21,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
+from appserver.api.auth import hash_password
+from appserver.store.agents import Agent, save_agent, set_password_hash
 from appserver.store.db import Executor, transaction
 from appserver.store.extensions import Extension, save_extension
+from appserver.store.members import QueueMember, save_member
 from appserver.store.menus import Menu, MenuOption, save_menu
 from appserver.store.queues import Queue, save_queue
 from appserver.store.schedules import Closure, Hours, Schedule, save_schedule
@@ -57,8 +62,18 @@ def schedules(today: datetime | None = None) -> tuple[Schedule, ...]:
     )  # fmt: skip
 
 
-QUEUE = Queue("t-queue", announce_interval=10, announce_wait=False, max_wait_seconds=120,
-              ring_timeout=8, wrapup_seconds=1)  # fmt: skip
+QUEUES = (
+    Queue("t-queue", announce_interval=10, announce_wait=False, max_wait_seconds=120,
+          ring_timeout=8, wrapup_seconds=1),
+    Queue("t-phones", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
+    Queue("t-web", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
+)  # fmt: skip
+AGENTS = (
+    Agent("t-sip", "Sip Agent", kind="sip", extension="1101"),
+    Agent("t-web", "Web Agent", kind="browser", extension="1102"),
+)
+PASSWORD = "agent-test-pass"  # every agent's
+MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"))
 
 MENUS = (
     _menu("t-main", (f("welcome"), f("main-menu")),
@@ -88,6 +103,7 @@ EXTENSIONS = (
     Extension("8100", "menu", "t-main"), Extension("8101", "menu", "t-open"),
     Extension("8102", "menu", "t-closed"), Extension("8103", "menu", "t-holiday"),
     Extension("8104", "menu", "t-tts"), Extension("8110", "queue", "t-queue"),
+    Extension("8111", "queue", "t-phones"), Extension("8112", "queue", "t-web"),
     Extension("8201", "user", "1001"), Extension("8202", "user", "1002"),
 )  # fmt: skip
 
@@ -97,7 +113,13 @@ async def seed(db: Executor) -> None:
     async with transaction(db) as conn:
         for schedule in schedules():
             await save_schedule(conn, schedule)
-        await save_queue(conn, QUEUE)
+        for queue in QUEUES:
+            await save_queue(conn, queue)
+        for agent in AGENTS:
+            await save_agent(conn, agent)
+            await set_password_hash(conn, agent.username, hash_password(PASSWORD))
+        for member in MEMBERS:
+            await save_member(conn, member)
         for menu in MENUS:
             await save_menu(conn, menu)
         for extension in EXTENSIONS:

@@ -14,6 +14,7 @@ from appserver.queues.flow import QueueingFlow
 from appserver.queues.model import QueueConfig
 from ivr.calls import (
     AgentAssigned,
+    AgentRequest,
     Answer,
     Answered,
     CallFlow,
@@ -22,6 +23,7 @@ from ivr.calls import (
     Dial,
     DialResult,
     Dtmf,
+    EndDial,
     Enqueue,
     Event,
     Hangup,
@@ -193,6 +195,21 @@ def test_queue_answered_by_an_agent() -> None:
     [r] = out
     assert (r.queue, r.agent, r.disposition, r.wait_seconds) == ("support", "alice",
                                                                   "answered", 7.0)
+
+
+def test_a_caller_the_agent_blind_transfers_keeps_the_agent_on_the_record() -> None:
+    """Seen on every engine target: the agent took the caller, then blind-transferred them
+    from the console; the CDR said ``transferred`` with no agent - who handled the call was
+    lost."""
+    flow, out, clock = queued()
+    flow.handle(AgentAssigned("support", "alice", "alice", "browser"))
+    clock.now += 30
+    assert any(isinstance(c, EndDial) for c in flow.handle(AgentRequest("transfer",
+                                                                        "extension:1000")))
+    assert any(isinstance(c, Transfer) for c in flow.handle(DialResult("alice", "answered")))
+    flow.handle(TransferResult("1000", ok=True))
+    [r] = out
+    assert (r.queue, r.agent, r.disposition) == ("support", "alice", "transferred")
 
 
 def test_caller_abandons_while_waiting() -> None:

@@ -214,6 +214,25 @@ async def test_sip_agent_is_assigned_directly_and_dial_failure_requeues(
     assert (await store.agent("ann")).no_answer == 1  # type: ignore[union-attr]
 
 
+async def test_sip_agent_whose_phone_cannot_be_dialled_goes_away(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Seen on the ARI simulator with a SIP agent whose extension does not exist: the dial
+    failed at once, the caller went back in line and the same agent was assigned again,
+    thousands of times in ten seconds - each assignment reset the no-answer count. Dial
+    failures in a row must add up to max_no_answer like unanswered offers."""
+    store = await setup(redis_client, ["ann"], kinds={"ann": "sip"}, max_no_answer=3)
+    t = T0 + 10_000
+    await store.enqueue("support", "c1", "w1", now=t)
+    for attempt in range(3):
+        offers = await store.match("support", now=t + attempt * 10 + 1)
+        assert [(o.agent, o.mode) for o in offers] == [("ann", "assigned")], attempt
+        assert await store.dial_failed("c1", "ann", now=t + attempt * 10 + 2)
+    assert await store.match("support", now=t + 100) == []
+    ann = await store.agent("ann")
+    assert ann is not None and (ann.state, ann.reason) == ("away", "no_answer")
+
+
 async def test_agent_in_two_queues_gets_one_call_at_a_time(redis_client: aioredis.Redis) -> None:
     store = await setup(redis_client, ["ann"])
     await store.sync_queue(QueueConfig("sales"), [Member("ann")])

@@ -251,7 +251,7 @@ class CdrFlow:
             started_at=self.started_at or now, answered_at=answered, ended_at=now,
             menu_path=tuple(self.menus), queue=self.queues[0] if self.queues else None,
             wait_seconds=None if wait is None else round(wait, 3),
-            agent=self.agent if disposition == "answered" else None,
+            agent=self.agent if disposition in ("answered", "transferred") else None,
             disposition=disposition, hangup_cause=cause, extra=extra,
         )
         self.sink(self.record)

@@ -41,12 +41,14 @@ from stack import Process, Stack, callyard
 
 from appserver.embedded import free_port
 from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.sim.caller import EngineSimulator
 from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.store.migrations import migrate
 
 REASON = unavailable_reason()
 REAL_TARGETS = ("freeswitch", "asterisk")
 SIM_TARGETS = ("freeswitch-sim", "asterisk-sim")
+TARGETS = (*SIM_TARGETS, *REAL_TARGETS)  # a test parametrized on ``target`` gets ``engine``
 
 # Prompts the scenario flow (tests/flows.py) and the IVR set under test (tests/ivr_menus.py)
 # play: short tones written into the engines' sound folders for the session (only where no
@@ -65,6 +67,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.real_engine)
             if REASON:
                 item.add_marker(pytest.mark.skip(reason=REASON))
+
+
+def time_scale(target: str) -> float:
+    """Real engines play real-length prompts: stretch the simulators' timeouts for them."""
+    return 3.0 if target in REAL_TARGETS else 1.0
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> EngineSimulator:
+    """The target named by the test's ``target`` parameter (a simulator or a real engine)."""
+    name = request.node.callspec.params["target"]
+    return request.getfixturevalue(name.replace("-", "_"))  # type: ignore[no-any-return]
 
 
 def write_tone(path: Path, seconds: float, hz: float = 440.0) -> None:

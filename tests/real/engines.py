@@ -1,11 +1,10 @@
 """The real FreeSWITCH 1.10.12 and Asterisk 22.10.1 of ``../shared/engines`` (tests only).
 
 Each engine is started with *the project's own configuration*: ``callyard render-config
---out`` renders the shipped templates for loopback, the files are laid over the engine's
-stock test configuration exactly as the compose stack mounts them, and a small test-only
-dialplan (``tests/real/conf/``) adds the parties Callyard dials (an extension that answers,
-one that is busy, one that never answers). Only one instance of each engine can run at a
-time (fixed ports), so the fixtures that use this module are session-scoped.
+--out`` renders the shipped templates for loopback and the files are laid over the engine's
+stock test configuration exactly as the compose stack mounts them. Only one instance of each
+engine can run at a time (fixed ports), so the fixtures that use this module are
+session-scoped and hold the engine exclusively (:func:`exclusive`).
 """
 
 from __future__ import annotations
@@ -94,8 +93,6 @@ def build_freeswitch_conf(directory: Path, conf: FreeswitchConf) -> Path:
         shutil.copyfile(rendered / name, directory / name)
     _replace_dir(rendered / "sip_profiles", directory / "sip_profiles")
     _replace_dir(rendered / "dialplan", directory / "dialplan")
-    for extra in sorted((TEST_CONF / "freeswitch").glob("*.xml")):
-        shutil.copyfile(extra, directory / "dialplan" / extra.name)
     return directory
 
 

@@ -96,6 +96,7 @@ class Stack:
     redis_url: str
     common: dict[str, str] = field(default_factory=dict)  # settings every process gets
     processes: list[Process] = field(default_factory=list)
+    api_url: str = ""
 
     def env(self, **extra: str) -> dict[str, str]:
         return base_env(self.database_url, self.redis_url, **{**self.common, **extra})
@@ -115,10 +116,12 @@ class Stack:
         """The last process started under ``name``."""
         return next(p for p in reversed(self.processes) if p.name == name)
 
-    def api(self) -> tuple[Process, int]:
+    def api(self) -> Process:
+        """``callyard api`` on a free port (``api_url``)."""
         port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
         return self.start("api", "api", ready_port=port, CALLYARD_API_HOST="127.0.0.1",
-                          CALLYARD_API_PORT=str(port)), port
+                          CALLYARD_API_PORT=str(port))
 
     def wait_published(self, timeout: float = 30) -> None:
         """Until ``callyard api`` has published the menu set (or say what it reported)."""

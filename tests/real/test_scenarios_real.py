@@ -9,24 +9,17 @@ import time
 
 import asyncpg
 import pytest
-from conftest import REAL_TARGETS, SIM_TARGETS
+from conftest import TARGETS, time_scale
 from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
 
 from appserver.sim.caller import EngineSimulator
 
-ALL = SCENARIOS + IVR_SCENARIOS
 CASES = [
     pytest.param(target, scenario, id=f"{target}: {scenario.name}")
-    for target in (*SIM_TARGETS, *REAL_TARGETS)
-    for scenario in ALL
+    for target in TARGETS
+    for scenario in SCENARIOS + IVR_SCENARIOS
     if target.removesuffix("-sim") in scenario.engines
 ]
-
-
-@pytest.fixture
-def engine(request: pytest.FixtureRequest) -> EngineSimulator:
-    name = request.node.callspec.params["target"]
-    return request.getfixturevalue(name.replace("-", "_"))  # type: ignore[no-any-return]
 
 
 async def cdrs_of(database: str, call_id: str, wait: float) -> list[asyncpg.Record]:
@@ -47,8 +40,7 @@ async def cdrs_of(database: str, call_id: str, wait: float) -> list[asyncpg.Reco
 async def test_scenario(
     engine: EngineSimulator, target: str, scenario: Scenario, real_database: str
 ) -> None:
-    scale = 3.0 if target in REAL_TARGETS else 1.0
-    call = await run_scenario(engine, scenario, time_scale=scale)
+    call = await run_scenario(engine, scenario, time_scale=time_scale(target))
     assert call.ended
     rows = await cdrs_of(real_database, call.call_id, 15 if scenario.cdr else 1)
     assert [r["disposition"] for r in rows] == ([scenario.cdr] if scenario.cdr else [])

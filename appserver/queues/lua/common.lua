@@ -150,7 +150,10 @@ local function assign(c, a, now)
   redis.call('ZREM', P .. 'offers', c .. '|' .. a)
   local k = akey(a)
   redis.call('HDEL', k, 'offer', 'offer_queue')
-  redis.call('HSET', k, 'call', c, 'call_queue', q, 'no_answer', 0)
+  redis.call('HSET', k, 'call', c, 'call_queue', q)
+  -- A browser agent answered the offer by accepting it; a SIP agent is rung only now, so
+  -- their count restarts when the call is connected (complete), not here.
+  if redis.call('HGET', k, 'kind') ~= 'sip' then redis.call('HSET', k, 'no_answer', 0) end
   set_state(a, 'on_call', now, '')
   for _, other in ipairs(redis.call('SMEMBERS', ck .. ':offered')) do
     if other ~= a then release_offer(c, other, 'taken', now) end
@@ -190,6 +193,7 @@ local function complete(c, now)
   redis.call('HSET', st, 'ewma_handle_ms', math.floor((ewma * 3 + handle) / 4))
   redis.call('HINCRBY', qkey(q, 'agent_calls'), a, 1)
   redis.call('HINCRBY', akey(a), 'calls', 1)
+  redis.call('HSET', akey(a), 'no_answer', 0)
   if redis.call('HGET', akey(a), 'call') == c then after_call(a, q, now) end
   drop_call(c)
 end
