@@ -143,9 +143,10 @@ def test_dial_outcomes_from_originate_disposition() -> None:
         flow = Script([c.Dial("1001", timeout=12)])
         driver, sent = make(flow)
         app, arg, tag = apps(sent)[-1]
-        bleg = re.fullmatch(
-            r"\{leg_timeout=12,origination_uuid=([0-9a-f-]{36})\}sofia/gw/1001", arg
-        )
+        # media_mix: real FreeSWITCH offered the dialled leg only the caller's codec (L16 from
+        # a loopback caller): INCOMPATIBLE_DESTINATION before any INVITE reached LiveKit SIP
+        bleg = re.fullmatch(r"\{leg_timeout=12,origination_uuid=([0-9a-f-]{36}),"
+                            r"media_mix_inbound_outbound_codecs=true\}sofia/gw/1001", arg)
         assert app == "bridge" and bleg
         driver.on_event(complete(tag, "bridge", "_none_", originate_disposition=disposition))
         assert flow.seen == [c.DialResult("1001", outcome, disposition)]  # type: ignore[arg-type]
@@ -226,7 +227,7 @@ def dialled(flow: Script) -> tuple[CallDriver, list[bytes], str, str]:
     """A driver whose flow dialled 1001 (the bridge application is running)."""
     driver, sent = make(flow)
     _, arg, tag = apps(sent)[-1]
-    bleg = arg.split("origination_uuid=")[1].split("}")[0]
+    bleg = re.split(r"[,}]", arg.split("origination_uuid=")[1])[0]
     return driver, sent, tag, bleg
 
 

@@ -11,9 +11,11 @@ executed nested inside it and plays first: a greeting would be heard last prompt
 * ``StopPlay``: ``api uuid_break <uuid> all`` (stops the prompt and flushes queued ones);
   every outstanding play gets ``PlayFinished(stopped)`` at once.
 * ``StartMoh`` / ``StopMoh``: ``playback local_stream://<class>`` / ``uuid_break``.
-* ``Dial``: ``bridge {leg_timeout=N,origination_uuid=<B>}<dial template>``: the B-leg's
-  uuid is chosen up front so the driver can end it while the dial runs. The outcome comes
-  from ``variable_originate_disposition`` when the bridge application completes.
+* ``Dial``: ``bridge {leg_timeout=N,origination_uuid=<B>,media_mix_inbound_outbound_codecs=
+  true}<dial template>``: the B-leg's uuid is chosen up front so the driver can end it while
+  the dial runs; the leg offers the caller's codec and the profile's (not the caller's
+  alone). The outcome comes from ``variable_originate_disposition`` when the bridge
+  application completes.
 * ``Hold`` / ``Unhold``: ``uuid_displace <caller> start|stop local_stream://<class>`` (see
   :meth:`CallDriver._hold`); ``EndDial``: ``uuid_kill`` on the B-leg.
 * ``Transfer``: ``transfer <dest> XML <context>``; ``TransferResult(ok=True)`` when the
@@ -70,6 +72,10 @@ _DIAL_OUTCOMES: dict[str, str] = {
     "ORIGINATOR_CANCEL": "no_answer",
 }
 _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an api line
+# A dialled leg would otherwise offer only the caller's codec (switch_core_media.c,
+# prepare_codecs: "originator codec"): L16 for a loopback caller, G.729 for some phones, which
+# LiveKit SIP refuses. Offer the caller's codec first, then the profile's list.
+OFFER_ALL_CODECS = "media_mix_inbound_outbound_codecs=true"
 
 
 def call_info_from(data: dict[str, str], node: str) -> c.CallInfo:
@@ -351,7 +357,8 @@ class CallDriver:
         self._dial_tag = tag
         self._tags[tag] = cmd.target
         self._reset_dial(str(uuid.uuid4()))
-        leg_vars = f"{{leg_timeout={int(cmd.timeout)},origination_uuid={self._bleg}}}"
+        leg_vars = (f"{{leg_timeout={int(cmd.timeout)},origination_uuid={self._bleg},"
+                    f"{OFFER_ALL_CODECS}}}")
         return self._execute("bridge", f"{leg_vars}{dial}", tag)
 
     def _reset_dial(self, bleg: str = "") -> None:

@@ -274,8 +274,8 @@ async def freeswitch(freeswitch_workers: FsWorkers) -> AsyncIterator[FreeswitchP
 async def freeswitch_sim_workers(stack: Stack) -> AsyncIterator[tuple[FreeswitchSimulator,
                                                                       FsWorkers]]:
     ports = (free_port(), free_port())
-    behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=1.0, no_answer_seconds=30,
-                          endpoints=dict(PARTIES))
+    behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=60, talk={"1001": 1.5},
+                          no_answer_seconds=30, endpoints=dict(PARTIES))
     sim = FreeswitchSimulator([("127.0.0.1", port) for port in ports], behaviour)
     await sim.start(esl_port=0)
     workers = FsWorkers(stack, ("freeswitch-sim", "freeswitch-sim-2"), ports,
@@ -297,10 +297,10 @@ def freeswitch_sim(
 async def asterisk_sim(stack: Stack) -> AsyncIterator[AriSimulator]:
     """The ARI simulator (in this process) and a ``callyard asterisk`` worker serving it."""
     sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.15), endpoints=[
-        SimEndpoint("PJSIP", "1001", behaviour="answer", talk_seconds=1.0),
+        SimEndpoint("PJSIP", "1001", behaviour="answer", talk_seconds=1.5),
         SimEndpoint("PJSIP", "1002", behaviour="busy"),
         SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
-    ])  # fmt: skip
+    ], unknown_endpoint=SimEndpoint("PJSIP", "agents", talk_seconds=60))  # fmt: skip
     await sim.start()
     stack.start("asterisk-sim", "asterisk", CALLYARD_APPS="flows:factory",
                 CALLYARD_ASTERISK_ARI=sim.url_with_credentials)

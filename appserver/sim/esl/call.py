@@ -576,7 +576,7 @@ class EslSimCall(SimulatedCall):
             )
             ids = [("Bridge-A-Unique-ID", chan.uuid), ("Bridge-B-Unique-ID", leg.uuid)]
             self.emit("CHANNEL_BRIDGE", lead=ids)
-            if not await self._leg_wait(leg, b.talk_seconds):
+            if not await self._leg_wait(leg, b.talk.get(leg.target, b.talk_seconds)):
                 leg.hangup("NORMAL_CLEARING")  # the party hangs up after talk_seconds
             leg.bridged = False
             self.transcript.add("unbridged", leg.target)

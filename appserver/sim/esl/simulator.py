@@ -43,7 +43,8 @@ class Behaviour:
     endpoints: dict[str, EndpointMode] = field(default_factory=dict)  # dial target -> mode
     default_endpoint: EndpointMode = "answer"
     ring_seconds: float = 0.05
-    talk_seconds: float = 0.2
+    talk_seconds: float = 0.2  # how long an answering party talks before hanging up
+    talk: dict[str, float] = field(default_factory=dict)  # per dial target, overrides it
     no_answer_seconds: float = 0.2
     transfer_seconds: float = 0.05
     linger_seconds: float = 10.0
