@@ -30,7 +30,7 @@ Skills = Annotated[dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- menus
