@@ -32,12 +32,12 @@ from ivr.model import (
     EXTENSION_KINDS,
     EXTENSION_RE,
     QUEUE_TARGET_RE,
-    VARIABLE_RE,
     MenuDef,
     MenuSource,
     OptionDef,
     PromptSpecError,
     parse_prompt,
+    set_target_problem,
 )
 from ivr.prompts import check_template
 from ivr.schedules import load_zone
@@ -195,14 +195,9 @@ class _Checker:
             if option is not None and not option.prompt:
                 self.error(f"{what} play needs the option's prompt to be set", menu.name, opt)
         elif kind == "set":
-            name, eq, _ = target.partition("=")
-            if not eq or not VARIABLE_RE.match(name.strip()):
-                self.error(
-                    f"{what} set target {target!r} must be name=value with a name of letters, "
-                    "digits and _",
-                    menu.name,
-                    opt,
-                )
+            problem = set_target_problem(target)
+            if problem:
+                self.error(f"{what} set target {target!r} {problem}", menu.name, opt)
 
     # ---------------------------------------------------------------- menus
     def menu(self, m: MenuDef) -> None:
@@ -311,7 +306,7 @@ class _Checker:
                 self.error(f"{where}: menu {e.target!r} does not exist")
             elif e.kind == "queue" and e.target not in self.src.queues:
                 self.error(f"{where}: queue {e.target!r} does not exist")
-            elif e.kind in ("agent", "user") and not DESTINATION_RE.match(e.target or ""):
+            elif e.kind in ("agent", "user") and not DESTINATION_RE.fullmatch(e.target or ""):
                 self.error(f"{where}: {e.kind} target {e.target!r} is not a valid dial target")
 
     # ---------------------------------------------------------------- graph checks

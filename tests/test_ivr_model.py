@@ -57,7 +57,21 @@ def test_parse_prompt(spec: str, prompt: Prompt) -> None:
         ("digits:12x", "digits may only hold"),
         ("silence:0", "milliseconds from 1 to 60000"),
         ("silence:90000", "milliseconds from 1 to 60000"),
-        ("file:ivr/my welcome", "may not contain spaces"),
+        ("file:ivr/my welcome", "sound name relative"),
+        # Hardening findings: menu text reached FreeSWITCH's command stream and file system.
+        ("tts:Welcome\n\nsendmsg\ncall-command: execute\nexecute-app-name: playback",
+         "control characters"),
+        ("tts:Hi\r", "control characters"),
+        ("tts:Hi \x85 there", "control characters"),
+        ("tts:${system(touch /tmp/pwned)}", "'\\$\\{'"),
+        ("tts:{{ caller }} ${x}", "'\\$\\{'"),  # a template, checked before rendering too
+        ("file:../../etc/passwd", "sound name relative"),
+        ("file:ivr/../../../etc/passwd", "sound name relative"),
+        ("file:/etc/passwd", "sound name relative"),
+        ("file:http://169.254.169.254/latest/meta-data", "sound name relative"),
+        ("file:shout://evil.example/x.mp3", "sound name relative"),
+        ("file:.hidden", "sound name relative"),
+        ("file:a,b", "sound name relative"),  # Asterisk splits its media list on commas
     ],
 )
 def test_parse_prompt_rejects(spec: str, message: str) -> None:

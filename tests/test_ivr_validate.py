@@ -73,6 +73,19 @@ def test_valid_source_has_no_issues() -> None:
         (OptionDef("3", "transfer", "sip:a b"), "option '3': action transfer destination"),
         (OptionDef("3", "play"), "option '3': action play needs the option's prompt"),
         (OptionDef("3", "set", "2x=1"), "option '3': action set target '2x=1' must be name=value"),
+        # Hardening findings: `set` reached engine variables that run commands.
+        (OptionDef("3", "set", "api_hangup_hook=system touch /tmp/x"), "is not an engine's own"),
+        (OptionDef("3", "set", "execute_on_answer=system id"), "is not an engine's own"),
+        (OptionDef("3", "set", "exec_after_bridge_app=system"), "is not an engine's own"),
+        (OptionDef("3", "set", "bridge_pre_execute_bleg_app=x"), "is not an engine's own"),
+        (OptionDef("3", "set", "my_hook=x"), "is not an engine's own"),
+        (OptionDef("3", "set", "lang=fr\n\nsendmsg"), "value must not contain control"),
+        (OptionDef("3", "set", "lang=${system(id)}"), "value must not contain '${'"),
+        (
+            OptionDef("3", "hangup", "", ("tts:Bye\n\nsendmsg\ncall-command: execute",)),
+            "must not contain control characters",
+        ),
+        (OptionDef("3", "hangup", "", ("file:../../etc/passwd",)), "sound name relative"),
         (OptionDef("3", "back", "sales"), "option '3': action back takes no target"),
         (OptionDef("3", "jump", "sales"), "option '3': action 'jump' is not one of"),
         (

@@ -83,7 +83,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MenuSetRejected)
     async def menu_rejected(request: Request, exc: MenuSetRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail()}, status_code=422)
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status)
 
     @app.exception_handler(NotFoundError)
     async def missing_reference(request: Request, exc: NotFoundError) -> JSONResponse:
