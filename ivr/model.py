@@ -47,7 +47,7 @@ ENQUEUE_TARGET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(:-?[0-9]{1,6})?$")
 # Text an engine receives must not hold control characters (a line break ends an ESL header,
 # and "\n\n" the whole command, so what follows runs as a command of its own) nor "${"
 # (FreeSWITCH expands ${...} in application arguments, ${system(...)} included).
-UNSAFE_TEXT_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]|\$\{")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A file prompt names a sound relative to the engine's sounds directory: parts of letters,
 # digits, _ . - separated by "/", none starting with a dot (no "..", no absolute path, no URL).
 SOUND_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
@@ -86,14 +86,18 @@ _TARGET_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 _PROMPT_SPEC_RE = re.compile(r"^(file|tts|digits|number|silence):.*[^ ]", re.DOTALL)
 
 
+def is_safe_text(value: str) -> bool:
+    """Whether ``value`` may reach an engine (cheap: drivers check every value they write)."""
+    return "${" not in value and CONTROL_RE.search(value) is None
+
+
 def unsafe_text_problem(value: str) -> str | None:
     """Why ``value`` may not reach an engine (None when it may)."""
-    found = UNSAFE_TEXT_RE.search(value)
-    if found is None:
-        return None
-    if found.group() == "${":
+    if "${" in value:
         return "must not contain '${' (engine variable expansion)"
-    return f"must not contain control characters (found {found.group()!r})"
+    if found := CONTROL_RE.search(value):
+        return f"must not contain control characters (found {found.group()!r})"
+    return None
 
 
 def set_target_problem(target: str) -> str | None:
