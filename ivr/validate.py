@@ -39,7 +39,7 @@ from ivr.model import (
     parse_prompt,
     set_target_problem,
 )
-from ivr.prompts import check_template
+from ivr.prompts import MAX_WORK, check_template, prompts_work
 from ivr.schedules import load_zone
 
 MENU_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -130,6 +130,13 @@ class _Checker:
             if problem:
                 self.error(f"{what} {spec!r} does not render: {problem}", menu, option)
             out.append(prompt)
+        if (work := prompts_work(out)) > MAX_WORK:  # they are rendered together
+            self.error(
+                f"{what}: its templates do too much work together ({work} steps, at most "
+                f"{MAX_WORK}); simplify them or move work into a call-flow app",
+                menu,
+                option,
+            )
         return out
 
     # ---------------------------------------------------------------- actions

@@ -5,6 +5,7 @@ api` / `callyard dev`)."""
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import quote
 
 import pytest
@@ -238,3 +239,16 @@ async def test_deleting_what_the_menus_use_is_409(pg_pool, redis_client) -> None
             assert r.status_code == 409, r.text
             assert r.json()["detail"][0]["type"] == "in_use" and "main" in r.text
             assert (await c.get(route)).status_code == 200
+
+
+async def test_a_template_that_would_stall_the_workers_is_refused_at_once(
+    pg_pool, redis_client
+) -> None:
+    """Finding: nested range(8000) loops in a prompt passed validation and took 1.6 s to
+    save, blocking the API (then stalled every call of the worker that rendered them)."""
+    nested = "tts:{% for i in range(8000) %}{% for j in range(8000) %}{% endfor %}{% endfor %}x"
+    async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
+        started = time.perf_counter()
+        r = await c.put("/api/menus/main", json={"greeting": [nested]})
+        assert r.status_code == 422 and "loops may not be nested" in r.text, r.text
+        assert time.perf_counter() - started < 0.5

@@ -152,6 +152,17 @@ def test_star_option_is_legal_with_another_terminator() -> None:
             "closed action enqueue target queue 'nope' does not exist",
         ),
         ({"name": "Main Menu"}, "menu name 'Main Menu' must be 1-64 letters"),
+        # Finding: nested range(8000) loops passed validation and stalled workers.
+        (
+            {"greeting": ("tts:{% for i in range(8000) %}{% for j in range(8000) %}"
+                          "{% endfor %}{% endfor %}x",)},
+            "loops may not be nested",
+        ),
+        # Each template within bounds, together too much for one render of the greeting.
+        (
+            {"greeting": ("tts:{% for d in caller %}{{ d }}{% endfor %}",) * 2},
+            "greeting: its templates do too much work together",
+        ),
     ],
 )
 def test_menu_errors(changes: dict[str, object], message: str) -> None:
