@@ -444,6 +444,6 @@ def test_the_codec_never_frames_a_value_with_a_line_break() -> None:
 def test_the_operators_dial_template_may_use_freeswitch_variables() -> None:
     """Only the values a flow sends are checked, not the configured template around them."""
     sent: list[bytes] = []
-    config = DriverConfig(dial_template="user/{target}@${domain_name}")
+    config = DriverConfig(dial_template="user/{target}@${{domain_name}}")  # str.format
     CallDriver(INFO, sent.extend, config).start(Script([c.Dial("1001")]))  # type: ignore[arg-type]
     assert apps(sent)[-1][1].endswith("}user/1001@${domain_name}")
