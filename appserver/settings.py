@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # secret shared by all API processes through Redis) and their lifetime in seconds.
     api_secret: str | None = Field(None, min_length=32)
     api_session_ttl: int = Field(3600, ge=60, le=86400)
+    # Largest request body accepted, in bytes (413 above it).
+    api_max_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
 
     # LiveKit: server API (rooms, tokens) and the SIP address engines bridge callers to.
     livekit_url: str = "http://127.0.0.1:7880"

@@ -35,6 +35,14 @@ Driver contract (both drivers implement exactly this):
   caller stays, and the dial's ``DialResult`` follows as usual.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
+* Text a flow hands to the engine (prompt values, variable values, dial targets, transfer
+  destinations, hangup causes) holds no control character and no ``${``
+  (:func:`ivr.model.is_safe_text`); a ``file`` prompt is a relative sound name. A driver
+  never writes a value that breaks this: the FreeSWITCH driver refuses that command alone
+  and logs it with the call id (a Play skips that prompt, a Dial answers
+  ``DialResult(failed)``, a Transfer ``TransferResult(ok=False)``, a Hangup still hangs up
+  with ``NORMAL_CLEARING``); the Asterisk driver skips such a file prompt and percent-encodes
+  every value it sends.
 """
 
 from __future__ import annotations

@@ -38,6 +38,115 @@ DESTINATION_RE = re.compile(r"^[0-9A-Za-z+*#@._:/-]{1,128}$")
 QUEUE_TARGET_RE = re.compile(r"^(?P<queue>[^:\s]+)(?::(?P<priority>-?[0-9]{1,6}))?$")
 MAX_SILENCE_MS = 60_000
 
+# ---------------------------------------------------------------- what may be stored
+# The shapes the database accepts (migrations 001 and 003 check the same rules in SQL, and
+# the API schema applies them too; tests/test_store_rules.py holds the three together).
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # names of menus, queues, agents ...
+ENQUEUE_TARGET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(:-?[0-9]{1,6})?$")
+# Text an engine receives must not hold control characters (a line break ends an ESL header,
+# and "\n\n" the whole command, so what follows runs as a command of its own) nor "${"
+# (FreeSWITCH expands ${...} in application arguments, ${system(...)} included).
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A file prompt names a sound relative to the engine's sounds directory: parts of letters,
+# digits, _ . - separated by "/", none starting with a dot (no "..", no absolute path, no URL).
+SOUND_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+# Prefixes of variables the engines act on (FreeSWITCH runs what api_hangup_hook,
+# execute_on_answer, exec_after_bridge_app, bridge_pre_execute_* ... name; sip_h_* adds SIP
+# headers; hangup_/transfer_/park_after_bridge reroute the call ...) and Callyard's own.
+RESERVED_VARIABLE_PREFIXES = (
+    "absolute", "answer", "api", "asr", "bind", "bridge", "bypass", "call", "callyard", "campon",
+    "cc", "codec", "conference", "continue", "default", "detect", "dialed", "digit", "disable",
+    "domain", "dtmf", "early", "effective", "enable", "exec", "execute", "export", "failure",
+    "fax", "fifo", "fire", "force", "group", "hangup", "hold", "ignore", "inherit", "instant",
+    "intercept", "ivr", "jitterbuffer", "leg", "limit", "local", "loopback", "lua", "max",
+    "media", "monitor", "origination", "originate", "originator", "outbound", "park",
+    "playback", "presence", "process", "progress", "proxy", "read", "record", "recording",
+    "ringback", "rtcp", "rtp", "sched", "session", "signal", "sip", "socket", "sound", "srtp",
+    "suppress", "t38", "temp", "timezone", "tod", "tone", "transfer", "tts", "user", "uuid",
+    "valet", "verto", "video", "vm", "voicemail", "wait", "zrtp",
+)  # fmt: skip
+# The variables a menu's `set` action may write: lowercase names, up to 32 characters,
+# outside the reserved prefixes and not ending in _hook. Engine variables that make the
+# engine act can therefore never be set from a menu. (Call-flow apps are code, not data:
+# they may set any name of letters, digits and _, see VARIABLE_RE.)
+SET_VARIABLE_RE = re.compile(
+    rf"^(?!(?:{'|'.join(RESERVED_VARIABLE_PREFIXES)})(?:_|$))(?!.*_hook$)[a-z][a-z0-9_]{{0,31}}$"
+)
+MAX_TARGET = 128
+MAX_PROMPT_SPEC = 1000
+MAX_PROMPTS = 20
+NO_TARGET_ACTIONS = frozenset({"back", "repeat", "main", "play", "hangup"})
+_TARGET_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "submenu": (SLUG_RE, "a menu name (lowercase letters, digits, _ and -)"),
+    "enqueue": (ENQUEUE_TARGET_RE, "queue or queue:priority"),
+    "dial": (EXTENSION_RE, "an extension number (0-9, *, # and +)"),
+    "transfer": (DESTINATION_RE, "a number or address (letters, digits and + * # @ . _ : / -)"),
+}
+_PROMPT_SPEC_RE = re.compile(r"^(file|tts|digits|number|silence):.*[^ ]", re.DOTALL)
+
+
+def is_safe_text(value: str) -> bool:
+    """Whether ``value`` may reach an engine (cheap: drivers check every value they write)."""
+    return "${" not in value and CONTROL_RE.search(value) is None
+
+
+def unsafe_text_problem(value: str) -> str | None:
+    """Why ``value`` may not reach an engine (None when it may)."""
+    if "${" in value:
+        return "must not contain '${' (engine variable expansion)"
+    if found := CONTROL_RE.search(value):
+        return f"must not contain control characters (found {found.group()!r})"
+    return None
+
+
+def set_target_problem(target: str) -> str | None:
+    """Why ``target`` is not a valid ``set`` target ``name=value`` (None when it is)."""
+    name, eq, value = target.partition("=")
+    if not eq or not SET_VARIABLE_RE.fullmatch(name):
+        return (
+            "must be name=value with a lowercase name of letters, digits and _ (up to 32) that "
+            "is not an engine's own: no api_, execute_, exec_, bridge_, sip_, hangup_ ... "
+            "prefix and no _hook ending"
+        )
+    problem = unsafe_text_problem(value)
+    return f"value {problem}" if problem else None
+
+
+def target_problem(action: str, target: str | None) -> str | None:
+    """Why ``target`` is not well-formed for ``action`` (None when it is); the database's
+    ``callyard_valid_action``. Whether the menu, queue or extension exists is validation's
+    business (:mod:`ivr.validate`)."""
+    if action in NO_TARGET_ACTIONS:
+        return None if target is None else f"{action} takes no target"
+    if action == "set":
+        if target is None or len(target) > MAX_TARGET:
+            return f"set target is name=value, at most {MAX_TARGET} characters"
+        return set_target_problem(target)
+    rule = _TARGET_RULES.get(action)
+    if rule is None:
+        return f"unknown action {action!r}"
+    if target is None or not rule[0].fullmatch(target):
+        return f"{action} target must be {rule[1]}"
+    return None
+
+
+def stored_prompt_problem(spec: str) -> str | None:
+    """Why a prompt spec may not be stored (None when it may); the database's
+    ``callyard_valid_prompt``. Values that are templates are checked when rendered."""
+    if len(spec) > MAX_PROMPT_SPEC:
+        return f"a prompt is at most {MAX_PROMPT_SPEC} characters"
+    if not _PROMPT_SPEC_RE.match(spec):
+        return "a prompt is kind:value, kind one of digits, file, number, silence, tts"
+    problem = unsafe_text_problem(spec)
+    if problem:
+        return f"a prompt {problem}"
+    kind, _, value = spec.partition(":")
+    sound = value.strip(" ")
+    if kind == "file" and not is_template(value) and not SOUND_NAME_RE.fullmatch(sound):
+        return "a file prompt names a sound relative to the sounds directory (no URL, no '..')"
+    return None
+
 
 class PromptSpecError(ValueError):
     """A prompt spec string that cannot be parsed; the message says why."""
@@ -63,11 +172,16 @@ def parse_prompt(spec: str) -> Prompt:
         raise PromptSpecError(f"prompt {spec!r} has an empty value")
     if not is_template(value):
         check_prompt_value(cast(PromptKind, kind), value, spec)
+    elif problem := unsafe_text_problem(value):  # rendered values are checked when rendered
+        raise PromptSpecError(f"prompt {spec!r} {problem}")
     return Prompt(cast(PromptKind, kind), value)
 
 
 def check_prompt_value(kind: PromptKind, value: str, spec: str) -> None:
-    """Raise :class:`PromptSpecError` when ``value`` is not playable as ``kind``."""
+    """Raise :class:`PromptSpecError` when ``value`` is not playable as ``kind`` or may not
+    reach an engine."""
+    if problem := unsafe_text_problem(value):
+        raise PromptSpecError(f"prompt {spec!r} {problem}")
     if kind == "digits" and not re.fullmatch(r"[0-9*#A-Da-d]+", value):
         raise PromptSpecError(f"prompt {spec!r}: digits may only hold 0-9, *, # and A-D")
     if kind == "number" and not re.fullmatch(r"-?[0-9]{1,15}", value):
@@ -76,8 +190,11 @@ def check_prompt_value(kind: PromptKind, value: str, spec: str) -> None:
         raise PromptSpecError(
             f"prompt {spec!r}: silence is a number of milliseconds from 1 to {MAX_SILENCE_MS}"
         )
-    if kind == "file" and any(c.isspace() for c in value):
-        raise PromptSpecError(f"prompt {spec!r}: a file name may not contain spaces")
+    if kind == "file" and not SOUND_NAME_RE.fullmatch(value):
+        raise PromptSpecError(
+            f"prompt {spec!r}: a file is a sound name relative to the sounds directory "
+            "(letters, digits, _ . - and /; no URL, no absolute path, no '..')"
+        )
 
 
 def prompt_spec(prompt: Prompt) -> str:

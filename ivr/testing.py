@@ -60,6 +60,7 @@ from ivr.model import (
     PromptSpecError,
     ScheduleDef,
     check_prompt_value,
+    is_safe_text,
 )
 
 QueueOutcome = str | None  # a QueueResult outcome, or None: the queue never answers
@@ -262,16 +263,20 @@ class FlowHarness:
             if cmd.name not in self._timers:
                 raise ContractViolation(f"CancelTimer of {cmd.name!r}, which is not running")
         elif isinstance(cmd, SetVariable):
-            if not VARIABLE_RE.match(cmd.name) or not isinstance(cmd.value, str):
+            if not VARIABLE_RE.fullmatch(cmd.name) or not isinstance(cmd.value, str):
                 raise ContractViolation(f"bad variable: {cmd!r}")
+            if not is_safe_text(cmd.value):
+                raise ContractViolation(f"variable value unsafe for an engine: {cmd!r}")
         elif isinstance(cmd, Enqueue):
             if not cmd.queue or not isinstance(cmd.priority, int):
                 raise ContractViolation(f"bad Enqueue: {cmd!r}")
         elif isinstance(cmd, Dial):
             if not cmd.target or cmd.kind not in ("extension", "agent") or cmd.timeout <= 0:
                 raise ContractViolation(f"bad Dial: {cmd!r}")
+            if not is_safe_text(cmd.target):
+                raise ContractViolation(f"Dial target unsafe for an engine: {cmd!r}")
         elif isinstance(cmd, Transfer):
-            if not cmd.destination:
+            if not cmd.destination or not is_safe_text(cmd.destination):
                 raise ContractViolation(f"bad Transfer: {cmd!r}")
         elif isinstance(cmd, Hangup):
             if not cmd.cause:

@@ -32,14 +32,14 @@ from ivr.model import (
     EXTENSION_KINDS,
     EXTENSION_RE,
     QUEUE_TARGET_RE,
-    VARIABLE_RE,
     MenuDef,
     MenuSource,
     OptionDef,
     PromptSpecError,
     parse_prompt,
+    set_target_problem,
 )
-from ivr.prompts import check_template
+from ivr.prompts import MAX_WORK, check_template, prompts_work
 from ivr.schedules import load_zone
 
 MENU_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -130,6 +130,13 @@ class _Checker:
             if problem:
                 self.error(f"{what} {spec!r} does not render: {problem}", menu, option)
             out.append(prompt)
+        if (work := prompts_work(out)) > MAX_WORK:  # they are rendered together
+            self.error(
+                f"{what}: its templates do too much work together ({work} steps, at most "
+                f"{MAX_WORK}); simplify them or move work into a call-flow app",
+                menu,
+                option,
+            )
         return out
 
     # ---------------------------------------------------------------- actions
@@ -195,14 +202,9 @@ class _Checker:
             if option is not None and not option.prompt:
                 self.error(f"{what} play needs the option's prompt to be set", menu.name, opt)
         elif kind == "set":
-            name, eq, _ = target.partition("=")
-            if not eq or not VARIABLE_RE.match(name.strip()):
-                self.error(
-                    f"{what} set target {target!r} must be name=value with a name of letters, "
-                    "digits and _",
-                    menu.name,
-                    opt,
-                )
+            problem = set_target_problem(target)
+            if problem:
+                self.error(f"{what} set target {target!r} {problem}", menu.name, opt)
 
     # ---------------------------------------------------------------- menus
     def menu(self, m: MenuDef) -> None:
@@ -311,7 +313,7 @@ class _Checker:
                 self.error(f"{where}: menu {e.target!r} does not exist")
             elif e.kind == "queue" and e.target not in self.src.queues:
                 self.error(f"{where}: queue {e.target!r} does not exist")
-            elif e.kind in ("agent", "user") and not DESTINATION_RE.match(e.target or ""):
+            elif e.kind in ("agent", "user") and not DESTINATION_RE.fullmatch(e.target or ""):
                 self.error(f"{where}: {e.kind} target {e.target!r} is not a valid dial target")
 
     # ---------------------------------------------------------------- graph checks

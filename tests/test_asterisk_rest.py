@@ -22,8 +22,10 @@ import pytest_asyncio
 from aiohttp import web_exceptions
 
 from appserver.asterisk.http import HttpPool
+from appserver.asterisk.media import prompt_media
 from appserver.asterisk.rest import HotRest
 from appserver.sim.ari import AriSimulator
+from ivr.calls import Prompt
 
 # ---------------------------------------------------------------- against the ARI simulator
 
@@ -95,6 +97,40 @@ async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, HotRest
         "answered", "variable ivr_menu path=main/sales & more", "prompt_started file:ivr/welcome",
         "prompt_finished file:ivr/welcome stopped", "moh jazz", "moh", "hangup USER_BUSY app",
     ]
+
+
+def test_file_prompts_are_relative_sound_names_on_asterisk() -> None:
+    """Finding: file prompts accepted ../../, URLs, and on Asterisk commas, which ARI splits
+    into more media (file:x,recording:secret played a stored recording)."""
+    assert prompt_media(Prompt("file", " ivr/welcome.wav ")) == "sound:ivr/welcome"
+    assert prompt_media(Prompt("file", "de/ivr/x-1.v2")) == "sound:de/ivr/x-1.v2"
+    for bad in ("../../etc/passwd", "ivr/../../x", "/etc/passwd", "http://169.254.169.254/x",
+                "x,recording:secret", "a b", "ivr/${x}"):
+        assert prompt_media(Prompt("file", bad)) is None, bad
+
+
+async def test_values_are_encoded_in_the_request() -> None:
+    """Values travel in the query string: every one is percent-encoded, so none can add a
+    parameter (&), end the request line (CR LF) or become another media item."""
+    server = ScriptedServer([NO_CONTENT] * 3)
+    base = await server.start()
+    client = SimpleNamespace(swagger=SimpleNamespace(
+        http_client=SimpleNamespace(authenticator=None),
+        resources={"channels": SimpleNamespace(json={"api_declaration": {"basePath": base}})}))
+    rest = HotRest(client)
+    try:
+        await rest.set_variable("1.2", "lang", "fr\r\nX: y&variable=other value")
+        await rest.play("1.2", "pb", ["sound:a/b&c", "digits:4#"], "en&x")
+        await rest.hangup("1.2", "busy\r\n")
+    finally:
+        await rest.close()
+        await server.stop()
+    lines = [head.decode().split("\r\n")[0] for head in server.requests]
+    queries = [dict(parse_qsl(urlsplit(line.split(" ")[1]).query)) for line in lines]
+    assert queries[0] == {"variable": "lang", "value": "fr\r\nX: y&variable=other value"}
+    assert queries[1] == {"media": "sound:a/b&c,digits:4#", "playbackId": "pb", "lang": "en&x"}
+    assert queries[2] == {"reason": "busy\r\n"}
+    assert all(b"\r\nX: y" not in head for head in server.requests)  # no header was added
 
 
 # ---------------------------------------------------------------- HttpPool against a script

@@ -360,3 +360,91 @@ def test_hangup_and_transfer_break_off_what_plays_first() -> None:
     flow = Script([c.StartMoh("default"), c.StopMoh(), c.Hangup()])  # nothing left to break
     _, sent = make(flow)
     assert [r.command for r in requests(sent)][-2:] == ["api uuid_break uuid-1", "sendmsg"]
+
+# ---------------------------------------------------------------- the last line of defence
+# Hardening findings: a TTS prompt or set value holding "\n\n" was written into the command
+# stream, so FreeSWITCH ran a second, injected application; "${...}" is expanded by
+# FreeSWITCH in application arguments (${system(...)} runs a shell command). Menus can no
+# longer hold either (database, API, validator), but flows are code and templates render
+# caller data: the driver refuses such a command alone, logs it with the call id, and the
+# call goes on.
+INJECTED = "Welcome\n\nsendmsg\ncall-command: execute\nexecute-app-name: playback\n" \
+           "execute-app-arg: /etc/passwd"
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "refused" in r.getMessage()
+            and getattr(r, "call_id", None) == INFO.call_id]
+
+
+@pytest.mark.parametrize("bad", [
+    c.Prompt("tts", INJECTED), c.Prompt("tts", "Hi\r\n\r\nsendmsg"), c.Prompt("tts", "a\x00b"),
+    c.Prompt("tts", "${system(touch /tmp/pwned)}"), c.Prompt("tts", "$${hold_music}"),
+    c.Prompt("file", "../../etc/passwd"), c.Prompt("file", "/etc/passwd"),
+    c.Prompt("file", "http://169.254.169.254/latest/meta-data/x.wav"),
+    c.Prompt("file", "shout://evil.example/x.mp3"), c.Prompt("file", "ivr/${x}"),
+    c.Prompt("digits", "1\n\nsendmsg"),
+])
+def test_an_unsafe_prompt_is_refused_alone_and_the_play_goes_on(
+    bad: c.Prompt, caplog: pytest.LogCaptureFixture
+) -> None:
+    flow = Script([c.Play("p1", (bad, c.Prompt("file", "ivr/ok")))])
+    driver, sent = make(flow)
+    played = [(a, arg) for a, arg, _ in apps(sent) if a != "set"]
+    assert played == [("playback", "ivr/ok.wav")]  # nothing else reached the wire
+    assert [r.command for r in requests(sent)].count("sendmsg") == 2  # set + the playback
+    assert refusals(caplog)
+    driver.on_event(complete(apps(sent)[-1][2]))
+    assert flow.seen == [c.PlayFinished("p1", "done")]
+    flow = Script([c.Play("p2", (bad,))])
+    make(flow)
+    assert flow.seen == [c.PlayFinished("p2", "failed")]
+
+
+def test_unsafe_set_transfer_dial_and_hangup_are_refused_and_the_call_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flow = Script([
+        c.SetVariable("lang", "fr\n\nsendmsg\ncall-command: execute"),
+        c.SetVariable("lang", "${system(id)}"),
+        c.SetVariable("x=y", "z"),
+        c.Transfer("1000 XML private"),
+        c.Transfer("1000\n\nsendmsg"),
+        c.Dial("1001,sofia/gateway/carrier/+900123"),
+        c.Dial("1001\n"),
+        c.SetVariable("lang", "fr"),
+    ])
+    driver, sent = make(flow)
+    assert [(a, arg) for a, arg, _ in apps(sent)] == [
+        ("set", "playback_terminators=none"), ("set", "lang=fr")]
+    assert len(requests(sent)) == 3 + 2  # the setup commands, then the two sets
+    assert flow.seen == [
+        c.TransferResult("1000 XML private", ok=False, cause="refused: unsafe destination"),
+        c.TransferResult("1000\n\nsendmsg", ok=False, cause="refused: unsafe destination"),
+        c.DialResult("1001,sofia/gateway/carrier/+900123", "failed", "refused: unsafe target"),
+        c.DialResult("1001\n", "failed", "refused: unsafe target"),
+    ]
+    assert len(refusals(caplog)) == 7
+    assert not driver.handed_away
+    flow.replies[c.Dtmf] = [c.Hangup("BUSY\n\nsendmsg")]
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "1"}))
+    assert requests(sent)[-1].headers == {"call-command": "hangup",
+                                          "hangup-cause": "NORMAL_CLEARING"}
+    assert driver.handed_away
+
+
+def test_the_codec_never_frames_a_value_with_a_line_break() -> None:
+    for headers in ([("execute-app-arg", "a\n\nsendmsg")], [("x\n", "y")], [("a", "b\r")]):
+        with pytest.raises(codec.UnsafeValue):
+            codec.encode_command("sendmsg", headers)
+    with pytest.raises(codec.UnsafeValue):
+        codec.encode_command("api uuid_break x\n\nexit")
+    assert codec.encode_command("sendmsg", [("a", "b c ☎")]) == "sendmsg\na: b c ☎\n\n".encode()
+
+
+def test_the_operators_dial_template_may_use_freeswitch_variables() -> None:
+    """Only the values a flow sends are checked, not the configured template around them."""
+    sent: list[bytes] = []
+    config = DriverConfig(dial_template="user/{target}@${{domain_name}}")  # str.format
+    CallDriver(INFO, sent.extend, config).start(Script([c.Dial("1001")]))  # type: ignore[arg-type]
+    assert apps(sent)[-1][1].endswith("}user/1001@${domain_name}")

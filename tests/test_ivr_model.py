@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from time import perf_counter
 
 import pytest
 
@@ -18,7 +19,7 @@ from ivr.model import (
     parse_action,
     parse_prompt,
 )
-from ivr.prompts import check_template, render
+from ivr.prompts import MAX_WORK, check_template, compile_template, render, sample_context
 from ivr.schedules import Schedule
 from ivr.testing import build_menuset
 
@@ -57,7 +58,21 @@ def test_parse_prompt(spec: str, prompt: Prompt) -> None:
         ("digits:12x", "digits may only hold"),
         ("silence:0", "milliseconds from 1 to 60000"),
         ("silence:90000", "milliseconds from 1 to 60000"),
-        ("file:ivr/my welcome", "may not contain spaces"),
+        ("file:ivr/my welcome", "sound name relative"),
+        # Hardening findings: menu text reached FreeSWITCH's command stream and file system.
+        ("tts:Welcome\n\nsendmsg\ncall-command: execute\nexecute-app-name: playback",
+         "control characters"),
+        ("tts:Hi\r", "control characters"),
+        ("tts:Hi \x85 there", "control characters"),
+        ("tts:${system(touch /tmp/pwned)}", "'\\$\\{'"),
+        ("tts:{{ caller }} ${x}", "'\\$\\{'"),  # a template, checked before rendering too
+        ("file:../../etc/passwd", "sound name relative"),
+        ("file:ivr/../../../etc/passwd", "sound name relative"),
+        ("file:/etc/passwd", "sound name relative"),
+        ("file:http://169.254.169.254/latest/meta-data", "sound name relative"),
+        ("file:shout://evil.example/x.mp3", "sound name relative"),
+        ("file:.hidden", "sound name relative"),
+        ("file:a,b", "sound name relative"),  # Asterisk splits its media list on commas
     ],
 )
 def test_parse_prompt_rejects(spec: str, message: str) -> None:
@@ -218,10 +233,76 @@ def test_check_template_catches_errors_at_validation() -> None:
     # Templates cannot build huge values (validation renders them).
     assert "too long" in (check_template(Prompt("tts", '{{ "a" * 10**9 }}')) or "")
     assert "exponent" in (check_template(Prompt("tts", "{{ 2 ** 100000 }}")) or "")
-    assert "more than 4000" in (
-        check_template(Prompt("tts", "{% for i in range(5000) %}x{% endfor %}")) or ""
+    assert "more than 1000 characters" in (
+        check_template(Prompt("tts", '{% for i in range(50) %}{{ "x" * 21 }}{% endfor %}')) or ""
     )
     assert check_template(Prompt("tts", '{{ "ab" * 3 }}')) is None
+
+
+# Finding: a template with nested range(8000) loops passed validation, took 1.6 s to save
+# (blocking the API) and stalled every call of the worker rendering it (an unrelated caller
+# waited 5 s for the first prompt). Templates are now a bounded subset of jinja2, refused
+# when saved, and their rendering is bounded wherever it runs.
+HOSTILE_TEMPLATES = [
+    ("{% for i in range(8000) %}{% for j in range(8000) %}{% endfor %}{% endfor %}x", "nested"),
+    ("{% for i in range(8000) %}x{% endfor %}", "range() makes at most 50"),
+    ("{% for c in caller * 10 %}{{ c }}{% endfor %}", "a loop runs over at most 50"),
+    ("{% for i in range(3) recursive %}{{ loop(range(3)) }}{% endfor %}", "recursive"),
+    ("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(20) }}", "macro is not allowed"),
+    ('{% set x = "x" * 999 %}{% set x = x ~ x %}{{ x|length }}', "assign is not allowed"),
+    ('{% with x = 1 %}{{ x }}{% endwith %}', "is not allowed"),
+    ('{% include "other" %}', "include is not allowed"),
+    ('{{ ("x" * 999)|replace("x", "yy")|length }}', "more than 1000 characters"),
+    ('{{ ("x" * 600 ~ "y" * 600)|length }}', "more than 1000 characters"),
+    ('{{ ("x" * 600 + "y" * 600)|length }}', "more than 1000 characters"),
+    ('{{ range(50)|join("x" * 30)|length }}', "more than 1000 characters"),
+    ('{{ "%999999999s"|format(1) }}', "filter 'format' is not allowed"),
+    ('{{ "x"|center(999999999) }}', "filter 'center' is not allowed"),
+    ('{{ caller|map("upper")|list }}', "filter 'map' is not allowed"),
+    ('{{ "%999999999s" % 1 }}', "'%' formatting"),
+    ('{{ caller.replace("1", "2" * 999) }}', "the only call allowed"),
+    ("{{ lipsum(1000) }}", "the only call allowed"),
+    ("{{ ((2 ** 64) ** 64) ** 64 }}", "number too large"),
+    ("{{ caller" + "|upper" * 20 + " }}", "nested more than"),
+    ("{{ 1 + 1 }}" * 101, "too much work"),
+]
+
+
+@pytest.mark.parametrize(("source", "reason"), HOSTILE_TEMPLATES)
+def test_hostile_templates_are_refused_quickly_when_saved(source: str, reason: str) -> None:
+    started = perf_counter()
+    problem = check_template(Prompt("tts", source)) or ""
+    assert reason in problem, problem
+    assert perf_counter() - started < 0.5
+    # A version published before the limits existed still cannot stall a call.
+    started = perf_counter()
+    assert render((Prompt("tts", source), Prompt("tts", "ok")), sample_context) == (
+        Prompt("tts", "ok"),)
+    assert perf_counter() - started < 0.5
+
+
+def test_the_costliest_allowed_templates_render_in_about_a_millisecond() -> None:
+    """The worst cases found by search (tests and README report the figure): chains of the
+    slowest filter on the longest text a template may hold, up to MAX_WORK steps."""
+    worst = [
+        "{{ (\"Ab \" * 333)" + "|capitalize" * 7 + "|length }}" * 24,
+        "{{ (\"Ab \" * 333)" + "|capitalize" * 4 + "|length }}" * 33,
+        "{% for d in caller %}{{ d|upper }}-{% endfor %}",
+        '{{ (range(50)|join(",") ~ "x" * 800)|replace(",", ";")|length }}' * 22,
+    ]
+    for source in worst:
+        _, work = compile_template(source)
+        assert work <= MAX_WORK
+        assert check_template(Prompt("tts", source)) is None
+        prompts = (Prompt("tts", source),)
+        best = min(_timed_render(prompts) for _ in range(5))
+        assert best < 0.02, (source[:60], best)  # measured ~1 ms on a busy 2-core machine
+
+
+def _timed_render(prompts: tuple[Prompt, ...]) -> float:
+    started = perf_counter()
+    assert render(prompts, sample_context)
+    return perf_counter() - started
 
 
 # ---------------------------------------------------------------- MenuSet serialisation

@@ -73,6 +73,19 @@ def test_valid_source_has_no_issues() -> None:
         (OptionDef("3", "transfer", "sip:a b"), "option '3': action transfer destination"),
         (OptionDef("3", "play"), "option '3': action play needs the option's prompt"),
         (OptionDef("3", "set", "2x=1"), "option '3': action set target '2x=1' must be name=value"),
+        # Hardening findings: `set` reached engine variables that run commands.
+        (OptionDef("3", "set", "api_hangup_hook=system touch /tmp/x"), "is not an engine's own"),
+        (OptionDef("3", "set", "execute_on_answer=system id"), "is not an engine's own"),
+        (OptionDef("3", "set", "exec_after_bridge_app=system"), "is not an engine's own"),
+        (OptionDef("3", "set", "bridge_pre_execute_bleg_app=x"), "is not an engine's own"),
+        (OptionDef("3", "set", "my_hook=x"), "is not an engine's own"),
+        (OptionDef("3", "set", "lang=fr\n\nsendmsg"), "value must not contain control"),
+        (OptionDef("3", "set", "lang=${system(id)}"), "value must not contain '${'"),
+        (
+            OptionDef("3", "hangup", "", ("tts:Bye\n\nsendmsg\ncall-command: execute",)),
+            "must not contain control characters",
+        ),
+        (OptionDef("3", "hangup", "", ("file:../../etc/passwd",)), "sound name relative"),
         (OptionDef("3", "back", "sales"), "option '3': action back takes no target"),
         (OptionDef("3", "jump", "sales"), "option '3': action 'jump' is not one of"),
         (
@@ -139,6 +152,17 @@ def test_star_option_is_legal_with_another_terminator() -> None:
             "closed action enqueue target queue 'nope' does not exist",
         ),
         ({"name": "Main Menu"}, "menu name 'Main Menu' must be 1-64 letters"),
+        # Finding: nested range(8000) loops passed validation and stalled workers.
+        (
+            {"greeting": ("tts:{% for i in range(8000) %}{% for j in range(8000) %}"
+                          "{% endfor %}{% endfor %}x",)},
+            "loops may not be nested",
+        ),
+        # Each template within bounds, together too much for one render of the greeting.
+        (
+            {"greeting": ("tts:{% for d in caller %}{{ d }}{% endfor %}",) * 2},
+            "greeting: its templates do too much work together",
+        ),
     ],
 )
 def test_menu_errors(changes: dict[str, object], message: str) -> None:

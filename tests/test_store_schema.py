@@ -62,7 +62,7 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
         "INSERT INTO schedule_closures"
         " (schedule_id, name, starts_on, ends_on) VALUES (1, ' ', '2026-05-01', '2026-05-01')",
         asyncpg.CheckViolationError,
-        "schedule_closures_name_not_blank",
+        "schedule_closures_name_label",
     ),
     # menus
     (
@@ -82,6 +82,52 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
         "INSERT INTO ivr_menus (name, greeting) VALUES ('m', '{wav:hello}')",
         asyncpg.CheckViolationError,
         "ivr_menus_greeting_prompts",
+    ),
+    # Hardening findings (migration 003): menu text reached FreeSWITCH's command stream.
+    (
+        "greeting injecting a second ESL command",
+        "INSERT INTO ivr_menus (name, greeting) VALUES ('m', ARRAY[E'tts:Welcome\\n\\nsendmsg\\n"
+        "call-command: execute\\nexecute-app-name: playback\\nexecute-app-arg: /etc/passwd'])",
+        asyncpg.CheckViolationError,
+        "ivr_menus_greeting_prompts",
+    ),
+    (
+        "prompt expanding ${system(...)} in FreeSWITCH",
+        "INSERT INTO ivr_menus (name, greeting) VALUES ('m', '{\"tts:${system(id)}\"}')",
+        asyncpg.CheckViolationError,
+        "ivr_menus_greeting_prompts",
+    ),
+    (
+        "file prompt leaving the sounds directory",
+        "INSERT INTO ivr_menus (name, invalid_prompt) VALUES ('m', '{file:../../etc/passwd}')",
+        asyncpg.CheckViolationError,
+        "ivr_menus_invalid_prompts",
+    ),
+    (
+        "file prompt fetching a URL",
+        "INSERT INTO ivr_menus (name, timeout_prompt)"
+        " VALUES ('m', '{file:http://169.254.169.254/latest/meta-data}')",
+        asyncpg.CheckViolationError,
+        "ivr_menus_timeout_prompts",
+    ),
+    (
+        "prompt array of two dimensions",
+        "INSERT INTO ivr_menus (name, greeting) VALUES ('m', '{{tts:a,tts:b},{tts:c,tts:d}}')",
+        asyncpg.CheckViolationError,
+        "ivr_menus_greeting_prompts",
+    ),
+    (
+        "more than 20 prompts",
+        "INSERT INTO ivr_menus (name, greeting)"
+        " SELECT 'm', array_agg('tts:' || i) FROM generate_series(1, 21) AS i",
+        asyncpg.CheckViolationError,
+        "ivr_menus_greeting_prompts",
+    ),
+    (
+        "menu description over 1000 characters",
+        "INSERT INTO ivr_menus (name, description) VALUES ('m', repeat('d', 1001))",
+        asyncpg.CheckViolationError,
+        "ivr_menus_description",
     ),
     (
         "empty prompt value",
@@ -186,6 +232,34 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
         "INSERT INTO ivr_menu_options (menu_id, digits, action) VALUES (1, '', 'hangup')",
         asyncpg.CheckViolationError,
         "ivr_menu_options_digits",
+    ),
+    (
+        "set running a shell command at hangup (api_hangup_hook)",
+        "INSERT INTO ivr_menu_options (menu_id, digits, action, target)"
+        " VALUES (1, '1', 'set', 'api_hangup_hook=system touch /tmp/pwned')",
+        asyncpg.CheckViolationError,
+        "ivr_menu_options_action",
+    ),
+    (
+        "set running an application on answer (execute_on_answer)",
+        "INSERT INTO ivr_menu_options (menu_id, digits, action, target)"
+        " VALUES (1, '1', 'set', 'execute_on_answer=system id')",
+        asyncpg.CheckViolationError,
+        "ivr_menu_options_action",
+    ),
+    (
+        "set value with a line break",
+        "INSERT INTO ivr_menu_options (menu_id, digits, action, target)"
+        " VALUES (1, '1', 'set', E'lang=fr\\n\\nsendmsg')",
+        asyncpg.CheckViolationError,
+        "ivr_menu_options_action",
+    ),
+    (
+        "option position out of range",
+        "INSERT INTO ivr_menu_options (menu_id, digits, action, position)"
+        " VALUES (1, '1', 'hangup', 1001)",
+        asyncpg.CheckViolationError,
+        "ivr_menu_options_position",
     ),
     (
         "option action unknown",
@@ -400,7 +474,7 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
         "blank display name",
         "INSERT INTO agents (username, display_name) VALUES ('bob', '')",
         asyncpg.CheckViolationError,
-        "agents_display_name_not_blank",
+        "agents_display_name_label",
     ),
     (
         "agent kind phone",
@@ -487,7 +561,21 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
         "user extension blank endpoint",
         "INSERT INTO extensions (number, kind, dial_target) VALUES ('1', 'user', '  ')",
         asyncpg.CheckViolationError,
-        "extensions_dial_target_not_blank",
+        "extensions_dial_target",
+    ),
+    (
+        "user extension endpoint adding a second dial-string leg",
+        "INSERT INTO extensions (number, kind, dial_target)"
+        " VALUES ('1', 'user', '1001,sofia/gateway/carrier/+900123')",
+        asyncpg.CheckViolationError,
+        "extensions_dial_target",
+    ),
+    (
+        "closure in a year programs cannot hold",
+        "INSERT INTO schedule_closures (schedule_id, name, starts_on, ends_on)"
+        " VALUES (1, 'x', '2026-01-01', 'infinity')",
+        asyncpg.CheckViolationError,
+        "schedule_closures_dates",
     ),
     (
         "extension to unknown agent",

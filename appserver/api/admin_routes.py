@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from appserver.api import schemas as s
 from appserver.api.auth import hash_password
 from appserver.api.deps import Admin, Context, Supervisor
-from appserver.api.menu_guard import checked_write
+from appserver.api.menu_guard import checked_delete, checked_write
 from appserver.store import agents as agents_repo
 from appserver.store import extensions as ext_repo
 from appserver.store import members as members_repo
@@ -94,7 +94,7 @@ async def put_menu(ctx: Context, _: Admin, name: SlugPath, body: s.MenuIn) -> s.
 
 @router.delete("/menus/{name}", status_code=204, tags=["menus"])
 async def delete_menu(ctx: Context, _: Admin, name: SlugPath) -> Response:
-    async with checked_write(ctx.pool) as conn:
+    async with checked_delete(ctx.pool) as conn:
         if not await menus_repo.delete_menu(conn, name):
             raise _missing("menu", name)
     return Response(status_code=204)
@@ -124,12 +124,6 @@ async def get_schedule(ctx: Context, _: Supervisor, name: SlugPath) -> s.Schedul
 
 @router.put("/schedules/{name}", tags=["schedules"])
 async def put_schedule(ctx: Context, _: Admin, name: SlugPath, body: s.ScheduleIn) -> s.ScheduleOut:
-    for i, h in enumerate(body.hours):
-        if h.opens >= h.closes:
-            raise HTTPException(422, f"hours[{i}]: opens must be before closes")
-    for i, c in enumerate(body.closures):
-        if c.ends_on < c.starts_on:
-            raise HTTPException(422, f"closures[{i}]: ends_on must not be before starts_on")
     schedule = sched_repo.Schedule(
         name=name,
         timezone=body.timezone,
@@ -144,7 +138,7 @@ async def put_schedule(ctx: Context, _: Admin, name: SlugPath, body: s.ScheduleI
 
 @router.delete("/schedules/{name}", status_code=204, tags=["schedules"])
 async def delete_schedule(ctx: Context, _: Admin, name: SlugPath) -> Response:
-    async with checked_write(ctx.pool) as conn:
+    async with checked_delete(ctx.pool) as conn:
         if not await sched_repo.delete_schedule(conn, name):
             raise _missing("schedule", name)
     return Response(status_code=204)
@@ -180,7 +174,7 @@ async def put_extension(
 
 @router.delete("/extensions/{number}", status_code=204, tags=["extensions"])
 async def delete_extension(ctx: Context, _: Admin, number: NumberPath) -> Response:
-    async with checked_write(ctx.pool) as conn:
+    async with checked_delete(ctx.pool) as conn:
         if not await ext_repo.delete_extension(conn, number):
             raise _missing("extension", number)
     return Response(status_code=204)
@@ -218,7 +212,7 @@ async def put_queue(ctx: Context, _: Admin, name: SlugPath, body: s.QueueIn) -> 
 
 @router.delete("/queues/{name}", status_code=204, tags=["queues"])
 async def delete_queue(ctx: Context, _: Admin, name: SlugPath) -> Response:
-    async with checked_write(ctx.pool) as conn:
+    async with checked_delete(ctx.pool) as conn:
         if not await queues_repo.delete_queue(conn, name):
             raise _missing("queue", name)
     return Response(status_code=204)
@@ -288,7 +282,7 @@ async def put_agent(ctx: Context, _: Admin, username: SlugPath, body: s.AgentIn)
 
 @router.delete("/agents/{username}", status_code=204, tags=["agents"])
 async def delete_agent(ctx: Context, _: Admin, username: SlugPath) -> Response:
-    async with checked_write(ctx.pool) as conn:
+    async with checked_delete(ctx.pool) as conn:
         if not await agents_repo.delete_agent(conn, username):
             raise _missing("agent", username)
     return Response(status_code=204)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -17,6 +19,7 @@ from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
 from appserver.api.sim_routes import SimCalls, sim_router
 from appserver.metrics import metrics_endpoint
+from appserver.settings import get_settings
 from appserver.store.db import NotFoundError
 
 if TYPE_CHECKING:
@@ -28,6 +31,48 @@ templates = Jinja2Templates(directory=WEB / "templates")
 LIVEKIT_DIST = WEB / "node_modules" / "livekit-client" / "dist"
 
 Readiness = Callable[[], Awaitable[dict[str, str]]]
+ECHO_LIMIT = 100  # longest input text a 422 repeats back (characters)
+MAX_REPORTED_ERRORS = 20
+
+
+def _echo(value: object) -> object:
+    """What a 422 may repeat of one input value: a short scalar, else a placeholder (the
+    client knows what it sent; a huge or non-JSON value such as NaN must not come back)."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else "(not a finite number)"
+    if isinstance(value, str):
+        return value if len(value) <= ECHO_LIMIT else value[:ECHO_LIMIT] + "..."
+    return f"({type(value).__name__})"
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors, with every echoed value bounded and JSON-safe."""
+    errors = exc.errors()
+    out = []
+    for error in errors[:MAX_REPORTED_ERRORS]:
+        item: dict[str, Any] = {
+            "type": error["type"],
+            "loc": [_echo(part) for part in error["loc"]],
+            "msg": error["msg"],
+        }
+        if "input" in error:
+            item["input"] = _echo(error["input"])
+        if error.get("ctx"):
+            item["ctx"] = {k: _echo(v if isinstance(v, int | float | str) else str(v))
+                           for k, v in error["ctx"].items()}
+        out.append(item)
+    if len(errors) > MAX_REPORTED_ERRORS:
+        out.append({"type": "too_many_errors", "loc": ["body"],
+                    "msg": f"{len(errors) - MAX_REPORTED_ERRORS} more errors not shown"})
+    return out
+
+
+def _install_validation_handler(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -38,7 +83,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MenuSetRejected)
     async def menu_rejected(request: Request, exc: MenuSetRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail()}, status_code=422)
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status)
 
     @app.exception_handler(NotFoundError)
     async def missing_reference(request: Request, exc: NotFoundError) -> JSONResponse:
@@ -75,8 +120,11 @@ def create_app(
     """Build the app. ``readiness`` checks dependencies for ``/readyz``; ``context`` (the
     database, Redis, LiveKit) enables the REST API, console and WebSocket; ``sim_calls``
     (dev mode only) mounts ``/sim`` and ``/softphone``; ``metrics_peers`` (dev mode only,
-    ``{process: URL}``) adds those processes' metrics to ``/metrics``."""
-    app = FastAPI(title="Callyard", version=__version__)
+    ``{process: URL}``) adds those processes' metrics to ``/metrics``. Request bodies are
+    limited to the settings' ``api_max_body`` bytes (413 above)."""
+    settings = context.settings if context is not None else get_settings()
+    app = FastAPI(title="Callyard", version=__version__, max_body_size=settings.api_max_body)
+    _install_validation_handler(app)
     if LIVEKIT_DIST.is_dir():  # before /static, which would shadow it
         app.mount("/static/livekit", StaticFiles(directory=LIVEKIT_DIST), name="livekit")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")

@@ -9,7 +9,7 @@ write (e.g. from a hand edit in SQL) do not block unrelated writes, so they can 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -22,17 +22,21 @@ MENU_WRITE_LOCK = 7_265_283_202
 
 
 class MenuSetRejected(Exception):
-    def __init__(self, issues: list[Issue], loc: list[list[Any]]) -> None:
+    """The write would break the menu set: 422, or 409 when a delete removed something the
+    menus still use."""
+
+    def __init__(self, issues: list[Issue], loc: list[list[Any]], status: int = 422) -> None:
         super().__init__("; ".join(str(i) for i in issues))
         self.issues = issues
         self.loc = loc
+        self.status = status
 
     def detail(self) -> list[dict[str, Any]]:
         return [
             {
                 "loc": loc,
                 "msg": str(issue),
-                "type": "menu_invalid",
+                "type": "menu_invalid" if self.status == 422 else "in_use",
                 "menu": issue.menu,
                 "option": issue.option,
             }
@@ -52,15 +56,22 @@ def _loc(issue: Issue, menu: str | None, option_digits: Sequence[str]) -> list[A
 
 @asynccontextmanager
 async def checked_write(
-    pool: asyncpg.Pool, menu: str | None = None, option_digits: Sequence[str] = ()
+    pool: asyncpg.Pool, menu: str | None = None, option_digits: Sequence[str] = (),
+    status: int = 422,
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a transaction; on exit the menu set is validated and the transaction
-    rolled back with :class:`MenuSetRejected` if the write added errors. ``menu`` and
-    ``option_digits`` describe the menu being written, to point errors at request fields."""
+    rolled back with :class:`MenuSetRejected` (``status``) if the write added errors.
+    ``menu`` and ``option_digits`` describe the menu being written, to point errors at
+    request fields."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MENU_WRITE_LOCK)
         before = {str(i) for i in errors(validate(await load_source(conn)))}
         yield conn
         new = [i for i in errors(validate(await load_source(conn))) if str(i) not in before]
         if new:
-            raise MenuSetRejected(new, [_loc(i, menu, option_digits) for i in new])
+            raise MenuSetRejected(new, [_loc(i, menu, option_digits) for i in new], status)
+
+
+def checked_delete(pool: asyncpg.Pool) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """:func:`checked_write` for a delete: removing what the menus still use is 409."""
+    return checked_write(pool, status=409)

@@ -1,36 +1,96 @@
 """Request and response bodies of the REST API, with a limit on every field.
 
-These mirror the repositories' dataclasses (``appserver/store``); the database checks the
-same rules again, so a row written by hand in SQL obeys them too.
+These mirror the repositories' dataclasses (``appserver/store``) and apply exactly the rules
+the database checks (migrations 001 and 003, shared with :mod:`ivr.model`): whatever the
+database holds reads back through the API, and whatever the API accepts is stored
+(``tests/test_api_input.py`` writes every valid shape by SQL and reads it back).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+from ivr.model import (
+    DESTINATION_RE,
+    EXTENSION_RE,
+    MAX_PROMPT_SPEC,
+    MAX_PROMPTS,
+    MAX_TARGET,
+    SLUG_RE,
+    stored_prompt_problem,
+    target_problem,
+)
+
+
+def _rule(problem: Callable[[str], str | None]) -> AfterValidator:
+    """A pydantic check from a function saying what is wrong with a value (None: nothing)."""
+
+    def check(value: str) -> str:
+        if (why := problem(value)) is not None:
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(check)
+
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
 Digits = Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,20}$")]
-Number = Annotated[str, StringConstraints(pattern=r"^[0-9*#+]{1,32}$")]
-Text = Annotated[str, StringConstraints(max_length=500)]
-Target = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Number = Annotated[str, StringConstraints(pattern=EXTENSION_RE.pattern)]
+Text = Annotated[str, StringConstraints(max_length=1000)]
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+# 1-100 characters, not blank, no control characters (the database's callyard_is_label)
+Label = Annotated[str, StringConstraints(
+    min_length=1, max_length=100, pattern=rf"^[^{_CONTROL}]*[^ {_CONTROL}][^{_CONTROL}]*$"
+)]
+Target = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TARGET)]
 # "kind:value", e.g. "file:demo/welcome", "tts:Hello {{ caller }}"
 PromptSpec = Annotated[
-    str, StringConstraints(pattern=r"^(file|tts|digits|number|silence):.*\S", max_length=1000)
+    str,
+    StringConstraints(pattern=r"^(file|tts|digits|number|silence):", max_length=MAX_PROMPT_SPEC),
+    _rule(stored_prompt_problem),
 ]
-Prompts = Annotated[list[PromptSpec], Field(max_length=20)]
+Prompts = Annotated[list[PromptSpec], Field(max_length=MAX_PROMPTS)]
 ActionKind = Literal[
     "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup"
 ]
-QueueAction = Literal["hangup", "queue", "menu", "transfer", "voicemail"]
-Skills = Annotated[dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+# Where a queue sends a caller on overflow or exit key (the database's callyard_valid_route).
+QueueAction = Literal["hangup", "queue", "menu", "extension"]
+Skills = Annotated[dict[Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)],
                         Annotated[int, Field(ge=1, le=10)]], Field(max_length=50)]
 
 
+def _check_action(what: str, action: str | None, target: str | None) -> None:
+    if action is None:
+        if target is not None:
+            raise ValueError(f"{what}_target: set only together with {what}_action")
+    elif (why := target_problem(action, target)) is not None:
+        raise ValueError(f"{what}_target: {why}")
+
+
+def _check_route(what: str, action: str | None, target: str | None) -> None:
+    if action is None or action == "hangup":
+        ok, needs = target is None, "no target"
+    elif action == "extension":
+        ok, needs = target is not None and EXTENSION_RE.fullmatch(target) is not None, "a number"
+    else:
+        ok, needs = target is not None and SLUG_RE.fullmatch(target) is not None, f"a {action} name"
+    if not ok:
+        raise ValueError(f"{what}_target: {action or 'no action'} takes {needs}")
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- menus
@@ -42,6 +102,14 @@ class MenuOptionIn(Strict):
     target: Target | None = None
     prompt: Prompts | None = None
     position: int = Field(0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _action_target(self) -> MenuOptionIn:
+        if (why := target_problem(self.action, self.target)) is not None:
+            raise ValueError(why)
+        if self.action == "play" and not self.prompt:
+            raise ValueError("play needs the option's prompt")
+        return self
 
 
 class MenuIn(Strict):
@@ -62,7 +130,16 @@ class MenuIn(Strict):
     holiday_action: ActionKind | None = None
     holiday_target: Target | None = None
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
-    options: Annotated[list[MenuOptionIn], Field(max_length=100)] = []
+    options: list[MenuOptionIn] = []  # as many as the body limit allows
+
+    @model_validator(mode="after")
+    def _actions(self) -> MenuIn:
+        _check_action("exhausted", self.exhausted_action, self.exhausted_target)
+        _check_action("closed", self.closed_action, self.closed_target)
+        _check_action("holiday", self.holiday_action, self.holiday_target)
+        if self.schedule is not None and self.closed_action is None:
+            raise ValueError("closed_action: a menu with a schedule says what happens when closed")
+        return self
 
 
 class MenuOut(MenuIn):
@@ -80,20 +157,35 @@ class MenuSaved(MenuOut):
 class HoursIn(Strict):
     weekday: int = Field(ge=0, le=6, description="0 = Monday .. 6 = Sunday")
     opens: time
-    closes: time
+    closes: time = Field(description="after opens; 00:00 = midnight at the end of the day")
+
+    @model_validator(mode="after")
+    def _interval(self) -> HoursIn:
+        if self.opens >= self.closes and self.closes != time(0):
+            raise ValueError("opens must be before closes")
+        return self
+
+
+ClosureDate = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2999, 12, 31))]
 
 
 class ClosureIn(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S")]
-    starts_on: date
-    ends_on: date
+    name: Label
+    starts_on: ClosureDate
+    ends_on: ClosureDate
+
+    @model_validator(mode="after")
+    def _order(self) -> ClosureIn:
+        if self.ends_on < self.starts_on:
+            raise ValueError("ends_on must not be before starts_on")
+        return self
 
 
 class ScheduleIn(Strict):
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
     description: Text = ""
-    hours: Annotated[list[HoursIn], Field(max_length=100)] = []
-    closures: Annotated[list[ClosureIn], Field(max_length=500)] = []
+    hours: list[HoursIn] = []  # as many as the body limit allows
+    closures: list[ClosureIn] = []
 
 
 class ScheduleOut(ScheduleIn):
@@ -106,8 +198,15 @@ class ScheduleOut(ScheduleIn):
 
 class ExtensionIn(Strict):
     kind: Literal["menu", "queue", "agent", "user"]
-    target: Target
+    target: Target = Field(description="menu, queue or agent name; for user, the endpoint")
     description: Text = ""
+
+    @model_validator(mode="after")
+    def _target(self) -> ExtensionIn:
+        pattern = DESTINATION_RE if self.kind == "user" else SLUG_RE
+        if not pattern.fullmatch(self.target):
+            raise ValueError(f"target: not a valid {self.kind} target ({pattern.pattern})")
+        return self
 
 
 class ExtensionOut(ExtensionIn):
@@ -143,6 +242,16 @@ class QueueIn(Strict):
     tier_widen_seconds: int = Field(30, ge=0, le=3600)
     required_skills: Skills = {}
 
+    @model_validator(mode="after")
+    def _routes(self) -> QueueIn:
+        if 0 < self.announce_interval < 10:
+            raise ValueError("announce_interval: 0 (never) or 10 to 3600 seconds")
+        _check_route("overflow", self.overflow_action, self.overflow_target)
+        if (self.exit_key is None) != (self.exit_action is None):
+            raise ValueError("exit_action: set together with exit_key (both or neither)")
+        _check_route("exit", self.exit_action, self.exit_target)
+        return self
+
 
 class QueueOut(QueueIn):
     name: str
@@ -164,7 +273,7 @@ class MemberOut(MemberIn):
 
 
 class AgentIn(Strict):
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S")]
+    display_name: Label
     kind: Literal["browser", "sip"] = "browser"
     extension: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,16}$")] | None = None
     role: Literal["agent", "supervisor", "admin"] = "agent"

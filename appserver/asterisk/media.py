@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ivr.calls import Prompt
+from ivr.model import SOUND_NAME_RE
 
 _AUDIO_EXT = re.compile(r"\.(wav|gsm|sln\d*|ulaw|alaw|g722|mp3|ogg)$", re.IGNORECASE)
 
@@ -45,10 +46,12 @@ def cause_name(cause: object) -> str:
 
 
 def prompt_media(prompt: Prompt) -> str | None:
-    """The ARI media URI for a prompt, or None when Asterisk cannot play it (TTS)."""
+    """The ARI media URI for a prompt, or None when Asterisk cannot play it (TTS) or may not
+    (a file that is not a relative sound name: an absolute path, "..", a URL, or a comma,
+    which would split it into more media)."""
     value = prompt.value.strip()
     if prompt.kind == "file":
-        return f"sound:{_AUDIO_EXT.sub('', value)}" if value else None
+        return f"sound:{_AUDIO_EXT.sub('', value)}" if SOUND_NAME_RE.fullmatch(value) else None
     if prompt.kind == "digits":
         return f"digits:{value}" if re.fullmatch(r"[0-9*#A-Da-d]+", value) else None
     if prompt.kind == "number":

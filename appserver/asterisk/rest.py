@@ -69,7 +69,10 @@ class HotRest:
 
     async def play(self, channel_id: str, playback_id: str, media: list[str],
                    lang: str = "") -> None:
-        query = f"media={quote(','.join(media), safe=':/,')}&playbackId={_segment(playback_id)}"
+        """``media`` URIs never hold a comma (ARI splits the list on commas, even encoded
+        ones): :func:`appserver.asterisk.media.prompt_media` makes sure of it."""
+        listed = ",".join(quote(m, safe=":/") for m in media)
+        query = f"media={listed}&playbackId={_segment(playback_id)}"
         if lang:
             query += "&lang=" + quote(lang, safe="")
         await self._send("POST", f"/channels/{_segment(channel_id)}/play", query)

@@ -24,6 +24,14 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   hold the event-locked queue) is broken off first with ``uuid_break <uuid> all``.
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
+* The last line of defence: no value is written that holds a control character (it would
+  end its header line, and "\n\n" the command, so the rest would run as a command of its
+  own) or ``${`` (FreeSWITCH expands it in application arguments, ``${system(...)}``
+  included); dial targets and transfer destinations are single tokens, variable names plain
+  names, file prompts relative sound names. Such a command is refused alone and logged with
+  the call id: an unsafe prompt is skipped (the rest of the Play goes on), a Dial answers
+  ``DialResult(failed)``, a Transfer ``TransferResult(ok=False)``, a Hangup still hangs up
+  with ``NORMAL_CLEARING``, anything else is dropped.
 
 The driver never blocks on FreeSWITCH: commands are written without waiting for replies,
 events are handled on the session's reader greenlet, and a per-call lock keeps timers,
@@ -46,6 +54,7 @@ import gevent.lock
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.prompts import to_app
 from ivr import calls as c
+from ivr.model import VARIABLE_RE, is_safe_text
 
 log = logging.getLogger("callyard.freeswitch")
 
@@ -76,6 +85,22 @@ _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an a
 # prepare_codecs: "originator codec"): L16 for a loopback caller, G.729 for some phones, which
 # LiveKit SIP refuses. Offer the caller's codec first, then the profile's list.
 OFFER_ALL_CODECS = "media_mix_inbound_outbound_codecs=true"
+# Dial targets and transfer destinations are one token of a dial string / dialplan command:
+# no blank (transfer's context), no , | (more legs), no {} [] <> ^ ' " (variables, quoting).
+_NOT_ONE_TOKEN = re.compile(r"[\s,|{}\[\]<>^'\"]")
+
+
+def refuse_unsafe(value: str) -> str:
+    """``value`` if FreeSWITCH may receive it in a command, else :class:`codec.UnsafeValue`."""
+    if not is_safe_text(value):
+        raise codec.UnsafeValue(f"control character or '${{' in {value[:80]!r}")
+    return value
+
+
+def refuse_unsafe_token(value: str) -> str:
+    if _NOT_ONE_TOKEN.search(value) or not value:
+        raise codec.UnsafeValue(f"not a single dial-string token: {value[:80]!r}")
+    return refuse_unsafe(value)
 
 
 def call_info_from(data: dict[str, str], node: str) -> c.CallInfo:
@@ -232,7 +257,9 @@ class CallDriver:
         self._seq += 1
         return f"{self.info.call_id}-{self._seq}"
 
-    def _execute(self, app: str, arg: str = "", tag: str = "") -> bytes:
+    def _execute(self, app: str, arg: str = "", tag: str = "", checked: bool = False) -> bytes:
+        if not checked:  # already checked: the values in it, not the operator's template
+            refuse_unsafe(arg)
         self.commands_sent += 1
         return codec.sendmsg(app, arg, event_uuid=tag, lock=True)
 
@@ -250,8 +277,24 @@ class CallDriver:
             self.write(out)
 
     def _command(self, cmd: c.Command) -> list[bytes]:
-        sent = self._command_bytes(cmd)
+        try:
+            sent = self._command_bytes(cmd)
+        except codec.UnsafeValue as exc:
+            sent = self._refuse(cmd, exc)
         return sent if isinstance(sent, list) else [sent] if sent else []
+
+    def _refuse(self, cmd: c.Command, exc: codec.UnsafeValue) -> bytes | list[bytes]:
+        """``cmd`` carried a value FreeSWITCH must not receive: nothing of it was written."""
+        log.error("refused %s: %s", type(cmd).__name__, exc, extra=self.log_extra)
+        if isinstance(cmd, c.Dial):
+            self._inbox.append(c.DialResult(cmd.target, "failed", "refused: unsafe target"))
+        elif isinstance(cmd, c.Transfer):
+            self._inbox.append(
+                c.TransferResult(cmd.destination, ok=False, cause="refused: unsafe destination")
+            )
+        elif isinstance(cmd, c.Hangup):
+            return self._command_bytes(c.Hangup())  # the call still ends
+        return b""
 
     def _command_bytes(self, cmd: c.Command) -> bytes | list[bytes]:
         if isinstance(cmd, c.Play):
@@ -269,6 +312,8 @@ class CallDriver:
                 timer.kill(block=False)
             return b""
         if isinstance(cmd, c.SetVariable):
+            if not VARIABLE_RE.fullmatch(cmd.name):
+                raise codec.UnsafeValue(f"not a variable name: {cmd.name[:80]!r}")
             return self._execute("set", f"{cmd.name}={cmd.value}")
         if isinstance(cmd, c.StartMoh):
             self._moh = True
@@ -287,20 +332,22 @@ class CallDriver:
         if isinstance(cmd, c.EndDial):
             return self._end_dial()
         if isinstance(cmd, c.Transfer):
+            refuse_unsafe_token(cmd.destination)
+            context = self.config.transfer_context or self.context
+            transfer = self._execute("transfer", f"{cmd.destination} XML {context}")
             # a media bug stays on the channel: hold music would follow it into the dialplan
             unhold = self._unhold() if self._held else []
             stop = self._stop_all()
             self.handed_away = True
             self._transfer_to = cmd.destination
-            context = self.config.transfer_context or self.context
-            return [*unhold, *stop, self._execute("transfer", f"{cmd.destination} XML {context}")]
+            return [*unhold, *stop, transfer]
         if isinstance(cmd, c.Hangup):
-            stop = self._stop_all()
-            self.handed_away = True
-            self.commands_sent += 1
             hangup = codec.encode_command(
                 "sendmsg", [("call-command", "hangup"), ("hangup-cause", cmd.cause)]
             )
+            stop = self._stop_all()
+            self.handed_away = True
+            self.commands_sent += 1
             return [*stop, hangup]
         if isinstance(cmd, c.Enqueue):
             if self.queue_runtime is None:
@@ -315,15 +362,15 @@ class CallDriver:
         tags: list[str] = []
         out: list[bytes] = []
         for prompt in cmd.prompts:
-            try:
-                app, arg = to_app(prompt, cmd.language)
-            except ValueError as exc:
-                log.warning("skipped prompt: %s", exc, extra=self.log_extra)
-                continue
             tag = self._tag()
+            try:
+                command = self._execute(*to_app(prompt, cmd.language), tag)
+            except ValueError as exc:  # unsafe, or not a prompt FreeSWITCH can play
+                log.error("refused prompt: %s", exc, extra=self.log_extra)
+                continue
             tags.append(tag)
             self._tags[tag] = cmd.play_id
-            out.append(self._execute(app, arg, tag))
+            out.append(command)
         if not tags:
             self._inbox.append(c.PlayFinished(cmd.play_id, "failed"))
             return []
@@ -351,6 +398,7 @@ class CallDriver:
         return [self._api(f"uuid_break {self.info.call_id} all")]
 
     def _dial(self, cmd: c.Dial) -> bytes:
+        refuse_unsafe_token(cmd.target)
         template = self.config.sip_template if cmd.kind == "sip" else self.config.dial_template
         dial = template.format(target=cmd.target)
         tag = self._tag()
@@ -359,7 +407,7 @@ class CallDriver:
         self._reset_dial(str(uuid.uuid4()))
         leg_vars = (f"{{leg_timeout={int(cmd.timeout)},origination_uuid={self._bleg},"
                     f"{OFFER_ALL_CODECS}}}")
-        return self._execute("bridge", f"{leg_vars}{dial}", tag)
+        return self._execute("bridge", f"{leg_vars}{dial}", tag, checked=True)
 
     def _reset_dial(self, bleg: str = "") -> None:
         self._bleg = bleg

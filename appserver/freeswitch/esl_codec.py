@@ -17,7 +17,7 @@ byte layout follows FreeSWITCH 1.10 (checked against raw captures in tests):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import unquote
@@ -43,6 +43,13 @@ _HEX_DIGITS = set(_HEX + b"abcdef")
 
 class ESLProtocolError(ValueError):
     """A frame that does not follow the Event Socket framing rules."""
+
+
+class UnsafeValue(ValueError):
+    """A value that must not be written: it would leave its line of the command (control
+    characters: after "\n\n" the rest runs as a command of its own) or be expanded by
+    FreeSWITCH (``${...}``). The command is refused, never written."""
+
 
 
 @lru_cache(maxsize=16384)
@@ -362,9 +369,12 @@ def disconnect_notice(
     return encode_frame(headers, DISCONNECT_TEXT)
 
 
-def encode_command(command: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
-    """A client command: ``api status``, or ``sendmsg`` with its header lines."""
-    text = command + "".join(f"\n{k}: {v}" for k, v in headers)
+def encode_command(command: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A client command: ``api status``, or ``sendmsg`` with its header lines. A line break
+    inside the command or a header would end it early: :class:`UnsafeValue` instead."""
+    text = command + "".join([f"\n{k}: {v}" for k, v in headers])
+    if text.count("\n") != len(headers) or "\r" in text:
+        raise UnsafeValue(f"line break inside an ESL command line: {text[:80]!r}")
     return (text + "\n\n").encode("utf-8")
 
 

@@ -12,6 +12,9 @@ digits     ``say <lang> number iterated <digits>``      ``en number iterated 42`
 number     ``say <lang> number pronounced <n>``         ``en number pronounced 42``
 silence    ``playback silence_stream://<ms>``           ``silence_stream://500``
 =========  ===========================================  ======================
+
+A file is a sound name relative to FreeSWITCH's sounds directory (``ivr.model.SOUND_NAME_RE``):
+never an absolute path, ``..`` or a URL (``http://``, ``shout://`` ...).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import posixpath
 
 from ivr.calls import Prompt
+from ivr.model import SOUND_NAME_RE
 
 TTS_ENGINE = "flite"
 TTS_VOICE = "kal"
@@ -28,9 +32,9 @@ def to_app(prompt: Prompt, language: str = "en") -> tuple[str, str]:
     """``(application, argument)`` playing ``prompt``."""
     kind, value = prompt.kind, prompt.value
     if kind == "file":
-        if "://" in value or posixpath.splitext(value)[1]:
-            return "playback", value
-        return "playback", f"{value}.wav"
+        if not SOUND_NAME_RE.fullmatch(value):  # never a path outside the sounds, or a URL
+            raise ValueError(f"file prompt {value[:80]!r} is not a relative sound name")
+        return "playback", value if posixpath.splitext(value)[1] else f"{value}.wav"
     if kind == "tts":
         return "speak", f"{TTS_ENGINE}|{TTS_VOICE}|{value}"
     if kind == "digits":

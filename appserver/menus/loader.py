@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, time
-
 import asyncpg
 
 from appserver.store.db import Executor
 from appserver.store.extensions import list_extensions
 from appserver.store.menus import Menu, list_menus
+from appserver.store.schedules import list_schedules
 from ivr.model import (
     ClosureDef,
     ExtensionDef,
@@ -32,22 +31,6 @@ RELEVANT_TABLES = frozenset(
         "agents",  # an agent's username is the target of its extension
     }
 )
-
-# PostgreSQL accepts 24:00 as a closing time; the model spells midnight at the end of the day
-# as 00:00.
-_SCHEDULES = """
-SELECT s.name, s.timezone,
-       coalesce((SELECT array_agg(ARRAY[h.weekday::text, h.opens::text,
-                                        CASE WHEN h.closes = '24:00' THEN '00:00:00'
-                                             ELSE h.closes::text END]
-                                  ORDER BY h.weekday, h.opens)
-                   FROM schedule_hours h WHERE h.schedule_id = s.id), '{}') AS hours,
-       coalesce((SELECT array_agg(ARRAY[c.name, c.starts_on::text, c.ends_on::text]
-                                  ORDER BY c.starts_on, c.id)
-                   FROM schedule_closures c WHERE c.schedule_id = s.id), '{}') AS closures
-  FROM schedules s
- ORDER BY s.name
-"""
 
 
 def _menu_def(m: Menu) -> MenuDef:
@@ -82,18 +65,12 @@ async def _read(conn: asyncpg.Connection) -> MenuSource:
     queues = await conn.fetch("SELECT name FROM queues")
     schedules = [
         ScheduleDef(
-            r["name"],
-            r["timezone"],
-            tuple(
-                HoursDef(int(w), time.fromisoformat(o), time.fromisoformat(c))
-                for w, o, c in r["hours"]
-            ),
-            tuple(
-                ClosureDef(n, date.fromisoformat(a), date.fromisoformat(b))
-                for n, a, b in r["closures"]
-            ),
+            s.name,
+            s.timezone,
+            tuple(HoursDef(h.weekday, h.opens, h.closes) for h in s.hours),
+            tuple(ClosureDef(c.name, c.starts_on, c.ends_on) for c in s.closures),
         )
-        for r in await conn.fetch(_SCHEDULES)
+        for s in await list_schedules(conn)
     ]
     return MenuSource(
         menus=tuple(_menu_def(m) for m in menus),

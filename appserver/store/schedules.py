@@ -14,7 +14,7 @@ from appserver.store.db import Executor, from_jsonb, transaction
 class Hours:
     weekday: int  # 0 = Monday .. 6 = Sunday
     opens: time
-    closes: time
+    closes: time  # 00:00 = midnight at the end of the day (24:00 in SQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +35,12 @@ class Schedule:
     updated_at: datetime | None = None
 
 
+# PostgreSQL spells midnight at the end of the day 24:00, which Python's time cannot hold.
 _SELECT = """
 SELECT s.id, s.name, s.timezone, s.description, s.updated_at,
-       coalesce((SELECT array_agg(ARRAY[h.weekday::text, h.opens::text, h.closes::text]
+       coalesce((SELECT array_agg(ARRAY[h.weekday::text, h.opens::text,
+                                        CASE WHEN h.closes = '24:00' THEN '00:00:00'
+                                             ELSE h.closes::text END]
                                   ORDER BY h.weekday, h.opens)
                    FROM schedule_hours h WHERE h.schedule_id = s.id), '{}') AS hours,
        coalesce((SELECT jsonb_agg(jsonb_build_object('name', c.name, 'starts_on', c.starts_on,
@@ -93,8 +96,8 @@ async def save_schedule(db: Executor, schedule: Schedule) -> Schedule:
         await conn.execute("DELETE FROM schedule_closures WHERE schedule_id = $1", schedule_id)
         if schedule.hours:
             await conn.executemany(
-                "INSERT INTO schedule_hours (schedule_id, weekday, opens, closes)"
-                " VALUES ($1, $2, $3, $4)",
+                "INSERT INTO schedule_hours (schedule_id, weekday, opens, closes) VALUES"
+                " ($1, $2, $3, CASE WHEN $4::time = '00:00' THEN '24:00'::time ELSE $4 END)",
                 [(schedule_id, h.weekday, h.opens, h.closes) for h in schedule.hours],
             )
         if schedule.closures:
