@@ -136,8 +136,7 @@ def _banner(base: str, seed: bool) -> str:
 
 
 async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
-    import uvicorn
-
+    from appserver.api.command import http_server
     from appserver.api.services import Services
     from appserver.api.sim_routes import SimCalls
     from appserver.cdr.writer import writer_running
@@ -190,14 +189,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
-            config = uvicorn.Config(
-                services.app(sim_calls=sim_calls),
-                host=args.host,
-                port=args.port,
-                log_config=None,
-                lifespan="off",
-            )
-            server = uvicorn.Server(config)
+            server = http_server(services.app(sim_calls=sim_calls), args.host, args.port)
             server_task = asyncio.create_task(server.serve())
             while not server.started and not server_task.done():
                 await asyncio.sleep(0.05)
@@ -223,9 +215,14 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.embedded import EmbeddedError, storage_urls
+    from appserver.settings import is_loopback
 
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
+    if not is_loopback(args.host):
+        log.warning("callyard dev on %s, which is not a loopback address: the demo agents'"
+                    " passwords and the unauthenticated /sim routes are open to the network",
+                    args.host)
     try:
         with storage_urls(settings) as (dsn, redis_url):
             try:

@@ -23,10 +23,13 @@ def _command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "appserver.cli"]
 
 
-def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
     return subprocess.run(
-        [*_command(), *args], cwd=cwd, env=clean, capture_output=True, text=True, timeout=120
+        [*_command(), *args], cwd=cwd, env=clean, capture_output=True, text=True,
+        timeout=timeout,
     )
 
 
@@ -152,3 +155,46 @@ def test_psql_missing_everywhere_says_what_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setattr(embedded, "pg_binary", no_bundle)
     assert psql_command.find_psql() is None
     assert "apt install postgresql-client" in psql_command.NO_PSQL
+
+
+# ------------------------------------------------- callyard api on a public address
+
+
+def test_api_refuses_a_public_address_with_development_secrets(scratch_dir: Path) -> None:
+    """Finding 11: ``callyard api --host 0.0.0.0`` served with LiveKit's ``devkey`` /
+    ``secret`` and no ``CALLYARD_API_SECRET``. It now refuses before starting anything,
+    naming the variables, unless told otherwise explicitly."""
+    data = scratch_dir / "data"
+    result = _run(["api", "--host", "0.0.0.0"], scratch_dir, timeout=30,
+                  CALLYARD_DATA_DIR=str(data))
+    assert result.returncode == 2, result.stderr
+    for name in ("CALLYARD_API_SECRET", "CALLYARD_LIVEKIT_API_KEY", "CALLYARD_API_ALLOW_INSECURE"):
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr and not data.exists()
+
+    # The LiveKit pair fixed, the missing session secret alone still stops it.
+    result = _run(["api"], scratch_dir, timeout=30, CALLYARD_DATA_DIR=str(data),
+                  CALLYARD_API_HOST="10.1.2.3", CALLYARD_LIVEKIT_API_KEY="prod",
+                  CALLYARD_LIVEKIT_API_SECRET="a-real-livekit-secret-of-32-chars-or-more")
+    assert result.returncode == 2
+    assert "CALLYARD_API_SECRET" in result.stderr and "LIVEKIT" not in result.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_api_on_loopback_may_use_development_secrets(host: str) -> None:
+    from appserver.api.command import exposure_problems
+    from appserver.settings import load_settings
+
+    assert exposure_problems(load_settings(api_secret=None), host) == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "api.example.com"])
+def test_api_on_other_addresses_needs_real_secrets(host: str) -> None:
+    from appserver.api.command import exposure_problems
+    from appserver.settings import load_settings
+
+    dev = load_settings(api_secret=None, livekit_api_key="devkey", livekit_api_secret="secret")
+    assert len(exposure_problems(dev, host)) == 2
+    real = load_settings(api_secret="s" * 40, livekit_api_key="prod",
+                         livekit_api_secret="a-real-livekit-secret-of-32-chars-or-more")
+    assert exposure_problems(real, host) == []
