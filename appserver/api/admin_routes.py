@@ -276,7 +276,7 @@ async def put_agent(ctx: Context, _: Admin, username: SlugPath, body: s.AgentIn)
     """Create or update an agent. ``password`` sets a new one; omitted, the old one stays."""
     if body.kind == "sip" and body.extension is None:
         raise HTTPException(422, "extension: a sip agent needs an extension to dial")
-    password_hash = hash_password(body.password) if body.password is not None else None
+    password_hash = await hash_password(body.password) if body.password is not None else None
     async with checked_write(ctx.pool) as conn:
         saved = await agents_repo.save_agent(conn, agents_repo.Agent(
             username=username, display_name=body.display_name, kind=body.kind,
