@@ -198,3 +198,27 @@ def test_api_on_other_addresses_needs_real_secrets(host: str) -> None:
     real = load_settings(api_secret="s" * 40, livekit_api_key="prod",
                          livekit_api_secret="a-real-livekit-secret-of-32-chars-or-more")
     assert exposure_problems(real, host) == []
+
+
+def test_api_key_command_is_audited(scratch_dir: Path, pg_dsn: str) -> None:
+    """Finding 12: creating or revoking a key from the shell left no trace either."""
+    import asyncio
+    import getpass
+
+    import asyncpg
+
+    for action in ("create", "revoke"):
+        result = _run(["api-key", action, "ci"], scratch_dir, CALLYARD_DATABASE_URL=pg_dsn)
+        assert result.returncode == 0, result.stderr
+
+    async def entries() -> list[tuple[str, str, str, str]]:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            rows = await conn.fetch("SELECT actor, via, action, name FROM audit_log ORDER BY id")
+        finally:
+            await conn.close()
+        return [tuple(r) for r in rows]
+
+    actor = f"cli:{getpass.getuser()}"
+    assert asyncio.run(entries()) == [(actor, "cli", "create", "ci"),
+                                      (actor, "cli", "update", "ci")]

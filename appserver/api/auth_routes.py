@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from appserver.api import schemas as s
+from appserver.api.audit import AuditWrites
 from appserver.api.auth import (
     SESSION_COOKIE,
     Principal,
@@ -74,14 +75,14 @@ async def keys(ctx: Context, _: Admin) -> list[s.ApiKeyOut]:
             for k in await list_api_keys(ctx.pool)]
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, dependencies=[AuditWrites])
 async def new_key(ctx: Context, _: Admin, body: s.ApiKeyIn) -> s.ApiKeyCreated:
     """Create an API key. The key is in this response only; store it now."""
     key, text = await create_api_key(ctx.pool, body.name, body.role)
     return s.ApiKeyCreated(name=key.name, role=key.role, created_at=key.created_at, key=text)
 
 
-@router.delete("/keys/{name}", status_code=204)
+@router.delete("/keys/{name}", status_code=204, dependencies=[AuditWrites])
 async def revoke_key(ctx: Context, _: Admin, name: str) -> Response:
     if len(name) > 63 or not await revoke_api_key(ctx.pool, name):
         raise HTTPException(404, f"no active API key named {name!r}")
