@@ -54,15 +54,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PG_SYSTEM_USER = "embedded_postgres"
+PG_SUPERUSER = "postgres"
+DEFAULT_DATABASE = "callyard"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
 _PG_HBA = """\
 # written by callyard (appserver/embedded.py): password logins over TCP on loopback only
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
 """
-PG_SUPERUSER = "postgres"
-DEFAULT_DATABASE = "callyard"
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
 
 
 class EmbeddedError(RuntimeError):

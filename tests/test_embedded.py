@@ -304,6 +304,14 @@ def test_redis_refuses_commands_without_its_password(
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(_without_password(url)).get("anything")
 
+    # One an older version started without a password is restarted with it.
+    redis.Redis.from_url(url).config_set("requirepass", "")
+    again = track(EmbeddedRedis(scratch_dir / "redis"))
+    url = again.start()
+    assert again.started and redis.Redis.from_url(url).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(_without_password(url)).get("anything")
+
 
 def test_data_dir_is_private_to_its_owner(
     scratch_dir: Path, track: Callable[[Server], Server]
