@@ -112,7 +112,8 @@ class Stack:
     def api(self) -> tuple[Process, int]:
         port = free_port()
         return self.start("api", "api", ready_port=port, CALLYARD_API_HOST="127.0.0.1",
-                          CALLYARD_API_PORT=str(port)), port
+                          CALLYARD_API_PORT=str(port),
+                          CALLYARD_DATA_DIR=str(self.directory)), port  # its api-secret
 
     def wait_published(self, timeout: float = 30) -> None:
         """Until ``callyard api`` has published the menu set (or say what it reported)."""
