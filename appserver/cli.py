@@ -1,7 +1,8 @@
 """The ``callyard`` command.
 
 Each sub-command lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
-``run(args, settings) -> int``. Modules are imported only when their command runs (after
+``run(args, settings) -> int`` (and ``PASS_THROUGH = True`` to get unknown arguments in
+``args.extra``). Modules are imported only when their command runs (after
 ``--help`` they are imported for their arguments), so the gevent worker can monkey-patch
 before anything else is loaded; keep their top level free of heavy imports.
 """
@@ -20,6 +21,7 @@ from appserver.settings import SettingsError, load_settings
 # name -> module implementing it. Only commands that work are listed here.
 COMMANDS: dict[str, str] = {
     "migrate": "appserver.store.migrate_command",
+    "psql": "appserver.store.psql_command",
     "freeswitch": "appserver.freeswitch.command",
     "asterisk": "appserver.asterisk.command",
     "render-config": "appserver.render_config",
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A command with PASS_THROUGH = True receives the arguments it does not know (callyard psql).
+    if extra and not getattr(getattr(args, "_module", None), "PASS_THROUGH", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2

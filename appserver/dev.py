@@ -140,8 +140,7 @@ def _banner(base: str, seed: bool) -> str:
 
 async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str,
                 stop: StopSignals) -> int:
-    import uvicorn
-
+    from appserver.api.command import http_server
     from appserver.api.services import Services
     from appserver.api.sim_routes import SimCalls
     from appserver.cdr.writer import writer_running
@@ -191,7 +190,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
 
     try:
-        async with Services.started(dsn, redis_url) as services, \
+        async with Services.started(dsn, redis_url, settings) as services, \
                 writer_running(services.redis, services.pool):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
             # Ready once both workers are connected to their simulated engine.
@@ -201,14 +200,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
-            config = uvicorn.Config(
-                services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
-                host=args.host,
-                port=args.port,
-                log_config=None,
-                lifespan="off",
-            )
-            server = uvicorn.Server(config)
+            server = http_server(services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
+                                 args.host, args.port)
             server_task = asyncio.create_task(serve_http(server, stop))
             while not server.started and not server_task.done():
                 await asyncio.sleep(0.05)
@@ -237,11 +230,16 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.embedded import EmbeddedError, storage_urls
+    from appserver.settings import is_loopback
     from appserver.stopping import StopSignals
 
     stop = StopSignals.install()  # from now on no signal interrupts a start or a clean-up
     if args.data_dir is not None:
         settings = settings.model_copy(update={"data_dir": args.data_dir})
+    if not is_loopback(args.host):
+        log.warning("callyard dev on %s, which is not a loopback address: the demo agents'"
+                    " passwords and the unauthenticated /sim routes are open to the network",
+                    args.host)
     try:
         with storage_urls(settings) as (dsn, redis_url):
             if stop.requested:  # asked to stop while the embedded servers started

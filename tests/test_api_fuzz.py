@@ -15,12 +15,12 @@ import hypothesis
 import pytest
 import redis.asyncio as aioredis
 import schemathesis
-import uvicorn
-from api_support import LK_KEY, LK_SECRET, livekit_stand_in, seed_people
+from api_support import API_SECRET, LK_KEY, LK_SECRET, livekit_stand_in, seed_people
 from hypothesis import HealthCheck, given, settings
 
 from appserver.api.app import create_app
 from appserver.api.auth import create_api_key
+from appserver.api.command import http_server
 from appserver.api.context import ApiContext
 from appserver.settings import load_settings
 from appserver.store.db import create_pool
@@ -41,13 +41,12 @@ def served(pg_dsn: str, redis_url: str) -> Iterator[tuple[str, str]]:
         _, key = await create_api_key(pool, "fuzz")
         async with livekit_stand_in() as lk:
             cfg = load_settings(livekit_url=lk.url, livekit_api_key=LK_KEY,
-                                livekit_api_secret=LK_SECRET)
+                                livekit_api_secret=LK_SECRET, api_secret=API_SECRET)
             ctx = await ApiContext.start(pool, redis, cfg)
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            server = uvicorn.Server(uvicorn.Config(create_app(context=ctx), host="127.0.0.1",
-                                                   port=port, log_config=None, lifespan="off"))
+            server = http_server(create_app(context=ctx), "127.0.0.1", port)
             out.update(server=server, base=f"http://127.0.0.1:{port}", key=key)
             task = asyncio.create_task(server.serve())
             while not server.started:

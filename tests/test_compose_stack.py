@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from appserver.api.command import exposure_problems
+from appserver.settings import load_settings
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -99,6 +102,10 @@ def test_resolved_config_wires_services_to_each_other() -> None:
         f"@postgres:5432/{example['POSTGRES_DB']}"
     )
     assert api_env["CALLYARD_REDIS_URL"] == f"redis://:{example['REDIS_PASSWORD']}@redis:6379/0"
+    # callyard api on 0.0.0.0 starts only with real secrets (not LiveKit's devkey/secret)
+    settings = load_settings(**{k.removeprefix("CALLYARD_").lower(): v
+                                for k, v in api_env.items() if k.startswith("CALLYARD_")})
+    assert exposure_problems(settings, settings.api_host) == []
     fs_env = resolved["callyard-freeswitch"]["environment"]
     assert fs_env["CALLYARD_FREESWITCH_ESL"] == (
         f"freeswitch:8021:{example['FREESWITCH_ESL_PASSWORD']}"
@@ -175,6 +182,7 @@ def test_secrets_only_come_from_the_env_file() -> None:
         "ASTERISK_AMI_SECRET",
         "LIVEKIT_API_SECRET",
         "KAMAILIO_AGENT_PASSWORD",
+        "CALLYARD_API_SECRET",
     ):
         # required (no default) wherever it is used, so a missing .env cannot start the stack
         uses = re.findall(r"\$\{" + secret + r"(:?[-?])?", text)

@@ -72,6 +72,8 @@ def dev_server() -> Iterator[str]:
         _wait_ready(base, proc)
         startup = time.monotonic() - started
         assert startup < 30, f"callyard dev took {startup:.1f}s to be ready"
+        # The session secret sits with the data (0600), not in Redis or the working directory.
+        assert (data_dir / "api-secret").stat().st_mode & 0o077 == 0
         yield base
     finally:
         try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -82,7 +84,8 @@ def test_postgres_starts_is_reused_persists_and_stops(
     data = scratch_dir / "pg"
     server = track(EmbeddedPostgres(data))
     url = server.start()
-    assert server.started and url.startswith("postgresql://postgres@127.0.0.1:")
+    assert server.started
+    assert url.startswith(f"postgresql://postgres:{server.password()}@127.0.0.1:")
     assert url.endswith("/callyard")
     _pg_query(url, "CREATE TABLE kept AS SELECT 42 AS x")
     assert _processes_mentioning(str(data))
@@ -131,7 +134,7 @@ def test_redis_starts_is_reused_persists_and_stops(
     data = scratch_dir / "redis"
     server = track(EmbeddedRedis(data))
     url = server.start()
-    assert server.started and url.startswith("redis://127.0.0.1:")
+    assert server.started and url.startswith(f"redis://:{server.password()}@127.0.0.1:")
     client = redis.Redis.from_url(url)
     client.set("kept", "yes")
     client.close()
@@ -244,3 +247,98 @@ def test_guard_stops_servers_when_the_owner_dies(scratch_dir: Path) -> None:
         if data.exists():
             pg.stop()
             rd.stop()
+
+
+# ------------------------------------------------- other local users (hardening, finding 2)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{parts.hostname}:{parts.port}"))
+
+
+def _exposed(directory: Path) -> list[str]:
+    """Entries under ``directory`` (itself included) that group or others may read or write."""
+    found = []
+    for path in [directory, *directory.rglob("*")]:
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o066:
+            found.append(f"{path} {stat.S_IMODE(mode):o}")
+    return found
+
+
+def test_postgres_refuses_a_login_without_its_password(
+    scratch_dir: Path, track: Callable[[Server], Server]
+) -> None:
+    """Finding: the embedded PostgreSQL trusted ``postgres`` without a password, so any local
+    user could connect to 127.0.0.1:PORT and edit agents, roles and API keys."""
+    data = scratch_dir / "pg"
+    server = track(EmbeddedPostgres(data))
+    url = server.start()
+    assert _pg_query(url, "SELECT 1") == 1
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        _pg_query(_without_password(url), "SELECT 1")
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        _pg_query(url.replace(server.password(), "guessed"), "SELECT 1")
+    assert oct(server.password_file.stat().st_mode & 0o777) == "0o600"
+
+    # A cluster an older version left with `trust` (and no password file) gets a password.
+    server.stop()
+    (data / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    server.password_file.unlink()
+    url = server.start()
+    assert _pg_query(url, "SELECT 1") == 1
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        _pg_query(_without_password(url), "SELECT 1")
+
+
+def test_redis_refuses_commands_without_its_password(
+    scratch_dir: Path, track: Callable[[Server], Server]
+) -> None:
+    """Finding: the embedded Redis had no password; any local user could read the session
+    secret kept there (and every queue's state) over 127.0.0.1."""
+    server = track(EmbeddedRedis(scratch_dir / "redis"))
+    url = server.start()
+    assert redis.Redis.from_url(url).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(_without_password(url)).get("anything")
+
+    # One an older version started without a password is restarted with it.
+    redis.Redis.from_url(url).config_set("requirepass", "")
+    again = track(EmbeddedRedis(scratch_dir / "redis"))
+    url = again.start()
+    assert again.started and redis.Redis.from_url(url).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(_without_password(url)).get("anything")
+
+
+def test_data_dir_is_private_to_its_owner(
+    scratch_dir: Path, track: Callable[[Server], Server]
+) -> None:
+    """Finding: the embedded Redis's append-only file was world-readable (0644), and the
+    session-signing secret was in it: another local user could forge an admin session.
+    Data written by an older version with the default umask is locked down too."""
+    data = scratch_dir / "data"
+    (data / "redis").mkdir(parents=True, mode=0o755)
+    data.chmod(0o755)
+    (data / "redis").chmod(0o755)
+    old = data / "redis" / "appendonly.aof"
+    old.write_text("")
+    old.chmod(0o644)
+    settings = load_settings(data_dir=data)
+    track(EmbeddedPostgres(data / "postgres"))
+    track(EmbeddedRedis(data / "redis"))
+    with storage_urls(settings) as (db_url, redis_url):
+        _pg_query(db_url, "CREATE TABLE t AS SELECT 1")
+        client = redis.Redis.from_url(redis_url)
+        client.set("callyard:test", "data")
+        client.bgrewriteaof()
+        time.sleep(0.5)
+        client.close()
+        assert _exposed(data) == []
+        if os.geteuid() == 0:  # as another local user: nothing to read
+            for path in (old, data / "redis" / "password", data / "postgres.password"):
+                peek = subprocess.run(["cat", str(path)], user="nobody", capture_output=True)
+                assert peek.returncode != 0, path
+    assert _exposed(data) == []

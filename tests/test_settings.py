@@ -97,3 +97,49 @@ def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     message = str(excinfo.value)
     assert "CALLYARD_API_PORT" in message and "CALLYARD_LOG_FORMAT" in message
+
+
+SECRET = "TopSecretAri"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CALLYARD_ASTERISK_ARI", f"ftp://ari:{SECRET}@h:8088"),  # as reported
+        ("CALLYARD_ASTERISK_ARI", f"ari:{SECRET}@h:8088"),
+        ("CALLYARD_ASTERISK_ARI", f"http://ari:{SECRET}@"),
+        ("CALLYARD_FREESWITCH_ESL", f"fs1:port:{SECRET}"),
+        ("CALLYARD_FREESWITCH_ESL", f"fs1:{SECRET}"),
+        ("CALLYARD_ASTERISK_AMI", f"ast1:5038:{SECRET}"),
+        ("CALLYARD_ASTERISK_AMI", f"ast1:x:admin:{SECRET}"),
+        ("CALLYARD_DATABASE_URL", f"mysql://u:{SECRET}@db/x"),
+        ("CALLYARD_REDIS_URL", f"http://:{SECRET}@cache"),
+        ("CALLYARD_LIVEKIT_URL", f"ftp://key:{SECRET}@lk"),
+        ("CALLYARD_LIVEKIT_SIP_URI", f"sip:user:{SECRET}@lk"),
+        ("CALLYARD_FREESWITCH_LISTEN", f"u:{SECRET}@h"),
+        ("CALLYARD_HEALTH_LISTEN", f"u:{SECRET}@h:x"),
+        ("CALLYARD_API_SECRET", SECRET),  # too short
+        ("CALLYARD_LIVEKIT_API_SECRET", SECRET[:5]),
+    ],
+)
+def test_config_errors_never_print_secrets(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Finding 11: ``CALLYARD_ASTERISK_ARI=ftp://ari:TopSecretAri@h:8088`` answered
+    ``...got 'ftp://ari:TopSecretAri@h:8088'``, printing the password to the terminal/logs."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    message = str(excinfo.value)
+    assert f"{variable}:" in message
+    assert SECRET[:5] not in message, message
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().trusted_proxies == []  # default: believe no forwarded header
+    monkeypatch.setenv("CALLYARD_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7, ::1")
+    assert [str(n) for n in load_settings().trusted_proxies] == [
+        "10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    monkeypatch.setenv("CALLYARD_TRUSTED_PROXIES", "10.0.0.0/8,proxy.example")
+    with pytest.raises(SettingsError, match=r"CALLYARD_TRUSTED_PROXIES.*proxy\.example"):
+        load_settings()

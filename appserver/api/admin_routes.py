@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 
 from appserver.api import schemas as s
+from appserver.api.audit import AuditWrites
 from appserver.api.auth import hash_password
 from appserver.api.deps import Admin, Context, Supervisor
 from appserver.api.menu_guard import checked_delete, checked_write
@@ -22,7 +23,7 @@ from appserver.store import menus as menus_repo
 from appserver.store import queues as queues_repo
 from appserver.store import schedules as sched_repo
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", dependencies=[AuditWrites])  # writes land in audit_log
 
 SlugPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 NumberPath = Annotated[str, Path(pattern=r"^[0-9*#+]{1,32}$")]
@@ -270,7 +271,7 @@ async def put_agent(ctx: Context, _: Admin, username: SlugPath, body: s.AgentIn)
     """Create or update an agent. ``password`` sets a new one; omitted, the old one stays."""
     if body.kind == "sip" and body.extension is None:
         raise HTTPException(422, "extension: a sip agent needs an extension to dial")
-    password_hash = hash_password(body.password) if body.password is not None else None
+    password_hash = await hash_password(body.password) if body.password is not None else None
     async with checked_write(ctx.pool) as conn:
         saved = await agents_repo.save_agent(conn, agents_repo.Agent(
             username=username, display_name=body.display_name, kind=body.kind,

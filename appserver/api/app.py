@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from appserver import __version__
+from appserver.api.access_log import AccessLog
 from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
 from appserver.api.sim_routes import SimCalls, sim_router
@@ -125,6 +126,7 @@ def create_app(
     settings = context.settings if context is not None else get_settings()
     app = FastAPI(title="Callyard", version=__version__, max_body_size=settings.api_max_body)
     _install_validation_handler(app)
+    app.add_middleware(AccessLog, proxies=settings.trusted_proxies if context else ())
     if LIVEKIT_DIST.is_dir():  # before /static, which would shadow it
         app.mount("/static/livekit", StaticFiles(directory=LIVEKIT_DIST), name="livekit")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
@@ -144,11 +146,11 @@ def create_app(
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     if context is not None:
-        from appserver.api import admin_routes, auth_routes, console_routes, ops_routes
+        from appserver.api import admin_routes, audit, auth_routes, console_routes, ops_routes
 
         app.state.ctx = context
         _install_error_handlers(app)
-        for module in (auth_routes, admin_routes, ops_routes, console_routes):
+        for module in (auth_routes, admin_routes, audit, ops_routes, console_routes):
             app.include_router(module.router)
 
     if sim_calls is not None:

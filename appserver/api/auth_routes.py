@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from appserver.api import schemas as s
+from appserver.api.audit import AuditWrites
 from appserver.api.auth import (
     SESSION_COOKIE,
     Principal,
     create_api_key,
-    issue_session,
     list_api_keys,
     revoke_api_key,
     verify_login,
@@ -27,21 +27,22 @@ async def login(
     ctx: Context, body: s.LoginIn, request: Request, response: Response
 ) -> s.SessionOut:
     """Check a username and password; the session comes back as a cookie and as a token
-    for ``Authorization: Bearer``. Repeated failures from one address answer 429."""
-    address = client_address(request)
-    wait = await ctx.limiter.retry_after(body.username, address)
+    for ``Authorization: Bearer``. Repeated failures on one account or from one client
+    address answer 429 with Retry-After."""
+    client = client_address(request, ctx.settings.trusted_proxies)
+    wait = await ctx.limiter.attempt(body.username, client)
     if wait:
         raise HTTPException(
             429, f"too many failed logins; try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    principal = await verify_login(ctx.pool, body.username, body.password)
-    if principal is None:
-        await ctx.limiter.failed(body.username, address)
+    found = await verify_login(ctx.pool, body.username, body.password)
+    if found is None:
         raise HTTPException(401, "wrong username or password, or the account is disabled")
-    await ctx.limiter.succeeded(body.username, address)
-    ttl = ctx.settings.api_session_ttl
-    token = issue_session(ctx.secret, principal.name, ttl)
+    principal, password_hash = found
+    await ctx.limiter.succeeded(body.username, client)
+    ttl = ctx.sessions.ttl
+    token = ctx.sessions.issue(principal.name, password_hash)
     response.set_cookie(
         SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="strict",
         secure=request.url.scheme == "https", path="/",
@@ -51,9 +52,12 @@ async def login(
 
 @router.post("/auth/logout", status_code=204)
 async def logout(
-    _: Annotated[Principal, Depends(require_role("agent"))], response: Response
+    ctx: Context, principal: Annotated[Principal, Depends(require_role("agent"))],
+    response: Response,
 ) -> Response:
-    """Forget the session cookie (tokens expire on their own)."""
+    """End this session: its token stops working at once (cookie or Bearer alike)."""
+    if principal.session is not None:
+        await ctx.sessions.revoke(principal.session)
     response.status_code = 204
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -71,14 +75,14 @@ async def keys(ctx: Context, _: Admin) -> list[s.ApiKeyOut]:
             for k in await list_api_keys(ctx.pool)]
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, dependencies=[AuditWrites])
 async def new_key(ctx: Context, _: Admin, body: s.ApiKeyIn) -> s.ApiKeyCreated:
     """Create an API key. The key is in this response only; store it now."""
     key, text = await create_api_key(ctx.pool, body.name, body.role)
     return s.ApiKeyCreated(name=key.name, role=key.role, created_at=key.created_at, key=text)
 
 
-@router.delete("/keys/{name}", status_code=204)
+@router.delete("/keys/{name}", status_code=204, dependencies=[AuditWrites])
 async def revoke_key(ctx: Context, _: Admin, name: str) -> Response:
     if len(name) > 63 or not await revoke_api_key(ctx.pool, name):
         raise HTTPException(404, f"no active API key named {name!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from appserver.store.cdrs import search_cdrs
 log = logging.getLogger("callyard.api.console")
 router = APIRouter(tags=["console"])
 
+SESSION_RECHECK = 25.0  # seconds between checks that a socket's session is still valid
 CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
 
 
@@ -258,11 +260,11 @@ async def agent_socket(ws: WebSocket) -> None:
     ctx: ApiContext = ws.app.state.ctx
     auth = ws.headers.get("authorization", "")
     bearer = auth[7:] if auth.lower().startswith("bearer ") else None
+    cookie = ws.cookies.get(SESSION_COOKIE)
     try:
         if not _same_origin(ws):
             raise AuthError(403, "cross-origin WebSocket refused")
-        principal = await authenticate(ctx.pool, ctx.secret, bearer,
-                                       ws.cookies.get(SESSION_COOKIE))
+        principal = await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
         if principal.agent is None:
             raise AuthError(403, "the agent socket needs an agent's session")
     except AuthError as exc:
@@ -276,9 +278,13 @@ async def agent_socket(ws: WebSocket) -> None:
     reader = asyncio.create_task(_drain(ws))
     try:
         await ws.send_json({"type": "hello", "status": await status_of(ctx, agent)})
+        recheck = time.monotonic() + SESSION_RECHECK
         while not reader.done():
+            if time.monotonic() >= recheck:  # the session may have ended (logout, password)
+                await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
+                recheck = time.monotonic() + SESSION_RECHECK
             getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, reader}, timeout=25,
+            done, _ = await asyncio.wait({getter, reader}, timeout=SESSION_RECHECK,
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 await ws.send_json(getter.result())
@@ -286,6 +292,8 @@ async def agent_socket(ws: WebSocket) -> None:
                 getter.cancel()
                 if not done:
                     await ws.send_json({"type": "ping"})
+    except AuthError as exc:
+        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 
 from appserver.agents.rooms import CallRooms
-from appserver.api.auth import LoginLimiter
+from appserver.api.auth import LoginLimiter, Sessions
 from appserver.api.console_hub import AgentHub
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.store import QueueStore
@@ -19,12 +19,16 @@ if TYPE_CHECKING:
     from appserver.settings import Settings
 
 
+# Where earlier versions kept the session secret (anyone who can read Redis could sign with it).
+LEGACY_SECRET_KEY = "callyard:api:secret"
+
+
 @dataclass
 class ApiContext:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     settings: Settings
-    secret: str  # signs session tokens
+    sessions: Sessions
     rooms: CallRooms
     limiter: LoginLimiter = field(init=False)
     queues: QueueStore = field(init=False)
@@ -41,11 +45,13 @@ class ApiContext:
     async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis,
                     settings: Settings) -> ApiContext:
         """Context with the session secret resolved and the agent event hub running."""
-        from appserver.api.auth import shared_secret
+        from appserver.api.auth import session_secret
 
         rooms = CallRooms(redis, settings.livekit_url, settings.livekit_api_key,
                           settings.livekit_api_secret, settings.livekit_public_url)
-        ctx = cls(pool, redis, settings, await shared_secret(redis, settings.api_secret), rooms)
+        sessions = Sessions(session_secret(settings), settings.api_session_ttl, redis)
+        await redis.delete(LEGACY_SECRET_KEY)
+        ctx = cls(pool, redis, settings, sessions, rooms)
         await ctx.hub.start()
         return ctx
 

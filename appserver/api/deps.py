@@ -6,14 +6,17 @@ Every non-public route depends on :func:`require` with the least role it allows
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from appserver.api.auth import SESSION_COOKIE, AuthError, Principal, Role, authenticate
 from appserver.api.context import ApiContext, get_context
+from appserver.settings import Network
 
 _bearer = HTTPBearer(auto_error=False, description="Session token or API key (cyk_...)")
 _cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="Console session")
@@ -23,12 +26,15 @@ Context = Annotated[ApiContext, Depends(get_context)]
 
 async def current_principal(
     ctx: Context,
+    request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    return await authenticate(
-        ctx.pool, ctx.secret, bearer.credentials if bearer else None, cookie
+    principal = await authenticate(
+        ctx.pool, ctx.sessions, bearer.credentials if bearer else None, cookie
     )
+    request.state.principal = principal  # for the access log
+    return principal
 
 
 def require(role: Role) -> Callable[..., Awaitable[Principal]]:
@@ -62,5 +68,24 @@ Supervisor = Annotated[Principal, Depends(require("supervisor"))]
 AgentSession = Annotated[Principal, Depends(require_agent_session())]
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _trusted(address: str, proxies: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def client_address(conn: HTTPConnection, proxies: Sequence[Network]) -> str:
+    """The client's address: the TCP peer, unless that is one of ``proxies``
+    (CALLYARD_TRUSTED_PROXIES); then the nearest X-Forwarded-For hop that is not a trusted
+    proxy. Hops an untrusted party wrote (further left) are never believed."""
+    peer = conn.client.host if conn.client else "unknown"
+    if not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for header in conn.headers.getlist("x-forwarded-for")
+            for hop in header.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer

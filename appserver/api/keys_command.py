@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,11 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _run(dsn: str, args: argparse.Namespace) -> int:
     import asyncpg
 
+    from appserver.api.audit import AUDITED, record_if_changed
     from appserver.api.auth import create_api_key, list_api_keys, revoke_api_key
     from appserver.store.db import create_pool
 
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
+        if args.action == "list":
+            for k in await list_api_keys(pool):
+                state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+                print(f"{k.name}\t{k.role}\t{state}")
+            return 0
+        audited, params = AUDITED["/api/keys/{name}"], {"name": args.name}
+        before = await audited.snapshot(pool, params)
         if args.action == "create":
             try:
                 _, key = await create_api_key(pool, args.name, args.role)
@@ -41,13 +50,11 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
                 print("callyard api-key: names are lowercase letters, digits, - and _")
                 return 1
             print(key)
-        elif args.action == "list":
-            for k in await list_api_keys(pool):
-                state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
-                print(f"{k.name}\t{k.role}\t{state}")
         elif not await revoke_api_key(pool, args.name):
             print(f"callyard api-key: no active key named {args.name!r}")
             return 1
+        await record_if_changed(pool, audited, params, before,
+                                actor=f"cli:{getpass.getuser()}", via="cli", client=None)
     finally:
         await pool.close()
     return 0

@@ -45,8 +45,12 @@ async def create_pool(
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
-    """A single connection with the same codecs as the pool (e.g. for LISTEN)."""
-    conn = await asyncpg.connect(dsn, **kwargs)
+    """A single connection with the same codecs and application name as the pool (e.g. for
+    LISTEN, or seeding: Callyard's own writes are not audited as hand edits in SQL)."""
+    settings = kwargs.pop("server_settings", {})
+    conn = await asyncpg.connect(
+        dsn, server_settings={"application_name": APPLICATION_NAME, **settings}, **kwargs
+    )
     await init_connection(conn)
     return conn
 

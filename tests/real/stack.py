@@ -121,7 +121,8 @@ class Stack:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         return self.start("api", "api", ready_port=port, CALLYARD_API_HOST="127.0.0.1",
-                          CALLYARD_API_PORT=str(port))
+                          CALLYARD_API_PORT=str(port),
+                          CALLYARD_DATA_DIR=str(self.directory))  # its api-secret
 
     def wait_published(self, timeout: float = 30) -> None:
         """Until ``callyard api`` has published the menu set (or say what it reported)."""
