@@ -117,7 +117,7 @@ async def seed(db: Executor) -> None:
             await save_queue(conn, queue)
         for agent in AGENTS:
             await save_agent(conn, agent)
-            await set_password_hash(conn, agent.username, hash_password(PASSWORD))
+            await set_password_hash(conn, agent.username, await hash_password(PASSWORD))
         for member in MEMBERS:
             await save_member(conn, member)
         for menu in MENUS:
