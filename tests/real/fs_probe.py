@@ -68,7 +68,7 @@ class RealFsCall(SimulatedCall):
     """One caller on the real FreeSWITCH."""
 
     probe: FreeswitchProbe
-    caller_leg: str  # the parked -a leg: the caller's phone
+    caller_leg: str  # the parked -a leg: the caller's phone ("" for a caller from outside)
     call_id: str = ""  # the -b leg Callyard controls (its Unique-ID), once created
     transcript: Transcript = field(default_factory=Transcript)
     hung_up_by_caller: bool = False
@@ -125,8 +125,9 @@ class RealFsCall(SimulatedCall):
         elif name == "API" and event.get("API-Command") == "uuid_break":
             if event.get("API-Command-Argument").split(" ")[0] == self.call_id:
                 self._stop_prompts()
-        elif name == "DTMF":
-            pass  # the caller's digits are transcribed when sent (as the simulators do)
+        elif name == "DTMF":  # the probe's own callers' digits are transcribed when sent
+            if not self.caller_leg:
+                t.add("dtmf", event.get("DTMF-Digit"))
         elif name == "CHANNEL_BRIDGE":
             t.add("bridged", self._dialed)
         elif name == "CHANNEL_UNBRIDGE":
@@ -169,6 +170,7 @@ class FreeswitchProbe:
         self._replies: asyncio.Queue[codec.Frame] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._incoming: dict[str, list[RealFsCall]] = {}  # number -> calls expected over SIP
 
     async def start(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
@@ -204,6 +206,14 @@ class FreeswitchProbe:
             raise RuntimeError(f"originate refused: {reply.reply_text}")
         return call
 
+    def expect_call(self, number: str) -> RealFsCall:
+        """Transcribe the next call to ``number`` that reaches the engine over SIP (placed by
+        another phone, e.g. SIPp through the Kamailio edge)."""
+        call = RealFsCall(self, "")
+        self._incoming.setdefault(number, []).append(call)
+        call.transcript.add("ringing")
+        return call
+
     async def _command(self, line: str) -> codec.Frame:
         assert self._writer is not None
         async with self._lock:
@@ -224,6 +234,12 @@ class FreeswitchProbe:
     def _route(self, event: codec.EslEvent) -> None:
         uid = event.get("Unique-ID")
         if event.name == "CHANNEL_CREATE":
+            waiting = self._incoming.get(event.get("Caller-Destination-Number"))
+            if waiting and event.get("Channel-Name").startswith("sofia/"):
+                call = waiting.pop(0)
+                call.call_id = uid
+                self.calls[uid] = call
+                return
             call = self.calls.get(event.get("variable_other_loopback_leg_uuid"))
             if call is not None and not call.call_id and uid != call.caller_leg:
                 call.call_id = uid
