@@ -135,3 +135,48 @@ async def test_browser_agent_accepts_holds_resumes_and_transfers(
         assert [(r["disposition"], r["agent"]) for r in rows] == [("transferred", "t-web")]
     finally:
         await logout(console, auth)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+async def test_caller_hangs_up_while_offered_then_while_held(
+    engine: EngineSimulator, target: str, console: httpx.AsyncClient, real_database: str
+) -> None:
+    """The caller gives up while the browser agent's console rings: the offer is withdrawn and
+    the agent is free at once (no wrap-up); the next caller, put on hold, hangs up: the agent's
+    leg ends and the agent goes to wrap-up. One CDR each: abandoned, then answered."""
+    scale = time_scale(target)
+    auth = await login(console, "t-web")
+    try:
+        call = await engine.place_call("8112", caller="+15550803")
+        deadline = time.monotonic() + 10 * scale
+        while (await status(console, auth)).get("offer") != call.call_id:
+            assert time.monotonic() < deadline, await status(console, auth)
+            await _pause()
+        await call.hangup()
+        await call.wait_ended(10 * scale)
+        deadline = time.monotonic() + 10
+        while (now := await status(console, auth)).get("offer") or now["state"] != "available":
+            assert time.monotonic() < deadline, now
+            await _pause()
+        rows = await cdrs_of(real_database, call.call_id, 15)
+        assert [(r["disposition"], r["agent"]) for r in rows] == [("abandoned", None)]
+
+        call = await engine.place_call("8112", caller="+15550804")
+        while (await status(console, auth)).get("offer") != call.call_id:
+            await _pause()
+        r = await console.post("/api/agent/accept", json={"call": call.call_id}, headers=auth)
+        assert r.status_code == 200, r.text
+        at = await seen(call, "bridged", f"call-{call.call_id}*", 10 * scale)
+        assert (await console.post("/api/agent/hold", headers=auth)).status_code == 202
+        await seen(call, "held", "on", 10 * scale, at)
+        await call.hangup()
+        await call.wait_ended(10 * scale)
+        deadline = time.monotonic() + 10
+        while (now := await status(console, auth))["state"] == "on_call":
+            assert time.monotonic() < deadline, now
+            await _pause()
+        assert now["state"] in ("wrap_up", "available"), now
+        rows = await cdrs_of(real_database, call.call_id, 15)
+        assert [(r["disposition"], r["agent"]) for r in rows] == [("answered", "t-web")]
+    finally:
+        await logout(console, auth)
