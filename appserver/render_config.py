@@ -59,6 +59,8 @@ DEFAULTS: dict[str, str] = {
     "asterisk_edge_endpoint": "kamailio",
     "asterisk_edge_host": "kamailio",
     "asterisk_edge_port": "5070",
+    # Address Asterisk's HTTP (ARI), AMI and SIP listen on.
+    "asterisk_bind_ip": "0.0.0.0",
     "asterisk_http_port": "8088",
     "asterisk_ami_port": "5038",
     "asterisk_sip_port": "5060",
