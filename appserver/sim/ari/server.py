@@ -16,8 +16,9 @@ plays ``ss-noservice``; the worker sends calls there when no flow serves the num
 ``transfer_talk_seconds``. Endpoints (agents' phones) answer, are busy, do not answer
 or reject according to their :class:`SimEndpoint` behaviour.
 
-Multiple media in one play run in order (PlaybackStarted, PlaybackContinuing, one
-PlaybackFinished); a missing sound in the list fails the whole playback.
+Multiple media in one play run in order, each with PlaybackStarted and all but the last with
+PlaybackContinuing, then one PlaybackFinished; a missing sound in the list is skipped (the
+playback ends ``failed`` only when the missing one is the last), as on Asterisk 22.10.1.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from appserver.sim.ari.models import (
     CAUSES,
     HANGUP_REASONS,
     Json,
+    PlaybackState,
     SimBridge,
     SimChannel,
     SimEndpoint,
@@ -900,18 +902,23 @@ class AriSimulator:
                 chan.call.transcript.add(kind, detail)  # type: ignore[arg-type]
 
     async def _run_playback(self, pb: SimPlayback, target_id: str) -> None:
+        """As res_stasis_playback: per media PlaybackStarted, then PlaybackContinuing (all but
+        the last) or PlaybackFinished; a missing sound is skipped, but ends the playback
+        ``failed`` when it is the last; a stop ends the whole playback ``done``; a playback
+        cancelled while queued reports only its PlaybackFinished, when its turn comes."""
         app = self._target_app(target_id) if not pb.id.startswith("fallback-") else None
-        if not pb.stop.is_set():
-            for i, media in enumerate(pb.media):
-                pb.index, pb.state = i, "playing"
-                self._emit(app, "PlaybackStarted" if i == 0 else "PlaybackContinuing",
-                           playback=pb.to_json())
-                prompt = media_to_prompt(media)
-                self._transcribe(target_id, "prompt_started", prompt)
-                if not self.sounds.exists(media):
-                    pb.state = "failed"
-                    self._transcribe(target_id, "prompt_finished", f"{prompt} failed")
-                    break
+        if pb.stop.is_set():  # cancelled while queued, or the channel left meanwhile
+            self._finish_playback(pb, app, "done")
+            return
+        last = len(pb.media) - 1
+        for i, media in enumerate(pb.media):
+            pb.index, pb.state = i, "playing"
+            self._emit(app, "PlaybackStarted", playback=pb.to_json())
+            prompt = media_to_prompt(media)
+            self._transcribe(target_id, "prompt_started", prompt)
+            if not self.sounds.exists(media):
+                self._transcribe(target_id, "prompt_finished", f"{prompt} failed")
+            else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pb.stop.wait(), self.sounds.seconds(media))
                 if pb.stop.is_set():
@@ -919,8 +926,16 @@ class AriSimulator:
                         self._transcribe(target_id, "prompt_finished", f"{prompt} stopped")
                     break
                 self._transcribe(target_id, "prompt_finished", f"{prompt} done")
-        if pb.state != "failed":
-            pb.state = "done"
+            if i < last:
+                pb.state = "continuing"
+                self._emit(app, "PlaybackContinuing", playback=pb.to_json())
+            elif not self.sounds.exists(media):
+                self._finish_playback(pb, app, "failed")
+                return
+        self._finish_playback(pb, app, "done")
+
+    def _finish_playback(self, pb: SimPlayback, app: str | None, state: PlaybackState) -> None:
+        pb.state = state
         self.playbacks.pop(pb.id, None)
         self._emit(app, "PlaybackFinished", playback=pb.to_json())
 
@@ -936,11 +951,9 @@ class AriSimulator:
             raise AriError(404, "Playback not found")
         pb, target = entry
         self._note_command(target, "stop")
+        if pb.state == "queued":  # cancelled: reads "done" now, finishes when its turn comes
+            pb.state = "done"
         pb.stop.set()
-        chan = self.channels.get(target)
-        if pb.state == "queued" and chan and pb in chan.playbacks[1:]:
-            chan.playbacks.remove(pb)
-            self._spawn(self._run_playback(pb, target))
         return self._no_content()
 
     # ------------------------------------------------------------------ bridges
