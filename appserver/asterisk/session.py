@@ -232,10 +232,10 @@ class CallSession:
 
     def _send_unawaited(self, cmd: StopPlay | SetVariable) -> None:
         if isinstance(cmd, StopPlay):
-            playback_id = self._mark_stopping(cmd)
-            if playback_id is None:
+            playback_ids = self._mark_stopping(cmd)
+            if not playback_ids:
                 return
-            request = self._stop_request(playback_id)
+            request = self._stop_requests(playback_ids)
         else:
             request = self._set_variable(cmd)
         task = asyncio.ensure_future(self._report_failure(cmd, request))
@@ -351,24 +351,25 @@ class CallSession:
             raise
 
     async def _stop_play(self, cmd: StopPlay) -> None:
-        playback_id = self._mark_stopping(cmd)
-        if playback_id is not None:
-            await self._stop_request(playback_id)
+        await self._stop_requests(self._mark_stopping(cmd))
 
-    def _mark_stopping(self, cmd: StopPlay) -> str | None:
-        """The playback to stop for ``cmd`` (None: unknown, or already being stopped)."""
-        for playback_id, play_id in self.playbacks.items():
-            if play_id == cmd.play_id:
-                if playback_id in self.stopping:
-                    return None
-                self.stopping.add(playback_id)
-                return playback_id
-        return None
+    def _mark_stopping(self, cmd: StopPlay) -> list[str]:
+        """The playbacks to stop for ``cmd``, newest first, each marked as being stopped:
+        every one still outstanding, as FreeSWITCH's ``uuid_break all`` (ARI would stop only
+        the one named, and an older prompt still playing would hold up the rest); none when
+        ``cmd``'s play is unknown or already finished."""
+        if cmd.play_id not in self.playbacks.values():
+            return []
+        ids = [p for p in reversed(self.playbacks) if p not in self.stopping]
+        self.stopping.update(ids)
+        return ids
 
-    async def _stop_request(self, playback_id: str) -> None:
-        # A 404 means it finished meanwhile: its PlaybackFinished is on the way.
-        with contextlib.suppress(web_exceptions.HTTPNotFound):
-            await self.rest.stop_playback(playback_id)
+    async def _stop_requests(self, playback_ids: list[str]) -> None:
+        """Queued ones first (newest first), so none starts when the playing one stops. A
+        404 means it finished meanwhile: its PlaybackFinished is on the way."""
+        for playback_id in playback_ids:
+            with contextlib.suppress(web_exceptions.HTTPNotFound):
+                await self.rest.stop_playback(playback_id)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._cancel_timer(name)
