@@ -369,3 +369,35 @@ async def test_stopping_a_queued_playback_finishes_it_in_its_turn(ari: Ari) -> N
     assert order == [("PlaybackStarted", "q1"), ("PlaybackFinished", "q1"),
                      ("PlaybackStarted", "q2"), ("PlaybackFinished", "q2"),
                      ("PlaybackFinished", "q3")]
+
+
+async def test_channel_commands_wait_for_the_playbacks_before_them(ari: Ari) -> None:
+    """Real Asterisk 22.10.1 (tests/real, 2026-12-03) runs a channel's ARI commands on the
+    channel's thread, where a playback runs to its end: ``POST /variable`` sent 0.2 s into a
+    3.2 s prompt was answered (and ChannelVarset sent) when the prompt ended; ``POST /continue``
+    was answered at once but the channel left Stasis (StasisEnd) only when the prompt ended.
+    A playback's own DELETE acts at once."""
+    await ari.connect()
+    ari.sim.sounds.durations["sound:ivr/long"] = 0.6
+    call = await ari.sim.place_call("9999")
+    await ari.wait_event("StasisStart")
+    cid = call.call_id
+    await ari.request("POST", f"/channels/{cid}/answer")
+    loop = asyncio.get_running_loop()
+    await ari.request("POST", f"/channels/{cid}/play", media="sound:ivr/long", playbackId="v1")
+    sent = loop.time()
+    assert await ari.request("POST", f"/channels/{cid}/variable", variable="x", value="1") == (
+        204, None)
+    assert loop.time() - sent >= 0.5
+    varset = await ari.wait_event("ChannelVarset", variable="x")
+    assert ari.events.index(varset) > ari.events.index(
+        await ari.wait_event("PlaybackFinished", playback__id="v1"))
+    await ari.request("POST", f"/channels/{cid}/play", media="sound:ivr/long", playbackId="v2")
+    sent = loop.time()
+    assert await ari.request("POST", f"/channels/{cid}/continue", context="callyard-transfer",
+                             extension="1000") == (204, None)
+    assert loop.time() - sent < 0.3
+    end = await ari.wait_event("StasisEnd")
+    assert loop.time() - sent >= 0.5
+    assert ari.events.index(end) > ari.events.index(
+        await ari.wait_event("PlaybackFinished", playback__id="v2"))

@@ -79,6 +79,7 @@ class SimPlayback:
     state: PlaybackState = "queued"
     index: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
     transcribed_end: bool = False  # the caller's transcript already shows how it ended
 
     def to_json(self) -> Json:

@@ -764,11 +764,27 @@ class AriSimulator:
         chan.variables["STASISSTATUS"] = "SUCCESS"
         self._emit_channel("StasisEnd", chan)
 
+    async def _after_queued_playbacks(self, chan: SimChannel) -> None:
+        """Asterisk runs a channel's commands (set a variable, continue ...) one after the other
+        on the channel's own thread, where a playback runs to its end: a command sent while
+        playbacks play or wait runs once they have finished."""
+        for pb in list(chan.playbacks):
+            await pb.finished.wait()
+
     async def h_continue(self, request: web.Request) -> web.Response:
+        """204 at once; the channel leaves Stasis after its playbacks (as Asterisk 22.10.1)."""
         chan = self._channel(request)
         context = self._param(request, "context") or chan.context
         exten = self._param(request, "extension")
         priority = self._int_param(request, "priority", 1 if exten else chan.priority + 1)
+        self._spawn(self._continue(chan, context, exten, priority))
+        return self._no_content()
+
+    async def _continue(self, chan: SimChannel, context: str, exten: str | None,
+                        priority: int) -> None:
+        await self._after_queued_playbacks(chan)
+        if chan.hungup or chan.stasis_app is None:
+            return
         self._leave_stasis(chan)
         chan.context, chan.priority = context, priority
         if context == self.fallback_context:
@@ -781,7 +797,6 @@ class AriSimulator:
         else:
             # The next priority after Stasis() in the IVR extension is Hangup().
             self._spawn(self._far_end_hangup(chan, 0.0))
-        return self._no_content()
 
     async def h_redirect(self, request: web.Request) -> web.Response:
         chan = self._channel(request)
@@ -841,9 +856,13 @@ class AriSimulator:
         return self._ok({"value": chan.variables[name]})
 
     async def h_set_var(self, request: web.Request) -> web.Response:
+        """Answered once set, which is after the channel's playbacks (as Asterisk 22.10.1)."""
         chan = self._channel(request)
         name = self._param(request, "variable", required=True) or ""
         value = self._param(request, "value") or ""
+        await self._after_queued_playbacks(chan)
+        if chan.hungup:
+            raise AriError(404, "Channel not found")
         chan.variables[name] = value
         self._emit_channel("ChannelVarset", chan, variable=name, value=value)
         if chan.call:
@@ -936,6 +955,7 @@ class AriSimulator:
 
     def _finish_playback(self, pb: SimPlayback, app: str | None, state: PlaybackState) -> None:
         pb.state = state
+        pb.finished.set()
         self.playbacks.pop(pb.id, None)
         self._emit(app, "PlaybackFinished", playback=pb.to_json())
 
