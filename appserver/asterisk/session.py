@@ -121,6 +121,7 @@ class CallSession:
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
+        self._variables_inflight: set[asyncio.Task[None]] = set()  # those setting variables
 
     @property
     def rest(self) -> HotRest:
@@ -217,16 +218,21 @@ class CallSession:
 
     async def _apply(self, commands: list[Command]) -> None:
         """Execute commands in order. StopPlay and SetVariable are sent without waiting for
-        Asterisk's answer (neither changes what a later Play or timer does; their errors
-        come back through the queue); any other request first waits for them, so the
-        dialplan, a hangup or a bridge never overtakes a variable the flow set before."""
+        Asterisk's answer (their errors come back through the queue); any other request
+        first waits for them, so the dialplan, a hangup or a bridge never overtakes a
+        variable the flow set before. A Play waits only for variables: Asterisk sets a
+        variable on the channel's thread, behind a playback that got there first (the
+        variable would wait for the prompt's end, and hold an HTTP connection meanwhile)."""
         for command in commands:
             if self.finished or self.handed_away:
                 return
             if isinstance(command, (StopPlay, SetVariable)):
                 self._send_unawaited(command)
                 continue
-            if self._inflight and not isinstance(command, (Play, StartTimer, CancelTimer)):
+            if isinstance(command, Play):
+                if self._variables_inflight:
+                    await asyncio.wait(self._variables_inflight)
+            elif self._inflight and not isinstance(command, (StartTimer, CancelTimer)):
                 await asyncio.wait(self._inflight)
             await self._execute(command)
 
@@ -241,6 +247,9 @@ class CallSession:
         task = asyncio.ensure_future(self._report_failure(cmd, request))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        if isinstance(cmd, SetVariable):
+            self._variables_inflight.add(task)
+            task.add_done_callback(self._variables_inflight.discard)
 
     async def _set_variable(self, cmd: SetVariable) -> None:
         await self.rest.set_variable(self.channel_id, cmd.name, cmd.value)
@@ -360,6 +369,9 @@ class CallSession:
         ``cmd``'s play is unknown or already finished."""
         if cmd.play_id not in self.playbacks.values():
             return []
+        return self._mark_all_stopping()
+
+    def _mark_all_stopping(self) -> list[str]:
         ids = [p for p in reversed(self.playbacks) if p not in self.stopping]
         self.stopping.update(ids)
         return ids
@@ -403,6 +415,9 @@ class CallSession:
         if self.dial is not None and self.dial.held:
             # MOH started over ARI would follow the caller into the dialplan.
             await self._quietly(self.rest.stop_moh(self.channel_id))
+        # Asterisk continues in the dialplan only once the channel's playbacks are over:
+        # break them off, as the FreeSWITCH driver does.
+        await self._stop_requests(self._mark_all_stopping())
         self.handed_away = True
         await self.node.client.channels.continueInDialplan(
             channelId=self.channel_id,
