@@ -67,6 +67,8 @@ DEFAULTS: dict[str, str] = {
     "asterisk_rtp_start": "10000",
     "asterisk_rtp_end": "10099",
     "asterisk_websocket_write_timeout": "5000",
+    # HTTP sessions (connections) Asterisk accepts at once; each is a thread (see http.conf).
+    "asterisk_http_session_limit": "1000",
     # Where Asterisk reads its configuration (its #exec scripts live in scripts/ there).
     "asterisk_conf_dir": "/etc/asterisk",
     "asterisk_max_calls": "10000",

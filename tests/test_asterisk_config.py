@@ -86,3 +86,11 @@ def test_bind_address_variable() -> None:
     assert "\nbindaddr = 127.0.0.1\n" in conf["manager.conf"]
     assert f"\nbind = 127.0.0.1:{DEFAULTS['asterisk_sip_port']}\n" in conf["pjsip.conf"]
     assert not re.search(r"^bind(addr)? = 0\.0\.0\.0", "".join(conf.values()), re.M)
+
+
+def test_http_session_limit_is_raised() -> None:
+    """Asterisk refuses HTTP connections (the events WebSocket too) beyond ``sessionlimit``,
+    100 by default: fewer than one busy worker may hold (see tests/real/test_asterisk_faults)."""
+    text = (ROOT / "asterisk-conf" / "http.conf").read_text()
+    match = re.search(r"^sessionlimit = (\d+)$", text, re.M)
+    assert match and int(match.group(1)) >= 500
