@@ -120,10 +120,13 @@ class RealAstCall(SimulatedCall):
     _bridge: str = ""  # the bridge B and a leg share
     _held: bool = False
     _answered: bool = False
+    _phone_ready: asyncio.Event = field(default_factory=asyncio.Event)  # A in Stasis
     _hangup_requested: bool = False
     _transferred: bool = False
 
     async def press(self, digits: str, gap: float = 0.05) -> None:
+        # A joins the probe's application a moment after B answered: only then can it dial.
+        await asyncio.wait_for(self._phone_ready.wait(), 10)
         for i, digit in enumerate(digits):
             if i and gap:
                 await asyncio.sleep(gap)
@@ -147,6 +150,10 @@ class RealAstCall(SimulatedCall):
     def _channel_id(event: dict[str, Any]) -> str:
         channel = event.get("channel") or event.get("peer") or {}
         return str(channel.get("id", ""))
+
+    def _on_StasisStart(self, event: dict[str, Any], channel: str) -> None:
+        if channel == self.caller_leg:
+            self._phone_ready.set()
 
     def _on_ChannelStateChange(self, event: dict[str, Any], channel: str) -> None:
         if channel == self.call_id and event["channel"]["state"] == "Up" and not self._answered:
@@ -298,6 +305,14 @@ class AsteriskProbe:
                 raise RuntimeError(f"ARI {method} {path}: {resp.status} {text}")
             return json.loads(text) if text else None
 
+    async def app_registered(self, app: str) -> bool:
+        """Whether Asterisk has the Stasis application ``app`` (with a worker on it)."""
+        try:
+            await self.request("GET", f"/applications/{app}")
+        except (RuntimeError, aiohttp.ClientError, OSError):
+            return False
+        return True
+
     async def place_call(
         self, to: str, caller: str = "+15550100", caller_name: str = ""
     ) -> RealAstCall:
@@ -313,15 +328,20 @@ class AsteriskProbe:
     # ------------------------------------------------------------ events
 
     async def _read_events(self) -> None:
+        """The events WebSocket, reopened whenever it closes (Asterisk restarted: events of
+        the gap are lost)."""
         assert self._session is not None
-        async with self._session.ws_connect(
-            self.base.replace("http", "ws", 1) + "/events",
-            params={"app": self.app, "subscribeAll": "true"}, heartbeat=20,
-        ) as ws:
-            self._ws_open.set()
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    self._route(json.loads(message.data))
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with self._session.ws_connect(
+                    self.base.replace("http", "ws", 1) + "/events",
+                    params={"app": self.app, "subscribeAll": "true"}, heartbeat=20,
+                ) as ws:
+                    self._ws_open.set()
+                    async for message in ws:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            self._route(json.loads(message.data))
+            await asyncio.sleep(0.2)
 
     def _route(self, event: dict[str, Any]) -> None:
         playback = event.get("playback")
@@ -341,22 +361,29 @@ class AsteriskProbe:
 
     async def _read_ami(self, host: str, port: int, user: str, secret: str) -> None:
         """Music on hold has no ARI event: AMI's MusicOnHoldStart/Stop name the channel."""
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            await reader.readline()  # banner
-            writer.write(f"Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\n"
-                         "Events: call\r\n\r\n".encode())
-            message: dict[str, str] = {}
-            while line := await reader.readline():
-                text = line.decode(errors="replace").rstrip("\r\n")
-                if text:
-                    name, _, value = text.partition(": ")
-                    message[name] = value
-                    continue
-                self._on_ami(message)
-                message = {}
-        finally:
-            writer.close()
+        while True:
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    await self._ami_session(reader, writer, user, secret)
+                finally:
+                    writer.close()
+            await asyncio.sleep(0.2)
+
+    async def _ami_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           user: str, secret: str) -> None:  # fmt: skip
+        await reader.readline()  # banner
+        writer.write(f"Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\n"
+                     "Events: call\r\n\r\n".encode())
+        message: dict[str, str] = {}
+        while line := await reader.readline():
+            text = line.decode(errors="replace").rstrip("\r\n")
+            if text:
+                name, _, value = text.partition(": ")
+                message[name] = value
+                continue
+            self._on_ami(message)
+            message = {}
 
     def _on_ami(self, message: dict[str, str]) -> None:
         kind = message.get("Event")

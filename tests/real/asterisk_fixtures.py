@@ -1,11 +1,13 @@
 """Fixtures of the real Asterisk (imported by conftest.py): the engine with the project's
-rendered configuration, a ``callyard asterisk`` worker serving it, and a probe placing calls."""
+rendered configuration, a ``callyard asterisk`` worker serving it (fault tests kill and
+restart it), and a probe placing calls."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -28,55 +30,111 @@ from engines import stop as stop_engine
 from sip_edge import SipEdge
 from stack import Process, Stack
 
+from appserver.embedded import free_port
+
 DIAL_TEMPLATE = "Local/{target}@callyard-test-parties"
 
 
+@dataclass
+class RealAsterisk:
+    conf: AsteriskConf
+    directory: Path  # its configuration
+
+    def restart(self) -> None:
+        stop_engine("asterisk")
+        start_asterisk(self.directory)
+
+
 @pytest.fixture(scope="session")
-def asterisk_engine(real_dir: Path, test_sounds: None) -> Iterator[AsteriskConf]:
+def asterisk_engine(real_dir: Path, test_sounds: None) -> Iterator[RealAsterisk]:
     with exclusive("asterisk"), SipEdge() as edge:
         conf = AsteriskConf(edge_port=edge.port)
-        directory = build_asterisk_conf(real_dir / "asterisk", conf)
+        engine = RealAsterisk(conf, build_asterisk_conf(real_dir / "asterisk", conf))
         AST_LOG.parent.mkdir(parents=True, exist_ok=True)
-        start_asterisk(directory)
-        yield conf
+        start_asterisk(engine.directory)
+        yield engine
         stop_engine("asterisk")
 
 
-async def wait_app_registered(conf: AsteriskConf, app: str, timeout: float = 30,
-                              process: Process | None = None) -> None:
-    """Until Asterisk lists the Stasis application ``app`` (a worker's events socket is up)."""
-    url = f"http://127.0.0.1:{conf.http_port}/ari/applications/{app}"
+@dataclass
+class AsteriskWorker:
+    """The ``callyard asterisk`` process serving the real engine (one at a time: a second
+    one would take the Stasis application over). ``start`` returns once it is connected."""
+
+    stack: Stack
+    conf: AsteriskConf
+    process: Process | None = None
+    starts: int = 0
+    health_port: int = 0  # the current process's /readyz
+
+    async def start(self, timeout: float = 30) -> Process:
+        self.starts += 1
+        health = self.health_port = free_port()
+        self.process = self.stack.start(
+            f"asterisk-{self.starts}", "asterisk", CALLYARD_APPS="flows:factory",
+            CALLYARD_ASTERISK_ARI=self.conf.ari_url, CALLYARD_ASTERISK_AMI=self.conf.ami,
+            CALLYARD_ASTERISK_APP=self.conf.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=DIAL_TEMPLATE,
+            CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
+        )  # fmt: skip
+        await wait_ready(health, self.process, timeout)
+        return self.process
+
+    @property
+    def running(self) -> bool:
+        proc = self.process.proc if self.process is not None else None
+        return proc is not None and proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None and self.process.proc is not None
+        return self.process.proc.pid
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    async def ensure_running(self) -> None:
+        if not self.running:
+            await self.start()
+
+
+async def wait_ready(port: int, process: Process, timeout: float = 30) -> None:
+    """Until the worker's /readyz says it is connected to Asterisk (and Redis)."""
     deadline = time.monotonic() + timeout
-    auth = {"Authorization": aiohttp.encode_basic_auth(ARI_USER, ARI_PASSWORD)}
-    async with aiohttp.ClientSession(headers=auth) as http:
+    async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            if process is not None and process.proc is not None and process.proc.poll() is not None:
+            if process.proc is not None and process.proc.poll() is not None:
                 raise RuntimeError(f"{process.name} exited: {process.output()[-3000:]}")
-            async with http.get(url) as resp:
-                if resp.status == 200:
-                    return
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"Stasis application {app!r} not registered after {timeout} s")
-
-
-def start_asterisk_worker(stack: Stack, conf: AsteriskConf, name: str = "asterisk",
-                          **env: str) -> Process:  # fmt: skip
-    return stack.start(
-        name, "asterisk", CALLYARD_APPS="flows:factory", CALLYARD_ASTERISK_ARI=conf.ari_url,
-        CALLYARD_ASTERISK_AMI=conf.ami, CALLYARD_ASTERISK_APP=conf.app,
-        CALLYARD_ASTERISK_DIAL_TEMPLATE=DIAL_TEMPLATE, **env,
-    )
+    raise TimeoutError(f"{process.name} not ready after {timeout} s: {process.output()[-3000:]}")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def asterisk(asterisk_engine: AsteriskConf, stack: Stack) -> AsyncIterator[AsteriskProbe]:
-    """A ``callyard asterisk`` worker serving the real engine, and a probe placing calls."""
-    worker = start_asterisk_worker(stack, asterisk_engine)
-    await wait_app_registered(asterisk_engine, asterisk_engine.app, process=worker)
-    probe = AsteriskProbe(
-        f"http://127.0.0.1:{asterisk_engine.http_port}", ARI_USER, ARI_PASSWORD, AST_SOUNDS,
-        ami=("127.0.0.1", asterisk_engine.ami_port, AMI_USER, AMI_SECRET),
-    )
+async def asterisk_worker(asterisk_engine: RealAsterisk, stack: Stack) -> AsteriskWorker:
+    worker = AsteriskWorker(stack, asterisk_engine.conf)
+    await worker.start()
+    return worker
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def asterisk_probe(asterisk_engine: RealAsterisk) -> AsyncIterator[AsteriskProbe]:
+    conf = asterisk_engine.conf
+    probe = AsteriskProbe(f"http://127.0.0.1:{conf.http_port}", ARI_USER, ARI_PASSWORD,
+                          AST_SOUNDS, ami=("127.0.0.1", conf.ami_port, AMI_USER, AMI_SECRET))
     await probe.start()
     yield probe
     await probe.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def asterisk(asterisk_worker: AsteriskWorker, asterisk_probe: AsteriskProbe) -> AsteriskProbe:
+    """A probe placing calls on the real Asterisk, where a ``callyard asterisk`` worker
+    serves them (restarted first if a fault test left none)."""
+    await asterisk_worker.ensure_running()
+    return asterisk_probe

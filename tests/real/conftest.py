@@ -25,7 +25,7 @@ import ivr_menus
 import pytest
 import pytest_asyncio
 from api_support import LK_KEY, LK_SECRET, LiveKitStandIn, livekit_stand_in
-from asterisk_fixtures import asterisk, asterisk_engine  # noqa: F401
+from asterisk_fixtures import asterisk, asterisk_engine, asterisk_probe, asterisk_worker  # noqa: F401
 from engines import (
     AST_SOUNDS,
     FS_LOG,
