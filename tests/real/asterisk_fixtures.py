@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from ast_probe import AsteriskProbe
 from engines import (
@@ -27,12 +26,10 @@ from engines import (
     start_asterisk,
 )
 from engines import stop as stop_engine
-from sip_edge import SipEdge
+from sip_ua import SipEndpoint
 from stack import Process, Stack
 
 from appserver.embedded import free_port
-
-DIAL_TEMPLATE = "Local/{target}@callyard-test-parties"
 
 
 @dataclass
@@ -45,15 +42,20 @@ class RealAsterisk:
         start_asterisk(self.directory)
 
 
-@pytest.fixture(scope="session")
-def asterisk_engine(real_dir: Path, test_sounds: None) -> Iterator[RealAsterisk]:
-    with exclusive("asterisk"), SipEdge() as edge:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def asterisk_engine(real_dir: Path, test_sounds: None) -> AsyncIterator[RealAsterisk]:
+    """The real Asterisk; the shipped transfer context dials the SIP edge (Kamailio), here a
+    SIP user agent refusing every call (no phone is registered in the tests) at once."""
+    edge = SipEndpoint(user="edge", policy="reject")
+    await edge.start()
+    with exclusive("asterisk"):
         conf = AsteriskConf(edge_port=edge.port)
         engine = RealAsterisk(conf, build_asterisk_conf(real_dir / "asterisk", conf))
         AST_LOG.parent.mkdir(parents=True, exist_ok=True)
         start_asterisk(engine.directory)
         yield engine
         stop_engine("asterisk")
+    edge.close()
 
 
 @dataclass
@@ -63,6 +65,7 @@ class AsteriskWorker:
 
     stack: Stack
     conf: AsteriskConf
+    dial_template: str  # the phones it dials: the SIP parties of the session
     process: Process | None = None
     starts: int = 0
     health_port: int = 0  # the current process's /readyz
@@ -73,7 +76,7 @@ class AsteriskWorker:
         self.process = self.stack.start(
             f"asterisk-{self.starts}", "asterisk", CALLYARD_APPS="flows:factory",
             CALLYARD_ASTERISK_ARI=self.conf.ari_url, CALLYARD_ASTERISK_AMI=self.conf.ami,
-            CALLYARD_ASTERISK_APP=self.conf.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=DIAL_TEMPLATE,
+            CALLYARD_ASTERISK_APP=self.conf.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=self.dial_template,
             CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
         )  # fmt: skip
         await wait_ready(health, self.process, timeout)
@@ -116,8 +119,11 @@ async def wait_ready(port: int, process: Process, timeout: float = 30) -> None:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def asterisk_worker(asterisk_engine: RealAsterisk, stack: Stack) -> AsteriskWorker:
-    worker = AsteriskWorker(stack, asterisk_engine.conf)
+async def asterisk_worker(asterisk_engine: RealAsterisk, stack: Stack,
+                          sip_parties: SipEndpoint) -> AsteriskWorker:
+    """Dials over the shipped edge endpoint, to the session's SIP parties (as FreeSWITCH)."""
+    dial = f"PJSIP/kamailio/sip:{{target}}@{sip_parties.host}:{sip_parties.port}"
+    worker = AsteriskWorker(stack, asterisk_engine.conf, dial)
     await worker.start()
     return worker
 

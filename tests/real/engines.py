@@ -23,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = REPO.parent / "shared" / "engines" / "engines"
-TEST_CONF = Path(__file__).resolve().parent / "conf"
 
 ESL_PASSWORD = "ClueCon"  # the engines script checks readiness with it
 ARI_USER, ARI_PASSWORD = "callyard", "callyard-test"
@@ -143,8 +142,7 @@ def merge_asterisk_conf(stock: str, project: str) -> str:
 
 def build_asterisk_conf(directory: Path, conf: AsteriskConf) -> Path:
     """The stock configuration with Callyard's rendered files laid over it, as the compose
-    stack mounts ``asterisk-conf/`` (and its ``scripts/``) as ``/etc/asterisk``; the
-    test-only dialplan of ``tests/real/conf/asterisk`` is included from extensions.conf."""
+    stack mounts ``asterisk-conf/`` (and its ``scripts/``) as ``/etc/asterisk``."""
     engines("conf", "asterisk", str(directory))
     rendered = render(directory.parent / "ast-rendered", {
         "asterisk_conf_dir": str(directory),
@@ -168,10 +166,6 @@ def build_asterisk_conf(directory: Path, conf: AsteriskConf) -> Path:
         "[general]\n", "[general]\nchannelvars = CHANNEL(linkedid)  ; tests only\n", 1))
     with (directory / "logger.conf").open("a") as out:  # [logfiles] is its last section
         out.write(f"{AST_LOG.name} => notice,warning,error,verbose\n")  # for failures
-    with (directory / "extensions.conf").open("a") as out:
-        for extra in sorted((TEST_CONF / "asterisk").glob("*.conf")):
-            shutil.copyfile(extra, directory / extra.name)
-            out.write(f"\n#include {directory / extra.name}\n")
     return directory
 
 
