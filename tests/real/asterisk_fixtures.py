@@ -4,8 +4,6 @@ restart it), and a probe placing calls."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from engines import (
 from engines import stop as stop_engine
 from sip_ua import SipEndpoint
 from stack import Process, Stack
+from test_cdr_asterisk import wait_ready
 
 from appserver.embedded import free_port
 
@@ -79,7 +78,11 @@ class AsteriskWorker:
             CALLYARD_ASTERISK_APP=self.conf.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=self.dial_template,
             CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
         )  # fmt: skip
-        await wait_ready(health, self.process, timeout)
+        async with aiohttp.ClientSession() as http:
+            try:
+                await wait_ready(http, health, timeout)  # connected to Asterisk and Redis
+            except AssertionError as exc:
+                raise AssertionError(self.process.output()[-3000:]) from exc
         return self.process
 
     @property
@@ -99,23 +102,6 @@ class AsteriskWorker:
     async def ensure_running(self) -> None:
         if not self.running:
             await self.start()
-
-
-async def wait_ready(port: int, process: Process, timeout: float = 30) -> None:
-    """Until the worker's /readyz says it is connected to Asterisk (and Redis)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if process.proc is not None and process.proc.poll() is not None:
-                raise RuntimeError(f"{process.name} exited: {process.output()[-3000:]}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"{process.name} not ready after {timeout} s: {process.output()[-3000:]}")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
