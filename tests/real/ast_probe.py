@@ -119,6 +119,9 @@ class RealAstCall(SimulatedCall):
     _legs: dict[str, str] = field(default_factory=dict)  # leg channel id -> dialled target
     _bridge: str = ""  # the bridge B and a leg share
     _held: bool = False
+    _moh_on: bool = False
+    _moh_pending: str | None = None  # music started, the caller's leaving not seen yet
+    _held_off_pending: bool = False  # back in the bridge, the music's end not seen yet
     _answered: bool = False
     _phone_ready: asyncio.Event = field(default_factory=asyncio.Event)  # A in Stasis
     _hangup_requested: bool = False
@@ -226,7 +229,10 @@ class RealAstCall(SimulatedCall):
         legs = [self._legs[c] for c in members if c in self._legs]
         if channel == self.call_id and self._held and bridge["id"] == self._bridge:
             self._held = False
-            self.transcript.add("held", "off")
+            if self._moh_on:  # its AMI MusicOnHoldStop is still on the way
+                self._held_off_pending = True
+            else:
+                self.transcript.add("held", "off")
         elif self.call_id in members and legs and not self._bridge:
             self._bridge = bridge["id"]
             self.transcript.add("bridged", legs[0])
@@ -238,6 +244,9 @@ class RealAstCall(SimulatedCall):
         if channel == self.call_id and any(c in self._legs for c in bridge["channels"]):
             self._held = True
             self.transcript.add("held", "on")
+            if self._moh_pending is not None:
+                self.transcript.add("moh", self._moh_pending)
+                self._moh_pending = None
         elif channel in self._legs:
             self._bridge = ""
             self.transcript.add("unbridged", self._legs[channel])
@@ -264,7 +273,17 @@ class RealAstCall(SimulatedCall):
         self.transcript.add("hangup", f"{CAUSES.get(cause, f'CAUSE_{cause}')} {by}")
 
     def on_moh(self, moh_class: str) -> None:
+        """AMI and ARI events come over two sockets: music for a hold can arrive before the
+        ARI event of the caller leaving the bridge, and its end after the caller's return.
+        Each is transcribed in the order Asterisk acted: held on, moh; moh "", held off."""
+        self._moh_on = bool(moh_class)
+        if moh_class and self._bridge and not self._held:
+            self._moh_pending = moh_class
+            return
         self.transcript.add("moh", moh_class)
+        if not moh_class and self._held_off_pending:
+            self._held_off_pending = False
+            self.transcript.add("held", "off")
 
 
 class AsteriskProbe:
