@@ -59,12 +59,16 @@ DEFAULTS: dict[str, str] = {
     "asterisk_edge_endpoint": "kamailio",
     "asterisk_edge_host": "kamailio",
     "asterisk_edge_port": "5070",
+    # Address Asterisk's HTTP (ARI), AMI and SIP listen on.
+    "asterisk_bind_ip": "0.0.0.0",
     "asterisk_http_port": "8088",
     "asterisk_ami_port": "5038",
     "asterisk_sip_port": "5060",
     "asterisk_rtp_start": "10000",
     "asterisk_rtp_end": "10099",
     "asterisk_websocket_write_timeout": "5000",
+    # HTTP sessions (connections) Asterisk accepts at once; each is a thread (see http.conf).
+    "asterisk_http_session_limit": "1000",
     # Where Asterisk reads its configuration (its #exec scripts live in scripts/ there).
     "asterisk_conf_dir": "/etc/asterisk",
     "asterisk_max_calls": "10000",

@@ -306,3 +306,98 @@ async def test_hold_by_leaving_the_bridge(ari: Ari) -> None:
     assert call.transcript.lines()[-4:] == [
         "dialed 1001", "bridged 1001", "held on", "unbridged 1001"]
     assert ari.sim.channels[cid].held_bridge is None and not ari.sim.bridges["br-h"].held
+
+
+def _playback_events(ari: Ari, playback_id: str) -> list[tuple[str, str, str | None, str]]:
+    return [(e["type"], e["playback"]["media_uri"], e["playback"].get("next_media_uri"),
+             e["playback"]["state"])
+            for e in ari.events if (e.get("playback") or {}).get("id") == playback_id]
+
+
+async def test_media_list_events_and_missing_sounds_as_asterisk(ari: Ari) -> None:
+    """Real Asterisk 22.10.1 (tests/real, 2026-12-03) sends, per media of one play,
+    PlaybackStarted, then PlaybackContinuing (``next_media_uri`` naming the next one) for
+    all but the last, then one PlaybackFinished. A missing sound is skipped (Started at once
+    followed by Continuing) and the playback still ends ``done``, unless the missing sound
+    is the last one: then it ends ``failed`` although the others played."""
+    await ari.connect()
+    call = await ari.sim.place_call("9999")
+    await ari.wait_event("StasisStart")
+    cid, missing = call.call_id, "sound:no-such-sound-xyz"
+    await ari.request("POST", f"/channels/{cid}/answer")
+    await ari.request("POST", f"/channels/{cid}/play", playbackId="m1",
+                      media=f"sound:beep,{missing},sound:beep")
+    await ari.wait_event("PlaybackFinished", playback__id="m1")
+    assert _playback_events(ari, "m1") == [
+        ("PlaybackStarted", "sound:beep", missing, "playing"),
+        ("PlaybackContinuing", "sound:beep", missing, "continuing"),
+        ("PlaybackStarted", missing, "sound:beep", "playing"),
+        ("PlaybackContinuing", missing, "sound:beep", "continuing"),
+        ("PlaybackStarted", "sound:beep", None, "playing"),
+        ("PlaybackFinished", "sound:beep", None, "done"),
+    ]
+    await ari.request("POST", f"/channels/{cid}/play", playbackId="m2",
+                      media=f"sound:beep,{missing}")
+    await ari.wait_event("PlaybackFinished", playback__id="m2")
+    assert _playback_events(ari, "m2")[-1] == ("PlaybackFinished", missing, None, "failed")
+    assert call.transcript.lines()[-4:] == [
+        "prompt_started file:beep", "prompt_finished file:beep done",
+        "prompt_started file:no-such-sound-xyz", "prompt_finished file:no-such-sound-xyz failed"]
+
+
+async def test_stopping_a_queued_playback_finishes_it_in_its_turn(ari: Ari) -> None:
+    """Real Asterisk 22.10.1 (tests/real, 2026-12-03): plays on one channel queue; DELETE of
+    a queued playback answers 204 and GET shows it ``done`` at once, but its PlaybackFinished
+    (with no PlaybackStarted) comes only when the playbacks before it have finished. DELETE
+    of the playing one ends it at once and the next queued one starts."""
+    await ari.connect()
+    call = await ari.sim.place_call("9999")
+    await ari.wait_event("StasisStart")
+    cid = call.call_id
+    await ari.request("POST", f"/channels/{cid}/answer")
+    for playback_id in ("q1", "q2", "q3"):
+        await ari.request("POST", f"/channels/{cid}/play", media="sound:beep",
+                          playbackId=playback_id)
+    await ari.wait_event("PlaybackStarted", playback__id="q1")
+    assert await ari.request("DELETE", "/playbacks/q3") == (204, None)
+    assert (await ari.request("GET", "/playbacks/q3"))[1]["state"] == "done"
+    await asyncio.sleep(0.05)
+    assert _playback_events(ari, "q3") == []
+    assert await ari.request("DELETE", "/playbacks/q1") == (204, None)
+    await ari.wait_event("PlaybackFinished", playback__id="q3")
+    order = [(e["type"], e["playback"]["id"]) for e in ari.events if "playback" in e]
+    assert order == [("PlaybackStarted", "q1"), ("PlaybackFinished", "q1"),
+                     ("PlaybackStarted", "q2"), ("PlaybackFinished", "q2"),
+                     ("PlaybackFinished", "q3")]
+
+
+async def test_channel_commands_wait_for_the_playbacks_before_them(ari: Ari) -> None:
+    """Real Asterisk 22.10.1 (tests/real, 2026-12-03) runs a channel's ARI commands on the
+    channel's thread, where a playback runs to its end: ``POST /variable`` sent 0.2 s into a
+    3.2 s prompt was answered (and ChannelVarset sent) when the prompt ended; ``POST /continue``
+    was answered at once but the channel left Stasis (StasisEnd) only when the prompt ended.
+    A playback's own DELETE acts at once."""
+    await ari.connect()
+    ari.sim.sounds.durations["sound:ivr/long"] = 0.6
+    call = await ari.sim.place_call("9999")
+    await ari.wait_event("StasisStart")
+    cid = call.call_id
+    await ari.request("POST", f"/channels/{cid}/answer")
+    loop = asyncio.get_running_loop()
+    await ari.request("POST", f"/channels/{cid}/play", media="sound:ivr/long", playbackId="v1")
+    sent = loop.time()
+    assert await ari.request("POST", f"/channels/{cid}/variable", variable="x", value="1") == (
+        204, None)
+    assert loop.time() - sent >= 0.5
+    varset = await ari.wait_event("ChannelVarset", variable="x")
+    assert ari.events.index(varset) > ari.events.index(
+        await ari.wait_event("PlaybackFinished", playback__id="v1"))
+    await ari.request("POST", f"/channels/{cid}/play", media="sound:ivr/long", playbackId="v2")
+    sent = loop.time()
+    assert await ari.request("POST", f"/channels/{cid}/continue", context="callyard-transfer",
+                             extension="1000") == (204, None)
+    assert loop.time() - sent < 0.3
+    end = await ari.wait_event("StasisEnd")
+    assert loop.time() - sent >= 0.5
+    assert ari.events.index(end) > ari.events.index(
+        await ari.wait_event("PlaybackFinished", playback__id="v2"))

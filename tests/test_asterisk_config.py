@@ -75,3 +75,22 @@ def test_secret_scripts() -> None:
                          text=True, check=True)
     assert "permit = 10.0.0.0/8\npermit = 127.0.0.1/32\n" in out.stdout
     assert out.stdout.startswith("[cy]\nsecret = pw\ndeny = 0.0.0.0/0.0.0.0\n")
+
+
+def test_bind_address_variable() -> None:
+    """``asterisk_bind_ip`` places ARI (HTTP), AMI and SIP on one address (tests: loopback)."""
+    values = {**DEFAULTS, "asterisk_bind_ip": "127.0.0.1"}
+    out = render_all(ROOT, load_settings(asterisk_app="callyard"), values)
+    conf = {p.name: t for p, t in out.items() if p.parts[0] == "asterisk-conf"}
+    assert "\nbindaddr = 127.0.0.1\n" in conf["http.conf"]
+    assert "\nbindaddr = 127.0.0.1\n" in conf["manager.conf"]
+    assert f"\nbind = 127.0.0.1:{DEFAULTS['asterisk_sip_port']}\n" in conf["pjsip.conf"]
+    assert not re.search(r"^bind(addr)? = 0\.0\.0\.0", "".join(conf.values()), re.M)
+
+
+def test_http_session_limit_is_raised() -> None:
+    """Asterisk refuses HTTP connections (the events WebSocket too) beyond ``sessionlimit``,
+    100 by default: fewer than one busy worker may hold (see tests/real/test_asterisk_faults)."""
+    text = (ROOT / "asterisk-conf" / "http.conf").read_text()
+    match = re.search(r"^sessionlimit = (\d+)$", text, re.M)
+    assert match and int(match.group(1)) >= 500

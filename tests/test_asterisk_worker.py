@@ -37,7 +37,10 @@ from ivr.calls import (
     StartMoh,
     StartTimer,
     StopMoh,
+    StopPlay,
     TimerFired,
+    Transfer,
+    TransferResult,
 )
 from ivr.compile import MenuSet
 from ivr.model import MenuDef, OptionDef
@@ -576,3 +579,78 @@ async def test_a_burst_of_external_events_arrives_in_order(
         [e for e in f.events if isinstance(e, TimerFired)] == expected for f in flows))
     for call in calls:
         await call.hangup()
+
+
+async def test_stop_play_stops_every_outstanding_play(sim: AriSimulator, workers: Workers) -> None:
+    """A StopPlay ends every play still outstanding on the call, as on FreeSWITCH
+    (``uuid_break all``): on the real Asterisk a flow that queued a re-prompt behind a
+    greeting still playing, then stopped the re-prompt on a digit, left the caller hearing the
+    old greeting to its end (ARI stops only the playback named)."""
+    sim.sounds.durations["sound:ivr/long"] = 1.5
+    flows: list[Recorder] = []
+
+    def react(event: Event) -> list[Command]:
+        if event == TimerFired("reprompt"):
+            return [StopPlay("p2"), Play("p3", (Prompt("file", "ivr/sales"),))]
+        return []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer(), Play("p1", (Prompt("file", "ivr/long"),)),
+                               Play("p2", (Prompt("file", "ivr/timeout"),)),
+                               StartTimer("reprompt", 0.2)], react))
+        return flows[-1]
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    started = await call.wait_for_prompt("file:ivr/sales", timeout=5)
+    assert started.at < 1.0, call.transcript.lines()  # not after the 1.5 s greeting
+    assert "prompt_finished file:ivr/long stopped" in call.transcript.lines()
+    await wait_until(lambda: PlayFinished("p3", "done") in flows[0].events)
+    finished = [e for e in flows[0].events if isinstance(e, PlayFinished)]
+    assert finished == [PlayFinished("p1", "stopped"), PlayFinished("p2", "stopped"),
+                        PlayFinished("p3", "done")]
+    assert "prompt_started file:ivr/timeout" not in call.transcript.lines()
+    await call.hangup()
+
+
+async def test_a_variable_set_before_a_play_is_not_held_up_by_it(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    """Asterisk sets a variable on the channel's thread, after the playbacks queued before
+    it; a Play sent while the SetVariable before it was still on its way overtook it on the
+    real Asterisk, and the variable (and its HTTP connection) waited for the prompt's end."""
+    sim.sounds.durations["sound:ivr/long"] = 1.5
+
+    def factory(info: CallInfo) -> CallFlow:
+        return Recorder([Answer(), SetVariable("vip", "yes"),
+                         Play("p1", (Prompt("file", "ivr/long"),))])
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/long")
+    entry = await call.transcript.wait_for(lambda e: e.kind == "variable", timeout=3)
+    assert entry.at < 0.5, call.transcript.lines()
+    lines = call.transcript.lines()
+    assert lines.index("variable vip=yes") < lines.index("prompt_started file:ivr/long")
+    await call.hangup()
+
+
+async def test_transfer_breaks_off_the_running_prompt(sim: AriSimulator, workers: Workers) -> None:
+    """Asterisk leaves Stasis for the dialplan only after the channel's playbacks (real
+    Asterisk 22.10.1); the FreeSWITCH driver breaks prompts off on Transfer, so this one stops
+    them first: the transfer happens at once, not after the prompt."""
+    sim.sounds.durations["sound:ivr/long"] = 1.5
+    flows: list[Recorder] = []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer(), Play("p1", (Prompt("file", "ivr/long"),)),
+                               Play("p2", (Prompt("file", "ivr/sales"),)), Transfer("1000")]))
+        return flows[-1]
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    entry = await call.transcript.wait_for(lambda e: e.kind == "transferred", timeout=3)
+    assert entry.at < 0.5, call.transcript.lines()
+    assert "prompt_finished file:ivr/long stopped" in call.transcript.lines()
+    assert "prompt_started file:ivr/sales" not in call.transcript.lines()
+    assert flows[0].events == [TransferResult("1000", ok=True)]

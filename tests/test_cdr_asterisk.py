@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -150,3 +151,36 @@ async def test_cdrs_health_metrics_and_graceful_stop(
     assert await drain_cdrs(redis_client, pg_pool, 4) == 4
     row = await pg_pool.fetchrow("SELECT * FROM cdrs WHERE caller = '+15550104'")
     assert row["disposition"] == "hangup" and row["call_id"] == busy.call_id
+
+
+async def test_a_call_ending_while_its_worker_is_dead_gets_its_cdr(
+    sim: AriSimulator, redis_url: str, redis_client: aioredis.Redis, pg_pool: asyncpg.Pool
+) -> None:
+    """Seen on the real Asterisk: a worker killed (or frozen, then killed) while its caller
+    hung up left no CDR; the next worker found the call's record, no channel, and deleted it."""
+    health = free_port()
+    env = worker_env(sim, redis_url, health)
+    first = await start_worker(env)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, health)
+            call = await sim.place_call("9999", caller="+15550111")
+            await call.wait_for_prompt("file:ivr/welcome")
+            placed = time.time()
+            first.kill()
+            await first.wait()
+            await call.hangup()
+            await asyncio.sleep(0.5)
+            second = await start_worker(env)
+            await wait_ready(http, health)
+            assert await drain_cdrs(redis_client, pg_pool, 1) == 1
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    row = await pg_pool.fetchrow("SELECT * FROM cdrs")
+    assert (row["call_id"], row["disposition"], row["hangup_cause"]) == (
+        call.call_id, "failed", "WORKER_LOST")
+    assert row["started_at"].timestamp() < placed

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class CallRecord:
     info: CallInfo
     owner: str = ""  # for a dial leg: the caller's channel id
+    started_at: float = 0.0  # Unix time the call reached a worker (0: unknown)
 
 
 class CallStore:
@@ -58,7 +59,8 @@ class CallStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(
                     self._key(node, channel_id),
-                    json.dumps({"info": data, "owner": record.owner}),
+                    json.dumps({"info": data, "owner": record.owner,
+                                "started_at": record.started_at}),
                     ex=self.ttl,
                 )
                 pipe.sadd(self._index(node), channel_id)
@@ -93,6 +95,7 @@ class CallStore:
                     variables={str(k): str(v) for k, v in info.get("variables", {}).items()},
                 ),
                 owner=str(data.get("owner", "")),
+                started_at=float(data.get("started_at") or 0.0),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring a malformed call record",

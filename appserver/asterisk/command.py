@@ -142,6 +142,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
         transfer_context=args.transfer_context,
         fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
+        on_call_lost=lambda record: cdrs.lost(record.info, record.started_at),
     )
     monitor = AmiMonitor(ami_nodes, redis=redis) if ami_nodes else None
     stop = asyncio.Event()

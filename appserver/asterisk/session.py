@@ -121,6 +121,7 @@ class CallSession:
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
+        self._variables_inflight: set[asyncio.Task[None]] = set()  # those setting variables
 
     @property
     def rest(self) -> HotRest:
@@ -217,30 +218,38 @@ class CallSession:
 
     async def _apply(self, commands: list[Command]) -> None:
         """Execute commands in order. StopPlay and SetVariable are sent without waiting for
-        Asterisk's answer (neither changes what a later Play or timer does; their errors
-        come back through the queue); any other request first waits for them, so the
-        dialplan, a hangup or a bridge never overtakes a variable the flow set before."""
+        Asterisk's answer (their errors come back through the queue); any other request
+        first waits for them, so the dialplan, a hangup or a bridge never overtakes a
+        variable the flow set before. A Play waits only for variables: Asterisk sets a
+        variable on the channel's thread, behind a playback that got there first (the
+        variable would wait for the prompt's end, and hold an HTTP connection meanwhile)."""
         for command in commands:
             if self.finished or self.handed_away:
                 return
             if isinstance(command, (StopPlay, SetVariable)):
                 self._send_unawaited(command)
                 continue
-            if self._inflight and not isinstance(command, (Play, StartTimer, CancelTimer)):
+            if isinstance(command, Play):
+                if self._variables_inflight:
+                    await asyncio.wait(self._variables_inflight)
+            elif self._inflight and not isinstance(command, (StartTimer, CancelTimer)):
                 await asyncio.wait(self._inflight)
             await self._execute(command)
 
     def _send_unawaited(self, cmd: StopPlay | SetVariable) -> None:
         if isinstance(cmd, StopPlay):
-            playback_id = self._mark_stopping(cmd)
-            if playback_id is None:
+            playback_ids = self._mark_stopping(cmd)
+            if not playback_ids:
                 return
-            request = self._stop_request(playback_id)
+            request = self._stop_requests(playback_ids)
         else:
             request = self._set_variable(cmd)
         task = asyncio.ensure_future(self._report_failure(cmd, request))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        if isinstance(cmd, SetVariable):
+            self._variables_inflight.add(task)
+            task.add_done_callback(self._variables_inflight.discard)
 
     async def _set_variable(self, cmd: SetVariable) -> None:
         await self.rest.set_variable(self.channel_id, cmd.name, cmd.value)
@@ -351,24 +360,28 @@ class CallSession:
             raise
 
     async def _stop_play(self, cmd: StopPlay) -> None:
-        playback_id = self._mark_stopping(cmd)
-        if playback_id is not None:
-            await self._stop_request(playback_id)
+        await self._stop_requests(self._mark_stopping(cmd))
 
-    def _mark_stopping(self, cmd: StopPlay) -> str | None:
-        """The playback to stop for ``cmd`` (None: unknown, or already being stopped)."""
-        for playback_id, play_id in self.playbacks.items():
-            if play_id == cmd.play_id:
-                if playback_id in self.stopping:
-                    return None
-                self.stopping.add(playback_id)
-                return playback_id
-        return None
+    def _mark_stopping(self, cmd: StopPlay) -> list[str]:
+        """The playbacks to stop for ``cmd``, newest first, each marked as being stopped:
+        every one still outstanding, as FreeSWITCH's ``uuid_break all`` (ARI would stop only
+        the one named, and an older prompt still playing would hold up the rest); none when
+        ``cmd``'s play is unknown or already finished."""
+        if cmd.play_id not in self.playbacks.values():
+            return []
+        return self._mark_all_stopping()
 
-    async def _stop_request(self, playback_id: str) -> None:
-        # A 404 means it finished meanwhile: its PlaybackFinished is on the way.
-        with contextlib.suppress(web_exceptions.HTTPNotFound):
-            await self.rest.stop_playback(playback_id)
+    def _mark_all_stopping(self) -> list[str]:
+        ids = [p for p in reversed(self.playbacks) if p not in self.stopping]
+        self.stopping.update(ids)
+        return ids
+
+    async def _stop_requests(self, playback_ids: list[str]) -> None:
+        """Queued ones first (newest first), so none starts when the playing one stops. A
+        404 means it finished meanwhile: its PlaybackFinished is on the way."""
+        for playback_id in playback_ids:
+            with contextlib.suppress(web_exceptions.HTTPNotFound):
+                await self.rest.stop_playback(playback_id)
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._cancel_timer(name)
@@ -402,6 +415,9 @@ class CallSession:
         if self.dial is not None and self.dial.held:
             # MOH started over ARI would follow the caller into the dialplan.
             await self._quietly(self.rest.stop_moh(self.channel_id))
+        # Asterisk continues in the dialplan only once the channel's playbacks are over:
+        # break them off, as the FreeSWITCH driver does.
+        await self._stop_requests(self._mark_all_stopping())
         self.handed_away = True
         await self.node.client.channels.continueInDialplan(
             channelId=self.channel_id,

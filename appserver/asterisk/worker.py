@@ -15,7 +15,9 @@ Re-adoption (what survives what):
 * Process restart: each call's record (its :class:`CallInfo`) is kept in Redis while the call
   lasts. Channels still in the application with a record get a fresh flow from the factory
   whose ``start`` is delivered again (the caller hears the menu from the top); orphaned dial
-  legs are hung up; channels with no record (their StasisStart was lost) are adopted as new.
+  legs are hung up; channels with no record (their StasisStart was lost) are adopted as new;
+  records whose channel is gone (the call ended while no worker watched) go to
+  ``on_call_lost`` (the CDR of the call) and are deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -343,7 +346,8 @@ class NodeLink:
         self.worker.calls_started += 1
         if not readopted:
             log.info("call started", extra={**log_extra, "caller": info.caller})
-            await self.worker.store.save(self.name, info.call_id, CallRecord(info))
+            await self.worker.store.save(self.name, info.call_id,
+                                         CallRecord(info, started_at=time.time()))
         session.start(readopted)
 
     async def _unavailable(self, channel_id: str, exten: str) -> None:
@@ -396,7 +400,16 @@ class NodeLink:
                 await self._start_call(self._call_info(data, app_data[1:2]))
         for channel_id in recorded - live:
             if channel_id not in self.sessions and channel_id not in self.legs:
-                await store.delete(self.name, channel_id)
+                await self._ended_unseen(channel_id)
+
+    async def _ended_unseen(self, channel_id: str) -> None:
+        """A call recorded by a worker that died, which ended while no worker watched it:
+        the worker's ``on_call_lost`` records it (its CDR), then the record goes."""
+        record = await self.worker.store.load(self.name, channel_id)
+        if record is not None and not record.owner and self.worker.on_call_lost is not None:
+            log.info("a call ended while no worker watched it", extra={"call_id": channel_id})
+            self.worker.on_call_lost(record)
+        await self.worker.store.delete(self.name, channel_id)
 
 
 _KNOWN_EVENTS = {
@@ -429,6 +442,7 @@ class AsteriskWorker:
         transfer_context: str = "callyard-transfer",
         fallback_context: str = "callyard-unavailable",
         on_enqueue: EnqueueHandler | None = None,
+        on_call_lost: Callable[[CallRecord], None] | None = None,
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         connect_timeout: float = 10.0,
@@ -445,6 +459,7 @@ class AsteriskWorker:
         self.transfer_context = transfer_context
         self.fallback_context = fallback_context
         self.on_enqueue = on_enqueue
+        self.on_call_lost = on_call_lost  # see NodeLink._ended_unseen
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.connect_timeout = connect_timeout

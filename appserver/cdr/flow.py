@@ -332,6 +332,15 @@ class CdrCalls:
             "agent": record.agent or ""})
         self.sink(record)
 
+    def lost(self, call: CallInfo, started_at: float, cause: str = "WORKER_LOST") -> None:
+        """A call another process served, which ended while no worker watched it (that process
+        died): recorded as failed, from what is known of it."""
+        now = time.time()
+        self._emit(CdrRecord(
+            call_id=call.call_id, engine=call.engine, node=call.node, caller=call.caller,
+            called=call.called, started_at=started_at or now, ended_at=now,
+            disposition="failed", hangup_cause=cause))
+
     def abandon_all(self, cause: str = "WORKER_SHUTDOWN") -> int:
         """Record every call still open as failed (the process is about to exit)."""
         flows = list(self.active.values())

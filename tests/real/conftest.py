@@ -25,7 +25,9 @@ import ivr_menus
 import pytest
 import pytest_asyncio
 from api_support import LK_KEY, LK_SECRET, LiveKitStandIn, livekit_stand_in
+from asterisk_fixtures import asterisk, asterisk_engine, asterisk_probe, asterisk_worker  # noqa: F401
 from engines import (
+    AST_SOUNDS,
     FS_LOG,
     FS_SOUNDS,
     FreeswitchConf,
@@ -107,7 +109,7 @@ def real_dir() -> Iterator[Path]:
 def test_sounds() -> Iterator[None]:
     """The product's own sounds installed as an operator would (``callyard sounds <folder>``),
     and the tests' prompts as tones; what did not exist before is removed afterwards."""
-    folders = (FS_SOUNDS,)
+    folders = (FS_SOUNDS, AST_SOUNDS)
     before = {p for folder in folders for p in folder.rglob("*.wav")}
     for folder in folders:
         callyard("sounds", str(folder), "--set", "queue", "--set", "callyard")

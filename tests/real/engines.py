@@ -23,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINES = REPO.parent / "shared" / "engines" / "engines"
-TEST_CONF = Path(__file__).resolve().parent / "conf"
 
 ESL_PASSWORD = "ClueCon"  # the engines script checks readiness with it
 ARI_USER, ARI_PASSWORD = "callyard", "callyard-test"
@@ -96,6 +95,80 @@ def build_freeswitch_conf(directory: Path, conf: FreeswitchConf) -> Path:
     return directory
 
 
+@dataclass(frozen=True)
+class AsteriskConf:
+    http_port: int = 8088  # ARI (the engines script checks readiness over the CLI)
+    ami_port: int = 5038
+    sip_port: int = 5080
+    edge_port: int = 5070  # where the transfer context sends calls (Kamailio in production)
+    app: str = "callyard"
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://{ARI_USER}:{ARI_PASSWORD}@127.0.0.1:{self.http_port}"
+
+    @property
+    def ami(self) -> str:
+        return f"127.0.0.1:{self.ami_port}:{AMI_USER}:{AMI_SECRET}"
+
+
+# What the project's #exec scripts read from the container environment (asterisk-conf/scripts).
+ASTERISK_ENV = {
+    "ASTERISK_ARI_USER": ARI_USER, "ASTERISK_ARI_PASSWORD": ARI_PASSWORD,
+    "ASTERISK_AMI_USER": AMI_USER, "ASTERISK_AMI_SECRET": AMI_SECRET, "PUBLIC_IP": "127.0.0.1",
+}
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """An Asterisk .conf file as (section name, its text including the header line)."""
+    out: list[tuple[str, str]] = [("", "")]
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            out.append((line[1:].split("]")[0], ""))
+        name, body = out[-1]
+        out[-1] = (name, body + line)
+    return out
+
+
+def merge_asterisk_conf(stock: str, project: str) -> str:
+    """The stock asterisk.conf's [directories] (as a real section: the stock file marks it a
+    template ``(!)``, which Asterisk ignores, so ``astetcdir`` would not apply) and
+    [files], with the project's [options] (``execincludes = yes`` ...)."""
+    options = [body for name, body in _sections(project) if name == "options"]
+    kept = [body.replace("[directories](!)", "[directories]", 1)
+            for name, body in _sections(stock) if name in ("", "directories", "files")]
+    return "".join(kept[:2] + options + kept[2:])
+
+
+def build_asterisk_conf(directory: Path, conf: AsteriskConf) -> Path:
+    """The stock configuration with Callyard's rendered files laid over it, as the compose
+    stack mounts ``asterisk-conf/`` (and its ``scripts/``) as ``/etc/asterisk``."""
+    engines("conf", "asterisk", str(directory))
+    rendered = render(directory.parent / "ast-rendered", {
+        "asterisk_conf_dir": str(directory),
+        "asterisk_bind_ip": "127.0.0.1",
+        "asterisk_edge_host": "127.0.0.1",
+        "asterisk_edge_port": str(conf.edge_port),
+        "asterisk_http_port": str(conf.http_port),
+        "asterisk_ami_port": str(conf.ami_port),
+        "asterisk_sip_port": str(conf.sip_port),
+        "asterisk_manager_acl": "127.0.0.1/32",
+    }) / "asterisk-conf"
+    for path in sorted(rendered.glob("*.conf")):
+        if path.name == "asterisk.conf":
+            stock = (directory / path.name).read_text()
+            (directory / path.name).write_text(merge_asterisk_conf(stock, path.read_text()))
+        else:
+            shutil.copyfile(path, directory / path.name)
+    _replace_dir(REPO / "asterisk-conf" / "scripts", directory / "scripts")
+    ari = directory / "ari.conf"  # the probe links a call's channels by their linked id
+    ari.write_text(ari.read_text().replace(
+        "[general]\n", "[general]\nchannelvars = CHANNEL(linkedid)  ; tests only\n", 1))
+    with (directory / "logger.conf").open("a") as out:  # [logfiles] is its last section
+        out.write(f"{AST_LOG.name} => notice,warning,error,verbose\n")  # for failures
+    return directory
+
+
 BINARIES = {
     "freeswitch": "/opt/freeswitch/bin/freeswitch",
     "asterisk": "/opt/asterisk/sbin/asterisk",
@@ -147,3 +220,12 @@ def start_freeswitch(directory: Path) -> None:
 
 def fs_cli(command: str) -> str:
     return engines("rx", "freeswitch", command)
+
+
+def start_asterisk(directory: Path) -> None:
+    stop("asterisk")
+    engines("start", "asterisk", "--conf", str(directory), env=ASTERISK_ENV)
+
+
+def asterisk_cli(command: str) -> str:
+    return engines("rx", "asterisk", command)

@@ -129,8 +129,11 @@ async def test_browser_agent_accepts_holds_resumes_and_transfers(
         if target in REAL_TARGETS:  # no re-INVITE ever reached LiveKit SIP (no hold there)
             leg = next(c for c in livekit_sip.calls if c.invite is invite)
             assert [m.method for m in leg.requests if m.method == "INVITE"][1:] == []
-        assert ("DeleteRoom", room) in [(name, getattr(req, "room", "")) for name, req
-                                        in rooms.calls]  # fmt: skip
+        deadline = time.monotonic() + 5  # the API deletes it once the agent left the call
+        while ("DeleteRoom", room) not in [(name, getattr(req, "room", "")) for name, req
+                                           in rooms.calls]:  # fmt: skip
+            assert time.monotonic() < deadline, rooms.calls
+            await _pause()
         rows = await cdrs_of(real_database, call.call_id, 15)
         assert [(r["disposition"], r["agent"]) for r in rows] == [("transferred", "t-web")]
     finally:

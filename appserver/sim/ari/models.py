@@ -67,15 +67,19 @@ def media_to_prompt(media: str) -> str:
     return media
 
 
+PlaybackState = Literal["queued", "playing", "continuing", "done", "failed"]
+
+
 @dataclass
 class SimPlayback:
     id: str
     media: list[str]
     target_uri: str
     language: str
-    state: Literal["queued", "playing", "done", "failed", "cancelled"] = "queued"
+    state: PlaybackState = "queued"
     index: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
     transcribed_end: bool = False  # the caller's transcript already shows how it ended
 
     def to_json(self) -> Json:

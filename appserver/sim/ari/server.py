@@ -16,8 +16,9 @@ plays ``ss-noservice``; the worker sends calls there when no flow serves the num
 ``transfer_talk_seconds``. Endpoints (agents' phones) answer, are busy, do not answer
 or reject according to their :class:`SimEndpoint` behaviour.
 
-Multiple media in one play run in order (PlaybackStarted, PlaybackContinuing, one
-PlaybackFinished); a missing sound in the list fails the whole playback.
+Multiple media in one play run in order, each with PlaybackStarted and all but the last with
+PlaybackContinuing, then one PlaybackFinished; a missing sound in the list is skipped (the
+playback ends ``failed`` only when the missing one is the last), as on Asterisk 22.10.1.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from appserver.sim.ari.models import (
     CAUSES,
     HANGUP_REASONS,
     Json,
+    PlaybackState,
     SimBridge,
     SimChannel,
     SimEndpoint,
@@ -762,11 +764,27 @@ class AriSimulator:
         chan.variables["STASISSTATUS"] = "SUCCESS"
         self._emit_channel("StasisEnd", chan)
 
+    async def _after_queued_playbacks(self, chan: SimChannel) -> None:
+        """Asterisk runs a channel's commands (set a variable, continue ...) one after the other
+        on the channel's own thread, where a playback runs to its end: a command sent while
+        playbacks play or wait runs once they have finished."""
+        for pb in list(chan.playbacks):
+            await pb.finished.wait()
+
     async def h_continue(self, request: web.Request) -> web.Response:
+        """204 at once; the channel leaves Stasis after its playbacks (as Asterisk 22.10.1)."""
         chan = self._channel(request)
         context = self._param(request, "context") or chan.context
         exten = self._param(request, "extension")
         priority = self._int_param(request, "priority", 1 if exten else chan.priority + 1)
+        self._spawn(self._continue(chan, context, exten, priority))
+        return self._no_content()
+
+    async def _continue(self, chan: SimChannel, context: str, exten: str | None,
+                        priority: int) -> None:
+        await self._after_queued_playbacks(chan)
+        if chan.hungup or chan.stasis_app is None:
+            return
         self._leave_stasis(chan)
         chan.context, chan.priority = context, priority
         if context == self.fallback_context:
@@ -779,7 +797,6 @@ class AriSimulator:
         else:
             # The next priority after Stasis() in the IVR extension is Hangup().
             self._spawn(self._far_end_hangup(chan, 0.0))
-        return self._no_content()
 
     async def h_redirect(self, request: web.Request) -> web.Response:
         chan = self._channel(request)
@@ -839,9 +856,13 @@ class AriSimulator:
         return self._ok({"value": chan.variables[name]})
 
     async def h_set_var(self, request: web.Request) -> web.Response:
+        """Answered once set, which is after the channel's playbacks (as Asterisk 22.10.1)."""
         chan = self._channel(request)
         name = self._param(request, "variable", required=True) or ""
         value = self._param(request, "value") or ""
+        await self._after_queued_playbacks(chan)
+        if chan.hungup:
+            raise AriError(404, "Channel not found")
         chan.variables[name] = value
         self._emit_channel("ChannelVarset", chan, variable=name, value=value)
         if chan.call:
@@ -900,18 +921,23 @@ class AriSimulator:
                 chan.call.transcript.add(kind, detail)  # type: ignore[arg-type]
 
     async def _run_playback(self, pb: SimPlayback, target_id: str) -> None:
+        """As res_stasis_playback: per media PlaybackStarted, then PlaybackContinuing (all but
+        the last) or PlaybackFinished; a missing sound is skipped, but ends the playback
+        ``failed`` when it is the last; a stop ends the whole playback ``done``; a playback
+        cancelled while queued reports only its PlaybackFinished, when its turn comes."""
         app = self._target_app(target_id) if not pb.id.startswith("fallback-") else None
-        if not pb.stop.is_set():
-            for i, media in enumerate(pb.media):
-                pb.index, pb.state = i, "playing"
-                self._emit(app, "PlaybackStarted" if i == 0 else "PlaybackContinuing",
-                           playback=pb.to_json())
-                prompt = media_to_prompt(media)
-                self._transcribe(target_id, "prompt_started", prompt)
-                if not self.sounds.exists(media):
-                    pb.state = "failed"
-                    self._transcribe(target_id, "prompt_finished", f"{prompt} failed")
-                    break
+        if pb.stop.is_set():  # cancelled while queued, or the channel left meanwhile
+            self._finish_playback(pb, app, "done")
+            return
+        last = len(pb.media) - 1
+        for i, media in enumerate(pb.media):
+            pb.index, pb.state = i, "playing"
+            self._emit(app, "PlaybackStarted", playback=pb.to_json())
+            prompt = media_to_prompt(media)
+            self._transcribe(target_id, "prompt_started", prompt)
+            if not self.sounds.exists(media):
+                self._transcribe(target_id, "prompt_finished", f"{prompt} failed")
+            else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pb.stop.wait(), self.sounds.seconds(media))
                 if pb.stop.is_set():
@@ -919,8 +945,17 @@ class AriSimulator:
                         self._transcribe(target_id, "prompt_finished", f"{prompt} stopped")
                     break
                 self._transcribe(target_id, "prompt_finished", f"{prompt} done")
-        if pb.state != "failed":
-            pb.state = "done"
+            if i < last:
+                pb.state = "continuing"
+                self._emit(app, "PlaybackContinuing", playback=pb.to_json())
+            elif not self.sounds.exists(media):
+                self._finish_playback(pb, app, "failed")
+                return
+        self._finish_playback(pb, app, "done")
+
+    def _finish_playback(self, pb: SimPlayback, app: str | None, state: PlaybackState) -> None:
+        pb.state = state
+        pb.finished.set()
         self.playbacks.pop(pb.id, None)
         self._emit(app, "PlaybackFinished", playback=pb.to_json())
 
@@ -936,11 +971,9 @@ class AriSimulator:
             raise AriError(404, "Playback not found")
         pb, target = entry
         self._note_command(target, "stop")
+        if pb.state == "queued":  # cancelled: reads "done" now, finishes when its turn comes
+            pb.state = "done"
         pb.stop.set()
-        chan = self.channels.get(target)
-        if pb.state == "queued" and chan and pb in chan.playbacks[1:]:
-            chan.playbacks.remove(pb)
-            self._spawn(self._run_playback(pb, target))
         return self._no_content()
 
     # ------------------------------------------------------------------ bridges
