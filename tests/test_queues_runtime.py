@@ -440,3 +440,113 @@ async def test_agent_holds_then_transfers_the_caller_to_another_queue(
             await agents.hold("ann")
     finally:
         await rt.stop()
+
+
+# ---------------------------------------------------------------- callers the worker no longer has
+# Reproduce the ghost callers found after Redis stalls and restarts (see also
+# tests/test_queue_outages.py): a caller this worker owns in Redis but has no flow for.
+
+
+async def test_a_caller_the_worker_no_longer_has_is_withdrawn(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A Join that landed after the runtime gave up on it (Redis stalled past the socket
+    timeout) left a caller owned by this worker with no flow behind it; the heartbeat renewed
+    its lease for ever and agents were offered it. The tick withdraws it: ann's offer is
+    withdrawn (available, not counted as missed), the record is gone, counted lost."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    await AgentControl(store).login("ann")
+    await store.enqueue("support", "ghost", "w1")
+    await store.match("support")
+    assert (await store.agent("ann")).offer == "ghost"  # type: ignore[union-attr]
+    rt = QueueRuntime(redis_client, "w1", Worker().deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        ann = await eventually(lambda: store.agent("ann"),
+                               lambda s: s is not None and s.state == "available")
+        assert ann is not None and (ann.offer, ann.no_answer) == ("", 0)
+        assert not await redis_client.exists(f"{store.prefix}call:ghost")
+        stats = await store.stats("support")
+        assert (stats.lost, stats.waiting) == (1, 0)
+    finally:
+        await rt.stop()
+
+
+async def test_an_agent_who_takes_a_caller_the_worker_no_longer_has_is_freed(
+    redis_client: aioredis.Redis,
+) -> None:
+    """alice went on_call into an empty room: she accepted a ghost and its worker, told of
+    the assignment, ignored it. Now the worker withdraws the caller at once (no tick
+    needed): the agent is available again, without wrap-up (the call never connected)."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    rt = QueueRuntime(redis_client, "w1", Worker().deliver, tick_seconds=60)
+    await rt.start()
+    try:
+        await until(lambda: rt._ticks == 1)  # the next tick is a minute away
+        await store.enqueue("support", "ghost", "w1")
+        await AgentControl(store).login("ann")
+        assert (await store.accept("ann", "ghost")).ok
+        ann = await eventually(lambda: store.agent("ann"),
+                               lambda s: s is not None and s.state == "available")
+        assert ann is not None and (ann.call, ann.wrapup_until_ms) == ("", 0)
+        stats = await store.stats("support")
+        assert (stats.lost, stats.answered, stats.waiting) == (1, 0, 0)
+    finally:
+        await rt.stop()
+
+
+async def test_an_assignment_from_a_queue_the_caller_left_is_not_dialled(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The caller overflowed from billing into support; an assignment from billing still in
+    the inbox is not dialled in support (the Leave from billing frees that agent)."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        stale = {"type": "assigned", "call": "call-0001", "queue": "billing", "agent": "bob",
+                 "target": "bob", "kind": "browser"}
+        await redis_client.rpush(store.keys.inbox("w1"), json.dumps(stale))
+        await eventually(lambda: redis_client.llen(store.keys.inbox("w1")), lambda n: n == 0)
+        await asyncio.sleep(0.1)
+        assert not any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"])
+        assert not any(isinstance(c, Dial) for c in worker.commands["call-0001"])
+    finally:
+        await rt.stop()
+
+
+def test_gevent_runtime_withdraws_callers_it_no_longer_has(redis_url: str) -> None:
+    """The same two withdrawals on the gevent runtime (FreeSWITCH worker), stepped by hand:
+    a ghost offered to ann is withdrawn by the tick; one bob accepted, by the inbox."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    rt = GeventQueueRuntime(client, "gw", Worker().deliver)
+    store = rt.store
+    for agent in ("ann", "bob"):
+        store.sync_agent(AgentConfig(agent))
+    store.sync_queue(QueueConfig("support", wrapup_seconds=30), [Member("ann")])
+    store.sync_queue(QueueConfig("sales", wrapup_seconds=30), [Member("bob")])
+    rt.refresh_configs()
+    store.agent_action("ann", "login")
+    store.enqueue("support", "ghost-1", "gw")
+    store.match("support")
+    rt.tick()
+    rt._action_once()
+    ann = store.agent("ann")
+    assert ann is not None and (ann.state, ann.offer, ann.no_answer) == ("available", "", 0)
+    store.enqueue("sales", "ghost-2", "gw")
+    store.agent_action("bob", "login")
+    store.match("sales")
+    assert store.accept("bob", "ghost-2").ok
+    rt._inbox_once()
+    rt._action_once()
+    bob = store.agent("bob")
+    assert bob is not None and (bob.state, bob.call) == ("available", "")
+    assert [store.stats(q).lost for q in ("support", "sales")] == [1, 1]
+    assert not client.exists(f"{store.prefix}call:ghost-1", f"{store.prefix}call:ghost-2")
+    client.close()
