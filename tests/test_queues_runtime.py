@@ -550,3 +550,35 @@ def test_gevent_runtime_withdraws_callers_it_no_longer_has(redis_url: str) -> No
     assert [store.stats(q).lost for q in ("support", "sales")] == [1, 1]
     assert not client.exists(f"{store.prefix}call:ghost-1", f"{store.prefix}call:ghost-2")
     client.close()
+
+
+async def test_the_agent_hanging_up_ends_the_agent_leg_and_the_stay_answered(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Hang up in the console (AgentControl.end_call, even with LiveKit unreachable so the
+    room lingers): the caller's entry ends in Redis at once and the worker is told to end the
+    agent's leg; ticks meanwhile do not take the caller for a lost lease, and the stay ends
+    answered once the engine reports the leg over."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=0)
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    agents = AgentControl(store)
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await agents.login("ann")
+        assert (await agents.accept("ann", "call-0001")).ok
+        commands = worker.commands["call-0001"]
+        await until(lambda: isinstance(commands[-1], Dial))
+        assert await agents.end_call("ann") == "available"
+        await until(lambda: commands[-1] == EndDial())
+        await asyncio.sleep(0.3)  # a few ticks while the engine ends the leg
+        assert worker.ivrs["call-0001"].results == []
+        worker.deliver("call-0001", DialResult("ann", "answered"))
+        await rt.drain()
+        assert worker.ivrs["call-0001"].results == [QueueResult("support", "answered", "ann")]
+        assert (await store.stats("support")).answered == 1
+    finally:
+        await rt.stop()

@@ -89,6 +89,28 @@ async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
     assert (await store.stats("support")).answered == 1
 
 
+async def agent_hangs_up_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Connected to ann, who hangs up from the console (AgentControl.end_call): the worker
+    ends her leg in the engine at once (her phone would talk 30 s more), whatever a LiveKit
+    room would do; the caller's stay is over and the IVR closes the call."""
+    control = AgentControl(store)
+    await call.wait_for_prompt("file:ivr/welcome")
+    await call.press("2")
+    await call.wait_for_prompt("file:ivr/support")
+    await call.press("1")
+    await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default")
+    await control.login("ann")
+    bridged = await call.transcript.wait_for(
+        lambda e: e.kind == "bridged" and e.detail.endswith("1001"), timeout=10)
+    start = call.transcript.entries.index(bridged) + 1
+    assert await control.end_call("ann") == "available"
+    await call.transcript.wait_for(lambda e: e.kind == "unbridged" and e.detail.endswith("1001"),
+                                   timeout=3, start=start)
+    await call.wait_for_prompt("file:ivr/queue-closed")
+    await call.wait_ended(10)
+    assert (await store.stats("support")).answered == 1
+
+
 @asynccontextmanager
 async def asterisk_stack(redis_client: aioredis.Redis,
                          talk_seconds: float) -> AsyncIterator[tuple[AriSimulator, QueueRuntime]]:
@@ -133,6 +155,13 @@ async def test_asterisk_agent_holds_and_transfers(redis_client: aioredis.Redis) 
     await define_support(store)
     async with asterisk_stack(redis_client, talk_seconds=30) as (sim, _):
         await agent_controls_walk(await sim.place_call("9999"), store)
+
+
+async def test_asterisk_agent_hangs_up_from_the_console(redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    async with asterisk_stack(redis_client, talk_seconds=30) as (sim, _):
+        await agent_hangs_up_walk(await sim.place_call("9999"), store)
 
 
 # ---------------------------------------------------------------- FreeSWITCH (gevent worker)
@@ -223,3 +252,12 @@ async def test_freeswitch_agent_holds_and_transfers(
     await define_support(store)
     async with freeswitch_stack(redis_url, talk_seconds=30) as sim:
         await agent_controls_walk(await sim.place_call("9999"), store)
+
+
+async def test_freeswitch_agent_hangs_up_from_the_console(
+    redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    async with freeswitch_stack(redis_url, talk_seconds=30) as sim:
+        await agent_hangs_up_walk(await sim.place_call("9999"), store)

@@ -14,7 +14,8 @@ call flow with :meth:`wrap`. The runtime then
   free again at once;
 * delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
   they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
-  :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer, and
+  :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer or
+  hangs up, and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
@@ -34,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 from redis import exceptions as redis_errors
 
@@ -61,6 +62,8 @@ from ivr.calls import (
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
+AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup"]
+AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
 
 # Redis could not be reached: down, restarting, loading its data, stalled past the socket
 # timeout, a replica after a failover. A write sent meanwhile may or may not have landed.
@@ -211,8 +214,8 @@ class _RuntimeCore:
         return True
 
     def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
-        """Deliver changed positions; callers joined before the tick but unknown to Redis
-        now were reaped by another worker (this one stalled past its lease)."""
+        """Deliver changed positions; waiting callers joined before the tick but unknown to
+        Redis now were reaped by another worker (this one stalled past its lease)."""
         seen = set()
         for st in statuses:
             seen.add(st.call_id)
@@ -229,7 +232,9 @@ class _RuntimeCore:
                                                    st.staffed))
         for call_id in (joined_before & self._joined) - seen:
             flow = self.flows.get(call_id)
-            if flow is not None and not flow.done:
+            # A connected caller's entry also ends when the agent hangs up first: the
+            # conversation goes on until the engine ends the agent's leg.
+            if flow is not None and flow.phase == "waiting":
                 log.warning("queue lease lost", extra={"call_id": call_id})
                 self._send(call_id, QueueResult(flow.config.name, "failed", "lease lost"))
             self._forget(call_id)
@@ -249,8 +254,8 @@ class _RuntimeCore:
                 else "browser"
             self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"],
                                                   agent_kind))
-        elif kind == "agent_request" and msg.get("action") in ("hold", "unhold", "transfer"):
-            action: Literal["hold", "unhold", "transfer"] = msg["action"]  # type: ignore[assignment]
+        elif kind == "agent_request" and msg.get("action") in AGENT_REQUESTS:
+            action: AgentRequestKind = msg["action"]  # type: ignore[assignment]
             self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
         else:
             log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
