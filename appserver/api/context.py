@@ -1,4 +1,5 @@
-"""What request handlers share: database pool, Redis, settings and the LiveKit client."""
+"""What request handlers share: database pool, Redis, settings and the LiveKit client (and
+its janitor, which retries room deletions LiveKit did not take)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class ApiContext:
         await redis.delete(LEGACY_SECRET_KEY)
         ctx = cls(pool, redis, settings, sessions, rooms)
         await ctx.hub.start()
+        rooms.start_janitor()
         return ctx
 
     async def stop(self) -> None:
