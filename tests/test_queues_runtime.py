@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -13,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from appserver.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
@@ -582,3 +585,44 @@ async def test_the_agent_hanging_up_ends_the_agent_leg_and_the_stay_answered(
         assert (await store.stats("support")).answered == 1
     finally:
         await rt.stop()
+
+
+async def test_live_callers_survive_a_redis_outage_longer_than_their_lease(
+    scratch_dir: Path,
+) -> None:
+    """Redis restarts and stays down longer than a lease: every worker's leases have expired
+    when it is back. The first worker to tick must not reap the other's live callers as
+    lost (they would be failed and hung up): a runtime back from a gap waits a lease
+    before reaping, long enough for every live worker to renew."""
+    from test_faults import _ping, _redis_server
+
+    port = free_port()
+    server = _redis_server(scratch_dir / "redis", port)
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    one, two = Worker(), Worker()
+    runtimes = [QueueRuntime(client, name, w.deliver, lease_seconds=1, tick_seconds=0.05)
+                for name, w in (("w1", one), ("w2", two))]
+    try:
+        await eventually(lambda: _ping(client), bool)
+        store = QueueStore(client)
+        await define(store, {"ann": "browser"})
+        for rt in runtimes:
+            await rt.start()
+        one.place(runtimes[0], "call-0001")
+        two.place(runtimes[1], "call-0002")
+        for rt in runtimes:
+            await rt.drain()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        await asyncio.sleep(2.0)  # twice the lease
+        server = _redis_server(scratch_dir / "redis", port)
+        await eventually(lambda: _ping(client), bool)
+        await asyncio.sleep(1.5)  # ticks, and reaping were it allowed
+        assert (await store.stats("support")).waiting == 2
+        assert one.ivrs["call-0001"].results == two.ivrs["call-0002"].results == []
+    finally:
+        for rt in runtimes:
+            await rt.stop()
+        await client.aclose()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)

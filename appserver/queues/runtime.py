@@ -19,8 +19,9 @@ call flow with :meth:`wrap`. The runtime then
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
-  reaps callers of dead workers, refreshes queue definitions and (one worker at a time)
-  publishes live stats on ``callyard:q:stats``.
+  reaps callers of dead workers (not for a lease after Redis was unreachable: live workers
+  renew theirs first), refreshes queue definitions and (one worker at a time) publishes
+  live stats on ``callyard:q:stats``.
 
 :class:`QueueRuntime` is for asyncio (``redis.asyncio``); :class:`GeventQueueRuntime` is the
 same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets).
@@ -104,6 +105,8 @@ class _RuntimeCore:
         self._joined: set[str] = set()
         self._withdrawing: set[str] = set()
         self._ticks = 0
+        self._last_tick = time.monotonic()
+        self._reap_from = 0.0
 
     def wrap(self, flow: CallFlow) -> QueueingFlow:
         """The flow to run for a call instead of ``flow``: queues on ``Enqueue``."""
@@ -171,6 +174,16 @@ class _RuntimeCore:
         if isinstance(action, Join):
             self._join_failed(action, "redis error")
         return None
+
+    def _may_reap(self) -> bool:
+        """Whether this tick may reap other workers' callers. Not for a lease after a gap
+        between ticks (Redis was unreachable, or this worker stalled): every lease may have
+        run out meanwhile, and live workers need that long to renew theirs."""
+        now = time.monotonic()
+        if now - self._last_tick > 2 * self.tick_seconds + 1:
+            self._reap_from = now + self.lease_ms / 1000
+        self._last_tick = now
+        return now >= self._reap_from
 
     def _withdraw(self, call_id: str) -> None:
         if call_id not in self._withdrawing:
@@ -376,7 +389,8 @@ class QueueRuntime(_RuntimeCore):
         store = self.store
         joined = set(self._joined)
         self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
-        await store.reap()
+        if self._may_reap():
+            await store.reap()
         for queue in self._queues_waiting():
             await store.match(queue)
         self._ticks += 1
@@ -494,7 +508,8 @@ class GeventQueueRuntime(_RuntimeCore):
         store = self.store
         joined = set(self._joined)
         self._updates(store.tick(self.worker_id, self.lease_ms), joined)
-        store.reap()
+        if self._may_reap():
+            store.reap()
         for queue in self._queues_waiting():
             store.match(queue)
         self._ticks += 1
