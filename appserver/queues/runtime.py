@@ -166,7 +166,7 @@ class _RuntimeCore:
         wait before the next one, or None to give up (a Join then fails the caller)."""
         if isinstance(exc, UNREACHABLE):
             if attempt == 1 or attempt % 30 == 0:
-                log.warning("queue write waits for Redis: %s", exc or type(exc).__name__,
+                log.warning("queue write waits for Redis: %s", str(exc) or type(exc).__name__,
                             extra={"call_id": action.call_id, "attempt": attempt,
                                    "action": type(action).__name__})
             return min(RETRY_MAX, RETRY_MIN * 2 ** (attempt - 1))
@@ -347,7 +347,7 @@ class QueueRuntime(_RuntimeCore):
                 return
             except Exception as exc:
                 delay = self._retry_in(action, exc, attempt)
-                if delay is None:
+                if delay is None or self._stopping:  # redis-py can swallow a cancellation
                     return
                 await asyncio.sleep(delay)
 
