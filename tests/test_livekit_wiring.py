@@ -127,3 +127,17 @@ async def test_livekit_setup_is_explicit_and_idempotent() -> None:
         (rule_info,) = lk.rules.values()
         (trunk_info,) = lk.trunks.values()
         assert list(rule_info.trunk_ids) == [trunk_info.sip_trunk_id]
+
+
+async def test_callyard_dev_takes_calls_without_a_livekit_server(redis_client) -> None:
+    """`callyard dev` (simulated engines, usually no LiveKit running) goes on without rooms
+    instead of refusing the agent's accept; nothing waits to be deleted."""
+    async with livekit_stand_in() as lk:
+        await lk.stop()
+        rooms = CallRooms(redis_client, lk.url, LK_KEY, LK_SECRET, require_livekit=False)
+        try:
+            await rooms.enter("alice", await rooms.create("c-1"))
+            assert await rooms.close_for("alice") == "call-c-1"
+            assert await redis_client.zcard(ROOMS_TO_DELETE) == 0
+        finally:
+            await rooms.close()
