@@ -190,7 +190,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     supervisors = [asyncio.create_task(c.supervise(), name=c.name) for c in children]
 
     try:
-        async with Services.started(dsn, redis_url, settings) as services, \
+        async with Services.started(dsn, redis_url, settings,
+                                    require_livekit=False) as services, \
                 writer_running(services.redis, services.pool):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
             # Ready once both workers are connected to their simulated engine.

@@ -275,10 +275,10 @@ class AgentAssigned:
 @dataclass(frozen=True, slots=True)
 class AgentRequest:
     """From the queue runtime, while the caller is connected to an agent: the agent asked to
-    ``hold`` or ``unhold`` the caller, or to blind-transfer them to ``target``
-    (``extension:<number>`` or ``queue:<name>``)."""
+    ``hold`` or ``unhold`` the caller, to blind-transfer them to ``target``
+    (``extension:<number>`` or ``queue:<name>``), or hung up (``hangup``: end their leg)."""
 
-    action: Literal["hold", "unhold", "transfer"]
+    action: Literal["hold", "unhold", "transfer", "hangup"]
     target: str = ""
 
 

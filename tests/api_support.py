@@ -46,6 +46,23 @@ class LiveKitStandIn:
     trunks: dict[str, proto_sip.SIPInboundTrunkInfo] = field(default_factory=dict)
     rules: dict[str, proto_sip.SIPDispatchRuleInfo] = field(default_factory=dict)
     url: str = ""
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Serve the API (again on the same port after :meth:`stop`)."""
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """LiveKit down: connections are refused until :meth:`start`."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -133,16 +150,11 @@ class LiveKitStandIn:
 @contextlib.asynccontextmanager
 async def livekit_stand_in() -> AsyncIterator[LiveKitStandIn]:
     lk = LiveKitStandIn()
-    runner = web.AppRunner(lk.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    lk.url = f"http://127.0.0.1:{port}"
+    await lk.start()
     try:
         yield lk
     finally:
-        await runner.cleanup()
+        await lk.stop()
 
 
 async def seed_people(pool: asyncpg.Pool) -> None:

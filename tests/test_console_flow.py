@@ -183,3 +183,69 @@ async def test_hold_and_blind_transfer_reach_the_owning_worker(pg_pool, redis_cl
                 "target": "queue:billing"}
             r = await http.post("/api/agent/transfer", json={"kind": "extension", "target": "1"})
             assert r.status == 409 and (await r.json())["detail"]["code"] == "transferring"
+
+
+
+async def _offered(api: Any, c: Any) -> None:
+    """agent1 in support (30 s wrap-up) is offered call-1, owned by worker-1."""
+    await save_member(api.ctx.pool, QueueMember("support", "agent1"))
+    await queue_config.reload(api.ctx.pool, api.ctx.queues)
+    await c.post("/api/agent/login")
+    await api.ctx.queues.enqueue("support", "call-1", "worker-1", caller="+15550123")
+    await api.ctx.queues.match("support")
+
+
+async def test_agent_hangup_while_livekit_is_down_ends_the_call(pg_pool, redis_client) -> None:
+    """Reproduces: with LiveKit down, POST /api/agent/hangup answered 500
+    (ClientConnectorError) because deleting the room failed, and the call did not end. Now
+    the call ends anyway (wrap-up; the worker that owns it is told to end the agent's leg)
+    and the room is deleted once LiveKit is back, from a Redis set of rooms to delete that
+    any API process works through."""
+    from appserver.agents.rooms import ROOMS_TO_DELETE
+
+    await save_queue(pg_pool, Queue(name="support", wrapup_seconds=30))
+    async with api_app(pg_pool, redis_client) as api, \
+            api.client(await api.token("agent1")) as c:
+        await _offered(api, c)
+        r = await c.post("/api/agent/accept", json={"call": "call-1"})
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        assert (await api.ctx.queues.pop_inbox("worker-1", 1) or {})["type"] == "assigned"
+        await api.livekit.stop()
+        r = await c.post("/api/agent/hangup")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"state": "wrap_up", "room_closed": "call-call-1"}
+        assert await api.ctx.queues.pop_inbox("worker-1", 1) == {
+            "type": "agent_request", "call": "call-1", "action": "hangup", "target": ""}
+        assert "call-call-1" in api.livekit.rooms  # LiveKit could not be told yet
+        assert await redis_client.zrange(ROOMS_TO_DELETE, 0, -1) == ["call-call-1"]
+
+        await api.livekit.start()
+        async with asyncio.timeout(10):
+            while "call-call-1" in api.livekit.rooms:
+                await asyncio.sleep(0.1)
+        assert await redis_client.zcard(ROOMS_TO_DELETE) == 0
+        status = (await c.get("/api/agent/status")).json()
+        assert (status["state"], status["room"]) == ("wrap_up", None)
+
+
+async def test_accept_while_livekit_is_down_answers_503_and_the_offer_stands(
+    pg_pool, redis_client
+) -> None:
+    """Accepting while LiveKit cannot be reached took the call into a room that could not
+    exist. Now it answers a clear 503 (livekit_unavailable, Retry-After), nobody is dialled,
+    the offer still stands, and accepting once LiveKit is back works."""
+    await save_queue(pg_pool, Queue(name="support", ring_timeout=60))
+    async with api_app(pg_pool, redis_client) as api, \
+            api.client(await api.token("agent1")) as c:
+        await _offered(api, c)
+        await api.livekit.stop()
+        r = await c.post("/api/agent/accept", json={"call": "call-1"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+        assert r.json()["detail"]["code"] == "livekit_unavailable"
+        status = (await c.get("/api/agent/status")).json()
+        assert (status["state"], status["offer"], status["room"]) == ("offered", "call-1", None)
+        assert await api.ctx.queues.pop_inbox("worker-1", 0.1) is None  # nobody dialled
+        await api.livekit.start()
+        r = await c.post("/api/agent/accept", json={"call": "call-1"})
+        assert r.status_code == 200 and r.json()["livekit"]["room"] == "call-call-1", r.text
+        assert "call-call-1" in api.livekit.rooms

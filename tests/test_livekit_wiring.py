@@ -3,6 +3,7 @@ address engines dial, and `callyard livekit-setup` applying the trunk and dispat
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import jwt
 import pytest
 from api_support import LK_KEY, LK_SECRET, livekit_stand_in
 
-from appserver.agents.rooms import CallRooms
+from appserver.agents.rooms import ROOMS_TO_DELETE, CallRooms, LiveKitUnavailable
 from appserver.agents.setup_command import RULE_FILE, TRUNK_FILE, apply
 from appserver.agents.sip import room_name, sip_address
 from appserver.settings import SettingsError, load_settings
@@ -38,26 +39,55 @@ async def test_rooms_created_and_deleted_through_the_api(redis_client) -> None:
     async with livekit_stand_in() as lk:
         rooms = CallRooms(redis_client, lk.url, LK_KEY, LK_SECRET)
         try:
-            assert await rooms.open("alice", "c-1") == "call-c-1"
+            assert await rooms.create("c-1") == "call-c-1"
             created = lk.calls[-1][1]
             assert created.name == "call-c-1" and created.empty_timeout == 60
-            assert json.loads(created.metadata) == {"call_id": "c-1", "agent": "alice"}
+            assert json.loads(created.metadata) == {"call_id": "c-1"}
+            await rooms.enter("alice", "call-c-1")
             assert await rooms.room_of("alice") == "call-c-1"
             assert await rooms.close_for("alice") == "call-c-1"
             assert lk.rooms == {}
             assert await rooms.close_for("alice") is None  # idempotent
             # A room already gone on the server is not an error.
-            await rooms.open("bob", "c-2")
+            await rooms.enter("bob", await rooms.create("c-2"))
             lk.rooms.clear()
             assert await rooms.close_for("bob") == "call-c-2"
+            assert await redis_client.zcard(ROOMS_TO_DELETE) == 0
         finally:
             await rooms.close()
         wrong = CallRooms(redis_client, lk.url, LK_KEY, "not-the-secret-at-all-0123456789abcdef")
         try:
-            with pytest.raises(api.TwirpError):
-                await wrong.open("carol", "c-3")
+            with pytest.raises(LiveKitUnavailable, match="unauthenticated"):
+                await wrong.create("c-3")
         finally:
             await wrong.close()
+
+
+async def test_a_room_deletion_livekit_did_not_take_is_retried_by_any_api_process(
+    redis_client,
+) -> None:
+    """LiveKit down when a call ends: the room stays queued in Redis, not lost with the
+    process that tried; another API process deletes it once LiveKit is back (after a
+    backoff), and nobody deletes it twice."""
+    async with livekit_stand_in() as lk:
+        one = CallRooms(redis_client, lk.url, LK_KEY, LK_SECRET)
+        other = CallRooms(redis_client, lk.url, LK_KEY, LK_SECRET)
+        try:
+            await one.enter("alice", await one.create("c-1"))
+            await lk.stop()
+            assert await one.close_for("alice") == "call-c-1"
+            assert await one.room_of("alice") is None
+            assert await redis_client.zrange(ROOMS_TO_DELETE, 0, -1) == ["call-c-1"]
+            assert await other.delete_due() == 0  # backing off: not due yet
+            await lk.start()
+            await asyncio.sleep(1.1)
+            assert await other.delete_due() == 1
+            assert lk.rooms == {} and await redis_client.zcard(ROOMS_TO_DELETE) == 0
+            assert await one.delete_due() == 0
+            assert [m for m, _ in lk.calls].count("DeleteRoom") == 1
+        finally:
+            await one.close()
+            await other.close()
 
 
 def test_token_is_for_one_room_and_short_lived(redis_client) -> None:
@@ -97,3 +127,17 @@ async def test_livekit_setup_is_explicit_and_idempotent() -> None:
         (rule_info,) = lk.rules.values()
         (trunk_info,) = lk.trunks.values()
         assert list(rule_info.trunk_ids) == [trunk_info.sip_trunk_id]
+
+
+async def test_callyard_dev_takes_calls_without_a_livekit_server(redis_client) -> None:
+    """`callyard dev` (simulated engines, usually no LiveKit running) goes on without rooms
+    instead of refusing the agent's accept; nothing waits to be deleted."""
+    async with livekit_stand_in() as lk:
+        await lk.stop()
+        rooms = CallRooms(redis_client, lk.url, LK_KEY, LK_SECRET, require_livekit=False)
+        try:
+            await rooms.enter("alice", await rooms.create("c-1"))
+            assert await rooms.close_for("alice") == "call-c-1"
+            assert await redis_client.zcard(ROOMS_TO_DELETE) == 0
+        finally:
+            await rooms.close()

@@ -302,3 +302,16 @@ def test_blind_transfer_to_a_queue_queues_the_caller_again() -> None:
     assert [type(a).__name__ for a in factory.actions] == ["Join", "Finish", "Join"]
     assert factory.actions[-1].queue == "billing"  # type: ignore[union-attr]
     assert ivr.events == []  # the IVR hears nothing until the caller's stay is over
+
+
+def test_the_agent_hanging_up_ends_their_leg_and_the_stay() -> None:
+    """Hang up in the console (even with LiveKit unreachable, so its room lingers): the
+    agent's leg is ended by the worker, and whatever the dial reports then (the leg may not
+    have been up yet) the caller's stay is over, answered, never back in line."""
+    for outcome in ("answered", "no_answer"):
+        flow, actions = connected()
+        assert flow.handle(AgentRequest("hangup")) == [EndDial()]
+        assert flow.handle(AgentRequest("hangup")) == []  # once
+        assert flow.handle(DialResult("ann", outcome)) == []  # type: ignore[arg-type]
+        assert flow.done and flow.result == QueueResult("support", "answered", "ann")
+        assert actions[-1] == Finish("call-1")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -13,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from appserver.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
@@ -440,3 +443,186 @@ async def test_agent_holds_then_transfers_the_caller_to_another_queue(
             await agents.hold("ann")
     finally:
         await rt.stop()
+
+
+# ---------------------------------------------------------------- callers the worker no longer has
+# Reproduce the ghost callers found after Redis stalls and restarts (see also
+# tests/test_queue_outages.py): a caller this worker owns in Redis but has no flow for.
+
+
+async def test_a_caller_the_worker_no_longer_has_is_withdrawn(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A Join that landed after the runtime gave up on it (Redis stalled past the socket
+    timeout) left a caller owned by this worker with no flow behind it; the heartbeat renewed
+    its lease for ever and agents were offered it. The tick withdraws it: ann's offer is
+    withdrawn (available, not counted as missed), the record is gone, counted lost."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    await AgentControl(store).login("ann")
+    await store.enqueue("support", "ghost", "w1")
+    await store.match("support")
+    assert (await store.agent("ann")).offer == "ghost"  # type: ignore[union-attr]
+    rt = QueueRuntime(redis_client, "w1", Worker().deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        ann = await eventually(lambda: store.agent("ann"),
+                               lambda s: s is not None and s.state == "available")
+        assert ann is not None and (ann.offer, ann.no_answer) == ("", 0)
+        assert not await redis_client.exists(f"{store.prefix}call:ghost")
+        stats = await store.stats("support")
+        assert (stats.lost, stats.waiting) == (1, 0)
+    finally:
+        await rt.stop()
+
+
+async def test_an_agent_who_takes_a_caller_the_worker_no_longer_has_is_freed(
+    redis_client: aioredis.Redis,
+) -> None:
+    """alice went on_call into an empty room: she accepted a ghost and its worker, told of
+    the assignment, ignored it. Now the worker withdraws the caller at once (no tick
+    needed): the agent is available again, without wrap-up (the call never connected)."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    rt = QueueRuntime(redis_client, "w1", Worker().deliver, tick_seconds=60)
+    await rt.start()
+    try:
+        await until(lambda: rt._ticks == 1)  # the next tick is a minute away
+        await store.enqueue("support", "ghost", "w1")
+        await AgentControl(store).login("ann")
+        assert (await store.accept("ann", "ghost")).ok
+        ann = await eventually(lambda: store.agent("ann"),
+                               lambda s: s is not None and s.state == "available")
+        assert ann is not None and (ann.call, ann.wrapup_until_ms) == ("", 0)
+        stats = await store.stats("support")
+        assert (stats.lost, stats.answered, stats.waiting) == (1, 0, 0)
+    finally:
+        await rt.stop()
+
+
+async def test_an_assignment_from_a_queue_the_caller_left_is_not_dialled(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The caller overflowed from billing into support; an assignment from billing still in
+    the inbox is not dialled in support (the Leave from billing frees that agent)."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        stale = {"type": "assigned", "call": "call-0001", "queue": "billing", "agent": "bob",
+                 "target": "bob", "kind": "browser"}
+        await redis_client.rpush(store.keys.inbox("w1"), json.dumps(stale))
+        await eventually(lambda: redis_client.llen(store.keys.inbox("w1")), lambda n: n == 0)
+        await asyncio.sleep(0.1)
+        assert not any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"])
+        assert not any(isinstance(c, Dial) for c in worker.commands["call-0001"])
+    finally:
+        await rt.stop()
+
+
+def test_gevent_runtime_withdraws_callers_it_no_longer_has(redis_url: str) -> None:
+    """The same two withdrawals on the gevent runtime (FreeSWITCH worker), stepped by hand:
+    a ghost offered to ann is withdrawn by the tick; one bob accepted, by the inbox."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    rt = GeventQueueRuntime(client, "gw", Worker().deliver)
+    store = rt.store
+    for agent in ("ann", "bob"):
+        store.sync_agent(AgentConfig(agent))
+    store.sync_queue(QueueConfig("support", wrapup_seconds=30), [Member("ann")])
+    store.sync_queue(QueueConfig("sales", wrapup_seconds=30), [Member("bob")])
+    rt.refresh_configs()
+    store.agent_action("ann", "login")
+    store.enqueue("support", "ghost-1", "gw")
+    store.match("support")
+    rt.tick()
+    rt._action_once()
+    ann = store.agent("ann")
+    assert ann is not None and (ann.state, ann.offer, ann.no_answer) == ("available", "", 0)
+    store.enqueue("sales", "ghost-2", "gw")
+    store.agent_action("bob", "login")
+    store.match("sales")
+    assert store.accept("bob", "ghost-2").ok
+    rt._inbox_once()
+    rt._action_once()
+    bob = store.agent("bob")
+    assert bob is not None and (bob.state, bob.call) == ("available", "")
+    assert [store.stats(q).lost for q in ("support", "sales")] == [1, 1]
+    assert not client.exists(f"{store.prefix}call:ghost-1", f"{store.prefix}call:ghost-2")
+    client.close()
+
+
+async def test_the_agent_hanging_up_ends_the_agent_leg_and_the_stay_answered(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Hang up in the console (AgentControl.end_call, even with LiveKit unreachable so the
+    room lingers): the caller's entry ends in Redis at once and the worker is told to end the
+    agent's leg; ticks meanwhile do not take the caller for a lost lease, and the stay ends
+    answered once the engine reports the leg over."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=0)
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    agents = AgentControl(store)
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await agents.login("ann")
+        assert (await agents.accept("ann", "call-0001")).ok
+        commands = worker.commands["call-0001"]
+        await until(lambda: isinstance(commands[-1], Dial))
+        assert await agents.end_call("ann") == "available"
+        await until(lambda: commands[-1] == EndDial())
+        await asyncio.sleep(0.3)  # a few ticks while the engine ends the leg
+        assert worker.ivrs["call-0001"].results == []
+        worker.deliver("call-0001", DialResult("ann", "answered"))
+        await rt.drain()
+        assert worker.ivrs["call-0001"].results == [QueueResult("support", "answered", "ann")]
+        assert (await store.stats("support")).answered == 1
+    finally:
+        await rt.stop()
+
+
+async def test_live_callers_survive_a_redis_outage_longer_than_their_lease(
+    scratch_dir: Path,
+) -> None:
+    """Redis restarts and stays down longer than a lease: every worker's leases have expired
+    when it is back. The first worker to tick must not reap the other's live callers as
+    lost (they would be failed and hung up): a runtime back from a gap waits a lease
+    before reaping, long enough for every live worker to renew."""
+    from test_faults import _ping, _redis_server
+
+    port = free_port()
+    server = _redis_server(scratch_dir / "redis", port)
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    one, two = Worker(), Worker()
+    runtimes = [QueueRuntime(client, name, w.deliver, lease_seconds=1, tick_seconds=0.05)
+                for name, w in (("w1", one), ("w2", two))]
+    try:
+        await eventually(lambda: _ping(client), bool)
+        store = QueueStore(client)
+        await define(store, {"ann": "browser"})
+        for rt in runtimes:
+            await rt.start()
+        one.place(runtimes[0], "call-0001")
+        two.place(runtimes[1], "call-0002")
+        for rt in runtimes:
+            await rt.drain()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        await asyncio.sleep(2.0)  # twice the lease
+        server = _redis_server(scratch_dir / "redis", port)
+        await eventually(lambda: _ping(client), bool)
+        await asyncio.sleep(1.5)  # ticks, and reaping were it allowed
+        assert (await store.stats("support")).waiting == 2
+        assert one.ivrs["call-0001"].results == two.ivrs["call-0002"].results == []
+    finally:
+        for rt in runtimes:
+            await rt.stop()
+        await client.aclose()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)

@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import flows
+import pytest
 import redis.asyncio as aioredis
 
 from appserver.asterisk.worker import AsteriskWorker
@@ -31,6 +32,7 @@ from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from ivr.calls import CallFlow, CallInfo
 
 ROOT = Path(__file__).resolve().parents[1]
+Walk = Callable[[SimulatedCall, QueueStore], Awaitable[None]]
 
 
 async def define_support(store: QueueStore) -> None:
@@ -55,10 +57,8 @@ async def queue_walk(call: SimulatedCall, store: QueueStore) -> None:
     await call.wait_ended(10)
 
 
-async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
-    """Connected to ann, the caller is put on hold, resumed, then blind-transferred to 1002
-    by ann (AgentControl, as the console does): the same transcript on both engines."""
-    control = AgentControl(store)
+async def connected_to_ann(call: SimulatedCall, control: AgentControl) -> int:
+    """Menu -> support -> queue, ann logs in and is bridged: the transcript index after."""
     await call.wait_for_prompt("file:ivr/welcome")
     await call.press("2")
     await call.wait_for_prompt("file:ivr/support")
@@ -67,7 +67,14 @@ async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
     await control.login("ann")
     bridged = await call.transcript.wait_for(
         lambda e: e.kind == "bridged" and e.detail.endswith("1001"), timeout=10)
-    start = call.transcript.entries.index(bridged) + 1
+    return call.transcript.entries.index(bridged) + 1
+
+
+async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Connected to ann, the caller is put on hold, resumed, then blind-transferred to 1002
+    by ann (AgentControl, as the console does): the same transcript on both engines."""
+    control = AgentControl(store)
+    start = await connected_to_ann(call, control)
 
     async def seen(line: str) -> None:
         await call.transcript.wait_for(lambda e: f"{e.kind} {e.detail}".strip() == line,
@@ -86,6 +93,20 @@ async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
     await call.wait_ended(10)
     status = await control.status("ann")
     assert status is not None and status.state == "available" and status.call == ""
+    assert (await store.stats("support")).answered == 1
+
+
+async def agent_hangs_up_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Connected to ann, who hangs up from the console (AgentControl.end_call): the worker
+    ends her leg in the engine at once (her phone would talk 30 s more), whatever a LiveKit
+    room would do; the caller's stay is over and the IVR closes the call."""
+    control = AgentControl(store)
+    start = await connected_to_ann(call, control)
+    assert await control.end_call("ann") == "available"
+    await call.transcript.wait_for(lambda e: e.kind == "unbridged" and e.detail.endswith("1001"),
+                                   timeout=3, start=start)
+    await call.wait_for_prompt("file:ivr/queue-closed")
+    await call.wait_ended(10)
     assert (await store.stats("support")).answered == 1
 
 
@@ -128,11 +149,16 @@ async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> 
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
 
 
-async def test_asterisk_agent_holds_and_transfers(redis_client: aioredis.Redis) -> None:
+AGENT_WALKS = pytest.mark.parametrize("walk", [agent_controls_walk, agent_hangs_up_walk],
+                                      ids=["holds_and_transfers", "hangs_up_in_the_console"])
+
+
+@AGENT_WALKS
+async def test_asterisk_agent_controls(redis_client: aioredis.Redis, walk: Walk) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
     async with asterisk_stack(redis_client, talk_seconds=30) as (sim, _):
-        await agent_controls_walk(await sim.place_call("9999"), store)
+        await walk(await sim.place_call("9999"), store)
 
 
 # ---------------------------------------------------------------- FreeSWITCH (gevent worker)
@@ -216,10 +242,11 @@ async def test_freeswitch_menu_to_queue_to_agent(
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
 
 
-async def test_freeswitch_agent_holds_and_transfers(
-    redis_client: aioredis.Redis, redis_url: str
+@AGENT_WALKS
+async def test_freeswitch_agent_controls(
+    redis_client: aioredis.Redis, redis_url: str, walk: Walk
 ) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
     async with freeswitch_stack(redis_url, talk_seconds=30) as sim:
-        await agent_controls_walk(await sim.place_call("9999"), store)
+        await walk(await sim.place_call("9999"), store)

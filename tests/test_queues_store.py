@@ -291,7 +291,7 @@ async def test_overflow_by_length_and_join_when_empty(redis_client: aioredis.Red
     stats = await store.stats("support", now=t + 5000)
     assert (stats.waiting, stats.overflowed, stats.longest_wait) == (2, 3, 5.0)
     with pytest.raises(QueueError):
-        await store.enqueue("support", "c1", "w1", now=t)  # already queued
+        await store.enqueue("support", "c1", "w2", now=t)  # already queued, by another worker
     with pytest.raises(QueueError):
         await store.enqueue("nope", "c9", "w1", now=t)
     with pytest.raises(QueueConfigError):
@@ -376,3 +376,56 @@ async def test_estimated_wait_from_handle_time_and_staffing(redis_client: aiored
     st = by_call["w2"]
     assert (st.position, st.staffed, st.avg_handle_seconds) == (3, 2, 120.0)
     assert st.estimated_wait == 180.0  # 3 callers x 120 s over 2 agents
+
+
+async def test_a_join_repeated_after_its_reply_was_lost_lands_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis stalled past the client's socket timeout: the worker's enqueue timed out but
+    ran once Redis resumed, and the worker sends it again. The repeat answers like the first
+    (same place in line) and counts nothing twice; another worker's or another queue's join
+    of that call id is still refused."""
+    store = await setup(redis_client, ["ann"], login=False)
+    await store.sync_queue(QueueConfig("sales"), [])
+    first = await store.enqueue("support", "c1", "w1", now=T0)
+    await store.enqueue("support", "c2", "w1", now=T0 + 1)
+    again = await store.enqueue("support", "c1", "w1", now=T0 + 5000)
+    assert (again.status, again.position) == ("ok", first.position) == ("ok", 1)
+    stats = await store.stats("support", now=T0 + 5000)
+    assert (stats.joined, stats.waiting, stats.longest_wait) == (2, 2, 5.0)
+    for queue, owner in (("support", "w2"), ("sales", "w1")):
+        with pytest.raises(QueueError, match="duplicate call"):
+            await store.enqueue(queue, "c1", owner, now=T0 + 6000)
+
+
+async def test_accepting_an_offer_whose_caller_is_gone_withdraws_it(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The agent still holds an offer for a call whose record is gone: accepting it says so
+    (caller_left) and the agent is available again, the offer not counted as missed."""
+    store = await setup(redis_client, ["ann"])
+    assert await offer_one(store, "c1", T0 + 10_000) == "ann"
+    await redis_client.delete(f"{store.prefix}call:c1")
+    result = await store.accept("ann", "c1", now=T0 + 11_000)
+    assert (result.ok, result.error) == (False, "caller_left")
+    ann = await store.agent("ann")
+    assert ann is not None and (ann.state, ann.offer, ann.no_answer) == ("available", "", 0)
+
+
+async def test_a_dial_failure_repeated_after_its_reply_was_lost_keeps_a_later_assignment(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The worker's dial_failed ran but its reply was lost (Redis stalled), the caller was
+    assigned to ann again meanwhile; the worker's repeat (same time stamp) changes nothing."""
+    store = await setup(redis_client, ["ann"], kinds={"ann": "sip"}, max_no_answer=0)
+    t = T0 + 10_000
+    await store.enqueue("support", "c0", "w1", now=t)
+    assert [o.mode for o in await store.match("support", now=t)] == ["assigned"]
+    assert await store.dial_failed("c0", "ann", now=t + 20_000)
+    assert [o.mode for o in await store.match("support", now=t + 20_500)] == ["assigned"]
+    assert not await store.dial_failed("c0", "ann", now=t + 20_000)
+    (status,) = await store.tick("w1", now=t + 21_000)
+    assert status.state == "assigned"
+    ann = await store.agent("ann")
+    # one failed dial, counted once (a SIP agent's count restarts when a call connects)
+    assert ann is not None and (ann.state, ann.call, ann.no_answer) == ("on_call", "c0", 1)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSock
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, StringConstraints
 
+from appserver.agents.rooms import LiveKitUnavailable
 from appserver.api.auth import SESSION_COOKIE, AuthError, authenticate
 from appserver.api.console_hub import offer_details
 from appserver.api.context import ApiContext
@@ -144,26 +145,34 @@ async def _grant(ctx: ApiContext, agent: str, room: str) -> RoomOut:
                    expires_in=grant.expires_in)
 
 
+async def _create_room(ctx: ApiContext, call_id: str) -> str:
+    try:
+        return await ctx.rooms.create(call_id)
+    except LiveKitUnavailable as exc:
+        log.error("offer not taken: no room", extra={"call_id": call_id, "error": str(exc)})
+        raise HTTPException(503, {"code": "livekit_unavailable",
+                                  "message": f"{exc}; the call is still offered to you, "
+                                             "try again"},
+                            headers={"Retry-After": "2"}) from None
+
+
 @router.post("/api/agent/accept")
 async def agent_accept(ctx: Context, me: AgentSession, body: CallIn) -> AcceptOut:
     """Take the offered call: the call's LiveKit room is created and the answer carries a
-    token for that room only."""
+    token for that room only. 503 while LiveKit cannot be reached: the offer stands."""
     assert me.agent
+    status = await ctx.control.status(me.agent)
+    offered = status is not None and (status.state, status.offer) == ("offered", body.call)
+    # The room first: without it the agent could not talk to the caller they took.
+    room = await _create_room(ctx, body.call) if offered else ""
     try:
         result = await ctx.control.accept(me.agent, body.call)
     except (QueueError, QueueConfigError) as exc:
         raise _refused(exc) from None
-    if not result.ok:
+    if not result.ok:  # another agent's ring-all room, or one nobody joins (LiveKit ends it)
         return AcceptOut(ok=False, error=result.error)
-    try:
-        room = await ctx.rooms.open(me.agent, body.call)
-    except Exception as exc:  # LiveKit SIP creates the room on the INVITE anyway
-        log.error("room not created; LiveKit will create it on join",
-                  extra={"call_id": body.call, "error": str(exc)})
-        from appserver.agents.sip import room_name
-
-        room = room_name(body.call)
-        await ctx.redis.set("callyard:lk:agent:" + me.agent, room, ex=86400)
+    room = room or await _create_room(ctx, body.call)  # offered between the two reads
+    await ctx.rooms.enter(me.agent, room)
     return AcceptOut(ok=True, queue=result.queue, livekit=await _grant(ctx, me.agent, room))
 
 
@@ -178,8 +187,8 @@ async def agent_decline(ctx: Context, me: AgentSession, body: CallIn) -> dict[st
 
 @router.post("/api/agent/hangup")
 async def agent_hangup(ctx: Context, me: AgentSession) -> dict[str, str]:
-    """End the call: the room is deleted (LiveKit SIP hangs up the caller's leg) and the
-    agent goes to wrap-up."""
+    """End the call: the agent goes to wrap-up, the worker that owns the call ends the
+    agent's leg, and the room is deleted (now, or once LiveKit can be reached again)."""
     assert me.agent
     room = await ctx.rooms.close_for(me.agent)
     try:

@@ -1,4 +1,5 @@
-"""What request handlers share: database pool, Redis, settings and the LiveKit client."""
+"""What request handlers share: database pool, Redis, settings and the LiveKit client (and
+its janitor, which retries room deletions LiveKit did not take)."""
 
 from __future__ import annotations
 
@@ -42,17 +43,20 @@ class ApiContext:
         self.hub = AgentHub(self.redis, self.rooms)
 
     @classmethod
-    async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis,
-                    settings: Settings) -> ApiContext:
-        """Context with the session secret resolved and the agent event hub running."""
+    async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, *,
+                    require_livekit: bool = True) -> ApiContext:
+        """Context with the session secret resolved and the agent event hub running
+        (``require_livekit``: see :class:`~appserver.agents.rooms.CallRooms`)."""
         from appserver.api.auth import session_secret
 
         rooms = CallRooms(redis, settings.livekit_url, settings.livekit_api_key,
-                          settings.livekit_api_secret, settings.livekit_public_url)
+                          settings.livekit_api_secret, settings.livekit_public_url,
+                          require_livekit=require_livekit)
         sessions = Sessions(session_secret(settings), settings.api_session_ttl, redis)
         await redis.delete(LEGACY_SECRET_KEY)
         ctx = cls(pool, redis, settings, sessions, rooms)
         await ctx.hub.start()
+        rooms.start_janitor()
         return ctx
 
     async def stop(self) -> None:

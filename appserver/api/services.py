@@ -41,8 +41,11 @@ class Services:
     @classmethod
     @contextlib.asynccontextmanager
     async def started(
-        cls, dsn: str, redis_url: str, settings: Settings | None = None
+        cls, dsn: str, redis_url: str, settings: Settings | None = None, *,
+        require_livekit: bool = True,
     ) -> AsyncIterator[Services]:
+        """``require_livekit=False``: accept calls without a LiveKit room when LiveKit is
+        not running (``callyard dev``, whose engines are simulated)."""
         pool = await create_pool(dsn)
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         reloader = MenuReloader(dsn, redis, pool=pool)
@@ -50,7 +53,8 @@ class Services:
         context: ApiContext | None = None
         try:
             await reloader.start()
-            context = await ApiContext.start(pool, redis, settings or get_settings())
+            context = await ApiContext.start(pool, redis, settings or get_settings(),
+                                             require_livekit=require_livekit)
             yield cls(pool, redis, reloader, context=context)
         finally:
             if context is not None:

@@ -3,11 +3,13 @@
 One hash per call (``callyard:asterisk:call:<node>:<channel>``) holding the :class:`CallInfo`
 (and, for a dial leg, the channel that owns it) plus one set per node listing them. Records
 expire after ``ttl`` seconds as a safety net; the worker deletes them when a call ends.
-Redis trouble is logged and never ends a call.
+Redis trouble is logged and never ends a call; a deletion Redis did not take is retried in
+the background (with backoff) until it lands, so no record outlives its call by long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from redis.exceptions import RedisError
 from ivr.calls import CallInfo
 
 log = logging.getLogger(__name__)
+RETRY_MIN, RETRY_MAX = 0.5, 10.0  # seconds between attempts at deletions Redis did not take
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class CallStore:
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl
+        self._undeleted: set[tuple[str, str]] = set()  # (node, channel id) still to delete
+        self._retry: asyncio.Task[None] | None = None
 
     def _key(self, node: str, channel_id: str) -> str:
         return f"{self.prefix}:call:{node}:{channel_id}"
@@ -106,13 +111,41 @@ class CallStore:
         if self.redis is None:
             return
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            await self._delete({(node, channel_id)})
+        except (RedisError, OSError) as exc:
+            log.warning("could not delete call record; retrying",
+                        extra={"call_id": channel_id, "error": str(exc)})
+            self._undeleted.add((node, channel_id))
+            if self._retry is None or self._retry.done():
+                self._retry = asyncio.ensure_future(self._retry_deletes())
+
+    async def _delete(self, records: set[tuple[str, str]]) -> None:
+        assert self.redis is not None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for node, channel_id in records:
                 pipe.delete(self._key(node, channel_id))
                 pipe.srem(self._index(node), channel_id)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not delete call record", extra={"call_id": channel_id,
-                                                               "error": str(exc)})
+            await pipe.execute()
+
+    async def _retry_deletes(self) -> None:
+        delay = RETRY_MIN
+        while self._undeleted:
+            await asyncio.sleep(delay)
+            batch = set(self._undeleted)
+            try:
+                await self._delete(batch)
+            except (RedisError, OSError):
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            self._undeleted -= batch
+            log.info("call records deleted after a Redis outage", extra={"count": len(batch)})
+
+    async def close(self) -> None:
+        """Stop retrying (at shutdown; the next worker's re-adoption removes what is left)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+            self._retry = None
 
     async def channel_ids(self, node: str) -> set[str]:
         if self.redis is None:

@@ -532,6 +532,7 @@ class AsteriskWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.store.close()
 
     async def __aenter__(self) -> AsteriskWorker:
         await self.start()

@@ -10,7 +10,8 @@ values, which the queue runtime carries out in Redis.
 While connected, the agent can put the caller on hold, resume, or blind-transfer them
 (:class:`~ivr.calls.AgentRequest`, delivered by the runtime): a transfer ends the agent's
 leg (``EndDial``) and, once its ``DialResult`` is in, continues with ``Transfer`` to an
-extension or ``Enqueue`` into a queue.
+extension or ``Enqueue`` into a queue. An agent's hang-up ends their leg the same way, then
+the call is answered and over for the queue.
 
 It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
 agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
@@ -144,6 +145,7 @@ class CallerFlow:
         self._announcements = 0
         self.held = False
         self.transfer_to = ""  # "extension:<n>" | "queue:<name>" once the agent asked
+        self.agent_hung_up = False  # the agent ended the call (console): their leg goes
 
     @property
     def done(self) -> bool:
@@ -221,6 +223,9 @@ class CallerFlow:
         if event.action == "transfer" and parse_transfer_target(event.target):
             self.transfer_to = event.target
             return [EndDial()]
+        if event.action == "hangup" and not self.agent_hung_up:
+            self.agent_hung_up = True
+            return [EndDial()]
         return []
 
     def _transferred(self) -> list[Command]:
@@ -236,7 +241,7 @@ class CallerFlow:
         self.held = False
         if self.transfer_to:
             return self._transferred()
-        if event.outcome == "answered":
+        if event.outcome == "answered" or self.agent_hung_up:
             self.sink(Finish(self.call_id))
             return self._end(QueueResult(self.config.name, "answered", self.agent))
         # The agent did not pick up: back to the same place in line.

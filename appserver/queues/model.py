@@ -224,7 +224,7 @@ class AcceptResult:
     queue: str = ""
     target: str = ""
     kind: str = ""
-    error: str = ""  # not_offered | taken
+    error: str = ""  # not_offered | taken | caller_left
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,15 +5,23 @@ event to that call's flow and executes the returned commands), starts it, and wr
 call flow with :meth:`wrap`. The runtime then
 
 * carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
-  Redis (join, leave, dial failed, finish), in order;
+  Redis (join, leave, dial failed, finish), in order; a write that cannot reach Redis (down,
+  restarting, stalled past the socket timeout) is retried with backoff until it lands, so
+  the queue entry follows the caller (every write is idempotent: one whose reply was lost
+  is harmless to repeat);
+* withdraws callers it owns in Redis but no longer has (:class:`Withdraw`): a queue entry
+  exists only while its caller is really there, and an agent who took such a caller is
+  free again at once;
 * delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
   they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
-  :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer, and
+  :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer or
+  hangs up, and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
-  reaps callers of dead workers, refreshes queue definitions and (one worker at a time)
-  publishes live stats on ``callyard:q:stats``.
+  reaps callers of dead workers (not for a lease after Redis was unreachable: live workers
+  renew theirs first), refreshes queue definitions and (one worker at a time) publishes
+  live stats on ``callyard:q:stats``.
 
 :class:`QueueRuntime` is for asyncio (``redis.asyncio``); :class:`GeventQueueRuntime` is the
 same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets).
@@ -22,10 +30,15 @@ same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, get_args
+
+from redis import exceptions as redis_errors
 
 from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
 from appserver.queues.flow import QueueingFlow
@@ -36,7 +49,7 @@ from appserver.queues.model import (
     EnqueueResult,
     QueueConfig,
 )
-from appserver.queues.store import QueueError, QueueStore, SyncQueueStore
+from appserver.queues.store import QueueError, QueueStore, SyncQueueStore, now_ms
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -50,6 +63,30 @@ from ivr.calls import (
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
+AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup"]
+AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
+
+# Redis could not be reached: down, restarting, loading its data, stalled past the socket
+# timeout, a replica after a failover. A write sent meanwhile may or may not have landed.
+UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError,
+               redis_errors.ReadOnlyError, OSError)
+RETRY_MIN, RETRY_MAX = 0.2, 1.0  # seconds between attempts at a write Redis did not take
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """A caller this worker owns in Redis but has no flow for (a Join that landed after
+    the runtime gave up on it; an agent took a caller who is gone): remove it from the
+    queue, counted lost. An agent assigned to it is available again (no wrap-up: the call
+    never connected); offers for it are withdrawn."""
+
+    call_id: str
+
+
+Action: TypeAlias = RuntimeAction | Withdraw
+# A store call carrying out an action: the same on QueueStore and SyncQueueStore (awaited
+# or not by the runtime).
+Write: TypeAlias = Callable[[Any], Any]
 
 
 class _RuntimeCore:
@@ -66,7 +103,10 @@ class _RuntimeCore:
         self.configs: dict[str, QueueConfig] = {}
         self._last: dict[str, tuple[int, int, int]] = {}
         self._joined: set[str] = set()
+        self._withdrawing: set[str] = set()
         self._ticks = 0
+        self._last_tick = time.monotonic()
+        self._reap_from = 0.0
 
     def wrap(self, flow: CallFlow) -> QueueingFlow:
         """The flow to run for a call instead of ``flow``: queues on ``Enqueue``."""
@@ -82,8 +122,75 @@ class _RuntimeCore:
         self.flows[call.call_id] = flow
         return flow
 
-    def _submit(self, action: RuntimeAction) -> None:
+    def _submit(self, action: Action) -> None:
         raise NotImplementedError
+
+    def _write(self, action: Action) -> Write | None:
+        """The store call that carries ``action`` out, every attempt the same; None when
+        nothing is left to do (a withdrawn caller whose call id came back, e.g. queued
+        again from the menu)."""
+        call_id = action.call_id
+        if isinstance(action, Join):
+            return lambda store: store.enqueue(
+                action.queue, call_id, self.worker_id, action.priority, caller=action.caller,
+                lease_ms=self.lease_ms, menu_path=action.menu_path)
+        if isinstance(action, Leave):
+            return lambda store: store.leave(call_id, action.outcome)
+        if isinstance(action, DialFailed):
+            failed_at = now_ms()  # the same in every attempt: see lua/dial_failed.lua
+            return lambda store: store.dial_failed(call_id, action.agent, now=failed_at)
+        if isinstance(action, Finish):
+            return lambda store: store.finish(call_id)
+        self._withdrawing.discard(call_id)
+        if call_id in self.flows:
+            return None
+        return lambda store: store.leave(call_id, "lost")
+
+    def _written(self, action: Action, result: Any) -> str | None:
+        """Bookkeeping once ``action`` landed (``result``: the store's answer, or the
+        :class:`QueueError` it raised); returns the queue to match now, if any."""
+        if isinstance(action, Join):
+            if isinstance(result, QueueError):
+                self._join_failed(action, result.code)
+                return None
+            return action.queue if self._joined_queue(action, result) else None
+        flow = self.flows.get(action.call_id)
+        if isinstance(action, Leave | Finish):
+            self._forget(action.call_id)
+        if flow is None or isinstance(action, Leave | Withdraw):
+            return None
+        return flow.config.name
+
+    def _retry_in(self, action: Action, exc: Exception, attempt: int) -> float | None:
+        """After attempt number ``attempt`` at ``action`` failed with ``exc``: seconds to
+        wait before the next one, or None to give up (a Join then fails the caller)."""
+        if isinstance(exc, UNREACHABLE):
+            if attempt == 1 or attempt % 30 == 0:
+                log.warning("queue write waits for Redis: %s", str(exc) or type(exc).__name__,
+                            extra={"call_id": action.call_id, "attempt": attempt,
+                                   "action": type(action).__name__})
+            return min(RETRY_MAX, RETRY_MIN * 2 ** (attempt - 1))
+        log.error("queue action failed", exc_info=exc, extra={"call_id": action.call_id})
+        if isinstance(action, Join):
+            self._join_failed(action, "redis error")
+        return None
+
+    def _may_reap(self) -> bool:
+        """Whether this tick may reap other workers' callers. Not for a lease after a gap
+        between ticks (Redis was unreachable, or this worker stalled): every lease may have
+        run out meanwhile, and live workers need that long to renew theirs."""
+        now = time.monotonic()
+        if now - self._last_tick > 2 * self.tick_seconds + 1:
+            self._reap_from = now + self.lease_ms / 1000
+        self._last_tick = now
+        return now >= self._reap_from
+
+    def _withdraw(self, call_id: str) -> None:
+        if call_id not in self._withdrawing:
+            log.warning("withdrawing a caller this worker no longer has",
+                        extra={"call_id": call_id})
+            self._withdrawing.add(call_id)
+            self._submit(Withdraw(call_id))
 
     def _send(self, call_id: str, event: Event) -> None:
         flow = self.flows.get(call_id)
@@ -120,13 +227,16 @@ class _RuntimeCore:
         return True
 
     def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
-        """Deliver changed positions; callers joined before the tick but unknown to Redis
-        now were reaped by another worker (this one stalled past its lease)."""
+        """Deliver changed positions; waiting callers joined before the tick but unknown to
+        Redis now were reaped by another worker (this one stalled past its lease)."""
         seen = set()
         for st in statuses:
             seen.add(st.call_id)
             flow = self.flows.get(st.call_id)
-            if st.state == "assigned" or flow is None or flow.config.name != st.queue:
+            if flow is None:
+                self._withdraw(st.call_id)
+                continue
+            if st.state == "assigned" or flow.config.name != st.queue:
                 continue
             key = (st.position, round(st.estimated_wait), st.staffed)
             if self._last.get(st.call_id) != key:
@@ -135,7 +245,9 @@ class _RuntimeCore:
                                                    st.staffed))
         for call_id in (joined_before & self._joined) - seen:
             flow = self.flows.get(call_id)
-            if flow is not None and not flow.done:
+            # A connected caller's entry also ends when the agent hangs up first: the
+            # conversation goes on until the engine ends the agent's leg.
+            if flow is not None and flow.phase == "waiting":
                 log.warning("queue lease lost", extra={"call_id": call_id})
                 self._send(call_id, QueueResult(flow.config.name, "failed", "lease lost"))
             self._forget(call_id)
@@ -145,12 +257,18 @@ class _RuntimeCore:
         ``push_owner``): an agent took one of our callers, or asks for hold / transfer."""
         kind = msg.get("type")
         if kind == "assigned":
+            flow = self.flows.get(msg["call"])
+            if flow is None:  # the caller is gone: free the agent
+                self._withdraw(msg["call"])
+                return
+            if flow.config.name != msg["queue"]:
+                return  # it left that queue: its pending Leave frees the agent
             agent_kind: Literal["browser", "sip"] = "sip" if msg.get("kind") == "sip" \
                 else "browser"
             self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"],
                                                   agent_kind))
-        elif kind == "agent_request" and msg.get("action") in ("hold", "unhold", "transfer"):
-            action: Literal["hold", "unhold", "transfer"] = msg["action"]  # type: ignore[assignment]
+        elif kind == "agent_request" and msg.get("action") in AGENT_REQUESTS:
+            action: AgentRequestKind = msg["action"]  # type: ignore[assignment]
             self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
         else:
             log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
@@ -169,7 +287,7 @@ class QueueRuntime(_RuntimeCore):
                          tick_seconds=tick_seconds, prefix=prefix)
         self.store = QueueStore(redis, prefix)
         self._inbox_store = QueueStore(redis, prefix)
-        self._actions: asyncio.Queue[RuntimeAction] = asyncio.Queue()
+        self._actions: asyncio.Queue[Action] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -208,47 +326,40 @@ class QueueRuntime(_RuntimeCore):
         """Wait until every submitted action has been carried out (tests, shutdown)."""
         await self._actions.join()
 
-    def _submit(self, action: RuntimeAction) -> None:
+    def _submit(self, action: Action) -> None:
         self._actions.put_nowait(action)
 
     async def _run_actions(self) -> None:
         while not self._stopping:
             action = await self._actions.get()
             try:
-                await self._apply(action)
-            except Exception:
-                log.exception("queue action failed", extra={"call_id": action.call_id})
-                if isinstance(action, Join):
-                    self._join_failed(action, "redis error")
+                await self._carry_out(action)
             finally:
                 self._actions.task_done()
 
-    async def _apply(self, action: RuntimeAction) -> None:
-        store = self.store
-        if isinstance(action, Join):
+    async def _carry_out(self, action: Action) -> None:
+        write = self._write(action)
+        if write is None:
+            return
+        for attempt in itertools.count(1):
             try:
-                r = await store.enqueue(action.queue, action.call_id, self.worker_id,
-                                        action.priority, caller=action.caller,
-                                        lease_ms=self.lease_ms, menu_path=action.menu_path)
-            except QueueError as exc:
-                self._join_failed(action, exc.code)
+                await self._apply(action, write)
                 return
-            if self._joined_queue(action, r):
-                await store.match(action.queue)
-        elif isinstance(action, Leave):
-            await store.leave(action.call_id, action.outcome)
-            self._forget(action.call_id)
-        elif isinstance(action, DialFailed):
-            await store.dial_failed(action.call_id, action.agent)
-            flow = self.flows.get(action.call_id)
-            if flow is not None:
-                await store.match(flow.config.name)
-        elif isinstance(action, Finish):
-            flow = self.flows.get(action.call_id)
-            await store.finish(action.call_id)
-            self._forget(action.call_id)
-            if flow is not None:
-                await store.match(flow.config.name)
+            except Exception as exc:
+                delay = self._retry_in(action, exc, attempt)
+                if delay is None or self._stopping:  # redis-py can swallow a cancellation
+                    return
+                await asyncio.sleep(delay)
+
+    async def _apply(self, action: Action, write: Write) -> None:
+        try:
+            result = await write(self.store)
+        except QueueError as exc:
+            result = exc
+        queue = self._written(action, result)
+        if queue is not None:
+            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
+                await self.store.match(queue)
 
     async def _run_inbox(self) -> None:
         while not self._stopping:
@@ -278,7 +389,8 @@ class QueueRuntime(_RuntimeCore):
         store = self.store
         joined = set(self._joined)
         self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
-        await store.reap()
+        if self._may_reap():
+            await store.reap()
         for queue in self._queues_waiting():
             await store.match(queue)
         self._ticks += 1
@@ -333,7 +445,7 @@ class GeventQueueRuntime(_RuntimeCore):
                 configs[name] = cfg
         self.configs = configs
 
-    def _submit(self, action: RuntimeAction) -> None:
+    def _submit(self, action: Action) -> None:
         self._actions.put(action)
 
     @staticmethod
@@ -350,40 +462,35 @@ class GeventQueueRuntime(_RuntimeCore):
     def _action_once(self) -> None:
         action = self._actions.get()
         try:
-            self._apply(action)
-        except Exception:
-            if isinstance(action, Join):
-                self._join_failed(action, "redis error")
-            raise
+            self._carry_out(action)
         finally:
             self._actions.task_done()
 
-    def _apply(self, action: RuntimeAction) -> None:
-        store = self.store
-        if isinstance(action, Join):
+    def _carry_out(self, action: Action) -> None:
+        import gevent
+
+        write = self._write(action)
+        if write is None:
+            return
+        for attempt in itertools.count(1):
             try:
-                r = store.enqueue(action.queue, action.call_id, self.worker_id, action.priority,
-                                  caller=action.caller, lease_ms=self.lease_ms,
-                                  menu_path=action.menu_path)
-            except QueueError as exc:
-                self._join_failed(action, exc.code)
+                self._apply(action, write)
                 return
-            if self._joined_queue(action, r):
-                store.match(action.queue)
-        elif isinstance(action, Leave):
-            store.leave(action.call_id, action.outcome)
-            self._forget(action.call_id)
-        elif isinstance(action, DialFailed):
-            store.dial_failed(action.call_id, action.agent)
-            flow = self.flows.get(action.call_id)
-            if flow is not None:
-                store.match(flow.config.name)
-        elif isinstance(action, Finish):
-            flow = self.flows.get(action.call_id)
-            store.finish(action.call_id)
-            self._forget(action.call_id)
-            if flow is not None:
-                store.match(flow.config.name)
+            except Exception as exc:
+                delay = self._retry_in(action, exc, attempt)
+                if delay is None:
+                    return
+                gevent.sleep(delay)
+
+    def _apply(self, action: Action, write: Write) -> None:
+        try:
+            result = write(self.store)
+        except QueueError as exc:
+            result = exc
+        queue = self._written(action, result)
+        if queue is not None:
+            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
+                self.store.match(queue)
 
     def _inbox_once(self) -> None:
         msg = self.store.pop_inbox(self.worker_id, timeout=1)
@@ -401,7 +508,8 @@ class GeventQueueRuntime(_RuntimeCore):
         store = self.store
         joined = set(self._joined)
         self._updates(store.tick(self.worker_id, self.lease_ms), joined)
-        store.reap()
+        if self._may_reap():
+            store.reap()
         for queue in self._queues_waiting():
             store.match(queue)
         self._ticks += 1

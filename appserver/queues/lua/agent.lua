@@ -17,6 +17,9 @@ if action == 'end_call' then
   if state ~= 'on_call' then return {'err', 'not_on_call'} end
   local c = info['call']
   if c and redis.call('HGET', ckey(c), 'state') == 'assigned' then
+    -- The worker that owns the call ends the agent's leg, whatever else ends it (a LiveKit
+    -- room deleted now or later, a SIP phone that stays off hook).
+    push_owner(c, {type = 'agent_request', call = c, action = 'hangup', target = ''})
     complete(c, now)
   else
     after_call(a, info['call_queue'] or '', now)

@@ -5,7 +5,15 @@ local q, c, prio, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local owner, lease = ARGV[6], tonumber(ARGV[7])
 local conf = hgetall(qkey(q, 'conf'))
 if not conf['strategy'] then return {'err', 'no_such_queue'} end
-if redis.call('EXISTS', ckey(c)) == 1 then return {'err', 'duplicate_call'} end
+local existing = redis.call('HMGET', ckey(c), 'owner', 'queue', 'state')
+if existing[1] then
+  -- The same join again (its first reply was lost): the same answer, nothing counted twice.
+  if existing[1] == owner and existing[2] == q then
+    local rank = existing[3] ~= 'assigned' and redis.call('ZRANK', qkey(q, 'waiting'), c)
+    return {'ok', rank and (rank + 1) or 0, staffed(q)}
+  end
+  return {'err', 'duplicate_call'}
+end
 promote_wrapups(now)
 local waiting = qkey(q, 'waiting')
 local max_len = num(conf['max_length'], 0)

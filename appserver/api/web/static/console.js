@@ -3,6 +3,11 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   let ws = null, retry = 0, offer = null, room = null, muted = false, held = false, timers = [];
+  const ACCEPT_ERRORS = {
+    taken: "another agent took the call",
+    caller_left: "the caller hung up",
+    not_offered: "the call is no longer offered to you",
+  };
 
   async function api(method, path, body) {
     const r = await fetch(path, {
@@ -179,9 +184,9 @@
   $("break").onclick = act(() => api("POST", "/api/agent/break", { reason: $("break-reason").value }));
   $("accept").onclick = act(async () => {
     if (!offer) return;
-    const r = await api("POST", "/api/agent/accept", { call: offer.call });
+    const r = await api("POST", "/api/agent/accept", { call: offer.call });  // 503: offer stands
     hideOffer();
-    if (!r.ok) throw new Error("call " + r.error);
+    if (!r.ok) throw new Error(ACCEPT_ERRORS[r.error] || "call " + r.error);
     await joinRoom(r.livekit);
     loadQueues();
   });
