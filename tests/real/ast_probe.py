@@ -109,8 +109,8 @@ class RealAstCall(SimulatedCall):
     """One caller on the real Asterisk."""
 
     probe: AsteriskProbe
-    caller_leg: str  # A: the probe's half of the Local channel, the caller's phone
-    call_id: str  # B: the half the Callyard worker controls
+    caller_leg: str  # A: the probe's half of the Local channel ("" for a caller from outside)
+    call_id: str  # B: the half the Callyard worker controls (a SIP caller's own channel)
     transcript: Transcript = field(default_factory=Transcript)
     hung_up_by_caller: bool = False
     variables: dict[str, str] = field(default_factory=dict)  # set on B
@@ -153,6 +153,10 @@ class RealAstCall(SimulatedCall):
     def _channel_id(event: dict[str, Any]) -> str:
         channel = event.get("channel") or event.get("peer") or {}
         return str(channel.get("id", ""))
+
+    def _on_ChannelDtmfReceived(self, event: dict[str, Any], channel: str) -> None:
+        if channel == self.call_id and not self.caller_leg:  # the probe's own: when sent
+            self.transcript.add("dtmf", str(event.get("digit", "")))
 
     def _on_StasisStart(self, event: dict[str, Any], channel: str) -> None:
         if channel == self.caller_leg:
@@ -301,6 +305,7 @@ class AsteriskProbe:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ws_open = asyncio.Event()
+        self._incoming: dict[str, list[RealAstCall]] = {}  # number -> calls expected over SIP
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(headers=self.auth)
@@ -331,6 +336,14 @@ class AsteriskProbe:
         except (RuntimeError, aiohttp.ClientError, OSError):
             return False
         return True
+
+    def expect_call(self, number: str) -> RealAstCall:
+        """Transcribe the next call to ``number`` that reaches Asterisk over SIP (placed by
+        another phone, e.g. SIPp through the Kamailio edge)."""
+        call = RealAstCall(self, "", "")
+        self._incoming.setdefault(number, []).append(call)
+        call.transcript.add("ringing")
+        return call
 
     async def place_call(
         self, to: str, caller: str = "+15550100", caller_name: str = ""
@@ -375,6 +388,11 @@ class AsteriskProbe:
             return
         linked = (channel.get("channelvars") or {}).get(LINKEDID) or channel.get("id")
         call = self.calls.get(str(linked))
+        waiting = self._incoming.get(str((channel.get("dialplan") or {}).get("exten")))
+        if call is None and waiting and str(channel.get("name", "")).startswith("PJSIP/"):
+            call = waiting.pop(0)
+            call.call_id = str(channel["id"])
+            self.calls[call.call_id] = call
         if call is not None:
             call.on_event(event)
 

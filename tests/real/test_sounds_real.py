@@ -5,6 +5,9 @@ on FreeSWITCH, so the catalogue (appserver/sounds.py) is checked against the eng
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from ast_probe import AsteriskProbe
 from engines import FS_SOUNDS
 from fs_probe import FreeswitchProbe
 
@@ -15,3 +18,13 @@ async def test_every_product_sound_exists_on_freeswitch(freeswitch: FreeswitchPr
     missing = [s.file for s in required("freeswitch")
                if (await freeswitch.api(f"file_exists {FS_SOUNDS}/{s.file}")).strip() != "true"]
     assert not missing, f"FreeSWITCH cannot find: {missing}"
+
+
+async def test_every_product_sound_exists_on_asterisk(asterisk: AsteriskProbe) -> None:
+    missing = []
+    for sound in required("asterisk"):
+        try:
+            await asterisk.request("GET", f"/sounds/{quote(sound.name, safe='')}")
+        except RuntimeError:  # 404: Asterisk has no such sound in any format or language
+            missing.append(sound.file)
+    assert not missing, f"Asterisk cannot find: {missing}"
