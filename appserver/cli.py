@@ -25,14 +25,14 @@ COMMANDS: dict[str, str] = {
     "freeswitch": "appserver.freeswitch.command",
     "asterisk": "appserver.asterisk.command",
     "render-config": "appserver.render_config",
-    "seed-demo": "appserver.demo_command",
+    "seed-demo": "appserver.devkit.demo_command",
     "sounds": "appserver.sounds_command",
     "menus": "appserver.menus.command",
     "api": "appserver.api.command",
     "livekit-setup": "appserver.agents.setup_command",
     "api-key": "appserver.api.keys_command",
-    "dev": "appserver.dev",
-    "bench": "appserver.bench",
+    "dev": "appserver.devkit.dev",
+    "bench": "appserver.devkit.bench",
     "cdr-writer": "appserver.cdr.command",
 }
 

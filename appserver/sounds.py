@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from appserver.demo import PROMPT_TEXT
+from appserver.devkit.demo import PROMPT_TEXT
 
 Engine = Literal["freeswitch", "asterisk"]
 ENGINES: tuple[Engine, ...] = ("freeswitch", "asterisk")

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenswitch.esl import ESLEvent
 
+from appserver.devkit.sim.esl.channel import SimChannel
 from appserver.freeswitch import esl_codec as codec
-from appserver.sim.esl.channel import SimChannel
 
 
 def sample() -> list[tuple[str, str]]:

@@ -50,7 +50,7 @@ def main() -> int:
     url = os.environ.get("CALLYARD_REDIS_URL")
     server = None
     if not url:
-        from appserver.embedded import EmbeddedRedis
+        from appserver.devkit.embedded import EmbeddedRedis
 
         server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-queues-")))
         url = server.start()

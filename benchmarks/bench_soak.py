@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appserver.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
-from appserver.sim.ari import AriSimulator  # noqa: E402
-from appserver.sim.caller import SimulatedCall  # noqa: E402
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator  # noqa: E402
+from appserver.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from appserver.devkit.sim.ari import AriSimulator  # noqa: E402
+from appserver.devkit.sim.caller import SimulatedCall  # noqa: E402
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

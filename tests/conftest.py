@@ -30,7 +30,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from appserver.embedded import EmbeddedPostgres, EmbeddedRedis, guard_directory
+from appserver.devkit.embedded import EmbeddedPostgres, EmbeddedRedis, guard_directory
 from appserver.store.db import create_pool
 from appserver.store.migrations import migrate
 

@@ -2,7 +2,7 @@
 
 Each scenario dials a number served by the test flow in ``tests/flows.py`` and walks the
 caller through steps; :func:`run_scenario` runs one against any simulator implementing
-``appserver.sim.caller.EngineSimulator`` (the ESL simulator, the ARI simulator), so the
+``appserver.devkit.sim.caller.EngineSimulator`` (the ESL simulator, the ARI simulator), so the
 FreeSWITCH and Asterisk end-to-end tests share them.
 
 Expectations are matched in order against the call's transcript (``kind`` and ``detail``;
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from appserver.sim.caller import EngineSimulator, Entry, SimulatedCall
+from appserver.devkit.sim.caller import EngineSimulator, Entry, SimulatedCall
 
 Op = Literal["expect", "press", "hangup", "absent", "present"]
 

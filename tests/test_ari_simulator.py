@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
-from appserver.sim.ari.models import media_to_prompt
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.devkit.sim.ari.models import media_to_prompt
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "captures"
 

@@ -15,7 +15,7 @@ from typing import Any
 import aioari
 import pytest
 
-from appserver.sim.ari import AriSimulator, swagger
+from appserver.devkit.sim.ari import AriSimulator, swagger
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asterisk-ari-api-docs"
 

@@ -12,9 +12,9 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from appserver.asterisk.ami import DEVICES_KEY, AmiMonitor
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint
+from appserver.devkit.sim.ari.ami import AmiSimulator
 from appserver.settings import SettingsError, load_settings
-from appserver.sim.ari import AriSimulator, SimEndpoint
-from appserver.sim.ari.ami import AmiSimulator
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "captures"
 

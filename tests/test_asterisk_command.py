@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
 from ivr.calls import CallFlow, CallInfo, Command, Event, Hangup
 
 ROOT = Path(__file__).resolve().parents[1]

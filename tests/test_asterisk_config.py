@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulator
 from appserver.render_config import DEFAULTS, render_all
 from appserver.settings import load_settings
-from appserver.sim.ari import AriSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 

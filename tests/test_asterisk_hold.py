@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pytest_asyncio
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
-from appserver.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from ivr.calls import (
     Answer,
     CallFlow,

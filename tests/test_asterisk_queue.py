@@ -9,12 +9,12 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 from appserver.settings import AriNode
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from ivr.calls import Answer, CallFlow, CallInfo, Command, Enqueue, Event, Hangup, QueueResult
 
 

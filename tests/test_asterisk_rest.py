@@ -24,7 +24,7 @@ from aiohttp import web_exceptions
 from appserver.asterisk.http import HttpPool
 from appserver.asterisk.media import prompt_media
 from appserver.asterisk.rest import HotRest
-from appserver.sim.ari import AriSimulator
+from appserver.devkit.sim.ari import AriSimulator
 from ivr.calls import Prompt
 
 # ---------------------------------------------------------------- against the ARI simulator

@@ -16,8 +16,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
-from appserver.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from ivr.calls import (
     Answer,
     CallFlow,

@@ -17,9 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from appserver.cdr.writer import CdrWriter
-from appserver.embedded import free_port
-from appserver.sim.ari import AriSimulator
-from appserver.sim.caller import EngineSimulator, SimulatedCall
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.ari import AriSimulator
+from appserver.devkit.sim.caller import EngineSimulator, SimulatedCall
 
 ROOT = Path(__file__).resolve().parents[1]
 

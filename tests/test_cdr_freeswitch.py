@@ -14,8 +14,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from test_cdr_asterisk import drain_cdrs, place_three_calls, wait_ready
 
-from appserver.embedded import free_port
-from appserver.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)

@@ -11,12 +11,12 @@ from test_asterisk_queue import EnqueueFlow, until
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.cdr.flow import CdrCalls
 from appserver.cdr.record import CdrRecord
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 from appserver.settings import AriNode
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from ivr.calls import CallFlow, CallInfo
 
 

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from appserver.embedded import EmbeddedPostgres, pid_alive
+from appserver.devkit.embedded import EmbeddedPostgres, pid_alive
 from appserver.store.migrations import discover
 
 
@@ -145,7 +145,7 @@ def test_psql_gets_the_password_in_its_environment_not_its_arguments(
 
 
 def test_psql_missing_everywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from appserver import embedded
+    from appserver.devkit import embedded
     from appserver.store import psql_command
 
     def no_bundle(name: str) -> Path:

@@ -22,10 +22,10 @@ from api_support import LK_KEY, LK_SECRET, PASSWORDS, api_app, serving
 from appserver.agents.bridge import BrowserAgentBridge
 from appserver.agents.sip import room_name, sip_address
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.queues import config as queue_config
 from appserver.queues.runtime import QueueRuntime
 from appserver.settings import AriNode
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.store.members import QueueMember, save_member
 from appserver.store.queues import Queue, save_queue
 from ivr.calls import CallFlow, CallInfo

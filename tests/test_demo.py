@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from appserver.demo import DEMO_AGENTS, DEMO_NUMBER, MENUS, PROMPT_TEXT, seed_demo
+from appserver.devkit.demo import DEMO_AGENTS, DEMO_NUMBER, MENUS, PROMPT_TEXT, seed_demo
 from appserver.menus.loader import load_source
 from appserver.store.agents import get_agent
 from ivr.calls import TERMINAL_COMMANDS, Dial, Enqueue, Transfer

@@ -17,7 +17,7 @@ import leftovers
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
 
 
 def start_callyard(data_dir: Path, *args: str) -> subprocess.Popen[str]:

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import redis
 
-from appserver.embedded import (
+from appserver.devkit.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     guard_directory,

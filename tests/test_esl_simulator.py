@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from appserver.devkit.sim.esl.call import EslSimCall
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
-from appserver.sim.esl.call import EslSimCall
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 
 class RawClient:

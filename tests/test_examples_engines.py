@@ -22,10 +22,10 @@ import pytest_asyncio
 from scenarios import Scenario, expect, hangup, never, press, prompt, run_scenario
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.devkit.sim.caller import EngineSimulator
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.settings import AriNode
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
-from appserver.sim.caller import EngineSimulator
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

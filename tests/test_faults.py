@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from appserver.embedded import EmbeddedPostgres, free_port, redis_server_binary
-from appserver.sim.ari import AriSimulator
-from appserver.sim.ari.call import AriSimulatedCall
+from appserver.devkit.embedded import EmbeddedPostgres, free_port, redis_server_binary
+from appserver.devkit.sim.ari import AriSimulator
+from appserver.devkit.sim.ari.call import AriSimulatedCall
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE = 30.0  # seconds PostgreSQL stays down
@@ -105,7 +105,7 @@ async def ari() -> AsyncIterator[AriSimulator]:
 
 
 async def published_demo(dsn: str, redis: aioredis.Redis) -> None:
-    from appserver.demo import seed_demo
+    from appserver.devkit.demo import seed_demo
     from appserver.menus.reloader import MenuReloader
     from appserver.store.db import connect
     from appserver.store.migrations import migrate

@@ -119,7 +119,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory,
 
 
 async def test_hold_unhold_end_dial_on_the_simulator(worker: tuple[int, Path]) -> None:
-    from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+    from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
     port, log_path = worker
     behaviour = Behaviour(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from test_freeswitch_e2e import free_port
 
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 

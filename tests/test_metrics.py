@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from appserver.api.app import create_app
 from appserver.cdr import STREAM
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
 from appserver.health import AsyncHealthServer
 from appserver.metrics import RedisStatsPoller
 from appserver.queues.model import AgentConfig, Member, QueueConfig

@@ -36,13 +36,13 @@ import redis.asyncio as aioredis
 from test_cdr_asterisk import drain_cdrs
 from test_faults import _ping, _redis_server, callyard, stop, until
 
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint
+from appserver.devkit.sim.caller import EngineSimulator, SimulatedCall
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, AgentStatus, Member, QueueConfig
 from appserver.queues.store import QueueStore
-from appserver.sim.ari import AriSimulator, SimEndpoint
-from appserver.sim.caller import EngineSimulator, SimulatedCall
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 QUEUE = "general"  # tests/flows.py: "9" in the main menu
 STALL = 7.0  # longer than redis-py's 5 s socket timeout: what is sent meanwhile times out

@@ -21,14 +21,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.devkit.sim.caller import SimulatedCall
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 from appserver.settings import AriNode
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
-from appserver.sim.caller import SimulatedCall
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from ivr.calls import CallFlow, CallInfo
 
 ROOT = Path(__file__).resolve().parents[1]

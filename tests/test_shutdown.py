@@ -24,11 +24,11 @@ import redis.asyncio as aioredis
 from test_cdr_asterisk import drain_cdrs, wait_ready
 from test_faults import callyard, env, stop
 
-from appserver.embedded import free_port
-from appserver.sim.ari import AriSimulator
-from appserver.sim.ari.call import AriSimulatedCall
-from appserver.sim.esl.call import EslSimCall
-from appserver.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.ari import AriSimulator
+from appserver.devkit.sim.ari.call import AriSimulatedCall
+from appserver.devkit.sim.esl.call import EslSimCall
+from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
 
 CALLS = 100
 GRACE = 4.0

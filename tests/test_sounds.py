@@ -15,7 +15,7 @@ import pytest
 
 from appserver import sounds
 from appserver.cli import main
-from appserver.demo import MENUS
+from appserver.devkit.demo import MENUS
 from appserver.freeswitch.driver import DriverConfig
 from appserver.queues.caller_flow import announcement
 from appserver.queues.model import QueueConfig

@@ -18,7 +18,7 @@ from appserver import __version__
 from appserver.api.access_log import AccessLog
 from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
-from appserver.api.sim_routes import SimCalls, sim_router
+from appserver.devkit.sim_routes import SimCalls, sim_router
 from appserver.metrics import metrics_endpoint
 from appserver.settings import get_settings
 from appserver.store.db import NotFoundError

@@ -67,7 +67,7 @@ async def serve(settings: Settings, dsn: str, redis_url: str, host: str, port: i
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.embedded import storage_urls
+    from appserver.devkit.embedded import storage_urls
     from appserver.stopping import StopSignals
 
     host = args.host or settings.api_host

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from appserver.api.app import create_app
 from appserver.api.context import ApiContext
-from appserver.api.sim_routes import SimCalls
+from appserver.devkit.sim_routes import SimCalls
 from appserver.health import storage_checks
 from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config

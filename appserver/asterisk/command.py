@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.embedded import EmbeddedError, worker_redis_url
+    from appserver.devkit.embedded import EmbeddedError, worker_redis_url
 
     specs = ([args.flow_factory] if args.flow_factory else []) + list(settings.apps)
     try:
@@ -104,8 +104,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
     sims: list[Any] = []
     if args.sim:
-        from appserver.sim.ari import AriSimulator
-        from appserver.sim.ari.ami import AmiSimulator
+        from appserver.devkit.sim.ari import AriSimulator
+        from appserver.devkit.sim.ari.ami import AmiSimulator
 
         ari_sim = AriSimulator(port=args.sim_port, stasis_app=settings.asterisk_app)
         await ari_sim.start()

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import sys
 
-    from appserver.embedded import EmbeddedError, storage_urls
+    from appserver.devkit.embedded import EmbeddedError, storage_urls
 
     if args.batch < 1:
         print("callyard cdr-writer: --batch must be at least 1", file=sys.stderr)

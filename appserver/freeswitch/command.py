@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.embedded import EmbeddedError, worker_redis_url
+    from appserver.devkit.embedded import EmbeddedError, worker_redis_url
     from appserver.settings import parse_hostport
 
     specs: list[str] = [*(args.flow_factory or []), *settings.apps]

@@ -110,7 +110,7 @@ async def _watch(dsn: str, redis_url: str) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from redis import RedisError
 
-    from appserver.embedded import EmbeddedError, database_url, redis_url
+    from appserver.devkit.embedded import EmbeddedError, database_url, redis_url
 
     try:
         if args.action == "status":

@@ -37,7 +37,7 @@ async def _status(dsn: str) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
 
-    from appserver.embedded import EmbeddedError, database_url
+    from appserver.devkit.embedded import EmbeddedError, database_url
     from appserver.store.migrations import MigrationError, migrate
 
     try:

@@ -41,7 +41,7 @@ def find_psql() -> str | None:
     found = shutil.which("psql")
     if found:
         return found
-    from appserver.embedded import EmbeddedError, pg_binary
+    from appserver.devkit.embedded import EmbeddedError, pg_binary
 
     try:
         bundled = str(pg_binary("psql"))
@@ -82,7 +82,7 @@ def run_psql(psql: str, dsn: str, extra: list[str]) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.embedded import EmbeddedError, database_url
+    from appserver.devkit.embedded import EmbeddedError, database_url
 
     psql = find_psql()
     if psql is None:

@@ -55,8 +55,8 @@ from typing import Any
 
 import aiohttp
 
-from appserver.sim.ari.models import media_to_prompt
-from appserver.sim.caller import SimulatedCall, Transcript
+from appserver.devkit.sim.ari.models import media_to_prompt
+from appserver.devkit.sim.caller import SimulatedCall, Transcript
 
 # Q.850 cause codes (ChannelDestroyed ``cause``) -> the names FreeSWITCH (and transcripts) use.
 CAUSES: dict[int, str] = {

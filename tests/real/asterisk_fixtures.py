@@ -28,7 +28,7 @@ from sip_ua import SipEndpoint
 from stack import Process, Stack
 from test_cdr_asterisk import wait_ready
 
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
 
 
 @dataclass

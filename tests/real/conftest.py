@@ -41,10 +41,10 @@ from fs_probe import FreeswitchProbe
 from sip_ua import Call, Policy, SipEndpoint
 from stack import Process, Stack, callyard
 
-from appserver.embedded import free_port
-from appserver.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
-from appserver.sim.caller import EngineSimulator
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
+from appserver.devkit.sim.caller import EngineSimulator
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.store.migrations import migrate
 
 REASON = unavailable_reason()

@@ -33,9 +33,9 @@ import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
+from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.prompts import from_app
-from appserver.sim.caller import SimulatedCall, Transcript
 
 EVENTS = (
     "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE DTMF CHANNEL_BRIDGE "

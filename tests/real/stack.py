@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appserver.embedded import free_port
+from appserver.devkit.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,7 @@ from sip_ua import LIVEKIT_CODECS, SipEndpoint
 from stack import Stack
 from test_scenarios_real import cdrs_of
 
-from appserver.sim.caller import EngineSimulator, SimulatedCall
+from appserver.devkit.sim.caller import EngineSimulator, SimulatedCall
 
 
 @pytest.fixture

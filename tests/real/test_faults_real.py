@@ -18,8 +18,8 @@ from engines import stop as stop_engine
 from fs_probe import FreeswitchProbe
 from test_scenarios_real import cdrs_of
 
-from appserver.sim.caller import SimulatedCall
-from appserver.sim.esl.simulator import FreeswitchSimulator
+from appserver.devkit.sim.caller import SimulatedCall
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 FALLBACK = "file:ivr/ivr-call_cannot_be_completed_as_dialed"
 

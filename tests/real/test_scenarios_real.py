@@ -12,7 +12,7 @@ import pytest
 from conftest import TARGETS, time_scale
 from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
 
-from appserver.sim.caller import EngineSimulator
+from appserver.devkit.sim.caller import EngineSimulator
 
 CASES = [
     pytest.param(target, scenario, id=f"{target}: {scenario.name}")

@@ -17,7 +17,7 @@ from fs_probe import FreeswitchProbe
 from scenarios import done
 from sipp import run_sipp
 
-from appserver.sim.caller import SimulatedCall
+from appserver.devkit.sim.caller import SimulatedCall
 
 
 @pytest.fixture(scope="module")

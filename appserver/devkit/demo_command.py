@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _seed(dsn: str) -> None:
-    from appserver.demo import DEMO_AGENTS, seed_demo
+    from appserver.devkit.demo import DEMO_AGENTS, seed_demo
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
 
@@ -34,7 +34,7 @@ async def _seed(dsn: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.embedded import database_url
+    from appserver.devkit.embedded import database_url
 
     with database_url(settings) as dsn:
         asyncio.run(_seed(dsn))

@@ -105,7 +105,7 @@ class Child:
 
 
 async def _prepare_database(dsn: str, seed: bool) -> None:
-    from appserver.demo import seed_demo
+    from appserver.devkit.demo import seed_demo
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
 
@@ -120,7 +120,7 @@ async def _prepare_database(dsn: str, seed: bool) -> None:
 
 
 def _banner(base: str, seed: bool) -> str:
-    from appserver.demo import DEMO_AGENTS, DEMO_NUMBER
+    from appserver.devkit.demo import DEMO_AGENTS, DEMO_NUMBER
 
     lines = [
         "",
@@ -142,12 +142,12 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 stop: StopSignals) -> int:
     from appserver.api.command import http_server
     from appserver.api.services import Services
-    from appserver.api.sim_routes import SimCalls
     from appserver.cdr.writer import writer_running
-    from appserver.embedded import free_port
-    from appserver.sim.ari.models import SimEndpoint
-    from appserver.sim.ari.server import AriSimulator
-    from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+    from appserver.devkit.embedded import free_port
+    from appserver.devkit.sim.ari.models import SimEndpoint
+    from appserver.devkit.sim.ari.server import AriSimulator
+    from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+    from appserver.devkit.sim_routes import SimCalls
     from appserver.stopping import serve_http
 
     started = time.monotonic()
@@ -230,7 +230,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.embedded import EmbeddedError, storage_urls
+    from appserver.devkit.embedded import EmbeddedError, storage_urls
     from appserver.settings import is_loopback
     from appserver.stopping import StopSignals
 

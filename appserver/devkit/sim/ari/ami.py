@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from appserver.sim.ari.server import AriSimulator
+from appserver.devkit.sim.ari.server import AriSimulator
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ DEFAULT_DATABASE = "callyard"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 _PG_HBA = """\
-# written by callyard (appserver/embedded.py): password logins over TCP on loopback only
+# written by callyard (appserver/devkit/embedded.py): password logins over TCP on loopback only
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
 """
@@ -513,7 +513,7 @@ class EmbeddedRedis:
             conf,
             "\n".join(
                 [
-                    "# written by callyard (appserver/embedded.py) at every start",
+                    "# written by callyard (appserver/devkit/embedded.py) at every start",
                     f"bind {self.host}",
                     f"port {port}",
                     "protected-mode yes",
@@ -683,7 +683,7 @@ def guard_directory(directory: Path, pid: int | None = None) -> subprocess.Popen
         [
             sys.executable,
             "-m",
-            "appserver.embedded",
+            "appserver.devkit.embedded",
             "guard",
             str(pid),
             _start_time(pid) or "",
@@ -710,4 +710,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "guard":
         _guard(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     else:
-        sys.exit("usage: python -m appserver.embedded guard PID START_TIME DIRECTORY")
+        sys.exit("usage: python -m appserver.devkit.embedded guard PID START_TIME DIRECTORY")

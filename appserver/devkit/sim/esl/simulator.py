@@ -23,9 +23,9 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall
+from appserver.devkit.sim.esl.channel import Pairs, SimChannel, core_headers
 from appserver.freeswitch import esl_codec as codec
-from appserver.sim.esl.call import DialledLeg, EslSimCall
-from appserver.sim.esl.channel import Pairs, SimChannel, core_headers
 
 log = logging.getLogger("callyard.sim.esl")
 

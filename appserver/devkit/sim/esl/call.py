@@ -25,13 +25,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from appserver.devkit.sim.caller import SimulatedCall, Transcript
+from appserver.devkit.sim.esl.channel import MYEVENTS, SimChannel, encode_connect_reply
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.prompts import from_app
-from appserver.sim.caller import SimulatedCall, Transcript
-from appserver.sim.esl.channel import MYEVENTS, SimChannel, encode_connect_reply
 
 if TYPE_CHECKING:
-    from appserver.sim.esl.simulator import FreeswitchSimulator
+    from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 log = logging.getLogger("callyard.sim.esl")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from appserver.sim.ari.call import AriSimulatedCall
+    from appserver.devkit.sim.ari.call import AriSimulatedCall
 
 Json = dict[str, Any]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appserver.sim.caller import SimulatedCall, Transcript
+from appserver.devkit.sim.caller import SimulatedCall, Transcript
 
 if TYPE_CHECKING:
-    from appserver.sim.ari.server import AriSimulator
+    from appserver.devkit.sim.ari.server import AriSimulator
 
 
 class AriSimulatedCall(SimulatedCall):

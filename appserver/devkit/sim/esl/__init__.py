@@ -1,6 +1,6 @@
 """Simulated FreeSWITCH speaking the Event Socket protocol (see :mod:`.simulator`)."""
 
-from appserver.sim.esl.call import EslSimCall
-from appserver.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.call import EslSimCall
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 __all__ = ["Behaviour", "EslSimCall", "FreeswitchSimulator"]

@@ -40,9 +40,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from appserver.sim.ari import swagger
-from appserver.sim.ari.call import AriSimulatedCall
-from appserver.sim.ari.models import (
+from appserver.devkit.sim.ari import swagger
+from appserver.devkit.sim.ari.call import AriSimulatedCall
+from appserver.devkit.sim.ari.models import (
     CAUSES,
     HANGUP_REASONS,
     Json,

@@ -13,7 +13,7 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from appserver.sim.caller import EngineSimulator, SimulatedCall
+from appserver.devkit.sim.caller import EngineSimulator, SimulatedCall
 
 EngineChoice = Literal["freeswitch", "asterisk"]
 MAX_CALLS_KEPT = 500  # finished calls are forgotten oldest first beyond this

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from appserver.devkit.sim.ari.server import AriSimulator
+    from appserver.devkit.sim.caller import EngineSimulator, Entry, SimulatedCall
+    from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
     from appserver.settings import Settings
-    from appserver.sim.ari.server import AriSimulator
-    from appserver.sim.caller import EngineSimulator, Entry, SimulatedCall
-    from appserver.sim.esl.simulator import FreeswitchSimulator
 
 HELP = "load-test one worker with simulated calls walking the demo menu"
 
@@ -173,8 +173,8 @@ async def _wait_connected(check: Any, worker: subprocess.Popen[bytes]) -> None:
 
 async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_url: str) -> int:
     from appserver.api.services import Services
-    from appserver.demo import seed_demo
-    from appserver.embedded import free_port
+    from appserver.devkit.demo import seed_demo
+    from appserver.devkit.embedded import free_port
     from appserver.gc_policy import settle_gc
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
@@ -190,7 +190,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
            "CALLYARD_LOG_LEVEL": "INFO", "CALLYARD_LOG_FORMAT": "json"}
     sim: FreeswitchSimulator | AriSimulator
     if args.engine == "freeswitch":
-        from appserver.sim.esl.simulator import FreeswitchSimulator  # only the engine in use
+        from appserver.devkit.sim.esl.simulator import FreeswitchSimulator  # only the engine in use
 
         listen = ("127.0.0.1", free_port())
         sim = fs = FreeswitchSimulator(workers=[listen])
@@ -199,7 +199,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         env["CALLYARD_FREESWITCH_ESL"] = f"127.0.0.1:{fs.esl_port}:{fs.password}"
         connected: Any = lambda: fs.has_listeners  # noqa: E731
     else:
-        from appserver.sim.ari.server import AriSimulator
+        from appserver.devkit.sim.ari.server import AriSimulator
 
         sim = ari = AriSimulator(stasis_app=settings.asterisk_app)
         await ari.start()
@@ -293,7 +293,7 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.embedded import storage_urls
+    from appserver.devkit.embedded import storage_urls
 
     if args.cps <= 0 or args.concurrent <= 0 or args.duration <= 0:
         print("callyard bench: --cps, --concurrent and --duration must be positive",
