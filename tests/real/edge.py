@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +19,18 @@ from sipp import free_udp_port
 REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO / "compose" / "kamailio" / "entrypoint.sh"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on loopback (Kamailio listens on both)."""
+    while True:
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ def running_edge(directory: Path, freeswitch: str, asterisk: str) -> Iterator[Ed
     """Kamailio dispatching to ``freeswitch`` / ``asterisk`` (``host:port``); numbers 7xxx
     go to Asterisk, the rest to FreeSWITCH."""
     directory.mkdir(parents=True, exist_ok=True)
-    port, internal = free_udp_port(), free_udp_port()
+    port, internal = free_port(), free_port()
     env = {
         **os.environ,
         "KAMAILIO_BIN": KAMAILIO,

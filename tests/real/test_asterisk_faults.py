@@ -147,8 +147,11 @@ async def test_asterisk_restart_worker_reconnects(
     the call that died with Asterisk still gets its one CDR."""
     call = await in_sales_menu(asterisk)
     asterisk_engine.restart()
-    for _ in range(int(WAIT / 0.25)):  # the worker's backoff: 0.5 s doubling
-        if await asterisk.app_registered("callyard"):
+    # the worker's backoff (0.5 s doubling) and the probe's own events socket (it must be back
+    # before a call is placed, or the call's first events are lost)
+    for _ in range(int(2 * WAIT / 0.25)):
+        if await asterisk.app_registered("callyard") and await asterisk.app_registered(
+                asterisk.app):
             break
         await asyncio.sleep(0.25)
     assert asterisk_worker.running
