@@ -76,12 +76,18 @@ def render() -> tuple[bytes, str]:
 class CallMetrics:
     """The CDR wrapper's observer: call counts and step latency (cheap, thread-safe)."""
 
+    def __init__(self) -> None:
+        self._steps: dict[str, Histogram] = {}  # STEP_SECONDS by engine: once per event
+
     def call_started(self, call: CallInfo) -> None:
         CALLS.labels(call.engine, call.node).inc()
         CALLS_IN_PROGRESS.labels(call.engine, call.node).inc()
 
     def step(self, call: CallInfo, seconds: float) -> None:
-        STEP_SECONDS.labels(call.engine).observe(seconds)
+        histogram = self._steps.get(call.engine)
+        if histogram is None:
+            histogram = self._steps[call.engine] = STEP_SECONDS.labels(call.engine)
+        histogram.observe(seconds)
 
     def call_ended(self, call: CallInfo, record: CdrRecord) -> None:
         CALLS_IN_PROGRESS.labels(call.engine, call.node).dec()

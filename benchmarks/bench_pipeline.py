@@ -17,11 +17,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from appserver.agents.bridge import BrowserAgentBridge
 from appserver.cdr.flow import CdrCalls
 from appserver.metrics import CallMetrics
-from appserver.queues.caller_flow import CallerFlow
-from ivr.calls import CallFlow, CallInfo, Command, Enqueue, Event, HungUp
+from ivr.calls import CallFlow, CallInfo, Command, Event, HungUp
 from ivr.machine import IvrCall
 from ivr.model import MenuDef, OptionDef
 from ivr.testing import FlowHarness, build_menuset
@@ -48,13 +46,6 @@ def clock() -> datetime:
     return NOW
 
 
-class NoQueues:
-    """The queue runtime's part a flow sees: this call never queues."""
-
-    def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
-        return None
-
-
 def record() -> list[Event]:
     """One call's events, as a driver would deliver them."""
     h = FlowHarness(IvrCall(MENUSET, "main", clock=clock), call=CALL)
@@ -73,25 +64,25 @@ def record() -> list[Event]:
     return [e for _, e in h.log if not isinstance(e, Command.__args__)]  # type: ignore[attr-defined]
 
 
-def stack() -> Callable[[CallInfo], CallFlow]:
+def stack() -> Callable[[CallInfo], CallFlow | None]:
     """Each call's flow as the workers build it (CDR, bridge, queueing, app)."""
-    from appserver.queues.flow import QueueingFlow
+    import redis.asyncio as aioredis
 
-    queues = NoQueues()
-    cdrs = CdrCalls(lambda record: None, observer=CallMetrics(),
-                    queue_wrap=lambda f: BrowserAgentBridge(QueueingFlow(f, queues), "sip:lk"))
+    from appserver.queues.runtime import QueueRuntime
+    from appserver.worker.pipeline import worker_pipeline
 
-    def build(call: CallInfo) -> CallFlow:
-        return cdrs.wrap(IvrCall(MENUSET, "main", clock=clock), call)
+    queues = QueueRuntime(aioredis.Redis(), "bench")  # not started: this call never queues
+    cdrs = CdrCalls(lambda record: None, observer=CallMetrics())
+    return worker_pipeline(lambda call: IvrCall(MENUSET, "main", clock=clock), cdrs=cdrs,
+                           queues=queues, livekit_sip_uri="sip:lk")
 
-    return build
 
-
-def replay(build: Callable[[CallInfo], CallFlow], events: list[Event], calls: int) -> float:
+def replay(build: Callable[[CallInfo], CallFlow | None], events: list[Event], calls: int) -> float:
     """Seconds to run ``calls`` calls of ``events``."""
     t0 = time.perf_counter()
     for _ in range(calls):
         flow = build(CALL)
+        assert flow is not None
         flow.start(CALL)
         for event in events:
             flow.handle(event)

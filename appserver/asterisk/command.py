@@ -86,7 +86,6 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
 
     import redis.asyncio as aioredis
 
-    from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
@@ -97,7 +96,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.metrics import ENGINE_CONNECTED, CallMetrics
     from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
-    from ivr.calls import CallFlow, CallInfo
+    from appserver.worker.pipeline import worker_pipeline
 
     log = logging.getLogger("callyard.asterisk")
     logging.getLogger("aioari.model").setLevel(logging.WARNING)
@@ -123,20 +122,11 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         redis_url, decode_responses=True, max_connections=200, timeout=10))
     menus = MenuFlows(redis_url)
     await asyncio.to_thread(menus.start)
-    router = AppRouter([*apps, menus])
-    queues: list[QueueRuntime] = []  # set once the worker exists (it delivers queue events)
+    queues = QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}")
     cdr_sink = AsyncCdrSink(redis, maxlen=settings.cdr_stream_maxlen)
-
-    def wrap_queue(flow: CallFlow) -> CallFlow:
-        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
-        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
-
-    cdrs = CdrCalls(cdr_sink, observer=CallMetrics(), queue_wrap=wrap_queue)
-
-    def factory(call: CallInfo) -> CallFlow | None:
-        flow = router(call)
-        return cdrs.wrap(flow, call) if flow is not None else None
-
+    cdrs = CdrCalls(cdr_sink, observer=CallMetrics())
+    factory = worker_pipeline(AppRouter([*apps, menus]), cdrs=cdrs, queues=queues,
+                              livekit_sip_uri=settings.livekit_sip_uri)
     worker = AsteriskWorker(
         ari_nodes, factory, app=settings.asterisk_app, redis=redis,
         dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
@@ -150,8 +140,6 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    queues.append(QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}",
-                               worker.deliver))
     for link in worker.links:
         ENGINE_CONNECTED.labels("asterisk", link.name).set_function(link.connected.is_set)
 
@@ -165,7 +153,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     health_listen = args.health_listen or settings.health_listen
     health = AsyncHealthServer(health_listen, ready) if health_listen else None
     cdr_sink.start()
-    await queues[0].start()
+    await queues.start(worker.deliver)
     await worker.start()
     if monitor:
         await monitor.start()
@@ -193,7 +181,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         if monitor:
             await monitor.stop()
         await worker.stop()
-        await queues[0].stop()
+        await queues.stop()
         await cdr_sink.stop()
         if health:
             await health.stop()

@@ -2,8 +2,8 @@
 
 ``callyard freeswitch`` uses it in three calls::
 
-    ops = WorkerOps(settings, redis_url, health_listen, queue_wrap=...)
-    factory = ops.wrap_factory(factory)     # every call's flow gets a CdrFlow
+    ops = WorkerOps(settings, redis_url, health_listen)
+    ops.cdrs                                # the CDR layer of every call's flow
     ops.start(worker, nodes)                # CDR sink greenlet, /healthz /readyz /metrics
     ...                                     # SIGTERM
     ops.drain(worker)                       # stop accepting, let calls finish, flush CDRs
@@ -12,14 +12,12 @@ Draining closes the outbound listening socket first, so FreeSWITCH's ``socket``
 application fails for new calls and the dialplan's fallback runs; calls in progress get
 ``CALLYARD_SHUTDOWN_GRACE`` seconds. A call still up after that is recorded as ``failed``
 with cause ``WORKER_SHUTDOWN`` (its socket closes when the process exits).
-CDRs need ``CALLYARD_REDIS_URL``; without it the worker runs without CDRs and says so.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appserver.cdr.flow import CdrCalls
@@ -28,63 +26,36 @@ from appserver.metrics import ENGINE_CONNECTED, CallMetrics
 if TYPE_CHECKING:
     from appserver.apps import MenuFlows
     from appserver.settings import Settings
-    from ivr.calls import CallFlow, CallInfo
 
 log = logging.getLogger("callyard.freeswitch")
-Factory = Callable[["CallInfo"], "CallFlow | None"]
 
 
 class WorkerOps:
-    def __init__(self, settings: Settings, redis_url: str | None,
-                 health_listen: str | None = None,
-                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None,
+    def __init__(self, settings: Settings, redis_url: str, health_listen: str | None = None,
                  menus: MenuFlows | None = None) -> None:
         self.grace = settings.shutdown_grace
         self.menus = menus
-        self.redis: Any = None
-        self.sink: Any = None
-        self.cdrs: CdrCalls | None = None
-        self.health: Any = None
         self._worker: Any = None
         self._nodes: Any = None
-        self.queue_wrap = queue_wrap
-        if redis_url:
-            import redis
+        import redis
 
-            from appserver.cdr.sink import GeventCdrSink
+        from appserver.cdr.sink import GeventCdrSink
 
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=5,
-                                              socket_connect_timeout=5)
-            self.sink = GeventCdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
-            self.cdrs = CdrCalls(self.sink, observer=CallMetrics(), queue_wrap=queue_wrap)
-        else:
-            log.warning("no Redis: no CDRs are written")
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.sink = GeventCdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
+        self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
+        self.health: Any = None
         listen = health_listen or settings.health_listen
         if listen:
             from appserver.health import GeventHealthServer
 
             self.health = GeventHealthServer(listen, self.checks)
 
-    def wrap_factory(self, factory: Factory) -> Factory:
-        """Each call's flow from ``factory``, recorded for CDRs, inside the queue wrapper."""
-        cdrs, queue_wrap = self.cdrs, self.queue_wrap
-
-        def wrapped(info: CallInfo) -> CallFlow | None:
-            flow = factory(info)
-            if flow is None:
-                return None
-            if cdrs is not None:
-                return cdrs.wrap(flow, info)
-            return queue_wrap(flow) if queue_wrap is not None else flow
-
-        return wrapped
-
     def start(self, worker: Any, nodes: Any) -> None:
         self._worker, self._nodes = worker, nodes
         for link in nodes.links.values():
             ENGINE_CONNECTED.labels("freeswitch", link.name).set_function(link.connected.is_set)
-        if self.sink is not None:
-            self.sink.start()
+        self.sink.start()
         if self.health is not None:
             self.health.start()
 
@@ -92,12 +63,11 @@ class WorkerOps:
         """Readiness: Redis (when configured), the listening socket, the inbound links;
         whether a menu set is loaded (a warning only)."""
         checks: dict[str, str] = {}
-        if self.redis is not None:
-            try:
-                self.redis.ping()
-                checks["redis"] = "ok"
-            except Exception as exc:  # not ready; say why
-                checks["redis"] = f"error: {type(exc).__name__}: {exc}"
+        try:
+            self.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # not ready; say why
+            checks["redis"] = f"error: {type(exc).__name__}: {exc}"
         worker, nodes = self._worker, self._nodes
         checks["listening"] = "ok" if worker is not None and worker.port else "error: not yet"
         links = list(nodes.links.values()) if nodes is not None else []
@@ -121,11 +91,9 @@ class WorkerOps:
         deadline = time.monotonic() + self.grace
         while worker.calls and time.monotonic() < deadline:
             gevent.sleep(0.1)
-        if self.cdrs is not None:
-            left = self.cdrs.abandon_all("WORKER_SHUTDOWN")
-            if left:
-                log.warning("grace period over: %d call(s) recorded as failed", left)
-        if self.sink is not None:
-            self.sink.stop(10.0)
+        left = self.cdrs.abandon_all("WORKER_SHUTDOWN")
+        if left:
+            log.warning("grace period over: %d call(s) recorded as failed", left)
+        self.sink.stop(10.0)
         if self.health is not None:
             self.health.stop()

@@ -74,7 +74,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     import gevent
     import redis
 
-    from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.cdr.gevent_ops import WorkerOps
     from appserver.freeswitch.driver import DriverConfig
@@ -82,27 +81,24 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
     from appserver.queues.runtime import GeventQueueRuntime
-    from ivr.calls import CallFlow
+    from appserver.worker.pipeline import worker_pipeline
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
     menus = MenuFlows(rurl)  # the IVR: always asked last
     menus.start()
-    router = AppRouter([*apps, menus])
-    queues: list[GeventQueueRuntime] = []  # set once the worker exists (it delivers events)
-
-    def wrap_queue(flow: CallFlow) -> CallFlow:
-        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
-        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
+    queues = GeventQueueRuntime(redis.Redis.from_url(rurl, decode_responses=True),
+                                f"freeswitch-{socket.gethostname()}-{os.getpid()}")
 
     # one socket per call in progress: allow as many as the hard limit permits
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
                           sip_template=settings.freeswitch_sip_template)
-    ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue,  # CDRs, health
-                    menus=menus)
-    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config,
+    ops = WorkerOps(settings, rurl, args.health_listen, menus=menus)  # CDRs, health
+    flows = worker_pipeline(AppRouter([*apps, menus]), cdrs=ops.cdrs, queues=queues,
+                            livekit_sip_uri=settings.livekit_sip_uri)
+    worker = FreeswitchWorker((host, port), flows, config,
                               max_calls=settings.freeswitch_max_calls,
                               connect_timeout=settings.freeswitch_connect_timeout)
     nodes = NodeManager(settings.freeswitch_esl)
@@ -110,12 +106,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
-    queues.append(GeventQueueRuntime(
-        redis.Redis.from_url(rurl, decode_responses=True),
-        f"freeswitch-{socket.gethostname()}-{os.getpid()}",
-        worker.deliver,
-    ))
-    queues[0].start()
+    queues.start(worker.deliver)
     try:
         worker.start()
     except OSError as exc:
@@ -129,6 +120,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     log.info("stopping; stats %s", json.dumps(worker.stats()))
     ops.drain(worker)
     nodes.stop()
-    queues[0].stop()
+    queues.stop()
     menus.stop()
     return 0

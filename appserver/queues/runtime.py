@@ -1,8 +1,9 @@
 """The queue runtime a worker runs beside its calls.
 
-A worker creates one runtime with a ``deliver(call_id, event)`` callback (which hands the
-event to that call's flow and executes the returned commands), starts it, and wraps each
-call flow with :meth:`wrap`. The runtime then
+A worker creates one runtime, wraps each call's flow with :meth:`wrap` (the queueing layer
+of :mod:`appserver.worker.pipeline`) and starts it with its ``deliver(call_id, event)``
+callback (which hands the event to that call's flow and executes the returned commands;
+given to the constructor instead when the worker exists first). The runtime then
 
 * carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
   Redis (join, leave, dial failed, finish), in order; a write that cannot reach Redis (down,
@@ -41,7 +42,7 @@ from typing import Any, Literal, TypeAlias, get_args
 from redis import exceptions as redis_errors
 
 from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
-from appserver.queues.flow import QueueingFlow
+from appserver.queues.flow import QueueingFlow, QueueObserver
 from appserver.queues.model import (
     KEY_PREFIX,
     MAX_PRIORITY,
@@ -92,7 +93,7 @@ Write: TypeAlias = Callable[[Any], Any]
 class _RuntimeCore:
     """Bookkeeping shared by both runtimes: which callers this worker owns, what to tell them."""
 
-    def __init__(self, worker_id: str, deliver: Deliver, *, lease_seconds: float,
+    def __init__(self, worker_id: str, deliver: Deliver | None, *, lease_seconds: float,
                  tick_seconds: float, prefix: str) -> None:
         self.worker_id = worker_id
         self.deliver = deliver
@@ -108,9 +109,10 @@ class _RuntimeCore:
         self._last_tick = time.monotonic()
         self._reap_from = 0.0
 
-    def wrap(self, flow: CallFlow) -> QueueingFlow:
-        """The flow to run for a call instead of ``flow``: queues on ``Enqueue``."""
-        return QueueingFlow(flow, self)
+    def wrap(self, flow: CallFlow, observer: QueueObserver | None = None) -> QueueingFlow:
+        """The flow to run for a call instead of ``flow``: queues on ``Enqueue`` (the
+        queueing layer of :mod:`appserver.worker.pipeline`)."""
+        return QueueingFlow(flow, self, observer)
 
     def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
         config = self.configs.get(enqueue.queue)
@@ -194,7 +196,7 @@ class _RuntimeCore:
 
     def _send(self, call_id: str, event: Event) -> None:
         flow = self.flows.get(call_id)
-        if flow is None or flow.done:
+        if flow is None or flow.done or self.deliver is None:
             return
         try:
             self.deliver(call_id, event)
@@ -280,7 +282,7 @@ class _RuntimeCore:
 class QueueRuntime(_RuntimeCore):
     """asyncio runtime. ``await start()`` once, ``await stop()`` at shutdown."""
 
-    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
+    def __init__(self, redis: Any, worker_id: str, deliver: Deliver | None = None, *,
                  lease_seconds: float = 15.0, tick_seconds: float = 1.0,
                  prefix: str = KEY_PREFIX) -> None:
         super().__init__(worker_id, deliver, lease_seconds=lease_seconds,
@@ -291,7 +293,8 @@ class QueueRuntime(_RuntimeCore):
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    async def start(self) -> None:
+    async def start(self, deliver: Deliver | None = None) -> None:
+        self.deliver = deliver or self.deliver
         self._stopping = False
         await self.refresh_configs()
         self._tasks = [asyncio.create_task(self._run_actions(), name="queues-actions"),
@@ -405,7 +408,7 @@ class QueueRuntime(_RuntimeCore):
 class GeventQueueRuntime(_RuntimeCore):
     """The same runtime for gevent: greenlets and a blocking ``redis.Redis`` client."""
 
-    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
+    def __init__(self, redis: Any, worker_id: str, deliver: Deliver | None = None, *,
                  lease_seconds: float = 15.0, tick_seconds: float = 1.0,
                  prefix: str = KEY_PREFIX) -> None:
         import gevent.queue
@@ -416,9 +419,10 @@ class GeventQueueRuntime(_RuntimeCore):
         self._actions: Any = gevent.queue.JoinableQueue()
         self._greenlets: list[Any] = []
 
-    def start(self) -> None:
+    def start(self, deliver: Deliver | None = None) -> None:
         import gevent
 
+        self.deliver = deliver or self.deliver
         self.refresh_configs()
         self._greenlets = [gevent.spawn(self._loop, self._action_once),
                            gevent.spawn(self._loop, self._inbox_once),
