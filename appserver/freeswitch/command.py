@@ -80,15 +80,16 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
-    from appserver.queues.runtime import GeventQueueRuntime
+    from appserver.queues.runtime import QueueRuntime
+    from appserver.shells.green import run
     from appserver.worker.pipeline import worker_pipeline
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
     menus = MenuFlows(rurl)  # the IVR: always asked last
     menus.start()
-    queues = GeventQueueRuntime(redis.Redis.from_url(rurl, decode_responses=True),
-                                f"freeswitch-{socket.gethostname()}-{os.getpid()}")
+    queues = QueueRuntime(redis.Redis.from_url(rurl, decode_responses=True),
+                          f"freeswitch-{socket.gethostname()}-{os.getpid()}")
 
     # one socket per call in progress: allow as many as the hard limit permits
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -106,7 +107,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
-    queues.start(worker.deliver)
+    run(queues.start(worker.deliver))
     try:
         worker.start()
     except OSError as exc:
@@ -120,6 +121,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     log.info("stopping; stats %s", json.dumps(worker.stats()))
     ops.drain(worker)
     nodes.stop()
-    queues.stop()
+    run(queues.stop())
     menus.stop()
     return 0

@@ -28,7 +28,7 @@ from ivr.calls import CallFlow, CallInfo
 if TYPE_CHECKING:
     from appserver.apps import FlowFactory
     from appserver.cdr.flow import CdrCalls
-    from appserver.queues.runtime import GeventQueueRuntime, QueueRuntime
+    from appserver.queues.runtime import QueueRuntime
 
 Layer = Callable[[CallFlow, CallInfo], CallFlow]  # (inner flow, call) -> the wrapped flow
 
@@ -51,7 +51,7 @@ class Pipeline:
         return flow
 
 
-def worker_pipeline(app: FlowFactory, *, cdrs: CdrCalls, queues: QueueRuntime | GeventQueueRuntime,
+def worker_pipeline(app: FlowFactory, *, cdrs: CdrCalls, queues: QueueRuntime,
                     livekit_sip_uri: str) -> Pipeline:
     """The layers every call of a worker runs in, around ``app``."""
     return Pipeline(app, [
