@@ -90,7 +90,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.cdr.flow import CdrCalls
-    from appserver.cdr.sink import AsyncCdrSink
+    from appserver.cdr.sink import CdrSink
     from appserver.gc_policy import settle_gc
     from appserver.health import AsyncHealthServer, storage_checks
     from appserver.metrics import ENGINE_CONNECTED, CallMetrics
@@ -123,7 +123,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     menus = MenuFlows(redis_url)
     await asyncio.to_thread(menus.start)
     queues = QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}")
-    cdr_sink = AsyncCdrSink(redis, maxlen=settings.cdr_stream_maxlen)
+    cdr_sink = CdrSink(redis, maxlen=settings.cdr_stream_maxlen)
     cdrs = CdrCalls(cdr_sink, observer=CallMetrics())
     factory = worker_pipeline(AppRouter([*apps, menus]), cdrs=cdrs, queues=queues,
                               livekit_sip_uri=settings.livekit_sip_uri)

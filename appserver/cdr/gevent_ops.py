@@ -39,10 +39,10 @@ class WorkerOps:
         self._nodes: Any = None
         import redis
 
-        from appserver.cdr.sink import GeventCdrSink
+        from appserver.cdr.sink import CdrSink
 
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.sink = GeventCdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
+        self.sink = CdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
         self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
         self.health: Any = None
         listen = health_listen or settings.health_listen
@@ -83,6 +83,8 @@ class WorkerOps:
         """Stop taking calls, give those in progress the grace period, flush CDRs."""
         import gevent
 
+        from appserver.shells.green import run
+
         if self.health is not None:
             self.health.stopping = True
         worker.stop()  # closes the listening socket: new calls take the dialplan fallback
@@ -94,6 +96,6 @@ class WorkerOps:
         left = self.cdrs.abandon_all("WORKER_SHUTDOWN")
         if left:
             log.warning("grace period over: %d call(s) recorded as failed", left)
-        self.sink.stop(10.0)
+        run(self.sink.stop(10.0))
         if self.health is not None:
             self.health.stop()
