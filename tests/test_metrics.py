@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from appserver.api.app import create_app
 from appserver.cdr import STREAM
 from appserver.devkit.embedded import free_port
-from appserver.health import AsyncHealthServer
+from appserver.health import HealthServer
 from appserver.metrics import RedisStatsPoller
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.store import QueueStore, now_ms
@@ -65,7 +65,7 @@ async def test_health_server_ready_not_ready_and_stopping() -> None:
         return dict(state)
 
     port = free_port()
-    server = AsyncHealthServer(f"127.0.0.1:{port}", checks)
+    server = HealthServer(f"127.0.0.1:{port}", checks)
     await server.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -98,7 +98,7 @@ async def test_api_metrics_merge_peer_processes_in_dev_mode() -> None:
 
     call = CallInfo(call_id="m1", caller="+1555", called="9999", engine="freeswitch", node="merge")
     CallMetrics().call_started(call)
-    worker = AsyncHealthServer(f"127.0.0.1:{free_port()}", _no_checks)
+    worker = HealthServer(f"127.0.0.1:{free_port()}", _no_checks)
     await worker.start()  # same registry as this process: both expose the same families
     try:
         peers = {"freeswitch-worker": f"http://127.0.0.1:{worker.port}/metrics",

@@ -92,7 +92,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.cdr.flow import CdrCalls
     from appserver.cdr.sink import CdrSink
     from appserver.gc_policy import settle_gc
-    from appserver.health import AsyncHealthServer, storage_checks
+    from appserver.health import HealthServer, storage_checks
     from appserver.metrics import ENGINE_CONNECTED, CallMetrics
     from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
@@ -151,7 +151,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         return checks
 
     health_listen = args.health_listen or settings.health_listen
-    health = AsyncHealthServer(health_listen, ready) if health_listen else None
+    health = HealthServer(health_listen, ready) if health_listen else None
     cdr_sink.start()
     await queues.start(worker.deliver)
     await worker.start()

@@ -60,7 +60,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import redis.asyncio as aioredis
 
     from appserver.cdr.writer import CdrWriter
-    from appserver.health import AsyncHealthServer
+    from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
 
     log = logging.getLogger("callyard.cdr")
@@ -75,7 +75,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
     poller = RedisStatsPoller(redis)
-    health = AsyncHealthServer(health_listen, lambda: ready(writer)) if health_listen else None
+    health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None
     writer.start()
     poller.start()
     if health:

@@ -47,9 +47,10 @@ class WorkerOps:
         self.health: Any = None
         listen = health_listen or settings.health_listen
         if listen:
-            from appserver.health import GeventHealthServer
+            from appserver.health import HealthServer
+            from appserver.shells import green
 
-            self.health = GeventHealthServer(listen, self.checks)
+            self.health = HealthServer(listen, self.checks, green)
 
     def start(self, worker: Any, nodes: Any) -> None:
         self._worker, self._nodes = worker, nodes
@@ -57,9 +58,11 @@ class WorkerOps:
             ENGINE_CONNECTED.labels("freeswitch", link.name).set_function(link.connected.is_set)
         self.sink.start()
         if self.health is not None:
-            self.health.start()
+            from appserver.shells.green import run
 
-    def checks(self) -> dict[str, str]:
+            run(self.health.start())
+
+    async def checks(self) -> dict[str, str]:
         """Readiness: Redis (when configured), the listening socket, the inbound links;
         whether a menu set is loaded (a warning only)."""
         checks: dict[str, str] = {}
@@ -98,4 +101,4 @@ class WorkerOps:
             log.warning("grace period over: %d call(s) recorded as failed", left)
         run(self.sink.stop(10.0))
         if self.health is not None:
-            self.health.stop()
+            run(self.health.stop())
