@@ -75,7 +75,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     import redis
 
     from appserver.apps import AppRouter, MenuFlows
-    from appserver.cdr.gevent_ops import WorkerOps
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
@@ -83,6 +82,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     from appserver.queues.runtime import QueueRuntime
     from appserver.shells.green import run
     from appserver.worker.pipeline import worker_pipeline
+    from appserver.worker.services import WorkerOps
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
