@@ -81,14 +81,18 @@ class Shell(Protocol):
         """A worker's Redis client (str replies, a bounded pool)."""
         ...
 
-    async def close_redis(self, client: Any) -> None: ...
-
 
 async def reply(answer: Awaitable[T] | T) -> T:
     """What a Redis client answered: awaited from ``redis.asyncio``, as is from ``redis.Redis``."""
     if inspect.isawaitable(answer):
         return await answer
     return answer
+
+
+async def close(resource: Any) -> None:
+    """Close a Redis client or pub/sub: ``aclose()`` on ``redis.asyncio``, else ``close()``."""
+    closer = getattr(resource, "aclose", None) or resource.close
+    await reply(closer())
 
 
 def for_client(client: Any) -> Shell:

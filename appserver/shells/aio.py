@@ -79,6 +79,3 @@ def redis(url: str) -> Any:
     return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
         url, decode_responses=True, max_connections=200, timeout=10))
 
-
-async def close_redis(client: Any) -> None:
-    await client.aclose()

@@ -118,6 +118,3 @@ def redis(url: str) -> Any:
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
         url, decode_responses=True, max_connections=200, timeout=10))
 
-
-async def close_redis(client: Any) -> None:
-    client.close()
