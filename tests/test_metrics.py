@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import aiohttp
 import httpx
 import redis.asyncio as aioredis
@@ -9,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from appserver.api.app import create_app
 from appserver.cdr import STREAM
+from appserver.cdr.writer import stream_backlog
 from appserver.devkit.embedded import free_port
 from appserver.health import HealthServer
 from appserver.metrics import RedisStatsPoller
@@ -43,7 +46,7 @@ async def test_poller_reads_queues_agents_and_cdr_backlog(redis_client: aioredis
     await store.enqueue("m_sales", "m-call-2", "w1", now=t0 - 5_000)
     for i in range(3):
         await redis_client.xadd(STREAM, {"call_id": f"x{i}"})
-    poller = RedisStatsPoller(redis_client)
+    poller = RedisStatsPoller(store, partial(stream_backlog, redis_client))
     await poller.poll()
     assert sample("callyard_queue_waiting", queue="m_sales") == 2
     longest = sample("callyard_queue_longest_wait_seconds", queue="m_sales")

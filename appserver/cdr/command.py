@@ -62,6 +62,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     from appserver.cdr.writer import CdrWriter
     from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
+    from appserver.queues.store import QueueStore
 
     log = logging.getLogger("callyard.cdr")
     stop = asyncio.Event()
@@ -74,7 +75,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
         return 0
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
-    poller = RedisStatsPoller(redis)
+    poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None
     writer.start()
     poller.start()

@@ -58,7 +58,7 @@ class CdrObserver(Protocol):
 
     def step(self, call: CallInfo, seconds: float) -> None: ...
 
-    def call_ended(self, call: CallInfo, record: CdrRecord) -> None: ...
+    def call_ended(self, call: CallInfo, disposition: str) -> None: ...
 
 
 class CdrFlow:
@@ -289,7 +289,7 @@ class CdrFlow:
         )
         self.sink(self.record)
         if self.observer:
-            self.observer.call_ended(self.call, self.record)
+            self.observer.call_ended(self.call, disposition)
 
 
 # What CdrFlow notes of each event and command type (others pass without a look).

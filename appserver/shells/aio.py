@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from appserver.shells import HttpServer, Respond
-
 log = logging.getLogger("callyard.shells")
+
+# (method, path) -> (status, content type, body); see appserver.shells.Respond
+Respond = Callable[[str, str], Coroutine[Any, Any, tuple[int, str, bytes]]]
 
 
 async def sleep(seconds: float) -> None:
@@ -56,7 +57,7 @@ class _Server:
         await self.runner.cleanup()
 
 
-async def serve_http(host: str, port: int, respond: Respond) -> HttpServer:
+async def serve_http(host: str, port: int, respond: Respond) -> _Server:
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:

@@ -8,15 +8,13 @@ switches greenlets inside the blocking calls underneath.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import gevent
 import gevent.event
 import gevent.queue
-
-from appserver.shells import HttpServer, Respond
 
 T = TypeVar("T")
 
@@ -30,6 +28,9 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     work.close()
     raise RuntimeError("a coroutine run under gevent awaited something that suspends "
                        "(an asyncio object?): await only appserver.shells.green and redis.Redis")
+
+# (method, path) -> (status, content type, body); see appserver.shells.Respond
+Respond = Callable[[str, str], Coroutine[Any, Any, tuple[int, str, bytes]]]
 
 
 async def sleep(seconds: float) -> None:
@@ -98,7 +99,7 @@ class _Server:
         self.server.stop(timeout=1)
 
 
-async def serve_http(host: str, port: int, respond: Respond) -> HttpServer:
+async def serve_http(host: str, port: int, respond: Respond) -> _Server:
     from gevent.pywsgi import WSGIServer
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
