@@ -15,35 +15,16 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+
+from bench_ivr_machine import MENUSET, clock  # the same menus as the bare-machine benchmark
 
 from appserver.cdr.flow import CdrCalls
 from appserver.metrics import CallMetrics
 from ivr.calls import CallFlow, CallInfo, Command, Event, HungUp
 from ivr.machine import IvrCall
-from ivr.model import MenuDef, OptionDef
-from ivr.testing import FlowHarness, build_menuset
+from ivr.testing import FlowHarness
 
-MENUSET = build_menuset(
-    [
-        MenuDef(
-            "main",
-            greeting=("file:ivr/welcome", "tts:Hello {{ caller }}"),
-            invalid_prompt=("file:ivr/invalid",),
-            timeout_prompt=("file:ivr/timeout",),
-            options=(OptionDef("1", "submenu", "sales", ("file:ivr/to-sales",)),
-                     OptionDef("5", "set", "lang=fr")),
-        ),
-        MenuDef("sales", greeting=("file:ivr/sales",), options=(OptionDef("0", "back"),)),
-    ],
-    extensions={"9999": ("menu", "main")},
-)
 CALL = CallInfo("bench", "freeswitch", "+15550100", "9999", node="bench")
-NOW = datetime(2026, 3, 9, 15, tzinfo=UTC)
-
-
-def clock() -> datetime:
-    return NOW
 
 
 def record() -> list[Event]:
@@ -51,15 +32,15 @@ def record() -> list[Event]:
     h = FlowHarness(IvrCall(MENUSET, "main", clock=clock), call=CALL)
     h.start()
     h.advance(0.5)
-    h.press("1")  # barge-in -> sales
-    h.advance(2)
+    h.press("1")  # barge-in, prefix of 12: waits for the inter-digit timer
+    h.advance(3)  # -> sales
     h.press("0")  # back to main
     h.press("9")  # invalid: re-prompt
-    h.advance(2)
+    h.advance(3)
     h.press("5")  # set
     h.advance(1)
     h.press("1")
-    h.advance(1)
+    h.advance(3)
     h.hangup()
     return [e for _, e in h.log if not isinstance(e, Command.__args__)]  # type: ignore[attr-defined]
 

@@ -101,13 +101,7 @@ class CdrFlow:
         self.started_at = self.clock()
         if self.observer:
             self.observer.call_started(call)
-        began = self.timer()
-        try:
-            commands = self.inner.start(call)
-        except Exception as exc:
-            self._failed(exc)
-            raise
-        return self._after_step(commands, began)
+        return self._step(self.inner.start, call)
 
     def handle(self, event: Event) -> list[Command]:
         if self.record is not None:
@@ -115,13 +109,7 @@ class CdrFlow:
         note = _EVENT_NOTES.get(type(event))
         if note is not None:
             note(self, event)
-        began = self.timer()
-        try:
-            commands = self.inner.handle(event)
-        except Exception as exc:
-            self._failed(exc)
-            raise
-        self._after_step(commands, began)
+        commands = self._step(self.inner.handle, event)
         if isinstance(event, HungUp):
             self._end("hangup", self._caller_cause)
         return commands
@@ -142,10 +130,15 @@ class CdrFlow:
 
     # ------------------------------------------------------------------ observation
 
-    def _failed(self, exc: Exception) -> None:
-        self._end("failed", "FLOW_ERROR", error=f"{type(exc).__name__}: {exc}")
-
-    def _after_step(self, commands: list[Command], began: float) -> list[Command]:
+    def _step(self, run: Callable[[Any], list[Command]], arg: CallInfo | Event
+              ) -> list[Command]:
+        """``run(arg)`` (the inner flow's start or handle), timed; notes its commands."""
+        began = self.timer()
+        try:
+            commands = run(arg)
+        except Exception as exc:
+            self._end("failed", "FLOW_ERROR", error=f"{type(exc).__name__}: {exc}")
+            raise
         if self.observer:
             self.observer.step(self.call, self.timer() - began)
         for cmd in commands or []:
