@@ -12,9 +12,13 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ivr.app import App
 from ivr.calls import CallFlow, CallInfo
+
+if TYPE_CHECKING:
+    from appserver.menus.readers import MenuSetReader
 
 FlowFactory = Callable[[CallInfo], CallFlow | None]
 log = logging.getLogger("callyard.apps")
@@ -44,32 +48,23 @@ def load_app(spec: str) -> FlowFactory:
 
 
 class MenuFlows:
-    """The IVR app: flows for the numbers in the menus published to Redis.
-
-    Uses the blocking reader (a thread, or a greenlet under gevent), so one class serves
-    both workers; ``flow_for`` itself is an in-memory lookup. Until a menu set is published
-    the reader logs a warning every ``warn_interval`` seconds, :meth:`readiness` says so and
-    the metric ``callyard_worker_menu_version`` is 0.
+    """The IVR app: flows for the numbers in the menus ``reader`` follows (the worker starts
+    and stops the reader); ``flow_for`` itself is an in-memory lookup. Until a menu set is
+    published the reader logs a warning every ``warn_interval`` seconds, :meth:`readiness`
+    says so and the metric ``callyard_worker_menu_version`` is 0.
     """
 
-    def __init__(self, redis_url: str, *, warn_interval: float = 60.0) -> None:
-        from appserver.menus.readers import MenuSetReader
+    def __init__(self, reader: MenuSetReader) -> None:
         from appserver.metrics import WORKER_MENU_VERSION
 
-        self.reader = MenuSetReader(redis_url, warn_interval=warn_interval)
+        self.reader = reader
         WORKER_MENU_VERSION.set_function(lambda: self.reader.version or 0)
-
-    def start(self) -> None:
-        self.reader.start()
 
     def readiness(self) -> str:
         """The worker's /readyz entry: "ok", or a warning (not a failure: apps still serve)."""
         from appserver.menus.readers import NO_MENUS
 
         return "ok" if self.reader.current is not None else f"warning: {NO_MENUS}"
-
-    def stop(self) -> None:
-        self.reader.stop()
 
     def __call__(self, call: CallInfo) -> CallFlow | None:
         return self.reader.flow_for(call.called)
@@ -88,10 +83,3 @@ class AppRouter:
                 return flow
         return None
 
-
-def build_router(apps: Sequence[str], menus: MenuFlows | None) -> AppRouter:
-    """The factories of ``apps`` (loaded now: a broken one raises AppLoadError), then menus."""
-    factories: list[FlowFactory] = [load_app(spec) for spec in apps]
-    if menus is not None:
-        factories.append(menus)
-    return AppRouter(factories)

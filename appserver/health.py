@@ -7,29 +7,31 @@ knowing, not a reason to stop sending work), else 503 with the failing ones; 503
 a shutdown started (load balancers stop sending work).
 ``GET /metrics`` -- Prometheus exposition of this process.
 
-:class:`AsyncHealthServer` runs on aiohttp (asyncio commands); :class:`GeventHealthServer`
-on ``gevent.pywsgi`` (the FreeSWITCH worker). Enabled by ``CALLYARD_HEALTH_LISTEN``
-(``host:port``) or the command's ``--health-listen``.
+:meth:`HealthServer.respond` maps a request (method, path) to its response (status, content
+type, body) and does no I/O; the shell it is given (:mod:`appserver.shells`) serves it:
+aiohttp for the asyncio commands, ``gevent.pywsgi`` for the FreeSWITCH worker. Enabled by
+``CALLYARD_HEALTH_LISTEN`` (``host:port``) or the command's ``--health-listen``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appserver.metrics import render
 from appserver.settings import parse_hostport
+from appserver.shells import HttpServer, Shell, aio, reply
 
 log = logging.getLogger("callyard.health")
 
-AsyncChecks = Callable[[], Awaitable[dict[str, str]]]
-SyncChecks = Callable[[], dict[str, str]]
+Checks = Callable[[], Awaitable[dict[str, str]]]
+JSON = "application/json"
 
 
 async def storage_checks(pool: Any = None, redis: Any = None) -> dict[str, str]:
-    """Readiness of an asyncpg pool and a redis.asyncio client: "ok" or what failed."""
+    """Readiness of an asyncpg pool and a Redis client: "ok" or what failed."""
     checks: dict[str, str] = {}
     if pool is not None:
         try:
@@ -40,104 +42,52 @@ async def storage_checks(pool: Any = None, redis: Any = None) -> dict[str, str]:
             checks["database"] = f"error: {type(exc).__name__}: {exc}"
     if redis is not None:
         try:
-            await redis.ping()
+            await reply(redis.ping())
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}: {exc}"
     return checks
 
 
-def _ready_body(checks: dict[str, str], stopping: bool) -> tuple[int, bytes]:
-    if stopping:
-        checks = {**checks, "shutdown": "stopping: not taking new calls"}
-    ok = all(v == "ok" or v.startswith("warning:") for v in checks.values())
-    return (200 if ok else 503), json.dumps({"ready": ok, "checks": checks}).encode()
+class HealthServer:
+    """``await start()`` / ``await stop()``; ``stopping = True`` once a shutdown begins."""
 
-
-class AsyncHealthServer:
-    def __init__(self, listen: str, checks: AsyncChecks) -> None:
+    def __init__(self, listen: str, checks: Checks, shell: Shell = aio) -> None:
         self.host, self.port = parse_hostport(listen)
         self.checks = checks
+        self.shell = shell
         self.stopping = False
-        self._runner: Any = None
+        self._server: HttpServer | None = None
+
+    async def respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a request."""
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        if path == "/healthz":
+            return 200, JSON, json.dumps({"status": "stopping" if self.stopping else "ok"}).encode()
+        if path == "/readyz":
+            return await self._ready()
+        if path == "/metrics":
+            body, content_type = render()
+            return 200, content_type, body
+        return 404, "text/plain", b"not found: try /healthz, /readyz or /metrics\n"
+
+    async def _ready(self) -> tuple[int, str, bytes]:
+        try:
+            checks = await self.checks()
+        except Exception as exc:  # a broken check means not ready, and says why
+            checks = {"checks": f"error: {type(exc).__name__}: {exc}"}
+        if self.stopping:
+            checks = {**checks, "shutdown": "stopping: not taking new calls"}
+        ok = all(v == "ok" or v.startswith("warning:") for v in checks.values())
+        return (200 if ok else 503), JSON, json.dumps({"ready": ok, "checks": checks}).encode()
 
     async def start(self) -> None:
-        from aiohttp import web
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"status": "stopping" if self.stopping else "ok"})
-
-        async def readyz(_: web.Request) -> web.Response:
-            try:
-                checks = await self.checks()
-            except Exception as exc:  # a broken check means not ready, and says why
-                checks = {"checks": f"error: {type(exc).__name__}: {exc}"}
-            status, body = _ready_body(checks, self.stopping)
-            return web.Response(body=body, status=status, content_type="application/json")
-
-        async def metrics(_: web.Request) -> web.Response:
-            body, content_type = render()
-            return web.Response(body=body, headers={"Content-Type": content_type})
-
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
-            self.port = self._runner.addresses[0][1]
+        self._server = await self.shell.serve_http(self.host, self.port, self.respond)
+        self.port = self._server.port
         log.info("health server listening", extra={"listen": f"{self.host}:{self.port}"})
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-class GeventHealthServer:
-    def __init__(self, listen: str, checks: SyncChecks) -> None:
-        self.host, self.port = parse_hostport(listen)
-        self.checks = checks
-        self.stopping = False
-        self._server: Any = None
-
-    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Content-Type", "text/plain")])
-            return [b"method not allowed\n"]
-        if path == "/healthz":
-            body = json.dumps({"status": "stopping" if self.stopping else "ok"}).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body]
-        if path == "/readyz":
-            try:
-                checks = self.checks()
-            except Exception as exc:
-                checks = {"checks": f"error: {type(exc).__name__}: {exc}"}
-            status, body = _ready_body(checks, self.stopping)
-            start_response("200 OK" if status == 200 else "503 Service Unavailable",
-                           [("Content-Type", "application/json")])
-            return [body]
-        if path == "/metrics":
-            body, content_type = render()
-            start_response("200 OK", [("Content-Type", content_type)])
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /healthz, /readyz or /metrics\n"]
-
-    def start(self) -> None:
-        from gevent.pywsgi import WSGIServer
-
-        self._server = WSGIServer((self.host, self.port), self._app, log=None)
-        self._server.start()
-        self.port = self._server.server_port
-        log.info("health server listening", extra={"listen": f"{self.host}:{self.port}"})
-
-    def stop(self) -> None:
         if self._server is not None:
-            self._server.stop(timeout=1)
+            await self._server.close()
             self._server = None

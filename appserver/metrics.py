@@ -10,7 +10,8 @@ Per process (each serves its own ``/metrics``):
 * ``callyard_menu_reload_total`` / ``callyard_menu_version`` (menu publication, API process);
 * ``callyard_worker_menu_version`` -- the menu set a worker serves (0: none published yet).
 
-From Redis, refreshed by :class:`RedisStatsPoller` (the CDR writer runs one):
+From Redis through the stores, refreshed by :class:`RedisStatsPoller` (the CDR writer runs
+one):
 ``callyard_queue_waiting``, ``callyard_queue_longest_wait_seconds``,
 ``callyard_queue_service_level`` (per queue), ``callyard_agents{state}``,
 ``callyard_cdr_backlog`` (entries not yet stored) and ``callyard_cdr_pending`` (read, not
@@ -31,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from appserver.queues.model import AGENT_STATES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from appserver.cdr.record import CdrRecord
+    from appserver.queues.store import QueueStore
     from ivr.calls import CallInfo
 
 log = logging.getLogger("callyard.metrics")
@@ -76,16 +79,22 @@ def render() -> tuple[bytes, str]:
 class CallMetrics:
     """The CDR wrapper's observer: call counts and step latency (cheap, thread-safe)."""
 
+    def __init__(self) -> None:
+        self._steps: dict[str, Histogram] = {}  # STEP_SECONDS by engine: once per event
+
     def call_started(self, call: CallInfo) -> None:
         CALLS.labels(call.engine, call.node).inc()
         CALLS_IN_PROGRESS.labels(call.engine, call.node).inc()
 
     def step(self, call: CallInfo, seconds: float) -> None:
-        STEP_SECONDS.labels(call.engine).observe(seconds)
+        histogram = self._steps.get(call.engine)
+        if histogram is None:
+            histogram = self._steps[call.engine] = STEP_SECONDS.labels(call.engine)
+        histogram.observe(seconds)
 
-    def call_ended(self, call: CallInfo, record: CdrRecord) -> None:
+    def call_ended(self, call: CallInfo, disposition: str) -> None:
         CALLS_IN_PROGRESS.labels(call.engine, call.node).dec()
-        CALLS_ENDED.labels(call.engine, record.disposition).inc()
+        CALLS_ENDED.labels(call.engine, disposition).inc()
 
 
 def set_engine_connected(engine: str, node: str, up: bool) -> None:
@@ -93,16 +102,17 @@ def set_engine_connected(engine: str, node: str, up: bool) -> None:
 
 
 class RedisStatsPoller:
-    """Every ``interval`` seconds: queue stats, agent states and CDR backlog from Redis."""
+    """Every ``interval`` seconds: queue stats and agent states (through ``queues``, a
+    :class:`~appserver.queues.store.QueueStore`) and ``cdr_backlog()``: (entries in the CDR
+    stream, entries read but not acknowledged)."""
 
-    def __init__(self, redis: Any, *, interval: float = 5.0) -> None:
-        from appserver.queues.store import QueueStore
-
-        self.redis = redis
-        self.store = QueueStore(redis)
+    def __init__(self, queues: QueueStore, cdr_backlog: Callable[[], Awaitable[tuple[int, int]]],
+                 *, interval: float = 5.0) -> None:
+        self.queues = queues
+        self.cdr_backlog = cdr_backlog
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._queues: set[str] = set()
+        self._names: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -123,35 +133,29 @@ class RedisStatsPoller:
             await asyncio.sleep(self.interval)
 
     async def poll(self) -> None:
-        from appserver.cdr import GROUP, STREAM
-        from appserver.queues.model import AGENT_STATES
-
-        names = set(await self.store.queue_names())
-        for gone in self._queues - names:
+        queues = self.queues
+        names = set(await queues.queue_names())
+        for gone in self._names - names:
             for gauge in (QUEUE_WAITING, QUEUE_LONGEST, QUEUE_SERVICE_LEVEL):
                 gauge.remove(gone)
-        self._queues = names
+        self._names = names
         agents: set[str] = set()
         for queue in names:
-            stats = await self.store.stats(queue)
+            stats = await queues.stats(queue)
             QUEUE_WAITING.labels(queue).set(stats.waiting)
             QUEUE_LONGEST.labels(queue).set(stats.longest_wait)
             QUEUE_SERVICE_LEVEL.labels(queue).set(stats.service_level)
-            members = await self.redis.hkeys(self.store.keys.members(queue))
-            agents.update(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+            agents.update(await queues.members(queue))
         counts = dict.fromkeys(AGENT_STATES, 0)
         for name in agents:
-            status = await self.store.agent(name)
+            status = await queues.agent(name)
             if status is not None:
                 counts[status.state] = counts.get(status.state, 0) + 1
         for state, count in counts.items():
             AGENTS.labels(state).set(count)
-        CDR_BACKLOG.set(await self.redis.xlen(STREAM))
-        try:
-            pending = await self.redis.xpending(STREAM, GROUP)
-            CDR_PENDING.set(int(pending["pending"]))
-        except Exception:  # no consumer group yet
-            CDR_PENDING.set(0)
+        length, pending = await self.cdr_backlog()
+        CDR_BACKLOG.set(length)
+        CDR_PENDING.set(pending)
 
 
 class _Families:

@@ -28,7 +28,8 @@ from pathlib import Path
 import redis
 
 from appserver.queues.model import STRATEGIES, AgentConfig, Member, QueueConfig
-from appserver.queues.store import SyncQueueStore
+from appserver.queues.store import QueueStore
+from appserver.shells.green import run
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -56,7 +57,7 @@ def main() -> int:
         url = server.start()
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()
-    store = SyncQueueStore(client)
+    store = QueueStore(client)
     try:
         queues = [f"q{i:03d}" for i in range(args.queues)]
         agents = [f"a{i:04d}" for i in range(args.agents)]
@@ -65,46 +66,47 @@ def main() -> int:
         t = time.perf_counter()
         pipe_skills = ["english", "french", "billing"]
         for a in agents:
-            store.sync_agent(AgentConfig(a, skills={s: rng.randint(1, 10) for s in pipe_skills}))
+            skills = {s: rng.randint(1, 10) for s in pipe_skills}
+            run(store.sync_agent(AgentConfig(a, skills=skills)))
             agent_queues[a] = rng.sample(queues, args.per_agent_queues)
             for q in agent_queues[a]:
                 members[q].append(Member(a, tier=rng.randint(1, 2), penalty=rng.randint(0, 5)))
         for i, q in enumerate(queues):
             strategy = STRATEGIES[i % len(STRATEGIES)]
             skills = {"english": 3} if strategy == "skills" else {}
-            store.sync_queue(QueueConfig(q, strategy=strategy, wrapup_seconds=0,  # type: ignore[arg-type]
-                                         tier_widen_seconds=0, required_skills=skills),
-                             members[q])
+            run(store.sync_queue(QueueConfig(q, strategy=strategy, wrapup_seconds=0,  # type: ignore[arg-type]
+                                             tier_widen_seconds=0, required_skills=skills),
+                                 members[q]))
         n = 0
         for _ in range(args.callers):
             n += 1
-            store.enqueue(rng.choice(queues), f"c{n}", "bench", rng.choice([0, 0, 0, 5]),
-                          lease_ms=3_600_000)
+            run(store.enqueue(rng.choice(queues), f"c{n}", "bench", rng.choice([0, 0, 0, 5]),
+                              lease_ms=3_600_000))
         print(f"setup: {args.queues} queues, {args.agents} agents, {args.callers} callers "
               f"in {time.perf_counter() - t:.1f}s")
 
         # Phase 1: everyone logs in, every queue is matched.
         for a in agents:
-            store.agent_action(a, "login")
+            run(store.agent_action(a, "login"))
         t = time.perf_counter()
         burst = []
         for q in queues:
-            burst += store.match(q)
+            burst += run(store.match(q))
         dt = time.perf_counter() - t
         print(f"burst: {len(burst)} offers from {len(queues)} matches in {dt * 1000:.0f} ms "
               f"= {len(burst) / dt:,.0f} offers/s")
         busy: list[tuple[str, str]] = []
         for o in burst:
-            if store.accept(o.agent, o.call_id).ok:
+            if run(store.accept(o.agent, o.call_id)).ok:
                 busy.append((o.agent, o.call_id))
         for q in queues:  # ring_all queues may leave losers free: keep matching until stable
-            for o in store.match(q):
-                if store.accept(o.agent, o.call_id).ok:
+            for o in run(store.match(q)):
+                if run(store.accept(o.agent, o.call_id)).ok:
                     busy.append((o.agent, o.call_id))
-        waiting = sum(client.zcard(f"{store.prefix}queue:{q}:waiting") for q in queues)
+        waiting = sum(client.zcard(store.keys.waiting(q)) for q in queues)
         for _ in range(args.callers - waiting):
             n += 1
-            store.enqueue(rng.choice(queues), f"c{n}", "bench", lease_ms=3_600_000)
+            run(store.enqueue(rng.choice(queues), f"c{n}", "bench", lease_ms=3_600_000))
 
         # Phase 2: steady state.
         latencies: list[float] = []
@@ -113,32 +115,32 @@ def main() -> int:
         t = time.perf_counter()
         while time.monotonic() < end and busy:
             agent, call = busy.pop(rng.randrange(len(busy)))
-            store.finish(call)
+            run(store.finish(call))
             n += 1
-            store.enqueue(rng.choice(queues), f"c{n}", "bench", lease_ms=3_600_000)
+            run(store.enqueue(rng.choice(queues), f"c{n}", "bench", lease_ms=3_600_000))
             for q in agent_queues[agent]:
                 t0 = time.perf_counter()
-                got = store.match(q)
+                got = run(store.match(q))
                 latencies.append(time.perf_counter() - t0)
                 for o in got:
                     offers += 1
-                    if store.accept(o.agent, o.call_id).ok:
+                    if run(store.accept(o.agent, o.call_id)).ok:
                         busy.append((o.agent, o.call_id))
                 if got:
                     break
         dt = time.perf_counter() - t
-        waiting = sum(client.zcard(f"{store.prefix}queue:{q}:waiting") for q in queues)
+        waiting = sum(client.zcard(store.keys.waiting(q)) for q in queues)
         ms = [v * 1000 for v in latencies]
-        store.tick("bench", lease_ms=3_600_000)
+        run(store.tick("bench", lease_ms=3_600_000))
         client.config_resetstat()
         t0 = time.perf_counter()
         for _ in range(5):
-            owned = len(store.tick("bench", lease_ms=3_600_000))
+            owned = len(run(store.tick("bench", lease_ms=3_600_000)))
         tick_ms = (time.perf_counter() - t0) / 5 * 1000
         server_ms = client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"] / 1000
         t0 = time.perf_counter()
         for q in queues:
-            store.stats(q)
+            run(store.stats(q))
         stats_ms = (time.perf_counter() - t0) * 1000
         print(f"steady: {offers} offers in {dt:.1f}s = {offers / dt:,.0f} offers/s "
               f"(each with finish + enqueue + accept); {len(ms)} matches, "

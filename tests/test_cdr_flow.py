@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from appserver.cdr.flow import CdrFlow, with_cdr
+from appserver.cdr.flow import CdrCalls, CdrFlow
 from appserver.cdr.record import CdrRecord
 from appserver.queues.caller_flow import CallerFlow, RuntimeAction
 from appserver.queues.flow import QueueingFlow
@@ -174,8 +174,8 @@ class Factory:
 def queued(**conf: object) -> tuple[CdrFlow, list[CdrRecord], Clock]:
     out: list[CdrRecord] = []
     factory = Factory({"support": QueueConfig("support", **conf)})  # type: ignore[arg-type]
-    flow = with_cdr(Scripted(), CALL, out.append,
-                    queue_wrap=lambda f: QueueingFlow(f, factory))
+    cdrs = CdrCalls(out.append)
+    flow = cdrs.wrap(QueueingFlow(Scripted(), factory, observer=cdrs), CALL)
     clock = Clock()
     flow.clock = clock
     flow.start(CALL)
@@ -262,7 +262,8 @@ def test_record_fields_round_trip_and_bad_entries_are_rejected() -> None:
 
 def test_a_queued_call_leaves_no_reference_cycle() -> None:
     """Thousands of calls a second: each call's flows must go with the call, not wait for a
-    full garbage collection (the queue tap refers back to its recorder weakly)."""
+    full garbage collection (the queueing layer reports to the worker's CdrCalls, which
+    lets go of the call's recorder when the call ends)."""
     gc.collect()
     gc.disable()
     try:

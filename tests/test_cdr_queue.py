@@ -17,7 +17,7 @@ from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 from appserver.settings import AriNode
-from ivr.calls import CallFlow, CallInfo
+from appserver.worker.pipeline import worker_pipeline
 
 
 async def test_answered_and_abandoned_queue_calls(redis_client: aioredis.Redis) -> None:
@@ -28,17 +28,13 @@ async def test_answered_and_abandoned_queue_calls(redis_client: aioredis.Redis) 
                        endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=0.3)])
     await sim.start()
     records: list[CdrRecord] = []
-    queues: list[QueueRuntime] = []
-    cdrs = CdrCalls(records.append, queue_wrap=lambda f: queues[0].wrap(f))
-
-    def factory(info: CallInfo) -> CallFlow:
-        return cdrs.wrap(EnqueueFlow(), info)
-
+    cdrs = CdrCalls(records.append)
+    queues = QueueRuntime(redis_client, "asterisk-cdr-test", tick_seconds=0.05)
+    factory = worker_pipeline(lambda info: EnqueueFlow(), cdrs=cdrs, queues=queues,
+                              livekit_sip_uri="sip:livekit.invalid")
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                      password=sim.password)], factory, redis=redis_client)
-    queues.append(QueueRuntime(redis_client, "asterisk-cdr-test", worker.deliver,
-                               tick_seconds=0.05))
-    await queues[0].start()
+    await queues.start(worker.deliver)
     await worker.start()
     try:
         await worker.wait_connected()
@@ -66,5 +62,5 @@ async def test_answered_and_abandoned_queue_calls(redis_client: aioredis.Redis) 
         assert not cdrs.active
     finally:
         await worker.stop()
-        await queues[0].stop()
+        await queues.stop()
         await sim.stop()

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord
-from appserver.cdr.sink import AsyncCdrSink
+from appserver.cdr.sink import CdrSink
 from appserver.cdr.writer import CdrWriter
 from appserver.store.cdrs import get_cdr
 
@@ -30,7 +30,7 @@ def record(i: int, **kw: object) -> CdrRecord:
 
 
 async def add(redis: aioredis.Redis, records: list[CdrRecord]) -> None:
-    sink = AsyncCdrSink(redis)
+    sink = CdrSink(redis)
     sink.start()
     for r in records:
         sink(r)
@@ -118,7 +118,7 @@ async def test_bad_entries_go_to_the_dead_stream_and_others_are_stored(
 async def test_sink_buffers_while_redis_is_unreachable(redis_url: str,
                                                        redis_client: aioredis.Redis) -> None:
     broken = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    sink = AsyncCdrSink(broken)
+    sink = CdrSink(broken)
     sink.start()
     sink(record(1))
     sink(record(2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import time as dtime
@@ -16,12 +17,14 @@ import redis.asyncio as aioredis
 from appserver.menus import keys
 from appserver.menus.loader import load_source
 from appserver.menus.publisher import MenuPublisher
-from appserver.menus.readers import AsyncMenuSetReader, MenuSetReader
+from appserver.menus.readers import MenuSetReader
 from appserver.menus.reloader import RELOADS, MenuReloader
 from ivr.calls import CallInfo, Dtmf, Enqueue, Play, Prompt
 from ivr.compile import MenuSet, compile_menuset
 from ivr.model import MenuDef, OptionDef
 from ivr.testing import build_menuset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED = """
 INSERT INTO queues (name) VALUES ('support');
@@ -120,7 +123,7 @@ async def test_start_publishes_version_and_status(
 async def test_sql_edit_of_options_is_live_within_one_second(
     reloader: MenuReloader, seeded: asyncpg.Pool, redis_client: aioredis.Redis
 ) -> None:
-    reader = AsyncMenuSetReader(client=redis_client, poll_interval=30)
+    reader = MenuSetReader(redis_client, poll_interval=30)
     await reader.start()
     try:
         before = await live_version(redis_client)
@@ -238,36 +241,75 @@ async def test_versions_are_monotonic_and_old_ones_expire(redis_client: aioredis
     assert loaded.version == 3 and loaded.digest == a.digest
 
 
-async def test_sync_reader_follows_publications(
+# The reader under gevent, as the FreeSWITCH worker runs it: a process of its own (gevent
+# patches the standard library), stepped over stdin/stdout by the test.
+GEVENT_READER = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import redis
+from appserver.menus.readers import MenuSetReader
+from appserver.shells.green import run
+from ivr.calls import CallInfo, Play, Prompt
+
+def step(name):
+    print(name, flush=True)
+    assert sys.stdin.readline().strip() == "go"
+
+reader = MenuSetReader(redis.Redis.from_url(sys.argv[1], decode_responses=True), poll_interval=30)
+assert run(reader.refresh()) is None and reader.flow_for("9999") is None
+step("empty")
+run(reader.start())
+seen = []
+reader.on_update(lambda ms: seen.append(ms.version))
+assert reader.version == 1
+flow = reader.flow_for("9999")
+assert flow is not None
+cmds = flow.start(CallInfo("c", "test", "1", "9999"))
+assert Play("ivr1", (Prompt("file", "one"),), True, "en") in cmds
+step("v1")
+assert run(reader.wait_for_version(2, 2.0))
+assert seen == [2]
+assert reader.current is not None and reader.current.menus["m"].greeting[0].value == "two"
+run(reader.stop())
+print("ok", flush=True)
+"""
+
+
+async def test_reader_follows_publications_under_gevent(
     redis_url: str, redis_client: aioredis.Redis
 ) -> None:
     publisher = MenuPublisher(redis_client)
-    reader = MenuSetReader(redis_url, poll_interval=30)
-    assert reader.refresh() is None and reader.flow_for("9999") is None
-    await publisher.publish(build_menuset([MenuDef("m", greeting=("file:one",))]))
-    await asyncio.to_thread(reader.start)
-    seen: list[int] = []
-    reader.on_update(lambda ms: seen.append(ms.version))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", GEVENT_READER, redis_url, cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def reached(name: str) -> None:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        assert line.decode().strip() == name, (await proc.communicate())[1].decode()[-3000:]
+
     try:
-        assert reader.version == 1
-        flow = reader.flow_for("9999")
-        assert flow is not None
-        cmds = flow.start(CallInfo("c", "test", "1", "9999"))
-        assert Play("ivr1", (Prompt("file", "one"),), True, "en") in cmds
+        await reached("empty")
+        await publisher.publish(build_menuset([MenuDef("m", greeting=("file:one",))]))
+        proc.stdin.write(b"go\n")
+        await reached("v1")
         menu = MenuDef("m", greeting=("file:two",), options=(OptionDef("1", "hangup"),))
         await publisher.publish(build_menuset([menu]))
-        assert await asyncio.to_thread(reader.wait_for_version, 2, 2.0)
-        assert seen == [2]
-        assert reader.current is not None and reader.current.menus["m"].greeting[0].value == "two"
+        proc.stdin.write(b"go\n")
+        await reached("ok")
     finally:
-        await asyncio.to_thread(reader.stop)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
 
 async def test_reader_keeps_current_when_redis_holds_garbage(
     redis_url: str, redis_client: aioredis.Redis
 ) -> None:
     await MenuPublisher(redis_client).publish(build_menuset([MenuDef("m", greeting=("file:x",))]))
-    reader = AsyncMenuSetReader(redis_url)
+    reader = MenuSetReader(aioredis.Redis.from_url(redis_url))
     assert (await reader.refresh()) is not None and reader.version == 1
     await redis_client.set(keys.CURRENT, 7)
     assert (await reader.refresh()).version == 1  # type: ignore[union-attr]

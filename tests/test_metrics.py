@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import aiohttp
 import httpx
 import redis.asyncio as aioredis
@@ -9,8 +11,9 @@ from prometheus_client import REGISTRY
 
 from appserver.api.app import create_app
 from appserver.cdr import STREAM
+from appserver.cdr.writer import stream_backlog
 from appserver.devkit.embedded import free_port
-from appserver.health import AsyncHealthServer
+from appserver.health import HealthServer
 from appserver.metrics import RedisStatsPoller
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.store import QueueStore, now_ms
@@ -43,7 +46,7 @@ async def test_poller_reads_queues_agents_and_cdr_backlog(redis_client: aioredis
     await store.enqueue("m_sales", "m-call-2", "w1", now=t0 - 5_000)
     for i in range(3):
         await redis_client.xadd(STREAM, {"call_id": f"x{i}"})
-    poller = RedisStatsPoller(redis_client)
+    poller = RedisStatsPoller(store, partial(stream_backlog, redis_client))
     await poller.poll()
     assert sample("callyard_queue_waiting", queue="m_sales") == 2
     longest = sample("callyard_queue_longest_wait_seconds", queue="m_sales")
@@ -65,7 +68,7 @@ async def test_health_server_ready_not_ready_and_stopping() -> None:
         return dict(state)
 
     port = free_port()
-    server = AsyncHealthServer(f"127.0.0.1:{port}", checks)
+    server = HealthServer(f"127.0.0.1:{port}", checks)
     await server.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -98,7 +101,7 @@ async def test_api_metrics_merge_peer_processes_in_dev_mode() -> None:
 
     call = CallInfo(call_id="m1", caller="+1555", called="9999", engine="freeswitch", node="merge")
     CallMetrics().call_started(call)
-    worker = AsyncHealthServer(f"127.0.0.1:{free_port()}", _no_checks)
+    worker = HealthServer(f"127.0.0.1:{free_port()}", _no_checks)
     await worker.start()  # same registry as this process: both expose the same families
     try:
         peers = {"freeswitch-worker": f"http://127.0.0.1:{worker.port}/metrics",

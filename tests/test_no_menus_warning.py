@@ -19,7 +19,7 @@ from test_freeswitch_e2e import free_port
 
 from appserver.apps import MenuFlows
 from appserver.menus.publisher import MenuPublisher
-from appserver.menus.readers import NO_MENUS
+from appserver.menus.readers import NO_MENUS, MenuSetReader
 from ivr.model import MenuDef
 from ivr.testing import build_menuset
 
@@ -36,8 +36,8 @@ async def test_warns_at_start_and_periodically_until_menus_are_published(
     redis_url: str, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="callyard.menus")
-    flows = MenuFlows(redis_url, warn_interval=0.2)
-    flows.start()
+    flows = MenuFlows(MenuSetReader(aioredis.Redis.from_url(redis_url), warn_interval=0.2))
+    await flows.reader.start()
     try:
         assert _warnings(caplog) == 1  # at start, before the first call can arrive
         assert flows.readiness() == f"warning: {NO_MENUS}"
@@ -46,14 +46,14 @@ async def test_warns_at_start_and_periodically_until_menus_are_published(
         await asyncio.sleep(2.3)  # the reader's loop wakes every second
         assert _warnings(caplog) >= 3  # and again while none appears
         _, version = await MenuPublisher(redis_client).publish(MENUSET)
-        assert await asyncio.to_thread(flows.reader.wait_for_version, version)
+        assert await flows.reader.wait_for_version(version)
         caplog.clear()
         await asyncio.sleep(0.5)
         assert _warnings(caplog) == 0
         assert flows.readiness() == "ok"
         assert REGISTRY.get_sample_value("callyard_worker_menu_version") == version
     finally:
-        flows.stop()
+        await flows.reader.stop()
 
 
 async def _readyz(http: aiohttp.ClientSession, port: int, timeout: float = 30) -> dict:

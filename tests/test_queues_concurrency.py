@@ -15,7 +15,8 @@ from typing import Any
 import redis
 
 from appserver.queues.model import KEY_PREFIX, AgentConfig, Member, QueueConfig
-from appserver.queues.store import SyncQueueStore
+from appserver.queues.store import QueueStore
+from appserver.shells.green import run
 
 RUN_SECONDS = 3.0
 DRAIN_SECONDS = 2.0
@@ -79,7 +80,7 @@ def _client(url: str) -> redis.Redis:
 def worker_process(url: str, worker: str, seed: int, out: Any) -> None:
     rng = random.Random(seed)
     client = _client(url)
-    store = SyncQueueStore(client)
+    store = QueueStore(client)
     audit = client.register_script(AUDIT)
     queues = list(QUEUES)
     waiting: set[str] = set()
@@ -100,9 +101,9 @@ def worker_process(url: str, worker: str, seed: int, out: Any) -> None:
         if phase_run and r < 0.2:
             n += 1
             call = f"{worker}-{n}"
-            res = store.enqueue(rng.choice(queues), call, worker, rng.choice([0, 0, 0, 5]),
-                                skills={"french": 2} if rng.random() < 0.2 else None,
-                                lease_ms=5000)
+            res = run(store.enqueue(rng.choice(queues), call, worker, rng.choice([0, 0, 0, 5]),
+                                    skills={"french": 2} if rng.random() < 0.2 else None,
+                                    lease_ms=5000))
             if res.status == "ok":
                 waiting.add(call)
             else:
@@ -110,10 +111,10 @@ def worker_process(url: str, worker: str, seed: int, out: Any) -> None:
         elif phase_run and r < 0.25 and waiting:
             call = rng.choice(sorted(waiting))
             outcome = rng.choice(["abandoned", "left", "timeout"])
-            store.leave(call, outcome)
+            run(store.leave(call, outcome))
             waiting.discard(call)
             outcomes[call] = outcome
-        store.match(rng.choice(queues))
+        run(store.match(rng.choice(queues)))
         while (raw := client.lpop(store.keys.inbox(worker))) is not None:
             msg = json.loads(str(raw))
             call = msg["call"]
@@ -123,24 +124,24 @@ def worker_process(url: str, worker: str, seed: int, out: Any) -> None:
                 waiting.discard(call)
                 talking[call] = (now + rng.uniform(0.01, 0.2), msg["agent"])
             else:
-                store.dial_failed(call, msg["agent"])
+                run(store.dial_failed(call, msg["agent"]))
         for call, (ends, agent) in list(talking.items()):
             if ends <= now:
-                if not store.finish(call):
+                if not run(store.finish(call)):
                     errors.append(f"finish of {call} refused")
                 del talking[call]
                 outcomes[call] = "answered"
                 answered_by[agent] += 1
         if now - last_tick > 0.1:
-            store.tick(worker, lease_ms=5000)
+            run(store.tick(worker, lease_ms=5000))
             last_tick = now
         errors.extend(audit(args=[KEY_PREFIX]))
         audits += 1
     for call in sorted(waiting):  # end of the run: the rest hang up
-        store.leave(call, "abandoned")
+        run(store.leave(call, "abandoned"))
         outcomes[call] = "abandoned"
     for call, (_, agent) in talking.items():
-        store.finish(call)
+        run(store.finish(call))
         outcomes[call] = "answered"
         answered_by[agent] += 1
     out.put({"worker": worker, "created": n, "outcomes": outcomes,
@@ -150,7 +151,7 @@ def worker_process(url: str, worker: str, seed: int, out: Any) -> None:
 def agent_process(url: str, agents: list[str], seed: int, out: Any) -> None:
     rng = random.Random(seed)
     client = _client(url)
-    store = SyncQueueStore(client)
+    store = QueueStore(client)
     audit = client.register_script(AUDIT)
     errors: list[str] = []
     accepted = 0
@@ -158,21 +159,21 @@ def agent_process(url: str, agents: list[str], seed: int, out: Any) -> None:
     while time.monotonic() - start < RUN_SECONDS + DRAIN_SECONDS - 0.3:
         draining = time.monotonic() - start > RUN_SECONDS
         a = rng.choice(agents)
-        st = store.agent(a)
+        st = run(store.agent(a))
         assert st is not None
         r = rng.random()
         try:
             if st.state == "offered":
                 if draining or r < 0.75:
-                    accepted += store.accept(a, st.offer).ok
+                    accepted += run(store.accept(a, st.offer)).ok
                 elif r < 0.9:
-                    store.decline(a, st.offer)
+                    run(store.decline(a, st.offer))
             elif st.state == "logged_out" and (draining or r < 0.5):
-                store.agent_action(a, "login")
+                run(store.agent_action(a, "login"))
             elif st.state in ("break", "away", "wrap_up") and (draining or r < 0.3):
-                store.agent_action(a, "available")
+                run(store.agent_action(a, "available"))
             elif st.state == "available" and not draining and r < 0.03:
-                store.agent_action(a, rng.choice(["break", "logout"]), "random")
+                run(store.agent_action(a, rng.choice(["break", "logout"]), "random"))
         except Exception as exc:  # a refused transition is fine; anything else is recorded
             if getattr(exc, "code", "") not in ("on_call", "logged_out", "not_on_call"):
                 errors.append(repr(exc))
@@ -182,17 +183,17 @@ def agent_process(url: str, agents: list[str], seed: int, out: Any) -> None:
 
 def test_many_processes_keep_the_invariants(redis_url: str) -> None:
     client = _client(redis_url)
-    store = SyncQueueStore(client)
+    store = QueueStore(client)
     for i, a in enumerate(AGENTS):
-        store.sync_agent(AgentConfig(a, kind="sip" if i % 3 == 0 else "browser",
-                                     extension=f"20{i:02d}" if i % 3 == 0 else "",
-                                     skills={"french": i % 4}))
+        run(store.sync_agent(AgentConfig(a, kind="sip" if i % 3 == 0 else "browser",
+                                         extension=f"20{i:02d}" if i % 3 == 0 else "",
+                                         skills={"french": i % 4})))
     for qi, (q, strategy) in enumerate(QUEUES.items()):
         members = [Member(a, tier=1 + (i + qi) % 2) for i, a in enumerate(AGENTS)
                    if (i + qi) % 3 != 0]
         cfg = QueueConfig(q, strategy=strategy, max_length=25, ring_timeout=1,  # type: ignore[arg-type]
                           wrapup_seconds=0, max_no_answer=3, tier_widen_seconds=1)
-        store.sync_queue(cfg, members)
+        run(store.sync_queue(cfg, members))
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [ctx.Process(target=worker_process, args=(redis_url, f"w{i}", i, out))
@@ -218,7 +219,7 @@ def test_many_processes_keep_the_invariants(redis_url: str) -> None:
         answered_by.update(r["answered_by"])
     assert outcomes["answered"] > 20 and outcomes["abandoned"] > 0
     # Redis agrees with what the workers saw, and nothing is left behind.
-    stats = [store.stats(q) for q in QUEUES]
+    stats = [run(store.stats(q)) for q in QUEUES]
     assert sum(s.answered for s in stats) == outcomes["answered"]
     assert sum(s.abandoned for s in stats) == outcomes["abandoned"]
     assert sum(s.exited for s in stats) == outcomes["left"]
@@ -227,7 +228,7 @@ def test_many_processes_keep_the_invariants(redis_url: str) -> None:
     assert client.keys(f"{KEY_PREFIX}call:*") == []
     assert client.zcard(f"{KEY_PREFIX}leases") == 0 and client.zcard(f"{KEY_PREFIX}offers") == 0
     for a in AGENTS:
-        st = store.agent(a)
+        st = run(store.agent(a))
         assert st is not None and st.state not in ("offered", "on_call")
         assert st.calls_handled == answered_by[a]
     client.close()

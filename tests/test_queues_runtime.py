@@ -19,8 +19,9 @@ from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
-from appserver.queues.runtime import GeventQueueRuntime, QueueRuntime
+from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
+from appserver.shells.green import run
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -76,7 +77,7 @@ class Worker:
         self.events.setdefault(call_id, []).append(event)
         self.commands[call_id] += self.flows[call_id].handle(event)
 
-    def place(self, runtime: QueueRuntime | GeventQueueRuntime, call_id: str,
+    def place(self, runtime: QueueRuntime, call_id: str,
               priority: int = 0) -> None:
         self.ivrs[call_id] = Ivr(priority=priority)
         self.flows[call_id] = runtime.wrap(self.ivrs[call_id])
@@ -237,24 +238,24 @@ async def test_lease_lost_is_reported_to_the_call(redis_client: aioredis.Redis) 
 def test_gevent_runtime_runs_the_same_steps(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     worker = Worker()
-    rt = GeventQueueRuntime(client, "gw", worker.deliver)
-    rt.store.sync_agent(AgentConfig("bob", kind="sip", extension="3000"))
-    rt.store.sync_queue(QueueConfig("support"), [Member("bob")])
-    rt.refresh_configs()
-    rt.store.agent_action("bob", "login")
+    rt = QueueRuntime(client, "gw", worker.deliver)
+    run(rt.store.sync_agent(AgentConfig("bob", kind="sip", extension="3000")))
+    run(rt.store.sync_queue(QueueConfig("support"), [Member("bob")]))
+    run(rt.refresh_configs())
+    run(rt.store.agent_action("bob", "login"))
     worker.place(rt, "call-0001")
-    rt._action_once()  # Join: enqueue + match assigns bob (SIP) directly
-    rt._inbox_once()
+    run(rt._action_once())  # Join: enqueue + match assigns bob (SIP) directly
+    run(rt._inbox_once())
     assert worker.commands["call-0001"][-1] == Dial("3000", kind="extension", timeout=20.0)
     worker.deliver("call-0001", DialResult("3000", "no_answer"))
-    rt._action_once()  # DialFailed: back in line, bob re-offered
-    rt._inbox_once()
+    run(rt._action_once())  # DialFailed: back in line, bob re-offered
+    run(rt._inbox_once())
     worker.deliver("call-0001", DialResult("3000", "answered"))
-    rt._action_once()
+    run(rt._action_once())
     assert worker.ivrs["call-0001"].results == [QueueResult("support", "answered", "bob")]
-    rt.tick()
-    stats = rt.store.stats("support")
-    assert stats.answered == 1 and rt.store.agent("bob").no_answer == 0  # type: ignore[union-attr]
+    run(rt.tick())
+    stats = run(rt.store.stats("support"))
+    assert stats.answered == 1 and run(rt.store.agent("bob")).no_answer == 0  # type: ignore[union-attr]
     client.close()
 
 
@@ -528,29 +529,29 @@ def test_gevent_runtime_withdraws_callers_it_no_longer_has(redis_url: str) -> No
     """The same two withdrawals on the gevent runtime (FreeSWITCH worker), stepped by hand:
     a ghost offered to ann is withdrawn by the tick; one bob accepted, by the inbox."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    rt = GeventQueueRuntime(client, "gw", Worker().deliver)
+    rt = QueueRuntime(client, "gw", Worker().deliver)
     store = rt.store
     for agent in ("ann", "bob"):
-        store.sync_agent(AgentConfig(agent))
-    store.sync_queue(QueueConfig("support", wrapup_seconds=30), [Member("ann")])
-    store.sync_queue(QueueConfig("sales", wrapup_seconds=30), [Member("bob")])
-    rt.refresh_configs()
-    store.agent_action("ann", "login")
-    store.enqueue("support", "ghost-1", "gw")
-    store.match("support")
-    rt.tick()
-    rt._action_once()
-    ann = store.agent("ann")
+        run(store.sync_agent(AgentConfig(agent)))
+    run(store.sync_queue(QueueConfig("support", wrapup_seconds=30), [Member("ann")]))
+    run(store.sync_queue(QueueConfig("sales", wrapup_seconds=30), [Member("bob")]))
+    run(rt.refresh_configs())
+    run(store.agent_action("ann", "login"))
+    run(store.enqueue("support", "ghost-1", "gw"))
+    run(store.match("support"))
+    run(rt.tick())
+    run(rt._action_once())
+    ann = run(store.agent("ann"))
     assert ann is not None and (ann.state, ann.offer, ann.no_answer) == ("available", "", 0)
-    store.enqueue("sales", "ghost-2", "gw")
-    store.agent_action("bob", "login")
-    store.match("sales")
-    assert store.accept("bob", "ghost-2").ok
-    rt._inbox_once()
-    rt._action_once()
-    bob = store.agent("bob")
+    run(store.enqueue("sales", "ghost-2", "gw"))
+    run(store.agent_action("bob", "login"))
+    run(store.match("sales"))
+    assert run(store.accept("bob", "ghost-2")).ok
+    run(rt._inbox_once())
+    run(rt._action_once())
+    bob = run(store.agent("bob"))
     assert bob is not None and (bob.state, bob.call) == ("available", "")
-    assert [store.stats(q).lost for q in ("support", "sales")] == [1, 1]
+    assert [run(store.stats(q)).lost for q in ("support", "sales")] == [1, 1]
     assert not client.exists(f"{store.prefix}call:ghost-1", f"{store.prefix}call:ghost-2")
     client.close()
 

@@ -1,7 +1,7 @@
 """Through the engine simulators: a caller picks "support" in the menu, hears hold music and
 their position, and is connected when an agent becomes available. Once on Asterisk (ARI
 simulator, asyncio worker in this process) and once on FreeSWITCH (ESL simulator, the gevent
-worker with GeventQueueRuntime in a subprocess)."""
+worker with the queue runtime under gevent, in a subprocess)."""
 
 from __future__ import annotations
 
@@ -171,16 +171,17 @@ sys.path[:0] = [{tests!r}, {root!r}]
 import redis
 import flows
 from appserver.freeswitch.worker import FreeswitchWorker
-from appserver.queues.runtime import GeventQueueRuntime
+from appserver.queues.runtime import QueueRuntime
+from appserver.shells.green import run
 
 def factory(info):
     flow = flows.factory(info)
     return runtime.wrap(flow) if flow is not None else None
 
 worker = FreeswitchWorker(("127.0.0.1", {port}), factory)
-runtime = GeventQueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
-                             "freeswitch-scenario", worker.deliver, tick_seconds=0.1)
-runtime.start()
+runtime = QueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
+                       "freeswitch-scenario", worker.deliver, tick_seconds=0.1)
+run(runtime.start())
 worker.serve_forever()
 """
 

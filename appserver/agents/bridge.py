@@ -5,9 +5,10 @@ When the queue runtime assigns a caller to a *browser* agent (``AgentAssigned`` 
 wrapper turns that dial into ``Dial(<SIP address of the call's room>, kind="sip")``
 (:func:`appserver.agents.sip.sip_address`), which each driver dials with its SIP template
 (``CALLYARD_FREESWITCH_SIP_TEMPLATE``, ``CALLYARD_ASTERISK_SIP_TEMPLATE``). SIP agents
-(phones) are dialled unchanged, with the ordinary dial template. Both workers wrap every
-call's flow in it, outside the queue runtime's wrapper (see :mod:`appserver.apps`). The
-wrapper is engine-neutral and keeps the CallFlow contract of :mod:`ivr.calls`.
+(phones) are dialled unchanged, with the ordinary dial template. It is a layer of every
+call's flow, outside the queueing layer (see :mod:`appserver.worker.pipeline`); until a
+browser agent is assigned it passes commands through untouched. Engine-neutral; keeps the
+CallFlow contract of :mod:`ivr.calls`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ class BrowserAgentBridge:
 
     def start(self, call: CallInfo) -> list[Command]:
         self.call_id = call.call_id
-        return self._map(self.inner.start(call))
+        return self.inner.start(call)  # no agent can be assigned yet
 
     def handle(self, event: Event) -> list[Command]:
         if isinstance(event, AgentAssigned) and event.kind == "browser":
             self._browser_agents.add(event.target)
-        return self._map(self.inner.handle(event))
+        commands = self.inner.handle(event)
+        return self._map(commands) if self._browser_agents else commands
 
     def _map(self, commands: list[Command]) -> list[Command]:
         return [

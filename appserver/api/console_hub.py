@@ -22,33 +22,35 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from appserver.agents.rooms import CallRooms
-from appserver.queues.model import KEY_PREFIX
-from appserver.queues.store import AGENTS_CHANNEL
+from appserver.queues.model import QueuedCall
+from appserver.queues.store import AGENTS_CHANNEL, QueueStore
 
 log = logging.getLogger("callyard.api.console")
 
 QUEUE_SIZE = 100  # events buffered per socket; past that the client is told to resync
 
 
-async def offer_details(redis: aioredis.Redis, call_id: str) -> dict[str, Any]:
+async def offer_details(queues: QueueStore, call_id: str) -> dict[str, Any]:
     """What the console shows about an offered call."""
-    h = {str(k): str(v) for k, v in (await redis.hgetall(f"{KEY_PREFIX}call:{call_id}")).items()}
-    joined = int(float(h.get("joined") or 0))
-    path = h.get("menu_path") or ""
+    call = await queues.queued_call(call_id)
+    if call is None:  # the caller left meanwhile
+        call = QueuedCall.from_redis(call_id, {})
+    joined = call.joined_ms
     return {
         "call": call_id,
-        "queue": h.get("queue", ""),
-        "caller": h.get("caller", ""),
-        "menu_path": [p for p in path.split("/") if p],
+        "queue": call.queue,
+        "caller": call.caller,
+        "menu_path": list(call.menu_path),
         "joined_ms": joined,
         "waiting_seconds": round(max(0, time.time() * 1000 - joined) / 1000, 1) if joined else 0,
     }
 
 
 class AgentHub:
-    def __init__(self, redis: aioredis.Redis, rooms: CallRooms) -> None:
+    def __init__(self, redis: aioredis.Redis, rooms: CallRooms, queues: QueueStore) -> None:
         self.redis = redis
         self.rooms = rooms
+        self.queues = queues
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -97,7 +99,7 @@ class AgentHub:
                 if room:
                     event["room_closed"] = room
             if event.get("type") == "offer":
-                event.update(await offer_details(self.redis, str(event.get("call", ""))))
+                event.update(await offer_details(self.queues, str(event.get("call", ""))))
         except Exception as exc:  # a LiveKit or Redis hiccup must not stop the event stream
             log.error("agent event handling failed", extra={"agent": agent, "error": str(exc)})
         for queue in list(self._subscribers.get(agent, ())):

@@ -84,10 +84,10 @@ async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
         return {"agent": agent, "state": "unknown",
                 "message": "not in the queue runtime yet (not a member of any queue?)"}
     out: dict[str, Any] = asdict(status)
-    out["offer_details"] = await offer_details(ctx.redis, status.offer) if status.offer else None
+    out["offer_details"] = await offer_details(ctx.queues, status.offer) if status.offer else None
     out["room"] = await ctx.rooms.room_of(agent)
-    out["held"] = bool(status.call) and await ctx.redis.hget(
-        f"{ctx.queues.prefix}call:{status.call}", "held") in ("1", b"1")
+    call = await ctx.queues.queued_call(status.call) if status.call else None
+    out["held"] = call is not None and call.held
     return out
 
 

@@ -40,7 +40,7 @@ class ApiContext:
         self.limiter = LoginLimiter(self.redis)
         self.queues = QueueStore(self.redis)
         self.control = AgentControl(self.queues)
-        self.hub = AgentHub(self.redis, self.rooms)
+        self.hub = AgentHub(self.redis, self.rooms, self.queues)
 
     @classmethod
     async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, *,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from appserver.api import schemas as s
 from appserver.api.admin_routes import SlugPath
 from appserver.api.deps import Context, Supervisor
-from appserver.queues.model import KEY_PREFIX
+from appserver.queues.model import QueuedCall
 from appserver.store.cdrs import MAX_PAGE, search_cdrs
 
 router = APIRouter(prefix="/api", tags=["operations"])
@@ -34,40 +34,24 @@ async def one_queue_stats(ctx: Context, _: Supervisor, name: SlugPath) -> dict[s
 async def live_calls(ctx: Context, _: Supervisor) -> list[dict[str, Any]]:
     """Calls in the queues right now: waiting, being offered, or with an agent (``held``:
     on hold; ``transfer``: the agent's blind transfer under way)."""
-    calls: list[dict[str, Any]] = []
     now_ms = datetime.now().timestamp() * 1000
-    for queue in await ctx.queues.queue_names():
-        ids = [str(c) for c in
-               await ctx.redis.zrange(f"{KEY_PREFIX}queue:{queue}:waiting", 0, 999)]
-        for agent in await ctx.redis.hkeys(f"{KEY_PREFIX}queue:{queue}:members"):
-            call = await ctx.redis.hget(f"{KEY_PREFIX}agent:{agent!s}", "call")
-            if call and str(call) not in ids:
-                ids.append(str(call))
-        for call_id in ids:
-            h = {str(k): str(v) for k, v in
-                 (await ctx.redis.hgetall(f"{KEY_PREFIX}call:{call_id}")).items()}
-            if not h or h.get("queue") != queue:
-                continue
-            calls.append({
-                "call_id": call_id,
-                "queue": queue,
-                "state": h.get("state", ""),
-                "caller": h.get("caller", ""),
-                "agent": h.get("agent") or None,
-                "held": h.get("held") == "1",
-                "transfer": h.get("transfer") or None,
-                "waiting_seconds": round(max(0.0, now_ms - float(h.get("joined") or now_ms))
-                                         / 1000, 1),
-            })
-    return calls
+    return [_live_call(call, now_ms) for queue in await ctx.queues.queue_names()
+            for call in await ctx.queues.queue_calls(queue)]
+
+
+def _live_call(call: QueuedCall, now_ms: float) -> dict[str, Any]:
+    waited = max(0.0, now_ms - call.joined_ms) if call.joined_ms else 0.0
+    return {"call_id": call.call_id, "queue": call.queue, "state": call.state,
+            "caller": call.caller, "agent": call.agent or None, "held": call.held,
+            "transfer": call.transfer or None, "waiting_seconds": round(waited / 1000, 1)}
 
 
 @router.get("/agents-status")
 async def agents_status(ctx: Context, _: Supervisor) -> list[dict[str, Any]]:
     """Every agent's runtime state (logged out, available, offered, on call, wrap-up...)."""
     out = []
-    for username in sorted(await ctx.redis.smembers(f"{KEY_PREFIX}agents") or []):
-        status = await ctx.queues.agent(str(username))
+    for username in await ctx.queues.agent_names():
+        status = await ctx.queues.agent(username)
         if status is not None:
             out.append(asdict(status))
     return out

@@ -80,24 +80,14 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     import asyncio
     import contextlib
     import logging
-    import os
     import signal
-    import socket
 
-    import redis.asyncio as aioredis
-
-    from appserver.agents.bridge import BrowserAgentBridge
-    from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
     from appserver.asterisk.worker import AsteriskWorker
-    from appserver.cdr.flow import CdrCalls
-    from appserver.cdr.sink import AsyncCdrSink
     from appserver.gc_policy import settle_gc
-    from appserver.health import AsyncHealthServer, storage_checks
-    from appserver.metrics import ENGINE_CONNECTED, CallMetrics
-    from appserver.queues.runtime import QueueRuntime
     from appserver.settings import AmiNode, AriNode
-    from ivr.calls import CallFlow, CallInfo
+    from appserver.shells import aio
+    from appserver.worker.services import WorkerServices
 
     log = logging.getLogger("callyard.asterisk")
     logging.getLogger("aioari.model").setLevel(logging.WARNING)
@@ -117,60 +107,31 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         ami_nodes = [AmiNode(host=ami_sim.host, port=ami_sim.port, username=ami_sim.username,
                              secret=ami_sim.secret)]
         log.info("simulator: ARI %s, AMI %s", ari_sim.url_with_credentials, ami_sim.address)
-    # Bursts of calls share a bounded pool and wait for a free connection rather than fail
-    # ("Too many connections" with redis-py's default pool of 100).
-    redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        redis_url, decode_responses=True, max_connections=200, timeout=10))
-    menus = MenuFlows(redis_url)
-    await asyncio.to_thread(menus.start)
-    router = AppRouter([*apps, menus])
-    queues: list[QueueRuntime] = []  # set once the worker exists (it delivers queue events)
-    cdr_sink = AsyncCdrSink(redis, maxlen=settings.cdr_stream_maxlen)
-
-    def wrap_queue(flow: CallFlow) -> CallFlow:
-        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
-        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
-
-    cdrs = CdrCalls(cdr_sink, observer=CallMetrics(), queue_wrap=wrap_queue)
-
-    def factory(call: CallInfo) -> CallFlow | None:
-        flow = router(call)
-        return cdrs.wrap(flow, call) if flow is not None else None
-
+    services = WorkerServices(settings, redis_url, aio, engine="asterisk", apps=apps,
+                              health_listen=args.health_listen)
+    cdrs = services.cdrs
     worker = AsteriskWorker(
-        ari_nodes, factory, app=settings.asterisk_app, redis=redis,
+        ari_nodes, services.flows, app=settings.asterisk_app, redis=services.redis,
         dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
         transfer_context=args.transfer_context,
         fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
         on_call_lost=lambda record: cdrs.lost(record.info, record.started_at),
     )
-    monitor = AmiMonitor(ami_nodes, redis=redis) if ami_nodes else None
+    monitor = AmiMonitor(ami_nodes, redis=services.redis) if ami_nodes else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    queues.append(QueueRuntime(redis, f"asterisk-{socket.gethostname()}-{os.getpid()}",
-                               worker.deliver))
-    for link in worker.links:
-        ENGINE_CONNECTED.labels("asterisk", link.name).set_function(link.connected.is_set)
 
-    async def ready() -> dict[str, str]:
-        checks = await storage_checks(redis=redis)
-        up = [link.name for link in worker.links if link.connected.is_set()]
-        checks["asterisk"] = "ok" if up else "error: no Asterisk node connected"
-        checks["menus"] = menus.readiness()
-        return checks
+    def engine_checks() -> dict[str, str]:
+        up = any(link.connected.is_set() for link in worker.links)
+        return {"asterisk": "ok" if up else "error: no Asterisk node connected"}
 
-    health_listen = args.health_listen or settings.health_listen
-    health = AsyncHealthServer(health_listen, ready) if health_listen else None
-    cdr_sink.start()
-    await queues[0].start()
+    await services.start(worker.deliver, worker.links, engine_checks)
     await worker.start()
     if monitor:
         await monitor.start()
-    if health:
-        await health.start()
     settle_gc()
     log.info("Stasis application %r on %d Asterisk node(s)", settings.asterisk_app,
              len(ari_nodes))
@@ -179,26 +140,14 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         # Graceful: new calls go to the dialplan's fallback; calls in progress get the grace
         # period to end; those still up then stay in Stasis for the next worker to re-adopt.
         worker.draining = True
-        if health:
-            health.stopping = True
-        grace = settings.shutdown_grace
-        log.info("stopping: %d call(s) in progress, up to %.0fs to finish",
-                 worker.active_calls, grace)
-        deadline = loop.time() + grace
-        while worker.active_calls and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        await services.drain(lambda: worker.active_calls)
     finally:
         handed = cdrs.forget_all()
         log.info("stopping: %d call(s) stay in Stasis for re-adoption", handed)
         if monitor:
             await monitor.stop()
         await worker.stop()
-        await queues[0].stop()
-        await cdr_sink.stop()
-        if health:
-            await health.stop()
+        await services.close()
         for sim in sims:
             await sim.stop()
-        await asyncio.to_thread(menus.stop)
-        await redis.aclose()
     return 0

@@ -3,7 +3,8 @@
 * :mod:`appserver.cdr.flow` -- :class:`CdrFlow`, a pure wrapper around a call's flow that
   watches commands and events and emits one :class:`CdrRecord` when the call ends.
 * :mod:`appserver.cdr.sink` -- workers append records to the Redis stream ``callyard:cdrs``
-  (asyncio and gevent variants; records are buffered in memory while Redis is away).
+  (asyncio or gevent, after its Redis client; records are buffered in memory while Redis
+  is away).
 * :mod:`appserver.cdr.writer` -- ``callyard cdr-writer``: a consumer group reads the stream
   and inserts batches into PostgreSQL, acknowledging only after commit.
 

@@ -60,8 +60,9 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import redis.asyncio as aioredis
 
     from appserver.cdr.writer import CdrWriter
-    from appserver.health import AsyncHealthServer
+    from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
+    from appserver.queues.store import QueueStore
 
     log = logging.getLogger("callyard.cdr")
     stop = asyncio.Event()
@@ -74,8 +75,8 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
         return 0
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
-    poller = RedisStatsPoller(redis)
-    health = AsyncHealthServer(health_listen, lambda: ready(writer)) if health_listen else None
+    poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
+    health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None
     writer.start()
     poller.start()
     if health:

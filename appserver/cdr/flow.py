@@ -9,8 +9,9 @@ finished :class:`~appserver.cdr.record.CdrRecord` to ``sink`` once, when the cal
 * the flow raises (disposition ``failed``; the exception propagates to the driver);
 * the flow is done without a terminal command (the driver hangs up for it).
 
-Workers build it with :func:`with_cdr`, which also puts a tap *inside* the queue wrapper so
-``Enqueue`` and ``QueueResult`` (which the queue runtime keeps from the outside) are seen.
+It is the outermost layer of every call's flow (:mod:`appserver.worker.pipeline`). The
+queueing layer inside it keeps the flow's ``Enqueue`` and the ``QueueResult`` it hands back
+from the outside: it tells :class:`CdrCalls` instead (``queue_entered`` / ``queue_left``).
 A call a worker hands over at shutdown (Asterisk re-adoption) emits nothing there: the
 process that finishes the call emits its record.
 """
@@ -19,9 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from appserver.cdr.record import CdrRecord
 from ivr.calls import (
@@ -58,7 +58,7 @@ class CdrObserver(Protocol):
 
     def step(self, call: CallInfo, seconds: float) -> None: ...
 
-    def call_ended(self, call: CallInfo, record: CdrRecord) -> None: ...
+    def call_ended(self, call: CallInfo, disposition: str) -> None: ...
 
 
 class CdrFlow:
@@ -101,94 +101,120 @@ class CdrFlow:
         self.started_at = self.clock()
         if self.observer:
             self.observer.call_started(call)
-        return self._step(lambda: self.inner.start(call))
+        return self._step(self.inner.start, call)
 
     def handle(self, event: Event) -> list[Command]:
         if self.record is not None:
             return self.inner.handle(event) if not isinstance(event, HungUp) else []
-        self.note_event(event)
+        note = _EVENT_NOTES.get(type(event))
+        if note is not None:
+            note(self, event)
+        commands = self._step(self.inner.handle, event)
         if isinstance(event, HungUp):
-            self._caller_cause = event.cause or "NORMAL_CLEARING"
-            commands = self._step(lambda: self.inner.handle(event))
             self._end("hangup", self._caller_cause)
-            return commands
-        return self._step(lambda: self.inner.handle(event))
+        return commands
 
     def abandon(self, cause: str) -> None:
         """The worker gives the call up (shutdown grace over): record it as failed now."""
         self._end("failed", cause)
 
-    def tap(self, flow: CallFlow) -> CallFlow:
-        """``flow`` as seen from inside a queue wrapper (reports Enqueue and QueueResult)."""
-        return _QueueTap(flow, self)
+    # ------------------------------------------------------------ what the queueing layer reports
+
+    def queue_entered(self, queue: str) -> None:
+        """The flow inside the queueing layer asked for ``queue`` (its ``Enqueue``)."""
+        self._enter_queue(queue, self.clock())
+
+    def queue_left(self, result: QueueResult) -> None:
+        """The queueing layer hands the flow inside it ``result``: the stay is over."""
+        self._note_queue_result(result)
 
     # ------------------------------------------------------------------ observation
 
-    def _step(self, fn: Callable[[], list[Command]]) -> list[Command]:
+    def _step(self, run: Callable[[Any], list[Command]], arg: CallInfo | Event
+              ) -> list[Command]:
+        """``run(arg)`` (the inner flow's start or handle), timed; notes its commands."""
         began = self.timer()
         try:
-            commands = fn()
+            commands = run(arg)
         except Exception as exc:
             self._end("failed", "FLOW_ERROR", error=f"{type(exc).__name__}: {exc}")
             raise
         if self.observer:
             self.observer.step(self.call, self.timer() - began)
         for cmd in commands or []:
-            self.note_command(cmd)
-            if self.record is not None:
-                break
-        if (self.record is None and self.inner.done and not self._dialing
-                and not self._waiting_queue and not self._transferring):
+            note = _COMMAND_NOTES.get(type(cmd))
+            if note is not None:
+                note(self, cmd)
+                if self.record is not None:
+                    break
+        if (self.record is None and not self._dialing and not self._waiting_queue
+                and not self._transferring and self.inner.done):
             self._end("hangup", "NORMAL_CLEARING")  # the driver hangs up for the flow
         return commands
 
-    def note_event(self, event: Event) -> None:
-        now = self.clock()
-        if isinstance(event, Answered):
-            if self.answered_at is None:
-                self.answered_at = now
-        elif isinstance(event, QueueUpdate):
-            self._enter_queue(event.queue, now)
-        elif isinstance(event, AgentAssigned):
-            self._enter_queue(event.queue, now)
-            self.agent = event.agent
-            self._assigned_at = now
-        elif isinstance(event, DialResult):
-            self._dialing = False
-            if event.outcome == "answered":
-                self._dial_answered = True
-            elif self._assigned_at is not None:  # the agent did not pick up: waits again
-                self._assigned_at = None
-                self.agent = None
-        elif isinstance(event, QueueResult):
-            self._waiting_queue = False
-            self._leave_queue(event, now)
-        elif isinstance(event, TransferResult) and self._transferring:
-            self._transferring = False
-            if event.ok:
-                self._end("transferred", "NORMAL_CLEARING")
-            else:
-                self._transfer_to = ""
+    # events in (see _EVENT_NOTES)
 
-    def note_command(self, cmd: Command) -> None:
+    def _note_answered(self, event: Answered) -> None:
+        if self.answered_at is None:
+            self.answered_at = self.clock()
+
+    def _note_hung_up(self, event: HungUp) -> None:
+        self._caller_cause = event.cause or "NORMAL_CLEARING"
+
+    def _note_queue_update(self, event: QueueUpdate) -> None:
+        self._enter_queue(event.queue, self.clock())
+
+    def _note_agent_assigned(self, event: AgentAssigned) -> None:
         now = self.clock()
-        if isinstance(cmd, Answer):
-            if self._answer_sent is None:
-                self._answer_sent = now
-        elif isinstance(cmd, SetVariable) and cmd.name == "ivr_menu":
-            if not self.menus or self.menus[-1] != cmd.value:
-                self.menus.append(cmd.value)
-        elif isinstance(cmd, Enqueue):
-            self._waiting_queue = True
-            self._enter_queue(cmd.queue, now)
-        elif isinstance(cmd, Dial):
-            self._dialing = True
-        elif isinstance(cmd, Transfer):
-            self._transfer_to = cmd.destination
-            self._transferring = True
-        elif isinstance(cmd, Hangup):
-            self._end("hangup" if self._caller_cause else "flow_hangup",
-                      self._caller_cause or cmd.cause)
+        self._enter_queue(event.queue, now)
+        self.agent = event.agent
+        self._assigned_at = now
+
+    def _note_dial_result(self, event: DialResult) -> None:
+        self._dialing = False
+        if event.outcome == "answered":
+            self._dial_answered = True
+        elif self._assigned_at is not None:  # the agent did not pick up: waits again
+            self._assigned_at = None
+            self.agent = None
+
+    def _note_queue_result(self, event: QueueResult) -> None:
+        self._waiting_queue = False
+        self._leave_queue(event, self.clock())
+
+    def _note_transfer_result(self, event: TransferResult) -> None:
+        if not self._transferring:
+            return
+        self._transferring = False
+        if event.ok:
+            self._end("transferred", "NORMAL_CLEARING")
+        else:
+            self._transfer_to = ""
+
+    # commands out (see _COMMAND_NOTES)
+
+    def _note_answer(self, cmd: Answer) -> None:
+        if self._answer_sent is None:
+            self._answer_sent = self.clock()
+
+    def _note_set_variable(self, cmd: SetVariable) -> None:
+        if cmd.name == "ivr_menu" and (not self.menus or self.menus[-1] != cmd.value):
+            self.menus.append(cmd.value)
+
+    def _note_enqueue(self, cmd: Enqueue) -> None:
+        self._waiting_queue = True
+        self._enter_queue(cmd.queue, self.clock())
+
+    def _note_dial(self, cmd: Dial) -> None:
+        self._dialing = True
+
+    def _note_transfer(self, cmd: Transfer) -> None:
+        self._transfer_to = cmd.destination
+        self._transferring = True
+
+    def _note_hangup(self, cmd: Hangup) -> None:
+        self._end("hangup" if self._caller_cause else "flow_hangup",
+                  self._caller_cause or cmd.cause)
 
     def _enter_queue(self, queue: str, now: float) -> None:
         if not self.queues or self.queues[-1] != queue:
@@ -256,71 +282,55 @@ class CdrFlow:
         )
         self.sink(self.record)
         if self.observer:
-            self.observer.call_ended(self.call, self.record)
+            self.observer.call_ended(self.call, disposition)
 
 
-class _QueueTap:
-    """Inside the queue wrapper: reports the inner flow's Enqueue and QueueResult.
-
-    It refers to its :class:`CdrFlow` weakly: the CdrFlow owns it (through the queue
-    wrapper), and a reference cycle per call would live until a full garbage collection."""
-
-    def __init__(self, inner: CallFlow, cdr: CdrFlow) -> None:
-        self.inner = inner
-        self._cdr = weakref.ref(cdr)
-
-    @property
-    def cdr(self) -> CdrFlow:
-        cdr = self._cdr()
-        if cdr is None:  # only if the CdrFlow was dropped while its wrapper runs on
-            raise RuntimeError("the call's CDR recorder is gone")
-        return cdr
-
-    @property
-    def done(self) -> bool:
-        return self.inner.done
-
-    def start(self, call: CallInfo) -> list[Command]:
-        return self._seen(self.inner.start(call))
-
-    def handle(self, event: Event) -> list[Command]:
-        if isinstance(event, QueueResult):
-            self.cdr.note_event(event)
-        return self._seen(self.inner.handle(event))
-
-    def _seen(self, commands: list[Command]) -> list[Command]:
-        now = self.cdr.clock()
-        for cmd in commands or []:
-            if isinstance(cmd, Enqueue):
-                self.cdr._enter_queue(cmd.queue, now)
-        return commands
-
-
-def with_cdr(flow: CallFlow, call: CallInfo, sink: CdrSink, *,
-             queue_wrap: Callable[[CallFlow], CallFlow] | None = None,
-             observer: CdrObserver | None = None) -> CdrFlow:
-    """``flow`` wrapped for CDRs (and for queues by ``queue_wrap``, e.g. ``runtime.wrap``)."""
-    cdr = CdrFlow(flow, call, sink, observer=observer)
-    if queue_wrap is not None:
-        cdr.inner = queue_wrap(cdr.tap(flow))
-    return cdr
+# What CdrFlow notes of each event and command type (others pass without a look).
+_EVENT_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
+    Answered: CdrFlow._note_answered,
+    HungUp: CdrFlow._note_hung_up,
+    QueueUpdate: CdrFlow._note_queue_update,
+    AgentAssigned: CdrFlow._note_agent_assigned,
+    DialResult: CdrFlow._note_dial_result,
+    QueueResult: CdrFlow._note_queue_result,
+    TransferResult: CdrFlow._note_transfer_result,
+}
+_COMMAND_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
+    Answer: CdrFlow._note_answer,
+    SetVariable: CdrFlow._note_set_variable,
+    Enqueue: CdrFlow._note_enqueue,
+    Dial: CdrFlow._note_dial,
+    Transfer: CdrFlow._note_transfer,
+    Hangup: CdrFlow._note_hangup,
+}
 
 
 class CdrCalls:
-    """A worker's CDR wrapping: every call's :class:`CdrFlow`, while the call lasts."""
+    """A worker's CDRs: every call's :class:`CdrFlow`, while the call lasts.
 
-    def __init__(self, sink: CdrSink, *, observer: CdrObserver | None = None,
-                 queue_wrap: Callable[[CallFlow], CallFlow] | None = None) -> None:
+    :meth:`wrap` is the CDR layer of :mod:`appserver.worker.pipeline`; the queueing layer
+    reports to :meth:`queue_entered` and :meth:`queue_left` (a
+    :class:`~appserver.queues.flow.QueueObserver`)."""
+
+    def __init__(self, sink: CdrSink, *, observer: CdrObserver | None = None) -> None:
         self.sink = sink
         self.observer = observer
-        self.queue_wrap = queue_wrap
         self.active: dict[str, CdrFlow] = {}
 
     def wrap(self, flow: CallFlow, call: CallInfo) -> CdrFlow:
-        cdr = with_cdr(flow, call, self._emit, queue_wrap=self.queue_wrap,
-                       observer=self.observer)
+        cdr = CdrFlow(flow, call, self._emit, observer=self.observer)
         self.active[call.call_id] = cdr
         return cdr
+
+    def queue_entered(self, call_id: str, queue: str) -> None:
+        cdr = self.active.get(call_id)
+        if cdr is not None:
+            cdr.queue_entered(queue)
+
+    def queue_left(self, call_id: str, result: QueueResult) -> None:
+        cdr = self.active.get(call_id)
+        if cdr is not None:
+            cdr.queue_left(result)
 
     def _emit(self, record: CdrRecord) -> None:
         self.active.pop(record.call_id, None)

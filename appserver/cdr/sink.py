@@ -1,8 +1,9 @@
 """Workers append finished CDRs to the Redis stream ``callyard:cdrs``.
 
 A flow hands its record to the sink synchronously (flows are pure); the sink buffers it in
-memory and a background task (asyncio) or greenlet (gevent) writes the buffer with
-pipelined ``XADD ... MAXLEN ~ N``. While Redis is unreachable the buffer keeps growing and
+memory and a background task (asyncio) or greenlet (gevent: the shell that goes with its
+Redis client, see :mod:`appserver.shells`) writes the buffer with pipelined
+``XADD ... MAXLEN ~ N``. While Redis is unreachable the buffer keeps growing and
 writes are retried with backoff, so a Redis restart loses nothing; ``flush`` at shutdown
 waits for the buffer to drain. A retried write whose reply was lost may add an entry twice:
 the writer's insert is idempotent on the call id.
@@ -10,14 +11,13 @@ the writer's insert is idempotent on the call id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Any
 
 from appserver.cdr import STREAM
 from appserver.cdr.record import CdrRecord
+from appserver.shells import for_client, reply
 
 log = logging.getLogger("callyard.cdr")
 
@@ -58,16 +58,17 @@ class _Buffer:
             pipe.xadd(self.stream, record.to_fields(), maxlen=self.maxlen, approximate=True)
 
 
-class AsyncCdrSink:
-    """For the asyncio worker: ``sink(record)`` from flows, ``await flush()`` at shutdown."""
+class CdrSink:
+    """``sink(record)`` from flows; ``start()`` once, ``await stop()`` at shutdown."""
 
     def __init__(self, redis: Any, *, stream: str = STREAM, maxlen: int = DEFAULT_MAXLEN) -> None:
         self.redis = redis
+        self.shell = for_client(redis)
         self.buffer = _Buffer(stream, maxlen)
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._wake = self.shell.event()
+        self._idle = self.shell.event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Any = None
 
     def __call__(self, record: CdrRecord) -> None:
         self.buffer.pending.append(record)
@@ -79,7 +80,7 @@ class AsyncCdrSink:
         return len(self.buffer.pending)
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._task = self.shell.spawn(self._run(), "cdr-sink")
 
     async def _run(self) -> None:
         while True:
@@ -88,20 +89,18 @@ class AsyncCdrSink:
             while self.buffer.pending:
                 records = self.buffer.batch()
                 try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        self.buffer.xadd_all(pipe, records)
-                        await pipe.execute()
+                    pipe = self.redis.pipeline(transaction=False)
+                    self.buffer.xadd_all(pipe, records)
+                    await reply(pipe.execute())
                     delay = self.buffer.done(len(records), True)
                 except Exception as exc:  # any Redis/network failure: keep and retry
                     delay = self.buffer.done(len(records), False, str(exc) or type(exc).__name__)
-                    await asyncio.sleep(delay)
+                    await self.shell.sleep(delay)
             self._idle.set()
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record is in Redis; False if some are still buffered."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        if not await self._idle.wait(timeout):
             log.error("CDRs not written to Redis at shutdown",
                       extra={"buffered": len(self.buffer.pending)})
             return False
@@ -110,68 +109,6 @@ class AsyncCdrSink:
     async def stop(self, timeout: float = 10.0) -> bool:
         ok = await self.flush(timeout)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self.shell.cancel([self._task], 1.0)
             self._task = None
-        return ok
-
-
-class GeventCdrSink:
-    """For the gevent worker (``redis.Redis`` on patched sockets): same behaviour."""
-
-    def __init__(self, redis: Any, *, stream: str = STREAM, maxlen: int = DEFAULT_MAXLEN) -> None:
-        import gevent.event
-
-        self.redis = redis
-        self.buffer = _Buffer(stream, maxlen)
-        self._wake = gevent.event.Event()
-        self._idle = gevent.event.Event()
-        self._idle.set()
-        self._greenlet: Any = None
-
-    def __call__(self, record: CdrRecord) -> None:
-        self.buffer.pending.append(record)
-        self._idle.clear()
-        self._wake.set()
-
-    @property
-    def backlog(self) -> int:
-        return len(self.buffer.pending)
-
-    def start(self) -> None:
-        import gevent
-
-        self._greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        import gevent
-
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self.buffer.pending:
-                records = self.buffer.batch()
-                try:
-                    pipe = self.redis.pipeline(transaction=False)
-                    self.buffer.xadd_all(pipe, records)
-                    pipe.execute()
-                    delay = self.buffer.done(len(records), True)
-                except Exception as exc:  # any Redis/network failure: keep and retry
-                    delay = self.buffer.done(len(records), False, str(exc) or type(exc).__name__)
-                    gevent.sleep(delay)
-            self._idle.set()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        if not self._idle.wait(timeout):
-            log.error("CDRs not written to Redis at shutdown",
-                      extra={"buffered": len(self.buffer.pending)})
-            return False
-        return True
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        ok = self.flush(timeout)
-        if self._greenlet is not None:
-            self._greenlet.kill()
-            self._greenlet = None
         return ok

@@ -256,12 +256,18 @@ class CdrWriter:
 
     async def backlog(self) -> tuple[int, int]:
         """(entries in the stream, entries read but not acknowledged)."""
-        length = await self.redis.xlen(self.stream)
-        try:
-            pending = await self.redis.xpending(self.stream, self.group)
-        except ResponseError:  # no group yet
-            return int(length), 0
-        return int(length), int(pending["pending"])
+        return await stream_backlog(self.redis, self.stream, self.group)
+
+
+async def stream_backlog(redis: Any, stream: str = STREAM, group: str = GROUP
+                         ) -> tuple[int, int]:
+    """(entries in the CDR stream, entries a writer read but did not acknowledge yet)."""
+    length = await redis.xlen(stream)
+    try:
+        pending = await redis.xpending(stream, group)
+    except ResponseError:  # no group yet
+        return int(length), 0
+    return int(length), int(pending["pending"])
 
 
 def _strs(fields: dict[Any, Any]) -> dict[str, str]:
@@ -273,9 +279,10 @@ def _strs(fields: dict[Any, Any]) -> dict[str, str]:
 async def writer_running(redis: Any, pool: asyncpg.Pool) -> AsyncIterator[CdrWriter]:
     """A writer (and the Redis metrics poller) inside another process, e.g. ``callyard dev``."""
     from appserver.metrics import RedisStatsPoller
+    from appserver.queues.store import QueueStore
 
     writer = CdrWriter(redis, pool)
-    poller = RedisStatsPoller(redis)
+    poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     writer.start()
     poller.start()
     try:

@@ -62,47 +62,37 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
           apps: list[FlowFactory], listen: tuple[str, int], rurl: str) -> int:
-    """Serve calls until SIGTERM / SIGINT; gevent is already patched in."""
+    """Serve calls until SIGTERM / SIGINT; gevent is already patched in.
+
+    Stopping closes the listening socket first, so FreeSWITCH's ``socket`` application fails
+    for new calls and the dialplan's fallback runs; calls in progress get
+    ``CALLYARD_SHUTDOWN_GRACE`` seconds. A call still up after that is recorded as ``failed``
+    with cause ``WORKER_SHUTDOWN`` (its socket closes when the process exits)."""
     import json
     import logging
-    import os
     import resource
     import signal
-    import socket
     import sys
 
     import gevent
-    import redis
 
-    from appserver.agents.bridge import BrowserAgentBridge
-    from appserver.apps import AppRouter, MenuFlows
-    from appserver.cdr.gevent_ops import WorkerOps
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
-    from appserver.queues.runtime import GeventQueueRuntime
-    from ivr.calls import CallFlow
+    from appserver.shells import green
+    from appserver.worker.services import WorkerServices
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
-    menus = MenuFlows(rurl)  # the IVR: always asked last
-    menus.start()
-    router = AppRouter([*apps, menus])
-    queues: list[GeventQueueRuntime] = []  # set once the worker exists (it delivers events)
-
-    def wrap_queue(flow: CallFlow) -> CallFlow:
-        # Outside the queue runtime: browser agents are dialled into the call's LiveKit room.
-        return BrowserAgentBridge(queues[0].wrap(flow), settings.livekit_sip_uri)
-
+    services = WorkerServices(settings, rurl, green, engine="freeswitch", apps=apps,
+                              health_listen=args.health_listen)
     # one socket per call in progress: allow as many as the hard limit permits
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
                           sip_template=settings.freeswitch_sip_template)
-    ops = WorkerOps(settings, rurl, args.health_listen, queue_wrap=wrap_queue,  # CDRs, health
-                    menus=menus)
-    worker = FreeswitchWorker((host, port), ops.wrap_factory(router), config,
+    worker = FreeswitchWorker((host, port), services.flows, config,
                               max_calls=settings.freeswitch_max_calls,
                               connect_timeout=settings.freeswitch_connect_timeout)
     nodes = NodeManager(settings.freeswitch_esl)
@@ -110,25 +100,32 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
-    queues.append(GeventQueueRuntime(
-        redis.Redis.from_url(rurl, decode_responses=True),
-        f"freeswitch-{socket.gethostname()}-{os.getpid()}",
-        worker.deliver,
-    ))
-    queues[0].start()
+
+    def engine_checks() -> dict[str, str]:
+        links = list(nodes.links.values())
+        connected = not links or any(link.connected.is_set() for link in links)
+        return {"listening": "ok" if worker.port else "error: not yet",
+                "freeswitch": "ok" if connected else
+                "error: no FreeSWITCH node connected over inbound ESL"}
+
+    green.run(services.start(worker.deliver, nodes.links.values(), engine_checks))
     try:
         worker.start()
     except OSError as exc:
         print(f"callyard freeswitch: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        nodes.stop()
+        green.run(services.close())
         return 1
     log.info("serving calls with %s; %d FreeSWITCH node(s)",
              ", ".join([*specs, "IVR menus"]), len(nodes.links))
-    ops.start(worker, nodes)
     settle_gc()
     stop.wait()
     log.info("stopping; stats %s", json.dumps(worker.stats()))
-    ops.drain(worker)
+    worker.stop()  # closes the listening socket: new calls take the dialplan fallback
+    green.run(services.drain(lambda: len(worker.calls)))
+    left = services.cdrs.abandon_all("WORKER_SHUTDOWN")
+    if left:
+        log.warning("grace period over: %d call(s) recorded as failed", left)
     nodes.stop()
-    queues[0].stop()
-    menus.stop()
+    green.run(services.close())
     return 0

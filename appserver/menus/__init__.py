@@ -6,8 +6,7 @@
   or records why a candidate was rejected.
 * :class:`appserver.menus.reloader.MenuReloader` LISTENs on ``callyard_config``, debounces,
   recompiles and publishes; an invalid edit leaves the last valid version live.
-* :class:`appserver.menus.readers.MenuSetReader` (sync, redis-py: the gevent FreeSWITCH
-  worker) and :class:`appserver.menus.readers.AsyncMenuSetReader` (redis.asyncio: the Asterisk
-  worker, the API) fetch the current MenuSet and follow updates. A running call keeps the
-  MenuSet object it started with.
+* :class:`appserver.menus.readers.MenuSetReader` fetches the current MenuSet and follows
+  updates, on asyncio (the Asterisk worker) or gevent (the FreeSWITCH worker). A running call
+  keeps the MenuSet object it started with.
 """

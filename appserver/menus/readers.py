@@ -1,36 +1,33 @@
-"""Fetch the live MenuSet from Redis and follow updates, sync or async.
+"""Fetch the live MenuSet from Redis and follow updates.
 
-Both readers hold :attr:`current` (None until a menu set was ever published) and replace it
+The reader holds :attr:`current` (None until a menu set was ever published) and replaces it
 when a new version appears: on a PUBLISH on ``callyard:menus``, and by polling every
 ``poll_interval`` seconds as a safety net (a missed message, a Redis restart). A call keeps
 the MenuSet object it started with, so replacing ``current`` never disturbs running calls.
 While no menu set is loaded a reader says so at start and then every ``warn_interval``
 seconds (:data:`NO_MENUS`): calls to menu numbers are refused until one is published.
 
-    reader = MenuSetReader("redis://127.0.0.1:6379/0")     # gevent / threads
-    reader.start()
-    flow = reader.flow_for(call.called)                     # None if no such extension
+    reader = MenuSetReader(redis_client)      # redis.asyncio, or redis.Redis under gevent
+    await reader.start()                      # (gevent: appserver.shells.green.run)
+    flow = reader.flow_for(call.called)       # None if no such extension
 
-    reader = AsyncMenuSetReader("redis://127.0.0.1:6379/0") # asyncio
-    await reader.start()
-    flow = reader.flow_for(call.called)
+It follows on the shell that goes with its client (:mod:`appserver.shells`): an asyncio task
+in the Asterisk worker, a greenlet in the FreeSWITCH worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from appserver.menus import keys
+from appserver.shells import close, for_client, reply
 from ivr.compile import MenuSet
 from ivr.machine import IvrCall
 
@@ -50,14 +47,20 @@ def _version(raw: Any) -> int | None:
         return None
 
 
-class _ReaderBase:
-    def __init__(self, poll_interval: float, warn_interval: float) -> None:
+class MenuSetReader:
+    """``await start()`` once, ``await stop()`` at shutdown; :meth:`flow_for` per call."""
+
+    def __init__(self, client: Any, *, poll_interval: float = 5.0,
+                 warn_interval: float = 60.0) -> None:
+        self.client = client
+        self.shell = for_client(client)
         self.poll_interval = poll_interval
         self.warn_interval = warn_interval
         self.current: MenuSet | None = None
         self.last_error = ""
         self._listeners: list[Listener] = []
         self._next_warning = 0.0
+        self._task: Any = None
 
     @property
     def version(self) -> int | None:
@@ -106,128 +109,28 @@ class _ReaderBase:
         return menuset
 
 
-class MenuSetReader(_ReaderBase):
-    """Blocking reader for threads and gevent (redis-py)."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        client: redis.Redis | None = None,
-        poll_interval: float = 5.0,
-        warn_interval: float = 60.0,
-    ) -> None:
-        super().__init__(poll_interval, warn_interval)
-        if client is None:
-            if url is None:
-                raise ValueError("give a Redis URL or a client")
-            client = redis.Redis.from_url(url)
-        self.client = client
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def refresh(self) -> MenuSet | None:
-        """Load the live version if it differs from :attr:`current`; the current MenuSet."""
-        version = _version(self.client.get(keys.CURRENT))
-        if version is None:
-            self.last_error = ""  # Redis answers; nothing is published
-        if version is None or version == self.version:
-            return self.current
-        return self._install(version, self.client.get(keys.version_key(version)))
-
-    def start(self) -> None:
-        """Load the live version (if Redis answers) and follow updates in a background thread."""
-        try:
-            self.refresh()
-        except redis.RedisError as exc:
-            self.last_error = f"redis: {exc}"
-            log.warning("menu sets not readable yet", extra={"error": str(exc)})
-        self._warn_while_empty()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._follow, name="menuset-reader", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def wait_for_version(self, version: int, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while (self.version or 0) < version:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def _follow(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(keys.CHANNEL)
-                self.refresh()  # catch up on what happened before the subscription
-                backoff = 0.5
-                next_poll = time.monotonic() + self.poll_interval
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=min(1.0, self.poll_interval))
-                    if message is not None or time.monotonic() >= next_poll:
-                        self.refresh()
-                        next_poll = time.monotonic() + self.poll_interval
-                    self._warn_while_empty()
-            except (redis.RedisError, OSError) as exc:
-                self.last_error = f"redis: {exc}"
-                log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
-                self._warn_while_empty()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
-
-
-class AsyncMenuSetReader(_ReaderBase):
-    """Reader for asyncio (redis.asyncio)."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        client: aioredis.Redis | None = None,
-        poll_interval: float = 5.0,
-        warn_interval: float = 60.0,
-    ) -> None:
-        super().__init__(poll_interval, warn_interval)
-        if client is None:
-            if url is None:
-                raise ValueError("give a Redis URL or a client")
-            client = aioredis.Redis.from_url(url)
-        self.client = client
-        self._task: asyncio.Task[None] | None = None
-
     async def refresh(self) -> MenuSet | None:
-        version = _version(await self.client.get(keys.CURRENT))
+        """Load the live version if it differs from :attr:`current`; the current MenuSet."""
+        version = _version(await reply(self.client.get(keys.CURRENT)))
         if version is None:
             self.last_error = ""  # Redis answers; nothing is published
         if version is None or version == self.version:
             return self.current
-        return self._install(version, await self.client.get(keys.version_key(version)))
+        return self._install(version, await reply(self.client.get(keys.version_key(version))))
 
     async def start(self) -> None:
+        """Load the live version (if Redis answers) and follow updates in the background."""
         try:
             await self.refresh()
         except (redis.RedisError, OSError) as exc:
             self.last_error = f"redis: {exc}"
             log.warning("menu sets not readable yet", extra={"error": str(exc)})
         self._warn_while_empty()
-        self._task = asyncio.create_task(self._follow(), name="menuset-reader")
+        self._task = self.shell.spawn(self._follow(), "menuset-reader")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self.shell.cancel([self._task], 5.0)
             self._task = None
 
     async def wait_for_version(self, version: int, timeout: float = 5.0) -> bool:
@@ -235,7 +138,7 @@ class AsyncMenuSetReader(_ReaderBase):
         while (self.version or 0) < version:
             if time.monotonic() > deadline:
                 return False
-            await asyncio.sleep(0.02)
+            await self.shell.sleep(0.02)
         return True
 
     async def _follow(self) -> None:
@@ -243,12 +146,13 @@ class AsyncMenuSetReader(_ReaderBase):
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys.CHANNEL)
-                await self.refresh()
+                await reply(pubsub.subscribe(keys.CHANNEL))
+                await self.refresh()  # catch up on what happened before the subscription
                 backoff = 0.5
                 next_poll = time.monotonic() + self.poll_interval
                 while True:
-                    message = await pubsub.get_message(timeout=min(1.0, self.poll_interval))
+                    message = await reply(
+                        pubsub.get_message(timeout=min(1.0, self.poll_interval)))
                     if message is not None or time.monotonic() >= next_poll:
                         await self.refresh()
                         next_poll = time.monotonic() + self.poll_interval
@@ -257,8 +161,8 @@ class AsyncMenuSetReader(_ReaderBase):
                 self.last_error = f"redis: {exc}"
                 log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
                 self._warn_while_empty()
-                await asyncio.sleep(backoff)
+                await self.shell.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await close(pubsub)

@@ -1,10 +1,12 @@
 """:class:`QueueingFlow`: runs any call flow and takes over the call while it is queued.
 
-A worker wraps each call's flow (e.g. the IVR) with ``runtime.wrap(flow)``. When the inner
-flow returns ``Enqueue``, a :class:`~appserver.queues.caller_flow.CallerFlow` takes the call;
-when that ends, its terminal command (another ``Enqueue``, ``Transfer``, ``Hangup``) is
-carried out, or its :class:`~ivr.calls.QueueResult` is handed back to the inner flow, which
-continues (for example to a menu on overflow). Pure: no I/O of its own.
+The queueing layer of every call's flow (:mod:`appserver.worker.pipeline`): when the inner
+flow (e.g. the IVR) returns ``Enqueue``, a :class:`~appserver.queues.caller_flow.CallerFlow`
+from the queue runtime takes the call; when that ends, its terminal command (another
+``Enqueue``, ``Transfer``, ``Hangup``) is carried out, or its
+:class:`~ivr.calls.QueueResult` is handed back to the inner flow, which continues (for
+example to a menu on overflow). The layers outside never see that ``Enqueue`` nor that
+result: an ``observer`` (the CDRs) hears of both. Pure: no I/O of its own.
 """
 
 from __future__ import annotations
@@ -33,10 +35,21 @@ class CallerFlowFactory(Protocol):
         ...
 
 
+class QueueObserver(Protocol):
+    """Told what the layers outside do not see: the inner flow asked for ``queue``; the
+    stay is over and the inner flow gets ``result``."""
+
+    def queue_entered(self, call_id: str, queue: str) -> None: ...
+
+    def queue_left(self, call_id: str, result: QueueResult) -> None: ...
+
+
 class QueueingFlow:
-    def __init__(self, inner: CallFlow, runtime: CallerFlowFactory) -> None:
+    def __init__(self, inner: CallFlow, runtime: CallerFlowFactory,
+                 observer: QueueObserver | None = None) -> None:
         self.inner = inner
         self.runtime = runtime
+        self.observer = observer
         self.caller: CallerFlow | None = None
         self.call: CallInfo | None = None
         self._finished = False
@@ -62,25 +75,31 @@ class QueueingFlow:
         return self._after_caller(self.caller.handle(event), event)
 
     def _route(self, cmds: list[Command], chained: bool = False) -> list[Command]:
-        out: list[Command] = []
-        for cmd in cmds:
+        for i, cmd in enumerate(cmds):
             if isinstance(cmd, Enqueue):
-                return out + self._enter(cmd, chained)
+                return cmds[:i] + self._enter(cmd, chained)
             if isinstance(cmd, SetVariable):
                 self._variables[cmd.name] = cmd.value
-            out.append(cmd)
-        return out
+        return cmds
 
     def _enter(self, cmd: Enqueue, chained: bool) -> list[Command]:
         assert self.call is not None
         if not chained:
             self._queue = cmd.queue
+            if self.observer is not None:
+                self.observer.queue_entered(self.call.call_id, cmd.queue)
         call = replace(self.call, variables={**self.call.variables, **self._variables})
         flow = self.runtime.caller_flow(call, cmd)
         if flow is None:
-            return self._route(self.inner.handle(QueueResult(cmd.queue, "failed", "no such queue")))
+            return self._route(self._hand_back(QueueResult(cmd.queue, "failed", "no such queue")))
         self.caller = flow
         return self._after_caller(flow.start(call), None)
+
+    def _hand_back(self, result: QueueResult) -> list[Command]:
+        """The stay is over: the inner flow gets ``result`` (and the observer hears it)."""
+        if self.observer is not None and self.call is not None:
+            self.observer.queue_left(self.call.call_id, result)
+        return self.inner.handle(result)
 
     def _after_caller(self, cmds: list[Command], event: Event | None) -> list[Command]:
         caller = self.caller
@@ -97,4 +116,4 @@ class QueueingFlow:
         assert caller.result is not None
         # After overflow chains the result still names the queue the inner flow asked for.
         result = replace(caller.result, queue=self._queue or caller.result.queue)
-        return cmds + self._route(self.inner.handle(result))
+        return cmds + self._route(self._hand_back(result))

@@ -278,3 +278,26 @@ class QueueStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCall:
+    """A caller's entry in Redis while it is queued: waiting, offered or with an agent."""
+
+    call_id: str
+    queue: str
+    state: str  # waiting | offered | assigned
+    caller: str
+    agent: str  # "" until an agent took the call
+    held: bool  # the agent put the caller on hold
+    transfer: str  # the agent's blind transfer under way, "" if none
+    joined_ms: int
+    menu_path: tuple[str, ...]  # the IVR menus the caller went through
+
+    @classmethod
+    def from_redis(cls, call_id: str, h: Mapping[str, str]) -> QueuedCall:
+        return cls(call_id=call_id, queue=h.get("queue", ""), state=h.get("state", ""),
+                   caller=h.get("caller", ""), agent=h.get("agent", ""),
+                   held=h.get("held") == "1", transfer=h.get("transfer", ""),
+                   joined_ms=int(float(h.get("joined") or 0)),
+                   menu_path=tuple(p for p in (h.get("menu_path") or "").split("/") if p))

@@ -1,8 +1,9 @@
 """The queue runtime a worker runs beside its calls.
 
-A worker creates one runtime with a ``deliver(call_id, event)`` callback (which hands the
-event to that call's flow and executes the returned commands), starts it, and wraps each
-call flow with :meth:`wrap`. The runtime then
+A worker creates one runtime, wraps each call's flow with :meth:`wrap` (the queueing layer
+of :mod:`appserver.worker.pipeline`) and starts it with its ``deliver(call_id, event)``
+callback (which hands the event to that call's flow and executes the returned commands;
+given to the constructor instead when the worker exists first). The runtime then
 
 * carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
   Redis (join, leave, dial failed, finish), in order; a write that cannot reach Redis (down,
@@ -23,25 +24,26 @@ call flow with :meth:`wrap`. The runtime then
   renew theirs first), refreshes queue definitions and (one worker at a time) publishes
   live stats on ``callyard:q:stats``.
 
-:class:`QueueRuntime` is for asyncio (``redis.asyncio``); :class:`GeventQueueRuntime` is the
-same for the gevent FreeSWITCH worker (``redis.Redis`` on gevent-patched sockets).
+One class for both workers: it runs on the shell that goes with its Redis client
+(:mod:`appserver.shells`): asyncio tasks with ``redis.asyncio`` (Asterisk), greenlets with
+``redis.Redis`` on gevent-patched sockets (FreeSWITCH; drive its coroutines with
+:func:`appserver.shells.green.run`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_args
 
 from redis import exceptions as redis_errors
 
 from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
-from appserver.queues.flow import QueueingFlow
+from appserver.queues.flow import QueueingFlow, QueueObserver
 from appserver.queues.model import (
     KEY_PREFIX,
     MAX_PRIORITY,
@@ -49,7 +51,8 @@ from appserver.queues.model import (
     EnqueueResult,
     QueueConfig,
 )
-from appserver.queues.store import QueueError, QueueStore, SyncQueueStore, now_ms
+from appserver.queues.store import QueueError, QueueStore, now_ms
+from appserver.shells import Shell, for_client
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -84,21 +87,24 @@ class Withdraw:
 
 
 Action: TypeAlias = RuntimeAction | Withdraw
-# A store call carrying out an action: the same on QueueStore and SyncQueueStore (awaited
-# or not by the runtime).
-Write: TypeAlias = Callable[[Any], Any]
+# The store call carrying out an action (the same every attempt).
+Write: TypeAlias = Callable[[QueueStore], Awaitable[Any]]
 
 
-class _RuntimeCore:
-    """Bookkeeping shared by both runtimes: which callers this worker owns, what to tell them."""
+class QueueRuntime:
+    """``await start(deliver)`` once, ``await stop()`` at shutdown (under gevent: through
+    :func:`~appserver.shells.green.run`)."""
 
-    def __init__(self, worker_id: str, deliver: Deliver, *, lease_seconds: float,
-                 tick_seconds: float, prefix: str) -> None:
+    def __init__(self, redis: Any, worker_id: str, deliver: Deliver | None = None, *,
+                 lease_seconds: float = 15.0, tick_seconds: float = 1.0,
+                 prefix: str = KEY_PREFIX) -> None:
         self.worker_id = worker_id
         self.deliver = deliver
         self.lease_ms = int(lease_seconds * 1000)
         self.tick_seconds = tick_seconds
         self.prefix = prefix
+        self.shell: Shell = for_client(redis)
+        self.store = QueueStore(redis, prefix)
         self.flows: dict[str, CallerFlow] = {}
         self.configs: dict[str, QueueConfig] = {}
         self._last: dict[str, tuple[int, int, int]] = {}
@@ -107,10 +113,14 @@ class _RuntimeCore:
         self._ticks = 0
         self._last_tick = time.monotonic()
         self._reap_from = 0.0
+        self._actions = self.shell.queue()
+        self._tasks: list[Any] = []
+        self._stopping = False
 
-    def wrap(self, flow: CallFlow) -> QueueingFlow:
-        """The flow to run for a call instead of ``flow``: queues on ``Enqueue``."""
-        return QueueingFlow(flow, self)
+    def wrap(self, flow: CallFlow, observer: QueueObserver | None = None) -> QueueingFlow:
+        """The flow to run for a call instead of ``flow``: queues on ``Enqueue`` (the
+        queueing layer of :mod:`appserver.worker.pipeline`)."""
+        return QueueingFlow(flow, self, observer)
 
     def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
         config = self.configs.get(enqueue.queue)
@@ -122,8 +132,115 @@ class _RuntimeCore:
         self.flows[call.call_id] = flow
         return flow
 
+    # ------------------------------------------------------------------ running
+
+    async def start(self, deliver: Deliver | None = None) -> None:
+        """Load the queue definitions, then run the three loops: actions, inbox, ticks."""
+        self.deliver = deliver or self.deliver
+        self._stopping = False
+        await self.refresh_configs()
+        spawn = self.shell.spawn
+        self._tasks = [spawn(self._run_actions(), "queues-actions"),
+                       spawn(self._run_inbox(), "queues-inbox"),
+                       spawn(self._run_ticks(), "queues-tick")]
+
+    async def stop(self) -> None:
+        # The loops also watch this flag: redis-py can swallow a cancellation mid-command.
+        self._stopping = True
+        await self.shell.cancel(self._tasks, self.tick_seconds + 2)
+        self._tasks = []
+
+    async def refresh_configs(self) -> None:
+        configs = {}
+        for name in await self.store.queue_names():
+            try:
+                cfg = await self.store.queue_config(name)
+            except (ValueError, TypeError) as exc:
+                log.error("queue %s: unusable definition in Redis: %s", name, exc)
+                continue
+            if cfg is not None:
+                configs[name] = cfg
+        self.configs = configs
+
+    async def drain(self) -> None:
+        """Wait until every submitted action has been carried out (tests, shutdown)."""
+        await self._actions.join()
+
     def _submit(self, action: Action) -> None:
-        raise NotImplementedError
+        self._actions.put_nowait(action)
+
+    async def _run_actions(self) -> None:
+        while not self._stopping:
+            await self._action_once()
+
+    async def _action_once(self) -> None:
+        action = await self._actions.get()
+        try:
+            await self._carry_out(action)
+        finally:
+            self._actions.task_done()
+
+    async def _carry_out(self, action: Action) -> None:
+        write = self._write(action)
+        if write is None:
+            return
+        for attempt in itertools.count(1):
+            try:
+                await self._apply(action, write)
+                return
+            except Exception as exc:
+                delay = self._retry_in(action, exc, attempt)
+                if delay is None or self._stopping:  # redis-py can swallow a cancellation
+                    return
+                await self.shell.sleep(delay)
+
+    async def _apply(self, action: Action, write: Write) -> None:
+        try:
+            result = await write(self.store)
+        except QueueError as exc:
+            result = exc
+        queue = self._written(action, result)
+        if queue is not None:
+            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
+                await self.store.match(queue)
+
+    async def _run_inbox(self) -> None:
+        while not self._stopping:
+            try:
+                await self._inbox_once()
+            except Exception:
+                log.exception("queue inbox read failed; retrying")
+                await self.shell.sleep(1)
+
+    async def _inbox_once(self) -> None:
+        msg = await self.store.pop_inbox(self.worker_id, timeout=1)
+        if msg:
+            self._inbox_message(msg)
+
+    async def _run_ticks(self) -> None:
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("queue tick failed")
+            await self.shell.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
+
+    async def tick(self) -> None:
+        store = self.store
+        joined = set(self._joined)
+        self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
+        if self._may_reap():
+            await store.reap()
+        for queue in self._queues_waiting():
+            await store.match(queue)
+        self._ticks += 1
+        if self._ticks % 5 == 0:
+            await self.refresh_configs()
+        if await store.take_stats_turn(self.worker_id, self.tick_seconds * 2):
+            await store.publish_stats()
+
+    # ------------------------------------------------------------------ bookkeeping
 
     def _write(self, action: Action) -> Write | None:
         """The store call that carries ``action`` out, every attempt the same; None when
@@ -194,7 +311,7 @@ class _RuntimeCore:
 
     def _send(self, call_id: str, event: Event) -> None:
         flow = self.flows.get(call_id)
-        if flow is None or flow.done:
+        if flow is None or flow.done or self.deliver is None:
             return
         try:
             self.deliver(call_id, event)
@@ -275,246 +392,3 @@ class _RuntimeCore:
 
     def _queues_waiting(self) -> set[str]:
         return {f.config.name for f in self.flows.values() if f.phase == "waiting"}
-
-
-class QueueRuntime(_RuntimeCore):
-    """asyncio runtime. ``await start()`` once, ``await stop()`` at shutdown."""
-
-    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
-                 lease_seconds: float = 15.0, tick_seconds: float = 1.0,
-                 prefix: str = KEY_PREFIX) -> None:
-        super().__init__(worker_id, deliver, lease_seconds=lease_seconds,
-                         tick_seconds=tick_seconds, prefix=prefix)
-        self.store = QueueStore(redis, prefix)
-        self._inbox_store = QueueStore(redis, prefix)
-        self._actions: asyncio.Queue[Action] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    async def start(self) -> None:
-        self._stopping = False
-        await self.refresh_configs()
-        self._tasks = [asyncio.create_task(self._run_actions(), name="queues-actions"),
-                       asyncio.create_task(self._run_inbox(), name="queues-inbox"),
-                       asyncio.create_task(self._run_ticks(), name="queues-tick")]
-
-    async def stop(self) -> None:
-        # The loops also watch this flag: redis-py can swallow a cancellation mid-command.
-        self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.tick_seconds + 2)
-        for task in self._tasks:
-            if task.done() and not task.cancelled() and task.exception():
-                log.error("queue runtime task failed", exc_info=task.exception())
-        self._tasks = []
-
-    async def refresh_configs(self) -> None:
-        configs = {}
-        for name in await self.store.queue_names():
-            try:
-                cfg = await self.store.queue_config(name)
-            except (ValueError, TypeError) as exc:
-                log.error("queue %s: unusable definition in Redis: %s", name, exc)
-                continue
-            if cfg is not None:
-                configs[name] = cfg
-        self.configs = configs
-
-    async def drain(self) -> None:
-        """Wait until every submitted action has been carried out (tests, shutdown)."""
-        await self._actions.join()
-
-    def _submit(self, action: Action) -> None:
-        self._actions.put_nowait(action)
-
-    async def _run_actions(self) -> None:
-        while not self._stopping:
-            action = await self._actions.get()
-            try:
-                await self._carry_out(action)
-            finally:
-                self._actions.task_done()
-
-    async def _carry_out(self, action: Action) -> None:
-        write = self._write(action)
-        if write is None:
-            return
-        for attempt in itertools.count(1):
-            try:
-                await self._apply(action, write)
-                return
-            except Exception as exc:
-                delay = self._retry_in(action, exc, attempt)
-                if delay is None or self._stopping:  # redis-py can swallow a cancellation
-                    return
-                await asyncio.sleep(delay)
-
-    async def _apply(self, action: Action, write: Write) -> None:
-        try:
-            result = await write(self.store)
-        except QueueError as exc:
-            result = exc
-        queue = self._written(action, result)
-        if queue is not None:
-            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
-                await self.store.match(queue)
-
-    async def _run_inbox(self) -> None:
-        while not self._stopping:
-            try:
-                msg = await self._inbox_store.pop_inbox(self.worker_id, timeout=1)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("queue inbox read failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            if msg:
-                self._inbox_message(msg)
-
-    async def _run_ticks(self) -> None:
-        while not self._stopping:
-            started = time.monotonic()
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("queue tick failed")
-            await asyncio.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
-
-    async def tick(self) -> None:
-        store = self.store
-        joined = set(self._joined)
-        self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
-        if self._may_reap():
-            await store.reap()
-        for queue in self._queues_waiting():
-            await store.match(queue)
-        self._ticks += 1
-        if self._ticks % 5 == 0:
-            await self.refresh_configs()
-        lock = f"{self.prefix}stats:lock"
-        if await store.client.set(lock, self.worker_id, nx=True,
-                                  px=int(self.tick_seconds * 2000)):
-            await store.publish_stats()
-
-
-class GeventQueueRuntime(_RuntimeCore):
-    """The same runtime for gevent: greenlets and a blocking ``redis.Redis`` client."""
-
-    def __init__(self, redis: Any, worker_id: str, deliver: Deliver, *,
-                 lease_seconds: float = 15.0, tick_seconds: float = 1.0,
-                 prefix: str = KEY_PREFIX) -> None:
-        import gevent.queue
-
-        super().__init__(worker_id, deliver, lease_seconds=lease_seconds,
-                         tick_seconds=tick_seconds, prefix=prefix)
-        self.store = SyncQueueStore(redis, prefix)
-        self._actions: Any = gevent.queue.JoinableQueue()
-        self._greenlets: list[Any] = []
-
-    def start(self) -> None:
-        import gevent
-
-        self.refresh_configs()
-        self._greenlets = [gevent.spawn(self._loop, self._action_once),
-                           gevent.spawn(self._loop, self._inbox_once),
-                           gevent.spawn(self._loop, self._tick_once)]
-
-    def stop(self) -> None:
-        import gevent
-
-        gevent.killall(self._greenlets)
-        self._greenlets = []
-
-    def drain(self) -> None:
-        self._actions.join()
-
-    def refresh_configs(self) -> None:
-        configs = {}
-        for name in self.store.queue_names():
-            try:
-                cfg = self.store.queue_config(name)
-            except (ValueError, TypeError) as exc:
-                log.error("queue %s: unusable definition in Redis: %s", name, exc)
-                continue
-            if cfg is not None:
-                configs[name] = cfg
-        self.configs = configs
-
-    def _submit(self, action: Action) -> None:
-        self._actions.put(action)
-
-    @staticmethod
-    def _loop(step: Callable[[], None]) -> None:
-        import gevent
-
-        while True:
-            try:
-                step()
-            except Exception:
-                log.exception("queue runtime step failed")
-                gevent.sleep(1)
-
-    def _action_once(self) -> None:
-        action = self._actions.get()
-        try:
-            self._carry_out(action)
-        finally:
-            self._actions.task_done()
-
-    def _carry_out(self, action: Action) -> None:
-        import gevent
-
-        write = self._write(action)
-        if write is None:
-            return
-        for attempt in itertools.count(1):
-            try:
-                self._apply(action, write)
-                return
-            except Exception as exc:
-                delay = self._retry_in(action, exc, attempt)
-                if delay is None:
-                    return
-                gevent.sleep(delay)
-
-    def _apply(self, action: Action, write: Write) -> None:
-        try:
-            result = write(self.store)
-        except QueueError as exc:
-            result = exc
-        queue = self._written(action, result)
-        if queue is not None:
-            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
-                self.store.match(queue)
-
-    def _inbox_once(self) -> None:
-        msg = self.store.pop_inbox(self.worker_id, timeout=1)
-        if msg:
-            self._inbox_message(msg)
-
-    def _tick_once(self) -> None:
-        import gevent
-
-        started = time.monotonic()
-        self.tick()
-        gevent.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
-
-    def tick(self) -> None:
-        store = self.store
-        joined = set(self._joined)
-        self._updates(store.tick(self.worker_id, self.lease_ms), joined)
-        if self._may_reap():
-            store.reap()
-        for queue in self._queues_waiting():
-            store.match(queue)
-        self._ticks += 1
-        if self._ticks % 5 == 0:
-            self.refresh_configs()
-        lock = f"{self.prefix}stats:lock"
-        if store.client.set(lock, self.worker_id, nx=True, px=int(self.tick_seconds * 2000)):
-            store.publish_stats()

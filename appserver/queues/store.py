@@ -1,9 +1,13 @@
 """Queue and agent state in Redis: typed calls of the Lua scripts.
 
-:class:`QueueStore` is for asyncio (``redis.asyncio.Redis``); :class:`SyncQueueStore` is the
-same API for ``redis.Redis`` (the gevent FreeSWITCH worker, scripts, benchmarks). Both take
-the client as given; responses may be bytes or str. Timestamps are milliseconds and default
-to the wall clock, so tests can pass their own.
+Every operation is sans-IO: a script of ``lua/`` (or a plain read) with its arguments, built
+and checked by an argument builder, and a parser of its reply, both pure functions below.
+:class:`QueueStore` only sends them through the client it is given: ``redis.asyncio.Redis``
+(the API, the Asterisk worker) or ``redis.Redis`` (the gevent FreeSWITCH worker, scripts,
+benchmarks; run its coroutines with :func:`appserver.shells.green.run`). Replies may be
+bytes or str. Timestamps are milliseconds and default to the wall clock, so tests can pass
+their own. Nothing else reads or writes these keys directly: the API and the metrics go
+through this store.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from appserver.queues.model import (
     Offer,
     QueueConfig,
     QueueConfigError,
+    QueuedCall,
     QueueStats,
     check_call_id,
     check_name,
 )
+from appserver.shells import reply
 
 STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
@@ -68,7 +74,7 @@ def _hash(h: Mapping[Any, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- argument builders / parsers
-# One place for each script's arguments and result shape, shared by both stores.
+# One place for each script's arguments and result shape.
 
 
 def _enqueue_args(queue: str, call_id: str, priority: int, owner: str, now: int, lease_ms: int,
@@ -224,9 +230,21 @@ class _Keys:
     def queues(self) -> str:
         return f"{self.prefix}queues"
 
+    def agents(self) -> str:
+        return f"{self.prefix}agents"
+
+    def waiting(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}:waiting"
+
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}call:{call_id}"
+
+    def stats_lock(self) -> str:
+        return f"{self.prefix}stats:lock"
+
 
 class QueueStore:
-    """asyncio API over ``redis.asyncio.Redis``."""
+    """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``)."""
 
     def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
         self.client = client
@@ -235,7 +253,7 @@ class QueueStore:
         self._scripts = scripts.register(client)
 
     async def _run(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](args=[self.prefix, *args])
+        return await reply(self._scripts[name](args=[self.prefix, *args]))
 
     # definitions
     async def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
@@ -253,11 +271,19 @@ class QueueStore:
             raise QueueError("on_call", f"agent {agent} is on a call; remove after it ends")
 
     async def queue_names(self) -> list[str]:
-        return sorted(_strs(await self.client.smembers(self.keys.queues())))
+        return sorted(_strs(await reply(self.client.smembers(self.keys.queues()))))
 
     async def queue_config(self, queue: str) -> QueueConfig | None:
-        h = _hash(await self.client.hgetall(self.keys.conf(queue)))
+        h = _hash(await reply(self.client.hgetall(self.keys.conf(queue))))
         return QueueConfig.from_redis(h) if h else None
+
+    async def members(self, queue: str) -> list[str]:
+        """The agents of ``queue``."""
+        return sorted(_strs(await reply(self.client.hkeys(self.keys.members(queue)))))
+
+    async def agent_names(self) -> list[str]:
+        """Every agent defined (published from PostgreSQL)."""
+        return sorted(_strs(await reply(self.client.smembers(self.keys.agents()))))
 
     # callers
     async def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
@@ -295,8 +321,24 @@ class QueueStore:
         return (_s(r[0]), _s(r[1])) if r else None
 
     async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
-        r = await self.client.blpop([self.keys.inbox(owner)], timeout=timeout)
+        r = await reply(self.client.blpop([self.keys.inbox(owner)], timeout=timeout))
         return json.loads(_s(r[1])) if r else None
+
+    async def queued_call(self, call_id: str) -> QueuedCall | None:
+        """A caller's queue entry, or None when it has none."""
+        h = _hash(await reply(self.client.hgetall(self.keys.call(call_id))))
+        return QueuedCall.from_redis(call_id, h) if h else None
+
+    async def queue_calls(self, queue: str, limit: int = 1000) -> list[QueuedCall]:
+        """The callers of ``queue``: waiting or offered (first in line first, at most
+        ``limit``), then those connected to one of its agents."""
+        ids = _strs(await reply(self.client.zrange(self.keys.waiting(queue), 0, limit - 1)))
+        for agent in await self.members(queue):
+            call = _s(await reply(self.client.hget(self.keys.agent(agent), "call")))
+            if call and call not in ids:
+                ids.append(call)
+        calls = [await self.queued_call(call_id) for call_id in ids]
+        return [c for c in calls if c is not None and c.queue == queue]
 
     # agents
     async def agent_action(self, agent: str, action: str, reason: str = "",
@@ -320,110 +362,22 @@ class QueueStore:
         return _call_control_result(await self._run("call_control", *args))
 
     async def agent(self, agent: str) -> AgentStatus | None:
-        h = _hash(await self.client.hgetall(self.keys.agent(agent)))
-        queues = _strs(await self.client.smembers(self.keys.agent(agent) + ":queues"))
+        h = _hash(await reply(self.client.hgetall(self.keys.agent(agent))))
+        queues = _strs(await reply(self.client.smembers(self.keys.agent(agent) + ":queues")))
         return _agent_status(agent, h, queues)
 
     # stats
     async def stats(self, queue: str, now: int | None = None) -> QueueStats:
         return _stats(queue, await self._run("stats", queue, now or now_ms()))
 
+    async def take_stats_turn(self, worker: str, seconds: float) -> bool:
+        """True when ``worker`` may publish the stats for the next ``seconds`` (one worker
+        at a time does)."""
+        return bool(await reply(self.client.set(self.keys.stats_lock(), worker, nx=True,
+                                                px=int(seconds * 1000))))
+
     async def publish_stats(self, now: int | None = None) -> list[QueueStats]:
         all_stats = [await self.stats(q, now) for q in await self.queue_names()]
-        await self.client.publish(STATS_CHANNEL, json.dumps([s.to_dict() for s in all_stats]))
-        return all_stats
-
-
-class SyncQueueStore:
-    """The same API over ``redis.Redis`` (blocking; cooperative under gevent)."""
-
-    def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.keys = _Keys(prefix)
-        self._scripts = scripts.register(client)
-
-    def _run(self, name: str, *args: Any) -> Any:
-        return self._scripts[name](args=[self.prefix, *args])
-
-    def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
-        self._run("sync_queue", *_sync_queue_args(cfg, members))
-
-    def drop_queue(self, queue: str) -> None:
-        self._run("drop_queue", check_name("queue", queue))
-
-    def sync_agent(self, agent: AgentConfig, now: int | None = None) -> None:
-        self._run("sync_agent", *_sync_agent_args(agent, now or now_ms()))
-
-    def drop_agent(self, agent: str, now: int | None = None) -> None:
-        if isinstance(self._run("drop_agent", check_name("agent", agent), now or now_ms()), list):
-            raise QueueError("on_call", f"agent {agent} is on a call; remove after it ends")
-
-    def queue_names(self) -> list[str]:
-        return sorted(_strs(self.client.smembers(self.keys.queues())))
-
-    def queue_config(self, queue: str) -> QueueConfig | None:
-        h = _hash(self.client.hgetall(self.keys.conf(queue)))
-        return QueueConfig.from_redis(h) if h else None
-
-    def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
-                caller: str = "", skills: Mapping[str, int] | None = None,
-                lease_ms: int = 15000, now: int | None = None,
-                menu_path: str = "") -> EnqueueResult:
-        args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
-                             skills, menu_path)
-        return _enqueue_result(self._run("enqueue", *args))
-
-    def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:
-        return _offers(self._run("match", queue, now or now_ms(), random.random(), scan))
-
-    def dial_failed(self, call_id: str, agent: str, now: int | None = None) -> bool:
-        return bool(self._run("dial_failed", call_id, agent, now or now_ms()))
-
-    def finish(self, call_id: str, now: int | None = None) -> bool:
-        return bool(self._run("finish", call_id, now or now_ms()))
-
-    def leave(self, call_id: str, outcome: str, now: int | None = None) -> str:
-        _check_leave(outcome)
-        return _s(self._run("leave", call_id, outcome, now or now_ms()))
-
-    def tick(self, owner: str, lease_ms: int = 15000, now: int | None = None) -> list[CallStatus]:
-        return _statuses(self._run("tick", owner, now or now_ms(), lease_ms))
-
-    def reap(self, now: int | None = None, limit: int = 500) -> list[str]:
-        return _strs(self._run("reap", now or now_ms(), limit))
-
-    def adopt(self, call_id: str, owner: str, lease_ms: int = 15000,
-              now: int | None = None) -> tuple[str, str] | None:
-        r = self._run("adopt", call_id, check_name("worker", owner), now or now_ms(), lease_ms)
-        return (_s(r[0]), _s(r[1])) if r else None
-
-    def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
-        r = self.client.blpop([self.keys.inbox(owner)], timeout=timeout)
-        return json.loads(_s(r[1])) if r else None
-
-    def agent_action(self, agent: str, action: str, reason: str = "",
-                     now: int | None = None) -> str:
-        return _agent_result(self._run("agent", *_agent_args(agent, action, now or now_ms(),
-                                                              reason)))
-
-    def accept(self, agent: str, call_id: str, now: int | None = None) -> AcceptResult:
-        return _accept_result(self._run("accept", agent, call_id, now or now_ms()))
-
-    def decline(self, agent: str, call_id: str, reason: str = "declined",
-                now: int | None = None) -> bool:
-        _check_decline(reason)
-        return bool(self._run("decline", agent, call_id, reason, now or now_ms()))
-
-    def agent(self, agent: str) -> AgentStatus | None:
-        h = _hash(self.client.hgetall(self.keys.agent(agent)))
-        queues = _strs(self.client.smembers(self.keys.agent(agent) + ":queues"))
-        return _agent_status(agent, h, queues)
-
-    def stats(self, queue: str, now: int | None = None) -> QueueStats:
-        return _stats(queue, self._run("stats", queue, now or now_ms()))
-
-    def publish_stats(self, now: int | None = None) -> list[QueueStats]:
-        all_stats = [self.stats(q, now) for q in self.queue_names()]
-        self.client.publish(STATS_CHANNEL, json.dumps([s.to_dict() for s in all_stats]))
+        await reply(self.client.publish(STATS_CHANNEL,
+                                        json.dumps([s.to_dict() for s in all_stats])))
         return all_stats
