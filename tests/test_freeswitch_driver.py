@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from appserver.devkit.sim.esl import server_codec
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.driver import CallDriver, DriverConfig
 from ivr import calls as c
@@ -43,8 +44,8 @@ def make(flow: Script, **kw: object) -> tuple[CallDriver, list[bytes]]:
     return driver, sent
 
 
-def requests(sent: list[bytes]) -> list[codec.Request]:
-    return codec.RequestParser().feed(b"".join(sent))
+def requests(sent: list[bytes]) -> list[server_codec.Request]:
+    return server_codec.RequestParser().feed(b"".join(sent))
 
 
 def apps(sent: list[bytes]) -> list[tuple[str, str, str]]:
@@ -288,8 +289,9 @@ def test_refusals_after_the_channel_is_gone_are_not_warnings(
 
     session = CallSession.__new__(CallSession)  # no socket: only the reader's bookkeeping
     session._init_reader()
-    replies = [codec.api_response("-ERR No such channel!\n"), codec.command_reply("-ERR nope"),
-               codec.command_reply("-ERR call is not active")]  # fmt: skip
+    replies = [server_codec.api_response("-ERR No such channel!\n"),
+               server_codec.command_reply("-ERR nope"),
+               server_codec.command_reply("-ERR call is not active")]  # fmt: skip
     session._commands_sent = [None] * len(replies)
     with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
         for frame in codec.FrameParser().feed(b"".join(replies)):
@@ -299,11 +301,12 @@ def test_refusals_after_the_channel_is_gone_are_not_warnings(
         ("DEBUG", "-ERR No such channel!"), ("WARNING", "-ERR nope"),
         ("DEBUG", "-ERR call is not active"),
     ]  # fmt: skip
-    hangup = codec.event_frame([("Event-Name", "CHANNEL_HANGUP"), ("Unique-ID", "uuid-1")])
+    hangup = server_codec.event_frame([("Event-Name", "CHANNEL_HANGUP"),
+                                       ("Unique-ID", "uuid-1")])
     session._commands_sent = [None]
     caplog.clear()
     with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
-        for frame in codec.FrameParser().feed(hangup + codec.command_reply("-ERR nope")):
+        for frame in codec.FrameParser().feed(hangup + server_codec.command_reply("-ERR nope")):
             session._handle_frame(frame)
     assert [r.levelname for r in caplog.records] == ["DEBUG"]  # after our hangup: expected
 
