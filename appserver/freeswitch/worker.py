@@ -26,7 +26,6 @@ import logging
 from collections import deque
 
 import gevent
-import gevent.event
 import gevent.socket
 from gevent.server import StreamServer
 
