@@ -110,7 +110,7 @@ class Framing(Generic[F]):
         while True:
             if self._pending is None:
                 # Blank lines between frames are skipped (FreeSWITCH sends none).
-                while buf[:1] in (b"\n", b"\r"):
+                while buf[:1] == b"\n":
                     del buf[:1]
                 end = buf.find(b"\n\n")
                 if end < 0:

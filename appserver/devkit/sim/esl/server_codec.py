@@ -118,7 +118,8 @@ class RequestParser(Framing[Request]):
     __slots__ = ()
 
     def _head(self, block: bytes) -> Request:
-        text = block.decode("utf-8", "replace").replace("\r", "")
+        # a person at a terminal may type CRLF
+        text = block.decode("utf-8", "replace").replace("\r", "").lstrip("\n")
         command, _, rest = text.partition("\n")
         headers = parse_header_block(rest.encode()) if rest else {}
         return Request(headers, command=command.strip())
