@@ -55,8 +55,8 @@ class EslConnection:
     """One ESL socket. :meth:`start` spawns its reader; ``closed`` is set when it ends."""
 
     __slots__ = (
-        "_commands_sent", "_reader", "_received_at", "close_reason", "closed", "connected",
-        "event_callback", "log_context", "sock",
+        "_commands_sent", "_reader", "_received_at", "closed", "connected", "event_callback",
+        "log_context", "sock",
     )  # fmt: skip
     max_frame_body = codec.MAX_BODY_BYTES
 
@@ -66,7 +66,6 @@ class EslConnection:
         self.event_callback = on_event
         self.log_context: dict[str, str] = {}
         self.closed = gevent.event.Event()
-        self.close_reason = ""
         self._commands_sent: list[gevent.event.AsyncResult | None] = []
         self._received_at = 0.0
         self._reader: gevent.Greenlet | None = None
@@ -76,7 +75,6 @@ class EslConnection:
 
     def _read_frames(self) -> None:
         parser = codec.FrameParser(self.max_frame_body)
-        reason = "eof"
         try:
             while data := self.sock.recv(65536):
                 self._received_at = time.perf_counter()
@@ -84,23 +82,20 @@ class EslConnection:
                     self._handle_frame(frame)
                 parser.check()
         except codec.ESLProtocolError as exc:
-            reason = f"protocol error: {exc}"
             log.error("bad ESL frame, closing the connection: %s", exc, extra=self.log_context)
-        except OSError as exc:
-            reason = f"socket error: {exc}"
-        except Exception as exc:
-            reason = f"error: {exc!r}"
+        except OSError:
+            pass  # the peer or close() ended it
+        except Exception:
             log.exception("ESL reader failed", extra=self.log_context)
         finally:
-            self._reader_finished(reason)
+            self._reader_finished()
 
-    def _reader_finished(self, reason: str) -> None:
+    def _reader_finished(self) -> None:
         self.close()
         pending, self._commands_sent = self._commands_sent, []
         for result in pending:
             if result is not None:
                 result.set_exception(NotConnectedError("the ESL connection closed"))
-        self.close_reason = reason
         self.closed.set()
 
     def _handle_frame(self, frame: codec.Frame) -> None:
@@ -246,8 +241,8 @@ class NodeConnection(EslConnection):
             raise NotConnectedError(f"{host}:{port} refused the password")
         return conn
 
-    def _reader_finished(self, reason: str) -> None:
-        super()._reader_finished(reason)
+    def _reader_finished(self) -> None:
+        super()._reader_finished()
         self._greeted.set()
 
     def _on_other_frame(self, frame: codec.Frame) -> None:
