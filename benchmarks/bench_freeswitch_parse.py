@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenswitch.esl import ESLEvent
 
+from appserver.devkit.sim.esl import server_codec
 from appserver.devkit.sim.esl.channel import SimChannel
 from appserver.freeswitch import esl_codec as codec
 
@@ -49,7 +50,7 @@ def reader(chunks: list[bytes]) -> int:
 
 
 def reader_rate(pairs: list[tuple[str, str]], seconds: float = 1.0) -> float:
-    stream = codec.event_frame(pairs) * 200
+    stream = server_codec.event_frame(pairs) * 200
     chunks = [stream[i:i + 65536] for i in range(0, len(stream), 65536)]
     n = 0
     start = time.perf_counter()
@@ -60,9 +61,9 @@ def reader_rate(pairs: list[tuple[str, str]], seconds: float = 1.0) -> float:
 
 def main() -> None:
     pairs = sample()
-    plain = codec.serialize_plain(pairs)
+    plain = server_codec.serialize_plain(pairs)
     frame = codec.Frame({"Content-Type": "text/event-plain"}, plain)
-    as_json = codec.serialize_json(pairs)
+    as_json = server_codec.serialize_json(pairs)
     text = plain.decode()
     print(f"event: {len(pairs)} headers, {len(plain)} bytes plain")
     results = {

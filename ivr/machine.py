@@ -187,25 +187,26 @@ class IvrCall:
             return []
         out: list[Command] = []
         try:
-            t = type(event)
-            if t is Dtmf:
+            # type(event) is X: mypy narrows it, and it is cheaper than a match on class
+            # patterns (isinstance, ~0.1 us more per event on this hot path).
+            if type(event) is Dtmf:
                 if phase is _MENU:
-                    self._on_digits(event.digits, out)  # type: ignore[union-attr]
-            elif t is PlayFinished:
-                if event.play_id == self._play:  # type: ignore[union-attr]
+                    self._on_digits(event.digits, out)
+            elif type(event) is PlayFinished:
+                if event.play_id == self._play:
                     self._on_play_finished(out)
-            elif t is TimerFired:
-                if event.name == self._timer:  # type: ignore[union-attr]
+            elif type(event) is TimerFired:
+                if event.name == self._timer:
                     self._on_timer(out)
-            elif t is HungUp:
+            elif type(event) is HungUp:
                 self._phase = _DONE
                 self._play = self._timer = None
-            elif t is QueueResult:
-                self._on_queue_result(event, out)  # type: ignore[arg-type]
-            elif t is DialResult:
-                self._on_dial_result(event, out)  # type: ignore[arg-type]
-            elif t is QueueUpdate:
-                self._vars["queue_position"] = str(event.position)  # type: ignore[union-attr]
+            elif type(event) is QueueResult:
+                self._on_queue_result(event, out)
+            elif type(event) is DialResult:
+                self._on_dial_result(event, out)
+            elif type(event) is QueueUpdate:
+                self._vars["queue_position"] = str(event.position)
             # Answered, TransferResult and AgentAssigned (the queue runtime's) need nothing.
         except Exception as exc:
             return self._crash(exc, out)
@@ -236,7 +237,8 @@ class IvrCall:
         self._play = None
         after, self._after = self._after, None
         if after is None:
-            self._start_timer(self._menu.first_digit_timeout, False, out)  # type: ignore[union-attr]
+            assert self._menu is not None  # a prompt plays in a menu
+            self._start_timer(self._menu.first_digit_timeout, False, out)
         else:
             self._phase = _MENU
             self._run(after[0], out, idle=after[1])
@@ -246,7 +248,8 @@ class IvrCall:
         if self._timer_inter:
             self._resolve(out)
         else:
-            self._retry(self._menu.timeout_prompt, out)  # type: ignore[union-attr]
+            assert self._menu is not None  # a timer runs in a menu
+            self._retry(self._menu.timeout_prompt, out)
 
     def _on_queue_result(self, event: QueueResult, out: list[Command]) -> None:
         if self._phase is not _WAIT or self._pending != ("queue", event.queue):
@@ -281,7 +284,8 @@ class IvrCall:
 
     # ---------------------------------------------------------------- digits
     def _digit(self, ch: str, out: list[Command]) -> None:
-        menu: Menu = self._menu  # type: ignore[assignment]
+        menu = self._menu
+        assert menu is not None  # input and prompts happen in a menu
         if ch == menu.terminator:
             if self._buf:
                 self._resolve(out)
@@ -298,7 +302,8 @@ class IvrCall:
             self._start_timer(menu.inter_digit_timeout, True, out)
 
     def _resolve(self, out: list[Command]) -> None:
-        menu: Menu = self._menu  # type: ignore[assignment]
+        menu = self._menu
+        assert menu is not None  # input and prompts happen in a menu
         self._cancel_timer(out)
         option = menu.by_digits.get(self._buf)
         self._buf = ""
@@ -309,7 +314,8 @@ class IvrCall:
 
     def _retry(self, prefix: tuple[Prompt, ...], out: list[Command]) -> None:
         """Invalid or missing input: re-prompt, or the exhausted action when retries are up."""
-        menu: Menu = self._menu  # type: ignore[assignment]
+        menu = self._menu
+        assert menu is not None  # input and prompts happen in a menu
         self._buf = ""
         self._retries += 1
         if self._retries > menu.max_retries:
@@ -446,7 +452,8 @@ class IvrCall:
 
     def _prompt(self, prompts: tuple[Prompt, ...], out: list[Command]) -> None:
         """Play interruptible prompts in the current menu, then wait for the first digit."""
-        menu: Menu = self._menu  # type: ignore[assignment]
+        menu = self._menu
+        assert menu is not None  # input and prompts happen in a menu
         self._quiet(out)
         rendered = self._render(prompts)
         if not rendered:

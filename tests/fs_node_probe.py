@@ -1,4 +1,4 @@
-"""Subprocess helper for test_freeswitch_inbound.py: drives NodeLink/NodeSession (gevent)
+"""Subprocess helper for test_freeswitch_inbound.py: drives NodeLink/NodeConnection (gevent)
 against the ESL simulator and reports each step as a JSON line on stdout."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 
+from appserver.freeswitch.connection import NodeConnection  # noqa: E402
 from appserver.freeswitch.inbound import NodeLink, NodeUnavailable  # noqa: E402
-from appserver.freeswitch.session import NodeSession  # noqa: E402
 from appserver.settings import EslNode  # noqa: E402
 
 
@@ -50,8 +50,7 @@ def main(port: int) -> None:
     say(step="down", connected=link.connected.is_set(), error=link.last_error, api=unavailable)
     say(step="up", ok=link.connected.wait(10))
     # greenswitch 0.0.19 dies on "event json"; ours keeps working afterwards
-    raw = NodeSession("127.0.0.1", port, "ClueCon")
-    raw.connect()
+    raw = NodeConnection.open("127.0.0.1", port, "ClueCon")
     json_reply = raw.send("event json ALL").data
     job_bodies: list[str] = []
     raw.event_callback = lambda ev: (
@@ -61,9 +60,8 @@ def main(port: int) -> None:
     wait(lambda: job_bodies, 5)
     after_json = raw.send("api status").data
     raw.close()
-    bad = NodeSession("127.0.0.1", port, "wrong")
     try:
-        bad.connect()
+        NodeConnection.open("127.0.0.1", port, "wrong")
         bad_auth = "accepted"
     except Exception as exc:
         bad_auth = type(exc).__name__

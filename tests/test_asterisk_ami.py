@@ -12,8 +12,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from appserver.asterisk.ami import DEVICES_KEY, AmiMonitor
+from appserver.devkit.sim.ami import AmiSimulator
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint
-from appserver.devkit.sim.ari.ami import AmiSimulator
 from appserver.settings import SettingsError, load_settings
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "captures"

@@ -7,6 +7,7 @@ import json
 import pytest
 from esl_captures import CAPTURES, FILES, read_blocks
 
+from appserver.devkit.sim.esl import server_codec as s
 from appserver.freeswitch import esl_codec as c
 
 
@@ -32,18 +33,18 @@ def test_replay_capture_reencodes_byte_exact(name: str) -> None:
             event = c.parse_event(frame)
             assert event.name
             fmt = "json" if ctype == "text/event-json" else "plain"
-            assert c.event_frame(event.pairs, event.body, fmt) == block.data, f"t={block.t}"
+            assert s.event_frame(event.pairs, event.body, fmt) == block.data, f"t={block.t}"
             events += 1
         elif ctype == "command/reply":
             skip = ("Content-Type", "Reply-Text")
             extra = [(k, v) for k, v in frame.headers.items() if k not in skip]
             if "Event-Name" not in frame.headers:  # connect reply is checked below
-                assert c.command_reply(frame.headers["Reply-Text"], extra) == block.data
+                assert s.command_reply(frame.headers["Reply-Text"], extra) == block.data
         elif ctype == "api/response":
-            assert c.api_response(frame.text) == block.data
+            assert s.api_response(frame.text) == block.data
         elif ctype == "text/disconnect-notice":
             h = frame.headers
-            rebuilt = c.disconnect_notice(
+            rebuilt = s.disconnect_notice(
                 h.get("Controlled-Session-UUID", ""),
                 h.get("Content-Disposition", ""),
                 h.get("Channel-Name", ""),
@@ -79,19 +80,19 @@ def test_connect_reply_and_bgapi_body_shapes() -> None:
 
 
 def test_url_encoding_matches_freeswitch() -> None:
-    assert c.url_encode("tone_stream://%(500,500,440);loops=2") == (
+    assert s.url_encode("tone_stream://%(500,500,440);loops=2") == (
         "tone_stream%3A//%25(500,500,440)%3Bloops%3D2"
     )
-    assert c.url_encode("Tue, 24 Nov") == "Tue,%2024%20Nov"
-    assert c.url_encode("+OK\n") == "%2BOK%0A"
-    assert c.url_encode("already %3A encoded") == "already%20%3A%20encoded"
-    assert c.url_encode("é") == "%C3%A9"
-    assert c.url_decode(c.url_encode('a "b" <c> #1 & {x}')) == 'a "b" <c> #1 & {x}'
+    assert s.url_encode("Tue, 24 Nov") == "Tue,%2024%20Nov"
+    assert s.url_encode("+OK\n") == "%2BOK%0A"
+    assert s.url_encode("already %3A encoded") == "already%20%3A%20encoded"
+    assert s.url_encode("é") == "%C3%A9"
+    assert c.url_decode(s.url_encode('a "b" <c> #1 & {x}')) == 'a "b" <c> #1 & {x}'
 
 
 def test_split_frames_across_reads_and_repeated_headers() -> None:
-    data = c.event_frame([("Event-Name", "DTMF"), ("DTMF-Digit", "#"), ("X", "1"), ("X", "2")])
-    data += c.command_reply("+OK")
+    data = s.event_frame([("Event-Name", "DTMF"), ("DTMF-Digit", "#"), ("X", "1"), ("X", "2")])
+    data += s.command_reply("+OK")
     parser = c.FrameParser()
     frames = []
     for i in range(len(data)):  # one byte at a time

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from appserver.devkit.sim.esl import server_codec as s
 from appserver.devkit.sim.esl.call import EslSimCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
@@ -71,7 +72,7 @@ async def test_bad_auth_gets_err_and_disconnect_notice(sim: FreeswitchSimulator)
     assert frame.reply_text == "-ERR invalid"
     notice = await client.next()
     assert notice.content_type == "text/disconnect-notice"
-    assert notice.text == c.DISCONNECT_TEXT
+    assert notice.text == s.DISCONNECT_TEXT
     assert await client.reader.read() == b""
 
 
@@ -165,7 +166,7 @@ async def test_outbound_session_matches_capture_sequence() -> None:
     assert frame.headers["Content-Disposition"] == "linger"
     assert (await w.reply("exit")).reply_text == "+OK bye"
     final = await w.next()
-    assert final.headers["Content-Disposition"] == "disconnect" and final.text == c.DISCONNECT_TEXT
+    assert final.headers["Content-Disposition"] == "disconnect" and final.text == s.DISCONNECT_TEXT
     assert call.prompts() == ["file:ivr/welcome", "file:ivr/menu"]
     assert call.transcript.lines()[-1] == "hangup NORMAL_CLEARING app"
     await sim.stop()

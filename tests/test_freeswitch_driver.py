@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 
+from appserver.devkit.sim.esl import server_codec
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.driver import CallDriver, DriverConfig
 from ivr import calls as c
@@ -43,8 +47,8 @@ def make(flow: Script, **kw: object) -> tuple[CallDriver, list[bytes]]:
     return driver, sent
 
 
-def requests(sent: list[bytes]) -> list[codec.Request]:
-    return codec.RequestParser().feed(b"".join(sent))
+def requests(sent: list[bytes]) -> list[server_codec.Request]:
+    return server_codec.RequestParser().feed(b"".join(sent))
 
 
 def apps(sent: list[bytes]) -> list[tuple[str, str, str]]:
@@ -284,12 +288,12 @@ def test_hold_is_ignored_without_a_dial(caplog: pytest.LogCaptureFixture) -> Non
 def test_refusals_after_the_channel_is_gone_are_not_warnings(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from appserver.freeswitch.session import CallSession
+    from appserver.freeswitch.connection import CallConnection
 
-    session = CallSession.__new__(CallSession)  # no socket: only the reader's bookkeeping
-    session._init_reader()
-    replies = [codec.api_response("-ERR No such channel!\n"), codec.command_reply("-ERR nope"),
-               codec.command_reply("-ERR call is not active")]  # fmt: skip
+    session = CallConnection(socket.socket())  # never started: only the reader's bookkeeping
+    replies = [server_codec.api_response("-ERR No such channel!\n"),
+               server_codec.command_reply("-ERR nope"),
+               server_codec.command_reply("-ERR call is not active")]  # fmt: skip
     session._commands_sent = [None] * len(replies)
     with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
         for frame in codec.FrameParser().feed(b"".join(replies)):
@@ -299,13 +303,15 @@ def test_refusals_after_the_channel_is_gone_are_not_warnings(
         ("DEBUG", "-ERR No such channel!"), ("WARNING", "-ERR nope"),
         ("DEBUG", "-ERR call is not active"),
     ]  # fmt: skip
-    hangup = codec.event_frame([("Event-Name", "CHANNEL_HANGUP"), ("Unique-ID", "uuid-1")])
+    hangup = server_codec.event_frame([("Event-Name", "CHANNEL_HANGUP"),
+                                       ("Unique-ID", "uuid-1")])
     session._commands_sent = [None]
     caplog.clear()
     with caplog.at_level(logging.DEBUG, "callyard.freeswitch"):
-        for frame in codec.FrameParser().feed(hangup + codec.command_reply("-ERR nope")):
+        for frame in codec.FrameParser().feed(hangup + server_codec.command_reply("-ERR nope")):
             session._handle_frame(frame)
     assert [r.levelname for r in caplog.records] == ["DEBUG"]  # after our hangup: expected
+    session.close()
 
 
 def test_transfer_is_confirmed_when_freeswitch_takes_the_call() -> None:
@@ -448,3 +454,13 @@ def test_the_operators_dial_template_may_use_freeswitch_variables() -> None:
     config = DriverConfig(dial_template="user/{target}@${{domain_name}}")  # str.format
     CallDriver(INFO, sent.extend, config).start(Script([c.Dial("1001")]))  # type: ignore[arg-type]
     assert apps(sent)[-1][1].endswith("}user/1001@${domain_name}")
+
+
+def test_the_worker_runs_on_its_own_esl_code_without_greenswitch_or_dev_code() -> None:
+    """The worker's modules load neither greenswitch (every method of it that mattered was
+    overridden) nor anything from appserver.devkit (the codec's server half lives there)."""
+    probe = ("import sys, appserver.freeswitch.worker, appserver.freeswitch.inbound\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'greenswitch'\n"
+             "             or m.startswith('appserver.devkit')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

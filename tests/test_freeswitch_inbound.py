@@ -1,4 +1,4 @@
-"""Inbound ESL links (gevent, in a subprocess) against the ESL simulator: greenswitch's
+"""Inbound ESL links (gevent, in a subprocess) against the ESL simulator: greenswitch 0.0.19's
 ``event json`` crash and ``bgapi`` body bugs are fixed, a lost node reconnects."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ offer whose caller left is withdrawn and the agent is available again, with no w
 no missed-offer count; agents are offered and connected to the live callers only; every
 caller is counted once and every CDR is stored once.
 
-FreeSWITCH: the gevent worker (greenswitch) against the ESL simulator; Asterisk: the asyncio
+FreeSWITCH: the gevent worker against the ESL simulator; Asterisk: the asyncio
 worker against the ARI simulator. Redis is a server of the test's own (AOF, like
 production), stalled with SIGSTOP/SIGCONT or restarted.
 """

@@ -94,8 +94,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
     sims: list[Any] = []
     if args.sim:
+        from appserver.devkit.sim.ami import AmiSimulator
         from appserver.devkit.sim.ari import AriSimulator
-        from appserver.devkit.sim.ari.ami import AmiSimulator
 
         ari_sim = AriSimulator(port=args.sim_port, stasis_app=settings.asterisk_app)
         await ari_sim.start()

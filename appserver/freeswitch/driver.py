@@ -34,7 +34,7 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   with ``NORMAL_CLEARING``, anything else is dropped.
 
 The driver never blocks on FreeSWITCH: commands are written without waiting for replies,
-events are handled on the session's reader greenlet, and a per-call lock keeps timers,
+events are handled on the connection's reader greenlet, and a per-call lock keeps timers,
 external deliveries and events from interleaving.
 """
 

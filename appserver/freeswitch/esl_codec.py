@@ -1,6 +1,8 @@
-"""FreeSWITCH Event Socket (ESL) wire format: framing, header encoding, event bodies.
+"""FreeSWITCH Event Socket (ESL), the client's half: framing, event decoding, commands.
 
-Pure functions and no I/O, shared by the gevent driver and the asyncio simulator. The
+Pure functions and no I/O. The FreeSWITCH worker reads frames and events with it and writes
+its commands; the simulator's half (what FreeSWITCH writes: events, replies, notices, and
+the reader of what a client writes) is :mod:`appserver.devkit.sim.esl.server_codec`. The
 byte layout follows FreeSWITCH 1.10 (checked against raw captures in tests):
 
 * A frame is header lines ``Name: value\\n`` ended by an empty line; when the headers
@@ -17,9 +19,9 @@ byte layout follows FreeSWITCH 1.10 (checked against raw captures in tests):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 MAX_HEADER_BYTES = 256 * 1024
@@ -30,16 +32,6 @@ MAX_CALL_FRAME_BYTES = 1024 * 1024
 # Inbound links to our own nodes may carry large ``api`` / ``bgapi`` results (show channels).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
-DISCONNECT_TEXT = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
-
-# switch_utils.h SWITCH_URL_UNSAFE, plus everything below ' ' and above '~'.
-_URL_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
-_HEX = b"0123456789ABCDEF"
-_ENCODE_TABLE: list[str] = [
-    f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _URL_UNSAFE) else chr(b) for b in range(256)
-]
-_HEX_DIGITS = set(_HEX + b"abcdef")
-
 
 class ESLProtocolError(ValueError):
     """A frame that does not follow the Event Socket framing rules."""
@@ -49,23 +41,6 @@ class UnsafeValue(ValueError):
     """A value that must not be written: it would leave its line of the command (control
     characters: after "\n\n" the rest runs as a command of its own) or be expanded by
     FreeSWITCH (``${...}``). The command is refused, never written."""
-
-
-
-@lru_cache(maxsize=16384)
-def url_encode(value: str) -> str:
-    """``switch_url_encode``: escape unsafe bytes, keep already-escaped ``%XX`` sequences."""
-    if value.isascii() and value.isalnum():
-        return value
-    raw = value.encode("utf-8")
-    out: list[str] = []
-    n = len(raw)
-    for i, b in enumerate(raw):
-        if b == 0x25 and i + 2 < n and raw[i + 1] in _HEX_DIGITS and raw[i + 2] in _HEX_DIGITS:
-            out.append("%")
-        else:
-            out.append(_ENCODE_TABLE[b])
-    return "".join(out)
 
 
 def url_decode(value: str) -> str:
@@ -92,8 +67,13 @@ class Frame:
         return self.body.decode("utf-8", "replace")
 
 
-class FrameParser:
-    """Incremental parser: ``feed(bytes)`` returns the complete frames received so far.
+F = TypeVar("F", bound=Frame)
+
+
+class Framing(Generic[F]):
+    """Incremental ESL framing: header lines ended by an empty line, then exactly
+    ``Content-Length`` body bytes. ``feed(bytes)`` returns the frames completed so far;
+    :meth:`_head` says what a header block holds.
 
     A malformed frame raises :class:`ESLProtocolError`; the connection is then unusable
     (framing is lost) and must be closed by the caller.
@@ -103,15 +83,15 @@ class FrameParser:
 
     def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
         self._buf = bytearray()
-        self._pending: tuple[dict[str, str], int] | None = None
+        self._pending: tuple[F, int] | None = None
         self._error: ESLProtocolError | None = None
         self._max_body = max_body
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes) -> list[F]:
         """Complete frames so far. Frames before a malformed one are still returned; the
         error is raised by :meth:`check` (and by the next ``feed``)."""
         self.check()
-        frames: list[Frame] = []
+        frames: list[F] = []
         try:
             self._parse(data, frames)
         except ESLProtocolError as exc:
@@ -124,12 +104,12 @@ class FrameParser:
         if self._error is not None:
             raise self._error
 
-    def _parse(self, data: bytes, frames: list[Frame]) -> None:
+    def _parse(self, data: bytes, frames: list[F]) -> None:
         self._buf += data
         buf = self._buf
         while True:
             if self._pending is None:
-                # FreeSWITCH never sends leading blank lines, but tolerate them.
+                # Blank lines between frames are skipped (FreeSWITCH sends none).
                 while buf[:1] == b"\n":
                     del buf[:1]
                 end = buf.find(b"\n\n")
@@ -139,21 +119,32 @@ class FrameParser:
                             f"header block longer than {MAX_HEADER_BYTES} bytes without an end"
                         )
                     break
-                headers = parse_header_block(bytes(buf[:end]))
+                frame = self._head(bytes(buf[:end]))
                 del buf[: end + 2]
-                length = _content_length(headers, self._max_body)
-                self._pending = (headers, length)
-            headers, length = self._pending
+                self._pending = (frame, _content_length(frame.headers, self._max_body))
+            frame, length = self._pending
             if len(buf) < length:
                 break
-            body = bytes(buf[:length])
+            frame.body = bytes(buf[:length])
             del buf[:length]
             self._pending = None
-            frames.append(Frame(headers, body))
+            frames.append(frame)
+
+    def _head(self, block: bytes) -> F:
+        raise NotImplementedError
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+class FrameParser(Framing[Frame]):
+    """The frames FreeSWITCH writes: envelope headers, then the body."""
+
+    __slots__ = ()
+
+    def _head(self, block: bytes) -> Frame:
+        return Frame(parse_header_block(block))
 
 
 def _content_length(headers: Mapping[str, str], max_body: int = MAX_BODY_BYTES) -> int:
@@ -307,66 +298,7 @@ def parse_event_lazy(frame: Frame) -> LazyEvent:
     return LazyEvent(event.headers, event.body)
 
 
-# ---------------------------------------------------------------- encoding
-
-
-def encode_frame(headers: Iterable[tuple[str, str]], body: bytes | str = b"") -> bytes:
-    """Envelope headers in the given order, ``Content-Length`` added last when a body exists."""
-    data = body.encode("utf-8") if isinstance(body, str) else body
-    lines = "".join(f"{k}: {v}\n" for k, v in headers)
-    if data:
-        lines += f"Content-Length: {len(data)}\n"
-    return (lines + "\n").encode("utf-8") + data
-
-
-def serialize_plain(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
-    """``switch_event_serialize``: encoded header lines, then body with its own length."""
-    text = "".join(f"{k}: {url_encode(v)}\n" for k, v in headers)
-    if body:
-        raw = body.encode("utf-8")
-        return (text + f"Content-Length: {len(raw)}\n\n").encode("utf-8") + raw
-    return (text + "\n").encode("utf-8")
-
-
-def serialize_json(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
-    """cJSON's compact print; repeated headers are repeated keys, as FreeSWITCH sends them."""
-    items = list(headers)
-    if body:
-        items += [("Content-Length", str(len(body.encode("utf-8")))), ("_body", body)]
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    text = "{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in items) + "}"
-    return text.encode("utf-8")
-
-
-def event_frame(headers: Iterable[tuple[str, str]], body: str = "", fmt: str = "plain") -> bytes:
-    payload = serialize_json(headers, body) if fmt == "json" else serialize_plain(headers, body)
-    ctype = "text/event-json" if fmt == "json" else "text/event-plain"
-    return f"Content-Length: {len(payload)}\nContent-Type: {ctype}\n\n".encode() + payload
-
-
-def command_reply(text: str, extra: Iterable[tuple[str, str]] = ()) -> bytes:
-    return encode_frame([("Content-Type", "command/reply"), ("Reply-Text", text), *extra])
-
-
-def api_response(text: str) -> bytes:
-    data = text.encode("utf-8")
-    head = f"Content-Type: api/response\nContent-Length: {len(data)}\n\n"
-    return head.encode("utf-8") + data
-
-
-def disconnect_notice(
-    uuid: str = "", disposition: str = "", channel_name: str = "", linger: bool = False
-) -> bytes:
-    """The ``text/disconnect-notice`` frames: plain (inbound), disconnect or linger (outbound)."""
-    headers = [("Content-Type", "text/disconnect-notice")]
-    if uuid:
-        headers.append(("Controlled-Session-UUID", uuid))
-    if disposition:
-        headers.append(("Content-Disposition", disposition))
-    if linger:
-        headers += [("Channel-Name", channel_name), ("Linger-Time", "-1"), ("Content-Length", "0")]
-        return encode_frame(headers)
-    return encode_frame(headers, DISCONNECT_TEXT)
+# ---------------------------------------------------------------- commands
 
 
 def encode_command(command: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
@@ -390,67 +322,3 @@ def sendmsg(
     if lock:
         headers.append(("event-lock", "true"))
     return encode_command(f"sendmsg {uuid}".rstrip(), headers)
-
-
-# ---------------------------------------------------------------- client requests (server side)
-
-
-@dataclass(slots=True)
-class Request:
-    """A command a client sends to FreeSWITCH: first line, header lines, optional body."""
-
-    command: str
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-class RequestParser:
-    """Incremental parser for the client side of the protocol (what the simulator reads)."""
-
-    __slots__ = ("_buf", "_error", "_pending")
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pending: tuple[str, dict[str, str], int] | None = None
-        self._error: ESLProtocolError | None = None
-
-    def feed(self, data: bytes) -> list[Request]:
-        """Like :meth:`FrameParser.feed`: good requests first, the error via :meth:`check`."""
-        self.check()
-        out: list[Request] = []
-        try:
-            self._parse(data, out)
-        except ESLProtocolError as exc:
-            if not out:
-                raise
-            self._error = exc
-        return out
-
-    def check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _parse(self, data: bytes, out: list[Request]) -> None:
-        self._buf += data
-        buf = self._buf
-        while True:
-            if self._pending is None:
-                while buf[:1] in (b"\n", b"\r"):
-                    del buf[:1]
-                end = buf.find(b"\n\n")
-                if end < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise ESLProtocolError("command longer than allowed without an end")
-                    break
-                text = bytes(buf[:end]).decode("utf-8", "replace").replace("\r", "")
-                del buf[: end + 2]
-                command, _, rest = text.partition("\n")
-                headers = parse_header_block(rest.encode()) if rest else {}
-                self._pending = (command.strip(), headers, _content_length(headers))
-            command, headers, length = self._pending
-            if len(buf) < length:
-                break
-            body = bytes(buf[:length])
-            del buf[:length]
-            self._pending = None
-            out.append(Request(command, headers, body))

@@ -17,10 +17,9 @@ from collections.abc import Callable
 
 import gevent
 import gevent.event
-from greenswitch.esl import NotConnectedError, OutboundSessionHasGoneAway
 
 from appserver.freeswitch import esl_codec as codec
-from appserver.freeswitch.session import NodeSession
+from appserver.freeswitch.connection import NodeConnection
 from appserver.settings import EslNode
 
 log = logging.getLogger("callyard.freeswitch.nodes")
@@ -46,7 +45,7 @@ class NodeLink:
         self.on_event = on_event
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
-        self.session: NodeSession | None = None
+        self.conn: NodeConnection | None = None
         self.connected = gevent.event.Event()
         self.last_error = ""
         self.connects = 0
@@ -65,21 +64,20 @@ class NodeLink:
 
     def stop(self) -> None:
         self._running = False
-        if self.session is not None:
-            self.session.close()
+        if self.conn is not None:
+            self.conn.close()
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
 
     def _run(self) -> None:
         backoff = self.min_backoff
         while self._running:
-            session = NodeSession(self.node.host, self.node.port, self.node.password)
-            session.event_callback = self._event
             try:
-                session.connect()
+                conn = NodeConnection.open(self.node.host, self.node.port, self.node.password,
+                                           on_event=self._event)
                 if self.events:
-                    session.send(f"event plain {' '.join(self.events)}")
-            except (OSError, NotConnectedError, OutboundSessionHasGoneAway) as exc:
+                    conn.send(f"event plain {' '.join(self.events)}")
+            except OSError as exc:  # NotConnectedError included
                 self.last_error = str(exc) or type(exc).__name__
                 log.warning(
                     "FreeSWITCH node %s unreachable: %s; retry in %.1fs",
@@ -88,15 +86,15 @@ class NodeLink:
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            self.session = session
+            self.conn = conn
             self.connects += 1
             self.down_since = None
             self.connected.set()
             backoff = self.min_backoff
             log.info("FreeSWITCH node %s connected", self.name)
-            session.disconnected.wait()
+            conn.closed.wait()
             self.connected.clear()
-            self.session = None
+            self.conn = None
             self.down_since = time.monotonic()
             self._fail_jobs()
             if self._running:
@@ -121,16 +119,16 @@ class NodeLink:
 
     # ------------------------------------------------------------ commands
 
-    def _session(self) -> NodeSession:
-        session = self.session
-        if session is None or not session.connected:
+    def _conn(self) -> NodeConnection:
+        conn = self.conn
+        if conn is None or not conn.connected:
             raise NodeUnavailable(f"FreeSWITCH node {self.name} is not connected")
-        return session
+        return conn
 
     def api(self, command: str) -> str:
         try:
-            return str(self._session().send(f"api {command}").data)
-        except (NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
+            return str(self._conn().send(f"api {command}").data)
+        except OSError as exc:
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
 
     def bgapi(self, command: str, timeout: float = 30.0) -> str:
@@ -144,8 +142,8 @@ class NodeLink:
         result = gevent.event.AsyncResult()
         self._jobs[job] = result
         try:
-            reply = self._session().send(f"bgapi {command}\nJob-UUID: {job}")
-        except (NotConnectedError, OutboundSessionHasGoneAway, OSError, NodeUnavailable) as exc:
+            reply = self._conn().send(f"bgapi {command}\nJob-UUID: {job}")
+        except (OSError, NodeUnavailable) as exc:
             self._jobs.pop(job, None)
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
         if not str(reply.data).startswith("+OK"):

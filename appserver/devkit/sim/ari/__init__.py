@@ -1,8 +1,7 @@
 """ARI simulator: a simulated Asterisk speaking ARI over real HTTP and WebSocket."""
 
-from appserver.devkit.sim.ari.ami import AmiSimulator
 from appserver.devkit.sim.ari.call import AriSimulatedCall
 from appserver.devkit.sim.ari.models import SimEndpoint, SoundCatalog
 from appserver.devkit.sim.ari.server import AriSimulator
 
-__all__ = ["AmiSimulator", "AriSimulatedCall", "AriSimulator", "SimEndpoint", "SoundCatalog"]
+__all__ = ["AriSimulatedCall", "AriSimulator", "SimEndpoint", "SoundCatalog"]

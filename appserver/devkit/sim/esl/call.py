@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
+from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.channel import MYEVENTS, SimChannel, encode_connect_reply
-from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.esl_codec import ESLProtocolError
 from appserver.freeswitch.prompts import from_app
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ class EslSimCall(SimulatedCall):
                     break
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
-        except codec.ESLProtocolError as exc:
+        except ESLProtocolError as exc:
             log.warning("bad frame from worker: %s", exc, extra={"call_id": self.call_id})
         except ConnectionError:
             pass

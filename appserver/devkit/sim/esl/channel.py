@@ -11,7 +11,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from appserver.freeswitch.esl_codec import url_encode
+from appserver.devkit.sim.esl.server_codec import url_encode
 
 Pairs = list[tuple[str, str]]
 

@@ -23,9 +23,10 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall
 from appserver.devkit.sim.esl.channel import Pairs, SimChannel, core_headers
-from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.esl_codec import ESLProtocolError
 
 log = logging.getLogger("callyard.sim.esl")
 
@@ -338,7 +339,7 @@ class _InboundSession:
                         return
                 await self.writer.drain()
                 parser.check()
-        except codec.ESLProtocolError as exc:
+        except ESLProtocolError as exc:
             log.warning("inbound ESL: bad frame: %s", exc)
         except ConnectionError:
             pass
