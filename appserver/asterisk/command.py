@@ -1,4 +1,4 @@
-"""``callyard asterisk``: the asyncio worker for Asterisk (ARI via aioari, AMI via panoramisk).
+"""``callyard asterisk``: the asyncio worker for Asterisk (ARI, AMI via panoramisk).
 
 Runs the Stasis application ``CALLYARD_ASTERISK_APP`` on every node of
 ``CALLYARD_ASTERISK_ARI``, serving each call with the first app that takes it: the one named
@@ -89,6 +89,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.agents.bridge import BrowserAgentBridge
     from appserver.apps import AppRouter, MenuFlows
     from appserver.asterisk.ami import AmiMonitor
+    from appserver.asterisk.driver import DriverConfig
+    from appserver.asterisk.link import LinkConfig
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.cdr.flow import CdrCalls
     from appserver.cdr.sink import AsyncCdrSink
@@ -100,7 +102,6 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from ivr.calls import CallFlow, CallInfo
 
     log = logging.getLogger("callyard.asterisk")
-    logging.getLogger("aioari.model").setLevel(logging.WARNING)
     ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
     sims: list[Any] = []
     if args.sim:
@@ -139,9 +140,11 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
 
     worker = AsteriskWorker(
         ari_nodes, factory, app=settings.asterisk_app, redis=redis,
-        dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
-        transfer_context=args.transfer_context,
-        fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
+        config=DriverConfig(dial_template=settings.asterisk_dial_template,
+                            sip_template=settings.asterisk_sip_template,
+                            transfer_context=args.transfer_context,
+                            fallback_context=args.fallback_context),
+        link=LinkConfig(watchdog_interval=args.watchdog_interval),
         on_call_lost=lambda record: cdrs.lost(record.info, record.started_at),
     )
     monitor = AmiMonitor(ami_nodes, redis=redis) if ami_nodes else None
