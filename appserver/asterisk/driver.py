@@ -150,7 +150,7 @@ class CallDriver:
         try:
             if readopted:
                 self.log.info("re-adopted channel: restarting its call flow")
-            await self._apply(self._flow_call(lambda: self.flow.start(self.info)))
+            await self._apply(_commands(self.flow.start(self.info)))
             self._check_flow_done()
             while not self.finished:
                 item = await self.queue.get()
@@ -167,10 +167,6 @@ class CallDriver:
             if not cancelled:
                 await self._cleanup()
 
-    def _flow_call(self, fn: Callable[[], list[Command]]) -> list[Command]:
-        commands = fn()
-        return list(commands or [])
-
     def _check_flow_done(self) -> None:
         """A flow that is done without handing the call away would leave the caller in
         silence: hang up for it (unless a dial or queue result is still to come)."""
@@ -185,25 +181,26 @@ class CallDriver:
             self.post(_FlowDoneHangup())
 
     async def _process(self, item: Any) -> None:
-        if isinstance(item, ChannelEvent):
-            await self._on_channel_event(item.msg)
-        elif isinstance(item, LegEvent):
-            await self._on_leg_event(item.msg)
-        elif isinstance(item, _TimerTick):
-            current = self._timers.get(item.name)
-            if current and current[0] == item.generation:
-                del self._timers[item.name]
-                await self._deliver(TimerFired(item.name))
-        elif isinstance(item, Resync):
-            await self._resync()
-        elif isinstance(item, _RequestFailed):
-            if not self.finished:
-                await self._on_http_error(item.cmd, item.status, item.text)
-        elif isinstance(item, _FlowDoneHangup):
-            if not self.finished and not self.handed_away:
-                await self._execute(Hangup())
-        else:
-            await self._deliver(item)
+        match item:
+            case ChannelEvent(msg):
+                await self._on_channel_event(msg)
+            case LegEvent(msg):
+                await self._on_leg_event(msg)
+            case _TimerTick(name, generation):
+                current = self._timers.get(name)
+                if current and current[0] == generation:
+                    del self._timers[name]
+                    await self._deliver(TimerFired(name))
+            case Resync():
+                await self._resync()
+            case _RequestFailed(cmd, status, text):
+                if not self.finished:
+                    await self._on_http_error(cmd, status, text)
+            case _FlowDoneHangup():
+                if not self.finished and not self.handed_away:
+                    await self._execute(Hangup())
+            case _:
+                await self._deliver(item)
 
     async def _deliver(self, event: Event) -> None:
         """Hand one event to the flow and execute what it returns."""
@@ -216,7 +213,7 @@ class CallDriver:
             self._cancel_all_timers()
         if isinstance(event, QueueResult):
             self.waiting_queue = False
-        commands = self._flow_call(lambda: self.flow.handle(event))
+        commands = _commands(self.flow.handle(event))
         if isinstance(event, HungUp):
             self.finished = True  # commands after the caller hung up are ignored
             return
@@ -271,44 +268,41 @@ class CallDriver:
     # ------------------------------------------------------------------ commands
 
     async def _execute(self, cmd: Command) -> None:
+        """One command, awaited (StopPlay and SetVariable never come here: see _apply)."""
         cid = self.channel_id
         try:
-            if isinstance(cmd, Answer):
-                await self.port.answer(cid)
-                self.post(Answered())
-            elif isinstance(cmd, Play):
-                await self._play(cmd)
-            elif isinstance(cmd, StopPlay):
-                await self._stop_play(cmd)
-            elif isinstance(cmd, StartTimer):
-                self._start_timer(cmd.name, cmd.seconds)
-            elif isinstance(cmd, CancelTimer):
-                self._cancel_timer(cmd.name)
-            elif isinstance(cmd, StartMoh):
-                await self.port.start_moh(cid, cmd.moh_class)
-            elif isinstance(cmd, StopMoh):
-                await self.port.stop_moh(cid)
-            elif isinstance(cmd, SetVariable):
-                await self._set_variable(cmd)
-            elif isinstance(cmd, Enqueue):
-                await self._enqueue(cmd)
-            elif isinstance(cmd, Dial):
-                await self._dial(cmd)
-            elif isinstance(cmd, Hold):
-                await self._hold(cmd)
-            elif isinstance(cmd, Unhold):
-                await self._unhold(cmd)
-            elif isinstance(cmd, EndDial):
-                await self._end_dial(cmd)
-            elif isinstance(cmd, Transfer):
-                await self._transfer(cmd)
-            elif isinstance(cmd, Hangup):
-                self.handed_away = True
-                reason = HANGUP_REASONS.get(cmd.cause, "normal")
-                await _unless_gone(self.port.hangup(cid, reason))
-                self.finished = True
-            else:
-                self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
+            match cmd:
+                case Answer():
+                    await self.port.answer(cid)
+                    self.post(Answered())
+                case Play():
+                    await self._play(cmd)
+                case StartTimer(name, seconds):
+                    self._start_timer(name, seconds)
+                case CancelTimer(name):
+                    self._cancel_timer(name)
+                case StartMoh(moh_class):
+                    await self.port.start_moh(cid, moh_class)
+                case StopMoh():
+                    await self.port.stop_moh(cid)
+                case Enqueue():
+                    await self._enqueue(cmd)
+                case Dial():
+                    await self._dial(cmd)
+                case Hold():
+                    await self._hold(cmd)
+                case Unhold():
+                    await self._unhold(cmd)
+                case EndDial():
+                    await self._end_dial()
+                case Transfer():
+                    await self._transfer(cmd)
+                case Hangup(cause):
+                    self.handed_away = True
+                    await _unless_gone(self.port.hangup(cid, HANGUP_REASONS.get(cause, "normal")))
+                    self.finished = True
+                case _:
+                    self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
         except AriError as exc:
             await self._on_http_error(cmd, exc.status, exc.text)
         except OSError as exc:  # no answer from Asterisk
@@ -334,7 +328,7 @@ class CallDriver:
         self.handed_away = False
         if not self.hungup_delivered:
             self.hungup_delivered = True
-            self._flow_call(lambda: self.flow.handle(HungUp("ARI_ERROR")))
+            self.flow.handle(HungUp("ARI_ERROR"))
         await self._quietly(self.port.hangup(self.channel_id))
 
     async def _quietly(self, request: Awaitable[Any]) -> None:
@@ -360,9 +354,6 @@ class CallDriver:
         except AriError:
             self.playbacks.pop(playback_id, None)
             raise
-
-    async def _stop_play(self, cmd: StopPlay) -> None:
-        await self._stop_requests(self._mark_stopping(cmd))
 
     def _mark_stopping(self, cmd: StopPlay) -> list[str]:
         """The playbacks to stop for ``cmd``, newest first, each marked as being stopped:
@@ -425,7 +416,7 @@ class CallDriver:
         self.log.info("transferred", extra={"destination": cmd.destination})
         self.finished = True
         # The engine took the call: the flow's last event (what it returns is moot).
-        self._flow_call(lambda: self.flow.handle(TransferResult(cmd.destination, ok=True)))
+        self.flow.handle(TransferResult(cmd.destination, ok=True))
 
     # ------------------------------------------------------------------ dial
 
@@ -514,7 +505,7 @@ class CallDriver:
         if dial.bridge_id:
             await self._bridge_op(cmd, self.port.add_to_bridge(dial.bridge_id, [self.channel_id]))
 
-    async def _end_dial(self, cmd: EndDial) -> None:
+    async def _end_dial(self) -> None:
         dial = self.dial
         if dial is None:
             self.log.info("no dial running; EndDial ignored")
@@ -659,6 +650,10 @@ class _RequestFailed:
     cmd: Command
     status: int  # 0: no HTTP answer
     text: str
+
+
+def _commands(result: list[Command] | None) -> list[Command]:
+    return list(result or [])
 
 
 async def _unless_gone(request: Awaitable[None]) -> None:

@@ -71,7 +71,7 @@ class NodeLink:
                     delay = self.config.reconnect_min
                     await self._serve(events)
                 log.warning("ARI events socket closed; reconnecting", extra={"node": self.name})
-            except (OSError, WebSocketException, AriError) as exc:
+            except (OSError, WebSocketException, AriError, ValueError) as exc:
                 log.warning("cannot reach Asterisk ARI",
                             extra={"node": self.name, "error": str(exc) or type(exc).__name__})
             finally:
