@@ -133,9 +133,9 @@ async def test_events_carry_the_applications_events(
     ari: tuple[AriSimulator, Any, AriClient]
 ) -> None:
     _, _, rest = ari
-    async with await rest.events(5) as events:
+    async with rest.events(5) as events:
         await rest.user_event("hello")
-        msg = json.loads(await asyncio.wait_for(events.recv(), 5))
+        msg = json.loads(await asyncio.wait_for(anext(events), 5))
         assert (msg["type"], msg["eventname"], msg["application"]) == (
             "ChannelUserevent", "hello", "callyard")
     await rest.ping()
@@ -148,8 +148,9 @@ async def test_wrong_credentials_are_refused() -> None:
             with pytest.raises(AriError) as info:
                 await rest.ping()
             assert info.value.status == 401
-            with pytest.raises(Exception, match="401"):
-                await rest.events(5)
+            with pytest.raises(ConnectionError, match="401"):
+                async with rest.events(5):
+                    pass
         finally:
             await rest.close()
 

@@ -7,20 +7,23 @@ HTTP status >= 400 raises :class:`~appserver.asterisk.port.AriError` (status and
 message); no answer raises ``OSError`` (``ConnectionError``, ``TimeoutError``). Values travel
 percent-encoded in the query string, as ARI takes them.
 
-Events: :meth:`AriClient.events` opens the application's events WebSocket with the
-``websockets`` library, whose reader ends (or raises) when the socket closes: a close is never
-swallowed. A subscription that vanishes while the socket stays open is the link's watchdog's
-business (:mod:`appserver.asterisk.link`).
+Events: :meth:`AriClient.events` opens the application's events WebSocket with aiohttp (its
+reader is C-accelerated) and yields the events' JSON texts; a close ends the iteration and an
+error raises ``ConnectionError``: a close is never swallowed (aioari could swallow one). A
+subscription that vanishes while the socket stays open is the link's watchdog's business
+(:mod:`appserver.asterisk.link`).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from websockets.asyncio.client import ClientConnection, connect
+import aiohttp
 
 from appserver.asterisk.http import HttpPool
 from appserver.asterisk.port import AriError
@@ -40,8 +43,7 @@ class AriClient:
                  limit: int = 100) -> None:
         self.app = app
         self.base = node.url.rstrip("/") + "/ari"
-        credentials = base64.b64encode(f"{node.username}:{node.password}".encode()).decode()
-        self._auth = {"Authorization": f"Basic {credentials}"}
+        self._auth = {"Authorization": aiohttp.encode_basic_auth(node.username, node.password)}
         self._pool = HttpPool(self.base, {**self._auth, "Accept": "application/json"},
                               timeout=timeout, limit=limit)
 
@@ -145,13 +147,28 @@ class AriClient:
     async def ping(self) -> None:
         await self._get("/asterisk/ping")
 
-    async def events(self, open_timeout: float) -> ClientConnection:
-        """The application's events WebSocket; iterate it for the events' JSON texts."""
-        url = "ws" + self.base.removeprefix("http") + f"/events?app={_q(self.app)}"
-        return await connect(url, additional_headers=self._auth, open_timeout=open_timeout,
-                             close_timeout=2, compression=None, proxy=None, ping_interval=None,
-                             max_size=MAX_EVENT_BYTES, max_queue=1024,
-                             user_agent_header="callyard")
+    @contextlib.asynccontextmanager
+    async def events(self, open_timeout: float) -> AsyncIterator[AsyncIterator[str]]:
+        """The application's events WebSocket, open: iterate it for the events' JSON texts."""
+        url = f"{self.base}/events?app={_q(self.app)}"
+        async with aiohttp.ClientSession(headers=self._auth) as session:
+            try:
+                async with asyncio.timeout(open_timeout):
+                    ws = await session.ws_connect(
+                        url, max_msg_size=MAX_EVENT_BYTES,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+            except aiohttp.ClientError as exc:
+                raise ConnectionError(f"ARI events socket: {exc}") from exc
+            async with ws:
+                yield _texts(ws)
+
+
+async def _texts(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[str]:
+    async for msg in ws:  # ends when the socket closes
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            yield msg.data
+        elif msg.type is aiohttp.WSMsgType.ERROR:
+            raise ConnectionError(f"ARI events socket: {ws.exception()}")
 
 
 def _message(body: bytes) -> str:

@@ -17,10 +17,9 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from websockets.exceptions import WebSocketException
 
 from appserver.asterisk.ari import AriClient
 from appserver.asterisk.port import AriError
@@ -63,7 +62,7 @@ class NodeLink:
         delay = self.config.reconnect_min
         while True:
             try:
-                async with await self.client.events(self.config.connect_timeout) as events:
+                async with self.client.events(self.config.connect_timeout) as events:
                     self.connections += 1
                     self.connected.set()
                     log.info("connected to Asterisk",
@@ -71,7 +70,7 @@ class NodeLink:
                     delay = self.config.reconnect_min
                     await self._serve(events)
                 log.warning("ARI events socket closed; reconnecting", extra={"node": self.name})
-            except (OSError, WebSocketException, AriError, ValueError) as exc:
+            except (OSError, AriError, ValueError) as exc:
                 log.warning("cannot reach Asterisk ARI",
                             extra={"node": self.name, "error": str(exc) or type(exc).__name__})
             finally:
@@ -79,7 +78,7 @@ class NodeLink:
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, self.config.reconnect_max)
 
-    async def _serve(self, events: Any) -> None:
+    async def _serve(self, events: AsyncIterator[str]) -> None:
         """Read events until the socket closes or the watchdog gives up on it."""
         reader = asyncio.ensure_future(self._read(events))
         watchdog = asyncio.ensure_future(self._watchdog())
@@ -95,7 +94,7 @@ class NodeLink:
         if reader.done() and not reader.cancelled():
             reader.result()  # the reader's error, if any
 
-    async def _read(self, events: Any) -> None:
+    async def _read(self, events: AsyncIterator[str]) -> None:
         async for text in events:
             try:
                 msg = json.loads(text)
