@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 EnqueueHandler = Callable[[CallInfo, Enqueue], Awaitable[None] | None]
 HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
+_TIMER_GENERATIONS = itertools.count(1)  # tells a timer's tick from a restarted timer's
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class LegRegistry(Protocol):
 
 
 class CallDriver:
+    __slots__ = (
+        "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup", "channel_id",
+        "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
+        "log", "on_enqueue", "playbacks", "port", "stopping", "waiting_queue",
+    )  # thousands of calls per worker: no per-call __dict__
+
     def __init__(self, info: CallInfo, flow: CallFlow, port: AriPort, config: DriverConfig,
                  legs: LegRegistry, on_enqueue: EnqueueHandler | None = None) -> None:
         self.info = info
@@ -124,7 +131,8 @@ class CallDriver:
         self.legs = legs
         self.on_enqueue = on_enqueue
         self.channel_id = info.call_id
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._inbox: list[Any] = []  # events and internal items, oldest first (see post)
+        self._wakeup: asyncio.Future[None] | None = None  # set while run() waits for items
         self.log = call_logger(log, info.call_id, node=info.node)
         self.finished = False  # nothing more to do for this call
         self.handed_away = False  # after Hangup / Transfer
@@ -132,7 +140,6 @@ class CallDriver:
         self.waiting_queue = False
         self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
-        self._timer_gen = itertools.count(1)
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
@@ -141,7 +148,19 @@ class CallDriver:
     # ------------------------------------------------------------------ task
 
     def post(self, item: Any) -> None:
-        self.queue.put_nowait(item)
+        """Queue an item (an ARI event, a flow event, a timer tick ...) for the call's task.
+        A list and a future, not an asyncio.Queue: a fraction of its memory per call."""
+        self._inbox.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _next(self) -> Any:
+        while not self._inbox:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        self._wakeup = None
+        return self._inbox.pop(0)
 
     async def run(self, readopted: bool = False) -> None:
         """The call's task: until the call is over here. Cancelled (the worker stops), it
@@ -153,7 +172,7 @@ class CallDriver:
             await self._apply(_commands(self.flow.start(self.info)))
             self._check_flow_done()
             while not self.finished:
-                item = await self.queue.get()
+                item = await self._next()
                 await self._process(item)
                 self._check_flow_done()
         except asyncio.CancelledError:
@@ -377,7 +396,7 @@ class CallDriver:
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._cancel_timer(name)
-        generation = next(self._timer_gen)
+        generation = next(_TIMER_GENERATIONS)
         handle = asyncio.get_running_loop().call_later(
             max(0.0, seconds), self.post, _TimerTick(name, generation)
         )
