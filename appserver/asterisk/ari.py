@@ -144,9 +144,6 @@ class AriClient:
         """A user event to this application (comes back as ``ChannelUserevent``)."""
         await self._send("POST", f"/events/user/{_q(name)}", f"application={_q(self.app)}")
 
-    async def ping(self) -> None:
-        await self._get("/asterisk/ping")
-
     @contextlib.asynccontextmanager
     async def events(self, open_timeout: float) -> AsyncIterator[AsyncIterator[str]]:
         """The application's events WebSocket, open: iterate it for the events' JSON texts."""
