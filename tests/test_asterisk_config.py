@@ -3,13 +3,12 @@ worker and the dialplan agree on application, contexts, fallback sounds and numb
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess
 from pathlib import Path
 
-from appserver.asterisk.worker import AsteriskWorker
+from appserver.asterisk.driver import DriverConfig
 from appserver.devkit.sim.ari import AriSimulator
 from appserver.render_config import DEFAULTS, render_all
 from appserver.settings import load_settings
@@ -40,12 +39,12 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 def test_dialplan_simulator_and_worker_agree() -> None:
     text = (ROOT / "asterisk-conf" / "extensions.conf").read_text()
     sim = AriSimulator()
-    worker_defaults = inspect.signature(AsteriskWorker.__init__).parameters
+    worker_defaults = DriverConfig()
     assert f"Stasis({sim.stasis_app},${{EXTEN}})" in text
     assert 'GotoIf($["${STASISSTATUS}" = "FAILED"]?callyard-unavailable,s,1)' in text
-    assert sim.fallback_context == worker_defaults["fallback_context"].default
+    assert sim.fallback_context == worker_defaults.fallback_context
     assert f"[{sim.fallback_context}]" in text
-    assert sim.transfer_context == worker_defaults["transfer_context"].default
+    assert sim.transfer_context == worker_defaults.transfer_context
     assert f"[{sim.transfer_context}]" in text
     for exten, sound in sim.fallback_sounds.items():
         block = re.search(rf"exten => {exten},1,.*?(?=\nexten|\n\n|\Z)", text, re.S)

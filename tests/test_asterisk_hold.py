@@ -1,4 +1,4 @@
-"""Hold, Unhold and EndDial on Asterisk: the worker through aioari against the ARI simulator.
+"""Hold, Unhold and EndDial on Asterisk: the worker against the ARI simulator.
 
 The flow dials, and the test fires its timers (``worker.deliver(call_id, TimerFired(name))``)
 once the caller's transcript shows the previous step, so nothing depends on wall-clock
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest_asyncio
 
+from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
@@ -111,9 +112,8 @@ class Console:
 @pytest_asyncio.fixture(loop_scope="session")
 async def console(sim: AriSimulator) -> AsyncIterator[Console]:
     settings = load_settings(asterisk_ari=sim.url_with_credentials)
-    holder = Console(AsteriskWorker(settings.asterisk_ari, lambda info: None,
-                                    reconnect_min=0.05))
-    holder.worker.flow_factory = holder.factory
+    holder = Console(AsteriskWorker(settings.asterisk_ari, lambda info: holder.factory(info),
+                                    link=LinkConfig(reconnect_min=0.05)))
     await holder.worker.start()
     await holder.worker.wait_connected()
     yield holder

@@ -1,4 +1,4 @@
-"""The Asterisk worker through aioari against the ARI simulator (real HTTP + WebSocket).
+"""The Asterisk worker against the ARI simulator (real HTTP + WebSocket).
 
 Menus are the real IVR (``ivr.testing.build_menuset``); a few hand-written flows exercise
 driver features directly (dial outcomes, enqueue, external events, errors).
@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
@@ -47,6 +48,7 @@ from ivr.model import MenuDef, OptionDef
 from ivr.testing import build_menuset
 
 FlowFactory = Callable[[CallInfo], Any]
+FAST_RECONNECT = LinkConfig(reconnect_min=0.05)
 
 
 def menus(first_digit_timeout: float = 5.0) -> MenuSet:
@@ -106,10 +108,10 @@ class Workers:
     sim: AriSimulator
     started: list[AsteriskWorker] = field(default_factory=list)
 
-    async def start(self, factory: FlowFactory, **kwargs: Any) -> AsteriskWorker:
+    async def start(self, factory: FlowFactory, link: LinkConfig = FAST_RECONNECT,
+                    **kwargs: Any) -> AsteriskWorker:
         settings = load_settings(asterisk_ari=self.sim.url_with_credentials)
-        kwargs.setdefault("reconnect_min", 0.05)
-        worker = AsteriskWorker(settings.asterisk_ari, factory, **kwargs)
+        worker = AsteriskWorker(settings.asterisk_ari, factory, link=link, **kwargs)
         await worker.start()
         await worker.wait_connected()
         self.started.append(worker)
@@ -231,8 +233,8 @@ async def test_reconnect_mid_menu_keeps_the_call(sim: AriSimulator, workers: Wor
 async def test_watchdog_catches_a_silently_lost_subscription(
     sim: AriSimulator, workers: Workers
 ) -> None:
-    worker = await workers.start(ivr_factory(menus()), watchdog_interval=0.1,
-                                 watchdog_timeout=0.2)
+    worker = await workers.start(ivr_factory(menus()), LinkConfig(
+        reconnect_min=0.05, watchdog_interval=0.1, watchdog_timeout=0.2))
     call = await sim.place_call("9999")
     await call.wait_for_prompt("file:ivr/welcome")
     sim.forget_subscription("callyard")  # the socket stays open but carries nothing
@@ -356,7 +358,7 @@ async def test_gone_channel_ends_only_that_call(sim: AriSimulator, workers: Work
         flows[info.call_id] = Recorder([Answer(), StartTimer("t", 0.1)], ticker)
         return flows[info.call_id]
 
-    worker = await workers.start(factory, watchdog_interval=60)
+    worker = await workers.start(factory, LinkConfig(reconnect_min=0.05, watchdog_interval=60))
     a = await sim.place_call("9999")
     b = await sim.place_call("9999")
     await a.wait_for_prompt("file:tick")
@@ -367,8 +369,8 @@ async def test_gone_channel_ends_only_that_call(sim: AriSimulator, workers: Work
     assert flows[a.call_id].events[-1] == HungUp("NORMAL_CLEARING")
     ticks = len(b.prompts())
     await wait_until(lambda: len(b.prompts()) > ticks + 1)
-    assert worker.session(b.call_id) is not None
-    assert worker.session(a.call_id) is None
+    assert worker.call(b.call_id) is not None
+    assert worker.call(a.call_id) is None
     await b.hangup()
 
 
@@ -432,7 +434,7 @@ async def test_readopt_after_process_restart(
     await first.stop()  # the process "dies": the channel stays in Stasis
     await sim.drop_event_sockets()
     second = await workers.start(ivr_factory(menuset), redis=redis_client)
-    await wait_until(lambda: second.session(call.call_id) is not None)
+    await wait_until(lambda: second.call(call.call_id) is not None)
     # The fresh flow starts over: the caller hears the welcome again, then walks on.
     await wait_until(lambda: call.prompts().count("file:ivr/welcome") == 2)
     await run_steps(call, [("press", "1"), ("expect_prompt", "file:ivr/sales"),
@@ -503,7 +505,7 @@ async def test_commands_keep_working_while_the_events_socket_is_down(
         return []
 
     worker = await workers.start(lambda info: Recorder([Answer(), StartTimer("t", 0.05)], ticker),
-                                 reconnect_min=0.8)  # a long gap
+                                 LinkConfig(reconnect_min=0.8))  # a long gap
     call = await sim.place_call("9999")
     await call.wait_for_prompt("file:tick")
     await sim.drop_event_sockets()

@@ -21,6 +21,7 @@ from api_support import LK_KEY, LK_SECRET, PASSWORDS, api_app, serving
 
 from appserver.agents.bridge import BrowserAgentBridge
 from appserver.agents.sip import room_name, sip_address
+from appserver.asterisk.driver import DriverConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.queues import config as queue_config
@@ -61,7 +62,7 @@ async def console_stack(pg_pool: Any, redis_client: Any) -> AsyncIterator[tuple[
 
         worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                          password=sim.password)], factory, redis=redis_client,
-                                sip_template="PJSIP/livekit/{target}")
+                                config=DriverConfig(sip_template="PJSIP/livekit/{target}"))
         runtime = QueueRuntime(redis_client, "asterisk-console", worker.deliver,
                                tick_seconds=0.1)
         await runtime.start()

@@ -1,4 +1,4 @@
-"""``callyard asterisk``: the asyncio worker for Asterisk (ARI via aioari, AMI via panoramisk).
+"""``callyard asterisk``: the asyncio worker for Asterisk (ARI, AMI via panoramisk).
 
 Runs the Stasis application ``CALLYARD_ASTERISK_APP`` on every node of
 ``CALLYARD_ASTERISK_ARI``, serving each call with the first app that takes it: the one named
@@ -83,6 +83,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     import signal
 
     from appserver.asterisk.ami import AmiMonitor
+    from appserver.asterisk.driver import DriverConfig
+    from appserver.asterisk.link import LinkConfig
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.gc_policy import settle_gc
     from appserver.settings import AmiNode, AriNode
@@ -90,7 +92,6 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.worker.services import WorkerServices
 
     log = logging.getLogger("callyard.asterisk")
-    logging.getLogger("aioari.model").setLevel(logging.WARNING)
     ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
     sims: list[Any] = []
     if args.sim:
@@ -112,9 +113,11 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     cdrs = services.cdrs
     worker = AsteriskWorker(
         ari_nodes, services.flows, app=settings.asterisk_app, redis=services.redis,
-        dial_template=settings.asterisk_dial_template, sip_template=settings.asterisk_sip_template,
-        transfer_context=args.transfer_context,
-        fallback_context=args.fallback_context, watchdog_interval=args.watchdog_interval,
+        config=DriverConfig(dial_template=settings.asterisk_dial_template,
+                            sip_template=settings.asterisk_sip_template,
+                            transfer_context=args.transfer_context,
+                            fallback_context=args.fallback_context),
+        link=LinkConfig(watchdog_interval=args.watchdog_interval),
         on_call_lost=lambda record: cdrs.lost(record.info, record.started_at),
     )
     monitor = AmiMonitor(ami_nodes, redis=services.redis) if ami_nodes else None

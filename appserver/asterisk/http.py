@@ -1,16 +1,17 @@
-"""A small HTTP/1.1 keep-alive client for ARI's per-call requests.
+"""HTTP/1.1 keep-alive connections for ARI's REST requests, parsed by httptools (llhttp).
 
-ARI answers each REST request with a short response carrying ``Content-Length`` (or, from a
-proxy, chunked). At thousands of requests per second aiohttp's general-purpose client costs
-about as much CPU as everything else the worker does per request, so the hot operations go
-through this client instead: one ``transport.write`` per request, the response parsed in
-place, connections kept alive and reused. It is deliberately narrow: no redirects, no
-cookies, no request bodies, no compression.
+ARI answers each request with a short response carrying ``Content-Length`` (or, from a
+proxy, chunked). The pool writes each request in one ``transport.write``, lets the C parser
+read the answer, and keeps connections alive for the next request. It is deliberately
+narrow: no redirects, no cookies, no compression, no request bodies (ARI takes every
+parameter in the query string).
 
-Failures: a response arrives (any status) -> :class:`Response`; the connection drops or the
-server does not answer in ``timeout`` seconds -> ``ConnectionResetError`` / ``TimeoutError``.
-A request sent on a reused connection that the server had closed meanwhile (keep-alive
-timeout) is retried once on a fresh connection when not a byte of the answer came back.
+Failures: a response arrives (any status) -> :class:`Response`; the connection drops, the
+answer cannot be parsed or the server does not answer in ``timeout`` seconds ->
+``ConnectionResetError`` / ``TimeoutError`` (both ``OSError``); a request on a closed pool ->
+``ConnectionError``. A request sent on a reused connection that the server had closed
+meanwhile (keep-alive timeout) is retried once on a fresh connection when not a byte of the
+answer came back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-_MAX_HEAD = 64 * 1024
+import httptools
+
+_FRAMING = (b"content-length", b"transfer-encoding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +38,20 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; at most one request in flight."""
+    """One keep-alive connection; at most one request in flight. The parser's callbacks
+    (``on_*``) build the response of the request in flight."""
 
     def __init__(self, pool: HttpPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self.got_bytes = False  # any byte of the current response arrived
         self.reusable = True
+        self._reason = b""
+        self._body: list[bytes] = []
+        self._framed = False  # the response said how long its body is
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -55,99 +62,59 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool._forget(self)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError(
-                str(exc) if exc else "ARI closed the connection"))
+        self._fail(ConnectionResetError(str(exc) if exc else "ARI closed the connection"))
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        self.buffer += data
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            if waiter is None:  # unsolicited bytes: the connection is out of step
-                self.close()
-            return
-        try:
-            response = self._parse()
-        except ValueError as exc:
-            self.reusable = False
-            waiter.set_exception(ConnectionResetError(f"bad HTTP response from ARI: {exc}"))
+        if self.waiter is None:  # unsolicited bytes: the connection is out of step
             self.close()
             return
-        if response is not None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__ or exc  # what a callback raised, else the parser's error
+            self._fail(ConnectionResetError(f"bad HTTP response from ARI: {cause}"))
+            self.close()
+
+    # ---------------------------------------------------------------- parser callbacks
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in _FRAMING:
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if not self._framed and status >= 200 and status not in (204, 304):
+            # Its body would end only when the server closes: never kept in step.
+            raise ValueError("response without Content-Length")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        response = Response(self.parser.get_status_code(), self._reason.decode("latin-1"),
+                            b"".join(self._body))
+        self.reusable = self.parser.should_keep_alive()
+        self._reason, self._body, self._framed = b"", [], False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
-    # ---------------------------------------------------------------- parsing
-
-    def _parse(self) -> Response | None:
-        """The complete response at the start of the buffer, or None while incomplete."""
-        buf = self.buffer
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > _MAX_HEAD:
-                raise ValueError("response head too long")
-            return None
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ValueError(f"bad status line {lines[0][:80]!r}")
-        length = -1
-        chunked = False
-        keep_alive = version == "HTTP/1.1"
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value.strip())
-            elif name == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif name == "connection":
-                token = value.strip().lower()
-                keep_alive = token == "keep-alive" or (keep_alive and token != "close")
-        start = end + 4
-        status = int(code)
-        if chunked:
-            parsed = _dechunk(buf, start)
-            if parsed is None:
-                return None
-            body, consumed = parsed
-        elif length >= 0:
-            if len(buf) - start < length:
-                return None
-            body, consumed = bytes(buf[start:start + length]), start + length
-        elif status in (204, 304) or 100 <= status < 200:
-            body, consumed = b"", start
-        else:
-            raise ValueError("response without Content-Length")  # would end at close
-        del buf[:consumed]
-        self.reusable = keep_alive and not buf
-        return Response(status, reason, body)
-
     # ---------------------------------------------------------------- use
+
+    def _fail(self, exc: Exception) -> None:
+        self.reusable = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
 
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.close()
-
-
-def _dechunk(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
-    body = bytearray()
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
-        pos = eol + 2
-        if size == 0:
-            end = buf.find(b"\r\n\r\n", pos - 2)  # optional trailers, then an empty line
-            return (bytes(body), end + 4) if end >= 0 else None
-        if len(buf) < pos + size + 2:
-            return None
-        body += buf[pos:pos + size]
-        pos += size + 2
 
 
 class HttpPool:
@@ -198,7 +165,7 @@ class HttpPool:
 
     async def _connect(self) -> _Connection:
         if self._closed:
-            raise RuntimeError("ARI HTTP pool is closed")
+            raise ConnectionError("ARI HTTP pool is closed")
         loop = asyncio.get_running_loop()
         conn = _Connection(self)
         await asyncio.wait_for(

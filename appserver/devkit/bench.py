@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -54,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0,
                         help="seconds to place calls for (default 30)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--worker-command", metavar="COMMAND",
+                        help="start the worker with this command line instead of "
+                        "`callyard <engine>` (A/B benchmarks of a worker variant)")
 
 
 @dataclass
@@ -211,10 +215,9 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     async with Services.started(dsn, redis_url):  # publishes menus and queues to Redis
         # The worker logs as in production (a line per call); kept in a file and read after.
         worker_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read, below
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "appserver.cli", args.engine], env=env,
-            stdout=subprocess.DEVNULL, stderr=worker_log,
-        )
+        command = (shlex.split(args.worker_command) if args.worker_command
+                   else [sys.executable, "-m", "appserver.cli", args.engine])
+        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=worker_log)
         try:
             await _wait_connected(connected, worker)
             await asyncio.sleep(1)  # menus and queue definitions reach the worker

@@ -8,7 +8,7 @@ frozen (SIGSTOP) then killed, or cut off (its sockets aborted with ``ss -K``) di
 Asterisk unable to register the application. What did is running out of HTTP sessions:
 Asterisk serves every HTTP connection with a thread and refuses new ones beyond ``sessionlimit``
 (default 100, "HTTP session count exceeded 100 sessions"), the events WebSocket included, while
-a worker alone may hold 100 connections for per-call requests plus aioari's, and requests
+a worker alone may hold 100 connections for REST requests plus its events socket, and requests
 waiting for their channel keep their session after the worker died. The shipped http.conf
 raises the limit (``asterisk_http_session_limit``).
 """

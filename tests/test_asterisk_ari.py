@@ -1,8 +1,9 @@
-"""The worker's direct ARI requests (appserver.asterisk.rest, .http).
+"""The worker's ARI client (appserver.asterisk.ari, .http).
 
-HotRest must fail exactly like aioari for the same request (the driver's 404 / 409 handling
-depends on it), and the small HTTP client must survive what servers do: keep-alive reuse,
-chunked bodies, idle connections closed by the server, silence, garbage.
+AriClient must fail like aioari (a reference ARI client) for the same request (the driver's
+404 / 409 handling depends on it), send only operations of Asterisk's own swagger files, and
+its HTTP connections must survive what servers do: keep-alive reuse, chunked bodies, idle
+connections closed by the server, silence, garbage.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,37 +21,49 @@ import pytest
 import pytest_asyncio
 from aiohttp import web_exceptions
 
+from appserver.asterisk.ari import AriClient
 from appserver.asterisk.http import HttpPool
 from appserver.asterisk.media import prompt_media
-from appserver.asterisk.rest import HotRest
+from appserver.asterisk.port import AriError
 from appserver.devkit.sim.ari import AriSimulator
+from appserver.settings import AriNode
 from ivr.calls import Prompt
 
 # ---------------------------------------------------------------- against the ARI simulator
 
 
+def node(base: str, username: str = "u", password: str = "p") -> AriNode:
+    return AriNode(url=base.removesuffix("/ari"), username=username, password=password)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def ari() -> AsyncIterator[tuple[AriSimulator, Any, HotRest]]:
+async def ari() -> AsyncIterator[tuple[AriSimulator, Any, AriClient]]:
     sim = AriSimulator()
     await sim.start()
     client = await aioari.connect(sim.base_url + "/", sim.username, sim.password)
     run = asyncio.ensure_future(client.run(apps="callyard"))
     await sim.wait_app_connected("callyard")
-    rest = HotRest(client)
-    yield sim, client, rest
-    await rest.close()
+    ours = AriClient(node(sim.base_url, sim.username, sim.password), "callyard")
+    yield sim, client, ours
+    await ours.close()
     run.cancel()
     await client.close()
     await sim.stop()
 
 
-async def _failure(request: Awaitable[Any]) -> tuple[type[BaseException], int, str]:
+async def _ours(request: Awaitable[Any]) -> tuple[int, str]:
+    with pytest.raises(AriError) as info:
+        await request
+    return info.value.status, info.value.text
+
+
+async def _theirs(request: Awaitable[Any]) -> tuple[int, str]:
     with pytest.raises(web_exceptions.HTTPException) as info:
         await request
-    return type(info.value), info.value.status, info.value.text or ""
+    return info.value.status, json.loads(info.value.text or "{}")["message"]
 
 
-async def test_errors_match_aioari(ari: tuple[AriSimulator, Any, HotRest]) -> None:
+async def test_errors_match_aioari(ari: tuple[AriSimulator, Any, AriClient]) -> None:
     _, client, rest = ari
     pairs: list[tuple[Awaitable[Any], Awaitable[Any]]] = [
         (rest.hangup("nope"), client.channels.hangup(channelId="nope")),
@@ -65,13 +77,28 @@ async def test_errors_match_aioari(ari: tuple[AriSimulator, Any, HotRest]) -> No
          client.channels.setChannelVar(channelId="nope", variable="x", value="1")),
         (rest.hangup("nope", "bogus-reason"), client.channels.hangup(channelId="nope",
                                                                      reason="bogus-reason")),
+        (rest.continue_in_dialplan("nope", "ctx", "s"),
+         client.channels.continueInDialplan(channelId="nope", context="ctx", extension="s",
+                                            priority=1)),
+        (rest.originate("leg-1", "nonsense", app_args="dial,x", originator="x",
+                        caller_id='"a" <1>', timeout=5),
+         client.channels.originate(endpoint="nonsense", app="callyard", appArgs="dial,x",
+                                   channelId="leg-2", originator="x", callerId='"a" <1>',
+                                   timeout=5)),
+        (rest.add_to_bridge("nope", ["a", "b"]),
+         client.bridges.addChannel(bridgeId="nope", channel=["a", "b"])),
+        (rest.remove_from_bridge("nope", "a"),
+         client.bridges.removeChannel(bridgeId="nope", channel="a")),
+        (rest.destroy_bridge("nope"), client.bridges.destroy(bridgeId="nope")),
+        (rest.channel("nope"), client.channels.get(channelId="nope")),
+        (rest.playback("nope"), client.playbacks.get(playbackId="nope")),
     ]
     for ours, theirs in pairs:
-        assert await _failure(ours) == await _failure(theirs)
-    assert (await _failure(rest.hangup("nope")))[:2] == (web_exceptions.HTTPNotFound, 404)
+        assert await _ours(ours) == await _theirs(theirs)
+    assert (await _ours(rest.hangup("nope")))[0] == 404
 
 
-async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, HotRest]) -> None:
+async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, AriClient]) -> None:
     sim, _, rest = ari
     call = await sim.place_call("9999")
     await call.wait_for("ringing")
@@ -80,11 +107,14 @@ async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, HotRest
             break
         await asyncio.sleep(0.01)
     cid = call.call_id
+    assert cid in await rest.application_channels()
+    assert (await rest.channel(cid))["id"] == cid
     await rest.answer(cid)
     await rest.set_variable(cid, "ivr_menu path", "main/sales & more")
     assert sim.channels[cid].variables["ivr_menu path"] == "main/sales & more"
     await rest.play(cid, "pb-1", ["sound:ivr/welcome", "digits:42"], "de")
     await call.wait_for_prompt("file:ivr/welcome")
+    assert (await rest.playback("pb-1"))["id"] == "pb-1"
     pb, _ = sim.playbacks["pb-1"]
     assert pb.media == ["sound:ivr/welcome", "digits:42"] and pb.language == "de"
     await rest.stop_playback("pb-1")
@@ -97,6 +127,31 @@ async def test_requests_act_on_the_channel(ari: tuple[AriSimulator, Any, HotRest
         "answered", "variable ivr_menu path=main/sales & more", "prompt_started file:ivr/welcome",
         "prompt_finished file:ivr/welcome stopped", "moh jazz", "moh", "hangup USER_BUSY app",
     ]
+
+
+async def test_events_carry_the_applications_events(
+    ari: tuple[AriSimulator, Any, AriClient]
+) -> None:
+    _, _, rest = ari
+    async with rest.events(5) as events:
+        await rest.user_event("hello")
+        msg = json.loads(await asyncio.wait_for(anext(events), 5))
+        assert (msg["type"], msg["eventname"], msg["application"]) == (
+            "ChannelUserevent", "hello", "callyard")
+
+
+async def test_wrong_credentials_are_refused() -> None:
+    async with AriSimulator() as sim:
+        rest = AriClient(node(sim.base_url, sim.username, "wrong"), "callyard")
+        try:
+            with pytest.raises(AriError) as info:
+                await rest.application_channels()
+            assert info.value.status == 401
+            with pytest.raises(ConnectionError, match="401"):
+                async with rest.events(5):
+                    pass
+        finally:
+            await rest.close()
 
 
 def test_file_prompts_are_relative_sound_names_on_asterisk() -> None:
@@ -113,11 +168,7 @@ async def test_values_are_encoded_in_the_request() -> None:
     """Values travel in the query string: every one is percent-encoded, so none can add a
     parameter (&), end the request line (CR LF) or become another media item."""
     server = ScriptedServer([NO_CONTENT] * 3)
-    base = await server.start()
-    client = SimpleNamespace(swagger=SimpleNamespace(
-        http_client=SimpleNamespace(authenticator=None),
-        resources={"channels": SimpleNamespace(json={"api_declaration": {"basePath": base}})}))
-    rest = HotRest(client)
+    rest = AriClient(node(await server.start()), "callyard")
     try:
         await rest.set_variable("1.2", "lang", "fr\r\nX: y&variable=other value")
         await rest.play("1.2", "pb", ["sound:a/b&c", "digits:4#"], "en&x")
@@ -244,7 +295,7 @@ async def test_failures_surface_as_connection_errors() -> None:
     try:
         with pytest.raises(ConnectionResetError):  # dropped mid-answer: never retried
             await pool.request("POST", "/a")
-        with pytest.raises(ConnectionResetError, match="bad status line"):
+        with pytest.raises(ConnectionResetError, match="bad HTTP response"):
             await pool.request("POST", "/b")
         with pytest.raises(TimeoutError):
             await pool.request("POST", "/c")
@@ -253,7 +304,7 @@ async def test_failures_surface_as_connection_errors() -> None:
     finally:
         await pool.close()
         await server.stop()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConnectionError, match="closed"):
         await pool.request("GET", "/closed")
 
 
@@ -284,26 +335,23 @@ async def test_at_most_limit_connections() -> None:
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asterisk-ari-api-docs"
 
 
-async def test_requests_are_asterisk_operations(ari: tuple[AriSimulator, Any, HotRest]) -> None:
-    """Each request HotRest sends is an operation of Asterisk's own swagger files: path,
-    method, and only query parameters the operation declares."""
+async def test_requests_are_asterisk_operations() -> None:
+    """Each request AriClient sends is an operation of Asterisk's own swagger files: path,
+    method, and only query parameters the operation declares (the required ones given)."""
     if not REFERENCE.is_dir():
         pytest.skip("Asterisk reference api-docs not available")
-    operations: list[tuple[re.Pattern[str], str, set[str]]] = []
-    for name in ("channels", "playbacks"):
+    operations: list[tuple[re.Pattern[str], str, set[str], set[str]]] = []
+    for name in ("channels", "playbacks", "bridges", "events", "applications"):
         decl = json.loads((REFERENCE / f"{name}.json").read_text())
         for api in decl["apis"]:
             pattern = re.compile(re.sub(r"\{[^}]+\}", "[^/]+", api["path"]) + "$")
             for op in api["operations"]:
-                query = {p["name"] for p in op.get("parameters", []) if p["paramType"] == "query"}
-                operations.append((pattern, op["httpMethod"], query))
-    _, client, _ = ari
-    server = ScriptedServer([NO_CONTENT] * 9)
-    base = await server.start()
-    client_here = SimpleNamespace(swagger=SimpleNamespace(
-        http_client=client.swagger.http_client,
-        resources={"channels": SimpleNamespace(json={"api_declaration": {"basePath": base}})}))
-    rest = HotRest(client_here)
+                query = [p for p in op.get("parameters", []) if p["paramType"] == "query"]
+                operations.append((pattern, op["httpMethod"], {p["name"] for p in query},
+                                   {p["name"] for p in query if p.get("required")}))
+    ok_json = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server = ScriptedServer([ok_json] * 18)
+    rest = AriClient(node(await server.start()), "callyard")
     try:
         await rest.answer("1.2")
         await rest.hangup("1.2", "busy")
@@ -313,17 +361,29 @@ async def test_requests_are_asterisk_operations(ari: tuple[AriSimulator, Any, Ho
         await rest.start_moh("1.2", "default")
         await rest.stop_moh("1.2")
         await rest.set_variable("1.2", "CALLERID(name)", "a b")
+        await rest.continue_in_dialplan("1.2", "callyard-transfer", "1000")
+        await rest.originate("leg", "PJSIP/1001", app_args="dial,1.2", originator="1.2",
+                             caller_id='"A" <100>', timeout=30)
+        await rest.create_bridge("b1", "callyard-1.2")
+        await rest.add_to_bridge("b1", ["1.2", "leg"])
+        await rest.remove_from_bridge("b1", "1.2")
+        await rest.destroy_bridge("b1")
+        await rest.channel("1.2")
+        await rest.playback("pb")
+        await rest.application_channels()
+        await rest.user_event("callyard-watchdog-x")
     finally:
         await rest.close()
         await server.stop()
-    assert len(server.requests) == 8
+    assert len(server.requests) == 18
     for head in server.requests:
         method, target, _ = head.decode().split("\r\n")[0].split(" ")
         parts = urlsplit(target)
         path, query = parts.path, parts.query
         assert path.startswith("/ari/")
-        names = {k for k, _ in parse_qsl(query)} - {"api_key"}
-        matches = [q for pattern, m, q in operations
+        names = {k for k, _ in parse_qsl(query)}
+        matches = [(q, required) for pattern, m, q, required in operations
                    if m == method and pattern.match(path[len("/ari"):])]
         assert matches, f"{method} {path} is not an ARI operation"
-        assert any(names <= q for q in matches), f"{method} {path}: {names}"
+        assert any(required <= names <= q for q, required in matches), f"{method} {path}: {names}"
+        assert "\r\nAuthorization: Basic dTpw\r\n" in head.decode()  # u:p

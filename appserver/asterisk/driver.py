@@ -1,9 +1,11 @@
 """One call on Asterisk: runs its call flow in its own task and maps commands to ARI.
 
-The node's event reader only routes raw ARI events into :attr:`CallSession.queue`; all work
-for the call (calling the flow, REST requests, timers) happens in the call's own task, so a
-slow call never holds up the WebSocket reader or other calls (aioari awaits each handler
-before it reads the next message).
+The driver talks to ARI only through an :class:`~appserver.asterisk.port.AriPort` and is told
+the rest by its constructor: the call, its flow, a :class:`DriverConfig`, the node's
+:class:`LegRegistry` and the queue runtime's ``on_enqueue``. The node's link routes raw ARI
+events into :meth:`CallDriver.post`; all work for the call (calling the flow, REST requests,
+timers) happens in :meth:`CallDriver.run`, the call's own task, so a slow call never holds up
+the events reader or other calls.
 """
 
 from __future__ import annotations
@@ -17,14 +19,10 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import aiohttp
-from aiohttp import web_exceptions
-
-from appserver.asterisk.callstore import CallRecord
 from appserver.asterisk.media import HANGUP_REASONS, cause_name, prompt_media
-from appserver.asterisk.rest import HotRest
+from appserver.asterisk.port import AriError, AriPort
 from appserver.logs import call_logger
 from ivr.calls import (
     Answer,
@@ -56,13 +54,19 @@ from ivr.calls import (
     Unhold,
 )
 
-if TYPE_CHECKING:
-    from appserver.asterisk.worker import NodeLink
-
 log = logging.getLogger(__name__)
 
 EnqueueHandler = Callable[[CallInfo, Enqueue], Awaitable[None] | None]
 HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
+_TIMER_GENERATIONS = itertools.count(1)  # tells a timer's tick from a restarted timer's
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    dial_template: str = "PJSIP/{target}"
+    sip_template: str = "PJSIP/kamailio/{target}"  # for Dial(kind="sip"): target is a SIP URI
+    transfer_context: str = "callyard-transfer"  # where a Transfer continues
+    fallback_context: str = "callyard-unavailable"  # polite endings: s (error), noservice
 
 
 @dataclass(slots=True)
@@ -102,51 +106,73 @@ class _DialState:
     ended_by_flow: bool = False  # EndDial hung the leg up
 
 
-class CallSession:
-    def __init__(self, node: NodeLink, info: CallInfo, flow: CallFlow) -> None:
-        self.node = node
+class LegRegistry(Protocol):
+    """The node a call runs on: routes a dial leg's events to the call that dialed it, and
+    records the leg (so a restarted worker hangs up a leg whose caller it cannot re-adopt)."""
+
+    async def add_leg(self, leg_id: str, call: CallDriver) -> None: ...
+
+    async def drop_leg(self, leg_id: str) -> None: ...
+
+
+class CallDriver:
+    __slots__ = (
+        "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup", "channel_id",
+        "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
+        "log", "on_enqueue", "playbacks", "port", "stopping", "waiting_queue",
+    )  # thousands of calls per worker: no per-call __dict__
+
+    def __init__(self, info: CallInfo, flow: CallFlow, port: AriPort, config: DriverConfig,
+                 legs: LegRegistry, on_enqueue: EnqueueHandler | None = None) -> None:
         self.info = info
         self.flow = flow
+        self.port = port
+        self.config = config
+        self.legs = legs
+        self.on_enqueue = on_enqueue
         self.channel_id = info.call_id
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.log = call_logger(log, info.call_id, node=node.name)
-        self.task: asyncio.Task[None] | None = None
+        self._inbox: list[Any] = []  # events and internal items, oldest first (see post)
+        self._wakeup: asyncio.Future[None] | None = None  # set while run() waits for items
+        self.log = call_logger(log, info.call_id, node=info.node)
         self.finished = False  # nothing more to do for this call
         self.handed_away = False  # after Hangup / Transfer
         self.hungup_delivered = False
         self.waiting_queue = False
         self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
-        self._timer_gen = itertools.count(1)
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
         self._variables_inflight: set[asyncio.Task[None]] = set()  # those setting variables
 
-    @property
-    def rest(self) -> HotRest:
-        rest = self.node.rest
-        if rest is None:
-            raise RuntimeError("not connected to Asterisk")
-        return rest
-
     # ------------------------------------------------------------------ task
 
-    def start(self, readopted: bool = False) -> None:
-        self.task = asyncio.ensure_future(self._run(readopted))
-
     def post(self, item: Any) -> None:
-        self.queue.put_nowait(item)
+        """Queue an item (an ARI event, a flow event, a timer tick ...) for the call's task.
+        A list and a future, not an asyncio.Queue: a fraction of its memory per call."""
+        self._inbox.append(item)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
-    async def _run(self, readopted: bool) -> None:
+    async def _next(self) -> Any:
+        while not self._inbox:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        self._wakeup = None
+        return self._inbox.pop(0)
+
+    async def run(self, readopted: bool = False) -> None:
+        """The call's task: until the call is over here. Cancelled (the worker stops), it
+        leaves the channel and the dial leg as they are, for the next worker to re-adopt."""
         cancelled = False
         try:
             if readopted:
                 self.log.info("re-adopted channel: restarting its call flow")
-            await self._apply(self._flow_call(lambda: self.flow.start(self.info)))
+            await self._apply(_commands(self.flow.start(self.info)))
             self._check_flow_done()
             while not self.finished:
-                item = await self.queue.get()
+                item = await self._next()
                 await self._process(item)
                 self._check_flow_done()
         except asyncio.CancelledError:
@@ -159,11 +185,6 @@ class CallSession:
             self._cancel_all_timers()
             if not cancelled:
                 await self._cleanup()
-            self.node.unregister(self)
-
-    def _flow_call(self, fn: Callable[[], list[Command]]) -> list[Command]:
-        commands = fn()
-        return list(commands or [])
 
     def _check_flow_done(self) -> None:
         """A flow that is done without handing the call away would leave the caller in
@@ -179,25 +200,26 @@ class CallSession:
             self.post(_FlowDoneHangup())
 
     async def _process(self, item: Any) -> None:
-        if isinstance(item, ChannelEvent):
-            await self._on_channel_event(item.msg)
-        elif isinstance(item, LegEvent):
-            await self._on_leg_event(item.msg)
-        elif isinstance(item, _TimerTick):
-            current = self._timers.get(item.name)
-            if current and current[0] == item.generation:
-                del self._timers[item.name]
-                await self._deliver(TimerFired(item.name))
-        elif isinstance(item, Resync):
-            await self._resync()
-        elif isinstance(item, _RequestFailed):
-            if not self.finished:
-                await self._on_http_error(item.cmd, item.status, item.text)
-        elif isinstance(item, _FlowDoneHangup):
-            if not self.finished and not self.handed_away:
-                await self._execute(Hangup())
-        else:
-            await self._deliver(item)
+        match item:
+            case ChannelEvent(msg):
+                await self._on_channel_event(msg)
+            case LegEvent(msg):
+                await self._on_leg_event(msg)
+            case _TimerTick(name, generation):
+                current = self._timers.get(name)
+                if current and current[0] == generation:
+                    del self._timers[name]
+                    await self._deliver(TimerFired(name))
+            case Resync():
+                await self._resync()
+            case _RequestFailed(cmd, status, text):
+                if not self.finished:
+                    await self._on_http_error(cmd, status, text)
+            case _FlowDoneHangup():
+                if not self.finished and not self.handed_away:
+                    await self._execute(Hangup())
+            case _:
+                await self._deliver(item)
 
     async def _deliver(self, event: Event) -> None:
         """Hand one event to the flow and execute what it returns."""
@@ -210,7 +232,7 @@ class CallSession:
             self._cancel_all_timers()
         if isinstance(event, QueueResult):
             self.waiting_queue = False
-        commands = self._flow_call(lambda: self.flow.handle(event))
+        commands = _commands(self.flow.handle(event))
         if isinstance(event, HungUp):
             self.finished = True  # commands after the caller hung up are ignored
             return
@@ -252,62 +274,57 @@ class CallSession:
             task.add_done_callback(self._variables_inflight.discard)
 
     async def _set_variable(self, cmd: SetVariable) -> None:
-        await self.rest.set_variable(self.channel_id, cmd.name, cmd.value)
+        await self.port.set_variable(self.channel_id, cmd.name, cmd.value)
 
     async def _report_failure(self, cmd: Command, request: Awaitable[None]) -> None:
         try:
             await request
-        except web_exceptions.HTTPException as exc:
-            self.post(_RequestFailed(cmd, exc.status, exc.text or ""))
-        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:
+        except AriError as exc:
+            self.post(_RequestFailed(cmd, exc.status, exc.text))
+        except OSError as exc:
             self.post(_RequestFailed(cmd, 0, str(exc) or type(exc).__name__))
 
     # ------------------------------------------------------------------ commands
 
     async def _execute(self, cmd: Command) -> None:
+        """One command, awaited (StopPlay and SetVariable never come here: see _apply)."""
         cid = self.channel_id
         try:
-            if isinstance(cmd, Answer):
-                await self.rest.answer(cid)
-                self.post(Answered())
-            elif isinstance(cmd, Play):
-                await self._play(cmd)
-            elif isinstance(cmd, StopPlay):
-                await self._stop_play(cmd)
-            elif isinstance(cmd, StartTimer):
-                self._start_timer(cmd.name, cmd.seconds)
-            elif isinstance(cmd, CancelTimer):
-                self._cancel_timer(cmd.name)
-            elif isinstance(cmd, StartMoh):
-                await self.rest.start_moh(cid, cmd.moh_class)
-            elif isinstance(cmd, StopMoh):
-                await self.rest.stop_moh(cid)
-            elif isinstance(cmd, SetVariable):
-                await self._set_variable(cmd)
-            elif isinstance(cmd, Enqueue):
-                await self._enqueue(cmd)
-            elif isinstance(cmd, Dial):
-                await self._dial(cmd)
-            elif isinstance(cmd, Hold):
-                await self._hold(cmd)
-            elif isinstance(cmd, Unhold):
-                await self._unhold(cmd)
-            elif isinstance(cmd, EndDial):
-                await self._end_dial(cmd)
-            elif isinstance(cmd, Transfer):
-                await self._transfer(cmd)
-            elif isinstance(cmd, Hangup):
-                self.handed_away = True
-                reason = HANGUP_REASONS.get(cmd.cause, "normal")
-                with contextlib.suppress(web_exceptions.HTTPNotFound):  # already gone
-                    await self.rest.hangup(cid, reason)
-                self.finished = True
-            else:
-                self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
-        except web_exceptions.HTTPException as exc:
-            await self._on_http_error(cmd, exc.status, exc.text or "")
-        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError) as exc:
-            # RuntimeError: the node's HTTP session was closed (Asterisk stopped answering).
+            match cmd:
+                case Answer():
+                    await self.port.answer(cid)
+                    self.post(Answered())
+                case Play():
+                    await self._play(cmd)
+                case StartTimer(name, seconds):
+                    self._start_timer(name, seconds)
+                case CancelTimer(name):
+                    self._cancel_timer(name)
+                case StartMoh(moh_class):
+                    await self.port.start_moh(cid, moh_class)
+                case StopMoh():
+                    await self.port.stop_moh(cid)
+                case Enqueue():
+                    await self._enqueue(cmd)
+                case Dial():
+                    await self._dial(cmd)
+                case Hold():
+                    await self._hold(cmd)
+                case Unhold():
+                    await self._unhold(cmd)
+                case EndDial():
+                    await self._end_dial()
+                case Transfer():
+                    await self._transfer(cmd)
+                case Hangup(cause):
+                    self.handed_away = True
+                    await _unless_gone(self.port.hangup(cid, HANGUP_REASONS.get(cause, "normal")))
+                    self.finished = True
+                case _:
+                    self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
+        except AriError as exc:
+            await self._on_http_error(cmd, exc.status, exc.text)
+        except OSError as exc:  # no answer from Asterisk
             await self._on_http_error(cmd, 0, str(exc) or type(exc).__name__)
 
     async def _on_http_error(self, cmd: Command, status: int, text: str) -> None:
@@ -330,13 +347,11 @@ class CallSession:
         self.handed_away = False
         if not self.hungup_delivered:
             self.hungup_delivered = True
-            self._flow_call(lambda: self.flow.handle(HungUp("ARI_ERROR")))
-        await self._quietly(self.node.client.channels.hangup(channelId=self.channel_id))
+            self.flow.handle(HungUp("ARI_ERROR"))
+        await self._quietly(self.port.hangup(self.channel_id))
 
     async def _quietly(self, request: Awaitable[Any]) -> None:
-        with contextlib.suppress(
-            web_exceptions.HTTPException, aiohttp.ClientError, OSError, TimeoutError
-        ):
+        with contextlib.suppress(AriError, OSError):
             await request
 
     async def _play(self, cmd: Play) -> None:
@@ -354,13 +369,10 @@ class CallSession:
         playback_id = uuid.uuid4().hex
         self.playbacks[playback_id] = cmd.play_id
         try:
-            await self.rest.play(self.channel_id, playback_id, media, cmd.language)
-        except web_exceptions.HTTPException:
+            await self.port.play(self.channel_id, playback_id, media, cmd.language)
+        except AriError:
             self.playbacks.pop(playback_id, None)
             raise
-
-    async def _stop_play(self, cmd: StopPlay) -> None:
-        await self._stop_requests(self._mark_stopping(cmd))
 
     def _mark_stopping(self, cmd: StopPlay) -> list[str]:
         """The playbacks to stop for ``cmd``, newest first, each marked as being stopped:
@@ -380,12 +392,11 @@ class CallSession:
         """Queued ones first (newest first), so none starts when the playing one stops. A
         404 means it finished meanwhile: its PlaybackFinished is on the way."""
         for playback_id in playback_ids:
-            with contextlib.suppress(web_exceptions.HTTPNotFound):
-                await self.rest.stop_playback(playback_id)
+            await _unless_gone(self.port.stop_playback(playback_id))
 
     def _start_timer(self, name: str, seconds: float) -> None:
         self._cancel_timer(name)
-        generation = next(self._timer_gen)
+        generation = next(_TIMER_GENERATIONS)
         handle = asyncio.get_running_loop().call_later(
             max(0.0, seconds), self.post, _TimerTick(name, generation)
         )
@@ -402,7 +413,7 @@ class CallSession:
         self._timers.clear()
 
     async def _enqueue(self, cmd: Enqueue) -> None:
-        handler = self.node.worker.on_enqueue
+        handler = self.on_enqueue
         if handler is None:
             self.post(QueueResult(cmd.queue, "failed", "no queue runtime"))
             return
@@ -414,21 +425,17 @@ class CallSession:
     async def _transfer(self, cmd: Transfer) -> None:
         if self.dial is not None and self.dial.held:
             # MOH started over ARI would follow the caller into the dialplan.
-            await self._quietly(self.rest.stop_moh(self.channel_id))
+            await self._quietly(self.port.stop_moh(self.channel_id))
         # Asterisk continues in the dialplan only once the channel's playbacks are over:
         # break them off, as the FreeSWITCH driver does.
         await self._stop_requests(self._mark_all_stopping())
         self.handed_away = True
-        await self.node.client.channels.continueInDialplan(
-            channelId=self.channel_id,
-            context=self.node.worker.transfer_context,
-            extension=cmd.destination,
-            priority=1,
-        )
+        await self.port.continue_in_dialplan(self.channel_id, self.config.transfer_context,
+                                             cmd.destination)
         self.log.info("transferred", extra={"destination": cmd.destination})
         self.finished = True
         # The engine took the call: the flow's last event (what it returns is moot).
-        self._flow_call(lambda: self.flow.handle(TransferResult(cmd.destination, ok=True)))
+        self.flow.handle(TransferResult(cmd.destination, ok=True))
 
     # ------------------------------------------------------------------ dial
 
@@ -436,9 +443,9 @@ class CallSession:
         if self.dial is not None:
             await self._deliver(DialResult(cmd.target, "failed", "a dial is already running"))
             return
-        worker = self.node.worker
+        config = self.config
         try:
-            template = worker.sip_template if cmd.kind == "sip" else worker.dial_template
+            template = config.sip_template if cmd.kind == "sip" else config.dial_template
             endpoint = template.format(target=cmd.target, kind=cmd.kind)
         except (KeyError, IndexError, ValueError) as exc:
             self.log.error("bad dial template", extra={"error": str(exc)})
@@ -446,21 +453,15 @@ class CallSession:
             return
         leg_id = f"{uuid.uuid4().hex}"
         self.dial = _DialState(cmd.target, leg_id)
-        self.node.register_leg(leg_id, self)
-        record = CallRecord(self.info, owner=self.channel_id)
-        await worker.store.save(self.node.name, leg_id, record)
+        await self.legs.add_leg(leg_id, self)
         caller_id = f'"{self.info.caller_name}" <{self.info.caller}>'
         try:
-            await self.node.client.channels.originate(
-                endpoint=endpoint,
-                app=self.node.app,
-                appArgs=f"dial,{self.channel_id}",
-                channelId=leg_id,
-                originator=self.channel_id,
-                callerId=caller_id,
+            await self.port.originate(
+                leg_id, endpoint, app_args=f"dial,{self.channel_id}",
+                originator=self.channel_id, caller_id=caller_id,
                 timeout=max(1, math.ceil(cmd.timeout)),
             )
-        except web_exceptions.HTTPException as exc:
+        except AriError as exc:
             self.log.warning("originate refused", extra={"status": exc.status,
                                                          "endpoint": endpoint})
             await self._leg_over(None, f"HTTP {exc.status}")
@@ -486,13 +487,13 @@ class CallSession:
         the dial is ending: its events follow. True when the request succeeded."""
         try:
             await request
-        except web_exceptions.HTTPException as exc:
+        except AriError as exc:
             if exc.status == 400:
-                await self._on_http_error(cmd, 404, exc.text or "")
+                await self._on_http_error(cmd, 404, exc.text)
             else:
                 self.log.warning("bridge refused the caller; command ignored",
                                  extra={"command": type(cmd).__name__, "status": exc.status,
-                                        "error": exc.text or ""})
+                                        "error": exc.text})
             return False
         return True
 
@@ -505,12 +506,11 @@ class CallSession:
         if dial.held:
             self.log.info("already on hold; Hold ignored")
             return
-        client = self.node.client
-        if dial.bridge_id and not await self._bridge_op(cmd, client.bridges.removeChannel(
-                bridgeId=dial.bridge_id, channel=self.channel_id)):
+        if dial.bridge_id and not await self._bridge_op(
+                cmd, self.port.remove_from_bridge(dial.bridge_id, self.channel_id)):
             return
         dial.held = True
-        await self.rest.start_moh(self.channel_id, cmd.moh_class)
+        await self.port.start_moh(self.channel_id, cmd.moh_class)
 
     async def _unhold(self, cmd: Unhold) -> None:
         dial = self._running_dial(cmd)
@@ -519,22 +519,19 @@ class CallSession:
         if not dial.held:
             self.log.info("not on hold; Unhold ignored")
             return
-        client = self.node.client
-        await self.rest.stop_moh(self.channel_id)
+        await self.port.stop_moh(self.channel_id)
         dial.held = False
         if dial.bridge_id:
-            await self._bridge_op(cmd, client.bridges.addChannel(
-                bridgeId=dial.bridge_id, channel=self.channel_id))
+            await self._bridge_op(cmd, self.port.add_to_bridge(dial.bridge_id, [self.channel_id]))
 
-    async def _end_dial(self, cmd: EndDial) -> None:
+    async def _end_dial(self) -> None:
         dial = self.dial
         if dial is None:
             self.log.info("no dial running; EndDial ignored")
             return
         dial.ended_by_flow = True
         # 404: the leg ended meanwhile; its ChannelDestroyed (and so DialResult) is on the way.
-        with contextlib.suppress(web_exceptions.HTTPNotFound):
-            await self.node.client.channels.hangup(channelId=dial.leg_id)
+        await _unless_gone(self.port.hangup(dial.leg_id))
         self.log.info("dialed party hung up by the call flow", extra={"leg": dial.leg_id})
 
     async def _on_leg_event(self, msg: dict[str, Any]) -> None:
@@ -552,23 +549,20 @@ class CallSession:
         elif kind == "ChannelDestroyed":
             await self._leg_over(msg.get("cause"), str(msg.get("cause_txt", "")))
         elif kind == "_DialGuard" and msg.get("leg") == dial.leg_id and not dial.answered:
-            await self._quietly(self.node.client.channels.hangup(channelId=dial.leg_id))
+            await self._quietly(self.port.hangup(dial.leg_id))
             await self._leg_over(19, "no answer from the engine")
 
     async def _bridge_leg(self, dial: _DialState) -> None:
-        client = self.node.client
         bridge_id = uuid.uuid4().hex
         try:
-            await client.bridges.create(type="mixing", bridgeId=bridge_id,
-                                        name=f"callyard-{self.channel_id}")
+            await self.port.create_bridge(bridge_id, f"callyard-{self.channel_id}")
             dial.bridge_id = bridge_id
-            self.node.register_bridge(bridge_id, self)
             # a caller put on hold while the party rang stays out until Unhold
             members = [dial.leg_id] if dial.held else [self.channel_id, dial.leg_id]
-            await client.bridges.addChannel(bridgeId=bridge_id, channel=members)
-        except web_exceptions.HTTPException as exc:
+            await self.port.add_to_bridge(bridge_id, members)
+        except AriError as exc:
             self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
-            await self._quietly(client.channels.hangup(channelId=dial.leg_id))
+            await self._quietly(self.port.hangup(dial.leg_id))
 
     async def _leg_over(self, cause: object, cause_txt: str) -> None:
         dial = self.dial
@@ -577,13 +571,11 @@ class CallSession:
         self.dial = None
         if dial.guard:
             dial.guard.cancel()
-        self.node.unregister_leg(dial.leg_id)
-        await self.node.worker.store.delete(self.node.name, dial.leg_id)
+        await self.legs.drop_leg(dial.leg_id)
         if dial.bridge_id:
-            self.node.unregister_bridge(dial.bridge_id)
-            await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
+            await self._quietly(self.port.destroy_bridge(dial.bridge_id))
         if dial.held:
-            await self._quietly(self.rest.stop_moh(self.channel_id))
+            await self._quietly(self.port.stop_moh(self.channel_id))
         if dial.answered:
             outcome = "answered"
         elif dial.ended_by_flow:
@@ -627,27 +619,18 @@ class CallSession:
     # ------------------------------------------------------------------ re-adoption
 
     async def _resync(self) -> None:
-        client = self.node.client
-        try:
-            await client.channels.get(channelId=self.channel_id)
-        except web_exceptions.HTTPNotFound:
+        if await _gone(self.port.channel(self.channel_id)):
             await self._deliver(HungUp("NORMAL_CLEARING"))
             self.finished = True
             return
         for playback_id in list(self.playbacks):
-            try:
-                await client.playbacks.get(playbackId=playback_id)
-            except web_exceptions.HTTPNotFound:
-                # Finished while we were disconnected.
+            if await _gone(self.port.playback(playback_id)):  # finished during the gap
                 await self._on_channel_event({
                     "type": "PlaybackFinished",
                     "playback": {"id": playback_id, "state": "done"},
                 })
-        if self.dial is not None:
-            try:
-                await client.channels.get(channelId=self.dial.leg_id)
-            except web_exceptions.HTTPNotFound:
-                await self._leg_over(None, "ended while disconnected")
+        if self.dial is not None and await _gone(self.port.channel(self.dial.leg_id)):
+            await self._leg_over(None, "ended while disconnected")
 
     # ------------------------------------------------------------------ endings
 
@@ -656,12 +639,10 @@ class CallSession:
         if self.hungup_delivered or self.handed_away:
             return
         try:
-            await self.node.client.channels.continueInDialplan(
-                channelId=self.channel_id, context=self.node.worker.fallback_context,
-                extension="s", priority=1,
-            )
-        except (web_exceptions.HTTPException, aiohttp.ClientError, OSError):
-            await self._quietly(self.node.client.channels.hangup(channelId=self.channel_id))
+            await self.port.continue_in_dialplan(self.channel_id, self.config.fallback_context,
+                                                 "s")
+        except (AriError, OSError):
+            await self._quietly(self.port.hangup(self.channel_id))
 
     async def _cleanup(self) -> None:
         if self._inflight:
@@ -670,13 +651,10 @@ class CallSession:
             dial, self.dial = self.dial, None
             if dial.guard:
                 dial.guard.cancel()
-            self.node.unregister_leg(dial.leg_id)
-            await self._quietly(self.node.client.channels.hangup(channelId=dial.leg_id))
+            await self._quietly(self.port.hangup(dial.leg_id))
             if dial.bridge_id:
-                self.node.unregister_bridge(dial.bridge_id)
-                await self._quietly(self.node.client.bridges.destroy(bridgeId=dial.bridge_id))
-            await self.node.worker.store.delete(self.node.name, dial.leg_id)
-        await self.node.worker.store.delete(self.node.name, self.channel_id)
+                await self._quietly(self.port.destroy_bridge(dial.bridge_id))
+            await self.legs.drop_leg(dial.leg_id)
 
 
 @dataclass(slots=True)
@@ -691,3 +669,27 @@ class _RequestFailed:
     cmd: Command
     status: int  # 0: no HTTP answer
     text: str
+
+
+def _commands(result: list[Command] | None) -> list[Command]:
+    return list(result or [])
+
+
+async def _unless_gone(request: Awaitable[None]) -> None:
+    """``request``, where a 404 (it is gone already) counts as done."""
+    try:
+        await request
+    except AriError as exc:
+        if exc.status != 404:
+            raise
+
+
+async def _gone(request: Awaitable[Any]) -> bool:
+    """True when ``request`` (reading a channel or playback) answers 404."""
+    try:
+        await request
+    except AriError as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
