@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -142,6 +143,16 @@ def test_bad_requests_are_clear(dev_server: str) -> None:
     assert httpx.get(f"{base}/sim/calls/nope", timeout=5).status_code == 404
     page = httpx.get(f"{base}/softphone", timeout=5)
     assert page.status_code == 200 and "Callyard softphone" in page.text
+
+
+def test_the_softphone_page_loads_its_files(dev_server: str) -> None:
+    """The softphone lives in appserver/devkit (mounted by callyard dev, not by the API)."""
+    page = httpx.get(f"{dev_server}/softphone", timeout=5).text
+    files = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert len(files) == 2, files
+    for url in files:
+        assert httpx.get(url if "://" in url else dev_server + url, timeout=5).status_code == 200
+    assert '"demo/welcome": "Welcome to Callyard."' in page  # captions: the sound catalogue
 
 
 def test_metrics_show_every_process(dev_server: str) -> None:

@@ -147,7 +147,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.devkit.sim.ari.models import SimEndpoint
     from appserver.devkit.sim.ari.server import AriSimulator
     from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
-    from appserver.devkit.sim_routes import SimCalls
+    from appserver.devkit.sim_routes import SimCalls, add_sim_routes
     from appserver.stopping import serve_http
 
     started = time.monotonic()
@@ -201,8 +201,9 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
-            server = http_server(services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
-                                 args.host, args.port)
+            app = services.app(metrics_peers=metrics_peers)
+            add_sim_routes(app, sim_calls)
+            server = http_server(app, args.host, args.port)
             server_task = asyncio.create_task(serve_http(server, stop))
             while not server.started and not server_task.done():
                 await asyncio.sleep(0.05)
