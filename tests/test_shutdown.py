@@ -27,8 +27,9 @@ from test_faults import callyard, env, stop
 from appserver.devkit.embedded import free_port
 from appserver.devkit.sim.ari import AriSimulator
 from appserver.devkit.sim.ari.call import AriSimulatedCall
+from appserver.devkit.sim.esl.behaviour import FALLBACK_PROMPT, Behaviour
 from appserver.devkit.sim.esl.call import EslSimCall
-from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 CALLS = 100
 GRACE = 4.0

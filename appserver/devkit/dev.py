@@ -146,7 +146,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.devkit.embedded import free_port
     from appserver.devkit.sim.ari.models import SimEndpoint
     from appserver.devkit.sim.ari.server import AriSimulator
-    from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+    from appserver.devkit.sim.esl.behaviour import Behaviour
+    from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
     from appserver.devkit.sim_routes import SimCalls, add_sim_routes
     from appserver.stopping import serve_http
 
