@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "api-key": "appserver.api.keys_command",
     "dev": "appserver.devkit.dev",
     "bench": "appserver.devkit.bench",
+    "sim": "appserver.devkit.sim_command",
     "cdr-writer": "appserver.cdr.command",
 }
 

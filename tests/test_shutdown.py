@@ -140,13 +140,6 @@ async def test_freeswitch_sigterm_during_100_calls(
             await stop(worker)
 
 
-WORKER_ARGS = {
-    "freeswitch": ["freeswitch", "--flow-factory", "flows:factory"],
-    "asterisk": ["asterisk", "--flow-factory", "flows:factory", "--sim", "--sim-port",
-                 "{port}", "--sim-ami-port", "{port2}"],
-}
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("engine", ["freeswitch", "asterisk"])
 async def test_worker_stops_the_embedded_redis_it_started(
@@ -156,11 +149,14 @@ async def test_worker_stops_the_embedded_redis_it_started(
     redis-server running when it exited (Ctrl-C, SIGTERM), and never said that the Redis
     its queues and CDRs lived in was one only this host could reach."""
     health = free_port()
-    args = [a.format(port=free_port(), port2=free_port()) for a in WORKER_ARGS[engine]]
+    ari = AriSimulator()
+    await ari.start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver.cli", *args], stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "appserver.cli", engine, "--flow-factory", "flows:factory"],
+        stderr=subprocess.PIPE, text=True,
         env=env(CALLYARD_DATA_DIR=str(scratch_dir), CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
-                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}"),
+                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}",
+                CALLYARD_ASTERISK_ARI=ari.url_with_credentials),
         start_new_session=True)
     try:
         async with aiohttp.ClientSession() as http:
@@ -178,3 +174,4 @@ async def test_worker_stops_the_embedded_redis_it_started(
             proc.kill()
             proc.wait()
         leftovers.kill_all(scratch_dir)
+        await ari.stop()

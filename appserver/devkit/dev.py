@@ -31,7 +31,6 @@ HELP = "run everything on this machine: embedded storage, simulators, API, both 
 log = logging.getLogger("callyard.dev")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
-TALK_SECONDS = 4 * 3600.0  # simulated parties stay on the line until the caller hangs up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,27 +143,18 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.api.services import Services
     from appserver.cdr.writer import writer_running
     from appserver.devkit.embedded import free_port
-    from appserver.devkit.sim.ari.models import SimEndpoint
-    from appserver.devkit.sim.ari.server import AriSimulator
-    from appserver.devkit.sim.esl.behaviour import Behaviour
-    from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
+    from appserver.devkit.sim_command import asterisk_simulator, freeswitch_simulator, start_http
     from appserver.devkit.sim_routes import SimCalls, add_sim_routes
-    from appserver.stopping import serve_http
 
     started = time.monotonic()
     await _prepare_database(dsn, seed=not args.no_seed)
     if stop.requested:
         return 0
 
-    # Whoever a call is bridged to (an extension, an agent's room) answers and stays on the
-    # line until the caller hangs up: calls can be walked through by hand.
     fs_listen = ("127.0.0.1", free_port())
-    esl = FreeswitchSimulator(workers=[fs_listen], behaviour=Behaviour(talk_seconds=TALK_SECONDS))
+    esl = freeswitch_simulator(fs_listen)
     await esl.start()
-    ari = AriSimulator(
-        stasis_app=settings.asterisk_app,
-        unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS),
-    )
+    ari = asterisk_simulator(settings)
     await ari.start()
 
     env = {
@@ -205,10 +195,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             app = services.app(metrics_peers=metrics_peers)
             add_sim_routes(app, sim_calls)
             server = http_server(app, args.host, args.port)
-            server_task = asyncio.create_task(serve_http(server, stop))
-            while not server.started and not server_task.done():
-                await asyncio.sleep(0.05)
-            if server_task.done():
+            server_task = await start_http(server, stop)
+            if not server.started:
                 await server_task
                 if stop.requested:
                     return 0
