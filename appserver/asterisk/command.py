@@ -48,7 +48,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.devkit.embedded import EmbeddedError, worker_redis_url
 
     specs = ([args.flow_factory] if args.flow_factory else []) + list(settings.apps)
     try:
@@ -61,12 +60,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               "(e.g. http://user:secret@127.0.0.1:8088; `callyard sim` serves a simulated one)",
               file=sys.stderr)
         return 2
-    try:
-        with worker_redis_url(settings, "callyard asterisk") as url:
-            return asyncio.run(serve(args, settings, apps, url))
-    except EmbeddedError as exc:
-        print(f"callyard asterisk: {exc}", file=sys.stderr)
-        return 1
+    [url] = settings.required_urls("redis_url")
+    return asyncio.run(serve(args, settings, apps, url))
 
 
 async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFactory],

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     " passwords and the unauthenticated /sim routes are open to the network",
                     args.host)
     try:
-        with storage_urls(settings) as (dsn, redis_url):
+        with storage_urls(settings, "callyard dev") as (dsn, redis_url):
             if stop.requested:  # asked to stop while the embedded servers started
                 return 0
             return asyncio.run(serve(args, settings, dsn, redis_url, stop))
