@@ -67,15 +67,21 @@ def asterisk_simulator(settings: Settings, host: str = "127.0.0.1", port: int = 
                         unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS))
 
 
-async def start_http(server: uvicorn.Server, stop: StopSignals) -> asyncio.Task[None]:
-    """Serve ``server`` until a stop is requested; return once it listens, or once it ended
-    without listening (``server.started`` says which)."""
+async def start_http(server: uvicorn.Server, stop: StopSignals) -> asyncio.Task[None] | None:
+    """Serve ``server`` until a stop is requested, in a task returned once it listens; None
+    when a stop came first. (uvicorn exits the process when it cannot bind.)"""
     from appserver.stopping import serve_http
 
     task = asyncio.create_task(serve_http(server, stop))
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
-    return task
+    if server.started:
+        return task
+    await task
+    if not stop.requested:
+        raise OSError(f"the HTTP server on {server.config.host}:{server.config.port} ended"
+                      " before it listened")
+    return None
 
 
 async def serve(args: argparse.Namespace, settings: Settings, stop: StopSignals) -> int:
@@ -114,12 +120,8 @@ async def serve(args: argparse.Namespace, settings: Settings, stop: StopSignals)
         add_sim_routes(app, SimCalls(simulators))
         server = http_server(app, args.host, args.port)
         task = await start_http(server, stop)
-        if not server.started:
-            await task
-            if stop.requested:
-                return 0
-            print(f"callyard sim: cannot serve HTTP on {args.host}:{args.port}", file=sys.stderr)
-            return 1
+        if task is None:
+            return 0
         base = f"http://{args.host}:{args.port}"
         lines += [f"Simulated calls {base}/sim/calls, softphone {base}/softphone.",
                   "Press Ctrl-C to stop."]
