@@ -2,17 +2,21 @@
 
 Each sub-command lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args, settings) -> int`` (and ``PASS_THROUGH = True`` to get unknown arguments in
-``args.extra``). Modules are imported only when their command runs (after
-``--help`` they are imported for their arguments), so the gevent worker can monkey-patch
-before anything else is loaded; keep their top level free of heavy imports.
+``args.extra``). Only the module of the command given is imported (all of them for
+``callyard --help``), so the gevent worker can monkey-patch before anything else is loaded
+and a production command never loads dev-only code (appserver.devkit); keep their top level
+free of heavy imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from appserver import __version__
 from appserver.logs import setup as setup_logging
@@ -33,11 +37,13 @@ COMMANDS: dict[str, str] = {
     "api-key": "appserver.api.keys_command",
     "dev": "appserver.devkit.dev",
     "bench": "appserver.devkit.bench",
+    "sim": "appserver.devkit.sim_command",
     "cdr-writer": "appserver.cdr.command",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with every command's arguments, or only ``command``'s when it is one."""
     parser = argparse.ArgumentParser(
         prog="callyard",
         description="Call-control application server for FreeSWITCH and Asterisk.",
@@ -45,16 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"callyard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name in [command] if command in COMMANDS else COMMANDS:
+        module = importlib.import_module(COMMANDS[name])
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds it like Ctrl-C, so its clean-up runs (a tool
+    stops the embedded server it started). Commands that serve install their own handling."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (a test calling main()): signals are not ours
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((arg for arg in argv if not arg.startswith("-")), None))
     args, extra = parser.parse_known_args(argv)
     # A command with PASS_THROUGH = True receives the arguments it does not know (callyard psql).
     if extra and not getattr(getattr(args, "_module", None), "PASS_THROUGH", False):
@@ -70,7 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format)
     try:
-        return int(args._module.run(args, settings) or 0)
+        with _sigterm_interrupts():
+            return int(args._module.run(args, settings) or 0)
+    except SettingsError as exc:  # e.g. a production command without its storage URLs
+        print(f"callyard {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

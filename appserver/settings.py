@@ -104,10 +104,18 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return (host or default_host), int(port)
 
 
+StorageUrl = Literal["database_url", "redis_url"]
+STORAGE_EXAMPLES: dict[StorageUrl, str] = {
+    "database_url": "postgresql://callyard:PASSWORD@db-host:5432/callyard",
+    "redis_url": "redis://:PASSWORD@redis-host:6379/0",
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # Storage. Unset means: start embedded servers under data_dir (dev and tests).
+    # Storage. Production commands require them (required_urls); unset, `callyard dev` and
+    # the operator tools use embedded servers under data_dir (appserver/devkit/embedded.py).
     database_url: str | None = None
     redis_url: str | None = None
     data_dir: Path = Path(".callyard")
@@ -286,6 +294,23 @@ class Settings(BaseSettings):
             if not sep or not module or not attr:
                 raise ValueError(f"expected module.path:attribute, got {app!r}")
         return apps
+
+
+    def required_urls(self, *names: StorageUrl) -> list[str]:
+        """The storage URLs a production command needs, in the order asked, or a
+        :class:`SettingsError` naming each unset one. Production commands use the servers
+        every Callyard process shares and never start one of their own."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            variables = " and ".join(f"{ENV_PREFIX}{name.upper()}" for name in missing)
+            examples = "; ".join(f"{ENV_PREFIX}{name.upper()}={STORAGE_EXAMPLES[name]}"
+                                 for name in missing)
+            raise SettingsError(
+                f"{variables} {'is' if len(missing) == 1 else 'are'} not set. Production"
+                " commands use the PostgreSQL and Redis that every Callyard process shares and"
+                f" never start servers of their own: set {examples}. For everything on one"
+                " machine (embedded PostgreSQL and Redis), run `callyard dev`.")
+        return [str(getattr(self, name)) for name in names]
 
 
 def load_settings(**overrides: object) -> Settings:

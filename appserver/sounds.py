@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from appserver.devkit.demo import PROMPT_TEXT
-
 Engine = Literal["freeswitch", "asterisk"]
 ENGINES: tuple[Engine, ...] = ("freeswitch", "asterisk")
 SOUND_FOLDERS: dict[Engine, str] = {
@@ -57,9 +55,24 @@ CALLYARD_TEXT = {  # ivr.app.DEFAULT_ERROR_PROMPT: a call-flow app failed on thi
     "callyard/cannot-complete": "We are sorry, your call cannot be completed right now. "
     "Please try again later.",
 }
+DEMO_TEXT = {  # the demo IVR (appserver/devkit/demo.py, `callyard seed-demo`)
+    "demo/welcome": "Welcome to Callyard.",
+    "demo/main-menu": "For sales, press 1. For support, press 2. To reach Alice, press 3. "
+    "To hear this again, press 9.",
+    "demo/sales-menu": "Sales. For new orders, press 1. For an existing order, press 2. "
+    "To return to the main menu, press star.",
+    "demo/sales-closed": "Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
+    "To speak with support, press 1. To return to the main menu, press star.",
+    "demo/connecting-support": "Connecting you to support.",
+    "demo/calling-alice": "Calling Alice.",
+    "demo/calling-sales": "Calling our sales team.",
+    "demo/transferring": "Transferring you.",
+    "demo/invalid": "Sorry, that is not a valid choice.",
+    "demo/no-input": "Sorry, I did not hear your choice.",
+}
 SETS: dict[str, Mapping[str, str]] = {  # set (its folder) -> sound name -> what it says
     "callyard": CALLYARD_TEXT,
-    "demo": PROMPT_TEXT,
+    "demo": DEMO_TEXT,
     "queue": QUEUE_TEXT,
 }
 

@@ -1,12 +1,13 @@
-"""SIGINT and SIGTERM for the commands that own embedded servers (``callyard dev``, ``api``).
+"""SIGINT and SIGTERM for the commands that serve HTTP (``callyard api``, ``dev``, ``sim``).
 
-Both signals mean "stop cleanly". Neither may kill the process half-way: PostgreSQL (pg_ctl)
-and Redis detach from the process that starts them, so a process that dies before its
-clean-up leaves them running. uvicorn alone does exactly that with SIGTERM: it shuts the
-HTTP server down, then raises SIGTERM again with the default action (death) before the
-command's ``finally`` blocks run. So :class:`StopSignals` only records the request (also
-while embedded servers start or stop), and :func:`serve_http` stops the HTTP server on it;
-the command then stops everything else in order.
+Both signals mean "stop cleanly". Neither may kill the process half-way: its clean-up must
+run (the API's publishers and connections; under ``callyard dev`` also the workers and the
+embedded PostgreSQL and Redis, which detach from the process that starts them and would be
+left running). uvicorn alone kills it with SIGTERM: it shuts the HTTP server down, then
+raises SIGTERM again with the default action (death) before the command's ``finally`` blocks
+run. So :class:`StopSignals` only records the request (also while embedded servers start or
+stop), and :func:`serve_http` stops the HTTP server on it; the command then stops everything
+else in order.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ivr import prompts as _prompts
 from ivr.calls import (
@@ -60,9 +60,7 @@ from ivr.calls import (
     Transfer,
 )
 from ivr.model import Action, Extension, Menu, Option
-
-if TYPE_CHECKING:
-    from ivr.compile import MenuSet
+from ivr.schedules import Schedule
 
 MAX_IDLE_HOPS = 20
 _DIGITS = frozenset("0123456789*#ABCDabcd")
@@ -75,6 +73,20 @@ _NEW, _MENU, _ANNOUNCE, _WAIT, _DONE = "new", "menu", "announce", "wait", "done"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class MenuSetView(Protocol):
+    """What a call reads of its :class:`ivr.compile.MenuSet` (which builds calls with
+    ``flow_for``, so this module does not import it)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def menus(self) -> Mapping[str, Menu]: ...
+    @property
+    def schedules(self) -> Mapping[str, Schedule]: ...
+    @property
+    def extensions(self) -> Mapping[str, Extension]: ...
 
 
 class IvrCall:
@@ -107,7 +119,7 @@ class IvrCall:
 
     def __init__(
         self,
-        menuset: MenuSet,
+        menuset: MenuSetView,
         entry_menu: str | None = None,
         *,
         entry_action: Action | None = None,
@@ -142,7 +154,7 @@ class IvrCall:
 
     @classmethod
     def for_extension(
-        cls, menuset: MenuSet, ext: Extension, *, clock: Callable[[], datetime] | None = None
+        cls, menuset: MenuSetView, ext: Extension, *, clock: Callable[[], datetime] | None = None
     ) -> IvrCall:
         """The flow for a call to ``ext``: its menu, or straight to its queue/agent/user."""
         if ext.kind == "menu":

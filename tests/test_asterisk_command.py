@@ -1,18 +1,15 @@
-"""``callyard asterisk`` as a process: settings errors, and serving the in-process simulator."""
+"""``callyard asterisk`` as a process: settings errors, and serving a (simulated) Asterisk."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
-
-from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.ari import AmiSimulator, AriSimulator
 from ivr.calls import CallFlow, CallInfo, Command, Event, Hangup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,34 +55,23 @@ def test_clear_errors() -> None:
     assert out.returncode == 2 and "CALLYARD_ASTERISK_ARI" in out.stderr
 
 
-async def test_serves_the_simulator_and_stops_on_sigterm(redis_url: str) -> None:
-    port, ami_port = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appserver.cli", "asterisk", "--sim", "--sim-port", str(port),
-        "--sim-ami-port", str(ami_port), "--flow-factory",
-        "test_asterisk_command:hangup_factory",
-        env=_env(CALLYARD_REDIS_URL=redis_url), stderr=asyncio.subprocess.PIPE,
-    )
-    auth = "Basic " + base64.b64encode(b"callyard:callyard").decode()
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": auth}) as http:
+async def test_serves_asterisk_and_stops_on_sigterm(redis_url: str) -> None:
+    async with AriSimulator() as ari, AmiSimulator(ari) as ami:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appserver.cli", "asterisk", "--flow-factory",
+            "test_asterisk_command:hangup_factory",
+            env=_env(CALLYARD_REDIS_URL=redis_url, CALLYARD_ASTERISK_ARI=ari.url_with_credentials,
+                     CALLYARD_ASTERISK_AMI=ami.address), stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await ari.wait_app_connected("callyard", timeout=20)
             for _ in range(200):
-                try:
-                    async with http.get(
-                        f"http://127.0.0.1:{port}/ari/applications/callyard"
-                    ) as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
+                if ami.clients:
+                    break
                 await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the worker never registered its Stasis application")
-            reader, writer = await asyncio.open_connection("127.0.0.1", ami_port)
-            assert (await reader.readline()).startswith(b"Asterisk Call Manager/")
-            writer.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert ami.clients, "the worker never logged in to AMI"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
     assert b"Stasis application 'callyard'" in err

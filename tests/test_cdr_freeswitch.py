@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from test_cdr_asterisk import drain_cdrs, place_three_calls, wait_ready
 
 from appserver.devkit.embedded import free_port
-from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.behaviour import FALLBACK_PROMPT, Behaviour
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from appserver.devkit.demo import DEMO_AGENTS, DEMO_NUMBER, MENUS, PROMPT_TEXT, seed_demo
+from appserver.devkit.demo import DEMO_AGENTS, DEMO_NUMBER, MENUS, seed_demo
 from appserver.menus.loader import load_source
+from appserver.sounds import DEMO_TEXT
 from appserver.store.agents import get_agent
 from ivr.calls import TERMINAL_COMMANDS, Dial, Enqueue, Transfer
 from ivr.compile import compile_menuset
@@ -34,7 +35,7 @@ def test_every_demo_prompt_has_its_text() -> None:
     used = {p.removeprefix("file:") for m in MENUS for p in (
         *m.greeting, *(m.invalid_prompt or ()), *(m.timeout_prompt or ()),
         *(q for o in m.options for q in (o.prompt or ())))}
-    assert used == set(PROMPT_TEXT)
+    assert used == set(DEMO_TEXT)
 
 
 async def _walk(pg_pool, keys: list[str], now: datetime) -> FlowHarness:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from appserver.devkit.embedded import free_port
 
 
-def start_callyard(data_dir: Path, *args: str) -> subprocess.Popen[str]:
+def start_callyard(data_dir: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
-    env.update(CALLYARD_LOG_LEVEL="WARNING", CALLYARD_DATA_DIR=str(data_dir))
+    env.update(CALLYARD_LOG_LEVEL="WARNING", CALLYARD_DATA_DIR=str(data_dir), **extra)
     return subprocess.Popen(
         [sys.executable, "-m", "appserver.cli", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -144,6 +145,16 @@ def test_bad_requests_are_clear(dev_server: str) -> None:
     assert page.status_code == 200 and "Callyard softphone" in page.text
 
 
+def test_the_softphone_page_loads_its_files(dev_server: str) -> None:
+    """The softphone lives in appserver/devkit (mounted by callyard dev, not by the API)."""
+    page = httpx.get(f"{dev_server}/softphone", timeout=5).text
+    files = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert len(files) == 2, files
+    for url in files:
+        assert httpx.get(url if "://" in url else dev_server + url, timeout=5).status_code == 200
+    assert '"demo/welcome": "Welcome to Callyard."' in page  # captions: the sound catalogue
+
+
 def test_metrics_show_every_process(dev_server: str) -> None:
     """Finding: in callyard dev, /metrics showed only the API's families, while calls, engine
     links and IVR step latency live in the workers. The printed URL now shows every
@@ -238,11 +249,13 @@ def test_sigterm_while_starting_leaves_nothing_running(data_dir: Path) -> None:
     stop_dev(proc, data_dir, signal.SIGTERM)
 
 
-def test_api_sigterm_stops_the_embedded_servers_it_started(data_dir: Path) -> None:
-    """Finding: the same uvicorn SIGTERM re-raise killed `callyard api` before it stopped
-    the embedded PostgreSQL and Redis it had started."""
+def test_api_sigterm_runs_its_clean_up(data_dir: Path, pg_dsn: str, redis_url: str) -> None:
+    """Finding: the same uvicorn SIGTERM re-raise killed `callyard api` before its clean-up
+    (which then stopped embedded servers; it now requires its storage URLs instead, see
+    tests/test_storage_policy.py): it exits 0 leaving nothing running."""
     port = free_port()
-    proc = start_callyard(data_dir, "api", "--port", str(port))
+    proc = start_callyard(data_dir, "api", "--port", str(port), CALLYARD_DATABASE_URL=pg_dsn,
+                          CALLYARD_REDIS_URL=redis_url)
     try:
         _wait_ready(f"http://127.0.0.1:{port}", proc)
     finally:

@@ -175,12 +175,12 @@ def test_redis_restarts_over_a_stale_pid_file(
 
 
 def test_storage_urls_stops_only_what_it_started(
-    scratch_dir: Path, track: Callable[[Server], Server]
+    scratch_dir: Path, track: Callable[[Server], Server], capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = load_settings(data_dir=scratch_dir)
     track(EmbeddedPostgres(scratch_dir / "postgres"))
     track(EmbeddedRedis(scratch_dir / "redis"))
-    with storage_urls(settings) as (db_url, redis_url):
+    with storage_urls(settings, "callyard tool") as (db_url, redis_url):
         assert _pg_query(db_url, "SELECT 1") == 1
         assert redis.Redis.from_url(redis_url).ping()
         pg_port = EmbeddedPostgres(scratch_dir / "postgres").running_port()
@@ -188,13 +188,19 @@ def test_storage_urls_stops_only_what_it_started(
     assert pg_port and redis_port
     assert not _port_open(pg_port) and not _port_open(redis_port)
     assert _processes_mentioning(str(scratch_dir)) == []
+    said = capsys.readouterr().err  # the tool says which servers it uses
+    assert "callyard tool: CALLYARD_DATABASE_URL is not set, so this uses the embedded " \
+        f"PostgreSQL in {scratch_dir.resolve() / 'postgres'}" in said
+    assert "callyard tool: CALLYARD_REDIS_URL is not set" in said
+    assert said.count("started for this command and stopped when it ends") == 2
 
-    # keep=True leaves them running; a later call reuses them and leaves them running too.
-    with storage_urls(settings, keep=True) as (db_url, _):
-        pass
-    with storage_urls(settings) as (db_url2, _):
+    # Servers already running (e.g. under callyard dev) are reused and left running.
+    db_url = EmbeddedPostgres(scratch_dir / "postgres").start()
+    EmbeddedRedis(scratch_dir / "redis").start()
+    with storage_urls(settings, "callyard tool") as (db_url2, _):
         assert db_url2 == db_url
     assert _pg_query(db_url, "SELECT 1") == 1
+    assert capsys.readouterr().err.count("already running, e.g. under `callyard dev`") == 2
     EmbeddedPostgres(scratch_dir / "postgres").stop()
     EmbeddedRedis(scratch_dir / "redis").stop()
     assert _processes_mentioning(str(scratch_dir)) == []
@@ -208,7 +214,7 @@ def test_storage_urls_uses_configured_urls(
         database_url="postgresql://u@db.example:5432/x",
         redis_url="redis://cache.example:6379/3",
     )
-    with storage_urls(settings) as urls:
+    with storage_urls(settings, "callyard tool") as urls:
         assert urls == ("postgresql://u@db.example:5432/x", "redis://cache.example:6379/3")
     assert not (scratch_dir / "postgres").exists() and not (scratch_dir / "redis").exists()
 
@@ -329,7 +335,7 @@ def test_data_dir_is_private_to_its_owner(
     settings = load_settings(data_dir=data)
     track(EmbeddedPostgres(data / "postgres"))
     track(EmbeddedRedis(data / "redis"))
-    with storage_urls(settings) as (db_url, redis_url):
+    with storage_urls(settings, "callyard tool") as (db_url, redis_url):
         _pg_query(db_url, "CREATE TABLE t AS SELECT 1")
         client = redis.Redis.from_url(redis_url)
         client.set("callyard:test", "data")

@@ -23,8 +23,9 @@ import redis.asyncio as aioredis
 from scenarios import ENDPOINTS, expect, press, prompt, walk
 from test_cdr_asterisk import drain_cdrs
 
+from appserver.devkit.sim.esl.behaviour import FALLBACK_PROMPT, Behaviour
 from appserver.devkit.sim.esl.channel import encode_connect_reply
-from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(prompt_seconds=0.15, talk_seconds=0.1, no_answer_seconds=0.1)

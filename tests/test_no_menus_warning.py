@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from test_freeswitch_e2e import free_port
 
 from appserver.apps import MenuFlows
+from appserver.devkit.sim.ari import AriSimulator
 from appserver.menus.publisher import MenuPublisher
 from appserver.menus.readers import NO_MENUS, MenuSetReader
 from ivr.model import MenuDef
@@ -82,15 +83,15 @@ async def test_worker_started_alone_says_it_has_no_menus(
     engine: str, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     health = free_port()
+    ari = AriSimulator()
+    await ari.start()
     env = {**os.environ, "CALLYARD_REDIS_URL": redis_url, "CALLYARD_APPS": "",
            "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}",
            "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{free_port()}",
-           "CALLYARD_FREESWITCH_ESL": ""}
-    args = [engine] if engine == "freeswitch" else [
-        engine, "--sim", "--sim-port", str(free_port()), "--sim-ami-port", str(free_port())]
+           "CALLYARD_FREESWITCH_ESL": "", "CALLYARD_ASTERISK_ARI": ari.url_with_credentials}
     log = tmp_path / "worker.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "appserver.cli", *args], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "appserver.cli", engine], cwd=ROOT,
                                 env=env, stderr=err)
     try:
         async with aiohttp.ClientSession() as http:
@@ -108,8 +109,9 @@ async def test_worker_started_alone_says_it_has_no_menus(
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(15)
+            await asyncio.to_thread(proc.wait, 15)  # the loop serves the simulator meanwhile
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        await ari.stop()
     assert "menu set loaded" in log.read_text()

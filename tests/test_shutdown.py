@@ -4,31 +4,26 @@ Asterisk: calls that end within the grace period are finished by the stopping wo
 rest stay in Stasis and the next worker re-adopts them; calls arriving meanwhile get the
 dialplan's fallback. FreeSWITCH: the socket closes at once (new calls fall back); calls
 still up when the grace period ends are recorded as failed (WORKER_SHUTDOWN).
-Every call served by a flow has exactly one CDR. A worker that started an embedded Redis
-(``CALLYARD_REDIS_URL`` unset) says so at start and stops it when it exits.
+Every call served by a flow has exactly one CDR. (A worker without ``CALLYARD_REDIS_URL``
+starts nothing: tests/test_storage_policy.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
-import aiohttp
 import asyncpg
-import leftovers
-import pytest
 import redis.asyncio as aioredis
-from test_cdr_asterisk import drain_cdrs, wait_ready
-from test_faults import callyard, env, stop
+from test_cdr_asterisk import drain_cdrs
+from test_faults import callyard, stop
 
 from appserver.devkit.embedded import free_port
 from appserver.devkit.sim.ari import AriSimulator
 from appserver.devkit.sim.ari.call import AriSimulatedCall
+from appserver.devkit.sim.esl.behaviour import FALLBACK_PROMPT, Behaviour
 from appserver.devkit.sim.esl.call import EslSimCall
-from appserver.devkit.sim.esl.simulator import FALLBACK_PROMPT, Behaviour, FreeswitchSimulator
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 CALLS = 100
 GRACE = 4.0
@@ -137,43 +132,3 @@ async def test_freeswitch_sigterm_during_100_calls(
         await sim.stop()
         if worker.returncode is None:
             await stop(worker)
-
-
-WORKER_ARGS = {
-    "freeswitch": ["freeswitch", "--flow-factory", "flows:factory"],
-    "asterisk": ["asterisk", "--flow-factory", "flows:factory", "--sim", "--sim-port",
-                 "{port}", "--sim-ami-port", "{port2}"],
-}
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("engine", ["freeswitch", "asterisk"])
-async def test_worker_stops_the_embedded_redis_it_started(
-    scratch_dir: Path, engine: str, sig: int
-) -> None:
-    """Finding: with CALLYARD_REDIS_URL unset a worker started an embedded Redis and left
-    redis-server running when it exited (Ctrl-C, SIGTERM), and never said that the Redis
-    its queues and CDRs lived in was one only this host could reach."""
-    health = free_port()
-    args = [a.format(port=free_port(), port2=free_port()) for a in WORKER_ARGS[engine]]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver.cli", *args], stderr=subprocess.PIPE, text=True,
-        env=env(CALLYARD_DATA_DIR=str(scratch_dir), CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
-                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}"),
-        start_new_session=True)
-    try:
-        async with aiohttp.ClientSession() as http:
-            await wait_ready(http, health)
-        assert leftovers.in_directory(scratch_dir / "redis"), "no embedded Redis was started"
-        pgids = leftovers.groups(leftovers.family(proc.pid, scratch_dir))
-        proc.send_signal(sig)
-        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
-        assert proc.returncode == 0, err[-3000:]
-        left = await asyncio.to_thread(leftovers.wait_all_gone, pgids, scratch_dir)
-        assert not left, f"left running after {signal.Signals(sig).name}: {left}"
-        assert "embedded Redis" in err and "only this host can reach" in err, err[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        leftovers.kill_all(scratch_dir)

@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from appserver import __version__
 from appserver.api.access_log import AccessLog
 from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
-from appserver.devkit.sim_routes import SimCalls, sim_router
 from appserver.metrics import metrics_endpoint
 from appserver.settings import get_settings
 from appserver.store.db import NotFoundError
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
     from appserver.api.context import ApiContext
 
 WEB = Path(__file__).parent / "web"
-templates = Jinja2Templates(directory=WEB / "templates")
 # livekit-client, installed by `make install` (npm) beside the console's package.json.
 LIVEKIT_DIST = WEB / "node_modules" / "livekit-client" / "dist"
 
@@ -113,16 +110,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(
     *,
-    sim_calls: SimCalls | None = None,
     readiness: Readiness | None = None,
     context: ApiContext | None = None,
     metrics_peers: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """Build the app. ``readiness`` checks dependencies for ``/readyz``; ``context`` (the
-    database, Redis, LiveKit) enables the REST API, console and WebSocket; ``sim_calls``
-    (dev mode only) mounts ``/sim`` and ``/softphone``; ``metrics_peers`` (dev mode only,
-    ``{process: URL}``) adds those processes' metrics to ``/metrics``. Request bodies are
-    limited to the settings' ``api_max_body`` bytes (413 above)."""
+    database, Redis, LiveKit) enables the REST API, console and WebSocket; ``metrics_peers``
+    (dev mode only, ``{process: URL}``) adds those processes' metrics to ``/metrics``.
+    Request bodies are limited to the settings' ``api_max_body`` bytes (413 above)."""
     settings = context.settings if context is not None else get_settings()
     app = FastAPI(title="Callyard", version=__version__, max_body_size=settings.api_max_body)
     _install_validation_handler(app)
@@ -152,16 +147,5 @@ def create_app(
         _install_error_handlers(app)
         for module in (auth_routes, admin_routes, audit, ops_routes, console_routes):
             app.include_router(module.router)
-
-    if sim_calls is not None:
-        app.include_router(sim_router(sim_calls))
-
-        @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
-        async def softphone(request: Request) -> HTMLResponse:
-            from appserver.sounds import generated
-
-            return templates.TemplateResponse(
-                request, "softphone.html", {"captions": generated()}
-            )
 
     return app

@@ -67,7 +67,6 @@ async def serve(settings: Settings, dsn: str, redis_url: str, host: str, port: i
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.devkit.embedded import storage_urls
     from appserver.stopping import StopSignals
 
     host = args.host or settings.api_host
@@ -80,9 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     for problem in problems:
         log.warning("INSECURE (CALLYARD_API_ALLOW_INSECURE is set): %s", problem)
-    stop = StopSignals.install()  # SIGTERM must not skip stopping the embedded servers
-    with storage_urls(settings) as (dsn, redis_url):
-        if not stop.requested:
-            asyncio.run(serve(settings, dsn, redis_url, host, args.port or settings.api_port,
-                              stop))
+    dsn, redis_url = settings.required_urls("database_url", "redis_url")
+    stop = StopSignals.install()  # SIGTERM must not skip the clean-up (appserver.stopping)
+    asyncio.run(serve(settings, dsn, redis_url, host, args.port or settings.api_port, stop))
     return 0

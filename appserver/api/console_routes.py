@@ -11,11 +11,13 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, StringConstraints
 
 from appserver.agents.rooms import LiveKitUnavailable
@@ -30,6 +32,7 @@ from appserver.store.cdrs import search_cdrs
 
 log = logging.getLogger("callyard.api.console")
 router = APIRouter(tags=["console"])
+templates = Jinja2Templates(directory=Path(__file__).parent / "web" / "templates")
 
 SESSION_RECHECK = 25.0  # seconds between checks that a socket's session is still valid
 CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
@@ -94,8 +97,6 @@ async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
 @router.get("/console", response_class=HTMLResponse, include_in_schema=False)
 async def console(request: Request) -> HTMLResponse:
     """The console page; it shows a login form until the browser has a session."""
-    from appserver.api.app import templates
-
     return templates.TemplateResponse(request, "console.html", {})
 
 

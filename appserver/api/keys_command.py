@@ -61,7 +61,7 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from appserver.devkit.embedded import storage_urls
+    from appserver.devkit.embedded import database_url
 
-    with storage_urls(settings) as (dsn, _redis_url):
+    with database_url(settings, "callyard api-key") as dsn:
         return asyncio.run(_run(dsn, args))

@@ -16,7 +16,6 @@ from redis.exceptions import RedisError
 
 from appserver.api.app import create_app
 from appserver.api.context import ApiContext
-from appserver.devkit.sim_routes import SimCalls
 from appserver.health import storage_checks
 from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config
@@ -73,9 +72,8 @@ class Services:
             checks[name] = check()
         return checks
 
-    def app(self, sim_calls: SimCalls | None = None,
-            metrics_peers: Mapping[str, str] | None = None) -> FastAPI:
-        return create_app(sim_calls=sim_calls, readiness=self.ready, context=self.context,
+    def app(self, metrics_peers: Mapping[str, str] | None = None) -> FastAPI:
+        return create_app(readiness=self.ready, context=self.context,
                           metrics_peers=metrics_peers)
 
 

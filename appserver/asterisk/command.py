@@ -4,15 +4,14 @@ Runs the Stasis application ``CALLYARD_ASTERISK_APP`` on every node of
 ``CALLYARD_ASTERISK_ARI``, serving each call with the first app that takes it: the one named
 by ``--flow-factory``, those of ``CALLYARD_APPS``, then the IVR menus published to Redis
 (see :mod:`appserver.apps`), and watches ``CALLYARD_ASTERISK_AMI`` for device state.
-``--sim`` starts the ARI + AMI simulator in this process instead (development). Per-call
-records live in Redis (``CALLYARD_REDIS_URL``, or the embedded server) for re-adoption.
+Per-call records live in Redis (``CALLYARD_REDIS_URL``) for re-adoption.
 Top-level imports stay light: everything heavy is imported in :func:`run`.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from appserver.apps import FlowFactory
@@ -40,12 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--watchdog-interval", type=float, default=5.0,
         help="seconds between checks that the events subscription is alive (default: 5)",
     )
-    parser.add_argument(
-        "--sim", action="store_true",
-        help="start the ARI/AMI simulator in this process and serve it (development)",
-    )
-    parser.add_argument("--sim-port", type=int, default=8088, help="simulator ARI port")
-    parser.add_argument("--sim-ami-port", type=int, default=5038, help="simulator AMI port")
     parser.add_argument("--health-listen", metavar="HOST:PORT",
                         help="/healthz /readyz /metrics here (default CALLYARD_HEALTH_LISTEN)")
 
@@ -55,7 +48,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.devkit.embedded import EmbeddedError, worker_redis_url
 
     specs = ([args.flow_factory] if args.flow_factory else []) + list(settings.apps)
     try:
@@ -63,16 +55,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except AppLoadError as exc:
         print(f"callyard asterisk: {exc}", file=sys.stderr)
         return 2
-    if not settings.asterisk_ari and not args.sim:
+    if not settings.asterisk_ari:
         print("callyard asterisk: no Asterisk node: set CALLYARD_ASTERISK_ARI "
-              "(e.g. http://user:secret@127.0.0.1:8088) or pass --sim", file=sys.stderr)
+              "(e.g. http://user:secret@127.0.0.1:8088; `callyard sim` serves a simulated one)",
+              file=sys.stderr)
         return 2
-    try:
-        with worker_redis_url(settings, "callyard asterisk") as url:
-            return asyncio.run(serve(args, settings, apps, url))
-    except EmbeddedError as exc:
-        print(f"callyard asterisk: {exc}", file=sys.stderr)
-        return 1
+    [url] = settings.required_urls("redis_url")
+    return asyncio.run(serve(args, settings, apps, url))
 
 
 async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFactory],
@@ -87,27 +76,11 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     from appserver.asterisk.link import LinkConfig
     from appserver.asterisk.worker import AsteriskWorker
     from appserver.gc_policy import settle_gc
-    from appserver.settings import AmiNode, AriNode
     from appserver.shells import aio
     from appserver.worker.services import WorkerServices
 
     log = logging.getLogger("callyard.asterisk")
     ari_nodes, ami_nodes = list(settings.asterisk_ari), list(settings.asterisk_ami)
-    sims: list[Any] = []
-    if args.sim:
-        from appserver.devkit.sim.ami import AmiSimulator
-        from appserver.devkit.sim.ari import AriSimulator
-
-        ari_sim = AriSimulator(port=args.sim_port, stasis_app=settings.asterisk_app)
-        await ari_sim.start()
-        ami_sim = AmiSimulator(ari_sim, port=args.sim_ami_port)
-        await ami_sim.start()
-        sims = [ami_sim, ari_sim]
-        ari_nodes = [AriNode(url=ari_sim.base_url, username=ari_sim.username,
-                             password=ari_sim.password)]
-        ami_nodes = [AmiNode(host=ami_sim.host, port=ami_sim.port, username=ami_sim.username,
-                             secret=ami_sim.secret)]
-        log.info("simulator: ARI %s, AMI %s", ari_sim.url_with_credentials, ami_sim.address)
     services = WorkerServices(settings, redis_url, aio, engine="asterisk", apps=apps,
                               health_listen=args.health_listen)
     cdrs = services.cdrs
@@ -151,6 +124,4 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
             await monitor.stop()
         await worker.stop()
         await services.close()
-        for sim in sims:
-            await sim.stop()
     return 0

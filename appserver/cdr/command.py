@@ -35,19 +35,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import sys
 
-    from appserver.devkit.embedded import EmbeddedError, storage_urls
-
     if args.batch < 1:
         print("callyard cdr-writer: --batch must be at least 1", file=sys.stderr)
         return 2
-    try:
-        with storage_urls(settings, keep=True) as (dsn, redis_url):
-            return asyncio.run(serve(dsn, redis_url, batch=args.batch,
-                                     claim_idle=args.claim_idle,
-                                     health_listen=args.health_listen or settings.health_listen))
-    except EmbeddedError as exc:
-        print(f"callyard cdr-writer: {exc}", file=sys.stderr)
-        return 1
+    dsn, redis_url = settings.required_urls("database_url", "redis_url")
+    return asyncio.run(serve(dsn, redis_url, batch=args.batch, claim_idle=args.claim_idle,
+                             health_listen=args.health_listen or settings.health_listen))
 
 
 async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float = 30.0,

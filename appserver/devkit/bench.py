@@ -308,7 +308,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cy-bench-")))
             os.chmod(data_dir, 0o755)
             settings = settings.model_copy(update={"data_dir": data_dir})
-        dsn, redis_url = stack.enter_context(storage_urls(settings))
+        dsn, redis_url = stack.enter_context(storage_urls(settings, "callyard bench"))
         try:
             return asyncio.run(bench(args, settings, dsn, redis_url))
         except RuntimeError as exc:

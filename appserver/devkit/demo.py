@@ -3,7 +3,8 @@ two agents. Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to ru
 updates the demo rows in place and leaves everything else alone).
 
 Prompts are sound files (``demo/*``) so that both engines can play them (Asterisk has no
-built-in text-to-speech); what each one says is in :data:`PROMPT_TEXT`.
+built-in text-to-speech); what each one says is the ``demo`` set of the sound catalogue
+(:data:`appserver.sounds.DEMO_TEXT`), which ``callyard sounds`` speaks.
 """
 
 from __future__ import annotations
@@ -36,23 +37,6 @@ DEMO_AGENTS = (
     DemoAgent("alice", "Alice Example", "1001", "alice-demo"),
     DemoAgent("bob", "Bob Example", "1002", "bob-demo"),
 )
-
-# What the demo's sound files say (for recording them, and for captions in the softphone).
-PROMPT_TEXT = {
-    "demo/welcome": "Welcome to Callyard.",
-    "demo/main-menu": "For sales, press 1. For support, press 2. To reach Alice, press 3. "
-    "To hear this again, press 9.",
-    "demo/sales-menu": "Sales. For new orders, press 1. For an existing order, press 2. "
-    "To return to the main menu, press star.",
-    "demo/sales-closed": "Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
-    "To speak with support, press 1. To return to the main menu, press star.",
-    "demo/connecting-support": "Connecting you to support.",
-    "demo/calling-alice": "Calling Alice.",
-    "demo/calling-sales": "Calling our sales team.",
-    "demo/transferring": "Transferring you.",
-    "demo/invalid": "Sorry, that is not a valid choice.",
-    "demo/no-input": "Sorry, I did not hear your choice.",
-}
 
 SCHEDULE = Schedule(
     name="business-hours",

@@ -36,6 +36,6 @@ async def _seed(dsn: str) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.devkit.embedded import database_url
 
-    with database_url(settings) as dsn:
+    with database_url(settings, "callyard seed-demo") as dsn:
         asyncio.run(_seed(dsn))
     return 0

@@ -31,7 +31,6 @@ HELP = "run everything on this machine: embedded storage, simulators, API, both 
 log = logging.getLogger("callyard.dev")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
-TALK_SECONDS = 4 * 3600.0  # simulated parties stay on the line until the caller hangs up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,26 +143,18 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     from appserver.api.services import Services
     from appserver.cdr.writer import writer_running
     from appserver.devkit.embedded import free_port
-    from appserver.devkit.sim.ari.models import SimEndpoint
-    from appserver.devkit.sim.ari.server import AriSimulator
-    from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
-    from appserver.devkit.sim_routes import SimCalls
-    from appserver.stopping import serve_http
+    from appserver.devkit.sim_command import asterisk_simulator, freeswitch_simulator, start_http
+    from appserver.devkit.sim_routes import SimCalls, add_sim_routes
 
     started = time.monotonic()
     await _prepare_database(dsn, seed=not args.no_seed)
     if stop.requested:
         return 0
 
-    # Whoever a call is bridged to (an extension, an agent's room) answers and stays on the
-    # line until the caller hangs up: calls can be walked through by hand.
     fs_listen = ("127.0.0.1", free_port())
-    esl = FreeswitchSimulator(workers=[fs_listen], behaviour=Behaviour(talk_seconds=TALK_SECONDS))
+    esl = freeswitch_simulator(fs_listen)
     await esl.start()
-    ari = AriSimulator(
-        stasis_app=settings.asterisk_app,
-        unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS),
-    )
+    ari = asterisk_simulator(settings)
     await ari.start()
 
     env = {
@@ -201,17 +192,12 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
             )
-            server = http_server(services.app(sim_calls=sim_calls, metrics_peers=metrics_peers),
-                                 args.host, args.port)
-            server_task = asyncio.create_task(serve_http(server, stop))
-            while not server.started and not server_task.done():
-                await asyncio.sleep(0.05)
-            if server_task.done():
-                await server_task
-                if stop.requested:
-                    return 0
-                log.error("the HTTP server could not start on %s:%s", args.host, args.port)
-                return 1
+            app = services.app(metrics_peers=metrics_peers)
+            add_sim_routes(app, sim_calls)
+            server = http_server(app, args.host, args.port)
+            server_task = await start_http(server, stop)
+            if server_task is None:
+                return 0
             base = f"http://{args.host}:{args.port}"
             print(_banner(base, seed=not args.no_seed), flush=True)
             log.info("started in %.1fs", time.monotonic() - started)
@@ -242,10 +228,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     " passwords and the unauthenticated /sim routes are open to the network",
                     args.host)
     try:
-        with storage_urls(settings) as (dsn, redis_url):
+        with storage_urls(settings, "callyard dev") as (dsn, redis_url):
             if stop.requested:  # asked to stop while the embedded servers started
                 return 0
             return asyncio.run(serve(args, settings, dsn, redis_url, stop))
-    except EmbeddedError as exc:
+    except (EmbeddedError, OSError) as exc:  # e.g. a port in use
         print(f"callyard dev: {exc}", file=sys.stderr)
         return 1

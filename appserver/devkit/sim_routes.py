@@ -1,4 +1,5 @@
-"""Simulated calls over HTTP (``callyard dev`` only, never mounted in production).
+"""Simulated calls over HTTP and the softphone page (``callyard dev`` and ``callyard sim``;
+the API never mounts them itself: :func:`add_sim_routes` adds them to an app).
 
 A developer (or the softphone page, or a test) places a call into the engine simulator,
 presses keys, hangs up, and reads the transcript: what the caller heard, in order, and
@@ -8,12 +9,20 @@ where the call went.
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from appserver.devkit.sim.caller import EngineSimulator, SimulatedCall
+from appserver.sounds import generated
+
+WEB = Path(__file__).parent / "web"
+templates = Jinja2Templates(directory=WEB / "templates")
 
 EngineChoice = Literal["freeswitch", "asterisk"]
 MAX_CALLS_KEPT = 500  # finished calls are forgotten oldest first beyond this
@@ -131,3 +140,14 @@ def sim_router(calls: SimCalls) -> APIRouter:
         return calls.state(call_id)
 
     return router
+
+
+def add_sim_routes(app: FastAPI, calls: SimCalls) -> None:
+    """Mount ``/sim`` (simulated calls) and ``/softphone`` (a page that places them, with
+    the generated sounds' texts as captions) on ``app``."""
+    app.include_router(sim_router(calls))
+    app.mount("/softphone/static", StaticFiles(directory=WEB / "static"), name="softphone-static")
+
+    @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
+    async def softphone(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(request, "softphone.html", {"captions": generated()})

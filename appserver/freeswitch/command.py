@@ -42,7 +42,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
     from appserver.apps import AppLoadError, load_app
-    from appserver.devkit.embedded import EmbeddedError, worker_redis_url
     from appserver.settings import parse_hostport
 
     specs: list[str] = [*(args.flow_factory or []), *settings.apps]
@@ -52,12 +51,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (AppLoadError, ValueError) as exc:
         print(f"callyard freeswitch: {exc}", file=sys.stderr)
         return 2
-    try:
-        with worker_redis_url(settings, "callyard freeswitch") as rurl:
-            return serve(args, settings, specs, apps, listen, rurl)
-    except EmbeddedError as exc:
-        print(f"callyard freeswitch: {exc}", file=sys.stderr)
-        return 1
+    [rurl] = settings.required_urls("redis_url")
+    return serve(args, settings, specs, apps, listen, rurl)
 
 
 def serve(args: argparse.Namespace, settings: Settings, specs: list[str],

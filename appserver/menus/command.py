@@ -114,12 +114,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.action == "status":
-            with redis_url(settings) as r_url:
+            with redis_url(settings, "callyard menus") as r_url:
                 return asyncio.run(_status(r_url))
-        with database_url(settings) as dsn:
+        with database_url(settings, "callyard menus") as dsn:
             if args.action == "check":
                 return asyncio.run(_check(dsn))
-            with redis_url(settings) as r_url:
+            with redis_url(settings, "callyard menus") as r_url:
                 if args.action == "publish":
                     return asyncio.run(_publish(dsn, r_url))
                 return asyncio.run(_watch(dsn, r_url))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from appserver.store.migrations import MigrationError, migrate
 
     try:
-        with database_url(settings) as dsn:
+        with database_url(settings, "callyard migrate") as dsn:
             if args.list:
                 return asyncio.run(_status(dsn))
             applied = asyncio.run(migrate(dsn))

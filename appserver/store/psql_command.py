@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(NO_PSQL, file=sys.stderr)
         return 1
     try:
-        with database_url(settings) as dsn:
+        with database_url(settings, "callyard psql") as dsn:
             return run_psql(psql, dsn, args.extra)
     except EmbeddedError as exc:
         print(f"callyard psql: {exc}", file=sys.stderr)

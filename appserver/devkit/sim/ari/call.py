@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 
-if TYPE_CHECKING:
-    from appserver.devkit.sim.ari.server import AriSimulator
+
+class CallerSide(Protocol):
+    """What a caller does through the simulated Asterisk (:class:`.server.AriSimulator`,
+    which creates the calls, so this module does not import it)."""
+
+    async def caller_dtmf(self, channel_id: str, digits: str, gap: float) -> None: ...
+    async def caller_hangup(self, channel_id: str) -> None: ...
 
 
 class AriSimulatedCall(SimulatedCall):
     """A caller whose call reached the simulated Asterisk; ``call_id`` is the channel id."""
 
-    def __init__(self, sim: AriSimulator, call_id: str, to: str, caller: str) -> None:
+    def __init__(self, sim: CallerSide, call_id: str, to: str, caller: str) -> None:
         self.sim = sim
         self.call_id = call_id
         self.to = to

@@ -23,16 +23,14 @@ import time
 import uuid as uuidlib
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.devkit.sim.esl import server_codec as codec
-from appserver.devkit.sim.esl.channel import MYEVENTS, SimChannel, encode_connect_reply
+from appserver.devkit.sim.esl.behaviour import Behaviour
+from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
 from appserver.freeswitch.esl_codec import ESLProtocolError
 from appserver.freeswitch.prompts import from_app
-
-if TYPE_CHECKING:
-    from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
 log = logging.getLogger("callyard.sim.esl")
 
@@ -111,10 +109,26 @@ class DialledLeg:
             self.call.sim.api(hook)
 
 
+class Switch(Protocol):
+    """What a call uses of the simulated node that places it
+    (:class:`.simulator.FreeswitchSimulator`, which imports this module)."""
+
+    workers: list[tuple[str, int]]  # the dialplan's socket targets, in order
+    behaviour: Behaviour
+    legs: dict[str, DialledLeg]  # B-legs of running bridges, by uuid
+    dtmf_latencies: list[float]
+
+    @property
+    def has_listeners(self) -> bool: ...
+    def api(self, line: str) -> str: ...
+    def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None: ...
+    def forget(self, call: EslSimCall) -> None: ...
+
+
 class EslSimCall(SimulatedCall):
     """A caller whose call is controlled by a Callyard worker over an outbound socket."""
 
-    def __init__(self, sim: FreeswitchSimulator, to: str, caller: str, caller_name: str) -> None:
+    def __init__(self, sim: Switch, to: str, caller: str, caller_name: str) -> None:
         self.sim = sim
         self.channel = SimChannel(caller=caller, called=to, caller_name=caller_name)
         self.call_id = self.channel.uuid
