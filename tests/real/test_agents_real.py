@@ -53,6 +53,16 @@ async def status(http: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, obj
     return r.json()  # type: ignore[no-any-return]
 
 
+async def offered(http: httpx.AsyncClient, auth: dict[str, str], call: SimulatedCall,
+                  timeout: float) -> None:
+    """Wait until the agent's console offers ``call`` (a real engine's probe learns the call's
+    id only once its leg exists: until then both are empty)."""
+    deadline = time.monotonic() + timeout
+    while not call.call_id or (await status(http, auth)).get("offer") != call.call_id:
+        assert time.monotonic() < deadline, await status(http, auth)
+        await _pause()
+
+
 async def _pause() -> None:
     import asyncio
 
@@ -101,10 +111,7 @@ async def test_browser_agent_accepts_holds_resumes_and_transfers(
     await seen(call, "moh", "default", 5 * scale)
     auth = await login(console, "t-web")
     try:
-        deadline = time.monotonic() + 10 * scale
-        while (await status(console, auth)).get("offer") != call.call_id:
-            assert time.monotonic() < deadline, await status(console, auth)
-            await _pause()
+        await offered(console, auth, call, 10 * scale)
         r = await console.post("/api/agent/accept", json={"call": call.call_id}, headers=auth)
         assert r.status_code == 200 and r.json()["livekit"]["room"] == f"call-{call.call_id}"
         room = f"call-{call.call_id}"
@@ -151,10 +158,7 @@ async def test_caller_hangs_up_while_offered_then_while_held(
     auth = await login(console, "t-web")
     try:
         call = await engine.place_call("8112", caller="+15550803")
-        deadline = time.monotonic() + 10 * scale
-        while (await status(console, auth)).get("offer") != call.call_id:
-            assert time.monotonic() < deadline, await status(console, auth)
-            await _pause()
+        await offered(console, auth, call, 10 * scale)
         await call.hangup()
         await call.wait_ended(10 * scale)
         deadline = time.monotonic() + 10
@@ -165,8 +169,7 @@ async def test_caller_hangs_up_while_offered_then_while_held(
         assert [(r["disposition"], r["agent"]) for r in rows] == [("abandoned", None)]
 
         call = await engine.place_call("8112", caller="+15550804")
-        while (await status(console, auth)).get("offer") != call.call_id:
-            await _pause()
+        await offered(console, auth, call, 10 * scale)
         r = await console.post("/api/agent/accept", json={"call": call.call_id}, headers=auth)
         assert r.status_code == 200, r.text
         at = await seen(call, "bridged", f"call-{call.call_id}*", 10 * scale)
