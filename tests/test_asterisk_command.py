@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appserver.devkit.sim.ari import AmiSimulator, AriSimulator
+from appserver.devkit.sim.ami import AmiSimulator
+from appserver.devkit.sim.ari import AriSimulator
 from ivr.calls import CallFlow, CallInfo, Command, Event, Hangup
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,12 +30,6 @@ PRODUCTION_COMMANDS = {
     "cdr-writer": "appserver.cdr.command",
 }
 DEV_ONLY = "appserver.devkit"
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # appserver/asterisk: the session and the worker import each other. The Asterisk driver
-    # is being reshaped like the FreeSWITCH one on branch asterisk-shape (issue 17); the lead
-    # removes this entry when that work merges.
-    frozenset({"appserver.asterisk.session", "appserver.asterisk.worker"}),
-]
 
 Graph = dict[str, set[str]]
 
@@ -157,11 +151,8 @@ def test_ivr_imports_nothing_from_appserver(graph: Graph) -> None:
 
 
 def test_no_import_cycles(graph: Graph) -> None:
-    found = cycles(graph)
-    unexpected = [sorted(group) for group in found if group not in KNOWN_CYCLES]
-    assert not unexpected, f"modules that import each other: {unexpected}"
-    gone = [sorted(group) for group in KNOWN_CYCLES if group not in found]
-    assert not gone, f"known cycles that no longer exist (remove them from KNOWN_CYCLES): {gone}"
+    found = [sorted(group) for group in cycles(graph)]
+    assert not found, f"modules that import each other: {found}"
 
 
 # Runs `callyard COMMAND` and prints, at exit, the appserver modules the process loaded.

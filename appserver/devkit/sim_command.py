@@ -89,7 +89,7 @@ async def serve(args: argparse.Namespace, settings: Settings, stop: StopSignals)
 
     from appserver import __version__
     from appserver.api.command import http_server
-    from appserver.devkit.sim.ari.ami import AmiSimulator
+    from appserver.devkit.sim.ami import AmiSimulator
     from appserver.devkit.sim_routes import SimCalls, add_sim_routes
     from appserver.settings import parse_hostport
 
