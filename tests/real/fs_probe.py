@@ -22,7 +22,8 @@ CHANNEL_HANGUP_COMPLETE                 hangup ``cause by`` (by: caller | engine
 =====================================  ==========================================
 
 A prompt counts as stopped when FreeSWITCH reported ``Playback-Status: break`` for it, or a
-``uuid_break`` for the channel ran while it played, or the channel hung up meanwhile.
+``uuid_break`` for the channel ran while it played, or the channel (or the probe, for the
+caller) hung up meanwhile.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ class RealFsCall(SimulatedCall):
             elif key in self._prompts:
                 prompt = self._prompts.pop(key)
                 failed = event.get("Application-Response") in FAILED and not self.hung_up
-                status = "failed" if failed else "stopped" if prompt.stopped else "done"
+                # The caller's hang-up may reach us after the playback's completion: a prompt
+                # still running when the probe hung up was stopped by it.
+                stopped = prompt.stopped or self.hung_up_by_caller
+                status = "failed" if failed else "stopped" if stopped else "done"
                 t.add("prompt_finished", f"{prompt.detail} {status}")
         elif name == "PLAYBACK_STOP" and event.get("Playback-Status") == "break":
             self._stop_prompts()
