@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appserver.asterisk.driver import DriverConfig
 from appserver.devkit.sim.ari import AriSimulator
-from appserver.render_config import DEFAULTS, render_all
+from appserver.render_config_command import DEFAULTS, render_all
 from appserver.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

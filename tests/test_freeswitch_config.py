@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from appserver import render_config
+from appserver import render_config_command
 from appserver.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _render(*overrides: str) -> dict[Path, str]:
-    return render_config.render_all(
-        ROOT, load_settings(), render_config.template_vars(list(overrides))
+    return render_config_command.render_all(
+        ROOT, load_settings(), render_config_command.template_vars(list(overrides))
     )
 
 
@@ -75,7 +75,7 @@ def test_values_are_xml_escaped() -> None:
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    render_config.add_arguments(parser)
+    render_config_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -83,18 +83,18 @@ def test_out_renders_elsewhere_and_leaves_the_repository_alone(tmp_path: Path) -
     """The real-engine tests render the shipped templates for loopback with ``--out``."""
     args = _args("--root", str(ROOT), "--out", str(tmp_path),
                  "--var", "freeswitch_sip_ip=127.0.0.1")
-    assert render_config.run(args, load_settings()) == 0
+    assert render_config_command.run(args, load_settings()) == 0
     profile = (tmp_path / "freeswitch-conf/conf/sip_profiles/callyard.xml").read_text()
     assert '<param name="sip-ip" value="127.0.0.1"/>' in profile
     assert '<param name="rtp-timer-name" value="soft"/>' in profile
-    assert render_config.run(_args("--root", str(ROOT), "--check"), load_settings()) == 0
+    assert render_config_command.run(_args("--root", str(ROOT), "--check"), load_settings()) == 0
 
 
 def test_unknown_variable_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = _args("--root", str(tmp_path), "--var", "nope=1")
-    assert render_config.run(args, load_settings()) == 2
+    assert render_config_command.run(args, load_settings()) == 2
     assert "unknown --var 'nope=1'" in capsys.readouterr().err
 
 
@@ -104,9 +104,9 @@ def test_check_mode_reports_stale_files(tmp_path: Path) -> None:
         "<a n='{{ freeswitch_context }}'/>\n"
     )
     args = _args("--root", str(tmp_path), "--check")
-    assert render_config.run(args, load_settings()) == 1
+    assert render_config_command.run(args, load_settings()) == 1
     args.check = False
-    assert render_config.run(args, load_settings()) == 0
+    assert render_config_command.run(args, load_settings()) == 0
     assert (tmp_path / "freeswitch-conf/conf/dialplan/x.xml").read_text() == "<a n='callyard'/>\n"
     args.check = True
-    assert render_config.run(args, load_settings()) == 0
+    assert render_config_command.run(args, load_settings()) == 0

@@ -219,4 +219,4 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
 def test_the_graph_follows_the_real_tree(graph: Graph) -> None:
     assert "appserver.api.services" in graph["appserver.api.command"]  # inside a function
     assert "ivr.calls" in import_paths(graph, "appserver.freeswitch.command")
-    assert "appserver.devkit.embedded" in graph["appserver.devkit.dev"]
+    assert "appserver.devkit.embedded" in graph["appserver.devkit.dev_command"]

@@ -19,7 +19,7 @@ from appserver.devkit.demo import MENUS
 from appserver.freeswitch.driver import DriverConfig
 from appserver.queues.caller_flow import announcement
 from appserver.queues.model import QueueConfig
-from appserver.render_config import DEFAULTS, render_all
+from appserver.render_config_command import DEFAULTS, render_all
 from appserver.settings import load_settings
 from ivr.app import App
 from ivr.calls import Prompt
