@@ -21,7 +21,7 @@ from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config
 from appserver.queues.store import QueueStore
 from appserver.settings import Settings, get_settings
-from appserver.store.db import create_pool
+from appserver.store.db import DB_UNAVAILABLE, create_pool
 
 log = logging.getLogger("callyard.api")
 
@@ -83,6 +83,6 @@ async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
     while True:
         try:
             await queue_config.watch(pool, store)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
             log.error("queue definitions not published; retrying", extra={"error": str(exc)})
             await asyncio.sleep(2)

@@ -98,13 +98,13 @@ async def _pool_when_ready(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None
 
     import asyncpg
 
-    from appserver.store.db import create_pool
+    from appserver.store.db import DB_UNAVAILABLE, create_pool
 
     delay = 0.5
     while not stop.is_set():
         try:
             return await create_pool(dsn, min_size=1, max_size=4)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
             logging.getLogger("callyard.cdr").warning(
                 "PostgreSQL not reachable yet; retrying", extra={"error": str(exc)})
             await asyncio.sleep(delay)

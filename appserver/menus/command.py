@@ -108,9 +108,11 @@ async def _watch(dsn: str, redis_url: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
     from redis import RedisError
 
     from appserver.devkit.embedded import EmbeddedError, database_url, redis_url
+    from appserver.store.db import DB_UNAVAILABLE
 
     try:
         if args.action == "status":
@@ -123,6 +125,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if args.action == "publish":
                     return asyncio.run(_publish(dsn, r_url))
                 return asyncio.run(_watch(dsn, r_url))
-    except (EmbeddedError, OSError, RedisError) as exc:
+    except (EmbeddedError, *DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
         print(f"callyard menus: {exc}", file=sys.stderr)
         return 1
