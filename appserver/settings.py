@@ -144,6 +144,10 @@ STORAGE_EXAMPLES: dict[StorageUrl, str] = {
 }
 
 
+# A Stasis application name: safe in a URL and in the dialplan's Stasis(<app>,...) argument.
+STASIS_APP_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -194,7 +198,7 @@ class Settings(BaseSettings):
 
     # Asterisk worker.
     asterisk_ari: Annotated[list[AriNode], NoDecode] = []
-    asterisk_app: str = Field("callyard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    asterisk_app: str = Field("callyard", pattern=STASIS_APP_PATTERN)
     asterisk_ami: Annotated[list[AmiNode], NoDecode] = []
     asterisk_dial_template: str = "PJSIP/{target}"
     asterisk_sip_template: str = "PJSIP/kamailio/{target}"  # Dial(kind="sip"): a SIP URI

@@ -656,3 +656,44 @@ async def test_transfer_breaks_off_the_running_prompt(sim: AriSimulator, workers
     assert "prompt_finished file:ivr/long stopped" in call.transcript.lines()
     assert "prompt_started file:ivr/sales" not in call.transcript.lines()
     assert flows[0].events == [TransferResult("1000", ok=True)]
+
+
+async def test_one_application_per_worker(redis_client: Redis) -> None:
+    """Two workers share a node and Redis, each with its own Stasis application, tried in the
+    dialplan's order: the first takes calls while it is up, then the second; with neither, the
+    polite message. A worker re-adopts (or reports lost) only its own application's calls: the
+    second starting up left the first's call record alone (it once took it for a call ended
+    unseen, a WORKER_LOST CDR for a live call)."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.15),
+                            stasis_apps=("callyard-1", "callyard-2")) as sim:
+        menuset, lost = menus(), []
+        pool = Workers(sim)
+        first = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client)
+        a = await sim.place_call("9999")
+        await a.wait_for_prompt("file:ivr/welcome")
+        second = await pool.start(ivr_factory(menuset), app="callyard-2", redis=redis_client,
+                                  on_call_lost=lost.append)
+        await asyncio.sleep(0.2)  # the second's re-adoption ran
+        assert lost == [] and first.call(a.call_id) is not None
+        node = first.links[0].name
+        assert await redis_client.exists(f"callyard:asterisk:call:{node}:{a.call_id}")
+
+        await first.stop()  # the first worker dies: its caller stays in Stasis...
+        await sim.drop_event_sockets("callyard-1")
+        b = await sim.place_call("9999")  # ... and new calls go to the second
+        await b.wait_for_prompt("file:ivr/welcome")
+        assert sim.channels[b.call_id].stasis_app == "callyard-2"
+        await run_steps(b, [("press", "0"), ("expect_hangup", "app")])
+        await second.stop()
+        await sim.drop_event_sockets("callyard-2")
+        c = await sim.place_call("9999")
+        await c.wait_ended()
+        assert c.prompts() == ["file:cannot-complete-temp-error"]
+
+        # The first worker's application comes back (restarted): it re-adopts its caller.
+        again = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client)
+        await wait_until(lambda: a.prompts().count("file:ivr/welcome") == 2)
+        await run_steps(a, [("press", "0"), ("expect_hangup", "app")])
+        await wait_until(lambda: again.active_calls == 0)
+        await again.stop()
+        assert lost == []

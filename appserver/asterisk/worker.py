@@ -51,7 +51,7 @@ class AsteriskWorker:
     ) -> None:
         if not nodes:
             raise ValueError("no Asterisk node configured (CALLYARD_ASTERISK_ARI)")
-        self.store = CallStore(redis)
+        self.store = CallStore(redis, app)
         self.clients = [AriClient(node, app) for node in nodes]
         self.nodes = [
             NodeCalls(node.name, client, flow_factory, self.store, config,
