@@ -220,7 +220,7 @@ async def test_callers_hanging_up_during_a_redis_outage_leave_no_ghost(
                 status = await store.agent(agent)
                 assert status is not None
                 assert (status.state, status.offer, status.call) == ("available", "", ""), status
-            for pattern in ("callyard:q:call:*", "callyard:asterisk:call:*"):
+            for pattern in ("{callyard:q}:call:*", "callyard:asterisk:call:*"):
                 await eventually(f"no {pattern} left in Redis",
                                  lambda p=pattern: _keys(client, p),  # type: ignore[misc]
                                  lambda keys: keys == [])
