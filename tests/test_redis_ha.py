@@ -20,7 +20,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis_ha import cluster, sentinel_set
 from test_cdr_asterisk import drain_cdrs
-from test_queue_outages import WORKERS, _keys, _offered, _offered_to, eventually, queued
+from test_queue_outages import (
+    QUEUE,
+    WORKERS,
+    _keys,
+    _offered,
+    _offered_to,
+    alice_and_bob_queue,
+    eventually,
+    queued,
+    waiting_callers,
+)
 
 from appserver.queues import scripts
 from appserver.queues.agent_control import AgentControl
@@ -29,9 +39,6 @@ from appserver.queues.store import QueueStore
 from appserver.redisconn import connect, parse_sentinel_url
 from appserver.settings import SettingsError, load_settings
 from appserver.shells import close
-
-QUEUE = "general"  # tests/flows.py: "9" in the main menu
-
 
 # ------------------------------------------------------------------------------ the URL
 
@@ -100,19 +107,12 @@ async def test_calls_queue_and_cdrs_survive_a_primary_failover(
     with sentinel_set(scratch_dir / "sentinel") as topology:
         client = connect(topology.url, "asyncio")
         try:
-            store = QueueStore(client)
+            store = await alice_and_bob_queue(client)
             control = AgentControl(store)
-            for agent in ("alice", "bob"):
-                await store.sync_agent(AgentConfig(agent))
-            await store.sync_queue(QueueConfig(QUEUE, ring_timeout=120, wrapup_seconds=0),
-                                   [Member("alice"), Member("bob")])
+            waiting = waiting_callers(store)
             async with WORKERS[engine](topology.url) as sim:
                 callers = [await queued(sim, f"+1555000{i}") for i in range(5)]
                 ids = [c.call_id for c in callers]
-
-                async def waiting() -> set[str]:
-                    return set(await client.zrange(f"{store.prefix}queue:{QUEUE}:waiting",
-                                                   0, -1))
 
                 await eventually("five callers waiting", waiting, lambda w: w == set(ids))
                 await callers[4].hangup()  # its CDR is written before the failover
