@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.backoff import ExponentialBackoff
-
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
 SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
@@ -97,7 +95,10 @@ def _sentinel(item: str) -> tuple[str, int]:
 def connect(url: str, flavour: Flavour, *, decode_responses: bool = True,
             bounded: bool = False) -> Any:
     """A client for ``url``: ``redis.asyncio.Redis`` or ``redis.Redis`` (``flavour``).
-    ``bounded``: at most :data:`MAX_CONNECTIONS`, waiting for a free one (workers)."""
+    ``bounded``: at most :data:`MAX_CONNECTIONS`, waiting for a free one (workers).
+    Imports redis only here: settings import this module before gevent patches sockets."""
+    from redis.backoff import ExponentialBackoff
+
     if flavour == "asyncio":
         import redis.asyncio as lib
         import redis.asyncio.sentinel as sentinel_lib
