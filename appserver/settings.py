@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from appserver.redisconn import check_url
+
 ENV_PREFIX = "CALLYARD_"
 
 
@@ -222,8 +224,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, v: str | None) -> str | None:
-        if v and urlsplit(v).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("expected redis://host:port/db")
+        if v:
+            check_url(v)
         return v or None
 
     @field_validator("livekit_url")

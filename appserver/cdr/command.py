@@ -50,12 +50,11 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import logging
     import signal
 
-    import redis.asyncio as aioredis
-
     from appserver.cdr.writer import CdrWriter
     from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
+    from appserver.redisconn import connect
 
     log = logging.getLogger("callyard.cdr")
     stop = asyncio.Event()
@@ -66,7 +65,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     pool = await _pool_when_ready(dsn, stop)
     if pool is None:
         return 0
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = connect(redis_url, "asyncio")
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None

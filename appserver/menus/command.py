@@ -50,11 +50,10 @@ async def _check(dsn: str) -> int:
 
 
 async def _publish(dsn: str, redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.reloader import MenuReloader
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         reloader = MenuReloader(dsn, client)
         ok = await reloader.reload()
@@ -68,11 +67,10 @@ async def _publish(dsn: str, redis_url: str) -> int:
 
 
 async def _status(redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.publisher import MenuPublisher
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         status = await MenuPublisher(client).status()
     finally:
@@ -93,11 +91,10 @@ async def _status(redis_url: str) -> int:
 
 
 async def _watch(dsn: str, redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.reloader import MenuReloader
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         async with MenuReloader(dsn, client) as reloader:
             print(f"live version {reloader.version}; following edits (Ctrl-C to stop)")

@@ -20,7 +20,11 @@ AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up",
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 ACTIONS: tuple[str, ...] = get_args(QueueAction)
 AGENT_STATES: tuple[str, ...] = get_args(AgentState)
-KEY_PREFIX = "callyard:q:"
+# Every key of the queue state starts with this prefix, whose hash tag puts them all in one
+# Redis Cluster slot: one script touches a queue, its agents, their other queues and the
+# global lease and offer sets, so they must share a slot (see QueueStore).
+KEY_PREFIX = "{callyard:q}:"
+HASH_TAG_RE = re.compile(r"^\{[^{}]+\}")
 # Names become parts of Redis keys; ':' and '|' are separators there.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 CALL_ID_RE = re.compile(r"^[^\s|]{1,200}$")

@@ -21,6 +21,7 @@ from typing import Any
 
 from appserver.queues import scripts
 from appserver.queues.model import (
+    HASH_TAG_RE,
     KEY_PREFIX,
     MAX_PRIORITY,
     AcceptResult,
@@ -213,6 +214,9 @@ def _check_decline(reason: str) -> None:
 
 class _Keys:
     def __init__(self, prefix: str) -> None:
+        if not HASH_TAG_RE.match(prefix):
+            raise ValueError(f"queue key prefix {prefix!r} must start with a hash tag, "
+                             "e.g. '{callyard:q}:'")
         self.prefix = prefix
 
     def inbox(self, worker: str) -> str:
@@ -244,16 +248,21 @@ class _Keys:
 
 
 class QueueStore:
-    """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``)."""
+    """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``).
+
+    Redis Cluster: a script computes the keys it touches from the prefix (ARGV[1]), which
+    starts with a hash tag, so every key is in the prefix's slot; each script declares one key
+    of that slot (``KEYS[1]``, the set of queue names) so a cluster client sends it there."""
 
     def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
         self.keys = _Keys(prefix)
+        self._slot_key = [self.keys.queues()]
         self._scripts = scripts.register(client)
 
     async def _run(self, name: str, *args: Any) -> Any:
-        return await reply(self._scripts[name](args=[self.prefix, *args]))
+        return await reply(self._scripts[name](keys=self._slot_key, args=[self.prefix, *args]))
 
     # definitions
     async def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
