@@ -273,6 +273,10 @@ class RealAstCall(SimulatedCall):
         for playback_id in list(self._prompts):
             self._finish(self._prompts.pop(playback_id), event_time(event), failed=False)
         cause = int(event.get("cause", 0))
+        if cause == 0 and self.hung_up_by_caller:
+            # The probe hung up the caller's leg (normal clearing); Asterisk passes that cause
+            # across the Local channel to B only when B is not already on its way down.
+            cause = 16
         by = "caller" if self.hung_up_by_caller else "engine"
         self.transcript.add("hangup", f"{CAUSES.get(cause, f'CAUSE_{cause}')} {by}")
 
