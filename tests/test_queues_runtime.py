@@ -355,6 +355,33 @@ async def test_overflow_chain_into_another_queue_keeps_the_call(
         await rt.stop()
 
 
+async def test_a_position_is_delivered_once_when_a_tick_sees_the_join_first(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Join's reply is slow (a loaded worker): ticks see the caller in Redis before it.
+    The caller still gets its first position once, from the Join, not once per source."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    enqueue = rt.store.enqueue
+
+    async def slow_reply(*args: object, **kwargs: object) -> object:
+        result = await enqueue(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # a few ticks
+        return result
+
+    monkeypatch.setattr(rt.store, "enqueue", slow_reply)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await asyncio.sleep(0.2)
+        assert worker.events["call-0001"] == [QueueUpdate("support", 1, 0.0, 0)]
+    finally:
+        await rt.stop()
+
+
 async def test_a_rejected_definition_keeps_the_last_valid_one(
     redis_client: aioredis.Redis,
 ) -> None:

@@ -353,7 +353,9 @@ class QueueRuntime:
             if flow is None:
                 self._withdraw(st.call_id)
                 continue
-            if st.state == "assigned" or flow.config.name != st.queue:
+            # Not joined yet: the Join's reply, still on its way, gives the first position.
+            if st.state == "assigned" or flow.config.name != st.queue \
+                    or st.call_id not in self._joined:
                 continue
             key = (st.position, round(st.estimated_wait), st.staffed)
             if self._last.get(st.call_id) != key:
