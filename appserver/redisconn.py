@@ -98,6 +98,7 @@ def connect(url: str, flavour: Flavour, *, decode_responses: bool = True,
     ``bounded``: at most :data:`MAX_CONNECTIONS`, waiting for a free one (workers).
     Imports redis only here: settings import this module before gevent patches sockets."""
     from redis.backoff import ExponentialBackoff
+    from redis.maint_notifications import MaintNotificationsConfig
 
     if flavour == "asyncio":
         import redis.asyncio as lib
@@ -107,7 +108,12 @@ def connect(url: str, flavour: Flavour, *, decode_responses: bool = True,
         import redis as lib  # type: ignore[no-redef]
         import redis.sentinel as sentinel_lib  # type: ignore[no-redef]
         from redis.retry import Retry  # type: ignore[assignment]
-    options: dict[str, Any] = {"decode_responses": decode_responses}
+    # No maintenance notifications (Redis Cloud / Enterprise only; on by default over RESP3):
+    # with them on, redis-py 8.1's asyncio pool hands out a connection the server closed
+    # (e.g. across a Redis restart) without reconnecting, and its next command fails with
+    # "Connection closed by server" (redis/redis-py#4252).
+    options: dict[str, Any] = {"decode_responses": decode_responses,
+                               "maint_notifications_config": MaintNotificationsConfig(False)}
     if bounded:
         options |= {"max_connections": MAX_CONNECTIONS, "timeout": WAIT_S}
     if urlsplit(url).scheme != SENTINEL_SCHEME:

@@ -21,6 +21,7 @@ from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
+from appserver.shells import aio as aio_shell
 from appserver.shells.green import run
 from ivr.calls import (
     AgentAssigned,
@@ -626,7 +627,7 @@ async def test_live_callers_survive_a_redis_outage_longer_than_their_lease(
 
     port = free_port()
     server = _redis_server(scratch_dir / "redis", port)
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    client = aio_shell.redis(f"redis://127.0.0.1:{port}/0")  # the Asterisk worker's client
     one, two = Worker(), Worker()
     runtimes = [QueueRuntime(client, name, w.deliver, lease_seconds=1, tick_seconds=0.05)
                 for name, w in (("w1", one), ("w2", two))]
