@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FlowFactory = Callable[[CallInfo], "CallFlow | Awaitable[CallFlow | None] | None"]
 CallLost = Callable[[CallRecord], None]
+CdrsDurable = Callable[[], Awaitable[None]]  # once the CDRs handed over so far are in Redis
 
 _KNOWN_EVENTS = {
     "StasisEnd", "ChannelStateChange", "ChannelDtmfReceived", "ChannelHangupRequest",
@@ -61,7 +62,8 @@ class NodeCalls:
 
     def __init__(self, name: str, client: AriClient, flows: FlowFactory, store: CallStore,
                  config: DriverConfig, *, on_enqueue: EnqueueHandler | None = None,
-                 on_call_lost: CallLost | None = None) -> None:
+                 on_call_lost: CallLost | None = None,
+                 cdrs_durable: CdrsDurable | None = None) -> None:
         self.name = name
         self.client = client
         self.flows = flows
@@ -69,6 +71,7 @@ class NodeCalls:
         self.config = config
         self.on_enqueue = on_enqueue
         self.on_call_lost = on_call_lost
+        self.cdrs_durable = cdrs_durable
         self.draining = False  # new calls go to the dialplan's fallback
         self.calls: dict[str, CallDriver] = {}
         self.legs: dict[str, CallDriver] = {}  # dial leg channel id -> the call that dialed
@@ -213,10 +216,10 @@ class NodeCalls:
     async def _serve(self, call: CallDriver, readopted: bool) -> None:
         try:
             await call.run(readopted)
-            await self.store.delete(self.name, call.channel_id)  # kept when cancelled
         finally:
             if self.calls.get(call.channel_id) is call:
                 del self.calls[call.channel_id]
+        await self._forget(call.channel_id)  # kept when cancelled
 
     async def _unavailable(self, channel_id: str, exten: str) -> None:
         """Polite message and hangup, from the dialplan's fallback context."""
@@ -270,4 +273,11 @@ class NodeCalls:
         if record is not None and not record.owner and self.on_call_lost is not None:
             log.info("a call ended while no worker watched it", extra={"call_id": channel_id})
             self.on_call_lost(record)
+        await self._forget(channel_id)
+
+    async def _forget(self, channel_id: str) -> None:
+        """Delete an ended call's record once its CDR is in Redis: a worker killed before
+        that leaves the record, and the next one records the call as lost."""
+        if self.cdrs_durable is not None:
+            await self.cdrs_durable()
         await self.store.delete(self.name, channel_id)
