@@ -10,13 +10,16 @@ reconnected by the worker (its inbound Event Socket link) and new calls are serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 import aiohttp
 from conftest import FsWorkers
 from engines import FreeswitchConf, start_freeswitch
 from engines import stop as stop_engine
 from fs_probe import FreeswitchProbe
+from stack import Process
 from test_scenarios_real import cdrs_of
 
 from appserver.devkit.sim.caller import SimulatedCall
@@ -31,11 +34,23 @@ async def _welcome_count(call: SimulatedCall, count: int, timeout: float) -> Non
         lambda _: call.prompts().count("file:ivr/welcome") >= count, timeout)
 
 
-async def _kill_mid_call(engine: FreeswitchProbe | FreeswitchSimulator, workers: FsWorkers,
-                         database: str, scale: float) -> None:
+@contextlib.contextmanager
+def _both_workers(workers: FsWorkers) -> Iterator[tuple[Process, Process]]:
+    """Worker 2 started beside worker 1 (both in the dialplan); afterwards worker 2 is stopped
+    and worker 1 runs again if the test killed it."""
     second = workers.start(1)
     first = workers.stack.process(workers.names[0])
     try:
+        yield first, second
+    finally:
+        second.stop()
+        if first.proc is not None and first.proc.poll() is not None:
+            workers.start(0)
+
+
+async def _kill_mid_call(engine: FreeswitchProbe | FreeswitchSimulator, workers: FsWorkers,
+                         database: str, scale: float) -> None:
+    with _both_workers(workers) as (first, second):
         call = await engine.place_call("9999", caller="+15550901")
         await _welcome_count(call, 1, 5 * scale)
         first.kill()
@@ -53,10 +68,6 @@ async def _kill_mid_call(engine: FreeswitchProbe | FreeswitchSimulator, workers:
         second.kill()
         await call.wait_for_prompt(FALLBACK, 5 * scale)
         await call.wait_ended(10 * scale)
-    finally:
-        second.stop()
-        if first.proc is not None and first.proc.poll() is not None:
-            workers.start(0)
 
 
 async def test_worker_killed_mid_call_next_worker_then_polite_message_sim(
@@ -114,9 +125,7 @@ async def _kill_while_bridged(engine: FreeswitchProbe | FreeswitchSimulator, wor
     """Menu 8100 option 3 dials 1001, which answers and hangs up after 1.5 s of talk. Worker 1
     is killed 0.3 s into the bridge: the bridge carries on until the called party hangs up,
     and only then does the dialplan hand the caller to worker 2 (the menu from the top)."""
-    second = workers.start(1)
-    first = workers.stack.process(workers.names[0])
-    try:
+    with _both_workers(workers) as (first, _):
         call = await engine.place_call("8100", caller="+15550904")
         await call.wait_for_prompt(WELCOME, 5 * scale)
         await call.press("3")
@@ -135,10 +144,6 @@ async def _kill_while_bridged(engine: FreeswitchProbe | FreeswitchSimulator, wor
         # one CDR, worker 2's: the answered dial died with worker 1
         rows = await cdrs_of(database, call.call_id, 15)
         assert [(r["disposition"], r["called"]) for r in rows] == [("hangup", "8100")]
-    finally:
-        second.stop()
-        if first.proc is not None and first.proc.poll() is not None:
-            workers.start(0)
 
 
 async def test_worker_killed_while_bridged_bridge_lasts_then_next_worker_sim(
