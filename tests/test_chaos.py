@@ -66,7 +66,8 @@ class Worker:
         self.starts += 1
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "appserver.cli", *self.args, env=env(**self.settings),
+                sys.executable, "-m", "appserver.cli", *self.args,
+                env=env(**{"CALLYARD_LOG_LEVEL": "INFO", **self.settings}),
                 stdout=log, stderr=log)
 
     async def kill(self) -> None:
@@ -304,6 +305,10 @@ async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_l
                     dsn, f"SELECT count(*) >= {len(ids)} FROM cdrs"), 60, "every CDR stored")
                 await asyncio.sleep(1)  # nothing more may arrive
                 rows = await _cdrs(dsn)
+            except BaseException:
+                for process in everyone:  # what the processes said, for the failure's log
+                    print(f"----- {process.log.name}\n{process.text()}")
+                raise
             finally:
                 codes = {process.log.name: await process.stop() for process in everyone}
             report(callers, rows, agents)
