@@ -5,6 +5,7 @@ from __future__ import annotations
 from appserver.queues.caller_flow import (
     ANNOUNCE_TIMER,
     MAX_WAIT_TIMER,
+    QUEUED_VARIABLE,
     CallerFlow,
     DialFailed,
     Finish,
@@ -13,7 +14,7 @@ from appserver.queues.caller_flow import (
     RuntimeAction,
 )
 from appserver.queues.flow import QueueingFlow
-from appserver.queues.model import QueueConfig
+from appserver.queues.model import QueueConfig, TakenOver
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -35,6 +36,7 @@ from ivr.calls import (
     Prompt,
     QueueResult,
     QueueUpdate,
+    SetVariable,
     StartMoh,
     StartTimer,
     StopMoh,
@@ -64,7 +66,8 @@ def make(**conf: object) -> tuple[CallerFlow, list[RuntimeAction], Clock]:
 
 def test_start_joins_plays_moh_and_arms_timers() -> None:
     flow, actions, _ = make(moh_class="jazz", max_wait_seconds=300, announce_interval=30)
-    assert flow.start(CALL) == [StartMoh("jazz"), StartTimer(MAX_WAIT_TIMER, 300.0),
+    assert flow.start(CALL) == [SetVariable(QUEUED_VARIABLE, "support"), StartMoh("jazz"),
+                                StartTimer(MAX_WAIT_TIMER, 300.0),
                                 StartTimer(ANNOUNCE_TIMER, 30.0)]
     assert actions == [Join("call-1", "support", 3, "+15550100")]
 
@@ -193,13 +196,25 @@ class Ivr:
 
 
 class Factory:
-    def __init__(self, configs: dict[str, QueueConfig]) -> None:
+    """The queue runtime's side of QueueingFlow: caller flows for ``configs``, and the
+    callers in ``taken`` resume their stay (taken over from a dead worker)."""
+
+    def __init__(self, configs: dict[str, QueueConfig],
+                 taken: dict[str, TakenOver] | None = None) -> None:
         self.configs = configs
+        self.taken = taken or {}
         self.actions: list[RuntimeAction] = []
 
     def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
         cfg = self.configs.get(enqueue.queue)
         return CallerFlow(cfg, enqueue.priority, self.actions.append) if cfg else None
+
+    def resumed_caller(self, call: CallInfo) -> tuple[CallerFlow, TakenOver] | None:
+        taken = self.taken.pop(call.call_id, None)
+        if taken is None:
+            return None
+        flow = self.caller_flow(call, Enqueue(taken.queue, taken.priority))
+        return (flow, taken) if flow is not None else None
 
 
 def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
@@ -207,7 +222,8 @@ def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
                                               overflow_action="menu", overflow_target="main")})
     ivr = Ivr()
     flow = QueueingFlow(ivr, factory)
-    assert flow.start(CALL) == [Answer(), StartMoh("default")]
+    assert flow.start(CALL) == [Answer(), SetVariable(QUEUED_VARIABLE, "support"),
+                                StartMoh("default")]
     assert not flow.done
     cmds = flow.handle(QueueUpdate("support", 1, 0, 0))
     # The IVR got overflow -> menu:main, then asked for an unknown queue -> failed -> hangs up.
@@ -298,7 +314,8 @@ def test_blind_transfer_to_a_queue_queues_the_caller_again() -> None:
     flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
     assert flow.handle(AgentRequest("transfer", "queue:billing")) == [EndDial()]
     cmds = flow.handle(DialResult("ann", "answered"))
-    assert cmds[0] == StartMoh("billing-moh") and not flow.done
+    assert cmds[:2] == [SetVariable(QUEUED_VARIABLE, "billing"), StartMoh("billing-moh")]
+    assert not flow.done
     assert [type(a).__name__ for a in factory.actions] == ["Join", "Finish", "Join"]
     assert factory.actions[-1].queue == "billing"  # type: ignore[union-attr]
     assert ivr.events == []  # the IVR hears nothing until the caller's stay is over

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
+from appserver.queues.caller_flow import QUEUED_VARIABLE
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
@@ -127,7 +128,8 @@ async def test_caller_waits_hears_position_and_reaches_a_browser_agent(
         worker.place(rt, "call-0002", priority=5)
         await rt.drain()
         await until(lambda: QueueUpdate("support", 1, 0.0, 0) in worker.events["call-0002"])
-        assert worker.commands["call-0001"] == [Answer(), StartMoh("default")]
+        assert worker.commands["call-0001"] == [
+            Answer(), SetVariable(QUEUED_VARIABLE, "support"), StartMoh("default")]
         await until(lambda: any(isinstance(e, QueueUpdate) and e.position == 2
                                 for e in worker.events["call-0001"]))
         await agents.login("ann")
@@ -217,6 +219,53 @@ async def test_dead_worker_callers_are_reaped_and_the_line_moves(
         assert live.commands["call-live"][-1] == Dial("2000", kind="extension", timeout=20.0)
     finally:
         await rt_live.stop()
+
+
+async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The worker of two waiting callers dies; the engine hands both calls to another worker,
+    which takes them over before starting their flows: hold music again (no menu, no second
+    join), the same places in line, an offer ringing meanwhile stays and its accept reaches
+    the new worker, which dials the agent. Nothing is reaped or counted twice."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=0, ring_timeout=60)
+    dead, new = Worker(), Worker()
+    rt_dead = QueueRuntime(redis_client, "dead", dead.deliver, lease_seconds=0.5,
+                           tick_seconds=0.05)
+    rt_new = QueueRuntime(redis_client, "new", new.deliver, lease_seconds=0.5,
+                          tick_seconds=0.05)
+    await rt_dead.start()
+    await rt_new.start()
+    try:
+        for call_id in ("call-0001", "call-0002"):
+            dead.place(rt_dead, call_id)
+        await rt_dead.drain()
+        agents = AgentControl(store)
+        await agents.login("ann")
+        await eventually(lambda: store.agent("ann"),
+                         lambda a: a is not None and a.offer == "call-0001")
+        await rt_dead.stop()  # the worker "dies": no leave, no more heartbeats
+        for call_id in ("call-0002", "call-0001"):
+            info = CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999",
+                            variables={QUEUED_VARIABLE: "support"})
+            taken = await rt_new.take_over(info)
+            assert taken is not None and (taken.queue, taken.previous_owner) == ("support",
+                                                                                 "dead")
+            new.place(rt_new, call_id)
+            assert new.commands[call_id] == [StartMoh("default")]
+        await until(lambda: QueueUpdate("support", 2, 0.0, 1) in new.events.get("call-0002", []))
+        await asyncio.sleep(1.0)  # past the dead worker's lease: nobody reaps them
+        assert (await agents.accept("ann", "call-0001")).ok
+        await until(lambda: any(isinstance(e, AgentAssigned)
+                                for e in new.events.get("call-0001", [])))
+        assert isinstance(new.commands["call-0001"][-1], Dial)
+        stats = await store.stats("support")
+        assert (stats.joined, stats.lost, stats.waiting) == (2, 0, 1)
+        assert new.ivrs["call-0001"].results == []  # the inner flow never restarted
+        assert await rt_new.take_over(CallInfo("call-9999", "test", "+1", "9999")) is None
+    finally:
+        await rt_new.stop()
 
 
 async def test_lease_lost_is_reported_to_the_call(redis_client: aioredis.Redis) -> None:
