@@ -133,9 +133,12 @@ class CdrFlow:
     def queue_taken_over(self, taken: TakenOver) -> None:
         """This worker took the waiting caller over from ``taken.previous_owner`` (it died
         without a record of the call): the record covers the call since it joined the queue
-        (the menus from the queue entry, the wait since the join), and says from whom."""
+        (the menus from the queue entry, the wait since the join; started and answered at the
+        join at the latest, the earliest this worker knows), and says from whom."""
         joined = taken.joined_ms / 1000
         self.started_at = min(self.started_at, joined)
+        if self.answered_at is None:
+            self.answered_at = joined
         self.menus = [m for m in taken.menu_path.split("/") if m]
         self._enter_queue(taken.queue, joined)
         self._taken_from = taken.previous_owner
