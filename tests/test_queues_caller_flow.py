@@ -332,3 +332,71 @@ def test_the_agent_hanging_up_ends_their_leg_and_the_stay() -> None:
         assert flow.handle(DialResult("ann", outcome)) == []  # type: ignore[arg-type]
         assert flow.done and flow.result == QueueResult("support", "answered", "ann")
         assert actions[-1] == Finish("call-1")
+
+
+def test_a_resumed_stay_keeps_what_is_left_of_the_max_wait() -> None:
+    flow, actions, _ = make(max_wait_seconds=300, announce_interval=30)
+    assert flow.resume(CALL, waited=250.4) == [StartMoh("default"),
+                                                StartTimer(MAX_WAIT_TIMER, 50.0),
+                                                StartTimer(ANNOUNCE_TIMER, 30.0)]
+    assert actions == [] and flow.phase == "waiting"  # no second Join
+    late, actions, _ = make(max_wait_seconds=300, overflow_action="hangup")
+    assert late.resume(CALL, waited=301.0)[-1] == Hangup()
+    assert actions == [Leave("call-1", "timeout")] and late.done
+
+
+def taken(**fields: object) -> TakenOver:
+    values: dict[str, object] = dict(call_id=CALL.call_id, queue="support", state="waiting",
+                                     priority=1, joined_ms=0, menu_path="main",
+                                     previous_owner="w-dead")
+    values.update(fields)
+    return TakenOver(**values)  # type: ignore[arg-type]
+
+
+def test_a_taken_over_caller_resumes_waiting_without_the_inner_flow() -> None:
+    """The runtime took the caller over: hold music at once, no Answer, no Join, the inner
+    flow not started. Answered, the call is over; any other result starts the inner flow
+    from the top (it cannot begin where the caller waits)."""
+    factory = Factory({"support": QueueConfig("support", exit_key="*", exit_action="menu",
+                                              exit_target="main")},
+                      {CALL.call_id: taken()})
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    assert flow.start(CALL) == [StartMoh("default")]
+    assert factory.actions == [] and ivr.events == []
+    flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
+    assert flow.handle(DialResult("ann", "answered")) == [Hangup()]
+    assert flow.done and ivr.events == []
+    assert [type(a).__name__ for a in factory.actions] == ["Finish"]
+
+    factory.taken[CALL.call_id] = taken()
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    flow.start(CALL)
+    assert flow.handle(Dtmf("*")) == [StopMoh(), CancelTimer(ANNOUNCE_TIMER),
+                                      CancelTimer(MAX_WAIT_TIMER), Answer(),
+                                      SetVariable(QUEUED_VARIABLE, "support"),
+                                      StartMoh("default")]  # the inner flow from the top
+    assert ivr.events == []
+
+
+class Resumable(Ivr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed: tuple[str, str] | None = None
+
+    def resume_queued(self, call: CallInfo, queue: str, menu_path: str) -> list[Command]:
+        self.resumed = (queue, menu_path)
+        return []
+
+
+def test_a_resumable_inner_flow_gets_the_result_of_a_taken_over_stay() -> None:
+    factory = Factory({"support": QueueConfig("support", exit_key="*", exit_action="menu",
+                                              exit_target="sales")},
+                      {CALL.call_id: taken(menu_path="main/sales")})
+    ivr = Resumable()
+    flow = QueueingFlow(ivr, factory)
+    assert flow.start(CALL) == [StartMoh("default")]
+    assert ivr.resumed == ("support", "main/sales")
+    flow.handle(Dtmf("*"))
+    assert ivr.events == [QueueResult("support", "left", "menu:sales")]
