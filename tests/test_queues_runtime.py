@@ -226,8 +226,10 @@ async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
 ) -> None:
     """The worker of two waiting callers dies; the engine hands both calls to another worker,
     which takes them over before starting their flows: hold music again (no menu, no second
-    join), the same places in line, an offer ringing meanwhile stays and its accept reaches
-    the new worker, which dials the agent. Nothing is reaped or counted twice."""
+    join), the same places in line, an offer ringing meanwhile stays. ann accepts it while
+    the new worker has taken the caller over but not yet started its flow: the assignment
+    waits for the flow (the heartbeats meanwhile do not withdraw the caller), which dials
+    her. Nothing is reaped or counted twice."""
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"}, wrapup_seconds=0, ring_timeout=60)
     dead, new = Worker(), Worker()
@@ -237,6 +239,17 @@ async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
                           tick_seconds=0.05)
     await rt_dead.start()
     await rt_new.start()
+
+    async def take_over(call_id: str) -> None:
+        info = CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999",
+                        variables={QUEUED_VARIABLE: "support"})
+        taken = await rt_new.take_over(info)
+        assert taken is not None and (taken.queue, taken.previous_owner) == ("support", "dead")
+
+    def resume(call_id: str) -> None:
+        new.place(rt_new, call_id)
+        assert new.commands[call_id] == [StartMoh("default")]
+
     try:
         for call_id in ("call-0001", "call-0002"):
             dead.place(rt_dead, call_id)
@@ -246,17 +259,13 @@ async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
         await eventually(lambda: store.agent("ann"),
                          lambda a: a is not None and a.offer == "call-0001")
         await rt_dead.stop()  # the worker "dies": no leave, no more heartbeats
-        for call_id in ("call-0002", "call-0001"):
-            info = CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999",
-                            variables={QUEUED_VARIABLE: "support"})
-            taken = await rt_new.take_over(info)
-            assert taken is not None and (taken.queue, taken.previous_owner) == ("support",
-                                                                                 "dead")
-            new.place(rt_new, call_id)
-            assert new.commands[call_id] == [StartMoh("default")]
+        await take_over("call-0002")
+        resume("call-0002")
         await until(lambda: QueueUpdate("support", 2, 0.0, 1) in new.events.get("call-0002", []))
-        await asyncio.sleep(1.0)  # past the dead worker's lease: nobody reaps them
+        await take_over("call-0001")
         assert (await agents.accept("ann", "call-0001")).ok
+        await asyncio.sleep(1.0)  # heartbeats, past the dead worker's lease
+        resume("call-0001")
         await until(lambda: any(isinstance(e, AgentAssigned)
                                 for e in new.events.get("call-0001", [])))
         assert isinstance(new.commands["call-0001"][-1], Dial)
