@@ -4,8 +4,9 @@ processes against the simulators (real Redis and PostgreSQL).
 What mod_callcenter / app_queue users expect: the caller queued second, behind another,
 goes on hearing hold music and "you are caller 2" from the worker the engine gives the call
 to next (FreeSWITCH: the dialplan's next ``socket``; Asterisk: the restarted worker of the
-same Stasis application re-adopting the channel), never the menu from the top; an agent
-who accepts is connected by that worker; each call leaves one CDR, which says which worker
+same Stasis application re-adopting the channel), never the menu from the top; the offer
+ringing an agent for the first caller stays, and the agent who accepts is connected by that
+worker; each call leaves one CDR, which says which worker
 it was taken over from, and no queue entry is left.
 """
 
@@ -22,14 +23,14 @@ import asyncpg
 import redis.asyncio as aioredis
 from test_cdr_asterisk import drain_cdrs
 from test_faults import callyard, stop, until
-from test_queue_outages import QUEUE, TALK, _keys, _listening, eventually, queued
+from test_queue_outages import QUEUE, TALK, _keys, _listening, _offered, eventually, queued
 
 from appserver.devkit.embedded import free_port
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint
 from appserver.devkit.sim.caller import EngineSimulator, Entry, SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.queues.agent_control import AgentControl
-from appserver.queues.model import AgentConfig, AgentStatus, Member, QueueConfig
+from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.store import QueueStore
 
 Process = asyncio.subprocess.Process
@@ -61,18 +62,14 @@ def hears_moh(call: SimulatedCall, moment: float) -> Callable[[Entry], bool]:
     return lambda e: after(e) and e.kind == "moh" and e.detail == "default"
 
 
-def _offered(call: SimulatedCall) -> Callable[[AgentStatus | None], bool]:
-    return lambda s: s is not None and (s.state, s.offer) == ("offered", call.call_id)
-
-
 async def both_answered_by_alice(store: QueueStore, first: SimulatedCall,
                                  second: SimulatedCall) -> None:
-    """alice logs in and takes the first caller, then the second; both are bridged."""
+    """alice takes the first caller (offered to her before the worker died), then the
+    second; both are bridged."""
     control = AgentControl(store)
-    await control.login("alice")
     for call in (first, second):
         await eventually(f"alice offered {call.call_id}", lambda: store.agent("alice"),
-                         _offered(call), timeout=20)
+                         _offered(call.call_id), timeout=20)
         assert (await control.accept("alice", call.call_id)).ok
         await call.transcript.wait_for(lambda e: e.kind == "bridged", 10)
         await call.wait_ended(15)
@@ -100,10 +97,16 @@ async def check_the_records(client: aioredis.Redis, pg_pool: asyncpg.Pool,
     assert (stats.joined, stats.answered, stats.lost) == (2, 2, 0)
 
 
-async def queued_first_and_second(sim: EngineSimulator) -> tuple[SimulatedCall, SimulatedCall]:
+async def queued_first_and_second(sim: EngineSimulator, store: QueueStore
+                                  ) -> tuple[SimulatedCall, SimulatedCall]:
+    """Two callers queued, the second hears "you are caller 2"; alice logs in and is
+    offered the first (her console rings until she accepts)."""
     first = await queued(sim, "+15550001")
     second = await queued(sim, "+15550002")
     await second.transcript.wait_for(announced(second, 0.0, 2), 10)
+    await AgentControl(store).login("alice")
+    await eventually("alice offered the first caller", lambda: store.agent("alice"),
+                     _offered(first.call_id))
     return first, second
 
 
@@ -150,7 +153,7 @@ async def test_freeswitch_queued_caller_keeps_their_place_when_their_worker_dies
     await sim.start()
     workers = [await freeswitch_worker(port, sim, redis_url) for port in ports]
     try:
-        first, second = await queued_first_and_second(sim)
+        first, second = await queued_first_and_second(sim, store)
         owner = await dead_owner(store, second)
         died = time.monotonic()
         workers[0].send_signal(signal.SIGKILL)
@@ -196,7 +199,7 @@ async def test_asterisk_queued_caller_keeps_their_place_when_their_worker_restar
         dead = await asterisk_worker(sim, redis_url)
         workers = [dead]
         try:
-            first, second = await queued_first_and_second(sim)
+            first, second = await queued_first_and_second(sim, store)
             owner = await dead_owner(store, second)
             died = time.monotonic()
             dead.send_signal(signal.SIGKILL)
