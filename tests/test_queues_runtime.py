@@ -104,6 +104,19 @@ async def eventually(get: Callable[[], Awaitable[T]], check: Callable[[T], bool]
     return value
 
 
+async def started_workers(client: aioredis.Redis, names: tuple[str, ...], *,
+                          lease_seconds: float) -> list[tuple[Worker, QueueRuntime]]:
+    """A worker and its started runtime per name (heartbeat every 50 ms)."""
+    workers = []
+    for name in names:
+        worker = Worker()
+        runtime = QueueRuntime(client, name, worker.deliver, lease_seconds=lease_seconds,
+                               tick_seconds=0.05)
+        await runtime.start()
+        workers.append((worker, runtime))
+    return workers
+
+
 async def define(store: QueueStore, agents: dict[str, str], **queue: object) -> None:
     for name, kind in agents.items():
         await store.sync_agent(AgentConfig(name, kind=kind,  # type: ignore[arg-type]
@@ -190,13 +203,8 @@ async def test_dead_worker_callers_are_reaped_and_the_line_moves(
 ) -> None:
     store = QueueStore(redis_client)
     await define(store, {"ann": "sip"}, wrapup_seconds=0)
-    dead, live = Worker(), Worker()
-    rt_dead = QueueRuntime(redis_client, "dead", dead.deliver, lease_seconds=0.3,
-                           tick_seconds=0.05)
-    rt_live = QueueRuntime(redis_client, "live", live.deliver, lease_seconds=0.3,
-                           tick_seconds=0.05)
-    await rt_dead.start()
-    await rt_live.start()
+    (dead, rt_dead), (live, rt_live) = await started_workers(redis_client, ("dead", "live"),
+                                                            lease_seconds=0.3)
     try:
         dead.place(rt_dead, "call-dead")
         await rt_dead.drain()
@@ -232,13 +240,8 @@ async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
     her. Nothing is reaped or counted twice."""
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"}, wrapup_seconds=0, ring_timeout=60)
-    dead, new = Worker(), Worker()
-    rt_dead = QueueRuntime(redis_client, "dead", dead.deliver, lease_seconds=0.5,
-                           tick_seconds=0.05)
-    rt_new = QueueRuntime(redis_client, "new", new.deliver, lease_seconds=0.5,
-                          tick_seconds=0.05)
-    await rt_dead.start()
-    await rt_new.start()
+    (dead, rt_dead), (new, rt_new) = await started_workers(redis_client, ("dead", "new"),
+                                                          lease_seconds=0.5)
 
     async def take_over(call_id: str) -> None:
         info = CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999",
