@@ -276,6 +276,9 @@ class QueueRuntime:
         while not self._stopping:
             try:
                 await self._inbox_once()
+            except UNREACHABLE as exc:  # expected in an outage or a failover: one line
+                log.warning("queue inbox waits for Redis: %s", str(exc) or type(exc).__name__)
+                await self.shell.sleep(1)
             except Exception:
                 log.exception("queue inbox read failed; retrying")
                 await self.shell.sleep(1)
@@ -290,6 +293,8 @@ class QueueRuntime:
             started = time.monotonic()
             try:
                 await self.tick()
+            except UNREACHABLE as exc:
+                log.warning("queue tick waits for Redis: %s", str(exc) or type(exc).__name__)
             except Exception:
                 log.exception("queue tick failed")
             await self.shell.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
