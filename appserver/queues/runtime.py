@@ -156,6 +156,9 @@ class QueueRuntime:
             if isinstance(exc, QueueError):
                 log.info("no queue entry to take over (%s)", exc.code,
                          extra={"call_id": call_id})
+            elif isinstance(exc, UNREACHABLE):  # the call starts from the top
+                log.warning("cannot take a queue entry over, Redis unreachable: %s",
+                            str(exc) or type(exc).__name__, extra={"call_id": call_id})
             else:
                 log.exception("taking a queue entry over failed", extra={"call_id": call_id})
             return None
