@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ from test_scenarios_real import cdrs_of
 
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
+from appserver.freeswitch.driver import MOH_STRETCH_SECONDS
 
 FALLBACK = "file:ivr/ivr-call_cannot_be_completed_as_dialed"
 WELCOME = "file:callyard-test/welcome"  # menu 8100's first prompt (tests/ivr_menus.py)
@@ -157,3 +159,46 @@ async def test_worker_killed_while_bridged_bridge_lasts_then_next_worker(
     freeswitch: FreeswitchProbe, freeswitch_workers: FsWorkers, real_database: str
 ) -> None:
     await _kill_while_bridged(freeswitch, freeswitch_workers, real_database, 3.0)
+
+
+async def _kill_while_queued(engine: FreeswitchProbe | FreeswitchSimulator, workers: FsWorkers,
+                             database: str, scale: float) -> None:
+    """A caller waiting in queue t-queue (8110: no agent) when worker 1 dies: once the
+    stretch of music playing ends (the running application outlives the socket), the engine
+    hands the call to worker 2, which takes the queue entry over; the caller hears the hold
+    music again, no menu, and keeps their place. One CDR, worker 2's, naming worker 1.
+    Without the stretches the caller heard music for good and reached nobody (real 1.10.12)."""
+    with _both_workers(workers) as (first, _):
+        call = await engine.place_call("8110", caller="+15550906")
+        # in line: "you are caller N" (every 10 s) follows the join's landing in Redis
+        number = await call.transcript.wait_for(
+            lambda e: e.kind == "prompt_started" and e.detail.startswith("number:"), 20 * scale)
+        await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default",
+                                       5 * scale, start=call.transcript.entries.index(number))
+        after = len(call.transcript.entries)
+        first.kill()  # the music plays on to the end of its stretch, then worker 2 has it
+        await call.transcript.wait_for(lambda e: e.kind == "moh" and e.detail == "default",
+                                       (MOH_STRETCH_SECONDS + 5) * scale, start=after)
+        heard = [e.detail for e in call.transcript.entries[after:] if e.kind == "prompt_started"]
+        assert not [p for p in heard if not p.startswith(("file:queue/", "number:"))], (
+            call.transcript.lines())
+        await call.hangup()
+        await call.wait_ended(5 * scale)
+        rows = await cdrs_of(database, call.call_id, 15)
+        assert [(r["disposition"], r["queue"]) for r in rows] == [("abandoned", "t-queue")]
+        extra = rows[0]["extra"]
+        assert "taken_over_from" in (json.loads(extra) if isinstance(extra, str) else extra), (
+            dict(rows[0]), call.transcript.lines())
+
+
+async def test_worker_killed_while_queued_next_worker_keeps_the_caller_in_line_sim(
+    freeswitch_sim_workers: tuple[FreeswitchSimulator, FsWorkers], real_database: str
+) -> None:
+    sim, workers = freeswitch_sim_workers
+    await _kill_while_queued(sim, workers, real_database, 1.0)
+
+
+async def test_worker_killed_while_queued_next_worker_keeps_the_caller_in_line(
+    freeswitch: FreeswitchProbe, freeswitch_workers: FsWorkers, real_database: str
+) -> None:
+    await _kill_while_queued(freeswitch, freeswitch_workers, real_database, 3.0)

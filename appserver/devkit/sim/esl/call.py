@@ -3,8 +3,8 @@ the dialplan applications the worker executes through ``sendmsg``.
 
 The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
 worker in turn (the next one when a worker refuses the connection or drops the socket
-while the caller is still there; a bridge running then lasts until a party hangs up), then a
-polite message and hangup.
+while the caller is still there; the application running then goes on to its end: a prompt,
+a stretch of music, a bridge until a party hangs up), then a polite message and hangup.
 
 Queued applications run as on FreeSWITCH 1.10 (switch_ivr.c, switch_core_session.c): one
 after the other when each ``sendmsg`` carries ``event-lock: true``; without it, an
@@ -252,16 +252,16 @@ class EslSimCall(SimulatedCall):
             with contextlib.suppress(Exception):
                 writer.close()
             try:
-                await self._until_bridge_ends()
+                await self._until_running_app_ends()
             finally:
                 executor.cancel()
 
-    async def _until_bridge_ends(self) -> None:
-        """A bridge outlives the worker's socket: FreeSWITCH keeps the caller with the called
-        party until one of them hangs up, and only then goes on in the dialplan (measured on
-        1.10.12, tests/real/test_faults_real.py). A transfer ends the bridge; any other
-        running application stops with the socket here."""
-        while self._current_app == "bridge" and not self._transferred:
+    async def _until_running_app_ends(self) -> None:
+        """The running application outlives the worker's socket: FreeSWITCH goes on in the
+        dialplan only once it ends (a bridge when a party hangs up, music never unless
+        bounded by ``playback_timeout_sec``; measured on 1.10.12,
+        tests/real/test_faults_real.py). A transfer ends it."""
+        while self._current_app and not self._transferred:
             self._app_ended.clear()
             await self._app_ended.wait()
 
@@ -447,6 +447,9 @@ class EslSimCall(SimulatedCall):
             chan.variables[name] = value
             self.transcript.add("variable", f"{name}={value}")
             return "_none_"
+        if app == "unset":
+            chan.variables.pop(arg, None)
+            return "_none_"
         if app == "hangup":
             self.end(arg or "NORMAL_CLEARING", "app")
             return "_none_"
@@ -483,7 +486,7 @@ class EslSimCall(SimulatedCall):
     async def _moh(self, moh_class: str) -> str:
         self.transcript.add("moh", moh_class)
         try:
-            await self._wait(24 * 3600)
+            await self._wait(float(self.channel.variables.get("playback_timeout_sec") or 86400))
         finally:
             self.transcript.add("moh", "")
         return "FILE PLAYED"
