@@ -17,6 +17,9 @@ from redis.asyncio import Redis
 
 from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.cdr import STREAM
+from appserver.cdr.flow import CdrCalls
+from appserver.cdr.sink import CdrSink
 from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
 from ivr.calls import (
@@ -443,6 +446,38 @@ async def test_readopt_after_process_restart(
     await wait_until(lambda: second.active_calls == 0)
     assert not await redis_client.exists(
         f"callyard:asterisk:call:{second.links[0].name}:{call.call_id}")
+
+
+async def test_an_ended_calls_record_stays_until_its_cdr_is_in_redis(
+    sim: AriSimulator, workers: Workers, redis_client: Redis
+) -> None:
+    """The record of an ended call goes only once its CDR is in Redis: a worker killed in
+    between leaves the record, and the next one records the call as lost (one CDR either
+    way). Here the CDR stream's Redis is unreachable until the test lets it through."""
+    menuset = menus()
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    sink = CdrSink(unreachable)
+    sink.start()
+    cdrs = CdrCalls(sink)
+    worker = await workers.start(lambda info: cdrs.wrap(menuset.flow_for(info.called), info),
+                                 redis=redis_client, cdrs_durable=sink.durable)
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "0"),
+                           ("expect_hangup", "app")])
+    record = f"callyard:asterisk:call:{worker.links[0].name}:{call.call_id}"
+    await wait_until(lambda: sink.backlog == 1 and worker.active_calls == 0)
+    await asyncio.sleep(0.5)
+    assert await redis_client.exists(record), "the record went before the CDR"
+    sink.redis = redis_client  # Redis reachable again: the CDR lands, then the record goes
+    await wait_until(lambda: sink.backlog == 0)
+    for _ in range(50):
+        if not await redis_client.exists(record):
+            break
+        await asyncio.sleep(0.1)
+    assert not await redis_client.exists(record)
+    assert await redis_client.xlen(STREAM) == 1
+    await sink.stop(5)
+    await unreachable.aclose()
 
 
 async def test_async_flow_factory(sim: AriSimulator, workers: Workers) -> None:

@@ -214,7 +214,7 @@ async def _every_queue_operation(store: QueueStore) -> None:
     await store.call_control(by_call["c1"], "hold", now=t + 2)
     await store.dial_failed("c1", by_call["c1"], now=t + 3)
     await store.tick("w1", now=t + 4)
-    assert await store.adopt("c2", "w2", now=t + 5) is not None
+    assert (await store.take_over("c2", "w2", now=t + 5)).queue == "sales"
     await store.leave("c2", "abandoned", now=t + 6)
     await store.finish("c1", now=t + 7)
     await store.reap(now=t + 10**9)

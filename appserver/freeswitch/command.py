@@ -75,8 +75,10 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
+    from appserver.queues.caller_flow import QUEUED_VARIABLE
     from appserver.shells import green
     from appserver.worker.services import WorkerServices
+    from ivr.calls import CallInfo
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
@@ -87,9 +89,15 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
                           sip_template=settings.freeswitch_sip_template)
+    def take_over(call: CallInfo) -> None:
+        """A caller queued before (the channel says so) may be one a dead worker left."""
+        if QUEUED_VARIABLE in call.variables:
+            green.run(services.queues.take_over(call))
+
     worker = FreeswitchWorker((host, port), services.flows, config,
                               max_calls=settings.freeswitch_max_calls,
-                              connect_timeout=settings.freeswitch_connect_timeout)
+                              connect_timeout=settings.freeswitch_connect_timeout,
+                              take_over=take_over)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     stop = gevent.event.Event()

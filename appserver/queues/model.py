@@ -305,3 +305,18 @@ class QueuedCall:
                    held=h.get("held") == "1", transfer=h.get("transfer", ""),
                    joined_ms=int(float(h.get("joined") or 0)),
                    menu_path=tuple(p for p in (h.get("menu_path") or "").split("/") if p))
+
+
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """A live caller's queue entry this worker took over from ``previous_owner`` (a dead
+    worker): the caller resumes waiting in ``queue`` at their place (see
+    ``lua/takeover.lua``)."""
+
+    call_id: str
+    queue: str
+    state: str  # waiting | offered
+    priority: int
+    joined_ms: int
+    menu_path: str  # "main/sales": the IVR path that led to the queue
+    previous_owner: str

@@ -35,6 +35,7 @@ from appserver.queues.model import (
     QueueConfigError,
     QueuedCall,
     QueueStats,
+    TakenOver,
     check_call_id,
     check_name,
 )
@@ -96,6 +97,14 @@ def _enqueue_result(r: Any) -> EnqueueResult:
     if items[0] == "ok":
         return EnqueueResult("ok", int(items[1]), int(items[2]))
     return EnqueueResult("full" if items[0] == "full" else "empty")
+
+
+def _taken_over(call_id: str, r: Any) -> TakenOver:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], f"cannot take the caller over: {items[1].replace('_', ' ')}")
+    return TakenOver(call_id, items[1], items[2], int(items[3]), int(float(items[4])), items[5],
+                     items[6])
 
 
 def _offers(r: Any) -> list[Offer]:
@@ -323,11 +332,14 @@ class QueueStore:
     async def reap(self, now: int | None = None, limit: int = 500) -> list[str]:
         return _strs(await self._run("reap", now or now_ms(), limit))
 
-    async def adopt(self, call_id: str, owner: str, lease_ms: int = 15000,
-                    now: int | None = None) -> tuple[str, str] | None:
-        r = await self._run("adopt", call_id, check_name("worker", owner), now or now_ms(),
-                            lease_ms)
-        return (_s(r[0]), _s(r[1])) if r else None
+    async def take_over(self, call_id: str, owner: str, lease_ms: int = 15000,
+                        now: int | None = None) -> TakenOver:
+        """Make ``owner`` the owner of the live caller ``call_id``'s queue entry (see
+        ``lua/takeover.lua``); :class:`QueueError` ``no_entry`` or ``assigned`` when it
+        cannot."""
+        r = await self._run("takeover", check_call_id(call_id), check_name("worker", owner),
+                            now or now_ms(), lease_ms)
+        return _taken_over(call_id, r)
 
     async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
         r = await reply(self.client.blpop([self.keys.inbox(owner)], timeout=timeout))
