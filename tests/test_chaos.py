@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 from pg_replication import PgPair
 from redis.exceptions import RedisError
@@ -167,7 +168,7 @@ class Caller:
             await call.hangup()
         await call.wait_ended(10)
 
-    async def _next_greeting(self, seen: int, timeout: float = 90) -> int:
+    async def _next_greeting(self, seen: int, timeout: float = 60) -> int:
         """The index after the next greeting from ``seen`` on; -1 once the call ended."""
         assert self.call is not None
         entries = self.call.transcript.entries
@@ -256,6 +257,7 @@ class Agents:
 # ------------------------------------------------------------------------------ the test
 
 
+@pytest.mark.timeout(400)
 async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_load(
         scratch_dir: Path, pg_pair: PgPair) -> None:  # noqa: F811
     logs = scratch_dir / "logs"
@@ -290,7 +292,7 @@ async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_l
                 agent_task = asyncio.create_task(agents.run())
                 load = asyncio.create_task(place_calls(nodes, callers))
                 faults = asyncio.create_task(inject_faults(nodes, callers, redis_set, pg_pair))
-                await asyncio.wait_for(asyncio.gather(load, faults), LOAD_SECONDS + 120)
+                await asyncio.wait_for(asyncio.gather(load, faults), LOAD_SECONDS + 75)
 
                 # No ghost: nothing waiting, no call entry, every agent available.
                 await until(lambda: _no_queue_entry(client), 30, "no queue entry left")

@@ -41,6 +41,10 @@ log = logging.getLogger("callyard.freeswitch")
 # Called with each new call before its flow is built: a call another worker served (it died,
 # and the dialplan went on to this worker's socket) may be taken over where it was.
 TakeOver = Callable[[c.CallInfo], object]
+# Called with each call the worker is handed (its record: see callrecords.py), and with each
+# call's id once it ended here.
+CallStarted = Callable[[c.CallInfo], object]
+CallEnded = Callable[[str], object]
 
 
 class FreeswitchWorker:
@@ -53,9 +57,13 @@ class FreeswitchWorker:
         max_calls: int = 20000,
         connect_timeout: float = 5.0,
         take_over: TakeOver | None = None,
+        call_started: CallStarted | None = None,
+        call_ended: CallEnded | None = None,
     ) -> None:
         self.flow_factory = flow_factory
         self.take_over = take_over
+        self.call_started = call_started
+        self.call_ended = call_ended
         self.config = config or DriverConfig()
         self.queue_runtime = queue_runtime
         self.calls: dict[str, CallDriver] = {}
@@ -162,6 +170,8 @@ class FreeswitchWorker:
             self.calls[info.call_id] = driver
             self._connections[info.call_id] = conn
             self.calls_total += 1
+            if self.call_started is not None:
+                self.call_started(info)
             if self.take_over is not None:
                 self.take_over(info)
             driver.start(self._flow_for(info))
@@ -176,6 +186,8 @@ class FreeswitchWorker:
                 if self.calls.get(driver.info.call_id) is driver:  # not yet a newer socket's
                     del self.calls[driver.info.call_id]
                     del self._connections[driver.info.call_id]
+                    if self.call_ended is not None:
+                        self.call_ended(driver.info.call_id)
                 driver.flow = None  # the call is over: free its flows now (no late events)
             conn.close()
             conn.release()
