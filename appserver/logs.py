@@ -46,6 +46,18 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
+class _ConnectionErrorsInOneLine(logging.Filter):
+    """asyncpg's pool logs every failed reconnection with a traceback; while PostgreSQL
+    restarts or fails over that is expected: the line says the error, without the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg."):
+            record.error = f"{type(exc).__name__}: {exc}"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def setup(level: str = "INFO", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
@@ -54,6 +66,9 @@ def setup(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level)
     for noisy in ("asyncio", "aiohttp.access", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _ConnectionErrorsInOneLine) for f in pool_log.filters):
+        pool_log.addFilter(_ConnectionErrorsInOneLine())
 
 
 def call_logger(logger: logging.Logger, call_id: str, **fields: Any) -> logging.LoggerAdapter:

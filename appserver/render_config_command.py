@@ -14,6 +14,7 @@ Rendering is deterministic, so the committed output can be checked against the t
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +51,9 @@ DEFAULTS: dict[str, str] = {
     "freeswitch_domain": "callyard.local",
     # Address the callyard SIP profile binds (SIP and RTP); FreeSWITCH's own guess by default.
     "freeswitch_sip_ip": "$${local_ip_v4}",
-    # Asterisk: numbers sent to Stasis(<CALLYARD_ASTERISK_APP>) and resolved in Callyard.
+    # Asterisk: the workers' Stasis applications (each worker's CALLYARD_ASTERISK_APP), tried
+    # in order; numbers matching the pattern go there and are resolved in Callyard.
+    "asterisk_apps": "callyard,callyard-2",
     "asterisk_ivr_pattern": "_XXXX",
     "asterisk_context": "callyard",
     "asterisk_transfer_context": "callyard-transfer",
@@ -100,7 +103,29 @@ def template_vars(overrides: list[str]) -> dict[str, str]:
         if not sep or name not in DEFAULTS:
             raise ValueError(f"unknown --var {item!r}; known: {', '.join(sorted(DEFAULTS))}")
         values[name] = value
+    check_stasis_apps(values["asterisk_apps"])
     return values
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated template value as its items (blanks around them dropped)."""
+    return [p.strip() for p in str(text).split(",") if p.strip()]
+
+
+def check_stasis_apps(text: str) -> None:
+    """The dialplan writes each name into ``Stasis(<app>,...)``: refuse any other text."""
+    from appserver.settings import STASIS_APP_PATTERN
+
+    apps = split_list(text)
+    if not apps:
+        raise ValueError("asterisk_apps is empty: list the workers' Stasis applications, "
+                         "e.g. --var asterisk_apps=callyard,callyard-2")
+    for app in apps:
+        if not re.fullmatch(STASIS_APP_PATTERN, app):
+            raise ValueError(f"asterisk_apps: {app!r} is not a Stasis application name "
+                             "(letters, digits, '_', '.', '-'; at most 64)")
+    if len(set(apps)) != len(apps):
+        raise ValueError(f"asterisk_apps lists an application twice: {text!r}")
 
 
 def render_all(root: Path, settings: Settings, values: dict[str, str]) -> dict[Path, str]:
@@ -118,7 +143,7 @@ def render_all(root: Path, settings: Settings, values: dict[str, str]) -> dict[P
             keep_trailing_newline=True,
             autoescape=jinja2.select_autoescape(["xml.j2"]),
         )
-        env.filters["split"] = lambda text: [p.strip() for p in str(text).split(",") if p.strip()]
+        env.filters["split"] = split_list
         for path in sorted(source.rglob("*.j2")):
             name = path.relative_to(source).as_posix()
             text = env.get_template(name).render(settings=settings, **values)

@@ -11,10 +11,12 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from appserver.redisconn import check_url
 
 ENV_PREFIX = "CALLYARD_"
 
@@ -104,11 +106,48 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return (host or default_host), int(port)
 
 
+# target_session_attrs values that connect to the writable server only.
+PRIMARY_ONLY = ("read-write", "primary")
+
+
+def _check_host(item: str) -> None:
+    host, sep, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+    if not item or (sep and not host):
+        raise ValueError(f"a host is missing in the host list (got {item!r})")
+    if sep and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"expected host:port in the host list, got {item!r}")
+
+
+def check_database_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is a PostgreSQL URL every process can write through:
+    one host, or several with ``target_session_attrs=read-write`` (or ``primary``), so each
+    connection goes to the current primary whichever host is listed first."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected postgresql://user:password@host:port/dbname")
+    host_list = parts.netloc.rpartition("@")[2]  # "db1:5432,db2:5432"; "": the local socket
+    hosts = host_list.split(",") if host_list else []
+    for item in hosts:
+        _check_host(item)
+    attrs = parse_qs(parts.query).get("target_session_attrs", [""])[-1]
+    if attrs and attrs not in PRIMARY_ONLY:
+        raise ValueError(f"target_session_attrs={attrs}: Callyard writes, so it needs the"
+                         " primary: use target_session_attrs=read-write")
+    if len(hosts) > 1 and not attrs:
+        raise ValueError(f"{len(hosts)} hosts but no target_session_attrs: add"
+                         " ?target_session_attrs=read-write so every process connects to the"
+                         " primary, never to a read-only standby")
+
+
 StorageUrl = Literal["database_url", "redis_url"]
 STORAGE_EXAMPLES: dict[StorageUrl, str] = {
     "database_url": "postgresql://callyard:PASSWORD@db-host:5432/callyard",
     "redis_url": "redis://:PASSWORD@redis-host:6379/0",
 }
+
+
+# A Stasis application name: safe in a URL and in the dialplan's Stasis(<app>,...) argument.
+STASIS_APP_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class Settings(BaseSettings):
@@ -161,7 +200,7 @@ class Settings(BaseSettings):
 
     # Asterisk worker.
     asterisk_ari: Annotated[list[AriNode], NoDecode] = []
-    asterisk_app: str = Field("callyard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    asterisk_app: str = Field("callyard", pattern=STASIS_APP_PATTERN)
     asterisk_ami: Annotated[list[AmiNode], NoDecode] = []
     asterisk_dial_template: str = "PJSIP/{target}"
     asterisk_sip_template: str = "PJSIP/kamailio/{target}"  # Dial(kind="sip"): a SIP URI
@@ -178,15 +217,15 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, v: str | None) -> str | None:
-        if v and urlsplit(v).scheme not in ("postgres", "postgresql"):
-            raise ValueError("expected postgresql://user:password@host:port/dbname")
+        if v:
+            check_database_url(v)
         return v or None
 
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, v: str | None) -> str | None:
-        if v and urlsplit(v).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("expected redis://host:port/db")
+        if v:
+            check_url(v)
         return v or None
 
     @field_validator("livekit_url")

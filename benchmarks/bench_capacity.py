@@ -58,19 +58,21 @@ def run_nodes(n: int, args: argparse.Namespace, dsn: str, redis_url: str,
         results.append(json.loads(out.strip().splitlines()[-1]))
     elapsed = time.monotonic() - started
     commands1, cdrs1 = redis_counters(client)
-    completed = max(sum(int(r["completed"]) for r in results), 1)
+    completed = sum(int(r["completed"]) for r in results)
+    failed = sum(int(r["failed"]) for r in results)
+    placed = max(completed + failed, 1)  # a failed call cost the stores too
     return {
         "nodes": n,
         "calls_in_progress": sum(int(r["peak_in_progress"]) for r in results),
         "new_calls_per_s": round(sum(float(r["cps"]) for r in results), 1),
         "completed": completed,
-        "failed": sum(int(r["failed"]) for r in results),
+        "failed": failed,
         "p99_ms": [r["latency_ms"]["p99"] for r in results],
         "worker_cpu_percent": [r["worker"]["cpu_percent"] for r in results],
         # Per call placed (set-up and wind-down included): at R new calls/s the stores see
         # about R times these, whatever the number of nodes.
-        "redis_commands_per_call": round((commands1 - commands0) / completed, 1),
-        "cdr_records_per_call": round((cdrs1 - cdrs0) / completed, 2),
+        "redis_commands_per_call": round((commands1 - commands0) / placed, 1),
+        "cdr_records_per_call": round((cdrs1 - cdrs0) / placed, 2),
         "elapsed_s": round(elapsed, 1),
     }
 

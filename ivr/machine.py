@@ -193,6 +193,25 @@ class IvrCall:
             return self._crash(exc, out)
         return out
 
+    def resume_queued(self, call: CallInfo, queue: str, menu_path: str) -> list[Command]:
+        """Begin where a caller waits for ``queue``'s result, queued from the last menu of
+        ``menu_path`` ("main/sales", from the queue entry) by a worker that died: the queue's
+        result then goes on as if this flow had queued them (a ``menu:`` route, the exit key
+        back to that menu, a failure's retry). Menus no longer in the set are skipped; with
+        none left the caller counts as queued by the extension itself."""
+        if self._phase != _NEW:
+            return []
+        self._call = call
+        self._vars = {**call.variables, "queue": queue}
+        self._stack = [name for name in menu_path.split("/") if name in self.menuset.menus]
+        if self._stack:
+            self._menu = self.menuset.menus[self._stack[-1]]
+            self._main = self._main or self._stack[0]
+        self._pending = ("queue", queue)
+        self._pending_idle = not self._stack
+        self._phase = _WAIT
+        return []
+
     def handle(self, event: Event) -> list[Command]:
         phase = self._phase
         if phase is _DONE or phase is _NEW:

@@ -401,3 +401,30 @@ async def test_channel_commands_wait_for_the_playbacks_before_them(ari: Ari) -> 
     assert loop.time() - sent >= 0.5
     assert ari.events.index(end) > ari.events.index(
         await ari.wait_event("PlaybackFinished", playback__id="v2"))
+
+
+async def test_stasis_tries_each_application_in_order() -> None:
+    """As the shipped dialplan: ``Stasis(<app>)`` of an application with no connected
+    WebSocket fails at once (``STASISSTATUS=FAILED``) and the next is tried."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.05),
+                            stasis_apps=("first", "second")) as sim:
+        ari = Ari(sim, aiohttp.ClientSession())
+        try:
+            await ari.connect("second")
+            call = await sim.place_call("9999")
+            start = await ari.wait_event("StasisStart")
+            assert start["application"] == "second" and start["args"] == ["9999"]
+            assert start["channel"]["dialplan"]["app_data"] == "second,9999"
+            status, body = await ari.request(
+                "GET", f"/channels/{call.call_id}/variable", variable="STASISSTATUS")
+            assert (status, body) == (200, {"value": "FAILED"})  # the first Stasis() failed
+            await ari.connect("first")  # the first connected again takes the next call
+            await sim.place_call("9999")
+            start = await ari.wait_event("StasisStart", application="first")
+            assert start["args"] == ["9999"]
+        finally:
+            await ari.http.close()
+        await sim.drop_event_sockets()
+        call = await sim.place_call("9999")
+        await call.wait_ended()
+        assert call.prompts() == ["file:cannot-complete-temp-error"]

@@ -105,7 +105,7 @@ async def test_monitor_tracks_device_state(
                 break
             await asyncio.sleep(0.01)
         assert [s for d, s in changes] == ["NOT_INUSE", "INUSE", "UNAVAILABLE"]
-        await asyncio.sleep(0.05)
+        await monitor.drain()
         assert await redis_client.hget(DEVICES_KEY, "PJSIP/1001") == "UNAVAILABLE"
         channels = await monitor.core_show_channels()
         assert channels == []
@@ -113,6 +113,32 @@ async def test_monitor_tracks_device_state(
         channels = await monitor.core_show_channels()
         assert [c["Uniqueid"] for c in channels] == [call.call_id]
         assert "coreshowchannels" in [a.lower() for a in ami.actions]
+    finally:
+        await monitor.stop()
+
+
+async def test_redis_keeps_the_last_of_quick_device_state_changes(
+    sims: tuple[AriSimulator, AmiSimulator], redis_client: Redis
+) -> None:
+    """Changes that arrive together (a phone picked up and unregistered at once) reach
+    Redis in the order Asterisk sent them: the hash ends with the latest state."""
+    _, ami = sims
+    monitor = AmiMonitor(load_settings(asterisk_ami=ami.address).asterisk_ami,
+                         redis=redis_client)
+    await monitor.start()
+    try:
+        await monitor.wait_authenticated()
+        devices = [f"PJSIP/{2000 + i}" for i in range(50)]
+        for device in devices:
+            ami.device_state(device, "INUSE")
+            ami.device_state(device, "UNAVAILABLE")
+        for _ in range(500):
+            if all(monitor.devices.get(d) == "UNAVAILABLE" for d in devices):
+                break
+            await asyncio.sleep(0.01)
+        await monitor.drain()
+        stored = await redis_client.hmget(DEVICES_KEY, devices)
+        assert stored == ["UNAVAILABLE"] * len(devices)
     finally:
         await monitor.stop()
 

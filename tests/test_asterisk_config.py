@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from appserver.asterisk.driver import DriverConfig
 from appserver.devkit.sim.ari import AriSimulator
-from appserver.render_config_command import DEFAULTS, render_all
+from appserver.render_config_command import DEFAULTS, render_all, template_vars
 from appserver.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ def test_dialplan_simulator_and_worker_agree() -> None:
     sim = AriSimulator()
     worker_defaults = DriverConfig()
     assert f"Stasis({sim.stasis_app},${{EXTEN}})" in text
-    assert 'GotoIf($["${STASISSTATUS}" = "FAILED"]?callyard-unavailable,s,1)' in text
+    assert " same => n,Goto(callyard-unavailable,s,1)\n same => n(served),Hangup()\n" in text
     assert sim.fallback_context == worker_defaults.fallback_context
     assert f"[{sim.fallback_context}]" in text
     assert sim.transfer_context == worker_defaults.transfer_context
@@ -93,3 +96,30 @@ def test_http_session_limit_is_raised() -> None:
     text = (ROOT / "asterisk-conf" / "http.conf").read_text()
     match = re.search(r"^sessionlimit = (\d+)$", text, re.M)
     assert match and int(match.group(1)) >= 500
+
+
+def test_dialplan_tries_each_workers_application_in_order() -> None:
+    """``--var asterisk_apps``: one ``Stasis()`` per worker, in order, each followed by a jump
+    out when it served the call; after the last the polite ending (as FreeSWITCH's sockets)."""
+    values = {**DEFAULTS, "asterisk_apps": "cy-a, cy-b,cy-c"}
+    text = render_all(ROOT, load_settings(), values)[Path("asterisk-conf/extensions.conf")]
+    body = text.split("[callyard]\n", 1)[1].split("\n\n", 1)[0]
+    tried = "".join(f" same => n,Stasis({app},${{EXTEN}})\n"
+                    ' same => n,GotoIf($["${STASISSTATUS}" != "FAILED"]?served)\n'
+                    for app in ("cy-a", "cy-b", "cy-c"))
+    assert body == ("exten => _XXXX,1,NoOp(Callyard IVR ${EXTEN})\n" + tried
+                    + " same => n,Goto(callyard-unavailable,s,1)\n same => n(served),Hangup()")
+    assert "tried in order: cy-a, cy-b, cy-c." in text
+
+
+@pytest.mark.parametrize("apps, error", [
+    ("", "empty"), (" , ", "empty"), ("a,b c", "'b c' is not a Stasis application name"),
+    ("a,b)", "'b)' is not"), ("a,a", "lists an application twice"),
+])
+def test_bad_application_list_is_refused(apps: str, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        template_vars([f"asterisk_apps={apps}"])
+    out = subprocess.run(
+        [sys.executable, "-m", "appserver.cli", "render-config", "--check",
+         "--var", f"asterisk_apps={apps}"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and error in out.stderr and not out.stdout

@@ -17,6 +17,9 @@ from redis.asyncio import Redis
 
 from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
+from appserver.cdr import STREAM
+from appserver.cdr.flow import CdrCalls
+from appserver.cdr.sink import CdrSink
 from appserver.devkit.sim.ari import AriSimulatedCall, AriSimulator, SimEndpoint, SoundCatalog
 from appserver.settings import load_settings
 from ivr.calls import (
@@ -445,6 +448,38 @@ async def test_readopt_after_process_restart(
         f"callyard:asterisk:call:{second.links[0].name}:{call.call_id}")
 
 
+async def test_an_ended_calls_record_stays_until_its_cdr_is_in_redis(
+    sim: AriSimulator, workers: Workers, redis_client: Redis
+) -> None:
+    """The record of an ended call goes only once its CDR is in Redis: a worker killed in
+    between leaves the record, and the next one records the call as lost (one CDR either
+    way). Here the CDR stream's Redis is unreachable until the test lets it through."""
+    menuset = menus()
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    sink = CdrSink(unreachable)
+    sink.start()
+    cdrs = CdrCalls(sink)
+    worker = await workers.start(lambda info: cdrs.wrap(menuset.flow_for(info.called), info),
+                                 redis=redis_client, cdrs_durable=sink.durable)
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "0"),
+                           ("expect_hangup", "app")])
+    record = f"callyard:asterisk:call:{worker.links[0].name}:{call.call_id}"
+    await wait_until(lambda: sink.backlog == 1 and worker.active_calls == 0)
+    await asyncio.sleep(0.5)
+    assert await redis_client.exists(record), "the record went before the CDR"
+    sink.redis = redis_client  # Redis reachable again: the CDR lands, then the record goes
+    await wait_until(lambda: sink.backlog == 0)
+    for _ in range(50):
+        if not await redis_client.exists(record):
+            break
+        await asyncio.sleep(0.1)
+    assert not await redis_client.exists(record)
+    assert await redis_client.xlen(STREAM) == 1
+    await sink.stop(5)
+    await unreachable.aclose()
+
+
 async def test_async_flow_factory(sim: AriSimulator, workers: Workers) -> None:
     menuset = menus()
 
@@ -656,3 +691,44 @@ async def test_transfer_breaks_off_the_running_prompt(sim: AriSimulator, workers
     assert "prompt_finished file:ivr/long stopped" in call.transcript.lines()
     assert "prompt_started file:ivr/sales" not in call.transcript.lines()
     assert flows[0].events == [TransferResult("1000", ok=True)]
+
+
+async def test_one_application_per_worker(redis_client: Redis) -> None:
+    """Two workers share a node and Redis, each with its own Stasis application, tried in the
+    dialplan's order: the first takes calls while it is up, then the second; with neither, the
+    polite message. A worker re-adopts (or reports lost) only its own application's calls: the
+    second starting up left the first's call record alone (it once took it for a call ended
+    unseen, a WORKER_LOST CDR for a live call)."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.15),
+                            stasis_apps=("callyard-1", "callyard-2")) as sim:
+        menuset, lost = menus(), []
+        pool = Workers(sim)
+        first = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client)
+        a = await sim.place_call("9999")
+        await a.wait_for_prompt("file:ivr/welcome")
+        second = await pool.start(ivr_factory(menuset), app="callyard-2", redis=redis_client,
+                                  on_call_lost=lost.append)
+        await asyncio.sleep(0.2)  # the second's re-adoption ran
+        assert lost == [] and first.call(a.call_id) is not None
+        node = first.links[0].name
+        assert await redis_client.exists(f"callyard:asterisk:call:{node}:{a.call_id}")
+
+        await first.stop()  # the first worker dies: its caller stays in Stasis...
+        await sim.drop_event_sockets("callyard-1")
+        b = await sim.place_call("9999")  # ... and new calls go to the second
+        await b.wait_for_prompt("file:ivr/welcome")
+        assert sim.channels[b.call_id].stasis_app == "callyard-2"
+        await run_steps(b, [("press", "0"), ("expect_hangup", "app")])
+        await second.stop()
+        await sim.drop_event_sockets("callyard-2")
+        c = await sim.place_call("9999")
+        await c.wait_ended()
+        assert c.prompts() == ["file:cannot-complete-temp-error"]
+
+        # The first worker's application comes back (restarted): it re-adopts its caller.
+        again = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client)
+        await wait_until(lambda: a.prompts().count("file:ivr/welcome") == 2)
+        await run_steps(a, [("press", "0"), ("expect_hangup", "app")])
+        await wait_until(lambda: again.active_calls == 0)
+        await again.stop()
+        assert lost == []

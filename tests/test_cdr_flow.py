@@ -6,10 +6,10 @@ import gc
 import weakref
 
 import pytest
+from test_queues_caller_flow import Factory
 
 from appserver.cdr.flow import CdrCalls, CdrFlow
 from appserver.cdr.record import CdrRecord
-from appserver.queues.caller_flow import CallerFlow, RuntimeAction
 from appserver.queues.flow import QueueingFlow
 from appserver.queues.model import QueueConfig
 from ivr.calls import (
@@ -159,16 +159,6 @@ def test_enqueue_without_queue_runtime() -> None:
     flow.handle(QueueResult("support", "failed", "no queue runtime"))
     [r] = out
     assert (r.queue, r.disposition, r.wait_seconds) == ("support", "failed", 2.0)
-
-
-class Factory:
-    def __init__(self, configs: dict[str, QueueConfig]) -> None:
-        self.configs = configs
-        self.actions: list[RuntimeAction] = []
-
-    def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
-        cfg = self.configs.get(enqueue.queue)
-        return CallerFlow(cfg, enqueue.priority, self.actions.append) if cfg else None
 
 
 def queued(**conf: object) -> tuple[CdrFlow, list[CdrRecord], Clock]:

@@ -144,6 +144,20 @@ def test_psql_gets_the_password_in_its_environment_not_its_arguments(
     assert result.stdout.splitlines()[1] == f"PGPASSWORD: {password}"
 
 
+@pytest.mark.parametrize(("dsn", "target", "password"), [
+    ("postgresql://u:p%40ss@db:5432/x", "postgresql://u@db:5432/x", "p@ss"),
+    ("postgresql://u:pw@[::1]:5432/x", "postgresql://u@[::1]:5432/x", "pw"),
+    ("postgresql://u:pw@db1:5432,db2:5433/x?target_session_attrs=read-write",
+     "postgresql://u@db1:5432,db2:5433/x?target_session_attrs=read-write", "pw"),
+    ("postgresql://u@db1,db2/x", "postgresql://u@db1,db2/x", None),
+])
+def test_psql_target_keeps_every_host(dsn: str, target: str, password: str | None) -> None:
+    """A failover URL lists several hosts: psql (libpq) gets them all, without the password."""
+    from appserver.store.psql_command import split_password
+
+    assert split_password(dsn) == (target, password)
+
+
 def test_psql_missing_everywhere_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     from appserver.devkit import embedded
     from appserver.store import psql_command

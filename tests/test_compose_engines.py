@@ -89,6 +89,16 @@ def test_freeswitch_dialplan_workers_are_services_listening_where_it_connects() 
         assert listen.rpartition(":")[2] == port
 
 
+
+def test_asterisk_dialplan_applications_each_have_one_worker_service() -> None:
+    """Every Stasis application the dialplan tries is run by exactly one worker service."""
+    apps = re.findall(r"Stasis\(([\w.-]+),", (AST_CONF / "extensions.conf").read_text())
+    assert len(apps) >= 2
+    served = [service["environment"]["CALLYARD_ASTERISK_APP"]
+              for service in _services().values()
+              if service.get("command") == ["asterisk"]]
+    assert sorted(served) == sorted(apps)
+
 def test_engines_get_the_environment_their_config_reads() -> None:
     services = _services()
     vars_xml = (FS_CONF / "vars.xml").read_text()

@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 from appserver.devkit.embedded import EmbeddedPostgres, free_port, redis_server_binary
 from appserver.devkit.sim.ari import AriSimulator
 from appserver.devkit.sim.ari.call import AriSimulatedCall
+from appserver.redisconn import Flavour, connect
+from appserver.shells import close, reply
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE = 30.0  # seconds PostgreSQL stays down
@@ -258,6 +260,32 @@ async def _ping(client: aioredis.Redis) -> bool:
         return bool(await client.ping())
     except Exception:
         return False
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "sync"])
+async def test_factory_clients_replace_connections_a_redis_restart_closed(
+    scratch_dir: Path, flavour: Flavour,
+) -> None:
+    """Idle pooled connections are closed by a Redis restart: the next command gets a new
+    connection instead of failing with "Connection closed by server"."""
+    port = free_port()
+    server = _redis_server(scratch_dir / "redis", port)
+    url = f"redis://127.0.0.1:{port}/0"
+    probe = aioredis.Redis.from_url(url)
+    client = connect(url, flavour)
+    try:
+        await until(lambda: _ping(probe), 10, "Redis up")
+        assert await reply(client.set("k", "before"))  # one idle connection in the pool
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        server = _redis_server(scratch_dir / "redis", port)
+        await until(lambda: _ping(probe), 10, "Redis back")
+        assert await reply(client.get("k")) == "before"
+    finally:
+        await close(client)
+        await probe.aclose()
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
 
 
 async def test_engine_link_cut_reconnects_other_node_unaffected(

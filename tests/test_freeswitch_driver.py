@@ -14,7 +14,7 @@ import pytest
 
 from appserver.devkit.sim.esl import server_codec
 from appserver.freeswitch import esl_codec as codec
-from appserver.freeswitch.driver import CallDriver, DriverConfig
+from appserver.freeswitch.driver import MOH_STRETCH_SECONDS, CallDriver, DriverConfig
 from ivr import calls as c
 
 INFO = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")
@@ -346,8 +346,31 @@ def test_every_execute_is_event_locked_so_freeswitch_runs_them_in_order() -> Non
                    c.Dial("1001")])  # fmt: skip
     _, sent = make(flow)
     executes = [r for r in requests(sent) if r.headers.get("call-command") == "execute"]
-    assert len(executes) == 7
+    assert len(executes) == 9  # the music: set, playback, unset (see the stretch test)
     assert all(r.headers.get("event-lock") == "true" for r in executes)
+
+
+def test_hold_music_plays_in_bounded_stretches_until_stopped() -> None:
+    """On FreeSWITCH the running application outlives a dead worker's socket: music without
+    an end would keep the caller from the next worker for good (tests/real/
+    test_faults_real.py). So music plays MOH_STRETCH_SECONDS at a time, the next stretch
+    sent when one ends, none after StopMoh; the bound applies to the music alone."""
+    flow = Script([c.StartMoh("default")], {c.Dtmf: [c.StopMoh()]})
+    driver, sent = make(flow)
+    stretch = [("set", f"playback_timeout_sec={MOH_STRETCH_SECONDS}"),
+               ("playback", "local_stream://default"), ("unset", "playback_timeout_sec")]
+    assert [(a, arg) for a, arg, _ in apps(sent)[-3:]] == stretch
+    first = apps(sent)[-2][2]
+    sent.clear()
+    driver.on_event(complete(first))
+    assert [(a, arg) for a, arg, _ in apps(sent)] == stretch
+    second = apps(sent)[1][2]
+    assert second != first
+    driver.on_event(codec.LazyEvent({"Event-Name": "DTMF", "DTMF-Digit": "1"}))
+    assert [r.command for r in requests(sent)][-1] == "api uuid_break uuid-1"
+    sent.clear()
+    driver.on_event(complete(second))  # broken off by StopMoh: no next stretch
+    assert sent == [] and flow.seen == [c.Dtmf("1")]
 
 
 def test_hangup_and_transfer_break_off_what_plays_first() -> None:

@@ -628,3 +628,34 @@ def test_menu_language_and_path_variables_reach_prompts() -> None:
     h.press("1")
     assert last_play(h).language == "de"
     assert last_play(h).prompts == (Prompt("tts", "fr/de 1"),)
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome", "detail", "menu"),
+    [
+        ("main/sales", "left", "", "sales"),  # the exit key: back to the menu that queued
+        ("main/sales", "overflow", "menu:tech", "tech"),  # the queue's menu route
+        ("main/sales", "failed", "", "main"),  # sales has no retries left: exhausted -> back
+        ("main/gone", "left", "", "main"),  # a menu since deleted is skipped
+        ("main/sales", "answered", "ann", None),  # the call is over
+        ("gone", "failed", "", None),  # no menu known: as if queued by the extension
+    ],
+)
+def test_a_taken_over_caller_resumes_waiting_in_the_menu_that_queued_them(
+    path: str, outcome: str, detail: str, menu: str | None,
+) -> None:
+    """Another worker queued the caller from ``path`` and died; this worker took the caller
+    over and begins the IVR where it waits for the queue's result, which goes on as if this
+    flow had queued them."""
+    flow = MS.flow_for("9999", clock=lambda: OPEN_TIME)
+    assert flow is not None
+    assert flow.resume_queued(CallInfo("c1", "test", "+15550100", "9999"), "support", path) == []
+    assert flow.state == "wait"
+    assert flow.handle(QueueUpdate("support", 2)) == []
+    cmds = flow.handle(QueueResult("support", outcome, detail))  # type: ignore[arg-type]
+    assert SetVariable("ivr_queue_result", outcome) in cmds
+    if menu is None:
+        assert cmds[-1] == Hangup() and flow.done
+    else:
+        assert flow.menu == menu and not flow.done
+        assert isinstance(cmds[-1], Play | StartTimer)

@@ -49,8 +49,25 @@ def test_queue_state_is_read_through_the_store(module: str) -> None:
     tree = ast.parse(path.read_text())
     keys = [node.value for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and node.value.startswith("callyard:q:")]
+            and node.value.startswith(("callyard:q:", "{callyard:q}:"))]
     assert keys == [], f"{module} names queue keys itself: {keys}"
     reads = [node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and node.func.attr in RAW_READS]
     assert reads == [], f"{module} reads Redis itself: {reads}"
+
+
+def test_redis_clients_are_made_in_one_place() -> None:
+    """Every process gets its Redis clients from appserver/redisconn.py (so a Sentinel URL
+    works everywhere): no other module makes a client or a connection pool."""
+    makers = {"from_url", "from_pool", "Redis", "ConnectionPool", "BlockingConnectionPool",
+              "Sentinel", "RedisCluster"}
+    found = []
+    for path in sorted(APPSERVER.rglob("*.py")):
+        if path.name == "redisconn.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if name in makers:
+                    found.append(f"{path.relative_to(APPSERVER)}:{node.lineno} {name}")
+    assert found == [], found

@@ -43,6 +43,7 @@ from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import AgentConfig, AgentStatus, Member, QueueConfig
 from appserver.queues.store import QueueStore
+from appserver.shells import reply
 
 QUEUE = "general"  # tests/flows.py: "9" in the main menu
 STALL = 7.0  # longer than redis-py's 5 s socket timeout: what is sent meanwhile times out
@@ -137,6 +138,25 @@ async def queued(sim: EngineSimulator, caller: str) -> SimulatedCall:
     return call
 
 
+async def alice_and_bob_queue(client: aioredis.Redis) -> QueueStore:
+    """The store on ``client``, with agents alice and bob in QUEUE (an offer rings until
+    answered, no wrap-up)."""
+    store = QueueStore(client)
+    for agent in ("alice", "bob"):
+        await store.sync_agent(AgentConfig(agent))
+    await store.sync_queue(QueueConfig(QUEUE, ring_timeout=120, wrapup_seconds=0),
+                           [Member("alice"), Member("bob")])
+    return store
+
+
+def waiting_callers(store: QueueStore) -> Callable[[], Awaitable[set[str]]]:
+    """The call ids waiting (or offered) in QUEUE."""
+    async def waiting() -> set[str]:
+        key = store.keys.waiting(QUEUE)
+        return {str(c) for c in await reply(store.client.zrange(key, 0, -1))}
+    return waiting
+
+
 async def eventually(what: str, get: Callable[[], Awaitable[T]], check: Callable[[T], bool],
                      timeout: float = 15) -> T:
     """``get()`` once ``check`` holds; fails with the last value seen."""
@@ -161,18 +181,12 @@ async def test_callers_hanging_up_during_a_redis_outage_leave_no_ghost(
     client = aioredis.Redis.from_url(redis.url, decode_responses=True)
     try:
         await until(lambda: _ping(client), 10, "Redis up")
-        store = QueueStore(client)
+        store = await alice_and_bob_queue(client)
         control = AgentControl(store)
-        for agent in ("alice", "bob"):
-            await store.sync_agent(AgentConfig(agent))
-        await store.sync_queue(QueueConfig(QUEUE, ring_timeout=120, wrapup_seconds=0),
-                               [Member("alice"), Member("bob")])
+        waiting = waiting_callers(store)
         async with WORKERS[engine](redis.url) as sim:
             callers = [await queued(sim, f"+1555000{i}") for i in range(4)]
             ids = [c.call_id for c in callers]
-
-            async def waiting() -> set[str]:
-                return set(await client.zrange(f"{store.prefix}queue:{QUEUE}:waiting", 0, -1))
 
             await eventually("four callers waiting", waiting, lambda w: w == set(ids))
             await control.login("alice")
@@ -220,7 +234,7 @@ async def test_callers_hanging_up_during_a_redis_outage_leave_no_ghost(
                 status = await store.agent(agent)
                 assert status is not None
                 assert (status.state, status.offer, status.call) == ("available", "", ""), status
-            for pattern in ("callyard:q:call:*", "callyard:asterisk:call:*"):
+            for pattern in ("{callyard:q}:call:*", "callyard:asterisk:call:*"):
                 await eventually(f"no {pattern} left in Redis",
                                  lambda p=pattern: _keys(client, p),  # type: ignore[misc]
                                  lambda keys: keys == [])

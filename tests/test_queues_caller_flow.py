@@ -5,6 +5,7 @@ from __future__ import annotations
 from appserver.queues.caller_flow import (
     ANNOUNCE_TIMER,
     MAX_WAIT_TIMER,
+    QUEUED_VARIABLE,
     CallerFlow,
     DialFailed,
     Finish,
@@ -13,7 +14,7 @@ from appserver.queues.caller_flow import (
     RuntimeAction,
 )
 from appserver.queues.flow import QueueingFlow
-from appserver.queues.model import QueueConfig
+from appserver.queues.model import QueueConfig, TakenOver
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -35,6 +36,7 @@ from ivr.calls import (
     Prompt,
     QueueResult,
     QueueUpdate,
+    SetVariable,
     StartMoh,
     StartTimer,
     StopMoh,
@@ -64,7 +66,8 @@ def make(**conf: object) -> tuple[CallerFlow, list[RuntimeAction], Clock]:
 
 def test_start_joins_plays_moh_and_arms_timers() -> None:
     flow, actions, _ = make(moh_class="jazz", max_wait_seconds=300, announce_interval=30)
-    assert flow.start(CALL) == [StartMoh("jazz"), StartTimer(MAX_WAIT_TIMER, 300.0),
+    assert flow.start(CALL) == [SetVariable(QUEUED_VARIABLE, "support"), StartMoh("jazz"),
+                                StartTimer(MAX_WAIT_TIMER, 300.0),
                                 StartTimer(ANNOUNCE_TIMER, 30.0)]
     assert actions == [Join("call-1", "support", 3, "+15550100")]
 
@@ -193,13 +196,25 @@ class Ivr:
 
 
 class Factory:
-    def __init__(self, configs: dict[str, QueueConfig]) -> None:
+    """The queue runtime's side of QueueingFlow: caller flows for ``configs``, and the
+    callers in ``taken`` resume their stay (taken over from a dead worker)."""
+
+    def __init__(self, configs: dict[str, QueueConfig],
+                 taken: dict[str, TakenOver] | None = None) -> None:
         self.configs = configs
+        self.taken = taken or {}
         self.actions: list[RuntimeAction] = []
 
     def caller_flow(self, call: CallInfo, enqueue: Enqueue) -> CallerFlow | None:
         cfg = self.configs.get(enqueue.queue)
         return CallerFlow(cfg, enqueue.priority, self.actions.append) if cfg else None
+
+    def resumed_caller(self, call: CallInfo) -> tuple[CallerFlow, TakenOver] | None:
+        taken = self.taken.pop(call.call_id, None)
+        if taken is None:
+            return None
+        flow = self.caller_flow(call, Enqueue(taken.queue, taken.priority))
+        return (flow, taken) if flow is not None else None
 
 
 def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
@@ -207,7 +222,8 @@ def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
                                               overflow_action="menu", overflow_target="main")})
     ivr = Ivr()
     flow = QueueingFlow(ivr, factory)
-    assert flow.start(CALL) == [Answer(), StartMoh("default")]
+    assert flow.start(CALL) == [Answer(), SetVariable(QUEUED_VARIABLE, "support"),
+                                StartMoh("default")]
     assert not flow.done
     cmds = flow.handle(QueueUpdate("support", 1, 0, 0))
     # The IVR got overflow -> menu:main, then asked for an unknown queue -> failed -> hangs up.
@@ -298,7 +314,8 @@ def test_blind_transfer_to_a_queue_queues_the_caller_again() -> None:
     flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
     assert flow.handle(AgentRequest("transfer", "queue:billing")) == [EndDial()]
     cmds = flow.handle(DialResult("ann", "answered"))
-    assert cmds[0] == StartMoh("billing-moh") and not flow.done
+    assert cmds[:2] == [SetVariable(QUEUED_VARIABLE, "billing"), StartMoh("billing-moh")]
+    assert not flow.done
     assert [type(a).__name__ for a in factory.actions] == ["Join", "Finish", "Join"]
     assert factory.actions[-1].queue == "billing"  # type: ignore[union-attr]
     assert ivr.events == []  # the IVR hears nothing until the caller's stay is over
@@ -315,3 +332,71 @@ def test_the_agent_hanging_up_ends_their_leg_and_the_stay() -> None:
         assert flow.handle(DialResult("ann", outcome)) == []  # type: ignore[arg-type]
         assert flow.done and flow.result == QueueResult("support", "answered", "ann")
         assert actions[-1] == Finish("call-1")
+
+
+def test_a_resumed_stay_keeps_what_is_left_of_the_max_wait() -> None:
+    flow, actions, _ = make(max_wait_seconds=300, announce_interval=30)
+    assert flow.resume(CALL, waited=250.4) == [StartMoh("default"),
+                                                StartTimer(MAX_WAIT_TIMER, 50.0),
+                                                StartTimer(ANNOUNCE_TIMER, 30.0)]
+    assert actions == [] and flow.phase == "waiting"  # no second Join
+    late, actions, _ = make(max_wait_seconds=300, overflow_action="hangup")
+    assert late.resume(CALL, waited=301.0)[-1] == Hangup()
+    assert actions == [Leave("call-1", "timeout")] and late.done
+
+
+def taken(**fields: object) -> TakenOver:
+    values: dict[str, object] = dict(call_id=CALL.call_id, queue="support", state="waiting",
+                                     priority=1, joined_ms=0, menu_path="main",
+                                     previous_owner="w-dead")
+    values.update(fields)
+    return TakenOver(**values)  # type: ignore[arg-type]
+
+
+def test_a_taken_over_caller_resumes_waiting_without_the_inner_flow() -> None:
+    """The runtime took the caller over: hold music at once, no Answer, no Join, the inner
+    flow not started. Answered, the call is over; any other result starts the inner flow
+    from the top (it cannot begin where the caller waits)."""
+    factory = Factory({"support": QueueConfig("support", exit_key="*", exit_action="menu",
+                                              exit_target="main")},
+                      {CALL.call_id: taken()})
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    assert flow.start(CALL) == [StartMoh("default")]
+    assert factory.actions == [] and ivr.events == []
+    flow.handle(AgentAssigned("support", "ann", "ann", "browser"))
+    assert flow.handle(DialResult("ann", "answered")) == [Hangup()]
+    assert flow.done and ivr.events == []
+    assert [type(a).__name__ for a in factory.actions] == ["Finish"]
+
+    factory.taken[CALL.call_id] = taken()
+    ivr = Ivr()
+    flow = QueueingFlow(ivr, factory)
+    flow.start(CALL)
+    assert flow.handle(Dtmf("*")) == [StopMoh(), CancelTimer(ANNOUNCE_TIMER),
+                                      CancelTimer(MAX_WAIT_TIMER), Answer(),
+                                      SetVariable(QUEUED_VARIABLE, "support"),
+                                      StartMoh("default")]  # the inner flow from the top
+    assert ivr.events == []
+
+
+class Resumable(Ivr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed: tuple[str, str] | None = None
+
+    def resume_queued(self, call: CallInfo, queue: str, menu_path: str) -> list[Command]:
+        self.resumed = (queue, menu_path)
+        return []
+
+
+def test_a_resumable_inner_flow_gets_the_result_of_a_taken_over_stay() -> None:
+    factory = Factory({"support": QueueConfig("support", exit_key="*", exit_action="menu",
+                                              exit_target="sales")},
+                      {CALL.call_id: taken(menu_path="main/sales")})
+    ivr = Resumable()
+    flow = QueueingFlow(ivr, factory)
+    assert flow.start(CALL) == [StartMoh("default")]
+    assert ivr.resumed == ("support", "main/sales")
+    flow.handle(Dtmf("*"))
+    assert ivr.events == [QueueResult("support", "left", "menu:sales")]

@@ -18,9 +18,11 @@ import redis.asyncio as aioredis
 from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
+from appserver.queues.caller_flow import QUEUED_VARIABLE
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
+from appserver.shells import aio as aio_shell
 from appserver.shells.green import run
 from ivr.calls import (
     AgentAssigned,
@@ -103,6 +105,19 @@ async def eventually(get: Callable[[], Awaitable[T]], check: Callable[[T], bool]
     return value
 
 
+async def started_workers(client: aioredis.Redis, names: tuple[str, ...], *,
+                          lease_seconds: float) -> list[tuple[Worker, QueueRuntime]]:
+    """A worker and its started runtime per name (heartbeat every 50 ms)."""
+    workers = []
+    for name in names:
+        worker = Worker()
+        runtime = QueueRuntime(client, name, worker.deliver, lease_seconds=lease_seconds,
+                               tick_seconds=0.05)
+        await runtime.start()
+        workers.append((worker, runtime))
+    return workers
+
+
 async def define(store: QueueStore, agents: dict[str, str], **queue: object) -> None:
     for name, kind in agents.items():
         await store.sync_agent(AgentConfig(name, kind=kind,  # type: ignore[arg-type]
@@ -127,7 +142,8 @@ async def test_caller_waits_hears_position_and_reaches_a_browser_agent(
         worker.place(rt, "call-0002", priority=5)
         await rt.drain()
         await until(lambda: QueueUpdate("support", 1, 0.0, 0) in worker.events["call-0002"])
-        assert worker.commands["call-0001"] == [Answer(), StartMoh("default")]
+        assert worker.commands["call-0001"] == [
+            Answer(), SetVariable(QUEUED_VARIABLE, "support"), StartMoh("default")]
         await until(lambda: any(isinstance(e, QueueUpdate) and e.position == 2
                                 for e in worker.events["call-0001"]))
         await agents.login("ann")
@@ -188,13 +204,8 @@ async def test_dead_worker_callers_are_reaped_and_the_line_moves(
 ) -> None:
     store = QueueStore(redis_client)
     await define(store, {"ann": "sip"}, wrapup_seconds=0)
-    dead, live = Worker(), Worker()
-    rt_dead = QueueRuntime(redis_client, "dead", dead.deliver, lease_seconds=0.3,
-                           tick_seconds=0.05)
-    rt_live = QueueRuntime(redis_client, "live", live.deliver, lease_seconds=0.3,
-                           tick_seconds=0.05)
-    await rt_dead.start()
-    await rt_live.start()
+    (dead, rt_dead), (live, rt_live) = await started_workers(redis_client, ("dead", "live"),
+                                                            lease_seconds=0.3)
     try:
         dead.place(rt_dead, "call-dead")
         await rt_dead.drain()
@@ -217,6 +228,57 @@ async def test_dead_worker_callers_are_reaped_and_the_line_moves(
         assert live.commands["call-live"][-1] == Dial("2000", kind="extension", timeout=20.0)
     finally:
         await rt_live.stop()
+
+
+async def test_a_worker_handed_a_dead_workers_callers_resumes_them_in_line(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The worker of two waiting callers dies; the engine hands both calls to another worker,
+    which takes them over before starting their flows: hold music again (no menu, no second
+    join), the same places in line, an offer ringing meanwhile stays. ann accepts it while
+    the new worker has taken the caller over but not yet started its flow: the assignment
+    waits for the flow (the heartbeats meanwhile do not withdraw the caller), which dials
+    her. Nothing is reaped or counted twice."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=0, ring_timeout=60)
+    (dead, rt_dead), (new, rt_new) = await started_workers(redis_client, ("dead", "new"),
+                                                          lease_seconds=0.5)
+
+    async def take_over(call_id: str) -> None:
+        info = CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999",
+                        variables={QUEUED_VARIABLE: "support"})
+        taken = await rt_new.take_over(info)
+        assert taken is not None and (taken.queue, taken.previous_owner) == ("support", "dead")
+
+    def resume(call_id: str) -> None:
+        new.place(rt_new, call_id)
+        assert new.commands[call_id] == [StartMoh("default")]
+
+    try:
+        for call_id in ("call-0001", "call-0002"):
+            dead.place(rt_dead, call_id)
+        await rt_dead.drain()
+        agents = AgentControl(store)
+        await agents.login("ann")
+        await eventually(lambda: store.agent("ann"),
+                         lambda a: a is not None and a.offer == "call-0001")
+        await rt_dead.stop()  # the worker "dies": no leave, no more heartbeats
+        await take_over("call-0002")
+        resume("call-0002")
+        await until(lambda: QueueUpdate("support", 2, 0.0, 1) in new.events.get("call-0002", []))
+        await take_over("call-0001")
+        assert (await agents.accept("ann", "call-0001")).ok
+        await asyncio.sleep(1.0)  # heartbeats, past the dead worker's lease
+        resume("call-0001")
+        await until(lambda: any(isinstance(e, AgentAssigned)
+                                for e in new.events.get("call-0001", [])))
+        assert isinstance(new.commands["call-0001"][-1], Dial)
+        stats = await store.stats("support")
+        assert (stats.joined, stats.lost, stats.waiting) == (2, 0, 1)
+        assert new.ivrs["call-0001"].results == []  # the inner flow never restarted
+        assert await rt_new.take_over(CallInfo("call-9999", "test", "+1", "9999")) is None
+    finally:
+        await rt_new.stop()
 
 
 async def test_lease_lost_is_reported_to_the_call(redis_client: aioredis.Redis) -> None:
@@ -351,6 +413,33 @@ async def test_overflow_chain_into_another_queue_keeps_the_call(
         assert (await store.accept("ann", st.offer)).ok
         await until(lambda: any(isinstance(e, AgentAssigned)
                                 for e in worker.events[st.offer]))
+    finally:
+        await rt.stop()
+
+
+async def test_a_position_is_delivered_once_when_a_tick_sees_the_join_first(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Join's reply is slow (a loaded worker): ticks see the caller in Redis before it.
+    The caller still gets its first position once, from the Join, not once per source."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    enqueue = rt.store.enqueue
+
+    async def slow_reply(*args: object, **kwargs: object) -> object:
+        result = await enqueue(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # a few ticks
+        return result
+
+    monkeypatch.setattr(rt.store, "enqueue", slow_reply)
+    await rt.start()
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await asyncio.sleep(0.2)
+        assert worker.events["call-0001"] == [QueueUpdate("support", 1, 0.0, 0)]
     finally:
         await rt.stop()
 
@@ -599,7 +688,7 @@ async def test_live_callers_survive_a_redis_outage_longer_than_their_lease(
 
     port = free_port()
     server = _redis_server(scratch_dir / "redis", port)
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    client = aio_shell.redis(f"redis://127.0.0.1:{port}/0")  # the Asterisk worker's client
     one, two = Worker(), Worker()
     runtimes = [QueueRuntime(client, name, w.deliver, lease_seconds=1, tick_seconds=0.05)
                 for name, w in (("w1", one), ("w2", two))]

@@ -333,8 +333,8 @@ async def test_lease_expiry_reaps_callers_of_a_dead_worker(redis_client: aioredi
     assert [o.call_id for o in await store.match("support", now=t + 5002)] == ["live"]
     stats = await store.stats("support", now=t + 5001)
     assert (stats.lost, stats.abandoned, stats.waiting) == (2, 2, 1)
-    # A worker that re-adopts a live channel takes over its lease.
-    assert await store.adopt("live", "w-new", now=t + 5003) == ("offered", "support")
+    # A worker handed the live caller takes over its lease.
+    assert (await store.take_over("live", "w-new", now=t + 5003)).state == "offered"
     assert [s.call_id for s in await store.tick("w-new", now=t + 5004)] == ["live"]
     assert await store.tick("w-live", now=t + 5005) == []
 
@@ -396,6 +396,50 @@ async def test_a_join_repeated_after_its_reply_was_lost_lands_once(
     for queue, owner in (("support", "w2"), ("sales", "w1")):
         with pytest.raises(QueueError, match="duplicate call"):
             await store.enqueue(queue, "c1", owner, now=T0 + 6000)
+
+
+async def test_a_new_worker_takes_a_live_caller_over_at_their_place(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The worker of c1 and c2 died; c2 (second in line, offered to ann) is handed to w2:
+    the entry is w2's (sets moved, lease renewed to w2's clock), joined time, priority, place
+    and the offer stay, and ann's accept is pushed to w2. The same takeover again answers the
+    same; a call with no entry or with an agent assigned is refused, and enqueue still refuses
+    the same call joining twice."""
+    store = await setup(redis_client, ["ann"], login=False)
+    await store.enqueue("support", "c1", "w1", 5, now=T0, menu_path="main/sales")
+    await store.enqueue("support", "c2", "w1", 5, now=T0 + 1, menu_path="main/sales")
+    await store.agent_action("ann", "login", now=T0 + 2)
+    assert [o.call_id for o in await store.match("support", now=T0 + 3)] == ["c1"]
+
+    taken = await store.take_over("c1", "w2", lease_ms=15000, now=T0 + 4000)
+    assert (taken.queue, taken.state, taken.priority, taken.joined_ms, taken.menu_path,
+            taken.previous_owner) == ("support", "offered", 5, T0, "main/sales", "w1")
+    assert await store.take_over("c1", "w2", now=T0 + 4001) == taken  # a retry
+    prefix = store.prefix
+    assert await redis_client.smembers(f"{prefix}worker:w1:calls") == {"c2"}
+    assert await redis_client.smembers(f"{prefix}worker:w2:calls") == {"c1"}
+    assert await redis_client.zscore(f"{prefix}leases", "c1") == T0 + 4001 + 15000
+    # w1's heartbeat no longer renews c1; w2's reports it first in line, still offered
+    assert [s.call_id for s in await store.tick("w1", now=T0 + 5000)] == ["c2"]
+    [status] = await store.tick("w2", now=T0 + 5000)
+    assert (status.call_id, status.state, status.position) == ("c1", "offered", 1)
+    assert await store.reap(now=T0 + 5000 + 15000 - 1) == []
+    # ann accepts: w2 is told to connect her
+    assert (await store.accept("ann", "c1", now=T0 + 6000)).ok
+    msg = await store.pop_inbox("w2", 0.01)
+    assert msg is not None and (msg["type"], msg["call"]) == ("assigned", "c1")
+    assert await store.pop_inbox("w1", 0.01) is None
+    with pytest.raises(QueueError) as err:
+        await store.take_over("c1", "w3", now=T0 + 6001)
+    assert err.value.code == "assigned"
+    with pytest.raises(QueueError) as err:
+        await store.take_over("nobody", "w2", now=T0 + 6001)
+    assert err.value.code == "no_entry"
+    with pytest.raises(QueueError, match="duplicate call"):
+        await store.enqueue("support", "c2", "w2", now=T0 + 6002)
+    stats = await store.stats("support", now=T0 + 6002)
+    assert (stats.joined, stats.lost) == (2, 0)
 
 
 async def test_accepting_an_offer_whose_caller_is_gone_withdraws_it(

@@ -143,3 +143,43 @@ def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CALLYARD_TRUSTED_PROXIES", "10.0.0.0/8,proxy.example")
     with pytest.raises(SettingsError, match=r"CALLYARD_TRUSTED_PROXIES.*proxy\.example"):
         load_settings()
+
+
+FAILOVER_URL = ("postgresql://callyard:pw@db1:5432,db2:5432,[fd00::3]:5433/callyard"
+                "?target_session_attrs=read-write")
+
+
+@pytest.mark.parametrize("url", [
+    FAILOVER_URL,
+    FAILOVER_URL.replace("read-write", "primary"),
+    "postgresql://callyard:pw@db1,db2/callyard?target_session_attrs=read-write",  # port 5432
+    "postgresql://callyard:pw@db1:5432/callyard",
+    "postgresql:///callyard?host=/run/postgresql",  # the local socket: no host part
+])
+def test_database_url_may_list_several_hosts(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("CALLYARD_DATABASE_URL", url)
+    assert load_settings().database_url == url
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("postgresql://u:pw@db1:5432,db2:5432/callyard",
+     "2 hosts but no target_session_attrs: add ?target_session_attrs=read-write"),
+    ("postgresql://u:pw@db1:5432,db2:5432/callyard?target_session_attrs=any",
+     "target_session_attrs=any: Callyard writes"),
+    ("postgresql://u:pw@db1/callyard?target_session_attrs=prefer-standby",
+     "target_session_attrs=prefer-standby: Callyard writes, so it needs the primary"),
+    ("postgresql://u:pw@db1:5432,db2:x/callyard?target_session_attrs=read-write",
+     "expected host:port in the host list, got 'db2:x'"),
+    ("postgresql://u:pw@db1:5432,/callyard?target_session_attrs=read-write",
+     "a host is missing in the host list"),
+])
+def test_database_url_that_could_reach_a_standby_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, expected: str
+) -> None:
+    """Several hosts without target_session_attrs=read-write: a process could connect to a
+    read-only standby (LISTEN and every write would fail there)."""
+    monkeypatch.setenv("CALLYARD_DATABASE_URL", url)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings()
+    assert f"CALLYARD_DATABASE_URL: {expected}" in str(excinfo.value)
+    assert "pw" not in str(excinfo.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -19,11 +20,12 @@ from appserver.api.auth import AuthError
 from appserver.api.menu_guard import MenuSetRejected
 from appserver.metrics import metrics_endpoint
 from appserver.settings import get_settings
-from appserver.store.db import NotFoundError
+from appserver.store.db import DB_UNAVAILABLE, NotFoundError
 
 if TYPE_CHECKING:
     from appserver.api.context import ApiContext
 
+log = logging.getLogger("callyard.api")
 WEB = Path(__file__).parent / "web"
 # livekit-client, installed by `make install` (npm) beside the console's package.json.
 LIVEKIT_DIST = WEB / "node_modules" / "livekit-client" / "dist"
@@ -96,6 +98,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.UniqueViolationError)
     async def duplicate(request: Request, exc: asyncpg.UniqueViolationError) -> JSONResponse:
         return JSONResponse({"detail": f"already exists: {exc.detail or exc}"}, status_code=409)
+
+    # No writable primary (a failover or restart in progress): the client may retry; the
+    # pool reconnects, through the URL's host list, on the next request.
+    for error in DB_UNAVAILABLE:
+        @app.exception_handler(error)
+        async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+            log.warning("database unavailable: %s %s answered 503", request.method,
+                        request.url.path, extra={"error": f"{type(exc).__name__}: {exc}"})
+            message = "the database cannot be reached right now (failover or restart?); try again"
+            return JSONResponse({"detail": {"code": "database_unavailable", "message": message}},
+                                status_code=503, headers={"Retry-After": "2"})
 
     # CHECK constraints, bad values and trigger errors: the database refused the data.
     for error in (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError,

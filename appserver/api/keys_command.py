@@ -61,7 +61,16 @@ async def _run(dsn: str, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    import asyncpg
+
     from appserver.devkit.embedded import database_url
+    from appserver.store.db import DB_UNAVAILABLE
 
     with database_url(settings, "callyard api-key") as dsn:
-        return asyncio.run(_run(dsn, args))
+        try:
+            return asyncio.run(_run(dsn, args))
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            print(f"callyard api-key: {exc}", file=sys.stderr)
+            return 1

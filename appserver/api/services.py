@@ -20,8 +20,9 @@ from appserver.health import storage_checks
 from appserver.menus.reloader import MenuReloader
 from appserver.queues import config as queue_config
 from appserver.queues.store import QueueStore
+from appserver.redisconn import connect
 from appserver.settings import Settings, get_settings
-from appserver.store.db import create_pool
+from appserver.store.db import DB_UNAVAILABLE, create_pool
 
 log = logging.getLogger("callyard.api")
 
@@ -46,7 +47,7 @@ class Services:
         """``require_livekit=False``: accept calls without a LiveKit room when LiveKit is
         not running (``callyard dev``, whose engines are simulated)."""
         pool = await create_pool(dsn)
-        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        redis = connect(redis_url, "asyncio")
         reloader = MenuReloader(dsn, redis, pool=pool)
         queues = asyncio.create_task(_publish_queues(pool, redis), name="queue-config")
         context: ApiContext | None = None
@@ -83,6 +84,6 @@ async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
     while True:
         try:
             await queue_config.watch(pool, store)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
             log.error("queue definitions not published; retrying", extra={"error": str(exc)})
             await asyncio.sleep(2)

@@ -3,7 +3,8 @@
 Each configured node gets a panoramisk ``Manager`` (it reconnects by itself). The latest
 state per device is kept in memory, logged, and written to Redis for the queue runtime:
 hash ``callyard:asterisk:devices`` (device -> state, e.g. ``PJSIP/1001`` -> ``NOT_INUSE``)
-and a JSON message on channel ``callyard:asterisk:device-state`` per change. Only the
+and a JSON message on channel ``callyard:asterisk:device-state`` per change, written one
+after another in the order they came (the hash ends with the latest state). Only the
 Manager part of panoramisk is used (its FastAGI does not run on Python 3.11).
 """
 
@@ -45,10 +46,13 @@ class AmiMonitor:
         self.on_device_state = on_device_state
         self.devices: dict[str, str] = {}
         self.managers: list[Manager] = []
-        self._writes: set[asyncio.Task[None]] = set()
+        self._changes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.redis is not None:
+            self._writer = asyncio.ensure_future(self._write_changes(self.redis))
         for node in self.nodes:
             manager = Manager(
                 loop=loop, host=node.host, port=node.port, username=node.username,
@@ -76,8 +80,13 @@ class AmiMonitor:
             # Keep panoramisk from reconnecting after we closed it on purpose.
             manager.connection_lost = lambda exc: None
         self.managers = []
-        for task in list(self._writes):
-            task.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+
+    async def drain(self) -> None:
+        """Wait until every change so far is written to Redis (tests, shutdown)."""
+        await self._changes.join()
 
     async def core_show_channels(self, index: int = 0) -> list[dict[str, str]]:
         """The node's channels (AMI CoreShowChannels), e.g. to check what Asterisk holds."""
@@ -127,15 +136,18 @@ class AmiMonitor:
                                         "source": source})
         if self.on_device_state:
             self.on_device_state(node, device, state)
-        if self.redis is not None:
-            task = asyncio.ensure_future(self._publish(node, device, state))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+        if self._writer is not None:
+            self._changes.put_nowait((node, device, state))
 
-    async def _publish(self, node: str, device: str, state: str) -> None:
-        assert self.redis is not None
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.hset(DEVICES_KEY, device, state)
-            await self.redis.publish(
-                DEVICE_CHANNEL, json.dumps({"node": node, "device": device, "state": state})
-            )
+    async def _write_changes(self, redis: Redis) -> None:
+        """Write the changes one after another: concurrent writes could land out of order
+        (each on its own pooled connection) and leave an older state in the hash."""
+        while True:
+            node, device, state = await self._changes.get()
+            try:
+                with contextlib.suppress(RedisError, OSError):
+                    await redis.hset(DEVICES_KEY, device, state)
+                    await redis.publish(DEVICE_CHANNEL, json.dumps(
+                        {"node": node, "device": device, "state": state}))
+            finally:
+                self._changes.task_done()

@@ -1,7 +1,9 @@
 """Per-call records in Redis so a restarted worker can re-adopt channels still in Stasis.
 
 One hash per call (``callyard:asterisk:call:<node>:<channel>``) holding the :class:`CallInfo`
-(and, for a dial leg, the channel that owns it) plus one set per node listing them. Records
+(and, for a dial leg, the channel that owns it) plus one set per node and Stasis application
+listing them (``callyard:asterisk:calls:<node>:<app>``): several workers, each with its own
+application, share a node, and each re-adopts (or reports lost) only its application's. Records
 expire after ``ttl`` seconds as a safety net; the worker deletes them when a call ends.
 Redis trouble is logged and never ends a call; a deletion Redis did not take is retried in
 the background (with backoff) until it lands, so no record outlives its call by long.
@@ -33,9 +35,11 @@ class CallRecord:
 
 class CallStore:
     def __init__(
-        self, redis: Redis | None, prefix: str = "callyard:asterisk", ttl: int = 6 * 3600
+        self, redis: Redis | None, app: str = "callyard", prefix: str = "callyard:asterisk",
+        ttl: int = 6 * 3600,
     ) -> None:
         self.redis = redis
+        self.app = app
         self.prefix = prefix
         self.ttl = ttl
         self._undeleted: set[tuple[str, str]] = set()  # (node, channel id) still to delete
@@ -45,7 +49,7 @@ class CallStore:
         return f"{self.prefix}:call:{node}:{channel_id}"
 
     def _index(self, node: str) -> str:
-        return f"{self.prefix}:calls:{node}"
+        return f"{self.prefix}:calls:{node}:{self.app}"
 
     async def save(self, node: str, channel_id: str, record: CallRecord) -> None:
         if self.redis is None:

@@ -92,6 +92,8 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
                             fallback_context=args.fallback_context),
         link=LinkConfig(watchdog_interval=args.watchdog_interval),
         on_call_lost=lambda record: cdrs.lost(record.info, record.started_at),
+        cdrs_durable=services.sink.durable,
+        take_over=services.queues.take_over,
     )
     monitor = AmiMonitor(ami_nodes, redis=services.redis) if ami_nodes else None
     stop = asyncio.Event()

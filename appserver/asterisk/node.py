@@ -10,7 +10,8 @@ Re-adoption (what survives what), run by the link after every (re)connection:
 * Process restart: each call's record (its :class:`CallInfo`) is kept in Redis while the call
   lasts (:mod:`appserver.asterisk.callstore`). Channels still in the application with a record
   get a fresh flow from the factory whose ``start`` is delivered again (the caller hears the
-  menu from the top); orphaned dial legs are hung up; channels with no record (their
+  menu from the top; a caller who was queued is first taken over by ``take_over`` and goes
+  on waiting at their place); orphaned dial legs are hung up; channels with no record (their
   StasisStart was lost) are adopted as new; records whose channel is gone (the call ended
   while no worker watched) go to ``on_call_lost`` (the CDR of the call) and are deleted.
 """
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 FlowFactory = Callable[[CallInfo], "CallFlow | Awaitable[CallFlow | None] | None"]
 CallLost = Callable[[CallRecord], None]
+CdrsDurable = Callable[[], Awaitable[None]]  # once the CDRs handed over so far are in Redis
+# Called with each re-adopted call before its flow is built: a caller queued by the worker
+# that died is taken over where they were (the queue runtime's take_over).
+TakeOver = Callable[[CallInfo], Awaitable[object]]
 
 _KNOWN_EVENTS = {
     "StasisEnd", "ChannelStateChange", "ChannelDtmfReceived", "ChannelHangupRequest",
@@ -61,14 +66,18 @@ class NodeCalls:
 
     def __init__(self, name: str, client: AriClient, flows: FlowFactory, store: CallStore,
                  config: DriverConfig, *, on_enqueue: EnqueueHandler | None = None,
-                 on_call_lost: CallLost | None = None) -> None:
+                 on_call_lost: CallLost | None = None,
+                 cdrs_durable: CdrsDurable | None = None,
+                 take_over: TakeOver | None = None) -> None:
         self.name = name
+        self.take_over = take_over
         self.client = client
         self.flows = flows
         self.store = store
         self.config = config
         self.on_enqueue = on_enqueue
         self.on_call_lost = on_call_lost
+        self.cdrs_durable = cdrs_durable
         self.draining = False  # new calls go to the dialplan's fallback
         self.calls: dict[str, CallDriver] = {}
         self.legs: dict[str, CallDriver] = {}  # dial leg channel id -> the call that dialed
@@ -188,6 +197,8 @@ class NodeCalls:
             await self._unavailable(info.call_id, "s")
             return None
         try:
+            if readopted and self.take_over is not None:
+                await self.take_over(info)
             flow = self.flows(info)
             if inspect.isawaitable(flow):
                 flow = await flow
@@ -213,10 +224,10 @@ class NodeCalls:
     async def _serve(self, call: CallDriver, readopted: bool) -> None:
         try:
             await call.run(readopted)
-            await self.store.delete(self.name, call.channel_id)  # kept when cancelled
         finally:
             if self.calls.get(call.channel_id) is call:
                 del self.calls[call.channel_id]
+        await self._forget(call.channel_id)  # kept when cancelled
 
     async def _unavailable(self, channel_id: str, exten: str) -> None:
         """Polite message and hangup, from the dialplan's fallback context."""
@@ -270,4 +281,11 @@ class NodeCalls:
         if record is not None and not record.owner and self.on_call_lost is not None:
             log.info("a call ended while no worker watched it", extra={"call_id": channel_id})
             self.on_call_lost(record)
+        await self._forget(channel_id)
+
+    async def _forget(self, channel_id: str) -> None:
+        """Delete an ended call's record once its CDR is in Redis: a worker killed before
+        that leaves the record, and the next one records the call as lost."""
+        if self.cdrs_durable is not None:
+            await self.cdrs_durable()
         await self.store.delete(self.name, channel_id)

@@ -19,7 +19,7 @@ from appserver.asterisk.ari import AriClient
 from appserver.asterisk.callstore import CallStore
 from appserver.asterisk.driver import CallDriver, DriverConfig, EnqueueHandler
 from appserver.asterisk.link import LinkConfig, NodeLink
-from appserver.asterisk.node import CallLost, FlowFactory, NodeCalls
+from appserver.asterisk.node import CallLost, CdrsDurable, FlowFactory, NodeCalls, TakeOver
 from appserver.settings import AriNode
 from ivr.calls import Event
 
@@ -48,14 +48,17 @@ class AsteriskWorker:
         link: LinkConfig = DEFAULT_LINK,
         on_enqueue: EnqueueHandler | None = None,
         on_call_lost: CallLost | None = None,
+        cdrs_durable: CdrsDurable | None = None,
+        take_over: TakeOver | None = None,
     ) -> None:
         if not nodes:
             raise ValueError("no Asterisk node configured (CALLYARD_ASTERISK_ARI)")
-        self.store = CallStore(redis)
+        self.store = CallStore(redis, app)
         self.clients = [AriClient(node, app) for node in nodes]
         self.nodes = [
             NodeCalls(node.name, client, flow_factory, self.store, config,
-                      on_enqueue=on_enqueue, on_call_lost=on_call_lost)
+                      on_enqueue=on_enqueue, on_call_lost=on_call_lost,
+                      cdrs_durable=cdrs_durable, take_over=take_over)
             for node, client in zip(nodes, self.clients, strict=True)
         ]
         self.links = [NodeLink(calls.name, calls.client, calls, link) for calls in self.nodes]

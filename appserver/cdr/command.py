@@ -50,12 +50,11 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import logging
     import signal
 
-    import redis.asyncio as aioredis
-
     from appserver.cdr.writer import CdrWriter
     from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
+    from appserver.redisconn import connect
 
     log = logging.getLogger("callyard.cdr")
     stop = asyncio.Event()
@@ -66,7 +65,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     pool = await _pool_when_ready(dsn, stop)
     if pool is None:
         return 0
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = connect(redis_url, "asyncio")
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None
@@ -98,13 +97,13 @@ async def _pool_when_ready(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None
 
     import asyncpg
 
-    from appserver.store.db import create_pool
+    from appserver.store.db import DB_UNAVAILABLE, create_pool
 
     delay = 0.5
     while not stop.is_set():
         try:
             return await create_pool(dsn, min_size=1, max_size=4)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
             logging.getLogger("callyard.cdr").warning(
                 "PostgreSQL not reachable yet; retrying", extra={"error": str(exc)})
             await asyncio.sleep(delay)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from appserver.cdr.record import CdrRecord
+from appserver.queues.model import TakenOver
 from ivr.calls import (
     AgentAssigned,
     Answer,
@@ -89,6 +90,7 @@ class CdrFlow:
         self._transfer_to = ""  # set by Transfer, until the engine refuses it
         self._transferring = False  # Transfer sent, the engine's answer not in yet
         self._caller_cause = ""  # set when the caller hung up
+        self._taken_from = ""  # the dead worker this call was taken over from
 
     # ------------------------------------------------------------------ CallFlow protocol
 
@@ -127,6 +129,19 @@ class CdrFlow:
     def queue_left(self, result: QueueResult) -> None:
         """The queueing layer hands the flow inside it ``result``: the stay is over."""
         self._note_queue_result(result)
+
+    def queue_taken_over(self, taken: TakenOver) -> None:
+        """This worker took the waiting caller over from ``taken.previous_owner`` (it died
+        without a record of the call): the record covers the call since it joined the queue
+        (the menus from the queue entry, the wait since the join; started and answered at the
+        join at the latest, the earliest this worker knows), and says from whom."""
+        joined = taken.joined_ms / 1000
+        self.started_at = min(self.started_at, joined)
+        if self.answered_at is None:
+            self.answered_at = joined
+        self.menus = [m for m in taken.menu_path.split("/") if m]
+        self._enter_queue(taken.queue, joined)
+        self._taken_from = taken.previous_owner
 
     # ------------------------------------------------------------------ observation
 
@@ -270,6 +285,8 @@ class CdrFlow:
             extra["transfer_to"] = self._transfer_to
         if error:
             extra["error"] = error
+        if self._taken_from:
+            extra["taken_over_from"] = self._taken_from
         answered = self.answered_at if self.answered_at is not None else self._answer_sent
         self.record = CdrRecord(
             call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,
@@ -331,6 +348,11 @@ class CdrCalls:
         cdr = self.active.get(call_id)
         if cdr is not None:
             cdr.queue_left(result)
+
+    def queue_taken_over(self, call_id: str, taken: TakenOver) -> None:
+        cdr = self.active.get(call_id)
+        if cdr is not None:
+            cdr.queue_taken_over(taken)
 
     def _emit(self, record: CdrRecord) -> None:
         self.active.pop(record.call_id, None)

@@ -68,6 +68,7 @@ class CdrSink:
         self._wake = self.shell.event()
         self._idle = self.shell.event()
         self._idle.set()
+        self._progress = self.shell.event()  # set (and replaced) after each write
         self._task: Any = None
 
     def __call__(self, record: CdrRecord) -> None:
@@ -78,6 +79,14 @@ class CdrSink:
     @property
     def backlog(self) -> int:
         return len(self.buffer.pending)
+
+    async def durable(self) -> None:
+        """Return once every record handed over so far is in Redis (records are written in
+        order). A worker awaits it before it forgets a call whose CDR is on its way: were it
+        killed in between, neither the CDR nor the trace of the call would be left."""
+        mark = self.buffer.written + len(self.buffer.pending)
+        while self.buffer.written < mark:
+            await self._progress.wait()
 
     def start(self) -> None:
         self._task = self.shell.spawn(self._run(), "cdr-sink")
@@ -93,6 +102,8 @@ class CdrSink:
                     self.buffer.xadd_all(pipe, records)
                     await reply(pipe.execute())
                     delay = self.buffer.done(len(records), True)
+                    progress, self._progress = self._progress, self.shell.event()
+                    progress.set()
                 except Exception as exc:  # any Redis/network failure: keep and retry
                     delay = self.buffer.done(len(records), False, str(exc) or type(exc).__name__)
                     await self.shell.sleep(delay)

@@ -36,10 +36,11 @@ from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord, utc
 from appserver.metrics import CDR_CONFLICTS
 from appserver.store.cdrs import Cdr, differing_cdrs, insert_cdrs
+from appserver.store.db import DB_UNAVAILABLE
 
 log = logging.getLogger("callyard.cdr.writer")
 
-_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+_PG_ERRORS = (*DB_UNAVAILABLE, asyncpg.PostgresError)
 # Errors of a row itself: retrying cannot help, so the entry goes to the dead stream.
 _ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 

@@ -221,7 +221,9 @@ class EmbeddedPostgres:
         if info is None:
             return None
         pid, port, status = info
-        if not pid_alive(pid) or status != "ready" or not _tcp_ready(self.host, port):
+        # "standby": a streaming replica (tests/pg_replication.py) is up too.
+        if not pid_alive(pid) or status not in ("ready", "standby") \
+                or not _tcp_ready(self.host, port):
             return None
         return port
 

@@ -71,12 +71,15 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
 
     import gevent
 
+    from appserver.freeswitch.callrecords import CallRecords
     from appserver.freeswitch.driver import DriverConfig
-    from appserver.freeswitch.inbound import NodeManager
+    from appserver.freeswitch.inbound import NodeManager, NodeUnavailable
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
+    from appserver.queues.caller_flow import QUEUED_VARIABLE
     from appserver.shells import green
     from appserver.worker.services import WorkerServices
+    from ivr.calls import CallInfo
 
     log = logging.getLogger("callyard.freeswitch")
     host, port = listen
@@ -87,11 +90,35 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
                           sip_template=settings.freeswitch_sip_template)
+    def take_over(call: CallInfo) -> None:
+        """A caller queued before (the channel says so) may be one a dead worker left."""
+        if QUEUED_VARIABLE in call.variables:
+            green.run(services.queues.take_over(call))
+
+    records = CallRecords(services.redis, services.queues.worker_id)
+
+    def call_ended(call_id: str) -> None:
+        """Forget the call once its CDR is in Redis (killed before: another worker reaps)."""
+        def release() -> None:
+            green.run(services.sink.durable())
+            records.release(call_id)
+        gevent.spawn(release)
+
     worker = FreeswitchWorker((host, port), services.flows, config,
                               max_calls=settings.freeswitch_max_calls,
-                              connect_timeout=settings.freeswitch_connect_timeout)
+                              connect_timeout=settings.freeswitch_connect_timeout,
+                              take_over=take_over, call_started=records.claim,
+                              call_ended=call_ended)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
+
+    def exists(uuid: str) -> bool | None:
+        """Is the call on any node? None when a node cannot tell (not connected)."""
+        try:
+            return any(link.api(f"uuid_exists {uuid}").strip() == "true"
+                       for link in nodes.links.values())
+        except NodeUnavailable:
+            return None
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
@@ -111,6 +138,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         nodes.stop()
         green.run(services.close())
         return 1
+    records.start(exists, services.cdrs.lost)
     log.info("serving calls with %s; %d FreeSWITCH node(s)",
              ", ".join([*specs, "IVR menus"]), len(nodes.links))
     settle_gc()
@@ -121,6 +149,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     left = services.cdrs.abandon_all("WORKER_SHUTDOWN")
     if left:
         log.warning("grace period over: %d call(s) recorded as failed", left)
+    records.stop()
     nodes.stop()
     green.run(services.close())
     return 0

@@ -80,6 +80,7 @@ _DIAL_OUTCOMES: dict[str, str] = {
     "ALLOTTED_TIMEOUT": "no_answer",
     "ORIGINATOR_CANCEL": "no_answer",
 }
+MOH_STRETCH_SECONDS = 10  # see FreeswitchCall._moh_stretch
 _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an api line
 # A dialled leg would otherwise offer only the caller's codec (switch_core_media.c,
 # prepare_codecs: "originator codec"): L16 for a loopback caller, G.729 for some phones, which
@@ -157,7 +158,8 @@ class CallDriver:
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
     _transfer_to: str = ""  # a Transfer sent, until FreeSWITCH takes the call
     _held: str = ""  # the hold music displacing the caller's audio, "" when not on hold
-    _moh: bool = False  # StartMoh's playback runs (until StopMoh)
+    _moh: str = ""  # the music class StartMoh plays (until StopMoh), "" when none
+    _moh_tag: str = ""  # the Event-UUID of the running stretch of it
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
@@ -316,12 +318,12 @@ class CallDriver:
                 raise codec.UnsafeValue(f"not a variable name: {cmd.name[:80]!r}")
             return self._execute("set", f"{cmd.name}={cmd.value}")
         if isinstance(cmd, c.StartMoh):
-            self._moh = True
-            return self._execute("playback", f"local_stream://{cmd.moh_class}", self._tag())
+            self._moh = cmd.moh_class
+            return self._moh_stretch()
         if isinstance(cmd, c.StopMoh):
             if not self._moh:
                 return b""
-            self._moh = False
+            self._moh = self._moh_tag = ""
             return self._api(f"uuid_break {self.info.call_id}")
         if isinstance(cmd, c.Dial):
             return self._dial(cmd)
@@ -392,7 +394,7 @@ class CallDriver:
         follows as ``stopped``)."""
         if not self._plays and not self._moh:
             return []
-        self._moh = False
+        self._moh = self._moh_tag = ""
         if self._plays:
             return [self._stop_play()]
         return [self._api(f"uuid_break {self.info.call_id} all")]
@@ -460,8 +462,22 @@ class CallDriver:
 
     # ------------------------------------------------------------ ESL -> events
 
+    def _moh_stretch(self) -> list[bytes]:
+        """Hold music in stretches of MOH_STRETCH_SECONDS, the next one started when one
+        ends: on FreeSWITCH a running application outlives the worker's socket, so music
+        without an end would keep a caller whose worker died from ever reaching the next
+        worker (the dialplan goes on only once it ends). ``playback_timeout_sec`` bounds
+        this playback alone: it is unset right after."""
+        self._moh_tag = self._tag()
+        return [self._execute("set", f"playback_timeout_sec={MOH_STRETCH_SECONDS}"),
+                self._execute("playback", f"local_stream://{self._moh}", self._moh_tag),
+                self._execute("unset", "playback_timeout_sec")]
+
     def _execute_complete(self, event: codec.LazyEvent) -> None:
         tag = event.get("Application-UUID")
+        if tag == self._moh_tag and not self.hung_up:
+            self.write(self._moh_stretch())  # the music goes on
+            return
         owner = self._tags.pop(tag, None)
         if owner is None:
             return

@@ -15,6 +15,8 @@ with :meth:`FreeswitchWorker.deliver` (e.g. the queue runtime's ``QueueResult``)
 Each socket FreeSWITCH opens (gevent's StreamServer accepts it) gets a greenlet: it sends
 ``connect``, reads the channel data, then a :class:`~appserver.freeswitch.driver.CallDriver`
 runs the call on the socket's :class:`~appserver.freeswitch.connection.CallConnection`.
+``take_over(call_info)``, if given, sees each call first (the queue runtime takes over a
+caller who was queued on a worker that died).
 Every open socket counts against ``max_calls``, calls and handshakes alike: one beyond it
 is closed at once, and FreeSWITCH's dialplan goes on to the next worker or its fallback.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import gevent
 import gevent.socket
@@ -35,6 +38,13 @@ from appserver.freeswitch.driver import CallDriver, DriverConfig, QueueRuntime, 
 from ivr import calls as c
 
 log = logging.getLogger("callyard.freeswitch")
+# Called with each new call before its flow is built: a call another worker served (it died,
+# and the dialplan went on to this worker's socket) may be taken over where it was.
+TakeOver = Callable[[c.CallInfo], object]
+# Called with each call the worker is handed (its record: see callrecords.py), and with each
+# call's id once it ended here.
+CallStarted = Callable[[c.CallInfo], object]
+CallEnded = Callable[[str], object]
 
 
 class FreeswitchWorker:
@@ -46,8 +56,14 @@ class FreeswitchWorker:
         queue_runtime: QueueRuntime | None = None,
         max_calls: int = 20000,
         connect_timeout: float = 5.0,
+        take_over: TakeOver | None = None,
+        call_started: CallStarted | None = None,
+        call_ended: CallEnded | None = None,
     ) -> None:
         self.flow_factory = flow_factory
+        self.take_over = take_over
+        self.call_started = call_started
+        self.call_ended = call_ended
         self.config = config or DriverConfig()
         self.queue_runtime = queue_runtime
         self.calls: dict[str, CallDriver] = {}
@@ -154,6 +170,10 @@ class FreeswitchWorker:
             self.calls[info.call_id] = driver
             self._connections[info.call_id] = conn
             self.calls_total += 1
+            if self.call_started is not None:
+                self.call_started(info)
+            if self.take_over is not None:
+                self.take_over(info)
             driver.start(self._flow_for(info))
             conn.closed.wait()
             driver.on_socket_closed()
@@ -166,6 +186,8 @@ class FreeswitchWorker:
                 if self.calls.get(driver.info.call_id) is driver:  # not yet a newer socket's
                     del self.calls[driver.info.call_id]
                     del self._connections[driver.info.call_id]
+                    if self.call_ended is not None:
+                        self.call_ended(driver.info.call_id)
                 driver.flow = None  # the call is over: free its flows now (no late events)
             conn.close()
             conn.release()

@@ -50,11 +50,10 @@ async def _check(dsn: str) -> int:
 
 
 async def _publish(dsn: str, redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.reloader import MenuReloader
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         reloader = MenuReloader(dsn, client)
         ok = await reloader.reload()
@@ -68,11 +67,10 @@ async def _publish(dsn: str, redis_url: str) -> int:
 
 
 async def _status(redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.publisher import MenuPublisher
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         status = await MenuPublisher(client).status()
     finally:
@@ -93,11 +91,10 @@ async def _status(redis_url: str) -> int:
 
 
 async def _watch(dsn: str, redis_url: str) -> int:
-    import redis.asyncio as aioredis
-
     from appserver.menus.reloader import MenuReloader
+    from appserver.redisconn import connect
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url, "asyncio", decode_responses=False)
     try:
         async with MenuReloader(dsn, client) as reloader:
             print(f"live version {reloader.version}; following edits (Ctrl-C to stop)")
@@ -108,9 +105,11 @@ async def _watch(dsn: str, redis_url: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
     from redis import RedisError
 
     from appserver.devkit.embedded import EmbeddedError, database_url, redis_url
+    from appserver.store.db import DB_UNAVAILABLE
 
     try:
         if args.action == "status":
@@ -123,6 +122,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 if args.action == "publish":
                     return asyncio.run(_publish(dsn, r_url))
                 return asyncio.run(_watch(dsn, r_url))
-    except (EmbeddedError, OSError, RedisError) as exc:
+    except (EmbeddedError, *DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
         print(f"callyard menus: {exc}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from redis import RedisError
 
 from appserver.menus.loader import RELEVANT_TABLES, load_source
 from appserver.menus.publisher import MenuPublisher
-from appserver.store.db import connect
+from appserver.store.db import DB_UNAVAILABLE, connect
 from ivr.compile import compile_menuset
 from ivr.validate import MenuSetInvalid, errors
 
@@ -75,7 +75,7 @@ class MenuReloader:
         try:
             await self._listen()
             await self.reload()
-        except (OSError, asyncpg.PostgresError, RedisError) as exc:
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
             log.error("menu reloader cannot start yet; retrying", extra={"error": str(exc)})
             self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="menu-reloader")
@@ -120,7 +120,7 @@ class MenuReloader:
                 RELOADS.labels("invalid").inc()
                 await self._record(self.last_error, problems)
                 return False
-            except (OSError, asyncpg.PostgresError, ValueError) as exc:
+            except (*DB_UNAVAILABLE, asyncpg.PostgresError, ValueError) as exc:
                 self.last_error = f"could not load menus: {exc}"
                 await self._learn_live_version()
                 log.error("menu reload failed", extra={"error": str(exc)})
@@ -194,4 +194,5 @@ class MenuReloader:
                 log.error("menu reloader error; retrying", extra={"error": str(exc)})
                 self._dirty.set()  # whatever failed (PostgreSQL, Redis) is retried
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # At most 5 s: after a failover, edits made on the new primary wait that long.
+                backoff = min(backoff * 2, 5.0)

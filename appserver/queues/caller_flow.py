@@ -48,6 +48,7 @@ from ivr.calls import (
     Prompt,
     QueueResult,
     QueueUpdate,
+    SetVariable,
     StartMoh,
     StartTimer,
     StopMoh,
@@ -60,6 +61,9 @@ from ivr.calls import (
 ANNOUNCE_TIMER = "queue:announce"
 MAX_WAIT_TIMER = "queue:max_wait"
 MENU_PATH_VARIABLE = "ivr_menu_path"  # set by the IVR (ivr.machine) as the caller moves
+# Set on the channel when the caller joins a queue: a worker handed the call later (the one
+# serving it died) looks for a queue entry to take over only when the engine reports it.
+QUEUED_VARIABLE = "callyard_queued"
 ANNOUNCE_PLAY = "queue:announce"
 
 
@@ -159,7 +163,17 @@ class CallerFlow:
         self.phase = "waiting"
         self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
                        call.variables.get(MENU_PATH_VARIABLE, "")))
-        return [StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
+        return [SetVariable(QUEUED_VARIABLE, self.config.name),
+                StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
+
+    def resume(self, call: CallInfo, waited: float) -> list[Command]:
+        """Go on with a stay another worker began ``waited`` seconds ago (this worker took
+        the caller's entry over, at their place in line): music on hold again, the
+        announcements, and what is left of ``max_wait_seconds``; no Join."""
+        self.call_id = call.call_id
+        self._joined_at = self.clock() - max(0.0, waited)
+        self.phase = "waiting"
+        return self._wait_on()
 
     def handle(self, event: Event) -> list[Command]:
         if self.phase == "done":
@@ -248,13 +262,7 @@ class CallerFlow:
         self.sink(DialFailed(self.call_id, self.agent))
         self.agent = ""
         self.phase = "waiting"
-        remaining = 0
-        if self.config.max_wait_seconds:
-            remaining = self.config.max_wait_seconds - int(self.clock() - self._joined_at)
-            if remaining <= 0:
-                return self._route("timeout", "timeout", self.config.overflow_action,
-                                   self.config.overflow_target)
-        return [StartMoh(self.config.moh_class), *self._timers(remaining)]
+        return self._wait_on()
 
     def _hung_up(self) -> list[Command]:
         if self.phase == "connecting":
@@ -274,6 +282,17 @@ class CallerFlow:
         return self._quiet() + self._end(QueueResult(self.config.name, "failed", event.detail))
 
     # ------------------------------------------------------------ helpers
+
+    def _wait_on(self) -> list[Command]:
+        """Music on hold and the timers again, for what is left of ``max_wait_seconds``
+        since the caller joined."""
+        remaining = 0
+        if self.config.max_wait_seconds:
+            remaining = self.config.max_wait_seconds - int(self.clock() - self._joined_at)
+            if remaining <= 0:
+                return self._route("timeout", "timeout", self.config.overflow_action,
+                                   self.config.overflow_target)
+        return [StartMoh(self.config.moh_class), *self._timers(remaining)]
 
     def _timers(self, max_wait: int) -> list[Command]:
         cmds: list[Command] = []

@@ -94,20 +94,29 @@ async def reload(pool: asyncpg.Pool, store: QueueStore) -> Snapshot:
 
 
 async def watch(pool: asyncpg.Pool, store: QueueStore, debounce: float = 0.2) -> None:
-    """Publish now and after every change to the queue tables, until cancelled."""
+    """Publish now and after every change to the queue tables, until cancelled, or until
+    the listening connection is lost (a failover): then raise, for the caller to retry."""
     changed = asyncio.Event()
+    lost = asyncio.Event()  # the connection is gone (and the pool took it back)
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         with contextlib.suppress(ValueError):
             if json.loads(payload).get("table") in TABLES:
                 changed.set()
 
+    def on_lost(_conn: Any) -> None:
+        lost.set()
+        changed.set()
+
     async with pool.acquire() as conn:
         await conn.add_listener(CHANNEL, on_notify)
+        conn.add_termination_listener(on_lost)
         try:
             await reload(pool, store)
             while True:
                 await changed.wait()
+                if lost.is_set():
+                    raise asyncpg.ConnectionDoesNotExistError("the LISTEN connection was lost")
                 await asyncio.sleep(debounce)
                 changed.clear()
                 try:
@@ -115,4 +124,6 @@ async def watch(pool: asyncpg.Pool, store: QueueStore, debounce: float = 0.2) ->
                 except (asyncpg.PostgresError, OSError) as exc:
                     log.error("queue reload failed, will retry on the next change: %s", exc)
         finally:
-            await conn.remove_listener(CHANNEL, on_notify)
+            if not lost.is_set():
+                conn.remove_termination_listener(on_lost)
+                await conn.remove_listener(CHANNEL, on_notify)

@@ -11,10 +11,12 @@ result: an ``observer`` (the CDRs) hears of both. Pure: no I/O of its own.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Protocol
 
 from appserver.queues.caller_flow import CallerFlow
+from appserver.queues.model import TakenOver
 from ivr.calls import (
     CallFlow,
     CallInfo,
@@ -34,6 +36,11 @@ class CallerFlowFactory(Protocol):
         """A flow for this caller in ``enqueue.queue``, or None if the queue is unknown."""
         ...
 
+    def resumed_caller(self, call: CallInfo) -> tuple[CallerFlow, TakenOver] | None:
+        """The flow going on with the stay of a caller this worker took over from a dead
+        one, or None (every other call)."""
+        ...
+
 
 class QueueObserver(Protocol):
     """Told what the layers outside do not see: the inner flow asked for ``queue``; the
@@ -42,6 +49,15 @@ class QueueObserver(Protocol):
     def queue_entered(self, call_id: str, queue: str) -> None: ...
 
     def queue_left(self, call_id: str, result: QueueResult) -> None: ...
+
+    def queue_taken_over(self, call_id: str, taken: TakenOver) -> None: ...
+
+
+class ResumableFlow(Protocol):
+    """An inner flow that can begin where a caller of ``queue`` waits for its result (the
+    IVR: in the menu that queued them), for a call taken over from a dead worker."""
+
+    def resume_queued(self, call: CallInfo, queue: str, menu_path: str) -> list[Command]: ...
 
 
 class QueueingFlow:
@@ -56,6 +72,7 @@ class QueueingFlow:
         self._hung_up = False
         self._queue = ""  # the queue the inner flow asked for (results are reported for it)
         self._variables: dict[str, str] = {}  # set by the inner flow, seen by the queue
+        self._inner_started = True  # False: a taken-over call, its inner flow not begun
 
     @property
     def done(self) -> bool:
@@ -63,7 +80,24 @@ class QueueingFlow:
 
     def start(self, call: CallInfo) -> list[Command]:
         self.call = call
+        resumed = self.runtime.resumed_caller(call)
+        if resumed is not None:
+            return self._resume(call, *resumed)
         return self._route(self.inner.start(call))
+
+    def _resume(self, call: CallInfo, flow: CallerFlow, taken: TakenOver) -> list[Command]:
+        """A caller taken over from a dead worker goes on waiting in its queue. The inner
+        flow begins where it waits for the result when it can (:class:`ResumableFlow`),
+        else from its start once a result needs it."""
+        self._queue = taken.queue
+        if self.observer is not None:
+            self.observer.queue_taken_over(call.call_id, taken)
+        resume = getattr(self.inner, "resume_queued", None)
+        cmds = resume(call, taken.queue, taken.menu_path) if resume is not None else []
+        self._inner_started = resume is not None
+        self.caller = flow
+        waited = max(0.0, time.time() - taken.joined_ms / 1000)
+        return cmds + self._after_caller(flow.resume(call, waited), None)
 
     def handle(self, event: Event) -> list[Command]:
         if self._finished:
@@ -99,7 +133,19 @@ class QueueingFlow:
         """The stay is over: the inner flow gets ``result`` (and the observer hears it)."""
         if self.observer is not None and self.call is not None:
             self.observer.queue_left(self.call.call_id, result)
+        if not self._inner_started:
+            return self._begin_inner(result)
         return self.inner.handle(result)
+
+    def _begin_inner(self, result: QueueResult) -> list[Command]:
+        """The stay of a taken-over call ended and its inner flow never began: an answered
+        call is over; any other outcome starts the inner flow from the top."""
+        assert self.call is not None
+        self._inner_started = True
+        if result.outcome == "answered":
+            self._finished = True
+            return [Hangup()]
+        return self.inner.start(self.call)
 
     def _after_caller(self, cmds: list[Command], event: Event | None) -> list[Command]:
         caller = self.caller
@@ -112,6 +158,9 @@ class QueueingFlow:
             self._finished = True
             return cmds
         if self._hung_up:
+            if not self._inner_started:
+                self._finished = True
+                return cmds
             return cmds + self.inner.handle(event if isinstance(event, HungUp) else HungUp())
         assert caller.result is not None
         # After overflow chains the result still names the queue the inner flow asked for.

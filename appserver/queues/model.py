@@ -20,7 +20,11 @@ AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up",
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 ACTIONS: tuple[str, ...] = get_args(QueueAction)
 AGENT_STATES: tuple[str, ...] = get_args(AgentState)
-KEY_PREFIX = "callyard:q:"
+# Every key of the queue state starts with this prefix, whose hash tag puts them all in one
+# Redis Cluster slot: one script touches a queue, its agents, their other queues and the
+# global lease and offer sets, so they must share a slot (see QueueStore).
+KEY_PREFIX = "{callyard:q}:"
+HASH_TAG_RE = re.compile(r"^\{[^{}]+\}")
 # Names become parts of Redis keys; ':' and '|' are separators there.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 CALL_ID_RE = re.compile(r"^[^\s|]{1,200}$")
@@ -301,3 +305,18 @@ class QueuedCall:
                    held=h.get("held") == "1", transfer=h.get("transfer", ""),
                    joined_ms=int(float(h.get("joined") or 0)),
                    menu_path=tuple(p for p in (h.get("menu_path") or "").split("/") if p))
+
+
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """A live caller's queue entry this worker took over from ``previous_owner`` (a dead
+    worker): the caller resumes waiting in ``queue`` at their place (see
+    ``lua/takeover.lua``)."""
+
+    call_id: str
+    queue: str
+    state: str  # waiting | offered
+    priority: int
+    joined_ms: int
+    menu_path: str  # "main/sales": the IVR path that led to the queue
+    previous_owner: str

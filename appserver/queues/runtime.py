@@ -50,6 +50,7 @@ from appserver.queues.model import (
     CallStatus,
     EnqueueResult,
     QueueConfig,
+    TakenOver,
 )
 from appserver.queues.store import QueueError, QueueStore, now_ms
 from appserver.shells import Shell, for_client
@@ -74,6 +75,7 @@ AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
 UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError,
                redis_errors.ReadOnlyError, OSError)
 RETRY_MIN, RETRY_MAX = 0.2, 1.0  # seconds between attempts at a write Redis did not take
+TAKEOVER_GRACE = 10.0  # seconds from taking a caller over to their flow resuming the stay
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,11 @@ class QueueRuntime:
         self._last: dict[str, tuple[int, int, int]] = {}
         self._joined: set[str] = set()
         self._withdrawing: set[str] = set()
+        # Callers being taken over, until their flow resumes the stay (at most TAKEOVER_GRACE
+        # seconds): what the script answered, and inbox messages that came in meanwhile.
+        self._taken_over: dict[str, TakenOver] = {}
+        self._early: dict[str, list[dict[str, str]]] = {}
+        self._takeover_until: dict[str, float] = {}
         self._ticks = 0
         self._last_tick = time.monotonic()
         self._reap_from = 0.0
@@ -131,6 +138,70 @@ class QueueRuntime:
         flow = CallerFlow(config, priority, self._submit, language=language)
         self.flows[call.call_id] = flow
         return flow
+
+    # ------------------------------------------------------------------ taking callers over
+
+    async def take_over(self, call: CallInfo) -> TakenOver | None:
+        """Before this worker starts a call another worker served (it died; the engine gave
+        the call here): take its queue entry over, if it has one that may be taken (see
+        ``lua/takeover.lua``). One script, one round trip. The call's flow then resumes the
+        stay (:meth:`resumed_caller`) instead of starting from the top."""
+        call_id = call.call_id
+        self._early[call_id] = []  # an agent's accept may come in before the flow exists
+        self._takeover_until[call_id] = time.monotonic() + TAKEOVER_GRACE
+        try:
+            taken = await self.store.take_over(call_id, self.worker_id, self.lease_ms)
+        except Exception as exc:
+            self._end_takeover(call_id)
+            if isinstance(exc, QueueError):
+                log.info("no queue entry to take over (%s)", exc.code,
+                         extra={"call_id": call_id})
+            elif isinstance(exc, UNREACHABLE):  # the call starts from the top
+                log.warning("cannot take a queue entry over, Redis unreachable: %s",
+                            str(exc) or type(exc).__name__, extra={"call_id": call_id})
+            else:
+                log.exception("taking a queue entry over failed", extra={"call_id": call_id})
+            return None
+        if taken.queue not in self.configs:
+            await self.refresh_configs()
+        log.info("took a queued caller over", extra={
+            "call_id": call_id, "queue": taken.queue, "from_worker": taken.previous_owner})
+        self._taken_over[call_id] = taken
+        return taken
+
+    def resumed_caller(self, call: CallInfo) -> tuple[CallerFlow, TakenOver] | None:
+        """The flow resuming the stay of a caller :meth:`take_over` took (None for any
+        other call), registered as joined: heartbeats report its position from now on."""
+        if call.call_id not in self._takeover_until:
+            return None
+        taken, early = self._end_takeover(call.call_id)
+        if taken is None:
+            return None
+        flow = self.caller_flow(call, Enqueue(taken.queue, taken.priority))
+        if flow is None:  # the queue was deleted meanwhile: the tick withdraws the entry
+            return None
+        self._joined.add(call.call_id)
+        for msg in early:
+            self.shell.spawn(self._replay(msg), "queues-early-message")
+        return flow, taken
+
+    async def _replay(self, msg: dict[str, str]) -> None:
+        self._inbox_message(msg)
+
+    def _end_takeover(self, call_id: str) -> tuple[TakenOver | None, list[dict[str, str]]]:
+        self._takeover_until.pop(call_id, None)
+        return self._taken_over.pop(call_id, None), self._early.pop(call_id, [])
+
+    def _taking_over(self, call_id: str) -> bool:
+        """Whether ``call_id`` is being taken over (its flow not started yet); one whose
+        flow never came (the call went elsewhere) is forgotten after TAKEOVER_GRACE."""
+        until = self._takeover_until.get(call_id)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        self._end_takeover(call_id)
+        return False
 
     # ------------------------------------------------------------------ running
 
@@ -208,6 +279,9 @@ class QueueRuntime:
         while not self._stopping:
             try:
                 await self._inbox_once()
+            except UNREACHABLE as exc:  # expected in an outage or a failover: one line
+                log.warning("queue inbox waits for Redis: %s", str(exc) or type(exc).__name__)
+                await self.shell.sleep(1)
             except Exception:
                 log.exception("queue inbox read failed; retrying")
                 await self.shell.sleep(1)
@@ -222,6 +296,8 @@ class QueueRuntime:
             started = time.monotonic()
             try:
                 await self.tick()
+            except UNREACHABLE as exc:
+                log.warning("queue tick waits for Redis: %s", str(exc) or type(exc).__name__)
             except Exception:
                 log.exception("queue tick failed")
             await self.shell.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
@@ -351,9 +427,12 @@ class QueueRuntime:
             seen.add(st.call_id)
             flow = self.flows.get(st.call_id)
             if flow is None:
-                self._withdraw(st.call_id)
+                if not self._taking_over(st.call_id):
+                    self._withdraw(st.call_id)
                 continue
-            if st.state == "assigned" or flow.config.name != st.queue:
+            # Not joined yet: the Join's reply, still on its way, gives the first position.
+            if st.state == "assigned" or flow.config.name != st.queue \
+                    or st.call_id not in self._joined:
                 continue
             key = (st.position, round(st.estimated_wait), st.staffed)
             if self._last.get(st.call_id) != key:
@@ -372,6 +451,9 @@ class QueueRuntime:
     def _inbox_message(self, msg: dict[str, str]) -> None:
         """A message another process left in this worker's inbox (see ``lua/common.lua``
         ``push_owner``): an agent took one of our callers, or asks for hold / transfer."""
+        if self._taking_over(msg.get("call", "")):  # for its flow, once it exists
+            self._early[msg["call"]].append(msg)
+            return
         kind = msg.get("type")
         if kind == "assigned":
             flow = self.flows.get(msg["call"])

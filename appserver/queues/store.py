@@ -21,6 +21,7 @@ from typing import Any
 
 from appserver.queues import scripts
 from appserver.queues.model import (
+    HASH_TAG_RE,
     KEY_PREFIX,
     MAX_PRIORITY,
     AcceptResult,
@@ -34,6 +35,7 @@ from appserver.queues.model import (
     QueueConfigError,
     QueuedCall,
     QueueStats,
+    TakenOver,
     check_call_id,
     check_name,
 )
@@ -95,6 +97,14 @@ def _enqueue_result(r: Any) -> EnqueueResult:
     if items[0] == "ok":
         return EnqueueResult("ok", int(items[1]), int(items[2]))
     return EnqueueResult("full" if items[0] == "full" else "empty")
+
+
+def _taken_over(call_id: str, r: Any) -> TakenOver:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], f"cannot take the caller over: {items[1].replace('_', ' ')}")
+    return TakenOver(call_id, items[1], items[2], int(items[3]), int(float(items[4])), items[5],
+                     items[6])
 
 
 def _offers(r: Any) -> list[Offer]:
@@ -213,6 +223,9 @@ def _check_decline(reason: str) -> None:
 
 class _Keys:
     def __init__(self, prefix: str) -> None:
+        if not HASH_TAG_RE.match(prefix):
+            raise ValueError(f"queue key prefix {prefix!r} must start with a hash tag, "
+                             "e.g. '{callyard:q}:'")
         self.prefix = prefix
 
     def inbox(self, worker: str) -> str:
@@ -244,16 +257,21 @@ class _Keys:
 
 
 class QueueStore:
-    """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``)."""
+    """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``).
+
+    Redis Cluster: a script computes the keys it touches from the prefix (ARGV[1]), which
+    starts with a hash tag, so every key is in the prefix's slot; each script declares one key
+    of that slot (``KEYS[1]``, the set of queue names) so a cluster client sends it there."""
 
     def __init__(self, client: Any, prefix: str = KEY_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
         self.keys = _Keys(prefix)
+        self._slot_key = [self.keys.queues()]
         self._scripts = scripts.register(client)
 
     async def _run(self, name: str, *args: Any) -> Any:
-        return await reply(self._scripts[name](args=[self.prefix, *args]))
+        return await reply(self._scripts[name](keys=self._slot_key, args=[self.prefix, *args]))
 
     # definitions
     async def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
@@ -314,11 +332,14 @@ class QueueStore:
     async def reap(self, now: int | None = None, limit: int = 500) -> list[str]:
         return _strs(await self._run("reap", now or now_ms(), limit))
 
-    async def adopt(self, call_id: str, owner: str, lease_ms: int = 15000,
-                    now: int | None = None) -> tuple[str, str] | None:
-        r = await self._run("adopt", call_id, check_name("worker", owner), now or now_ms(),
-                            lease_ms)
-        return (_s(r[0]), _s(r[1])) if r else None
+    async def take_over(self, call_id: str, owner: str, lease_ms: int = 15000,
+                        now: int | None = None) -> TakenOver:
+        """Make ``owner`` the owner of the live caller ``call_id``'s queue entry (see
+        ``lua/takeover.lua``); :class:`QueueError` ``no_entry`` or ``assigned`` when it
+        cannot."""
+        r = await self._run("takeover", check_call_id(call_id), check_name("worker", owner),
+                            now or now_ms(), lease_ms)
+        return _taken_over(call_id, r)
 
     async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
         r = await reply(self.client.blpop([self.keys.inbox(owner)], timeout=timeout))

@@ -73,10 +73,9 @@ async def serve_http(host: str, port: int, respond: Respond) -> _Server:
 
 
 def redis(url: str) -> Any:
-    import redis.asyncio as aioredis
+    from appserver.redisconn import connect
 
     # Bursts of calls share a bounded pool and wait for a free connection rather than fail
     # ("Too many connections" with redis-py's default pool of 100).
-    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        url, decode_responses=True, max_connections=200, timeout=10))
+    return connect(url, "asyncio", bounded=True)
 

@@ -114,8 +114,7 @@ async def serve_http(host: str, port: int, respond: Respond) -> _Server:
 
 
 def redis(url: str) -> Any:
-    import redis
+    from appserver.redisconn import connect
 
-    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-        url, decode_responses=True, max_connections=200, timeout=10))
+    return connect(url, "sync", bounded=True)
 

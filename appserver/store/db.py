@@ -11,6 +11,21 @@ import asyncpg
 
 APPLICATION_NAME = "callyard"
 
+# Errors that mean "no writable primary right now" (a failover, a restart, the network), not
+# a fault of the statement: wait and retry, or tell the client to (503). Connecting to a
+# multi-host URL raises the last host's OSError, or TargetServerAttributeNotMatched when
+# every host answered but none is read-write (all standbys, mid-failover).
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # 08xxx, e.g. the server went away mid-statement
+    asyncpg.InterfaceError,  # "connection is closed": a pooled connection lost its server
+    asyncpg.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,  # a write reached a read-only (fenced) server
+    asyncpg.TargetServerAttributeNotMatched,
+)
+
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: jsonb and json columns read and written as Python objects."""

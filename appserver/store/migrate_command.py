@@ -38,6 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
 
     from appserver.devkit.embedded import EmbeddedError, database_url
+    from appserver.store.db import DB_UNAVAILABLE
     from appserver.store.migrations import MigrationError, migrate
 
     try:
@@ -45,14 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.list:
                 return asyncio.run(_status(dsn))
             applied = asyncio.run(migrate(dsn))
-    except (
-        EmbeddedError,
-        MigrationError,
-        OSError,
-        TimeoutError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-    ) as exc:
+    except (EmbeddedError, MigrationError, *DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
         print(f"callyard migrate: {exc}", file=sys.stderr)
         return 1
     for version in applied:

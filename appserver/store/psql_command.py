@@ -53,14 +53,15 @@ def find_psql() -> str | None:
 
 
 def split_password(dsn: str) -> tuple[str, str | None]:
-    """``dsn`` without its password, and the password (None when it has none)."""
+    """``dsn`` without its password, and the password (None when it has none). The host
+    part is kept as written: it may list several hosts (``host1:5432,host2:5432``)."""
     parts = urlsplit(dsn)
-    if parts.password is None:
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon:
         return dsn, None
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
-    return urlunsplit(parts._replace(netloc=f"{user}{host or ''}{port}")), unquote(parts.password)
+    netloc = f"{user}@{hosts}" if user else hosts
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(password)
 
 
 def _default_sigint() -> None:

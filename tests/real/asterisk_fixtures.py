@@ -59,12 +59,14 @@ async def asterisk_engine(real_dir: Path, test_sounds: None) -> AsyncIterator[Re
 
 @dataclass
 class AsteriskWorker:
-    """The ``callyard asterisk`` process serving the real engine (one at a time: a second
-    one would take the Stasis application over). ``start`` returns once it is connected."""
+    """A ``callyard asterisk`` process serving the real engine with the Stasis application
+    ``app`` (one process per application: a second one would take it over). ``start``
+    returns once it is connected."""
 
     stack: Stack
     conf: AsteriskConf
     dial_template: str  # the phones it dials: the SIP parties of the session
+    app: str = "callyard"
     process: Process | None = None
     starts: int = 0
     health_port: int = 0  # the current process's /readyz
@@ -73,9 +75,9 @@ class AsteriskWorker:
         self.starts += 1
         health = self.health_port = free_port()
         self.process = self.stack.start(
-            f"asterisk-{self.starts}", "asterisk", CALLYARD_APPS="flows:factory",
+            f"asterisk-{self.app}-{self.starts}", "asterisk", CALLYARD_APPS="flows:factory",
             CALLYARD_ASTERISK_ARI=self.conf.ari_url, CALLYARD_ASTERISK_AMI=self.conf.ami,
-            CALLYARD_ASTERISK_APP=self.conf.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=self.dial_template,
+            CALLYARD_ASTERISK_APP=self.app, CALLYARD_ASTERISK_DIAL_TEMPLATE=self.dial_template,
             CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}",
         )  # fmt: skip
         async with aiohttp.ClientSession() as http:
@@ -109,7 +111,7 @@ async def asterisk_worker(asterisk_engine: RealAsterisk, stack: Stack,
                           sip_parties: SipEndpoint) -> AsteriskWorker:
     """Dials over the shipped edge endpoint, to the session's SIP parties (as FreeSWITCH)."""
     dial = f"PJSIP/kamailio/sip:{{target}}@{sip_parties.host}:{sip_parties.port}"
-    worker = AsteriskWorker(stack, asterisk_engine.conf, dial)
+    worker = AsteriskWorker(stack, asterisk_engine.conf, dial, asterisk_engine.conf.app)
     await worker.start()
     return worker
 

@@ -101,7 +101,11 @@ class AsteriskConf:
     ami_port: int = 5038
     sip_port: int = 5080
     edge_port: int = 5070  # where the transfer context sends calls (Kamailio in production)
-    app: str = "callyard"
+    apps: tuple[str, ...] = ("callyard", "callyard-2")  # the workers' Stasis apps, in order
+
+    @property
+    def app(self) -> str:
+        return self.apps[0]
 
     @property
     def ari_url(self) -> str:
@@ -153,6 +157,7 @@ def build_asterisk_conf(directory: Path, conf: AsteriskConf) -> Path:
         "asterisk_ami_port": str(conf.ami_port),
         "asterisk_sip_port": str(conf.sip_port),
         "asterisk_manager_acl": "127.0.0.1/32",
+        "asterisk_apps": ",".join(conf.apps),
     }) / "asterisk-conf"
     for path in sorted(rendered.glob("*.conf")):
         if path.name == "asterisk.conf":

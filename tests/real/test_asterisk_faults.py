@@ -57,9 +57,9 @@ async def is_served(probe: AsteriskProbe) -> RealAstCall:
 
 
 async def one_cdr_each(database: str, *calls: RealAstCall) -> None:
-    for call in calls:
+    for i, call in enumerate(calls):
         rows = await cdrs_of(database, call.call_id, WAIT)
-        assert len(rows) == 1, (call.call_id, call.transcript.lines(), rows)
+        assert len(rows) == 1, (i, call.call_id, call.transcript.lines(), rows)
 
 
 def worker_sockets(pid: int) -> list[int]:

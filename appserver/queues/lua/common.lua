@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every queue script. ARGV[1] is the key prefix
--- (e.g. "callyard:q:"); timestamps are passed in as milliseconds, never read from TIME.
--- Scripts touch keys they compute, so Redis Cluster is not supported (not needed).
+-- (e.g. "{callyard:q}:"); timestamps are passed in as milliseconds, never read from TIME.
+-- Every key is P .. something: the prefix's hash tag keeps them all in one Cluster slot,
+-- the slot of KEYS[1] (declared so cluster clients route the script; not read here).
 local P = ARGV[1]
 local STATS_CHANNEL = 'callyard:q:stats'
 local AGENTS_CHANNEL = 'callyard:q:agents'

@@ -8,8 +8,9 @@ status codes and error bodies (404 ``{"message": "Channel not found"}``, 409 ``{
 stay in Stasis when the application's WebSocket drops (events during the gap are lost).
 
 Simulated dialplan (mirrors ``dialplans/asterisk/extensions.conf.j2``): a called number that
-matches ``ivr_numbers`` runs ``Stasis(<app>,<number>)``; when no WebSocket is connected for
-the application ``STASISSTATUS=FAILED`` and the dialplan goes to ``fallback_context``,
+matches ``ivr_numbers`` runs ``Stasis(<app>,<number>)`` for each of ``stasis_apps`` in order:
+when no WebSocket is connected for an application ``STASISSTATUS=FAILED`` at once and the next
+is tried; when all fail the dialplan goes to ``fallback_context``,
 extension ``s``: answer, play ``cannot-complete-temp-error``, hang up (extension ``noservice``
 plays ``ss-noservice``; the worker sends calls there when no flow serves the number).
 ``continue`` into another context records a transfer; the far end hangs up after
@@ -34,7 +35,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,7 @@ class AriSimulator:
         username: str = "callyard",
         password: str = "callyard",
         stasis_app: str = "callyard",
+        stasis_apps: Sequence[str] = (),  # the dialplan's, in order (none: stasis_app alone)
         ivr_numbers: str = r"[0-9]{4}",  # extensions.conf: _XXXX
         transfer_context: str = "callyard-transfer",
         fallback_context: str = "callyard-unavailable",
@@ -104,7 +106,8 @@ class AriSimulator:
         self.port = port
         self.username = username
         self.password = password
-        self.stasis_app = stasis_app
+        self.stasis_apps = tuple(stasis_apps) or (stasis_app,)
+        self.stasis_app = self.stasis_apps[0]
         self.ivr_numbers = re.compile(ivr_numbers)
         self.transfer_context = transfer_context
         self.fallback_context = fallback_context
@@ -246,14 +249,15 @@ class AriSimulator:
         if not self.ivr_numbers.fullmatch(chan.exten):
             await self._destroy(chan, 1, by="engine")
             return
-        app = self.stasis_app
-        chan.priority, chan.app_name, chan.app_data = 2, "Stasis", f"{app},{chan.exten}"
-        if not self.app_connected(app):
-            chan.variables["STASISSTATUS"] = "FAILED"
-            await self._run_fallback(chan, "s")
-            return
-        chan.variables["STASISSTATUS"] = ""
-        self._enter_stasis(chan, app, [chan.exten])
+        for i, app in enumerate(self.stasis_apps):
+            chan.priority, chan.app_name = 2 + 2 * i, "Stasis"
+            chan.app_data = f"{app},{chan.exten}"
+            if self.app_connected(app):
+                chan.variables.setdefault("STASISSTATUS", "")  # set when Stasis() returns
+                self._enter_stasis(chan, app, [chan.exten])
+                return
+            chan.variables["STASISSTATUS"] = "FAILED"  # Stasis() returns at once: next one
+        await self._run_fallback(chan, "s")
 
     async def _run_fallback(self, chan: SimChannel, exten: str) -> None:
         """The fallback context: Answer(), Playback(<sound>), Hangup()."""

@@ -3,7 +3,8 @@ the dialplan applications the worker executes through ``sendmsg``.
 
 The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
 worker in turn (the next one when a worker refuses the connection or drops the socket
-while the caller is still there), then a polite message and hangup.
+while the caller is still there; the application running then goes on to its end: a prompt,
+a stretch of music, a bridge until a party hangs up), then a polite message and hangup.
 
 Queued applications run as on FreeSWITCH 1.10 (switch_ivr.c, switch_core_session.c): one
 after the other when each ``sendmsg`` carries ``event-lock: true``; without it, an
@@ -141,6 +142,7 @@ class EslSimCall(SimulatedCall):
         self._locked = False  # an event-locked application holds the channel (CF_EVENT_LOCK)
         self._break_all = False  # uuid_break ... all: every nested playback stops
         self._app_ready = asyncio.Event()
+        self._app_ended = asyncio.Event()  # an application completed
         self._break = asyncio.Event()
         self._hungup = asyncio.Event()
         self._left_socket = asyncio.Event()  # transfer or hangup ended socket control
@@ -246,10 +248,22 @@ class EslSimCall(SimulatedCall):
         finally:
             self._writer = None
             exit_task.cancel()
-            executor.cancel()
             self._apps.clear()
             with contextlib.suppress(Exception):
                 writer.close()
+            try:
+                await self._until_running_app_ends()
+            finally:
+                executor.cancel()
+
+    async def _until_running_app_ends(self) -> None:
+        """The running application outlives the worker's socket: FreeSWITCH goes on in the
+        dialplan only once it ends (a bridge when a party hangs up, music never unless
+        bounded by ``playback_timeout_sec``; measured on 1.10.12,
+        tests/real/test_faults_real.py). A transfer ends it."""
+        while self._current_app and not self._transferred:
+            self._app_ended.clear()
+            await self._app_ended.wait()
 
     # ------------------------------------------------------------ socket commands
 
@@ -373,6 +387,7 @@ class EslSimCall(SimulatedCall):
             response = "_none_"
         finally:
             self._current_app, self._locked = outer_app, outer_lock
+            self._app_ended.set()
         if response != "_none_":
             chan.variables["current_application_response"] = response
         self.emit(
@@ -432,6 +447,9 @@ class EslSimCall(SimulatedCall):
             chan.variables[name] = value
             self.transcript.add("variable", f"{name}={value}")
             return "_none_"
+        if app == "unset":
+            chan.variables.pop(arg, None)
+            return "_none_"
         if app == "hangup":
             self.end(arg or "NORMAL_CLEARING", "app")
             return "_none_"
@@ -468,7 +486,7 @@ class EslSimCall(SimulatedCall):
     async def _moh(self, moh_class: str) -> str:
         self.transcript.add("moh", moh_class)
         try:
-            await self._wait(24 * 3600)
+            await self._wait(float(self.channel.variables.get("playback_timeout_sec") or 86400))
         finally:
             self.transcript.add("moh", "")
         return "FILE PLAYED"

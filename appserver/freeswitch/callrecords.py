@@ -1,0 +1,159 @@
+"""Each call a FreeSWITCH worker serves is recorded in Redis while it lasts.
+
+A worker that dies leaves its calls in the engine: the running application plays on, then the
+dialplan hands each call to the next worker's ``socket``, which claims the record (and writes
+the call's CDR when it ends). A call that ends before any worker has it again (the caller hangs
+up during the dead worker's prompt, music stretch or bridge) would get no CDR at all; so every
+worker also reaps: every few seconds it renews its own heartbeat and, for a worker whose
+heartbeat ran out, asks the engine nodes whether that worker's calls still exist
+(``uuid_exists``). A call gone everywhere gets its CDR (``failed``, ``WORKER_LOST``) from the
+one worker whose claim of the record wins, then the record goes.
+
+Keys (``callyard:fs:``): ``call:<uuid>`` a hash (owner, started_at, caller, called, node),
+``owner:<worker>`` the set of its calls, ``alive:<worker>`` its heartbeat, ``workers`` every
+worker that has recorded calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+from redis.exceptions import RedisError
+
+from ivr.calls import CallInfo
+
+log = logging.getLogger("callyard.freeswitch")
+
+PREFIX = "callyard:fs:"
+HEARTBEAT_SECONDS = 5.0  # how often a worker renews its heartbeat and reaps
+HEARTBEAT_TTL_MS = 15_000  # a worker silent this long is dead
+RECORD_TTL = 24 * 3600  # a record nobody could reap (its node never came back) expires
+REAP_BATCH = 200  # calls of a dead worker looked at per round
+
+# KEYS: call:<uuid>. ARGV: prefix, uuid, owner, now, caller, called, node, ttl.
+# -> the call's first start time (a call taken from a dead worker keeps its own).
+_CLAIM = """
+local old = redis.call('HGET', KEYS[1], 'owner')
+if old and old ~= ARGV[3] then redis.call('SREM', ARGV[1] .. 'owner:' .. old, ARGV[2]) end
+if not old then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[4], 'caller', ARGV[5], 'called', ARGV[6],
+             'node', ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
+redis.call('SADD', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
+redis.call('SADD', ARGV[1] .. 'workers', ARGV[3])
+return redis.call('HGET', KEYS[1], 'started_at')
+"""
+# KEYS: call:<uuid>. ARGV: prefix, uuid, owner. Deletes the record if ``owner`` still owns
+# it (1), else only the uuid from that owner's set (0: another worker has the call now).
+_RELEASE = """
+redis.call('SREM', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+Exists = Callable[[str], bool | None]  # uuid -> on some node? (None: a node did not answer)
+Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
+
+
+class CallRecords:
+    def __init__(self, redis: Any, worker_id: str, *, prefix: str = PREFIX) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.prefix = prefix
+        self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
+        self._reaper: gevent.Greenlet | None = None
+
+    def _key(self, uuid: str) -> str:
+        return f"{self.prefix}call:{uuid}"
+
+    def claim(self, info: CallInfo) -> float:
+        """Record the call as this worker's (taking it from a dead worker if it had it);
+        returns when it started. Redis unreachable: not recorded, the call goes on."""
+        now = time.time()
+        try:
+            started = self._claim(keys=[self._key(info.call_id)], args=[
+                self.prefix, info.call_id, self.worker_id, repr(now), info.caller,
+                info.called, info.node, RECORD_TTL])
+            return float(started or now)
+        except (RedisError, OSError, ValueError) as exc:
+            log.warning("could not record the call: %s", exc, extra={"call_id": info.call_id})
+            return now
+
+    def release(self, uuid: str) -> None:
+        """The call ended and its CDR is in Redis: forget it (if it is still this worker's)."""
+        try:
+            self._release(keys=[self._key(uuid)], args=[self.prefix, uuid, self.worker_id])
+        except (RedisError, OSError) as exc:
+            log.warning("could not delete the call record: %s", exc, extra={"call_id": uuid})
+
+    # ------------------------------------------------------------ heartbeat and reaping
+
+    def start(self, exists: Exists, lost: Lost) -> None:
+        self._reaper = gevent.spawn(self._run, exists, lost)
+
+    def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.kill(block=True, timeout=2)
+            self._reaper = None
+        # a graceful stop: the others need not wait for the heartbeat to run out
+        with contextlib.suppress(RedisError, OSError):
+            self.redis.delete(f"{self.prefix}alive:{self.worker_id}")
+
+    def _run(self, exists: Exists, lost: Lost) -> None:
+        while True:
+            try:
+                self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+                self.reap(exists, lost)
+            except (RedisError, OSError) as exc:
+                log.warning("call records wait for Redis: %s", exc)
+            gevent.sleep(HEARTBEAT_SECONDS)
+
+    def dead_workers(self) -> list[str]:
+        workers = [str(w) for w in self.redis.smembers(f"{self.prefix}workers")]
+        others = [w for w in workers if w != self.worker_id]
+        if not others:
+            return []
+        alive = self.redis.mget([f"{self.prefix}alive:{w}" for w in others])
+        return [w for w, beat in zip(others, alive, strict=True) if beat is None]
+
+    def reap(self, exists: Exists, lost: Lost) -> int:
+        """One round: the calls of dead workers that no node has any more get their CDR.
+        Returns how many."""
+        reaped = 0
+        for worker in self.dead_workers():
+            owned = f"{self.prefix}owner:{worker}"
+            calls = [str(u) for u in self.redis.srandmember(owned, REAP_BATCH) or []]
+            if not calls:
+                self.redis.srem(f"{self.prefix}workers", worker)
+                continue
+            reaped += self._reap_calls(worker, calls, exists, lost)
+        return reaped
+
+    def _reap_calls(self, worker: str, calls: Iterable[str], exists: Exists,
+                    lost: Lost) -> int:
+        reaped = 0
+        for uuid in calls:
+            record = self.redis.hgetall(self._key(uuid))
+            if not record:  # expired, or released meanwhile
+                self.redis.srem(f"{self.prefix}owner:{worker}", uuid)
+                continue
+            if str(record.get("owner", "")) != worker or exists(uuid) is not False:
+                continue  # taken by another worker, still up, or a node did not answer
+            if self._release(keys=[self._key(uuid)], args=[self.prefix, uuid, worker]) == 1:
+                info = CallInfo(uuid, "freeswitch", str(record.get("caller", "")),
+                                str(record.get("called", "")), node=str(record.get("node", "")))
+                log.info("a call ended while no worker watched it", extra={"call_id": uuid})
+                lost(info, float(record.get("started_at") or 0.0))
+                reaped += 1
+        return reaped
