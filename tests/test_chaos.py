@@ -52,6 +52,7 @@ ANSWER_AFTER = 1.0  # seconds an offer rings before its agent answers
 LOAD_SECONDS = 24.0
 # seconds after the load started
 KILL_WORKERS, RESTART_WORKERS, FAIL_REDIS, FAIL_POSTGRES = 5.0, 8.0, 11.0, 16.0
+SCENARIO_SECONDS = 240  # load, faults and every check (about 75 s on a quiet 2-core box)
 
 
 class Worker:
@@ -74,17 +75,17 @@ class Worker:
     async def kill(self) -> None:
         assert self.proc is not None and self.proc.returncode is None, self.text()[-3000:]
         self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
+        await asyncio.wait_for(self.proc.wait(), 10)
 
     async def stop(self) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), 30)
+                await asyncio.wait_for(self.proc.wait(), 20)
             except TimeoutError:
                 self.proc.kill()
-                await self.proc.wait()
+                await asyncio.wait_for(self.proc.wait(), 10)
         return self.proc.returncode or 0
 
     def text(self) -> str:
@@ -258,6 +259,7 @@ class Agents:
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.asyncio(loop_scope="function")  # an event loop of its own: nothing else runs on it
 async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_load(
         scratch_dir: Path, pg_pair: PgPair) -> None:  # noqa: F811
     logs = scratch_dir / "logs"
@@ -284,35 +286,41 @@ async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_l
                      await stack.enter_async_context(asterisk_node(logs, redis_set.url))]
             everyone = [writer, *(w for node in nodes for w in node.workers)]
             try:
-                for process in everyone:
-                    await process.start()
-                for node in nodes:
-                    await node.ready(0)
-                    await node.ready(1)
-                agent_task = asyncio.create_task(agents.run())
-                load = asyncio.create_task(place_calls(nodes, callers))
-                faults = asyncio.create_task(inject_faults(nodes, callers, redis_set, pg_pair))
-                await asyncio.wait_for(asyncio.gather(load, faults), LOAD_SECONDS + 75)
+                async with asyncio.timeout(SCENARIO_SECONDS):  # a hang fails with the logs
+                    for process in everyone:
+                        await process.start()
+                    for node in nodes:
+                        await node.ready(0)
+                        await node.ready(1)
+                    agent_task = asyncio.create_task(agents.run())
+                    load = asyncio.create_task(place_calls(nodes, callers))
+                    faults = asyncio.create_task(inject_faults(nodes, callers, redis_set, pg_pair))
+                    await asyncio.wait_for(asyncio.gather(load, faults), LOAD_SECONDS + 75)
 
-                # No ghost: nothing waiting, no call entry, every agent available.
-                await until(lambda: _no_queue_entry(client), 30, "no queue entry left")
-                await until(lambda: _all_available(store), 30, "every agent available")
-                agent_task.cancel()
-                await asyncio.gather(agent_task, return_exceptions=True)
+                    # No ghost: nothing waiting, no call entry, every agent available.
+                    await until(lambda: _no_queue_entry(client), 30, "no queue entry left")
+                    await until(lambda: _all_available(store), 30, "every agent available")
+                    agent_task.cancel()
+                    await asyncio.gather(agent_task, return_exceptions=True)
 
-                # Exactly one CDR per call, on the promoted PostgreSQL primary.
-                ids = {c.call.call_id for c in callers if c.call is not None}
-                assert len(ids) == len(callers)
-                await until(lambda: fetchval(
-                    dsn, f"SELECT count(*) >= {len(ids)} FROM cdrs"), 60, "every CDR stored")
-                await asyncio.sleep(1)  # nothing more may arrive
-                rows = await _cdrs(dsn)
+                    # Exactly one CDR per call, on the promoted PostgreSQL primary.
+                    ids = {c.call.call_id for c in callers if c.call is not None}
+                    assert len(ids) == len(callers)
+                    await until(lambda: fetchval(
+                        dsn, f"SELECT count(*) >= {len(ids)} FROM cdrs"), 60, "every CDR stored")
+                    await asyncio.sleep(1)  # nothing more may arrive
+                    rows = await _cdrs(dsn)
             except BaseException:
                 for process in everyone:  # what the processes said, for the failure's log
                     print(f"----- {process.log.name}\n{process.text()}")
+                for caller in callers:
+                    if caller.call is not None and not caller.call.ended:
+                        print("still up:", caller.node.engine, caller.kind,
+                              caller.call.call_id, caller.call.transcript.lines())
                 raise
             finally:
-                codes = {process.log.name: await process.stop() for process in everyone}
+                stopped = await asyncio.gather(*(process.stop() for process in everyone))
+                codes = {p.log.name: code for p, code in zip(everyone, stopped, strict=True)}
             report(callers, rows, agents)
             stored = [r["call_id"] for r in rows]
             assert sorted(stored) == sorted(ids), "a call without a CDR, or one too many"

@@ -245,16 +245,19 @@ class EslSimCall(SimulatedCall):
             log.warning("bad frame from worker: %s", exc, extra={"call_id": self.call_id})
         except ConnectionError:
             pass
+        except asyncio.CancelledError:  # the simulator stops: nothing runs on
+            executor.cancel()
+            raise
         finally:
             self._writer = None
             exit_task.cancel()
             self._apps.clear()
             with contextlib.suppress(Exception):
                 writer.close()
-            try:
-                await self._until_running_app_ends()
-            finally:
-                executor.cancel()
+        try:
+            await self._until_running_app_ends()
+        finally:
+            executor.cancel()
 
     async def _until_running_app_ends(self) -> None:
         """The running application outlives the worker's socket: FreeSWITCH goes on in the
