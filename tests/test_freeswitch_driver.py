@@ -83,6 +83,34 @@ def test_setup_subscribes_narrowly_lingers_and_disables_terminators() -> None:
     assert apps(sent)[1][0] == "answer"
 
 
+def test_terminators_the_dialplan_disabled_are_not_disabled_again() -> None:
+    """The shipped dialplan sets playback_terminators=none with its other variables in one
+    multiset: one application less per call for FreeSWITCH (bench_native.py)."""
+    sent: list[bytes] = []
+    info = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999",
+                      variables={"playback_terminators": "none"})
+    CallDriver(info, sent.extend, DriverConfig()).start(Script([c.Answer()]))  # type: ignore[arg-type]
+    assert [a for a, _, _ in apps(sent)] == ["answer"]
+
+
+def test_variables_of_a_batch_are_set_by_one_api_command_not_applications() -> None:
+    """Each ``set`` application costs FreeSWITCH two events with every channel variable:
+    the variables a batch sets go in one ``uuid_setvar_multi`` where the first one was; a
+    value it would split, unquote or trim is set by the ``set`` application as before."""
+    flow = Script([c.Answer(), c.SetVariable("ivr_menu", "main"), c.StopPlay("p0"),
+                   c.SetVariable("ivr_menu_path", "main/sales & more"),
+                   c.SetVariable("note", "a;b"), c.SetVariable("quoted", "'x'"),
+                   c.SetVariable("padded", " x"), c.SetVariable("gone", "")])  # fmt: skip
+    _, sent = make(flow)
+    assert apis(sent) == ["uuid_setvar_multi uuid-1 ivr_menu=main;ivr_menu_path=main/sales & "
+                          "more;gone="]  # fmt: skip
+    assert [(a, arg) for a, arg, _ in apps(sent)][-3:] == [
+        ("set", "note=a;b"), ("set", "quoted='x'"), ("set", "padded= x")]
+    lines = [r.command for r in requests(sent)]
+    assert lines.index("api uuid_setvar_multi uuid-1 ivr_menu=main;ivr_menu_path=main/sales & "
+                       "more;gone=") == 5  # after setup (4) and answer: where the first was
+
+
 def test_play_maps_prompts_and_finishes_on_last_complete() -> None:
     prompts = (
         c.Prompt("file", "ivr/welcome"),
@@ -346,7 +374,7 @@ def test_every_execute_is_event_locked_so_freeswitch_runs_them_in_order() -> Non
                    c.Dial("1001")])  # fmt: skip
     _, sent = make(flow)
     executes = [r for r in requests(sent) if r.headers.get("call-command") == "execute"]
-    assert len(executes) == 9  # the music: set, playback, unset (see the stretch test)
+    assert len(executes) == 8  # the music: set, playback, unset (see the stretch test)
     assert all(r.headers.get("event-lock") == "true" for r in executes)
 
 
@@ -444,8 +472,8 @@ def test_unsafe_set_transfer_dial_and_hangup_are_refused_and_the_call_goes_on(
         c.SetVariable("lang", "fr"),
     ])
     driver, sent = make(flow)
-    assert [(a, arg) for a, arg, _ in apps(sent)] == [
-        ("set", "playback_terminators=none"), ("set", "lang=fr")]
+    assert [(a, arg) for a, arg, _ in apps(sent)] == [("set", "playback_terminators=none")]
+    assert apis(sent) == ["uuid_setvar_multi uuid-1 lang=fr"]
     assert len(requests(sent)) == 3 + 2  # the setup commands, then the two sets
     assert flow.seen == [
         c.TransferResult("1000 XML private", ok=False, cause="refused: unsafe destination"),

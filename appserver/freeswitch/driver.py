@@ -88,6 +88,7 @@ _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an a
 OFFER_ALL_CODECS = "media_mix_inbound_outbound_codecs=true"
 # Dial targets and transfer destinations are one token of a dial string / dialplan command:
 # no blank (transfer's context), no , | (more legs), no {} [] <> ^ ' " (variables, quoting).
+_MULTI_UNSAFE = re.compile(r"[;'\"\\]")
 _NOT_ONE_TOKEN = re.compile(r"[\s,|{}\[\]<>^'\"]")
 
 
@@ -102,6 +103,14 @@ def refuse_unsafe_token(value: str) -> str:
     if _NOT_ONE_TOKEN.search(value) or not value:
         raise codec.UnsafeValue(f"not a single dial-string token: {value[:80]!r}")
     return refuse_unsafe(value)
+
+
+def _multi_settable(cmd: c.SetVariable) -> bool:
+    """Whether ``uuid_setvar_multi`` sets this variable exactly: a plain name, and a safe
+    value it will not split (``;``), unquote, unescape or trim (switch_separate_string)."""
+    value = cmd.value
+    return (VARIABLE_RE.fullmatch(cmd.name) is not None and is_safe_text(value)
+            and not _MULTI_UNSAFE.search(value) and value == value.strip())
 
 
 def call_info_from(data: dict[str, str], node: str) -> c.CallInfo:
@@ -177,7 +186,10 @@ class CallDriver:
     def start(self, flow: c.CallFlow | None) -> None:
         """Set the session up and start ``flow`` (None: polite message and hangup)."""
         self.flow = flow
-        self.write([*SETUP_COMMANDS, self._execute("set", "playback_terminators=none")])
+        setup = [*SETUP_COMMANDS]
+        if self.info.variables.get("playback_terminators") != "none":  # not set by the dialplan
+            setup.append(self._execute("set", "playback_terminators=none"))
+        self.write(setup)
         if flow is None:
             self._polite_end()
             return
@@ -271,10 +283,20 @@ class CallDriver:
 
     def _run(self, commands: list[c.Command]) -> None:
         out: list[bytes] = []
+        variables: list[str] = []  # name=value of this batch, set by one api command
+        at = 0  # where in ``out`` it goes: at the first of them
         for command in commands:
             if self.hung_up or self.handed_away:
                 break
+            if isinstance(command, c.SetVariable) and _multi_settable(command):
+                if not variables:
+                    at = len(out)
+                variables.append(f"{command.name}={command.value}")
+                continue
             out += self._command(command)
+        if variables:
+            out.insert(at, self._api(f"uuid_setvar_multi {self.info.call_id} "
+                                     + ";".join(variables)))
         if out:
             self.write(out)
 

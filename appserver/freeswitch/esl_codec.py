@@ -199,27 +199,51 @@ class EslEvent:
 
 @dataclass(slots=True)
 class LazyEvent:
-    """A plain event whose header values are URL-decoded only when read (cheap parsing)."""
+    """An event whose headers are found, and URL-decoded, only when read.
+
+    A plain event keeps its header block as text (``head``): reading a header is one search
+    in it, so an event with hundreds of channel variables costs the few lookups the driver
+    makes, not a split of every line. ``raw`` holds headers already split (JSON events,
+    tests) and caches what was found.
+    """
 
     raw: dict[str, str]
     body: str = ""
+    head: str = ""
     _decoded: dict[str, str] = field(default_factory=dict)
     received: float = 0.0  # perf_counter() when its bytes were read (set by readers)
 
     @property
     def name(self) -> str:
-        return self.raw.get("Event-Name", "")
+        return self.get("Event-Name")
 
     def get(self, name: str, default: str = "") -> str:
         value = self.raw.get(name)
         if value is None:
-            return default
+            value = _find_header(self.head, name) if self.head else None
+            if value is None:
+                return default
+            self.raw[name] = value
         if "%" not in value:
             return value
         cached = self._decoded.get(name)
         if cached is None:
             cached = self._decoded[name] = unquote(value)
         return cached
+
+
+def _find_header(head: str, name: str) -> str | None:
+    """The first value of ``name`` in a header block (still encoded), or None."""
+    key = name + ": "
+    if head.startswith(key):
+        start = len(key)
+    else:
+        at = head.find("\n" + key)
+        if at < 0:
+            return None
+        start = at + 1 + len(key)
+    end = head.find("\n", start)
+    return head[start:] if end < 0 else head[start:end]
 
 
 def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -290,10 +314,20 @@ def parse_event(frame: Frame) -> EslEvent:
 
 
 def parse_event_lazy(frame: Frame) -> LazyEvent:
-    """Fast path for the driver: plain events decoded lazily, JSON decoded at once."""
+    """Fast path for the driver: plain events searched lazily, JSON decoded at once."""
     if frame.content_type == "text/event-plain":
-        raw, body = split_plain_body(frame.text)
-        return LazyEvent(raw, body)
+        text = frame.text
+        end = text.find("\n\n")
+        if end < 0:
+            end = len(text)
+        # Every line of a well-formed header block holds ": " exactly once (values are
+        # URL-encoded, a blank is %20): a cheap check that sends anything else, and events
+        # with a body of their own, through the full split (which names a bad line).
+        own_body = end + 2 < len(text)
+        if own_body or text.count(": ", 0, end) != text.count("\n", 0, end) + 1:
+            raw, body = split_plain_body(text)
+            return LazyEvent(raw, body)
+        return LazyEvent({}, "", text[:end])
     event = parse_event(frame)
     return LazyEvent(event.headers, event.body)
 

@@ -16,6 +16,7 @@ CHANNEL_EXECUTE_COMPLETE of it          prompt_finished ``kind:value done|stoppe
 playback local_stream://X (+complete)   moh X (moh "")
 DTMF                                    dtmf
 CHANNEL_EXECUTE bridge / set / transfer dialed target / variable n=v / transferred dest
+API uuid_setvar_multi                   variable n=v (each)
 CHANNEL_BRIDGE / CHANNEL_UNBRIDGE       bridged / unbridged (the dialled target)
 MEDIA_BUG_START/STOP displace           held on + moh X / moh "" + held off
 CHANNEL_HANGUP_COMPLETE                 hangup ``cause by`` (by: caller | engine)
@@ -129,6 +130,11 @@ class RealFsCall(SimulatedCall):
         elif name == "API" and event.get("API-Command") == "uuid_break":
             if event.get("API-Command-Argument").split(" ")[0] == self.call_id:
                 self._stop_prompts()
+        elif name == "API" and event.get("API-Command") == "uuid_setvar_multi":
+            uuid, _, assignments = event.get("API-Command-Argument").partition(" ")
+            if uuid == self.call_id:
+                for assignment in assignments.split(";"):
+                    t.add("variable", assignment)
         elif name == "DTMF":  # the probe's own callers' digits are transcribed when sent
             if not self.caller_leg:
                 t.add("dtmf", event.get("DTMF-Digit"))

@@ -447,8 +447,7 @@ class EslSimCall(SimulatedCall):
             return await self._read(arg)
         if app == "set":
             name, _, value = arg.partition("=")
-            chan.variables[name] = value
-            self.transcript.add("variable", f"{name}={value}")
+            self.set_variable(name, value)
             return "_none_"
         if app == "unset":
             chan.variables.pop(arg, None)
@@ -679,6 +678,14 @@ class EslSimCall(SimulatedCall):
             self._current_prompt = ""
 
     # ------------------------------------------------------------ engine side
+
+    def set_variable(self, name: str, value: str) -> None:
+        """``set`` or ``uuid_setvar_multi``: an empty value unsets, as in FreeSWITCH."""
+        if value:
+            self.channel.variables[name] = value
+        else:
+            self.channel.variables.pop(name, None)
+        self.transcript.add("variable", f"{name}={value}")
 
     def uuid_break(self, all_apps: bool) -> None:
         if all_apps:

@@ -103,7 +103,7 @@ class FreeswitchSimulator:
 
     def api(self, line: str) -> str:
         cmd, _, arg = line.strip().partition(" ")
-        args = arg.split()
+        args = arg.split(" ", 1) if cmd == "uuid_setvar_multi" else arg.split()
         handler: Callable[[list[str]], str] | None = getattr(self, f"_api_{cmd}", None)
         if handler is None:
             return f"-ERR {cmd} Command not found!\n"
@@ -185,6 +185,20 @@ class FreeswitchSimulator:
             channel.variables[args[1]] = " ".join(args[2:])
         else:
             channel.variables.pop(args[1], None)
+        return "+OK\n"
+
+    def _api_uuid_setvar_multi(self, args: list[str]) -> str:
+        """``uuid_setvar_multi <uuid> a=1;b=2``: split on ``;``, each item trimmed (no
+        quoting or escapes are sent by the worker); an item without a value unsets."""
+        try:
+            call = self._call(args[0])
+        except LookupError:
+            return "-ERR No such channel!\n"
+        for item in args[1].split(";"):
+            name, _, value = item.strip().partition("=")
+            if not name:
+                return "-ERR No variable specified\n"
+            call.set_variable(name, value)
         return "+OK\n"
 
     def _api_uuid_displace(self, args: list[str]) -> str:
