@@ -58,13 +58,15 @@ from ivr.model import VARIABLE_RE, is_safe_text
 
 log = logging.getLogger("callyard.freeswitch")
 
-# Events the driver needs; everything else ``myevents`` enables is switched off.
+# Events the driver needs; everything else ``myevents`` enables for a call is switched off
+# (most carry every channel variable: FreeSWITCH builds, and the worker parses, each one).
 NEEDED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP")
 UNNEEDED_EVENTS = (
     "CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_STATE CHANNEL_CALLSTATE CHANNEL_EXECUTE "
     "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_OUTGOING "
     "CHANNEL_PARK CHANNEL_UNPARK CHANNEL_APPLICATION CHANNEL_HOLD CHANNEL_UNHOLD "
-    "CHANNEL_ORIGINATE CHANNEL_UUID PLAYBACK_START PLAYBACK_STOP"
+    "CHANNEL_ORIGINATE CHANNEL_UUID PLAYBACK_START PLAYBACK_STOP CHANNEL_HANGUP_COMPLETE "
+    "CHANNEL_DATA CALL_UPDATE MEDIA_BUG_START MEDIA_BUG_STOP"
 )
 SETUP_COMMANDS = [
     codec.encode_command("myevents"),
