@@ -253,7 +253,7 @@ class AsteriskCallers:
         import aiohttp
 
         self.base = f"http://127.0.0.1:{conf.http_port}/ari"
-        self.auth = aiohttp.BasicAuth(ARI_USER, ARI_PASSWORD)
+        self.auth = {"Authorization": aiohttp.encode_basic_auth(ARI_USER, ARI_PASSWORD)}
         self.pending: dict[str, asyncio.Future[tuple[float, bool]]] = {}
         self.answered: dict[str, float] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -261,7 +261,7 @@ class AsteriskCallers:
     async def __aenter__(self) -> AsteriskCallers:
         import aiohttp
 
-        self.http = aiohttp.ClientSession(auth=self.auth)
+        self.http = aiohttp.ClientSession(headers=self.auth)
         self.ws = await self.http.ws_connect(self.base.replace("http", "ws", 1) + "/events",
                                              params={"app": self.APP})
         self.task = asyncio.create_task(self._read())

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from appserver.asterisk.ari import UNUSED_EVENTS
 from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.cdr import STREAM
@@ -231,6 +232,27 @@ async def test_reconnect_mid_menu_keeps_the_call(sim: AriSimulator, workers: Wor
     await run_steps(call, [("press", "1"), ("expect_prompt", "file:ivr/sales-new"),
                            ("press", "9"), ("expect_hangup", "app")])
     await wait_until(lambda: worker.active_calls == 0)
+
+
+async def test_asterisk_is_asked_on_every_connection_to_leave_out_unread_events(
+    sim: AriSimulator, workers: Workers
+) -> None:
+    """ARI's eventFilter: ChannelVarset (one per variable set), PlaybackStarted, bridge events
+    ... each carry a snapshot Asterisk serialises and the worker parses, for nothing. Set again
+    after a reconnection (a restarted Asterisk has forgotten it)."""
+    worker = await workers.start(ivr_factory(menus()))
+    assert sim.event_filters[worker.links[0].client.app] == ((), UNUSED_EVENTS)
+    sim.event_filters.clear()
+    await sim.drop_event_sockets()
+    for _ in range(300):
+        if sim.event_filters:
+            break
+        await asyncio.sleep(0.01)
+    assert sim.event_filters == {"callyard": ((), UNUSED_EVENTS)}
+    call = await sim.place_call("9999")
+    await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "1"),
+                           ("expect_prompt", "file:ivr/sales"), ("press", "9"),
+                           ("expect_hangup", "app")])
 
 
 async def test_watchdog_catches_a_silently_lost_subscription(

@@ -132,6 +132,8 @@ class AriSimulator:
         self.calls: dict[str, AriSimulatedCall] = {}
         self.sockets: dict[str, list[_Socket]] = {}  # app -> connected sockets
         self.known_apps: set[str] = set()
+        # app -> (allowed, disallowed) event types (PUT /applications/{app}/eventFilter)
+        self.event_filters: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         # Called with (channel id, operation nickname) for every REST command on a channel.
         self.on_command: Callable[[str, str], None] | None = None
         # Seconds from a ChannelDtmfReceived event queued for the application to the next
@@ -322,6 +324,8 @@ class AriSimulator:
         socks = self.sockets.get(app)
         if not socks:
             return  # no application connected: the event is lost, as on a real Asterisk
+        if app in self.event_filters and not self._event_allowed(app, event_type):
+            return
         text = self._event(event_type, app, fields)
         for sock in socks:
             sock.queue.put_nowait(text)
@@ -375,6 +379,7 @@ class AriSimulator:
             ("GET", "/ari/endpoints/{tech}/{resource}", self.h_endpoint),
             ("GET", "/ari/applications", self.h_applications),
             ("GET", "/ari/applications/{applicationName}", self.h_application),
+            ("PUT", "/ari/applications/{applicationName}/eventFilter", self.h_event_filter),
             ("GET", "/ari/channels", self.h_channels),
             ("POST", "/ari/channels", self.h_originate),
             ("POST", "/ari/channels/create", self.h_create),
@@ -511,8 +516,9 @@ class AriSimulator:
             "bridge_ids": [b.id for b in self.bridges.values() if b.app == name],
             "endpoint_ids": [],
             "device_names": [],
-            "events_allowed": [],
-            "events_disallowed": [],
+            "events_allowed": [{"type": t} for t in self.event_filters.get(name, ((), ()))[0]],
+            "events_disallowed": [{"type": t}
+                                  for t in self.event_filters.get(name, ((), ()))[1]],
         }
 
     def _app_exists(self, name: str) -> bool:
@@ -533,6 +539,38 @@ class AriSimulator:
         if not self._app_exists(name):
             raise AriError(404, "Application not found")
         return self._ok(self._app_json(name))
+
+    async def h_event_filter(self, request: web.Request) -> web.Response:
+        """As res_ari_applications: an empty body clears both lists, a list given replaces
+        that list alone; each item must be ``{"type": name}``."""
+        name = request.match_info["applicationName"]
+        if not self._app_exists(name):
+            raise AriError(404, "Application not found")
+        body: Any = {}
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise AriError(400, "Invalid JSON body") from None
+        if not isinstance(body, dict):
+            raise AriError(400, "Invalid filter")
+        allowed, disallowed = self.event_filters.get(name, ((), ()))
+        lists = []
+        for key, current in (("allowed", allowed), ("disallowed", disallowed)):
+            items = body.get(key, None if body else [])
+            if items is None:
+                lists.append(current)
+                continue
+            if not isinstance(items, list) or not all(
+                    isinstance(i, dict) and isinstance(i.get("type"), str) for i in items):
+                raise AriError(400, "Invalid filter")
+            lists.append(tuple(i["type"] for i in items))
+        self.event_filters[name] = (lists[0], lists[1])
+        return self._ok(self._app_json(name))
+
+    def _event_allowed(self, app: str, event_type: str) -> bool:
+        allowed, disallowed = self.event_filters.get(app, ((), ()))
+        return (not allowed or event_type in allowed) and event_type not in disallowed
 
     async def h_user_event(self, request: web.Request) -> web.Response:
         app = self._param(request, "application", required=True) or ""

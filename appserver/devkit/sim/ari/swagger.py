@@ -507,6 +507,11 @@ def _applications() -> Json:
             _api("/applications/{applicationName}", "Stasis application",
                  _op("GET", "get", "Get details of an application.", "Application", [name],
                      {404: "Application does not exist."})),
+            _api("/applications/{applicationName}/eventFilter", "Stasis application",
+                 _op("PUT", "filter", "Filter application events types.", "Application",
+                     [name, {**_body("filter", "Specify which event types to allow/disallow"),
+                             "dataType": "object"}],
+                     {400: "Bad request.", 404: "Application does not exist."})),
         ],
         "models": {
             "Application": _model(
