@@ -251,7 +251,8 @@ async def test_asterisk_is_asked_on_every_connection_to_leave_out_unread_events(
     assert sim.event_filters == {"callyard": ((), UNUSED_EVENTS)}
     call = await sim.place_call("9999")
     await run_steps(call, [("expect_prompt", "file:ivr/welcome"), ("press", "1"),
-                           ("expect_prompt", "file:ivr/sales"), ("press", "9"),
+                           ("expect_prompt", "file:ivr/sales"), ("press", "1"),
+                           ("expect_prompt", "file:ivr/sales-new"), ("press", "9"),
                            ("expect_hangup", "app")])
 
 
