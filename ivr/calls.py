@@ -36,8 +36,9 @@ Driver contract (both drivers implement exactly this):
 * ``Supervise`` brings a supervisor's leg (dialled with the SIP template) onto the party a
   running ``Dial`` connected, in ``mode``: ``listen`` (the supervisor hears both sides, nobody
   hears them), ``whisper`` (the dialled party hears them too, the caller never does) or
-  ``barge`` (all three talk). A second ``Supervise`` changes the mode on the same leg, without
-  dialling again; ``EndSupervise`` hangs that leg up. The driver ends the supervisor's leg
+  ``barge`` (all three talk). ``Supervise(join=False)`` changes the mode on the same leg,
+  without dialling again (it dials when there is no leg); ``join=True`` replaces any leg
+  with a new one; ``EndSupervise`` hangs that leg up. The driver ends the supervisor's leg
   itself when the dial ends or the caller hangs up; with no dial running it is ignored.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
@@ -186,6 +187,7 @@ class Supervise:
 
     target: str
     mode: SuperviseMode = "listen"
+    join: bool = True  # dial the supervisor (again); False: change the mode of their leg
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +318,7 @@ class SuperviseRequest:
 
     supervisor: str
     mode: SuperviseRequestMode
+    join: bool = False  # the supervisor (re)joins: dial them; False: change mode, or stop
 
 
 Event: TypeAlias = (

@@ -59,7 +59,8 @@ async def test_supervise_listen_whisper_barge_stop(pg_pool, redis_client) -> Non
             claims = lkapi.TokenVerifier(LK_KEY, LK_SECRET).verify(out["livekit"]["token"])
             assert claims.identity == "supervisor-super1" and claims.video.room == room
             assert await queues.pop_inbox("worker-1", 1) == {
-                "type": "supervise", "call": "call-7", "supervisor": "super1", "mode": "listen"}
+                "type": "supervise", "call": "call-7", "supervisor": "super1", "mode": "listen",
+                "op": "start"}
             seen = await _next(ws, "supervise", call="call-7")
             assert (seen["supervisor"], seen["mode"]) == ("super1", "listen")
             status = await (await http.get("/api/agent/status")).json()

@@ -71,4 +71,4 @@ class BrowserAgentBridge:
         if event.mode == "stop":
             return [EndSupervise()]
         target = room_address(supervisor_room(self.call_id), self.sip_uri)
-        return [Supervise(target, event.mode)]
+        return [Supervise(target, event.mode, event.join)]

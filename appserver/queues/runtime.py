@@ -476,7 +476,8 @@ class QueueRuntime:
             self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
         elif kind == "supervise" and msg.get("mode") in SUPERVISE_REQUESTS:
             mode: SuperviseRequestMode = msg["mode"]  # type: ignore[assignment]
-            self._send(msg["call"], SuperviseRequest(msg.get("supervisor", ""), mode))
+            self._send(msg["call"], SuperviseRequest(msg.get("supervisor", ""), mode,
+                                                     join=msg.get("op") == "start"))
         else:
             log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
 

@@ -20,10 +20,10 @@ end
 if op == 'stop' then
   redis.call('HDEL', ck, 'supervisor', 'supervise_mode')
   notify_agent(a, 'supervise', {call = c, supervisor = s, mode = 'off'})
-  push_owner(c, {type = 'supervise', call = c, supervisor = s, mode = 'stop'})
+  push_owner(c, {type = 'supervise', call = c, supervisor = s, mode = 'stop', op = op})
 else
   redis.call('HSET', ck, 'supervisor', s, 'supervise_mode', mode)
   notify_agent(a, 'supervise', {call = c, supervisor = s, mode = mode})
-  push_owner(c, {type = 'supervise', call = c, supervisor = s, mode = mode})
+  push_owner(c, {type = 'supervise', call = c, supervisor = s, mode = mode, op = op})
 end
 return {'ok', a}
