@@ -69,5 +69,6 @@ class EavesdropLeg(DialledLeg):
 def start(call: EslSimCall, uuid: str, target: str, leg_vars: dict[str, str]) -> EavesdropLeg:
     leg = EavesdropLeg(call, uuid, target, leg_vars)
     call.sim.legs[uuid] = leg
+    call.transcript.add("dialed", target)
     asyncio.get_running_loop().create_task(leg.run())
     return leg
