@@ -1,0 +1,75 @@
+"""A supervisor listens, whispers, barges in and leaves, over the HTTP API as the wallboard
+would, on every target: the worker owning the call has the engine dial the supervisor's own
+LiveKit room (LiveKit SIP is a SIP user agent here) and attach that leg to the call.
+
+What each engine says about who hears the supervisor: on FreeSWITCH mod_eavesdrop's events
+(the leg runs ``eavesdrop <caller>`` with its whisper variables, then takes the mode digits:
+tests/real/fs_probe.py); on Asterisk the bridges (a snoop on the party's leg bridged with the
+supervisor, or the supervisor in the call's bridge: tests/real/ast_probe.py; ARI shows no
+snoop's directions, so listening and whispering read alike there).
+"""
+
+from __future__ import annotations
+
+import httpx
+import ivr_menus
+import pytest
+from api_support import LiveKitStandIn
+from conftest import REAL_TARGETS, TARGETS, time_scale
+from sip_ua import SipEndpoint
+from test_agents_real import console, login, logout, offered, seen  # noqa: F401
+
+from appserver.agents.sip import supervisor_room
+from appserver.devkit.sim.caller import EngineSimulator
+
+
+def heard(target: str, mode: str) -> str:
+    """The transcript's words for ``mode`` on ``target`` (see the module doc)."""
+    if target == "asterisk" and mode != "barge":
+        return "snoop"
+    return "heard_by=" + {"listen": "nobody", "whisper": "agent", "barge": "caller,agent"}[mode]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+async def test_supervisor_listens_whispers_barges_and_leaves(
+    engine: EngineSimulator, target: str, console: httpx.AsyncClient,  # noqa: F811
+    livekit: tuple[LiveKitStandIn, SipEndpoint],
+) -> None:
+    scale = time_scale(target)
+    rooms, livekit_sip = livekit
+    call = await engine.place_call("8112", caller="+15550805")
+    await seen(call, "moh", "default", 5 * scale)
+    auth = await login(console, "t-web")
+    r = await console.post("/api/auth/login", json={"username": "t-super",
+                                                   "password": ivr_menus.PASSWORD})
+    assert r.status_code == 200, r.text
+    sup = {"Authorization": f"Bearer {r.json()['token']}"}
+    try:
+        await offered(console, auth, call, 10 * scale)
+        r = await console.post("/api/agent/accept", json={"call": call.call_id}, headers=auth)
+        assert r.status_code == 200, r.text
+        at = await seen(call, "bridged", f"call-{call.call_id}*", 10 * scale)
+        url = f"/api/calls/{call.call_id}/supervise"
+        assert (await console.post(url, json={"mode": "listen"}, headers=auth)).status_code \
+            == 403  # an agent may not
+        invites = len(livekit_sip.invites)
+        r = await console.post(url, json={"mode": "listen"}, headers=sup)
+        room = supervisor_room(call.call_id)
+        assert r.status_code == 200 and r.json()["livekit"]["room"] == room, r.text
+        assert room in rooms.rooms
+        at = await seen(call, "supervised", f"{room} {heard(target, 'listen')}", 10 * scale, at)
+        if target in REAL_TARGETS:
+            assert livekit_sip.invites[invites].user == room
+        for mode in ("whisper", "barge", "listen"):
+            r = await console.patch(url, json={"mode": mode}, headers=sup)
+            assert r.status_code == 200, r.text
+            at = await seen(call, "supervised", f"{room} {heard(target, mode)}", 10 * scale, at)
+        if target in REAL_TARGETS:  # every change on the same leg: one INVITE
+            assert len(livekit_sip.invites) == invites + 1
+        assert (await console.delete(url, headers=sup)).status_code == 200
+        await seen(call, "supervised", f"{room} gone", 10 * scale, at)
+        assert call.transcript.lines().count(f"dialed {room}") <= 1
+        await call.hangup()
+        await call.wait_ended(10 * scale)
+    finally:
+        await logout(console, auth)
