@@ -6,7 +6,10 @@ What each engine says about who hears the supervisor: on FreeSWITCH mod_eavesdro
 (the leg runs ``eavesdrop <caller>`` with its whisper variables, then takes the mode digits:
 tests/real/fs_probe.py); on Asterisk the bridges (a snoop on the party's leg bridged with the
 supervisor, or the supervisor in the call's bridge: tests/real/ast_probe.py; ARI shows no
-snoop's directions, so listening and whispering read alike there).
+snoop's directions, so listening and whispering read alike there). And on both real engines,
+the audio: LiveKit SIP's stand-in sends a tone on every leg and the parked caller sends
+silence, so the agent's leg hears sound exactly while the supervisor whispers or barges,
+and the supervisor's leg hears the agent throughout.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import ivr_menus
 import pytest
 from api_support import LiveKitStandIn
 from conftest import REAL_TARGETS, TARGETS, time_scale
-from sip_ua import SipEndpoint
+from sip_ua import Call, SipEndpoint, wait_until
 from test_agents_real import console, login, logout, offered, seen  # noqa: F401
 
 from appserver.agents.sip import supervisor_room
@@ -28,6 +31,19 @@ def heard(target: str, mode: str) -> str:
     if target == "asterisk" and mode != "barge":
         return "snoop"
     return "heard_by=" + {"listen": "nobody", "whisper": "agent", "barge": "caller,agent"}[mode]
+
+
+def leg_of(livekit_sip: SipEndpoint, room: str) -> Call:
+    return next(c for c in livekit_sip.calls if c.invite and c.invite.user == room)
+
+
+async def hears(leg: Call, sound: bool, timeout: float) -> None:
+    """Wait until ``leg`` has received sound (``sound``) or silence for the last second."""
+    def now() -> bool:
+        audible = leg.rtp.rate(1.0).audible
+        return audible >= 20 if sound else audible <= 2
+
+    await wait_until(now, timeout)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -60,10 +76,18 @@ async def test_supervisor_listens_whispers_barges_and_leaves(
         at = await seen(call, "supervised", f"{room} {heard(target, 'listen')}", 10 * scale, at)
         if target in REAL_TARGETS:
             assert livekit_sip.invites[invites].user == room
+        real = target in REAL_TARGETS
+        if real:
+            agent_leg = leg_of(livekit_sip, f"call-{call.call_id}")
+            await hears(agent_leg, False, 10)  # the parked caller is silent
+            await hears(leg_of(livekit_sip, room), True, 10)  # the supervisor hears the agent
         for mode in ("whisper", "barge", "listen"):
             r = await console.patch(url, json={"mode": mode}, headers=sup)
             assert r.status_code == 200, r.text
             at = await seen(call, "supervised", f"{room} {heard(target, mode)}", 10 * scale, at)
+            if real:  # the agent hears the supervisor's tone while whispered to or barged
+                await hears(agent_leg, mode != "listen", 10)
+                await hears(leg_of(livekit_sip, room), True, 10)
         if target in REAL_TARGETS:  # every change on the same leg: one INVITE
             assert len(livekit_sip.invites) == invites + 1
         assert (await console.delete(url, headers=sup)).status_code == 200
