@@ -300,3 +300,16 @@ async def test_supervise_listen_whisper_barge_on_one_leg(
     await call.wait_ended()
     assert not sim.bridges and not leg_channels(sim)
     assert not any(c.snoop for c in sim.channels.values())
+
+
+async def test_supervisor_answering_before_the_party_is_attached_once_it_answers(
+    sim: AriSimulator, console: Console
+) -> None:
+    call, _ = await console.place(sim, [Dial("1004", timeout=5), Supervise(SUPERVISOR,
+                                                                           "whisper")])
+    at = await expect(call, "bridged 1004")
+    await expect(call, "supervised supervise-7 heard_by=agent", at)
+    console.fire(call, "end")
+    await expect(call, "supervised supervise-7 gone", at)
+    await call.wait_ended()
+    assert not sim.bridges and not leg_channels(sim)

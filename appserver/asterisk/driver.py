@@ -595,6 +595,10 @@ class CallDriver:
         except AriError as exc:
             self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
             await self._quietly(self.port.hangup(dial.leg_id))
+            return
+        sup = self.supervision
+        if sup is not None and sup.answered:  # the supervisor answered first: attach now
+            await self._supervision_step(self._supervise_mode(sup, sup.mode))
 
     async def _leg_over(self, cause: object, cause_txt: str) -> None:
         dial = self.dial
