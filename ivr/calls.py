@@ -33,6 +33,13 @@ Driver contract (both drivers implement exactly this):
 * ``Hold`` / ``Unhold`` / ``EndDial`` act on the party a running ``Dial`` connected; with
   no such party they are ignored (and logged). ``EndDial`` ends that party's leg only: the
   caller stays, and the dial's ``DialResult`` follows as usual.
+* ``Supervise`` brings a supervisor's leg (dialled with the SIP template) onto the party a
+  running ``Dial`` connected, in ``mode``: ``listen`` (the supervisor hears both sides, nobody
+  hears them), ``whisper`` (the dialled party hears them too, the caller never does) or
+  ``barge`` (all three talk). ``Supervise(join=False)`` changes the mode on the same leg,
+  without dialling again (it dials when there is no leg); ``join=True`` replaces any leg
+  with a new one; ``EndSupervise`` hangs that leg up. The driver ends the supervisor's leg
+  itself when the dial ends or the caller hangs up; with no dial running it is ignored.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
 * Text a flow hands to the engine (prompt values, variable values, dial targets, transfer
@@ -168,6 +175,26 @@ class EndDial:
     ``DialResult`` follows (``answered`` when the party had answered)."""
 
 
+SuperviseMode: TypeAlias = Literal["listen", "whisper", "barge"]
+SUPERVISE_MODES: tuple[SuperviseMode, ...] = ("listen", "whisper", "barge")
+SuperviseRequestMode: TypeAlias = Literal["listen", "whisper", "barge", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Supervise:
+    """Bring a supervisor in on the connected call, or change their ``mode``; ``target`` is
+    the SIP URI of the supervisor's LiveKit room (dialled with the SIP template)."""
+
+    target: str
+    mode: SuperviseMode = "listen"
+    join: bool = True  # dial the supervisor (again); False: change the mode of their leg
+
+
+@dataclass(frozen=True, slots=True)
+class EndSupervise:
+    """Hang the supervisor's leg up (the call goes on)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Transfer:
     """Blind transfer: the call leaves Callyard and continues in the engine's dialplan
@@ -195,6 +222,8 @@ Command: TypeAlias = (
     | Hold
     | Unhold
     | EndDial
+    | Supervise
+    | EndSupervise
     | Transfer
     | Hangup
 )
@@ -282,6 +311,16 @@ class AgentRequest:
     target: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SuperviseRequest:
+    """From the queue runtime, while the caller is connected to an agent: ``supervisor``
+    listens, whispers to the agent or barges in (``mode``), or stops (``mode="stop"``)."""
+
+    supervisor: str
+    mode: SuperviseRequestMode
+    join: bool = False  # the supervisor (re)joins: dial them; False: change mode, or stop
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -294,6 +333,7 @@ Event: TypeAlias = (
     | QueueUpdate
     | AgentAssigned
     | AgentRequest
+    | SuperviseRequest
 )
 
 

@@ -71,6 +71,7 @@ QUEUES = (
 AGENTS = (
     Agent("t-sip", "Sip Agent", kind="sip", extension="1101"),
     Agent("t-web", "Web Agent", kind="browser", extension="1102"),
+    Agent("t-super", "Supervisor", kind="browser", role="supervisor"),  # in no queue
 )
 PASSWORD = "agent-test-pass"  # every agent's
 MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"))

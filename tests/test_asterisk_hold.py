@@ -1,4 +1,4 @@
-"""Hold, Unhold and EndDial on Asterisk: the worker against the ARI simulator.
+"""Hold, Unhold, EndDial and Supervise on Asterisk: the worker against the ARI simulator.
 
 The flow dials, and the test fires its timers (``worker.deliver(call_id, TimerFired(name))``)
 once the caller's transcript shows the previous step, so nothing depends on wall-clock
@@ -25,6 +25,7 @@ from ivr.calls import (
     Dial,
     DialResult,
     EndDial,
+    EndSupervise,
     Event,
     Hangup,
     Hold,
@@ -33,12 +34,20 @@ from ivr.calls import (
     PlayFinished,
     Prompt,
     StartTimer,
+    Supervise,
     TimerFired,
     Unhold,
 )
 
 GOODBYE = Play("bye", (Prompt("file", "ivr/goodbye"),))
-ON_TIMER: dict[str, Command] = {"hold": Hold(), "unhold": Unhold(), "end": EndDial()}
+SUPERVISOR = "sip:supervise-7@livekit.test"
+ON_TIMER: dict[str, Command] = {
+    "hold": Hold(), "unhold": Unhold(), "end": EndDial(),
+    "listen": Supervise(SUPERVISOR, "listen"), "rejoin": Supervise(SUPERVISOR, "whisper"),
+    **{f"to_{mode}": Supervise(SUPERVISOR, mode, join=False)
+       for mode in ("listen", "whisper", "barge")},
+    "leave": EndSupervise(),
+}
 
 
 class ConsoleFlow:
@@ -78,6 +87,8 @@ async def sim() -> AsyncIterator[AriSimulator]:
             SimEndpoint("PJSIP", "1001", answer_after=0.02, talk_seconds=60.0),
             SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
             SimEndpoint("PJSIP", "1004", answer_after=0.5, talk_seconds=60.0),
+            SimEndpoint("PJSIP", "kamailio/" + SUPERVISOR, answer_after=0.02,
+                        talk_seconds=60.0),
         ],
     )
     await simulator.start()
@@ -247,3 +258,58 @@ async def test_hold_while_ringing_keeps_the_caller_out_of_the_bridge(
     await expect(call, "prompt_started file:ivr/goodbye", at)
     await call.wait_ended()
     assert [r.outcome for r in flow.dial_results()] == ["answered"]
+
+
+def supervisor_channels(sim: AriSimulator) -> list[str]:
+    return [c.id for c in sim.channels.values() if c.endpoint and "supervise" in c.endpoint]
+
+
+async def test_supervise_listen_whisper_barge_on_one_leg(
+    sim: AriSimulator, console: Console
+) -> None:
+    """A snoop on the party's leg (spy both; whisper out for whisper), bridged with the
+    supervisor; barge puts the supervisor into the call's bridge; modes change on one leg."""
+    call, _ = await console.place(sim, [Dial("1001", timeout=5)])
+    at = await expect(call, "bridged 1001")
+    (bridge,) = sim.bridges.values()
+    console.fire(call, "listen")
+    at = await expect(call, "supervised supervise-7 heard_by=nobody", at)
+    (leg,) = supervisor_channels(sim)
+    snoops = [c for c in sim.channels.values() if c.snoop]
+    assert [(s.snoop.spy, s.snoop.whisper) for s in snoops if s.snoop] == [("both", "none")]
+    assert snoops[0].snoop and snoops[0].snoop.target in bridge.channels  # the party's leg
+    assert snoops[0].snoop.target != call.call_id
+    for step, heard in (("to_whisper", "agent"), ("to_barge", "caller,agent"),
+                        ("to_listen", "nobody"), ("to_whisper", "agent")):
+        console.fire(call, step)
+        at = await expect(call, f"supervised supervise-7 heard_by={heard}", at)
+        assert supervisor_channels(sim) == [leg]  # the same leg, never dialled again
+        assert len([c for c in sim.channels.values() if c.snoop]) == (heard != "caller,agent")
+    console.fire(call, "leave")
+    at = await expect(call, "supervised supervise-7 gone", at)
+    assert not supervisor_channels(sim) and not any(c.snoop for c in sim.channels.values())
+    async with asyncio.timeout(2):
+        while len(sim.bridges) > 1:  # the supervisor's own bridge goes, the call's stays
+            await asyncio.sleep(0.01)
+    console.fire(call, "rejoin")  # joins again whispering: a new leg
+    at = await expect(call, "supervised supervise-7 heard_by=agent", at)
+    assert supervisor_channels(sim) and supervisor_channels(sim) != [leg]
+    console.fire(call, "end")  # the party hangs up: the supervisor goes too
+    at = await expect(call, "unbridged 1001", at)
+    await expect(call, "supervised supervise-7 gone", at)
+    await call.wait_ended()
+    assert not sim.bridges and not leg_channels(sim)
+    assert not any(c.snoop for c in sim.channels.values())
+
+
+async def test_supervisor_answering_before_the_party_is_attached_once_it_answers(
+    sim: AriSimulator, console: Console
+) -> None:
+    call, _ = await console.place(sim, [Dial("1004", timeout=5), Supervise(SUPERVISOR,
+                                                                           "whisper")])
+    at = await expect(call, "bridged 1004")
+    await expect(call, "supervised supervise-7 heard_by=agent", at)
+    console.fire(call, "end")
+    await expect(call, "supervised supervise-7 gone", at)
+    await call.wait_ended()
+    assert not sim.bridges and not leg_channels(sim)

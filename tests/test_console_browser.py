@@ -4,7 +4,8 @@ An agent logs in and goes available; a simulated caller walks the menu into the 
 simulator + Asterisk worker + queue runtime in this process); the console shows the offer;
 the agent accepts; the engine dials the LiveKit SIP address of that call's room; the
 console's token is valid for that room only; the caller hangs up; the console shows
-wrap-up, then available. And: the agent holds, resumes and blind-transfers a caller.
+wrap-up, then available. And: the agent holds, resumes and blind-transfers a caller, and
+sees a supervisor listen, whisper and barge in.
 LiveKit itself is the Twirp stand-in (no media server here).
 """
 
@@ -20,7 +21,7 @@ import pytest
 from api_support import LK_KEY, LK_SECRET, PASSWORDS, api_app, serving
 
 from appserver.agents.bridge import BrowserAgentBridge
-from appserver.agents.sip import room_name, sip_address
+from appserver.agents.sip import room_address, room_name, sip_address, supervisor_room
 from appserver.asterisk.driver import DriverConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
@@ -170,3 +171,41 @@ async def test_agent_holds_resumes_and_transfers_in_the_browser(pg_pool, redis_c
         await expect(page.locator("#call")).to_be_hidden()
         await expect(page.locator("#state")).to_have_text("available", timeout=6000)
         assert call.transcript.lines().count("held on") == 1
+
+
+async def test_agent_sees_a_supervisor_listen_whisper_and_barge(pg_pool, redis_client) -> None:
+    """A supervisor joins the agent's call over the API: the engine dials the supervisor's
+    own room; the console says who is there and how while it lasts."""
+    from playwright.async_api import expect
+
+    async with console_stack(pg_pool, redis_client) as (api, sim, page):
+        call, room, _ = await queued_caller(sim, page)
+        sup_room = supervisor_room(call.call_id)
+        sim.add_endpoint(SimEndpoint("PJSIP", f"livekit/{room_address(sup_room, SIP_URI)}",
+                                     talk_seconds=60))
+        await page.click("#accept")
+        await call.transcript.wait_for(lambda e: e.kind == "bridged" and e.detail == room,
+                                       timeout=10)
+        url = f"/api/calls/{call.call_id}/supervise"
+        async with api.client(await api.token("super1")) as supervisor:
+            r = await supervisor.post(url, json={"mode": "listen"})
+            assert r.status_code == 200 and r.json()["livekit"]["room"] == sup_room
+            await expect(page.locator("#supervisor")).to_have_text(
+                "Supervisor super1 is listening")
+            await call.transcript.wait_for(
+                lambda e: e.kind == "supervised" and e.detail.endswith("heard_by=nobody"))
+            assert (await supervisor.patch(url, json={"mode": "whisper"})).status_code == 200
+            await expect(page.locator("#supervisor")).to_have_text(
+                "Supervisor super1 is whispering to you")
+            await call.transcript.wait_for(
+                lambda e: e.kind == "supervised" and e.detail.endswith("heard_by=agent"))
+            assert (await supervisor.patch(url, json={"mode": "barge"})).status_code == 200
+            await expect(page.locator("#supervisor")).to_have_text("Supervisor super1 barged in")
+            await page.reload()  # the console learns it from the status too
+            await expect(page.locator("#supervisor")).to_have_text("Supervisor super1 barged in")
+            assert (await supervisor.delete(url)).status_code == 200
+            await expect(page.locator("#supervisor")).to_be_hidden()
+            await call.transcript.wait_for(
+                lambda e: e.kind == "supervised" and e.detail == f"{sup_room} gone")
+        await call.hangup()
+        await expect(page.locator("#state")).to_have_text("wrap_up", timeout=5000)

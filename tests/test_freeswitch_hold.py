@@ -1,5 +1,5 @@
-"""Hold, Unhold and EndDial end to end: a real ``callyard freeswitch`` worker (subprocess)
-runs :class:`StepFlow` for calls from the ESL simulator (real TCP, in this process).
+"""Hold, Unhold, EndDial and Supervise end to end: a real ``callyard freeswitch`` worker
+(subprocess) runs :class:`StepFlow` for calls from the ESL simulator (real TCP, in this process).
 
 The worker loads this module as its flow factory (``test_freeswitch_hold:factory``).
 """
@@ -20,6 +20,7 @@ import pytest
 from ivr import calls as c
 
 ROOT = Path(__file__).resolve().parents[1]
+SUPERVISOR = "sip:supervise-7@livekit.test"
 STEP = 0.4  # seconds between the flow's steps (the simulated party answers after 0.05 s)
 
 # called number -> (commands at start, one command per STEP after that)
@@ -28,6 +29,14 @@ SCRIPTS: dict[str, tuple[list[c.Command], list[c.Command]]] = {
     "7002": ([c.Answer(), c.Hold(), c.Unhold(), c.EndDial()], []),
     "7003": ([c.Answer(), c.Dial("1002")], [c.EndDial()]),
     "7004": ([c.Answer(), c.Dial("1001")], [c.Hold("jazz"), c.EndDial()]),
+    # a supervisor listens, whispers, barges, listens again on the same leg, then leaves
+    "7005": ([c.Answer(), c.Supervise(SUPERVISOR), c.Dial("1001")], [
+        c.Supervise(SUPERVISOR, "listen"), c.Supervise(SUPERVISOR, "whisper", join=False),
+        c.Supervise(SUPERVISOR, "barge", join=False),
+        c.Supervise(SUPERVISOR, "listen", join=False), c.EndSupervise(), c.EndDial()]),
+    # joins whispering, joins again (a new leg), and goes when the dialled party does
+    "7006": ([c.Answer(), c.Dial("1001")], [
+        c.Supervise(SUPERVISOR, "whisper"), c.Supervise(SUPERVISOR, "barge"), c.EndDial()]),
 }
 
 
@@ -163,3 +172,44 @@ async def test_hold_unhold_end_dial_on_the_simulator(worker: tuple[int, Path]) -
     for ignored in ("Hold ignored", "Unhold ignored", "EndDial ignored"):
         assert log.count(ignored) == 1, log
     assert "refused a command" not in log and "Traceback" not in log, log
+
+
+async def test_supervise_on_the_simulator(worker: tuple[int, Path]) -> None:
+    """Which legs hear the supervisor, as mod_eavesdrop mixes them (the simulator follows
+    switch_ivr_async.c; tests/real checks the engine): nobody (listen), the agent (whisper),
+    both (barge); the mode changes on the same leg; the leg goes with the dial."""
+    from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+
+    port, log_path = worker
+    behaviour = Behaviour(prompt_seconds=0.1, talk_seconds=30,
+                          endpoints={"1001": "answer", "supervise-7": "answer"})
+    sim = FreeswitchSimulator([("127.0.0.1", port)], behaviour)
+    calls = [await sim.place_call(number) for number in ("7005", "7006")]
+    await asyncio.gather(*(call.wait_ended(10) for call in calls))
+    await sim.stop()
+
+    def story(lines: list[str]) -> list[str]:
+        return [line for line in lines if line.startswith(("bridged", "supervised",
+                                                           "unbridged"))]
+
+    modes, rejoin = (story(call.transcript.lines()) for call in calls)
+    assert modes == [
+        "bridged 1001",
+        "supervised supervise-7 heard_by=nobody",
+        "supervised supervise-7 heard_by=agent",
+        "supervised supervise-7 heard_by=caller,agent",
+        "supervised supervise-7 heard_by=nobody",
+        "supervised supervise-7 gone",
+        "unbridged 1001",
+    ]  # fmt: skip
+    assert rejoin == [
+        "bridged 1001",
+        "supervised supervise-7 heard_by=agent",
+        "supervised supervise-7 gone",  # joining again replaces the leg
+        "supervised supervise-7 heard_by=caller,agent",
+        "unbridged 1001",
+        "supervised supervise-7 gone",  # the driver ends it once the dial is over
+    ]  # fmt: skip
+    log = log_path.read_text()
+    assert log.count("Supervise ignored") == 1, log  # the one before the dial
+    assert "Traceback" not in log, log

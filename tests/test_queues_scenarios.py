@@ -20,6 +20,8 @@ import flows
 import pytest
 import redis.asyncio as aioredis
 
+from appserver.agents.bridge import BrowserAgentBridge
+from appserver.agents.sip import supervisor_room
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.devkit.sim.caller import SimulatedCall
@@ -96,6 +98,33 @@ async def agent_controls_walk(call: SimulatedCall, store: QueueStore) -> None:
     assert (await store.stats("support")).answered == 1
 
 
+async def supervisor_walk(call: SimulatedCall, store: QueueStore) -> None:
+    """Connected to ann, a supervisor listens, whispers, barges and listens again on one leg
+    (the store's supervise, as the API does), then leaves: who hears them, per the engine's
+    mixing, is the same on both engines."""
+    at = await connected_to_ann(call, AgentControl(store))
+    room = supervisor_room(call.call_id)
+
+    async def seen(line: str) -> int:
+        entry = await call.transcript.wait_for(
+            lambda e: f"{e.kind} {e.detail}".strip() == line, start=at)
+        return call.transcript.entries.index(entry) + 1
+
+    for op, mode, heard in (("start", "listen", "nobody"), ("change", "whisper", "agent"),
+                            ("change", "barge", "caller,agent"),
+                            ("change", "listen", "nobody")):
+        assert await store.supervise(call.call_id, "sam", op, mode) == "ann"
+        at = await seen(f"supervised {room} heard_by={heard}")
+    await store.supervise(call.call_id, "sam", "stop")
+    await seen(f"supervised {room} gone")
+    supervised = [line for line in call.transcript.lines() if line.startswith("supervised")]
+    assert supervised == [f"supervised {room} heard_by={heard}" for heard in (
+        "nobody", "agent", "caller,agent", "nobody")] + [f"supervised {room} gone"]
+    assert call.transcript.lines().count(f"dialed {room}") == 1  # one leg throughout
+    await AgentControl(store).end_call("ann")
+    await call.wait_ended(10)
+
+
 async def agent_hangs_up_walk(call: SimulatedCall, store: QueueStore) -> None:
     """Connected to ann, who hangs up from the console (AgentControl.end_call): the worker
     ends her leg in the engine at once (her phone would talk 30 s more), whatever a LiveKit
@@ -115,14 +144,16 @@ async def asterisk_stack(redis_client: aioredis.Redis,
                          talk_seconds: float) -> AsyncIterator[tuple[AriSimulator, QueueRuntime]]:
     """ARI simulator (agent phone 1001 talks ``talk_seconds``), Asterisk worker, queues."""
     sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1),
-                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=talk_seconds)])
+                       endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=talk_seconds)],
+                       unknown_endpoint=SimEndpoint("PJSIP", "any", talk_seconds=60))
     await sim.start()
     runtime: QueueRuntime | None = None
 
     def factory(info: CallInfo) -> CallFlow | None:
         flow = flows.factory(info)
         assert runtime is not None
-        return runtime.wrap(flow) if flow is not None else None
+        return BrowserAgentBridge(runtime.wrap(flow), LIVEKIT_SIP) if flow is not None \
+            else None
 
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                      password=sim.password)], factory, redis=redis_client)
@@ -149,8 +180,10 @@ async def test_asterisk_menu_to_queue_to_agent(redis_client: aioredis.Redis) -> 
         assert (stats.answered, stats.waiting, stats.agent_calls) == (1, 0, {"ann": 1})
 
 
-AGENT_WALKS = pytest.mark.parametrize("walk", [agent_controls_walk, agent_hangs_up_walk],
-                                      ids=["holds_and_transfers", "hangs_up_in_the_console"])
+AGENT_WALKS = pytest.mark.parametrize(
+    "walk", [agent_controls_walk, agent_hangs_up_walk, supervisor_walk],
+    ids=["holds_and_transfers", "hangs_up_in_the_console", "supervisor_listens_and_barges"])
+LIVEKIT_SIP = "sip:livekit.test:5060"  # the supervisor's room, answered by the simulators
 
 
 @AGENT_WALKS
@@ -173,10 +206,11 @@ import flows
 from appserver.freeswitch.worker import FreeswitchWorker
 from appserver.queues.runtime import QueueRuntime
 from appserver.shells.green import run
+from appserver.agents.bridge import BrowserAgentBridge
 
 def factory(info):
     flow = flows.factory(info)
-    return runtime.wrap(flow) if flow is not None else None
+    return BrowserAgentBridge(runtime.wrap(flow), {sip!r}) if flow is not None else None
 
 worker = FreeswitchWorker(("127.0.0.1", {port}), factory)
 runtime = QueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
@@ -193,7 +227,8 @@ def free_port() -> int:
 
 
 def start_fs_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port, url=redis_url)
+    code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port, url=redis_url,
+                            sip=LIVEKIT_SIP)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 15

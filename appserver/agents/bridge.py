@@ -9,14 +9,29 @@ wrapper turns that dial into ``Dial(<SIP address of the call's room>, kind="sip"
 call's flow, outside the queueing layer (see :mod:`appserver.worker.pipeline`); until a
 browser agent is assigned it passes commands through untouched. Engine-neutral; keeps the
 CallFlow contract of :mod:`ivr.calls`.
+
+It also turns a supervisor's request (``SuperviseRequest`` from the queue runtime) into
+``Supervise`` with the SIP address of the supervisor's own room
+(:func:`appserver.agents.sip.supervisor_room`), or ``EndSupervise``: whatever the agent's kind,
+the supervisor is in the browser.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from appserver.agents.sip import sip_address
-from ivr.calls import AgentAssigned, CallFlow, CallInfo, Command, Dial, Event
+from appserver.agents.sip import room_address, sip_address, supervisor_room
+from ivr.calls import (
+    AgentAssigned,
+    CallFlow,
+    CallInfo,
+    Command,
+    Dial,
+    EndSupervise,
+    Event,
+    Supervise,
+    SuperviseRequest,
+)
 
 
 class BrowserAgentBridge:
@@ -35,6 +50,8 @@ class BrowserAgentBridge:
         return self.inner.start(call)  # no agent can be assigned yet
 
     def handle(self, event: Event) -> list[Command]:
+        if isinstance(event, SuperviseRequest):
+            return self._supervise(event)
         if isinstance(event, AgentAssigned) and event.kind == "browser":
             self._browser_agents.add(event.target)
         commands = self.inner.handle(event)
@@ -47,3 +64,11 @@ class BrowserAgentBridge:
             else cmd
             for cmd in commands
         ]
+
+    def _supervise(self, event: SuperviseRequest) -> list[Command]:
+        if self.inner.done:
+            return []
+        if event.mode == "stop":
+            return [EndSupervise()]
+        target = room_address(supervisor_room(self.call_id), self.sip_uri)
+        return [Supervise(target, event.mode, event.join)]

@@ -115,13 +115,15 @@ class CallRooms:
         self._session = None
         self._api = None
 
-    def token(self, agent: str, display_name: str, room: str) -> RoomGrant:
-        """A join token for ``room`` only, valid for :data:`TOKEN_TTL`."""
+    def token(self, agent: str, display_name: str, room: str, *,
+              role: str = "agent") -> RoomGrant:
+        """A join token for ``room`` only, valid for :data:`TOKEN_TTL`; the participant is
+        ``<role>-<agent>`` (``agent-alice``, ``supervisor-sam``)."""
         grants = api.VideoGrants(room_join=True, room=room, can_publish=True,
                                  can_subscribe=True, can_publish_data=False)
         jwt = (
             api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(f"agent-{agent}")
+            .with_identity(f"{role}-{agent}")
             .with_name(display_name)
             .with_ttl(TOKEN_TTL)
             .with_grants(grants)
@@ -129,11 +131,11 @@ class CallRooms:
         )
         return RoomGrant(room, jwt, self.public_url, int(TOKEN_TTL.total_seconds()))
 
-    async def create(self, call_id: str) -> str:
-        """Create the call's room (before the engine bridges the caller into it); raises
-        :class:`LiveKitUnavailable` (unless LiveKit is optional). Idempotent: LiveKit
-        returns a room that exists."""
-        room = room_name(call_id)
+    async def create(self, call_id: str, room: str = "") -> str:
+        """Create the call's room, or ``room`` for that call (a supervisor's), before the
+        engine bridges a leg into it; raises :class:`LiveKitUnavailable` (unless LiveKit is
+        optional). Idempotent: LiveKit returns a room that exists."""
+        room = room or room_name(call_id)
         try:
             await self._client().room.create_room(
                 api.CreateRoomRequest(name=room, empty_timeout=EMPTY_TIMEOUT, max_participants=4,
@@ -170,6 +172,12 @@ class CallRooms:
             return None
         await self._delete(str(room))
         return str(room)
+
+    async def delete_room(self, room: str) -> None:
+        """Delete ``room`` now, or later when LiveKit does not take it now (see
+        :meth:`start_janitor`)."""
+        await self.redis.zadd(ROOMS_TO_DELETE, {room: _now_ms() + CLAIM_MS})
+        await self._delete(room)
 
     async def delete_due(self, limit: int = 50) -> int:
         """One round of retries: delete the rooms due; returns how many were deleted."""

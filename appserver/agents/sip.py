@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 ROOM_PREFIX = "call-"
+SUPERVISOR_ROOM_PREFIX = "supervise-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -29,6 +30,12 @@ def room_name(call_id: str) -> str:
     if not call_id or len(call_id) > 200:
         raise ValueError(f"call id must be 1-200 characters, got {call_id!r}")
     return ROOM_PREFIX + _UNSAFE.sub("_", call_id)
+
+
+def supervisor_room(call_id: str) -> str:
+    """The LiveKit room a supervisor of ``call_id`` is in (one supervisor per call at a
+    time): ``supervise-`` and the call id, made safe as in :func:`room_name`."""
+    return SUPERVISOR_ROOM_PREFIX + room_name(call_id).removeprefix(ROOM_PREFIX)
 
 
 def sip_host(sip_uri: str) -> str:
@@ -42,5 +49,11 @@ def sip_host(sip_uri: str) -> str:
 
 def sip_address(call_id: str, sip_uri: str) -> str:
     """The SIP URI that puts a caller into the room of ``call_id``."""
+    return room_address(room_name(call_id), sip_uri)
+
+
+def room_address(room: str, sip_uri: str) -> str:
+    """The SIP URI of LiveKit room ``room`` (a name from :func:`room_name` or
+    :func:`supervisor_room`)."""
     scheme = sip_uri.partition(":")[0]
-    return f"{scheme}:{room_name(call_id)}@{sip_host(sip_uri)}"
+    return f"{scheme}:{room}@{sip_host(sip_uri)}"

@@ -107,6 +107,20 @@ async def record_if_changed(
     )
 
 
+async def record_action(
+    db: asyncpg.Pool, principal: Principal, client: str | None, action: str, resource: str,
+    name: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
+) -> None:
+    """An audit entry for an action that is not a configuration write (a supervisor joining
+    a call: ``create``, changing mode: ``update``, leaving: ``delete``)."""
+    await db.execute(
+        "INSERT INTO audit_log (actor, via, client, action, resource, name, before, after)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb)",
+        principal.name, principal.via, client, action, resource, name, _json(before),
+        _json(after),
+    )
+
+
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value)
 

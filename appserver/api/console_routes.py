@@ -91,6 +91,9 @@ async def status_of(ctx: ApiContext, agent: str) -> dict[str, Any]:
     out["room"] = await ctx.rooms.room_of(agent)
     call = await ctx.queues.queued_call(status.call) if status.call else None
     out["held"] = call is not None and call.held
+    supervision = await ctx.queues.supervision(status.call) if status.call else None
+    out["supervision"] = {"supervisor": supervision[0], "mode": supervision[1]} \
+        if supervision else None
     return out
 
 
@@ -139,16 +142,16 @@ async def agent_break(ctx: Context, me: AgentSession, body: BreakIn) -> dict[str
     return {"state": await _act(ctx.control.set_break(me.agent, body.reason))}
 
 
-async def _grant(ctx: ApiContext, agent: str, room: str) -> RoomOut:
+async def _grant(ctx: ApiContext, agent: str, room: str, role: str = "agent") -> RoomOut:
     record = await get_agent(ctx.pool, agent)
-    grant = ctx.rooms.token(agent, record.display_name if record else agent, room)
+    grant = ctx.rooms.token(agent, record.display_name if record else agent, room, role=role)
     return RoomOut(room=grant.room, token=grant.token, url=grant.url,
                    expires_in=grant.expires_in)
 
 
-async def _create_room(ctx: ApiContext, call_id: str) -> str:
+async def _create_room(ctx: ApiContext, call_id: str, room: str = "") -> str:
     try:
-        return await ctx.rooms.create(call_id)
+        return await ctx.rooms.create(call_id, room)
     except LiveKitUnavailable as exc:
         log.error("offer not taken: no room", extra={"call_id": call_id, "error": str(exc)})
         raise HTTPException(503, {"code": "livekit_unavailable",

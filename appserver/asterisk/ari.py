@@ -118,6 +118,15 @@ class AriClient:
             f"&channelId={_q(leg_id)}&originator={_q(originator)}&callerId={_q(caller_id)}"
             f"&timeout={timeout}"))
 
+    async def snoop(self, channel_id: str, snoop_id: str, *, spy: str, whisper: str,
+                    app_args: str) -> None:
+        """A snoop channel ``snoop_id`` on ``channel_id``, entering this application: it
+        hears the channel's audio in direction ``spy``, and what it is sent is mixed into
+        direction ``whisper`` (``out``: what the channel hears; ``in``: what it says)."""
+        await self._send("POST", f"/channels/{_q(channel_id)}/snoop", (
+            f"spy={_q(spy)}&whisper={_q(whisper)}&app={_q(self.app)}&appArgs={_q(app_args)}"
+            f"&snoopId={_q(snoop_id)}"))
+
     async def create_bridge(self, bridge_id: str, name: str) -> None:
         await self._send("POST", "/bridges",
                          f"type=mixing&bridgeId={_q(bridge_id)}&name={_q(name)}")

@@ -6,6 +6,13 @@ the rest by its constructor: the call, its flow, a :class:`DriverConfig`, the no
 events into :meth:`CallDriver.post`; all work for the call (calling the flow, REST requests,
 timers) happens in :meth:`CallDriver.run`, the call's own task, so a slow call never holds up
 the events reader or other calls.
+
+A supervisor (``Supervise``) is a leg dialled with the SIP template into the application.
+Listening and whispering go through a snoop channel on the dialled party's leg (``spy=both``:
+the supervisor hears both sides; ``whisper=out``: the party hears them, the caller never
+does), in a mixing bridge of the supervisor's own; barging puts the supervisor into the
+call's bridge (a three-way call). A mode change replaces the snoop or moves the leg between
+the two bridges; the supervisor's leg stays up.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from ivr.calls import (
     DialResult,
     Dtmf,
     EndDial,
+    EndSupervise,
     Enqueue,
     Event,
     Hangup,
@@ -48,6 +56,7 @@ from ivr.calls import (
     StartTimer,
     StopMoh,
     StopPlay,
+    Supervise,
     TimerFired,
     Transfer,
     TransferResult,
@@ -106,6 +115,19 @@ class _DialState:
     ended_by_flow: bool = False  # EndDial hung the leg up
 
 
+@dataclass(slots=True)
+class _Supervision:
+    leg_id: str  # the supervisor's leg
+    mode: str
+    answered: bool = False
+    bridge_id: str = ""  # the supervisor's own bridge, with the snoop while not barging
+    snoop_id: str = ""  # the snoop channel on the party's leg, "" when none (barging)
+    barging: bool = False  # the leg is in the call's bridge
+
+
+SNOOP_WHISPER = {"listen": "none", "whisper": "out"}  # on the party's leg; barge: no snoop
+
+
 class LegRegistry(Protocol):
     """The node a call runs on: routes a dial leg's events to the call that dialed it, and
     records the leg (so a restarted worker hangs up a leg whose caller it cannot re-adopt)."""
@@ -119,7 +141,7 @@ class CallDriver:
     __slots__ = (
         "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup", "channel_id",
         "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
-        "log", "on_enqueue", "playbacks", "port", "stopping", "waiting_queue",
+        "log", "on_enqueue", "playbacks", "port", "stopping", "supervision", "waiting_queue",
     )  # thousands of calls per worker: no per-call __dict__
 
     def __init__(self, info: CallInfo, flow: CallFlow, port: AriPort, config: DriverConfig,
@@ -142,6 +164,7 @@ class CallDriver:
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
+        self.supervision: _Supervision | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
         self._variables_inflight: set[asyncio.Task[None]] = set()  # those setting variables
 
@@ -314,6 +337,10 @@ class CallDriver:
                     await self._unhold(cmd)
                 case EndDial():
                     await self._end_dial()
+                case Supervise():
+                    await self._supervise(cmd)
+                case EndSupervise():
+                    await self._end_supervision()
                 case Transfer():
                     await self._transfer(cmd)
                 case Hangup(cause):
@@ -537,8 +564,13 @@ class CallDriver:
     async def _on_leg_event(self, msg: dict[str, Any]) -> None:
         dial = self.dial
         kind = msg.get("type")
-        if dial is None:
+        sup = self.supervision
+        channel_id = _channel_id(msg)
+        if sup is not None and channel_id in (sup.leg_id, sup.snoop_id):
+            await self._on_supervision_event(sup, msg)
             return
+        if dial is None or channel_id not in ("", dial.leg_id):
+            return  # also a supervisor's leg or snoop reporting after it was let go
         if kind == "StasisStart" and not dial.answered:
             dial.answered = True
             if dial.guard:
@@ -563,11 +595,16 @@ class CallDriver:
         except AriError as exc:
             self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
             await self._quietly(self.port.hangup(dial.leg_id))
+            return
+        sup = self.supervision
+        if sup is not None and sup.answered:  # the supervisor answered first: attach now
+            await self._supervision_step(self._supervise_mode(sup, sup.mode))
 
     async def _leg_over(self, cause: object, cause_txt: str) -> None:
         dial = self.dial
         if dial is None:
             return
+        await self._end_supervision()  # nobody left to supervise
         self.dial = None
         if dial.guard:
             dial.guard.cancel()
@@ -588,6 +625,100 @@ class CallDriver:
             outcome = "failed"
         detail = cause_name(cause) if isinstance(cause, int) else cause_txt
         await self._deliver(DialResult(dial.target, outcome, detail))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ supervisor
+
+    async def _supervise(self, cmd: Supervise) -> None:
+        dial = self._running_dial(cmd)
+        if dial is None:
+            return
+        sup = self.supervision
+        if sup is not None and not cmd.join:
+            if sup.answered and cmd.mode != sup.mode:
+                await self._supervision_step(self._supervise_mode(sup, cmd.mode))
+            sup.mode = cmd.mode  # while it rings: the mode it gets on answer
+            return
+        await self._end_supervision()
+        try:
+            endpoint = self.config.sip_template.format(target=cmd.target, kind="sip")
+        except (KeyError, IndexError, ValueError) as exc:
+            self.log.error("bad dial template", extra={"error": str(exc)})
+            return
+        sup = self.supervision = _Supervision(uuid.uuid4().hex, cmd.mode)
+        await self.legs.add_leg(sup.leg_id, self)
+        try:
+            await self.port.originate(
+                sup.leg_id, endpoint, app_args=f"supervise,{self.channel_id}",
+                originator=self.channel_id, caller_id=f'"{self.info.caller_name}" '
+                f"<{self.info.caller}>", timeout=30)
+        except AriError as exc:
+            self.log.warning("supervisor not dialled", extra={"status": exc.status,
+                                                              "endpoint": endpoint})
+            await self._end_supervision()
+            return
+        self.log.info("supervisor dialled", extra={"leg": sup.leg_id, "mode": cmd.mode})
+
+    async def _on_supervision_event(self, sup: _Supervision, msg: dict[str, Any]) -> None:
+        kind, channel_id = msg.get("type"), _channel_id(msg)
+        if kind == "StasisStart" and channel_id == sup.leg_id and not sup.answered:
+            sup.answered = True
+            await self._supervision_step(self._supervise_mode(sup, sup.mode))
+        elif kind == "StasisStart" and channel_id == sup.snoop_id:
+            await self._supervision_step(self.port.add_to_bridge(sup.bridge_id, [sup.snoop_id]))
+        elif kind == "ChannelDestroyed" and channel_id == sup.leg_id:
+            self.log.info("supervisor left", extra={"leg": sup.leg_id})
+            await self._end_supervision()
+        elif kind == "ChannelDestroyed":  # the snoop, replaced or gone with the party's leg
+            await self.legs.drop_leg(channel_id)
+
+    async def _supervision_step(self, request: Awaitable[Any]) -> None:
+        """A request for the supervisor's leg; refused, it ends the supervision, never the
+        call (a 404 on the party's leg: the dial is ending, its events follow)."""
+        try:
+            await request
+        except (AriError, OSError) as exc:
+            self.log.warning("supervision ended: %s", exc)
+            await self._end_supervision()
+
+    async def _supervise_mode(self, sup: _Supervision, mode: str) -> None:
+        """Attach the answered supervisor's leg to the call in ``mode``."""
+        dial = self.dial
+        if dial is None or not dial.bridge_id:
+            return
+        await self._drop_snoop(sup)
+        if mode == "barge":
+            if sup.bridge_id:
+                await self._quietly(self.port.remove_from_bridge(sup.bridge_id, sup.leg_id))
+            await self.port.add_to_bridge(dial.bridge_id, [sup.leg_id])
+            sup.barging = True
+            return
+        if sup.barging:
+            await self._quietly(self.port.remove_from_bridge(dial.bridge_id, sup.leg_id))
+            sup.barging = False
+        if not sup.bridge_id:
+            sup.bridge_id = uuid.uuid4().hex
+            await self.port.create_bridge(sup.bridge_id, f"callyard-supervise-{self.channel_id}")
+        await self.port.add_to_bridge(sup.bridge_id, [sup.leg_id])
+        sup.snoop_id = uuid.uuid4().hex
+        await self.legs.add_leg(sup.snoop_id, self)
+        await self.port.snoop(dial.leg_id, sup.snoop_id, spy="both",
+                              whisper=SNOOP_WHISPER[mode], app_args=f"supervise,{self.channel_id}")
+
+    async def _drop_snoop(self, sup: _Supervision) -> None:
+        if sup.snoop_id:
+            snoop_id, sup.snoop_id = sup.snoop_id, ""
+            await _unless_gone(self.port.hangup(snoop_id))
+            await self.legs.drop_leg(snoop_id)
+
+    async def _end_supervision(self) -> None:
+        sup, self.supervision = self.supervision, None
+        if sup is None:
+            return
+        await self._quietly(self._drop_snoop(sup))
+        await self._quietly(self.port.hangup(sup.leg_id))
+        if sup.bridge_id:
+            await self._quietly(self.port.destroy_bridge(sup.bridge_id))
+        await self.legs.drop_leg(sup.leg_id)
 
     # ------------------------------------------------------------------ channel events
 
@@ -647,6 +778,7 @@ class CallDriver:
     async def _cleanup(self) -> None:
         if self._inflight:
             await asyncio.wait(self._inflight)
+        await self._end_supervision()
         if self.dial is not None:
             dial, self.dial = self.dial, None
             if dial.guard:
@@ -669,6 +801,11 @@ class _RequestFailed:
     cmd: Command
     status: int  # 0: no HTTP answer
     text: str
+
+
+def _channel_id(msg: dict[str, Any]) -> str:
+    channel = msg.get("channel") or msg.get("peer")
+    return str(channel.get("id", "")) if isinstance(channel, dict) else ""
 
 
 def _commands(result: list[Command] | None) -> list[Command]:

@@ -146,7 +146,7 @@ class NodeCalls:
             return
         channel_id = str(channel["id"])
         args = [str(a) for a in msg.get("args") or []]
-        if args[:1] == ["dial"]:
+        if args[:1] in (["dial"], ["supervise"]):  # a leg a call dialled, or its snoop
             owner = self.legs.get(channel_id)
             if owner is not None:
                 owner.post(LegEvent(msg))

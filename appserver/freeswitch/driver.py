@@ -18,6 +18,13 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   application completes.
 * ``Hold`` / ``Unhold``: ``uuid_displace <caller> start|stop local_stream://<class>`` (see
   :meth:`CallDriver._hold`); ``EndDial``: ``uuid_kill`` on the B-leg.
+* ``Supervise``: ``bgapi originate {origination_uuid=<S>,eavesdrop_whisper_aleg=..,
+  eavesdrop_whisper_bleg=..}<SIP template> &eavesdrop(<caller>)``: the supervisor's leg hears
+  the caller and the party; mod_eavesdrop mixes the supervisor into the caller's read stream
+  (``whisper_aleg``: the bridged party hears them) and/or write stream (``whisper_bleg``: the
+  caller hears them). A mode change is a digit on that leg (``uuid_recv_dtmf <S> 0|1|3``,
+  eavesdrop's DTMF control: see :data:`EAVESDROP_DIGITS`); ``EndSupervise`` and the end of
+  the dial ``uuid_kill`` it (eavesdrop ends by itself when the caller hangs up).
 * ``Transfer``: ``transfer <dest> XML <context>``; ``TransferResult(ok=True)`` when the
   socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
   ``call-command: hangup``. Both act at once: a prompt or music still running (which would
@@ -88,6 +95,16 @@ _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an a
 # prepare_codecs: "originator codec"): L16 for a loopback caller, G.729 for some phones, which
 # LiveKit SIP refuses. Offer the caller's codec first, then the profile's list.
 OFFER_ALL_CODECS = "media_mix_inbound_outbound_codecs=true"
+# mod_eavesdrop on the caller's channel (switch_ivr_async.c, switch_ivr_eavesdrop_session):
+# ED_MUX_READ mixes the supervisor into what the caller says (the bridged party hears them),
+# ED_MUX_WRITE into what the caller hears. Set at the start by the eavesdrop_whisper_aleg /
+# _bleg variables, changed by a digit on the eavesdropper's leg: 0 none, 1 read, 2 write, 3 both.
+EAVESDROP_DIGITS: dict[str, str] = {"listen": "0", "whisper": "1", "barge": "3"}
+EAVESDROP_VARS: dict[str, str] = {
+    "listen": "eavesdrop_whisper_aleg=false,eavesdrop_whisper_bleg=false",
+    "whisper": "eavesdrop_whisper_aleg=true,eavesdrop_whisper_bleg=false",
+    "barge": "eavesdrop_whisper_aleg=true,eavesdrop_whisper_bleg=true",
+}
 # Dial targets and transfer destinations are one token of a dial string / dialplan command:
 # no blank (transfer's context), no , | (more legs), no {} [] <> ^ ' " (variables, quoting).
 _MULTI_UNSAFE = re.compile(r"[;'\"\\]")
@@ -172,6 +189,8 @@ class CallDriver:
     _moh: str = ""  # the music class StartMoh plays (until StopMoh), "" when none
     _moh_tag: str = ""  # the Event-UUID of the running stretch of it
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
+    _spy: str = ""  # the supervisor's eavesdropping leg, "" when none
+    _spy_mode: str = ""
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
     _answered: bool = False
@@ -357,6 +376,10 @@ class CallDriver:
             return self._unhold()
         if isinstance(cmd, c.EndDial):
             return self._end_dial()
+        if isinstance(cmd, c.Supervise):
+            return self._supervise(cmd)
+        if isinstance(cmd, c.EndSupervise):
+            return self._end_supervise()
         if isinstance(cmd, c.Transfer):
             refuse_unsafe_token(cmd.destination)
             context = self.config.transfer_context or self.context
@@ -474,6 +497,34 @@ class CallDriver:
         self._ending_dial = True
         return [self._api(f"uuid_kill {self._bleg}")]
 
+    def _supervise(self, cmd: c.Supervise) -> list[bytes]:
+        if not self._bleg:
+            log.warning("Supervise ignored: no dial running", extra=self.log_extra)
+            return []
+        if self._spy and not cmd.join:
+            if cmd.mode == self._spy_mode:
+                return []
+            self._spy_mode = cmd.mode
+            return [self._api(f"uuid_recv_dtmf {self._spy} {EAVESDROP_DIGITS[cmd.mode]}")]
+        refuse_unsafe_token(cmd.target)
+        out = self._end_supervise()
+        self._spy, self._spy_mode = str(uuid.uuid4()), cmd.mode
+        dial = self.config.sip_template.format(target=cmd.target)
+        leg_vars = f"{{origination_uuid={self._spy},{EAVESDROP_VARS[cmd.mode]}}}"
+        self.commands_sent += 1
+        # bgapi: an api originate would hold this socket until the supervisor answers
+        out.append(codec.encode_command(
+            f"bgapi originate {leg_vars}{dial} &eavesdrop({self.info.call_id})"))
+        log.info("supervisor dialled", extra={**self.log_extra, "leg": self._spy,
+                                              "mode": cmd.mode})
+        return out
+
+    def _end_supervise(self) -> list[bytes]:
+        if not self._spy:
+            return []
+        spy, self._spy, self._spy_mode = self._spy, "", ""
+        return [self._api(f"uuid_kill {spy}")]
+
     def _polite_end(self) -> None:
         self.handed_away = True
         self.write(
@@ -509,6 +560,8 @@ class CallDriver:
             self._dial_tag = ""
             ended_by_flow = self._ending_dial
             self._reset_dial()
+            if self._spy:  # nobody left to supervise
+                self.write(self._end_supervise())
             if self._held:  # the party left while the caller was on hold
                 self.write(self._unhold())
             disposition = event.get("variable_originate_disposition")

@@ -16,7 +16,8 @@ given to the constructor instead when the worker exists first). The runtime then
 * delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
   they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
   :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer or
-  hangs up, and
+  hangs up, :class:`~ivr.calls.SuperviseRequest` when a supervisor listens, whispers,
+  barges in or stops, and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
@@ -63,12 +64,15 @@ from ivr.calls import (
     Event,
     QueueResult,
     QueueUpdate,
+    SuperviseRequest,
+    SuperviseRequestMode,
 )
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
 AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup"]
 AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
+SUPERVISE_REQUESTS: tuple[SuperviseRequestMode, ...] = get_args(SuperviseRequestMode)
 
 # Redis could not be reached: down, restarting, loading its data, stalled past the socket
 # timeout, a replica after a failover. A write sent meanwhile may or may not have landed.
@@ -450,7 +454,8 @@ class QueueRuntime:
 
     def _inbox_message(self, msg: dict[str, str]) -> None:
         """A message another process left in this worker's inbox (see ``lua/common.lua``
-        ``push_owner``): an agent took one of our callers, or asks for hold / transfer."""
+        ``push_owner``): an agent took one of our callers, or asks for hold / transfer, or a
+        supervisor joins, changes mode or leaves."""
         if self._taking_over(msg.get("call", "")):  # for its flow, once it exists
             self._early[msg["call"]].append(msg)
             return
@@ -469,6 +474,10 @@ class QueueRuntime:
         elif kind == "agent_request" and msg.get("action") in AGENT_REQUESTS:
             action: AgentRequestKind = msg["action"]  # type: ignore[assignment]
             self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
+        elif kind == "supervise" and msg.get("mode") in SUPERVISE_REQUESTS:
+            mode: SuperviseRequestMode = msg["mode"]  # type: ignore[assignment]
+            self._send(msg["call"], SuperviseRequest(msg.get("supervisor", ""), mode,
+                                                     join=msg.get("op") == "start"))
         else:
             log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
 

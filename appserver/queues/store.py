@@ -40,12 +40,14 @@ from appserver.queues.model import (
     check_name,
 )
 from appserver.shells import reply
+from ivr.calls import SUPERVISE_MODES
 
 STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
 LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
 CALL_CONTROLS = ("hold", "unhold", "transfer")
+SUPERVISE_OPS = ("start", "change", "stop")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
 
 
@@ -199,16 +201,25 @@ def _call_control_args(agent: str, action: str, target: str, now: int) -> list[A
     return [agent, action, target, now]
 
 
-def _call_control_result(r: Any) -> str:
+def _ok_or_refused(r: Any, messages: Mapping[str, str]) -> str:
+    """A script's ``{'ok', value}`` -> value; ``{'err', reason}`` -> :class:`QueueError`."""
     if _s(r[0]) != "ok":
         reason = _s(r[1])
-        raise QueueError(reason, {
-            "no_such_agent": "no such agent",
-            "not_on_call": "you are not connected to a caller",
-            "transferring": "the call is already being transferred",
-            "no_such_queue": "no such queue",
-        }.get(reason, reason))
+        raise QueueError(reason, messages.get(reason, reason))
     return _s(r[1])
+
+
+CALL_CONTROL_REFUSALS = {
+    "no_such_agent": "no such agent",
+    "not_on_call": "you are not connected to a caller",
+    "transferring": "the call is already being transferred",
+    "no_such_queue": "no such queue",
+}
+SUPERVISE_REFUSALS = {
+    "not_connected": "the call is not connected to an agent",
+    "supervised": "another supervisor is on this call",
+    "not_supervising": "you are not supervising this call",
+}
 
 
 def _check_leave(outcome: str) -> None:
@@ -380,7 +391,25 @@ class QueueStore:
         """Ask the worker owning ``agent``'s call to hold / unhold / transfer it (see
         ``lua/call_control.lua``); returns the call id or raises :class:`QueueError`."""
         args = _call_control_args(agent, action, target, now or now_ms())
-        return _call_control_result(await self._run("call_control", *args))
+        return _ok_or_refused(await self._run("call_control", *args), CALL_CONTROL_REFUSALS)
+
+    async def supervise(self, call_id: str, supervisor: str, op: str,
+                        mode: str = "") -> str:
+        """``supervisor`` starts, changes or stops (``op``) listening / whispering / barging
+        (``mode``) on ``call_id`` (see ``lua/supervise.lua``); returns the call's agent or
+        raises :class:`QueueError` (``not_connected``, ``supervised``, ``not_supervising``)."""
+        if op not in SUPERVISE_OPS or (op != "stop" and mode not in SUPERVISE_MODES):
+            raise QueueError("bad_action", f"supervise {op} {mode!r}: use one of "
+                             f"{SUPERVISE_MODES}")
+        r = await self._run("supervise", check_call_id(call_id), supervisor, op, mode)
+        return _ok_or_refused(r, SUPERVISE_REFUSALS)
+
+    async def supervision(self, call_id: str) -> tuple[str, str] | None:
+        """``(supervisor, mode)`` of the supervisor on ``call_id``, None when there is none."""
+        found = await reply(self.client.hmget(self.keys.call(call_id), "supervisor",
+                                              "supervise_mode"))
+        supervisor, mode = _s(found[0]), _s(found[1])
+        return (supervisor, mode) if supervisor else None
 
     async def agent(self, agent: str) -> AgentStatus | None:
         h = _hash(await reply(self.client.hgetall(self.keys.agent(agent))))

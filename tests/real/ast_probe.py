@@ -33,6 +33,12 @@ ChannelDestroyed of B                          hangup ``CAUSE by`` (by: caller |
                                                  cause: :data:`CAUSES`)
 ============================================  ==============================================
 
+A supervisor's leg is any other leg the worker dials for the call; ``Snoop/<leg>-...``
+channels on the call's legs are routed to the call too. ARI shows no snoop's directions, so
+listening and whispering both read ``supervised "<room> snoop"`` (the supervisor bridged
+with a snoop on the party's leg); barging reads ``supervised "<room> heard_by=caller,agent"``
+(the supervisor in the call's bridge); its ChannelDestroyed reads ``supervised "<room> gone"``.
+
 ARI reports a playback that was stopped (``DELETE /playbacks/{id}``) or played out alike, as
 state ``done``. A prompt therefore counts as stopped when it finished before its sound had
 played (its length read from the sound file; :data:`STOP_MARGIN`), or after B's hang-up
@@ -118,6 +124,8 @@ class RealAstCall(SimulatedCall):
     _dialplan_prompt: _Prompt | None = None
     _legs: dict[str, str] = field(default_factory=dict)  # leg channel id -> dialled target
     _bridge: str = ""  # the bridge B and a leg share
+    _party: str = ""  # the leg bridged with B
+    _snoops: set[str] = field(default_factory=set)  # snoop channels on the call's legs
     _held: bool = False
     _moh_on: bool = False
     _moh_pending: str | None = None  # music started, the caller's leaving not seen yet
@@ -229,6 +237,8 @@ class RealAstCall(SimulatedCall):
 
     def _on_ChannelEnteredBridge(self, event: dict[str, Any], channel: str) -> None:
         bridge = event["bridge"]
+        if str(event["channel"].get("name", "")).startswith("Snoop/"):
+            self._snoops.add(channel)
         members = set(bridge["channels"])
         legs = [self._legs[c] for c in members if c in self._legs]
         if channel == self.call_id and self._held and bridge["id"] == self._bridge:
@@ -239,7 +249,13 @@ class RealAstCall(SimulatedCall):
                 self.transcript.add("held", "off")
         elif self.call_id in members and legs and not self._bridge:
             self._bridge = bridge["id"]
+            self._party = next(c for c in members if c in self._legs)
             self.transcript.add("bridged", legs[0])
+        elif channel in self._legs and bridge["id"] == self._bridge:
+            self.transcript.add("supervised", f"{self._legs[channel]} heard_by=caller,agent")
+        elif members & self._snoops:
+            for sup in members & set(self._legs):
+                self.transcript.add("supervised", f"{self._legs[sup]} snoop")
 
     def _on_ChannelLeftBridge(self, event: dict[str, Any], channel: str) -> None:
         bridge = event["bridge"]
@@ -251,7 +267,7 @@ class RealAstCall(SimulatedCall):
             if self._moh_pending is not None:
                 self.transcript.add("moh", self._moh_pending)
                 self._moh_pending = None
-        elif channel in self._legs:
+        elif channel == self._party:
             self._bridge = ""
             self.transcript.add("unbridged", self._legs[channel])
 
@@ -266,6 +282,8 @@ class RealAstCall(SimulatedCall):
             self._hangup_requested = True
 
     def _on_ChannelDestroyed(self, event: dict[str, Any], channel: str) -> None:
+        if channel in self._legs and channel != self._party:
+            self.transcript.add("supervised", f"{self._legs[channel]} gone")
         if channel != self.call_id:
             return
         self._hangup_requested = True
@@ -391,7 +409,7 @@ class AsteriskProbe:
         if not isinstance(channel, dict):
             return
         linked = (channel.get("channelvars") or {}).get(LINKEDID) or channel.get("id")
-        call = self.calls.get(str(linked))
+        call = self.calls.get(str(linked)) or self._snooped(str(channel.get("name", "")))
         waiting = self._incoming.get(str((channel.get("dialplan") or {}).get("exten")))
         if call is None and waiting and str(channel.get("name", "")).startswith("PJSIP/"):
             call = waiting.pop(0)
@@ -399,6 +417,13 @@ class AsteriskProbe:
             self.calls[call.call_id] = call
         if call is not None:
             call.on_event(event)
+
+    def _snooped(self, name: str) -> RealAstCall | None:
+        """The call a ``Snoop/<channel>-<n>`` channel spies on, by one of its legs."""
+        if not name.startswith("Snoop/"):
+            return None
+        target = name.removeprefix("Snoop/").rpartition("-")[0]
+        return next((c for c in self.calls.values() if target in c._legs), None)
 
     async def _read_ami(self, host: str, port: int, user: str, secret: str) -> None:
         """Music on hold has no ARI event: AMI's MusicOnHoldStart/Stop name the channel."""

@@ -22,6 +22,12 @@ MEDIA_BUG_START/STOP displace           held on + moh X / moh "" + held off
 CHANNEL_HANGUP_COMPLETE                 hangup ``cause by`` (by: caller | engine)
 =====================================  ==========================================
 
+A supervisor's leg is found by its ``CHANNEL_EXECUTE eavesdrop <the -b leg>``: its events are
+transcribed too, as ``supervised "<room> heard_by=..."`` (mod_eavesdrop's mixing, from the
+leg's ``eavesdrop_whisper_aleg`` / ``_bleg`` variables, then from each DTMF event on the leg:
+FreeSWITCH fires one when eavesdrop takes a digit, 0 1 2 3 setting the mixing as
+switch_ivr_async.c does) and ``supervised "<room> gone"`` on its CHANNEL_HANGUP_COMPLETE.
+
 A prompt counts as stopped when FreeSWITCH reported ``Playback-Status: break`` for it, or a
 ``uuid_break`` for the channel ran while it played, or the channel (or the probe, for the
 caller) hung up meanwhile.
@@ -47,6 +53,15 @@ EVENTS = (
 PROMPT_APPS = ("playback", "speak", "say")
 FAILED = ("FILE NOT FOUND", "PLAYBACK ERROR")
 _LEG_VARS = re.compile(r"^(\{[^}]*\}|\[[^\]]*\])+")
+
+
+# digit -> (ED_MUX_READ: the bridged party hears, ED_MUX_WRITE: the caller hears)
+EAVESDROP_DIGITS = {"0": (False, False), "1": (True, False), "2": (False, True),
+                    "3": (True, True)}
+
+
+def switch_true(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "yes", "on", "1", "enabled", "active", "allow")
 
 
 def dial_target(data: str) -> str:
@@ -78,6 +93,7 @@ class RealFsCall(SimulatedCall):
     _prompts: dict[str, _Prompt] = field(default_factory=dict)  # Application-UUID -> prompt
     _moh: dict[str, str] = field(default_factory=dict)  # Application-UUID -> class
     _dialed: str = ""
+    _spies: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)  # leg -> mixing
 
     async def press(self, digits: str, gap: float = 0.05) -> None:
         for i, digit in enumerate(digits):
@@ -158,6 +174,30 @@ class RealFsCall(SimulatedCall):
                               if k.startswith("variable_")}  # fmt: skip
             by = "caller" if self.hung_up_by_caller else "engine"
             t.add("hangup", f"{event.get('Hangup-Cause')} {by}")
+
+    def on_spy_event(self, leg: str, event: codec.EslEvent) -> None:
+        """An event of a supervisor's eavesdropping leg (see the module doc)."""
+        room, to_agent, to_caller = self._spies[leg]
+        if event.name == "CHANNEL_HANGUP_COMPLETE":
+            self.transcript.add("supervised", f"{room} gone")
+            return
+        if event.name != "DTMF" or event.get("DTMF-Digit") not in EAVESDROP_DIGITS:
+            return
+        to_agent, to_caller = EAVESDROP_DIGITS[event.get("DTMF-Digit")]
+        self._spies[leg] = (room, to_agent, to_caller)
+        self._supervised(leg)
+
+    def add_spy(self, leg: str, event: codec.EslEvent) -> None:
+        room = dial_target(event.get("variable_sip_to_user")
+                           or event.get("Caller-Destination-Number"))
+        self._spies[leg] = (room, switch_true(event.get("variable_eavesdrop_whisper_aleg")),
+                            switch_true(event.get("variable_eavesdrop_whisper_bleg")))
+        self._supervised(leg)
+
+    def _supervised(self, leg: str) -> None:
+        room, to_agent, to_caller = self._spies[leg]
+        who = (["caller"] if to_caller else []) + (["agent"] if to_agent else [])
+        self.transcript.add("supervised", f"{room} heard_by={','.join(who) or 'nobody'}")
 
     @property
     def hung_up(self) -> bool:
@@ -259,6 +299,14 @@ class FreeswitchProbe:
             for call in {id(c): c for c in self.calls.values()}.values():
                 call.on_event(event)
             return
+        if event.name == "CHANNEL_EXECUTE" and event.get("Application") == "eavesdrop":
+            call = self.calls.get(event.get("Application-Data"))
+            if call is not None and event.get("Application-Data") == call.call_id:
+                self.calls[uid] = call
+                call.add_spy(uid, event)
+            return
         call = self.calls.get(uid)
         if call is not None and uid == call.call_id:
             call.on_event(event)
+        elif call is not None and uid in call._spies:
+            call.on_spy_event(uid, event)

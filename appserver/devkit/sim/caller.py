@@ -37,6 +37,9 @@ EntryKind = Literal[
     "held",  # detail: "on" when the connected call was put on hold, "off" when resumed
     "unbridged",  # detail: the other party, when its leg ended (hung up) and the caller stays
     "transferred",  # detail: destination
+    # a supervisor's leg on the connected call: "<their room> heard_by=nobody|agent|caller,agent"
+    # (who hears the supervisor; they hear both), "<their room> gone" when it ends
+    "supervised",
     "variable",  # detail: "name=value"
     "hangup",  # detail: "cause by" where by is caller | engine | app
 ]

@@ -81,6 +81,16 @@
     $("call").hidden = true;
     muted = false; $("mute").textContent = "Mute";
     showHeld(false);
+    showSupervisor(null);
+  }
+
+  // A supervisor on the call, while it lasts: listening, whispering (to the agent only) or
+  // barged in (everyone hears them). null or mode "off": nobody.
+  const SUPERVISING = { listen: "is listening", whisper: "is whispering to you", barge: "barged in" };
+  function showSupervisor(s) {
+    const on = !!(s && SUPERVISING[s.mode]);
+    $("supervisor").hidden = !on;
+    $("supervisor").textContent = on ? "Supervisor " + s.supervisor + " " + SUPERVISING[s.mode] : "";
   }
 
   // On hold the engine plays music to the caller and cuts the audio both ways;
@@ -107,6 +117,7 @@
       api("GET", "/api/agent/token").then(joinRoom).then(() => showHeld(!!s.held)).catch(() => {});
       loadQueues();
     } else if (s.state === "on_call" && room) showHeld(!!s.held);
+    showSupervisor(s.state === "on_call" ? s.supervision : null);
   }
 
   function onEvent(ev) {
@@ -118,6 +129,7 @@
     }
     else if (ev.type === "offer") showOffer(ev);
     else if (ev.type === "hold") showHeld(!!ev.held);
+    else if (ev.type === "supervise") showSupervisor(ev);
     else if (ev.type === "transfer") $("media").textContent = "transferring to " + ev.target + "…";
     else if (ev.type === "offer_withdrawn") { if (offer && offer.call === ev.call) hideOffer(); }
     else if (ev.type === "resync") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});

@@ -124,6 +124,8 @@ class SimChannel:
     player: asyncio.Task[None] | None = None
     hungup: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    snoop: Snoop | None = None  # a snoop channel: on which channel, in which directions
+    supervising: SimChannel | None = None  # a leg heard on a caller's call: that caller
 
     def to_json(self) -> Json:
         return {
@@ -144,6 +146,13 @@ class SimChannel:
             "creationtime": timestamp(self.created),
             "language": self.language,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Snoop:
+    target: str  # the snooped channel
+    spy: str  # none | both | out | in
+    whisper: str
 
 
 @dataclass

@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from appserver.devkit.sim.ari import swagger
+from appserver.devkit.sim.ari import snoop, swagger
 from appserver.devkit.sim.ari.call import AriSimulatedCall
 from appserver.devkit.sim.ari.models import (
     CAUSES,
@@ -52,6 +52,7 @@ from appserver.devkit.sim.ari.models import (
     SimChannel,
     SimEndpoint,
     SimPlayback,
+    Snoop,
     SoundCatalog,
     media_to_prompt,
     party,
@@ -394,6 +395,7 @@ class AriSimulator:
             ("DELETE", "/ari/channels/{channelId}/moh", self.h_moh_stop),
             ("POST", "/ari/channels/{channelId}/play", self.h_play),
             ("POST", "/ari/channels/{channelId}/play/{playbackId}", self.h_play),
+            ("POST", "/ari/channels/{channelId}/snoop", self.h_snoop),
             ("GET", "/ari/channels/{channelId}/variable", self.h_get_var),
             ("POST", "/ari/channels/{channelId}/variable", self.h_set_var),
             ("GET", "/ari/bridges", self.h_bridges),
@@ -796,6 +798,10 @@ class AriSimulator:
         if chan.call and not chan.call.ended:
             chan.call.transcript.add("hangup", f"{cause_name} {by}")
         self.calls.pop(chan.id, None)
+        if chan.supervising is not None and chan.supervising.call:
+            chan.supervising.call.transcript.add("supervised", f"{self._party(chan)} gone")
+        for spy in [c for c in self.channels.values() if c.snoop and c.snoop.target == chan.id]:
+            await self._destroy(spy, 16, by="engine")  # a snoop goes with its channel
 
     def _leave_stasis(self, chan: SimChannel) -> None:
         if chan.bridge_id and chan.bridge_id in self.bridges:
@@ -1077,6 +1083,7 @@ class AriSimulator:
             else:
                 entering.append(chan)
         members = [self.channels[c] for c in bridge.channels if c in self.channels]
+        self._transcribe_supervisors(entering, members)
         for i, chan in enumerate(entering):
             for other in members:
                 if other is not chan and other not in entering[:i]:  # each pair once
@@ -1085,6 +1092,45 @@ class AriSimulator:
                     if other.call:
                         other.call.transcript.add("bridged", self._party(chan))
         return self._no_content()
+
+    def _transcribe_supervisors(self, entering: list[SimChannel],
+                                members: list[SimChannel]) -> None:
+        """A leg that joins a snoop, or a bridge already holding a conversation, is a
+        supervisor: its caller's transcript tells who hears it (see :mod:`.snoop`)."""
+        snooped = any(c.snoop for c in members)
+        for chan in members:
+            joins_talk = chan in entering and len(members) >= 3
+            if chan.call or chan.snoop or not (snooped or joins_talk):
+                continue
+            caller = snoop.call_of(chan, self.channels, self.bridges)
+            if caller is not None and caller.call:
+                chan.supervising = caller
+                heard = snoop.hearers(chan, self.channels, self.bridges)
+                caller.call.transcript.add(
+                    "supervised", f"{self._party(chan)} heard_by={snoop.heard_by(heard)}")
+
+    async def h_snoop(self, request: web.Request) -> web.Response:
+        """A snoop channel on the channel, put into ``app`` (it needs not be in Stasis)."""
+        target = self._channel(request, in_stasis=False)
+        spy = self._param(request, "spy") or "none"
+        whisper = self._param(request, "whisper") or "none"
+        if spy not in snoop.DIRECTIONS or whisper not in snoop.DIRECTIONS:
+            raise AriError(400, "Invalid direction specified")
+        if spy == whisper == "none":
+            raise AriError(400, "Direction must be specified for at least spy or whisper")
+        app = self._param(request, "app", required=True) or ""
+        snoop_id = self._param(request, "snoopId")
+        if snoop_id and snoop_id in self.channels:
+            raise AriError(400, "Channel with given unique ID already exists")
+        seq = next(self._seq)
+        chan = SimChannel(id=snoop_id or f"{self._epoch}.{seq}",
+                          name=f"Snoop/{target.id}-{seq:08x}", created=time.time(), state="Up",
+                          snoop=Snoop(target.id, spy, whisper))
+        self.channels[chan.id] = chan
+        args = [a for a in (self._param(request, "appArgs") or "").split(",") if a != ""]
+        chan.app_name, chan.app_data = "Stasis", ",".join([app, *args])
+        self._enter_stasis(chan, app, args)
+        return self._ok(chan.to_json())
 
     @staticmethod
     def _party(chan: SimChannel) -> str:

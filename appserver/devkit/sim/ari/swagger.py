@@ -242,6 +242,18 @@ def _channels() -> Json:
                 _op("DELETE", "stopMoh", "Stop music on hold.", "void", [_CHANNEL], _GONE_412),
             ),
             _api(
+                "/channels/{channelId}/snoop",
+                "Snoop (spy/whisper) on a channel",
+                _op("POST", "snoopChannel", "Start snooping.", "Channel", [
+                    _CHANNEL, _query("spy", "Direction of audio to spy on"),
+                    _query("whisper", "Direction of audio to whisper into"),
+                    _query("app", "Application the snooping channel is placed into",
+                           required=True),
+                    _query("appArgs", "The application arguments to pass to the Stasis app"),
+                    _query("snoopId", "Unique ID to assign to snooping channel")],
+                    {400: "Invalid parameters", 404: "Channel not found"}),
+            ),
+            _api(
                 "/channels/{channelId}/play",
                 "Play media to a channel",
                 _op(

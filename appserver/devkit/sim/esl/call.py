@@ -64,6 +64,19 @@ async def _first_of(events: list[asyncio.Event], timeout: float | None) -> None:
         w.cancel()
 
 
+def dial_string(dial: str) -> tuple[dict[str, str], str]:
+    """A dial string's ``{leg variables}`` and its target, the user part of the first leg:
+    "user/1001" -> 1001, "sofia/gw/sip:call-x@host" -> call-x."""
+    leg_vars: dict[str, str] = {}
+    match = _VARS.match(dial)
+    if match:
+        for kv in match.group(0)[1:-1].split(","):
+            key, _, value = kv.partition("=")
+            leg_vars[key] = value
+    first = _VARS.sub("", dial).split(",")[0].split("|")[0]
+    return leg_vars, first.rsplit("/", 1)[-1].split("@")[0].removeprefix("sip:")
+
+
 class DialledLeg:
     """The B-leg a ``bridge`` originates: rings, answers, can be killed by uuid."""
 
@@ -330,6 +343,7 @@ class EslSimCall(SimulatedCall):
         elif cmd == "bgapi":
             job = req.headers.get("Job-UUID") or str(uuidlib.uuid4())
             self._send(reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]))
+            asyncio.get_running_loop().call_soon(self.sim.api, arg)
         elif cmd == "exit":
             self._send(reply("+OK bye"))
             self._send(codec.disconnect_notice(self.call_id, "disconnect"))
@@ -573,15 +587,7 @@ class EslSimCall(SimulatedCall):
         return "_none_"
 
     async def _bridge(self, arg: str) -> str:
-        match = _VARS.match(arg)
-        leg_vars: dict[str, str] = {}
-        if match:
-            for kv in match.group(0)[1:-1].split(","):
-                key, _, value = kv.partition("=")
-                leg_vars[key] = value
-        dial = _VARS.sub("", arg).split(",")[0].split("|")[0]
-        # the user part: "user/1001" -> 1001, "sofia/gw/sip:call-x@host" -> call-x
-        target = dial.rsplit("/", 1)[-1].split("@")[0].removeprefix("sip:")
+        leg_vars, target = dial_string(arg)
         self.transcript.add("dialed", target)
         leg = DialledLeg(self, leg_vars.get("origination_uuid") or str(uuidlib.uuid4()), target)
         self.sim.legs[leg.uuid] = leg

@@ -22,10 +22,12 @@ import re
 import uuid as uuidlib
 from collections.abc import Callable
 
+from appserver.devkit.sim.esl import eavesdrop
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
-from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall
+from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, dial_string
 from appserver.devkit.sim.esl.channel import Pairs, SimChannel, core_headers
+from appserver.devkit.sim.esl.eavesdrop import EavesdropLeg
 from appserver.freeswitch.esl_codec import ESLProtocolError
 
 log = logging.getLogger("callyard.sim.esl")
@@ -252,9 +254,27 @@ class FreeswitchSimulator:
 
         return self._with_call(args, act)
 
+    def _api_uuid_recv_dtmf(self, args: list[str]) -> str:
+        """Digits as if received on a leg: what a supervisor's eavesdrop leg acts on."""
+        leg = self.legs.get(args[0])
+        if isinstance(leg, EavesdropLeg) and leg.alive:
+            leg.receive_dtmf(args[1])
+            return "+OK\n"
+
+        def act(call: EslSimCall) -> str:
+            for digit in args[1]:
+                call.send_dtmf(digit)
+            return "+OK\n"
+
+        return self._with_call(args, act)
+
     def _api_originate(self, args: list[str]) -> str:
-        """``originate [{vars}]loopback/<number>[/<context>] &park()``: a new simulated caller."""
+        """``originate [{vars}]loopback/<number>[/<context>] &park()``: a new simulated caller;
+        ``originate [{vars}]<dial> &eavesdrop(<uuid>)``: a supervisor on call ``uuid``."""
         dial = args[0]
+        app = re.fullmatch(r"&eavesdrop\(([^)]+)\)", args[1] if len(args) > 1 else "")
+        if app:
+            return self._eavesdrop(dial, app.group(1))
         match = re.match(r"^(\{[^}]*\})?loopback/([^/\s]+)", dial)
         if not match:
             return "-ERR DESTINATION_OUT_OF_ORDER\n"
@@ -270,6 +290,15 @@ class FreeswitchSimulator:
         self.placed += 1
         call.task = asyncio.get_running_loop().create_task(call.run())
         return f"+OK {call.call_id}\n"
+
+    def _eavesdrop(self, dial: str, uuid: str) -> str:
+        leg_vars, target = dial_string(dial)
+        call = self.calls.get(uuid)
+        if call is None or not call.channel.alive:
+            return "-ERR NO_ANSWER\n"  # as the real one: the leg answers, eavesdrop finds none
+        leg = eavesdrop.start(call, leg_vars.get("origination_uuid") or str(uuidlib.uuid4()),
+                              target, leg_vars)
+        return f"+OK {leg.uuid}\n"
 
     # ------------------------------------------------------------ inbound server
 
