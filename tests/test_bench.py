@@ -24,6 +24,9 @@ def test_bench_json(engine: str) -> None:
     lat = result["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     assert result["worker"]["peak_rss_mb"] > 10 and result["worker"]["cpu_percent"] >= 0
+    # placed / duration, and CPU per call placed of the worker and of the load side
+    assert result["achieved_cps"] == 10.0
+    assert result["worker"]["cpu_ms_per_call"] > 0 and result["simulator_cpu_ms_per_call"] > 0
 
 
 def test_bench_rejects_nonsense() -> None:

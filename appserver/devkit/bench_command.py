@@ -158,8 +158,10 @@ class WorkerProbe:
 
     def summary(self) -> dict[str, float]:
         wall = time.monotonic() - self.wall_start
+        cpu = self._cpu() - self.cpu_start
         return {
-            "cpu_percent": round(100 * (self._cpu() - self.cpu_start) / wall, 1),
+            "cpu_percent": round(100 * cpu / wall, 1),
+            "cpu_s": round(cpu, 2),
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
             "start_rss_mb": round(self.start_rss / 2**20, 1),
         }
@@ -249,7 +251,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 probe.sample()
                 await asyncio.sleep(0.5)
             worker_stats = probe.summary()
-            load_cpu = 100 * (time.process_time() - own_cpu) / (time.monotonic() - started)
+            load_cpu_s = time.process_time() - own_cpu
+            load_cpu = 100 * load_cpu_s / (time.monotonic() - started)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -262,6 +265,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     worker_log.close()
     per_call = (probe.peak_rss - probe.start_rss) / max(tally.peak_in_progress, 1) / 1024
     worker_stats["rss_kib_per_call"] = round(per_call, 1)
+    placed = max(tally.placed, 1)
+    worker_stats["cpu_ms_per_call"] = round(1000 * worker_stats["cpu_s"] / placed, 3)
     result = {
         "engine": args.engine,
         "placed": tally.placed,
@@ -270,21 +275,26 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "errors": tally.errors,
         "peak_in_progress": tally.peak_in_progress,
         "cps": args.cps,
+        # What the load side managed: below "cps" when it, not the worker, ran out of CPU.
+        "achieved_cps": round(tally.placed / args.duration, 1),
         "duration_s": args.duration,
         "latency_ms": {f"p{q}": round(percentile(tally.latencies_ms, q), 2) for q in (50, 95, 99)},
         "worker": worker_stats,
         # Near 100: the simulator side is saturated and its lag is part of the latency.
         "simulator_cpu_percent": round(load_cpu, 1),
+        "simulator_cpu_ms_per_call": round(1000 * load_cpu_s / placed, 3),
     }
     if args.json:
         print(json.dumps(result))
     else:
         lat = result["latency_ms"]
-        print(f"\nengine      {args.engine}\nplaced      {tally.placed}\n"
+        print(f"\nengine      {args.engine}\nplaced      {tally.placed} "
+              f"({result['achieved_cps']}/s of {args.cps:g}/s asked)\n"
               f"completed   {tally.completed}\nfailed      {tally.failed} {tally.errors or ''}\n"
               f"peak calls  {tally.peak_in_progress}\n"
               f"latency ms  p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}\n"
-              f"worker      {worker_stats['cpu_percent']}% CPU, "
+              f"worker      {worker_stats['cpu_percent']}% CPU "
+              f"({worker_stats['cpu_ms_per_call']} ms per call), "
               f"peak RSS {worker_stats['peak_rss_mb']} MB "
               f"(from {worker_stats['start_rss_mb']} MB idle: "
               f"{worker_stats['rss_kib_per_call']} KiB per call in progress)\n"
