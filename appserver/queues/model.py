@@ -308,6 +308,18 @@ class QueuedCall:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerMoved:
+    """A supervisor moved a waiting caller (``lua/move.lua``): from ``old_queue`` at
+    ``old_priority`` to ``queue`` at ``priority`` (either may be unchanged)."""
+
+    call_id: str
+    old_queue: str
+    queue: str
+    old_priority: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
 class TakenOver:
     """A live caller's queue entry this worker took over from ``previous_owner`` (a dead
     worker): the caller resumes waiting in ``queue`` at their place (see

@@ -24,6 +24,7 @@ from appserver.queues.model import (
     HASH_TAG_RE,
     KEY_PREFIX,
     MAX_PRIORITY,
+    CallerMoved,
     AcceptResult,
     AgentConfig,
     AgentStatus,
@@ -43,7 +44,8 @@ from appserver.shells import reply
 
 STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
-LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
+CALLS_CHANNEL = "callyard:q:calls"  # a queue's name when a caller joined, left or moved there
+LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost", "ended")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
 CALL_CONTROLS = ("hold", "unhold", "transfer")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
@@ -209,6 +211,45 @@ def _call_control_result(r: Any) -> str:
             "no_such_queue": "no such queue",
         }.get(reason, reason))
     return _s(r[1])
+
+
+def _move_args(call_id: str, queue: str, priority: int | None, now: int) -> list[Any]:
+    check_call_id(call_id)
+    if queue:
+        check_name("queue", queue)
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)
+                                 or not 0 <= priority <= MAX_PRIORITY):
+        raise QueueConfigError(f"priority must be an integer 0..{MAX_PRIORITY}, got {priority!r}")
+    return [call_id, queue, -1 if priority is None else priority, now]
+
+
+_SUPERVISOR_REFUSALS = {
+    "no_entry": "that call is not in a queue (any more)",
+    "connected": "an agent already has that caller",
+    "no_such_queue": "no such queue",
+}
+
+
+def _supervisor_refusal(r: Any) -> QueueError | None:
+    items = _strs(r)
+    if items[0] != "err":
+        return None
+    return QueueError(items[1], _SUPERVISOR_REFUSALS.get(items[1], items[1]))
+
+
+def _moved(call_id: str, r: Any) -> CallerMoved:
+    refusal = _supervisor_refusal(r)
+    if refusal is not None:
+        raise refusal
+    items = _strs(r)
+    return CallerMoved(call_id, items[1], items[2], int(items[3]), int(items[4]))
+
+
+def _hung_up(r: Any) -> str:
+    refusal = _supervisor_refusal(r)
+    if refusal is not None:
+        raise refusal
+    return _s(r[0])
 
 
 def _check_leave(outcome: str) -> None:
@@ -386,6 +427,25 @@ class QueueStore:
         h = _hash(await reply(self.client.hgetall(self.keys.agent(agent))))
         queues = _strs(await reply(self.client.smembers(self.keys.agent(agent) + ":queues")))
         return _agent_status(agent, h, queues)
+
+    # supervisors
+    async def move_call(self, call_id: str, queue: str = "", priority: int | None = None,
+                        now: int | None = None) -> CallerMoved:
+        """Move a waiting caller to ``queue`` and/or give them ``priority`` (see
+        ``lua/move.lua``); :class:`QueueError` ``no_entry``, ``connected`` or
+        ``no_such_queue`` when it cannot."""
+        return _moved(call_id, await self._run("move", *_move_args(call_id, queue, priority,
+                                                                    now or now_ms())))
+
+    async def hang_up(self, call_id: str, now: int | None = None) -> str:
+        """Hang a queued or connected caller up (see ``lua/hangup.lua``): ``sent`` to the
+        worker owning the call, or ``removed`` (nobody owns it any more)."""
+        return _hung_up(await self._run("hangup", check_call_id(call_id), now or now_ms()))
+
+    async def today(self, queue: str, since_ms: int, now: int | None = None) -> dict[str, int]:
+        """``queue``'s counters since ``since_ms`` (5-minute resolution; two days kept)."""
+        r = await self._run("today", check_name("queue", queue), since_ms, now or now_ms())
+        return {k: int(v) for k, v in json.loads(_s(r)).items()}
 
     # stats
     async def stats(self, queue: str, now: int | None = None) -> QueueStats:
