@@ -282,6 +282,20 @@ class AgentRequest:
     target: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueMoved:
+    """From the queue runtime while the caller waits: a supervisor moved them to ``queue``
+    (possibly the same one) with ``priority``; they keep their waiting time."""
+
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorHangup:
+    """From the queue runtime: a supervisor hung the queued (or connected) caller up."""
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -294,6 +308,8 @@ Event: TypeAlias = (
     | QueueUpdate
     | AgentAssigned
     | AgentRequest
+    | QueueMoved
+    | SupervisorHangup
 )
 
 

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from test_queues_store import T0, setup
 
 from appserver.queues.model import Member, QueueConfig
-from appserver.queues.store import CALLS_CHANNEL, QueueError, QueueStore
+from appserver.queues.store import CALLS_CHANNEL, QueueError
 
 MIN = 60_000
 
