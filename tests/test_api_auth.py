@@ -33,7 +33,7 @@ from appserver.settings import load_settings
 
 PUBLIC = {
     "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-    "/openapi.json", "/api/auth/login", "/console", "/softphone",
+    "/openapi.json", "/api/auth/login", "/console", "/softphone", "/supervisor",
 }
 RANK = {"agent": 1, "supervisor": 2, "admin": 3}
 
@@ -88,7 +88,7 @@ async def test_websocket_route_needs_a_session(pg_pool, redis_client) -> None:
     async with api_app(pg_pool, redis_client) as api:
         paths = [r.path for r in all_routes(api.app.routes)
                  if isinstance(r, APIWebSocketRoute)]
-        assert paths == ["/ws/agent"]
+        assert paths == ["/ws/agent", "/ws/wallboard"]
 
 
 async def test_login_cookie_bearer_and_logout(pg_pool, redis_client) -> None:

@@ -73,7 +73,7 @@ class AcceptOut(BaseModel):
     livekit: RoomOut | None = None
 
 
-_REFUSAL_STATUS = {"bad_target": 422, "invalid": 422, "no_such_queue": 404}
+_REFUSAL_STATUS = {"bad_target": 422, "invalid": 422, "no_such_queue": 404, "no_entry": 404}
 
 
 def _refused(exc: QueueError | QueueConfigError) -> HTTPException:
