@@ -119,6 +119,7 @@ async def test_the_wallboard_follows_events_from_any_process_within_a_second(
             snap, delay = await next_where(lambda s: agent1(s)["state"] == "on_call")
             assert delay < 1.0
             assert (agent1(snap)["caller"], agent1(snap)["queue"]) == ("+15550100", "support")
+            assert [a["username"] for a in snap["agents"]] == ["agent1"]  # in a queue
             await other.queues.finish("c1")
             snap, delay = await next_where(lambda s: queue(s)["today"]["answered"] == 1)
             assert delay < 1.0

@@ -8,7 +8,8 @@ restart:
   "today" - since midnight in ``CALLYARD_WALLBOARD_TIMEZONE`` - from the 5-minute interval
   counters the queue scripts keep (``QueueStore.today``): joined, answered, abandoned,
   service level, average wait and handle time, calls per agent;
-* per agent: state and since when, the caller and queue they are connected to;
+* per agent of a queue: state and since when, the caller and queue they are connected to,
+  calls today;
 * the callers in line (for the supervisor's actions);
 * the last hour of waiting callers and service level: one sample per queue every
   :data:`SAMPLE_SECONDS`, taken by one API process at a time, kept in Redis lists.
@@ -141,7 +142,7 @@ class Wallboard:
         agents = []
         for username in await self.queues.agent_names():
             status = await self.queues.agent(username)
-            if status is None:
+            if status is None or not status.queues:  # in no queue: nothing to supervise
                 continue
             call = by_id.get(status.call or status.offer)
             agents.append({"username": username, "state": status.state,

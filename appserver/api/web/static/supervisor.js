@@ -54,7 +54,7 @@
   function renderQueues() {
     $("queues").tBodies[0].replaceChildren(...board.queues.map((q) => {
       const t = q.today, sl = t.service_level;
-      const agents = Object.entries(q.agents).filter(([, n]) => n).map(([s, n]) => s + " " + n).join(", ");
+      const agents = Object.entries(q.agents).filter(([, n]) => n).map(([s, n]) => s.replace("_", " ") + " " + n).join(", ");
       return el("tr", { dataset: { queue: q.name } },
         el("td", {}, q.name),
         el("td", { class: "num waiting" + (q.waiting ? " bad" : "") }, q.waiting),
@@ -156,6 +156,7 @@
       const box = $(id);
       const opts = {
         width: Math.max(280, box.clientWidth || 320), height: 180,
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), board.timezone),
         scales: { x: { time: true }, y: { range } },
         series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true }))],
       };
