@@ -10,8 +10,10 @@ picture of the wallboard).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ async def test_the_wallboard_follows_calls_and_acts_on_them(
         try:
             await worker.wait_connected()
             await api.ctx.wallboard.take_sample()
-            async with async_playwright_page() as page:
+            async with chromium_page() as page:
                 await page.goto(f"{base}/supervisor")
                 await page.fill("input[name=username]", "super1")
                 await page.fill("input[name=password]", PASSWORDS["super1"])
@@ -170,16 +172,14 @@ async def test_the_wallboard_follows_calls_and_acts_on_them(
             await sim.stop()
 
 
-class async_playwright_page:  # noqa: N801 - used like a function
+@contextlib.asynccontextmanager
+async def chromium_page() -> AsyncIterator[Any]:
     """Chromium with one page, 1280 px wide."""
+    from playwright.async_api import async_playwright
 
-    async def __aenter__(self) -> Any:
-        from playwright.async_api import async_playwright
-
-        self._pw = await async_playwright().start()
-        self._browser = await self._pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        return await self._browser.new_page(viewport={"width": 1280, "height": 900})
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._browser.close()
-        await self._pw.stop()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield await browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            await browser.close()
