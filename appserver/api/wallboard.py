@@ -127,30 +127,29 @@ class Wallboard:
         now = now or now_ms()
         since = day_start_ms(now, self.tz)
         queues: list[dict[str, Any]] = []
-        calls: list[dict[str, Any]] = []
         calls_today: dict[str, int] = {}
-        for name in await self.queues.queue_names():
+        names = await self.queues.queue_names()
+        for name in names:
             stats = await self.queues.stats(name, now)
             today = await self.queues.today(name, since, now)
             config = await self.queues.queue_config(name)
             queues.append(_queue(stats, today, config.service_level_seconds if config else 0))
-            calls += [_call(c) for c in await self.queues.queue_calls(name)]
             for field, n in today.items():
                 if field.startswith("calls:"):
                     calls_today[field[6:]] = calls_today.get(field[6:], 0) + n
+        calls = [_call(c) for c in await self.queues.calls_in(names)]
         by_id = {c["call_id"]: c for c in calls}
         agents = []
-        for username in await self.queues.agent_names():
-            status = await self.queues.agent(username)
+        for status in await self.queues.agents(await self.queues.agent_names()):
             if status is None or not status.queues:  # in no queue: nothing to supervise
                 continue
             call = by_id.get(status.call or status.offer)
-            agents.append({"username": username, "state": status.state,
+            agents.append({"username": status.username, "state": status.state,
                            "reason": status.reason, "since_ms": status.since_ms,
                            "call": call["call_id"] if call else None,
                            "caller": call["caller"] if call else None,
                            "queue": call["queue"] if call else None,
-                           "calls_today": calls_today.get(username, 0),
+                           "calls_today": calls_today.get(status.username, 0),
                            "queues": list(status.queues)})
         return {"type": "snapshot", "now_ms": now, "timezone": self.timezone,
                 "day_start_ms": since, "queues": queues, "agents": agents, "calls": calls}

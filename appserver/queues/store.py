@@ -394,13 +394,33 @@ class QueueStore:
     async def queue_calls(self, queue: str, limit: int = 1000) -> list[QueuedCall]:
         """The callers of ``queue``: waiting or offered (first in line first, at most
         ``limit``), then those connected to one of its agents."""
-        ids = _strs(await reply(self.client.zrange(self.keys.waiting(queue), 0, limit - 1)))
-        for agent in await self.members(queue):
-            call = _s(await reply(self.client.hget(self.keys.agent(agent), "call")))
-            if call and call not in ids:
-                ids.append(call)
-        calls = [await self.queued_call(call_id) for call_id in ids]
-        return [c for c in calls if c is not None and c.queue == queue]
+        return await self.calls_in([queue], limit)
+
+    async def calls_in(self, queues: list[str], limit: int = 1000) -> list[QueuedCall]:
+        """:meth:`queue_calls` of each of ``queues`` in turn, in three round trips."""
+        lines = await self._pipelined([read for q in queues for read in (
+            ("zrange", self.keys.waiting(q), 0, limit - 1), ("hkeys", self.keys.members(q)))])
+        members = [_strs(m) for m in lines[1::2]]
+        connected = iter(await self._pipelined([("hget", self.keys.agent(a), "call")
+                                                for agents in members for a in agents]))
+        wanted: list[tuple[str, str]] = []  # (queue, call id)
+        for q, waiting, agents in zip(queues, lines[0::2], members, strict=True):
+            ids = _strs(waiting)
+            ids += [c for c in (_s(next(connected)) for _ in agents) if c and c not in ids]
+            wanted += [(q, c) for c in ids]
+        found = await self._pipelined([("hgetall", self.keys.call(c)) for _, c in wanted])
+        calls = [(q, QueuedCall.from_redis(c, _hash(h)))
+                 for (q, c), h in zip(wanted, found, strict=True) if h]
+        return [call for q, call in calls if call.queue == q]
+
+    async def _pipelined(self, reads: list[tuple[Any, ...]]) -> list[Any]:
+        """Plain reads in one round trip: (command, *args) each, their replies in order."""
+        if not reads:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for command, *args in reads:
+            getattr(pipe, command)(*args)
+        return list(await reply(pipe.execute()))
 
     # agents
     async def agent_action(self, agent: str, action: str, reason: str = "",
@@ -424,9 +444,14 @@ class QueueStore:
         return _call_control_result(await self._run("call_control", *args))
 
     async def agent(self, agent: str) -> AgentStatus | None:
-        h = _hash(await reply(self.client.hgetall(self.keys.agent(agent))))
-        queues = _strs(await reply(self.client.smembers(self.keys.agent(agent) + ":queues")))
-        return _agent_status(agent, h, queues)
+        return (await self.agents([agent]))[0]
+
+    async def agents(self, names: list[str]) -> list[AgentStatus | None]:
+        """The status of each of ``names`` (None for one not defined), in one round trip."""
+        replies = await self._pipelined([read for a in names for read in (
+            ("hgetall", self.keys.agent(a)), ("smembers", self.keys.agent(a) + ":queues"))])
+        return [_agent_status(a, _hash(replies[2 * i]), _strs(replies[2 * i + 1]))
+                for i, a in enumerate(names)]
 
     # supervisors
     async def move_call(self, call_id: str, queue: str = "", priority: int | None = None,
