@@ -18,7 +18,7 @@ from api_support import PASSWORDS, api_app, serving
 from fastapi import Request
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
-from appserver.api import console_routes
+from appserver.api import sockets
 from appserver.api.auth import (
     LOGIN_MAX_PER_ACCOUNT,
     LOGIN_MAX_PER_CLIENT,
@@ -257,7 +257,7 @@ async def test_token_lifetime_is_capped_by_the_server(pg_pool, redis_client) -> 
 async def test_agent_socket_closes_when_its_session_ends(
     pg_pool, redis_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(console_routes, "SESSION_RECHECK", 0.2)
+    monkeypatch.setattr(sockets, "SESSION_RECHECK", 0.2)
     async with (
         api_app(pg_pool, redis_client) as api,
         serving(api) as base,

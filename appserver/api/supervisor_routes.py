@@ -7,31 +7,22 @@ trail (``audit_log``: resource ``agent_state``, ``queued_call`` or ``call``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from appserver.api import audit
 from appserver.api.admin_routes import SlugPath
-from appserver.api.auth import SESSION_COOKIE, AuthError, Principal, authenticate
-from appserver.api.console_routes import (
-    SESSION_RECHECK,
-    CallId,
-    _act,
-    _drain,
-    _refused,
-    _same_origin,
-)
+from appserver.api.auth import AuthError, Principal
+from appserver.api.console_routes import CallId, _act, _refused
 from appserver.api.context import ApiContext
 from appserver.api.deps import Context, Supervisor, client_address
+from appserver.api.sockets import forward, open_socket
 from appserver.queues.model import MAX_PRIORITY, AgentStatus, QueueConfigError
 from appserver.queues.store import QueueError
 
@@ -142,51 +133,22 @@ async def _act_on(coro: Awaitable[T]) -> T:
         raise _refused(exc) from None
 
 
+def _supervisors_only(principal: Principal) -> None:
+    if not principal.has("supervisor"):
+        raise AuthError(403, f"the wallboard needs the supervisor role; you are {principal.role}")
+
+
 @router.websocket("/ws/wallboard")
 async def wallboard_socket(ws: WebSocket) -> None:
     """``hello`` (a snapshot with the last hour's ``series``), then a ``snapshot`` on every
     change (within a fraction of a second) and at least every few seconds."""
-    ctx: ApiContext = ws.app.state.ctx
-    auth = ws.headers.get("authorization", "")
-    bearer = auth[7:] if auth.lower().startswith("bearer ") else None
-    cookie = ws.cookies.get(SESSION_COOKIE)
-    try:
-        if not _same_origin(ws):
-            raise AuthError(403, "cross-origin WebSocket refused")
-        principal = await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
-        if not principal.has("supervisor"):
-            raise AuthError(403, f"the wallboard needs the supervisor role; you are "
-                                 f"{principal.role}")
-    except AuthError as exc:
-        await ws.accept()
-        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
+    session = await open_socket(ws, _supervisors_only)
+    if session is None:
         return
-    await ws.accept()
-    queue = ctx.wallboard.subscribe()
-    reader = asyncio.create_task(_drain(ws))
+    board = session.ctx.wallboard
+    queue = board.subscribe()
     try:
-        await ws.send_json({**await ctx.wallboard.snapshot(), "type": "hello",
-                            "series": await ctx.wallboard.series()})
-        recheck = time.monotonic() + SESSION_RECHECK
-        while not reader.done():
-            if time.monotonic() >= recheck:  # the session may have ended, the role changed
-                principal = await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
-                if not principal.has("supervisor"):
-                    raise AuthError(403, "the supervisor role was withdrawn")
-                recheck = time.monotonic() + SESSION_RECHECK
-            getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, reader}, timeout=SESSION_RECHECK,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                await ws.send_json(getter.result())
-            else:
-                getter.cancel()
-    except AuthError as exc:
-        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        await forward(session, queue, {**await board.snapshot(), "type": "hello",
+                                       "series": await board.series()})
     finally:
-        ctx.wallboard.unsubscribe(queue)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-            await reader
+        board.unsubscribe(queue)

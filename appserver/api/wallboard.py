@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from appserver.queues.model import QueuedCall, QueueStats
 from appserver.queues.store import AGENTS_CHANNEL, CALLS_CHANNEL, QueueStore, now_ms
+from appserver.shells.aio import cancel
 
 log = logging.getLogger("callyard.api.wallboard")
 
@@ -105,11 +106,7 @@ class Wallboard:
         await asyncio.wait_for(self._ready.wait(), 5)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(self._tasks, 5)
         self._tasks = []
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
