@@ -5,12 +5,11 @@ the call (the agent's leg first when connected)."""
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from test_queues_runtime import Worker, define, eventually, until
+from test_queues_runtime import define, eventually, started_workers, until
 
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.caller_flow import QUEUED_VARIABLE
 from appserver.queues.model import Member, QueueConfig
-from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 from ivr.calls import (
     AgentAssigned,
@@ -29,9 +28,7 @@ from ivr.calls import (
 async def test_a_moved_caller_is_served_by_the_new_queue(redis_client: aioredis.Redis) -> None:
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"})
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
-    await rt.start()
+    [(worker, rt)] = await started_workers(redis_client, ("w1",), lease_seconds=15)
     try:
         worker.place(rt, "call-0001")
         await rt.drain()
@@ -65,9 +62,7 @@ async def test_a_supervisor_hangs_up_a_waiting_and_a_connected_caller(
         redis_client: aioredis.Redis) -> None:
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"})
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
-    await rt.start()
+    [(worker, rt)] = await started_workers(redis_client, ("w1",), lease_seconds=15)
     agents = AgentControl(store)
     try:
         worker.place(rt, "call-0001")

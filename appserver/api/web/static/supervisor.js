@@ -8,20 +8,7 @@
   const COLORS = ["#5a6fb0", "#b35c00", "#1b7f3b", "#8a4f9e", "#b00020", "#2a8a8a"];
   let ws = null, retry = 0, board = null, skew = 0, series = {}, charts = {};
 
-  async function api(method, path, body) {
-    const r = await fetch(path, {
-      method, credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const data = await r.json().catch(() => null);
-    if (!r.ok) {
-      const d = data && data.detail;
-      const msg = typeof d === "string" ? d : d && d.message ? d.message : JSON.stringify(d);
-      throw new Error(msg || r.statusText);
-    }
-    return data;
-  }
+  const { api } = window.Callyard;
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -217,15 +204,7 @@
     connect();
   }
 
-  $("login-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const f = new FormData(e.target);
-    $("login-error").textContent = "";
-    try {
-      await api("POST", "/api/auth/login", { username: f.get("username"), password: f.get("password") });
-      await start(await api("GET", "/api/auth/me"));
-    } catch (err) { $("login-error").textContent = err.message; }
-  });
+  Callyard.onLogin(async () => start(await api("GET", "/api/auth/me")));
   $("logout").onclick = act(async () => {
     await api("POST", "/api/auth/logout");
     if (ws) { ws.onclose = null; ws.close(); }
