@@ -13,6 +13,11 @@ leg (``EndDial``) and, once its ``DialResult`` is in, continues with ``Transfer`
 extension or ``Enqueue`` into a queue. An agent's hang-up ends their leg the same way, then
 the call is answered and over for the queue.
 
+A supervisor can move a waiting caller to another queue or change their priority
+(:class:`~ivr.calls.QueueMoved`: the new queue's music, announcements and maximum wait) and
+hang a caller up (:class:`~ivr.calls.SupervisorHangup`: a waiting caller leaves as ``ended``;
+a connected one loses the agent's leg, then the call).
+
 It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
 agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
 flow decides (answered, abandoned, overflow or exit to a menu, failure), with

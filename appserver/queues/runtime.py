@@ -16,7 +16,8 @@ given to the constructor instead when the worker exists first). The runtime then
 * delivers :class:`~ivr.calls.QueueUpdate` (position, estimated wait, staffed agents) when
   they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
   :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer or
-  hangs up, and
+  hangs up, :class:`~ivr.calls.QueueMoved` / :class:`~ivr.calls.SupervisorHangup` when a
+  supervisor moves or hangs up one of its callers (``lua/move.lua``, ``lua/hangup.lua``), and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
