@@ -12,7 +12,8 @@ restart:
   calls today;
 * the callers in line (for the supervisor's actions);
 * the last hour of waiting callers and service level: one sample per queue every
-  :data:`SAMPLE_SECONDS`, taken by one API process at a time, kept in Redis lists.
+  :data:`SAMPLE_SECONDS`, taken by one API process at a time, kept in Redis
+  (``QueueStore.add_sample``).
 
 Each API process subscribes once to the queue events (``callyard:q:agents``,
 ``callyard:q:calls``, published by the Lua scripts whichever worker runs them) and, while a
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -43,8 +43,6 @@ log = logging.getLogger("callyard.api.wallboard")
 
 SAMPLE_SECONDS = 10
 SERIES_SECONDS = 3600
-SERIES_KEY = "callyard:wallboard:series:"  # + queue: JSON [t_ms, waiting, service_level]
-SAMPLER_TURN = "callyard:wallboard:sampler"
 SETTLE = 0.15  # seconds to let a burst of events settle before one snapshot
 REFRESH = 5.0
 BACKLOG = 4  # snapshots buffered per socket; an old one is dropped for a newer one
@@ -154,26 +152,19 @@ class Wallboard:
     async def series(self, now: int | None = None) -> dict[str, list[list[Any]]]:
         """The last hour's samples per queue: ``[t_ms, waiting, service_level]``."""
         oldest = (now or now_ms()) - SERIES_SECONDS * 1000
-        out = {}
-        for name in await self.queues.queue_names():
-            raw = await self.redis.lrange(SERIES_KEY + name, 0, -1)
-            out[name] = [p for p in map(json.loads, raw) if p[0] >= oldest]
-        return out
+        return {name: await self.queues.samples(name, oldest)
+                for name in await self.queues.queue_names()}
 
     async def take_sample(self, now: int | None = None) -> None:
         """Append every queue's waiting callers and service level today to its series."""
         now = now or now_ms()
         since = day_start_ms(now, self.tz)
-        keep = SERIES_SECONDS // SAMPLE_SECONDS + 1
         for name in await self.queues.queue_names():
             stats = await self.queues.stats(name, now)
             level = today_figures(await self.queues.today(name, since, now))["service_level"]
-            key = SERIES_KEY + name
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, json.dumps([now, stats.waiting, level]))
-                pipe.ltrim(key, -keep, -1)
-                pipe.expire(key, 2 * SERIES_SECONDS)
-                await pipe.execute()
+            await self.queues.add_sample(name, [now, stats.waiting, level],
+                                         keep=SERIES_SECONDS // SAMPLE_SECONDS + 1,
+                                         ttl_seconds=2 * SERIES_SECONDS)
 
     # ------------------------------------------------------------------ loops
 
@@ -218,9 +209,7 @@ class Wallboard:
         while True:
             started = time.monotonic()
             try:
-                turn = await self.redis.set(SAMPLER_TURN, self._sampler_id, nx=True,
-                                            px=SAMPLE_SECONDS * 1000 - 500)
-                if turn:
+                if await self.queues.take_sample_turn(self._sampler_id, SAMPLE_SECONDS - 0.5):
                     await self.take_sample()
             except (RedisError, OSError) as exc:
                 log.warning("wallboard sample skipped", extra={"error": str(exc)})

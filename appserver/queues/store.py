@@ -296,6 +296,12 @@ class _Keys:
     def stats_lock(self) -> str:
         return f"{self.prefix}stats:lock"
 
+    def samples(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}:samples"
+
+    def samples_lock(self) -> str:
+        return f"{self.prefix}samples:lock"
+
 
 class QueueStore:
     """The queue operations, over ``client`` (``redis.asyncio.Redis`` or ``redis.Redis``).
@@ -413,12 +419,12 @@ class QueueStore:
                  for (q, c), h in zip(wanted, found, strict=True) if h]
         return [call for q, call in calls if call.queue == q]
 
-    async def _pipelined(self, reads: list[tuple[Any, ...]]) -> list[Any]:
-        """Plain reads in one round trip: (command, *args) each, their replies in order."""
-        if not reads:
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands in one round trip: (command, *args) each; their replies in order."""
+        if not commands:
             return []
         pipe = self.client.pipeline(transaction=False)
-        for command, *args in reads:
+        for command, *args in commands:
             getattr(pipe, command)(*args)
         return list(await reply(pipe.execute()))
 
@@ -480,6 +486,22 @@ class QueueStore:
         """True when ``worker`` may publish the stats for the next ``seconds`` (one worker
         at a time does)."""
         return bool(await reply(self.client.set(self.keys.stats_lock(), worker, nx=True,
+                                                px=int(seconds * 1000))))
+
+    # the wallboard's last hour: samples per queue, [t_ms, waiting, service_level or None]
+    async def add_sample(self, queue: str, sample: list[Any], keep: int,
+                         ttl_seconds: int) -> None:
+        key = self.keys.samples(check_name("queue", queue))
+        await self._pipelined([("rpush", key, json.dumps(sample)), ("ltrim", key, -keep, -1),
+                               ("expire", key, ttl_seconds)])
+
+    async def samples(self, queue: str, since_ms: int) -> list[list[Any]]:
+        raw = await reply(self.client.lrange(self.keys.samples(queue), 0, -1))
+        return [p for p in (json.loads(_s(r)) for r in raw) if p[0] >= since_ms]
+
+    async def take_sample_turn(self, sampler: str, seconds: float) -> bool:
+        """True when ``sampler`` may take the samples for the next ``seconds``."""
+        return bool(await reply(self.client.set(self.keys.samples_lock(), sampler, nx=True,
                                                 px=int(seconds * 1000))))
 
     async def publish_stats(self, now: int | None = None) -> list[QueueStats]:
