@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -177,6 +178,9 @@ class Settings(BaseSettings):
     # (no api_secret, LiveKit's devkey/secret) unless this is set.
     api_allow_insecure: bool = False
 
+    # The time zone of the supervisors' wallboard: its "today" starts at midnight there.
+    wallboard_timezone: str = "UTC"
+
     # LiveKit: server API (rooms, tokens) and the SIP address engines bridge callers to.
     livekit_url: str = "http://127.0.0.1:7880"
     livekit_api_key: str = "devkey"
@@ -227,6 +231,16 @@ class Settings(BaseSettings):
         if v:
             check_url(v)
         return v or None
+
+    @field_validator("wallboard_timezone")
+    @classmethod
+    def _check_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as "
+                             "Europe/Paris or UTC") from None
+        return v
 
     @field_validator("livekit_url")
     @classmethod

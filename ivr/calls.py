@@ -321,6 +321,20 @@ class SuperviseRequest:
     join: bool = False  # the supervisor (re)joins: dial them; False: change mode, or stop
 
 
+@dataclass(frozen=True, slots=True)
+class QueueMoved:
+    """From the queue runtime while the caller waits: a supervisor moved them to ``queue``
+    (possibly the same one) with ``priority``; they keep their waiting time."""
+
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorHangup:
+    """From the queue runtime: a supervisor hung the queued (or connected) caller up."""
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -334,6 +348,8 @@ Event: TypeAlias = (
     | AgentAssigned
     | AgentRequest
     | SuperviseRequest
+    | QueueMoved
+    | SupervisorHangup
 )
 
 

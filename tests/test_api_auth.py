@@ -18,7 +18,7 @@ from api_support import PASSWORDS, api_app, serving
 from fastapi import Request
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
-from appserver.api import console_routes
+from appserver.api import sockets
 from appserver.api.auth import (
     LOGIN_MAX_PER_ACCOUNT,
     LOGIN_MAX_PER_CLIENT,
@@ -33,7 +33,7 @@ from appserver.settings import load_settings
 
 PUBLIC = {
     "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-    "/openapi.json", "/api/auth/login", "/console", "/softphone",
+    "/openapi.json", "/api/auth/login", "/console", "/softphone", "/supervisor",
 }
 RANK = {"agent": 1, "supervisor": 2, "admin": 3}
 
@@ -88,7 +88,7 @@ async def test_websocket_route_needs_a_session(pg_pool, redis_client) -> None:
     async with api_app(pg_pool, redis_client) as api:
         paths = [r.path for r in all_routes(api.app.routes)
                  if isinstance(r, APIWebSocketRoute)]
-        assert paths == ["/ws/agent"]
+        assert paths == ["/ws/agent", "/ws/wallboard"]
 
 
 async def test_login_cookie_bearer_and_logout(pg_pool, redis_client) -> None:
@@ -257,7 +257,7 @@ async def test_token_lifetime_is_capped_by_the_server(pg_pool, redis_client) -> 
 async def test_agent_socket_closes_when_its_session_ends(
     pg_pool, redis_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(console_routes, "SESSION_RECHECK", 0.2)
+    monkeypatch.setattr(sockets, "SESSION_RECHECK", 0.2)
     async with (
         api_app(pg_pool, redis_client) as api,
         serving(api) as base,

@@ -217,6 +217,9 @@ async def _every_queue_operation(store: QueueStore) -> None:
     assert (await store.take_over("c2", "w2", now=t + 5)).queue == "sales"
     await store.leave("c2", "abandoned", now=t + 6)
     await store.finish("c1", now=t + 7)
+    assert (await store.move_call("c3", priority=5, now=t + 7)).priority == 5
+    assert (await store.today("sales", t, now=t + 7))["joined"] == 3
+    assert await store.hang_up("c3", now=t + 7) == "sent"
     await store.reap(now=t + 10**9)
     await store.stats("sales", now=t + 8)
     await store.publish_stats(now=t + 8)

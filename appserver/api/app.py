@@ -29,6 +29,7 @@ log = logging.getLogger("callyard.api")
 WEB = Path(__file__).parent / "web"
 # livekit-client, installed by `make install` (npm) beside the console's package.json.
 LIVEKIT_DIST = WEB / "node_modules" / "livekit-client" / "dist"
+UPLOT_DIST = WEB / "node_modules" / "uplot" / "dist"  # the wallboard's charts
 
 Readiness = Callable[[], Awaitable[dict[str, str]]]
 ECHO_LIMIT = 100  # longest input text a 422 repeats back (characters)
@@ -137,6 +138,8 @@ def create_app(
     app.add_middleware(AccessLog, proxies=settings.trusted_proxies if context else ())
     if LIVEKIT_DIST.is_dir():  # before /static, which would shadow it
         app.mount("/static/livekit", StaticFiles(directory=LIVEKIT_DIST), name="livekit")
+    if UPLOT_DIST.is_dir():
+        app.mount("/static/uplot", StaticFiles(directory=UPLOT_DIST), name="uplot")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
     @app.get("/healthz", tags=["health"])
@@ -161,12 +164,13 @@ def create_app(
             console_routes,
             ops_routes,
             supervise_routes,
+            supervisor_routes,
         )
 
         app.state.ctx = context
         _install_error_handlers(app)
         for module in (auth_routes, admin_routes, audit, ops_routes, console_routes,
-                       supervise_routes):
+                       supervise_routes, supervisor_routes):
             app.include_router(module.router)
 
     return app

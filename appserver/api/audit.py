@@ -96,14 +96,22 @@ async def record_if_changed(
     after = await spec.snapshot(db, params)
     if before == after:
         return
-    action = "create" if before is None else "delete" if after is None else "update"
     name = "/".join(params[n] for n in spec.names)
+    await record(db, spec.resource, name, before, after, actor=actor, via=via, client=client)
+
+
+async def record(
+    db: asyncpg.Pool, resource: str, name: str, before: dict[str, Any] | None,
+    after: dict[str, Any] | None, *, actor: str, via: str, client: str | None,
+) -> None:
+    """Store one audit entry: created (no ``before``), deleted (no ``after``) or updated."""
+    action = "create" if before is None else "delete" if after is None else "update"
     await db.execute(
         "INSERT INTO audit_log (actor, via, client, action, resource, name, before, after)"
         " VALUES ($1, $2, $3, $4, $5, $6,"
         " callyard_audit_row($7::text::jsonb, NULL),"
         " callyard_audit_row($8::text::jsonb, $7::text::jsonb))",
-        actor, via, client, action, spec.resource, name, _json(before), _json(after),
+        actor, via, client, action, resource, name, _json(before), _json(after),
     )
 
 

@@ -6,25 +6,22 @@ request, so an agent can only ever act for themselves.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, StringConstraints
 
 from appserver.agents.rooms import LiveKitUnavailable
-from appserver.api.auth import SESSION_COOKIE, AuthError, authenticate
+from appserver.api.auth import AuthError, Principal
 from appserver.api.console_hub import offer_details
 from appserver.api.context import ApiContext
 from appserver.api.deps import AgentSession, Context
+from appserver.api.sockets import forward, open_socket
 from appserver.queues.model import QueueConfigError
 from appserver.queues.store import QueueError
 from appserver.store.agents import get_agent
@@ -34,7 +31,6 @@ log = logging.getLogger("callyard.api.console")
 router = APIRouter(tags=["console"])
 templates = Jinja2Templates(directory=Path(__file__).parent / "web" / "templates")
 
-SESSION_RECHECK = 25.0  # seconds between checks that a socket's session is still valid
 CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
 
 
@@ -73,7 +69,7 @@ class AcceptOut(BaseModel):
     livekit: RoomOut | None = None
 
 
-_REFUSAL_STATUS = {"bad_target": 422, "invalid": 422, "no_such_queue": 404}
+_REFUSAL_STATUS = {"bad_target": 422, "invalid": 422, "no_such_queue": 404, "no_entry": 404}
 
 
 def _refused(exc: QueueError | QueueConfigError) -> HTTPException:
@@ -261,64 +257,24 @@ async def agent_history(
     ]
 
 
-def _same_origin(ws: WebSocket) -> bool:
-    origin = ws.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == ws.headers.get("host")
+def _agents_only(principal: Principal) -> None:
+    if principal.agent is None:
+        raise AuthError(403, "the agent socket needs an agent's session")
 
 
 @router.websocket("/ws/agent")
 async def agent_socket(ws: WebSocket) -> None:
     """Live events for the logged-in agent: ``hello`` (full status) first, then ``state``,
     ``offer``, ``offer_withdrawn``, ``hold``, ``transfer`` and ``resync`` as they happen."""
-    ctx: ApiContext = ws.app.state.ctx
-    auth = ws.headers.get("authorization", "")
-    bearer = auth[7:] if auth.lower().startswith("bearer ") else None
-    cookie = ws.cookies.get(SESSION_COOKIE)
-    try:
-        if not _same_origin(ws):
-            raise AuthError(403, "cross-origin WebSocket refused")
-        principal = await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
-        if principal.agent is None:
-            raise AuthError(403, "the agent socket needs an agent's session")
-    except AuthError as exc:
-        # Accept, then close with 4401/4403: browsers cannot see a refused handshake's status.
-        await ws.accept()
-        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
+    session = await open_socket(ws, _agents_only)
+    if session is None:
         return
-    agent = principal.agent
-    await ws.accept()
-    queue = ctx.hub.subscribe(agent)
-    reader = asyncio.create_task(_drain(ws))
+    agent = session.principal.agent
+    assert agent is not None
+    queue = session.ctx.hub.subscribe(agent)
     try:
-        await ws.send_json({"type": "hello", "status": await status_of(ctx, agent)})
-        recheck = time.monotonic() + SESSION_RECHECK
-        while not reader.done():
-            if time.monotonic() >= recheck:  # the session may have ended (logout, password)
-                await authenticate(ctx.pool, ctx.sessions, bearer, cookie)
-                recheck = time.monotonic() + SESSION_RECHECK
-            getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, reader}, timeout=SESSION_RECHECK,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                await ws.send_json(getter.result())
-            else:
-                getter.cancel()
-                if not done:
-                    await ws.send_json({"type": "ping"})
-    except AuthError as exc:
-        await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        await forward(session, queue, {"type": "hello",
+                                       "status": await status_of(session.ctx, agent)},
+                      idle={"type": "ping"})
     finally:
-        ctx.hub.unsubscribe(agent, queue)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-            await reader
-
-
-async def _drain(ws: WebSocket) -> None:
-    """Read (and ignore) what the client sends; returns when it disconnects."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await ws.receive_text()
-
+        session.ctx.hub.unsubscribe(agent, queue)

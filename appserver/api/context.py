@@ -13,6 +13,7 @@ from fastapi import Request
 from appserver.agents.rooms import CallRooms
 from appserver.api.auth import LoginLimiter, Sessions
 from appserver.api.console_hub import AgentHub
+from appserver.api.wallboard import Wallboard
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.store import QueueStore
 
@@ -35,12 +36,14 @@ class ApiContext:
     queues: QueueStore = field(init=False)
     control: AgentControl = field(init=False)
     hub: AgentHub = field(init=False)
+    wallboard: Wallboard = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(self.redis)
         self.queues = QueueStore(self.redis)
         self.control = AgentControl(self.queues)
         self.hub = AgentHub(self.redis, self.rooms, self.queues)
+        self.wallboard = Wallboard(self.redis, self.queues, self.settings.wallboard_timezone)
 
     @classmethod
     async def start(cls, pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, *,
@@ -56,11 +59,13 @@ class ApiContext:
         await redis.delete(LEGACY_SECRET_KEY)
         ctx = cls(pool, redis, settings, sessions, rooms)
         await ctx.hub.start()
+        await ctx.wallboard.start()
         rooms.start_janitor()
         return ctx
 
     async def stop(self) -> None:
         await self.hub.stop()
+        await self.wallboard.stop()
         await self.rooms.close()
 
 

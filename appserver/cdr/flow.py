@@ -38,9 +38,11 @@ from ivr.calls import (
     Event,
     Hangup,
     HungUp,
+    QueueMoved,
     QueueResult,
     QueueUpdate,
     SetVariable,
+    SupervisorHangup,
     Transfer,
     TransferResult,
 )
@@ -91,6 +93,7 @@ class CdrFlow:
         self._transferring = False  # Transfer sent, the engine's answer not in yet
         self._caller_cause = ""  # set when the caller hung up
         self._taken_from = ""  # the dead worker this call was taken over from
+        self._ended_by_supervisor = False
 
     # ------------------------------------------------------------------ CallFlow protocol
 
@@ -227,6 +230,12 @@ class CdrFlow:
         self._transfer_to = cmd.destination
         self._transferring = True
 
+    def _note_queue_moved(self, event: QueueMoved) -> None:
+        self._enter_queue(event.queue, self.clock())  # a supervisor moved the caller
+
+    def _note_supervisor_hangup(self, event: SupervisorHangup) -> None:
+        self._ended_by_supervisor = True
+
     def _note_hangup(self, cmd: Hangup) -> None:
         self._end("hangup" if self._caller_cause else "flow_hangup",
                   self._caller_cause or cmd.cause)
@@ -260,6 +269,8 @@ class CdrFlow:
         in_queue = self._queue_since is not None
         if in_queue and (self._assigned_at is not None or self._dial_answered):
             return "answered"
+        if in_queue and self._ended_by_supervisor:
+            return "hangup"
         if in_queue:  # the queue hung up (max wait, overflow) or the caller gave up
             return "overflow" if ending == "flow_hangup" else "abandoned"
         if self.queue_outcome:
@@ -287,6 +298,8 @@ class CdrFlow:
             extra["error"] = error
         if self._taken_from:
             extra["taken_over_from"] = self._taken_from
+        if self._ended_by_supervisor:
+            extra["ended_by"] = "supervisor"
         answered = self.answered_at if self.answered_at is not None else self._answer_sent
         self.record = CdrRecord(
             call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,
@@ -311,6 +324,8 @@ _EVENT_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     DialResult: CdrFlow._note_dial_result,
     QueueResult: CdrFlow._note_queue_result,
     TransferResult: CdrFlow._note_transfer_result,
+    QueueMoved: CdrFlow._note_queue_moved,
+    SupervisorHangup: CdrFlow._note_supervisor_hangup,
 }
 _COMMAND_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     Answer: CdrFlow._note_answer,

@@ -13,6 +13,11 @@ leg (``EndDial``) and, once its ``DialResult`` is in, continues with ``Transfer`
 extension or ``Enqueue`` into a queue. An agent's hang-up ends their leg the same way, then
 the call is answered and over for the queue.
 
+A supervisor can move a waiting caller to another queue or change their priority
+(:class:`~ivr.calls.QueueMoved`: the new queue's music, announcements and maximum wait) and
+hang a caller up (:class:`~ivr.calls.SupervisorHangup`: a waiting caller leaves as ``ended``;
+a connected one loses the agent's leg, then the call).
+
 It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
 agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
 flow decides (answered, abandoned, overflow or exit to a menu, failure), with
@@ -46,6 +51,7 @@ from ivr.calls import (
     Play,
     PlayFinished,
     Prompt,
+    QueueMoved,
     QueueResult,
     QueueUpdate,
     SetVariable,
@@ -53,6 +59,7 @@ from ivr.calls import (
     StartTimer,
     StopMoh,
     StopPlay,
+    SupervisorHangup,
     TimerFired,
     Transfer,
     Unhold,
@@ -82,7 +89,7 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Leave:
     call_id: str
-    outcome: Literal["abandoned", "left", "overflow", "timeout"]
+    outcome: Literal["abandoned", "left", "overflow", "timeout", "ended"]  # ended: supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +139,10 @@ class CallerFlow:
         *,
         clock: Callable[[], float] = time.monotonic,
         language: str = "en",
+        configs: Callable[[str], QueueConfig | None] = lambda queue: None,
     ) -> None:
         self.config = config
+        self.configs = configs  # queue definitions by name, for a supervisor's move
         self.priority = priority
         self.sink = sink
         self.clock = clock
@@ -182,6 +191,8 @@ class CallerFlow:
             return self._hung_up()
         if isinstance(event, QueueResult):
             return self._from_runtime(event)
+        if isinstance(event, SupervisorHangup):
+            return self._supervisor_hangup()
         if self.phase == "waiting":
             return self._waiting(event)
         if self.phase == "connecting" and isinstance(event, DialResult):
@@ -216,6 +227,8 @@ class CallerFlow:
                 return self._route("left", "exit", self.config.exit_action,
                                    self.config.exit_target)
             return []
+        if isinstance(event, QueueMoved):
+            return self._moved(event)
         if isinstance(event, AgentAssigned):
             self.phase = "connecting"
             self.agent = event.agent
@@ -224,6 +237,29 @@ class CallerFlow:
             cmds.append(Dial(event.target, kind=kind, timeout=float(self.config.ring_timeout)))
             return cmds
         return []
+
+    def _moved(self, event: QueueMoved) -> list[Command]:
+        """A supervisor moved the caller: the new queue's music, announcements and maximum
+        wait (counted from now); their place in line is kept in Redis."""
+        config = self.configs(event.queue)
+        if config is None:
+            return []
+        self.config, self.priority = config, event.priority
+        self._joined_at = self.clock()
+        self.position = 0
+        return [*self._quiet(), SetVariable(QUEUED_VARIABLE, config.name), *self._wait_on()]
+
+    def _supervisor_hangup(self) -> list[Command]:
+        """A supervisor ends the call: a waiting caller leaves the queue (``ended``), a
+        connected one is over for the queue; the agent's leg ends, then the caller's."""
+        if self.phase == "connecting":
+            self.sink(Finish(self.call_id))
+            self._end(QueueResult(self.config.name, "answered", self.agent))
+            return [EndDial(), Hangup()]
+        self.sink(Leave(self.call_id, "ended"))
+        cmds = self._quiet()
+        self._end(QueueResult(self.config.name, "left", "supervisor"))
+        return [*cmds, Hangup()]
 
     def _agent_request(self, event: AgentRequest) -> list[Command]:
         if self.transfer_to:

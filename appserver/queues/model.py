@@ -297,6 +297,7 @@ class QueuedCall:
     transfer: str  # the agent's blind transfer under way, "" if none
     joined_ms: int
     menu_path: tuple[str, ...]  # the IVR menus the caller went through
+    priority: int = 0  # higher first
 
     @classmethod
     def from_redis(cls, call_id: str, h: Mapping[str, str]) -> QueuedCall:
@@ -304,7 +305,20 @@ class QueuedCall:
                    caller=h.get("caller", ""), agent=h.get("agent", ""),
                    held=h.get("held") == "1", transfer=h.get("transfer", ""),
                    joined_ms=int(float(h.get("joined") or 0)),
-                   menu_path=tuple(p for p in (h.get("menu_path") or "").split("/") if p))
+                   menu_path=tuple(p for p in (h.get("menu_path") or "").split("/") if p),
+                   priority=int(h.get("priority") or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class CallerMoved:
+    """A supervisor moved a waiting caller (``lua/move.lua``): from ``old_queue`` at
+    ``old_priority`` to ``queue`` at ``priority`` (either may be unchanged)."""
+
+    call_id: str
+    old_queue: str
+    queue: str
+    old_priority: int
+    priority: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ given to the constructor instead when the worker exists first). The runtime then
   they change, :class:`~ivr.calls.AgentAssigned` when an agent takes a caller,
   :class:`~ivr.calls.AgentRequest` when the connected agent asks for hold or a transfer or
   hangs up, :class:`~ivr.calls.SuperviseRequest` when a supervisor listens, whispers,
-  barges in or stops, and
+  barges in or stops, :class:`~ivr.calls.QueueMoved` / :class:`~ivr.calls.SupervisorHangup`
+  when a supervisor moves or hangs up one of its callers (``lua/move.lua``,
+  ``lua/hangup.lua``), and
   :class:`~ivr.calls.QueueResult` ``overflow`` (``full`` / ``joinempty``) or ``failed``
   (unknown queue, lease lost) when the queue ends a caller's stay;
 * every ``tick`` seconds renews its callers' leases, matches the queues they wait in,
@@ -62,10 +64,12 @@ from ivr.calls import (
     CallInfo,
     Enqueue,
     Event,
+    QueueMoved,
     QueueResult,
     QueueUpdate,
     SuperviseRequest,
     SuperviseRequestMode,
+    SupervisorHangup,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +143,8 @@ class QueueRuntime:
             return None
         priority = min(MAX_PRIORITY, max(0, enqueue.priority))
         language = call.variables.get("language", "en")
-        flow = CallerFlow(config, priority, self._submit, language=language)
+        flow = CallerFlow(config, priority, self._submit, language=language,
+                          configs=lambda queue: self.configs.get(queue))
         self.flows[call.call_id] = flow
         return flow
 
@@ -471,6 +476,10 @@ class QueueRuntime:
                 else "browser"
             self._send(msg["call"], AgentAssigned(msg["queue"], msg["agent"], msg["target"],
                                                   agent_kind))
+        elif kind == "moved":
+            self._moved(msg["call"], msg.get("queue", ""), int(msg.get("priority") or 0))
+        elif kind == "hangup":
+            self._send(msg["call"], SupervisorHangup())
         elif kind == "agent_request" and msg.get("action") in AGENT_REQUESTS:
             action: AgentRequestKind = msg["action"]  # type: ignore[assignment]
             self._send(msg["call"], AgentRequest(action, msg.get("target", "")))
@@ -480,6 +489,25 @@ class QueueRuntime:
                                                      join=msg.get("op") == "start"))
         else:
             log.warning("unknown inbox message ignored", extra={"message": repr(msg)[:200]})
+
+    def _moved(self, call_id: str, queue: str, priority: int) -> None:
+        """A supervisor moved one of our waiting callers (``lua/move.lua``): its flow takes
+        the new queue's definition (read again first when this worker lacks it)."""
+        if call_id not in self.flows:
+            return
+        if queue not in self.configs:
+            self.shell.spawn(self._moved_later(call_id, queue, priority), "queues-moved")
+            return
+        self._last.pop(call_id, None)  # the next heartbeat reports the new position
+        self._send(call_id, QueueMoved(queue, priority))
+
+    async def _moved_later(self, call_id: str, queue: str, priority: int) -> None:
+        await self.refresh_configs()
+        if queue in self.configs:
+            self._moved(call_id, queue, priority)
+        else:
+            log.error("caller moved to a queue this worker cannot read", extra={
+                "call_id": call_id, "queue": queue})
 
     def _queues_waiting(self) -> set[str]:
         return {f.config.name for f in self.flows.values() if f.phase == "waiting"}

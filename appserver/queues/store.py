@@ -27,6 +27,7 @@ from appserver.queues.model import (
     AcceptResult,
     AgentConfig,
     AgentStatus,
+    CallerMoved,
     CallStatus,
     EnqueueResult,
     Member,
@@ -44,7 +45,8 @@ from ivr.calls import SUPERVISE_MODES
 
 STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
-LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
+CALLS_CHANNEL = "callyard:q:calls"  # a queue's name when a caller joined, left or moved there
+LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost", "ended")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
 CALL_CONTROLS = ("hold", "unhold", "transfer")
 SUPERVISE_OPS = ("start", "change", "stop")
@@ -220,6 +222,43 @@ SUPERVISE_REFUSALS = {
     "supervised": "another supervisor is on this call",
     "not_supervising": "you are not supervising this call",
 }
+def _move_args(call_id: str, queue: str, priority: int | None, now: int) -> list[Any]:
+    check_call_id(call_id)
+    if queue:
+        check_name("queue", queue)
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)
+                                 or not 0 <= priority <= MAX_PRIORITY):
+        raise QueueConfigError(f"priority must be an integer 0..{MAX_PRIORITY}, got {priority!r}")
+    return [call_id, queue, -1 if priority is None else priority, now]
+
+
+_SUPERVISOR_REFUSALS = {
+    "no_entry": "that call is not in a queue (any more)",
+    "connected": "an agent already has that caller",
+    "no_such_queue": "no such queue",
+}
+
+
+def _supervisor_refusal(r: Any) -> QueueError | None:
+    items = _strs(r)
+    if items[0] != "err":
+        return None
+    return QueueError(items[1], _SUPERVISOR_REFUSALS.get(items[1], items[1]))
+
+
+def _moved(call_id: str, r: Any) -> CallerMoved:
+    refusal = _supervisor_refusal(r)
+    if refusal is not None:
+        raise refusal
+    items = _strs(r)
+    return CallerMoved(call_id, items[1], items[2], int(items[3]), int(items[4]))
+
+
+def _hung_up(r: Any) -> str:
+    refusal = _supervisor_refusal(r)
+    if refusal is not None:
+        raise refusal
+    return _s(r[0])
 
 
 def _check_leave(outcome: str) -> None:
@@ -265,6 +304,12 @@ class _Keys:
 
     def stats_lock(self) -> str:
         return f"{self.prefix}stats:lock"
+
+    def samples(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}:samples"
+
+    def samples_lock(self) -> str:
+        return f"{self.prefix}samples:lock"
 
 
 class QueueStore:
@@ -364,13 +409,33 @@ class QueueStore:
     async def queue_calls(self, queue: str, limit: int = 1000) -> list[QueuedCall]:
         """The callers of ``queue``: waiting or offered (first in line first, at most
         ``limit``), then those connected to one of its agents."""
-        ids = _strs(await reply(self.client.zrange(self.keys.waiting(queue), 0, limit - 1)))
-        for agent in await self.members(queue):
-            call = _s(await reply(self.client.hget(self.keys.agent(agent), "call")))
-            if call and call not in ids:
-                ids.append(call)
-        calls = [await self.queued_call(call_id) for call_id in ids]
-        return [c for c in calls if c is not None and c.queue == queue]
+        return await self.calls_in([queue], limit)
+
+    async def calls_in(self, queues: list[str], limit: int = 1000) -> list[QueuedCall]:
+        """:meth:`queue_calls` of each of ``queues`` in turn, in three round trips."""
+        lines = await self._pipelined([read for q in queues for read in (
+            ("zrange", self.keys.waiting(q), 0, limit - 1), ("hkeys", self.keys.members(q)))])
+        members = [_strs(m) for m in lines[1::2]]
+        connected = iter(await self._pipelined([("hget", self.keys.agent(a), "call")
+                                                for agents in members for a in agents]))
+        wanted: list[tuple[str, str]] = []  # (queue, call id)
+        for q, waiting, agents in zip(queues, lines[0::2], members, strict=True):
+            ids = _strs(waiting)
+            ids += [c for c in (_s(next(connected)) for _ in agents) if c and c not in ids]
+            wanted += [(q, c) for c in ids]
+        found = await self._pipelined([("hgetall", self.keys.call(c)) for _, c in wanted])
+        calls = [(q, QueuedCall.from_redis(c, _hash(h)))
+                 for (q, c), h in zip(wanted, found, strict=True) if h]
+        return [call for q, call in calls if call.queue == q]
+
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands in one round trip: (command, *args) each; their replies in order."""
+        if not commands:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for command, *args in commands:
+            getattr(pipe, command)(*args)
+        return list(await reply(pipe.execute()))
 
     # agents
     async def agent_action(self, agent: str, action: str, reason: str = "",
@@ -412,9 +477,33 @@ class QueueStore:
         return (supervisor, mode) if supervisor else None
 
     async def agent(self, agent: str) -> AgentStatus | None:
-        h = _hash(await reply(self.client.hgetall(self.keys.agent(agent))))
-        queues = _strs(await reply(self.client.smembers(self.keys.agent(agent) + ":queues")))
-        return _agent_status(agent, h, queues)
+        return (await self.agents([agent]))[0]
+
+    async def agents(self, names: list[str]) -> list[AgentStatus | None]:
+        """The status of each of ``names`` (None for one not defined), in one round trip."""
+        replies = await self._pipelined([read for a in names for read in (
+            ("hgetall", self.keys.agent(a)), ("smembers", self.keys.agent(a) + ":queues"))])
+        return [_agent_status(a, _hash(replies[2 * i]), _strs(replies[2 * i + 1]))
+                for i, a in enumerate(names)]
+
+    # supervisors
+    async def move_call(self, call_id: str, queue: str = "", priority: int | None = None,
+                        now: int | None = None) -> CallerMoved:
+        """Move a waiting caller to ``queue`` and/or give them ``priority`` (see
+        ``lua/move.lua``); :class:`QueueError` ``no_entry``, ``connected`` or
+        ``no_such_queue`` when it cannot."""
+        return _moved(call_id, await self._run("move", *_move_args(call_id, queue, priority,
+                                                                    now or now_ms())))
+
+    async def hang_up(self, call_id: str, now: int | None = None) -> str:
+        """Hang a queued or connected caller up (see ``lua/hangup.lua``): ``sent`` to the
+        worker owning the call, or ``removed`` (nobody owns it any more)."""
+        return _hung_up(await self._run("hangup", check_call_id(call_id), now or now_ms()))
+
+    async def today(self, queue: str, since_ms: int, now: int | None = None) -> dict[str, int]:
+        """``queue``'s counters since ``since_ms`` (5-minute resolution; two days kept)."""
+        r = await self._run("today", check_name("queue", queue), since_ms, now or now_ms())
+        return {k: int(v) for k, v in json.loads(_s(r)).items()}
 
     # stats
     async def stats(self, queue: str, now: int | None = None) -> QueueStats:
@@ -424,6 +513,22 @@ class QueueStore:
         """True when ``worker`` may publish the stats for the next ``seconds`` (one worker
         at a time does)."""
         return bool(await reply(self.client.set(self.keys.stats_lock(), worker, nx=True,
+                                                px=int(seconds * 1000))))
+
+    # the wallboard's last hour: samples per queue, [t_ms, waiting, service_level or None]
+    async def add_sample(self, queue: str, sample: list[Any], keep: int,
+                         ttl_seconds: int) -> None:
+        key = self.keys.samples(check_name("queue", queue))
+        await self._pipelined([("rpush", key, json.dumps(sample)), ("ltrim", key, -keep, -1),
+                               ("expire", key, ttl_seconds)])
+
+    async def samples(self, queue: str, since_ms: int) -> list[list[Any]]:
+        raw = await reply(self.client.lrange(self.keys.samples(queue), 0, -1))
+        return [p for p in (json.loads(_s(r)) for r in raw) if p[0] >= since_ms]
+
+    async def take_sample_turn(self, sampler: str, seconds: float) -> bool:
+        """True when ``sampler`` may take the samples for the next ``seconds``."""
+        return bool(await reply(self.client.set(self.keys.samples_lock(), sampler, nx=True,
                                                 px=int(seconds * 1000))))
 
     async def publish_stats(self, now: int | None = None) -> list[QueueStats]:

@@ -5,10 +5,27 @@
 local P = ARGV[1]
 local STATS_CHANNEL = 'callyard:q:stats'
 local AGENTS_CHANNEL = 'callyard:q:agents'
+local CALLS_CHANNEL = 'callyard:q:calls'
+-- Figures per queue and 5-minute interval (the wallboard's "today"), kept two days.
+local INTERVAL_MS = 300000
+local INTERVAL_TTL = 172800
 
 local function qkey(q, part) return P .. 'queue:' .. q .. ':' .. part end
 local function akey(a) return P .. 'agent:' .. a end
 local function ckey(c) return P .. 'call:' .. c end
+
+-- Add to the counters of queue q's interval holding now: pairs of field, increment.
+local function count_interval(q, now, ...)
+  local k = qkey(q, 'i:' .. math.floor(now / INTERVAL_MS))
+  local args = {...}
+  for i = 1, #args, 2 do redis.call('HINCRBY', k, args[i], args[i + 1]) end
+  redis.call('EXPIRE', k, INTERVAL_TTL)
+end
+
+-- Someone joined, left or moved in queue q (the wallboard refreshes).
+local function notify_queue(q)
+  redis.call('PUBLISH', CALLS_CHANNEL, q)
+end
 
 local function hgetall(key)
   local flat = redis.call('HGETALL', key)
@@ -118,7 +135,8 @@ local function no_answer(a, q, now)
 end
 
 -- Withdraw call c's offer to agent a. reason: no_answer | declined (counted), taken (another
--- agent won a ring-all), caller_left, logout, break (not counted).
+-- agent won a ring-all), caller_left, moved (a supervisor moved the caller), logout, break
+-- (not counted).
 local function release_offer(c, a, reason, now)
   redis.call('ZREM', P .. 'offers', c .. '|' .. a)
   local k = akey(a)
@@ -128,7 +146,7 @@ local function release_offer(c, a, reason, now)
     redis.call('HDEL', k, 'offer', 'offer_queue')
     if reason == 'no_answer' or reason == 'declined' then
       no_answer(a, q, now)
-    elseif reason == 'taken' or reason == 'caller_left' then
+    elseif reason == 'taken' or reason == 'caller_left' or reason == 'moved' then
       set_state(a, 'available', now, '', redis.call('HGET', k, 'idle_since'))
     end
     notify_agent(a, 'offer_withdrawn', {call = c, reason = reason})
@@ -171,7 +189,10 @@ end
 local function drop_call(c)
   local ck = ckey(c)
   local call = hgetall(ck)
-  if call['queue'] then redis.call('ZREM', qkey(call['queue'], 'waiting'), c) end
+  if call['queue'] then
+    redis.call('ZREM', qkey(call['queue'], 'waiting'), c)
+    notify_queue(call['queue'])
+  end
   if call['owner'] then redis.call('SREM', P .. 'worker:' .. call['owner'] .. ':calls', c) end
   redis.call('ZREM', P .. 'leases', c)
   redis.call('DEL', ck, ck .. ':offered')
@@ -193,6 +214,8 @@ local function complete(c, now)
   local ewma = num(redis.call('HGET', st, 'ewma_handle_ms'), handle)
   redis.call('HSET', st, 'ewma_handle_ms', math.floor((ewma * 3 + handle) / 4))
   redis.call('HINCRBY', qkey(q, 'agent_calls'), a, 1)
+  count_interval(q, now, 'answered', 1, 'answered_in_sl', wait <= sl and 1 or 0,
+                 'wait_ms', wait, 'handle_ms', handle, 'calls:' .. a, 1)
   redis.call('HINCRBY', akey(a), 'calls', 1)
   redis.call('HSET', akey(a), 'no_answer', 0)
   if redis.call('HGET', akey(a), 'call') == c then after_call(a, q, now) end
@@ -217,14 +240,32 @@ local function leave(c, outcome, now)
   end
   local q = redis.call('HGET', ck, 'queue')
   local st = qkey(q, 'stats')
+  local counter = 'overflowed'
   if outcome == 'abandoned' or outcome == 'lost' then
-    redis.call('HINCRBY', st, 'abandoned', 1)
+    counter = 'abandoned'
     if outcome == 'lost' then redis.call('HINCRBY', st, 'lost', 1) end
   elseif outcome == 'left' then
-    redis.call('HINCRBY', st, 'exited', 1)
-  else
-    redis.call('HINCRBY', st, 'overflowed', 1)
+    counter = 'exited'
+  elseif outcome == 'ended' then
+    counter = 'ended'  -- a supervisor hung up
   end
+  redis.call('HINCRBY', st, counter, 1)
+  count_interval(q, now, counter, 1)
   drop_call(c)
   return state
+end
+
+-- Remove caller c whose worker stopped renewing its lease (it died), counted as lost. An
+-- agent already assigned such a caller may still be bridged to it in the engine, so the
+-- agent goes away (reason call_lost) rather than straight back to available: never two calls.
+local function reap_call(c, now)
+  local ck = ckey(c)
+  if redis.call('HGET', ck, 'state') == 'assigned' then
+    local a = redis.call('HGET', ck, 'agent')
+    if a and redis.call('HGET', akey(a), 'call') == c then
+      redis.call('HDEL', akey(a), 'call', 'call_queue')
+      set_state(a, 'away', now, 'call_lost')
+    end
+  end
+  if not leave(c, 'lost', now) then redis.call('ZREM', P .. 'leases', c) end
 end

@@ -19,10 +19,12 @@ local waiting = qkey(q, 'waiting')
 local max_len = num(conf['max_length'], 0)
 if max_len > 0 and redis.call('ZCARD', waiting) >= max_len then
   redis.call('HINCRBY', qkey(q, 'stats'), 'overflowed', 1)
+  count_interval(q, now, 'overflowed', 1)
   return {'full'}
 end
 if conf['join_when_empty'] == '0' and staffed(q) == 0 then
   redis.call('HINCRBY', qkey(q, 'stats'), 'overflowed', 1)
+  count_interval(q, now, 'overflowed', 1)
   return {'empty'}
 end
 -- Priority first (higher first), then join time: FIFO within a priority.
@@ -34,4 +36,6 @@ redis.call('ZADD', waiting, score, c)
 redis.call('ZADD', P .. 'leases', now + lease, c)
 redis.call('SADD', P .. 'worker:' .. owner .. ':calls', c)
 redis.call('HINCRBY', qkey(q, 'stats'), 'joined', 1)
+count_interval(q, now, 'joined', 1)
+notify_queue(q)
 return {'ok', redis.call('ZRANK', waiting, c) + 1, staffed(q)}

@@ -9,20 +9,7 @@
     not_offered: "the call is no longer offered to you",
   };
 
-  async function api(method, path, body) {
-    const r = await fetch(path, {
-      method, credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const data = r.status === 204 ? null : await r.json().catch(() => null);
-    if (!r.ok) {
-      const d = data && data.detail;
-      const msg = typeof d === "string" ? d : d && d.message ? d.message : JSON.stringify(d);
-      throw Object.assign(new Error(msg || r.statusText), { status: r.status });
-    }
-    return data;
-  }
+  const { api } = window.Callyard;
 
   function show(loggedIn) {
     $("login-view").hidden = loggedIn;
@@ -177,15 +164,7 @@
     loadHistory();
   }
 
-  $("login-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const f = new FormData(e.target);
-    $("login-error").textContent = "";
-    try {
-      await api("POST", "/api/auth/login", { username: f.get("username"), password: f.get("password") });
-      await start();
-    } catch (err) { $("login-error").textContent = err.message; }
-  });
+  Callyard.onLogin(start);
   $("logout").onclick = act(async () => {
     await api("POST", "/api/agent/logout").catch(() => {});
     await api("POST", "/api/auth/logout");

@@ -1,0 +1,215 @@
+// Callyard wallboard: queue and agent figures pushed over /ws/wallboard, charts with uPlot
+// (served from node_modules), and the supervisor's actions on agents and callers.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const HOUR = 3600 * 1000;
+  const STATES = ["available", "offered", "on_call", "wrap_up", "break", "away", "logged_out"];
+  const COLORS = ["#5a6fb0", "#b35c00", "#1b7f3b", "#8a4f9e", "#b00020", "#2a8a8a"];
+  let ws = null, retry = 0, board = null, skew = 0, series = {}, charts = {};
+
+  const { api } = window.Callyard;
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => {
+      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v);
+    });
+    children.flat().forEach((c) => node.append(c instanceof Node ? c : String(c ?? "")));
+    return node;
+  }
+
+  const now = () => Date.now() + skew;  // the server's clock
+  function duration(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(r).padStart(2, "0");
+  }
+  const seconds = (s) => duration(s * 1000);
+
+  function act(fn) {
+    return async () => {
+      $("action-error").textContent = "";
+      try { await fn(); } catch (e) { $("action-error").textContent = e.message; }
+    };
+  }
+
+  // ------------------------------------------------------------------ tables
+
+  function renderQueues() {
+    $("queues").tBodies[0].replaceChildren(...board.queues.map((q) => {
+      const t = q.today, sl = t.service_level;
+      const agents = Object.entries(q.agents).filter(([, n]) => n).map(([s, n]) => s.replace("_", " ") + " " + n).join(", ");
+      return el("tr", { dataset: { queue: q.name } },
+        el("td", {}, q.name),
+        el("td", { class: "num waiting" + (q.waiting ? " bad" : "") }, q.waiting),
+        el("td", { class: "num longest", dataset: { since: longestSince(q) } }, seconds(q.longest_wait)),
+        el("td", { class: "num answered" }, t.answered),
+        el("td", { class: "num abandoned" }, t.abandoned),
+        el("td", { class: "num sl " + (sl === null ? "" : sl >= 80 ? "good" : "bad"),
+                   title: "answered within " + q.service_level_seconds + " s" },
+           sl === null ? "—" : sl + " %"),
+        el("td", { class: "num" }, seconds(t.avg_wait)),
+        el("td", { class: "num" }, seconds(t.avg_handle)),
+        el("td", {}, agents || "none"));
+    }));
+  }
+
+  function longestSince(q) {
+    const joined = board.calls.filter((c) => c.queue === q.name && c.state !== "assigned").map((c) => c.joined_ms);
+    return joined.length ? Math.min(...joined) : "";
+  }
+
+  function stateButtons(a) {
+    const set = (state) => act(() => api("POST", `/api/supervisor/agents/${encodeURIComponent(a.username)}/state`,
+      { state, reason: "supervisor" }));
+    return [
+      el("button", { class: "small", "data-action": "available", onclick: set("available") }, "Available"),
+      el("button", { class: "small", "data-action": "break", onclick: set("break") }, "Break"),
+      el("button", { class: "small", "data-action": "logged_out", onclick: set("logged_out") }, "Log out"),
+    ];
+  }
+
+  function renderAgents() {
+    $("agents").tBodies[0].replaceChildren(...board.agents.map((a) => el("tr", { dataset: { agent: a.username } },
+      el("td", {}, a.username),
+      el("td", {}, el("span", { class: "state", dataset: { state: a.state } }, a.state.replace("_", " ")),
+         a.reason ? " (" + a.reason + ")" : ""),
+      el("td", { class: "num since", dataset: { since: a.since_ms } }, duration(now() - a.since_ms)),
+      el("td", { class: "caller" }, a.caller || ""),
+      el("td", {}, a.queue || ""),
+      el("td", { class: "num calls-today" }, a.calls_today),
+      el("td", {}, stateButtons(a)))));
+  }
+
+  function callActions(c) {
+    const path = `/api/supervisor/calls/${encodeURIComponent(c.call_id)}`;
+    const hangup = el("button", { class: "small", "data-action": "hangup",
+      onclick: act(async () => { if (confirm("Hang up " + (c.caller || c.call_id) + "?")) await api("POST", path + "/hangup"); }) }, "Hang up");
+    if (c.state === "assigned") return [hangup];
+    const queues = board.queues.map((q) => q.name).filter((n) => n !== c.queue);
+    const target = el("select", { "aria-label": "move to queue" }, queues.map((n) => el("option", { value: n }, n)));
+    const move = el("button", { class: "small", "data-action": "move",
+      onclick: act(() => api("POST", path + "/move", { queue: target.value })) }, "Move");
+    const raise = el("button", { class: "small", "data-action": "priority", title: "raise the priority",
+      onclick: act(() => api("POST", path + "/move", { priority: Math.min(99, c.priority + 1) })) }, "Priority +1");
+    return [...(queues.length ? [target, move] : []), raise, hangup];
+  }
+
+  function renderCalls() {
+    $("no-calls").hidden = board.calls.length > 0;
+    $("calls").tBodies[0].replaceChildren(...board.calls.map((c) => el("tr", { dataset: { call: c.call_id } },
+      el("td", {}, c.caller || "unknown"),
+      el("td", { class: "queue" }, c.queue),
+      el("td", {}, c.state === "assigned" ? (c.held ? "on hold" : "with agent") : c.state),
+      el("td", {}, c.agent || ""),
+      el("td", { class: "num priority" }, c.priority),
+      el("td", { class: "num since", dataset: { since: c.joined_ms } }, duration(now() - c.joined_ms)),
+      el("td", {}, callActions(c)))));
+  }
+
+  function tick() {  // running clocks between pushes
+    document.querySelectorAll("td[data-since]").forEach((td) => {
+      if (td.dataset.since) td.textContent = duration(now() - Number(td.dataset.since));
+    });
+    if (board) $("clock").textContent = new Date(now()).toLocaleTimeString("en-GB", { timeZone: board.timezone }) + " " + board.timezone;
+  }
+
+  // ------------------------------------------------------------------ charts
+
+  function addPoints(snapshot) {
+    snapshot.queues.forEach((q) => {
+      const points = series[q.name] = series[q.name] || [];
+      const last = points[points.length - 1];
+      if (!last || snapshot.now_ms - last[0] >= 1000) points.push([snapshot.now_ms, q.waiting, q.today.service_level]);
+      while (points.length && points[0][0] < snapshot.now_ms - HOUR) points.shift();
+    });
+  }
+
+  function chart(id, column, range) {
+    if (!window.uPlot) return;
+    const names = board.queues.map((q) => q.name);
+    const data = uPlot.join(names.map((n) => {
+      const p = series[n] || [];
+      return [p.map((x) => x[0] / 1000), p.map((x) => x[column])];
+    }));
+    if (!data.length || !data[0].length) data.splice(0, data.length, [[]], ...names.map(() => []));
+    const key = names.join(",");
+    let c = charts[id];
+    if (c && c.key !== key) { c.plot.destroy(); c = null; }
+    if (!c) {
+      const box = $(id);
+      const opts = {
+        width: Math.max(280, box.clientWidth || 320), height: 180,
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), board.timezone),
+        scales: { x: { time: true }, y: { range } },
+        series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true }))],
+      };
+      c = charts[id] = { key, plot: new uPlot(opts, data, box) };
+    } else {
+      c.plot.setData(data);
+    }
+  }
+
+  function renderAgentBars() {
+    const counts = {};
+    board.agents.forEach((a) => { counts[a.state] = (counts[a.state] || 0) + 1; });
+    const max = Math.max(1, ...Object.values(counts));
+    $("agent-bars").replaceChildren(...STATES.filter((s) => counts[s]).map((s) => el("div", { class: "bar", dataset: { state: s } },
+      el("span", {}, s.replace("_", " ")),
+      el("span", { class: "fill state", dataset: { state: s }, style: `width: ${(12 * counts[s]) / max}rem` }),
+      el("span", { class: "count" }, counts[s]))));
+  }
+
+  function render(snapshot) {
+    board = snapshot;
+    skew = snapshot.now_ms - Date.now();
+    $("tz").textContent = snapshot.timezone;
+    addPoints(snapshot);
+    renderQueues(); renderAgents(); renderCalls(); renderAgentBars();
+    chart("chart-waiting", 1, (u, lo, hi) => [0, Math.max(3, hi)]);
+    chart("chart-sl", 2, () => [0, 100]);
+    tick();
+  }
+
+  // ------------------------------------------------------------------ socket and login
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(`${proto}//${location.host}/ws/wallboard`);
+    ws.onopen = () => { retry = 0; $("conn").textContent = "online"; $("conn").dataset.state = "online"; };
+    ws.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.type === "hello") series = msg.series || {};
+      if (msg.type === "hello" || msg.type === "snapshot") render(msg);
+    };
+    ws.onclose = (e) => {
+      $("conn").textContent = "offline"; $("conn").dataset.state = "offline";
+      if (e.code === 4401 || e.code === 4403) { show(false); $("login-error").textContent = e.reason; return; }
+      setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
+    };
+  }
+
+  function show(loggedIn) {
+    $("login-view").hidden = loggedIn;
+    $("board").hidden = !loggedIn;
+    $("logout").hidden = !loggedIn;
+  }
+
+  async function start(me) {
+    $("who").textContent = me.name + " (" + me.role + ")";
+    show(true);
+    connect();
+  }
+
+  Callyard.onLogin(async () => start(await api("GET", "/api/auth/me")));
+  $("logout").onclick = act(async () => {
+    await api("POST", "/api/auth/logout");
+    if (ws) { ws.onclose = null; ws.close(); }
+    show(false);
+  });
+  setInterval(tick, 1000);
+  api("GET", "/api/auth/me").then(start).catch(() => show(false));
+})();
