@@ -249,3 +249,40 @@ async def test_supervisors_read_the_editor_but_cannot_change_it(pg_pool, redis_c
                     ).status_code == 403
             assert (await sup.post("/api/menu-drafts/validate", json={"menus": {}})
                     ).status_code == 403
+
+
+async def test_try_a_draft_with_a_simulated_call(pg_pool, redis_client) -> None:
+    async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
+        await _seed(c)
+        await _draft(c, "sales", {**SALES, "greeting": ["tts:Sales for {{ caller }}"]})
+        unsaved = {"main": {**MAIN, "greeting": ["tts:Draft hello", "file:ivr/menu"],
+                            "timeout_prompt": ["tts:Still there?"], "max_retries": 1}}
+
+        async def trial(steps: list[str], menus: dict[str, Any] = unsaved) -> dict[str, Any]:
+            r = await c.post("/api/menu-drafts/try",
+                             json={"menu": "main", "menus": menus, "steps": steps})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        heard = await trial([])
+        assert [(e["kind"], e["text"]) for e in heard["transcript"]] == [
+            ("heard", "Draft hello"), ("heard", "[recording ivr/menu]")]
+        assert heard["state"] == "listening" and heard["menu"] == "main"
+        # Into the saved draft of sales (the template rendered), back, then the queue.
+        walk = await trial(["2", "*", "1"])
+        texts = [e["text"] for e in walk["transcript"]]
+        assert texts[2:5] == ["2", "Sales for +15550100", "*"]
+        assert walk["state"] == "queued" and texts[-1].startswith("handed to queue support")
+        # Silence: the timeout prompt, the greeting again, then (retries exhausted) hangup.
+        quiet = await trial(["silence", "silence", "silence"])
+        assert [e["text"] for e in quiet["transcript"]][2:4] == ["(caller stays silent)",
+                                                                 "Still there?"]
+        assert quiet["state"] == "ended"
+        # Nothing live changed; an invalid set cannot be tried.
+        assert (await get_menu(pg_pool, "main")).greeting == ("tts:Welcome",)
+        bad = {"main": {**MAIN, "options": [{"digits": "1", "action": "submenu",
+                                             "target": "ghost"}]}}
+        r = await c.post("/api/menu-drafts/try", json={"menu": "main", "menus": bad, "steps": []})
+        assert r.status_code == 422 and "ghost" in r.json()["detail"]["message"]
+        r = await c.post("/api/menu-drafts/try", json={"menu": "nope", "steps": []})
+        assert r.status_code == 404

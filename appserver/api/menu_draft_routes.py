@@ -36,6 +36,7 @@ from appserver.api.menu_guard import MENU_WRITE_LOCK
 from appserver.menus.changes import menu_changes
 from appserver.menus.loader import load_source, menu_def
 from appserver.menus.publisher import MenuPublisher
+from appserver.menus.trial import run_trial
 from appserver.store import menu_drafts as drafts_repo
 from appserver.store import menus as menus_repo
 from appserver.store.menu_drafts import Draft, DraftConflict, MenuBody
@@ -56,13 +57,19 @@ class DraftIn(s.Strict):
 
 class CandidateIn(s.Strict):
     menus: dict[s.Slug, dict[str, Any] | None] = Field(
-        max_length=500, description="unsaved menus (null: deleted) laid over the drafts")
+        {}, max_length=500, description="unsaved menus (null: deleted) laid over the drafts")
 
 
 class PublishIn(s.Strict):
     revisions: dict[str, int] = Field(
         max_length=500, description="the draft revisions you reviewed: {menu: revision}")
     note: Annotated[str, Field(max_length=MAX_NOTE)] = ""
+
+
+class TrialIn(CandidateIn):
+    menu: s.Slug = Field(description="the menu the simulated call enters")
+    steps: list[Annotated[str, Field(pattern=r"^([0-9*#]{1,20}|silence)$")]] = Field(
+        [], max_length=100, description='the caller\'s keys so far, or "silence"')
 
 
 class RollbackIn(s.Strict):
@@ -239,6 +246,26 @@ async def validate_candidate(ctx: Context, _: Admin, body: CandidateIn) -> dict[
     return {"valid": not errors(issues), "issues": _issues_out(issues)}
 
 
+@router.post("/menu-drafts/try")
+async def try_candidate(ctx: Context, _: Admin, body: TrialIn) -> dict[str, Any]:
+    """A simulated call into ``menu`` of the set with ``menus`` laid over the drafts, after
+    the caller's ``steps``: what the caller heard, in order, and where the call is. 422 while
+    the set has an error (as publishing would be)."""
+    async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                            readonly=True):
+        state = await EditorState.read(conn)
+    candidate = state.candidate(body.menus)
+    if body.menu not in candidate:
+        raise HTTPException(404, f"no menu named {body.menu!r} in the draft")
+    issues = check_set(state.source, candidate)
+    if errors(issues):
+        raise _rejected(issues, "cannot try it")
+    menus = tuple(menu_def(menu_from_body(n, s.MenuIn.model_validate(b)))
+                  for n, b in candidate.items())
+    trial = run_trial(dataclasses.replace(state.source, menus=menus), body.menu, body.steps)
+    return dataclasses.asdict(trial)
+
+
 @router.put("/menu-drafts/{name}")
 async def save_draft(ctx: Context, who: Admin, name: SlugPath, body: DraftIn) -> dict[str, Any]:
     """Save the draft of one menu (it may still make the set invalid: the answer lists the
@@ -281,12 +308,12 @@ async def discard_draft(
 # ---------------------------------------------------------------- making a set live
 
 
-def _rejected(issues: list[Issue]) -> HTTPException:
+def _rejected(issues: list[Issue], what: str = "not published") -> HTTPException:
     problems = errors(issues)
     listed = "; ".join(str(i) for i in problems[:5]) + (" ..." if len(problems) > 5 else "")
     return HTTPException(422, {
         "code": "menu_invalid",
-        "message": f"not published: {len(problems)} error(s): {listed}",
+        "message": f"{what}: {len(problems)} error(s): {listed}",
         "issues": _issues_out(problems),
     })
 
