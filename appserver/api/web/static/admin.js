@@ -174,7 +174,9 @@
       type: "button", class: "tree-menu", "aria-current": name === current ? "true" : null,
       "data-menu": name, onclick: () => selectMenu(name),
     }, label || name,
+    e && e.status !== "live" ? " " : null,
     e && e.status !== "live" ? el("span", { class: `badge status-${e.status}`, text: e.status === "changed" ? "draft" : e.status }) : null,
+    n ? " " : null,
     n ? el("span", { class: "badge errors", text: `${n} error${n > 1 ? "s" : ""}` }) : null);
   }
 
@@ -212,10 +214,15 @@
     roots.forEach((x) => walk(x.target));
     const items = roots.map((x) => el("li", {}, el("span", { class: "number", text: `☎ ${x.number}` }),
       el("ul", {}, menuNode(x.target, bodies, []))));
-    const others = Object.keys(bodies).filter((n) => !reached.has(n));
+    // Unreached menus: those no other menu leads to head a tree of their own.
+    const targets = new Set(Object.values(bodies).flatMap((b) => (b.options || [])
+      .filter((o) => o.action === "submenu").map((o) => o.target)));
+    const others = Object.keys(bodies).filter((n) => !reached.has(n) && !targets.has(n));
+    others.forEach(walk);
+    others.push(...Object.keys(bodies).filter((n) => !reached.has(n)));  // loops among themselves
     const deleted = state.menus.filter((m) => m.status === "deleted").map((m) => m.name);
     if (others.length) items.push(el("li", {}, el("span", { class: "hint", text: "Not reached from a number" }),
-      el("ul", {}, others.map((n) => el("li", {}, menuButton(n))))));
+      el("ul", {}, others.map((n) => menuNode(n, bodies, [])))));
     if (deleted.length) items.push(el("li", {}, el("span", { class: "hint", text: "Deleted when published" }),
       el("ul", {}, deleted.map((n) => el("li", {}, menuButton(n))))));
     $("tree").replaceChildren(el("ul", { class: "tree" }, items));
@@ -315,13 +322,13 @@
     list.setAttribute("aria-describedby", err.id);
     const useDefault = optional ? el("input", { type: "checkbox", id: nextId("dflt"), checked: specs === null || specs === undefined }) : null;
     for (const s of specs || []) list.append(promptRow(s, label));
-    const add = el("button", { type: "button", class: "admin-only", text: `Add ${label.toLowerCase()} prompt`,
+    const add = el("button", { type: "button", class: "admin-only", text: `Add ${label[0].toLowerCase()}${label.slice(1)} prompt`,
       onclick: () => {
         if (useDefault) useDefault.checked = false;
         const row = promptRow("tts:", label); list.append(row); row.querySelector("input").focus(); changed();
       } });
-    box.replaceChildren(el("h3", { text: label }),
-      useDefault ? el("label", { class: "inline" }, useDefault, " use the default (none)") : null,
+    box.replaceChildren(el("h3", { text: label === "Greeting" ? label : `${label} prompt` }),
+      useDefault ? el("label", { class: "inline check" }, useDefault, " none (use the default)") : null,
       list, add, err);
     if (useDefault) useDefault.addEventListener("change", () => { if (useDefault.checked) list.replaceChildren(); changed(); });
     box.useDefault = useDefault;
@@ -339,7 +346,7 @@
     const action = actionSelect(`${id}-action`, ACTIONS, o.action, false);
     const target = targetInput(`${id}-target`, o.action, o.target);
     action.addEventListener("change", () => syncTarget(action, target));
-    const prompts = el("div", { class: "prompts field", "data-field": "prompt", "data-label": `Key ${o.digits} prompt`, "data-optional": true });
+    const prompts = el("div", { class: "prompts field", "data-field": "prompt", "data-label": `Key ${o.digits}`, "data-optional": true });
     renderPrompts(prompts, o.prompt);
     const err = el("p", { class: "field-error option-error", id: nextId("err") });
     const card = el("div", { class: "option", "data-digits": o.digits, role: "group", "aria-label": `Key ${o.digits}` },
@@ -352,15 +359,22 @@
     return card;
   }
 
+  // Updated in place: replacing the buttons while one is being clicked would lose the click.
   function renderKeypad() {
+    const pad = $("keypad");
+    if (!pad.children.length) {
+      pad.append(...KEYS.map((k) => el("button", { type: "button", class: "key", "data-key": k, onclick: () => keyPressed(k) },
+        el("span", { class: "k", text: k }), el("span", { class: "a" }))));
+    }
     const used = new Map([...document.querySelectorAll("#options .option")].map((c) => [c.dataset.digits, c]));
-    $("keypad").replaceChildren(...KEYS.map((k) => {
+    for (const button of pad.children) {
+      const k = button.dataset.key;
       const card = used.get(k);
       const act = card ? card.querySelector("select").value : "";
-      return el("button", { type: "button", class: "key", "aria-pressed": card ? "true" : "false",
-        "aria-label": card ? `Key ${k}: ${act}` : `Key ${k}: not used${readonly() ? "" : ", add it"}`,
-        onclick: () => keyPressed(k) }, el("span", { class: "k", text: k }), el("span", { class: "a", text: act }));
-    }));
+      button.setAttribute("aria-pressed", card ? "true" : "false");
+      button.setAttribute("aria-label", card ? `Key ${k}: ${act}` : `Key ${k}: not used${readonly() ? "" : ", add it"}`);
+      button.querySelector(".a").textContent = act;
+    }
   }
 
   function keyPressed(digits) {
@@ -394,7 +408,7 @@
     }
     setValue("f-terminator", b.terminator ?? "#");
     document.querySelectorAll("#menu-form .action-pair").forEach((box) => renderActionPair(box, { exhausted_action: "hangup", ...b }));
-    document.querySelectorAll("#menu-form > fieldset .prompts").forEach((box) => renderPrompts(box, b[box.dataset.field] ?? (box.hasAttribute("data-optional") ? null : [])));
+    document.querySelectorAll("#menu-form > fieldset > .prompts").forEach((box) => renderPrompts(box, b[box.dataset.field] ?? (box.hasAttribute("data-optional") ? null : [])));
     $("options").replaceChildren(...(b.options || []).map(optionCard));
     renderKeypad();
     for (const [field, input] of [["description", "f-description"], ["language", "f-language"], ["schedule", "f-schedule"],
@@ -430,7 +444,7 @@
       b[`${p}_action`] = orNull($(`f-${p}_action`).value);
       b[`${p}_target`] = orNull($(`f-${p}_target`).value.trim());
     }
-    document.querySelectorAll("#menu-form > fieldset .prompts").forEach((box) => { b[box.dataset.field] = readPrompts(box); });
+    document.querySelectorAll("#menu-form > fieldset > .prompts").forEach((box) => { b[box.dataset.field] = readPrompts(box); });
     b.options = [...document.querySelectorAll("#options .option")].map((card, i) => {
       const [digits, action, target] = card.querySelectorAll(".grid input, .grid select");
       return { digits: digits.value.trim(), action: action.value, target: orNull(target.value.trim()),
@@ -591,6 +605,39 @@
       followLiveVersion(state.status.version);
     } catch (err) { banner(err.message); }
   }
+
+  // ---------------------------------------------------------------- try it
+  let trial = null; // {menu, menus, steps}
+
+  async function tryStep(step) {
+    if (step) trial.steps.push(step);
+    try {
+      const r = await api("POST", "/api/menu-drafts/try", trial);
+      $("captions").replaceChildren(...r.transcript.map((e) => el("li", { class: `t-${e.kind}` },
+        e.kind === "heard" ? el("span", { text: `▶ ${e.text}` })
+          : e.kind === "pressed" ? el("span", { text: `☎ pressed ${e.text}` })
+          : el("em", { text: e.text }))));
+      $("try-state").textContent = r.state === "listening" ? `In menu ${r.menu}: waiting for a key.` : `Call over: ${r.state}.`;
+      document.querySelectorAll("#try-keypad button, #try-silent").forEach((b) => { b.disabled = r.state !== "listening"; });
+    } catch (err) {
+      $("captions").replaceChildren();
+      $("try-state").textContent = err.message;
+    }
+  }
+
+  $("try").addEventListener("click", async () => {
+    trial = { menu: current, menus: dirty ? { [current]: collect() } : {}, steps: [] };
+    $("try-panel").hidden = false;
+    $("try-menu").textContent = current;
+    $("try-keypad").replaceChildren(...KEYS.map((k) => el("button", { type: "button", class: "key",
+      "aria-label": `Press ${k}`, onclick: () => tryStep(k) }, el("span", { class: "k", text: k }))));
+    await tryStep(null);
+    $("try-panel").scrollIntoView({ block: "nearest" });
+    $("try-keypad").querySelector("button").focus();
+  });
+  $("try-silent").addEventListener("click", () => tryStep("silence"));
+  $("try-hangup").addEventListener("click", () => { $("try-panel").hidden = true; trial = null; $("try").focus(); });
+  window.callyardAdmin.tryIt = true;
 
   // ---------------------------------------------------------------- start
   window.callyardAdmin.current = () => ({ name: current, body: current ? collect() : null, dirty });
