@@ -290,3 +290,86 @@ async def test_supervisors_read_only_labels_keyboard_and_small_screens(
         await expect(page.get_by_role("button", name="Save draft")).to_be_hidden()
         await expect(page.get_by_role("button", name="Publish drafts")).to_be_hidden()
         assert page.js_errors == []
+
+
+async def test_queues_agents_schedules_numbers_and_keys_pages(pg_pool, pg_dsn, redis_client
+                                                             ) -> None:
+    from playwright.async_api import expect
+
+    async with admin_stack(pg_pool, pg_dsn, redis_client) as (api, base, browser):
+        async with api.client(api.admin_key) as c:
+            await c.put("/api/menus/main", json={"greeting": ["tts:Hi"]})
+        page = await logged_in(browser, base, "admin1")
+        view = page.locator("#crud-view")
+
+        await page.get_by_role("link", name="Schedules").click()
+        await view.get_by_label("Name").fill("office")
+        await view.get_by_label("Time zone").fill("Europe/Paris")
+        await view.get_by_role("button", name="Add interval").click()
+        await view.get_by_label("Weekday").select_option("Tuesday")
+        await view.get_by_label("Opens").fill("09:00")
+        await view.get_by_label("Closes").fill("17:30")
+        await view.get_by_role("button", name="Add closure").click()
+        await view.get_by_label("Name", exact=True).last.fill("New year")
+        await view.get_by_label("Starts on").fill("2027-01-01")
+        await view.get_by_label("Ends on").fill("2027-01-01")
+        await view.get_by_role("button", name="Create").click()
+        await expect(view.locator("table")).to_contain_text("Europe/Paris")
+        async with api.client(api.admin_key) as c:
+            sched = (await c.get("/api/schedules/office")).json()
+        assert sched["hours"] == [{"weekday": 1, "opens": "09:00:00", "closes": "17:30:00"}]
+        assert sched["closures"][0]["name"] == "New year"
+
+        await page.get_by_role("link", name="Agents").click()
+        await view.get_by_label("Username").fill("dora")
+        await view.get_by_label("Display name").fill("Dora")
+        await view.get_by_label("Skills").fill("french:7, billing:3")
+        await view.get_by_label("New password").fill("dora-password-1")
+        await view.get_by_role("button", name="Create").click()
+        await expect(view.locator("table")).to_contain_text("Dora")
+
+        await page.get_by_role("link", name="Queues").click()
+        await view.get_by_role("button", name="Edit support").click()
+        await view.get_by_label("Wrap-up (s)").fill("15")
+        await view.get_by_role("button", name="Save").click()
+        await expect(page.locator("#banner")).to_contain_text("Saved queue support.")
+        await view.get_by_label("Agent", exact=True).select_option("dora")
+        await view.get_by_label("Tier", exact=True).fill("2")
+        await view.get_by_role("button", name="Add or update member").click()
+        await expect(view.get_by_role("button", name="Remove dora")).to_be_visible()
+        await screenshot(page, "admin-queue.png")
+
+        await page.get_by_role("link", name="Numbers").click()
+        await view.get_by_label("Number", exact=True).fill("9999")
+        await view.get_by_label("Target").fill("main")
+        await view.get_by_role("button", name="Create").click()
+        await expect(view.locator("table")).to_contain_text("9999")
+        await view.get_by_role("button", name="New number").click()
+        await view.get_by_label("Number", exact=True).fill("8888")  # a menu that does not exist
+        await view.get_by_label("Target").fill("nowhere")
+        await view.get_by_role("button", name="Create").click()
+        await expect(view.get_by_role("alert").first).to_contain_text("nowhere")
+
+        await page.get_by_role("link", name="API keys").click()
+        await view.get_by_label("Name").fill("reports")
+        await view.get_by_label("Role").select_option("supervisor")
+        await view.get_by_role("button", name="Create key").click()
+        await expect(view.get_by_role("status")).to_contain_text("Key reports: cyk_")
+
+        async with api.client(api.admin_key) as c:
+            assert (await c.get("/api/queues/support")).json()["wrapup_seconds"] == 15
+            member = (await c.get("/api/queues/support/members")).json()
+            assert [(m["agent"], m["tier"]) for m in member] == [("dora", 2)]
+            agent = (await c.get("/api/agents/dora")).json()
+            assert agent["skills"] == {"french": 7, "billing": 3} and agent["has_password"]
+            assert (await c.get("/api/extensions/9999")).json()["target"] == "main"
+            assert (await c.get("/api/extensions/8888")).status_code == 404
+
+        sup = await logged_in(browser, base, "super1")
+        await sup.get_by_role("link", name="Queues").click()
+        await sup.locator("#crud-view").get_by_role("button", name="View support").click()
+        await expect(sup.locator("#crud-view").get_by_label("Wrap-up (s)")).to_be_disabled()
+        await expect(sup.locator("#crud-view").get_by_role("button", name="Save")).to_be_hidden()
+        await sup.get_by_role("link", name="API keys").click()
+        await expect(sup.locator("#crud-view")).to_contain_text("managed by admins")
+        assert page.js_errors == [] and sup.js_errors == []
