@@ -80,6 +80,14 @@ async def test_validate_returns_every_error_with_menu_option_and_field(pg_pool, 
         r = await c.post("/api/menu-drafts/validate", json={"menus": {"sales": None}})
         assert [(i["menu"], i["option"], i["field"]) for i in r.json()["issues"]
                 if i["severity"] == "error"] == [("main", "2", "target")]
+        # Values of the wrong type are errors on their fields, not a server error.
+        odd = {"main": {"language": 5, "exhausted_action": "submenu", "exhausted_target": 7,
+                        "max_digits": "two", "options": [{"digits": 1, "target": 3}, "x"]}}
+        r = await c.post("/api/menu-drafts/validate", json={"menus": odd})
+        assert r.status_code == 200, r.text
+        fields = {(i["option"], i["field"]) for i in r.json()["issues"]}
+        assert {(None, "language"), (None, "exhausted_target"), (None, "max_digits"),
+                ("1", "action")} <= fields, fields
         assert await list_menus(pg_pool) == before
 
 

@@ -142,7 +142,10 @@ def _rough_def(name: str, raw: MenuBody) -> MenuDef:
             continue
         if isinstance(default, tuple):
             values[f.name] = _texts(value)
-        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        elif isinstance(default, int | float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[f.name] = value
+        elif isinstance(value, str):  # text fields, some optional (default None)
             values[f.name] = value
     options = _options_of(raw)
     values["options"] = tuple(
