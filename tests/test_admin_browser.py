@@ -231,7 +231,7 @@ async def test_roll_back_to_an_earlier_version(pg_pool, pg_dsn, redis_client) ->
         async with api.client(api.admin_key) as c:
             for greeting in ("tts:First", "tts:Second"):
                 state = (await c.get("/api/menu-drafts")).json()["menus"]
-                base_at = state[0]["live_updated_at"] if state else None
+                base_at = state[0]["live_digest"] if state else None
                 r = await c.put("/api/menu-drafts/main", json={
                     "revision": 0, "base": base_at, "menu": {"greeting": [greeting]}})
                 r = await c.post("/api/menu-drafts/publish", json={

@@ -40,7 +40,7 @@ async def _draft(c: httpx.AsyncClient, name: str, menu: dict[str, Any] | None,
     entry = (await _state(c)).get(name)
     if revision is None:
         revision = entry["draft"]["revision"] if entry and entry["draft"] else 0
-    base = entry["live_updated_at"] if entry and revision == 0 else None
+    base = entry["live_digest"] if entry and revision == 0 else None
     return await c.put(f"/api/menu-drafts/{name}",
                        json={"revision": revision, "base": base, "menu": menu})
 
@@ -164,7 +164,7 @@ async def test_concurrent_edits_get_a_clear_conflict(pg_pool, redis_client) -> N
         bob_token = await api.token("admin1")
         async with api.client(bob_token) as bob:
             opened = await _state(alice)  # both open the editor on the live menus
-            both = {"revision": 0, "base": opened["main"]["live_updated_at"]}
+            both = {"revision": 0, "base": opened["main"]["live_digest"]}
             r = await alice.put("/api/menu-drafts/main", json={**both, "menu": SALES})
             assert r.status_code == 200
             first = r.json()["draft"]["revision"]
@@ -187,19 +187,19 @@ async def test_concurrent_edits_get_a_clear_conflict(pg_pool, redis_client) -> N
                                        params={"revision": first})).status_code == 409
             assert (await alice.delete("/api/menu-drafts/main",
                                        params={"revision": second})).status_code == 204
-            # A live edit (REST or SQL) after the editor read the menu: its draft conflicts,
-            # and so does publishing a draft started before it.
-            stale = (await _state(alice))["sales"]["live_updated_at"]
+            # A live edit (REST or SQL, even of an option alone) after the editor read the
+            # menu: saving a draft of it conflicts, and so does publishing a draft started
+            # before it.
+            opened = await _state(alice)
             assert (await _draft(alice, "sales", {**SALES, "description": "d"})).status_code \
                 == 200
-            await pg_pool.execute("UPDATE ivr_menus SET description = 'by hand'"
-                                  " WHERE name = 'sales'")
-            r = await bob.put("/api/menu-drafts/main", json={"revision": 0, "base": stale,
-                                                              "menu": MAIN})
-            assert r.status_code == 409  # main's base is sales' time: not main's
+            await pg_pool.execute("UPDATE ivr_menu_options SET position = 5")  # main's too
+            r = await bob.put("/api/menu-drafts/main", json={
+                "revision": 0, "base": opened["main"]["live_digest"], "menu": MAIN})
+            assert r.status_code == 409 and "changed live" in r.json()["detail"]["message"]
             r = await _publish(alice)
             assert r.status_code == 409 and r.json()["detail"]["menus"] == ["sales"]
-            assert (await get_menu(pg_pool, "sales")).description == "by hand"
+            assert [o.position for o in (await get_menu(pg_pool, "sales")).options] == [5]
 
 
 async def test_history_diff_and_rollback(pg_pool, redis_client) -> None:

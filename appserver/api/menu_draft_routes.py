@@ -17,9 +17,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -50,8 +51,8 @@ MAX_NOTE = 1000
 
 class DraftIn(s.Strict):
     revision: int = Field(ge=0, description="the draft revision you read; 0: there was none")
-    base: datetime | None = Field(
-        None, description="with revision 0: updated_at of the live menu you started from")
+    base: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None, description="with revision 0: live_digest of the menu you started from")
     menu: s.MenuIn | None = Field(description="the menu; null: publishing deletes it")
 
 
@@ -90,6 +91,14 @@ class IssueOut(BaseModel):
 
 def _body(menu: menus_repo.Menu) -> MenuBody:
     return menu_out(menu).model_dump(mode="json", exclude={"name", "updated_at"})
+
+
+def digest(body: MenuBody | None) -> str | None:
+    """What a draft records of the live menu it started from: any change to the menu or
+    its options (by SQL too, which may leave ivr_menus.updated_at alone) changes it."""
+    if body is None:
+        return None
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _overlay(live: Mapping[str, MenuBody], drafts: Mapping[str, MenuBody | None]
@@ -219,6 +228,7 @@ def _entry(name: str, state: EditorState) -> dict[str, Any]:
         "status": status,
         "live": _body(live) if live else None,
         "live_updated_at": live.updated_at if live else None,
+        "live_digest": digest(_body(live)) if live else None,
         "draft": _draft_out(draft) if draft else None,
     }
 
@@ -277,15 +287,15 @@ async def save_draft(ctx: Context, who: Admin, name: SlugPath, body: DraftIn) ->
     menu = None if body.menu is None else body.menu.model_dump(mode="json")
     async with ctx.pool.acquire() as conn, conn.transaction():
         live = await menus_repo.get_menu(conn, name)
-        live_at = live.updated_at if live else None
-        if body.revision == 0 and live_at != body.base:
+        live_digest = digest(_body(live)) if live else None
+        if body.revision == 0 and live_digest != body.base:
             raise _conflict(f"menu {name!r} was changed live since you opened it; reload it",
                             live=_body(live) if live else None)
         if body.menu is None and live is None and body.revision == 0:
             raise HTTPException(404, f"no menu named {name!r} to delete")
         try:
             draft = await drafts_repo.save_draft(conn, name, menu, revision=body.revision,
-                                                 base=live_at if body.revision == 0 else None,
+                                                 base=live_digest if body.revision == 0 else None,
                                                  by=who.name)
         except DraftConflict as exc:
             raise _conflict(str(exc), draft=_draft_out(exc.current) if exc.current else None
@@ -363,8 +373,8 @@ async def publish(ctx: Context, who: Admin, request: Request, body: PublishIn) -
                              if seen.get(n) != body.revisions.get(n))
             raise _conflict("the drafts changed since you reviewed them (" + ", ".join(changed)
                             + "); reload and check them again", menus=changed)
-        stale = sorted(n for n, d in state.drafts.items()
-                       if (state.live[n].updated_at if n in state.live else None) != d.base)
+        before = state.live_bodies()
+        stale = sorted(n for n, d in state.drafts.items() if digest(before.get(n)) != d.base)
         if stale:
             raise _conflict("changed live since their draft was started: " + ", ".join(stale)
                             + "; discard those drafts or redo them on the live menus",
@@ -372,7 +382,7 @@ async def publish(ctx: Context, who: Admin, request: Request, body: PublishIn) -
         issues = state.issues()
         if errors(issues):
             raise _rejected(issues)
-        before, after = state.live_bodies(), state.candidate()
+        after = state.candidate()
         await _make_live(conn, request, ctx, who, before, after)
         version = await drafts_repo.record_version(
             conn, by=who.name, action="publish", menus=after,

@@ -24,7 +24,7 @@ class Draft:
     name: str
     menu: MenuBody | None  # None: the draft deletes the menu
     revision: int
-    base: datetime | None  # updated_at of the live menu it started from; None: a new menu
+    base: str | None  # digest of the live menu it started from; None: a new menu
     updated_by: str
     updated_at: datetime
 
@@ -62,11 +62,11 @@ async def get_draft(db: Executor, name: str) -> Draft | None:
 
 
 async def save_draft(
-    db: Executor, name: str, menu: MenuBody | None, *, revision: int, base: datetime | None,
+    db: Executor, name: str, menu: MenuBody | None, *, revision: int, base: str | None,
     by: str,
 ) -> Draft:
     """Save the draft of ``name``. ``revision`` is the one the editor read: 0 when there was
-    no draft (``base`` then says which live menu it started from)."""
+    no draft (``base`` then is the digest of the live menu it started from)."""
     if revision == 0:
         row = await db.fetchrow(
             "INSERT INTO menu_drafts (name, menu, base, updated_by)"

@@ -14,9 +14,9 @@ CREATE TABLE menu_drafts (
     menu        jsonb CONSTRAINT menu_drafts_menu_object
                 CHECK (menu IS NULL OR jsonb_typeof(menu) = 'object'),  -- NULL: delete it
     revision    bigint NOT NULL DEFAULT nextval('menu_draft_revisions'),
-    -- updated_at of the live menu the draft was started from (NULL: a new menu); publishing
-    -- refuses a draft whose live menu changed since (an edit by SQL or REST in between).
-    base        timestamptz,
+    -- Digest of the live menu (with its options) the draft was started from (NULL: a new
+    -- menu); publishing refuses a draft whose live menu changed since (a SQL or REST edit).
+    base        text CONSTRAINT menu_drafts_base_digest CHECK (base ~ '^[0-9a-f]{64}$'),
     updated_by  text NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );

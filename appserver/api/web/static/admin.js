@@ -504,7 +504,7 @@
   async function saveDraft(menu) {
     const e = entry(current);
     const revision = e && e.draft ? e.draft.revision : 0;
-    const base = revision === 0 && e ? e.live_updated_at : null;
+    const base = revision === 0 && e ? e.live_digest : null;
     try {
       const r = await api("PUT", `/api/menu-drafts/${current}`, { revision, base, menu });
       dirty = false;
