@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from appserver.api import schemas as s
 from appserver.api.admin_routes import SlugPath, menu_from_body, menu_out
@@ -75,15 +75,6 @@ class TrialIn(CandidateIn):
 
 class RollbackIn(s.Strict):
     note: Annotated[str, Field(max_length=MAX_NOTE)] = ""
-
-
-class IssueOut(BaseModel):
-    severity: str
-    menu: str | None
-    option: str | None
-    field: str | None
-    message: str
-    text: str
 
 
 # ---------------------------------------------------------------- the set being edited
