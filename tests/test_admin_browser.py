@@ -249,6 +249,14 @@ async def test_roll_back_to_an_earlier_version(pg_pool, pg_dsn, redis_client) ->
         await expect(page.locator("#banner")).to_contain_text("Rolled back")
         await expect(page.locator("#history > li").first).to_contain_text("rollback of #")
         assert (await get_menu(pg_pool, "main")).greeting == ("tts:First",)
+        # Deleting a menu is a draft too; published, it is gone (and in the history).
+        await page.locator("#tree").get_by_role("button", name="main").click()
+        await page.get_by_role("button", name="Delete menu").click()
+        await expect(page.locator("#save-state")).to_contain_text("Deleted when the drafts")
+        await expect(page.get_by_role("button", name="Save draft")).to_be_hidden()
+        await page.get_by_role("button", name="Publish drafts").click()
+        await expect(page.locator("#history > li").first).to_contain_text("admin1 · publish")
+        assert await get_menu(pg_pool, "main") is None
 
 
 async def test_supervisors_read_only_labels_keyboard_and_small_screens(

@@ -156,6 +156,8 @@ async def test_publish_refuses_an_invalid_set_naming_what_is_wrong(pg_pool, redi
             [("billing", "added"), ("main", "changed")]
         assert [o.digits for o in (await get_menu(pg_pool, "main")).options] == ["1", "2", "3"]
         assert (await _publish(c)).status_code == 422  # nothing left to publish
+        r = await _draft(c, "never", None)  # deleting what is not live: discard instead
+        assert r.status_code == 404 and "discard" in r.text
 
 
 async def test_concurrent_edits_get_a_clear_conflict(pg_pool, redis_client) -> None:

@@ -282,8 +282,8 @@ async def save_draft(ctx: Context, who: Admin, name: SlugPath, body: DraftIn) ->
         if body.revision == 0 and live_digest != body.base:
             raise _conflict(f"menu {name!r} was changed live since you opened it; reload it",
                             live=_body(live) if live else None)
-        if body.menu is None and live is None and body.revision == 0:
-            raise HTTPException(404, f"no menu named {name!r} to delete")
+        if body.menu is None and live is None:
+            raise HTTPException(404, f"menu {name!r} is not live: discard its draft instead")
         try:
             draft = await drafts_repo.save_draft(conn, name, menu, revision=body.revision,
                                                  base=live_digest if body.revision == 0 else None,

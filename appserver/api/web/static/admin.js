@@ -251,12 +251,15 @@
     const b = body(name);
     $("editor-title").textContent = `Menu ${name}`;
     if (e) $("editor-title").append(" ", el("span", { class: `badge status-${e.status}`, text: e.status === "changed" ? "draft" : e.status }));
+    const deleted = !!e && e.status === "deleted";
     $("menu-form").hidden = false;
-    fillForm(b || {});
+    fillForm(b || (e && e.live) || {});
+    $("save").hidden = deleted;
     $("discard").hidden = !(e && e.draft);
     $("delete-menu").hidden = !b;
     $("try").hidden = !b || !window.callyardAdmin.tryIt;
-    $("save-state").textContent = e && e.draft ? `Draft saved by ${e.draft.updated_by}` : "Live, no draft";
+    $("save-state").textContent = deleted ? "Deleted when the drafts are published (discard the draft to keep it)"
+      : e && e.draft ? `Draft saved by ${e.draft.updated_by}` : "Live, no draft";
     renderTree(); renderIssues(); showFieldErrors();
     renderStatus();
   }
@@ -510,7 +513,7 @@
       dirty = false;
       banner("");
       await loadMenus();
-      $("save-state").textContent = r.issues.some((i) => i.severity === "error") ? "Draft saved (with errors: it cannot be published yet)" : "Draft saved";
+      if (menu) $("save-state").textContent = r.issues.some((i) => i.severity === "error") ? "Draft saved (with errors: it cannot be published yet)" : "Draft saved";
     } catch (err) {
       if (err.status === 409) conflict(err);
       else banner(`Not saved: ${err.message}`);
@@ -519,18 +522,22 @@
 
   $("save").addEventListener("click", () => saveDraft(collect()));
   $("delete-menu").addEventListener("click", () => {
-    if (confirm(`Delete menu "${current}" when the drafts are published?`)) saveDraft(null);
-  });
-  $("discard").addEventListener("click", async () => {
     const e = entry(current);
-    if (!e || !e.draft || !confirm(`Discard the draft of "${current}"?`)) return;
+    if (e && !e.live) discard(`Delete the new menu "${current}" (it was never published)?`);
+    else if (confirm(`Delete menu "${current}" when the drafts are published?`)) saveDraft(null);
+  });
+  $("discard").addEventListener("click", () => discard(`Discard the draft of "${current}"?`));
+
+  async function discard(question) {
+    const e = entry(current);
+    if (!e || !e.draft || !confirm(question)) return;
     try {
       await api("DELETE", `/api/menu-drafts/${current}?revision=${e.draft.revision}`);
       dirty = false;
       if (!e.live) current = null;
       await loadMenus();
     } catch (err) { if (err.status === 409) conflict(err); else banner(err.message); }
-  });
+  }
 
   $("new-menu").addEventListener("submit", async (ev) => {
     ev.preventDefault();
