@@ -129,6 +129,11 @@ class FlowHarness:
         return self.hung_up or self._ended or self.flow.done
 
     @property
+    def playing(self) -> bool:
+        """A prompt is playing (started and not finished or stopped)."""
+        return bool(self._plays)
+
+    @property
     def waiting(self) -> Enqueue | Dial | None:
         """The queue/dial attempt awaiting its result, if any."""
         return self._waiting

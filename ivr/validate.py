@@ -58,6 +58,7 @@ class Issue:
     message: str
     menu: str | None = None
     option: str | None = None
+    field: str | None = None  # the menu or option field at fault, e.g. "target", "greeting"
 
     @property
     def where(self) -> str:
@@ -73,6 +74,7 @@ class Issue:
             "severity": self.severity,
             "menu": self.menu,
             "option": self.option,
+            "field": self.field,
             "message": self.message,
             "text": str(self),
         }
@@ -109,8 +111,11 @@ class _Checker:
             if o.action == "set"
         }
 
-    def error(self, message: str, menu: str | None = None, option: str | None = None) -> None:
-        self.issues.append(Issue("error", message, menu, option))
+    def error(
+        self, message: str, menu: str | None = None, option: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.issues.append(Issue("error", message, menu, option, field))
 
     def warn(self, message: str, menu: str | None = None, option: str | None = None) -> None:
         self.issues.append(Issue("warning", message, menu, option))
@@ -124,11 +129,11 @@ class _Checker:
             try:
                 prompt = parse_prompt(spec)
             except PromptSpecError as exc:
-                self.error(f"{what}: {exc}", menu, option)
+                self.error(f"{what}: {exc}", menu, option, what)
                 continue
             problem = check_template(prompt, self.set_variables)
             if problem:
-                self.error(f"{what} {spec!r} does not render: {problem}", menu, option)
+                self.error(f"{what} {spec!r} does not render: {problem}", menu, option, what)
             out.append(prompt)
         if (work := prompts_work(out)) > MAX_WORK:  # they are rendered together
             self.error(
@@ -136,6 +141,7 @@ class _Checker:
                 f"{MAX_WORK}); simplify them or move work into a call-flow app",
                 menu,
                 option,
+                what,
             )
         return out
 
@@ -144,67 +150,56 @@ class _Checker:
         self, kind: str, target: str, what: str, menu: MenuDef, option: OptionDef | None = None
     ) -> None:
         opt = option.digits if option else None
+        prefix = what.removesuffix("action").strip().replace(" ", "_")  # "exhausted", ""
+        target_field = f"{prefix}_target" if prefix else "target"
+
+        def fail(message: str, field: str = target_field) -> None:
+            self.error(message, menu.name, opt, field)
+
         target = (target or "").strip()
         allowed = ACTION_KINDS if option else MENU_LEVEL_ACTIONS
         if kind not in allowed:
-            self.error(
-                f"{what} {kind!r} is not one of {', '.join(sorted(allowed))}", menu.name, opt
-            )
+            fail(f"{what} {kind!r} is not one of {', '.join(sorted(allowed))}",
+                 f"{prefix}_action" if prefix else "action")
             return
         if kind == "submenu":
             if not target:
-                self.error(f"{what} submenu needs the target menu's name", menu.name, opt)
+                fail(f"{what} submenu needs the target menu's name")
             elif target not in self.menus:
-                self.error(f"{what} submenu target {target!r} does not exist", menu.name, opt)
+                fail(f"{what} submenu target {target!r} does not exist")
             elif target == menu.name:
-                self.error(
-                    f"{what} submenu targets its own menu; use 'repeat' instead", menu.name, opt
-                )
+                fail(f"{what} submenu targets its own menu; use 'repeat' instead")
         elif kind in ("back", "repeat", "main", "hangup"):
             if target:
-                self.error(f"{what} {kind} takes no target (got {target!r})", menu.name, opt)
+                fail(f"{what} {kind} takes no target (got {target!r})")
         elif kind == "enqueue":
             m = QUEUE_TARGET_RE.match(target)
             if not m:
-                self.error(
-                    f"{what} enqueue target {target!r} must be queue or queue:priority",
-                    menu.name,
-                    opt,
-                )
+                fail(f"{what} enqueue target {target!r} must be queue or queue:priority")
             elif m["queue"] not in self.src.queues:
                 known = ", ".join(sorted(self.src.queues)) or "none defined"
-                self.error(
-                    f"{what} enqueue target queue {m['queue']!r} does not exist (known: {known})",
-                    menu.name,
-                    opt,
-                )
+                fail(f"{what} enqueue target queue {m['queue']!r} does not exist (known: {known})")
         elif kind == "dial":
             if target not in self.extensions:
-                self.error(
-                    f"{what} dial target {target!r} is not a defined extension", menu.name, opt
-                )
+                fail(f"{what} dial target {target!r} is not a defined extension")
         elif kind == "transfer":
             if not DESTINATION_RE.match(target):
-                self.error(
+                fail(
                     f"{what} transfer destination {target!r} must be a number or address "
-                    "(letters, digits and + * # @ . _ : / -)",
-                    menu.name,
-                    opt,
+                    "(letters, digits and + * # @ . _ : / -)"
                 )
         elif kind == "play":
             if target:
-                self.error(
+                fail(
                     f"{what} play takes its prompts from the option's prompt, not the "
-                    f"target (got {target!r})",
-                    menu.name,
-                    opt,
+                    f"target (got {target!r})"
                 )
             if option is not None and not option.prompt:
-                self.error(f"{what} play needs the option's prompt to be set", menu.name, opt)
+                fail(f"{what} play needs the option's prompt to be set", "prompt")
         elif kind == "set":
             problem = set_target_problem(target)
             if problem:
-                self.error(f"{what} set target {target!r} {problem}", menu.name, opt)
+                fail(f"{what} set target {target!r} {problem}")
 
     # ---------------------------------------------------------------- menus
     def menu(self, m: MenuDef) -> None:
@@ -217,13 +212,17 @@ class _Checker:
         self.number(m.max_digits, MAX_DIGITS, "max_digits", n, "", whole=True)
         self.number(m.max_retries, MAX_RETRIES, "max_retries", n, "", whole=True)
         if m.terminator not in TERMINATORS:
-            self.error(f"terminator {m.terminator!r} must be '#', '*' or empty", n)
+            self.error(
+                f"terminator {m.terminator!r} must be '#', '*' or empty", n, field="terminator"
+            )
         if not LANGUAGE_RE.match(m.language or ""):
-            self.error(f"language {m.language!r} must be a code such as en or fr-CA", n)
+            self.error(
+                f"language {m.language!r} must be a code such as en or fr-CA", n, field="language"
+            )
         self.action(m.exhausted_action, m.exhausted_target, "exhausted action", m)
         if m.schedule is not None:
             if m.schedule not in self.schedules:
-                self.error(f"schedule {m.schedule!r} does not exist", n)
+                self.error(f"schedule {m.schedule!r} does not exist", n, field="schedule")
             self.action(m.closed_action or "hangup", m.closed_target, "closed action", m)
             if m.holiday_action:
                 self.action(m.holiday_action, m.holiday_target, "holiday action", m)
@@ -235,10 +234,10 @@ class _Checker:
         for o in m.options:
             d = o.digits
             if not DIGITS_RE.match(d or ""):
-                self.error("digits must be 1 to 20 of 0-9, * and #", n, d)
+                self.error("digits must be 1 to 20 of 0-9, * and #", n, d, "digits")
                 continue
             if d in seen:
-                self.error("is defined twice", n, d)
+                self.error("is defined twice", n, d, "digits")
                 continue
             seen[d] = o
             if m.terminator and m.terminator in d:
@@ -247,10 +246,14 @@ class _Checker:
                     "other digits or set the menu's terminator to another key or ''",
                     n,
                     d,
+                    "digits",
                 )
             if isinstance(m.max_digits, int) and len(d) > m.max_digits:
                 self.error(
-                    f"is {len(d)} digits long but the menu's max_digits is {m.max_digits}", n, d
+                    f"is {len(d)} digits long but the menu's max_digits is {m.max_digits}",
+                    n,
+                    d,
+                    "digits",
                 )
             self.prompts(o.prompt, "prompt", n, d)
             self.action(o.action, o.target, "action", m, o)
@@ -271,7 +274,9 @@ class _Checker:
             ok = math.isfinite(v) and lo <= v <= hi and (not whole or v == int(v))
         if not ok:
             kind = "a whole number" if whole else "a number"
-            self.error(f"{name} {value!r} must be {kind} from {lo:g} to {hi:g}{unit}", menu)
+            self.error(
+                f"{name} {value!r} must be {kind} from {lo:g} to {hi:g}{unit}", menu, field=name
+            )
 
     # ---------------------------------------------------------------- schedules, extensions
     def schedule_defs(self) -> None:

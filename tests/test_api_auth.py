@@ -33,7 +33,7 @@ from appserver.settings import load_settings
 
 PUBLIC = {
     "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-    "/openapi.json", "/api/auth/login", "/console", "/softphone", "/supervisor",
+    "/openapi.json", "/api/auth/login", "/console", "/admin", "/softphone", "/supervisor",
 }
 RANK = {"agent": 1, "supervisor": 2, "admin": 3}
 

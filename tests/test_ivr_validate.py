@@ -284,3 +284,30 @@ def test_compile_error_message_lists_errors() -> None:
         r"option '3': action submenu target 'x' does not exist",
     ):
         compile_menuset(with_option(OptionDef("3", "submenu", "x")))
+
+
+@pytest.mark.parametrize(
+    ("menu", "option", "field"),
+    [
+        (replace(MAIN, options=(OptionDef("1", "submenu", "ghost"),)), "1", "target"),
+        (replace(MAIN, options=(OptionDef("1", "fly"),)), "1", "action"),
+        (replace(MAIN, options=(OptionDef("1", "play"),)), "1", "prompt"),
+        (replace(MAIN, options=(OptionDef("1#", "hangup"),), max_digits=2), "1#", "digits"),
+        (replace(MAIN, options=(OptionDef("1", "hangup", "", ("say:x",)),)), "1", "prompt"),
+        (replace(MAIN, greeting=("tts:{{ nope }}",)), None, "greeting"),
+        (replace(MAIN, max_retries=11), None, "max_retries"),
+        (replace(MAIN, language="English"), None, "language"),
+        (replace(MAIN, exhausted_action="enqueue", exhausted_target="ghost"), None,
+         "exhausted_target"),
+        (replace(MAIN, exhausted_action="play"), None, "exhausted_action"),
+        (replace(MAIN, schedule="office", closed_action="dial", closed_target="1"), None,
+         "closed_target"),
+        (replace(MAIN, schedule="nope", closed_action="hangup"), None, "schedule"),
+    ],
+)
+def test_issues_name_the_field_at_fault(menu: MenuDef, option: str | None, field: str) -> None:
+    """The admin UI shows each error on its field: menu, option and field are named."""
+    found = [(i.menu, i.option, i.field) for i in validate(source(menu, SALES))
+             if i.severity == "error"]
+    assert found == [("main", option, field)]
+    assert validate(source(menu, SALES))[0].to_dict()["field"] == field

@@ -36,7 +36,7 @@ def _missing(what: str, name: str) -> HTTPException:
 # ---------------------------------------------------------------- menus
 
 
-def _menu_out(m: menus_repo.Menu) -> s.MenuOut:
+def menu_out(m: menus_repo.Menu) -> s.MenuOut:
     data = asdict(m)
     data.pop("id")
     data["options"] = [
@@ -45,7 +45,7 @@ def _menu_out(m: menus_repo.Menu) -> s.MenuOut:
     return s.MenuOut.model_validate(data)
 
 
-def _menu(name: str, body: s.MenuIn) -> menus_repo.Menu:
+def menu_from_body(name: str, body: s.MenuIn) -> menus_repo.Menu:
     def tup(v: list[str] | None) -> tuple[str, ...] | None:
         return None if v is None else tuple(v)
 
@@ -61,7 +61,7 @@ def _menu(name: str, body: s.MenuIn) -> menus_repo.Menu:
 
 @router.get("/menus", tags=["menus"])
 async def list_menus(ctx: Context, _: Supervisor) -> list[s.MenuOut]:
-    return [_menu_out(m) for m in await menus_repo.list_menus(ctx.pool)]
+    return [menu_out(m) for m in await menus_repo.list_menus(ctx.pool)]
 
 
 @router.get("/menus/status", tags=["menus"])
@@ -78,7 +78,7 @@ async def get_menu(ctx: Context, _: Supervisor, name: SlugPath) -> s.MenuOut:
     menu = await menus_repo.get_menu(ctx.pool, name)
     if menu is None:
         raise _missing("menu", name)
-    return _menu_out(menu)
+    return menu_out(menu)
 
 
 @router.put("/menus/{name}", tags=["menus"])
@@ -89,8 +89,8 @@ async def put_menu(ctx: Context, _: Admin, name: SlugPath, body: s.MenuIn) -> s.
     if len(set(digits)) != len(digits):
         raise HTTPException(422, "options: each digits value may appear once per menu")
     async with checked_write(ctx.pool, name, digits) as conn:
-        saved = await menus_repo.save_menu(conn, _menu(name, body))
-    return s.MenuSaved(**_menu_out(saved).model_dump())
+        saved = await menus_repo.save_menu(conn, menu_from_body(name, body))
+    return s.MenuSaved(**menu_out(saved).model_dump())
 
 
 @router.delete("/menus/{name}", status_code=204, tags=["menus"])

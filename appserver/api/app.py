@@ -158,10 +158,12 @@ def create_app(
 
     if context is not None:
         from appserver.api import (
+            admin_page,
             admin_routes,
             audit,
             auth_routes,
             console_routes,
+            menu_draft_routes,
             ops_routes,
             supervise_routes,
             supervisor_routes,
@@ -170,7 +172,7 @@ def create_app(
         app.state.ctx = context
         _install_error_handlers(app)
         for module in (auth_routes, admin_routes, audit, ops_routes, console_routes,
-                       supervise_routes, supervisor_routes):
+                       supervise_routes, supervisor_routes, menu_draft_routes, admin_page):
             app.include_router(module.router)
 
     return app

@@ -33,7 +33,7 @@ RELEVANT_TABLES = frozenset(
 )
 
 
-def _menu_def(m: Menu) -> MenuDef:
+def menu_def(m: Menu) -> MenuDef:
     return MenuDef(
         name=m.name,
         greeting=tuple(m.greeting),
@@ -73,7 +73,7 @@ async def _read(conn: asyncpg.Connection) -> MenuSource:
         for s in await list_schedules(conn)
     ]
     return MenuSource(
-        menus=tuple(_menu_def(m) for m in menus),
+        menus=tuple(menu_def(m) for m in menus),
         schedules=tuple(schedules),
         extensions=tuple(ExtensionDef(e.number, e.kind, e.target) for e in extensions),
         queues=frozenset(r["name"] for r in queues),
