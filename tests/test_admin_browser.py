@@ -2,13 +2,16 @@
 Redis: a menu built from scratch, a validation error on its field, a simulated call into
 the draft, publication through the live reloader and a call to the number through the
 Asterisk worker; a conflicting edit; a rollback; read-only supervisors; accessibility
-basics at two screen sizes. The README's screenshots (docs/admin-*.png) come from here.
+basics at two screen sizes. The README's screenshots (docs/admin-*.png) come from here
+(CALLYARD_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +37,7 @@ from appserver.store.queues import Queue, save_queue
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+SHOTS = Path(tempfile.gettempdir()) / "callyard-admin-screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 PASSWORDS = {**PASSWORDS, "admin2": "admin-pass-2"}
@@ -111,8 +115,11 @@ async def save(page: Any) -> None:
 
 
 async def screenshot(page: Any, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+    """Taken every run (and kept small); written over the README's copy in docs/ only with
+    CALLYARD_UPDATE_SCREENSHOTS=1, so a test run leaves the checkout as it was."""
+    folder = DOCS if os.environ.get("CALLYARD_UPDATE_SCREENSHOTS") == "1" else SHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     await page.screenshot(path=str(path))
     assert path.stat().st_size < 150_000, f"{name} is {path.stat().st_size} bytes"
 
