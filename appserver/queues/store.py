@@ -203,11 +203,16 @@ def _call_control_args(agent: str, action: str, target: str, now: int) -> list[A
     return [agent, action, target, now]
 
 
-def _ok_or_refused(r: Any, messages: Mapping[str, str]) -> str:
-    """A script's ``{'ok', value}`` -> value; ``{'err', reason}`` -> :class:`QueueError`."""
-    if _s(r[0]) != "ok":
+def _refused(r: Any, messages: Mapping[str, str]) -> None:
+    """A script's ``{'err', reason}`` -> :class:`QueueError` (its text from ``messages``)."""
+    if _s(r[0]) == "err":
         reason = _s(r[1])
         raise QueueError(reason, messages.get(reason, reason))
+
+
+def _ok_or_refused(r: Any, messages: Mapping[str, str]) -> str:
+    """A script's ``{'ok', value}`` -> value; ``{'err', reason}`` -> :class:`QueueError`."""
+    _refused(r, messages)
     return _s(r[1])
 
 
@@ -239,25 +244,14 @@ _SUPERVISOR_REFUSALS = {
 }
 
 
-def _supervisor_refusal(r: Any) -> QueueError | None:
-    items = _strs(r)
-    if items[0] != "err":
-        return None
-    return QueueError(items[1], _SUPERVISOR_REFUSALS.get(items[1], items[1]))
-
-
 def _moved(call_id: str, r: Any) -> CallerMoved:
-    refusal = _supervisor_refusal(r)
-    if refusal is not None:
-        raise refusal
+    _refused(r, _SUPERVISOR_REFUSALS)
     items = _strs(r)
     return CallerMoved(call_id, items[1], items[2], int(items[3]), int(items[4]))
 
 
 def _hung_up(r: Any) -> str:
-    refusal = _supervisor_refusal(r)
-    if refusal is not None:
-        raise refusal
+    _refused(r, _SUPERVISOR_REFUSALS)
     return _s(r[0])
 
 
