@@ -14,7 +14,7 @@ from typing import Any
 SCRIPT_NAMES = (
     "enqueue", "match", "accept", "decline", "dial_failed", "finish", "leave", "tick", "reap",
     "takeover", "agent", "call_control", "sync_queue", "drop_queue", "sync_agent", "drop_agent",
-    "stats",
+    "stats", "callback_request", "callback_claim", "callback_result", "callback_answered",
 )
 
 

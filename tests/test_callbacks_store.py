@@ -1,0 +1,119 @@
+"""Callback in queue, in real Redis: a callback keeps its place, is matched and offered like
+a caller (marked as a callback), claimed by exactly one worker, retried after busy with the
+queue's spacing, fails after the last attempt, and becomes a live caller's entry when the
+customer answers. Its history goes to a stream for PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import redis.asyncio as aioredis
+
+from appserver.queues.store import QueueStore
+from test_queues_store import T0, setup
+
+CB = {"callback_key": "5", "callback_max_attempts": 2, "callback_retry_seconds": 60}
+
+
+async def callback_waiting(store: QueueStore, now: int) -> None:
+    """c1 and c2 wait; c1 asks for a callback at 5550100 and hangs up."""
+    await store.enqueue("support", "c1", "w1", now=now, caller="5550100")
+    await store.enqueue("support", "c2", "w1", now=now + 10, caller="5550200")
+    assert await store.request_callback("c1", "5550100", now=now + 20) == 1
+
+
+async def test_a_callback_keeps_its_place_and_is_offered_marked(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], login=False, **CB)  # type: ignore[arg-type]
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe("callyard:q:agents")
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    # No owner and no lease: no worker's heartbeat or death touches it.
+    assert [s.call_id for s in await store.tick("w1", now=t + 30)] == ["c2"]
+    assert await store.reap(now=t + 60_000) == ["c2"]
+    stats = await store.stats("support", now=t + 100)
+    assert (stats.waiting, stats.callbacks_waiting, stats.callbacks_requested) == (0, 1, 1)
+    await store.agent_action("ann", "login", now=t + 200)
+    offers = await store.match("support", now=t + 300)
+    assert [(o.call_id, o.agent) for o in offers] == [("c1", "ann")]
+    offer: dict[str, str] = {}
+    for _ in range(20):  # the subscription's confirmation, state changes, then the offer
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg is not None and json.loads(msg["data"])["type"] == "offer":
+            offer = json.loads(msg["data"])
+            break
+    assert offer["callback"] == "5550100" and offer["caller"] == "5550100"
+    await pubsub.aclose()
+
+
+async def test_exactly_one_worker_claims_an_accepted_callback(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    await store.match("support", now=t + 100)
+    assert (await store.accept("ann", "c1", now=t + 200)).ok
+    claims = await asyncio.gather(*(store.claim_callbacks(f"w{i}", 60_000, now=t + 300)
+                                     for i in range(5)))
+    dials = [d for claim in claims for d in claim]
+    assert [(d.entry, d.number, d.agent, d.attempt) for d in dials] == [
+        ("c1", "5550100", "ann", 1)]
+    assert (await store.stats("support", now=t + 300)).callbacks_dialing == 1
+    # The claimer died: after the claim another worker dials again (attempt 2).
+    assert await store.claim_callbacks("w9", 60_000, now=t + 30_000) == []
+    again = await store.claim_callbacks("w9", 60_000, now=t + 60_301)
+    assert [(d.entry, d.attempt) for d in again] == [("c1", 2)]
+
+
+async def test_busy_then_retry_after_spacing_then_fail(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    await store.match("support", now=t + 100)
+    await store.accept("ann", "c1", now=t + 200)
+    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    r = await store.callback_result("c1", "busy", "USER_BUSY", now=t + 1000)
+    assert (r.status, r.attempts, r.not_before_ms) == ("retry", 1, t + 61_000)
+    ann = await store.agent("ann")
+    assert ann is not None and ann.state == "available" and ann.no_answer == 0
+    # Not offered again before the spacing: c2 (behind it) gets ann meanwhile.
+    assert [o.call_id for o in await store.match("support", now=t + 2000)] == ["c2"]
+    await store.decline("ann", "c2", now=t + 2100)
+    assert (await store.stats("support", now=t + 2100)).callback_estimate >= 58.9
+    assert [o.call_id for o in await store.match("support", now=t + 61_000)] == ["c1"]
+    await store.accept("ann", "c1", now=t + 61_100)
+    [dial] = await store.claim_callbacks("w1", 60_000, now=t + 61_200)
+    assert dial.attempt == 2
+    r = await store.callback_result("c1", "no_answer", "NO_ANSWER", now=t + 70_000)
+    assert (r.status, r.attempts) == ("failed", 2)
+    assert await store.queued_call("c1") is None
+    stats = await store.stats("support", now=t + 70_000)
+    assert (stats.callbacks_waiting, stats.callbacks_failed) == (0, 1)
+    history = await redis_client.xrange("{callyard:q}:callbacks:history")
+    events = [(f["event"], f.get("outcome", "")) for _, f in history]
+    assert events == [("requested", ""), ("dialing", ""), ("attempt", "busy"),
+                      ("dialing", ""), ("attempt", "no_answer"), ("failed", "no_answer")]
+
+
+async def test_answered_callback_becomes_the_live_callers_entry(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    await store.match("support", now=t + 100)
+    await store.accept("ann", "c1", now=t + 200)
+    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    assert (await store.callback_result("c1", "answered", now=t + 5000)).status == "answered"
+    for _ in range(2):  # a repeat gives the same answer
+        got = await store.callback_answered("c1", "leg-1", "w2", now=t + 5100)
+        assert (got.queue, got.state, got.agent, got.target, got.kind) == (
+            "support", "assigned", "ann", "ann", "browser")
+    assert await store.queued_call("c1") is None
+    ann = await store.agent("ann")
+    assert ann is not None and ann.call == "leg-1"
+    assert [s.call_id for s in await store.tick("w2", now=t + 5200)] == ["leg-1"]
+    assert await store.finish("leg-1", now=t + 65_200)
+    stats = await store.stats("support", now=t + 65_300)
+    assert (stats.answered, stats.callbacks_answered, stats.callbacks_dialing) == (1, 1, 0)
