@@ -130,6 +130,8 @@ class AriSimulator:
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
         self.calls: dict[str, AriSimulatedCall] = {}
+        # Calls to endpoints the application originated with no originator (callbacks).
+        self.originated: list[AriSimulatedCall] = []
         self.sockets: dict[str, list[_Socket]] = {}  # app -> connected sockets
         self.known_apps: set[str] = set()
         # Called with (channel id, operation nickname) for every REST command on a channel.
@@ -657,6 +659,10 @@ class AriSimulator:
             owner = self.channels.get(chan.originator or "")
             if owner and owner.call:
                 owner.call.transcript.add("dialed", party(endpoint))
+            if not chan.originator:  # a call out to someone (a callback's customer)
+                chan.call = AriSimulatedCall(self, chan.id, endpoint, caller_id)
+                self.calls[chan.id] = chan.call
+                self.originated.append(chan.call)
             self._spawn(self._run_outbound(chan, app, args, timeout))
         elif app:
             chan.stasis_app = app
