@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -151,7 +152,8 @@ async def asterisk_stack(redis_client: aioredis.Redis,
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                      password=sim.password)], factory, redis=redis_client)
     runtime = QueueRuntime(redis_client, f"asterisk-cb-{id(worker)}", worker.deliver,
-                           tick_seconds=0.1, dialer=AsteriskCallbackDialer(worker))
+                           tick_seconds=0.1, lease_seconds=1,
+                           dialer=AsteriskCallbackDialer(worker))
     await runtime.start()
     await worker.start()
     try:
@@ -188,3 +190,155 @@ async def test_asterisk_callback_busy_then_answered(redis_client: aioredis.Redis
             await busy_then_answered(store, caller, set_customer, customers)
     finally:
         await sim.stop()
+
+
+# ---------------------------------------------------------------- FreeSWITCH (gevent worker)
+
+FS_WORKER = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+import redis
+from test_callbacks_engines import app
+from appserver.freeswitch.callbacks import FreeswitchCallbackDialer
+from appserver.freeswitch.inbound import NodeManager
+from appserver.freeswitch.worker import FreeswitchWorker
+from appserver.queues.runtime import QueueRuntime
+from appserver.settings import EslNode
+from appserver.shells.green import run
+
+def factory(info):
+    return runtime.wrap(app(info))
+
+nodes = NodeManager([EslNode(host="127.0.0.1", port={esl_port}, password="ClueCon")])
+nodes.start()
+worker = FreeswitchWorker(("127.0.0.1", {port}), factory)
+runtime = QueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
+                       {worker_id!r}, worker.deliver, tick_seconds=0.1, lease_seconds=1,
+                       dialer=FreeswitchCallbackDialer(nodes, "9999 XML callyard"))
+run(runtime.start())
+worker.serve_forever()
+"""
+
+
+def start_fs_worker(port: int, esl_port: int, redis_url: str,
+                    worker_id: str) -> subprocess.Popen[bytes]:
+    code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port,
+                            esl_port=esl_port, url=redis_url, worker_id=worker_id)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "worker exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("worker did not start listening")
+
+
+def stop_fs_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+@asynccontextmanager
+async def freeswitch_sim(port: int) -> AsyncIterator[FreeswitchSimulator]:
+    """ESL simulator sending calls to the worker on ``port``: agent ann's leg talks 0.5 s,
+    the customer is busy (tests change that)."""
+    sim = FreeswitchSimulator([("127.0.0.1", port)], Behaviour(
+        prompt_seconds=0.1, talk_seconds=0.5, endpoints={"ann": "answer", CUSTOMER: "busy"}))
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+def fs_customers(sim: FreeswitchSimulator) -> Callable[[], list[SimulatedCall | None]]:
+    def customers() -> list[SimulatedCall | None]:
+        return [call for number, call in sim.originated if number == CUSTOMER]
+    return customers
+
+
+async def test_freeswitch_callback_busy_then_answered(
+        redis_client: aioredis.Redis, redis_url: str) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    port = free_port()
+    async with freeswitch_sim(port) as sim:
+        proc = start_fs_worker(port, sim.esl_port, redis_url, "fs-cb-1")
+        try:
+            caller = await sim.place_call("7000", caller=CUSTOMER)
+
+            def set_customer(mode: str) -> None:
+                sim.behaviour.endpoints[CUSTOMER] = mode
+
+            await busy_then_answered(store, caller, set_customer, fs_customers(sim))
+        finally:
+            stop_fs_worker(proc)
+
+
+async def test_freeswitch_worker_restarted_while_a_callback_waits(
+        redis_client: aioredis.Redis, redis_url: str) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    port = free_port()
+    async with freeswitch_sim(port) as sim:
+        sim.behaviour.endpoints[CUSTOMER] = "answer"
+        proc = start_fs_worker(port, sim.esl_port, redis_url, "fs-cb-a")
+        try:
+            await ask_for_callback(await sim.place_call("7000", caller=CUSTOMER))
+        finally:
+            stop_fs_worker(proc, signal.SIGKILL)  # the worker dies
+        proc = start_fs_worker(port, sim.esl_port, redis_url, "fs-cb-b")  # its successor
+        try:
+            await after_restart(store, fs_customers(sim))
+        finally:
+            stop_fs_worker(proc)
+
+
+async def test_asterisk_worker_restarted_while_a_callback_waits(
+        redis_client: aioredis.Redis) -> None:
+    store = QueueStore(redis_client)
+    await define_support(store)
+    sim = ari_sim()
+    sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
+    await sim.start()
+    try:
+        async with asterisk_stack(redis_client, sim):
+            await ask_for_callback(await sim.place_call("7000", caller=CUSTOMER))
+        async with asterisk_stack(redis_client, sim):  # another worker, after the first
+            await after_restart(store, lambda: list[SimulatedCall | None](sim.originated))
+    finally:
+        await sim.stop()
+
+
+async def after_restart(store: QueueStore,
+                        customers: Callable[[], list[SimulatedCall | None]]) -> None:
+    """The worker that registered the callback is gone; past its lease the callback still
+    waits, the new worker dials it when ann accepts, and connects them."""
+    await asyncio.sleep(1.5)  # more than a lease: a caller of the dead worker is reaped now
+    assert (await store.stats("support")).callbacks_waiting == 1
+    await store.agent_action("ann", "login")
+    await accept_offer(store)
+    await until(lambda: len(customers()) == 1)
+    customer = customers()[0]
+    assert customer is not None
+    await customer.wait_for_prompt("file:queue/callback_hello")
+    await customer.transcript.wait_for(lambda e: e.kind == "bridged" and "ann" in e.detail)
+    await until_answered(store)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
