@@ -278,16 +278,21 @@ def _strs(fields: dict[Any, Any]) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def writer_running(redis: Any, pool: asyncpg.Pool) -> AsyncIterator[CdrWriter]:
-    """A writer (and the Redis metrics poller) inside another process, e.g. ``callyard dev``."""
+    """A writer (and the callback history writer and the Redis metrics poller) inside
+    another process, e.g. ``callyard dev``."""
+    from appserver.cdr.callback_writer import CallbackHistoryWriter
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
 
     writer = CdrWriter(redis, pool)
+    callbacks = CallbackHistoryWriter(redis, pool)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     writer.start()
+    callbacks.start()
     poller.start()
     try:
         yield writer
     finally:
         await poller.stop()
+        await callbacks.stop()
         await writer.stop()
