@@ -7,6 +7,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from api_support import api_app
 
+from appserver.api.console_hub import offer_details
 from appserver.cdr.callback_writer import CallbackHistoryWriter
 from appserver.queues import config
 from appserver.queues.model import AgentConfig, Member, QueueConfig
@@ -58,6 +59,9 @@ async def test_queue_stats_show_waiting_callbacks(pg_pool: asyncpg.Pool,
     assert (stats["waiting"], stats["callbacks_waiting"], stats["callbacks_dialing"],
             stats["callbacks_requested"]) == (1, 1, 0, 1)
     assert stats["callback_estimate"] == 0.0  # no agent staffed, no handle time known yet
+    # The console marks the offer as a callback, with the number Callyard will call.
+    assert (await offer_details(store, "c2"))["callback"] == "5550200"
+    assert (await offer_details(store, "c1"))["callback"] == ""
 
 
 async def test_callback_history_in_postgresql(pg_pool: asyncpg.Pool,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import time

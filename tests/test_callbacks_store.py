@@ -9,9 +9,9 @@ import asyncio
 import json
 
 import redis.asyncio as aioredis
+from test_queues_store import T0, setup
 
 from appserver.queues.store import QueueStore
-from test_queues_store import T0, setup
 
 CB = {"callback_key": "5", "callback_max_attempts": 2, "callback_retry_seconds": 60}
 

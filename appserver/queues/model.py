@@ -333,10 +333,12 @@ class QueuedCall:
     transfer: str  # the agent's blind transfer under way, "" if none
     joined_ms: int
     menu_path: tuple[str, ...]  # the IVR menus the caller went through
+    callback: str = ""  # a callback (no caller on the line): the number to call back
 
     @classmethod
     def from_redis(cls, call_id: str, h: Mapping[str, str]) -> QueuedCall:
         return cls(call_id=call_id, queue=h.get("queue", ""), state=h.get("state", ""),
+                   callback=h.get("callback", ""),
                    caller=h.get("caller", ""), agent=h.get("agent", ""),
                    held=h.get("held") == "1", transfer=h.get("transfer", ""),
                    joined_ms=int(float(h.get("joined") or 0)),

@@ -1,0 +1,117 @@
+"""The callback dialog of a queued caller, as a pure flow: confirm the caller id, key in
+another number, unusable caller ids, silence, an agent taking the caller mid-dialog, and
+the answered customer's side."""
+
+from __future__ import annotations
+
+from test_queues_caller_flow import CALL, make
+
+from appserver.queues.caller_flow import (
+    CALLBACK_TIMER,
+    MAX_WAIT_TIMER,
+    CallbackAnswered,
+    RequestCallback,
+    announcement,
+)
+from appserver.queues.model import QueueConfig
+from ivr.calls import (
+    AgentAssigned,
+    CallInfo,
+    Command,
+    Dial,
+    Dtmf,
+    Hangup,
+    HungUp,
+    Play,
+    PlayFinished,
+    Prompt,
+    StartMoh,
+    StartTimer,
+    TimerFired,
+)
+
+
+def plays(cmds: list[Command]) -> list[tuple[str, ...]]:
+    return [tuple(f"{p.kind}:{p.value}" for p in c.prompts) for c in cmds if isinstance(c, Play)]
+
+
+def play_id(cmds: list[Command]) -> str:
+    return [c for c in cmds if isinstance(c, Play)][-1].play_id
+
+
+def test_confirm_the_caller_id_then_goodbye() -> None:
+    flow, actions, _ = make(callback_key="5", max_wait_seconds=300)
+    flow.start(CALL)
+    cmds = flow.handle(Dtmf("5"))
+    assert plays(cmds) == [("file:queue/callback_confirm", "digits:15550100",
+                            "file:queue/callback_confirm_keys")]
+    assert StartTimer(CALLBACK_TIMER, 10.0) in cmds
+    cmds = flow.handle(Dtmf("1"))
+    assert actions[-1] == RequestCallback("call-1", "+15550100")
+    assert plays(cmds) == [("file:queue/callback_registered",)]
+    assert flow.handle(TimerFired(MAX_WAIT_TIMER)) == []  # cancelled: no timeout now
+    assert flow.handle(PlayFinished(play_id(cmds))) == [Hangup()]
+    assert flow.done and flow.result is not None
+    assert (flow.result.outcome, flow.result.detail) == ("left", "callback")
+    assert flow.handle(HungUp()) == []
+    assert len(actions) == 2  # Join, RequestCallback: no Leave (the entry stays)
+
+
+def test_key_in_another_number() -> None:
+    flow, actions, _ = make(callback_key="*")
+    flow.start(CALL)
+    flow.handle(Dtmf("*"))
+    cmds = flow.handle(Dtmf("2"))
+    assert plays(cmds) == [("file:queue/callback_enter",)]
+    flow.handle(Dtmf("0"))
+    flow.handle(Dtmf("2"))  # not "another number" any more: a digit of it
+    assert flow.handle(Dtmf("#")) != []  # 2 digits: too short, asked again
+    for digit in "5550199":
+        flow.handle(Dtmf(digit))
+    cmds = flow.handle(Dtmf("#"))
+    assert plays(cmds)[-1][1] == "digits:5550199"
+    flow.handle(Dtmf("1"))
+    assert actions[-1] == RequestCallback("call-1", "5550199")
+
+
+def test_no_usable_caller_id_asks_for_a_number() -> None:
+    flow, _, _ = make(callback_key="5")
+    flow.start(CallInfo("call-1", "test", "anonymous", "9999"))
+    assert plays(flow.handle(Dtmf("5"))) == [("file:queue/callback_enter",)]
+
+
+def test_silence_goes_back_to_waiting_at_the_same_place() -> None:
+    flow, actions, _ = make(callback_key="5", announce_interval=30)
+    flow.start(CALL)
+    flow.handle(Dtmf("5"))
+    cmds = flow.handle(TimerFired(CALLBACK_TIMER))
+    assert StartMoh("default") in cmds and flow.callback_step == ""
+    assert [type(a).__name__ for a in actions] == ["Join"]
+    assert plays(flow.handle(Dtmf("5")))  # may ask again
+
+
+def test_an_agent_taking_the_caller_mid_dialog_connects_them() -> None:
+    flow, actions, _ = make(callback_key="5")
+    flow.start(CALL)
+    flow.handle(Dtmf("5"))
+    cmds = flow.handle(AgentAssigned("support", "ann", "ann"))
+    assert isinstance(cmds[-1], Dial) and flow.phase == "connecting"
+    assert flow.handle(Dtmf("1")) == []  # the dialog is over
+    assert not any(isinstance(a, RequestCallback) for a in actions)
+
+
+def test_the_announcement_offers_the_key() -> None:
+    config = QueueConfig("support", callback_key="5")
+    assert announcement(2, 0, config)[-2:] == (Prompt("file", "queue/callback_offer"),
+                                               Prompt("digits", "5"))
+    quiet = QueueConfig("support", callback_key="5", callback_announce=False)
+    assert Prompt("file", "queue/callback_offer") not in announcement(2, 0, quiet)
+
+
+def test_the_customer_is_greeted_then_connected() -> None:
+    flow, actions, _ = make(callback_key="5")
+    cmds = flow.start_callback(CallInfo("leg-1", "test", "0000000000", "9999"), "call-1")
+    assert actions == [CallbackAnswered("leg-1", "call-1")]
+    assert plays(cmds) == [("file:queue/callback_hello",)]
+    cmds = flow.handle(AgentAssigned("support", "ann", "ann"))
+    assert isinstance(cmds[-1], Dial) and cmds[-1].target == "ann"
