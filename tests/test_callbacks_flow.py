@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from test_queues_caller_flow import CALL, make
 
+from appserver.agents.bridge import BrowserAgentBridge
+from appserver.agents.sip import sip_address
+from appserver.devkit.demo import QUEUE
 from appserver.queues.caller_flow import (
+    CALLBACK_PROMPTS,
     CALLBACK_TIMER,
+    CALLBACK_VARIABLE,
     MAX_WAIT_TIMER,
     CallbackAnswered,
     RequestCallback,
     announcement,
 )
 from appserver.queues.model import QueueConfig
+from appserver.sounds import QUEUE_TEXT, generated
 from ivr.calls import (
     AgentAssigned,
     CallInfo,
@@ -115,3 +121,24 @@ def test_the_customer_is_greeted_then_connected() -> None:
     assert plays(cmds) == [("file:queue/callback_hello",)]
     cmds = flow.handle(AgentAssigned("support", "ann", "ann"))
     assert isinstance(cmds[-1], Dial) and cmds[-1].target == "ann"
+
+
+def test_callback_prompts_are_in_the_demo_set_and_captions() -> None:
+    """Every prompt of the dialog is a sound ``callyard sounds`` speaks (and a softphone
+    caption); the demo's support queue offers callbacks."""
+    assert set(CALLBACK_PROMPTS.values()) <= set(QUEUE_TEXT)
+    assert set(CALLBACK_PROMPTS.values()) <= set(generated())
+    assert QUEUE.callback_key == "5"
+
+
+def test_a_callbacks_customer_joins_the_callbacks_room() -> None:
+    """The agent entered the room of the callback (the caller's call id) on accepting: the
+    customer's new channel is dialled into that room, not one of its own."""
+    flow, _, _ = make(callback_key="5")
+    bridge = BrowserAgentBridge(flow, "sip:livekit.example")
+    bridge.start(CallInfo("leg-1", "test", "0000000000", "9999",
+                          variables={CALLBACK_VARIABLE: "support:call-1"}))
+    cmds = bridge.handle(AgentAssigned("support", "ann", "ann"))
+    dial = cmds[-1]
+    assert isinstance(dial, Dial)
+    assert dial.target == sip_address("call-1", "sip:livekit.example")
