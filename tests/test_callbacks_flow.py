@@ -4,7 +4,7 @@ the answered customer's side."""
 
 from __future__ import annotations
 
-from test_queues_caller_flow import CALL, make
+from test_queues_caller_flow import CALL, Factory, make
 
 from appserver.agents.bridge import BrowserAgentBridge
 from appserver.agents.sip import sip_address
@@ -18,6 +18,7 @@ from appserver.queues.caller_flow import (
     RequestCallback,
     announcement,
 )
+from appserver.queues.flow import QueueingFlow, callback_app
 from appserver.queues.model import QueueConfig
 from appserver.sounds import QUEUE_TEXT, generated
 from ivr.calls import (
@@ -31,6 +32,7 @@ from ivr.calls import (
     Play,
     PlayFinished,
     Prompt,
+    QueueResult,
     StartMoh,
     StartTimer,
     TimerFired,
@@ -142,3 +144,17 @@ def test_a_callbacks_customer_joins_the_callbacks_room() -> None:
     dial = cmds[-1]
     assert isinstance(dial, Dial)
     assert dial.target == sip_address("call-1", "sip:livekit.example")
+
+
+def test_a_callbacks_customer_skips_the_app_and_hangs_up_if_the_callback_is_gone() -> None:
+    factory = Factory({"support": QueueConfig("support", callback_key="5")})
+    customer = CallInfo("leg-1", "test", "0000000000", "9999",
+                        variables={CALLBACK_VARIABLE: "support:call-1"})
+    app = callback_app(customer)
+    assert app is not None and callback_app(CALL) is None
+    flow = QueueingFlow(app, factory)
+    assert plays(flow.start(customer)) == [("file:queue/callback_hello",)]
+    assert factory.actions == [CallbackAnswered("leg-1", "call-1")]
+    # The runtime found no entry (it failed meanwhile): the call ends, no menu is played.
+    cmds = flow.handle(QueueResult("support", "failed", "callback gone"))
+    assert cmds[-1] == Hangup() and flow.done

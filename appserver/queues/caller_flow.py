@@ -480,7 +480,9 @@ class CallerFlow:
         if self._dialog_playing:
             cmds.append(StopPlay(self._dialog_id()))
             self._dialog_playing = False
-        cmds += [StopMoh(), CancelTimer(ANNOUNCE_TIMER), CancelTimer(CALLBACK_TIMER)]
+        cmds += [StopMoh(), CancelTimer(ANNOUNCE_TIMER)]
+        if self.callback_step:
+            cmds.append(CancelTimer(CALLBACK_TIMER))
         if not keep_max_wait:
             cmds.append(CancelTimer(MAX_WAIT_TIMER))
         return cmds
