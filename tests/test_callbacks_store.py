@@ -117,3 +117,23 @@ async def test_answered_callback_becomes_the_live_callers_entry(
     assert await store.finish("leg-1", now=t + 65_200)
     stats = await store.stats("support", now=t + 65_300)
     assert (stats.answered, stats.callbacks_answered, stats.callbacks_dialing) == (1, 1, 0)
+
+
+async def test_customer_reaching_a_worker_before_the_dial_result(
+        redis_client: aioredis.Redis) -> None:
+    """The answered leg can reach a worker before the dialling worker hears ``+OK`` (real
+    FreeSWITCH: the socket connects before the BACKGROUND_JOB): the attempt is recorded
+    answered once, and the late result changes nothing."""
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    await store.match("support", now=t + 100)
+    await store.accept("ann", "c1", now=t + 200)
+    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    assert (await store.callback_answered("c1", "leg-1", "w2", now=t + 5000)).agent == "ann"
+    assert (await store.callback_result("c1", "answered", now=t + 5100)).status == "gone"
+    history = await redis_client.xrange("{callyard:q}:callbacks:history")
+    events = [(f["event"], f.get("outcome", "")) for _, f in history]
+    assert events == [("requested", ""), ("dialing", ""), ("attempt", "answered"),
+                      ("answered", "")]
+    assert await store.queued_call("leg-1") is not None

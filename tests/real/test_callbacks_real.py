@@ -20,6 +20,9 @@ from sip_ua import SipEndpoint, wait_until
 from test_agents_real import console, login, logout, offered, seen  # noqa: F401
 
 from appserver.devkit.sim.caller import EngineSimulator
+from appserver.store.extensions import Extension, save_extension
+from appserver.store.members import QueueMember, save_member
+from appserver.store.queues import Queue, save_queue
 
 NUMBER = "8113"
 CUSTOMER = "+15550805"
@@ -46,21 +49,13 @@ async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoin
     at = f"{phone.host}:{phone.port}"
     conn = await asyncpg.connect(database)
     try:
-        await conn.execute(
-            "INSERT INTO queues (name, announce_interval, wrapup_seconds, callback_key,"
-            " callback_max_attempts, callback_retry_seconds, callback_ring_seconds,"
-            " callback_freeswitch_endpoint, callback_asterisk_endpoint)"
-            " VALUES ('t-callback', 0, 0, '5', 3, 1, 10, $1, $2)"
-            " ON CONFLICT (name) DO UPDATE SET callback_freeswitch_endpoint = $1,"
-            " callback_asterisk_endpoint = $2",
-            f"sofia/callyard/{{number}}@{at}", f"PJSIP/kamailio/sip:{{number}}@{at}")
-        await conn.execute(
-            "INSERT INTO queue_members (queue_id, agent_id) SELECT q.id, a.id FROM queues q,"
-            " agents a WHERE q.name = 't-callback' AND a.username = 't-web'"
-            " ON CONFLICT DO NOTHING")
-        await conn.execute(
-            "INSERT INTO extensions (number, kind, target) VALUES ($1, 'queue', 't-callback')"
-            " ON CONFLICT (number) DO NOTHING", NUMBER)
+        await save_queue(conn, Queue(
+            "t-callback", announce_interval=0, wrapup_seconds=0, callback_key="5",
+            callback_max_attempts=3, callback_retry_seconds=1, callback_ring_seconds=10,
+            callback_freeswitch_endpoint=f"sofia/callyard/{{number}}@{at}",
+            callback_asterisk_endpoint=f"PJSIP/kamailio/sip:{{number}}@{at}"))
+        await save_member(conn, QueueMember("t-callback", "t-web"))
+        await save_extension(conn, Extension(NUMBER, "queue", "t-callback"))
     finally:
         await conn.close()
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -72,6 +67,7 @@ async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoin
             await asyncio.sleep(0.2)
     finally:
         await redis.aclose()
+    await asyncio.sleep(6)  # workers re-read the queue definitions every 5 s
 
 
 @pytest.mark.parametrize("target", REAL_TARGETS)

@@ -10,6 +10,9 @@ local old, new = ckey(entry), ckey(chan)
 if redis.call('EXISTS', old) == 1 and redis.call('HEXISTS', old, 'callback') == 1 then
   local call = hgetall(old)
   local q = call['queue']
+  -- The customer's leg can reach a worker before the dialling worker hears how its dial
+  -- went (the engine's reply comes later): the attempt's outcome is known now.
+  if not call['cb_answered'] then callback_history(entry, 'attempt', now, {outcome = 'answered'}) end
   redis.call('ZREM', P .. 'callbacks:due', entry)
   redis.call('ZREM', P .. 'leases', entry)
   redis.call('SREM', qkey(q, 'callbacks'), entry)
