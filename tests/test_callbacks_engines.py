@@ -19,12 +19,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from test_esl_simulator import _event as esl_event
+from test_esl_simulator import _inbound as esl_inbound
 
 from appserver.asterisk.callbacks import AsteriskCallbackDialer
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.freeswitch.esl_codec import parse_event
 from appserver.queues.flow import callback_app
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.runtime import QueueRuntime
@@ -342,3 +345,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_esl_simulator_originates_like_freeswitch() -> None:
+    """``bgapi originate`` to a phone, as real FreeSWITCH 1.10.12 answered it
+    (tests/real/test_callbacks_real.py): busy -> the leg's CHANNEL_CREATE then CHANNEL_HANGUP
+    with Hangup-Cause USER_BUSY and the job's body ``-ERR USER_BUSY``; answered -> ``+OK
+    <origination_uuid>`` and the leg runs the dialplan at the extension, variables set."""
+    sim = FreeswitchSimulator([], Behaviour(prompt_seconds=0.05,
+                                            endpoints={CUSTOMER: "busy", "5550111": "answer"}))
+    await sim.start(esl_port=0)
+    try:
+        client = await esl_inbound(sim)
+        assert (await client.reply("auth ClueCon")).reply_text == "+OK accepted"
+        await client.reply("event plain BACKGROUND_JOB CHANNEL_CREATE CHANNEL_HANGUP")
+        await client.send("bgapi originate {origination_uuid=leg-1,originate_timeout=5}"
+                          f"sofia/gateway/pstn/{CUSTOMER} 9999 XML callyard")
+        created = parse_event(await client.until(esl_event("CHANNEL_CREATE")))
+        assert (created.headers["Unique-ID"], created.headers["Call-Direction"]) == (
+            "leg-1", "outbound")
+        hangup = parse_event(await client.until(esl_event("CHANNEL_HANGUP")))
+        assert hangup.headers["Hangup-Cause"] == "USER_BUSY"
+        job = parse_event(await client.until(esl_event("BACKGROUND_JOB")))
+        assert job.body == "-ERR USER_BUSY\n"
+        await client.send("bgapi originate {origination_uuid=leg-2,callyard_callback=s:c1}"
+                          "sofia/gateway/pstn/5550111 9999 XML callyard")
+        job = parse_event(await client.until(esl_event("BACKGROUND_JOB")))
+        assert job.body == "+OK leg-2\n"
+        number, call = sim.originated[-1]
+        assert number == "5550111" and call is not None
+        assert call.channel.variables["callyard_callback"] == "s:c1"
+        assert (call.channel.called, call.channel.context) == ("9999", "callyard")
+    finally:
+        await sim.stop()
