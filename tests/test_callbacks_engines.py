@@ -27,6 +27,7 @@ from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.devkit.sim_routes import SimCalls
 from appserver.freeswitch.esl_codec import parse_event
 from appserver.queues.flow import callback_app
 from appserver.queues.model import AgentConfig, Member, QueueConfig
@@ -187,8 +188,8 @@ async def test_asterisk_callback_busy_then_answered(redis_client: aioredis.Redis
 
             def customers() -> list[SimulatedCall | None]:
                 """Busy calls once hung up, answered ones once they hear something."""
-                return [None if c.ended else c for c in sim.originated
-                        if c.ended or c.prompts()]
+                return [None if c.ended else c for _, c in sim.originated
+                        if c is not None and (c.ended or c.prompts())]
 
             await busy_then_answered(store, caller, set_customer, customers)
     finally:
@@ -320,7 +321,7 @@ async def test_asterisk_worker_restarted_while_a_callback_waits(
         async with asterisk_stack(redis_client, sim):
             await ask_for_callback(await sim.place_call("7000", caller=CUSTOMER))
         async with asterisk_stack(redis_client, sim):  # another worker, after the first
-            await after_restart(store, lambda: list[SimulatedCall | None](sim.originated))
+            await after_restart(store, lambda: [c for _, c in sim.originated])
     finally:
         await sim.stop()
 
@@ -352,7 +353,7 @@ async def test_esl_simulator_originates_like_freeswitch() -> None:
     (tests/real/test_callbacks_real.py): busy -> the leg's CHANNEL_CREATE then CHANNEL_HANGUP
     with Hangup-Cause USER_BUSY and the job's body ``-ERR USER_BUSY``; answered -> ``+OK
     <origination_uuid>`` and the leg runs the dialplan at the extension, variables set."""
-    sim = FreeswitchSimulator([], Behaviour(prompt_seconds=0.05,
+    sim = FreeswitchSimulator([], Behaviour(prompt_seconds=5,  # the answered leg stays up
                                             endpoints={CUSTOMER: "busy", "5550111": "answer"}))
     await sim.start(esl_port=0)
     try:
@@ -376,5 +377,9 @@ async def test_esl_simulator_originates_like_freeswitch() -> None:
         assert number == "5550111" and call is not None
         assert call.channel.variables["callyard_callback"] == "s:c1"
         assert (call.channel.called, call.channel.context) == ("9999", "callyard")
+        # The dev softphone picks the answered callback up, once.
+        calls = SimCalls({"freeswitch": sim})
+        assert calls.incoming() == ["leg-2"] and calls.incoming() == []
+        assert calls.state("leg-2").to == "5550111"
     finally:
         await sim.stop()

@@ -130,8 +130,9 @@ class AriSimulator:
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
         self.calls: dict[str, AriSimulatedCall] = {}
-        # Calls to endpoints the application originated with no originator (callbacks).
-        self.originated: list[AriSimulatedCall] = []
+        # Calls to phones the application originated with no originator (callbacks): the
+        # number dialled and the phone's side of the call.
+        self.originated: list[tuple[str, AriSimulatedCall | None]] = []
         self.sockets: dict[str, list[_Socket]] = {}  # app -> connected sockets
         self.known_apps: set[str] = set()
         # Called with (channel id, operation nickname) for every REST command on a channel.
@@ -662,7 +663,7 @@ class AriSimulator:
             if not chan.originator:  # a call out to someone (a callback's customer)
                 chan.call = AriSimulatedCall(self, chan.id, endpoint, caller_id)
                 self.calls[chan.id] = chan.call
-                self.originated.append(chan.call)
+                self.originated.append((party(endpoint), chan.call))
             self._spawn(self._run_outbound(chan, app, args, timeout))
         elif app:
             chan.stasis_app = app
