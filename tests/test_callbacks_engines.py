@@ -8,17 +8,15 @@ process) dials it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
+import test_queues_scenarios as scenarios
 from test_esl_simulator import _event as esl_event
 from test_esl_simulator import _inbound as esl_inbound
 
@@ -230,19 +228,7 @@ def start_fs_worker(port: int, esl_port: int, redis_url: str,
                     worker_id: str) -> subprocess.Popen[bytes]:
     code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port,
                             esl_port=esl_port, url=redis_url, worker_id=worker_id)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "worker exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("worker did not start listening")
+    return scenarios.start_fs_worker(port, redis_url, code)
 
 
 def stop_fs_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -277,7 +263,7 @@ async def test_freeswitch_callback_busy_then_answered(
         redis_client: aioredis.Redis, redis_url: str) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
-    port = free_port()
+    port = scenarios.free_port()
     async with freeswitch_sim(port) as sim:
         proc = start_fs_worker(port, sim.esl_port, redis_url, "fs-cb-1")
         try:
@@ -295,7 +281,7 @@ async def test_freeswitch_worker_restarted_while_a_callback_waits(
         redis_client: aioredis.Redis, redis_url: str) -> None:
     store = QueueStore(redis_client)
     await define_support(store)
-    port = free_port()
+    port = scenarios.free_port()
     async with freeswitch_sim(port) as sim:
         sim.behaviour.endpoints[CUSTOMER] = "answer"
         proc = start_fs_worker(port, sim.esl_port, redis_url, "fs-cb-a")
@@ -340,12 +326,6 @@ async def after_restart(store: QueueStore,
     await customer.wait_for_prompt("file:queue/callback_hello")
     await customer.transcript.wait_for(lambda e: e.kind == "bridged" and "ann" in e.detail)
     await until_answered(store)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_esl_simulator_originates_like_freeswitch() -> None:

@@ -16,6 +16,14 @@ from appserver.queues.store import QueueStore
 CB = {"callback_key": "5", "callback_max_attempts": 2, "callback_retry_seconds": 60}
 
 
+async def accepted_and_claimed(store: QueueStore, now: int) -> None:
+    """c1 asks for a callback; ann is offered it, accepts, and worker w1 claims it."""
+    await callback_waiting(store, now)
+    await store.match("support", now=now + 100)
+    await store.accept("ann", "c1", now=now + 200)
+    await store.claim_callbacks("w1", 60_000, now=now + 300)
+
+
 async def callback_waiting(store: QueueStore, now: int) -> None:
     """c1 and c2 wait; c1 asks for a callback at 5550100 and hangs up."""
     await store.enqueue("support", "c1", "w1", now=now, caller="5550100")
@@ -70,10 +78,7 @@ async def test_exactly_one_worker_claims_an_accepted_callback(
 async def test_busy_then_retry_after_spacing_then_fail(redis_client: aioredis.Redis) -> None:
     store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
     t = T0 + 10_000
-    await callback_waiting(store, t)
-    await store.match("support", now=t + 100)
-    await store.accept("ann", "c1", now=t + 200)
-    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    await accepted_and_claimed(store, t)
     r = await store.callback_result("c1", "busy", "USER_BUSY", now=t + 1000)
     assert (r.status, r.attempts, r.not_before_ms) == ("retry", 1, t + 61_000)
     ann = await store.agent("ann")
@@ -101,10 +106,7 @@ async def test_answered_callback_becomes_the_live_callers_entry(
         redis_client: aioredis.Redis) -> None:
     store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
     t = T0 + 10_000
-    await callback_waiting(store, t)
-    await store.match("support", now=t + 100)
-    await store.accept("ann", "c1", now=t + 200)
-    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    await accepted_and_claimed(store, t)
     assert (await store.callback_result("c1", "answered", now=t + 5000)).status == "answered"
     for _ in range(2):  # a repeat gives the same answer
         got = await store.callback_answered("c1", "leg-1", "w2", now=t + 5100)
@@ -126,10 +128,7 @@ async def test_customer_reaching_a_worker_before_the_dial_result(
     answered once, and the late result changes nothing."""
     store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
     t = T0 + 10_000
-    await callback_waiting(store, t)
-    await store.match("support", now=t + 100)
-    await store.accept("ann", "c1", now=t + 200)
-    await store.claim_callbacks("w1", 60_000, now=t + 300)
+    await accepted_and_claimed(store, t)
     assert (await store.callback_answered("c1", "leg-1", "w2", now=t + 5000)).agent == "ann"
     assert (await store.callback_result("c1", "answered", now=t + 5100)).status == "gone"
     history = await redis_client.xrange("{callyard:q}:callbacks:history")
