@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import redis.asyncio as aioredis
 from test_queues_store import T0, setup
 
-from appserver.queues.store import QueueStore
+from appserver.queues.store import QueueError, QueueStore
 
 CB = {"callback_key": "5", "callback_max_attempts": 2, "callback_retry_seconds": 60}
 
@@ -136,3 +137,22 @@ async def test_customer_reaching_a_worker_before_the_dial_result(
     assert events == [("requested", ""), ("dialing", ""), ("attempt", "answered"),
                       ("answered", "")]
     assert await store.queued_call("leg-1") is not None
+
+
+async def test_only_a_callback_being_dialled_can_be_answered(
+        redis_client: aioredis.Redis) -> None:
+    """A channel naming a callback that nobody is dialling (a forged variable, or a leg of
+    an attempt already given up) takes nothing over."""
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await callback_waiting(store, t)
+    with pytest.raises(QueueError):
+        await store.callback_answered("c1", "leg-x", "w2", now=t + 100)
+    await store.match("support", now=t + 200)
+    await store.accept("ann", "c1", now=t + 300)
+    await store.claim_callbacks("w1", 60_000, now=t + 400)
+    await store.callback_result("c1", "busy", "USER_BUSY", now=t + 1000)
+    with pytest.raises(QueueError):
+        await store.callback_answered("c1", "leg-y", "w2", now=t + 1100)
+    call = await store.queued_call("c1")
+    assert call is not None and call.callback == "5550100" and call.state == "waiting"

@@ -7,7 +7,9 @@
 local entry, chan, owner, now, lease = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
   tonumber(ARGV[6])
 local old, new = ckey(entry), ckey(chan)
-if redis.call('EXISTS', old) == 1 and redis.call('HEXISTS', old, 'callback') == 1 then
+-- Only a callback being dialled can be answered (not one a forged channel variable names).
+local dialling = redis.call('HMGET', old, 'callback', 'cb_dialer', 'state')
+if dialling[1] and dialling[2] and dialling[3] == 'assigned' then
   local call = hgetall(old)
   local q = call['queue']
   -- The customer's leg can reach a worker before the dialling worker hears how its dial

@@ -31,7 +31,7 @@ local attempts = num(call['cb_attempts'], 1)
 if attempts < num(conf['callback_max_attempts'], 3) then
   local not_before = now + num(conf['callback_retry_seconds'], 300) * 1000
   redis.call('HSET', ck, 'state', 'waiting', 'cb_not_before', not_before)
-  redis.call('HDEL', ck, 'agent', 'accepted')
+  redis.call('HDEL', ck, 'agent', 'accepted', 'cb_dialer')
   redis.call('ZADD', qkey(q, 'waiting'), call['score'], c)
   return {'retry', attempts, not_before}
 end
