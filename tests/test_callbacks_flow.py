@@ -4,10 +4,13 @@ the answered customer's side."""
 
 from __future__ import annotations
 
+from test_callbacks_engines import ToSupport
 from test_queues_caller_flow import CALL, Factory, make
 
 from appserver.agents.bridge import BrowserAgentBridge
 from appserver.agents.sip import sip_address
+from appserver.cdr.flow import CdrCalls
+from appserver.cdr.record import CdrRecord
 from appserver.devkit.demo import QUEUE
 from appserver.queues.caller_flow import (
     CALLBACK_PROMPTS,
@@ -18,7 +21,7 @@ from appserver.queues.caller_flow import (
     RequestCallback,
     announcement,
 )
-from appserver.queues.flow import QueueingFlow, callback_app
+from appserver.queues.flow import CallbackEnd, QueueingFlow, callback_app
 from appserver.queues.model import QueueConfig
 from appserver.sounds import QUEUE_TEXT, generated
 from ivr.calls import (
@@ -26,6 +29,7 @@ from ivr.calls import (
     CallInfo,
     Command,
     Dial,
+    DialResult,
     Dtmf,
     Hangup,
     HungUp,
@@ -158,3 +162,26 @@ def test_a_callbacks_customer_skips_the_app_and_hangs_up_if_the_callback_is_gone
     # The runtime found no entry (it failed meanwhile): the call ends, no menu is played.
     cmds = flow.handle(QueueResult("support", "failed", "callback gone"))
     assert cmds[-1] == Hangup() and flow.done
+
+
+def test_cdrs_say_who_asked_for_a_callback_and_which_call_is_one() -> None:
+    out: list[CdrRecord] = []
+    factory = Factory({"support": QueueConfig("support", callback_key="5")})
+    cdrs = CdrCalls(out.append)
+    caller = CallInfo("call-1", "asterisk", "+15550100", "2000")
+    flow = cdrs.wrap(QueueingFlow(ToSupport(), factory, observer=cdrs), caller)
+    flow.start(caller)
+    flow.handle(Dtmf("5"))
+    cmds = flow.handle(Dtmf("1"))
+    flow.handle(PlayFinished(play_id(cmds)))
+    [asked] = out
+    assert (asked.queue, asked.extra["callback_to"]) == ("support", "+15550100")
+    customer = CallInfo("leg-1", "asterisk", "0000000000", "s",
+                        variables={CALLBACK_VARIABLE: "support:call-1"})
+    flow = cdrs.wrap(QueueingFlow(CallbackEnd(), factory, observer=cdrs), customer)
+    flow.start(customer)
+    flow.handle(AgentAssigned("support", "ann", "ann"))
+    flow.handle(DialResult("ann", "answered"))
+    called_back = out[1]
+    assert (called_back.queue, called_back.agent, called_back.disposition,
+            called_back.extra["callback_of"]) == ("support", "ann", "answered", "call-1")

@@ -67,6 +67,8 @@ QUEUED_VARIABLE = "callyard_queued"
 ANNOUNCE_PLAY = "queue:announce"
 # Set on the channel a worker originates to a callback's customer: "<queue>:<entry>".
 CALLBACK_VARIABLE = "callyard_callback"
+# Set on the caller's channel when they asked to be called back: the number (and the CDR).
+CALLBACK_TO_VARIABLE = "callyard_callback_to"
 # Callback in queue: the caller's dialog (confirm the number or key one in) and its plays.
 CALLBACK_TIMER = "queue:callback"
 CALLBACK_PLAY = "queue:callback"
@@ -403,7 +405,8 @@ class CallerFlow:
 
     def _register(self) -> list[Command]:
         self.sink(RequestCallback(self.call_id, self.callback_to))
-        cmds: list[Command] = [CancelTimer(CALLBACK_TIMER), CancelTimer(MAX_WAIT_TIMER)]
+        cmds: list[Command] = [CancelTimer(CALLBACK_TIMER), CancelTimer(MAX_WAIT_TIMER),
+                               SetVariable(CALLBACK_TO_VARIABLE, self.callback_to)]
         return cmds + self._dialog("registered",
                                    Prompt("file", CALLBACK_PROMPTS["registered"]))
 
