@@ -12,6 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from test_queues_store import T0, setup
 
+from appserver.queues.model import CallbackDial, QueueConfig
+from appserver.queues.runtime import DialOutcome, QueueRuntime
 from appserver.queues.store import QueueError, QueueStore
 
 CB = {"callback_key": "5", "callback_max_attempts": 2, "callback_retry_seconds": 60}
@@ -156,3 +158,37 @@ async def test_only_a_callback_being_dialled_can_be_answered(
         await store.callback_answered("c1", "leg-y", "w2", now=t + 1100)
     call = await store.queued_call("c1")
     assert call is not None and call.callback == "5550100" and call.state == "waiting"
+
+
+class Dialer:
+    """A worker's engine side: connected or not; records the dials asked of it."""
+
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+        self.dials: list[CallbackDial] = []
+
+    def can_dial(self) -> bool:
+        return self.connected
+
+    async def dial(self, dial: CallbackDial, config: QueueConfig,
+                   variable: str) -> tuple[DialOutcome, str]:
+        self.dials.append(dial)
+        return "busy", "USER_BUSY"
+
+
+async def test_a_worker_with_no_engine_leaves_callbacks_to_the_others(
+        redis_client: aioredis.Redis) -> None:
+    """A worker whose engine link is down claims nothing (it would only fail the attempt);
+    a connected one dials."""
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    await callback_waiting(store, T0)
+    await store.match("support", now=T0 + 100)
+    await store.accept("ann", "c1", now=T0 + 200)
+    cut_off, connected = Dialer(False), Dialer(True)
+    for name, dialer in (("w-cut-off", cut_off), ("w-connected", connected)):
+        runtime = QueueRuntime(redis_client, name, dialer=dialer)
+        await runtime.refresh_configs()
+        await runtime.tick()
+        await asyncio.sleep(0.05)  # the dial runs beside the tick
+    assert cut_off.dials == []
+    assert [(d.entry, d.number, d.attempt) for d in connected.dials] == [("c1", "5550100", 1)]

@@ -27,6 +27,9 @@ class AsteriskCallbackDialer:
     def __init__(self, worker: AsteriskWorker) -> None:
         self.worker = worker
 
+    def can_dial(self) -> bool:
+        return any(link.connected.is_set() for link in self.worker.links)
+
     def _node(self) -> NodeCalls:
         for link, node in zip(self.worker.links, self.worker.nodes, strict=True):
             if link.connected.is_set():

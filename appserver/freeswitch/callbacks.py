@@ -35,6 +35,9 @@ class FreeswitchCallbackDialer:
         self.nodes = nodes
         self.destination = destination  # "<extension> XML <context>"
 
+    def can_dial(self) -> bool:
+        return any(link.connected.is_set() for link in self.nodes.links.values())
+
     def command(self, dial: CallbackDial, config: QueueConfig, variable: str) -> str:
         endpoint = config.callback_freeswitch_endpoint.replace("{number}", dial.number)
         variables = {

@@ -97,6 +97,10 @@ class CallbackDialer(Protocol):
     leg to a worker (any) with :data:`CALLBACK_VARIABLE` set to ``variable``; returns how it
     went and the engine's cause (FreeSWITCH ``originate``; Asterisk ``POST /channels``)."""
 
+    def can_dial(self) -> bool:
+        """Whether an engine node is connected now (if not, leave callbacks to others)."""
+        ...
+
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]: ...
 
@@ -368,7 +372,7 @@ class QueueRuntime:
 
     async def _dial_callbacks(self) -> None:
         """Claim the callbacks agents accepted and call their customers (one worker each)."""
-        if self.dialer is None or not self._queues_calling_back():
+        if self.dialer is None or not self._queues_calling_back() or not self.dialer.can_dial():
             return
         ring = max(self.configs[q].callback_ring_seconds for q in self._queues_calling_back())
         claim_ms = int((ring + CALLBACK_CLAIM_MARGIN) * 1000)
