@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from api_support import api_app
 
 from appserver.api.console_hub import offer_details
-from appserver.cdr.callback_writer import CallbackHistoryWriter
+from appserver.cdr.writer import CallbackHistoryWriter
 from appserver.queues import config
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.store import QueueStore

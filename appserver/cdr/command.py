@@ -1,7 +1,7 @@
 """``callyard cdr-writer``: store the CDRs workers append to Redis into PostgreSQL.
 
 Run one or more (they share the consumer group). Also stores the callback history
-(:mod:`appserver.cdr.callback_writer`). Also publishes queue, agent and CDR
+(:class:`appserver.cdr.writer.CallbackHistoryWriter`). Also publishes queue, agent and CDR
 backlog gauges, served with ``/healthz`` and ``/readyz`` on ``CALLYARD_HEALTH_LISTEN``.
 SIGTERM: the batch in hand is finished, then the process exits 0.
 """
@@ -51,8 +51,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import logging
     import signal
 
-    from appserver.cdr.callback_writer import CallbackHistoryWriter
-    from appserver.cdr.writer import CdrWriter
+    from appserver.cdr.writer import CallbackHistoryWriter, CdrWriter
     from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
