@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     freeswitch_listen: str = "127.0.0.1:8084"
     freeswitch_dial_template: str = "user/{target}"
     freeswitch_sip_template: str = "sofia/callyard/{target}"  # Dial(kind="sip"): a SIP URI
+    # Where a callback's answered customer goes: "<extension> XML <context>" whose dialplan
+    # hands the call to a worker (the shipped callyard.xml routes 8xxx/9xxx).
+    freeswitch_callback_destination: str = Field(
+        "9999 XML callyard", pattern=r"^[0-9A-Za-z_*#+-]{1,32} XML [A-Za-z0-9_.-]{1,64}$")
     # Outbound sockets open at once (calls + handshakes), and seconds to answer `connect`.
     freeswitch_max_calls: int = Field(20000, ge=1)
     freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)

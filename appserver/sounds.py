@@ -45,11 +45,20 @@ RATE = 8000  # Hz; 16-bit mono
 
 # ------------------------------------------------------------------ generated (both engines)
 
-QUEUE_TEXT = {  # appserver.queues.caller_flow.announcement(): "... <number> ..."
+QUEUE_TEXT = {  # appserver.queues.caller_flow: announcement() "... <number> ...", callbacks
     "queue/position": "You are caller number",
     "queue/estimated_wait": "Your estimated wait time is",
     "queue/minute": "minute.",
     "queue/minutes": "minutes.",
+    # Callback in queue (caller_flow.CALLBACK_PROMPTS): "... press <key>", "... at <digits>"
+    "queue/callback_offer": "To be called back without losing your place in line, press",
+    "queue/callback_confirm": "We will call you back at",
+    "queue/callback_confirm_keys": "To confirm, press 1. To enter another number, press 2.",
+    "queue/callback_enter": "Please enter the number to call you back at, then press pound.",
+    "queue/callback_registered": "Thank you. We will call you back when it is your turn. "
+    "Goodbye.",
+    "queue/callback_hello": "Hello, this is the call back you asked for. "
+    "Please hold while we connect you to an agent.",
 }
 CALLYARD_TEXT = {  # ivr.app.DEFAULT_ERROR_PROMPT: a call-flow app failed on this call
     "callyard/cannot-complete": "We are sorry, your call cannot be completed right now. "

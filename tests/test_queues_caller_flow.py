@@ -216,6 +216,11 @@ class Factory:
         flow = self.caller_flow(call, Enqueue(taken.queue, taken.priority))
         return (flow, taken) if flow is not None else None
 
+    def callback_caller(self, call: CallInfo) -> tuple[CallerFlow, str] | None:
+        queue, _, entry = call.variables.get("callyard_callback", "").partition(":")
+        flow = self.caller_flow(call, Enqueue(queue)) if entry else None
+        return (flow, entry) if flow is not None else None
+
 
 def test_queueing_flow_hands_results_back_to_the_inner_flow() -> None:
     factory = Factory({"support": QueueConfig("support", leave_when_empty=True,

@@ -226,9 +226,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_fs_worker(port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port, url=redis_url,
-                            sip=LIVEKIT_SIP)
+def start_fs_worker(port: int, redis_url: str,
+                    code: str | None = None) -> subprocess.Popen[bytes]:
+    """A gevent worker process running ``code`` (default: FS_WORKER), once it listens."""
+    code = code or FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port,
+                                    url=redis_url, sip=LIVEKIT_SIP)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 15

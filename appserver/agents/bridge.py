@@ -7,8 +7,9 @@ wrapper turns that dial into ``Dial(<SIP address of the call's room>, kind="sip"
 (``CALLYARD_FREESWITCH_SIP_TEMPLATE``, ``CALLYARD_ASTERISK_SIP_TEMPLATE``). SIP agents
 (phones) are dialled unchanged, with the ordinary dial template. It is a layer of every
 call's flow, outside the queueing layer (see :mod:`appserver.worker.pipeline`); until a
-browser agent is assigned it passes commands through untouched. Engine-neutral; keeps the
-CallFlow contract of :mod:`ivr.calls`.
+browser agent is assigned it passes commands through untouched. A callback's customer is
+brought into the room of the callback (the agent accepted it before it was dialled).
+Engine-neutral; keeps the CallFlow contract of :mod:`ivr.calls`.
 
 It also turns a supervisor's request (``SuperviseRequest`` from the queue runtime) into
 ``Supervise`` with the SIP address of the supervisor's own room
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from appserver.agents.sip import room_address, sip_address, supervisor_room
+from appserver.queues.caller_flow import CALLBACK_VARIABLE
 from ivr.calls import (
     AgentAssigned,
     CallFlow,
@@ -46,7 +48,10 @@ class BrowserAgentBridge:
         return self.inner.done
 
     def start(self, call: CallInfo) -> list[Command]:
-        self.call_id = call.call_id
+        # A callback's customer joins the room of the callback (the call id of the caller
+        # who asked for it), the one its agent entered on accepting.
+        callback = call.variables.get(CALLBACK_VARIABLE, "").partition(":")[2]
+        self.call_id = callback or call.call_id
         return self.inner.start(call)  # no agent can be assigned yet
 
     def handle(self, event: Event) -> list[Command]:

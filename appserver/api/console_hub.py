@@ -41,6 +41,7 @@ async def offer_details(queues: QueueStore, call_id: str) -> dict[str, Any]:
         "queue": call.queue,
         "caller": call.caller,
         "menu_path": list(call.menu_path),
+        "callback": call.callback,  # a callback: accepting has Callyard call this number
         "joined_ms": joined,
         "waiting_seconds": round(max(0, time.time() * 1000 - joined) / 1000, 1) if joined else 0,
     }

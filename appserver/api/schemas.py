@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from appserver.queues.model import CALLBACK_ENDPOINT_RE
 from ivr.model import (
     DESTINATION_RE,
     EXTENSION_RE,
@@ -217,6 +218,10 @@ class ExtensionOut(ExtensionIn):
 # ---------------------------------------------------------------- queues
 
 
+# A dial string for a callback's customer: one token, {number} where their digits go.
+CallbackEndpoint = Annotated[str, StringConstraints(pattern=CALLBACK_ENDPOINT_RE.pattern)]
+
+
 class QueueIn(Strict):
     description: Text = ""
     strategy: Literal[
@@ -241,6 +246,14 @@ class QueueIn(Strict):
     service_level_seconds: int = Field(20, ge=1, le=3600)
     tier_widen_seconds: int = Field(30, ge=0, le=3600)
     required_skills: Skills = {}
+    # Callback in queue (README "Callback in queue"); no callback_key: no callbacks.
+    callback_key: Annotated[str, StringConstraints(pattern=r"^[0-9*#]$")] | None = None
+    callback_announce: bool = True
+    callback_max_attempts: int = Field(3, ge=1, le=10)
+    callback_retry_seconds: int = Field(300, ge=1, le=86400)
+    callback_ring_seconds: int = Field(30, ge=5, le=300)
+    callback_freeswitch_endpoint: CallbackEndpoint = "sofia/gateway/pstn/{number}"
+    callback_asterisk_endpoint: CallbackEndpoint = "PJSIP/{number}@pstn"
 
     @model_validator(mode="after")
     def _routes(self) -> QueueIn:
@@ -250,6 +263,8 @@ class QueueIn(Strict):
         if (self.exit_key is None) != (self.exit_action is None):
             raise ValueError("exit_action: set together with exit_key (both or neither)")
         _check_route("exit", self.exit_action, self.exit_target)
+        if self.callback_key is not None and self.callback_key == self.exit_key:
+            raise ValueError("callback_key: must differ from exit_key")
         return self
 
 

@@ -112,11 +112,12 @@ class AriClient:
 
     async def originate(self, leg_id: str, endpoint: str, *, app_args: str, originator: str,
                         caller_id: str, timeout: int) -> None:
-        """A new channel ``leg_id`` dialing ``endpoint``, entering this application."""
+        """A new channel ``leg_id`` dialing ``endpoint``, entering this application (from
+        ``originator``'s call; "" for none, as for a callback)."""
+        linked = f"&originator={_q(originator)}" if originator else ""
         await self._send("POST", "/channels", (
             f"endpoint={_q(endpoint)}&app={_q(self.app)}&appArgs={_q(app_args)}"
-            f"&channelId={_q(leg_id)}&originator={_q(originator)}&callerId={_q(caller_id)}"
-            f"&timeout={timeout}"))
+            f"&channelId={_q(leg_id)}{linked}&callerId={_q(caller_id)}&timeout={timeout}"))
 
     async def snoop(self, channel_id: str, snoop_id: str, *, spy: str, whisper: str,
                     app_args: str) -> None:

@@ -72,6 +72,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
     import signal
 
     from appserver.asterisk.ami import AmiMonitor
+    from appserver.asterisk.callbacks import AsteriskCallbackDialer
     from appserver.asterisk.driver import DriverConfig
     from appserver.asterisk.link import LinkConfig
     from appserver.asterisk.worker import AsteriskWorker
@@ -106,6 +107,7 @@ async def serve(args: argparse.Namespace, settings: Settings, apps: list[FlowFac
         up = any(link.connected.is_set() for link in worker.links)
         return {"asterisk": "ok" if up else "error: no Asterisk node connected"}
 
+    services.queues.dialer = AsteriskCallbackDialer(worker)
     await services.start(worker.deliver, worker.links, engine_checks)
     await worker.start()
     if monitor:

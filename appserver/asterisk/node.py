@@ -24,6 +24,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from appserver.asterisk.ari import AriClient
@@ -36,7 +37,9 @@ from appserver.asterisk.driver import (
     LegEvent,
     Resync,
 )
+from appserver.asterisk.media import cause_name
 from appserver.asterisk.port import AriError
+from appserver.queues.caller_flow import CALLBACK_VARIABLE
 from ivr.calls import CallFlow, CallInfo
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ class NodeCalls:
         # Channels whose driver is being created: events buffered until it exists.
         self._pending: dict[str, list[ChannelEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # calls' tasks and background requests
+        # Channels originated to callback customers: how each dial ends (see callbacks.py).
+        self.callback_dials: dict[str, asyncio.Future[tuple[str, str]]] = {}
 
     async def stop(self) -> None:
         """Cancel every call's task: channels stay in Stasis for re-adoption."""
@@ -117,6 +122,8 @@ class NodeCalls:
         if kind == "StasisStart":
             self._on_stasis_start(msg)
             return
+        if self.callback_dials and kind == "ChannelDestroyed":
+            self._callback_dial_over(msg)
         target: CallDriver | None = None
         leg = False
         playback = msg.get("playback")
@@ -157,8 +164,27 @@ class NodeCalls:
             return
         if channel_id in self.calls or channel_id in self._pending:
             return
+        info = self._call_info(channel, args)
+        if args[:1] == ["callback"] and len(args) > 1:  # a callback's customer answered
+            self._resolve_callback_dial(channel_id, ("answered", "ANSWER"))
+            info = replace(info, called=str((channel.get("dialplan") or {}).get("exten", "")),
+                           variables={**info.variables, CALLBACK_VARIABLE: args[1]})
         self._pending[channel_id] = []
-        self._background(self._start_call(self._call_info(channel, args)))
+        self._background(self._start_call(info))
+
+    def _callback_dial_over(self, msg: dict[str, Any]) -> None:
+        """A callback's customer channel ended before it answered: busy (cause 17), no
+        answer (18, 19) or failed (anything else)."""
+        channel = msg.get("channel") or {}
+        cause = msg.get("cause")
+        outcome = {17: "busy", 18: "no_answer", 19: "no_answer"}.get(
+            cause if isinstance(cause, int) else 0, "failed")
+        self._resolve_callback_dial(str(channel.get("id", "")), (outcome, cause_name(cause)))
+
+    def _resolve_callback_dial(self, channel_id: str, result: tuple[str, str]) -> None:
+        waiter = self.callback_dials.pop(channel_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
 
     def _call_info(self, channel: dict[str, Any], args: list[str]) -> CallInfo:
         caller = channel.get("caller") or {}

@@ -1,6 +1,7 @@
 """``callyard cdr-writer``: store the CDRs workers append to Redis into PostgreSQL.
 
-Run one or more (they share the consumer group). Also publishes queue, agent and CDR
+Run one or more (they share the consumer group). Also stores the callback history
+(:class:`appserver.cdr.writer.CallbackHistoryWriter`). Also publishes queue, agent and CDR
 backlog gauges, served with ``/healthz`` and ``/readyz`` on ``CALLYARD_HEALTH_LISTEN``.
 SIGTERM: the batch in hand is finished, then the process exits 0.
 """
@@ -50,7 +51,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     import logging
     import signal
 
-    from appserver.cdr.writer import CdrWriter
+    from appserver.cdr.writer import CallbackHistoryWriter, CdrWriter
     from appserver.health import HealthServer
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
@@ -67,9 +68,11 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
         return 0
     redis = connect(redis_url, "asyncio")
     writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
+    callbacks = CallbackHistoryWriter(redis, pool, claim_idle=claim_idle)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None
     writer.start()
+    callbacks.start()
     poller.start()
     if health:
         await health.start()
@@ -80,6 +83,7 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
         if health:
             health.stopping = True
         await writer.stop()
+        await callbacks.stop()
         await poller.stop()
         if health:
             await health.stop()

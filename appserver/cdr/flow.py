@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from appserver.cdr.record import CdrRecord
+from appserver.queues.caller_flow import CALLBACK_TO_VARIABLE, CALLBACK_VARIABLE
 from appserver.queues.model import TakenOver
 from ivr.calls import (
     AgentAssigned,
@@ -82,6 +83,7 @@ class CdrFlow:
         self.menus: list[str] = []
         self.queues: list[str] = []
         self.queue_outcome = ""
+        self._callback_to = ""
         self._queue_since: float | None = None  # entered the (first) queue
         self._queue_wait = 0.0
         self._assigned_at: float | None = None
@@ -218,6 +220,8 @@ class CdrFlow:
     def _note_set_variable(self, cmd: SetVariable) -> None:
         if cmd.name == "ivr_menu" and (not self.menus or self.menus[-1] != cmd.value):
             self.menus.append(cmd.value)
+        elif cmd.name == CALLBACK_TO_VARIABLE:  # the caller left the queue for a callback
+            self._callback_to = cmd.value
 
     def _note_enqueue(self, cmd: Enqueue) -> None:
         self._waiting_queue = True
@@ -300,6 +304,11 @@ class CdrFlow:
             extra["taken_over_from"] = self._taken_from
         if self._ended_by_supervisor:
             extra["ended_by"] = "supervisor"
+        if self._callback_to:  # asked to be called back at this number
+            extra["callback_to"] = self._callback_to
+        callback = self.call.variables.get(CALLBACK_VARIABLE, "").partition(":")[2]
+        if callback:  # the call Callyard placed back to the caller of call ``callback``
+            extra["callback_of"] = callback
         answered = self.answered_at if self.answered_at is not None else self._answer_sent
         self.record = CdrRecord(
             call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,

@@ -1,4 +1,5 @@
-"""The CDR writer: Redis stream ``callyard:cdrs`` -> PostgreSQL ``cdrs``, exactly once.
+"""The CDR writer: Redis stream ``callyard:cdrs`` -> PostgreSQL ``cdrs``, exactly once (and
+beside it the callback history writer, :class:`CallbackHistoryWriter`).
 
 One or more writers share the consumer group ``cdr-writers``. Each loop:
 
@@ -35,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord, utc
 from appserver.metrics import CDR_CONFLICTS
+from appserver.store.callbacks import HISTORY_STREAM, apply_event
 from appserver.store.cdrs import Cdr, differing_cdrs, insert_cdrs
 from appserver.store.db import DB_UNAVAILABLE
 
@@ -276,18 +278,66 @@ def _strs(fields: dict[Any, Any]) -> dict[str, str]:
             (v.decode() if isinstance(v, bytes) else str(v)) for k, v in fields.items()}
 
 
+# The callback history writer: Redis stream ``{callyard:q}:callbacks:history`` -> PostgreSQL
+# ``callbacks`` / ``callback_attempts`` (:mod:`appserver.store.callbacks`): this writer's loop
+# (consumer group, claiming another writer's entries, backoff) with its own stream and group,
+# run beside it (``callyard cdr-writer``, ``callyard dev``). Events are applied one by one, in
+# order, each idempotently; one PostgreSQL rejects is logged and dropped, the others go on.
+CALLBACK_GROUP = "callback-writers"
+
+
+class CallbackHistoryWriter(CdrWriter):
+    def __init__(self, redis: Any, pool: asyncpg.Pool, **kwargs: Any) -> None:
+        super().__init__(redis, pool, stream=HISTORY_STREAM, group=CALLBACK_GROUP, **kwargs)
+
+    async def _store(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            await self._apply(entry_id, _strs(fields))
+        self.stats.batches += 1
+        ids = [entry_id for entry_id, _ in entries]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+
+    async def _apply(self, entry_id: str, event: dict[str, str]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await apply_event(conn, event)
+                self.database_ok = True
+                self.stats.inserted += 1
+                return
+            except (*_ROW_ERRORS, KeyError, ValueError) as exc:
+                log.error("callback history event dropped", extra={
+                    "entry": entry_id, "event": repr(event)[:300], "error": str(exc)})
+                self.stats.dead += 1
+                return
+            except _PG_ERRORS as exc:
+                self.database_ok = False
+                log.warning("callback history: PostgreSQL unavailable; retrying",
+                            extra={"error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(self.retry_max, delay * 2)
+
+
 @contextlib.asynccontextmanager
 async def writer_running(redis: Any, pool: asyncpg.Pool) -> AsyncIterator[CdrWriter]:
-    """A writer (and the Redis metrics poller) inside another process, e.g. ``callyard dev``."""
+    """A writer (and the callback history writer and the Redis metrics poller) inside
+    another process, e.g. ``callyard dev``."""
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
 
     writer = CdrWriter(redis, pool)
+    callbacks = CallbackHistoryWriter(redis, pool)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     writer.start()
+    callbacks.start()
     poller.start()
     try:
         yield writer
     finally:
         await poller.stop()
+        await callbacks.stop()
         await writer.stop()

@@ -98,6 +98,8 @@ QUEUE = Queue(
     announce_interval=30,
     wrapup_seconds=10,
     overflow_action="hangup",
+    callback_key="5",  # "press 5 to be called back", announced every 30 s
+    callback_retry_seconds=60,
 )
 
 EXTENSIONS = (

@@ -82,6 +82,20 @@ class SimCalls:
             self.calls.pop(oldest)
         return call
 
+    def incoming(self) -> list[str]:
+        """Calls the simulators placed to a phone (a callback's customer) that answered and
+        are still up, added to the calls kept here: their ids (the softphone picks them up)."""
+        found = []
+        for engine, sim in self.simulators.items():
+            for number, call in sim.originated:
+                if call is None or call.ended or call.call_id in self.calls:
+                    continue
+                req = PlaceCall.model_construct(to=number, from_="callyard",
+                                                engine=engine)
+                self.calls[call.call_id] = (req, call)
+                found.append(call.call_id)
+        return found
+
     def get(self, call_id: str) -> tuple[PlaceCall, SimulatedCall]:
         try:
             return self.calls[call_id]
@@ -118,6 +132,12 @@ def sim_router(calls: SimCalls) -> APIRouter:
     @router.get("/calls", response_model=list[CallState])
     async def list_calls() -> list[CallState]:
         return [calls.state(cid) for cid in reversed(calls.calls)]
+
+    @router.get("/incoming", response_model=list[CallState])
+    async def incoming() -> list[CallState]:
+        """Calls the engine placed to a phone and that phone answered (a callback), each
+        listed once; then readable, with keys and hang-up, like the calls placed here."""
+        return [calls.state(cid) for cid in calls.incoming()]
 
     @router.get("/calls/{call_id}", response_model=CallState)
     async def get_call(call_id: str) -> CallState:

@@ -71,6 +71,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
 
     import gevent
 
+    from appserver.freeswitch.callbacks import FreeswitchCallbackDialer
     from appserver.freeswitch.callrecords import CallRecords
     from appserver.freeswitch.driver import DriverConfig
     from appserver.freeswitch.inbound import NodeManager, NodeUnavailable
@@ -111,6 +112,9 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
                               call_ended=call_ended)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
+    if nodes.links:  # callbacks are dialled over inbound ESL
+        services.queues.dialer = FreeswitchCallbackDialer(
+            nodes, settings.freeswitch_callback_destination)
 
     def exists(uuid: str) -> bool | None:
         """Is the call on any node? None when a node cannot tell (not connected)."""

@@ -72,6 +72,23 @@ MENU_PATH_VARIABLE = "ivr_menu_path"  # set by the IVR (ivr.machine) as the call
 # serving it died) looks for a queue entry to take over only when the engine reports it.
 QUEUED_VARIABLE = "callyard_queued"
 ANNOUNCE_PLAY = "queue:announce"
+# Set on the channel a worker originates to a callback's customer: "<queue>:<entry>".
+CALLBACK_VARIABLE = "callyard_callback"
+# Set on the caller's channel when they asked to be called back: the number (and the CDR).
+CALLBACK_TO_VARIABLE = "callyard_callback_to"
+# Callback in queue: the caller's dialog (confirm the number or key one in) and its plays.
+CALLBACK_TIMER = "queue:callback"
+CALLBACK_PLAY = "queue:callback"
+CALLBACK_DIALOG_SECONDS = 10.0  # for each answer of the dialog; silence: back to waiting
+CALLBACK_CONFIRM_KEY, CALLBACK_OTHER_NUMBER_KEY = "1", "2"
+CALLBACK_PROMPTS = {  # what each step says (the demo's set; see appserver/devkit/demo.py)
+    "offer": "queue/callback_offer",  # + the key's digit
+    "confirm": "queue/callback_confirm",  # + the number's digits
+    "confirm_keys": "queue/callback_confirm_keys",
+    "enter": "queue/callback_enter",
+    "registered": "queue/callback_registered",
+    "hello": "queue/callback_hello",
+}
 
 
 # ---------------------------------------------------------------- actions for the runtime
@@ -103,8 +120,31 @@ class Finish:
     call_id: str
 
 
-RuntimeAction: TypeAlias = Join | Leave | DialFailed | Finish
+@dataclass(frozen=True, slots=True)
+class RequestCallback:
+    """The caller confirmed ``number``: their entry waits on as a callback, they hang up."""
+
+    call_id: str
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAnswered:
+    """The customer of the callback ``entry`` answered on channel ``call_id``."""
+
+    call_id: str
+    entry: str
+
+
+RuntimeAction: TypeAlias = Join | Leave | DialFailed | Finish | RequestCallback | CallbackAnswered
 Phase = Literal["idle", "waiting", "connecting", "done"]
+CallbackStep = Literal["", "confirm", "enter", "registered"]
+
+
+def callback_number(value: str) -> str:
+    """``value`` if it can be called back (3-20 digits, optionally after +), else ""."""
+    digits = value.removeprefix("+")
+    return value if digits.isdigit() and 3 <= len(digits) <= 20 and value.isascii() else ""
 
 
 def parse_transfer_target(target: str) -> tuple[str, str] | None:
@@ -125,6 +165,9 @@ def announcement(position: int, wait_seconds: float, config: QueueConfig) -> tup
         minutes = max(1, round(wait_seconds / 60))
         prompts += [Prompt("file", "queue/estimated_wait"), Prompt("number", str(minutes)),
                     Prompt("file", "queue/minute" if minutes == 1 else "queue/minutes")]
+    if config.callback_key and config.callback_announce:
+        prompts += [Prompt("file", CALLBACK_PROMPTS["offer"]),
+                    Prompt("digits", config.callback_key)]
     return tuple(prompts)
 
 
@@ -159,6 +202,12 @@ class CallerFlow:
         self.held = False
         self.transfer_to = ""  # "extension:<n>" | "queue:<name>" once the agent asked
         self.agent_hung_up = False  # the agent ended the call (console): their leg goes
+        self.caller_number = ""
+        self.callback_step: CallbackStep = ""
+        self.callback_to = ""  # the number being confirmed, then registered
+        self._keyed = ""  # digits keyed in so far
+        self._dialog_plays = 0
+        self._dialog_playing = False
 
     @property
     def done(self) -> bool:
@@ -168,6 +217,7 @@ class CallerFlow:
 
     def start(self, call: CallInfo) -> list[Command]:
         self.call_id = call.call_id
+        self.caller_number = call.caller
         self._joined_at = self.clock()
         self.phase = "waiting"
         self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
@@ -183,6 +233,20 @@ class CallerFlow:
         self._joined_at = self.clock() - max(0.0, waited)
         self.phase = "waiting"
         return self._wait_on()
+
+    def start_callback(self, call: CallInfo, entry: str) -> list[Command]:
+        """The customer of the callback ``entry`` answered (this is their channel): greet
+        them, then music on hold until the agent who accepted it is connected (the runtime
+        delivers ``AgentAssigned``), or they wait on at their place if that agent is gone."""
+        self.call_id = call.call_id
+        self._joined_at = self.clock()
+        self.phase = "waiting"
+        self.sink(CallbackAnswered(call.call_id, entry))
+        self._announcements += 1
+        self._playing = True
+        hello = (Prompt("file", CALLBACK_PROMPTS["hello"]),)
+        return [SetVariable(QUEUED_VARIABLE, self.config.name),
+                Play(self._play_id(), hello, language=self.language)]
 
     def handle(self, event: Event) -> list[Command]:
         if self.phase == "done":
@@ -204,6 +268,11 @@ class CallerFlow:
     # ------------------------------------------------------------ phases
 
     def _waiting(self, event: Event) -> list[Command]:
+        if self.callback_step and isinstance(event, Dtmf | TimerFired | PlayFinished):
+            if not isinstance(event, TimerFired) or event.name == CALLBACK_TIMER:
+                return self._callback_dialog(event)
+            if self.callback_step == "registered":
+                return []
         if isinstance(event, QueueUpdate):
             self.position, self.estimated_wait = event.position, event.estimated_wait
             if self.config.leave_when_empty and event.agents == 0:
@@ -223,6 +292,8 @@ class CallerFlow:
                 return [StartMoh(self.config.moh_class)]
             return []
         if isinstance(event, Dtmf):
+            if self.config.callback_key and self.config.callback_key in event.digits:
+                return self._offer_callback()
             if self.config.exit_key and self.config.exit_key in event.digits:
                 return self._route("left", "exit", self.config.exit_action,
                                    self.config.exit_target)
@@ -233,6 +304,7 @@ class CallerFlow:
             self.phase = "connecting"
             self.agent = event.agent
             cmds = self._quiet()
+            self.callback_step = ""
             kind: Literal["agent", "extension"] = "extension" if event.kind == "sip" else "agent"
             cmds.append(Dial(event.target, kind=kind, timeout=float(self.config.ring_timeout)))
             return cmds
@@ -300,7 +372,92 @@ class CallerFlow:
         self.phase = "waiting"
         return self._wait_on()
 
+    # ------------------------------------------------------------ callback dialog
+
+    def _offer_callback(self) -> list[Command]:
+        """The caller pressed the callback key: confirm their number, or ask for one."""
+        cmds = self._quiet(keep_max_wait=True)
+        number = callback_number(self.caller_number)
+        return cmds + (self._confirm(number) if number else self._ask_number())
+
+    def _dialog(self, step: CallbackStep, *prompts: Prompt) -> list[Command]:
+        cmds: list[Command] = []
+        if self._dialog_playing:
+            cmds.append(StopPlay(self._dialog_id()))
+        self.callback_step = step
+        self._dialog_plays += 1
+        self._dialog_playing = True
+        cmds.append(Play(self._dialog_id(), prompts, language=self.language))
+        if step != "registered":
+            cmds.append(StartTimer(CALLBACK_TIMER, CALLBACK_DIALOG_SECONDS))
+        return cmds
+
+    def _dialog_id(self) -> str:
+        return f"{CALLBACK_PLAY}:{self._dialog_plays}"
+
+    def _confirm(self, number: str) -> list[Command]:
+        self.callback_to = number
+        return self._dialog("confirm", Prompt("file", CALLBACK_PROMPTS["confirm"]),
+                            Prompt("digits", number.removeprefix("+")),
+                            Prompt("file", CALLBACK_PROMPTS["confirm_keys"]))
+
+    def _ask_number(self) -> list[Command]:
+        self._keyed = ""
+        return self._dialog("enter", Prompt("file", CALLBACK_PROMPTS["enter"]))
+
+    def _callback_dialog(self, event: Dtmf | TimerFired | PlayFinished) -> list[Command]:
+        if isinstance(event, PlayFinished):
+            if event.play_id != self._dialog_id():
+                return []
+            self._dialog_playing = False
+            if self.callback_step == "registered":
+                self._end(QueueResult(self.config.name, "left", "callback"))
+                return [Hangup()]
+            return []
+        if isinstance(event, TimerFired):  # no answer: back to waiting, place kept
+            return self._end_dialog()
+        if self.callback_step == "confirm":
+            if CALLBACK_CONFIRM_KEY in event.digits:
+                return self._register()
+            if CALLBACK_OTHER_NUMBER_KEY in event.digits:
+                return self._ask_number()
+            return []
+        if self.callback_step == "enter":
+            return self._key_in(event.digits)
+        return []
+
+    def _key_in(self, digits: str) -> list[Command]:
+        for digit in digits:
+            if digit == "#":
+                number = callback_number(self._keyed)
+                return self._confirm(number) if number else self._ask_number()
+            if digit.isdigit():
+                self._keyed += digit
+        cmds: list[Command] = []
+        if self._dialog_playing:  # barge in
+            self._dialog_playing = False
+            cmds.append(StopPlay(self._dialog_id()))
+        return [*cmds, StartTimer(CALLBACK_TIMER, CALLBACK_DIALOG_SECONDS)]
+
+    def _register(self) -> list[Command]:
+        self.sink(RequestCallback(self.call_id, self.callback_to))
+        cmds: list[Command] = [CancelTimer(CALLBACK_TIMER), CancelTimer(MAX_WAIT_TIMER),
+                               SetVariable(CALLBACK_TO_VARIABLE, self.callback_to)]
+        return cmds + self._dialog("registered",
+                                   Prompt("file", CALLBACK_PROMPTS["registered"]))
+
+    def _end_dialog(self) -> list[Command]:
+        cmds: list[Command] = [CancelTimer(CALLBACK_TIMER)]
+        if self._dialog_playing:
+            self._dialog_playing = False
+            cmds.append(StopPlay(self._dialog_id()))
+        self.callback_step = ""
+        return [*cmds, StartMoh(self.config.moh_class), *self._timers(0)]
+
     def _hung_up(self) -> list[Command]:
+        if self.callback_step == "registered":  # hung up before the goodbye ended: fine
+            self._end(QueueResult(self.config.name, "left", "callback"))
+            return []
         if self.phase == "connecting":
             self.sink(Finish(self.call_id))
             self._end(QueueResult(self.config.name, "answered", self.agent))
@@ -334,9 +491,9 @@ class CallerFlow:
         cmds: list[Command] = []
         if max_wait > 0:
             cmds.append(StartTimer(MAX_WAIT_TIMER, float(max_wait)))
-        if self.config.announce_interval and (
-            self.config.announce_position or self.config.announce_wait
-        ):
+        config = self.config
+        if config.announce_interval and (config.announce_position or config.announce_wait or (
+                config.callback_key and config.callback_announce)):
             cmds.append(StartTimer(ANNOUNCE_TIMER, float(self.config.announce_interval)))
         return cmds
 
@@ -346,20 +503,27 @@ class CallerFlow:
     def _announce(self) -> list[Command]:
         cmds: list[Command] = [StartTimer(ANNOUNCE_TIMER, float(self.config.announce_interval))]
         prompts = announcement(self.position, self.estimated_wait, self.config)
-        if not prompts or self._playing:
+        if not prompts or self._playing or self.callback_step:
             return cmds
         self._announcements += 1
         self._playing = True
         cmds += [StopMoh(), Play(self._play_id(), prompts, language=self.language)]
         return cmds
 
-    def _quiet(self) -> list[Command]:
-        """Stop what the caller hears and the queue timers."""
+    def _quiet(self, keep_max_wait: bool = False) -> list[Command]:
+        """Stop what the caller hears and the queue timers (but max wait if asked)."""
         cmds: list[Command] = []
         if self._playing:
             cmds.append(StopPlay(self._play_id()))
             self._playing = False
-        cmds += [StopMoh(), CancelTimer(ANNOUNCE_TIMER), CancelTimer(MAX_WAIT_TIMER)]
+        if self._dialog_playing:
+            cmds.append(StopPlay(self._dialog_id()))
+            self._dialog_playing = False
+        cmds += [StopMoh(), CancelTimer(ANNOUNCE_TIMER)]
+        if self.callback_step:
+            cmds.append(CancelTimer(CALLBACK_TIMER))
+        if not keep_max_wait:
+            cmds.append(CancelTimer(MAX_WAIT_TIMER))
         return cmds
 
     def _end(self, result: QueueResult) -> list[Command]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from typing import Protocol
 
-from appserver.queues.caller_flow import CallerFlow
+from appserver.queues.caller_flow import CALLBACK_VARIABLE, CallerFlow
 from appserver.queues.model import TakenOver
 from ivr.calls import (
     CallFlow,
@@ -41,6 +41,11 @@ class CallerFlowFactory(Protocol):
         one, or None (every other call)."""
         ...
 
+    def callback_caller(self, call: CallInfo) -> tuple[CallerFlow, str] | None:
+        """The flow of a callback's customer who answered, and the callback's entry; None
+        for every other call."""
+        ...
+
 
 class QueueObserver(Protocol):
     """Told what the layers outside do not see: the inner flow asked for ``queue``; the
@@ -58,6 +63,27 @@ class ResumableFlow(Protocol):
     IVR: in the menu that queued them), for a call taken over from a dead worker."""
 
     def resume_queued(self, call: CallInfo, queue: str, menu_path: str) -> list[Command]: ...
+
+
+class CallbackEnd:
+    """The app of a callback's customer: the queueing layer connects them
+    (:meth:`QueueingFlow._call_back`); this begins only if that stay ends with the call still
+    up (the callback was gone, the agent hung up first), and ends the call."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def start(self, call: CallInfo) -> list[Command]:
+        self.done = True
+        return [Hangup()]
+
+    def handle(self, event: Event) -> list[Command]:
+        return []
+
+
+def callback_app(call: CallInfo) -> CallFlow | None:
+    """The first app of every worker: takes the channels originated to callback customers."""
+    return CallbackEnd() if call.variables.get(CALLBACK_VARIABLE) else None
 
 
 class QueueingFlow:
@@ -83,7 +109,20 @@ class QueueingFlow:
         resumed = self.runtime.resumed_caller(call)
         if resumed is not None:
             return self._resume(call, *resumed)
+        callback = self.runtime.callback_caller(call)
+        if callback is not None:
+            return self._call_back(call, *callback)
         return self._route(self.inner.start(call))
+
+    def _call_back(self, call: CallInfo, flow: CallerFlow, entry: str) -> list[Command]:
+        """A callback's customer answered: connected to the agent who accepted it, in its
+        queue. The inner flow begins only if the stay ends without the call ending."""
+        self._queue = flow.config.name
+        if self.observer is not None:
+            self.observer.queue_entered(call.call_id, flow.config.name)
+        self._inner_started = False
+        self.caller = flow
+        return self._after_caller(flow.start_callback(call, entry), None)
 
     def _resume(self, call: CallInfo, flow: CallerFlow, taken: TakenOver) -> list[Command]:
         """A caller taken over from a dead worker goes on waiting in its queue. The inner

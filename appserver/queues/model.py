@@ -29,6 +29,8 @@ HASH_TAG_RE = re.compile(r"^\{[^{}]+\}")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 CALL_ID_RE = re.compile(r"^[^\s|]{1,200}$")
 MAX_PRIORITY = 99
+# A callback dial string: one token with {number} in it (where the customer's digits go).
+CALLBACK_ENDPOINT_RE = re.compile(r"^[^\s,|{}'\"]*\{number\}[^\s,|{}'\"]*$")
 
 
 class QueueConfigError(ValueError):
@@ -92,6 +94,16 @@ class QueueConfig:
     service_level_seconds: int = 20
     tier_widen_seconds: int = 0  # 0: all tiers at once (lower tiers still preferred)
     required_skills: dict[str, int] = field(default_factory=dict)
+    # Callback in queue (see README "Callback in queue"): the key a waiting caller presses to
+    # hang up and be called back at their place in line; "" for none.
+    callback_key: str = ""
+    callback_announce: bool = True  # offer the key in the periodic announcement
+    callback_max_attempts: int = 3  # calls to the customer before the callback fails
+    callback_retry_seconds: int = 300  # between a busy / unanswered attempt and the next
+    callback_ring_seconds: int = 30  # how long the customer's phone rings
+    # Dial strings for the customer's number, per engine; {number} is replaced.
+    callback_freeswitch_endpoint: str = "sofia/gateway/pstn/{number}"
+    callback_asterisk_endpoint: str = "PJSIP/{number}@pstn"
 
     def __post_init__(self) -> None:
         check_name("queue", self.name)
@@ -122,10 +134,28 @@ class QueueConfig:
             raise QueueConfigError(f"queue {self.name}: exit_key must be one of 0-9 * #")
         if not self.moh_class:
             raise QueueConfigError(f"queue {self.name}: moh_class must not be empty")
+        self._check_callback()
         object.__setattr__(
             self, "required_skills", _skills(f"queue {self.name} required_skills",
                                              self.required_skills)
         )
+
+    def _check_callback(self) -> None:
+        key = self.callback_key
+        if key and (len(key) != 1 or key not in "0123456789*#"):
+            raise QueueConfigError(f"queue {self.name}: callback_key must be one of 0-9 * #")
+        if key and key == self.exit_key:
+            raise QueueConfigError(f"queue {self.name}: callback_key and exit_key must differ")
+        for fname, low, high in (("callback_max_attempts", 1, 10),
+                                 ("callback_retry_seconds", 1, 86400),
+                                 ("callback_ring_seconds", 1, 300)):
+            v = getattr(self, fname)
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise QueueConfigError(f"queue {self.name}: {fname} must be {low}..{high}")
+        for fname in ("callback_freeswitch_endpoint", "callback_asterisk_endpoint"):
+            if not CALLBACK_ENDPOINT_RE.match(getattr(self, fname)):
+                raise QueueConfigError(f"queue {self.name}: {fname} must contain {{number}} "
+                                       "and no blanks, quotes or , | {{}} besides it")
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> QueueConfig:
@@ -279,6 +309,12 @@ class QueueStats:
     avg_handle: float  # seconds
     agents: dict[str, int]  # state -> count among members
     agent_calls: dict[str, int]  # agent -> calls handled in this queue
+    callbacks_waiting: int = 0  # callbacks at their place in line (no caller on the line)
+    callbacks_dialing: int = 0  # accepted by an agent, the customer being called
+    callback_estimate: float = 0.0  # seconds until the next waiting callback is made
+    callbacks_requested: int = 0
+    callbacks_answered: int = 0
+    callbacks_failed: int = 0  # every attempt busy or unanswered
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,10 +334,12 @@ class QueuedCall:
     joined_ms: int
     menu_path: tuple[str, ...]  # the IVR menus the caller went through
     priority: int = 0  # higher first
+    callback: str = ""  # a callback (no caller on the line): the number to call back
 
     @classmethod
     def from_redis(cls, call_id: str, h: Mapping[str, str]) -> QueuedCall:
         return cls(call_id=call_id, queue=h.get("queue", ""), state=h.get("state", ""),
+                   callback=h.get("callback", ""),
                    caller=h.get("caller", ""), agent=h.get("agent", ""),
                    held=h.get("held") == "1", transfer=h.get("transfer", ""),
                    joined_ms=int(float(h.get("joined") or 0)),
@@ -319,6 +357,42 @@ class CallerMoved:
     queue: str
     old_priority: int
     priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackDial:
+    """A callback an agent accepted, claimed by this worker to dial the customer."""
+
+    entry: str  # the queue entry (the call id of the caller who asked)
+    queue: str
+    number: str
+    agent: str
+    attempt: int  # 1 for the first call to the customer
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """What became of a callback after an attempt: ``answered`` (the customer's leg goes to
+    a worker), ``retry`` (waits until ``not_before_ms``), ``failed`` (no attempt left) or
+    ``gone`` (nothing to do: it ended meanwhile)."""
+
+    status: Literal["answered", "retry", "failed", "gone"]
+    attempts: int = 0
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredCallback:
+    """A callback's customer answered and this worker holds the entry, now under the
+    channel's call id: ``state`` assigned (``agent`` accepted, dial ``target``) or waiting."""
+
+    queue: str
+    state: str
+    agent: str
+    target: str
+    kind: str
+    priority: int
+    joined_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,15 +41,27 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, Literal, Protocol, TypeAlias, get_args
 
 from redis import exceptions as redis_errors
 
-from appserver.queues.caller_flow import CallerFlow, DialFailed, Finish, Join, Leave, RuntimeAction
+from appserver.queues.caller_flow import (
+    CALLBACK_VARIABLE,
+    CallbackAnswered,
+    CallerFlow,
+    DialFailed,
+    Finish,
+    Join,
+    Leave,
+    RequestCallback,
+    RuntimeAction,
+)
 from appserver.queues.flow import QueueingFlow, QueueObserver
 from appserver.queues.model import (
     KEY_PREFIX,
     MAX_PRIORITY,
+    AnsweredCallback,
+    CallbackDial,
     CallStatus,
     EnqueueResult,
     QueueConfig,
@@ -84,6 +96,21 @@ UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError,
                redis_errors.ReadOnlyError, OSError)
 RETRY_MIN, RETRY_MAX = 0.2, 1.0  # seconds between attempts at a write Redis did not take
 TAKEOVER_GRACE = 10.0  # seconds from taking a caller over to their flow resuming the stay
+CALLBACK_CLAIM_MARGIN = 30.0  # seconds a dialling claim outlasts the customer's ring time
+DialOutcome: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
+
+
+class CallbackDialer(Protocol):
+    """The engine side of callbacks: call the customer of ``dial`` and send their answered
+    leg to a worker (any) with :data:`CALLBACK_VARIABLE` set to ``variable``; returns how it
+    went and the engine's cause (FreeSWITCH ``originate``; Asterisk ``POST /channels``)."""
+
+    def can_dial(self) -> bool:
+        """Whether an engine node is connected now (if not, leave callbacks to others)."""
+        ...
+
+    async def dial(self, dial: CallbackDial, config: QueueConfig,
+                   variable: str) -> tuple[DialOutcome, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +123,16 @@ class Withdraw:
     call_id: str
 
 
-Action: TypeAlias = RuntimeAction | Withdraw
+@dataclass(frozen=True, slots=True)
+class Dialled:
+    """This worker's call to the customer of callback ``call_id`` ended ``outcome``."""
+
+    call_id: str
+    outcome: DialOutcome
+    cause: str
+
+
+Action: TypeAlias = RuntimeAction | Withdraw | Dialled
 # The store call carrying out an action (the same every attempt).
 Write: TypeAlias = Callable[[QueueStore], Awaitable[Any]]
 
@@ -107,9 +143,10 @@ class QueueRuntime:
 
     def __init__(self, redis: Any, worker_id: str, deliver: Deliver | None = None, *,
                  lease_seconds: float = 15.0, tick_seconds: float = 1.0,
-                 prefix: str = KEY_PREFIX) -> None:
+                 prefix: str = KEY_PREFIX, dialer: CallbackDialer | None = None) -> None:
         self.worker_id = worker_id
         self.deliver = deliver
+        self.dialer = dialer  # None: this worker never dials callbacks (others do)
         self.lease_ms = int(lease_seconds * 1000)
         self.tick_seconds = tick_seconds
         self.prefix = prefix
@@ -147,6 +184,15 @@ class QueueRuntime:
                           configs=lambda queue: self.configs.get(queue))
         self.flows[call.call_id] = flow
         return flow
+
+    def callback_caller(self, call: CallInfo) -> tuple[CallerFlow, str] | None:
+        """The flow of a callback's customer who answered (their channel carries
+        :data:`CALLBACK_VARIABLE`) and the callback's entry; None for any other call."""
+        queue, sep, entry = call.variables.get(CALLBACK_VARIABLE, "").partition(":")
+        if not sep or not entry:
+            return None
+        flow = self.caller_flow(call, Enqueue(queue))
+        return (flow, entry) if flow is not None else None
 
     # ------------------------------------------------------------------ taking callers over
 
@@ -317,13 +363,55 @@ class QueueRuntime:
         self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
         if self._may_reap():
             await store.reap()
-        for queue in self._queues_waiting():
+        for queue in self._queues_waiting() | self._queues_calling_back():
             await store.match(queue)
+        await self._dial_callbacks()
         self._ticks += 1
         if self._ticks % 5 == 0:
             await self.refresh_configs()
         if await store.take_stats_turn(self.worker_id, self.tick_seconds * 2):
             await store.publish_stats()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _queues_calling_back(self) -> set[str]:
+        """Queues offering callbacks: their callbacks wait with no worker's caller there,
+        so every worker matches them."""
+        return {name for name, cfg in self.configs.items() if cfg.callback_key}
+
+    async def _dial_callbacks(self) -> None:
+        """Claim the callbacks agents accepted and call their customers (one worker each)."""
+        if self.dialer is None or not self._queues_calling_back() or not self.dialer.can_dial():
+            return
+        ring = max(self.configs[q].callback_ring_seconds for q in self._queues_calling_back())
+        claim_ms = int((ring + CALLBACK_CLAIM_MARGIN) * 1000)
+        for dial in await self.store.claim_callbacks(self.worker_id, claim_ms):
+            self.shell.spawn(self._dial_callback(dial), "queues-callback")
+
+    async def _dial_callback(self, dial: CallbackDial) -> None:
+        config = self.configs.get(dial.queue)
+        outcome: DialOutcome = "failed"
+        cause = "no such queue"
+        extra = {"call_id": dial.entry, "queue": dial.queue, "attempt": dial.attempt,
+                 "agent": dial.agent}
+        if config is not None and self.dialer is not None:
+            try:
+                outcome, cause = await self.dialer.dial(dial, config,
+                                                        f"{dial.queue}:{dial.entry}")
+            except Exception as exc:
+                cause = str(exc)[:100] or type(exc).__name__
+                log.warning("calling back failed: %s", cause, extra=extra)
+        log.info("callback dialled: %s %s", outcome, cause, extra=extra)
+        self._submit(Dialled(dial.entry, outcome, cause))
+
+    def _callback_answered(self, action: CallbackAnswered, r: AnsweredCallback) -> bool:
+        """The answered customer's entry is ours: connect the agent who accepted it."""
+        self._joined.add(action.call_id)
+        if r.state == "assigned" and r.agent:
+            kind: Literal["browser", "sip"] = "sip" if r.kind == "sip" else "browser"
+            self._send(action.call_id, AgentAssigned(r.queue, r.agent, r.target, kind))
+            return False
+        return True
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -343,6 +431,14 @@ class QueueRuntime:
             return lambda store: store.dial_failed(call_id, action.agent, now=failed_at)
         if isinstance(action, Finish):
             return lambda store: store.finish(call_id)
+        if isinstance(action, RequestCallback):
+            return lambda store: store.request_callback(call_id, action.number)
+        if isinstance(action, CallbackAnswered):
+            return lambda store: store.callback_answered(action.entry, call_id, self.worker_id,
+                                                         self.lease_ms)
+        if isinstance(action, Dialled):
+            return lambda store: store.callback_result(call_id, action.outcome, action.cause,
+                                                       self.lease_ms)
         self._withdrawing.discard(call_id)
         if call_id in self.flows:
             return None
@@ -356,12 +452,34 @@ class QueueRuntime:
                 self._join_failed(action, result.code)
                 return None
             return action.queue if self._joined_queue(action, result) else None
+        if isinstance(action, Dialled):
+            return None
         flow = self.flows.get(action.call_id)
+        if isinstance(action, RequestCallback | CallbackAnswered) and flow is not None:
+            return self._callback_written(action, flow, result)
         if isinstance(action, Leave | Finish):
             self._forget(action.call_id)
         if flow is None or isinstance(action, Leave | Withdraw):
             return None
         return flow.config.name
+
+    def _callback_written(self, action: RequestCallback | CallbackAnswered, flow: CallerFlow,
+                          result: Any) -> str | None:
+        queue = flow.config.name
+        if isinstance(result, QueueError):
+            if result.code != "assigned":  # assigned: the agent's AgentAssigned is coming
+                log.warning("callback refused: %s", result.code,
+                            extra={"call_id": action.call_id})
+                self._send(action.call_id, QueueResult(queue, "failed", f"callback {result}"))
+                self._forget(action.call_id)
+            return None
+        if isinstance(action, CallbackAnswered):
+            return queue if self._callback_answered(action, result) else None
+        # The entry is no caller's of ours any more: the caller hears goodbye and hangs up.
+        self._last.pop(action.call_id, None)
+        self._joined.discard(action.call_id)
+        self.flows.pop(action.call_id, None)
+        return None
 
     def _retry_in(self, action: Action, exc: Exception, attempt: int) -> float | None:
         """After attempt number ``attempt`` at ``action`` failed with ``exc``: seconds to

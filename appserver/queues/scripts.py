@@ -14,7 +14,8 @@ from typing import Any
 SCRIPT_NAMES = (
     "enqueue", "match", "accept", "decline", "dial_failed", "finish", "leave", "tick", "reap",
     "takeover", "agent", "call_control", "sync_queue", "drop_queue", "sync_agent", "drop_agent",
-    "stats", "supervise", "today", "move", "hangup",
+    "stats", "supervise", "today", "move", "hangup", "callback_request", "callback_claim",
+    "callback_result", "callback_answered",
 )
 
 

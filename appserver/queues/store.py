@@ -27,6 +27,9 @@ from appserver.queues.model import (
     AcceptResult,
     AgentConfig,
     AgentStatus,
+    AnsweredCallback,
+    CallbackDial,
+    CallbackResult,
     CallerMoved,
     CallStatus,
     EnqueueResult,
@@ -51,6 +54,8 @@ AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
 CALL_CONTROLS = ("hold", "unhold", "transfer")
 SUPERVISE_OPS = ("start", "change", "stop")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
+CALLBACK_NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
+CALLBACK_OUTCOMES = ("answered", "busy", "no_answer", "failed")
 
 
 class QueueError(Exception):
@@ -177,6 +182,11 @@ def _stats(queue: str, r: Any) -> QueueStats:
     answered, abandoned = c.get("answered", 0), c.get("abandoned", 0)
     judged = answered + abandoned
     return QueueStats(
+        callbacks_waiting=int(items[5]), callbacks_dialing=int(items[6]),
+        callback_estimate=int(float(items[7])) / 1000.0,
+        callbacks_requested=c.get("callbacks_requested", 0),
+        callbacks_answered=c.get("callbacks_answered", 0),
+        callbacks_failed=c.get("callbacks_failed", 0),
         queue=queue, waiting=int(items[0]), longest_wait=int(float(items[1])) / 1000.0,
         joined=c.get("joined", 0), answered=answered, abandoned=abandoned,
         overflowed=c.get("overflowed", 0), exited=c.get("exited", 0), lost=c.get("lost", 0),
@@ -186,6 +196,41 @@ def _stats(queue: str, r: Any) -> QueueStats:
         agents={k: int(v) for k, v in json.loads(items[4]).items()},
         agent_calls={k: int(v) for k, v in json.loads(items[3]).items()},
     )
+
+
+def check_callback_number(number: str) -> str:
+    if not isinstance(number, str) or not CALLBACK_NUMBER_RE.match(number):
+        raise QueueConfigError(f"callback number {number!r} is invalid: 3-20 digits, "
+                               "optionally after +")
+    return number
+
+
+def _callback_request_result(r: Any) -> int:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], f"cannot register the callback: {items[1].replace('_', ' ')}")
+    return int(items[2])
+
+
+def _callback_dials(r: Any) -> list[CallbackDial]:
+    items = _strs(r)
+    return [CallbackDial(items[i], items[i + 1], items[i + 2], items[i + 3], int(items[i + 4]))
+            for i in range(0, len(items), 5)]
+
+
+def _callback_result(r: Any) -> CallbackResult:
+    items = _strs(r)
+    status: Any = items[0]
+    return CallbackResult(status, int(items[1]) if len(items) > 1 else 0,
+                          int(float(items[2])) if len(items) > 2 else 0)
+
+
+def _answered_callback(r: Any) -> AnsweredCallback:
+    items = _strs(r)
+    if items[0] == "err":
+        raise QueueError(items[1], "the callback is gone")
+    return AnsweredCallback(items[1], items[2], items[3], items[4], items[5], int(items[6]),
+                            int(float(items[7])))
 
 
 def _call_control_args(agent: str, action: str, target: str, now: int) -> list[Any]:
@@ -390,6 +435,37 @@ class QueueStore:
         r = await self._run("takeover", check_call_id(call_id), check_name("worker", owner),
                             now or now_ms(), lease_ms)
         return _taken_over(call_id, r)
+
+    # callbacks (see README "Callback in queue")
+    async def request_callback(self, call_id: str, number: str, now: int | None = None) -> int:
+        """Turn the waiting caller ``call_id``'s entry into a callback to ``number`` (it keeps
+        its place; no worker owns it any more); returns its position."""
+        r = await self._run("callback_request", check_call_id(call_id),
+                            check_callback_number(number), now or now_ms())
+        return _callback_request_result(r)
+
+    async def claim_callbacks(self, owner: str, claim_ms: int, now: int | None = None,
+                              limit: int = 50) -> list[CallbackDial]:
+        """Callbacks accepted by an agent, for ``owner`` to dial (each claimed by one
+        worker at a time, for ``claim_ms``)."""
+        r = await self._run("callback_claim", check_name("worker", owner), now or now_ms(),
+                            claim_ms, limit)
+        return _callback_dials(r)
+
+    async def callback_result(self, entry: str, outcome: str, cause: str = "",
+                              lease_ms: int = 15000, now: int | None = None) -> CallbackResult:
+        if outcome not in CALLBACK_OUTCOMES:
+            raise QueueConfigError(f"callback outcome must be one of {CALLBACK_OUTCOMES}")
+        r = await self._run("callback_result", check_call_id(entry), outcome, cause[:100],
+                            now or now_ms(), lease_ms)
+        return _callback_result(r)
+
+    async def callback_answered(self, entry: str, channel: str, owner: str,
+                                lease_ms: int = 15000,
+                                now: int | None = None) -> AnsweredCallback:
+        r = await self._run("callback_answered", check_call_id(entry), check_call_id(channel),
+                            check_name("worker", owner), now or now_ms(), lease_ms)
+        return _answered_callback(r)
 
     async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
         r = await reply(self.client.blpop([self.keys.inbox(owner)], timeout=timeout))

@@ -36,6 +36,13 @@ class Queue:
     service_level_seconds: int = 20
     tier_widen_seconds: int = 30
     required_skills: dict[str, int] = field(default_factory=dict)
+    callback_key: str | None = None
+    callback_announce: bool = True
+    callback_max_attempts: int = 3
+    callback_retry_seconds: int = 300
+    callback_ring_seconds: int = 30
+    callback_freeswitch_endpoint: str = "sofia/gateway/pstn/{number}"
+    callback_asterisk_endpoint: str = "PJSIP/{number}@pstn"
     id: int | None = None
     updated_at: datetime | None = None
 

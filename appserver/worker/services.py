@@ -43,6 +43,7 @@ from appserver.cdr.sink import CdrSink
 from appserver.health import HealthServer, storage_checks
 from appserver.menus.readers import MenuSetReader
 from appserver.metrics import ENGINE_CONNECTED, CallMetrics
+from appserver.queues.flow import callback_app
 from appserver.queues.runtime import Deliver, QueueRuntime
 from appserver.shells import Shell, close
 from appserver.worker.pipeline import worker_pipeline
@@ -75,7 +76,7 @@ class WorkerServices:
         self.sink = CdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
         self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
         self.queues = QueueRuntime(self.redis, f"{engine}-{socket.gethostname()}-{os.getpid()}")
-        self.flows = worker_pipeline(AppRouter([*apps, self.menus]), cdrs=self.cdrs,
+        self.flows = worker_pipeline(AppRouter([callback_app, *apps, self.menus]), cdrs=self.cdrs,
                                      queues=self.queues,
                                      livekit_sip_uri=settings.livekit_sip_uri)
         listen = health_listen or settings.health_listen

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -126,3 +126,9 @@ class EngineSimulator(Protocol):
     async def place_call(
         self, to: str, caller: str = "+15550100", caller_name: str = ""
     ) -> SimulatedCall: ...
+
+    @property
+    def originated(self) -> Sequence[tuple[str, SimulatedCall | None]]:
+        """Calls the engine placed to a phone (a callback's customer), in order: the number
+        dialled and the call as that phone has it (None: never answered)."""
+        ...

@@ -181,6 +181,8 @@ local function assign(c, a, now)
   local info = hgetall(k)
   local target = info['extension'] or ''
   if info['kind'] ~= 'sip' or target == '' then target = a end
+  -- A callback has no caller on the line: some worker dials the customer (callback_claim).
+  if call['callback'] then redis.call('ZADD', P .. 'callbacks:due', now, c) end
   push_owner(c, {type = 'assigned', call = c, queue = q, agent = a,
                  target = target, kind = info['kind'] or 'browser'})
   return {q, target, info['kind'] or 'browser'}
@@ -191,6 +193,7 @@ local function drop_call(c)
   local call = hgetall(ck)
   if call['queue'] then
     redis.call('ZREM', qkey(call['queue'], 'waiting'), c)
+    redis.call('SREM', qkey(call['queue'], 'callbacks'), c)
     notify_queue(call['queue'])
   end
   if call['owner'] then redis.call('SREM', P .. 'worker:' .. call['owner'] .. ':calls', c) end
@@ -268,4 +271,18 @@ local function reap_call(c, now)
     end
   end
   if not leave(c, 'lost', now) then redis.call('ZREM', P .. 'leases', c) end
+end
+
+-- One line of a callback's history (stream read by the API's callback history writer).
+local CALLBACK_HISTORY_MAXLEN = 100000
+local function callback_history(c, event, now, fields)
+  local ck = ckey(c)
+  local h = redis.call('HMGET', ck, 'cb_id', 'queue', 'callback', 'cb_number', 'cb_attempts',
+                       'agent', 'cb_requested')
+  local args = {'callback', h[1] or c, 'event', event, 'at', tostring(now),
+                'queue', h[2] or '', 'number', h[3] or h[4] or '', 'attempt', h[5] or '0',
+                'agent', h[6] or '', 'requested', h[7] or ''}
+  for k, v in pairs(fields or {}) do args[#args + 1] = k; args[#args + 1] = tostring(v) end
+  redis.call('XADD', P .. 'callbacks:history', 'MAXLEN', '~', CALLBACK_HISTORY_MAXLEN, '*',
+             unpack(args))
 end

@@ -58,8 +58,9 @@ local function offer(c, ag, auto)
     result[#result + 1] = c; result[#result + 1] = ag.name; result[#result + 1] = 'assigned'
   else
     redis.call('ZADD', P .. 'offers', now + ring, c .. '|' .. ag.name)
-    notify_agent(ag.name, 'offer', {call = c, queue = q,
-      caller = redis.call('HGET', ckey(c), 'caller') or ''})
+    local info = redis.call('HMGET', ckey(c), 'caller', 'callback')
+    notify_agent(ag.name, 'offer', {call = c, queue = q, caller = info[1] or '',
+      callback = info[2] or ''})
     result[#result + 1] = c; result[#result + 1] = ag.name; result[#result + 1] = 'offer'
   end
 end
@@ -68,7 +69,8 @@ local callers = redis.call('ZRANGE', qkey(q, 'waiting'), 0, scan - 1)
 for _, c in ipairs(callers) do
   if nfree == 0 then break end
   local call = hgetall(ckey(c))
-  if call['state'] == 'waiting' then
+  -- A callback whose last attempt failed waits out the queue's retry spacing.
+  if call['state'] == 'waiting' and num(call['cb_not_before'], 0) <= now then
     local req = {}
     for s, l in pairs(qskills) do req[s] = l end
     for s, l in pairs(cjson.decode(call['skills'] or '{}')) do

@@ -35,6 +35,9 @@
     offer = o;
     $("offer").hidden = false;
     $("offer-caller").textContent = o.caller || "unknown";
+    $("offer-callback").hidden = !o.callback;
+    $("offer-callback-number").textContent = o.callback || "";
+    $("offer").querySelector("h2").textContent = o.callback ? "Callback" : "Incoming call";
     $("offer-queue").textContent = o.queue || "";
     $("offer-path").textContent = (o.menu_path || []).join(" › ") || "—";
     const joined = o.joined_ms || Date.now();
@@ -119,6 +122,10 @@
     else if (ev.type === "supervise") showSupervisor(ev);
     else if (ev.type === "transfer") $("media").textContent = "transferring to " + ev.target + "…";
     else if (ev.type === "offer_withdrawn") { if (offer && offer.call === ev.call) hideOffer(); }
+    else if (ev.type === "callback_failed") {
+      $("action-error").textContent = "callback: the customer did not answer (" +
+        (ev.outcome || "failed").replace("_", " ") + "); it is retried later";
+    }
     else if (ev.type === "resync") api("GET", "/api/agent/status").then(applyStatus).catch(() => {});
   }
 

@@ -131,6 +131,9 @@ class AriSimulator:
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
         self.calls: dict[str, AriSimulatedCall] = {}
+        # Calls to phones the application originated with no originator (callbacks): the
+        # number dialled and the phone's side of the call.
+        self.originated: list[tuple[str, AriSimulatedCall | None]] = []
         self.sockets: dict[str, list[_Socket]] = {}  # app -> connected sockets
         self.known_apps: set[str] = set()
         # app -> (allowed, disallowed) event types (PUT /applications/{app}/eventFilter)
@@ -697,6 +700,10 @@ class AriSimulator:
             owner = self.channels.get(chan.originator or "")
             if owner and owner.call:
                 owner.call.transcript.add("dialed", party(endpoint))
+            if not chan.originator:  # a call out to someone (a callback's customer)
+                chan.call = AriSimulatedCall(self, chan.id, endpoint, caller_id)
+                self.calls[chan.id] = chan.call
+                self.originated.append((party(endpoint), chan.call))
             self._spawn(self._run_outbound(chan, app, args, timeout))
         elif app:
             chan.stasis_app = app

@@ -142,9 +142,11 @@ class Switch(Protocol):
 class EslSimCall(SimulatedCall):
     """A caller whose call is controlled by a Callyard worker over an outbound socket."""
 
-    def __init__(self, sim: Switch, to: str, caller: str, caller_name: str) -> None:
+    def __init__(self, sim: Switch, to: str, caller: str, caller_name: str,
+                 channel: SimChannel | None = None) -> None:
         self.sim = sim
-        self.channel = SimChannel(caller=caller, called=to, caller_name=caller_name)
+        # ``channel``: a leg the switch originated, answered, now running the dialplan
+        self.channel = channel or SimChannel(caller=caller, called=to, caller_name=caller_name)
         self.call_id = self.channel.uuid
         self.transcript = Transcript()
         self._writer: asyncio.StreamWriter | None = None

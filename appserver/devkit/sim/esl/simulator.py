@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 
@@ -31,6 +32,7 @@ from appserver.devkit.sim.esl.eavesdrop import EavesdropLeg
 from appserver.freeswitch.esl_codec import ESLProtocolError
 
 log = logging.getLogger("callyard.sim.esl")
+_VARS_DIAL = re.compile(r"^(\{[^}]*\})?(\S+)$")  # originate's first argument
 
 class FreeswitchSimulator:
     def __init__(
@@ -46,6 +48,9 @@ class FreeswitchSimulator:
         self.route = re.compile(route)
         self.calls: dict[str, EslSimCall] = {}
         self.legs: dict[str, DialledLeg] = {}  # B-legs of running bridges, by uuid
+        # Every ``originate`` to an endpoint (not loopback): (dialled number, answered call
+        # running the dialplan or None), in order.
+        self.originated: list[tuple[str, EslSimCall | None]] = []
         self.placed = 0
         # seconds from a caller's digit to the worker's next command on that call
         self.dtmf_latencies: list[float] = []
@@ -300,6 +305,53 @@ class FreeswitchSimulator:
                               target, leg_vars)
         return f"+OK {leg.uuid}\n"
 
+    async def originate(self, args: list[str]) -> str:
+        """``originate [{vars}]<endpoint> <exten> [XML <context>]`` as a background job, as
+        FreeSWITCH's: the endpoint's number (``sofia/gateway/pstn/5551234`` -> 5551234)
+        rings per the behaviour's ``endpoints``; answered, the leg runs the dialplan at
+        ``exten`` with the variables set and the job says ``+OK <uuid>``; busy / no answer
+        (within ``originate_timeout``) / unknown hang it up with USER_BUSY / NO_ANSWER /
+        UNALLOCATED_NUMBER and the job says ``-ERR <cause>``. Loopback: a new caller."""
+        match = _VARS_DIAL.match(args[0])
+        inline_app = len(args) > 1 and args[1].startswith("&")  # e.g. &eavesdrop(<uuid>)
+        if not match or match.group(2).startswith("loopback/") or inline_app:
+            return self._api_originate(args)
+        variables = dict(kv.partition("=")[::2] for kv in (match.group(1) or "{}")[1:-1]
+                         .split(",") if kv)
+        endpoint = match.group(2)
+        number = endpoint.rsplit("/", 1)[-1].split("@")[0]
+        channel = SimChannel(
+            caller=variables.get("origination_caller_id_number", "0000000000"),
+            called=args[1] if len(args) > 1 else "",
+            context=args[3] if len(args) > 3 else "default",
+            uuid=variables.get("origination_uuid") or str(uuidlib.uuid4()),
+            direction="outbound", name=endpoint, variables=dict(variables))
+        self.broadcast("CHANNEL_CREATE", channel.event_pairs("CHANNEL_CREATE"))
+        b = self.behaviour
+        mode = b.endpoints.get(number, b.default_endpoint)
+        if mode == "answer":
+            await asyncio.sleep(b.ring_seconds)
+            channel.answer_state, channel.call_state = "answered", "ACTIVE"
+            channel.answered_us = int(time.time() * 1_000_000)
+            self.broadcast("CHANNEL_ANSWER", channel.event_pairs("CHANNEL_ANSWER"))
+            call = EslSimCall(self, channel.called, channel.caller, "", channel=channel)
+            self.calls[call.call_id] = call
+            self.originated.append((number, call))
+            call.task = asyncio.get_running_loop().create_task(call.run())
+            return f"+OK {call.call_id}\n"
+        cause, wait = {"busy": ("USER_BUSY", b.ring_seconds),
+                       "no_answer": ("NO_ANSWER", min(b.no_answer_seconds, float(
+                           variables.get("originate_timeout", "60"))))
+                       }.get(mode, ("UNALLOCATED_NUMBER", 0.0))
+        await asyncio.sleep(wait)
+        self.originated.append((number, None))
+        channel.hangup_cause = channel.variables["hangup_cause"] = cause
+        channel.answer_state, channel.call_state = "hangup", "HANGUP"
+        channel.hangup_us = int(time.time() * 1_000_000)
+        for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            self.broadcast(name, channel.event_pairs(name))
+        return f"-ERR {cause}\n"
+
     # ------------------------------------------------------------ inbound server
 
     async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -430,7 +482,14 @@ class _InboundSession:
         return True
 
     def _background_job(self, job: str, line: str) -> None:
-        result = self.sim.api(line)
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "originate":  # rings for a while: the job's reply comes when it is over
+            task = asyncio.get_running_loop().create_task(self.sim.originate(arg.split()))
+            task.add_done_callback(lambda t: self._job_done(job, line, t.result()))
+            return
+        self._job_done(job, line, self.sim.api(line))
+
+    def _job_done(self, job: str, line: str, result: str) -> None:
         cmd, _, arg = line.strip().partition(" ")
         api_pairs = core_headers("API", ("switch_loadable_module.c", "switch_api_execute", 2954))
         api_pairs += [("API-Command", cmd)] + ([("API-Command-Argument", arg)] if arg else [])

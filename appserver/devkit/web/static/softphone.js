@@ -73,5 +73,19 @@
     try { render(await api("POST", `/sim/calls/${callId}/dtmf`, { digits: key })); }
     catch (err) { $("status").textContent = "Error: " + err.message; }
   });
+  // A callback: Callyard calls this phone back; take the call when nothing else is on.
+  async function ring() {
+    if (callId && timer) return;
+    try {
+      const calls = await api("GET", "/sim/incoming");
+      if (!calls.length) return;
+      callId = calls[0].id;
+      setInCall(true);
+      render(calls[0]);
+      $("status").textContent = `Callback from Callyard: ${callId} (${calls[0].engine})`;
+      timer = setInterval(poll, 300);
+    } catch (err) { /* the dev server restarts: try again */ }
+  }
+  setInterval(ring, 1000);
   setInCall(false);
 })();

@@ -1,0 +1,58 @@
+"""Callbacks on Asterisk: the worker that claimed a callback calls the customer with
+``POST /channels`` (``app`` this worker's application, ``appArgs``
+``callback,<queue>:<entry>``).
+
+Answered, the channel enters the application (``StasisStart``) on whichever worker of the
+application gets it: its flow sees the callback and connects the agent. Not answered, the
+channel is destroyed with the Q.850 cause (17 busy, 19 no answer, ...), an event the
+application receives because it is subscribed to the channels it originates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import cast
+
+from appserver.asterisk.node import NodeCalls
+from appserver.asterisk.port import AriError
+from appserver.asterisk.worker import AsteriskWorker
+from appserver.queues.model import CallbackDial, QueueConfig
+from appserver.queues.runtime import DialOutcome
+
+EVENT_MARGIN = 15.0  # seconds past the ring time before the outcome is given up
+
+
+class AsteriskCallbackDialer:
+    def __init__(self, worker: AsteriskWorker) -> None:
+        self.worker = worker
+
+    def can_dial(self) -> bool:
+        return any(link.connected.is_set() for link in self.worker.links)
+
+    def _node(self) -> NodeCalls:
+        for link, node in zip(self.worker.links, self.worker.nodes, strict=True):
+            if link.connected.is_set():
+                return node
+        raise ConnectionError("no Asterisk node is connected")
+
+    async def dial(self, dial: CallbackDial, config: QueueConfig,
+                   variable: str) -> tuple[DialOutcome, str]:
+        node = self._node()
+        channel_id = f"callback-{uuid.uuid4().hex}"
+        endpoint = config.callback_asterisk_endpoint.replace("{number}", dial.number)
+        waiter: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        node.callback_dials[channel_id] = waiter
+        try:
+            await node.client.originate(channel_id, endpoint, app_args=f"callback,{variable}",
+                                        originator="", caller_id="",
+                                        timeout=config.callback_ring_seconds)
+            outcome, cause = await asyncio.wait_for(
+                waiter, config.callback_ring_seconds + EVENT_MARGIN)
+        except AriError as exc:
+            return "failed", f"HTTP {exc.status}"
+        except TimeoutError:
+            return "failed", "no outcome from Asterisk"
+        finally:
+            node.callback_dials.pop(channel_id, None)
+        return cast(DialOutcome, outcome), cause
