@@ -35,7 +35,7 @@ from test_queue_outages import (
 from appserver.queues import scripts
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.model import KEY_PREFIX, AgentConfig, Member, QueueConfig
-from appserver.queues.store import QueueStore
+from appserver.queues.store import QueueError, QueueStore
 from appserver.redisconn import connect, parse_sentinel_url
 from appserver.settings import SettingsError, load_settings
 from appserver.shells import close
@@ -211,6 +211,10 @@ async def _every_queue_operation(store: QueueStore) -> None:
     by_call = {o.call_id: o.agent for o in offers}
     assert (await store.accept(by_call["c1"], "c1", now=t + 1)).ok
     assert await store.decline(by_call["c2"], "c2", now=t + 1)
+    try:  # runs in the slot whatever it answers (c1's agent has not answered yet)
+        await store.supervise("c1", "sup", "start", "listen")
+    except QueueError as exc:
+        assert exc.code == "not_connected"
     await store.call_control(by_call["c1"], "hold", now=t + 2)
     await store.dial_failed("c1", by_call["c1"], now=t + 3)
     await store.tick("w1", now=t + 4)
