@@ -33,6 +33,9 @@ Driver contract (both drivers implement exactly this):
 * ``Hold`` / ``Unhold`` / ``EndDial`` act on the party a running ``Dial`` connected; with
   no such party they are ignored (and logged). ``EndDial`` ends that party's leg only: the
   caller stays, and the dial's ``DialResult`` follows as usual.
+* ``Record`` starts a recording and does not wait for it; exactly one ``RecordFinished``
+  follows unless the caller hangs up first (then only ``HungUp``; the engine keeps the file).
+  Digits still arrive as ``Dtmf`` while it records.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
 * Text a flow hands to the engine (prompt values, variable values, dial targets, transfer
@@ -177,6 +180,23 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """Record what the caller says into ``name`` (a relative file name without extension:
+    the driver places it in the engine's recordings directory, as a WAV file), after a beep
+    when ``beep``. It ends when the caller presses a key of ``terminators`` (the key is not
+    recorded; its ``Dtmf`` is still delivered), after ``max_seconds``, or when the caller
+    hangs up (the file is kept). ``RecordFinished`` follows, except after a hangup.
+    ``mailbox`` names the voicemail box the message is for ("" for other recordings)."""
+
+    record_id: str
+    name: str
+    max_seconds: int
+    beep: bool = True
+    terminators: str = "#"
+    mailbox: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     cause: str = "NORMAL_CLEARING"
 
@@ -196,6 +216,7 @@ Command: TypeAlias = (
     | Unhold
     | EndDial
     | Transfer
+    | Record
     | Hangup
 )
 TERMINAL_COMMANDS = (Hangup, Transfer, Enqueue, Dial)
@@ -282,6 +303,16 @@ class AgentRequest:
     target: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RecordFinished:
+    """A ``Record`` ended: ``done`` (terminator key or time limit; ``seconds`` recorded) or
+    ``failed`` (the engine could not record)."""
+
+    record_id: str
+    status: Literal["done", "failed"] = "done"
+    seconds: float = 0.0
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -294,6 +325,7 @@ Event: TypeAlias = (
     | QueueUpdate
     | AgentAssigned
     | AgentRequest
+    | RecordFinished
 )
 
 
