@@ -194,6 +194,11 @@ class Settings(BaseSettings):
     freeswitch_listen: str = "127.0.0.1:8084"
     freeswitch_dial_template: str = "user/{target}"
     freeswitch_sip_template: str = "sofia/callyard/{target}"  # Dial(kind="sip"): a SIP URI
+    # Where FreeSWITCH writes recordings (voicemail/<mailbox>/<call>.wav below it).
+    freeswitch_recordings_dir: str = "/var/lib/freeswitch/recordings"
+    # Where the API reads them: the same files (a shared volume; Asterisk's is
+    # astspooldir/recording, e.g. /var/spool/asterisk/recording).
+    recordings_dir: str = ".callyard/recordings"
     # Outbound sockets open at once (calls + handshakes), and seconds to answer `connect`.
     freeswitch_max_calls: int = Field(20000, ge=1)
     freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)

@@ -9,8 +9,8 @@ do not block. Rules worth knowing:
   soon as it is complete, ``1`` when the caller presses the terminator or stops typing for
   ``inter_digit_timeout`` seconds. An option nothing else extends is taken at once.
 * Menu-level actions (exhausted, closed, holiday) may be ``submenu``, ``back``, ``main``,
-  ``enqueue``, ``dial``, ``transfer``, ``voicemail`` or ``hangup`` (``play``, ``set`` and ``repeat`` need
-  an option or would loop).
+  ``enqueue``, ``dial``, ``transfer``, ``voicemail`` or ``hangup`` (``play``, ``set`` and
+  ``repeat`` need an option or would loop).
 * A set of menus that hand the call to one another when the caller presses nothing (via
   exhausted, closed or holiday actions) forms a loop with no exit: an error.
 * A menu no extension can reach is a warning (it may be wired up in a later edit).

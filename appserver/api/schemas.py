@@ -62,10 +62,11 @@ PromptSpec = Annotated[
 ]
 Prompts = Annotated[list[PromptSpec], Field(max_length=MAX_PROMPTS)]
 ActionKind = Literal[
-    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup"
+    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup",
+    "voicemail",
 ]
 # Where a queue sends a caller on overflow or exit key (the database's callyard_valid_route).
-QueueAction = Literal["hangup", "queue", "menu", "extension"]
+QueueAction = Literal["hangup", "queue", "menu", "extension", "voicemail"]
 Skills = Annotated[dict[Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)],
                         Annotated[int, Field(ge=1, le=10)]], Field(max_length=50)]
 

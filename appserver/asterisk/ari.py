@@ -77,6 +77,15 @@ class AriClient:
             query += f"&lang={_q(lang)}"
         await self._send("POST", f"/channels/{_q(channel_id)}/play", query)
 
+    async def record(self, channel_id: str, name: str, max_seconds: int, beep: bool,
+                     terminate_on: str) -> None:
+        """``POST /channels/{id}/record``: a WAV under Asterisk's recordings directory
+        (``astspooldir/recording``), replacing one of that name (a voicemail taken again)."""
+        query = (f"name={_q(name)}&format=wav&maxDurationSeconds={int(max_seconds)}"
+                 f"&beep={'true' if beep else 'false'}&terminateOn={_q(terminate_on)}"
+                 "&ifExists=overwrite")
+        await self._send("POST", f"/channels/{_q(channel_id)}/record", query)
+
     async def stop_playback(self, playback_id: str) -> None:
         await self._send("DELETE", f"/playbacks/{_q(playback_id)}")
 

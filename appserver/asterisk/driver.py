@@ -43,6 +43,8 @@ from ivr.calls import (
     Play,
     PlayFinished,
     QueueResult,
+    Record,
+    RecordFinished,
     SetVariable,
     StartMoh,
     StartTimer,
@@ -119,7 +121,7 @@ class CallDriver:
     __slots__ = (
         "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup", "channel_id",
         "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
-        "log", "on_enqueue", "playbacks", "port", "stopping", "waiting_queue",
+        "log", "on_enqueue", "playbacks", "port", "recordings", "stopping", "waiting_queue",
     )  # thousands of calls per worker: no per-call __dict__
 
     def __init__(self, info: CallInfo, flow: CallFlow, port: AriPort, config: DriverConfig,
@@ -140,6 +142,7 @@ class CallDriver:
         self.waiting_queue = False
         self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
+        self.recordings: dict[str, str] = {}  # ARI recording name -> flow record_id
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
@@ -308,6 +311,8 @@ class CallDriver:
                     await self._enqueue(cmd)
                 case Dial():
                     await self._dial(cmd)
+                case Record():
+                    await self._record(cmd)
                 case Hold():
                     await self._hold(cmd)
                 case Unhold():
@@ -353,6 +358,21 @@ class CallDriver:
     async def _quietly(self, request: Awaitable[Any]) -> None:
         with contextlib.suppress(AriError, OSError):
             await request
+
+    async def _record(self, cmd: Record) -> None:
+        """ARI takes one terminator key (``#``, ``*``), ``any`` or ``none``."""
+        keys = cmd.terminators
+        terminate_on = keys if keys in ("#", "*") else ("any" if len(keys) > 1 else "none")
+        self.recordings[cmd.name] = cmd.record_id
+        try:
+            await self.port.record(self.channel_id, cmd.name, cmd.max_seconds, cmd.beep,
+                                   terminate_on)
+        except AriError as exc:
+            if exc.status in (404, 409):
+                raise  # the channel is gone or no longer ours: handled as a hangup
+            self.recordings.pop(cmd.name, None)
+            self.log.error("recording refused", extra={"status": exc.status, "error": exc.text})
+            await self._deliver(RecordFinished(cmd.record_id, "failed"))
 
     async def _play(self, cmd: Play) -> None:
         media = []
@@ -609,6 +629,15 @@ class CallDriver:
             else:
                 status = "failed" if playback.get("state") == "failed" else "done"
             await self._deliver(PlayFinished(play_id, status))  # type: ignore[arg-type]
+        elif kind in ("RecordingFinished", "RecordingFailed"):
+            recording = msg.get("recording") or {}
+            record_id = self.recordings.pop(str(recording.get("name", "")), None)
+            if record_id is not None:
+                done = kind == "RecordingFinished" and recording.get("state") == "done"
+                seconds = recording.get("duration")
+                await self._deliver(RecordFinished(
+                    record_id, "done" if done else "failed",
+                    float(seconds) if isinstance(seconds, int | float) else 0.0))
         elif kind in HANGUP_EVENTS:
             if self.handed_away:
                 self.finished = True

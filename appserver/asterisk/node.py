@@ -55,7 +55,8 @@ _KNOWN_EVENTS = {
     "PlaybackFinished", "Dial", "ChannelDialplan", "ChannelCallerId", "ChannelConnectedLine",
     "EndpointStateChange", "DeviceStateChanged", "ContactStatusChange", "PeerStatusChange",
     "ApplicationReplaced", "ChannelTalkingStarted", "ChannelTalkingFinished", "ChannelHold",
-    "ChannelUnhold", "ChannelUserevent",
+    "ChannelUnhold", "ChannelUserevent", "RecordingStarted", "RecordingFinished",
+    "RecordingFailed",
 }
 
 
@@ -119,7 +120,7 @@ class NodeCalls:
             return
         target: CallDriver | None = None
         leg = False
-        playback = msg.get("playback")
+        playback = msg.get("playback") or msg.get("recording")
         if isinstance(playback, dict):
             scheme, _, target_id = str(playback.get("target_uri", "")).partition(":")
             target = self.calls.get(target_id) if scheme == "channel" else None

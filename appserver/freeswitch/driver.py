@@ -22,6 +22,11 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
   ``call-command: hangup``. Both act at once: a prompt or music still running (which would
   hold the event-locked queue) is broken off first with ``uuid_break <uuid> all``.
+* ``Record``: ``set playback_terminators=<keys>``, a beep (``playback tone_stream://...``),
+  ``record <recordings_dir>/<name>.wav <max_seconds>``, ``set playback_terminators=none``; its
+  ``CHANNEL_EXECUTE_COMPLETE`` gives ``RecordFinished`` with ``variable_record_ms`` (absent:
+  the file could not be written, ``failed``). The record application ends on a terminator key,
+  the time limit or the hangup (the file is kept).
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
 * The last line of defence: no value is written that holds a control character (it would
@@ -80,6 +85,7 @@ _DIAL_OUTCOMES: dict[str, str] = {
     "ALLOTTED_TIMEOUT": "no_answer",
     "ORIGINATOR_CANCEL": "no_answer",
 }
+BEEP = "tone_stream://%(250,0,1000)"  # before a Record: a quarter second at 1 kHz
 MOH_STRETCH_SECONDS = 10  # see FreeswitchCall._moh_stretch
 _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an api line
 # A dialled leg would otherwise offer only the caller's codec (switch_core_media.c,
@@ -131,6 +137,7 @@ class DriverConfig:
     sip_template: str = "sofia/callyard/{target}"  # for Dial(kind="sip"), target a SIP URI
     transfer_context: str = ""  # "" = the call's own dialplan context
     fallback_prompt: str = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+    recordings_dir: str = "/var/lib/freeswitch/recordings"  # where the engine writes recordings
 
 
 QueueRuntime = Callable[[c.CallInfo, c.Enqueue], None]
@@ -161,6 +168,8 @@ class CallDriver:
     _moh: str = ""  # the music class StartMoh plays (until StopMoh), "" when none
     _moh_tag: str = ""  # the Event-UUID of the running stretch of it
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
+    _record_tag: str = ""  # the Event-UUID of the running Record's record application
+    _record_id: str = ""
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
     _answered: bool = False
@@ -327,6 +336,8 @@ class CallDriver:
             return self._api(f"uuid_break {self.info.call_id}")
         if isinstance(cmd, c.Dial):
             return self._dial(cmd)
+        if isinstance(cmd, c.Record):
+            return self._record(cmd)
         if isinstance(cmd, c.Hold):
             return self._hold(cmd)
         if isinstance(cmd, c.Unhold):
@@ -411,6 +422,19 @@ class CallDriver:
                     f"{OFFER_ALL_CODECS}}}")
         return self._execute("bridge", f"{leg_vars}{dial}", tag, checked=True)
 
+    def _record(self, cmd: c.Record) -> list[bytes]:
+        refuse_unsafe_token(cmd.name)
+        if ".." in cmd.name or cmd.name.startswith("/"):
+            raise codec.UnsafeValue(f"not a relative recording name: {cmd.name[:80]!r}")
+        keys = "".join(k for k in cmd.terminators if k in "0123456789*#") or "none"
+        self._record_tag = self._tag()
+        self._record_id = cmd.record_id
+        path = f"{self.config.recordings_dir.rstrip('/')}/{cmd.name}.wav"
+        beep = [self._execute("playback", BEEP, checked=True)] if cmd.beep else []
+        return [self._execute("set", f"playback_terminators={keys}"), *beep,
+                self._execute("record", f"{path} {int(cmd.max_seconds)}", self._record_tag),
+                self._execute("set", "playback_terminators=none")]
+
     def _reset_dial(self, bleg: str = "") -> None:
         self._bleg = bleg
         self._ending_dial = False
@@ -477,6 +501,14 @@ class CallDriver:
         tag = event.get("Application-UUID")
         if tag == self._moh_tag and not self.hung_up:
             self.write(self._moh_stretch())  # the music goes on
+            return
+        if tag == self._record_tag and tag:
+            self._record_tag = ""
+            ms = event.get("variable_record_ms")
+            if ms and ms.isdigit():
+                self.deliver(c.RecordFinished(self._record_id, "done", int(ms) / 1000))
+            else:
+                self.deliver(c.RecordFinished(self._record_id, "failed"))
             return
         owner = self._tags.pop(tag, None)
         if owner is None:

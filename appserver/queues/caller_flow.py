@@ -333,7 +333,8 @@ class CallerFlow:
 
     def _route(self, outcome: Literal["overflow", "timeout", "left"], reason: str, action: str,
                target: str, *, joined: bool = True) -> list[Command]:
-        """Leave the queue for ``action`` (queue | menu | extension | hangup)."""
+        """Leave the queue for ``action`` (queue | menu | extension | voicemail | hangup);
+        ``menu`` and ``voicemail`` are the call flow's to carry out (the IVR does)."""
         if joined:
             self.sink(Leave(self.call_id, outcome))
         cmds = self._quiet()
@@ -343,8 +344,8 @@ class CallerFlow:
         elif action == "extension":
             cmds.append(Transfer(target))
             detail = f"extension:{target}"
-        elif action == "menu":
-            detail = f"menu:{target}"
+        elif action in ("menu", "voicemail"):
+            detail = f"{action}:{target}"
         else:
             cmds.append(Hangup())
             detail = reason

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 Strategy = Literal["ring_all", "longest_idle", "round_robin", "fewest_calls", "random", "skills"]
-QueueAction = Literal["queue", "menu", "extension", "hangup"]
+QueueAction = Literal["queue", "menu", "extension", "hangup", "voicemail"]
 AgentKind = Literal["browser", "sip"]
 AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up", "break", "away"]
 

@@ -38,6 +38,8 @@ EntryKind = Literal[
     "unbridged",  # detail: the other party, when its leg ended (hung up) and the caller stays
     "transferred",  # detail: destination
     "variable",  # detail: "name=value"
+    "beep",  # the engine beeped (before a recording)
+    "recording",  # detail: "<name> started", then "<name> <seconds>s <dtmf|timeout|hangup>"
     "hangup",  # detail: "cause by" where by is caller | engine | app
 ]
 

@@ -96,6 +96,32 @@ class SimPlayback:
 
 
 @dataclass
+class SimRecording:
+    """A LiveRecording of a channel (``POST /channels/{id}/record``)."""
+
+    name: str
+    format: str
+    target_uri: str
+    max_seconds: int  # 0: no limit
+    terminate_on: str  # none | any | * | #
+    beep: bool
+    state: str = "queued"
+    duration: int | None = None
+    how: str = "timeout"  # what ended it: dtmf | timeout | hangup
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ends_on(self, digit: str) -> bool:
+        return self.terminate_on == "any" or self.terminate_on == digit
+
+    def to_json(self) -> Json:
+        data: Json = {"name": self.name, "format": self.format, "target_uri": self.target_uri,
+                      "state": self.state}
+        if self.duration is not None:
+            data["duration"] = self.duration
+        return data
+
+
+@dataclass
 class SimChannel:
     id: str
     name: str
@@ -122,6 +148,7 @@ class SimChannel:
     originator: str | None = None
     playbacks: list[SimPlayback] = field(default_factory=list)
     player: asyncio.Task[None] | None = None
+    recording: SimRecording | None = None
     hungup: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -37,6 +37,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -52,11 +53,13 @@ from appserver.devkit.sim.ari.models import (
     SimChannel,
     SimEndpoint,
     SimPlayback,
+    SimRecording,
     SoundCatalog,
     media_to_prompt,
     party,
     timestamp,
 )
+from appserver.devkit.sim.recordings import write_silence
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class AriSimulator:
         endpoints: list[SimEndpoint] | None = None,
         unknown_endpoint: SimEndpoint | None = None,
         asterisk_id: str = "02:fc:00:00:00:01",
+        recording_dir: Path | None = None,  # astspooldir/recording; None: no files written
     ) -> None:
         self.host = host
         self.port = port
@@ -126,6 +130,8 @@ class AriSimulator:
             f"{e.technology}/{e.resource}": e for e in (endpoints or [])
         }
         self.asterisk_id = asterisk_id
+        self.recording_dir = recording_dir
+        self.recordings: dict[str, SimRecording] = {}  # live recordings by name
         self.channels: dict[str, SimChannel] = {}
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
@@ -291,6 +297,10 @@ class AriSimulator:
                 return
             if chan.call:
                 chan.call.transcript.add("dtmf", digit)
+            rec = chan.recording
+            if rec is not None and rec.state == "recording" and rec.ends_on(digit):
+                rec.how = "dtmf"
+                rec.stop.set()
             if chan.stasis_app:
                 self._emit_channel("ChannelDtmfReceived", chan, digit=digit, duration_ms=100)
                 self._dtmf_sent[chan.id] = time.monotonic()
@@ -389,6 +399,7 @@ class AriSimulator:
             ("DELETE", "/ari/channels/{channelId}/moh", self.h_moh_stop),
             ("POST", "/ari/channels/{channelId}/play", self.h_play),
             ("POST", "/ari/channels/{channelId}/play/{playbackId}", self.h_play),
+            ("POST", "/ari/channels/{channelId}/record", self.h_record),
             ("GET", "/ari/channels/{channelId}/variable", self.h_get_var),
             ("POST", "/ari/channels/{channelId}/variable", self.h_set_var),
             ("GET", "/ari/bridges", self.h_bridges),
@@ -731,6 +742,9 @@ class AriSimulator:
             return
         chan.hungup = True
         self._end_hold(chan)
+        if chan.recording is not None:
+            chan.recording.how = "hangup"
+            chan.recording.stop.set()
         for pb in chan.playbacks:
             if pb.state == "playing" and not pb.transcribed_end and chan.call:
                 pb.transcribed_end = True
@@ -895,6 +909,64 @@ class AriSimulator:
             chan.player = self._spawn(self._channel_player(chan))
         body = pb.to_json()
         return self._ok(body, status=201)
+
+    async def h_record(self, request: web.Request) -> web.Response:
+        """res_ari_channels record: stasis_app_control_record. Writes silence as long as the
+        recording lasted (see appserver.devkit.sim.recordings) when ``recording_dir`` is set."""
+        chan = self._channel(request)
+        name = self._param(request, "name", required=True) or ""
+        fmt = self._param(request, "format", required=True) or ""
+        if fmt not in ("wav", "gsm", "ulaw", "alaw", "sln", "g722"):
+            raise AriError(422, "The format specified is unknown on this system")
+        terminate_on = self._param(request, "terminateOn") or "none"
+        if terminate_on not in ("none", "any", "*", "#"):
+            raise AriError(400, f"terminateOn: invalid value {terminate_on!r}")
+        if_exists = self._param(request, "ifExists") or "fail"
+        path = self.recording_dir / f"{name}.{fmt}" if self.recording_dir else None
+        if name in self.recordings or (if_exists == "fail" and path and path.exists()):
+            raise AriError(409, "Recording with the same name already exists")
+        if chan.bridge_id:
+            raise AriError(409, "Channel is currently bridged with other channels")
+        rec = SimRecording(name, fmt, f"channel:{chan.id}",
+                           self._int_param(request, "maxDurationSeconds", 0), terminate_on,
+                           (self._param(request, "beep") or "false") == "true")
+        self.recordings[name] = rec
+        chan.recording = rec
+        self._spawn(self._run_recording(chan, rec, path))
+        return self._ok(rec.to_json(), status=201)
+
+    async def _run_recording(self, chan: SimChannel, rec: SimRecording, path: Path | None
+                             ) -> None:
+        app = chan.subscribed_app
+        transcript = chan.call.transcript if chan.call else None
+        try:
+            if rec.beep and transcript:
+                transcript.add("beep")
+                await asyncio.sleep(0.25)
+            rec.state = "recording"
+            self._emit(app, "RecordingStarted", recording=rec.to_json())
+            if transcript:
+                transcript.add("recording", f"{rec.name} started")
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rec.stop.wait(), rec.max_seconds or None)
+            seconds = time.monotonic() - started
+            if transcript:
+                transcript.add("recording", f"{rec.name} {round(seconds, 3)}s {rec.how}")
+            rec.duration = round(seconds)
+            event = "RecordingFinished"
+            rec.state = "done"
+            if path is not None and rec.format == "wav":
+                try:
+                    write_silence(path, seconds)
+                except OSError as exc:
+                    event, rec.state = "RecordingFailed", "failed"
+                    log.warning("cannot write recording %s: %s", path, exc)
+            self._emit(app, event, recording=rec.to_json())
+        finally:
+            self.recordings.pop(rec.name, None)
+            if chan.recording is rec:
+                chan.recording = None
 
     async def _channel_player(self, chan: SimChannel) -> None:
         try:

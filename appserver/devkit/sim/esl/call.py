@@ -24,18 +24,20 @@ import time
 import uuid as uuidlib
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
+from appserver.devkit.sim.recordings import write_silence
 from appserver.freeswitch.esl_codec import ESLProtocolError
 from appserver.freeswitch.prompts import from_app
 
 log = logging.getLogger("callyard.sim.esl")
 
-INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
+INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep", "record"}
 _VARS = re.compile(r"^\{[^}]*\}")
 
 
@@ -181,7 +183,8 @@ class EslSimCall(SimulatedCall):
             with_variables=False,
         )
         terminators = self.channel.variables.get("playback_terminators", "*")
-        if self._current_app in ("playback", "speak", "say") and digit in terminators:
+        if self._current_app in ("playback", "speak", "say", "record") and digit in terminators:
+            self.channel.variables["playback_terminator_used"] = digit
             self._break.set()
 
     # ------------------------------------------------------------ dialplan
@@ -440,6 +443,10 @@ class EslSimCall(SimulatedCall):
         if app in ("playback", "speak", "say"):
             if app == "playback" and arg.startswith("local_stream://"):
                 return await self._moh(arg.removeprefix("local_stream://"))
+            if app == "playback" and arg.startswith("tone_stream://"):
+                self.transcript.add("beep")
+                await self._wait(0.25)
+                return "FILE PLAYED"
             return await self._play(app, arg)
         if app == "play_and_get_digits":
             return await self._play_and_get_digits(arg)
@@ -464,6 +471,8 @@ class EslSimCall(SimulatedCall):
         if app == "sleep":
             await self._wait(int(arg or "0") / 1000, breakable=False)
             return "_none_"
+        if app == "record":
+            return await self._record(arg)
         if app == "park":
             return "_none_"
         log.warning("unknown application %s", app, extra={"call_id": self.call_id})
@@ -485,6 +494,35 @@ class EslSimCall(SimulatedCall):
         ms = int(self.sim.behaviour.duration(prompt) * 1000)
         self.channel.variables.update(playback_ms=str(ms), playback_samples=str(ms * 8))
         return "FILE PLAYED"
+
+    async def _record(self, arg: str) -> str:
+        """mod_dptools ``record <path> [<limit_secs>]``: until a ``playback_terminators`` key,
+        the limit or the hangup; sets ``record_ms`` (and ``playback_terminator_used``) and
+        keeps the file in every case. A file it cannot write hangs the call up, as there."""
+        path, _, limit = arg.partition(" ")
+        name = path.rsplit("/", 1)[-1]
+        chan = self.channel
+        chan.variables["playback_terminator_used"] = ""
+        chan.variables.pop("record_ms", None)
+        self.transcript.add("recording", f"{name} started")
+        started = time.monotonic()
+        how = "hangup"
+        try:
+            limit_s = int(limit.split()[0]) if limit.strip() else 0
+            result = await self._wait(limit_s or 86400)
+            how = "dtmf" if result == "break" else "timeout"
+        finally:
+            seconds = round(time.monotonic() - started, 3)
+            self.transcript.add("recording", f"{name} {seconds}s {how}")
+            try:
+                write_silence(Path(path), seconds)
+                chan.variables["record_ms"] = str(int(seconds * 1000))
+                chan.variables["record_samples"] = str(int(seconds * 8000))
+            except OSError:
+                log.warning("cannot write recording %s", path, extra={"call_id": self.call_id})
+                if how != "hangup":
+                    self.end("NORMAL_CLEARING", "engine")
+        return "_none_"
 
     async def _moh(self, moh_class: str) -> str:
         self.transcript.add("moh", moh_class)
