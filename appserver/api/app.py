@@ -154,11 +154,19 @@ def create_app(
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     if context is not None:
-        from appserver.api import admin_routes, audit, auth_routes, console_routes, ops_routes
+        from appserver.api import (
+            admin_routes,
+            audit,
+            auth_routes,
+            console_routes,
+            ops_routes,
+            voicemail_routes,
+        )
 
         app.state.ctx = context
         _install_error_handlers(app)
-        for module in (auth_routes, admin_routes, audit, ops_routes, console_routes):
+        for module in (auth_routes, admin_routes, audit, ops_routes, console_routes,
+                       voicemail_routes):
             app.include_router(module.router)
 
     return app
