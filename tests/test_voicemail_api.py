@@ -88,3 +88,19 @@ async def test_a_new_message_is_pushed_to_the_console(
 
             pushed = await asyncio.wait_for(next_data(), 5)
             assert pushed["call_id"] == "c4" and pushed["mailbox"] == "support"
+
+
+async def test_the_demo_takes_messages_for_support(pg_pool: asyncpg.Pool) -> None:
+    from test_demo import OPEN, _walk
+
+    from ivr.calls import Record
+
+    h = await _walk(pg_pool, ["4"], OPEN)
+    assert "file:voicemail/greeting" in h.played
+    record = next(c for c in h.commands if isinstance(c, Record))
+    assert (record.mailbox, record.max_seconds) == ("support", 120)
+    h.run()
+    assert h.played[-2:] == ["file:voicemail/review", "file:voicemail/saved"]  # review is on
+    assert await pg_pool.fetchval(
+        "SELECT overflow_action || ':' || overflow_target FROM queues WHERE name = 'support'"
+    ) == "voicemail:support"
