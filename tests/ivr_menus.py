@@ -12,6 +12,7 @@ would; ``callyard api`` publishes it and the workers serve it (numbers 8100-8199
     8110 queue t-queue directly: music on hold, position announced every 10 s
     8111 queue t-phones: agent t-sip, a SIP phone on extension 1101 (rung directly)
     8112 queue t-web: agent t-web, in the browser (accepts in the console; LiveKit over SIP)
+    8105 t-vm     1 voicemail t-box (messages of at most 5 s)
 
 Prompts are ``file:callyard-test/<name>``; the real-engine fixtures write each as a short tone
 into the engines' sound folders (``SOUNDS``).
@@ -29,6 +30,8 @@ from appserver.store.members import QueueMember, save_member
 from appserver.store.menus import Menu, MenuOption, save_menu
 from appserver.store.queues import Queue, save_queue
 from appserver.store.schedules import Closure, Hours, Schedule, save_schedule
+
+MAILBOX_SQL = "INSERT INTO voicemail_boxes (name, max_seconds) VALUES ('t-box', 5)"
 
 SOUNDS = ("welcome", "main-menu", "invalid", "no-input", "noted", "hours", "sales", "deep",
           "enter-pin", "pin-ok", "short-ok", "open", "closed", "holiday")  # fmt: skip
@@ -97,12 +100,14 @@ MENUS = (
     _menu("t-holiday", (f("open"),), schedule="t-holiday", closed_action="submenu",
           closed_target="t-closed-msg", holiday_action="submenu", holiday_target="t-holiday-msg"),
     _menu("t-tts", ("tts:Thank you for calling.",)),
+    _menu("t-vm", (f("welcome"),), _opt("1", "voicemail", "t-box")),
 )  # fmt: skip
 
 EXTENSIONS = (
     Extension("8100", "menu", "t-main"), Extension("8101", "menu", "t-open"),
     Extension("8102", "menu", "t-closed"), Extension("8103", "menu", "t-holiday"),
-    Extension("8104", "menu", "t-tts"), Extension("8110", "queue", "t-queue"),
+    Extension("8104", "menu", "t-tts"), Extension("8105", "menu", "t-vm"),
+    Extension("8110", "queue", "t-queue"),
     Extension("8111", "queue", "t-phones"), Extension("8112", "queue", "t-web"),
     Extension("8201", "user", "1001"), Extension("8202", "user", "1002"),
 )  # fmt: skip
@@ -120,6 +125,7 @@ async def seed(db: Executor) -> None:
             await set_password_hash(conn, agent.username, await hash_password(PASSWORD))
         for member in MEMBERS:
             await save_member(conn, member)
+        await conn.execute(MAILBOX_SQL)
         for menu in MENUS:
             await save_menu(conn, menu)
         for extension in EXTENSIONS:
