@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     freeswitch_listen: str = "127.0.0.1:8084"
     freeswitch_dial_template: str = "user/{target}"
     freeswitch_sip_template: str = "sofia/callyard/{target}"  # Dial(kind="sip"): a SIP URI
-    # Where FreeSWITCH writes recordings (voicemail/<mailbox>/<call>.wav below it).
+    # Where FreeSWITCH writes recordings (voicemail-<mailbox>-<call>.wav in it; it must exist).
     freeswitch_recordings_dir: str = "/var/lib/freeswitch/recordings"
     # Where the API reads them: the same files (a shared volume; Asterisk's is
     # astspooldir/recording, e.g. /var/spool/asterisk/recording).

@@ -197,6 +197,33 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Record the conversation (both parties, mixed) into ``name`` (a relative file name
+    without extension, in the engine's recordings directory, WAV) from the moment the caller
+    is bridged to the party a ``Dial`` connects (at once if already bridged) until
+    ``StopRecording`` or the end of the call. ``RecordingStarted`` / ``RecordingStopped``
+    report what the engine did."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecording:
+    """Silence replaces the conversation in the running recording (card numbers) until
+    ``ResumeRecording``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRecording:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     cause: str = "NORMAL_CLEARING"
 
@@ -217,6 +244,10 @@ Command: TypeAlias = (
     | EndDial
     | Transfer
     | Record
+    | StartRecording
+    | PauseRecording
+    | ResumeRecording
+    | StopRecording
     | Hangup
 )
 TERMINAL_COMMANDS = (Hangup, Transfer, Enqueue, Dial)
@@ -297,9 +328,10 @@ class AgentAssigned:
 class AgentRequest:
     """From the queue runtime, while the caller is connected to an agent: the agent asked to
     ``hold`` or ``unhold`` the caller, to blind-transfer them to ``target``
-    (``extension:<number>`` or ``queue:<name>``), or hung up (``hangup``: end their leg)."""
+    (``extension:<number>`` or ``queue:<name>``), or hung up (``hangup``: end their leg), or
+    to ``record`` (``target``: ``start``, ``pause``, ``resume`` or ``stop``)."""
 
-    action: Literal["hold", "unhold", "transfer", "hangup"]
+    action: Literal["hold", "unhold", "transfer", "hangup", "record"]
     target: str = ""
 
 
@@ -310,6 +342,22 @@ class RecordFinished:
 
     record_id: str
     status: Literal["done", "failed"] = "done"
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    """The engine began writing the ``StartRecording`` file (the parties are bridged)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStopped:
+    """The engine closed the recording file (``StopRecording``, the bridge or the call
+    ended); ``seconds`` is its length when the engine says it (else 0)."""
+
+    name: str
     seconds: float = 0.0
 
 
@@ -326,6 +374,8 @@ Event: TypeAlias = (
     | AgentAssigned
     | AgentRequest
     | RecordFinished
+    | RecordingStarted
+    | RecordingStopped
 )
 
 

@@ -46,8 +46,9 @@ _GREET, _RECORD, _REVIEW_STEP, _BYE = "greeting", "recording", "review", "bye"
 
 
 def message_name(mailbox: str, call_id: str) -> str:
-    """The recording's relative name (no extension): one message per call and mailbox."""
-    return f"voicemail/{mailbox}/{call_id}"
+    """The recording's name (no extension): one message per call and mailbox. Flat, in the
+    engine's recordings directory: FreeSWITCH's ``record`` creates no directories."""
+    return f"voicemail-{mailbox}-{call_id}"
 
 
 class Voicemail:

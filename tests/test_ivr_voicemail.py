@@ -42,7 +42,7 @@ def test_voicemail_records_until_hash_then_says_goodbye() -> None:
     h.advance(1)  # the standard greeting plays out
     assert h.played[-1] == "file:voicemail/greeting"
     record = h.commands[-1]
-    assert record == Record("vm:voicemail/sales/test-call", "voicemail/sales/test-call", 30,
+    assert record == Record("vm:voicemail-sales-test-call", "voicemail-sales-test-call", 30,
                             True, "#", "sales")
     h.advance(2)
     h.press("#")

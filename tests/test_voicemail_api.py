@@ -17,7 +17,7 @@ from appserver.devkit.sim.recordings import write_silence
 
 
 async def _leave(pool: asyncpg.Pool, call_id: str, mailbox: str, seconds: float) -> None:
-    extra = {"voicemail": {"mailbox": mailbox, "name": f"voicemail/{mailbox}/{call_id}",
+    extra = {"voicemail": {"mailbox": mailbox, "name": f"voicemail-{mailbox}-{call_id}",
                            "seconds": seconds, "started_at": 1_790_000_000.5}}
     await pool.execute(
         "INSERT INTO cdrs (call_id, engine, caller, started_at, disposition, extra)"
@@ -33,7 +33,7 @@ async def _setup(pool: asyncpg.Pool, recordings: Path) -> None:
                        " SELECT 'support', id FROM queues WHERE name = 'support'")
     await pool.execute("INSERT INTO voicemail_boxes (name, agent_id)"
                        " SELECT 'boss', id FROM agents WHERE username = 'super1'")
-    write_silence(recordings / "voicemail/support/c1.wav", 2.0)
+    write_silence(recordings / "voicemail-support-c1.wav", 2.0)
     await _leave(pool, "c1", "support", 2.0)
     await _leave(pool, "c2", "boss", 1.0)
 

@@ -69,7 +69,7 @@ async def check_messages(calls: tuple[SimulatedCall, ...], redis: aioredis.Redis
     for number, (seconds, call) in expected.items():
         row = rows[number]
         assert row["mailbox"] == "sales" and row["handled_at"] is None
-        assert row["path"] == f"voicemail/sales/{call.call_id}.wav"
+        assert row["path"] == f"voicemail-sales-{call.call_id}.wav"
         assert row["seconds"] == pytest.approx(seconds, abs=0.5)
         assert wav_seconds(recordings / row["path"]) == pytest.approx(seconds, abs=0.5)
         assert cdrs[number]["disposition"] == "voicemail"

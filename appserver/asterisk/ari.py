@@ -124,6 +124,18 @@ class AriClient:
         await self._send("POST", f"/bridges/{_q(bridge_id)}/removeChannel",
                          f"channel={_q(channel_id)}")
 
+    async def record_bridge(self, bridge_id: str, name: str) -> None:
+        """``POST /bridges/{id}/record``: the bridge's mix as a WAV under Asterisk's
+        recordings directory, until stopped or the bridge goes."""
+        await self._send("POST", f"/bridges/{_q(bridge_id)}/record",
+                         f"name={_q(name)}&format=wav&ifExists=overwrite")
+
+    async def live_recording(self, name: str, operation: str) -> None:
+        """``pause`` / ``unpause`` / ``stop`` a live recording."""
+        method, path = {"pause": ("POST", "pause"), "unpause": ("DELETE", "pause"),
+                        "stop": ("POST", "stop")}[operation]
+        await self._send(method, f"/recordings/live/{_q(name)}/{path}")
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self._send("DELETE", f"/bridges/{_q(bridge_id)}")
 

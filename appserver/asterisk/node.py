@@ -29,6 +29,7 @@ from typing import Any
 from appserver.asterisk.ari import AriClient
 from appserver.asterisk.callstore import CallRecord, CallStore
 from appserver.asterisk.driver import (
+    BRIDGE_SEPARATOR,
     CallDriver,
     ChannelEvent,
     DriverConfig,
@@ -123,7 +124,9 @@ class NodeCalls:
         playback = msg.get("playback") or msg.get("recording")
         if isinstance(playback, dict):
             scheme, _, target_id = str(playback.get("target_uri", "")).partition(":")
-            target = self.calls.get(target_id) if scheme == "channel" else None
+            if scheme == "bridge":  # a call's bridge is named <channel id>~<n> (the driver)
+                target_id = target_id.rpartition(BRIDGE_SEPARATOR)[0]
+            target = self.calls.get(target_id) if scheme in ("channel", "bridge") else None
         else:
             channel = msg.get("channel") or msg.get("peer")
             channel_id = channel.get("id") if isinstance(channel, dict) else None

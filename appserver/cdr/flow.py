@@ -47,6 +47,8 @@ from ivr.calls import (
     QueueUpdate,
     Record,
     RecordFinished,
+    RecordingStarted,
+    RecordingStopped,
     SetVariable,
     Transfer,
     TransferResult,
@@ -101,6 +103,8 @@ class CdrFlow:
         self._taken_from = ""  # the dead worker this call was taken over from
         self._message: dict[str, Any] | None = None  # the voicemail message being left
         self._message_since: float | None = None  # its recording runs since then
+        self._recordings: list[dict[str, Any]] = []  # the call's recordings (StartRecording)
+        self._recording_since: dict[str, float] = {}  # name -> when the engine began it
 
     # ------------------------------------------------------------------ CallFlow protocol
 
@@ -217,6 +221,21 @@ class CdrFlow:
         else:
             self._message = None
 
+    def _note_recording_started(self, event: RecordingStarted) -> None:
+        now = self.clock()
+        self._recording_since[event.name] = now
+        self._recordings.append({"queue": self.queues[-1] if self.queues else "",
+                                 "name": event.name, "started_at": now, "seconds": 0.0})
+
+    def _note_recording_stopped(self, event: RecordingStopped) -> None:
+        since = self._recording_since.pop(event.name, None)
+        if since is not None:
+            self._recording(event.name)["seconds"] = round(
+                event.seconds or self.clock() - since, 3)
+
+    def _recording(self, name: str) -> dict[str, Any]:
+        return next(r for r in reversed(self._recordings) if r["name"] == name)
+
     def _note_transfer_result(self, event: TransferResult) -> None:
         if not self._transferring:
             return
@@ -314,6 +333,10 @@ class CdrFlow:
             extra["error"] = error
         if self._taken_from:
             extra["taken_over_from"] = self._taken_from
+        for name, since in self._recording_since.items():  # still running at the end
+            self._recording(name)["seconds"] = round(now - since, 3)
+        if self._recordings:
+            extra["recordings"] = self._recordings
         message = self._message
         if message is not None and self._message_since is not None:  # hung up mid-message
             message["seconds"] = round(now - self._message_since, 3)
@@ -346,6 +369,8 @@ _EVENT_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     QueueResult: CdrFlow._note_queue_result,
     TransferResult: CdrFlow._note_transfer_result,
     RecordFinished: CdrFlow._note_record_finished,
+    RecordingStarted: CdrFlow._note_recording_started,
+    RecordingStopped: CdrFlow._note_recording_stopped,
 }
 _COMMAND_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     Answer: CdrFlow._note_answer,

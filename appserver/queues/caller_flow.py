@@ -13,6 +13,12 @@ leg (``EndDial``) and, once its ``DialResult`` is in, continues with ``Transfer`
 extension or ``Enqueue`` into a queue. An agent's hang-up ends their leg the same way, then
 the call is answered and over for the queue.
 
+Call recording (the queue's ``recording``): ``always`` sends ``StartRecording`` with the
+``Dial`` to the agent (the engine writes from the moment they are bridged), ``on_demand``
+when the agent asks (``AgentRequest("record", "start")``); the agent may pause and resume it
+(card numbers) and, on demand, stop it. The file is ``recording-<queue>-<call id>``. With a
+``recording_announcement``, it plays as the caller joins, before the music.
+
 It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
 agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
 flow decides (answered, abandoned, overflow or exit to a menu, failure), with
@@ -43,16 +49,20 @@ from ivr.calls import (
     Hangup,
     Hold,
     HungUp,
+    PauseRecording,
     Play,
     PlayFinished,
     Prompt,
     QueueResult,
     QueueUpdate,
+    ResumeRecording,
     SetVariable,
     StartMoh,
+    StartRecording,
     StartTimer,
     StopMoh,
     StopPlay,
+    StopRecording,
     TimerFired,
     Transfer,
     Unhold,
@@ -65,6 +75,12 @@ MENU_PATH_VARIABLE = "ivr_menu_path"  # set by the IVR (ivr.machine) as the call
 # serving it died) looks for a queue entry to take over only when the engine reports it.
 QUEUED_VARIABLE = "callyard_queued"
 ANNOUNCE_PLAY = "queue:announce"
+
+
+def recording_name(queue: str, call_id: str) -> str:
+    """A call's recording in a queue: ``recording-<queue>-<call id>`` (+ ``.wav``), flat in
+    the engine's recordings directory."""
+    return f"recording-{queue}-{call_id}"
 
 
 # ---------------------------------------------------------------- actions for the runtime
@@ -150,6 +166,7 @@ class CallerFlow:
         self.held = False
         self.transfer_to = ""  # "extension:<n>" | "queue:<name>" once the agent asked
         self.agent_hung_up = False  # the agent ended the call (console): their leg goes
+        self.recording = ""  # "" | "on" | "paused": the call's recording
 
     @property
     def done(self) -> bool:
@@ -163,8 +180,17 @@ class CallerFlow:
         self.phase = "waiting"
         self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
                        call.variables.get(MENU_PATH_VARIABLE, "")))
+        timers = self._timers(self.config.max_wait_seconds)
+        announcement = self.config.recording_announcement
+        if announcement and self.config.recording != "never":  # the music follows it
+            self._announcements += 1
+            self._playing = True
+            kind, _, value = announcement.partition(":")
+            play = Play(self._play_id(), (Prompt(kind, value),),  # type: ignore[arg-type]
+                        language=self.language)
+            return [SetVariable(QUEUED_VARIABLE, self.config.name), play, *timers]
         return [SetVariable(QUEUED_VARIABLE, self.config.name),
-                StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
+                StartMoh(self.config.moh_class), *timers]
 
     def resume(self, call: CallInfo, waited: float) -> list[Command]:
         """Go on with a stay another worker began ``waited`` seconds ago (this worker took
@@ -221,6 +247,8 @@ class CallerFlow:
             self.agent = event.agent
             cmds = self._quiet()
             kind: Literal["agent", "extension"] = "extension" if event.kind == "sip" else "agent"
+            if self.config.recording == "always" and not self.recording:
+                cmds.append(self._start_recording())
             cmds.append(Dial(event.target, kind=kind, timeout=float(self.config.ring_timeout)))
             return cmds
         return []
@@ -240,7 +268,29 @@ class CallerFlow:
         if event.action == "hangup" and not self.agent_hung_up:
             self.agent_hung_up = True
             return [EndDial()]
+        if event.action == "record":
+            return self._record_request(event.target)
         return []
+
+    def _record_request(self, op: str) -> list[Command]:
+        """The agent starts (on demand), pauses, resumes or stops (on demand) the recording."""
+        on_demand = self.config.recording == "on_demand"
+        if op == "start" and on_demand and not self.recording:
+            return [self._start_recording()]
+        if op == "pause" and self.recording == "on":
+            self.recording = "paused"
+            return [PauseRecording()]
+        if op == "resume" and self.recording == "paused":
+            self.recording = "on"
+            return [ResumeRecording()]
+        if op == "stop" and on_demand and self.recording:
+            self.recording = ""
+            return [StopRecording()]
+        return []
+
+    def _start_recording(self) -> StartRecording:
+        self.recording = "on"
+        return StartRecording(recording_name(self.config.name, self.call_id))
 
     def _transferred(self) -> list[Command]:
         """The agent's leg ended after their transfer request: the caller goes on."""
@@ -253,6 +303,9 @@ class CallerFlow:
 
     def _dial_result(self, event: DialResult) -> list[Command]:
         self.held = False
+        if self.recording and (event.outcome == "answered" or self.transfer_to):
+            self.recording = ""
+            return [StopRecording(), *self._dial_result(event)]
         if self.transfer_to:
             return self._transferred()
         if event.outcome == "answered" or self.agent_hung_up:

@@ -14,6 +14,8 @@ from typing import Any, Literal, get_args
 
 Strategy = Literal["ring_all", "longest_idle", "round_robin", "fewest_calls", "random", "skills"]
 QueueAction = Literal["queue", "menu", "extension", "hangup", "voicemail"]
+RecordingMode = Literal["never", "always", "on_demand"]
+RECORDING_MODES: tuple[str, ...] = ("never", "always", "on_demand")
 AgentKind = Literal["browser", "sip"]
 AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up", "break", "away"]
 
@@ -92,6 +94,10 @@ class QueueConfig:
     service_level_seconds: int = 20
     tier_widen_seconds: int = 0  # 0: all tiers at once (lower tiers still preferred)
     required_skills: dict[str, int] = field(default_factory=dict)
+    # Call recording: never | always (from the agent's answer) | on_demand (the agent starts
+    # it in the console); the announcement (a prompt spec) plays as the caller joins.
+    recording: RecordingMode = "never"
+    recording_announcement: str = ""
 
     def __post_init__(self) -> None:
         check_name("queue", self.name)
@@ -122,6 +128,9 @@ class QueueConfig:
             raise QueueConfigError(f"queue {self.name}: exit_key must be one of 0-9 * #")
         if not self.moh_class:
             raise QueueConfigError(f"queue {self.name}: moh_class must not be empty")
+        if self.recording not in RECORDING_MODES:
+            raise QueueConfigError(f"queue {self.name}: recording {self.recording!r} is not "
+                                   f"one of {RECORDING_MODES}")
         object.__setattr__(
             self, "required_skills", _skills(f"queue {self.name} required_skills",
                                              self.required_skills)

@@ -67,7 +67,7 @@ from ivr.calls import (
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
-AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup"]
+AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup", "record"]
 AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
 
 # Redis could not be reached: down, restarting, loading its data, stalled past the socket

@@ -45,7 +45,8 @@ STATS_CHANNEL = "callyard:q:stats"
 AGENTS_CHANNEL = "callyard:q:agents"
 LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
-CALL_CONTROLS = ("hold", "unhold", "transfer")
+CALL_CONTROLS = ("hold", "unhold", "transfer", "record")
+RECORD_OPERATIONS = ("start", "pause", "resume", "stop")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
 
 
@@ -194,6 +195,9 @@ def _call_control_args(agent: str, action: str, target: str, now: int) -> list[A
         elif kind != "extension" or not EXTENSION_RE.match(value):
             raise QueueError("bad_target", "transfer to 'extension:<digits, * # +>' or "
                              f"'queue:<name>', not {target!r}")
+    elif action == "record":
+        if target not in RECORD_OPERATIONS:
+            raise QueueError("bad_target", f"record takes one of {RECORD_OPERATIONS}")
     elif target:
         raise QueueError("bad_target", f"{action} takes no target")
     return [agent, action, target, now]

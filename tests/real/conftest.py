@@ -69,6 +69,8 @@ RECORDINGS = {
     "asterisk-sim": _RECORDINGS_ROOT / "asterisk-sim",
     "asterisk": Path("/opt/asterisk/var/spool/asterisk/recording"),
 }
+for _folder in RECORDINGS.values():
+    _folder.mkdir(parents=True, exist_ok=True)  # FreeSWITCH's record creates no directory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

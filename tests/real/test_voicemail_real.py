@@ -11,6 +11,7 @@ import wave
 import asyncpg
 import pytest
 from conftest import RECORDINGS, TARGETS, time_scale
+from stack import Stack
 
 from appserver.devkit.sim.caller import EngineSimulator
 
@@ -39,7 +40,15 @@ def wav_seconds(path: str) -> float:
 @pytest.mark.parametrize("end", ENDS)
 @pytest.mark.parametrize("target", TARGETS)
 async def test_voicemail(engine: EngineSimulator, target: str, end: str,
-                         real_database: str) -> None:
+                         real_database: str, stack: Stack) -> None:
+    try:
+        await leave_message(engine, target, end, real_database)
+    except (AssertionError, TimeoutError, RuntimeError) as exc:  # with the workers' logs
+        raise AssertionError(f"{exc}\n{stack.logs()[-6000:]}") from exc
+
+
+async def leave_message(engine: EngineSimulator, target: str, end: str,
+                        real_database: str) -> None:
     scale = time_scale(target)
     call = await engine.place_call("8105", caller="+15550199")
     await call.wait_for_prompt("file:callyard-test/welcome", timeout=10 * scale)
@@ -62,7 +71,7 @@ async def test_voicemail(engine: EngineSimulator, target: str, end: str,
     row = await message_of(real_database, call.call_id)
     assert row is not None, call.transcript.lines()
     assert row["mailbox"] == "t-box"
-    assert row["path"] == f"voicemail/t-box/{call.call_id}.wav"
+    assert row["path"] == f"voicemail-t-box-{call.call_id}.wav"
     expected = 5.0 if end == "limit" else talk  # the beep comes out of the talk time
     assert row["seconds"] == pytest.approx(expected, abs=1.2)
     file = RECORDINGS[target] / row["path"]

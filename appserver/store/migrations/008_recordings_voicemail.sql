@@ -32,7 +32,7 @@ CREATE TABLE voicemail_messages (
     engine      text NOT NULL,
     node        text NOT NULL DEFAULT '',
     path        text NOT NULL CONSTRAINT voicemail_messages_path
-                CHECK (path ~ '^voicemail/[a-z0-9][a-z0-9_-]{0,62}/[A-Za-z0-9_.-]{1,128}\.wav$'),
+                CHECK (path ~ '^voicemail-[a-z0-9][a-z0-9_-]{0,62}-[A-Za-z0-9_.-]{1,128}\.wav$'),
     seconds     real NOT NULL CONSTRAINT voicemail_messages_seconds CHECK (seconds >= 0),
     received_at timestamptz NOT NULL,
     handled_at  timestamptz,
@@ -87,3 +87,54 @@ RETURN CASE
     WHEN action = 'extension' THEN coalesce(target ~ '^[0-9*#+]{1,32}$', false)
     ELSE false
 END;
+
+-- ------------------------------------------------------------------ call recording
+
+-- Per queue: never | always (from the agent's answer) | on_demand (the agent starts it in
+-- the console); an optional announcement (one prompt) plays as the caller joins.
+ALTER TABLE queues
+    ADD COLUMN recording text NOT NULL DEFAULT 'never'
+        CONSTRAINT queues_recording CHECK (recording IN ('never', 'always', 'on_demand')),
+    ADD COLUMN recording_announcement text
+        CONSTRAINT queues_recording_announcement
+        CHECK (recording_announcement IS NULL OR callyard_valid_prompt(recording_announcement));
+
+-- One row per recorded conversation, from the call's CDR (extra.recordings, written by the
+-- worker's CDR layer): the file's path (relative to the recordings directory), when it
+-- began and how long it lasted; its SHA-256 is added once the file is read (CDR writer).
+CREATE TABLE recordings (
+    id          bigserial PRIMARY KEY,
+    call_id     text NOT NULL,
+    queue       text NOT NULL,
+    agent       text,
+    engine      text NOT NULL,
+    path        text NOT NULL UNIQUE CONSTRAINT recordings_path
+                CHECK (path ~ '^recording-[a-z0-9][a-z0-9_-]{0,62}-[A-Za-z0-9_.-]{1,128}\.wav$'),
+    started_at  timestamptz NOT NULL,
+    seconds     real NOT NULL CONSTRAINT recordings_seconds CHECK (seconds >= 0),
+    checksum    text CONSTRAINT recordings_checksum CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX recordings_started_at ON recordings (started_at);
+CREATE INDEX recordings_agent ON recordings (agent, started_at DESC);
+
+CREATE FUNCTION callyard_recordings_from_cdr() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO recordings (call_id, queue, agent, engine, path, started_at, seconds)
+    SELECT NEW.call_id, r ->> 'queue', NEW.agent, NEW.engine, (r ->> 'name') || '.wav',
+           to_timestamp((r ->> 'started_at')::double precision),
+           round((r ->> 'seconds')::numeric, 3)
+      FROM jsonb_array_elements(NEW.extra -> 'recordings') AS r
+    ON CONFLICT (path) DO NOTHING;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER cdrs_recordings AFTER INSERT ON cdrs
+    FOR EACH ROW WHEN (jsonb_typeof(NEW.extra -> 'recordings') = 'array')
+    EXECUTE FUNCTION callyard_recordings_from_cdr();
+
+-- Every playback of a recording is audited (action 'listen', resource 'recording').
+ALTER TABLE audit_log
+    DROP CONSTRAINT audit_log_action,
+    ADD CONSTRAINT audit_log_action CHECK (action IN ('create', 'update', 'delete', 'listen'));

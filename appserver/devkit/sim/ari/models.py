@@ -107,8 +107,19 @@ class SimRecording:
     beep: bool
     state: str = "queued"
     duration: int | None = None
-    how: str = "timeout"  # what ended it: dtmf | timeout | hangup
+    how: str = "timeout"  # what ended it: dtmf | timeout | hangup | stop
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    paused_since: float | None = None  # monotonic, while paused (nothing is written)
+    paused_total: float = 0.0
+
+    def pause(self, now: float) -> None:
+        if self.paused_since is None:
+            self.paused_since, self.state = now, "paused"
+
+    def unpause(self, now: float) -> None:
+        if self.paused_since is not None:
+            self.paused_total += now - self.paused_since
+            self.paused_since, self.state = None, "recording"
 
     def ends_on(self, digit: str) -> bool:
         return self.terminate_on == "any" or self.terminate_on == digit
@@ -183,6 +194,7 @@ class SimBridge:
     app: str | None = None
     moh_class: str | None = None
     held: list[str] = field(default_factory=list)  # channels removed on hold, peer stayed
+    recording: SimRecording | None = None
 
     def to_json(self) -> Json:
         return {

@@ -59,6 +59,7 @@ from appserver.devkit.sim.ari.models import (
     party,
     timestamp,
 )
+from appserver.devkit.sim.caller import EntryKind
 from appserver.devkit.sim.recordings import write_silence
 
 log = logging.getLogger(__name__)
@@ -400,6 +401,10 @@ class AriSimulator:
             ("POST", "/ari/channels/{channelId}/play", self.h_play),
             ("POST", "/ari/channels/{channelId}/play/{playbackId}", self.h_play),
             ("POST", "/ari/channels/{channelId}/record", self.h_record),
+            ("POST", "/ari/bridges/{bridgeId}/record", self.h_bridge_record),
+            ("POST", "/ari/recordings/live/{recordingName}/pause", self.h_recording_pause),
+            ("DELETE", "/ari/recordings/live/{recordingName}/pause", self.h_recording_pause),
+            ("POST", "/ari/recordings/live/{recordingName}/stop", self.h_recording_stop),
             ("GET", "/ari/channels/{channelId}/variable", self.h_get_var),
             ("POST", "/ari/channels/{channelId}/variable", self.h_set_var),
             ("GET", "/ari/bridges", self.h_bridges),
@@ -914,6 +919,55 @@ class AriSimulator:
         """res_ari_channels record: stasis_app_control_record. Writes silence as long as the
         recording lasted (see appserver.devkit.sim.recordings) when ``recording_dir`` is set."""
         chan = self._channel(request)
+        if chan.bridge_id:
+            raise AriError(409, "Channel is currently bridged with other channels")
+        rec, path = self._new_recording(request, f"channel:{chan.id}")
+        chan.recording = rec
+
+        def finished() -> None:
+            if chan.recording is rec:
+                chan.recording = None
+
+        self._spawn(self._run_recording(rec, path, chan.subscribed_app, chan.id, finished))
+        return self._ok(rec.to_json(), status=201)
+
+    async def h_bridge_record(self, request: web.Request) -> web.Response:
+        """res_ari_bridges record: the bridge's mix until stopped or the bridge goes."""
+        bridge = self._bridge(request)
+        rec, path = self._new_recording(request, f"bridge:{bridge.id}")
+        bridge.recording = rec
+
+        def finished() -> None:
+            if bridge.recording is rec:
+                bridge.recording = None
+
+        self._spawn(self._run_recording(rec, path, bridge.app, bridge.id, finished))
+        return self._ok(rec.to_json(), status=201)
+
+    def _live(self, request: web.Request) -> SimRecording:
+        rec = self.recordings.get(request.match_info["recordingName"])
+        if rec is None:
+            raise AriError(404, "Recording not found")
+        return rec
+
+    async def h_recording_pause(self, request: web.Request) -> web.Response:
+        rec = self._live(request)
+        if request.method == "POST":
+            rec.pause(time.monotonic())
+        else:
+            rec.unpause(time.monotonic())
+        self._transcribe(rec.target_uri.partition(":")[2], "recording",
+                         f"{rec.name} {'paused' if request.method == 'POST' else 'resumed'}")
+        return self._no_content()
+
+    async def h_recording_stop(self, request: web.Request) -> web.Response:
+        rec = self._live(request)
+        rec.how = "stop"
+        rec.stop.set()
+        return self._no_content()
+
+    def _new_recording(self, request: web.Request, target_uri: str
+                       ) -> tuple[SimRecording, Path | None]:
         name = self._param(request, "name", required=True) or ""
         fmt = self._param(request, "format", required=True) or ""
         if fmt not in ("wav", "gsm", "ulaw", "alaw", "sln", "g722"):
@@ -925,34 +979,35 @@ class AriSimulator:
         path = self.recording_dir / f"{name}.{fmt}" if self.recording_dir else None
         if name in self.recordings or (if_exists == "fail" and path and path.exists()):
             raise AriError(409, "Recording with the same name already exists")
-        if chan.bridge_id:
-            raise AriError(409, "Channel is currently bridged with other channels")
-        rec = SimRecording(name, fmt, f"channel:{chan.id}",
+        rec = SimRecording(name, fmt, target_uri,
                            self._int_param(request, "maxDurationSeconds", 0), terminate_on,
                            (self._param(request, "beep") or "false") == "true")
         self.recordings[name] = rec
-        chan.recording = rec
-        self._spawn(self._run_recording(chan, rec, path))
-        return self._ok(rec.to_json(), status=201)
+        return rec, path
 
-    async def _run_recording(self, chan: SimChannel, rec: SimRecording, path: Path | None
-                             ) -> None:
-        app = chan.subscribed_app
-        transcript = chan.call.transcript if chan.call else None
+    async def _run_recording(self, rec: SimRecording, path: Path | None, app: str | None,
+                             target_id: str, finished: Callable[[], None]) -> None:
+        # the parties' transcripts, kept: a caller who hangs up leaves the channel list
+        transcripts = [c.call.transcript for c in self._listeners(target_id) if c.call]
+
+        def transcribe(kind: EntryKind, detail: str = "") -> None:
+            for transcript in transcripts:
+                transcript.add(kind, detail)
+
         try:
-            if rec.beep and transcript:
-                transcript.add("beep")
+            if rec.beep:
+                transcribe("beep")
                 await asyncio.sleep(0.25)
             rec.state = "recording"
             self._emit(app, "RecordingStarted", recording=rec.to_json())
-            if transcript:
-                transcript.add("recording", f"{rec.name} started")
+            transcribe("recording", f"{rec.name} started")
             started = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rec.stop.wait(), rec.max_seconds or None)
-            seconds = time.monotonic() - started
-            if transcript:
-                transcript.add("recording", f"{rec.name} {round(seconds, 3)}s {rec.how}")
+            now = time.monotonic()
+            rec.unpause(now)
+            seconds = now - started - rec.paused_total  # paused audio is not written
+            transcribe("recording", f"{rec.name} {round(seconds, 3)}s {rec.how}")
             rec.duration = round(seconds)
             event = "RecordingFinished"
             rec.state = "done"
@@ -965,8 +1020,7 @@ class AriSimulator:
             self._emit(app, event, recording=rec.to_json())
         finally:
             self.recordings.pop(rec.name, None)
-            if chan.recording is rec:
-                chan.recording = None
+            finished()
 
     async def _channel_player(self, chan: SimChannel) -> None:
         try:
@@ -1170,6 +1224,10 @@ class AriSimulator:
 
     async def h_bridge_destroy(self, request: web.Request) -> web.Response:
         bridge = self._bridge(request)
+        if bridge.recording is not None:  # its recording ends with it
+            bridge.recording.how = "bridge gone"
+            bridge.recording.stop.set()
+            await asyncio.sleep(0)
         for cid in list(bridge.channels):
             chan = self.channels.get(cid)
             if chan:

@@ -51,6 +51,14 @@ class _QueuedApp:
     lock: bool  # the message carried ``event-lock: true``
 
 
+@dataclass(slots=True)
+class _SessionRecording:
+    """A ``uuid_record`` media bug: waits for the bridge when ``RECORD_BRIDGE_REQ`` is set."""
+
+    path: str
+    started: float | None = None  # monotonic, once writing
+
+
 class _Ended(Exception):
     """The channel hung up while an application was running."""
 
@@ -156,6 +164,7 @@ class EslSimCall(SimulatedCall):
         self._transferred = ""
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
         self._displaced: dict[str, str] = {}  # uuid_displace streams -> their flags
+        self._recordings: dict[str, _SessionRecording] = {}  # uuid_record paths running
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ caller actions
@@ -650,6 +659,9 @@ class EslSimCall(SimulatedCall):
             )
             ids = [("Bridge-A-Unique-ID", chan.uuid), ("Bridge-B-Unique-ID", leg.uuid)]
             self.emit("CHANNEL_BRIDGE", lead=ids)
+            for rec in list(self._recordings.values()):
+                if rec.started is None:
+                    self._begin_recording(rec)
             if not await self._leg_wait(leg, b.talk.get(leg.target, b.talk_seconds)):
                 leg.hangup("NORMAL_CLEARING")  # the party hangs up after talk_seconds
             leg.bridged = False
@@ -711,6 +723,44 @@ class EslSimCall(SimulatedCall):
             self.transcript.add("held", "off")
         return True
 
+    def uuid_record(self, verb: str, path: str) -> str:
+        rec = self._recordings.get(path)
+        name = path.rsplit("/", 1)[-1]
+        if verb == "start":
+            if rec is None:
+                rec = self._recordings[path] = _SessionRecording(path)
+                bridge_req = self.channel.variables.get("RECORD_BRIDGE_REQ") == "true"
+                if not bridge_req or self.channel.other is not None:
+                    self._begin_recording(rec)
+            return "+OK Success\n"
+        if rec is None:
+            return f"-ERR Cannot find media bug for {path}\n"
+        if verb == "stop":
+            self._end_recording(rec)
+        else:
+            self.transcript.add("recording", f"{name} {'paused' if verb == 'mask' else 'resumed'}")
+        return "+OK Success\n"
+
+    def _begin_recording(self, rec: _SessionRecording) -> None:
+        rec.started = time.monotonic()
+        self.transcript.add("recording", f"{rec.path.rsplit('/', 1)[-1]} started")
+        self.emit("RECORD_START", [("Record-File-Path", rec.path)])
+
+    def _end_recording(self, rec: _SessionRecording) -> None:
+        """The media bug closes (stop or hangup): the file is written, RECORD_STOP sent."""
+        self._recordings.pop(rec.path, None)
+        if rec.started is None:
+            return  # never bridged: no file
+        seconds = round(time.monotonic() - rec.started, 3)
+        self.transcript.add("recording", f"{rec.path.rsplit('/', 1)[-1]} {seconds}s stop")
+        try:
+            write_silence(Path(rec.path), seconds)
+        except OSError:
+            log.warning("cannot write recording %s", rec.path, extra={"call_id": self.call_id})
+            return
+        self.channel.variables["record_ms"] = str(int(seconds * 1000))
+        self.emit("RECORD_STOP", [("Record-File-Path", rec.path)])
+
     def _finish_prompt(self, status: str) -> None:
         if self._current_prompt:
             self.transcript.add("prompt_finished", f"{self._current_prompt} {status}")
@@ -748,6 +798,8 @@ class EslSimCall(SimulatedCall):
         self._finish_prompt("stopped")
         self.transcript.add("hangup", f"{cause} {by}")
         self.emit("CHANNEL_HANGUP")
+        for rec in list(self._recordings.values()):
+            self._end_recording(rec)
         self._hungup.set()
         self._apps.clear()
         asyncio.get_running_loop().create_task(self._after_hangup())
