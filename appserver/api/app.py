@@ -160,13 +160,14 @@ def create_app(
             auth_routes,
             console_routes,
             ops_routes,
+            recording_routes,
             voicemail_routes,
         )
 
         app.state.ctx = context
         _install_error_handlers(app)
         for module in (auth_routes, admin_routes, audit, ops_routes, console_routes,
-                       voicemail_routes):
+                       voicemail_routes, recording_routes):
             app.include_router(module.router)
 
     return app

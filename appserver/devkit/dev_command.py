@@ -188,7 +188,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     try:
         async with Services.started(dsn, redis_url, settings,
                                     require_livekit=False) as services, \
-                writer_running(services.redis, services.pool):  # CDRs -> PostgreSQL
+                writer_running(services.redis, services.pool,
+                               settings.recordings_dir):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
             # Ready once both workers are connected to their simulated engine.
             services.extra_checks["freeswitch"] = lambda: (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
+from typing import Any
 
 import asyncpg
 import pytest
@@ -32,6 +33,23 @@ async def message_of(database: str, call_id: str, wait: float = 20) -> asyncpg.R
         await conn.close()
 
 
+async def speak(engine: Any, call: Any, target: str) -> None:
+    """The real engines' probe phones send no audio, and the engines write only what they
+    receive: the probe's leg plays a tone to Callyard's side (the caller talks)."""
+    if target == "freeswitch":
+        await engine.api(f"uuid_broadcast {call.caller_leg} tone_stream://%(60000,0,440) aleg")
+    elif target == "asterisk":
+        await engine.request("POST", f"/channels/{call.caller_leg}/play", media="tone:440",
+                             playbackId=f"talk-{call.caller_leg}")
+
+
+async def stop_speaking(engine: Any, call: Any, target: str) -> None:
+    """Asterisk runs a channel's ARI requests one after the other: the probe's DTMF would
+    wait for the endless tone to end."""
+    if target == "asterisk":
+        await engine.request("DELETE", f"/playbacks/talk-{call.caller_leg}")
+
+
 def wav_seconds(path: str) -> float:
     with wave.open(path) as w:
         return w.getnframes() / w.getframerate()
@@ -53,6 +71,7 @@ async def leave_message(engine: EngineSimulator, target: str, end: str,
     call = await engine.place_call("8105", caller="+15550199")
     await call.wait_for_prompt("file:callyard-test/welcome", timeout=10 * scale)
     await call.press("1")
+    await speak(engine, call, target)
     await call.wait_for_prompt("file:voicemail/greeting", timeout=10 * scale)
     await call.transcript.wait_for(
         lambda e: e.kind == "prompt_finished" and e.detail.startswith("file:voicemail/greeting"),
@@ -60,6 +79,7 @@ async def leave_message(engine: EngineSimulator, target: str, end: str,
     talk = {"#": 2.5, "limit": 8.0, "hangup": 2.5}[end]
     await asyncio.sleep(talk)
     if end == "#":
+        await stop_speaking(engine, call, target)
         await call.press("#")
         await call.wait_for_prompt("file:voicemail/saved", timeout=10 * scale)
     elif end == "hangup":
