@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import wave
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,10 +34,24 @@ def file_in(root: Path, relative: str) -> Path | None:
     return path if base in path.parents and path.is_file() else None
 
 
+def wav_seconds(path: Path) -> float | None:
+    """The length of a WAV file, None when it is not one."""
+    try:
+        with wave.open(str(path)) as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError, ZeroDivisionError):
+        return None
+
+
+def _examine(path: Path) -> tuple[str, float | None]:
+    return sha256_file(path), wav_seconds(path)
+
+
 async def add_checksums(pool: asyncpg.Pool, root: Path, call_ids: Iterable[str]) -> int:
     """SHA-256 of the new recordings of ``call_ids`` whose files are closed and readable
-    (their CDR is stored: the call is over); returns how many were added. A file this host
-    cannot see keeps its checksum NULL (logged)."""
+    (their CDR is stored: the call is over), and their length as written (FreeSWITCH keeps
+    paused stretches as silence, Asterisk leaves them out); returns how many were done. A
+    file this host cannot see keeps its checksum NULL and the worker's length (logged)."""
     rows = await pool.fetch("SELECT id, path FROM recordings"
                             " WHERE call_id = ANY($1::text[]) AND checksum IS NULL",
                             list(call_ids))
@@ -47,9 +62,10 @@ async def add_checksums(pool: asyncpg.Pool, root: Path, call_ids: Iterable[str])
             log.warning("recording file not found: no checksum",
                         extra={"path": row["path"], "directory": str(root)})
             continue
-        checksum = await asyncio.to_thread(sha256_file, path)
-        await pool.execute("UPDATE recordings SET checksum = $2 WHERE id = $1", row["id"],
-                           checksum)
+        checksum, seconds = await asyncio.to_thread(_examine, path)
+        await pool.execute("UPDATE recordings SET checksum = $2,"
+                           " seconds = coalesce($3, seconds) WHERE id = $1", row["id"],
+                           checksum, None if seconds is None else round(seconds, 3))
         added += 1
     return added
 
