@@ -76,10 +76,14 @@ VOICEMAIL_TEXT = {  # ivr.voicemail (ivr.model VOICEMAIL_*): the voicemail actio
     "voicemail/review": "To keep your message, press 1. To record it again, press 2.",
     "voicemail/saved": "Your message has been saved. Goodbye.",
 }
+RECORDING_TEXT = {  # a queue's recording_announcement (the demo's support queue)
+    "recording/announcement": "This call may be recorded for quality and training.",
+}
 SETS: dict[str, Mapping[str, str]] = {  # set (its folder) -> sound name -> what it says
     "callyard": CALLYARD_TEXT,
     "demo": DEMO_TEXT,
     "queue": QUEUE_TEXT,
+    "recording": RECORDING_TEXT,
     "voicemail": VOICEMAIL_TEXT,
 }
 

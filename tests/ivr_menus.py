@@ -13,6 +13,7 @@ would; ``callyard api`` publishes it and the workers serve it (numbers 8100-8199
     8111 queue t-phones: agent t-sip, a SIP phone on extension 1101 (rung directly)
     8112 queue t-web: agent t-web, in the browser (accepts in the console; LiveKit over SIP)
     8105 t-vm     1 voicemail t-box (messages of at most 5 s)
+    8113 queue t-rec: recorded always; agent t-rec, a SIP phone on extension 1103
 
 Prompts are ``file:callyard-test/<name>``; the real-engine fixtures write each as a short tone
 into the engines' sound folders (``SOUNDS``).
@@ -70,13 +71,17 @@ QUEUES = (
           ring_timeout=8, wrapup_seconds=1),
     Queue("t-phones", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
     Queue("t-web", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
+    Queue("t-rec", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
 )  # fmt: skip
+RECORDED_SQL = "UPDATE queues SET recording = 'always' WHERE name = 't-rec'"
 AGENTS = (
     Agent("t-sip", "Sip Agent", kind="sip", extension="1101"),
     Agent("t-web", "Web Agent", kind="browser", extension="1102"),
+    Agent("t-rec", "Recorded Agent", kind="sip", extension="1103"),
 )
 PASSWORD = "agent-test-pass"  # every agent's
-MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"))
+MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"),
+           QueueMember("t-rec", "t-rec"))
 
 MENUS = (
     _menu("t-main", (f("welcome"), f("main-menu")),
@@ -107,7 +112,7 @@ EXTENSIONS = (
     Extension("8100", "menu", "t-main"), Extension("8101", "menu", "t-open"),
     Extension("8102", "menu", "t-closed"), Extension("8103", "menu", "t-holiday"),
     Extension("8104", "menu", "t-tts"), Extension("8105", "menu", "t-vm"),
-    Extension("8110", "queue", "t-queue"),
+    Extension("8110", "queue", "t-queue"), Extension("8113", "queue", "t-rec"),
     Extension("8111", "queue", "t-phones"), Extension("8112", "queue", "t-web"),
     Extension("8201", "user", "1001"), Extension("8202", "user", "1002"),
 )  # fmt: skip
@@ -126,6 +131,7 @@ async def seed(db: Executor) -> None:
         for member in MEMBERS:
             await save_member(conn, member)
         await conn.execute(MAILBOX_SQL)
+        await conn.execute(RECORDED_SQL)
         for menu in MENUS:
             await save_menu(conn, menu)
         for extension in EXTENSIONS:

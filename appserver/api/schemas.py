@@ -28,6 +28,7 @@ from ivr.model import (
     MAX_PROMPTS,
     MAX_TARGET,
     SLUG_RE,
+    is_template,
     stored_prompt_problem,
     target_problem,
 )
@@ -242,6 +243,8 @@ class QueueIn(Strict):
     service_level_seconds: int = Field(20, ge=1, le=3600)
     tier_widen_seconds: int = Field(30, ge=0, le=3600)
     required_skills: Skills = {}
+    recording: Literal["never", "always", "on_demand"] = "never"
+    recording_announcement: PromptSpec | None = None  # played as a caller joins
 
     @model_validator(mode="after")
     def _routes(self) -> QueueIn:
@@ -251,6 +254,8 @@ class QueueIn(Strict):
         if (self.exit_key is None) != (self.exit_action is None):
             raise ValueError("exit_action: set together with exit_key (both or neither)")
         _check_route("exit", self.exit_action, self.exit_target)
+        if self.recording_announcement and is_template(self.recording_announcement):
+            raise ValueError("recording_announcement: a plain prompt (no template)")
         return self
 
 

@@ -101,6 +101,8 @@ QUEUE = Queue(
     wrapup_seconds=10,
     overflow_action="voicemail",  # after max_wait_seconds: a message for the team
     overflow_target="support",
+    recording="on_demand",  # the agent records from the console
+    recording_announcement="file:recording/announcement",
 )
 # The support team's mailbox (the queue's members read it in the console).
 MAILBOX_SQL = """

@@ -67,6 +67,7 @@ from ivr.calls import (
     Transfer,
     Unhold,
 )
+from ivr.model import parse_prompt
 
 ANNOUNCE_TIMER = "queue:announce"
 MAX_WAIT_TIMER = "queue:max_wait"
@@ -185,9 +186,7 @@ class CallerFlow:
         if announcement and self.config.recording != "never":  # the music follows it
             self._announcements += 1
             self._playing = True
-            kind, _, value = announcement.partition(":")
-            play = Play(self._play_id(), (Prompt(kind, value),),  # type: ignore[arg-type]
-                        language=self.language)
+            play = Play(self._play_id(), (parse_prompt(announcement),), language=self.language)
             return [SetVariable(QUEUED_VARIABLE, self.config.name), play, *timers]
         return [SetVariable(QUEUED_VARIABLE, self.config.name),
                 StartMoh(self.config.moh_class), *timers]

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+from ivr.model import PromptSpecError, is_template, parse_prompt
+
 Strategy = Literal["ring_all", "longest_idle", "round_robin", "fewest_calls", "random", "skills"]
 QueueAction = Literal["queue", "menu", "extension", "hangup", "voicemail"]
 RecordingMode = Literal["never", "always", "on_demand"]
@@ -128,6 +130,15 @@ class QueueConfig:
             raise QueueConfigError(f"queue {self.name}: exit_key must be one of 0-9 * #")
         if not self.moh_class:
             raise QueueConfigError(f"queue {self.name}: moh_class must not be empty")
+        if self.recording_announcement:
+            try:
+                prompt = parse_prompt(self.recording_announcement)
+            except PromptSpecError as exc:
+                raise QueueConfigError(f"queue {self.name}: recording_announcement: {exc}"
+                                       ) from None
+            if is_template(prompt.value):
+                raise QueueConfigError(f"queue {self.name}: recording_announcement must be a "
+                                       "plain prompt, not a template")
         if self.recording not in RECORDING_MODES:
             raise QueueConfigError(f"queue {self.name}: recording {self.recording!r} is not "
                                    f"one of {RECORDING_MODES}")

@@ -36,6 +36,8 @@ class Queue:
     service_level_seconds: int = 20
     tier_widen_seconds: int = 30
     required_skills: dict[str, int] = field(default_factory=dict)
+    recording: str = "never"  # never | always | on_demand (migration 008)
+    recording_announcement: str | None = None
     id: int | None = None
     updated_at: datetime | None = None
 
