@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from api_support import PASSWORDS, api_app, serving
-from test_console_browser import ARGS, CHROMIUM
+from api_support import api_app, serving
+from test_console_browser import ARGS, CHROMIUM, console_page
 from test_voicemail_api import _leave, _setup
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed")
@@ -25,11 +25,7 @@ async def test_console_lists_plays_pushes_and_marks_voicemail(
             serving(api) as base, async_playwright() as pw:
         await _setup(pg_pool, tmp_path)
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = await browser.new_page()
-        await page.goto(f"{base}/console")
-        await page.fill("input[name=username]", "agent1")
-        await page.fill("input[name=password]", PASSWORDS["agent1"])
-        await page.click("button[type=submit]")
+        page = await console_page(browser, base, "agent1")
         rows = page.locator("#voicemail tbody tr")
         await expect(rows).to_have_count(1)  # support's message; boss's is not theirs
         await expect(rows.first).to_contain_text("2.0 s")

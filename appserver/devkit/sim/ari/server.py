@@ -921,27 +921,23 @@ class AriSimulator:
         chan = self._channel(request)
         if chan.bridge_id:
             raise AriError(409, "Channel is currently bridged with other channels")
-        rec, path = self._new_recording(request, f"channel:{chan.id}")
-        chan.recording = rec
-
-        def finished() -> None:
-            if chan.recording is rec:
-                chan.recording = None
-
-        self._spawn(self._run_recording(rec, path, chan.subscribed_app, chan.id, finished))
-        return self._ok(rec.to_json(), status=201)
+        return self._record(request, chan, "channel", chan.subscribed_app)
 
     async def h_bridge_record(self, request: web.Request) -> web.Response:
         """res_ari_bridges record: the bridge's mix until stopped or the bridge goes."""
         bridge = self._bridge(request)
-        rec, path = self._new_recording(request, f"bridge:{bridge.id}")
-        bridge.recording = rec
+        return self._record(request, bridge, "bridge", bridge.app)
+
+    def _record(self, request: web.Request, target: SimChannel | SimBridge, scheme: str,
+                app: str | None) -> web.Response:
+        rec, path = self._new_recording(request, f"{scheme}:{target.id}")
+        target.recording = rec
 
         def finished() -> None:
-            if bridge.recording is rec:
-                bridge.recording = None
+            if target.recording is rec:
+                target.recording = None
 
-        self._spawn(self._run_recording(rec, path, bridge.app, bridge.id, finished))
+        self._spawn(self._run_recording(rec, path, app, target.id, finished))
         return self._ok(rec.to_json(), status=201)
 
     def _live(self, request: web.Request) -> SimRecording:
