@@ -125,7 +125,7 @@ def test_sounds() -> Iterator[None]:
     before = {p for folder in folders for p in folder.rglob("*.wav")}
     for folder in folders:
         callyard("sounds", str(folder), "--set", "queue", "--set", "callyard",
-                 "--set", "voicemail")
+                 "--set", "voicemail", "--set", "recording")
         for name in TEST_PROMPTS:
             path = folder / f"{name}.wav"
             if not path.exists():
