@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "bench": "appserver.devkit.bench_command",
     "sim": "appserver.devkit.sim_command",
     "cdr-writer": "appserver.cdr.command",
+    "recordings": "appserver.recordings_command",
 }
 
 

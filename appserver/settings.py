@@ -202,6 +202,15 @@ class Settings(BaseSettings):
     # hands the call to a worker (the shipped callyard.xml routes 8xxx/9xxx).
     freeswitch_callback_destination: str = Field(
         "9999 XML callyard", pattern=r"^[0-9A-Za-z_*#+-]{1,32} XML [A-Za-z0-9_.-]{1,64}$")
+    # Where FreeSWITCH writes recordings (voicemail-<mailbox>-<call>.wav in it; it must exist).
+    freeswitch_recordings_dir: str = "/var/lib/freeswitch/recordings"
+    # Where the API reads them: the same files (a shared volume; Asterisk's is
+    # astspooldir/recording, e.g. /var/spool/asterisk/recording).
+    recordings_dir: str = ".callyard/recordings"
+    # Call recordings: kept this many days (`callyard recordings purge`); whether an agent
+    # may play their own calls' recordings (supervisors and admins play any).
+    recordings_retention_days: int = Field(90, ge=1, le=36500)
+    recordings_agent_access: bool = False
     # Outbound sockets open at once (calls + handshakes), and seconds to answer `connect`.
     freeswitch_max_calls: int = Field(20000, ge=1)
     freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)

@@ -67,7 +67,7 @@ CALLYARD_TEXT = {  # ivr.app.DEFAULT_ERROR_PROMPT: a call-flow app failed on thi
 DEMO_TEXT = {  # the demo IVR (appserver/devkit/demo.py, `callyard seed-demo`)
     "demo/welcome": "Welcome to Callyard.",
     "demo/main-menu": "For sales, press 1. For support, press 2. To reach Alice, press 3. "
-    "To hear this again, press 9.",
+    "To leave a message for support, press 4. To hear this again, press 9.",
     "demo/sales-menu": "Sales. For new orders, press 1. For an existing order, press 2. "
     "To return to the main menu, press star.",
     "demo/sales-closed": "Sales is closed. Our hours are 9 to 5 Eastern, Monday to Friday. "
@@ -79,10 +79,21 @@ DEMO_TEXT = {  # the demo IVR (appserver/devkit/demo.py, `callyard seed-demo`)
     "demo/invalid": "Sorry, that is not a valid choice.",
     "demo/no-input": "Sorry, I did not hear your choice.",
 }
+VOICEMAIL_TEXT = {  # ivr.voicemail (ivr.model VOICEMAIL_*): the voicemail action
+    "voicemail/greeting": "Please leave a message after the tone. Press pound when you are "
+    "done.",
+    "voicemail/review": "To keep your message, press 1. To record it again, press 2.",
+    "voicemail/saved": "Your message has been saved. Goodbye.",
+}
+RECORDING_TEXT = {  # a queue's recording_announcement (the demo's support queue)
+    "recording/announcement": "This call may be recorded for quality and training.",
+}
 SETS: dict[str, Mapping[str, str]] = {  # set (its folder) -> sound name -> what it says
     "callyard": CALLYARD_TEXT,
     "demo": DEMO_TEXT,
     "queue": QUEUE_TEXT,
+    "recording": RECORDING_TEXT,
+    "voicemail": VOICEMAIL_TEXT,
 }
 
 # ------------------------------------------------------------------ stock (one engine each)
@@ -102,6 +113,7 @@ STOCK: dict[Engine, dict[str, str]] = {  # engine -> sound name -> where Callyar
         "cannot-complete-temp-error": "no worker, or the call's flow failed "
         "(dialplan callyard-unavailable,s)",
         "ss-noservice": "no app serves the number (dialplan callyard-unavailable,noservice)",
+        "beep": "before a recording (ARI channel record, beep=true)",
         **_SAY_NUMBER,
     },
 }

@@ -40,6 +40,9 @@ Driver contract (both drivers implement exactly this):
   without dialling again (it dials when there is no leg); ``join=True`` replaces any leg
   with a new one; ``EndSupervise`` hangs that leg up. The driver ends the supervisor's leg
   itself when the dial ends or the caller hangs up; with no dial running it is ignored.
+* ``Record`` starts a recording and does not wait for it; exactly one ``RecordFinished``
+  follows unless the caller hangs up first (then only ``HungUp``; the engine keeps the file).
+  Digits still arrive as ``Dtmf`` while it records.
 * When the caller hangs up the driver delivers ``HungUp`` (once), cancels timers
   and ignores any commands returned from then on.
 * Text a flow hands to the engine (prompt values, variable values, dial targets, transfer
@@ -204,6 +207,50 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """Record what the caller says into ``name`` (a relative file name without extension:
+    the driver places it in the engine's recordings directory, as a WAV file), after a beep
+    when ``beep``. It ends when the caller presses a key of ``terminators`` (the key is not
+    recorded; its ``Dtmf`` is still delivered), after ``max_seconds``, or when the caller
+    hangs up (the file is kept). ``RecordFinished`` follows, except after a hangup.
+    ``mailbox`` names the voicemail box the message is for ("" for other recordings)."""
+
+    record_id: str
+    name: str
+    max_seconds: int
+    beep: bool = True
+    terminators: str = "#"
+    mailbox: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Record the conversation (both parties, mixed) into ``name`` (a relative file name
+    without extension, in the engine's recordings directory, WAV) from the moment the caller
+    is bridged to the party a ``Dial`` connects (at once if already bridged) until
+    ``StopRecording`` or the end of the call. ``RecordingStarted`` / ``RecordingStopped``
+    report what the engine did."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRecording:
+    """Silence replaces the conversation in the running recording (card numbers) until
+    ``ResumeRecording``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRecording:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     cause: str = "NORMAL_CLEARING"
 
@@ -225,6 +272,11 @@ Command: TypeAlias = (
     | Supervise
     | EndSupervise
     | Transfer
+    | Record
+    | StartRecording
+    | PauseRecording
+    | ResumeRecording
+    | StopRecording
     | Hangup
 )
 TERMINAL_COMMANDS = (Hangup, Transfer, Enqueue, Dial)
@@ -305,9 +357,10 @@ class AgentAssigned:
 class AgentRequest:
     """From the queue runtime, while the caller is connected to an agent: the agent asked to
     ``hold`` or ``unhold`` the caller, to blind-transfer them to ``target``
-    (``extension:<number>`` or ``queue:<name>``), or hung up (``hangup``: end their leg)."""
+    (``extension:<number>`` or ``queue:<name>``), or hung up (``hangup``: end their leg), or
+    to ``record`` (``target``: ``start``, ``pause``, ``resume`` or ``stop``)."""
 
-    action: Literal["hold", "unhold", "transfer", "hangup"]
+    action: Literal["hold", "unhold", "transfer", "hangup", "record"]
     target: str = ""
 
 
@@ -335,6 +388,32 @@ class SupervisorHangup:
     """From the queue runtime: a supervisor hung the queued (or connected) caller up."""
 
 
+@dataclass(frozen=True, slots=True)
+class RecordFinished:
+    """A ``Record`` ended: ``done`` (terminator key or time limit; ``seconds`` recorded) or
+    ``failed`` (the engine could not record)."""
+
+    record_id: str
+    status: Literal["done", "failed"] = "done"
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    """The engine began writing the ``StartRecording`` file (the parties are bridged)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStopped:
+    """The engine closed the recording file (``StopRecording``, the bridge or the call
+    ended); ``seconds`` is its length when the engine says it (else 0)."""
+
+    name: str
+    seconds: float = 0.0
+
+
 Event: TypeAlias = (
     Answered
     | Dtmf
@@ -350,6 +429,9 @@ Event: TypeAlias = (
     | SuperviseRequest
     | QueueMoved
     | SupervisorHangup
+    | RecordFinished
+    | RecordingStarted
+    | RecordingStopped
 )
 
 

@@ -22,6 +22,8 @@ from ivr.model import (
     Extension,
     ExtensionKind,
     HoursDef,
+    Mailbox,
+    MailboxDef,
     Menu,
     MenuDef,
     MenuSource,
@@ -49,6 +51,7 @@ class MenuSet:
     compiled_at: str = ""  # ISO 8601 UTC
     warnings: tuple[str, ...] = ()
     digest: str = field(default="", compare=False)
+    mailboxes: Mapping[str, Mailbox] = field(default_factory=lambda: MappingProxyType({}))
 
     def flow_for(
         self, number: str, *, clock: Callable[[], datetime] | None = None
@@ -71,6 +74,7 @@ class MenuSet:
             compiled_at if compiled_at is not None else self.compiled_at,
             self.warnings,
             self.digest,
+            self.mailboxes,
         )
 
     # ---------------------------------------------------------------- JSON
@@ -83,6 +87,7 @@ class MenuSet:
                 [e.number, e.kind, e.target] for _, e in sorted(self.extensions.items())
             ],
             "queues": sorted(self.queues),
+            "mailboxes": [_mailbox_to_dict(b) for _, b in sorted(self.mailboxes.items())],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +124,9 @@ class MenuSet:
                 str(doc.get("compiled_at", "")),
                 tuple(doc.get("warnings", ())),
                 str(doc.get("digest", "")),
+                MappingProxyType(
+                    {b["name"]: _mailbox_from_dict(b) for b in doc.get("mailboxes", ())}
+                ),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed menu set document: {exc}") from exc
@@ -178,6 +186,21 @@ def _menu_from_dict(d: dict[str, Any]) -> Menu:
             for digits, kind, target, specs in d["options"]
         ),
     )
+
+
+def _mailbox_to_dict(b: Mailbox) -> dict[str, Any]:
+    return {"name": b.name, "greeting": [prompt_spec(p) for p in b.greeting],
+            "max_seconds": b.max_seconds, "review": b.review}
+
+
+def _mailbox_from_dict(d: dict[str, Any]) -> Mailbox:
+    return Mailbox(d["name"], tuple(parse_prompt(s) for s in d["greeting"]),
+                   int(d["max_seconds"]), bool(d["review"]))
+
+
+def _build_mailbox(b: MailboxDef) -> Mailbox:
+    return Mailbox(b.name, tuple(parse_prompt(s) for s in b.greeting), int(b.max_seconds),
+                   bool(b.review))
 
 
 def _schedule_to_dict(s: Schedule) -> dict[str, Any]:
@@ -259,6 +282,7 @@ def compile_menuset(
         frozenset(source.queues),
         compiled_at if compiled_at is not None else _utcnow(),
         tuple(str(i) for i in issues),
+        mailboxes=MappingProxyType({b.name: _build_mailbox(b) for b in source.mailboxes}),
     )
     canonical = json.dumps(ms.content(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -271,6 +295,7 @@ def compile_menuset(
         ms.compiled_at,
         ms.warnings,
         digest,
+        ms.mailboxes,
     )
 
 

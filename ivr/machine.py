@@ -25,6 +25,9 @@
   (exhausted/closed/holiday) action, or by the extension itself, ends the call.
 * Moves made while the caller presses nothing are counted; past :data:`MAX_IDLE_HOPS` in a
   row the call is hung up, so no configuration can keep a silent call alive forever.
+* ``voicemail`` hands the call to :class:`ivr.voicemail.Voicemail` (greeting, beep, record,
+  review, goodbye); the call ends there. Also a menu's exhausted/closed/holiday action, and a
+  queue result whose detail is ``voicemail:<mailbox>`` (the queue's overflow route).
 * Stale ``PlayFinished`` / ``TimerFired`` (other ids than the current ones) are ignored.
   No event sequence makes it raise: an internal error ends the call with a ``Hangup``.
 """
@@ -59,8 +62,9 @@ from ivr.calls import (
     TimerFired,
     Transfer,
 )
-from ivr.model import Action, Extension, Menu, Option
+from ivr.model import Action, Extension, Mailbox, Menu, Option
 from ivr.schedules import Schedule
+from ivr.voicemail import Voicemail
 
 MAX_IDLE_HOPS = 20
 _DIGITS = frozenset("0123456789*#ABCDabcd")
@@ -69,6 +73,7 @@ FAILURE_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 
 # Phases.
 _NEW, _MENU, _ANNOUNCE, _WAIT, _DONE = "new", "menu", "announce", "wait", "done"
+_VOICEMAIL = "voicemail"
 
 
 def _utcnow() -> datetime:
@@ -87,6 +92,8 @@ class MenuSetView(Protocol):
     def schedules(self) -> Mapping[str, Schedule]: ...
     @property
     def extensions(self) -> Mapping[str, Extension]: ...
+    @property
+    def mailboxes(self) -> Mapping[str, Mailbox]: ...
 
 
 class IvrCall:
@@ -113,6 +120,7 @@ class IvrCall:
         "_timer",
         "_timer_inter",
         "_vars",
+        "_voicemail",
         "error",
         "menuset",
     )
@@ -150,6 +158,7 @@ class IvrCall:
         self._seq = 0
         self._call: CallInfo | None = None
         self._vars: dict[str, str] = {}
+        self._voicemail: Voicemail | None = None
         self.error: str | None = None  # set if an internal error ended the call
 
     @classmethod
@@ -168,7 +177,7 @@ class IvrCall:
 
     @property
     def state(self) -> str:
-        """new | menu | announce | wait | done."""
+        """new | menu | announce | wait | voicemail | done."""
         return self._phase
 
     @property
@@ -218,6 +227,8 @@ class IvrCall:
             return []
         out: list[Command] = []
         try:
+            if phase is _VOICEMAIL and type(event) is not HungUp:
+                return self._on_voicemail(event)
             # type(event) is X: mypy narrows it, and it is cheaper than a match on class
             # patterns (isinstance, ~0.1 us more per event on this hot path).
             if type(event) is Dtmf:
@@ -282,6 +293,13 @@ class IvrCall:
             assert self._menu is not None  # a timer runs in a menu
             self._retry(self._menu.timeout_prompt, out)
 
+    def _on_voicemail(self, event: Event) -> list[Command]:
+        assert self._voicemail is not None  # set when the phase began
+        commands, over = self._voicemail.handle(event)
+        if over:
+            self._phase = _DONE
+        return commands
+
     def _on_queue_result(self, event: QueueResult, out: list[Command]) -> None:
         if self._phase is not _WAIT or self._pending != ("queue", event.queue):
             return
@@ -296,6 +314,8 @@ class IvrCall:
             # The queue routed the caller to a menu (its overflow or exit-key action).
             self._phase = _MENU
             self._run(Action("submenu", event.detail[5:]), out, idle=outcome != "left")
+        elif event.detail.startswith("voicemail:") and event.detail[10:] in self.menuset.mailboxes:
+            self._start_voicemail(event.detail[10:], out)
         elif outcome == "left" and self._menu is not None:
             self._phase = _MENU
             self._idle_hops = 0
@@ -396,6 +416,8 @@ class IvrCall:
             self._dial(action.target, idle or entry, out)
         elif kind == "transfer":
             self._finish(Transfer(action.target), out)
+        elif kind == "voicemail":
+            self._start_voicemail(action.target, out)
         elif kind == "set" and menu is not None:  # only options use set; kept total anyway
             self._set(action, out)
             self._start_timer(menu.first_digit_timeout, False, out)
@@ -432,6 +454,17 @@ class IvrCall:
             self._run(menu.exhausted, out, idle=True)
         else:
             self._prompt(menu.greeting, out)
+
+    def _start_voicemail(self, mailbox: str, out: list[Command]) -> None:
+        self._quiet(out)
+        self._phase = _VOICEMAIL
+        self._vars["voicemail"] = mailbox
+        out.append(SetVariable("ivr_voicemail", mailbox))
+        language = self._menu.language if self._menu else "en"
+        call_id = self._call.call_id if self._call else ""
+        self._voicemail = Voicemail(self.menuset.mailboxes[mailbox], call_id, language,
+                                    self._new_id, self._render)
+        out += self._voicemail.start()
 
     def _set(self, action: Action, out: list[Command]) -> None:
         self._vars[action.variable] = action.value

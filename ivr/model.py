@@ -21,12 +21,15 @@ from typing import Literal, cast, get_args
 from ivr.calls import Prompt, PromptKind
 
 ActionKind = Literal[
-    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup"
+    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup",
+    "voicemail",
 ]
 ACTION_KINDS: frozenset[str] = frozenset(get_args(ActionKind))
 # Actions that hand the call away (the call leaves the menu for good unless a result says the
 # attempt failed).
-TERMINAL_ACTIONS: frozenset[str] = frozenset({"enqueue", "dial", "transfer", "hangup"})
+TERMINAL_ACTIONS: frozenset[str] = frozenset(
+    {"enqueue", "dial", "transfer", "hangup", "voicemail"}
+)
 ExtensionKind = Literal["menu", "queue", "agent", "user"]
 EXTENSION_KINDS: frozenset[str] = frozenset(get_args(ExtensionKind))
 PROMPT_KINDS: frozenset[str] = frozenset(get_args(PromptKind))
@@ -82,7 +85,15 @@ _TARGET_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "enqueue": (ENQUEUE_TARGET_RE, "queue or queue:priority"),
     "dial": (EXTENSION_RE, "an extension number (0-9, *, # and +)"),
     "transfer": (DESTINATION_RE, "a number or address (letters, digits and + * # @ . _ : / -)"),
+    "voicemail": (SLUG_RE, "a mailbox name (lowercase letters, digits, _ and -)"),
 }
+# Voicemail: how long a message may be (seconds), and the prompts the caller hears (sounds of
+# the demo's set, `callyard sounds`). A mailbox's own greeting replaces the first.
+MAILBOX_MAX_SECONDS = (5, 600)
+VOICEMAIL_GREETING = "file:voicemail/greeting"  # leave a message after the tone, # when done
+VOICEMAIL_REVIEW = "file:voicemail/review"  # 1 to keep it, 2 to record it again
+VOICEMAIL_SAVED = "file:voicemail/saved"  # saved, goodbye
+VOICEMAIL_REVIEW_SECONDS = 5.0  # no key after the review prompt: the message is kept
 _PROMPT_SPEC_RE = re.compile(r"^(file|tts|digits|number|silence):.*[^ ]", re.DOTALL)
 
 
@@ -265,6 +276,16 @@ class ExtensionDef:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxDef:
+    """A voicemail box: the ``voicemail`` action's target."""
+
+    name: str
+    greeting: tuple[str, ...] = ()  # () = the standard greeting (VOICEMAIL_GREETING)
+    max_seconds: int = 120
+    review: bool = False  # after #: 1 keeps the message, 2 records it again
+
+
+@dataclass(frozen=True, slots=True)
 class MenuSource:
     """Everything a menu set is compiled from."""
 
@@ -272,6 +293,7 @@ class MenuSource:
     schedules: tuple[ScheduleDef, ...] = ()
     extensions: tuple[ExtensionDef, ...] = ()
     queues: frozenset[str] = frozenset()
+    mailboxes: tuple[MailboxDef, ...] = ()
 
 
 # ---------------------------------------------------------------- runtime model
@@ -345,6 +367,14 @@ class Menu:
         object.__setattr__(self, "by_digits", by_digits)
         object.__setattr__(self, "prefixes", frozenset(prefixes))
         object.__setattr__(self, "longest", max((len(d) for d in by_digits), default=0))
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    name: str
+    greeting: tuple[Prompt, ...]
+    max_seconds: int
+    review: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ from ivr.calls import (
     PlayFinished,
     Prompt,
     QueueResult,
+    Record,
+    RecordFinished,
     SetVariable,
     StartMoh,
     StartTimer,
@@ -55,6 +57,7 @@ from ivr.model import (
     PROMPT_KINDS,
     VARIABLE_RE,
     ExtensionDef,
+    MailboxDef,
     MenuDef,
     MenuSource,
     PromptSpecError,
@@ -102,6 +105,7 @@ class FlowHarness:
     result_delay: float = 5.0
     queue_outcome: Callable[[Enqueue], QueueOutcome] = lambda e: "failed"
     dial_outcome: Callable[[Dial], DialOutcome] = lambda d: "no_answer"
+    record_seconds: float = 3.0  # a Record without terminator key ends after this (or its max)
 
     now: float = 0.0
     commands: list[Command] = field(default_factory=list)
@@ -121,6 +125,8 @@ class FlowHarness:
         self._used_play_ids: set[str] = set()
         self._stopped: set[str] = set()
         self._waiting: Enqueue | Dial | None = None
+        self._recording: tuple[Record, float, int] | None = None  # (command, start, token)
+        self.recordings: list[tuple[Record, float]] = []  # (command, seconds) as finished
         self._ended = False  # Hangup or Transfer was executed
 
     # ---------------------------------------------------------------- public driving API
@@ -166,7 +172,12 @@ class FlowHarness:
 
     def press(self, digits: str) -> None:
         if not self.done:
+            rec = self._recording  # one the digits themselves start is not ended by them
             self.send(Dtmf(digits))
+            if rec is not None and any(d in rec[0].terminators for d in digits):
+                # the engine ends the recording on its terminator
+                event = RecordFinished(rec[0].record_id, "done", self.now - rec[1])
+                self._recording = (rec[0], rec[1], self._schedule(self.now, event))
         self._drain(self.now)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
@@ -218,6 +229,11 @@ class FlowHarness:
                 if self._timers.get(event.name) != token:
                     continue
                 del self._timers[event.name]
+            elif isinstance(event, RecordFinished):
+                if self._recording is None or self._recording[2] != token:
+                    continue
+                self.recordings.append((self._recording[0], event.seconds))
+                self._recording = None
             self.send(event)
         if math.isfinite(until):
             self.now = max(self.now, until)
@@ -286,6 +302,11 @@ class FlowHarness:
         elif isinstance(cmd, Hangup):
             if not cmd.cause:
                 raise ContractViolation(f"bad Hangup: {cmd!r}")
+        elif isinstance(cmd, Record):
+            if self._recording is not None:
+                raise ContractViolation(f"{cmd!r} while {self._recording[0]!r} records")
+            if not cmd.record_id or cmd.max_seconds <= 0 or not is_safe_text(cmd.name):
+                raise ContractViolation(f"bad Record: {cmd!r}")
         elif not isinstance(cmd, StartMoh | StopMoh):
             raise ContractViolation(f"not a command: {cmd!r}")
 
@@ -308,6 +329,10 @@ class FlowHarness:
             self._timers.pop(cmd.name, None)
         elif isinstance(cmd, SetVariable):
             self.variables[cmd.name] = cmd.value
+        elif isinstance(cmd, Record):
+            seconds = min(self.record_seconds, cmd.max_seconds)
+            event = RecordFinished(cmd.record_id, "done", seconds)
+            self._recording = (cmd, self.now, self._schedule(self.now + seconds, event))
         elif isinstance(cmd, TERMINAL_COMMANDS):
             self.terminal = cmd
             if isinstance(cmd, Hangup | Transfer):
@@ -339,6 +364,7 @@ def build_menuset(
     extensions: Mapping[str, tuple[str, str]] | None = None,
     queues: Iterable[str] = (),
     schedules: Iterable[ScheduleDef] = (),
+    mailboxes: Iterable[MailboxDef] = (),
     version: int = 1,
 ) -> MenuSet:
     """Compile menus for a test; by default extension ``9999`` enters the first menu.
@@ -354,5 +380,6 @@ def build_menuset(
         schedules=tuple(schedules),
         extensions=tuple(ExtensionDef(n, k, t) for n, (k, t) in exts.items()),
         queues=frozenset(queues),
+        mailboxes=tuple(mailboxes),
     )
     return compile_menuset(source, version)

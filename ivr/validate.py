@@ -9,8 +9,8 @@ do not block. Rules worth knowing:
   soon as it is complete, ``1`` when the caller presses the terminator or stops typing for
   ``inter_digit_timeout`` seconds. An option nothing else extends is taken at once.
 * Menu-level actions (exhausted, closed, holiday) may be ``submenu``, ``back``, ``main``,
-  ``enqueue``, ``dial``, ``transfer`` or ``hangup`` (``play``, ``set`` and ``repeat`` need
-  an option or would loop).
+  ``enqueue``, ``dial``, ``transfer``, ``voicemail`` or ``hangup`` (``play``, ``set`` and
+  ``repeat`` need an option or would loop).
 * A set of menus that hand the call to one another when the caller presses nothing (via
   exhausted, closed or holiday actions) forms a loop with no exit: an error.
 * A menu no extension can reach is a warning (it may be wired up in a later edit).
@@ -31,6 +31,7 @@ from ivr.model import (
     DIGITS_RE,
     EXTENSION_KINDS,
     EXTENSION_RE,
+    MAILBOX_MAX_SECONDS,
     QUEUE_TARGET_RE,
     MenuDef,
     MenuSource,
@@ -44,7 +45,9 @@ from ivr.schedules import load_zone
 
 MENU_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-MENU_LEVEL_ACTIONS = frozenset({"submenu", "back", "main", "enqueue", "dial", "transfer", "hangup"})
+MENU_LEVEL_ACTIONS = frozenset(
+    {"submenu", "back", "main", "enqueue", "dial", "transfer", "hangup", "voicemail"}
+)
 FIRST_DIGIT_TIMEOUT = (0.5, 60.0)
 INTER_DIGIT_TIMEOUT = (0.2, 30.0)
 MAX_DIGITS = (1, 20)
@@ -104,6 +107,7 @@ class _Checker:
         self.menus = {m.name: m for m in source.menus}
         self.schedules = {s.name: s for s in source.schedules}
         self.extensions = {e.number.strip(): e for e in source.extensions}
+        self.mailboxes = {b.name: b for b in source.mailboxes}
         self.set_variables = {
             o.target.partition("=")[0].strip(): "sample"
             for m in source.menus
@@ -122,7 +126,7 @@ class _Checker:
 
     # ---------------------------------------------------------------- prompts
     def prompts(
-        self, specs: Iterable[str], what: str, menu: str, option: str | None = None
+        self, specs: Iterable[str], what: str, menu: str | None, option: str | None = None
     ) -> list[Prompt]:
         out = []
         for spec in specs:
@@ -200,6 +204,16 @@ class _Checker:
             problem = set_target_problem(target)
             if problem:
                 fail(f"{what} set target {target!r} {problem}")
+        elif kind == "voicemail" and target not in self.mailboxes:
+            known = ", ".join(sorted(self.mailboxes)) or "none defined"
+            fail(f"{what} voicemail target mailbox {target!r} does not exist (known: {known})")
+
+    def mailbox_defs(self) -> None:
+        for box in self.src.mailboxes:
+            where = f"mailbox {box.name!r}"
+            self.prompts(box.greeting, f"{where} greeting", None)
+            self.number(box.max_seconds, MAILBOX_MAX_SECONDS, f"{where} max_seconds", None,
+                        "s", whole=True)
 
     # ---------------------------------------------------------------- menus
     def menu(self, m: MenuDef) -> None:
@@ -263,7 +277,7 @@ class _Checker:
         value: object,
         bounds: tuple[float, float],
         name: str,
-        menu: str,
+        menu: str | None,
         unit: str,
         whole: bool = False,
     ) -> None:
@@ -406,6 +420,7 @@ class _Checker:
             names.add(m.name)
             self.menu(m)
         self.schedule_defs()
+        self.mailbox_defs()
         self.extension_defs()
         self.loops()
         self.reachability()

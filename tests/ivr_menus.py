@@ -12,6 +12,8 @@ would; ``callyard api`` publishes it and the workers serve it (numbers 8100-8199
     8110 queue t-queue directly: music on hold, position announced every 10 s
     8111 queue t-phones: agent t-sip, a SIP phone on extension 1101 (rung directly)
     8112 queue t-web: agent t-web, in the browser (accepts in the console; LiveKit over SIP)
+    8105 t-vm     1 voicemail t-box (messages of at most 5 s)
+    8113 queue t-rec: recorded always; agent t-rec, a SIP phone on extension 1103
 
 Prompts are ``file:callyard-test/<name>``; the real-engine fixtures write each as a short tone
 into the engines' sound folders (``SOUNDS``).
@@ -29,6 +31,8 @@ from appserver.store.members import QueueMember, save_member
 from appserver.store.menus import Menu, MenuOption, save_menu
 from appserver.store.queues import Queue, save_queue
 from appserver.store.schedules import Closure, Hours, Schedule, save_schedule
+
+MAILBOX_SQL = "INSERT INTO voicemail_boxes (name, max_seconds) VALUES ('t-box', 5)"
 
 SOUNDS = ("welcome", "main-menu", "invalid", "no-input", "noted", "hours", "sales", "deep",
           "enter-pin", "pin-ok", "short-ok", "open", "closed", "holiday")  # fmt: skip
@@ -67,14 +71,18 @@ QUEUES = (
           ring_timeout=8, wrapup_seconds=1),
     Queue("t-phones", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
     Queue("t-web", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
+    Queue("t-rec", announce_interval=0, ring_timeout=8, wrapup_seconds=1),
 )  # fmt: skip
+RECORDED_SQL = "UPDATE queues SET recording = 'always' WHERE name = 't-rec'"
 AGENTS = (
     Agent("t-sip", "Sip Agent", kind="sip", extension="1101"),
     Agent("t-web", "Web Agent", kind="browser", extension="1102"),
     Agent("t-super", "Supervisor", kind="browser", role="supervisor"),  # in no queue
+    Agent("t-rec", "Recorded Agent", kind="sip", extension="1103"),
 )
 PASSWORD = "agent-test-pass"  # every agent's
-MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"))
+MEMBERS = (QueueMember("t-phones", "t-sip"), QueueMember("t-web", "t-web"),
+           QueueMember("t-rec", "t-rec"))
 
 MENUS = (
     _menu("t-main", (f("welcome"), f("main-menu")),
@@ -98,12 +106,14 @@ MENUS = (
     _menu("t-holiday", (f("open"),), schedule="t-holiday", closed_action="submenu",
           closed_target="t-closed-msg", holiday_action="submenu", holiday_target="t-holiday-msg"),
     _menu("t-tts", ("tts:Thank you for calling.",)),
+    _menu("t-vm", (f("welcome"),), _opt("1", "voicemail", "t-box")),
 )  # fmt: skip
 
 EXTENSIONS = (
     Extension("8100", "menu", "t-main"), Extension("8101", "menu", "t-open"),
     Extension("8102", "menu", "t-closed"), Extension("8103", "menu", "t-holiday"),
-    Extension("8104", "menu", "t-tts"), Extension("8110", "queue", "t-queue"),
+    Extension("8104", "menu", "t-tts"), Extension("8105", "menu", "t-vm"),
+    Extension("8110", "queue", "t-queue"), Extension("8113", "queue", "t-rec"),
     Extension("8111", "queue", "t-phones"), Extension("8112", "queue", "t-web"),
     Extension("8201", "user", "1001"), Extension("8202", "user", "1002"),
 )  # fmt: skip
@@ -121,6 +131,8 @@ async def seed(db: Executor) -> None:
             await set_password_hash(conn, agent.username, await hash_password(PASSWORD))
         for member in MEMBERS:
             await save_member(conn, member)
+        await conn.execute(MAILBOX_SQL)
+        await conn.execute(RECORDED_SQL)
         for menu in MENUS:
             await save_menu(conn, menu)
         for extension in EXTENSIONS:

@@ -202,8 +202,8 @@ async def test_every_row_the_database_accepts_reads_back_through_the_api(
 async def test_the_api_offers_exactly_the_queue_routes_the_database_takes(
     pg_pool, redis_client
 ) -> None:
-    """Finding: the API offered overflow `transfer` and `voicemail`, which the database
-    refuses, and not `extension`, which it takes."""
+    """Finding: the API offered overflow `transfer`, which the database refuses, and not
+    `extension`, which it takes."""
     candidates = ["hangup", "queue", "menu", "extension", "transfer", "voicemail", "agent"]
     accepted = {a for a in candidates
                 if await pg_pool.fetchval("SELECT callyard_valid_route($1, NULL)"
@@ -211,8 +211,8 @@ async def test_the_api_offers_exactly_the_queue_routes_the_database_takes(
     async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
         schema = (await c.get("/openapi.json")).json()["components"]["schemas"]
         offered = set(schema["QueueIn"]["properties"]["overflow_action"]["enum"])
-        assert offered == accepted == {"hangup", "queue", "menu", "extension"}
-        for body in ({"overflow_action": "voicemail"}, {"overflow_action": "extension"},
+        assert offered == accepted == {"hangup", "queue", "menu", "extension", "voicemail"}
+        for body in ({"overflow_action": "transfer"}, {"overflow_action": "extension"},
                      {"overflow_action": "hangup", "overflow_target": "x"},
                      {"exit_key": "1"}, {"exit_action": "hangup"}, {"announce_interval": 5}):
             r = await c.put("/api/queues/q", json=body)

@@ -72,11 +72,7 @@ async def console_stack(pg_pool: Any, redis_client: Any) -> AsyncIterator[tuple[
             await worker.wait_connected()
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = await browser.new_page()
-                await page.goto(f"{base}/console")
-                await page.fill("input[name=username]", "agent1")
-                await page.fill("input[name=password]", PASSWORDS["agent1"])
-                await page.click("button[type=submit]")
+                page = await console_page(browser, base, "agent1")
                 await expect(page.locator("#state")).to_have_text("available")
                 await expect(page.locator("#conn")).to_have_text("online")
                 yield api, sim, page
@@ -85,6 +81,16 @@ async def console_stack(pg_pool: Any, redis_client: Any) -> AsyncIterator[tuple[
             await worker.stop()
             await runtime.stop()
             await sim.stop()
+
+
+async def console_page(browser: Any, base: str, agent: str) -> Any:
+    """A new page of the console at ``base``, ``agent`` logged in."""
+    page = await browser.new_page()
+    await page.goto(f"{base}/console")
+    await page.fill("input[name=username]", agent)
+    await page.fill("input[name=password]", PASSWORDS[agent])
+    await page.click("button[type=submit]")
+    return page
 
 
 async def queued_caller(sim: Any, page: Any) -> tuple[Any, str, SimEndpoint]:

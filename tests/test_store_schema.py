@@ -399,7 +399,7 @@ BAD_ROWS: list[tuple[str, str, type[Exception], str]] = [
     (
         "overflow action unknown",
         "INSERT INTO queues (name, overflow_action, overflow_target)"
-        " VALUES ('q', 'voicemail', 'x')",
+        " VALUES ('q', 'fax', 'x')",
         asyncpg.CheckViolationError,
         "queues_overflow",
     ),

@@ -165,14 +165,17 @@ def create_app(
             console_routes,
             menu_draft_routes,
             ops_routes,
+            recording_routes,
             supervise_routes,
             supervisor_routes,
+            voicemail_routes,
         )
 
         app.state.ctx = context
         _install_error_handlers(app)
         for module in (auth_routes, admin_routes, audit, ops_routes, console_routes,
-                       supervise_routes, supervisor_routes, menu_draft_routes, admin_page):
+                       supervise_routes, supervisor_routes, menu_draft_routes, admin_page,
+                       voicemail_routes, recording_routes):
             app.include_router(module.router)
 
     return app

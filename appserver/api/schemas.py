@@ -29,6 +29,7 @@ from ivr.model import (
     MAX_PROMPTS,
     MAX_TARGET,
     SLUG_RE,
+    is_template,
     stored_prompt_problem,
     target_problem,
 )
@@ -63,10 +64,11 @@ PromptSpec = Annotated[
 ]
 Prompts = Annotated[list[PromptSpec], Field(max_length=MAX_PROMPTS)]
 ActionKind = Literal[
-    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup"
+    "submenu", "back", "repeat", "main", "enqueue", "dial", "transfer", "play", "set", "hangup",
+    "voicemail",
 ]
 # Where a queue sends a caller on overflow or exit key (the database's callyard_valid_route).
-QueueAction = Literal["hangup", "queue", "menu", "extension"]
+QueueAction = Literal["hangup", "queue", "menu", "extension", "voicemail"]
 Skills = Annotated[dict[Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)],
                         Annotated[int, Field(ge=1, le=10)]], Field(max_length=50)]
 
@@ -254,6 +256,8 @@ class QueueIn(Strict):
     callback_ring_seconds: int = Field(30, ge=5, le=300)
     callback_freeswitch_endpoint: CallbackEndpoint = "sofia/gateway/pstn/{number}"
     callback_asterisk_endpoint: CallbackEndpoint = "PJSIP/{number}@pstn"
+    recording: Literal["never", "always", "on_demand"] = "never"
+    recording_announcement: PromptSpec | None = None  # played as a caller joins
 
     @model_validator(mode="after")
     def _routes(self) -> QueueIn:
@@ -265,6 +269,8 @@ class QueueIn(Strict):
         _check_route("exit", self.exit_action, self.exit_target)
         if self.callback_key is not None and self.callback_key == self.exit_key:
             raise ValueError("callback_key: must differ from exit_key")
+        if self.recording_announcement and is_template(self.recording_announcement):
+            raise ValueError("recording_announcement: a plain prompt (no template)")
         return self
 
 

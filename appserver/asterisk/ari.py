@@ -92,6 +92,15 @@ class AriClient:
             query += f"&lang={_q(lang)}"
         await self._send("POST", f"/channels/{_q(channel_id)}/play", query)
 
+    async def record(self, channel_id: str, name: str, max_seconds: int, beep: bool,
+                     terminate_on: str) -> None:
+        """``POST /channels/{id}/record``: a WAV under Asterisk's recordings directory
+        (``astspooldir/recording``), replacing one of that name (a voicemail taken again)."""
+        query = (f"name={_q(name)}&format=wav&maxDurationSeconds={int(max_seconds)}"
+                 f"&beep={'true' if beep else 'false'}&terminateOn={_q(terminate_on)}"
+                 "&ifExists=overwrite")
+        await self._send("POST", f"/channels/{_q(channel_id)}/record", query)
+
     async def stop_playback(self, playback_id: str) -> None:
         await self._send("DELETE", f"/playbacks/{_q(playback_id)}")
 
@@ -139,6 +148,18 @@ class AriClient:
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
         await self._send("POST", f"/bridges/{_q(bridge_id)}/removeChannel",
                          f"channel={_q(channel_id)}")
+
+    async def record_bridge(self, bridge_id: str, name: str) -> None:
+        """``POST /bridges/{id}/record``: the bridge's mix as a WAV under Asterisk's
+        recordings directory, until stopped or the bridge goes."""
+        await self._send("POST", f"/bridges/{_q(bridge_id)}/record",
+                         f"name={_q(name)}&format=wav&ifExists=overwrite")
+
+    async def live_recording(self, name: str, operation: str) -> None:
+        """``pause`` / ``unpause`` / ``stop`` a live recording."""
+        method, path = {"pause": ("POST", "pause"), "unpause": ("DELETE", "pause"),
+                        "stop": ("POST", "stop")}[operation]
+        await self._send(method, f"/recordings/live/{_q(name)}/{path}")
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self._send("DELETE", f"/bridges/{_q(bridge_id)}")

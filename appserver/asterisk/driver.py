@@ -48,14 +48,22 @@ from ivr.calls import (
     Hangup,
     Hold,
     HungUp,
+    PauseRecording,
     Play,
     PlayFinished,
     QueueResult,
+    Record,
+    RecordFinished,
+    RecordingStarted,
+    RecordingStopped,
+    ResumeRecording,
     SetVariable,
     StartMoh,
+    StartRecording,
     StartTimer,
     StopMoh,
     StopPlay,
+    StopRecording,
     Supervise,
     TimerFired,
     Transfer,
@@ -67,6 +75,7 @@ log = logging.getLogger(__name__)
 
 EnqueueHandler = Callable[[CallInfo, Enqueue], Awaitable[None] | None]
 HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
+BRIDGE_SEPARATOR = "~"  # a call's bridges are <channel id>~<n>: their events find the call
 _TIMER_GENERATIONS = itertools.count(1)  # tells a timer's tick from a restarted timer's
 
 
@@ -139,9 +148,11 @@ class LegRegistry(Protocol):
 
 class CallDriver:
     __slots__ = (
-        "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup", "channel_id",
+        "_bridges", "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup",
+        "call_recording", "channel_id",
         "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
-        "log", "on_enqueue", "playbacks", "port", "stopping", "supervision", "waiting_queue",
+        "log", "on_enqueue", "playbacks", "port", "recordings", "stopping", "supervision",
+        "waiting_queue",
     )  # thousands of calls per worker: no per-call __dict__
 
     def __init__(self, info: CallInfo, flow: CallFlow, port: AriPort, config: DriverConfig,
@@ -162,6 +173,10 @@ class CallDriver:
         self.waiting_queue = False
         self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
+        # ARI recording name -> flow record_id (Record), "" for the call's StartRecording
+        self.recordings: dict[str, str] = {}
+        self.call_recording = ""  # StartRecording's name until StopRecording
+        self._bridges = 0
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self.supervision: _Supervision | None = None
@@ -331,6 +346,14 @@ class CallDriver:
                     await self._enqueue(cmd)
                 case Dial():
                     await self._dial(cmd)
+                case Record():
+                    await self._record(cmd)
+                case StartRecording(name):
+                    self.call_recording = name
+                    if self.dial is not None and self.dial.bridge_id:
+                        await self._record_bridge(self.dial.bridge_id)
+                case PauseRecording() | ResumeRecording() | StopRecording():
+                    await self._live_recording(cmd)
                 case Hold():
                     await self._hold(cmd)
                 case Unhold():
@@ -380,6 +403,46 @@ class CallDriver:
     async def _quietly(self, request: Awaitable[Any]) -> None:
         with contextlib.suppress(AriError, OSError):
             await request
+
+    async def _record(self, cmd: Record) -> None:
+        """ARI takes one terminator key (``#``, ``*``), ``any`` or ``none``."""
+        keys = cmd.terminators
+        terminate_on = keys if keys in ("#", "*") else ("any" if len(keys) > 1 else "none")
+        self.recordings[cmd.name] = cmd.record_id
+        try:
+            await self.port.record(self.channel_id, cmd.name, cmd.max_seconds, cmd.beep,
+                                   terminate_on)
+        except AriError as exc:
+            if exc.status in (404, 409):
+                raise  # the channel is gone or no longer ours: handled as a hangup
+            self.recordings.pop(cmd.name, None)
+            self.log.error("recording refused", extra={"status": exc.status, "error": exc.text})
+            await self._deliver(RecordFinished(cmd.record_id, "failed"))
+
+    async def _record_bridge(self, bridge_id: str) -> None:
+        """Record the bridge the caller talks in (``StartRecording`` before or during it)."""
+        name = self.call_recording
+        try:
+            await self.port.record_bridge(bridge_id, name)
+        except AriError as exc:
+            self.log.error("call recording refused", extra={"status": exc.status,
+                                                            "error": exc.text})
+            return
+        self.recordings[name] = ""
+
+    async def _live_recording(self, cmd: PauseRecording | ResumeRecording | StopRecording
+                              ) -> None:
+        name = self.call_recording
+        if not name:
+            self.log.info("%s ignored: no recording", type(cmd).__name__)
+            return
+        if isinstance(cmd, StopRecording):
+            self.call_recording = ""
+        operation = {PauseRecording: "pause", ResumeRecording: "unpause",
+                     StopRecording: "stop"}[type(cmd)]
+        if name in self.recordings:  # running: else it had not begun (no bridge yet)
+            with contextlib.suppress(AriError):  # 404: it ended meanwhile
+                await self.port.live_recording(name, operation)
 
     async def _play(self, cmd: Play) -> None:
         media = []
@@ -585,13 +648,16 @@ class CallDriver:
             await self._leg_over(19, "no answer from the engine")
 
     async def _bridge_leg(self, dial: _DialState) -> None:
-        bridge_id = uuid.uuid4().hex
+        self._bridges += 1
+        bridge_id = f"{self.channel_id}{BRIDGE_SEPARATOR}{self._bridges}"
         try:
             await self.port.create_bridge(bridge_id, f"callyard-{self.channel_id}")
             dial.bridge_id = bridge_id
             # a caller put on hold while the party rang stays out until Unhold
             members = [dial.leg_id] if dial.held else [self.channel_id, dial.leg_id]
             await self.port.add_to_bridge(bridge_id, members)
+            if self.call_recording:
+                await self._record_bridge(bridge_id)
         except AriError as exc:
             self.log.warning("could not bridge the dialed party", extra={"status": exc.status})
             await self._quietly(self.port.hangup(dial.leg_id))
@@ -740,6 +806,24 @@ class CallDriver:
             else:
                 status = "failed" if playback.get("state") == "failed" else "done"
             await self._deliver(PlayFinished(play_id, status))  # type: ignore[arg-type]
+        elif kind == "RecordingStarted":
+            name = str((msg.get("recording") or {}).get("name", ""))
+            if self.recordings.get(name) == "":
+                await self._deliver(RecordingStarted(name))
+        elif kind in ("RecordingFinished", "RecordingFailed"):
+            recording = msg.get("recording") or {}
+            name = str(recording.get("name", ""))
+            record_id = self.recordings.pop(name, None)
+            if record_id == "":  # the call's recording (StartRecording)
+                seconds = recording.get("duration")
+                await self._deliver(RecordingStopped(
+                    name, float(seconds) if isinstance(seconds, int | float) else 0.0))
+            elif record_id is not None:
+                done = kind == "RecordingFinished" and recording.get("state") == "done"
+                seconds = recording.get("duration")
+                await self._deliver(RecordFinished(
+                    record_id, "done" if done else "failed",
+                    float(seconds) if isinstance(seconds, int | float) else 0.0))
         elif kind in HANGUP_EVENTS:
             if self.handed_away:
                 self.finished = True

@@ -30,6 +30,7 @@ from typing import Any
 from appserver.asterisk.ari import AriClient
 from appserver.asterisk.callstore import CallRecord, CallStore
 from appserver.asterisk.driver import (
+    BRIDGE_SEPARATOR,
     CallDriver,
     ChannelEvent,
     DriverConfig,
@@ -58,7 +59,8 @@ _KNOWN_EVENTS = {
     "PlaybackFinished", "Dial", "ChannelDialplan", "ChannelCallerId", "ChannelConnectedLine",
     "EndpointStateChange", "DeviceStateChanged", "ContactStatusChange", "PeerStatusChange",
     "ApplicationReplaced", "ChannelTalkingStarted", "ChannelTalkingFinished", "ChannelHold",
-    "ChannelUnhold", "ChannelUserevent",
+    "ChannelUnhold", "ChannelUserevent", "RecordingStarted", "RecordingFinished",
+    "RecordingFailed",
 }
 
 
@@ -126,10 +128,12 @@ class NodeCalls:
             self._callback_dial_over(msg)
         target: CallDriver | None = None
         leg = False
-        playback = msg.get("playback")
+        playback = msg.get("playback") or msg.get("recording")
         if isinstance(playback, dict):
             scheme, _, target_id = str(playback.get("target_uri", "")).partition(":")
-            target = self.calls.get(target_id) if scheme == "channel" else None
+            if scheme == "bridge":  # a call's bridge is named <channel id>~<n> (the driver)
+                target_id = target_id.rpartition(BRIDGE_SEPARATOR)[0]
+            target = self.calls.get(target_id) if scheme in ("channel", "bridge") else None
         else:
             channel = msg.get("channel") or msg.get("peer")
             channel_id = channel.get("id") if isinstance(channel, dict) else None

@@ -41,11 +41,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     dsn, redis_url = settings.required_urls("database_url", "redis_url")
     return asyncio.run(serve(dsn, redis_url, batch=args.batch, claim_idle=args.claim_idle,
-                             health_listen=args.health_listen or settings.health_listen))
+                             health_listen=args.health_listen or settings.health_listen,
+                             recordings_dir=settings.recordings_dir))
 
 
 async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float = 30.0,
-                health_listen: str | None = None) -> int:
+                health_listen: str | None = None, recordings_dir: str | None = None) -> int:
     import asyncio
     import contextlib
     import logging
@@ -67,7 +68,8 @@ async def serve(dsn: str, redis_url: str, *, batch: int = 500, claim_idle: float
     if pool is None:
         return 0
     redis = connect(redis_url, "asyncio")
-    writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle)
+    writer = CdrWriter(redis, pool, batch=batch, claim_idle=claim_idle,
+                       recordings_dir=recordings_dir)
     callbacks = CallbackHistoryWriter(redis, pool, claim_idle=claim_idle)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     health = HealthServer(health_listen, lambda: ready(writer)) if health_listen else None

@@ -9,6 +9,11 @@ finished :class:`~appserver.cdr.record.CdrRecord` to ``sink`` once, when the cal
 * the flow raises (disposition ``failed``; the exception propagates to the driver);
 * the flow is done without a terminal command (the driver hangs up for it).
 
+A voicemail message the caller left (a ``Record`` for a mailbox, finished or cut short by
+the hangup, at least :data:`MIN_MESSAGE_SECONDS` long) goes into ``extra["voicemail"]``
+(``mailbox``, ``name``, ``seconds``, ``started_at``) with disposition ``voicemail``;
+PostgreSQL files it in ``voicemail_messages`` when the CDR is stored (migration 008).
+
 It is the outermost layer of every call's flow (:mod:`appserver.worker.pipeline`). The
 queueing layer inside it keeps the flow's ``Enqueue`` and the ``QueueResult`` it hands back
 from the outside: it tells :class:`CdrCalls` instead (``queue_entered`` / ``queue_left``).
@@ -42,6 +47,10 @@ from ivr.calls import (
     QueueMoved,
     QueueResult,
     QueueUpdate,
+    Record,
+    RecordFinished,
+    RecordingStarted,
+    RecordingStopped,
     SetVariable,
     SupervisorHangup,
     Transfer,
@@ -49,6 +58,7 @@ from ivr.calls import (
 )
 
 CdrSink = Callable[[CdrRecord], None]
+MIN_MESSAGE_SECONDS = 1.0  # a shorter voicemail message (a hang-up at the beep) is not kept
 log = logging.getLogger("callyard.cdr")
 
 _QUEUE_DISPOSITION = {"answered": "answered", "abandoned": "abandoned", "overflow": "overflow",
@@ -96,6 +106,10 @@ class CdrFlow:
         self._caller_cause = ""  # set when the caller hung up
         self._taken_from = ""  # the dead worker this call was taken over from
         self._ended_by_supervisor = False
+        self._message: dict[str, Any] | None = None  # the voicemail message being left
+        self._message_since: float | None = None  # its recording runs since then
+        self._recordings: list[dict[str, Any]] = []  # the call's recordings (StartRecording)
+        self._recording_since: dict[str, float] = {}  # name -> when the engine began it
 
     # ------------------------------------------------------------------ CallFlow protocol
 
@@ -202,6 +216,31 @@ class CdrFlow:
         self._waiting_queue = False
         self._leave_queue(event, self.clock())
 
+    def _note_record_finished(self, event: RecordFinished) -> None:
+        message = self._message
+        if message is None or self._message_since is None:
+            return
+        self._message_since = None
+        if event.status == "done":
+            message["seconds"] = round(event.seconds, 3)
+        else:
+            self._message = None
+
+    def _note_recording_started(self, event: RecordingStarted) -> None:
+        now = self.clock()
+        self._recording_since[event.name] = now
+        self._recordings.append({"queue": self.queues[-1] if self.queues else "",
+                                 "name": event.name, "started_at": now, "seconds": 0.0})
+
+    def _note_recording_stopped(self, event: RecordingStopped) -> None:
+        since = self._recording_since.pop(event.name, None)
+        if since is not None:
+            self._recording(event.name)["seconds"] = round(
+                event.seconds or self.clock() - since, 3)
+
+    def _recording(self, name: str) -> dict[str, Any]:
+        return next(r for r in reversed(self._recordings) if r["name"] == name)
+
     def _note_transfer_result(self, event: TransferResult) -> None:
         if not self._transferring:
             return
@@ -226,6 +265,13 @@ class CdrFlow:
     def _note_enqueue(self, cmd: Enqueue) -> None:
         self._waiting_queue = True
         self._enter_queue(cmd.queue, self.clock())
+
+    def _note_record(self, cmd: Record) -> None:
+        if cmd.mailbox:  # a voicemail message (a later take replaces an earlier one)
+            now = self.clock()
+            self._message = {"mailbox": cmd.mailbox, "name": cmd.name, "started_at": now,
+                             "seconds": 0.0}
+            self._message_since = now
 
     def _note_dial(self, cmd: Dial) -> None:
         self._dialing = True
@@ -309,6 +355,17 @@ class CdrFlow:
         callback = self.call.variables.get(CALLBACK_VARIABLE, "").partition(":")[2]
         if callback:  # the call Callyard placed back to the caller of call ``callback``
             extra["callback_of"] = callback
+        for name, since in self._recording_since.items():  # still running at the end
+            self._recording(name)["seconds"] = round(now - since, 3)
+        if self._recordings:
+            extra["recordings"] = self._recordings
+        message = self._message
+        if message is not None and self._message_since is not None:  # hung up mid-message
+            message["seconds"] = round(now - self._message_since, 3)
+        if message is not None and message["seconds"] >= MIN_MESSAGE_SECONDS:
+            extra["voicemail"] = message
+            if disposition != "failed":
+                disposition = "voicemail"
         answered = self.answered_at if self.answered_at is not None else self._answer_sent
         self.record = CdrRecord(
             call_id=self.call.call_id, engine=self.call.engine, node=self.call.node,
@@ -335,6 +392,9 @@ _EVENT_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     TransferResult: CdrFlow._note_transfer_result,
     QueueMoved: CdrFlow._note_queue_moved,
     SupervisorHangup: CdrFlow._note_supervisor_hangup,
+    RecordFinished: CdrFlow._note_record_finished,
+    RecordingStarted: CdrFlow._note_recording_started,
+    RecordingStopped: CdrFlow._note_recording_stopped,
 }
 _COMMAND_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     Answer: CdrFlow._note_answer,
@@ -342,6 +402,7 @@ _COMMAND_NOTES: dict[type, Callable[[CdrFlow, Any], None]] = {
     Enqueue: CdrFlow._note_enqueue,
     Dial: CdrFlow._note_dial,
     Transfer: CdrFlow._note_transfer,
+    Record: CdrFlow._note_record,
     Hangup: CdrFlow._note_hangup,
 }
 

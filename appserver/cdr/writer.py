@@ -28,6 +28,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord, utc
 from appserver.metrics import CDR_CONFLICTS
+from appserver.recordings import add_checksums
 from appserver.store.callbacks import HISTORY_STREAM, apply_event
 from appserver.store.cdrs import Cdr, differing_cdrs, insert_cdrs
 from appserver.store.db import DB_UNAVAILABLE
@@ -72,7 +74,7 @@ class CdrWriter:
     def __init__(self, redis: Any, pool: asyncpg.Pool, *, stream: str = STREAM,
                  group: str = GROUP, consumer: str | None = None, batch: int = 500,
                  block_ms: int = 1000, claim_idle: float = 30.0,
-                 retry_max: float = 10.0) -> None:
+                 retry_max: float = 10.0, recordings_dir: str | None = None) -> None:
         self.redis = redis
         self.pool = pool
         self.stream = stream
@@ -82,6 +84,7 @@ class CdrWriter:
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
         self.retry_max = retry_max
+        self.recordings_dir = Path(recordings_dir) if recordings_dir else None
         self.stats = WriterStats()
         self.database_ok = False
         self.redis_ok = False
@@ -220,6 +223,8 @@ class CdrWriter:
                              "already stored with a different record"))
         self.stats.inserted += len(new)
         self.stats.conflicts += len(differing)
+        if self.recordings_dir is not None and new:
+            await self._checksums(new)
         self.stats.duplicates += len(batch) - len(new) - len(rejected) - len(differing)
         CDR_CONFLICTS.inc(len(differing))
         return dead
@@ -245,6 +250,15 @@ class CdrWriter:
             except _ROW_ERRORS as exc:
                 rejected[cdr.call_id] = f"{type(exc).__name__}: {exc}"
         return new, rejected
+
+    async def _checksums(self, call_ids: set[str]) -> None:
+        """The new calls' recordings are closed (the calls are over): add their SHA-256.
+        Never holds CDRs up: a failure is logged, the checksums stay NULL."""
+        assert self.recordings_dir is not None
+        try:
+            await add_checksums(self.pool, self.recordings_dir, call_ids)
+        except (*_PG_ERRORS, OSError) as exc:
+            log.warning("recording checksums skipped", extra={"error": str(exc)})
 
     async def _bury(self, dead: list[tuple[str, dict[str, str], str]]) -> None:
         for entry_id, fields, reason in dead:
@@ -323,13 +337,14 @@ class CallbackHistoryWriter(CdrWriter):
 
 
 @contextlib.asynccontextmanager
-async def writer_running(redis: Any, pool: asyncpg.Pool) -> AsyncIterator[CdrWriter]:
+async def writer_running(redis: Any, pool: asyncpg.Pool, recordings_dir: str | None = None
+                         ) -> AsyncIterator[CdrWriter]:
     """A writer (and the callback history writer and the Redis metrics poller) inside
     another process, e.g. ``callyard dev``."""
     from appserver.metrics import RedisStatsPoller
     from appserver.queues.store import QueueStore
 
-    writer = CdrWriter(redis, pool)
+    writer = CdrWriter(redis, pool, recordings_dir=recordings_dir)
     callbacks = CallbackHistoryWriter(redis, pool)
     poller = RedisStatsPoller(QueueStore(redis), writer.backlog)
     writer.start()

@@ -1,6 +1,7 @@
 """The demo data set: an IVR on 9999, a submenu with business hours, a "support" queue and
-two agents. Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again (it
-updates the demo rows in place and leaves everything else alone).
+two agents, and the support team's voicemail box (main menu 4, and the queue's overflow).
+Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again (it updates the
+demo rows in place and leaves everything else alone).
 
 Prompts are sound files (``demo/*``) so that both engines can play them (Asterisk has no
 built-in text-to-speech); what each one says is the ``demo`` set of the sound catalogue
@@ -59,6 +60,7 @@ MENUS = (
             MenuOption("1", "submenu", "sales", position=1),
             MenuOption("2", "enqueue", "support", ("file:demo/connecting-support",), 2),
             MenuOption("3", "dial", "1001", ("file:demo/calling-alice",), 3),
+            MenuOption("4", "voicemail", "support", position=4),
             MenuOption("9", "repeat", position=9),
         ),
     ),
@@ -97,10 +99,20 @@ QUEUE = Queue(
     max_wait_seconds=600,
     announce_interval=30,
     wrapup_seconds=10,
-    overflow_action="hangup",
+    overflow_action="voicemail",  # after max_wait_seconds: a message for the team
+    overflow_target="support",
     callback_key="5",  # "press 5 to be called back", announced every 30 s
     callback_retry_seconds=60,
+    recording="on_demand",  # the agent records from the console
+    recording_announcement="file:recording/announcement",
 )
+# The support team's mailbox (the queue's members read it in the console).
+MAILBOX_SQL = """
+INSERT INTO voicemail_boxes (name, description, review, queue_id)
+SELECT 'support', 'Demo: messages for the support team', true, id FROM queues WHERE name = $1
+ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, review = EXCLUDED.review,
+                                 queue_id = EXCLUDED.queue_id
+"""
 
 EXTENSIONS = (
     Extension(DEMO_NUMBER, "menu", "main", "Demo IVR"),
@@ -118,6 +130,8 @@ async def seed_demo(db: Executor) -> list[str]:
         done.append(f"schedule {SCHEDULE.name}")
         await save_queue(conn, QUEUE)
         done.append(f"queue {QUEUE.name}")
+        await conn.execute(MAILBOX_SQL, QUEUE.name)
+        done.append("mailbox support")
         for demo in DEMO_AGENTS:
             existing = await get_agent(conn, demo.username)
             await save_agent(

@@ -154,7 +154,10 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     fs_listen = ("127.0.0.1", free_port())
     esl = freeswitch_simulator(fs_listen)
     await esl.start()
-    ari = asterisk_simulator(settings)
+    # Both simulated engines write recordings (voicemail) where the API reads them.
+    recordings = (Path(settings.data_dir) / "recordings").resolve()
+    settings = settings.model_copy(update={"recordings_dir": str(recordings)})
+    ari = asterisk_simulator(settings, recording_dir=recordings)
     await ari.start()
 
     env = {
@@ -164,6 +167,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "CALLYARD_FREESWITCH_LISTEN": f"{fs_listen[0]}:{fs_listen[1]}",
         "CALLYARD_FREESWITCH_ESL": f"127.0.0.1:{esl.esl_port}:{esl.password}",
         "CALLYARD_ASTERISK_ARI": ari.url_with_credentials,
+        "CALLYARD_FREESWITCH_RECORDINGS_DIR": str(recordings),
+        "CALLYARD_RECORDINGS_DIR": str(recordings),
         "CALLYARD_LOG_LEVEL": settings.log_level,
         "CALLYARD_LOG_FORMAT": settings.log_format,
         # Ctrl-C should not wait out production's 30 s drain (children get 5 s, below).
@@ -183,7 +188,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     try:
         async with Services.started(dsn, redis_url, settings,
                                     require_livekit=False) as services, \
-                writer_running(services.redis, services.pool):  # CDRs -> PostgreSQL
+                writer_running(services.redis, services.pool,
+                               settings.recordings_dir):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
             # Ready once both workers are connected to their simulated engine.
             services.extra_checks["freeswitch"] = lambda: (

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,15 +57,16 @@ def freeswitch_simulator(worker: tuple[str, int]) -> FreeswitchSimulator:
     return FreeswitchSimulator(workers=[worker], behaviour=Behaviour(talk_seconds=TALK_SECONDS))
 
 
-def asterisk_simulator(settings: Settings, host: str = "127.0.0.1", port: int = 0
-                       ) -> AriSimulator:
+def asterisk_simulator(settings: Settings, host: str = "127.0.0.1", port: int = 0,
+                       recording_dir: Path | None = None) -> AriSimulator:
     """The simulated Asterisk of ``callyard dev`` and ``callyard sim`` (every dialled party
     answers and stays on the line, as above)."""
     from appserver.devkit.sim.ari.models import SimEndpoint
     from appserver.devkit.sim.ari.server import AriSimulator
 
     return AriSimulator(host=host, port=port, stasis_app=settings.asterisk_app,
-                        unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS))
+                        unknown_endpoint=SimEndpoint("", "", talk_seconds=TALK_SECONDS),
+                        recording_dir=recording_dir)
 
 
 async def start_http(server: uvicorn.Server, stop: StopSignals) -> asyncio.Task[None] | None:

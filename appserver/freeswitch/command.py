@@ -90,7 +90,8 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = DriverConfig(dial_template=settings.freeswitch_dial_template,
-                          sip_template=settings.freeswitch_sip_template)
+                          sip_template=settings.freeswitch_sip_template,
+                          recordings_dir=settings.freeswitch_recordings_dir)
     def take_over(call: CallInfo) -> None:
         """A caller queued before (the channel says so) may be one a dead worker left."""
         if QUEUED_VARIABLE in call.variables:

@@ -29,6 +29,17 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
   ``call-command: hangup``. Both act at once: a prompt or music still running (which would
   hold the event-locked queue) is broken off first with ``uuid_break <uuid> all``.
+* ``Record``: ``set playback_terminators=<keys>``, a beep (``playback tone_stream://...``),
+  ``record <recordings_dir>/<name>.wav <max_seconds>``, ``set playback_terminators=none``; its
+  ``CHANNEL_EXECUTE_COMPLETE`` gives ``RecordFinished`` with ``variable_record_ms`` (absent:
+  the file could not be written, ``failed``). The record application ends on a terminator key,
+  the time limit or the hangup (the file is kept).
+* ``StartRecording``: ``uuid_setvar <uuid> RECORD_BRIDGE_REQ true`` (the file starts when the
+  caller is bridged) and ``uuid_record <uuid> start <path>``; ``PauseRecording`` /
+  ``ResumeRecording``: ``uuid_record ... mask|unmask`` (silence while masked);
+  ``StopRecording``: ``uuid_record ... stop``. ``RECORD_START`` / ``RECORD_STOP`` (subscribed
+  with the first recording: ``myevents`` does not include them) give ``RecordingStarted`` /
+  ``RecordingStopped`` (``variable_record_ms``).
 * Timers run as gevent greenlets; the engine never consumes digits
   (``playback_terminators=none`` is set when the call starts).
 * The last line of defence: no value is written that holds a control character (it would
@@ -89,6 +100,7 @@ _DIAL_OUTCOMES: dict[str, str] = {
     "ALLOTTED_TIMEOUT": "no_answer",
     "ORIGINATOR_CANCEL": "no_answer",
 }
+BEEP = "tone_stream://%(250,0,1000)"  # before a Record: a quarter second at 1 kHz
 MOH_STRETCH_SECONDS = 10  # see FreeswitchCall._moh_stretch
 _MOH_CLASS = re.compile(r"^[\w./-]+$")  # a local_stream name: one token in an api line
 # A dialled leg would otherwise offer only the caller's codec (switch_core_media.c,
@@ -159,6 +171,7 @@ class DriverConfig:
     sip_template: str = "sofia/callyard/{target}"  # for Dial(kind="sip"), target a SIP URI
     transfer_context: str = ""  # "" = the call's own dialplan context
     fallback_prompt: str = "ivr/ivr-call_cannot_be_completed_as_dialed.wav"
+    recordings_dir: str = "/var/lib/freeswitch/recordings"  # where the engine writes recordings
 
 
 QueueRuntime = Callable[[c.CallInfo, c.Enqueue], None]
@@ -191,6 +204,10 @@ class CallDriver:
     _ending_dial: bool = False  # EndDial sent uuid_kill for the running dial
     _spy: str = ""  # the supervisor's eavesdropping leg, "" when none
     _spy_mode: str = ""
+    _record_tag: str = ""  # the Event-UUID of the running Record's record application
+    _record_id: str = ""
+    _session_recording: tuple[str, str] | None = None  # (name, path) of StartRecording's file
+    _recordings_seen: dict[str, str] = field(default_factory=dict)  # path -> name, ever
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
     _answered: bool = False
@@ -240,6 +257,8 @@ class CallDriver:
                 self.deliver(c.Answered())
         elif name == "CHANNEL_HANGUP":
             self._hangup(event.get("Hangup-Cause") or "NORMAL_CLEARING")
+        elif name in ("RECORD_START", "RECORD_STOP"):
+            self._record_event(name, event)
 
     def on_socket_closed(self) -> None:
         """The socket ended; if FreeSWITCH never said the caller hung up, say it now. After
@@ -370,6 +389,11 @@ class CallDriver:
             return self._api(f"uuid_break {self.info.call_id}")
         if isinstance(cmd, c.Dial):
             return self._dial(cmd)
+        if isinstance(cmd, c.Record):
+            return self._record(cmd)
+        if isinstance(cmd, c.StartRecording | c.PauseRecording | c.ResumeRecording
+                      | c.StopRecording):
+            return self._session_record(cmd)
         if isinstance(cmd, c.Hold):
             return self._hold(cmd)
         if isinstance(cmd, c.Unhold):
@@ -457,6 +481,58 @@ class CallDriver:
         leg_vars = (f"{{leg_timeout={int(cmd.timeout)},origination_uuid={self._bleg},"
                     f"{OFFER_ALL_CODECS}}}")
         return self._execute("bridge", f"{leg_vars}{dial}", tag, checked=True)
+
+    def _record(self, cmd: c.Record) -> list[bytes]:
+        refuse_unsafe_token(cmd.name)
+        if ".." in cmd.name or cmd.name.startswith("/"):
+            raise codec.UnsafeValue(f"not a relative recording name: {cmd.name[:80]!r}")
+        keys = "".join(k for k in cmd.terminators if k in "0123456789*#") or "none"
+        self._record_tag = self._tag()
+        self._record_id = cmd.record_id
+        path = f"{self.config.recordings_dir.rstrip('/')}/{cmd.name}.wav"
+        beep = [self._execute("playback", BEEP, checked=True)] if cmd.beep else []
+        return [self._execute("set", f"playback_terminators={keys}"), *beep,
+                self._execute("record", f"{path} {int(cmd.max_seconds)}", self._record_tag),
+                self._execute("set", "playback_terminators=none")]
+
+    def _session_record(self, cmd: c.StartRecording | c.PauseRecording | c.ResumeRecording
+                        | c.StopRecording) -> list[bytes]:
+        uid = self.info.call_id
+        if isinstance(cmd, c.StartRecording):
+            if self._session_recording is not None:
+                log.info("StartRecording ignored: already recording", extra=self.log_extra)
+                return []
+            refuse_unsafe_token(cmd.name)
+            if ".." in cmd.name or cmd.name.startswith("/"):
+                raise codec.UnsafeValue(f"not a relative recording name: {cmd.name[:80]!r}")
+            path = f"{self.config.recordings_dir.rstrip('/')}/{cmd.name}.wav"
+            first = not self._recordings_seen
+            self._session_recording = (cmd.name, path)
+            self._recordings_seen[path] = cmd.name
+            self.commands_sent += 1
+            subscribe = [codec.encode_command("event plain RECORD_START RECORD_STOP")] \
+                if first else []
+            return [*subscribe, self._api(f"uuid_setvar {uid} RECORD_BRIDGE_REQ true"),
+                    self._api(f"uuid_record {uid} start {path}")]
+        if self._session_recording is None:
+            log.info("%s ignored: no recording", type(cmd).__name__, extra=self.log_extra)
+            return []
+        path = self._session_recording[1]
+        if isinstance(cmd, c.StopRecording):
+            self._session_recording = None
+            return [self._api(f"uuid_record {uid} stop {path}")]
+        verb = "mask" if isinstance(cmd, c.PauseRecording) else "unmask"
+        return [self._api(f"uuid_record {uid} {verb} {path}")]
+
+    def _record_event(self, name: str, event: codec.LazyEvent) -> None:
+        recording = self._recordings_seen.get(event.get("Record-File-Path"))
+        if recording is None:
+            return  # a voicemail's record application, or not ours
+        if name == "RECORD_START":
+            self.deliver(c.RecordingStarted(recording))
+            return
+        ms = event.get("variable_record_ms")
+        self.deliver(c.RecordingStopped(recording, int(ms) / 1000 if ms and ms.isdigit() else 0.0))
 
     def _reset_dial(self, bleg: str = "") -> None:
         self._bleg = bleg
@@ -552,6 +628,14 @@ class CallDriver:
         tag = event.get("Application-UUID")
         if tag == self._moh_tag and not self.hung_up:
             self.write(self._moh_stretch())  # the music goes on
+            return
+        if tag == self._record_tag and tag:
+            self._record_tag = ""
+            ms = event.get("variable_record_ms")
+            if ms and ms.isdigit():
+                self.deliver(c.RecordFinished(self._record_id, "done", int(ms) / 1000))
+            else:
+                self.deliver(c.RecordFinished(self._record_id, "failed"))
             return
         owner = self._tags.pop(tag, None)
         if owner is None:

@@ -12,6 +12,7 @@ from ivr.model import (
     ClosureDef,
     ExtensionDef,
     HoursDef,
+    MailboxDef,
     MenuDef,
     MenuSource,
     OptionDef,
@@ -29,6 +30,7 @@ RELEVANT_TABLES = frozenset(
         "extensions",
         "queues",
         "agents",  # an agent's username is the target of its extension
+        "voicemail_boxes",
     }
 )
 
@@ -63,6 +65,8 @@ async def _read(conn: asyncpg.Connection) -> MenuSource:
     menus = await list_menus(conn)
     extensions = await list_extensions(conn)
     queues = await conn.fetch("SELECT name FROM queues")
+    mailboxes = await conn.fetch(
+        "SELECT name, greeting, max_seconds, review FROM voicemail_boxes ORDER BY name")
     schedules = [
         ScheduleDef(
             s.name,
@@ -77,11 +81,13 @@ async def _read(conn: asyncpg.Connection) -> MenuSource:
         schedules=tuple(schedules),
         extensions=tuple(ExtensionDef(e.number, e.kind, e.target) for e in extensions),
         queues=frozenset(r["name"] for r in queues),
+        mailboxes=tuple(MailboxDef(r["name"], tuple(r["greeting"]), r["max_seconds"], r["review"])
+                        for r in mailboxes),
     )
 
 
 async def load_source(db: Executor) -> MenuSource:
-    """The menus, schedules, extensions and queue names, read in one snapshot."""
+    """The menus, schedules, extensions, queue names and mailboxes, read in one snapshot."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
             return await load_source(conn)

@@ -74,5 +74,10 @@ class AgentControl:
         The worker ends the agent's leg, then the agent goes to wrap-up."""
         return await self.store.call_control(agent, "transfer", target)
 
+    async def record(self, agent: str, operation: str) -> str:
+        """Start (a queue recording on demand), pause, resume or stop (on demand) the
+        recording of the agent's call; the owning worker carries it out."""
+        return await self.store.call_control(agent, "record", operation)
+
     async def status(self, agent: str) -> AgentStatus | None:
         return await self.store.agent(agent)

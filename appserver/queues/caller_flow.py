@@ -18,6 +18,12 @@ A supervisor can move a waiting caller to another queue or change their priority
 hang a caller up (:class:`~ivr.calls.SupervisorHangup`: a waiting caller leaves as ``ended``;
 a connected one loses the agent's leg, then the call).
 
+Call recording (the queue's ``recording``): ``always`` sends ``StartRecording`` with the
+``Dial`` to the agent (the engine writes from the moment they are bridged), ``on_demand``
+when the agent asks (``AgentRequest("record", "start")``); the agent may pause and resume it
+(card numbers) and, on demand, stop it. The file is ``recording-<queue>-<call id>``. With a
+``recording_announcement``, it plays as the caller joins, before the music.
+
 It ends either with a terminal command (``Enqueue`` for overflow to another queue or an
 agent's transfer, ``Transfer`` to an extension, ``Hangup``) or, for outcomes the enclosing
 flow decides (answered, abandoned, overflow or exit to a menu, failure), with
@@ -48,22 +54,27 @@ from ivr.calls import (
     Hangup,
     Hold,
     HungUp,
+    PauseRecording,
     Play,
     PlayFinished,
     Prompt,
     QueueMoved,
     QueueResult,
     QueueUpdate,
+    ResumeRecording,
     SetVariable,
     StartMoh,
+    StartRecording,
     StartTimer,
     StopMoh,
     StopPlay,
+    StopRecording,
     SupervisorHangup,
     TimerFired,
     Transfer,
     Unhold,
 )
+from ivr.model import parse_prompt
 
 ANNOUNCE_TIMER = "queue:announce"
 MAX_WAIT_TIMER = "queue:max_wait"
@@ -89,6 +100,12 @@ CALLBACK_PROMPTS = {  # what each step says (the demo's set; see appserver/devki
     "registered": "queue/callback_registered",
     "hello": "queue/callback_hello",
 }
+
+
+def recording_name(queue: str, call_id: str) -> str:
+    """A call's recording in a queue: ``recording-<queue>-<call id>`` (+ ``.wav``), flat in
+    the engine's recordings directory."""
+    return f"recording-{queue}-{call_id}"
 
 
 # ---------------------------------------------------------------- actions for the runtime
@@ -208,6 +225,7 @@ class CallerFlow:
         self._keyed = ""  # digits keyed in so far
         self._dialog_plays = 0
         self._dialog_playing = False
+        self.recording = ""  # "" | "on" | "paused": the call's recording
 
     @property
     def done(self) -> bool:
@@ -222,8 +240,15 @@ class CallerFlow:
         self.phase = "waiting"
         self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
                        call.variables.get(MENU_PATH_VARIABLE, "")))
+        timers = self._timers(self.config.max_wait_seconds)
+        announcement = self.config.recording_announcement
+        if announcement and self.config.recording != "never":  # the music follows it
+            self._announcements += 1
+            self._playing = True
+            play = Play(self._play_id(), (parse_prompt(announcement),), language=self.language)
+            return [SetVariable(QUEUED_VARIABLE, self.config.name), play, *timers]
         return [SetVariable(QUEUED_VARIABLE, self.config.name),
-                StartMoh(self.config.moh_class), *self._timers(self.config.max_wait_seconds)]
+                StartMoh(self.config.moh_class), *timers]
 
     def resume(self, call: CallInfo, waited: float) -> list[Command]:
         """Go on with a stay another worker began ``waited`` seconds ago (this worker took
@@ -306,6 +331,8 @@ class CallerFlow:
             cmds = self._quiet()
             self.callback_step = ""
             kind: Literal["agent", "extension"] = "extension" if event.kind == "sip" else "agent"
+            if self.config.recording == "always" and not self.recording:
+                cmds.append(self._start_recording())
             cmds.append(Dial(event.target, kind=kind, timeout=float(self.config.ring_timeout)))
             return cmds
         return []
@@ -348,7 +375,29 @@ class CallerFlow:
         if event.action == "hangup" and not self.agent_hung_up:
             self.agent_hung_up = True
             return [EndDial()]
+        if event.action == "record":
+            return self._record_request(event.target)
         return []
+
+    def _record_request(self, op: str) -> list[Command]:
+        """The agent starts (on demand), pauses, resumes or stops (on demand) the recording."""
+        on_demand = self.config.recording == "on_demand"
+        if op == "start" and on_demand and not self.recording:
+            return [self._start_recording()]
+        if op == "pause" and self.recording == "on":
+            self.recording = "paused"
+            return [PauseRecording()]
+        if op == "resume" and self.recording == "paused":
+            self.recording = "on"
+            return [ResumeRecording()]
+        if op == "stop" and on_demand and self.recording:
+            self.recording = ""
+            return [StopRecording()]
+        return []
+
+    def _start_recording(self) -> StartRecording:
+        self.recording = "on"
+        return StartRecording(recording_name(self.config.name, self.call_id))
 
     def _transferred(self) -> list[Command]:
         """The agent's leg ended after their transfer request: the caller goes on."""
@@ -361,6 +410,9 @@ class CallerFlow:
 
     def _dial_result(self, event: DialResult) -> list[Command]:
         self.held = False
+        if self.recording and (event.outcome == "answered" or self.transfer_to):
+            self.recording = ""
+            return [StopRecording(), *self._dial_result(event)]
         if self.transfer_to:
             return self._transferred()
         if event.outcome == "answered" or self.agent_hung_up:
@@ -533,7 +585,8 @@ class CallerFlow:
 
     def _route(self, outcome: Literal["overflow", "timeout", "left"], reason: str, action: str,
                target: str, *, joined: bool = True) -> list[Command]:
-        """Leave the queue for ``action`` (queue | menu | extension | hangup)."""
+        """Leave the queue for ``action`` (queue | menu | extension | voicemail | hangup);
+        ``menu`` and ``voicemail`` are the call flow's to carry out (the IVR does)."""
         if joined:
             self.sink(Leave(self.call_id, outcome))
         cmds = self._quiet()
@@ -543,8 +596,8 @@ class CallerFlow:
         elif action == "extension":
             cmds.append(Transfer(target))
             detail = f"extension:{target}"
-        elif action == "menu":
-            detail = f"menu:{target}"
+        elif action in ("menu", "voicemail"):
+            detail = f"{action}:{target}"
         else:
             cmds.append(Hangup())
             detail = reason

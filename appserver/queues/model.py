@@ -12,8 +12,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
+from ivr.model import PromptSpecError, is_template, parse_prompt
+
 Strategy = Literal["ring_all", "longest_idle", "round_robin", "fewest_calls", "random", "skills"]
-QueueAction = Literal["queue", "menu", "extension", "hangup"]
+QueueAction = Literal["queue", "menu", "extension", "hangup", "voicemail"]
+RecordingMode = Literal["never", "always", "on_demand"]
+RECORDING_MODES: tuple[str, ...] = ("never", "always", "on_demand")
 AgentKind = Literal["browser", "sip"]
 AgentState = Literal["logged_out", "available", "offered", "on_call", "wrap_up", "break", "away"]
 
@@ -104,6 +108,10 @@ class QueueConfig:
     # Dial strings for the customer's number, per engine; {number} is replaced.
     callback_freeswitch_endpoint: str = "sofia/gateway/pstn/{number}"
     callback_asterisk_endpoint: str = "PJSIP/{number}@pstn"
+    # Call recording: never | always (from the agent's answer) | on_demand (the agent starts
+    # it in the console); the announcement (a prompt spec) plays as the caller joins.
+    recording: RecordingMode = "never"
+    recording_announcement: str = ""
 
     def __post_init__(self) -> None:
         check_name("queue", self.name)
@@ -135,6 +143,18 @@ class QueueConfig:
         if not self.moh_class:
             raise QueueConfigError(f"queue {self.name}: moh_class must not be empty")
         self._check_callback()
+        if self.recording_announcement:
+            try:
+                prompt = parse_prompt(self.recording_announcement)
+            except PromptSpecError as exc:
+                raise QueueConfigError(f"queue {self.name}: recording_announcement: {exc}"
+                                       ) from None
+            if is_template(prompt.value):
+                raise QueueConfigError(f"queue {self.name}: recording_announcement must be a "
+                                       "plain prompt, not a template")
+        if self.recording not in RECORDING_MODES:
+            raise QueueConfigError(f"queue {self.name}: recording {self.recording!r} is not "
+                                   f"one of {RECORDING_MODES}")
         object.__setattr__(
             self, "required_skills", _skills(f"queue {self.name} required_skills",
                                              self.required_skills)

@@ -86,7 +86,7 @@ from ivr.calls import (
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[str, Event], object]  # a worker's deliver(call_id, event); result unused
-AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup"]
+AgentRequestKind: TypeAlias = Literal["hold", "unhold", "transfer", "hangup", "record"]
 AGENT_REQUESTS: tuple[AgentRequestKind, ...] = get_args(AgentRequestKind)
 SUPERVISE_REQUESTS: tuple[SuperviseRequestMode, ...] = get_args(SuperviseRequestMode)
 

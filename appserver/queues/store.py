@@ -51,7 +51,8 @@ AGENTS_CHANNEL = "callyard:q:agents"
 CALLS_CHANNEL = "callyard:q:calls"  # a queue's name when a caller joined, left or moved there
 LEAVE_OUTCOMES = ("abandoned", "left", "overflow", "timeout", "lost", "ended")
 AGENT_ACTIONS = ("login", "logout", "available", "break", "end_call")
-CALL_CONTROLS = ("hold", "unhold", "transfer")
+CALL_CONTROLS = ("hold", "unhold", "transfer", "record")
+RECORD_OPERATIONS = ("start", "pause", "resume", "stop")
 SUPERVISE_OPS = ("start", "change", "stop")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
 CALLBACK_NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
@@ -243,6 +244,9 @@ def _call_control_args(agent: str, action: str, target: str, now: int) -> list[A
         elif kind != "extension" or not EXTENSION_RE.match(value):
             raise QueueError("bad_target", "transfer to 'extension:<digits, * # +>' or "
                              f"'queue:<name>', not {target!r}")
+    elif action == "record":
+        if target not in RECORD_OPERATIONS:
+            raise QueueError("bad_target", f"record takes one of {RECORD_OPERATIONS}")
     elif target:
         raise QueueError("bad_target", f"{action} takes no target")
     return [agent, action, target, now]

@@ -43,6 +43,8 @@ class Queue:
     callback_ring_seconds: int = 30
     callback_freeswitch_endpoint: str = "sofia/gateway/pstn/{number}"
     callback_asterisk_endpoint: str = "PJSIP/{number}@pstn"
+    recording: str = "never"  # never | always | on_demand (migration 008)
+    recording_announcement: str | None = None
     id: int | None = None
     updated_at: datetime | None = None
 

@@ -61,6 +61,18 @@ TEST_PROMPTS = (
 )  # fmt: skip
 
 
+# Where each target's engine writes recordings (voicemail): the real Asterisk in its spool.
+_RECORDINGS_ROOT = Path(tempfile.gettempdir()) / f"callyard-real-recordings-{uuid.uuid4().hex[:8]}"
+RECORDINGS = {
+    "freeswitch": _RECORDINGS_ROOT / "freeswitch",
+    "freeswitch-sim": _RECORDINGS_ROOT / "freeswitch-sim",
+    "asterisk-sim": _RECORDINGS_ROOT / "asterisk-sim",
+    "asterisk": Path("/opt/asterisk/var/spool/asterisk/recording"),
+}
+for _folder in RECORDINGS.values():
+    _folder.mkdir(parents=True, exist_ok=True)  # FreeSWITCH's record creates no directory
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         params = getattr(item, "callspec", None)
@@ -112,7 +124,8 @@ def test_sounds() -> Iterator[None]:
     folders = (FS_SOUNDS, AST_SOUNDS)
     before = {p for folder in folders for p in folder.rglob("*.wav")}
     for folder in folders:
-        callyard("sounds", str(folder), "--set", "queue", "--set", "callyard")
+        callyard("sounds", str(folder), "--set", "queue", "--set", "callyard",
+                 "--set", "voicemail", "--set", "recording")
         for name in TEST_PROMPTS:
             path = folder / f"{name}.wav"
             if not path.exists():
@@ -258,7 +271,8 @@ def freeswitch_workers(freeswitch_engine: FreeswitchConf, stack: Stack,
                        sip_parties: SipEndpoint) -> FsWorkers:
     dial = f"sofia/callyard/{{target}}@{sip_parties.host}:{sip_parties.port}"
     workers = FsWorkers(stack, ("freeswitch", "freeswitch-2"), freeswitch_engine.workers,
-                        "127.0.0.1:8021:ClueCon", {"CALLYARD_FREESWITCH_DIAL_TEMPLATE": dial})
+                        "127.0.0.1:8021:ClueCon", {"CALLYARD_FREESWITCH_DIAL_TEMPLATE": dial,
+                        "CALLYARD_FREESWITCH_RECORDINGS_DIR": str(RECORDINGS["freeswitch"])})
     workers.start(0)
     return workers
 
@@ -281,7 +295,8 @@ async def freeswitch_sim_workers(stack: Stack) -> AsyncIterator[tuple[Freeswitch
     sim = FreeswitchSimulator([("127.0.0.1", port) for port in ports], behaviour)
     await sim.start(esl_port=0)
     workers = FsWorkers(stack, ("freeswitch-sim", "freeswitch-sim-2"), ports,
-                        f"127.0.0.1:{sim.esl_port}:{sim.password}")
+                        f"127.0.0.1:{sim.esl_port}:{sim.password}",
+                        {"CALLYARD_FREESWITCH_RECORDINGS_DIR": str(RECORDINGS["freeswitch-sim"])})
     workers.start(0)
     yield sim, workers
     await sim.stop()
@@ -302,7 +317,8 @@ async def asterisk_sim(stack: Stack) -> AsyncIterator[AriSimulator]:
         SimEndpoint("PJSIP", "1001", behaviour="answer", talk_seconds=1.5),
         SimEndpoint("PJSIP", "1002", behaviour="busy"),
         SimEndpoint("PJSIP", "1003", behaviour="no_answer"),
-    ], unknown_endpoint=SimEndpoint("PJSIP", "agents", talk_seconds=60))  # fmt: skip
+    ], unknown_endpoint=SimEndpoint("PJSIP", "agents", talk_seconds=60),
+        recording_dir=RECORDINGS["asterisk-sim"])  # fmt: skip
     await sim.start()
     stack.start("asterisk-sim", "asterisk", CALLYARD_APPS="flows:factory",
                 CALLYARD_ASTERISK_ARI=sim.url_with_credentials)

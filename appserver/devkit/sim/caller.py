@@ -41,6 +41,8 @@ EntryKind = Literal[
     # (who hears the supervisor; they hear both), "<their room> gone" when it ends
     "supervised",
     "variable",  # detail: "name=value"
+    "beep",  # the engine beeped (before a recording)
+    "recording",  # detail: "<name> started", then "<name> <seconds>s <dtmf|timeout|hangup>"
     "hangup",  # detail: "cause by" where by is caller | engine | app
 ]
 

@@ -1,7 +1,7 @@
 -- An agent on a call asks the worker that owns it to hold, resume or blind-transfer the
 -- caller. The request goes to that worker's inbox; the agent's sockets are told at once.
--- ARGV: prefix, agent, action (hold | unhold | transfer), target, now_ms
--- target (transfer only): "extension:<number>" or "queue:<name>"
+-- ARGV: prefix, agent, action (hold | unhold | transfer | record), target, now_ms
+-- target: transfer "extension:<number>" or "queue:<name>"; record start|pause|resume|stop
 -- -> {'ok', call} | {'err', reason}
 local a, action, target = ARGV[2], ARGV[3], ARGV[4]
 local k = akey(a)
@@ -26,6 +26,8 @@ elseif action == 'transfer' then
   end
   redis.call('HSET', ck, 'transfer', target)
   notify_agent(a, 'transfer', {call = c, target = target})
+elseif action == 'record' then
+  notify_agent(a, 'record', {call = c, operation = target})
 else
   return {'err', 'bad_action'}
 end

@@ -169,6 +169,7 @@
     await api("POST", "/api/agent/login").catch(() => {});  // join the queues (logged in)
     connect();
     loadHistory();
+    window.callyardVoicemail.start();
   }
 
   Callyard.onLogin(start);
@@ -176,6 +177,7 @@
     await api("POST", "/api/agent/logout").catch(() => {});
     await api("POST", "/api/auth/logout");
     if (ws) { ws.onclose = null; ws.close(); }
+    window.callyardVoicemail.stop();
     show(false);
   });
   $("available").onclick = act(() => api("POST", "/api/agent/available"));

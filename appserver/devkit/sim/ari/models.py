@@ -96,6 +96,43 @@ class SimPlayback:
 
 
 @dataclass
+class SimRecording:
+    """A LiveRecording of a channel (``POST /channels/{id}/record``)."""
+
+    name: str
+    format: str
+    target_uri: str
+    max_seconds: int  # 0: no limit
+    terminate_on: str  # none | any | * | #
+    beep: bool
+    state: str = "queued"
+    duration: int | None = None
+    how: str = "timeout"  # what ended it: dtmf | timeout | hangup | stop
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    paused_since: float | None = None  # monotonic, while paused (nothing is written)
+    paused_total: float = 0.0
+
+    def pause(self, now: float) -> None:
+        if self.paused_since is None:
+            self.paused_since, self.state = now, "paused"
+
+    def unpause(self, now: float) -> None:
+        if self.paused_since is not None:
+            self.paused_total += now - self.paused_since
+            self.paused_since, self.state = None, "recording"
+
+    def ends_on(self, digit: str) -> bool:
+        return self.terminate_on == "any" or self.terminate_on == digit
+
+    def to_json(self) -> Json:
+        data: Json = {"name": self.name, "format": self.format, "target_uri": self.target_uri,
+                      "state": self.state}
+        if self.duration is not None:
+            data["duration"] = self.duration
+        return data
+
+
+@dataclass
 class SimChannel:
     id: str
     name: str
@@ -122,6 +159,7 @@ class SimChannel:
     originator: str | None = None
     playbacks: list[SimPlayback] = field(default_factory=list)
     player: asyncio.Task[None] | None = None
+    recording: SimRecording | None = None
     hungup: bool = False
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     snoop: Snoop | None = None  # a snoop channel: on which channel, in which directions
@@ -165,6 +203,7 @@ class SimBridge:
     app: str | None = None
     moh_class: str | None = None
     held: list[str] = field(default_factory=list)  # channels removed on hold, peer stayed
+    recording: SimRecording | None = None
 
     def to_json(self) -> Json:
         return {

@@ -37,6 +37,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -52,12 +53,15 @@ from appserver.devkit.sim.ari.models import (
     SimChannel,
     SimEndpoint,
     SimPlayback,
+    SimRecording,
     Snoop,
     SoundCatalog,
     media_to_prompt,
     party,
     timestamp,
 )
+from appserver.devkit.sim.caller import EntryKind
+from appserver.devkit.sim.recordings import write_silence
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,7 @@ class AriSimulator:
         endpoints: list[SimEndpoint] | None = None,
         unknown_endpoint: SimEndpoint | None = None,
         asterisk_id: str = "02:fc:00:00:00:01",
+        recording_dir: Path | None = None,  # astspooldir/recording; None: no files written
     ) -> None:
         self.host = host
         self.port = port
@@ -127,6 +132,8 @@ class AriSimulator:
             f"{e.technology}/{e.resource}": e for e in (endpoints or [])
         }
         self.asterisk_id = asterisk_id
+        self.recording_dir = recording_dir
+        self.recordings: dict[str, SimRecording] = {}  # live recordings by name
         self.channels: dict[str, SimChannel] = {}
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
@@ -297,6 +304,10 @@ class AriSimulator:
                 return
             if chan.call:
                 chan.call.transcript.add("dtmf", digit)
+            rec = chan.recording
+            if rec is not None and rec.state == "recording" and rec.ends_on(digit):
+                rec.how = "dtmf"
+                rec.stop.set()
             if chan.stasis_app:
                 self._emit_channel("ChannelDtmfReceived", chan, digit=digit, duration_ms=100)
                 self._dtmf_sent[chan.id] = time.monotonic()
@@ -399,6 +410,11 @@ class AriSimulator:
             ("POST", "/ari/channels/{channelId}/play", self.h_play),
             ("POST", "/ari/channels/{channelId}/play/{playbackId}", self.h_play),
             ("POST", "/ari/channels/{channelId}/snoop", self.h_snoop),
+            ("POST", "/ari/channels/{channelId}/record", self.h_record),
+            ("POST", "/ari/bridges/{bridgeId}/record", self.h_bridge_record),
+            ("POST", "/ari/recordings/live/{recordingName}/pause", self.h_recording_pause),
+            ("DELETE", "/ari/recordings/live/{recordingName}/pause", self.h_recording_pause),
+            ("POST", "/ari/recordings/live/{recordingName}/stop", self.h_recording_stop),
             ("GET", "/ari/channels/{channelId}/variable", self.h_get_var),
             ("POST", "/ari/channels/{channelId}/variable", self.h_set_var),
             ("GET", "/ari/bridges", self.h_bridges),
@@ -778,6 +794,9 @@ class AriSimulator:
             return
         chan.hungup = True
         self._end_hold(chan)
+        if chan.recording is not None:
+            chan.recording.how = "hangup"
+            chan.recording.stop.set()
         for pb in chan.playbacks:
             if pb.state == "playing" and not pb.transcribed_end and chan.call:
                 pb.transcribed_end = True
@@ -946,6 +965,109 @@ class AriSimulator:
             chan.player = self._spawn(self._channel_player(chan))
         body = pb.to_json()
         return self._ok(body, status=201)
+
+    async def h_record(self, request: web.Request) -> web.Response:
+        """res_ari_channels record: stasis_app_control_record. Writes silence as long as the
+        recording lasted (see appserver.devkit.sim.recordings) when ``recording_dir`` is set."""
+        chan = self._channel(request)
+        if chan.bridge_id:
+            raise AriError(409, "Channel is currently bridged with other channels")
+        return self._record(request, chan, "channel", chan.subscribed_app)
+
+    async def h_bridge_record(self, request: web.Request) -> web.Response:
+        """res_ari_bridges record: the bridge's mix until stopped or the bridge goes."""
+        bridge = self._bridge(request)
+        return self._record(request, bridge, "bridge", bridge.app)
+
+    def _record(self, request: web.Request, target: SimChannel | SimBridge, scheme: str,
+                app: str | None) -> web.Response:
+        rec, path = self._new_recording(request, f"{scheme}:{target.id}")
+        target.recording = rec
+
+        def finished() -> None:
+            if target.recording is rec:
+                target.recording = None
+
+        self._spawn(self._run_recording(rec, path, app, target.id, finished))
+        return self._ok(rec.to_json(), status=201)
+
+    def _live(self, request: web.Request) -> SimRecording:
+        rec = self.recordings.get(request.match_info["recordingName"])
+        if rec is None:
+            raise AriError(404, "Recording not found")
+        return rec
+
+    async def h_recording_pause(self, request: web.Request) -> web.Response:
+        rec = self._live(request)
+        if request.method == "POST":
+            rec.pause(time.monotonic())
+        else:
+            rec.unpause(time.monotonic())
+        self._transcribe(rec.target_uri.partition(":")[2], "recording",
+                         f"{rec.name} {'paused' if request.method == 'POST' else 'resumed'}")
+        return self._no_content()
+
+    async def h_recording_stop(self, request: web.Request) -> web.Response:
+        rec = self._live(request)
+        rec.how = "stop"
+        rec.stop.set()
+        return self._no_content()
+
+    def _new_recording(self, request: web.Request, target_uri: str
+                       ) -> tuple[SimRecording, Path | None]:
+        name = self._param(request, "name", required=True) or ""
+        fmt = self._param(request, "format", required=True) or ""
+        if fmt not in ("wav", "gsm", "ulaw", "alaw", "sln", "g722"):
+            raise AriError(422, "The format specified is unknown on this system")
+        terminate_on = self._param(request, "terminateOn") or "none"
+        if terminate_on not in ("none", "any", "*", "#"):
+            raise AriError(400, f"terminateOn: invalid value {terminate_on!r}")
+        if_exists = self._param(request, "ifExists") or "fail"
+        path = self.recording_dir / f"{name}.{fmt}" if self.recording_dir else None
+        if name in self.recordings or (if_exists == "fail" and path and path.exists()):
+            raise AriError(409, "Recording with the same name already exists")
+        rec = SimRecording(name, fmt, target_uri,
+                           self._int_param(request, "maxDurationSeconds", 0), terminate_on,
+                           (self._param(request, "beep") or "false") == "true")
+        self.recordings[name] = rec
+        return rec, path
+
+    async def _run_recording(self, rec: SimRecording, path: Path | None, app: str | None,
+                             target_id: str, finished: Callable[[], None]) -> None:
+        # the parties' transcripts, kept: a caller who hangs up leaves the channel list
+        transcripts = [c.call.transcript for c in self._listeners(target_id) if c.call]
+
+        def transcribe(kind: EntryKind, detail: str = "") -> None:
+            for transcript in transcripts:
+                transcript.add(kind, detail)
+
+        try:
+            if rec.beep:
+                transcribe("beep")
+                await asyncio.sleep(0.25)
+            rec.state = "recording"
+            self._emit(app, "RecordingStarted", recording=rec.to_json())
+            transcribe("recording", f"{rec.name} started")
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rec.stop.wait(), rec.max_seconds or None)
+            now = time.monotonic()
+            rec.unpause(now)
+            seconds = now - started - rec.paused_total  # paused audio is not written
+            transcribe("recording", f"{rec.name} {round(seconds, 3)}s {rec.how}")
+            rec.duration = round(seconds)
+            event = "RecordingFinished"
+            rec.state = "done"
+            if path is not None and rec.format == "wav":
+                try:
+                    write_silence(path, seconds)
+                except OSError as exc:
+                    event, rec.state = "RecordingFailed", "failed"
+                    log.warning("cannot write recording %s: %s", path, exc)
+            self._emit(app, event, recording=rec.to_json())
+        finally:
+            self.recordings.pop(rec.name, None)
+            finished()
 
     async def _channel_player(self, chan: SimChannel) -> None:
         try:
@@ -1189,6 +1311,10 @@ class AriSimulator:
 
     async def h_bridge_destroy(self, request: web.Request) -> web.Response:
         bridge = self._bridge(request)
+        if bridge.recording is not None:  # its recording ends with it
+            bridge.recording.how = "bridge gone"
+            bridge.recording.stop.set()
+            await asyncio.sleep(0)
         for cid in list(bridge.channels):
             chan = self.channels.get(cid)
             if chan:

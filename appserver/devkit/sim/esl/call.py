@@ -24,18 +24,20 @@ import time
 import uuid as uuidlib
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
+from appserver.devkit.sim.recordings import write_silence
 from appserver.freeswitch.esl_codec import ESLProtocolError
 from appserver.freeswitch.prompts import from_app
 
 log = logging.getLogger("callyard.sim.esl")
 
-INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep"}  # not bridge
+INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep", "record"}
 _VARS = re.compile(r"^\{[^}]*\}")
 
 
@@ -47,6 +49,14 @@ class _QueuedApp:
     arg: str
     app_uuid: str
     lock: bool  # the message carried ``event-lock: true``
+
+
+@dataclass(slots=True)
+class _SessionRecording:
+    """A ``uuid_record`` media bug: waits for the bridge when ``RECORD_BRIDGE_REQ`` is set."""
+
+    path: str
+    started: float | None = None  # monotonic, once writing
 
 
 class _Ended(Exception):
@@ -169,6 +179,7 @@ class EslSimCall(SimulatedCall):
         self._transferred = ""
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
         self._displaced: dict[str, str] = {}  # uuid_displace streams -> their flags
+        self._recordings: dict[str, _SessionRecording] = {}  # uuid_record paths running
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ caller actions
@@ -196,7 +207,8 @@ class EslSimCall(SimulatedCall):
             with_variables=False,
         )
         terminators = self.channel.variables.get("playback_terminators", "*")
-        if self._current_app in ("playback", "speak", "say") and digit in terminators:
+        if self._current_app in ("playback", "speak", "say", "record") and digit in terminators:
+            self.channel.variables["playback_terminator_used"] = digit
             self._break.set()
 
     # ------------------------------------------------------------ dialplan
@@ -456,6 +468,10 @@ class EslSimCall(SimulatedCall):
         if app in ("playback", "speak", "say"):
             if app == "playback" and arg.startswith("local_stream://"):
                 return await self._moh(arg.removeprefix("local_stream://"))
+            if app == "playback" and arg.startswith("tone_stream://"):
+                self.transcript.add("beep")
+                await self._wait(0.25)
+                return "FILE PLAYED"
             return await self._play(app, arg)
         if app == "play_and_get_digits":
             return await self._play_and_get_digits(arg)
@@ -479,6 +495,8 @@ class EslSimCall(SimulatedCall):
         if app == "sleep":
             await self._wait(int(arg or "0") / 1000, breakable=False)
             return "_none_"
+        if app == "record":
+            return await self._record(arg)
         if app == "park":
             return "_none_"
         log.warning("unknown application %s", app, extra={"call_id": self.call_id})
@@ -500,6 +518,35 @@ class EslSimCall(SimulatedCall):
         ms = int(self.sim.behaviour.duration(prompt) * 1000)
         self.channel.variables.update(playback_ms=str(ms), playback_samples=str(ms * 8))
         return "FILE PLAYED"
+
+    async def _record(self, arg: str) -> str:
+        """mod_dptools ``record <path> [<limit_secs>]``: until a ``playback_terminators`` key,
+        the limit or the hangup; sets ``record_ms`` (and ``playback_terminator_used``) and
+        keeps the file in every case. A file it cannot write hangs the call up, as there."""
+        path, _, limit = arg.partition(" ")
+        name = path.rsplit("/", 1)[-1]
+        chan = self.channel
+        chan.variables["playback_terminator_used"] = ""
+        chan.variables.pop("record_ms", None)
+        self.transcript.add("recording", f"{name} started")
+        started = time.monotonic()
+        how = "hangup"
+        try:
+            limit_s = int(limit.split()[0]) if limit.strip() else 0
+            result = await self._wait(limit_s or 86400)
+            how = "dtmf" if result == "break" else "timeout"
+        finally:
+            seconds = round(time.monotonic() - started, 3)
+            self.transcript.add("recording", f"{name} {seconds}s {how}")
+            try:
+                write_silence(Path(path), seconds)
+                chan.variables["record_ms"] = str(int(seconds * 1000))
+                chan.variables["record_samples"] = str(int(seconds * 8000))
+            except OSError:
+                log.warning("cannot write recording %s", path, extra={"call_id": self.call_id})
+                if how != "hangup":
+                    self.end("NORMAL_CLEARING", "engine")
+        return "_none_"
 
     async def _moh(self, moh_class: str) -> str:
         self.transcript.add("moh", moh_class)
@@ -619,6 +666,9 @@ class EslSimCall(SimulatedCall):
             )
             ids = [("Bridge-A-Unique-ID", chan.uuid), ("Bridge-B-Unique-ID", leg.uuid)]
             self.emit("CHANNEL_BRIDGE", lead=ids)
+            for rec in list(self._recordings.values()):
+                if rec.started is None:
+                    self._begin_recording(rec)
             if not await self._leg_wait(leg, b.talk.get(leg.target, b.talk_seconds)):
                 leg.hangup("NORMAL_CLEARING")  # the party hangs up after talk_seconds
             leg.bridged = False
@@ -680,6 +730,44 @@ class EslSimCall(SimulatedCall):
             self.transcript.add("held", "off")
         return True
 
+    def uuid_record(self, verb: str, path: str) -> str:
+        rec = self._recordings.get(path)
+        name = path.rsplit("/", 1)[-1]
+        if verb == "start":
+            if rec is None:
+                rec = self._recordings[path] = _SessionRecording(path)
+                bridge_req = self.channel.variables.get("RECORD_BRIDGE_REQ") == "true"
+                if not bridge_req or self.channel.other is not None:
+                    self._begin_recording(rec)
+            return "+OK Success\n"
+        if rec is None:
+            return f"-ERR Cannot find media bug for {path}\n"
+        if verb == "stop":
+            self._end_recording(rec)
+        else:
+            self.transcript.add("recording", f"{name} {'paused' if verb == 'mask' else 'resumed'}")
+        return "+OK Success\n"
+
+    def _begin_recording(self, rec: _SessionRecording) -> None:
+        rec.started = time.monotonic()
+        self.transcript.add("recording", f"{rec.path.rsplit('/', 1)[-1]} started")
+        self.emit("RECORD_START", [("Record-File-Path", rec.path)])
+
+    def _end_recording(self, rec: _SessionRecording) -> None:
+        """The media bug closes (stop or hangup): the file is written, RECORD_STOP sent."""
+        self._recordings.pop(rec.path, None)
+        if rec.started is None:
+            return  # never bridged: no file
+        seconds = round(time.monotonic() - rec.started, 3)
+        self.transcript.add("recording", f"{rec.path.rsplit('/', 1)[-1]} {seconds}s stop")
+        try:
+            write_silence(Path(rec.path), seconds)
+        except OSError:
+            log.warning("cannot write recording %s", rec.path, extra={"call_id": self.call_id})
+            return
+        self.channel.variables["record_ms"] = str(int(seconds * 1000))
+        self.emit("RECORD_STOP", [("Record-File-Path", rec.path)])
+
     def _finish_prompt(self, status: str) -> None:
         if self._current_prompt:
             self.transcript.add("prompt_finished", f"{self._current_prompt} {status}")
@@ -725,6 +813,8 @@ class EslSimCall(SimulatedCall):
         self._finish_prompt("stopped")
         self.transcript.add("hangup", f"{cause} {by}")
         self.emit("CHANNEL_HANGUP")
+        for rec in list(self._recordings.values()):
+            self._end_recording(rec)
         self._hungup.set()
         self._apps.clear()
         asyncio.get_running_loop().create_task(self._after_hangup())

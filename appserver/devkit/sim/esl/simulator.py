@@ -208,6 +208,15 @@ class FreeswitchSimulator:
             call.set_variable(name, value)
         return "+OK\n"
 
+    def _api_uuid_record(self, args: list[str]) -> str:
+        """``uuid_record <uuid> start|stop|mask|unmask <path>`` on a caller."""
+        if len(args) < 3 or args[1] not in ("start", "stop", "mask", "unmask"):
+            return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
+        call = self.calls.get(args[0])
+        if call is None or not call.channel.alive:
+            return "-ERR Cannot locate session!\n"
+        return call.uuid_record(args[1], args[2])
+
     def _api_uuid_displace(self, args: list[str]) -> str:
         """``uuid_displace <uuid> start|stop <path> [<limit>] [<flags>]`` on a caller."""
         if len(args) < 3 or args[1] not in ("start", "stop"):
