@@ -74,12 +74,16 @@ def today_figures(counters: dict[str, int]) -> dict[str, Any]:
 def _call(call: QueuedCall) -> dict[str, Any]:
     return {"call_id": call.call_id, "queue": call.queue, "state": call.state,
             "caller": call.caller, "agent": call.agent or None, "priority": call.priority,
-            "joined_ms": call.joined_ms, "held": call.held}
+            "joined_ms": call.joined_ms, "held": call.held,
+            "callback": call.callback or None}  # a callback: the number to call back
 
 
 def _queue(stats: QueueStats, today: dict[str, int], target: int) -> dict[str, Any]:
     return {"name": stats.queue, "waiting": stats.waiting, "longest_wait": stats.longest_wait,
             "agents": stats.agents, "service_level_seconds": target,
+            "callbacks_waiting": stats.callbacks_waiting,
+            "callbacks_dialing": stats.callbacks_dialing,
+            "callback_estimate": stats.callback_estimate,
             "today": today_figures(today)}
 
 

@@ -46,6 +46,12 @@
         el("td", {}, q.name),
         el("td", { class: "num waiting" + (q.waiting ? " bad" : "") }, q.waiting),
         el("td", { class: "num longest", dataset: { since: longestSince(q) } }, seconds(q.longest_wait)),
+        el("td", { class: "num callbacks",
+                   title: "callbacks waiting (being dialled); the next is called back in about" },
+           q.callbacks_waiting + q.callbacks_dialing
+             ? q.callbacks_waiting + (q.callbacks_dialing ? " (" + q.callbacks_dialing + ")" : "")
+               + (q.callbacks_waiting ? ", next in " + seconds(q.callback_estimate) : "")
+             : "—"),
         el("td", { class: "num answered" }, t.answered),
         el("td", { class: "num abandoned" }, t.abandoned),
         el("td", { class: "num sl " + (sl === null ? "" : sl >= 80 ? "good" : "bad"),
@@ -101,7 +107,7 @@
   function renderCalls() {
     $("no-calls").hidden = board.calls.length > 0;
     $("calls").tBodies[0].replaceChildren(...board.calls.map((c) => el("tr", { dataset: { call: c.call_id } },
-      el("td", {}, c.caller || "unknown"),
+      el("td", {}, c.callback ? "callback to " + c.callback : c.caller || "unknown"),
       el("td", { class: "queue" }, c.queue),
       el("td", {}, c.state === "assigned" ? (c.held ? "on hold" : "with agent") : c.state),
       el("td", {}, c.agent || ""),
