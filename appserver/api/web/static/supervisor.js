@@ -141,7 +141,7 @@
       onclick: () => supervise(c.call_id, mode) }, label));
     if (mine) buttons.push(el("button", { class: "small", "data-action": "stop", onclick: stopSupervising }, "Stop"));
     return el("span", { class: "supervise", role: "group", "aria-label": "supervise " + (c.caller || c.call_id) },
-      el("span", { class: "supervise-mode" }, mine ? DOING[watch.mode] + " · " + watch.media : ""),
+      el("span", { class: "supervise-mode" }, mine ? [DOING[watch.mode], el("span", { class: "media" }, " · " + watch.media)] : ""),
       el("span", { class: "supervise-error error" }, refusals[c.call_id] || ""),
       buttons);
   }
