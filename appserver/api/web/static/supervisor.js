@@ -123,6 +123,13 @@
       el("td", {}, callActions(c))))));
   }
 
+  function tick() {  // running clocks between pushes
+    document.querySelectorAll("td[data-since]").forEach((td) => {
+      if (td.dataset.since) td.textContent = duration(now() - Number(td.dataset.since));
+    });
+    if (board) $("clock").textContent = new Date(now()).toLocaleTimeString("en-GB", { timeZone: board.timezone }) + " " + board.timezone;
+  }
+
   // ------------------------------------------------------------------ listen, whisper, barge
 
   // The call this page supervises, one at a time: { call, mode, media, room }; and the last
@@ -202,13 +209,6 @@
     const connected = new Set(snapshot.calls.filter((c) => c.state === "assigned").map((c) => c.call_id));
     if (watch && !connected.has(watch.call)) leave();
     Object.keys(refusals).forEach((call) => { if (!connected.has(call)) delete refusals[call]; });
-  }
-
-  function tick() {  // running clocks between pushes
-    document.querySelectorAll("td[data-since]").forEach((td) => {
-      if (td.dataset.since) td.textContent = duration(now() - Number(td.dataset.since));
-    });
-    if (board) $("clock").textContent = new Date(now()).toLocaleTimeString("en-GB", { timeZone: board.timezone }) + " " + board.timezone;
   }
 
   // ------------------------------------------------------------------ charts
@@ -308,7 +308,9 @@
   });
   // Leaving the page ends the supervisor's leg (keepalive: the request outlives the page).
   window.addEventListener("pagehide", () => {
-    if (watch) fetch(supervisePath(watch.call), { method: "DELETE", credentials: "same-origin", keepalive: true });
+    if (!watch) return;
+    fetch(supervisePath(watch.call), { method: "DELETE", credentials: "same-origin", keepalive: true });
+    leave();  // a page restored from the back-forward cache starts afresh
   });
   setInterval(tick, 1000);
   api("GET", "/api/auth/me").then(start).catch(() => show(false));
