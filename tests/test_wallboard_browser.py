@@ -4,6 +4,8 @@ worker + queue runtime in this process): callers queue, one is answered in the c
 abandons, and the board follows each within a second; then the supervisor puts the agent on
 break, raises a caller's priority, moves them to another queue (the worker plays that
 queue's music), hangs them up and makes the agent available again, all from the board.
+And: the supervisor listens to, whispers on and barges in on a connected call from the
+board, heard in the page over LiveKit.
 
 With CALLYARD_UPDATE_SCREENSHOTS=1 the test also refreshes docs/wallboard.png (the README's
 picture of the wallboard).
@@ -226,14 +228,16 @@ async def test_the_supervisor_listens_whispers_and_barges_from_the_wallboard(
                 "another supervisor is on this call")
             await expect(row.locator('[data-action="stop"]')).to_have_count(0)
             assert (await admin.delete(url)).status_code == 200
+        legs_gone = lambda: call.transcript.lines().count(f"supervised {sup_room} gone")  # noqa: E731
+        await _wait_for(lambda: legs_gone() == 2)  # the page's first leg, the admin's
 
         # Leaving the page while listening ends the leg.
-        gone = call.transcript.lines().count(f"supervised {sup_room} gone")
         await listen.click()
         await expect(row.locator(".supervise-mode")).to_contain_text("listening")
+        await _wait_for(lambda: sum(line.endswith("heard_by=nobody")
+                                    for line in call.transcript.lines()) == 3)  # attached
         await page.goto("about:blank")
-        await _wait_for(lambda: call.transcript.lines().count(f"supervised {sup_room} gone")
-                        == gone + 1)
+        await _wait_for(lambda: legs_gone() == 3)
         assert await api.ctx.queues.supervision(call.call_id) is None
 
         # An agent's session may not supervise.
