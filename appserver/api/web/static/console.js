@@ -50,20 +50,9 @@
   async function joinRoom(grant) {
     $("call").hidden = false;
     $("call-room").textContent = grant.room;
-    $("media").textContent = "connecting…";
-    if (!window.LivekitClient) { $("media").textContent = "livekit-client not installed (run make install)"; return; }
-    try {
-      room = new LivekitClient.Room();
-      room.on(LivekitClient.RoomEvent.TrackSubscribed, (track) => {
-        if (track.kind === "audio") document.body.appendChild(track.attach());
-      });
-      room.on(LivekitClient.RoomEvent.Disconnected, () => { $("media").textContent = "disconnected"; });
-      await room.connect(grant.url, grant.token);
-      await room.localParticipant.setMicrophoneEnabled(true);
-      $("media").textContent = "connected";
-    } catch (e) {
-      $("media").textContent = "media error: " + e.message;
-    }
+    const joined = Callyard.joinRoom(grant, () => !muted && !held, (s) => { $("media").textContent = s; });
+    room = joined.room;
+    await joined.ready;
   }
 
   function leaveRoom() {

@@ -1,5 +1,5 @@
 // What the agent console and the wallboard share: JSON calls to the API with the session
-// cookie (an error carries the API's message and status), and the login form.
+// cookie (an error carries the API's message, status and refusal code), and the login form.
 "use strict";
 window.Callyard = (() => {
   async function api(method, path, body) {
@@ -12,7 +12,7 @@ window.Callyard = (() => {
     if (!r.ok) {
       const d = data && data.detail;
       const msg = typeof d === "string" ? d : d && d.message ? d.message : JSON.stringify(d);
-      throw Object.assign(new Error(msg || r.statusText), { status: r.status });
+      throw Object.assign(new Error(msg || r.statusText), { status: r.status, code: d && d.code });
     }
     return data;
   }

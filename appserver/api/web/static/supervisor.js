@@ -1,5 +1,6 @@
 // Callyard wallboard: queue and agent figures pushed over /ws/wallboard, charts with uPlot
-// (served from node_modules), and the supervisor's actions on agents and callers.
+// (served from node_modules), the supervisor's actions on agents and callers, and listen /
+// whisper / barge on a connected call, heard in the page over LiveKit (livekit-room.js).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -37,6 +38,16 @@
   }
 
   // ------------------------------------------------------------------ tables
+
+  // Rows are rebuilt on every push: the focused button gets its focus back (keyboard users),
+  // or the first button of its row when it is gone.
+  function keepFocus(tbody, rebuild) {
+    const f = document.activeElement, tr = tbody.contains(f) ? f.closest("tr") : null;
+    const key = tr && (tr.dataset.call || tr.dataset.agent), action = f && f.dataset.action;
+    rebuild();
+    const again = key && [...tbody.rows].find((r) => (r.dataset.call || r.dataset.agent) === key);
+    if (again) (again.querySelector(`[data-action="${action}"]:not([disabled])`) || again.querySelector("button:not([disabled])"))?.focus();
+  }
 
   function renderQueues() {
     $("queues").tBodies[0].replaceChildren(...board.queues.map((q) => {
@@ -79,7 +90,8 @@
   }
 
   function renderAgents() {
-    $("agents").tBodies[0].replaceChildren(...board.agents.map((a) => el("tr", { dataset: { agent: a.username } },
+    const body = $("agents").tBodies[0];
+    keepFocus(body, () => body.replaceChildren(...board.agents.map((a) => el("tr", { dataset: { agent: a.username } },
       el("td", {}, a.username),
       el("td", {}, el("span", { class: "state", dataset: { state: a.state } }, a.state.replace("_", " ")),
          a.reason ? " (" + a.reason + ")" : ""),
@@ -87,14 +99,14 @@
       el("td", { class: "caller" }, a.caller || ""),
       el("td", {}, a.queue || ""),
       el("td", { class: "num calls-today" }, a.calls_today),
-      el("td", {}, stateButtons(a)))));
+      el("td", {}, stateButtons(a))))));
   }
 
   function callActions(c) {
     const path = `/api/supervisor/calls/${encodeURIComponent(c.call_id)}`;
     const hangup = el("button", { class: "small", "data-action": "hangup",
       onclick: act(async () => { if (confirm("Hang up " + (c.caller || c.call_id) + "?")) await api("POST", path + "/hangup"); }) }, "Hang up");
-    if (c.state === "assigned") return [hangup];
+    if (c.state === "assigned") return [superviseControls(c), hangup];
     const queues = board.queues.map((q) => q.name).filter((n) => n !== c.queue);
     const target = el("select", { "aria-label": "move to queue" }, queues.map((n) => el("option", { value: n }, n)));
     const move = el("button", { class: "small", "data-action": "move",
@@ -106,14 +118,15 @@
 
   function renderCalls() {
     $("no-calls").hidden = board.calls.length > 0;
-    $("calls").tBodies[0].replaceChildren(...board.calls.map((c) => el("tr", { dataset: { call: c.call_id } },
+    const body = $("calls").tBodies[0];
+    keepFocus(body, () => body.replaceChildren(...board.calls.map((c) => el("tr", { dataset: { call: c.call_id } },
       el("td", {}, c.callback ? "callback to " + c.callback : c.caller || "unknown"),
       el("td", { class: "queue" }, c.queue),
       el("td", {}, c.state === "assigned" ? (c.held ? "on hold" : "with agent") : c.state),
       el("td", {}, c.agent || ""),
       el("td", { class: "num priority" }, c.priority),
       el("td", { class: "num since", dataset: { since: c.joined_ms } }, duration(now() - c.joined_ms)),
-      el("td", {}, callActions(c)))));
+      el("td", {}, callActions(c))))));
   }
 
   function tick() {  // running clocks between pushes
@@ -121,6 +134,87 @@
       if (td.dataset.since) td.textContent = duration(now() - Number(td.dataset.since));
     });
     if (board) $("clock").textContent = new Date(now()).toLocaleTimeString("en-GB", { timeZone: board.timezone }) + " " + board.timezone;
+  }
+
+  // ------------------------------------------------------------------ listen, whisper, barge
+
+  // The call this page supervises, one at a time: { call, mode, media, room }; and the last
+  // refusal per call, shown beside it until the next press.
+  let watch = null, busy = false;
+  const refusals = {};
+  const MODES = { listen: "Listen", whisper: "Whisper", barge: "Barge" };
+  const DOING = { listen: "listening", whisper: "whispering to the agent", barge: "barged in" };
+  const supervisePath = (call) => `/api/calls/${encodeURIComponent(call)}/supervise`;
+
+  function superviseControls(c) {
+    const mine = watch && watch.call === c.call_id, other = watch && !mine;
+    const buttons = Object.entries(MODES).map(([mode, label]) => el("button", {
+      class: "small", "data-action": mode, "aria-pressed": String(!!mine && watch.mode === mode),
+      ...(other ? { disabled: "", title: "stop supervising the other call first" } : {}),
+      onclick: () => supervise(c.call_id, mode) }, label));
+    if (mine) buttons.push(el("button", { class: "small", "data-action": "stop", onclick: stopSupervising }, "Stop"));
+    return el("span", { class: "supervise", role: "group", "aria-label": "supervise " + (c.caller || c.call_id) },
+      el("span", { class: "supervise-mode" }, mine ? [DOING[watch.mode], el("span", { class: "media" }, " · " + watch.media)] : ""),
+      el("span", { class: "supervise-error error" }, refusals[c.call_id] || ""),
+      buttons);
+  }
+
+  // First press: POST and join the room the API answers with; later presses: PATCH the mode
+  // (same leg, no new dial; the microphone is on only to whisper or barge).
+  async function supervise(call, mode) {
+    if (busy) return;
+    busy = true; delete refusals[call];
+    try {
+      if (watch && watch.call === call) {
+        await api("PATCH", supervisePath(call), { mode });
+        watch.mode = mode;
+        if (watch.room) watch.room.localParticipant.setMicrophoneEnabled(mode !== "listen").catch(() => {});
+      } else {
+        const r = await api("POST", supervisePath(call), { mode });
+        const w = watch = { call, mode, media: "", room: null };
+        w.room = Callyard.joinRoom(r.livekit, () => w.mode !== "listen",
+          (state) => { w.media = state; if (watch === w) renderCalls(); }).room;
+      }
+    } catch (e) {
+      refusals[call] = e.message;
+      if (e.code === "not_supervising") leave();  // our leg is gone already
+    } finally {
+      busy = false;
+      announce(call);
+    }
+  }
+
+  async function stopSupervising() {
+    const w = watch;
+    if (!w || busy) return;
+    busy = true;
+    try {
+      await api("DELETE", supervisePath(w.call));
+      leave();
+    } catch (e) {
+      refusals[w.call] = e.message;
+      if (e.code === "not_supervising") leave();
+    } finally {
+      busy = false;
+      announce(w.call);
+    }
+  }
+
+  function leave() {
+    if (watch && watch.room) watch.room.disconnect();
+    watch = null;
+  }
+
+  function announce(call) {
+    renderCalls();
+    $("supervise-status").textContent = refusals[call] || (watch ? DOING[watch.mode] : "stopped supervising");
+  }
+
+  // The call ended or left its agent: the engine has dropped our leg.
+  function forgetEnded(snapshot) {
+    const connected = new Set(snapshot.calls.filter((c) => c.state === "assigned").map((c) => c.call_id));
+    if (watch && !connected.has(watch.call)) leave();
+    Object.keys(refusals).forEach((call) => { if (!connected.has(call)) delete refusals[call]; });
   }
 
   // ------------------------------------------------------------------ charts
@@ -171,6 +265,7 @@
 
   function render(snapshot) {
     board = snapshot;
+    forgetEnded(snapshot);
     skew = snapshot.now_ms - Date.now();
     $("tz").textContent = snapshot.timezone;
     addPoints(snapshot);
@@ -212,9 +307,16 @@
 
   Callyard.onLogin(async () => start(await api("GET", "/api/auth/me")));
   $("logout").onclick = act(async () => {
+    await stopSupervising();
     await api("POST", "/api/auth/logout");
     if (ws) { ws.onclose = null; ws.close(); }
     show(false);
+  });
+  // Leaving the page ends the supervisor's leg (keepalive: the request outlives the page).
+  window.addEventListener("pagehide", () => {
+    if (!watch) return;
+    fetch(supervisePath(watch.call), { method: "DELETE", credentials: "same-origin", keepalive: true });
+    leave();  // a page restored from the back-forward cache starts afresh
   });
   setInterval(tick, 1000);
   api("GET", "/api/auth/me").then(start).catch(() => show(false));
