@@ -151,6 +151,26 @@ async def test_the_last_hour_is_sampled_into_redis(pg_pool, redis_client) -> Non
         assert series["billing"][-1][1] == 0
 
 
+async def test_the_wallboard_shows_callbacks_waiting_and_their_entries(pg_pool,
+                                                                      redis_client) -> None:
+    """A caller who asked to be called back has hung up: the queue shows a callback waiting
+    (not a caller waiting) with its estimate, and the callers list the entry as a callback."""
+    async with api_app(pg_pool, redis_client) as api:
+        await save_queue(pg_pool, Queue(name="support", callback_key="5"))
+        await queue_config.reload(pg_pool, api.ctx.queues)
+        store = api.ctx.queues
+        await store.enqueue("support", "c1", "w1", caller="5550100")
+        await store.enqueue("support", "c2", "w1", caller="5550200")
+        assert await store.request_callback("c1", "5550100") == 1
+        async with api.client(await api.token("super1")) as c:
+            board = (await c.get("/api/wallboard")).json()
+        support = next(q for q in board["queues"] if q["name"] == "support")
+        assert (support["waiting"], support["callbacks_waiting"]) == (1, 1)
+        assert support["callbacks_dialing"] == 0 and support["callback_estimate"] >= 0
+        by_id = {call["call_id"]: call for call in board["calls"]}
+        assert by_id["c1"]["callback"] == "5550100" and by_id["c2"]["callback"] is None
+
+
 async def test_supervisor_sets_agent_states_and_each_is_audited(pg_pool, redis_client) -> None:
     async with api_app(pg_pool, redis_client) as api:
         await _queues(api, pg_pool)
