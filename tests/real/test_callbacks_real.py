@@ -20,11 +20,11 @@ from sip_ua import SipEndpoint, wait_until
 from test_agents_real import console, login, logout, offered, seen  # noqa: F401
 
 from appserver.devkit.sim.caller import EngineSimulator
-from appserver.store.extensions import Extension, save_extension
-from appserver.store.members import QueueMember, save_member
-from appserver.store.queues import Queue, save_queue
+from appserver.store.extensions import Extension, delete_extension, save_extension
+from appserver.store.members import QueueMember, remove_member, save_member
+from appserver.store.queues import Queue, delete_queue, save_queue
 
-NUMBER = "8113"
+NUMBER = "8114"  # a number of its own (tests/ivr_menus.py seeds 81xx)
 CUSTOMER = "+15550805"
 
 
@@ -44,7 +44,7 @@ async def customer() -> AsyncIterator[SipEndpoint]:
 
 
 async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoint) -> None:
-    """Queue t-callback (agent t-web, callbacks on 5, retried after 1 s) on 8113, published
+    """Queue t-callback (agent t-web, callbacks on 5, retried after 1 s) on 8114, published
     by ``callyard api`` to Redis."""
     at = f"{phone.host}:{phone.port}"
     conn = await asyncpg.connect(database)
@@ -70,6 +70,18 @@ async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoin
     await asyncio.sleep(6)  # workers re-read the queue definitions every 5 s
 
 
+async def remove_callback_queue(database: str) -> None:
+    """Leave the session's shared agent and numbers as they were: t-web out of t-callback,
+    and the queue (with any callback a failed run left in it) gone."""
+    conn = await asyncpg.connect(database)
+    try:
+        await delete_extension(conn, NUMBER)
+        await remove_member(conn, "t-callback", "t-web")
+        await delete_queue(conn, "t-callback")
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize("target", REAL_TARGETS)
 async def test_callback_busy_then_answered_on_the_retry(
     engine: EngineSimulator, target: str, real_database: str, real_redis_url: str,
@@ -79,6 +91,17 @@ async def test_callback_busy_then_answered_on_the_retry(
     scale = time_scale(target)
     _, livekit_sip = livekit
     await define_callback_queue(real_database, real_redis_url, customer)
+    try:
+        await callback_busy_then_answered(engine, scale, livekit_sip, customer, console,
+                                          real_database)
+    finally:
+        await remove_callback_queue(real_database)
+
+
+async def callback_busy_then_answered(
+    engine: EngineSimulator, scale: float, livekit_sip: SipEndpoint, customer: SipEndpoint,
+    console: httpx.AsyncClient, real_database: str,  # noqa: F811
+) -> None:
     call = await engine.place_call(NUMBER, caller=CUSTOMER)
     await seen(call, "moh", "default", 10 * scale)
     await call.press("5")
