@@ -251,6 +251,7 @@ async def test_roll_back_to_an_earlier_version(pg_pool, pg_dsn, redis_client) ->
         second = page.locator("#history > li").first
         await second.locator("summary").click()
         await expect(second).to_contain_text('greeting: ["tts:First"] → ["tts:Second"]')
+        await page.locator("#history-title").evaluate("h => h.scrollIntoView()")
         await screenshot(page, "admin-history.png")
         await first.get_by_role("button", name="Roll back to").click()
         await expect(page.locator("#banner")).to_contain_text("Rolled back")

@@ -125,6 +125,7 @@ def _banner(base: str, seed: bool) -> str:
         "",
         "Callyard is running.",
         f"  softphone       {base}/softphone   (dial {DEMO_NUMBER})",
+        f"  admin           {base}/admin   (menus, queues, agents...)",
         f"  API docs        {base}/docs",
         f"  simulated calls {base}/sim/calls",
         f"  health          {base}/healthz  {base}/readyz",
