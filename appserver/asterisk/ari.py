@@ -206,21 +206,22 @@ class AriClient:
                 raise ConnectionError(f"ARI events socket: {exc}") from exc
             async with ws:
                 if unused:
-                    await self._filter_events(session, unused)
+                    await self._filter_events(session, unused, open_timeout)
                 yield _texts(ws)
 
-    async def _filter_events(self, session: aiohttp.ClientSession, unused: tuple[str, ...]
-                             ) -> None:
-        """``PUT /applications/{app}/eventFilter`` (Asterisk 16.3+); refused: all events
-        keep coming, which costs CPU, not correctness."""
+    async def _filter_events(self, session: aiohttp.ClientSession, unused: tuple[str, ...],
+                             timeout: float) -> None:
+        """``PUT /applications/{app}/eventFilter`` (Asterisk 16.3+); refused or unanswered
+        within ``timeout``: all events keep coming, which costs CPU, not correctness."""
         url = f"{self.base}/applications/{_q(self.app)}/eventFilter"
         body = {"disallowed": [{"type": name} for name in unused]}
         status, text = 0, ""
         for attempt in range(FILTER_ATTEMPTS):
             try:
-                async with session.put(url, json=body) as response:
+                async with session.put(url, json=body,
+                                       timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                     status, text = response.status, await response.text()
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 status, text = 0, str(exc)
             if status != 404:
                 break
