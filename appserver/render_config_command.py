@@ -34,8 +34,9 @@ TEMPLATE_SETS: list[tuple[str, str]] = [
 DEFAULTS: dict[str, str] = {
     # FreeSWITCH: where the dialplan's socket application finds Callyard, in order.
     "freeswitch_workers": "callyard-freeswitch:8084,callyard-freeswitch-2:8084",
-    # Numbers handed to Callyard (resolved there against the extensions table).
-    "freeswitch_ivr_pattern": r"^([89][0-9]{3})$",
+    # Numbers handed to Callyard (resolved there against the extensions table), and trial
+    # numbers (*99 + 8 digits: "Try it" in the admin editor, with CALLYARD_MENU_TRIALS).
+    "freeswitch_ivr_pattern": r"^([89][0-9]{3}|\*99[0-9]{8})$",
     "freeswitch_user_pattern": r"^([1-7][0-9]{3})$",
     "freeswitch_context": "callyard",
     "freeswitch_fallback_prompt": "ivr/ivr-call_cannot_be_completed_as_dialed.wav",
@@ -52,9 +53,10 @@ DEFAULTS: dict[str, str] = {
     # Address the callyard SIP profile binds (SIP and RTP); FreeSWITCH's own guess by default.
     "freeswitch_sip_ip": "$${local_ip_v4}",
     # Asterisk: the workers' Stasis applications (each worker's CALLYARD_ASTERISK_APP), tried
-    # in order; numbers matching the pattern go there and are resolved in Callyard.
+    # in order; numbers matching the patterns (comma-separated) go there and are resolved in
+    # Callyard (the second: trial numbers, as above).
     "asterisk_apps": "callyard,callyard-2",
-    "asterisk_ivr_pattern": "_XXXX",
+    "asterisk_ivr_pattern": "_XXXX,_*99XXXXXXXX",
     "asterisk_context": "callyard",
     "asterisk_transfer_context": "callyard-transfer",
     "asterisk_fallback_context": "callyard-unavailable",

@@ -222,6 +222,11 @@ class Settings(BaseSettings):
     asterisk_dial_template: str = "PJSIP/{target}"
     asterisk_sip_template: str = "PJSIP/kamailio/{target}"  # Dial(kind="sip"): a SIP URI
 
+    # Trial calls into menu drafts ("Try it" in the admin editor): the API stores a draft
+    # under a trial number (*99 + 8 digits, 30 minutes) and workers answer it. `callyard dev`
+    # turns it on; in production only with a dialplan route for *99 to the workers.
+    menu_trials: bool = False
+
     # Call-flow apps, "module.path:attribute", comma-separated.
     apps: Annotated[list[str], NoDecode] = []
 

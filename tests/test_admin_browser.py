@@ -9,7 +9,9 @@ basics at two screen sizes. The README's screenshots (docs/admin-*.png) come fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ from appserver.api.auth import hash_password
 from appserver.apps import MenuFlows
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SoundCatalog
+from appserver.devkit.sim_routes import SimCalls, add_sim_routes
 from appserver.menus.readers import MenuSetReader
 from appserver.menus.reloader import MenuReloader
 from appserver.settings import AriNode
@@ -44,26 +47,51 @@ PASSWORDS = {**PASSWORDS, "admin2": "admin-pass-2"}
 
 
 @asynccontextmanager
-async def admin_stack(pg_pool: Any, pg_dsn: str, redis_client: Any
+async def asterisk_on_simulator(redis_url: str
+                                ) -> AsyncIterator[tuple[AriSimulator, MenuSetReader]]:
+    """The ARI simulator and an Asterisk worker following the live menus in Redis and
+    answering trial numbers (as in ``callyard dev``)."""
+    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1))
+    await sim.start()
+    reader = MenuSetReader(aioredis.Redis.from_url(redis_url), trials=True)
+    await reader.start()
+    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                     password=sim.password)], MenuFlows(reader))
+    await worker.start()
+    try:
+        await worker.wait_connected()
+        yield sim, reader
+    finally:
+        await worker.stop()
+        await reader.stop()
+        await sim.stop()
+
+
+@asynccontextmanager
+async def admin_stack(pg_pool: Any, pg_dsn: str, redis_client: Any, redis_url: str | None = None
                       ) -> AsyncIterator[tuple[Any, str, Any]]:
-    """The API served over HTTP with the live menu reloader, and Chromium: (api, base, browser)."""
+    """The API served over HTTP with the live menu reloader, and Chromium: (api, base,
+    browser). With ``redis_url``, as ``callyard dev`` serves it: the softphone's simulated
+    calls (``/sim``, Asterisk simulator and worker) and trial calls on."""
     from playwright.async_api import async_playwright
 
     await save_queue(pg_pool, Queue(name="support"))
     await save_agent(pg_pool, Agent(username="admin2", display_name="Admin Two", role="admin",
                                     password_hash=await hash_password(PASSWORDS["admin2"])))
     reloader = MenuReloader(pg_dsn, redis_client, pool=pg_pool, debounce=0.05)
-    async with api_app(pg_pool, redis_client) as api, serving(api) as base:
+    async with contextlib.AsyncExitStack() as stack:
+        api = await stack.enter_async_context(
+            api_app(pg_pool, redis_client, menu_trials=redis_url is not None))
+        if redis_url is not None:
+            sim, _ = await stack.enter_async_context(asterisk_on_simulator(redis_url))
+            add_sim_routes(api.app, SimCalls({"asterisk": sim}))
+        base = await stack.enter_async_context(serving(api))
         await reloader.start()
-        try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                try:
-                    yield api, base, browser
-                finally:
-                    await browser.close()
-        finally:
-            await reloader.stop()
+        stack.push_async_callback(reloader.stop)
+        pw = await stack.enter_async_context(async_playwright())
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        stack.push_async_callback(browser.close)
+        yield api, base, browser
 
 
 async def logged_in(browser: Any, base: str, user: str, viewport: dict[str, int] = DESKTOP
@@ -124,18 +152,10 @@ async def screenshot(page: Any, name: str) -> None:
     assert path.stat().st_size < 150_000, f"{name} is {path.stat().st_size} bytes"
 
 
-async def published_to_redis(pg_pool: Any, redis_url: str, number: str, prompt: str) -> None:
+async def published_to_redis(redis_url: str, number: str, prompt: str) -> None:
     """A caller of ``number`` (ARI simulator -> Asterisk worker following the live menus in
     Redis) hears ``prompt``."""
-    sim = AriSimulator(sounds=SoundCatalog(default_seconds=0.1))
-    await sim.start()
-    reader = MenuSetReader(aioredis.Redis.from_url(redis_url))
-    await reader.start()
-    worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
-                                     password=sim.password)], MenuFlows(reader))
-    await worker.start()
-    try:
-        await worker.wait_connected()
+    async with asterisk_on_simulator(redis_url) as (sim, reader):
         for _ in range(100):  # the reloader publishes within a fraction of a second
             if reader.current is not None and reader.current.flow_for(number) is not None:
                 break
@@ -143,20 +163,16 @@ async def published_to_redis(pg_pool: Any, redis_url: str, number: str, prompt: 
         call = await sim.place_call(number)
         await call.wait_for_prompt(prompt)
         await call.hangup()
-    finally:
-        await worker.stop()
-        await reader.stop()
-        await sim.stop()
 
 
 async def test_build_a_two_level_menu_validate_try_publish_and_call(
         pg_pool, pg_dsn, redis_client, redis_url) -> None:
     from playwright.async_api import expect
 
-    async with admin_stack(pg_pool, pg_dsn, redis_client) as (_api, base, browser):
+    async with admin_stack(pg_pool, pg_dsn, redis_client, redis_url) as (_api, base, browser):
         page = await logged_in(browser, base, "admin1")
         await new_menu(page, "sales")
-        await add_greeting(page, "Sales here. Press star to go back.")
+        await add_greeting(page, "acme/sales", "file")
         await set_key(page, "*", "back")
         await save(page)
 
@@ -180,15 +196,21 @@ async def test_build_a_two_level_menu_validate_try_publish_and_call(
         await expect(page.locator("#tree")).to_contain_text("2 · enqueue support")
         await expect(page.locator("#issue-count")).to_have_text("none")
 
-        # Try it: a simulated call into the draft, with captions.
+        # Try it: the softphone calls the draft's trial number; the simulated Asterisk and
+        # its worker walk the draft, the page captions what the caller hears.
+        # (Asterisk plays files only: the tts line of the greeting is skipped, as on a real one.)
         await page.get_by_role("button", name="Try it").click()
         captions = page.locator("#captions")
         await expect(captions).to_contain_text("[recording acme/welcome]")
-        await expect(captions).to_contain_text("Sales 1, support 2.")
+        await expect(page.locator("#try-number")).to_have_text(re.compile(r"^\*99[0-9]{8}$"))
         await page.locator("#try-keypad").get_by_role("button", name="Press 1").click()
-        await expect(captions).to_contain_text("Sales here. Press star to go back.")
+        await expect(captions).to_contain_text("pressed 1")
+        await expect(captions).to_contain_text("[recording acme/sales]")
+        await page.locator("#try-keypad").get_by_role("button", name="Press *").click()
+        await expect(captions.locator("li").last).to_contain_text("[recording acme/welcome]")
         await screenshot(page, "admin-try-it.png")
         assert await get_menu(pg_pool, "main") is None  # callers hear nothing of the draft
+        await page.get_by_role("button", name="Hang up").click()
 
         await page.get_by_label("Note").fill("first menus")
         await page.get_by_role("button", name="Publish drafts").click()
@@ -200,7 +222,7 @@ async def test_build_a_two_level_menu_validate_try_publish_and_call(
 
         await save_extension(pg_pool, Extension("9999", "menu", "main"))
         # The simulated Asterisk plays files (it has no speech synthesis).
-        await published_to_redis(pg_pool, redis_url, "9999", "file:acme/welcome")
+        await published_to_redis(redis_url, "9999", "file:acme/welcome")
         assert page.js_errors == []
 
 
@@ -290,6 +312,16 @@ async def test_supervisors_read_only_labels_keyboard_and_small_screens(
             # Nothing wider than the screen.
             assert await page.evaluate(
                 "document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+            if viewport is DESKTOP:
+                # Try it without callyard dev's simulator: the draft replayed in the page.
+                await page.get_by_role("button", name="Try it").click()
+                captions = page.locator("#captions")
+                await expect(captions).to_contain_text("Hi")
+                await expect(page.locator("#try-number")).to_have_count(0)  # trial calls off
+                await page.locator("#try-keypad").get_by_role("button", name="Press 1").click()
+                await expect(captions).to_contain_text("handed to queue support")
+                await page.get_by_role("button", name="Hang up").click()
+                await expect(page.locator("#try-panel")).to_be_hidden()
             # The keypad by keyboard: focus key 3, Enter adds its option.
             await page.locator("#keypad").get_by_role("button", name="Key 3:").focus()
             await page.keyboard.press("Enter")

@@ -52,9 +52,11 @@ def test_dialplan_simulator_and_worker_agree() -> None:
     for exten, sound in sim.fallback_sounds.items():
         block = re.search(rf"exten => {exten},1,.*?(?=\nexten|\n\n|\Z)", text, re.S)
         assert block and f"Playback({sound})" in block.group(0)
-    numbers = _pattern_regex(DEFAULTS["asterisk_ivr_pattern"])
-    for number in ("9999", "0000", "1234", "999", "12345", "+15550100"):
-        assert bool(numbers.fullmatch(number)) == bool(sim.ivr_numbers.fullmatch(number))
+    patterns = [_pattern_regex(p) for p in DEFAULTS["asterisk_ivr_pattern"].split(",")]
+    for number in ("9999", "0000", "1234", "999", "12345", "+15550100",
+                   "*9912345678", "*991234567", "*9812345678"):
+        routed = any(p.fullmatch(number) for p in patterns)
+        assert routed == bool(sim.ivr_numbers.fullmatch(number)), number
 
 
 def test_ari_websocket_write_timeout_is_raised() -> None:
@@ -107,8 +109,9 @@ def test_dialplan_tries_each_workers_application_in_order() -> None:
     tried = "".join(f" same => n,Stasis({app},${{EXTEN}})\n"
                     ' same => n,GotoIf($["${STASISSTATUS}" != "FAILED"]?served)\n'
                     for app in ("cy-a", "cy-b", "cy-c"))
-    assert body == ("exten => _XXXX,1,NoOp(Callyard IVR ${EXTEN})\n" + tried
-                    + " same => n,Goto(callyard-unavailable,s,1)\n same => n(served),Hangup()")
+    block = tried + " same => n,Goto(callyard-unavailable,s,1)\n same => n(served),Hangup()"
+    assert body == ("exten => _XXXX,1,NoOp(Callyard IVR ${EXTEN})\n" + block
+                    + "\nexten => _*99XXXXXXXX,1,NoOp(Callyard IVR ${EXTEN})\n" + block)
     assert "tried in order: cy-a, cy-b, cy-c." in text
 
 

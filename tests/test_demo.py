@@ -29,6 +29,8 @@ async def test_seed_is_idempotent_and_valid(pg_pool) -> None:
         assert await conn.fetchval("SELECT count(*) FROM queue_members") == len(DEMO_AGENTS)
     agent = await get_agent(pg_pool, "alice")
     assert agent is not None and agent.password_hash and "alice-demo" not in agent.password_hash
+    admin = await get_agent(pg_pool, "admin")
+    assert admin is not None and admin.role == "admin" and admin.password_hash
 
 
 def test_every_demo_prompt_has_its_text() -> None:

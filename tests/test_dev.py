@@ -155,6 +155,44 @@ def test_the_softphone_page_loads_its_files(dev_server: str) -> None:
     assert '"demo/welcome": "Welcome to Callyard."' in page  # captions: the sound catalogue
 
 
+@pytest.mark.parametrize("engine", ["freeswitch", "asterisk"])
+def test_try_a_draft_with_a_simulated_call(dev_server: str, engine: str) -> None:
+    """The admin editor's "Try it" in callyard dev: the demo admin gets a trial number for an
+    unsaved menu; the simulated engine dials it, a worker walks the draft (callers of 9999
+    still hear the live menus), keys work; a number that is not a live trial is not served."""
+    base = dev_server
+    with httpx.Client(base_url=base, timeout=10) as admin:
+        login = admin.post("/api/auth/login", json={"username": "admin",
+                                                   "password": "admin-demo"})
+        assert login.status_code == 200, login.text
+        draft = {"greeting": ["file:demo/welcome"], "timeout_prompt": ["file:demo/goodbye"],
+                 "first_digit_timeout": 30,
+                 "options": [{"digits": "1", "action": "submenu", "target": "main"}]}
+        trial = admin.post("/api/menu-drafts/trial-calls",
+                           json={"menu": "try-me", "menus": {"try-me": draft}})
+        assert trial.status_code == 201, trial.text
+        number = trial.json()["number"]
+        assert re.fullmatch(r"\*99[0-9]{8}", number)
+        # Not a page of the API: the role is checked (an agent may not make one).
+        with httpx.Client(base_url=base, timeout=10) as agent:
+            agent.post("/api/auth/login", json={"username": "alice", "password": "alice-demo"})
+            assert agent.post("/api/menu-drafts/trial-calls",
+                              json={"menu": "try-me", "menus": {"try-me": draft}}
+                              ).status_code == 403
+    call_id = httpx.post(f"{base}/sim/calls", json={"to": number, "engine": engine},
+                         timeout=10).json()["id"]
+    _wait_for(base, call_id, "prompt_started", "file:demo/welcome")
+    httpx.post(f"{base}/sim/calls/{call_id}/dtmf", json={"digits": "1"}, timeout=10)
+    call = _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")  # the live main
+    assert call["prompts"][0] == "file:demo/welcome"
+    httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
+    unknown = "*99" + ("0" * 8 if number != "*9900000000" else "1" * 8)
+    call_id = httpx.post(f"{base}/sim/calls", json={"to": unknown, "engine": engine},
+                         timeout=10).json()["id"]
+    call = _wait_for(base, call_id, "hangup")
+    assert "file:demo/welcome" not in call["prompts"]
+
+
 def test_metrics_show_every_process(dev_server: str) -> None:
     """Finding: in callyard dev, /metrics showed only the API's families, while calls, engine
     links and IVR step latency live in the workers. The printed URL now shows every

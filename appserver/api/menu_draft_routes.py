@@ -10,6 +10,9 @@
   transaction (the path of a SQL edit: NOTIFY, compile, new Redis version) and record the
   whole set as a version; refused (422) while the set has an error, and (409) when the drafts
   or the live menus they started from changed since the editor read them.
+* ``POST /api/menu-drafts/try`` -- a call into the draft replayed in the IVR machine, no
+  engine (works anywhere); ``POST /api/menu-drafts/trial-calls`` -- a trial number whose
+  calls walk the draft through a worker and its engine (``callyard dev``'s softphone).
 * ``GET /api/menu-versions``, ``GET /api/menu-versions/{id}``,
   ``POST /api/menu-versions/{id}/rollback`` -- history, and making an old version live again.
 """
@@ -21,6 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -32,12 +36,14 @@ from appserver.api import schemas as s
 from appserver.api.admin_routes import SlugPath, menu_from_body, menu_out
 from appserver.api.audit import AUDITED, record_if_changed
 from appserver.api.auth import Principal
+from appserver.api.context import ApiContext
 from appserver.api.deps import Admin, Context, Supervisor, client_address
 from appserver.api.menu_guard import MENU_WRITE_LOCK
 from appserver.menus.changes import menu_changes
 from appserver.menus.loader import load_source, menu_def
 from appserver.menus.publisher import MenuPublisher
 from appserver.menus.trial import run_trial
+from appserver.menus.trial_calls import store_trial
 from appserver.store import menu_drafts as drafts_repo
 from appserver.store import menus as menus_repo
 from appserver.store.menu_drafts import Draft, DraftConflict, MenuBody
@@ -69,6 +75,9 @@ class PublishIn(s.Strict):
 
 class TrialIn(CandidateIn):
     menu: s.Slug = Field(description="the menu the simulated call enters")
+
+
+class TrialStepsIn(TrialIn):
     steps: list[Annotated[str, Field(pattern=r"^([0-9*#]{1,20}|silence)$")]] = Field(
         [], max_length=100, description='the caller\'s keys so far, or "silence"')
 
@@ -250,11 +259,9 @@ async def validate_candidate(ctx: Context, _: Admin, body: CandidateIn) -> dict[
     return {"valid": not errors(issues), "issues": _issues_out(issues)}
 
 
-@router.post("/menu-drafts/try")
-async def try_candidate(ctx: Context, _: Admin, body: TrialIn) -> dict[str, Any]:
-    """A simulated call into ``menu`` of the set with ``menus`` laid over the drafts, after
-    the caller's ``steps``: what the caller heard, in order, and where the call is. 422 while
-    the set has an error (as publishing would be)."""
+async def _candidate_source(ctx: ApiContext, body: TrialIn) -> MenuSource:
+    """The set with ``body.menus`` laid over the drafts, checked as publishing would check
+    it (422 with every error; 404 if ``body.menu`` is not in it)."""
     async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                             readonly=True):
         state = await EditorState.read(conn)
@@ -266,8 +273,31 @@ async def try_candidate(ctx: Context, _: Admin, body: TrialIn) -> dict[str, Any]
         raise _rejected(issues, "cannot try it")
     menus = tuple(menu_def(menu_from_body(n, s.MenuIn.model_validate(b)))
                   for n, b in candidate.items())
-    trial = run_trial(dataclasses.replace(state.source, menus=menus), body.menu, body.steps)
+    return dataclasses.replace(state.source, menus=menus)
+
+
+@router.post("/menu-drafts/try")
+async def try_candidate(ctx: Context, _: Admin, body: TrialStepsIn) -> dict[str, Any]:
+    """A simulated call into ``menu`` of the set with ``menus`` laid over the drafts, after
+    the caller's ``steps``, replayed in the IVR machine without an engine: what the caller
+    heard, in order, and where the call is. 422 while the set has an error (as publishing
+    would be)."""
+    trial = run_trial(await _candidate_source(ctx, body), body.menu, body.steps)
     return dataclasses.asdict(trial)
+
+
+@router.post("/menu-drafts/trial-calls", status_code=201)
+async def trial_call(ctx: Context, _: Admin, body: TrialIn) -> dict[str, Any]:
+    """A trial number: for 30 minutes a call to it walks the set with ``menus`` laid over
+    the drafts, from ``menu``, through a worker and its engine (``callyard dev``: the
+    softphone). 409 unless trial calls are on (``CALLYARD_MENU_TRIALS``); 422 while the set
+    has an error."""
+    if not ctx.settings.menu_trials:
+        raise HTTPException(409, "trial calls are off: set CALLYARD_MENU_TRIALS=1 for the API "
+                                 "and the workers (callyard dev turns it on)")
+    trial = await store_trial(ctx.redis, await _candidate_source(ctx, body), body.menu)
+    return {"number": trial.number, "menu": trial.menu,
+            "expires_at": datetime.fromtimestamp(trial.expires_at, UTC).isoformat()}
 
 
 @router.put("/menu-drafts/{name}")

@@ -1,5 +1,5 @@
 """The demo data set: an IVR on 9999, a submenu with business hours, a "support" queue and
-two agents, and the support team's voicemail box (main menu 4, and the queue's overflow).
+two agents, an admin, and the support team's voicemail box (main menu 4, and the queue's overflow).
 Loaded by ``callyard seed-demo`` and by ``callyard dev``; safe to run again (it updates the
 demo rows in place and leaves everything else alone).
 
@@ -38,6 +38,8 @@ DEMO_AGENTS = (
     DemoAgent("alice", "Alice Example", "1001", "alice-demo"),
     DemoAgent("bob", "Bob Example", "1002", "bob-demo"),
 )
+# Who opens /admin and /supervisor in the demo (takes no calls: in no queue, no extension).
+DEMO_ADMIN = DemoAgent("admin", "Demo Admin", "", "admin-demo")
 
 SCHEDULE = Schedule(
     name="business-hours",
@@ -148,6 +150,12 @@ async def seed_demo(db: Executor) -> list[str]:
                 await set_password_hash(conn, demo.username, hasher.hash(demo.password))
             await save_member(conn, QueueMember(QUEUE.name, demo.username))
             done.append(f"agent {demo.username}")
+        existing = await get_agent(conn, DEMO_ADMIN.username)
+        await save_agent(conn, Agent(DEMO_ADMIN.username, DEMO_ADMIN.display_name,
+                                     role="admin"))
+        if existing is None or existing.password_hash is None:
+            await set_password_hash(conn, DEMO_ADMIN.username, hasher.hash(DEMO_ADMIN.password))
+        done.append(f"admin {DEMO_ADMIN.username}")
         # Menus reference each other by name, so save them all before the extensions.
         for menu in MENUS:
             await save_menu(conn, menu)

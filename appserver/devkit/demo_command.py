@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _seed(dsn: str) -> None:
-    from appserver.devkit.demo import DEMO_AGENTS, seed_demo
+    from appserver.devkit.demo import DEMO_ADMIN, DEMO_AGENTS, seed_demo
     from appserver.store.db import connect
     from appserver.store.migrations import migrate
 
@@ -31,6 +31,7 @@ async def _seed(dsn: str) -> None:
         await conn.close()
     for agent in DEMO_AGENTS:
         print(f"demo agent: {agent.username} / {agent.password} (extension {agent.extension})")
+    print(f"demo admin: {DEMO_ADMIN.username} / {DEMO_ADMIN.password} (/admin, /supervisor)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -119,7 +119,7 @@ async def _prepare_database(dsn: str, seed: bool) -> None:
 
 
 def _banner(base: str, seed: bool) -> str:
-    from appserver.devkit.demo import DEMO_AGENTS, DEMO_NUMBER
+    from appserver.devkit.demo import DEMO_ADMIN, DEMO_AGENTS, DEMO_NUMBER
 
     lines = [
         "",
@@ -134,6 +134,8 @@ def _banner(base: str, seed: bool) -> str:
     if seed:
         lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
                                                     for a in DEMO_AGENTS))
+        lines.append(f"  demo admin      {DEMO_ADMIN.username} / {DEMO_ADMIN.password}"
+                     "   (/admin, /supervisor)")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -155,9 +157,11 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
     fs_listen = ("127.0.0.1", free_port())
     esl = freeswitch_simulator(fs_listen)
     await esl.start()
-    # Both simulated engines write recordings (voicemail) where the API reads them.
+    # Both simulated engines write recordings (voicemail) where the API reads them, and
+    # trial calls into menu drafts are answered ("Try it" in /admin).
     recordings = (Path(settings.data_dir) / "recordings").resolve()
-    settings = settings.model_copy(update={"recordings_dir": str(recordings)})
+    settings = settings.model_copy(update={"recordings_dir": str(recordings),
+                                           "menu_trials": True})
     ari = asterisk_simulator(settings, recording_dir=recordings)
     await ari.start()
 
@@ -174,6 +178,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "CALLYARD_LOG_FORMAT": settings.log_format,
         # Ctrl-C should not wait out production's 30 s drain (children get 5 s, below).
         "CALLYARD_SHUTDOWN_GRACE": "3",
+        "CALLYARD_MENU_TRIALS": "1",
     }
     cli = [sys.executable, "-m", "appserver.cli"]
     # Each worker serves its metrics on a port of its own; the API's /metrics merges them.

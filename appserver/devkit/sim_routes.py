@@ -166,6 +166,7 @@ def add_sim_routes(app: FastAPI, calls: SimCalls) -> None:
     """Mount ``/sim`` (simulated calls) and ``/softphone`` (a page that places them, with
     the generated sounds' texts as captions) on ``app``."""
     app.include_router(sim_router(calls))
+    app.state.sim_calls = calls  # the admin editor's "Try it" uses the softphone then
     app.mount("/softphone/static", StaticFiles(directory=WEB / "static"), name="softphone-static")
 
     @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)

@@ -13,6 +13,9 @@ seconds (:data:`NO_MENUS`): calls to menu numbers are refused until one is publi
 
 It follows on the shell that goes with its client (:mod:`appserver.shells`): an asyncio task
 in the Asterisk worker, a greenlet in the FreeSWITCH worker.
+
+With ``trials=True`` it also follows trial menu sets (:mod:`appserver.menus.trial_calls`): a call
+to a live trial number walks that draft.
 """
 
 from __future__ import annotations
@@ -27,15 +30,21 @@ from typing import Any
 import redis
 
 from appserver.menus import keys
+from appserver.menus.trial_calls import TRIALS, trial_key
 from appserver.shells import close, for_client, reply
 from ivr.compile import MenuSet
 from ivr.machine import IvrCall
 
 log = logging.getLogger("callyard.menus")
 Listener = Callable[[MenuSet], None]
+MAX_TRIALS = 100  # trial sets a reader keeps (the oldest go first)
 NO_MENUS = ("no menu set published: calls to menu numbers are answered 'not in service' "
             "until one is; run `callyard api` (it publishes the menus from PostgreSQL) or "
             "`callyard menus publish`")
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _version(raw: Any) -> int | None:
@@ -51,13 +60,15 @@ class MenuSetReader:
     """``await start()`` once, ``await stop()`` at shutdown; :meth:`flow_for` per call."""
 
     def __init__(self, client: Any, *, poll_interval: float = 5.0,
-                 warn_interval: float = 60.0) -> None:
+                 warn_interval: float = 60.0, trials: bool = False) -> None:
         self.client = client
         self.shell = for_client(client)
         self.poll_interval = poll_interval
         self.warn_interval = warn_interval
         self.current: MenuSet | None = None
         self.last_error = ""
+        self.follows_trials = trials
+        self.trials: dict[str, tuple[MenuSet, float]] = {}  # number -> (set, expires at)
         self._listeners: list[Listener] = []
         self._next_warning = 0.0
         self._task: Any = None
@@ -74,8 +85,43 @@ class MenuSetReader:
         self, number: str, *, clock: Callable[[], datetime] | None = None
     ) -> IvrCall | None:
         """A flow for a call to ``number`` on the current menu set (None if none/unknown)."""
+        if self.trials and number in self.trials:
+            return self._trial_flow(number, clock)
         current = self.current
         return current.flow_for(number, clock=clock) if current is not None else None
+
+    def _trial_flow(self, number: str, clock: Callable[[], datetime] | None
+                    ) -> IvrCall | None:
+        menuset, expires = self.trials[number]
+        if time.time() >= expires:
+            del self.trials[number]
+            return None
+        log.info("trial call into a draft", extra={"number": number})
+        return menuset.flow_for(number, clock=clock)
+
+    async def load_trial(self, number: str) -> None:
+        """Load trial ``number``'s set (gone or unreadable: forgotten, logged)."""
+        expires = await reply(self.client.zscore(TRIALS, number))
+        doc = await reply(self.client.get(trial_key(number)))
+        if expires is None or doc is None:
+            self.trials.pop(number, None)
+            return
+        try:
+            menuset = MenuSet.from_json(doc)
+        except ValueError as exc:
+            log.error("trial menu set unreadable", extra={"number": number, "error": str(exc)})
+            return
+        self.trials[number] = (menuset, float(expires))
+        while len(self.trials) > MAX_TRIALS:
+            del self.trials[min(self.trials, key=lambda n: self.trials[n][1])]
+
+    async def load_trials(self) -> None:
+        """Load every live trial (after subscribing: one may have been published before)."""
+        now = time.time()
+        self.trials = {n: t for n, t in self.trials.items() if t[1] > now}
+        for raw in await reply(self.client.zrangebyscore(TRIALS, now, "+inf")):
+            if _text(raw) not in self.trials:
+                await self.load_trial(_text(raw))
 
     def _warn_while_empty(self) -> None:
         """While no menu set is loaded: say so, at most every ``warn_interval`` seconds."""
@@ -146,14 +192,19 @@ class MenuSetReader:
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await reply(pubsub.subscribe(keys.CHANNEL))
+                channels = [keys.CHANNEL, TRIALS] if self.follows_trials else [keys.CHANNEL]
+                await reply(pubsub.subscribe(*channels))
                 await self.refresh()  # catch up on what happened before the subscription
+                if self.follows_trials:
+                    await self.load_trials()
                 backoff = 0.5
                 next_poll = time.monotonic() + self.poll_interval
                 while True:
                     message = await reply(
                         pubsub.get_message(timeout=min(1.0, self.poll_interval)))
-                    if message is not None or time.monotonic() >= next_poll:
+                    if message is not None and _text(message["channel"]) == TRIALS:
+                        await self.load_trial(_text(message["data"]))
+                    elif message is not None or time.monotonic() >= next_poll:
                         await self.refresh()
                         next_poll = time.monotonic() + self.poll_interval
                     self._warn_while_empty()

@@ -71,7 +71,7 @@ class WorkerServices:
         self.shell = shell
         self.engine = engine
         self.redis = shell.redis(redis_url)
-        self.reader = MenuSetReader(self.redis)
+        self.reader = MenuSetReader(self.redis, trials=settings.menu_trials)
         self.menus = MenuFlows(self.reader)
         self.sink = CdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
         self.cdrs = CdrCalls(self.sink, observer=CallMetrics())

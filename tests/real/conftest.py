@@ -220,6 +220,7 @@ def stack(real_dir: Path, real_database: str, real_redis_url: str,
         "CALLYARD_LIVEKIT_URL": api.url, "CALLYARD_LIVEKIT_API_KEY": LK_KEY,
         "CALLYARD_LIVEKIT_API_SECRET": LK_SECRET,
         "CALLYARD_LIVEKIT_SIP_URI": f"sip:{sip.host}:{sip.port}",
+        "CALLYARD_MENU_TRIALS": "1",  # tests/real/test_trial_calls_real.py
     })  # fmt: skip
     s.api()
     s.start("cdr-writer", "cdr-writer")

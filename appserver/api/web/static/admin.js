@@ -614,7 +614,66 @@
   }
 
   // ---------------------------------------------------------------- try it
-  let trial = null; // {menu, menus, steps}
+  // In `callyard dev` a real simulated call: the draft gets a trial number, the engine
+  // simulator dials it, a worker walks the draft; captions come from the call's transcript.
+  // Elsewhere the draft is replayed in the IVR machine by the API (no engine).
+  const tryConfig = JSON.parse($("try-config").textContent || "{}");
+  let trial = null;   // replay: {menu, menus, steps}
+  let simCall = null; // softphone: the simulated call's id
+  let simTimer = 0;
+
+  function captionOf(prompt) {
+    const i = prompt.indexOf(":");
+    const kind = prompt.slice(0, i), value = prompt.slice(i + 1);
+    if (kind === "file") return (tryConfig.captions || {})[value] || `[recording ${value}]`;
+    if (kind === "digits") return value.split("").join(" ");
+    if (kind === "silence") return "[silence]";
+    return value;
+  }
+
+  const SIM_LINE = {
+    prompt_started: (d) => ["heard", `▶ ${captionOf(d)}`],
+    dtmf: (d) => ["pressed", `☎ pressed ${d}`],
+    queued: (d) => ["end", `handed to queue ${d}`],
+    dialed: (d) => ["end", `dialling ${d}`],
+    bridged: (d) => ["end", `connected to ${d}`],
+    transferred: (d) => ["end", `transferred to ${d}`],
+    hangup: (d) => ["end", `the call ended (${d})`],
+  };
+
+  function renderSimCall(call) {
+    const lines = call.transcript.filter((e) => SIM_LINE[e.kind]).map((e) => {
+      const [kind, text] = SIM_LINE[e.kind](e.detail);
+      return el("li", { class: `t-${kind}` }, kind === "end" ? el("em", { text }) : el("span", { text }));
+    });
+    $("captions").replaceChildren(...lines);
+    const over = call.state === "ended";
+    $("try-state").textContent = over ? "Call over." : `In call on ${call.engine} (${call.id}).`;
+    document.querySelectorAll("#try-keypad button").forEach((b) => { b.disabled = over; });
+    if (over) stopSimCall();
+  }
+
+  function stopSimCall() { clearInterval(simTimer); simTimer = 0; simCall = null; }
+
+  async function simStep(path, body) {
+    if (!simCall) return;
+    try { renderSimCall(await api("POST", `/sim/calls/${simCall}/${path}`, body)); }
+    catch (err) { $("try-state").textContent = err.message; }
+  }
+
+  async function placeTrialCall(menus) {
+    const t = await api("POST", "/api/menu-drafts/trial-calls", { menu: current, menus });
+    $("try-number").textContent = t.number;
+    if (!tryConfig.softphone) return;
+    const call = await api("POST", "/sim/calls", { to: t.number, engine: $("try-engine").value });
+    simCall = call.id;
+    renderSimCall(call);
+    simTimer = setInterval(async () => {
+      if (!simCall) return;
+      try { renderSimCall(await api("GET", `/sim/calls/${simCall}`)); }
+      catch (err) { $("try-state").textContent = err.message; stopSimCall(); }
+    }, 300);
+  }
 
   async function tryStep(step) {
     if (step) trial.steps.push(step);
@@ -632,18 +691,38 @@
     }
   }
 
+  function press(key) {
+    if (tryConfig.softphone) simStep("dtmf", { digits: key });
+    else tryStep(key);
+  }
+
+  async function hangUpTrial() {
+    if (simCall) await simStep("hangup");
+    stopSimCall();
+  }
+
   $("try").addEventListener("click", async () => {
-    trial = { menu: current, menus: dirty ? { [current]: collect() } : {}, steps: [] };
+    await hangUpTrial();
+    const menus = dirty ? { [current]: collect() } : {};
     $("try-panel").hidden = false;
     $("try-menu").textContent = current;
+    $("captions").replaceChildren();
+    $("try-state").textContent = "";
     $("try-keypad").replaceChildren(...KEYS.map((k) => el("button", { type: "button", class: "key",
-      "aria-label": `Press ${k}`, onclick: () => tryStep(k) }, el("span", { class: "k", text: k }))));
-    await tryStep(null);
+      "aria-label": `Press ${k}`, onclick: () => press(k) }, el("span", { class: "k", text: k }))));
+    try {
+      if (tryConfig.softphone || tryConfig.trial_calls) await placeTrialCall(menus);
+      if (!tryConfig.softphone) { trial = { menu: current, menus, steps: [] }; await tryStep(null); }
+    } catch (err) { $("try-state").textContent = err.message; }
     $("try-panel").scrollIntoView({ block: "nearest" });
     $("try-keypad").querySelector("button").focus();
   });
-  $("try-silent").addEventListener("click", () => tryStep("silence"));
-  $("try-hangup").addEventListener("click", () => { $("try-panel").hidden = true; trial = null; $("try").focus(); });
+  if ($("try-silent")) $("try-silent").addEventListener("click", () => tryStep("silence"));
+  $("try-hangup").addEventListener("click", async () => {
+    await hangUpTrial();
+    $("try-panel").hidden = true; trial = null; $("try").focus();
+  });
+  window.addEventListener("pagehide", () => { if (simCall) navigator.sendBeacon(`/sim/calls/${simCall}/hangup`); });
   window.callyardAdmin.tryIt = true;
 
   // ---------------------------------------------------------------- start

@@ -97,7 +97,7 @@ class AriSimulator:
         password: str = "callyard",
         stasis_app: str = "callyard",
         stasis_apps: Sequence[str] = (),  # the dialplan's, in order (none: stasis_app alone)
-        ivr_numbers: str = r"[0-9]{4}",  # extensions.conf: _XXXX
+        ivr_numbers: str = r"[0-9]{4}|\*99[0-9]{8}",  # extensions.conf: _XXXX, _*99XXXXXXXX
         transfer_context: str = "callyard-transfer",
         fallback_context: str = "callyard-unavailable",
         fallback_sounds: dict[str, str] | None = None,
