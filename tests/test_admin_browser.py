@@ -208,6 +208,7 @@ async def test_build_a_two_level_menu_validate_try_publish_and_call(
         await expect(captions).to_contain_text("[recording acme/sales]")
         await page.locator("#try-keypad").get_by_role("button", name="Press *").click()
         await expect(captions.locator("li").last).to_contain_text("[recording acme/welcome]")
+        await page.locator("#try-state").scroll_into_view_if_needed()
         await screenshot(page, "admin-try-it.png")
         assert await get_menu(pg_pool, "main") is None  # callers hear nothing of the draft
         await page.get_by_role("button", name="Hang up").click()
