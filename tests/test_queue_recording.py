@@ -61,6 +61,10 @@ def test_on_demand_waits_for_the_agent() -> None:
     assert flow.handle(AgentRequest("record", "pause")) == []  # nothing recording yet
     assert flow.handle(AgentRequest("record", "start")) == [StartRecording(NAME)]
     assert flow.handle(AgentRequest("record", "stop")) == [StopRecording()]
+    # Started again: a file of its own (it used to overwrite the first take).
+    assert flow.handle(AgentRequest("record", "start")) == [StartRecording(NAME + "-2")]
+    assert flow.handle(AgentRequest("record", "stop")) == [StopRecording()]
+    assert flow.handle(AgentRequest("record", "start")) == [StartRecording(NAME + "-3")]
 
 
 def test_never_ignores_the_agent() -> None:

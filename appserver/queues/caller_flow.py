@@ -102,10 +102,11 @@ CALLBACK_PROMPTS = {  # what each step says (the demo's set; see appserver/devki
 }
 
 
-def recording_name(queue: str, call_id: str) -> str:
+def recording_name(queue: str, call_id: str, take: int = 1) -> str:
     """A call's recording in a queue: ``recording-<queue>-<call id>`` (+ ``.wav``), flat in
-    the engine's recordings directory."""
-    return f"recording-{queue}-{call_id}"
+    the engine's recordings directory; a later take (stopped, then started again) gets
+    ``-<take>`` so it never overwrites the first."""
+    return f"recording-{queue}-{call_id}" + (f"-{take}" if take > 1 else "")
 
 
 # ---------------------------------------------------------------- actions for the runtime
@@ -226,6 +227,7 @@ class CallerFlow:
         self._dialog_plays = 0
         self._dialog_playing = False
         self.recording = ""  # "" | "on" | "paused": the call's recording
+        self._recording_takes = 0
 
     @property
     def done(self) -> bool:
@@ -397,7 +399,9 @@ class CallerFlow:
 
     def _start_recording(self) -> StartRecording:
         self.recording = "on"
-        return StartRecording(recording_name(self.config.name, self.call_id))
+        self._recording_takes += 1
+        return StartRecording(recording_name(self.config.name, self.call_id,
+                                             self._recording_takes))
 
     def _transferred(self) -> list[Command]:
         """The agent's leg ended after their transfer request: the caller goes on."""
