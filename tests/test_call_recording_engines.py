@@ -63,8 +63,23 @@ def _say(what: str) -> c.Play:
     return c.Play(what, (c.Prompt("file", f"result/{what}"),))
 
 
+class PausedBeforeTheBridge(RecordedDial):
+    """The recording is paused before anyone answered (there is no bridge to record yet),
+    and stays paused: the pause must hold once the bridge's recording begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = []
+
+    def start(self, call: c.CallInfo) -> list[c.Command]:
+        answer, record, dial, timer = super().start(call)
+        return [answer, record, c.PauseRecording(), dial, timer]
+
+
 def factory(info: c.CallInfo) -> c.CallFlow | None:
-    return RecordedDial() if info.called == "7100" else None
+    flows = {"7100": RecordedDial, "7101": PausedBeforeTheBridge}
+    flow = flows.get(info.called)
+    return flow() if flow is not None else None
 
 
 def wav_seconds(path: Path) -> float:
@@ -122,5 +137,27 @@ async def test_call_recording_on_the_asterisk_simulator(tmp_path: Path, redis_cl
             length = wav_seconds(tmp_path / f"recording-test-{call.call_id}.wav")
             assert abs(length - (TALK - STEP)) < 0.5
             await asyncio.sleep(0)
+        finally:
+            await worker.stop()
+
+
+async def test_a_pause_before_the_bridge_holds_on_the_asterisk_simulator(
+        tmp_path: Path, redis_client: object) -> None:
+    """Finding: ARI records a bridge, which exists only once the agent answers; a pause
+    asked before that was dropped, and the whole conversation was recorded."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.1), recording_dir=tmp_path,
+                            endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=TALK)]) as sim:
+        worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
+                                         password=sim.password)], factory, redis=redis_client)
+        await worker.start()
+        try:
+            await worker.wait_connected()
+            call = await sim.place_call("7101")
+            await call.wait_ended(15)
+            lines = call.transcript.lines()
+            name = f"recording-test-{call.call_id}"
+            started = lines.index(f"recording {name} started")
+            assert lines[started + 1] == f"recording {name} paused", lines
+            assert wav_seconds(tmp_path / f"{name}.wav") < 0.3  # nothing of the talk
         finally:
             await worker.stop()

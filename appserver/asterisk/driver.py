@@ -149,7 +149,7 @@ class LegRegistry(Protocol):
 class CallDriver:
     __slots__ = (
         "_bridges", "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup",
-        "call_recording", "channel_id",
+        "call_recording", "call_recording_paused", "channel_id",
         "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
         "log", "on_enqueue", "playbacks", "port", "recordings", "stopping", "supervision",
         "waiting_queue",
@@ -176,6 +176,7 @@ class CallDriver:
         # ARI recording name -> flow record_id (Record), "" for the call's StartRecording
         self.recordings: dict[str, str] = {}
         self.call_recording = ""  # StartRecording's name until StopRecording
+        self.call_recording_paused = False  # paused before the bridge (and its record) began
         self._bridges = 0
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
@@ -350,6 +351,7 @@ class CallDriver:
                     await self._record(cmd)
                 case StartRecording(name):
                     self.call_recording = name
+                    self.call_recording_paused = False
                     if self.dial is not None and self.dial.bridge_id:
                         await self._record_bridge(self.dial.bridge_id)
                 case PauseRecording() | ResumeRecording() | StopRecording():
@@ -429,6 +431,9 @@ class CallDriver:
                                                             "error": exc.text})
             return
         self.recordings[name] = ""
+        if self.call_recording_paused:  # the agent paused it before the bridge existed
+            with contextlib.suppress(AriError):
+                await self.port.live_recording(name, "pause")
 
     async def _live_recording(self, cmd: PauseRecording | ResumeRecording | StopRecording
                               ) -> None:
@@ -443,6 +448,8 @@ class CallDriver:
         if name in self.recordings:  # running: else it had not begun (no bridge yet)
             with contextlib.suppress(AriError):  # 404: it ended meanwhile
                 await self.port.live_recording(name, operation)
+        else:  # applied as the recording begins
+            self.call_recording_paused = isinstance(cmd, PauseRecording)
 
     async def _play(self, cmd: Play) -> None:
         media = []
