@@ -5,8 +5,9 @@ FreeSWITCH worker (a subprocess) loads this module as its flow factory."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from test_freeswitch_e2e import FAST, free_port, stop_worker
@@ -122,42 +123,41 @@ async def test_call_recording_on_the_freeswitch_simulator(tmp_path: Path,
         stop_worker(worker)
 
 
-async def test_call_recording_on_the_asterisk_simulator(tmp_path: Path, redis_client: object
-                                                        ) -> None:
-    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.1), recording_dir=tmp_path,
+@contextlib.asynccontextmanager
+async def asterisk(recordings: Path, redis_client: object) -> AsyncIterator[AriSimulator]:
+    """The ARI simulator (1001 answers and talks for TALK s) and a worker running
+    :func:`factory`."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.1), recording_dir=recordings,
                             endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=TALK)]) as sim:
         worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                          password=sim.password)], factory, redis=redis_client)
         await worker.start()
         try:
             await worker.wait_connected()
-            call = await sim.place_call("7100")
-            await recorded_call(call, tmp_path)
-            # Asterisk writes nothing while paused: the file is the conversation less the pause
-            length = wav_seconds(tmp_path / f"recording-test-{call.call_id}.wav")
-            assert abs(length - (TALK - STEP)) < 0.5
-            await asyncio.sleep(0)
+            yield sim
         finally:
             await worker.stop()
+
+
+async def test_call_recording_on_the_asterisk_simulator(tmp_path: Path, redis_client: object
+                                                        ) -> None:
+    async with asterisk(tmp_path, redis_client) as sim:
+        call = await sim.place_call("7100")
+        await recorded_call(call, tmp_path)
+        # Asterisk writes nothing while paused: the file is the conversation less the pause
+        length = wav_seconds(tmp_path / f"recording-test-{call.call_id}.wav")
+        assert abs(length - (TALK - STEP)) < 0.5
 
 
 async def test_a_pause_before_the_bridge_holds_on_the_asterisk_simulator(
         tmp_path: Path, redis_client: object) -> None:
     """Finding: ARI records a bridge, which exists only once the agent answers; a pause
     asked before that was dropped, and the whole conversation was recorded."""
-    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.1), recording_dir=tmp_path,
-                            endpoints=[SimEndpoint("PJSIP", "1001", talk_seconds=TALK)]) as sim:
-        worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
-                                         password=sim.password)], factory, redis=redis_client)
-        await worker.start()
-        try:
-            await worker.wait_connected()
-            call = await sim.place_call("7101")
-            await call.wait_ended(15)
-            lines = call.transcript.lines()
-            name = f"recording-test-{call.call_id}"
-            started = lines.index(f"recording {name} started")
-            assert lines[started + 1] == f"recording {name} paused", lines
-            assert wav_seconds(tmp_path / f"{name}.wav") < 0.3  # nothing of the talk
-        finally:
-            await worker.stop()
+    async with asterisk(tmp_path, redis_client) as sim:
+        call = await sim.place_call("7101")
+        await call.wait_ended(15)
+        lines = call.transcript.lines()
+        name = f"recording-test-{call.call_id}"
+        started = lines.index(f"recording {name} started")
+        assert lines[started + 1] == f"recording {name} paused", lines
+        assert wav_seconds(tmp_path / f"{name}.wav") < 0.3  # nothing of the talk
