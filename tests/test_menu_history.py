@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from api_support import api_app
+from test_api_menu_drafts import MAIN, SALES, _seed
 
 from appserver.api.admin_routes import menu_out
 from appserver.menus import keys
@@ -21,17 +22,6 @@ from appserver.menus.changes import menu_body
 from appserver.menus.history import MENU_WRITE_LOCK
 from appserver.menus.reloader import MenuReloader
 from appserver.store.menus import get_menu, list_menus
-
-MAIN = {"greeting": ["tts:Welcome"], "options": [
-    {"digits": "1", "action": "enqueue", "target": "support"},
-    {"digits": "2", "action": "submenu", "target": "sales"}]}
-SALES = {"greeting": ["tts:Sales"], "options": [{"digits": "*", "action": "back"}]}
-
-
-async def _seed(c: httpx.AsyncClient) -> None:
-    assert (await c.put("/api/queues/support", json={})).status_code == 200
-    assert (await c.put("/api/menus/sales", json=SALES)).status_code == 200
-    assert (await c.put("/api/menus/main", json=MAIN)).status_code == 200
 
 
 @contextlib.asynccontextmanager
