@@ -271,3 +271,43 @@ async def test_menu_bodies_are_the_rest_api_view(pg_pool, redis_client) -> None:
         for menu in await list_menus(pg_pool):
             assert menu_body(menu) == menu_out(menu).model_dump(
                 mode="json", exclude={"name", "updated_at"})
+
+
+async def test_an_edit_callers_cannot_hear_is_recorded_too(pg_pool, pg_dsn, redis_client) -> None:
+    """A description is not compiled (Redis keeps its version) but is part of the menu."""
+    async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
+        await _seed(c)
+        async with _reloaders(pg_pool, pg_dsn, redis_client):
+            await _next_version(c, 1)
+            live = await _live_version(redis_client)
+            r = await c.put("/api/menus/sales", json={**SALES, "description": "for buyers"})
+            assert r.status_code == 200, r.text
+            edit = (await _next_version(c, 2))[0]
+            assert edit["changes"][0]["fields"] == {"description": ["", "for buyers"]}
+            assert await _live_version(redis_client) == live
+
+
+async def test_a_failure_to_record_does_not_hold_up_publishing(
+        pg_pool, pg_dsn, redis_client, caplog) -> None:
+    async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
+        await _seed(c)
+        async with _reloaders(pg_pool, pg_dsn, redis_client) as [reloader]:
+            await _next_version(c, 1)
+            live = await _live_version(redis_client)
+            await pg_pool.execute("ALTER TABLE menu_versions ADD CONSTRAINT refuse_all"
+                                  " CHECK (false) NOT VALID")
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                user = await conn.fetchval("SELECT session_user")
+                await conn.execute("UPDATE ivr_menus SET greeting = '{tts:Still live}'"
+                                   " WHERE name = 'sales'")
+            finally:
+                await conn.close()
+            await _until_published(redis_client, live)
+            await asyncio.sleep(0.3)
+            assert len(await _versions(c)) == 1
+            assert "menu version not recorded; retrying at the next reload" in caplog.text
+            await pg_pool.execute("ALTER TABLE menu_versions DROP CONSTRAINT refuse_all")
+            assert await reloader.reload() is True  # the next reload (or the minute's resync)
+            edit = (await _next_version(c, 2))[0]
+            assert (edit["published_by"], edit["changes"][0]["menu"]) == (f"sql:{user}", "sales")

@@ -60,14 +60,17 @@ async def record_edits(conn: asyncpg.Connection, live: dict[str, MenuBody], *,
     return version
 
 
-async def record_published(conn: asyncpg.Connection, published: MenuSource
-                           ) -> MenuVersion | None:
+async def record_published(conn: asyncpg.Connection, published: MenuSource, *,
+                           changed: bool = True) -> MenuVersion | None:
     """After the reloader published the set compiled from ``published``: record it as a
-    version unless one has it already (the editor's, or another reloader's).
+    version unless one has it already (the editor's, or another reloader's). ``changed``
+    False (the set in Redis stayed the same): only if an edit awaits its version.
 
     Read in one snapshot taken once the lock is held, so an editor's publish that committed
     meanwhile is seen. When the menus changed again since ``published`` was read, nothing is
     recorded: that change NOTIFYs, and the reload it brings records it (if it is valid)."""
+    if not changed and not await versions_repo.unrecorded_edits(conn):
+        return None
     await conn.execute("SELECT pg_advisory_lock($1)", MENU_WRITE_LOCK)
     try:
         async with conn.transaction(isolation="repeatable_read"):

@@ -106,14 +106,15 @@ class MenuReloader:
     async def reload(self) -> bool:
         """Load, validate, compile and publish now, then record the set in the menu history;
         False when the candidate was rejected."""
-        source = await self._publish()
-        if source is None:
+        live = await self._publish()
+        if live is None:
             return False
-        await self._record_version(source)
+        await self._record_version(*live)
         return True
 
-    async def _publish(self) -> MenuSource | None:
-        """The source of the set now live, or None when it could not be published."""
+    async def _publish(self) -> tuple[MenuSource, bool] | None:
+        """The source of the set now live and whether it changed in Redis; None when it
+        could not be published."""
         async with self._lock:
             try:
                 async with self._connection() as conn:
@@ -141,12 +142,12 @@ class MenuReloader:
             self.last_error = ""
             LIVE_VERSION.set(self.version)
             RELOADS.labels("published" if published else "unchanged").inc()
-            return source
+            return source, published
 
-    async def _record_version(self, source: MenuSource) -> None:
+    async def _record_version(self, source: MenuSource, changed: bool) -> None:
         try:
             async with self._connection() as conn:
-                version = await record_published(conn, source)
+                version = await record_published(conn, source, changed=changed)
         except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
             log.error("menu version not recorded; retrying at the next reload",
                       extra={"error": str(exc)})

@@ -168,6 +168,12 @@ async def pending_edits(db: Executor) -> list[asyncpg.Record]:
     return await db.fetch("SELECT txid, at, actor FROM menu_edits ORDER BY at, txid")
 
 
+async def unrecorded_edits(db: Executor) -> bool:
+    """Whether a menu edit awaits its version, or there is no version yet (a cheap check)."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT FROM menu_edits) OR NOT EXISTS (SELECT FROM menu_versions)"))
+
+
 async def forget_edits(db: Executor, txids: list[int]) -> None:
     """Drop edits a version accounts for."""
     await db.execute("DELETE FROM menu_edits WHERE txid = ANY($1::bigint[])", txids)
