@@ -11,7 +11,8 @@
   whole set as a version; refused (422) while the set has an error, and (409) when the drafts
   or the live menus they started from changed since the editor read them.
 * ``GET /api/menu-versions``, ``GET /api/menu-versions/{id}``,
-  ``POST /api/menu-versions/{id}/rollback`` -- history, and making an old version live again.
+  ``POST /api/menu-versions/{id}/rollback`` -- history (REST and SQL edits too: see
+  :mod:`appserver.menus.history`), and making an old version live again.
 """
 
 from __future__ import annotations
@@ -390,7 +391,9 @@ async def list_versions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> list[dict[str, Any]]:
-    """Published versions, newest first, each with who published it and what changed."""
+    """Every menu set that went live, newest first, each with who made it (``action``:
+    publish, rollback, edit (a REST or SQL edit; ``published_by`` names each person, SQL
+    users as ``sql:<user> (<application>)``) or baseline) and what changed."""
     return [_version_out(v) for v in await drafts_repo.list_versions(ctx.pool, limit, before)]
 
 
