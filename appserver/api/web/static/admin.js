@@ -594,13 +594,15 @@
   }
 
   // Who made a version: editor publications and rollbacks name their admin; REST and SQL
-  // edits (recorded by the reloader) name each person, "sql:<user> (<application>)" by hand.
+  // edits (recorded by the reloader) name each person, "sql:<user> (<application>)" by hand,
+  // "unknown" when no edit of the menu tables was logged (e.g. a schedule renamed).
   function madeBy(v) {
     if (v.action === "baseline") return "baseline";
     if (v.action !== "edit") return `${v.published_by} · ${v.action}`;
     const who = v.published_by.split(", ");
     const sql = who.filter((w) => w.startsWith("sql:")).length;
-    const kind = sql === who.length ? "SQL edit" : sql === 0 ? "REST edit" : "Edit";
+    const kind = sql === who.length ? "SQL edit"
+      : sql === 0 && v.published_by !== "unknown" ? "REST edit" : "Edit";
     return `${kind} by ${v.published_by}`;
   }
 
