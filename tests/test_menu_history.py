@@ -60,6 +60,17 @@ async def _next_version(c: httpx.AsyncClient, count: int, timeout: float = 3.0
     return listed
 
 
+async def _sql_edit(dsn: str, statement: str, application_name: str = "") -> str:
+    """Run ``statement`` on a plain client connection, as psql would (not Callyard's own);
+    the SQL user it ran as."""
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
+    try:
+        await conn.execute(statement)
+        return str(await conn.fetchval("SELECT session_user"))
+    finally:
+        await conn.close()
+
+
 async def _live_version(redis: aioredis.Redis) -> int:
     return int(await redis.get(keys.CURRENT))
 
@@ -107,13 +118,8 @@ async def test_a_sql_edit_is_a_version_naming_the_sql_user(pg_pool, pg_dsn, redi
         await _seed(c)
         async with _reloaders(pg_pool, pg_dsn, redis_client):
             await _next_version(c, 1)
-            conn = await asyncpg.connect(pg_dsn)  # a plain client, as psql would be
-            try:
-                user = await conn.fetchval("SELECT session_user")
-                await conn.execute("UPDATE ivr_menu_options SET target = 'support:5'"
-                                   " WHERE digits = '1'")
-            finally:
-                await conn.close()
+            user = await _sql_edit(pg_dsn, "UPDATE ivr_menu_options SET target = 'support:5'"
+                                           " WHERE digits = '1'")
             edit, _ = await _next_version(c, 2)
             assert (edit["action"], edit["published_by"]) == ("edit", f"sql:{user}")
             [change] = edit["changes"]
@@ -121,12 +127,8 @@ async def test_a_sql_edit_is_a_version_naming_the_sql_user(pg_pool, pg_dsn, redi
             assert [(o["digits"], o["before"]["target"], o["after"]["target"])
                     for o in change["options"]] == [("1", "support", "support:5")]
             # psql names itself: the version says so.
-            conn = await asyncpg.connect(pg_dsn, server_settings={"application_name": "psql"})
-            try:
-                await conn.execute("UPDATE ivr_menus SET greeting = '{tts:Psql}'"
-                                   " WHERE name = 'sales'")
-            finally:
-                await conn.close()
+            await _sql_edit(pg_dsn, "UPDATE ivr_menus SET greeting = '{tts:Psql}'"
+                                    " WHERE name = 'sales'", application_name="psql")
             edit2, *_ = await _next_version(c, 3)
             assert edit2["published_by"] == f"sql:{user} (psql)"
 
@@ -137,22 +139,18 @@ async def test_an_invalid_sql_edit_records_no_version(pg_pool, pg_dsn, redis_cli
         async with _reloaders(pg_pool, pg_dsn, redis_client) as [reloader]:
             await _next_version(c, 1)
             live = await _live_version(redis_client)
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                await conn.execute("UPDATE ivr_menu_options SET target = 'ghost'"
-                                   " WHERE digits = '2'")
-                t0 = time.monotonic()
-                while "ghost" not in reloader.last_error:
-                    assert time.monotonic() - t0 < 3, "the edit was not rejected"
-                    await asyncio.sleep(0.02)
-                await asyncio.sleep(0.3)
-                assert [v["action"] for v in await _versions(c)] == ["baseline"]
-                assert await _live_version(redis_client) == live
-                # Fixed the same way it was broken: back to the recorded set, no version.
-                await conn.execute("UPDATE ivr_menu_options SET target = 'sales'"
-                                   " WHERE digits = '2'")
-            finally:
-                await conn.close()
+            await _sql_edit(pg_dsn, "UPDATE ivr_menu_options SET target = 'ghost'"
+                                    " WHERE digits = '2'")
+            t0 = time.monotonic()
+            while "ghost" not in reloader.last_error:
+                assert time.monotonic() - t0 < 3, "the edit was not rejected"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            assert [v["action"] for v in await _versions(c)] == ["baseline"]
+            assert await _live_version(redis_client) == live
+            # Fixed the same way it was broken: back to the recorded set, no version.
+            await _sql_edit(pg_dsn, "UPDATE ivr_menu_options SET target = 'sales'"
+                                    " WHERE digits = '2'")
             t0 = time.monotonic()
             while reloader.last_error:
                 assert time.monotonic() - t0 < 3, "the fix was not reloaded"
@@ -235,12 +233,8 @@ async def test_roll_back_to_an_edit_version(pg_pool, pg_dsn, redis_client) -> No
         await _seed(c)
         async with _reloaders(pg_pool, pg_dsn, redis_client):
             await _next_version(c, 1)
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                await conn.execute("UPDATE ivr_menus SET greeting = '{tts:By hand}'"
-                                   " WHERE name = 'main'")
-            finally:
-                await conn.close()
+            await _sql_edit(pg_dsn, "UPDATE ivr_menus SET greeting = '{tts:By hand}'"
+                                    " WHERE name = 'main'")
             edit = (await _next_version(c, 2))[0]
             r = await c.put("/api/menus/main", json={**MAIN, "greeting": ["tts:Later"]})
             assert r.status_code == 200, r.text
@@ -296,13 +290,8 @@ async def test_a_failure_to_record_does_not_hold_up_publishing(
             live = await _live_version(redis_client)
             await pg_pool.execute("ALTER TABLE menu_versions ADD CONSTRAINT refuse_all"
                                   " CHECK (false) NOT VALID")
-            conn = await asyncpg.connect(pg_dsn)
-            try:
-                user = await conn.fetchval("SELECT session_user")
-                await conn.execute("UPDATE ivr_menus SET greeting = '{tts:Still live}'"
-                                   " WHERE name = 'sales'")
-            finally:
-                await conn.close()
+            user = await _sql_edit(pg_dsn, "UPDATE ivr_menus SET greeting = '{tts:Still live}'"
+                                           " WHERE name = 'sales'")
             await _until_published(redis_client, live)
             t0 = time.monotonic()
             while "menu version not recorded; retrying at the next reload" not in caplog.text:
