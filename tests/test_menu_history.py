@@ -26,11 +26,11 @@ from appserver.store.menus import get_menu, list_menus
 
 @contextlib.asynccontextmanager
 async def _reloaders(pool: asyncpg.Pool, dsn: str, redis: aioredis.Redis, n: int = 1,
-                     debounce: float = 0.05) -> AsyncIterator[list[MenuReloader]]:
+                     debounce: float = 0.05, **more: Any) -> AsyncIterator[list[MenuReloader]]:
     """``n`` reloaders as n API processes run them: the first on the pool, the others on
     connections of their own."""
-    running = [MenuReloader(dsn, redis, pool=pool if i == 0 else None, debounce=debounce)
-               for i in range(n)]
+    running = [MenuReloader(dsn, redis, pool=pool if i == 0 else None, debounce=debounce,
+                            **more) for i in range(n)]
     try:
         for r in running:
             await r.start()
@@ -302,3 +302,31 @@ async def test_a_failure_to_record_does_not_hold_up_publishing(
             assert await reloader.reload() is True  # the next reload (or the minute's resync)
             edit = (await _next_version(c, 2))[0]
             assert (edit["published_by"], edit["changes"][0]["menu"]) == (f"sql:{user}", "sales")
+
+
+async def test_a_stuck_menu_write_does_not_stop_publishing(pg_pool, pg_dsn, redis_client) -> None:
+    """Recording waits a bounded time for a menu write in progress; the edits that follow
+    are still published, and recorded once the write is over."""
+    async with api_app(pg_pool, redis_client) as api, api.client(api.admin_key) as c:
+        await _seed(c)
+        async with _reloaders(pg_pool, pg_dsn, redis_client,
+                              history_lock_wait=0.3) as [reloader]:
+            await _next_version(c, 1)
+            stuck = await asyncpg.connect(pg_dsn)
+            try:
+                async with stuck.transaction():
+                    await stuck.execute("SELECT pg_advisory_xact_lock($1)", MENU_WRITE_LOCK)
+                    for greeting in ("tts:One", "tts:Two"):
+                        live = await _live_version(redis_client)
+                        user = await _sql_edit(pg_dsn, "UPDATE ivr_menus SET greeting ="
+                                               f" '{{{greeting}}}' WHERE name = 'sales'")
+                        await _until_published(redis_client, live)
+                    assert len(await _versions(c)) == 1
+            finally:
+                await stuck.close()
+            # The next reload (here the minute's resync, called now) records both at once.
+            assert len(await _versions(c)) == 1
+            assert await reloader.reload() is True
+            edit = (await _next_version(c, 2))[0]
+            assert (edit["published_by"], edit["changes"][0]["fields"]) == \
+                (f"sql:{user}", {"greeting": [["tts:Sales"], ["tts:Two"]]})

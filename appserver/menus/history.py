@@ -61,17 +61,20 @@ async def record_edits(conn: asyncpg.Connection, live: dict[str, MenuBody], *,
 
 
 async def record_published(conn: asyncpg.Connection, published: MenuSource, *,
-                           changed: bool = True) -> MenuVersion | None:
+                           changed: bool = True, lock_wait: float = 5.0
+                           ) -> MenuVersion | None:
     """After the reloader published the set compiled from ``published``: record it as a
     version unless one has it already (the editor's, or another reloader's). ``changed``
     False (the set in Redis stayed the same): only if an edit awaits its version.
+    TimeoutError when another menu write holds the lock more than ``lock_wait`` seconds.
 
     Read in one snapshot taken once the lock is held, so an editor's publish that committed
     meanwhile is seen. When the menus changed again since ``published`` was read, nothing is
     recorded: that change NOTIFYs, and the reload it brings records it (if it is valid)."""
     if not changed and not await versions_repo.unrecorded_edits(conn):
         return None
-    await conn.execute("SELECT pg_advisory_lock($1)", MENU_WRITE_LOCK)
+    # A lock won at the very moment of the timeout goes with the connection (pool reset).
+    await conn.execute("SELECT pg_advisory_lock($1)", MENU_WRITE_LOCK, timeout=lock_wait)
     try:
         async with conn.transaction(isolation="repeatable_read"):
             if await load_source(conn) != published:

@@ -59,12 +59,16 @@ class MenuReloader:
         pool: asyncpg.Pool | None = None,
         debounce: float = 0.2,
         resync_interval: float = 60.0,
+        history_lock_wait: float = 5.0,
     ) -> None:
         self.dsn = dsn
         self.pool = pool
         self.publisher = MenuPublisher(redis)
         self.debounce = debounce
         self.resync_interval = resync_interval
+        # How long recording a version waits for a menu write in progress (a stuck one must
+        # not stop the reloader publishing the edits that follow).
+        self.history_lock_wait = history_lock_wait
         self.version: int | None = None  # live version after the last reload
         self.last_error: str = ""
         self._dirty = asyncio.Event()
@@ -147,8 +151,9 @@ class MenuReloader:
     async def _record_version(self, source: MenuSource, changed: bool) -> None:
         try:
             async with self._connection() as conn:
-                version = await record_published(conn, source, changed=changed)
-        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                version = await record_published(conn, source, changed=changed,
+                                                 lock_wait=self.history_lock_wait)
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
             log.error("menu version not recorded; retrying at the next reload",
                       extra={"error": str(exc)})
             return
