@@ -268,7 +268,7 @@ async def test_roll_back_to_an_earlier_version(pg_pool, pg_dsn, redis_client) ->
                     "revisions": {"main": r.json()["draft"]["revision"]}, "note": greeting})
                 assert r.status_code == 200, r.text
         page = await logged_in(browser, base, "admin1")
-        first = page.locator("#history > li").last
+        first = page.locator('#history > li[data-action="publish"]').last
         await first.locator("summary").click()
         await expect(first).to_contain_text("main added")
         second = page.locator("#history > li").first
@@ -288,6 +288,48 @@ async def test_roll_back_to_an_earlier_version(pg_pool, pg_dsn, redis_client) ->
         await page.get_by_role("button", name="Publish drafts").click()
         await expect(page.locator("#history > li").first).to_contain_text("admin1 · publish")
         assert await get_menu(pg_pool, "main") is None
+
+
+async def test_history_shows_rest_and_sql_edits_with_who_made_them(
+        pg_pool, pg_dsn, redis_client) -> None:
+    import asyncpg
+    from playwright.async_api import expect
+
+    async with admin_stack(pg_pool, pg_dsn, redis_client) as (api, base, browser):
+        async with api.client(api.admin_key) as c:
+            r = await c.put("/api/menus/main", json={"greeting": ["tts:Rest"]})
+            assert r.status_code == 200, r.text
+
+        async def versions(n: int) -> None:  # the reloader records an edit within a second
+            for _ in range(50):
+                if await pg_pool.fetchval("SELECT count(*) FROM menu_versions") == n:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"not {n} versions")
+
+        await versions(2)  # the baseline (no menus), then the REST edit
+        page = await logged_in(browser, base, "admin1")
+        history = page.locator("#history > li")
+        await expect(history.first).to_contain_text("REST edit by key:automation")
+        conn = await asyncpg.connect(pg_dsn, server_settings={"application_name": "psql"})
+        try:
+            user = await conn.fetchval("SELECT session_user")
+            await conn.execute("UPDATE ivr_menus SET greeting = '{tts:By hand}'")
+        finally:
+            await conn.close()
+        await versions(3)
+        await page.reload()
+        sql_edit = page.locator("#history > li").first
+        await expect(sql_edit).to_contain_text(f"SQL edit by sql:{user} (psql)")
+        await sql_edit.locator("summary").click()
+        await expect(sql_edit).to_contain_text('greeting: ["tts:Rest"] → ["tts:By hand"]')
+        await expect(page.locator("#history > li").last).to_contain_text("baseline")
+        rest_edit = page.locator("#history > li").nth(1)
+        await rest_edit.locator("summary").click()
+        await rest_edit.get_by_role("button", name="Roll back to").click()
+        await expect(page.locator("#banner")).to_contain_text("Rolled back")
+        assert (await get_menu(pg_pool, "main")).greeting == ("tts:Rest",)
+        assert page.js_errors == []
 
 
 async def test_supervisors_read_only_labels_keyboard_and_small_screens(

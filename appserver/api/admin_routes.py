@@ -82,20 +82,20 @@ async def get_menu(ctx: Context, _: Supervisor, name: SlugPath) -> s.MenuOut:
 
 
 @router.put("/menus/{name}", tags=["menus"])
-async def put_menu(ctx: Context, _: Admin, name: SlugPath, body: s.MenuIn) -> s.MenuSaved:
+async def put_menu(ctx: Context, who: Admin, name: SlugPath, body: s.MenuIn) -> s.MenuSaved:
     """Create or replace a menu with its options. The whole would-be menu set is validated;
     an error answers 422 naming the menu, option and reason, and nothing is saved."""
     digits = [o.digits for o in body.options]
     if len(set(digits)) != len(digits):
         raise HTTPException(422, "options: each digits value may appear once per menu")
-    async with checked_write(ctx.pool, name, digits) as conn:
+    async with checked_write(ctx.pool, name, digits, actor=who.name) as conn:
         saved = await menus_repo.save_menu(conn, menu_from_body(name, body))
     return s.MenuSaved(**menu_out(saved).model_dump())
 
 
 @router.delete("/menus/{name}", status_code=204, tags=["menus"])
-async def delete_menu(ctx: Context, _: Admin, name: SlugPath) -> Response:
-    async with checked_delete(ctx.pool) as conn:
+async def delete_menu(ctx: Context, who: Admin, name: SlugPath) -> Response:
+    async with checked_delete(ctx.pool, actor=who.name) as conn:
         if not await menus_repo.delete_menu(conn, name):
             raise _missing("menu", name)
     return Response(status_code=204)

@@ -14,7 +14,8 @@
   engine (works anywhere); ``POST /api/menu-drafts/trial-calls`` -- a trial number whose
   calls walk the draft through a worker and its engine (``callyard dev``'s softphone).
 * ``GET /api/menu-versions``, ``GET /api/menu-versions/{id}``,
-  ``POST /api/menu-versions/{id}/rollback`` -- history, and making an old version live again.
+  ``POST /api/menu-versions/{id}/rollback`` -- history (REST and SQL edits too: see
+  :mod:`appserver.menus.history`), and making an old version live again.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import Field, ValidationError
 
 from appserver.api import schemas as s
-from appserver.api.admin_routes import SlugPath, menu_from_body, menu_out
+from appserver.api.admin_routes import SlugPath, menu_from_body
 from appserver.api.audit import AUDITED, record_if_changed
 from appserver.api.auth import Principal
 from appserver.api.context import ApiContext
 from appserver.api.deps import Admin, Context, Supervisor, client_address
-from appserver.api.menu_guard import MENU_WRITE_LOCK
-from appserver.menus.changes import menu_changes
+from appserver.menus.changes import live_bodies, menu_body, menu_changes
+from appserver.menus.history import lock_menus, record_edits
 from appserver.menus.loader import load_source, menu_def
 from appserver.menus.publisher import MenuPublisher
 from appserver.menus.trial import run_trial
@@ -87,10 +88,6 @@ class RollbackIn(s.Strict):
 
 
 # ---------------------------------------------------------------- the set being edited
-
-
-def _body(menu: menus_repo.Menu) -> MenuBody:
-    return menu_out(menu).model_dump(mode="json", exclude={"name", "updated_at"})
 
 
 def digest(body: MenuBody | None) -> str | None:
@@ -195,7 +192,7 @@ class EditorState:
         )
 
     def live_bodies(self) -> dict[str, MenuBody]:
-        return {name: _body(m) for name, m in self.live.items()}
+        return {name: menu_body(m) for name, m in self.live.items()}
 
     def candidate(self, unsaved: Mapping[str, MenuBody | None] | None = None
                   ) -> dict[str, MenuBody]:
@@ -226,9 +223,9 @@ def _entry(name: str, state: EditorState) -> dict[str, Any]:
     return {
         "name": name,
         "status": status,
-        "live": _body(live) if live else None,
+        "live": menu_body(live) if live else None,
         "live_updated_at": live.updated_at if live else None,
-        "live_digest": digest(_body(live)) if live else None,
+        "live_digest": digest(menu_body(live)) if live else None,
         "draft": _draft_out(draft) if draft else None,
     }
 
@@ -308,10 +305,10 @@ async def save_draft(ctx: Context, who: Admin, name: SlugPath, body: DraftIn) ->
     menu = None if body.menu is None else body.menu.model_dump(mode="json")
     async with ctx.pool.acquire() as conn, conn.transaction():
         live = await menus_repo.get_menu(conn, name)
-        live_digest = digest(_body(live)) if live else None
+        live_digest = digest(menu_body(live)) if live else None
         if body.revision == 0 and live_digest != body.base:
             raise _conflict(f"menu {name!r} was changed live since you opened it; reload it",
-                            live=_body(live) if live else None)
+                            live=menu_body(live) if live else None)
         if body.menu is None and live is None:
             raise HTTPException(404, f"menu {name!r} is not live: discard its draft instead")
         try:
@@ -355,8 +352,9 @@ def _rejected(issues: list[Issue], what: str = "not published") -> HTTPException
 async def _make_live(
     conn: asyncpg.Connection, request: Request, ctx: Context, who: Principal,
     before: dict[str, MenuBody], after: dict[str, MenuBody],
-) -> None:
-    """Write the menus that differ into the menu tables, each recorded in the audit log."""
+) -> dict[str, MenuBody]:
+    """Write the menus that differ into the menu tables, each recorded in the audit log;
+    the live set as written (what its version records, and the reloader compares)."""
     audited = AUDITED["/api/menus/{name}"]
     client = client_address(request, ctx.settings.trusted_proxies)
     for name in sorted(before.keys() | after.keys()):
@@ -371,6 +369,7 @@ async def _make_live(
             await menus_repo.delete_menu(conn, name)
         await record_if_changed(conn, audited, params, snapshot,
                                 actor=who.name, via=who.via, client=client)
+    return await live_bodies(conn)
 
 
 def _version_out(v: drafts_repo.MenuVersion) -> dict[str, Any]:
@@ -384,7 +383,7 @@ def _version_out(v: drafts_repo.MenuVersion) -> dict[str, Any]:
 async def publish(ctx: Context, who: Admin, request: Request, body: PublishIn) -> dict[str, Any]:
     """Make the drafts live and record the set as a new version."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MENU_WRITE_LOCK)
+        await lock_menus(conn, who.name)
         state = await EditorState.read(conn)
         if not state.drafts:
             raise HTTPException(422, "there are no drafts to publish")
@@ -403,8 +402,8 @@ async def publish(ctx: Context, who: Admin, request: Request, body: PublishIn) -
         issues = state.issues()
         if errors(issues):
             raise _rejected(issues)
-        after = state.candidate()
-        await _make_live(conn, request, ctx, who, before, after)
+        await record_edits(conn, before, baseline=False)  # REST or SQL edits not recorded yet
+        after = await _make_live(conn, request, ctx, who, before, state.candidate())
         version = await drafts_repo.record_version(
             conn, by=who.name, action="publish", menus=after,
             changes=menu_changes(before, after), note=body.note)
@@ -422,7 +421,9 @@ async def list_versions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> list[dict[str, Any]]:
-    """Published versions, newest first, each with who published it and what changed."""
+    """Every menu set that went live, newest first, each with who made it (``action``:
+    publish, rollback, edit (a REST or SQL edit; ``published_by`` names each person, SQL
+    users as ``sql:<user> (<application>)``) or baseline) and what changed."""
     return [_version_out(v) for v in await drafts_repo.list_versions(ctx.pool, limit, before)]
 
 
@@ -441,7 +442,7 @@ async def rollback(
     """Make version ``version_id``'s menus live again (checked like a publish: 422 if the
     set is invalid today, e.g. a queue it uses was deleted since). Drafts are kept."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MENU_WRITE_LOCK)
+        await lock_menus(conn, who.name)
         target = await drafts_repo.get_version(conn, version_id)
         if target is None or target.menus is None:
             raise HTTPException(404, f"no menu version {version_id}")
@@ -450,8 +451,9 @@ async def rollback(
         issues = check_set(state.source, target.menus)
         if errors(issues):
             raise _rejected(issues)
-        await _make_live(conn, request, ctx, who, before, target.menus)
+        await record_edits(conn, before, baseline=False)
+        after = await _make_live(conn, request, ctx, who, before, target.menus)
         version = await drafts_repo.record_version(
-            conn, by=who.name, action="rollback", menus=target.menus,
-            changes=menu_changes(before, target.menus), note=body.note, rollback_of=version_id)
+            conn, by=who.name, action="rollback", menus=after,
+            changes=menu_changes(before, after), note=body.note, rollback_of=version_id)
     return {"version": _version_out(version)}

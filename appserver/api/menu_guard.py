@@ -14,11 +14,9 @@ from typing import Any
 
 import asyncpg
 
+from appserver.menus.history import lock_menus
 from appserver.menus.loader import load_source
 from ivr.validate import Issue, errors, validate
-
-# Serialises checked writes so two concurrent edits cannot each pass alone and fail together.
-MENU_WRITE_LOCK = 7_265_283_202
 
 
 class MenuSetRejected(Exception):
@@ -57,14 +55,16 @@ def _loc(issue: Issue, menu: str | None, option_digits: Sequence[str]) -> list[A
 @asynccontextmanager
 async def checked_write(
     pool: asyncpg.Pool, menu: str | None = None, option_digits: Sequence[str] = (),
-    status: int = 422,
+    status: int = 422, *, actor: str | None = None,
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a transaction; on exit the menu set is validated and the transaction
     rolled back with :class:`MenuSetRejected` (``status``) if the write added errors.
     ``menu`` and ``option_digits`` describe the menu being written, to point errors at
-    request fields."""
+    request fields; ``actor`` (who is calling) is who the menu history names for it.
+    Concurrent checked writes run one at a time (so two edits cannot each pass alone and
+    fail together)."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MENU_WRITE_LOCK)
+        await lock_menus(conn, actor)
         before = {str(i) for i in errors(validate(await load_source(conn)))}
         yield conn
         new = [i for i in errors(validate(await load_source(conn))) if str(i) not in before]
@@ -72,6 +72,7 @@ async def checked_write(
             raise MenuSetRejected(new, [_loc(i, menu, option_digits) for i in new], status)
 
 
-def checked_delete(pool: asyncpg.Pool) -> AbstractAsyncContextManager[asyncpg.Connection]:
+def checked_delete(pool: asyncpg.Pool, *, actor: str | None = None
+                   ) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """:func:`checked_write` for a delete: removing what the menus still use is 409."""
-    return checked_write(pool, status=409)
+    return checked_write(pool, status=409, actor=actor)

@@ -12,9 +12,33 @@ of objects with ``digits``). The result is JSON-ready, newest value second:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
+from appserver.store.db import Executor
+from appserver.store.menu_drafts import MenuBody
+from appserver.store.menus import Menu, list_menus
+
 MenuSet = Mapping[str, Mapping[str, Any]]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def menu_body(menu: Menu) -> MenuBody:
+    """One menu as the REST API shows it, without its name and timestamp: what drafts,
+    versions and the editor compare."""
+    data = {k: _plain(v) for k, v in asdict(menu).items()
+            if k not in ("id", "name", "updated_at", "options")}
+    data["options"] = [{k: _plain(v) for k, v in asdict(o).items() if k != "id"}
+                       for o in menu.options]
+    return data
+
+
+async def live_bodies(db: Executor) -> dict[str, MenuBody]:
+    """The live menu set (the menu tables) as ``{name: body}``."""
+    return {m.name: menu_body(m) for m in await list_menus(db)}
 
 
 def _options(menu: Mapping[str, Any]) -> dict[str, Any]:

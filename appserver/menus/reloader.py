@@ -5,6 +5,10 @@ Relevant notifications mark the menu set dirty; ``debounce`` seconds after the f
 whole set is reloaded in one snapshot, validated and compiled (about 50 ms for
 500 menus), then published. Edits arriving meanwhile trigger one more reload.
 
+Each set published is then recorded in the menu history (:mod:`appserver.menus.history`)
+unless a version has it already; a PostgreSQL error there is logged and retried at the next
+reload, never in the way of publishing.
+
 An invalid edit never reaches callers: the last valid version stays live; the error is
 logged, recorded in the status hash (``last_error``, ``errors``) and counted in
 ``callyard_menu_reload_total{result="invalid"}``. A full reload also runs at start, after
@@ -19,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -26,10 +31,12 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis import RedisError
 
+from appserver.menus.history import record_published
 from appserver.menus.loader import RELEVANT_TABLES, load_source
 from appserver.menus.publisher import MenuPublisher
 from appserver.store.db import DB_UNAVAILABLE, connect
 from ivr.compile import compile_menuset
+from ivr.model import MenuSource
 from ivr.validate import MenuSetInvalid, errors
 
 log = logging.getLogger("callyard.menus")
@@ -52,12 +59,16 @@ class MenuReloader:
         pool: asyncpg.Pool | None = None,
         debounce: float = 0.2,
         resync_interval: float = 60.0,
+        history_lock_wait: float = 5.0,
     ) -> None:
         self.dsn = dsn
         self.pool = pool
         self.publisher = MenuPublisher(redis)
         self.debounce = debounce
         self.resync_interval = resync_interval
+        # How long recording a version waits for a menu write in progress (a stuck one must
+        # not stop the reloader publishing the edits that follow).
+        self.history_lock_wait = history_lock_wait
         self.version: int | None = None  # live version after the last reload
         self.last_error: str = ""
         self._dirty = asyncio.Event()
@@ -97,17 +108,21 @@ class MenuReloader:
 
     # ---------------------------------------------------------------- reload
     async def reload(self) -> bool:
-        """Load, validate, compile and publish now; False when the candidate was rejected."""
+        """Load, validate, compile and publish now, then record the set in the menu history;
+        False when the candidate was rejected."""
+        live = await self._publish()
+        if live is None:
+            return False
+        await self._record_version(*live)
+        return True
+
+    async def _publish(self) -> tuple[MenuSource, bool] | None:
+        """The source of the set now live and whether it changed in Redis; None when it
+        could not be published."""
         async with self._lock:
             try:
-                if self.pool is not None:
-                    source = await load_source(self.pool)
-                else:
-                    conn = await connect(self.dsn)
-                    try:
-                        source = await load_source(conn)
-                    finally:
-                        await conn.close()
+                async with self._connection() as conn:
+                    source = await load_source(conn)
                 menuset = compile_menuset(source)
             except MenuSetInvalid as exc:
                 problems = errors(exc.issues)
@@ -119,19 +134,44 @@ class MenuReloader:
                 )
                 RELOADS.labels("invalid").inc()
                 await self._record(self.last_error, problems)
-                return False
+                return None
             except (*DB_UNAVAILABLE, asyncpg.PostgresError, ValueError) as exc:
                 self.last_error = f"could not load menus: {exc}"
                 await self._learn_live_version()
                 log.error("menu reload failed", extra={"error": str(exc)})
                 RELOADS.labels("failed").inc()
                 await self._record(self.last_error, [])
-                return False
+                return None
             published, self.version = await self.publisher.publish(menuset)
             self.last_error = ""
             LIVE_VERSION.set(self.version)
             RELOADS.labels("published" if published else "unchanged").inc()
-            return True
+            return source, published
+
+    async def _record_version(self, source: MenuSource, changed: bool) -> None:
+        try:
+            async with self._connection() as conn:
+                version = await record_published(conn, source, changed=changed,
+                                                 lock_wait=self.history_lock_wait)
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
+            log.error("menu version not recorded; retrying at the next reload",
+                      extra={"error": str(exc)})
+            return
+        if version is not None:
+            log.info("menu version recorded", extra={
+                "menu_version": version.id, "action": version.action, "by": version.published_by})
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.pool is not None:
+            async with self.pool.acquire() as conn:
+                yield conn
+        else:
+            conn = await connect(self.dsn)
+            try:
+                yield conn
+            finally:
+                await conn.close()
 
     async def _learn_live_version(self) -> None:
         """After a restart, the live version is whatever Redis serves."""

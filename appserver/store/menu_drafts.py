@@ -104,7 +104,7 @@ class MenuVersion:
     id: int
     published_at: datetime
     published_by: str
-    action: str  # publish | rollback
+    action: str  # publish | rollback | edit (REST or SQL) | baseline (where history began)
     rollback_of: int | None
     note: str
     changes: list[dict[str, Any]]
@@ -124,6 +124,9 @@ async def record_version(
     db: Executor, *, by: str, action: str, menus: dict[str, MenuBody],
     changes: list[dict[str, Any]], note: str = "", rollback_of: int | None = None,
 ) -> MenuVersion:
+    """Record ``menus`` as the live set. It accounts for the menu edits of this transaction:
+    they leave the edit log."""
+    await db.execute("DELETE FROM menu_edits WHERE txid = txid_current_if_assigned()")
     row = await db.fetchrow(
         "INSERT INTO menu_versions (published_by, action, rollback_of, note, menus, changes)"
         " VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb) RETURNING *",
@@ -144,3 +147,33 @@ async def list_versions(db: Executor, limit: int = 100, before: int | None = Non
 async def get_version(db: Executor, version_id: int) -> MenuVersion | None:
     row = await db.fetchrow("SELECT * FROM menu_versions WHERE id = $1", version_id)
     return _version(row) if row else None
+
+
+async def latest_version(db: Executor) -> MenuVersion | None:
+    row = await db.fetchrow("SELECT * FROM menu_versions ORDER BY id DESC LIMIT 1")
+    return _version(row) if row else None
+
+
+# ---------------------------------------------------------------- who edited the menus
+
+
+async def set_actor(db: Executor, actor: str) -> None:
+    """Name who makes this transaction's menu edits (``menu_edits.actor``); without it the
+    edit log names the SQL user."""
+    await db.execute("SELECT set_config('callyard.actor', $1, true)", actor)
+
+
+async def pending_edits(db: Executor) -> list[asyncpg.Record]:
+    """The logged menu edits not yet folded into a version (txid, at, actor), oldest first."""
+    return await db.fetch("SELECT txid, at, actor FROM menu_edits ORDER BY at, txid")
+
+
+async def unrecorded_edits(db: Executor) -> bool:
+    """Whether a menu edit awaits its version, or there is no version yet (a cheap check)."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT FROM menu_edits) OR NOT EXISTS (SELECT FROM menu_versions)"))
+
+
+async def forget_edits(db: Executor, txids: list[int]) -> None:
+    """Drop edits a version accounts for."""
+    await db.execute("DELETE FROM menu_edits WHERE txid = ANY($1::bigint[])", txids)

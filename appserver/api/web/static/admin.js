@@ -593,11 +593,24 @@
           o.after ? `${o.after.action} ${o.after.target || ""}` : "(removed)"))) : null)));
   }
 
+  // Who made a version: editor publications and rollbacks name their admin; REST and SQL
+  // edits (recorded by the reloader) name each person, "sql:<user> (<application>)" by hand,
+  // "unknown" when no edit of the menu tables was logged (e.g. a schedule renamed).
+  function madeBy(v) {
+    if (v.action === "baseline") return "baseline";
+    if (v.action !== "edit") return `${v.published_by} · ${v.action}`;
+    const who = v.published_by.split(", ");
+    const sql = who.filter((w) => w.startsWith("sql:")).length;
+    const kind = sql === who.length ? "SQL edit"
+      : sql === 0 && v.published_by !== "unknown" ? "REST edit" : "Edit";
+    return `${kind} by ${v.published_by}`;
+  }
+
   async function loadHistory() {
     const versions = await api("GET", "/api/menu-versions?limit=50");
-    $("history").replaceChildren(...versions.map((v) => el("li", { "data-version": v.id },
+    $("history").replaceChildren(...versions.map((v) => el("li", { "data-version": v.id, "data-action": v.action },
       el("details", {},
-        el("summary", {}, `#${v.id} · ${new Date(v.published_at).toLocaleString()} · ${v.published_by} · ${v.action}`
+        el("summary", {}, `#${v.id} · ${new Date(v.published_at).toLocaleString()} · ${madeBy(v)}`
           + (v.rollback_of ? ` of #${v.rollback_of}` : "") + (v.note ? ` · ${v.note}` : "")),
         v.changes.length ? changeList(v.changes) : el("p", { class: "hint", text: "No change to the menus." }),
         el("button", { type: "button", class: "admin-only", text: `Roll back to #${v.id}`, onclick: () => rollback(v.id) })))));
