@@ -1,6 +1,7 @@
 """Callbacks on Asterisk: the worker that claimed a callback calls the customer with
 ``POST /channels`` (``app`` this worker's application, ``appArgs``
-``callback,<queue>:<entry>``).
+``callback,<queue>:<entry>``) on the node the caller came in on (its ARI address as
+configured, ``host:port``), or another node's when that one is gone.
 
 Answered, the channel enters the application (``StasisStart``) on whichever worker of the
 application gets it: its flow sees the callback and connects the agent. Not answered, the
@@ -27,18 +28,28 @@ class AsteriskCallbackDialer:
     def __init__(self, worker: AsteriskWorker) -> None:
         self.worker = worker
 
-    def can_dial(self) -> bool:
-        return any(link.connected.is_set() for link in self.worker.links)
+    engine = "asterisk"
 
-    def _node(self) -> NodeCalls:
-        for link, node in zip(self.worker.links, self.worker.nodes, strict=True):
-            if link.connected.is_set():
+    def nodes_up(self) -> list[str]:
+        return [node.name for node in self._connected()]
+
+    def _connected(self) -> list[NodeCalls]:
+        return [node for link, node in zip(self.worker.links, self.worker.nodes, strict=True)
+                if link.connected.is_set()]
+
+    def _node(self, name: str) -> NodeCalls:
+        """The caller's node ``name`` if connected, else any connected one."""
+        connected = self._connected()
+        for node in connected:
+            if node.name == name:
                 return node
-        raise ConnectionError("no Asterisk node is connected")
+        if not connected:
+            raise ConnectionError("no Asterisk node is connected")
+        return connected[0]
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:
-        node = self._node()
+        node = self._node(dial.node)
         channel_id = f"callback-{uuid.uuid4().hex}"
         endpoint = config.callback_asterisk_endpoint.replace("{number}", dial.number)
         waiter: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()

@@ -1,5 +1,6 @@
 """Callbacks on FreeSWITCH: the worker that claimed a callback calls the customer with
-``bgapi originate`` on a node's inbound connection.
+``bgapi originate`` on the inbound connection to the node the caller came in on (named by
+its host name, ``FreeSWITCH-Hostname``), or another node's when that one is gone.
 
 ``originate {callyard_callback=<queue>:<entry>,originate_timeout=<ring>,...}<endpoint>
 <destination>``: the job's reply is ``+OK <uuid>`` once the customer answered (their leg then
@@ -13,7 +14,7 @@ from __future__ import annotations
 import uuid
 
 from appserver.freeswitch.driver import _DIAL_OUTCOMES, refuse_unsafe_token
-from appserver.freeswitch.inbound import NodeManager
+from appserver.freeswitch.inbound import NodeLink, NodeManager, NodeUnavailable
 from appserver.queues.model import CallbackDial, QueueConfig
 from appserver.queues.runtime import DialOutcome
 
@@ -35,8 +36,23 @@ class FreeswitchCallbackDialer:
         self.nodes = nodes
         self.destination = destination  # "<extension> XML <context>"
 
-    def can_dial(self) -> bool:
-        return any(link.connected.is_set() for link in self.nodes.links.values())
+    engine = "freeswitch"
+
+    def nodes_up(self) -> list[str]:
+        return [link.hostname for link in self._connected()]
+
+    def _connected(self) -> list[NodeLink]:
+        return [link for link in self.nodes.links.values() if link.connected.is_set()]
+
+    def _link(self, node: str) -> NodeLink:
+        """The link to the caller's node ``node`` if connected, else any connected one."""
+        connected = self._connected()
+        for link in connected:
+            if link.hostname == node:
+                return link
+        if not connected:
+            raise NodeUnavailable("no FreeSWITCH node is connected")
+        return connected[0]
 
     def command(self, dial: CallbackDial, config: QueueConfig, variable: str) -> str:
         endpoint = config.callback_freeswitch_endpoint.replace("{number}", dial.number)
@@ -51,7 +67,7 @@ class FreeswitchCallbackDialer:
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:
-        link = self.nodes.any_connected()
+        link = self._link(dial.node)
         reply = link.bgapi(self.command(dial, config, variable),
                            timeout=config.callback_ring_seconds + JOB_MARGIN)
         return outcome_of(reply)

@@ -27,7 +27,7 @@ from appserver.devkit.sim.esl import eavesdrop
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, dial_string
-from appserver.devkit.sim.esl.channel import Pairs, SimChannel, core_headers
+from appserver.devkit.sim.esl.channel import HOSTNAME, Pairs, SimChannel, core_headers
 from appserver.devkit.sim.esl.eavesdrop import EavesdropLeg
 from appserver.freeswitch.esl_codec import ESLProtocolError
 
@@ -148,6 +148,9 @@ class FreeswitchSimulator:
             "0 session(s) per Sec out of max 1000, peak 0, last 5min 0 \n"
             "10000 session(s) max\nmin idle cpu 0.00/100.00\n"
         )
+
+    def _api_hostname(self, args: list[str]) -> str:
+        return HOSTNAME  # as FreeSWITCH: gethostname(), what its events say, no newline
 
     def _api_show(self, args: list[str]) -> str:
         if args[:2] == ["channels", "count"]:

@@ -1,0 +1,120 @@
+"""Callbacks are dialled from the engine node their caller came in on (README "Callback in
+queue"): in real Redis, a worker claims a callback of a node it reaches; a worker of the same
+engine on another node only once no worker has reached the caller's node for the grace; a
+worker of another engine never. Then the same through the queue runtime (two workers sharing
+the Redis, the wrong one ticking first)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from test_callbacks_store import CB, Dialer
+from test_queues_store import T0, setup
+
+from appserver.queues.runtime import QueueRuntime
+from appserver.queues.store import QueueStore
+
+GRACE = 30_000
+
+
+async def accepted(store: QueueStore, now: int, engine: str = "asterisk",
+                   node: str = "pbx1:8088") -> None:
+    """c1, who came in on ``engine`` ``node``, asks for a callback; ann accepts it."""
+    await store.enqueue("support", "c1", "w1", now=now, caller="5550100")
+    await store.request_callback("c1", "5550100", now=now + 10, engine=engine, node=node)
+    await store.match("support", now=now + 20)
+    assert (await store.accept("ann", "c1", now=now + 30)).ok
+
+
+async def claim(store: QueueStore, worker: str, engine: str, nodes: list[str],
+                now: int) -> list[str]:
+    dials = await store.claim_callbacks(worker, 60_000, now=now, engine=engine, nodes=nodes,
+                                        grace_ms=GRACE)
+    return [f"{d.entry}@{d.node}" for d in dials]
+
+
+async def test_only_the_callers_node_claims_while_a_worker_reaches_it(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await claim(store, "w-pbx1", "asterisk", ["pbx1:8088"], t)  # pbx1 reached, no callback yet
+    await accepted(store, t + 100)
+    assert await claim(store, "w-pbx2", "asterisk", ["pbx2:8088"], t + 200) == []
+    assert await claim(store, "w-fs", "freeswitch", ["pbx1:8088"], t + 300) == []
+    assert await claim(store, "w-pbx1", "asterisk", ["pbx2:8088", "pbx1:8088"], t + 400) == [
+        "c1@pbx1:8088"]
+    history = await redis_client.xrange("{callyard:q}:callbacks:history")
+    assert history[-1][1]["worker"] == "w-pbx1"
+
+
+async def test_another_node_of_the_engine_dials_once_the_callers_node_is_gone_for_the_grace(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await claim(store, "w-pbx1", "asterisk", ["pbx1:8088"], t)  # pbx1's worker, last seen
+    await accepted(store, t + 100)
+    for late in (1_000, GRACE - 1):  # pbx1 may come back: its worker died or lost the link
+        assert await claim(store, "w-pbx2", "asterisk", ["pbx2:8088"], t + late) == []
+    assert await claim(store, "w-pbx2", "asterisk", ["pbx2:8088"], t + GRACE) == [
+        "c1@pbx1:8088"]
+
+
+async def test_a_node_no_worker_ever_reached_is_dialled_by_any_node_of_its_engine(
+        redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await accepted(store, t, node="pbx9:8088")  # e.g. its workers have no ARI/ESL link to it
+    assert await claim(store, "w-pbx2", "asterisk", ["pbx2:8088"], t + 100) == [
+        "c1@pbx9:8088"]
+
+
+async def test_a_worker_of_another_engine_never_dials(redis_client: aioredis.Redis) -> None:
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await accepted(store, t, engine="freeswitch", node="fs1")
+    for later in (100, 10 * GRACE):
+        assert await claim(store, "w-ast", "asterisk", ["fs1"], t + later) == []
+    assert await claim(store, "w-fs", "freeswitch", ["fs2"], t + 10 * GRACE) == ["c1@fs1"]
+
+
+async def test_a_callback_with_no_node_goes_to_any_worker(redis_client: aioredis.Redis) -> None:
+    """Requested before callbacks kept their node (an upgrade with callbacks waiting)."""
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    await accepted(store, t, engine="", node="")
+    assert await claim(store, "w-fs", "freeswitch", ["fs1"], t + 100) == ["c1@"]
+
+
+async def test_callbacks_of_other_engines_do_not_crowd_out_a_workers_own(
+        redis_client: aioredis.Redis) -> None:
+    """More callbacks waiting for other engines than a claim takes at once: a worker still
+    finds those of its own nodes behind them."""
+    store = await setup(redis_client, ["ann", "bob", "cy"], **CB)  # type: ignore[arg-type]
+    t = T0 + 10_000
+    for i, (engine, node) in enumerate([("freeswitch", "fs1"), ("freeswitch", "fs1"),
+                                        ("asterisk", "pbx1:8088")]):
+        await store.enqueue("support", f"c{i}", "w1", now=t + i, caller="5550100")
+        await store.request_callback(f"c{i}", "5550100", now=t + 10 + i, engine=engine,
+                                     node=node)
+    for offer in await store.match("support", now=t + 100):
+        assert (await store.accept(offer.agent, offer.call_id, now=t + 200)).ok
+    dials = await store.claim_callbacks("w-ast", 60_000, now=t + 300, limit=1,
+                                        engine="asterisk", nodes=["pbx1:8088"])
+    assert [d.entry for d in dials] == ["c2"]
+
+
+async def test_two_workers_of_different_engines_only_the_callers_dials(
+        redis_client: aioredis.Redis) -> None:
+    """Two runtimes sharing the Redis, FreeSWITCH and Asterisk: the caller came in on the
+    Asterisk node; the FreeSWITCH worker ticks first and leaves the callback alone."""
+    store = await setup(redis_client, ["ann"], **CB)  # type: ignore[arg-type]
+    await accepted(store, T0, engine="asterisk", node="pbx1:8088")
+    fs, ast = Dialer(["fs1"], engine="freeswitch"), Dialer(["pbx1:8088"], engine="asterisk")
+    for name, dialer in (("w-fs", fs), ("w-ast", ast)):
+        runtime = QueueRuntime(redis_client, name, dialer=dialer, callback_grace_seconds=0)
+        await runtime.refresh_configs()
+        await runtime.tick()
+        await asyncio.sleep(0.05)  # the dial runs beside the tick
+    assert fs.dials == []
+    assert [(d.entry, d.node) for d in ast.dials] == [("c1", "pbx1:8088")]
