@@ -7,11 +7,28 @@ the Redis, the wrong one ticking first)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
+import test_queues_scenarios as scenarios
+from test_callbacks_engines import (
+    CUSTOMER,
+    accept_offer,
+    ari_sim,
+    ask_for_callback,
+    asterisk_stack,
+    define_support,
+    freeswitch_sim,
+    fs_customers,
+    start_fs_worker,
+    stop_fs_worker,
+    until,
+)
 from test_callbacks_store import CB, Dialer
 from test_queues_store import T0, setup
 
+from appserver.devkit.sim.caller import SimulatedCall
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
 
@@ -118,3 +135,111 @@ async def test_two_workers_of_different_engines_only_the_callers_dials(
         await asyncio.sleep(0.05)  # the dial runs beside the tick
     assert fs.dials == []
     assert [(d.entry, d.node) for d in ast.dials] == [("c1", "pbx1:8088")]
+
+
+# ---------------------------------------------------------------- workers on the simulators
+
+
+async def ann_free(store: QueueStore) -> None:
+    """ann's call with the last customer is over: she can take the next offer."""
+    deadline = time.monotonic() + 15
+    while True:
+        ann = await store.agent("ann")
+        if ann is not None and ann.state == "available" and not ann.call:
+            return
+        assert time.monotonic() < deadline, ann
+        await asyncio.sleep(0.05)
+
+
+async def called_back(store: QueueStore, customers: Callable[[], list[SimulatedCall | None]],
+                      count: int) -> None:
+    """ann accepts the callback; the ``count``-th call to the customer (on the simulator of
+    ``customers``) answers and is connected to her."""
+    await accept_offer(store)
+    await until(lambda: len(customers()) == count)
+    customer = customers()[-1]
+    assert customer is not None
+    await customer.transcript.wait_for(lambda e: e.kind == "bridged" and "ann" in e.detail)
+
+
+async def origin(redis_client: aioredis.Redis, entry: str) -> list[str | None]:
+    return await redis_client.hmget(f"{{callyard:q}}:call:{entry}", "cb_engine", "cb_node")
+
+
+async def test_freeswitch_and_asterisk_workers_each_dial_their_own_callers(
+        redis_client: aioredis.Redis, redis_url: str) -> None:
+    """A FreeSWITCH and an Asterisk worker (each on its simulator) share the Redis. A caller
+    of the Asterisk node asks for a callback: the Asterisk worker dials it, though the
+    FreeSWITCH worker ticks five times as often; then one of the FreeSWITCH node: the
+    FreeSWITCH worker dials it (its node named by its host name on both sides)."""
+    store = QueueStore(redis_client)
+    await define_support(store)
+    ast_sim = ari_sim()
+    ast_sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
+    await ast_sim.start()
+    port = scenarios.free_port()
+    try:
+        async with freeswitch_sim(port) as fs_sim, \
+                asterisk_stack(redis_client, ast_sim, tick_seconds=0.5):
+            fs_sim.behaviour.endpoints[CUSTOMER] = "answer"
+            proc = start_fs_worker(port, fs_sim.esl_port, redis_url, "fs-affinity")
+            try:
+                caller = await ast_sim.place_call("7000", caller=CUSTOMER)
+                await ask_for_callback(caller)
+                assert await origin(redis_client, caller.call_id) == [
+                    "asterisk", f"127.0.0.1:{ast_sim.port}"]
+                await store.agent_action("ann", "login")
+                await called_back(store, lambda: [c for _, c in ast_sim.originated], 1)
+                assert fs_sim.originated == []
+                await ann_free(store)
+
+                caller = await fs_sim.place_call("7000", caller=CUSTOMER)
+                await ask_for_callback(caller)
+                assert await origin(redis_client, caller.call_id) == [
+                    "freeswitch", "callyard-sim"]
+                await called_back(store, fs_customers(fs_sim), 1)
+                assert len(ast_sim.originated) == 1
+                assert await redis_client.zscore("{callyard:q}:callbacks:nodes",
+                                                 "freeswitch/callyard-sim") is not None
+            finally:
+                stop_fs_worker(proc)
+    finally:
+        await ast_sim.stop()
+
+
+async def test_the_callers_node_dials_and_another_only_once_it_is_gone_for_the_grace(
+        redis_client: aioredis.Redis) -> None:
+    """Two Asterisk nodes, a worker each. A caller of node A asks for a callback: A's worker
+    dials it, though B's ticks three times as often. A second caller of A asks, then A's
+    worker goes away: B's worker dials that callback, but only once the grace (2 s) has
+    passed since A's worker last reached A."""
+    store = QueueStore(redis_client)
+    await define_support(store)
+    sim_a, sim_b = ari_sim(), ari_sim()
+    for sim in (sim_a, sim_b):
+        sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
+        await sim.start()
+    grace = 2.0
+    try:
+        async with asterisk_stack(redis_client, sim_b, grace_seconds=grace):
+            async with asterisk_stack(redis_client, sim_a, tick_seconds=0.3,
+                                      grace_seconds=grace):
+                await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
+                await store.agent_action("ann", "login")
+                await called_back(store, lambda: [c for _, c in sim_a.originated], 1)
+                assert sim_b.originated == []
+                await ann_free(store)
+                await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
+            gone = time.monotonic()  # A's worker stopped: nobody reaches node A
+            await accept_offer(store)
+            await asyncio.sleep(grace - 0.5 - (time.monotonic() - gone))
+            assert sim_b.originated == [] and len(sim_a.originated) == 1
+            await until(lambda: len(sim_b.originated) == 1, timeout=grace + 5)
+            assert time.monotonic() - gone >= grace - 0.3  # A's last tick came before
+            customer = sim_b.originated[0][1]
+            assert customer is not None
+            await customer.transcript.wait_for(
+                lambda e: e.kind == "bridged" and "ann" in e.detail)
+    finally:
+        for sim in (sim_a, sim_b):
+            await sim.stop()

@@ -143,8 +143,9 @@ async def until_answered(store: QueueStore) -> None:
 
 
 @asynccontextmanager
-async def asterisk_stack(redis_client: aioredis.Redis,
-                         sim: AriSimulator) -> AsyncIterator[QueueRuntime]:
+async def asterisk_stack(redis_client: aioredis.Redis, sim: AriSimulator, *,
+                         tick_seconds: float = 0.1,
+                         grace_seconds: float = 30.0) -> AsyncIterator[QueueRuntime]:
     runtime: QueueRuntime | None = None
 
     def factory(info: CallInfo) -> CallFlow | None:
@@ -154,8 +155,9 @@ async def asterisk_stack(redis_client: aioredis.Redis,
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
                                      password=sim.password)], factory, redis=redis_client)
     runtime = QueueRuntime(redis_client, f"asterisk-cb-{id(worker)}", worker.deliver,
-                           tick_seconds=0.1, lease_seconds=1,
-                           dialer=AsteriskCallbackDialer(worker))
+                           tick_seconds=tick_seconds, lease_seconds=1,
+                           dialer=AsteriskCallbackDialer(worker),
+                           callback_grace_seconds=grace_seconds)
     await runtime.start()
     await worker.start()
     try:
