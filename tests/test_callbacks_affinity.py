@@ -243,3 +243,24 @@ async def test_the_callers_node_dials_and_another_only_once_it_is_gone_for_the_g
     finally:
         for sim in (sim_a, sim_b):
             await sim.stop()
+
+
+async def test_a_worker_on_two_nodes_dials_from_the_callers(
+        redis_client: aioredis.Redis) -> None:
+    """One Asterisk worker linked to nodes A and B; a caller of B asks for a callback: the
+    worker calls the customer through B, not through the first node it has."""
+    store = QueueStore(redis_client)
+    await define_support(store)
+    sim_a, sim_b = ari_sim(), ari_sim()
+    for sim in (sim_a, sim_b):
+        sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
+        await sim.start()
+    try:
+        async with asterisk_stack(redis_client, sim_a, sim_b):
+            await ask_for_callback(await sim_b.place_call("7000", caller=CUSTOMER))
+            await store.agent_action("ann", "login")
+            await called_back(store, lambda: [c for _, c in sim_b.originated], 1)
+            assert sim_a.originated == []
+    finally:
+        for sim in (sim_a, sim_b):
+            await sim.stop()

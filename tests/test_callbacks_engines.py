@@ -143,9 +143,10 @@ async def until_answered(store: QueueStore) -> None:
 
 
 @asynccontextmanager
-async def asterisk_stack(redis_client: aioredis.Redis, sim: AriSimulator, *,
+async def asterisk_stack(redis_client: aioredis.Redis, *sims: AriSimulator,
                          tick_seconds: float = 0.1,
                          grace_seconds: float = 30.0) -> AsyncIterator[QueueRuntime]:
+    """A worker serving the nodes ``sims``, with its queue runtime dialling callbacks."""
     runtime: QueueRuntime | None = None
 
     def factory(info: CallInfo) -> CallFlow | None:
@@ -153,7 +154,8 @@ async def asterisk_stack(redis_client: aioredis.Redis, sim: AriSimulator, *,
         return runtime.wrap(app(info))
 
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
-                                     password=sim.password)], factory, redis=redis_client)
+                                     password=sim.password) for sim in sims],
+                            factory, redis=redis_client)
     runtime = QueueRuntime(redis_client, f"asterisk-cb-{id(worker)}", worker.deliver,
                            tick_seconds=tick_seconds, lease_seconds=1,
                            dialer=AsteriskCallbackDialer(worker),

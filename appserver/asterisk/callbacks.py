@@ -19,16 +19,16 @@ from appserver.asterisk.node import NodeCalls
 from appserver.asterisk.port import AriError
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.queues.model import CallbackDial, QueueConfig
-from appserver.queues.runtime import DialOutcome
+from appserver.queues.runtime import DialOutcome, caller_node_or_any
 
 EVENT_MARGIN = 15.0  # seconds past the ring time before the outcome is given up
 
 
 class AsteriskCallbackDialer:
+    engine = "asterisk"
+
     def __init__(self, worker: AsteriskWorker) -> None:
         self.worker = worker
-
-    engine = "asterisk"
 
     def nodes_up(self) -> list[str]:
         return [node.name for node in self._connected()]
@@ -38,14 +38,10 @@ class AsteriskCallbackDialer:
                 if link.connected.is_set()]
 
     def _node(self, name: str) -> NodeCalls:
-        """The caller's node ``name`` if connected, else any connected one."""
-        connected = self._connected()
-        for node in connected:
-            if node.name == name:
-                return node
-        if not connected:
+        node = caller_node_or_any(self._connected(), lambda node: node.name, name)
+        if node is None:
             raise ConnectionError("no Asterisk node is connected")
-        return connected[0]
+        return node
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:

@@ -16,7 +16,7 @@ import uuid
 from appserver.freeswitch.driver import _DIAL_OUTCOMES, refuse_unsafe_token
 from appserver.freeswitch.inbound import NodeLink, NodeManager, NodeUnavailable
 from appserver.queues.model import CallbackDial, QueueConfig
-from appserver.queues.runtime import DialOutcome
+from appserver.queues.runtime import DialOutcome, caller_node_or_any
 
 JOB_MARGIN = 15.0  # seconds past the ring time before the job is given up
 
@@ -32,11 +32,11 @@ def outcome_of(reply: str) -> tuple[DialOutcome, str]:
 
 
 class FreeswitchCallbackDialer:
+    engine = "freeswitch"
+
     def __init__(self, nodes: NodeManager, destination: str) -> None:
         self.nodes = nodes
         self.destination = destination  # "<extension> XML <context>"
-
-    engine = "freeswitch"
 
     def nodes_up(self) -> list[str]:
         return [link.hostname for link in self._connected()]
@@ -45,14 +45,10 @@ class FreeswitchCallbackDialer:
         return [link for link in self.nodes.links.values() if link.connected.is_set()]
 
     def _link(self, node: str) -> NodeLink:
-        """The link to the caller's node ``node`` if connected, else any connected one."""
-        connected = self._connected()
-        for link in connected:
-            if link.hostname == node:
-                return link
-        if not connected:
+        link = caller_node_or_any(self._connected(), lambda link: link.hostname, node)
+        if link is None:
             raise NodeUnavailable("no FreeSWITCH node is connected")
-        return connected[0]
+        return link
 
     def command(self, dial: CallbackDial, config: QueueConfig, variable: str) -> str:
         endpoint = config.callback_freeswitch_endpoint.replace("{number}", dial.number)

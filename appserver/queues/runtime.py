@@ -39,9 +39,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, get_args
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 from redis import exceptions as redis_errors
 
@@ -99,6 +99,7 @@ TAKEOVER_GRACE = 10.0  # seconds from taking a caller over to their flow resumin
 CALLBACK_CLAIM_MARGIN = 30.0  # seconds a dialling claim outlasts the customer's ring time
 CALLBACK_AFFINITY_GRACE = 30.0  # default of CALLYARD_CALLBACK_AFFINITY_GRACE
 DialOutcome: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
+Node = TypeVar("Node")
 
 
 class CallbackDialer(Protocol):
@@ -116,6 +117,13 @@ class CallbackDialer(Protocol):
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]: ...
+
+
+def caller_node_or_any(connected: Sequence[Node], name: Callable[[Node], str],
+                       node: str) -> Node | None:
+    """What a dialler dials a callback from: of its ``connected`` nodes, the caller's
+    ``node`` (matched by ``name``), else the first (the caller's is gone); None if none."""
+    return next((n for n in connected if name(n) == node), connected[0] if connected else None)
 
 
 @dataclass(frozen=True, slots=True)
