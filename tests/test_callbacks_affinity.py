@@ -264,3 +264,27 @@ async def test_a_worker_on_two_nodes_dials_from_the_callers(
     finally:
         for sim in (sim_a, sim_b):
             await sim.stop()
+
+
+async def test_a_freeswitch_worker_on_two_nodes_dials_from_the_callers(
+        redis_client: aioredis.Redis, redis_url: str) -> None:
+    """One FreeSWITCH worker with inbound ESL to nodes fs-a and fs-b (both send it their
+    calls); a caller of fs-b asks for a callback: the worker originates it on fs-b, the
+    node whose host name (``api hostname``) is the call's ``FreeSWITCH-Hostname``."""
+    store = QueueStore(redis_client)
+    await define_support(store)
+    port = scenarios.free_port()
+    async with freeswitch_sim(port, "fs-a") as sim_a, freeswitch_sim(port, "fs-b") as sim_b:
+        for sim in (sim_a, sim_b):
+            sim.behaviour.endpoints[CUSTOMER] = "answer"
+        proc = start_fs_worker(port, sim_a.esl_port, redis_url, "fs-two-nodes",
+                               other_esl_ports=[sim_b.esl_port])
+        try:
+            caller = await sim_b.place_call("7000", caller=CUSTOMER)
+            await ask_for_callback(caller)
+            assert await origin(redis_client, caller.call_id) == ["freeswitch", "fs-b"]
+            await store.agent_action("ann", "login")
+            await called_back(store, fs_customers(sim_b), 1)
+            assert sim_a.originated == []
+        finally:
+            stop_fs_worker(proc)
