@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
 import redis.asyncio as aioredis
 import test_queues_scenarios as scenarios
 from test_callbacks_engines import (
@@ -31,6 +32,9 @@ from test_queues_store import T0, setup
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
+from appserver.settings import SettingsError, load_settings
+from appserver.shells import aio, close
+from appserver.worker.services import WorkerServices
 
 GRACE = 30_000
 
@@ -288,3 +292,18 @@ async def test_a_freeswitch_worker_on_two_nodes_dials_from_the_callers(
             assert sim_a.originated == []
         finally:
             stop_fs_worker(proc)
+
+
+async def test_the_grace_is_a_worker_setting(monkeypatch: pytest.MonkeyPatch,
+                                             redis_url: str) -> None:
+    """``CALLYARD_CALLBACK_AFFINITY_GRACE`` reaches the worker's queue runtime; a negative
+    one is refused, naming the variable."""
+    monkeypatch.setenv("CALLYARD_CALLBACK_AFFINITY_GRACE", "7.5")
+    services = WorkerServices(load_settings(), redis_url, aio, engine="asterisk", apps=[])
+    try:
+        assert services.queues.callback_grace_ms == 7500
+    finally:
+        await close(services.redis)
+    monkeypatch.setenv("CALLYARD_CALLBACK_AFFINITY_GRACE", "-1")
+    with pytest.raises(SettingsError, match="CALLYARD_CALLBACK_AFFINITY_GRACE"):
+        load_settings()
