@@ -32,7 +32,9 @@ local out, claimed = {}, 0
 for _, c in ipairs(due) do
   if claimed >= limit then break end
   local ck = ckey(c)
-  local call = hgetall(ck)
+  local f = redis.call('HMGET', ck, 'state', 'callback', 'queue', 'agent', 'cb_engine', 'cb_node')
+  local call = {state = f[1], callback = f[2], queue = f[3], agent = f[4], cb_engine = f[5],
+                cb_node = f[6]}
   if call['state'] ~= 'assigned' or not call['callback'] then
     redis.call('ZREM', P .. 'callbacks:due', c)
   elseif may_dial(call) then
