@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ from test_callbacks_engines import (
 from test_callbacks_store import CB, Dialer
 from test_queues_store import T0, setup
 
+from appserver.devkit.sim.ari import AriSimulator
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import QueueStore
@@ -211,6 +213,20 @@ async def test_freeswitch_and_asterisk_workers_each_dial_their_own_callers(
         await ast_sim.stop()
 
 
+@asynccontextmanager
+async def two_asterisk_nodes() -> AsyncIterator[tuple[AriSimulator, AriSimulator]]:
+    """Two ARI simulators (nodes A and B, by their addresses) whose customer answers."""
+    sims = (ari_sim(), ari_sim())
+    try:
+        for sim in sims:
+            sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
+            await sim.start()
+        yield sims
+    finally:
+        for sim in sims:
+            await sim.stop()
+
+
 async def test_the_callers_node_dials_and_another_only_once_it_is_gone_for_the_grace(
         redis_client: aioredis.Redis) -> None:
     """Two Asterisk nodes, a worker each. A caller of node A asks for a callback: A's worker
@@ -219,34 +235,30 @@ async def test_the_callers_node_dials_and_another_only_once_it_is_gone_for_the_g
     passed since A's worker last reached A."""
     store = QueueStore(redis_client)
     await define_support(store)
-    sim_a, sim_b = ari_sim(), ari_sim()
-    for sim in (sim_a, sim_b):
-        sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
-        await sim.start()
     grace = 2.0
-    try:
-        async with asterisk_stack(redis_client, sim_b, grace_seconds=grace):
-            async with asterisk_stack(redis_client, sim_a, tick_seconds=0.3,
-                                      grace_seconds=grace):
-                await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
-                await store.agent_action("ann", "login")
-                await called_back(store, lambda: [c for _, c in sim_a.originated], 1)
-                assert sim_b.originated == []
-                await ann_free(store)
-                await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
-            gone = time.monotonic()  # A's worker stopped: nobody reaches node A
-            await accept_offer(store)
-            await asyncio.sleep(grace - 0.5 - (time.monotonic() - gone))
-            assert sim_b.originated == [] and len(sim_a.originated) == 1
-            await until(lambda: len(sim_b.originated) == 1, timeout=grace + 5)
-            assert time.monotonic() - gone >= grace - 0.3  # A's last tick came before
-            customer = sim_b.originated[0][1]
-            assert customer is not None
-            await customer.transcript.wait_for(
-                lambda e: e.kind == "bridged" and "ann" in e.detail)
-    finally:
-        for sim in (sim_a, sim_b):
-            await sim.stop()
+    async with two_asterisk_nodes() as (sim_a, sim_b), \
+            asterisk_stack(redis_client, sim_b, grace_seconds=grace):
+        async with asterisk_stack(redis_client, sim_a, tick_seconds=0.3,
+                                  grace_seconds=grace):
+            await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
+            await store.agent_action("ann", "login")
+            await called_back(store, lambda: [c for _, c in sim_a.originated], 1)
+            assert sim_b.originated == []
+            await ann_free(store)
+            await ask_for_callback(await sim_a.place_call("7000", caller=CUSTOMER))
+        # A's worker stopped: nobody reaches node A any more.
+        await accept_offer(store)
+        await until(lambda: len(sim_b.originated) == 1, timeout=grace + 5)
+        assert len(sim_a.originated) == 1
+        last_seen = await redis_client.zscore("{callyard:q}:callbacks:nodes",
+                                              f"asterisk/127.0.0.1:{sim_a.port}")
+        history = await redis_client.xrange("{callyard:q}:callbacks:history")
+        dialled_at = [int(f["at"]) for _, f in history if f["event"] == "dialing"][-1]
+        assert last_seen is not None and dialled_at - last_seen >= grace * 1000
+        customer = sim_b.originated[0][1]
+        assert customer is not None
+        await customer.transcript.wait_for(
+            lambda e: e.kind == "bridged" and "ann" in e.detail)
 
 
 async def test_a_worker_on_two_nodes_dials_from_the_callers(
@@ -255,19 +267,12 @@ async def test_a_worker_on_two_nodes_dials_from_the_callers(
     worker calls the customer through B, not through the first node it has."""
     store = QueueStore(redis_client)
     await define_support(store)
-    sim_a, sim_b = ari_sim(), ari_sim()
-    for sim in (sim_a, sim_b):
-        sim.endpoints[f"PJSIP/{CUSTOMER}"].behaviour = "answer"
-        await sim.start()
-    try:
-        async with asterisk_stack(redis_client, sim_a, sim_b):
-            await ask_for_callback(await sim_b.place_call("7000", caller=CUSTOMER))
-            await store.agent_action("ann", "login")
-            await called_back(store, lambda: [c for _, c in sim_b.originated], 1)
-            assert sim_a.originated == []
-    finally:
-        for sim in (sim_a, sim_b):
-            await sim.stop()
+    async with two_asterisk_nodes() as (sim_a, sim_b), \
+            asterisk_stack(redis_client, sim_a, sim_b):
+        await ask_for_callback(await sim_b.place_call("7000", caller=CUSTOMER))
+        await store.agent_action("ann", "login")
+        await called_back(store, lambda: [c for _, c in sim_b.originated], 1)
+        assert sim_a.originated == []
 
 
 async def test_a_freeswitch_worker_on_two_nodes_dials_from_the_callers(
