@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     freeswitch_max_calls: int = Field(20000, ge=1)
     freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)
 
+    # Callbacks are dialled from the node their caller came in on; another node of the same
+    # engine dials them once no worker has reached that node for this many seconds.
+    callback_affinity_grace: float = Field(30.0, ge=0, le=86400)
+
     # Asterisk worker.
     asterisk_ari: Annotated[list[AriNode], NoDecode] = []
     asterisk_app: str = Field("callyard", pattern=STASIS_APP_PATTERN)

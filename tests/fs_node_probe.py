@@ -78,6 +78,7 @@ def main(port: int) -> None:
         broadcast=link.uuid_broadcast(uuid, "ivr/hold.wav"),
         transfer_missing=link.uuid_transfer("no-such-uuid", "1000"),
         kill=link.api(f"uuid_kill {uuid}"),
+        hostname=link.hostname,
     )
     wait(lambda: any(name == "CHANNEL_HANGUP" for name, _ in events), 5)
     say(step="events", names=sorted({name for name, _ in events}))

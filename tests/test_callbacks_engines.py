@@ -11,7 +11,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from appserver.asterisk.callbacks import AsteriskCallbackDialer
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.devkit.sim.ari import AriSimulator, SimEndpoint, SoundCatalog
 from appserver.devkit.sim.caller import SimulatedCall
+from appserver.devkit.sim.esl.channel import HOSTNAME
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.devkit.sim_routes import SimCalls
 from appserver.freeswitch.esl_codec import parse_event
@@ -143,8 +144,10 @@ async def until_answered(store: QueueStore) -> None:
 
 
 @asynccontextmanager
-async def asterisk_stack(redis_client: aioredis.Redis,
-                         sim: AriSimulator) -> AsyncIterator[QueueRuntime]:
+async def asterisk_stack(redis_client: aioredis.Redis, *sims: AriSimulator,
+                         tick_seconds: float = 0.1,
+                         grace_seconds: float = 30.0) -> AsyncIterator[QueueRuntime]:
+    """A worker serving the nodes ``sims``, with its queue runtime dialling callbacks."""
     runtime: QueueRuntime | None = None
 
     def factory(info: CallInfo) -> CallFlow | None:
@@ -152,10 +155,12 @@ async def asterisk_stack(redis_client: aioredis.Redis,
         return runtime.wrap(app(info))
 
     worker = AsteriskWorker([AriNode(url=sim.base_url, username=sim.username,
-                                     password=sim.password)], factory, redis=redis_client)
+                                     password=sim.password) for sim in sims],
+                            factory, redis=redis_client)
     runtime = QueueRuntime(redis_client, f"asterisk-cb-{id(worker)}", worker.deliver,
-                           tick_seconds=0.1, lease_seconds=1,
-                           dialer=AsteriskCallbackDialer(worker))
+                           tick_seconds=tick_seconds, lease_seconds=1,
+                           dialer=AsteriskCallbackDialer(worker),
+                           callback_grace_seconds=grace_seconds)
     await runtime.start()
     await worker.start()
     try:
@@ -213,7 +218,8 @@ from appserver.shells.green import run
 def factory(info):
     return runtime.wrap(app(info))
 
-nodes = NodeManager([EslNode(host="127.0.0.1", port={esl_port}, password="ClueCon")])
+nodes = NodeManager([EslNode(host="127.0.0.1", port=port, password="ClueCon")
+                     for port in {esl_ports!r}])
 nodes.start()
 worker = FreeswitchWorker(("127.0.0.1", {port}), factory)
 runtime = QueueRuntime(redis.Redis.from_url({url!r}, decode_responses=True),
@@ -224,10 +230,12 @@ worker.serve_forever()
 """
 
 
-def start_fs_worker(port: int, esl_port: int, redis_url: str,
-                    worker_id: str) -> subprocess.Popen[bytes]:
+def start_fs_worker(port: int, esl_port: int, redis_url: str, worker_id: str, *,
+                    other_esl_ports: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """A worker on ``port`` with inbound ESL to the nodes ``esl_port`` and ``other_...``."""
     code = FS_WORKER.format(tests=str(ROOT / "tests"), root=str(ROOT), port=port,
-                            esl_port=esl_port, url=redis_url, worker_id=worker_id)
+                            esl_ports=[esl_port, *other_esl_ports], url=redis_url,
+                            worker_id=worker_id)
     return scenarios.start_fs_worker(port, redis_url, code)
 
 
@@ -241,11 +249,13 @@ def stop_fs_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> 
 
 
 @asynccontextmanager
-async def freeswitch_sim(port: int) -> AsyncIterator[FreeswitchSimulator]:
-    """ESL simulator sending calls to the worker on ``port``: agent ann's leg talks 0.5 s,
-    the customer is busy (tests change that)."""
+async def freeswitch_sim(port: int, hostname: str = HOSTNAME
+                         ) -> AsyncIterator[FreeswitchSimulator]:
+    """ESL simulator (host name ``hostname``) sending calls to the worker on ``port``: agent
+    ann's leg talks 0.5 s, the customer is busy (tests change that)."""
     sim = FreeswitchSimulator([("127.0.0.1", port)], Behaviour(
-        prompt_seconds=0.1, talk_seconds=0.5, endpoints={"ann": "answer", CUSTOMER: "busy"}))
+        prompt_seconds=0.1, talk_seconds=0.5, endpoints={"ann": "answer", CUSTOMER: "busy"}),
+        hostname=hostname)
     await sim.start()
     try:
         yield sim

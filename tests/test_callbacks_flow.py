@@ -5,7 +5,7 @@ the answered customer's side."""
 from __future__ import annotations
 
 from test_callbacks_engines import ToSupport
-from test_queues_caller_flow import CALL, Factory, make
+from test_queues_caller_flow import Factory, make
 
 from appserver.agents.bridge import BrowserAgentBridge
 from appserver.agents.sip import sip_address
@@ -42,6 +42,9 @@ from ivr.calls import (
     TimerFired,
 )
 
+# The callback keeps the engine node the caller came in on: it is dialled from there.
+CALL = CallInfo("call-1", "asterisk", "+15550100", "9999", node="pbx1:8088")
+
 
 def plays(cmds: list[Command]) -> list[tuple[str, ...]]:
     return [tuple(f"{p.kind}:{p.value}" for p in c.prompts) for c in cmds if isinstance(c, Play)]
@@ -59,7 +62,7 @@ def test_confirm_the_caller_id_then_goodbye() -> None:
                             "file:queue/callback_confirm_keys")]
     assert StartTimer(CALLBACK_TIMER, 10.0) in cmds
     cmds = flow.handle(Dtmf("1"))
-    assert actions[-1] == RequestCallback("call-1", "+15550100")
+    assert actions[-1] == RequestCallback("call-1", "+15550100", "asterisk", "pbx1:8088")
     assert plays(cmds) == [("file:queue/callback_registered",)]
     assert flow.handle(TimerFired(MAX_WAIT_TIMER)) == []  # cancelled: no timeout now
     assert flow.handle(PlayFinished(play_id(cmds))) == [Hangup()]
@@ -83,7 +86,7 @@ def test_key_in_another_number() -> None:
     cmds = flow.handle(Dtmf("#"))
     assert plays(cmds)[-1][1] == "digits:5550199"
     flow.handle(Dtmf("1"))
-    assert actions[-1] == RequestCallback("call-1", "5550199")
+    assert actions[-1] == RequestCallback("call-1", "5550199", "asterisk", "pbx1:8088")
 
 
 def test_no_usable_caller_id_asks_for_a_number() -> None:

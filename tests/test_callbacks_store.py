@@ -161,14 +161,16 @@ async def test_only_a_callback_being_dialled_can_be_answered(
 
 
 class Dialer:
-    """A worker's engine side: connected or not; records the dials asked of it."""
+    """A worker's engine side: the ``engine`` nodes it is connected to (none: cut off);
+    records the dials asked of it."""
 
-    def __init__(self, connected: bool) -> None:
-        self.connected = connected
+    def __init__(self, nodes: list[str], engine: str = "asterisk") -> None:
+        self.engine = engine
+        self.nodes = nodes
         self.dials: list[CallbackDial] = []
 
-    def can_dial(self) -> bool:
-        return self.connected
+    def nodes_up(self) -> list[str]:
+        return self.nodes
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:
@@ -184,7 +186,7 @@ async def test_a_worker_with_no_engine_leaves_callbacks_to_the_others(
     await callback_waiting(store, T0)
     await store.match("support", now=T0 + 100)
     await store.accept("ann", "c1", now=T0 + 200)
-    cut_off, connected = Dialer(False), Dialer(True)
+    cut_off, connected = Dialer([]), Dialer(["pbx1:8088"])
     for name, dialer in (("w-cut-off", cut_off), ("w-connected", connected)):
         runtime = QueueRuntime(redis_client, name, dialer=dialer)
         await runtime.refresh_configs()

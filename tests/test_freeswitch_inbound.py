@@ -11,6 +11,7 @@ from pathlib import Path
 
 from test_freeswitch_e2e import free_port
 
+from appserver.devkit.sim.esl.channel import HOSTNAME
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,9 @@ async def test_node_link_commands_events_and_reconnect() -> None:
         assert checks["broadcast"] == "+OK Message queued\n"
         assert checks["transfer_missing"] == "-ERR No such channel!\n"
         assert checks["kill"] == "+OK\n"
+        # The node's name as its outbound sockets report it (FreeSWITCH-Hostname): where
+        # a callback is dialled from (README "Callback in queue").
+        assert checks["hostname"] == HOSTNAME
         assert (await step("events"))["names"] == ["BACKGROUND_JOB", "CHANNEL_HANGUP"]
         await sim.stop()
         assert (await step("lost"))["ok"] is True

@@ -243,14 +243,18 @@ async def _every_queue_operation(store: QueueStore) -> None:
 
 
 async def _callback_operations(store: QueueStore, agent: str, t: int) -> None:
-    """A callback in queue "spare" (its history stream and the rename of its entry to the
-    answered channel's call id stay in the slot), answered by ``agent``."""
+    """A callback in queue "spare" (its history stream, the nodes workers reach and the
+    rename of its entry to the answered channel's call id stay in the slot), answered by
+    ``agent``."""
     await store.sync_queue(QueueConfig("spare", callback_key="5"), [Member(agent)])
     await store.enqueue("spare", "cb1", "w1", now=t, caller="5550100")
-    assert await store.request_callback("cb1", "5550100", now=t + 1) == 1
+    assert await store.request_callback("cb1", "5550100", now=t + 1, engine="asterisk",
+                                        node="pbx1:8088") == 1
     assert [o.call_id for o in await store.match("spare", now=t + 2)] == ["cb1"]
     assert (await store.accept(agent, "cb1", now=t + 3)).ok
-    assert [d.entry for d in await store.claim_callbacks("w1", 60_000, now=t + 4)] == ["cb1"]
+    dials = await store.claim_callbacks("w1", 60_000, now=t + 4, engine="asterisk",
+                                        nodes=["pbx2:8088", "pbx1:8088"])
+    assert [(d.entry, d.node) for d in dials] == [("cb1", "pbx1:8088")]
     assert (await store.callback_result("cb1", "answered", now=t + 5)).status == "answered"
     assert (await store.callback_answered("cb1", "leg1", "w1", now=t + 6)).agent == agent
     assert await store.finish("leg1", now=t + 7)

@@ -1,6 +1,7 @@
 """Callbacks on Asterisk: the worker that claimed a callback calls the customer with
 ``POST /channels`` (``app`` this worker's application, ``appArgs``
-``callback,<queue>:<entry>``).
+``callback,<queue>:<entry>``) on the node the caller came in on (its ARI address as
+configured, ``host:port``), or another node's when that one is gone.
 
 Answered, the channel enters the application (``StasisStart``) on whichever worker of the
 application gets it: its flow sees the callback and connects the agent. Not answered, the
@@ -18,27 +19,33 @@ from appserver.asterisk.node import NodeCalls
 from appserver.asterisk.port import AriError
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.queues.model import CallbackDial, QueueConfig
-from appserver.queues.runtime import DialOutcome
+from appserver.queues.runtime import DialOutcome, caller_node_or_any
 
 EVENT_MARGIN = 15.0  # seconds past the ring time before the outcome is given up
 
 
 class AsteriskCallbackDialer:
+    engine = "asterisk"
+
     def __init__(self, worker: AsteriskWorker) -> None:
         self.worker = worker
 
-    def can_dial(self) -> bool:
-        return any(link.connected.is_set() for link in self.worker.links)
+    def nodes_up(self) -> list[str]:
+        return [node.name for node in self._connected()]
 
-    def _node(self) -> NodeCalls:
-        for link, node in zip(self.worker.links, self.worker.nodes, strict=True):
-            if link.connected.is_set():
-                return node
-        raise ConnectionError("no Asterisk node is connected")
+    def _connected(self) -> list[NodeCalls]:
+        return [node for link, node in zip(self.worker.links, self.worker.nodes, strict=True)
+                if link.connected.is_set()]
+
+    def _node(self, name: str) -> NodeCalls:
+        node = caller_node_or_any(self._connected(), lambda node: node.name, name)
+        if node is None:
+            raise ConnectionError("no Asterisk node is connected")
+        return node
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:
-        node = self._node()
+        node = self._node(dial.node)
         channel_id = f"callback-{uuid.uuid4().hex}"
         endpoint = config.callback_asterisk_endpoint.replace("{number}", dial.number)
         waiter: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()

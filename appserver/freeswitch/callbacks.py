@@ -1,5 +1,6 @@
 """Callbacks on FreeSWITCH: the worker that claimed a callback calls the customer with
-``bgapi originate`` on a node's inbound connection.
+``bgapi originate`` on the inbound connection to the node the caller came in on (named by
+its host name, ``FreeSWITCH-Hostname``), or another node's when that one is gone.
 
 ``originate {callyard_callback=<queue>:<entry>,originate_timeout=<ring>,...}<endpoint>
 <destination>``: the job's reply is ``+OK <uuid>`` once the customer answered (their leg then
@@ -13,9 +14,9 @@ from __future__ import annotations
 import uuid
 
 from appserver.freeswitch.driver import _DIAL_OUTCOMES, refuse_unsafe_token
-from appserver.freeswitch.inbound import NodeManager
+from appserver.freeswitch.inbound import NodeLink, NodeManager, NodeUnavailable
 from appserver.queues.model import CallbackDial, QueueConfig
-from appserver.queues.runtime import DialOutcome
+from appserver.queues.runtime import DialOutcome, caller_node_or_any
 
 JOB_MARGIN = 15.0  # seconds past the ring time before the job is given up
 
@@ -31,12 +32,23 @@ def outcome_of(reply: str) -> tuple[DialOutcome, str]:
 
 
 class FreeswitchCallbackDialer:
+    engine = "freeswitch"
+
     def __init__(self, nodes: NodeManager, destination: str) -> None:
         self.nodes = nodes
         self.destination = destination  # "<extension> XML <context>"
 
-    def can_dial(self) -> bool:
-        return any(link.connected.is_set() for link in self.nodes.links.values())
+    def nodes_up(self) -> list[str]:
+        return [link.hostname for link in self._connected()]
+
+    def _connected(self) -> list[NodeLink]:
+        return [link for link in self.nodes.links.values() if link.connected.is_set()]
+
+    def _link(self, node: str) -> NodeLink:
+        link = caller_node_or_any(self._connected(), lambda link: link.hostname, node)
+        if link is None:
+            raise NodeUnavailable("no FreeSWITCH node is connected")
+        return link
 
     def command(self, dial: CallbackDial, config: QueueConfig, variable: str) -> str:
         endpoint = config.callback_freeswitch_endpoint.replace("{number}", dial.number)
@@ -51,7 +63,7 @@ class FreeswitchCallbackDialer:
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]:
-        link = self.nodes.any_connected()
+        link = self._link(dial.node)
         reply = link.bgapi(self.command(dial, config, variable),
                            timeout=config.callback_ring_seconds + JOB_MARGIN)
         return outcome_of(reply)

@@ -46,6 +46,8 @@ class NodeLink:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.conn: NodeConnection | None = None
+        # The node's name as its calls report it (FreeSWITCH-Hostname), learnt on connecting.
+        self.hostname = ""
         self.connected = gevent.event.Event()
         self.last_error = ""
         self.connects = 0
@@ -77,6 +79,7 @@ class NodeLink:
                                            on_event=self._event)
                 if self.events:
                     conn.send(f"event plain {' '.join(self.events)}")
+                self.hostname = self._hostname(conn)
             except OSError as exc:  # NotConnectedError included
                 self.last_error = str(exc) or type(exc).__name__
                 log.warning(
@@ -100,6 +103,17 @@ class NodeLink:
             if self._running:
                 self.last_error = "connection lost"
                 log.warning("FreeSWITCH node %s lost; reconnecting", self.name)
+
+    def _hostname(self, conn: NodeConnection) -> str:
+        """``api hostname``: the node's host name, which its outbound sockets report as
+        ``FreeSWITCH-Hostname`` (``CallInfo.node``); the configured address if it will not
+        say."""
+        reply = str(conn.send("api hostname").data).strip()
+        if reply and not reply.startswith("-ERR"):
+            return reply
+        log.warning("FreeSWITCH node %s did not tell its host name (%s): its callbacks are "
+                    "matched by its address", self.name, reply[:80])
+        return self.name
 
     def _fail_jobs(self) -> None:
         jobs, self._jobs = self._jobs, {}

@@ -140,10 +140,13 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class RequestCallback:
-    """The caller confirmed ``number``: their entry waits on as a callback, they hang up."""
+    """The caller confirmed ``number``: their entry waits on as a callback, they hang up.
+    ``engine`` and ``node``: where they came in, where the callback is dialled from."""
 
     call_id: str
     number: str
+    engine: str
+    node: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,8 @@ class CallerFlow:
         self.transfer_to = ""  # "extension:<n>" | "queue:<name>" once the agent asked
         self.agent_hung_up = False  # the agent ended the call (console): their leg goes
         self.caller_number = ""
+        self.engine = ""  # the engine kind and node the caller came in on
+        self.node = ""
         self.callback_step: CallbackStep = ""
         self.callback_to = ""  # the number being confirmed, then registered
         self._keyed = ""  # digits keyed in so far
@@ -238,6 +243,7 @@ class CallerFlow:
     def start(self, call: CallInfo) -> list[Command]:
         self.call_id = call.call_id
         self.caller_number = call.caller
+        self.engine, self.node = call.engine, call.node
         self._joined_at = self.clock()
         self.phase = "waiting"
         self.sink(Join(call.call_id, self.config.name, self.priority, call.caller,
@@ -257,6 +263,7 @@ class CallerFlow:
         the caller's entry over, at their place in line): music on hold again, the
         announcements, and what is left of ``max_wait_seconds``; no Join."""
         self.call_id = call.call_id
+        self.engine, self.node = call.engine, call.node
         self._joined_at = self.clock() - max(0.0, waited)
         self.phase = "waiting"
         return self._wait_on()
@@ -496,7 +503,7 @@ class CallerFlow:
         return [*cmds, StartTimer(CALLBACK_TIMER, CALLBACK_DIALOG_SECONDS)]
 
     def _register(self) -> list[Command]:
-        self.sink(RequestCallback(self.call_id, self.callback_to))
+        self.sink(RequestCallback(self.call_id, self.callback_to, self.engine, self.node))
         cmds: list[Command] = [CancelTimer(CALLBACK_TIMER), CancelTimer(MAX_WAIT_TIMER),
                                SetVariable(CALLBACK_TO_VARIABLE, self.callback_to)]
         return cmds + self._dialog("registered",

@@ -388,6 +388,7 @@ class CallbackDial:
     number: str
     agent: str
     attempt: int  # 1 for the first call to the customer
+    node: str = ""  # the engine node the caller came in on: dialled from there if reached
 
 
 @dataclass(frozen=True, slots=True)

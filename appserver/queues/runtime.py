@@ -39,9 +39,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, get_args
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 from redis import exceptions as redis_errors
 
@@ -97,20 +97,33 @@ UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError,
 RETRY_MIN, RETRY_MAX = 0.2, 1.0  # seconds between attempts at a write Redis did not take
 TAKEOVER_GRACE = 10.0  # seconds from taking a caller over to their flow resuming the stay
 CALLBACK_CLAIM_MARGIN = 30.0  # seconds a dialling claim outlasts the customer's ring time
+CALLBACK_AFFINITY_GRACE = 30.0  # default of CALLYARD_CALLBACK_AFFINITY_GRACE
 DialOutcome: TypeAlias = Literal["answered", "busy", "no_answer", "failed"]
+Node = TypeVar("Node")
 
 
 class CallbackDialer(Protocol):
-    """The engine side of callbacks: call the customer of ``dial`` and send their answered
-    leg to a worker (any) with :data:`CALLBACK_VARIABLE` set to ``variable``; returns how it
-    went and the engine's cause (FreeSWITCH ``originate``; Asterisk ``POST /channels``)."""
+    """The engine side of callbacks: call the customer of ``dial`` (from ``dial.node`` when
+    connected to it, else from any node connected) and send their answered leg to a worker
+    (any) with :data:`CALLBACK_VARIABLE` set to ``variable``; returns how it went and the
+    engine's cause (FreeSWITCH ``originate``; Asterisk ``POST /channels``)."""
 
-    def can_dial(self) -> bool:
-        """Whether an engine node is connected now (if not, leave callbacks to others)."""
+    engine: str  # the engine kind, as in CallInfo.engine
+
+    def nodes_up(self) -> list[str]:
+        """The engine nodes connected now, named as their calls' ``CallInfo.node`` (none:
+        leave callbacks to others)."""
         ...
 
     async def dial(self, dial: CallbackDial, config: QueueConfig,
                    variable: str) -> tuple[DialOutcome, str]: ...
+
+
+def caller_node_or_any(connected: Sequence[Node], name: Callable[[Node], str],
+                       node: str) -> Node | None:
+    """What a dialler dials a callback from: of its ``connected`` nodes, the caller's
+    ``node`` (matched by ``name``), else the first (the caller's is gone); None if none."""
+    return next((n for n in connected if name(n) == node), connected[0] if connected else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +156,13 @@ class QueueRuntime:
 
     def __init__(self, redis: Any, worker_id: str, deliver: Deliver | None = None, *,
                  lease_seconds: float = 15.0, tick_seconds: float = 1.0,
-                 prefix: str = KEY_PREFIX, dialer: CallbackDialer | None = None) -> None:
+                 prefix: str = KEY_PREFIX, dialer: CallbackDialer | None = None,
+                 callback_grace_seconds: float = CALLBACK_AFFINITY_GRACE) -> None:
         self.worker_id = worker_id
         self.deliver = deliver
         self.dialer = dialer  # None: this worker never dials callbacks (others do)
+        # How long a callback's node must be gone before another node of its engine dials it.
+        self.callback_grace_ms = int(callback_grace_seconds * 1000)
         self.lease_ms = int(lease_seconds * 1000)
         self.tick_seconds = tick_seconds
         self.prefix = prefix
@@ -380,12 +396,20 @@ class QueueRuntime:
         return {name for name, cfg in self.configs.items() if cfg.callback_key}
 
     async def _dial_callbacks(self) -> None:
-        """Claim the callbacks agents accepted and call their customers (one worker each)."""
-        if self.dialer is None or not self._queues_calling_back() or not self.dialer.can_dial():
+        """Claim the callbacks agents accepted and call their customers (one worker each,
+        one from the node the caller came in on while a worker reaches it)."""
+        dialer = self.dialer
+        if dialer is None or not self._queues_calling_back():
+            return
+        nodes = dialer.nodes_up()
+        if not nodes:
             return
         ring = max(self.configs[q].callback_ring_seconds for q in self._queues_calling_back())
         claim_ms = int((ring + CALLBACK_CLAIM_MARGIN) * 1000)
-        for dial in await self.store.claim_callbacks(self.worker_id, claim_ms):
+        claimed = await self.store.claim_callbacks(
+            self.worker_id, claim_ms, engine=dialer.engine, nodes=nodes,
+            grace_ms=self.callback_grace_ms)
+        for dial in claimed:
             self.shell.spawn(self._dial_callback(dial), "queues-callback")
 
     async def _dial_callback(self, dial: CallbackDial) -> None:
@@ -393,7 +417,7 @@ class QueueRuntime:
         outcome: DialOutcome = "failed"
         cause = "no such queue"
         extra = {"call_id": dial.entry, "queue": dial.queue, "attempt": dial.attempt,
-                 "agent": dial.agent}
+                 "agent": dial.agent, "node": dial.node}
         if config is not None and self.dialer is not None:
             try:
                 outcome, cause = await self.dialer.dial(dial, config,
@@ -432,7 +456,8 @@ class QueueRuntime:
         if isinstance(action, Finish):
             return lambda store: store.finish(call_id)
         if isinstance(action, RequestCallback):
-            return lambda store: store.request_callback(call_id, action.number)
+            return lambda store: store.request_callback(call_id, action.number,
+                                                        engine=action.engine, node=action.node)
         if isinstance(action, CallbackAnswered):
             return lambda store: store.callback_answered(action.entry, call_id, self.worker_id,
                                                          self.lease_ms)

@@ -16,7 +16,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from appserver.queues import scripts
@@ -215,8 +215,9 @@ def _callback_request_result(r: Any) -> int:
 
 def _callback_dials(r: Any) -> list[CallbackDial]:
     items = _strs(r)
-    return [CallbackDial(items[i], items[i + 1], items[i + 2], items[i + 3], int(items[i + 4]))
-            for i in range(0, len(items), 5)]
+    return [CallbackDial(items[i], items[i + 1], items[i + 2], items[i + 3], int(items[i + 4]),
+                         items[i + 5])
+            for i in range(0, len(items), 6)]
 
 
 def _callback_result(r: Any) -> CallbackResult:
@@ -441,19 +442,25 @@ class QueueStore:
         return _taken_over(call_id, r)
 
     # callbacks (see README "Callback in queue")
-    async def request_callback(self, call_id: str, number: str, now: int | None = None) -> int:
+    async def request_callback(self, call_id: str, number: str, now: int | None = None, *,
+                               engine: str = "", node: str = "") -> int:
         """Turn the waiting caller ``call_id``'s entry into a callback to ``number`` (it keeps
-        its place; no worker owns it any more); returns its position."""
+        its place; no worker owns it any more); returns its position. ``engine`` and
+        ``node``: where the caller came in, where the callback is dialled from (none: any
+        worker's engine)."""
         r = await self._run("callback_request", check_call_id(call_id),
-                            check_callback_number(number), now or now_ms())
+                            check_callback_number(number), now or now_ms(), engine, node)
         return _callback_request_result(r)
 
     async def claim_callbacks(self, owner: str, claim_ms: int, now: int | None = None,
-                              limit: int = 50) -> list[CallbackDial]:
+                              limit: int = 50, *, engine: str = "", nodes: Sequence[str] = (),
+                              grace_ms: int = 30_000) -> list[CallbackDial]:
         """Callbacks accepted by an agent, for ``owner`` to dial (each claimed by one
-        worker at a time, for ``claim_ms``)."""
+        worker at a time, for ``claim_ms``): those whose caller came in on one of ``nodes``
+        (of ``engine``, reached by ``owner`` now), those of another node of ``engine`` no
+        worker has reached for ``grace_ms``, and those with no node."""
         r = await self._run("callback_claim", check_name("worker", owner), now or now_ms(),
-                            claim_ms, limit)
+                            claim_ms, limit, engine, grace_ms, *nodes)
         return _callback_dials(r)
 
     async def callback_result(self, entry: str, outcome: str, cause: str = "",

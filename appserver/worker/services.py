@@ -75,7 +75,8 @@ class WorkerServices:
         self.menus = MenuFlows(self.reader)
         self.sink = CdrSink(self.redis, maxlen=settings.cdr_stream_maxlen)
         self.cdrs = CdrCalls(self.sink, observer=CallMetrics())
-        self.queues = QueueRuntime(self.redis, f"{engine}-{socket.gethostname()}-{os.getpid()}")
+        self.queues = QueueRuntime(self.redis, f"{engine}-{socket.gethostname()}-{os.getpid()}",
+                                   callback_grace_seconds=settings.callback_affinity_grace)
         self.flows = worker_pipeline(AppRouter([callback_app, *apps, self.menus]), cdrs=self.cdrs,
                                      queues=self.queues,
                                      livekit_sip_uri=settings.livekit_sip_uri)

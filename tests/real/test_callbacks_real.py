@@ -7,7 +7,6 @@ stand-in gets the INVITE for the callback's room). The history lands in PostgreS
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 
@@ -83,16 +82,6 @@ async def remove_callback_queue(database: str) -> None:
         await conn.close()
 
 
-# Any worker sharing the Redis may claim a callback and dial it on its own engine; in the
-# real-engine session the simulators' workers share it too, so one of them may dial (into a
-# simulator) the call meant for this engine's SIP phone. Until a callback is dialled from the
-# node its caller came in on, this runs on request, alone: CALLYARD_REAL_CALLBACKS=1.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CALLYARD_REAL_CALLBACKS") != "1",
-    reason="workers of other engines in the session may claim the callback (node affinity "
-           "not built yet): run with CALLYARD_REAL_CALLBACKS=1, this file alone")
-
-
 @pytest.mark.parametrize("target", REAL_TARGETS)
 async def test_callback_busy_then_answered_on_the_retry(
     engine: EngineSimulator, target: str, real_database: str, real_redis_url: str,
@@ -103,15 +92,30 @@ async def test_callback_busy_then_answered_on_the_retry(
     _, livekit_sip = livekit
     await define_callback_queue(real_database, real_redis_url, customer)
     try:
-        await callback_busy_then_answered(engine, scale, livekit_sip, customer, console,
-                                          real_database)
+        await callback_busy_then_answered(engine, target, scale, livekit_sip, customer,
+                                          console, real_database, real_redis_url)
     finally:
         await remove_callback_queue(real_database)
 
 
+async def dialled_from_the_callers_node(redis_url: str, engine: str, entry: str) -> None:
+    """The callback keeps the engine and node its caller came in on, and a worker of that
+    engine reaches the node by the same name (FreeSWITCH: ``api hostname`` on its inbound
+    ESL = the call's ``FreeSWITCH-Hostname``; Asterisk: the ARI address). The simulators'
+    workers in the session reach other nodes: they leave the callback alone."""
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        kind, node = await redis.hmget(f"{{callyard:q}}:call:{entry}", "cb_engine", "cb_node")
+        assert kind == engine and node, (kind, node)
+        assert await redis.zscore("{callyard:q}:callbacks:nodes", f"{kind}/{node}"), node
+    finally:
+        await redis.aclose()
+
+
 async def callback_busy_then_answered(
-    engine: EngineSimulator, scale: float, livekit_sip: SipEndpoint, customer: SipEndpoint,
-    console: httpx.AsyncClient, real_database: str,  # noqa: F811
+    engine: EngineSimulator, target: str, scale: float, livekit_sip: SipEndpoint,
+    customer: SipEndpoint, console: httpx.AsyncClient, real_database: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     call = await engine.place_call(NUMBER, caller=CUSTOMER)
     await seen(call, "moh", "default", 10 * scale)
@@ -120,6 +124,7 @@ async def callback_busy_then_answered(
     await call.press("1")
     await seen(call, "prompt_started", "file:queue/callback_registered", 10 * scale)
     await call.wait_ended(15 * scale)
+    await dialled_from_the_callers_node(redis_url, target, call.call_id)
     auth = await login(console, "t-web")
     try:
         for attempt in (1, 2):  # busy, then answered on the retry

@@ -103,6 +103,7 @@ class DialledLeg:
             uuid=uuid,
             direction="outbound",
             name=f"sofia/callyard/{target}",
+            hostname=caller.hostname,
         )
         self.bridged = False
         self.ended = asyncio.Event()
@@ -138,6 +139,7 @@ class Switch(Protocol):
     (:class:`.simulator.FreeswitchSimulator`, which imports this module)."""
 
     workers: list[tuple[str, int]]  # the dialplan's socket targets, in order
+    hostname: str  # FreeSWITCH-Hostname of its events
     behaviour: Behaviour
     legs: dict[str, DialledLeg]  # B-legs of running bridges, by uuid
     dtmf_latencies: list[float]
@@ -156,7 +158,8 @@ class EslSimCall(SimulatedCall):
                  channel: SimChannel | None = None) -> None:
         self.sim = sim
         # ``channel``: a leg the switch originated, answered, now running the dialplan
-        self.channel = channel or SimChannel(caller=caller, called=to, caller_name=caller_name)
+        self.channel = channel or SimChannel(caller=caller, called=to, caller_name=caller_name,
+                                             hostname=sim.hostname)
         self.call_id = self.channel.uuid
         self.transcript = Transcript()
         self._writer: asyncio.StreamWriter | None = None

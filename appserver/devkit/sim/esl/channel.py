@@ -39,15 +39,16 @@ def next_sequence() -> str:
     return str(_sequence)
 
 
-def core_headers(event_name: str, calling: tuple[str, str, int]) -> Pairs:
+def core_headers(event_name: str, calling: tuple[str, str, int],
+                 hostname: str = HOSTNAME) -> Pairs:
     now = time.time()
     local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
     return [
         ("Event-Name", event_name),
         ("Core-UUID", CORE_UUID),
-        ("FreeSWITCH-Hostname", HOSTNAME),
-        ("FreeSWITCH-Switchname", HOSTNAME),
+        ("FreeSWITCH-Hostname", hostname),
+        ("FreeSWITCH-Switchname", hostname),
         ("FreeSWITCH-IPv4", "127.0.0.1"),
         ("FreeSWITCH-IPv6", "::1"),
         ("Event-Date-Local", local),
@@ -99,6 +100,7 @@ class SimChannel:
     name: str = ""
     # the bridged party's profile: events then carry Other-Type / Other-Leg-* like real ones
     other: SimChannel | None = None
+    hostname: str = HOSTNAME  # the switch's (FreeSWITCH-Hostname of its events)
 
     def __post_init__(self) -> None:
         self.name = self.name or f"sofia/callyard/{self.caller}@callyard-sim"
@@ -184,7 +186,7 @@ class SimChannel:
         """The ``connect`` reply's headers before Content-Type (CHANNEL_DATA)."""
         chan = [(f"Channel-{k.split('-', 1)[1]}", v) for k, v in self._profile("Caller")]
         return (
-            core_headers("CHANNEL_DATA", _CALLING["CHANNEL_DATA"])
+            core_headers("CHANNEL_DATA", _CALLING["CHANNEL_DATA"], self.hostname)
             + chan
             + self.channel_headers()
             + self.variable_headers()
@@ -200,7 +202,8 @@ class SimChannel:
         """The event's headers; ``lead`` goes before the channel data (as FreeSWITCH adds
         ``Bridge-A-Unique-ID`` / ``Bridge-B-Unique-ID``), ``extra`` after the variables."""
         calling = _CALLING.get(name, ("switch_channel.c", "switch_channel_event", 1))
-        pairs = core_headers(name, calling) + list(lead) + self.channel_headers()
+        pairs = core_headers(name, calling, self.hostname) + list(lead) \
+            + self.channel_headers()
         if with_variables:
             pairs += self.variable_headers()
         pairs.extend(extra)

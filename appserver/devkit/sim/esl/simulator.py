@@ -27,7 +27,7 @@ from appserver.devkit.sim.esl import eavesdrop
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, dial_string
-from appserver.devkit.sim.esl.channel import Pairs, SimChannel, core_headers
+from appserver.devkit.sim.esl.channel import HOSTNAME, Pairs, SimChannel, core_headers
 from appserver.devkit.sim.esl.eavesdrop import EavesdropLeg
 from appserver.freeswitch.esl_codec import ESLProtocolError
 
@@ -41,8 +41,10 @@ class FreeswitchSimulator:
         behaviour: Behaviour | None = None,
         password: str = "ClueCon",
         route: str = r"^[0-9*#+]+$",
+        hostname: str = HOSTNAME,
     ) -> None:
         self.workers = workers
+        self.hostname = hostname  # FreeSWITCH-Hostname: a node's name (callback affinity)
         self.behaviour = behaviour or Behaviour()
         self.password = password
         self.route = re.compile(route)
@@ -148,6 +150,9 @@ class FreeswitchSimulator:
             "0 session(s) per Sec out of max 1000, peak 0, last 5min 0 \n"
             "10000 session(s) max\nmin idle cpu 0.00/100.00\n"
         )
+
+    def _api_hostname(self, args: list[str]) -> str:
+        return self.hostname  # as FreeSWITCH: gethostname(), what its events say
 
     def _api_show(self, args: list[str]) -> str:
         if args[:2] == ["channels", "count"]:
@@ -334,7 +339,8 @@ class FreeswitchSimulator:
             called=args[1] if len(args) > 1 else "",
             context=args[3] if len(args) > 3 else "default",
             uuid=variables.get("origination_uuid") or str(uuidlib.uuid4()),
-            direction="outbound", name=endpoint, variables=dict(variables))
+            direction="outbound", name=endpoint, variables=dict(variables),
+            hostname=self.hostname)
         self.broadcast("CHANNEL_CREATE", channel.event_pairs("CHANNEL_CREATE"))
         b = self.behaviour
         mode = b.endpoints.get(number, b.default_endpoint)
@@ -500,10 +506,12 @@ class _InboundSession:
 
     def _job_done(self, job: str, line: str, result: str) -> None:
         cmd, _, arg = line.strip().partition(" ")
-        api_pairs = core_headers("API", ("switch_loadable_module.c", "switch_api_execute", 2954))
+        api_pairs = core_headers("API", ("switch_loadable_module.c", "switch_api_execute", 2954),
+                                 self.sim.hostname)
         api_pairs += [("API-Command", cmd)] + ([("API-Command-Argument", arg)] if arg else [])
         self.sim.broadcast("API", api_pairs)
-        pairs = core_headers("BACKGROUND_JOB", ("mod_event_socket.c", "api_exec", 1572))
+        pairs = core_headers("BACKGROUND_JOB", ("mod_event_socket.c", "api_exec", 1572),
+                             self.sim.hostname)
         pairs += [("Job-UUID", job), ("Job-Command", cmd)]
         if arg:
             pairs.append(("Job-Command-Arg", arg))
