@@ -72,6 +72,18 @@ def test_confirm_the_caller_id_then_goodbye() -> None:
     assert len(actions) == 2  # Join, RequestCallback: no Leave (the entry stays)
 
 
+def test_a_taken_over_caller_is_offered_their_own_number() -> None:
+    """Finding: a caller another worker took over (``resume``) was asked to key in a number,
+    as if they had no caller id."""
+    flow, actions, _ = make(callback_key="5", max_wait_seconds=300)
+    flow.resume(CALL, waited=20.0)
+    cmds = flow.handle(Dtmf("5"))
+    assert plays(cmds) == [("file:queue/callback_confirm", "digits:15550100",
+                            "file:queue/callback_confirm_keys")]
+    flow.handle(Dtmf("1"))
+    assert actions[-1] == RequestCallback("call-1", "+15550100", "asterisk", "pbx1:8088")
+
+
 def test_key_in_another_number() -> None:
     flow, actions, _ = make(callback_key="*")
     flow.start(CALL)

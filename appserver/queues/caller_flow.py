@@ -263,6 +263,7 @@ class CallerFlow:
         the caller's entry over, at their place in line): music on hold again, the
         announcements, and what is left of ``max_wait_seconds``; no Join."""
         self.call_id = call.call_id
+        self.caller_number = call.caller  # offered as the callback number
         self.engine, self.node = call.engine, call.node
         self._joined_at = self.clock() - max(0.0, waited)
         self.phase = "waiting"
