@@ -88,15 +88,25 @@ async def test_the_api_makes_trial_numbers_of_valid_drafts(pg_pool, redis_client
     async with api_app(pg_pool, redis_client, menu_trials=True) as api, \
             api.client(api.admin_key) as c:
         await _seed(c)
+        # No worker follows trial calls: the number would not be answered.
         r = await c.post("/api/menu-drafts/trial-calls", json={"menu": "main", "menus": unsaved})
-        assert r.status_code == 201, r.text
-        number = r.json()["number"]
-        assert r.json()["menu"] == "main" and is_trial_number(number)
-        assert await redis_client.zscore(TRIALS, number) is not None
-        reader = MenuSetReader(redis_client, trials=True)
-        await reader.load_trials()
-        flow = reader.flow_for(number)
-        assert flow is not None
+        assert r.status_code == 503 and "CALLYARD_MENU_TRIALS" in r.text
+        readers = [MenuSetReader(redis_client, trials=True) for _ in range(2)]
+        for reader in readers:
+            await reader.start()
+        try:
+            r = await c.post("/api/menu-drafts/trial-calls",
+                             json={"menu": "main", "menus": unsaved})
+            assert r.status_code == 201, r.text
+            number = r.json()["number"]
+            assert r.json()["menu"] == "main" and is_trial_number(number)
+            assert r.json()["workers"] == 2
+            # Answered once both readers have it: the first call finds it everywhere.
+            assert all(reader.flow_for(number) is not None for reader in readers)
+            assert await redis_client.zscore(TRIALS, number) is not None
+        finally:
+            for reader in readers:
+                await reader.stop()
         bad = {"main": {**MAIN, "options": [{"digits": "1", "action": "submenu",
                                              "target": "ghost"}]}}
         r = await c.post("/api/menu-drafts/trial-calls", json={"menu": "main", "menus": bad})
@@ -106,3 +116,19 @@ async def test_the_api_makes_trial_numbers_of_valid_drafts(pg_pool, redis_client
         async with api.client() as anon:  # (roles: tests/test_api_auth.py)
             r = await anon.post("/api/menu-drafts/trial-calls", json={"menu": "main"})
             assert r.status_code == 401
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 6])
+async def test_a_reader_stopped_at_once_stops_and_unsubscribes(redis_client, turns: int
+                                                               ) -> None:
+    """Finding: stopped while its SUBSCRIBE was in flight, a reader's task swallowed the
+    cancellation (inside redis-py): stop() waited its 5 s and the task went on, subscribed."""
+    reader = MenuSetReader(redis_client, trials=True)
+    await reader.start()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    started = time.monotonic()
+    await reader.stop()
+    assert time.monotonic() - started < 2.5
+    counts = await redis_client.pubsub_numsub(TRIALS, "callyard:menus")
+    assert [n for _, n in counts] == [0, 0]

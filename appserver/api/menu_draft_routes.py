@@ -287,13 +287,17 @@ async def try_candidate(ctx: Context, _: Admin, body: TrialStepsIn) -> dict[str,
 async def trial_call(ctx: Context, _: Admin, body: TrialIn) -> dict[str, Any]:
     """A trial number: for 30 minutes a call to it walks the set with ``menus`` laid over
     the drafts, from ``menu``, through a worker and its engine (``callyard dev``: the
-    softphone). 409 unless trial calls are on (``CALLYARD_MENU_TRIALS``); 422 while the set
-    has an error."""
+    softphone). Answered once every worker following trials has it (``workers``: how many).
+    409 unless trial calls are on (``CALLYARD_MENU_TRIALS``); 422 while the set has an
+    error; 503 when no worker follows trial calls."""
     if not ctx.settings.menu_trials:
         raise HTTPException(409, "trial calls are off: set CALLYARD_MENU_TRIALS=1 for the API "
                                  "and the workers (callyard dev turns it on)")
     trial = await store_trial(ctx.redis, await _candidate_source(ctx, body), body.menu)
-    return {"number": trial.number, "menu": trial.menu,
+    if trial.readers == 0:
+        raise HTTPException(503, "no worker answers trial calls: set CALLYARD_MENU_TRIALS=1 "
+                                 "for the workers too, and check they are running")
+    return {"number": trial.number, "menu": trial.menu, "workers": trial.readers,
             "expires_at": datetime.fromtimestamp(trial.expires_at, UTC).isoformat()}
 
 

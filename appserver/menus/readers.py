@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from appserver.menus import keys
-from appserver.menus.trial_calls import TRIALS, trial_key
+from appserver.menus.trial_calls import TRIAL_TTL, TRIALS, loaded_key, trial_key
 from appserver.shells import close, for_client, reply
 from ivr.compile import MenuSet
 from ivr.machine import IvrCall
@@ -72,6 +72,7 @@ class MenuSetReader:
         self._listeners: list[Listener] = []
         self._next_warning = 0.0
         self._task: Any = None
+        self._stopping = False
 
     @property
     def version(self) -> int | None:
@@ -100,7 +101,8 @@ class MenuSetReader:
         return menuset.flow_for(number, clock=clock)
 
     async def load_trial(self, number: str) -> None:
-        """Load trial ``number``'s set (gone or unreadable: forgotten, logged)."""
+        """Load trial ``number``'s set (gone or unreadable: forgotten, logged) and count
+        this reader in its ``loaded`` key."""
         expires = await reply(self.client.zscore(TRIALS, number))
         doc = await reply(self.client.get(trial_key(number)))
         if expires is None or doc is None:
@@ -114,6 +116,8 @@ class MenuSetReader:
         self.trials[number] = (menuset, float(expires))
         while len(self.trials) > MAX_TRIALS:
             del self.trials[min(self.trials, key=lambda n: self.trials[n][1])]
+        await reply(self.client.incr(loaded_key(number)))
+        await reply(self.client.expire(loaded_key(number), TRIAL_TTL))
 
     async def load_trials(self) -> None:
         """Load every live trial (after subscribing: one may have been published before)."""
@@ -172,10 +176,14 @@ class MenuSetReader:
             self.last_error = f"redis: {exc}"
             log.warning("menu sets not readable yet", extra={"error": str(exc)})
         self._warn_while_empty()
+        self._stopping = False
         self._task = self.shell.spawn(self._follow(), "menuset-reader")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py may swallow a cancellation (seen while SUBSCRIBE is in flight): the
+            # loop also ends at its next turn (at most a second), closing its subscription.
+            self._stopping = True
             await self.shell.cancel([self._task], 5.0)
             self._task = None
 
@@ -189,7 +197,7 @@ class MenuSetReader:
 
     async def _follow(self) -> None:
         backoff = 0.5
-        while True:
+        while not self._stopping:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 channels = [keys.CHANNEL, TRIALS] if self.follows_trials else [keys.CHANNEL]
@@ -199,7 +207,7 @@ class MenuSetReader:
                     await self.load_trials()
                 backoff = 0.5
                 next_poll = time.monotonic() + self.poll_interval
-                while True:
+                while not self._stopping:
                     message = await reply(
                         pubsub.get_message(timeout=min(1.0, self.poll_interval)))
                     if message is not None and _text(message["channel"]) == TRIALS:

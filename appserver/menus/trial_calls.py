@@ -5,7 +5,9 @@ random digits), stores it in Redis for :data:`TRIAL_TTL` seconds and PUBLISHes t
 
 * ``callyard:menus:trial:<number>`` -- the MenuSet JSON (expires with the trial);
 * ``callyard:menus:trials`` -- sorted set of trial numbers by expiry (a reader that
-  (re)subscribes loads the live ones from it), and the channel the numbers are published on.
+  (re)subscribes loads the live ones from it), and the channel the numbers are published on;
+* ``callyard:menus:trial:<number>:loaded`` -- how many readers loaded it: the API waits for
+  every reader the PUBLISH reached, so the first call to the number finds it everywhere.
 
 Workers load trial sets only with ``CALLYARD_MENU_TRIALS`` on (``callyard dev`` turns it
 on): a call to a trial number then walks the draft; without it, or once the trial expired,
@@ -14,6 +16,7 @@ the number is not in service. Callers of the live numbers never reach a draft.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import time
@@ -34,6 +37,10 @@ def trial_key(number: str) -> str:
     return f"{keys.PREFIX}:trial:{number}"
 
 
+def loaded_key(number: str) -> str:
+    return f"{keys.PREFIX}:trial:{number}:loaded"
+
+
 def is_trial_number(number: str) -> bool:
     digits = number[len(TRIAL_PREFIX):]
     return (number.startswith(TRIAL_PREFIX) and len(digits) == TRIAL_DIGITS
@@ -45,6 +52,7 @@ class TrialCall:
     number: str  # dial it to walk the draft
     menu: str
     expires_at: float  # Unix time
+    readers: int  # readers (workers with trial calls on) that loaded it
 
 
 def compile_trial(source: MenuSource, menu: str, number: str) -> MenuSet:
@@ -53,9 +61,11 @@ def compile_trial(source: MenuSource, menu: str, number: str) -> MenuSet:
         source, extensions=(*source.extensions, ExtensionDef(number, "menu", menu))))
 
 
-async def store_trial(redis: Any, source: MenuSource, menu: str) -> TrialCall:
+async def store_trial(redis: Any, source: MenuSource, menu: str, *, wait: float = 3.0
+                      ) -> TrialCall:
     """Compile ``source`` (validated) with a new trial number entering ``menu``, store it
-    and tell the workers; the trial number answers for :data:`TRIAL_TTL` seconds."""
+    and tell the workers; the trial number answers for :data:`TRIAL_TTL` seconds. Returns
+    once every reader the news reached loaded it (at most ``wait`` seconds)."""
     number = TRIAL_PREFIX + f"{secrets.randbelow(10 ** TRIAL_DIGITS):0{TRIAL_DIGITS}d}"
     doc = compile_trial(source, menu, number).to_json()
     now = time.time()
@@ -65,5 +75,10 @@ async def store_trial(redis: Any, source: MenuSource, menu: str) -> TrialCall:
         pipe.zremrangebyscore(TRIALS, "-inf", now)
         pipe.zadd(TRIALS, {number: expires})
         pipe.publish(TRIALS, number)
-        await pipe.execute()
-    return TrialCall(number, menu, expires)
+        *_, reached = await pipe.execute()
+    deadline = time.monotonic() + wait
+    while (loaded := int(await redis.get(loaded_key(number)) or 0)) < reached:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return TrialCall(number, menu, expires, loaded)
