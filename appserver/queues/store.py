@@ -277,6 +277,14 @@ SUPERVISE_REFUSALS = {
     "supervised": "another supervisor is on this call",
     "not_supervising": "you are not supervising this call",
 }
+# A supervisor moving or hanging up a waiting caller (move.lua, hangup.lua).
+WAITING_CALLER_REFUSALS = {
+    "no_entry": "that call is not in a queue (any more)",
+    "connected": "an agent already has that caller",
+    "no_such_queue": "no such queue",
+}
+
+
 def _move_args(call_id: str, queue: str, priority: int | None, now: int) -> list[Any]:
     check_call_id(call_id)
     if queue:
@@ -287,21 +295,14 @@ def _move_args(call_id: str, queue: str, priority: int | None, now: int) -> list
     return [call_id, queue, -1 if priority is None else priority, now]
 
 
-_SUPERVISOR_REFUSALS = {
-    "no_entry": "that call is not in a queue (any more)",
-    "connected": "an agent already has that caller",
-    "no_such_queue": "no such queue",
-}
-
-
 def _moved(call_id: str, r: Any) -> CallerMoved:
-    _refused(r, _SUPERVISOR_REFUSALS)
+    _refused(r, WAITING_CALLER_REFUSALS)
     items = _strs(r)
     return CallerMoved(call_id, items[1], items[2], int(items[3]), int(items[4]))
 
 
 def _hung_up(r: Any) -> str:
-    _refused(r, _SUPERVISOR_REFUSALS)
+    _refused(r, WAITING_CALLER_REFUSALS)
     return _s(r[0])
 
 
