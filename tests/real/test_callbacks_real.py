@@ -1,8 +1,9 @@
 """Callback in queue on the real engines: the caller presses 5, confirms their number and
 hangs up; the browser agent accepts the callback; the worker originates the call to the
-customer, a SIP phone (tests/sip_ua.py) that is busy the first time (486) and answers the
-retry; the answered customer is connected to the agent's LiveKit room (the LiveKit SIP
-stand-in gets the INVITE for the callback's room). The history lands in PostgreSQL."""
+customer, a SIP phone (tests/sip_ua.py) that is busy the first time (486), or rings
+unanswered through the queue's ring time, and answers the retry; the answered customer is
+connected to the agent's LiveKit room (the LiveKit SIP stand-in gets the INVITE for the
+callback's room). The history lands in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ NUMBER = "8114"  # a number of its own (tests/ivr_menus.py seeds 81xx)
 CUSTOMER = "+15550805"
 
 
+FIRST = ("busy", "no_answer")  # the first call to the customer
+RING_SECONDS = {"busy": 10, "no_answer": 5}  # the queue's callback_ring_seconds
+
+
 @pytest.fixture
-async def customer() -> AsyncIterator[SipEndpoint]:
-    """The customer's phone: busy for the first call, answers the next ones."""
+async def customer(first: str) -> AsyncIterator[SipEndpoint]:
+    """The customer's phone: busy or not answering the first call, answers the next ones."""
     phone: SipEndpoint | None = None
 
     def policy(_invite: object) -> str:
         assert phone is not None
-        return "busy" if len(phone.invites) == 1 else "answer"
+        return first if len(phone.invites) == 1 else "answer"
 
     phone = SipEndpoint(user="customer", audio="tone", policy=policy)  # type: ignore[arg-type]
     await phone.start()
@@ -43,7 +48,8 @@ async def customer() -> AsyncIterator[SipEndpoint]:
     phone.close()
 
 
-async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoint) -> None:
+async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoint,
+                                ring_seconds: int) -> None:
     """Queue t-callback (agent t-web, callbacks on 5, retried after 1 s) on 8114, published
     by ``callyard api`` to Redis."""
     at = f"{phone.host}:{phone.port}"
@@ -51,7 +57,8 @@ async def define_callback_queue(database: str, redis_url: str, phone: SipEndpoin
     try:
         await save_queue(conn, Queue(
             "t-callback", announce_interval=0, wrapup_seconds=0, callback_key="5",
-            callback_max_attempts=3, callback_retry_seconds=1, callback_ring_seconds=10,
+            callback_max_attempts=3, callback_retry_seconds=1,
+            callback_ring_seconds=ring_seconds,
             callback_freeswitch_endpoint=f"sofia/callyard/{{number}}@{at}",
             callback_asterisk_endpoint=f"PJSIP/kamailio/sip:{{number}}@{at}"))
         await save_member(conn, QueueMember("t-callback", "t-web"))
@@ -82,18 +89,19 @@ async def remove_callback_queue(database: str) -> None:
         await conn.close()
 
 
+@pytest.mark.parametrize("first", FIRST)
 @pytest.mark.parametrize("target", REAL_TARGETS)
-async def test_callback_busy_then_answered_on_the_retry(
-    engine: EngineSimulator, target: str, real_database: str, real_redis_url: str,
+async def test_callback_answered_on_the_retry(
+    engine: EngineSimulator, target: str, first: str, real_database: str, real_redis_url: str,
     livekit: tuple[LiveKitStandIn, SipEndpoint], customer: SipEndpoint,
     console: httpx.AsyncClient,  # noqa: F811
 ) -> None:
     scale = time_scale(target)
     _, livekit_sip = livekit
-    await define_callback_queue(real_database, real_redis_url, customer)
+    await define_callback_queue(real_database, real_redis_url, customer, RING_SECONDS[first])
     try:
-        await callback_busy_then_answered(engine, target, scale, livekit_sip, customer,
-                                          console, real_database, real_redis_url)
+        await callback_answered_on_the_retry(engine, target, first, scale, livekit_sip,
+                                             customer, console, real_database, real_redis_url)
     finally:
         await remove_callback_queue(real_database)
 
@@ -112,8 +120,8 @@ async def dialled_from_the_callers_node(redis_url: str, engine: str, entry: str)
         await redis.aclose()
 
 
-async def callback_busy_then_answered(
-    engine: EngineSimulator, target: str, scale: float, livekit_sip: SipEndpoint,
+async def callback_answered_on_the_retry(
+    engine: EngineSimulator, target: str, first: str, scale: float, livekit_sip: SipEndpoint,
     customer: SipEndpoint, console: httpx.AsyncClient, real_database: str,  # noqa: F811
     redis_url: str,
 ) -> None:
@@ -127,12 +135,12 @@ async def callback_busy_then_answered(
     await dialled_from_the_callers_node(redis_url, target, call.call_id)
     auth = await login(console, "t-web")
     try:
-        for attempt in (1, 2):  # busy, then answered on the retry
+        for attempt in (1, 2):  # busy or unanswered, then answered on the retry
             await offered(console, auth, call, 15 * scale)
             r = await console.post("/api/agent/accept", json={"call": call.call_id},
                                    headers=auth)
             assert r.status_code == 200 and r.json()["ok"], r.text
-            await wait_until(lambda n=attempt: len(customer.invites) >= n, 20 * scale)
+            await wait_until(lambda n=attempt: len(customer.invites) >= n, 25 * scale)
         room = f"call-{call.call_id}"  # the room the agent entered on accepting
         await wait_until(lambda: any(i.user == room for i in livekit_sip.invites), 20 * scale)
         assert [i.user for i in customer.invites] == [CUSTOMER, CUSTOMER]
@@ -148,8 +156,9 @@ async def callback_busy_then_answered(
             await asyncio.sleep(0.2)
         attempts = await conn.fetch("SELECT outcome, cause FROM callback_attempts"
                                     " WHERE call_id = $1 ORDER BY attempt", call.call_id)
-        assert [a["outcome"] for a in attempts] == ["busy", "answered"]
-        assert attempts[0]["cause"] == "USER_BUSY"
+        assert [a["outcome"] for a in attempts] == [first, "answered"]
+        if first == "busy":
+            assert attempts[0]["cause"] == "USER_BUSY"
         assert row["number"] == CUSTOMER and row["agent"] == "t-web"
     finally:
         await conn.close()
