@@ -144,6 +144,7 @@ class Switch(Protocol):
 
     @property
     def has_listeners(self) -> bool: ...
+    def wants_event(self, name: str) -> bool: ...
     def api(self, line: str) -> str: ...
     def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None: ...
     def forget(self, call: EslSimCall) -> None: ...
@@ -308,13 +309,11 @@ class EslSimCall(SimulatedCall):
         with_variables: bool = True,
         lead: list[tuple[str, str]] | None = None,
     ) -> None:
-        listening = name in self._subs and self._writer is not None
-        if not listening and not self.sim.has_listeners:
-            return
-        pairs = self.channel.event_pairs(name, extra, with_variables, lead or ())
-        if listening:
-            self._send(codec.event_frame(pairs, fmt=self._fmt))
-        self.sim.broadcast(name, pairs)
+        chan, lead = self.channel, lead or []
+        if name in self._subs and self._writer is not None:
+            self._send(chan.event_frame(name, self._fmt, extra, with_variables, lead))
+        if self.sim.wants_event(name):
+            self.sim.broadcast(name, chan.event_pairs(name, extra, with_variables, lead))
 
     async def _command(self, req: codec.Request) -> None:
         if self._dtmf_at:
