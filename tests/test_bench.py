@@ -10,12 +10,15 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("engine", ["freeswitch", "asterisk"])
-def test_bench_json(engine: str) -> None:
+@pytest.mark.parametrize(("engine", "processes"),
+                         [("freeswitch", 1), ("freeswitch", 2), ("asterisk", 2)])
+def test_bench_json(engine: str, processes: int) -> None:
+    """One worker against ``processes`` simulated engine nodes, each placing its share."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLYARD_")}
     out = subprocess.run(
         [sys.executable, "-m", "appserver.cli", "bench", "--engine", engine,
-         "--concurrent", "20", "--cps", "10", "--duration", "2", "--json"],
+         "--concurrent", "20", "--cps", "10", "--duration", "2", "--json",
+         "--sim-processes", str(processes)],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -27,11 +30,15 @@ def test_bench_json(engine: str) -> None:
     # placed / duration, and CPU per call placed of the worker and of the load side
     assert result["achieved_cps"] == 10.0
     assert result["worker"]["cpu_ms_per_call"] > 0 and result["simulator_cpu_ms_per_call"] > 0
+    shares = result["simulator_processes"]
+    assert [p["placed"] for p in shares] == [20 // processes] * processes
+    assert all(p["cpu_ms_per_call"] > 0 for p in shares)
 
 
-def test_bench_rejects_nonsense() -> None:
+@pytest.mark.parametrize("args", [["--cps", "0"], ["--sim-processes", "0"]])
+def test_bench_rejects_nonsense(args: list[str]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "appserver.cli", "bench", "--cps", "0"],
+        [sys.executable, "-m", "appserver.cli", "bench", *args],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 2 and "must be positive" in out.stderr

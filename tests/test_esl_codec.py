@@ -151,3 +151,47 @@ def test_call_socket_frames_are_capped_at_one_mib_at_the_header() -> None:
     largest = max((len(b.data) for name in FILES if (CAPTURES / name).exists()
                    for b in read_blocks(name) if b.direction == "received"), default=0)
     assert largest * 20 < c.MAX_CALL_FRAME_BYTES
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_channel_event_frames_from_cached_encodings_match_a_full_serialisation(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator encodes a channel's headers and variables once per change: every event
+    must still be what serialising all its headers gives, as the state and variables move."""
+    from appserver.devkit.sim.esl import channel as ch
+
+    monkeypatch.setattr(ch.time, "time", lambda: 1_764_000_000.25)
+    chan = ch.SimChannel(caller="+15550100", called="9999", caller_name="Ann & Bob",
+                         hostname="node-b")  # a second node (callback affinity)
+    leg = ch.SimChannel(caller="+15550100", called="1001", direction="outbound")
+
+    def same(name: str, **kw: object) -> None:
+        sequence = ch._sequence
+        fast = chan.event_frame(name, fmt, **kw)  # type: ignore[arg-type]
+        ch._sequence = sequence
+        full = s.event_frame(chan.event_pairs(name, **kw), fmt=fmt)  # type: ignore[arg-type]
+        assert fast == full
+
+    same("CHANNEL_EXECUTE", extra=[("Application", "answer")])
+    chan.answer_state, chan.call_state, chan.answered_us = "answered", "ACTIVE", 42
+    same("CHANNEL_ANSWER")
+    chan.variables["current_application_data"] = "ivr/welcome.wav|x=1;y=%20"
+    same("CHANNEL_EXECUTE")
+    chan.variables.update(playback_ms="1200", playback_samples="9600")
+    same("CHANNEL_EXECUTE_COMPLETE", extra=[("Application-Response", "FILE PLAYED")])
+    same("DTMF", extra=[("DTMF-Digit", "#")], with_variables=False)
+    chan.other = leg
+    same("CHANNEL_BRIDGE", lead=[("Bridge-A-Unique-ID", chan.uuid)])
+    leg.hangup_us = 99
+    same("CHANNEL_UNBRIDGE")
+    chan.variables.pop("playback_ms")
+    same("CHANNEL_EXECUTE")
+    del chan.variables["playback_samples"]
+    same("CHANNEL_EXECUTE")
+    chan.variables.setdefault("hangup_cause", "NORMAL_CLEARING")
+    same("CHANNEL_HANGUP")
+    chan.hangup_cause, chan.state = "NORMAL_CLEARING", "CS_HANGUP"
+    same("CHANNEL_STATE", with_variables=False)
+    chan.variables.clear()
+    same("CHANNEL_HANGUP_COMPLETE", extra=[("Hangup-Cause", "NORMAL_CLEARING")])

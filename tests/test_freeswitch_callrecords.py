@@ -27,9 +27,17 @@ def info(uuid: str) -> CallInfo:
 
 def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Redis) -> None:
     dead, live = CallRecords(client, "fs-dead"), CallRecords(client, "fs-live")
-    started = {uuid: dead.claim(info(uuid)) for uuid in ("gone", "bridged", "moved")}
+    for uuid in ("gone", "bridged", "moved"):
+        dead.claim(info(uuid))
+    dead.flush()
+    started = {uuid: float(client.hget(f"{PREFIX}call:{uuid}", "started_at") or 0)
+               for uuid in ("gone", "bridged", "moved")}
     client.set(f"{PREFIX}alive:fs-live", 1)  # fs-live's heartbeat; fs-dead has none
-    assert live.claim(info("moved")) == started["moved"]  # the next socket: keeps its start
+    live.claim(info("moved"))
+    live.flush()
+    assert client.hget(f"{PREFIX}call:moved", "owner") == "fs-live"
+    # the next socket: the call keeps its start
+    assert float(client.hget(f"{PREFIX}call:moved", "started_at") or 0) == started["moved"]
 
     lost: list[tuple[CallInfo, float]] = []
     on_engine = {"gone": False, "bridged": True}
@@ -52,12 +60,14 @@ def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Red
 
     # The moved call is fs-live's; it ends there and its record goes.
     live.release("moved")
+    live.flush()
     assert not client.exists(f"{PREFIX}call:moved")
 
 
 def test_live_workers_and_unanswering_nodes_are_left_alone(client: redis.Redis) -> None:
     busy, reaper = CallRecords(client, "fs-busy"), CallRecords(client, "fs-reaper")
     busy.claim(info("a"))
+    busy.flush()
     client.set(f"{PREFIX}alive:fs-busy", 1)
     lost: list[str] = []
     assert reaper.reap(lambda uuid: False, lambda call, at: lost.append(call.call_id)) == 0
@@ -71,7 +81,50 @@ def test_release_by_a_worker_that_lost_the_call_keeps_the_new_owners_record(
         client: redis.Redis) -> None:
     first, second = CallRecords(client, "fs-1"), CallRecords(client, "fs-2")
     first.claim(info("x"))
+    first.flush()
     second.claim(info("x"))
+    second.flush()
     first.release("x")  # the old socket's late end
+    first.flush()
     assert client.hget(f"{PREFIX}call:x", "owner") == "fs-2"
     assert client.smembers(f"{PREFIX}owner:fs-1") == set()
+
+
+def test_claims_and_releases_are_written_together_in_order_releases_after_the_cdrs(
+        client: redis.Redis) -> None:
+    """A worker queues its calls' claims and releases and writes them in one round trip a
+    tick; a release only once the CDRs handed over before it are in Redis."""
+    durable: list[int] = []
+    records = CallRecords(client, "fs-batch", durable=lambda: durable.append(1))
+    records.claim(info("p"))
+    records.claim(info("q"))
+    assert not client.exists(f"{PREFIX}call:p")  # queued, not yet written
+    records.flush()
+    assert client.smembers(f"{PREFIX}owner:fs-batch") == {"p", "q"} and durable == []
+    records.release("p")
+    records.claim(info("r"))
+    records.release("r")  # a call over within the tick: claimed, then forgotten
+    records.flush()
+    assert durable == [1]
+    assert client.smembers(f"{PREFIX}owner:fs-batch") == {"q"}
+    assert not client.exists(f"{PREFIX}call:p") and not client.exists(f"{PREFIX}call:r")
+    records.flush()  # nothing queued: no round trip, no wait for the CDRs
+    assert durable == [1]
+
+
+def test_the_flusher_writes_queued_claims_without_being_asked(client: redis.Redis) -> None:
+    import gevent
+
+    records = CallRecords(client, "fs-tick")
+    records.start(lambda uuid: True, lambda call, at: None)
+    try:
+        records.claim(info("t"))
+        deadline = 50
+        while not client.exists(f"{PREFIX}call:t") and deadline:
+            gevent.sleep(0.01)
+            deadline -= 1
+        assert client.hget(f"{PREFIX}call:t", "owner") == "fs-tick"
+        records.release("t")
+    finally:
+        records.stop()  # writes what is still queued
+    assert not client.exists(f"{PREFIX}call:t")

@@ -97,20 +97,15 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         if QUEUED_VARIABLE in call.variables:
             green.run(services.queues.take_over(call))
 
-    records = CallRecords(services.redis, services.queues.worker_id)
-
-    def call_ended(call_id: str) -> None:
-        """Forget the call once its CDR is in Redis (killed before: another worker reaps)."""
-        def release() -> None:
-            green.run(services.sink.durable())
-            records.release(call_id)
-        gevent.spawn(release)
+    # A call is forgotten once its CDR is in Redis (killed before: another worker reaps).
+    records = CallRecords(services.redis, services.queues.worker_id,
+                          durable=lambda: green.run(services.sink.durable()))
 
     worker = FreeswitchWorker((host, port), services.flows, config,
                               max_calls=settings.freeswitch_max_calls,
                               connect_timeout=settings.freeswitch_connect_timeout,
                               take_over=take_over, call_started=records.claim,
-                              call_ended=call_ended)
+                              call_ended=records.release)
     nodes = NodeManager(settings.freeswitch_esl)
     nodes.start()
     if nodes.links:  # callbacks are dialled over inbound ESL

@@ -41,11 +41,18 @@ HANGUP_REASONS: dict[str, int] = {
 }
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted
+
+
 def timestamp(at: float | None = None) -> str:
     """Asterisk's ARI time format: ``2026-11-24T12:38:52.389+0000`` (UTC)."""
+    global _second
     at = time.time() if at is None else at
+    whole = int(at)
+    if _second[0] != whole:  # most events of a second share its text
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
     millis = int(at * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{millis:03d}+0000"
+    return f"{_second[1]}.{millis:03d}+0000"
 
 
 def party(endpoint: str) -> str:

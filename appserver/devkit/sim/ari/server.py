@@ -135,6 +135,7 @@ class AriSimulator:
         self.recording_dir = recording_dir
         self.recordings: dict[str, SimRecording] = {}  # live recordings by name
         self.channels: dict[str, SimChannel] = {}
+        self.snoops: set[str] = set()  # ids of the snoop channels among them
         self.bridges: dict[str, SimBridge] = {}
         self.playbacks: dict[str, tuple[SimPlayback, str]] = {}  # id -> (playback, target id)
         self.calls: dict[str, AriSimulatedCall] = {}
@@ -826,7 +827,9 @@ class AriSimulator:
         self.calls.pop(chan.id, None)
         if chan.supervising is not None and chan.supervising.call:
             chan.supervising.call.transcript.add("supervised", f"{self._party(chan)} gone")
-        for spy in [c for c in self.channels.values() if c.snoop and c.snoop.target == chan.id]:
+        self.snoops.discard(chan.id)
+        spies = [self.channels[i] for i in self.snoops if i in self.channels]
+        for spy in [c for c in spies if c.snoop and c.snoop.target == chan.id]:
             await self._destroy(spy, 16, by="engine")  # a snoop goes with its channel
 
     def _leave_stasis(self, chan: SimChannel) -> None:
@@ -1256,6 +1259,7 @@ class AriSimulator:
                           name=f"Snoop/{target.id}-{seq:08x}", created=time.time(), state="Up",
                           snoop=Snoop(target.id, spy, whisper))
         self.channels[chan.id] = chan
+        self.snoops.add(chan.id)
         args = [a for a in (self._param(request, "appArgs") or "").split(",") if a != ""]
         chan.app_name, chan.app_data = "Stasis", ",".join([app, *args])
         self._enter_stasis(chan, app, args)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from appserver.devkit.sim.caller import SimulatedCall, Transcript
+from appserver.devkit.sim.caller import Signal, SimulatedCall, Transcript, first_of
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
@@ -63,17 +63,6 @@ class _Ended(Exception):
     """The channel hung up while an application was running."""
 
 
-async def _first_of(events: list[asyncio.Event], timeout: float | None) -> None:
-    """Wait until one of ``events`` is set or ``timeout`` seconds pass."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    _, pending = await asyncio.wait(
-        waits, timeout=None if timeout is None else max(timeout, 0),
-        return_when=asyncio.FIRST_COMPLETED,
-    )
-    for w in pending:
-        w.cancel()
-
-
 def dial_string(dial: str) -> tuple[dict[str, str], str]:
     """A dial string's ``{leg variables}`` and its target, the user part of the first leg:
     "user/1001" -> 1001, "sofia/gw/sip:call-x@host" -> call-x."""
@@ -106,7 +95,7 @@ class DialledLeg:
             hostname=caller.hostname,
         )
         self.bridged = False
-        self.ended = asyncio.Event()
+        self.ended = Signal()
 
     @property
     def alive(self) -> bool:
@@ -146,6 +135,7 @@ class Switch(Protocol):
 
     @property
     def has_listeners(self) -> bool: ...
+    def wants_event(self, name: str) -> bool: ...
     def api(self, line: str) -> str: ...
     def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None: ...
     def forget(self, call: EslSimCall) -> None: ...
@@ -169,14 +159,14 @@ class EslSimCall(SimulatedCall):
         self._apps: deque[_QueuedApp] = deque()
         self._locked = False  # an event-locked application holds the channel (CF_EVENT_LOCK)
         self._break_all = False  # uuid_break ... all: every nested playback stops
-        self._app_ready = asyncio.Event()
-        self._app_ended = asyncio.Event()  # an application completed
-        self._break = asyncio.Event()
-        self._hungup = asyncio.Event()
-        self._left_socket = asyncio.Event()  # transfer or hangup ended socket control
-        self._exit = asyncio.Event()
+        self._app_ready = Signal()
+        self._app_ended = Signal()  # an application completed
+        self._break = Signal()
+        self._hungup = Signal()
+        self._left_socket = Signal()  # transfer or hangup ended socket control
+        self._exit = Signal()
         self._digits: deque[str] = deque()
-        self._digit_evt = asyncio.Event()
+        self._digit_evt = Signal()
         self._current_app = ""  # the innermost running application
         self._current_prompt = ""  # the innermost running prompt
         self._transferred = ""
@@ -251,17 +241,9 @@ class EslSimCall(SimulatedCall):
         self._exit.clear()
         executor = asyncio.create_task(self._executor())
         parser = codec.RequestParser()
-        exit_task = asyncio.ensure_future(self._exit.wait())
         try:
             while True:
-                reader_task = asyncio.ensure_future(reader.read(65536))
-                done, _ = await asyncio.wait(
-                    {reader_task, exit_task}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if reader_task not in done:
-                    reader_task.cancel()
-                    break
-                data = reader_task.result()
+                data = await reader.read(65536)  # b"" at the worker's close or our _leave()
                 if not data:
                     break
                 for request in parser.feed(data):
@@ -280,7 +262,6 @@ class EslSimCall(SimulatedCall):
             raise
         finally:
             self._writer = None
-            exit_task.cancel()
             self._apps.clear()
             with contextlib.suppress(Exception):
                 writer.close()
@@ -300,6 +281,13 @@ class EslSimCall(SimulatedCall):
 
     # ------------------------------------------------------------ socket commands
 
+    def _leave(self) -> None:
+        """Socket control ends (exit, transfer, hangup): the socket closes once the code
+        running now has written its last frames; the reader then sees the end."""
+        self._exit.set()
+        if self._writer is not None:
+            asyncio.get_running_loop().call_soon(self._writer.close)
+
     def _send(self, data: bytes) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
@@ -311,13 +299,11 @@ class EslSimCall(SimulatedCall):
         with_variables: bool = True,
         lead: list[tuple[str, str]] | None = None,
     ) -> None:
-        listening = name in self._subs and self._writer is not None
-        if not listening and not self.sim.has_listeners:
-            return
-        pairs = self.channel.event_pairs(name, extra, with_variables, lead or ())
-        if listening:
-            self._send(codec.event_frame(pairs, fmt=self._fmt))
-        self.sim.broadcast(name, pairs)
+        chan, lead = self.channel, lead or []
+        if name in self._subs and self._writer is not None:
+            self._send(chan.event_frame(name, self._fmt, extra, with_variables, lead))
+        if self.sim.wants_event(name):
+            self.sim.broadcast(name, chan.event_pairs(name, extra, with_variables, lead))
 
     async def _command(self, req: codec.Request) -> None:
         if self._dtmf_at:
@@ -364,7 +350,7 @@ class EslSimCall(SimulatedCall):
         elif cmd == "exit":
             self._send(reply("+OK bye"))
             self._send(codec.disconnect_notice(self.call_id, "disconnect"))
-            self._exit.set()
+            self._leave()
         else:
             self._send(reply("-ERR command not found"))
 
@@ -455,7 +441,7 @@ class EslSimCall(SimulatedCall):
                 return "done"
             self._app_ready.clear()
             waits = [self._hungup, self._app_ready] + ([self._break] if breakable else [])
-            await _first_of(waits, remaining)
+            await first_of(waits, remaining)
 
     async def _run_app(self, app: str, arg: str) -> str:
         chan = self.channel
@@ -568,7 +554,7 @@ class EslSimCall(SimulatedCall):
         while len(got) < max_digits:
             if not self._digits:
                 self._digit_evt.clear()
-                await _first_of([self._digit_evt, self._hungup], timeout)
+                await first_of([self._digit_evt, self._hungup], timeout)
                 if self._hungup.is_set():
                     raise _Ended
                 if not self._digits:
@@ -594,7 +580,7 @@ class EslSimCall(SimulatedCall):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await _first_of([self._digit_evt, self._hungup], remaining)
+            await first_of([self._digit_evt, self._hungup], remaining)
             if self._hungup.is_set():
                 self._finish_prompt("stopped")
                 raise _Ended
@@ -705,7 +691,7 @@ class EslSimCall(SimulatedCall):
 
     async def _leg_wait(self, leg: DialledLeg, seconds: float) -> bool:
         """Wait up to ``seconds``; True if the B-leg hung up first; raises on caller hangup."""
-        await _first_of([leg.ended, self._hungup], seconds)
+        await first_of([leg.ended, self._hungup], seconds)
         if self._hungup.is_set():
             raise _Ended
         return leg.ended.is_set()
@@ -801,7 +787,7 @@ class EslSimCall(SimulatedCall):
         self._apps.clear()
         self._break.set()
         self._send(codec.disconnect_notice(self.call_id, "disconnect"))
-        self._exit.set()
+        self._leave()
 
     def end(self, cause: str, by: str) -> None:
         """Hang the channel up (caller, application or engine) and run the hangup events."""
@@ -844,4 +830,4 @@ class EslSimCall(SimulatedCall):
                 await asyncio.wait_for(self._exit.wait(), self.sim.behaviour.linger_seconds)
         else:
             self._send(codec.disconnect_notice(self.call_id, "disconnect"))
-        self._exit.set()
+        self._leave()

@@ -10,8 +10,9 @@ import time
 import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from appserver.devkit.sim.esl.server_codec import url_encode
+from appserver.devkit.sim.esl.server_codec import json_pairs, plain_pairs, url_encode
 
 Pairs = list[tuple[str, str]]
 
@@ -39,11 +40,24 @@ def next_sequence() -> str:
     return str(_sequence)
 
 
+_dates: tuple[int, str, str] = (-1, "", "")  # the last second's Event-Date-* values
+
+
+def _event_dates(now: float) -> tuple[str, str]:
+    """Event-Date-Local and -GMT, formatted once a second (every event of it shares them)."""
+    global _dates
+    second = int(now)
+    if _dates[0] != second:
+        local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))
+        _dates = (second, local, gmt)
+    return _dates[1], _dates[2]
+
+
 def core_headers(event_name: str, calling: tuple[str, str, int],
                  hostname: str = HOSTNAME) -> Pairs:
     now = time.time()
-    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-    gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+    local, gmt = _event_dates(now)
     return [
         ("Event-Name", event_name),
         ("Core-UUID", CORE_UUID),
@@ -79,6 +93,56 @@ _CALLING = {
 }  # fmt: skip
 
 
+class Variables(dict[str, str]):
+    """Channel variables that keep their encoded ``variable_*`` event block (per format)
+    until one of them changes: most events carry them all, few change them."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any, **kwargs: str) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: dict[str, str] = {}
+
+    def block(self, fmt: str) -> str:
+        text = self.encoded.get(fmt)
+        if text is None:
+            pairs = [(f"variable_{k}", v) for k, v in self.items()]
+            text = self.encoded[fmt] = json_pairs(pairs) if fmt == "json" else plain_pairs(pairs)
+        return text
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.encoded.clear()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.encoded.clear()
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.encoded.clear()
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, str]:
+        self.encoded.clear()
+        return super().popitem()
+
+    def setdefault(self, key: str, default: str = "") -> str:
+        self.encoded.clear()
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: str) -> None:
+        self.encoded.clear()
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.encoded.clear()
+        super().clear()
+
+    def __ior__(self, other: Any) -> Variables:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 @dataclass
 class SimChannel:
     """One call leg inside the simulated switch."""
@@ -88,7 +152,7 @@ class SimChannel:
     caller_name: str = ""
     context: str = "default"
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
-    variables: dict[str, str] = field(default_factory=dict)
+    variables: Variables = field(default_factory=Variables)
     state: str = "CS_EXECUTE"
     call_state: str = "RINGING"
     answer_state: str = "ringing"
@@ -115,7 +179,8 @@ class SimChannel:
             "write_rate": "8000",
             "call_uuid": self.uuid,
         }
-        self.variables = {**base, **self.variables}
+        self.variables = Variables({**base, **self.variables})
+        self._encoded_channel: tuple[tuple[object, ...], str, str] = ((), "", "")
 
     @property
     def alive(self) -> bool:
@@ -191,6 +256,55 @@ class SimChannel:
             + self.channel_headers()
             + self.variable_headers()
         )
+
+    def _channel_key(self) -> tuple[object, ...]:
+        """Everything :meth:`channel_headers` reads, to know when its encoding is stale."""
+        key = (self.state, self.call_state, self.answer_state, self.hangup_cause,
+               *self._profile_key())
+        return key if self.other is None else key + self.other._profile_key()
+
+    def _profile_key(self) -> tuple[object, ...]:
+        return (self.name, self.uuid, self.direction, self.caller, self.caller_name,
+                self.called, self.context, self.created_us, self.answered_us, self.hangup_us)
+
+    def _channel_block(self, fmt: str) -> str:
+        """:meth:`channel_headers` encoded, kept until the state or a profile field changes."""
+        key = self._channel_key()
+        cached_key, plain, json_text = self._encoded_channel
+        if cached_key != key:
+            pairs = self.channel_headers()
+            plain, json_text = plain_pairs(pairs), json_pairs(pairs)
+            self._encoded_channel = (key, plain, json_text)
+        return json_text if fmt == "json" else plain
+
+    def event_frame(
+        self,
+        name: str,
+        fmt: str,
+        extra: Iterable[tuple[str, str]] = (),
+        with_variables: bool = True,
+        lead: Iterable[tuple[str, str]] = (),
+    ) -> bytes:
+        """``server_codec.event_frame(self.event_pairs(...), fmt=fmt)``, byte for byte, from
+        the channel's cached encodings (the cost of a simulated call is mostly its events)."""
+        calling = _CALLING.get(name, ("switch_channel.c", "switch_channel_event", 1))
+        head = core_headers(name, calling, self.hostname) + list(lead)
+        tail = list(extra)
+        if fmt == "json":
+            parts = [json_pairs(head), self._channel_block(fmt)]
+            if with_variables and self.variables:
+                parts.append(self.variables.block(fmt))
+            if tail:
+                parts.append(json_pairs(tail))
+            payload = ("{" + ",".join(parts) + "}").encode("utf-8")
+            ctype = "text/event-json"
+        else:
+            text = plain_pairs(head) + self._channel_block(fmt)
+            if with_variables:
+                text += self.variables.block(fmt)
+            payload = (text + plain_pairs(tail) + "\n").encode("utf-8")
+            ctype = "text/event-plain"
+        return f"Content-Length: {len(payload)}\nContent-Type: {ctype}\n\n".encode() + payload
 
     def event_pairs(
         self,

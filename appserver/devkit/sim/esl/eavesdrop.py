@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 
-from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, _first_of
+from appserver.devkit.sim.caller import first_of
+from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall
 
 _DIGIT_FLAGS = {"0": (False, False), "1": (True, False), "2": (False, True), "3": (True, True)}
 
@@ -44,13 +45,13 @@ class EavesdropLeg(DialledLeg):
         """Ring, answer, eavesdrop until the leg or the caller ends."""
         b = self.call.sim.behaviour
         mode = b.endpoints.get(self.target, b.default_endpoint)
-        await _first_of([self.ended, self.call._hungup], b.ring_seconds)
+        await first_of([self.ended, self.call._hungup], b.ring_seconds)
         if mode != "answer" or not self.alive or not self.call.channel.alive:
             self.hangup("NO_ANSWER" if mode == "no_answer" else "CALL_REJECTED")
             return
         self.answer()
         self._transcribe()
-        await _first_of([self.ended, self.call._hungup], None)
+        await first_of([self.ended, self.call._hungup], None)
         self.hangup("NORMAL_CLEARING")
         self.call.transcript.add("supervised", f"{self.target} gone")
 

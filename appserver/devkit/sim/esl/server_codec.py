@@ -52,9 +52,23 @@ def encode_frame(headers: Iterable[tuple[str, str]], body: bytes | str = b"") ->
     return (lines + "\n").encode("utf-8") + data
 
 
+def plain_pairs(headers: Iterable[tuple[str, str]]) -> str:
+    """Header lines as ``switch_event_serialize`` writes them (values URL-encoded)."""
+    return "".join([f"{k}: {url_encode(v)}\n" for k, v in headers])
+
+
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def json_pairs(headers: Iterable[tuple[str, str]]) -> str:
+    """Headers as the members of a cJSON object, comma-separated, without the braces."""
+    dumps = _json_string
+    return ",".join([f"{dumps(k)}:{dumps(v)}" for k, v in headers])
+
+
 def serialize_plain(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
     """``switch_event_serialize``: encoded header lines, then body with its own length."""
-    text = "".join(f"{k}: {url_encode(v)}\n" for k, v in headers)
+    text = plain_pairs(headers)
     if body:
         raw = body.encode("utf-8")
         return (text + f"Content-Length: {len(raw)}\n\n").encode("utf-8") + raw
@@ -66,9 +80,7 @@ def serialize_json(headers: Iterable[tuple[str, str]], body: str = "") -> bytes:
     items = list(headers)
     if body:
         items += [("Content-Length", str(len(body.encode("utf-8")))), ("_body", body)]
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    text = "{" + ",".join(f"{dumps(k)}:{dumps(v)}" for k, v in items) + "}"
-    return text.encode("utf-8")
+    return ("{" + json_pairs(items) + "}").encode("utf-8")
 
 
 def event_frame(headers: Iterable[tuple[str, str]], body: str = "", fmt: str = "plain") -> bytes:

@@ -27,7 +27,13 @@ from appserver.devkit.sim.esl import eavesdrop
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, dial_string
-from appserver.devkit.sim.esl.channel import HOSTNAME, Pairs, SimChannel, core_headers
+from appserver.devkit.sim.esl.channel import (
+    HOSTNAME,
+    Pairs,
+    SimChannel,
+    Variables,
+    core_headers,
+)
 from appserver.devkit.sim.esl.eavesdrop import EavesdropLeg
 from appserver.freeswitch.esl_codec import ESLProtocolError
 
@@ -103,6 +109,10 @@ class FreeswitchSimulator:
     @property
     def has_listeners(self) -> bool:
         return bool(self._listeners)
+
+    def wants_event(self, name: str) -> bool:
+        """Whether an inbound listener is subscribed to ``name`` (before any filter)."""
+        return any(s.all_events or name in s.events for s in self._listeners)
 
     def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None:
         for session in list(self._listeners):
@@ -339,7 +349,7 @@ class FreeswitchSimulator:
             called=args[1] if len(args) > 1 else "",
             context=args[3] if len(args) > 3 else "default",
             uuid=variables.get("origination_uuid") or str(uuidlib.uuid4()),
-            direction="outbound", name=endpoint, variables=dict(variables),
+            direction="outbound", name=endpoint, variables=Variables(variables),
             hostname=self.hostname)
         self.broadcast("CHANNEL_CREATE", channel.event_pairs("CHANNEL_CREATE"))
         b = self.behaviour
