@@ -232,10 +232,13 @@ class Agents:
     lost: int = 0
     ringing: dict[str, float] = field(default_factory=dict)  # call id -> first seen offered
     retried: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Stopped by this flag, not by cancelling: redis-py may swallow a cancellation that lands
+    # in a command (seen in CI: the loop went on until the scenario's timeout).
+    stopping: bool = False
 
     async def run(self) -> None:
         store = self.control.store
-        while True:
+        while not self.stopping:
             for agent in AGENTS:
                 try:
                     status = await store.agent(agent)
@@ -300,8 +303,8 @@ async def test_two_workers_per_engine_a_worker_redis_and_postgresql_fail_under_l
                     # No ghost: nothing waiting, no call entry, every agent available.
                     await until(lambda: _no_queue_entry(client), 30, "no queue entry left")
                     await until(lambda: _all_available(store), 30, "every agent available")
-                    agent_task.cancel()
-                    await asyncio.gather(agent_task, return_exceptions=True)
+                    agents.stopping = True
+                    await agent_task
 
                     # Exactly one CDR per call, on the promoted PostgreSQL primary.
                     ids = {c.call.call_id for c in callers if c.call is not None}

@@ -401,7 +401,7 @@ async def test_silent_sipp_caller_sends_no_rtp(endpoint: SipEndpoint) -> None:
 @needs_sipp
 async def test_sipp_caller_answers_the_far_ends_bye(endpoint: SipEndpoint) -> None:
     caller = asyncio.create_task(run_sipp(address(endpoint), hold=30))
-    call = await endpoint.wait_invite(5)
+    call = await endpoint.wait_invite(15)  # sipp starts slowly on a busy machine
     await wait_until(lambda: call.rtp.rx_packets > 10, 2)
     assert await call.bye() == 200
     result = await asyncio.wait_for(caller, 10)

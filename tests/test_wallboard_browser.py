@@ -227,17 +227,21 @@ async def test_the_supervisor_listens_whispers_and_barges_from_the_wallboard(
             await expect(row.locator(".supervise-error")).to_have_text(
                 "another supervisor is on this call")
             await expect(row.locator('[data-action="stop"]')).to_have_count(0)
+            # The admin's leg is in the call before it is stopped (a leg hung up while it
+            # still rings never joined, so the caller's transcript would not say it left).
+            listening = f"supervised {sup_room} heard_by=nobody"
+            await _wait_for(lambda: call.transcript.lines().count(listening) == 2, 15)
             assert (await admin.delete(url)).status_code == 200
         legs_gone = lambda: call.transcript.lines().count(f"supervised {sup_room} gone")  # noqa: E731
-        await _wait_for(lambda: legs_gone() == 2)  # the page's first leg, the admin's
+        await _wait_for(lambda: legs_gone() == 2, 15)  # the page's first leg, the admin's
 
         # Leaving the page while listening ends the leg.
         await listen.click()
         await expect(row.locator(".supervise-mode")).to_contain_text("listening")
         await _wait_for(lambda: sum(line.endswith("heard_by=nobody")
-                                    for line in call.transcript.lines()) == 3)  # attached
+                                    for line in call.transcript.lines()) == 3, 15)  # attached
         await page.goto("about:blank")
-        await _wait_for(lambda: legs_gone() == 3)
+        await _wait_for(lambda: legs_gone() == 3, 15)
         assert await api.ctx.queues.supervision(call.call_id) is None
 
         # An agent's session may not supervise.
