@@ -358,10 +358,18 @@ async def test_password_checks_do_not_block_the_event_loop() -> None:
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
+    lags.clear()
+    started = time.perf_counter()
     results = await asyncio.gather(*(check_password(stored, "wrong") for _ in range(16)))
+    elapsed = time.perf_counter() - started
     task.cancel()
     assert results == [False] * 16
-    assert max(lags) < 0.1, f"event loop blocked {max(lags):.3f} s"
+    # Hashing on the loop would block it for the whole run (one check after another); in
+    # threads the loop is free but for what a busy machine takes from it now and then (a
+    # fixed bound on the longest lag failed on a loaded CI machine).
+    blocked = sum(lags)
+    assert blocked < elapsed / 2, f"event loop blocked {blocked:.2f} s of {elapsed:.2f} s"
+    assert len(lags) >= 16, "the loop ran between the checks"
 
 
 async def test_wrong_api_key_secret_does_not_touch_last_used_at(pg_pool, redis_client) -> None:
