@@ -145,6 +145,30 @@ async def test_priority_then_fifo(redis_client: aioredis.Redis) -> None:
     assert order == ["vip", "vip2", "normal1", "normal2"]
 
 
+async def test_callers_joining_in_the_same_millisecond_keep_their_order(
+        redis_client: aioredis.Redis) -> None:
+    """Found by the Redis-outage test: two callers queued within one millisecond had equal
+    scores and Redis ordered them by call id, so the second was offered first half the time.
+    Arrival order wins; a worker whose clock is behind cannot jump the line either."""
+    store = await setup(redis_client, ["ann"], login=False)
+    t = T0 + 10_000
+    for call in ("zz-first", "mm-second", "aa-third"):  # ids in reverse order
+        await store.enqueue("support", call, "w1", 0, now=t)
+    await store.enqueue("support", "late-clock", "w2", 0, now=t - 500)
+    await store.enqueue("support", "vip", "w1", 5, now=t)  # priority still first
+    assert [(await store.enqueue("support", c, "w1", 0, now=t)).position
+            for c in ("zz-first", "aa-third")] == [2, 4]  # a join repeated: same place
+    await store.agent_action("ann", "login", now=t + 4)
+    order = []
+    for i in range(5):
+        offers = await store.match("support", now=t + 10 + i)
+        order.append(offers[0].call_id)
+        await serve(store, offers[0].call_id, "ann", t + 10 + i)
+    assert order == ["vip", "zz-first", "mm-second", "aa-third", "late-clock"]
+    stats = await store.stats("support")
+    assert stats.answered == 5
+
+
 async def test_wrap_up_then_available(redis_client: aioredis.Redis) -> None:
     store = await setup(redis_client, ["ann"], wrapup_seconds=10)
     t = T0 + 10_000

@@ -27,8 +27,14 @@ if conf['join_when_empty'] == '0' and staffed(q) == 0 then
   count_interval(q, now, 'overflowed', 1)
   return {'empty'}
 end
--- Priority first (higher first), then join time: FIFO within a priority.
-local score = (100 - prio) * 1e13 + now
+-- Priority first (higher first), then arrival: FIFO within a priority. The score is the join
+-- time, but never at or before the last caller's of the same priority (same millisecond, or a
+-- worker's clock behind): equal scores would be ordered by call id.
+local band = (100 - prio) * 1e13
+local score = band + now
+local last = redis.call('ZREVRANGEBYSCORE', waiting, band + 1e13 - 1, band, 'WITHSCORES',
+                        'LIMIT', 0, 1)
+if last[2] and tonumber(last[2]) >= score then score = tonumber(last[2]) + 1 end
 redis.call('HSET', ckey(c), 'queue', q, 'priority', prio, 'joined', now, 'score', score,
            'owner', owner, 'state', 'waiting', 'caller', ARGV[8], 'skills', ARGV[9],
            'menu_path', ARGV[10])
