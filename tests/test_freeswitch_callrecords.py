@@ -128,3 +128,38 @@ def test_the_flusher_writes_queued_claims_without_being_asked(client: redis.Redi
     finally:
         records.stop()  # writes what is still queued
     assert not client.exists(f"{PREFIX}call:t")
+
+
+def script_calls(client: redis.Redis) -> dict[str, int]:
+    """Commands Redis ran so far: EVALSHA, EVAL and SCRIPT (Redis 6: EXISTS and LOAD
+    together)."""
+    stats = client.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+            for name in ("evalsha", "eval", "script")}
+
+
+def test_a_flush_is_one_round_trip_of_evalsha_and_survives_lost_scripts(
+        client: redis.Redis) -> None:
+    """The flush sends its scripts by EVALSHA with no SCRIPT EXISTS before (one round trip);
+    when Redis lost them (restarted), it loads them and sends the writes again, in order,
+    from the first refused (a claim then its release: the record is gone)."""
+    records = CallRecords(client, "fs-sha")
+    records.claim(info("warm"))
+    records.release("warm")
+    records.flush()  # the scripts are in Redis now
+    before = script_calls(client)
+    records.claim(info("s"))
+    records.claim(info("t"))
+    records.flush()
+    after = script_calls(client)
+    assert after["evalsha"] - before["evalsha"] == 2
+    assert (after["script"], after["eval"]) == (before["script"], before["eval"])
+    client.script_flush()  # Redis restarted
+    after = script_calls(client)
+    records.release("s")
+    records.claim(info("u"))
+    records.release("u")
+    records.flush()
+    assert script_calls(client)["script"] - after["script"] == 2  # two SCRIPT LOADs
+    assert client.smembers(f"{PREFIX}owner:fs-sha") == {"t"}
+    assert not client.exists(f"{PREFIX}call:s") and not client.exists(f"{PREFIX}call:u")

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
@@ -21,7 +22,7 @@ from appserver.queues.agent_control import AgentControl
 from appserver.queues.caller_flow import QUEUED_VARIABLE
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.runtime import QueueRuntime
-from appserver.queues.store import STATS_CHANNEL, QueueError, QueueStore
+from appserver.queues.store import STATS_CHANNEL, Op, QueueError, QueueStore
 from appserver.shells import aio as aio_shell
 from appserver.shells.green import run
 from ivr.calls import (
@@ -426,14 +427,15 @@ async def test_a_position_is_delivered_once_when_a_tick_sees_the_join_first(
     await define(store, {"ann": "browser"})
     worker = Worker()
     rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
-    enqueue = rt.store.enqueue
+    batch = rt.store.batch
 
-    async def slow_reply(*args: object, **kwargs: object) -> object:
-        result = await enqueue(*args, **kwargs)  # type: ignore[arg-type]
-        await asyncio.sleep(0.2)  # a few ticks
-        return result
+    async def slow_reply(ops: list[Op[object]]) -> list[object]:
+        results = await batch(ops)
+        if any(op.script == "enqueue" for op in ops):
+            await asyncio.sleep(0.2)  # a few ticks
+        return results
 
-    monkeypatch.setattr(rt.store, "enqueue", slow_reply)
+    monkeypatch.setattr(rt.store, "batch", slow_reply)
     await rt.start()
     try:
         worker.place(rt, "call-0001")
@@ -716,3 +718,113 @@ async def test_live_callers_survive_a_redis_outage_longer_than_their_lease(
         await client.aclose()
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+
+
+def spy_batches(monkeypatch: pytest.MonkeyPatch, rt: QueueRuntime,
+                fail_matches: bool = False) -> list[list[str]]:
+    """The scripts of each of ``rt``'s batches (round trips); ``fail_matches``: every
+    match sent in a batch fails in Redis."""
+    batches: list[list[str]] = []
+    batch = rt.store.batch
+
+    async def spied(ops: list[Op[object]]) -> list[object]:
+        batches.append([op.script for op in ops])
+        if fail_matches and all(op.script == "match" for op in ops):
+            return [ResponseError("busy") for _ in ops]
+        return await batch(ops)
+
+    monkeypatch.setattr(rt.store, "batch", spied)
+    return batches
+
+
+def start_call(worker: Worker, rt: QueueRuntime, call_id: str, queue: str) -> None:
+    worker.ivrs[call_id] = Ivr(queue=queue)
+    worker.flows[call_id] = rt.wrap(worker.ivrs[call_id])
+    worker.commands[call_id] = worker.flows[call_id].start(
+        CallInfo(call_id, "test", "+15550100", "9999"))
+
+
+async def test_joins_queued_together_go_in_one_round_trip_each_answer_to_its_caller(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three callers join at once: one batch of three writes, then one match of the queue
+    they joined. The first waits, the second finds the queue full, the third's queue was
+    deleted in Redis meanwhile: each hears its own answer, the refusal (a QueueError) only
+    the third."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, max_length=1)
+    await define(store, {}, name="closing")
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
+    batches = spy_batches(monkeypatch, rt)
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)  # the first tick is over
+        await store.drop_queue("closing")  # the runtime still has its definition
+        start_call(worker, rt, "call-0001", "support")
+        start_call(worker, rt, "call-0002", "support")
+        start_call(worker, rt, "call-0003", "closing")
+        await rt.drain()
+        assert batches == [["enqueue", "enqueue", "enqueue"], ["match"]]
+        assert worker.events == {
+            "call-0001": [QueueUpdate("support", 1, 0.0, 0)],
+            "call-0002": [QueueResult("support", "overflow", "full")],
+            "call-0003": [QueueResult("closing", "failed", "no_such_queue")],
+        }
+        assert set(rt.flows) == {"call-0001"}
+    finally:
+        await rt.stop()
+
+
+async def test_a_callers_second_write_waits_for_the_next_round_trip(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller joins and hangs up before its Join was sent, then another joins: the
+    Leave (and what was queued after it) go in the next batch, so the Leave lands after
+    the Join and the entry is gone."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
+    batches = spy_batches(monkeypatch, rt)
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)  # the first tick is over
+        start_call(worker, rt, "call-0001", "support")
+        worker.deliver("call-0001", HungUp())
+        start_call(worker, rt, "call-0002", "support")
+        await rt.drain()
+        assert batches == [["enqueue"], ["match"], ["leave", "enqueue"], ["match"]]
+        assert await store.queued_call("call-0001") is None
+        assert [c.call_id for c in await store.queue_calls("support")] == ["call-0002"]
+        assert (await store.stats("support")).abandoned == 1
+    finally:
+        await rt.stop()
+
+
+async def test_a_match_failing_in_a_batch_is_left_to_the_tick(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The match after a join fails in Redis: the caller still waits (no failure told),
+    and the next tick offers it to the free agent."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"})
+    await store.agent_action("ann", "login")
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
+    batches = spy_batches(monkeypatch, rt, fail_matches=True)
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)  # the first tick, with nobody waiting, is over
+        start_call(worker, rt, "call-0001", "support")
+        await rt.drain()
+        assert batches == [["enqueue"], ["match"]]
+        assert worker.events["call-0001"] == [QueueUpdate("support", 1, 0.0, 1)]
+        ann = await store.agent("ann")
+        assert ann is not None and (ann.state, ann.offer) == ("available", "")
+        await rt.tick()
+        ann = await store.agent("ann")
+        assert ann is not None and (ann.state, ann.offer) == ("offered", "call-0001")
+        assert not worker.ivrs["call-0001"].results
+    finally:
+        await rt.stop()

@@ -8,10 +8,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
-from appserver.queues.store import QueueError, QueueStore
+from appserver.queues import scripts
+from appserver.queues.model import AgentConfig, EnqueueResult, Member, QueueConfig, QueueConfigError
+from appserver.queues.store import Op, QueueError, QueueStore
+from appserver.shells.green import run
 
 T0 = 1_700_000_000_000  # ms; tests pass their own clock
 
@@ -497,3 +501,62 @@ async def test_a_dial_failure_repeated_after_its_reply_was_lost_keeps_a_later_as
     ann = await store.agent("ann")
     # one failed dial, counted once (a SIP agent's count restarts when a call connects)
     assert ann is not None and (ann.state, ann.call, ann.no_answer) == ("on_call", "c0", 1)
+
+
+async def test_a_batch_sends_its_scripts_in_one_round_trip_each_result_its_own(
+    redis_client: aioredis.Redis,
+) -> None:
+    """QueueStore.batch: one pipeline; a refusal (QueueError), a Redis error or a bad reply
+    is that op's result alone, the others land; scripts Redis lost are loaded again."""
+    store = await setup(redis_client, ["ann"], max_length=1)
+    await redis_client.set(store.keys.call("c-4"), "not a hash")  # its script fails
+    unparsable = Op("leave", ("c-5", "ended", T0), int)  # no entry: nil, not an int
+    for name in ("enqueue", "leave", "match"):
+        await redis_client.script_load(scripts.source(name))
+    pipelines = 0
+    pipeline = redis_client.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kwargs)  # type: ignore[arg-type]
+
+    redis_client.pipeline = counted  # type: ignore[method-assign]
+    try:
+        first, full, refused, failed, bad, offers = await store.batch([
+            store.enqueue_op("support", "c-1", "w1", now=T0),
+            store.enqueue_op("support", "c-2", "w1", now=T0 + 1),
+            store.enqueue_op("nope", "c-3", "w1", now=T0 + 2),
+            store.enqueue_op("support", "c-4", "w1", now=T0 + 2),
+            unparsable,
+            store.match_op("support", now=T0 + 3),
+        ])
+        assert pipelines == 1
+    finally:
+        del redis_client.pipeline
+    assert first == EnqueueResult("ok", 1, 1) and full == EnqueueResult("full")
+    assert isinstance(refused, QueueError) and refused.code == "no_such_queue"
+    assert isinstance(failed, ResponseError) and "WRONGTYPE" in str(failed)
+    assert isinstance(bad, TypeError)
+    assert [(o.call_id, o.agent) for o in offers] == [("c-1", "ann")]
+    assert await store.batch([]) == []
+    # Redis restarted (no scripts): loaded, then the ops are sent again from the first.
+    await redis_client.script_flush()
+    left, gone = await store.batch([store.leave_op("c-1", "abandoned", now=T0 + 4),
+                                    store.leave_op("c-9", "abandoned", now=T0 + 4)])
+    assert (left, gone) == ("offered", "")  # c-1 was offered to ann; c-9 never joined
+    assert not await redis_client.exists(store.keys.call("c-1"))
+    status = await store.agent("ann")
+    assert status is not None and status.state == "available"
+
+
+def test_a_batch_runs_on_the_blocking_client_too(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)  # bytes replies, as the gevent worker's
+    store = QueueStore(client)
+    run(store.sync_queue(QueueConfig("support"), []))
+    client.script_flush()
+    joined, refused = run(store.batch([store.enqueue_op("support", "c-1", "w1", now=T0),
+                                       store.enqueue_op("nope", "c-2", "w1", now=T0)]))
+    assert joined == EnqueueResult("ok", 1, 0)
+    assert isinstance(refused, QueueError) and refused.code == "no_such_queue"
+    client.close()

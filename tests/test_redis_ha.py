@@ -237,6 +237,11 @@ async def _every_queue_operation(store: QueueStore) -> None:
     await store.agent_names()
     await store.agent_action("carol", "login")
     await _callback_operations(store, "carol", t + 20)
+    # The runtime's batches: a pipeline of the scripts, sent to the slot's node.
+    joined, left, matched = await store.batch([
+        store.enqueue_op("sales", "c9", "w1", now=t + 30),
+        store.leave_op("c9", "abandoned", now=t + 30), store.match_op("sales", now=t + 30)])
+    assert (joined.status, left, matched) == ("ok", "waiting", [])
     await store.drop_agent("carol")
     await store.drop_queue("spare")
     assert ran == set(scripts.SCRIPT_NAMES)

@@ -6,7 +6,9 @@ callback (which hands the event to that call's flow and executes the returned co
 given to the constructor instead when the worker exists first). The runtime then
 
 * carries out the callers' :data:`~appserver.queues.caller_flow.RuntimeAction` values in
-  Redis (join, leave, dial failed, finish), in order; a write that cannot reach Redis (down,
+  Redis (join, leave, dial failed, finish), in order: those queued at the same moment in
+  one round trip (at most one per caller: a caller's next waits for the next one), then
+  the matches of the queues they changed in a second; a write that cannot reach Redis (down,
   restarting, stalled past the socket timeout) is retried with backoff until it lands, so
   the queue entry follows the caller (every write is idempotent: one whose reply was lost
   is harmless to repeat);
@@ -35,11 +37,10 @@ One class for both workers: it runs on the shell that goes with its Redis client
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar, get_args
 
@@ -67,7 +68,7 @@ from appserver.queues.model import (
     QueueConfig,
     TakenOver,
 )
-from appserver.queues.store import QueueError, QueueStore, now_ms
+from appserver.queues.store import Op, QueueError, QueueStore, now_ms
 from appserver.shells import Shell, for_client
 from ivr.calls import (
     AgentAssigned,
@@ -95,6 +96,7 @@ SUPERVISE_REQUESTS: tuple[SuperviseRequestMode, ...] = get_args(SuperviseRequest
 UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError,
                redis_errors.ReadOnlyError, OSError)
 RETRY_MIN, RETRY_MAX = 0.2, 1.0  # seconds between attempts at a write Redis did not take
+MAX_BATCH = 200  # actions written in one round trip
 TAKEOVER_GRACE = 10.0  # seconds from taking a caller over to their flow resuming the stay
 CALLBACK_CLAIM_MARGIN = 30.0  # seconds a dialling claim outlasts the customer's ring time
 CALLBACK_AFFINITY_GRACE = 30.0  # default of CALLYARD_CALLBACK_AFFINITY_GRACE
@@ -146,8 +148,8 @@ class Dialled:
 
 
 Action: TypeAlias = RuntimeAction | Withdraw | Dialled
-# The store call carrying out an action (the same every attempt).
-Write: TypeAlias = Callable[[QueueStore], Awaitable[Any]]
+# The store's script call carrying out an action (the same every attempt).
+Write: TypeAlias = Callable[[QueueStore], Op[Any]]
 
 
 class QueueRuntime:
@@ -182,6 +184,7 @@ class QueueRuntime:
         self._last_tick = time.monotonic()
         self._reap_from = 0.0
         self._actions = self.shell.queue()
+        self._held: Action | None = None  # got from the queue, opens the next batch
         self._tasks: list[Any] = []
         self._stopping = False
 
@@ -316,35 +319,91 @@ class QueueRuntime:
             await self._action_once()
 
     async def _action_once(self) -> None:
-        action = await self._actions.get()
+        """Carry out the next batch: the actions queued now (waiting for the first), up to
+        the first one of a caller already in the batch, which opens the next batch, so
+        each caller's actions, and all actions, land in the order submitted."""
+        batch = [self._held or await self._actions.get()]
+        self._held = None
+        callers = {batch[0].call_id}
+        while len(batch) < MAX_BATCH and not self._actions.empty():
+            action = self._actions.get_nowait()
+            if action.call_id in callers:
+                self._held = action
+                break
+            callers.add(action.call_id)
+            batch.append(action)
         try:
-            await self._carry_out(action)
+            await self._carry_out(batch)
         finally:
-            self._actions.task_done()
+            for _ in batch:
+                self._actions.task_done()
 
-    async def _carry_out(self, action: Action) -> None:
-        write = self._write(action)
-        if write is None:
-            return
+    async def _carry_out(self, batch: list[Action]) -> None:
+        """Write ``batch`` in one round trip, then match the queues it changed in a second;
+        writes Redis did not take are sent again, in order, until they land (the next
+        batch waits for them)."""
+        writes = [(action, write) for action in batch
+                  if (write := self._write(action)) is not None]
         for attempt in itertools.count(1):
-            try:
-                await self._apply(action, write)
+            if not writes:
                 return
-            except Exception as exc:
-                delay = self._retry_in(action, exc, attempt)
-                if delay is None or self._stopping:  # redis-py can swallow a cancellation
-                    return
-                await self.shell.sleep(delay)
+            delay, writes = await self._apply(writes, attempt)
+            if delay is None or self._stopping:  # redis-py can swallow a cancellation
+                return
+            await self.shell.sleep(delay)
 
-    async def _apply(self, action: Action, write: Write) -> None:
+    async def _apply(self, writes: list[tuple[Action, Write]],
+                     attempt: int) -> tuple[float | None, list[tuple[Action, Write]]]:
+        """One attempt at ``writes``: their bookkeeping once landed, and the matches that
+        follow; returns the writes to try again and in how many seconds (None: none)."""
+        ops: list[Op[Any] | Exception] = []
+        for _, write in writes:
+            try:
+                ops.append(write(self.store))
+            except Exception as exc:  # arguments refused: that action's error alone
+                ops.append(exc)
+        sent = [op for op in ops if isinstance(op, Op)]
         try:
-            result = await write(self.store)
-        except QueueError as exc:
-            result = exc
-        queue = self._written(action, result)
-        if queue is not None:
-            with contextlib.suppress(*UNREACHABLE):  # the next tick matches
-                await self.store.match(queue)
+            replies = iter(await self.store.batch(sent))
+        except Exception as exc:  # the round trip failed: each write may or may not be in
+            replies = itertools.repeat(exc)
+        results = [next(replies) if isinstance(op, Op) else op for op in ops]
+        again: list[tuple[Action, Write]] = []
+        delay: float | None = None
+        queues: dict[str, None] = {}  # to match, in order, each once
+        for (action, write), result in zip(writes, results, strict=True):
+            if isinstance(result, Exception) and not isinstance(result, QueueError):
+                retry_in = self._retry_in(action, result, attempt)
+                if retry_in is not None:
+                    again.append((action, write))
+                    delay = max(delay or 0.0, retry_in)
+                continue
+            try:
+                queue = self._written(action, result)
+            except Exception:
+                log.exception("queue action failed", extra={"call_id": action.call_id})
+                continue
+            if queue is not None:
+                queues[queue] = None
+        await self._match(list(queues))
+        return delay, again
+
+    async def _match(self, queues: list[str]) -> None:
+        """Match ``queues`` in one round trip. One that fails is left to the next tick,
+        which matches every queue with callers waiting."""
+        if not queues:
+            return
+        try:
+            results = await self.store.batch([self.store.match_op(q) for q in queues])
+        except UNREACHABLE:
+            return
+        except Exception:
+            log.exception("matching failed, left to the next tick")
+            return
+        for queue, result in zip(queues, results, strict=True):
+            if isinstance(result, Exception) and not isinstance(result, UNREACHABLE):
+                log.warning("matching failed, left to the next tick: %s", result,
+                            extra={"queue": queue})
 
     async def _run_inbox(self) -> None:
         while not self._stopping:
@@ -445,29 +504,29 @@ class QueueRuntime:
         again from the menu)."""
         call_id = action.call_id
         if isinstance(action, Join):
-            return lambda store: store.enqueue(
+            return lambda store: store.enqueue_op(
                 action.queue, call_id, self.worker_id, action.priority, caller=action.caller,
                 lease_ms=self.lease_ms, menu_path=action.menu_path)
         if isinstance(action, Leave):
-            return lambda store: store.leave(call_id, action.outcome)
+            return lambda store: store.leave_op(call_id, action.outcome)
         if isinstance(action, DialFailed):
             failed_at = now_ms()  # the same in every attempt: see lua/dial_failed.lua
-            return lambda store: store.dial_failed(call_id, action.agent, now=failed_at)
+            return lambda store: store.dial_failed_op(call_id, action.agent, now=failed_at)
         if isinstance(action, Finish):
-            return lambda store: store.finish(call_id)
+            return lambda store: store.finish_op(call_id)
         if isinstance(action, RequestCallback):
-            return lambda store: store.request_callback(call_id, action.number,
-                                                        engine=action.engine, node=action.node)
+            return lambda store: store.request_callback_op(
+                call_id, action.number, engine=action.engine, node=action.node)
         if isinstance(action, CallbackAnswered):
-            return lambda store: store.callback_answered(action.entry, call_id, self.worker_id,
-                                                         self.lease_ms)
+            return lambda store: store.callback_answered_op(action.entry, call_id,
+                                                            self.worker_id, self.lease_ms)
         if isinstance(action, Dialled):
-            return lambda store: store.callback_result(call_id, action.outcome, action.cause,
-                                                       self.lease_ms)
+            return lambda store: store.callback_result_op(call_id, action.outcome, action.cause,
+                                                          self.lease_ms)
         self._withdrawing.discard(call_id)
         if call_id in self.flows:
             return None
-        return lambda store: store.leave(call_id, "lost")
+        return lambda store: store.leave_op(call_id, "lost")
 
     def _written(self, action: Action, result: Any) -> str | None:
         """Bookkeeping once ``action`` landed (``result``: the store's answer, or the

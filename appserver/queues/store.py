@@ -16,8 +16,11 @@ import json
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from redis.exceptions import NoScriptError
 
 from appserver.queues import scripts
 from appserver.queues.model import (
@@ -57,6 +60,7 @@ SUPERVISE_OPS = ("start", "change", "stop")
 EXTENSION_RE = re.compile(r"^[0-9*#+]{1,32}$")
 CALLBACK_NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
 CALLBACK_OUTCOMES = ("answered", "busy", "no_answer", "failed")
+T = TypeVar("T")
 
 
 class QueueError(Exception):
@@ -316,6 +320,18 @@ def _check_decline(reason: str) -> None:
         raise QueueConfigError("decline reason must be no_answer or declined")
 
 
+@dataclass(frozen=True, slots=True)
+class Op(Generic[T]):
+    """One script call, ready to send: the script of ``lua/``, its arguments after the
+    prefix, and the parser of its reply (which may raise :class:`QueueError`). Built by the
+    ``*_op`` methods of :class:`QueueStore`; run alone (:meth:`QueueStore.run`) or with
+    others in one round trip (:meth:`QueueStore.batch`)."""
+
+    script: str
+    args: tuple[Any, ...]
+    parse: Callable[[Any], T]
+
+
 class _Keys:
     def __init__(self, prefix: str) -> None:
         if not HASH_TAG_RE.match(prefix):
@@ -374,6 +390,45 @@ class QueueStore:
     async def _run(self, name: str, *args: Any) -> Any:
         return await reply(self._scripts[name](keys=self._slot_key, args=[self.prefix, *args]))
 
+    async def run(self, op: Op[T]) -> T:
+        """``op`` alone: its parsed reply (one round trip)."""
+        return op.parse(await self._run(op.script, *op.args))
+
+    async def batch(self, ops: Sequence[Op[Any]]) -> list[Any]:
+        """``ops`` in one round trip (a pipeline of EVALSHA, no transaction: Redis runs them
+        in order, each script atomic): each one's parsed reply or, in its place, the
+        exception it met (a :class:`QueueError` refusal, a Redis error), so one op's error
+        is that op's alone. Raises only when the round trip itself failed (Redis
+        unreachable), after which any of ``ops`` may or may not have run."""
+        if not ops:
+            return []
+        replies = await self._evalsha(ops)
+        first_missing = next((i for i, r in enumerate(replies) if isinstance(r, NoScriptError)),
+                             None)
+        if first_missing is not None:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): load them and send again from
+            # the first op that found none, in order (queue writes are idempotent).
+            for name in dict.fromkeys(op.script for op in ops[first_missing:]):
+                await reply(self.client.script_load(scripts.source(name)))
+            replies[first_missing:] = await self._evalsha(ops[first_missing:])
+        results: list[Any] = []
+        for op, r in zip(ops, replies, strict=True):
+            if isinstance(r, Exception):
+                results.append(r)
+                continue
+            try:
+                results.append(op.parse(r))
+            except Exception as exc:  # handed to that op's caller
+                results.append(exc)
+        return results
+
+    async def _evalsha(self, ops: Sequence[Op[Any]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for op in ops:
+            pipe.evalsha(self._scripts[op.script].sha, 1, *self._slot_key, self.prefix,
+                         *op.args)
+        return list(await reply(pipe.execute(raise_on_error=False)))
+
     # definitions
     async def sync_queue(self, cfg: QueueConfig, members: list[Member]) -> None:
         await self._run("sync_queue", *_sync_queue_args(cfg, members))
@@ -405,26 +460,47 @@ class QueueStore:
         return sorted(_strs(await reply(self.client.smembers(self.keys.agents()))))
 
     # callers
+    # Each write a worker's runtime makes is also an Op (``*_op``), for :meth:`batch`.
+    def enqueue_op(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
+                   caller: str = "", skills: Mapping[str, int] | None = None,
+                   lease_ms: int = 15000, now: int | None = None,
+                   menu_path: str = "") -> Op[EnqueueResult]:
+        args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
+                             skills, menu_path)
+        return Op("enqueue", tuple(args), _enqueue_result)
+
     async def enqueue(self, queue: str, call_id: str, owner: str, priority: int = 0, *,
                       caller: str = "", skills: Mapping[str, int] | None = None,
                       lease_ms: int = 15000, now: int | None = None,
                       menu_path: str = "") -> EnqueueResult:
-        args = _enqueue_args(queue, call_id, priority, owner, now or now_ms(), lease_ms, caller,
-                             skills, menu_path)
-        return _enqueue_result(await self._run("enqueue", *args))
+        return await self.run(self.enqueue_op(queue, call_id, owner, priority, caller=caller,
+                                              skills=skills, lease_ms=lease_ms, now=now,
+                                              menu_path=menu_path))
+
+    def match_op(self, queue: str, now: int | None = None, scan: int = 100) -> Op[list[Offer]]:
+        return Op("match", (queue, now or now_ms(), random.random(), scan), _offers)
 
     async def match(self, queue: str, now: int | None = None, scan: int = 100) -> list[Offer]:
-        return _offers(await self._run("match", queue, now or now_ms(), random.random(), scan))
+        return await self.run(self.match_op(queue, now, scan))
+
+    def dial_failed_op(self, call_id: str, agent: str, now: int | None = None) -> Op[bool]:
+        return Op("dial_failed", (call_id, agent, now or now_ms()), bool)
 
     async def dial_failed(self, call_id: str, agent: str, now: int | None = None) -> bool:
-        return bool(await self._run("dial_failed", call_id, agent, now or now_ms()))
+        return await self.run(self.dial_failed_op(call_id, agent, now))
+
+    def finish_op(self, call_id: str, now: int | None = None) -> Op[bool]:
+        return Op("finish", (call_id, now or now_ms()), bool)
 
     async def finish(self, call_id: str, now: int | None = None) -> bool:
-        return bool(await self._run("finish", call_id, now or now_ms()))
+        return await self.run(self.finish_op(call_id, now))
+
+    def leave_op(self, call_id: str, outcome: str, now: int | None = None) -> Op[str]:
+        _check_leave(outcome)
+        return Op("leave", (call_id, outcome, now or now_ms()), _s)
 
     async def leave(self, call_id: str, outcome: str, now: int | None = None) -> str:
-        _check_leave(outcome)
-        return _s(await self._run("leave", call_id, outcome, now or now_ms()))
+        return await self.run(self.leave_op(call_id, outcome, now))
 
     async def tick(self, owner: str, lease_ms: int = 15000,
                    now: int | None = None) -> list[CallStatus]:
@@ -449,9 +525,13 @@ class QueueStore:
         its place; no worker owns it any more); returns its position. ``engine`` and
         ``node``: where the caller came in, where the callback is dialled from (none: any
         worker's engine)."""
-        r = await self._run("callback_request", check_call_id(call_id),
-                            check_callback_number(number), now or now_ms(), engine, node)
-        return _callback_request_result(r)
+        return await self.run(self.request_callback_op(call_id, number, now, engine=engine,
+                                                       node=node))
+
+    def request_callback_op(self, call_id: str, number: str, now: int | None = None, *,
+                            engine: str = "", node: str = "") -> Op[int]:
+        return Op("callback_request", (check_call_id(call_id), check_callback_number(number),
+                                       now or now_ms(), engine, node), _callback_request_result)
 
     async def claim_callbacks(self, owner: str, claim_ms: int, now: int | None = None,
                               limit: int = 50, *, engine: str = "", nodes: Sequence[str] = (),
@@ -466,18 +546,26 @@ class QueueStore:
 
     async def callback_result(self, entry: str, outcome: str, cause: str = "",
                               lease_ms: int = 15000, now: int | None = None) -> CallbackResult:
+        return await self.run(self.callback_result_op(entry, outcome, cause, lease_ms, now))
+
+    def callback_result_op(self, entry: str, outcome: str, cause: str = "",
+                           lease_ms: int = 15000, now: int | None = None) -> Op[CallbackResult]:
         if outcome not in CALLBACK_OUTCOMES:
             raise QueueConfigError(f"callback outcome must be one of {CALLBACK_OUTCOMES}")
-        r = await self._run("callback_result", check_call_id(entry), outcome, cause[:100],
-                            now or now_ms(), lease_ms)
-        return _callback_result(r)
+        return Op("callback_result", (check_call_id(entry), outcome, cause[:100],
+                                      now or now_ms(), lease_ms), _callback_result)
 
     async def callback_answered(self, entry: str, channel: str, owner: str,
                                 lease_ms: int = 15000,
                                 now: int | None = None) -> AnsweredCallback:
-        r = await self._run("callback_answered", check_call_id(entry), check_call_id(channel),
-                            check_name("worker", owner), now or now_ms(), lease_ms)
-        return _answered_callback(r)
+        return await self.run(self.callback_answered_op(entry, channel, owner, lease_ms, now))
+
+    def callback_answered_op(self, entry: str, channel: str, owner: str,
+                             lease_ms: int = 15000,
+                             now: int | None = None) -> Op[AnsweredCallback]:
+        return Op("callback_answered", (check_call_id(entry), check_call_id(channel),
+                                        check_name("worker", owner), now or now_ms(), lease_ms),
+                  _answered_callback)
 
     async def pop_inbox(self, owner: str, timeout: float) -> dict[str, str] | None:
         r = await reply(self.client.blpop([self.keys.inbox(owner)], timeout=timeout))

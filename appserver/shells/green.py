@@ -79,6 +79,12 @@ class _Queue:
     async def get(self) -> Any:
         return self._queue.get()
 
+    def empty(self) -> bool:
+        return bool(self._queue.empty())
+
+    def get_nowait(self) -> Any:
+        return self._queue.get_nowait()
+
     def task_done(self) -> None:
         self._queue.task_done()
 
