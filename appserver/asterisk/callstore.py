@@ -10,7 +10,7 @@ the background (with backoff) until it lands, so no record outlives its call by 
 
 Saves and deletions are queued and written together, in the order they were asked for, by one
 Lua script per batch (one round trip; a batch is what was asked while the one before was on
-its way): at thousands of calls, a transaction each was about a tenth of the worker's CPU.
+its way): at thousands of calls, a transaction each was about 6 % of the worker's CPU.
 :meth:`CallStore.save` and :meth:`CallStore.delete` return once their batch is written or
 failed (a failed save is logged, a failed deletion retried), so a record is in Redis before
 the call's (or dial leg's) next step, as with a round trip each.
