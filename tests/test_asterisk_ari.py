@@ -332,6 +332,59 @@ async def test_at_most_limit_connections() -> None:
         await server.stop()
 
 
+async def test_requests_beyond_the_limit_wait_and_a_cancelled_one_passes_its_turn() -> None:
+    async def slow(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)
+        writer.write(NO_CONTENT)
+
+    server = ScriptedServer([slow, NO_CONTENT])
+    pool = HttpPool(await server.start(), {}, limit=1)
+    try:
+        first = asyncio.ensure_future(pool.request("POST", "/1"))
+        second = asyncio.ensure_future(pool.request("POST", "/2"))
+        third = asyncio.ensure_future(pool.request("POST", "/3"))
+        await asyncio.sleep(0.02)
+        assert len(server.requests) == 1  # the others wait for the one slot
+        second.cancel()
+        assert [(await first).status, (await third).status] == [204, 204]
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert [r.split(b" ")[1] for r in server.requests] == [b"/ari/1", b"/ari/3"]
+        assert server.connections == 1 and pool._active == 0 and not pool._waiting
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_a_request_times_out_between_1x_and_1_1x_the_timeout() -> None:
+    """One timer per pool checks the requests in flight every tenth of the timeout: each
+    times out from when it was sent, at 1x to 1.1x the timeout (plus this machine's lag)."""
+    async def silence(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(2)
+
+    server = ScriptedServer([silence, silence])
+    pool = HttpPool(await server.start(), {}, timeout=0.5)
+    loop = asyncio.get_running_loop()
+
+    async def timed(path: str) -> float:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await pool.request("POST", path)
+        return loop.time() - started
+
+    try:
+        early = asyncio.ensure_future(timed("/a"))
+        await asyncio.sleep(0.23)  # between two of the timer's checks
+        late = asyncio.ensure_future(timed("/b"))
+        for elapsed in await asyncio.gather(early, late):
+            assert 0.5 <= elapsed < 0.55 + 0.1, elapsed
+        await asyncio.sleep(0.1)
+        assert pool._timer is None  # nothing in flight: the timer stopped
+    finally:
+        await pool.close()
+        await server.stop()
+
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "asterisk-ari-api-docs"
 
 

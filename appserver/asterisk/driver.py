@@ -77,6 +77,7 @@ EnqueueHandler = Callable[[CallInfo, Enqueue], Awaitable[None] | None]
 HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
 BRIDGE_SEPARATOR = "~"  # a call's bridges are <channel id>~<n>: their events find the call
 _TIMER_GENERATIONS = itertools.count(1)  # tells a timer's tick from a restarted timer's
+_RUNNING: set[asyncio.Future[None]] = set()  # requests sent without waiting, while they run
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class LegRegistry(Protocol):
 
 class CallDriver:
     __slots__ = (
-        "_bridges", "_inbox", "_inflight", "_timers", "_variables_inflight", "_wakeup",
+        "_bridges", "_inbox", "_settled", "_timers", "_unawaited", "_unawaited_variables",
+        "_wakeup",
         "call_recording", "call_recording_paused", "channel_id",
         "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
         "log", "on_enqueue", "playbacks", "port", "recordings", "stopping", "supervision",
@@ -181,8 +183,10 @@ class CallDriver:
         self._timers: dict[str, tuple[int, asyncio.TimerHandle]] = {}
         self.dial: _DialState | None = None
         self.supervision: _Supervision | None = None
-        self._inflight: set[asyncio.Task[None]] = set()  # requests sent without waiting
-        self._variables_inflight: set[asyncio.Task[None]] = set()  # those setting variables
+        self._unawaited = 0  # requests sent without waiting, still in flight
+        self._unawaited_variables = 0  # those of them setting variables
+        # Resolved as one of them ends, while the call's task waits for them (_wait_unawaited)
+        self._settled: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ task
 
@@ -291,13 +295,17 @@ class CallDriver:
                 self._send_unawaited(command)
                 continue
             if isinstance(command, Play):
-                if self._variables_inflight:
-                    await asyncio.wait(self._variables_inflight)
-            elif self._inflight and not isinstance(command, (StartTimer, CancelTimer)):
-                await asyncio.wait(self._inflight)
+                if self._unawaited_variables:
+                    await self._wait_unawaited(variables_only=True)
+            elif self._unawaited and not isinstance(command, (StartTimer, CancelTimer)):
+                await self._wait_unawaited()
             await self._execute(command)
 
     def _send_unawaited(self, cmd: StopPlay | SetVariable) -> None:
+        """The request runs in a task of its own (referenced from one set for the whole
+        process while it runs); the call keeps only counts of them, and its task waits for
+        them with one future (:meth:`_wait_unawaited`), not per-call sets of tasks, their
+        done-callbacks and ``asyncio.wait``."""
         if isinstance(cmd, StopPlay):
             playback_ids = self._mark_stopping(cmd)
             if not playback_ids:
@@ -305,12 +313,16 @@ class CallDriver:
             request = self._stop_requests(playback_ids)
         else:
             request = self._set_variable(cmd)
-        task = asyncio.ensure_future(self._report_failure(cmd, request))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        if isinstance(cmd, SetVariable):
-            self._variables_inflight.add(task)
-            task.add_done_callback(self._variables_inflight.discard)
+            self._unawaited_variables += 1
+        self._unawaited += 1
+        _RUNNING.add(asyncio.ensure_future(self._report_failure(cmd, request)))
+
+    async def _wait_unawaited(self, variables_only: bool = False) -> None:
+        """Until the requests sent without waiting (those setting variables only) ended."""
+        while self._unawaited_variables if variables_only else self._unawaited:
+            if self._settled is None or self._settled.done():
+                self._settled = asyncio.get_running_loop().create_future()
+            await self._settled
 
     async def _set_variable(self, cmd: SetVariable) -> None:
         await self.port.set_variable(self.channel_id, cmd.name, cmd.value)
@@ -322,6 +334,14 @@ class CallDriver:
             self.post(_RequestFailed(cmd, exc.status, exc.text))
         except OSError as exc:
             self.post(_RequestFailed(cmd, 0, str(exc) or type(exc).__name__))
+        finally:
+            _RUNNING.discard(asyncio.current_task())
+            self._unawaited -= 1
+            if isinstance(cmd, SetVariable):
+                self._unawaited_variables -= 1
+            settled, self._settled = self._settled, None
+            if settled is not None and not settled.done():
+                settled.set_result(None)
 
     # ------------------------------------------------------------------ commands
 
@@ -867,8 +887,8 @@ class CallDriver:
             await self._quietly(self.port.hangup(self.channel_id))
 
     async def _cleanup(self) -> None:
-        if self._inflight:
-            await asyncio.wait(self._inflight)
+        if self._unawaited:
+            await self._wait_unawaited()
         await self._end_supervision()
         if self.dial is not None:
             dial, self.dial = self.dial, None

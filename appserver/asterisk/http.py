@@ -7,7 +7,8 @@ narrow: no redirects, no cookies, no compression, no request bodies (ARI takes e
 parameter in the query string).
 
 Failures: a response arrives (any status) -> :class:`Response`; the connection drops, the
-answer cannot be parsed or the server does not answer in ``timeout`` seconds ->
+answer cannot be parsed or the server does not answer in ``timeout`` seconds (checked by one
+timer per pool every tenth of ``timeout``: a request times out between 1x and 1.1x of it) ->
 ``ConnectionResetError`` / ``TimeoutError`` (both ``OSError``); a request on a closed pool ->
 ``ConnectionError``. A request sent on a reused connection that the server had closed
 meanwhile (keep-alive timeout) is retried once on a fresh connection when not a byte of the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,6 +51,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.got_bytes = False  # any byte of the current response arrived
         self.reusable = True
+        self.sent_at = 0.0  # loop time the request in flight was written
         self._reason = b""
         self._body: list[bytes] = []
         self._framed = False  # the response said how long its body is
@@ -120,8 +123,11 @@ class _Connection(asyncio.Protocol):
 class HttpPool:
     """Keep-alive connections to one ``http(s)://host:port``; requests carry ``headers``.
 
-    At most ``limit`` requests are in flight (more wait their turn), so at most ``limit``
-    connections exist (Asterisk serves each HTTP connection with a thread), all kept alive.
+    At most ``limit`` requests are in flight (more wait their turn, first come first
+    served), so at most ``limit`` connections exist (Asterisk serves each HTTP connection
+    with a thread), all kept alive. A counter, not an ``asyncio.Semaphore``: the common case
+    (a slot free) costs an increment. Timeouts: one timer per pool, running while requests
+    are in flight, not one per request.
     """
 
     def __init__(self, base_url: str, headers: dict[str, str], *, timeout: float = 30.0,
@@ -140,17 +146,43 @@ class HttpPool:
                            "Content-Length: 0\r\n\r\n").encode("latin-1")
         self.timeout = timeout
         self.limit = limit
-        self._slots = asyncio.Semaphore(limit)
+        self._active = 0  # requests holding a slot
+        self._waiting: deque[asyncio.Future[None]] = deque()  # requests waiting for a slot
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._busy: set[_Connection] = set()  # with a request in flight (see _check_timeouts)
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     async def request(self, method: str, path_and_query: str) -> Response:
         """``path_and_query`` is appended to the base URL's path, already percent-encoded."""
         data = (f"{method} {self.path_prefix}{path_and_query}".encode("latin-1")
                 + self._head_tail)
-        async with self._slots:
+        if self._active < self.limit and not self._waiting:
+            self._active += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter  # resolved: a finished request handed its slot over
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed over as this request was cancelled: pass it on
+                raise
+        try:
             return await self._request(data)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """A request's slot goes to the first request waiting (if any), else is freed."""
+        waiting = self._waiting
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():  # a cancelled one is skipped
+                waiter.set_result(None)
+                return
+        self._active -= 1
 
     async def _request(self, data: bytes) -> Response:
         conn = self._idle.pop() if self._idle else None
@@ -177,23 +209,38 @@ class HttpPool:
     async def _exchange(self, conn: _Connection, data: bytes) -> Response:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Response] = loop.create_future()
-        conn.waiter, conn.got_bytes = waiter, False
+        conn.waiter, conn.got_bytes, conn.sent_at = waiter, False, loop.time()
         assert conn.transport is not None
         conn.transport.write(data)
-        timer = loop.call_later(self.timeout, _expire, waiter)
+        self._busy.add(conn)
+        if self._timer is None:
+            self._timer = loop.call_later(self.timeout / 10, self._check_timeouts)
         try:
             response = await waiter
         except BaseException:
             conn.close()  # the answer may still come: this connection is out of step
             raise
         finally:
-            timer.cancel()
+            self._busy.discard(conn)
             conn.waiter = None
         if conn.reusable and not conn.closed and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
         return response
+
+    def _check_timeouts(self) -> None:
+        """Every tenth of ``timeout`` while requests are in flight: fail those sent at least
+        ``timeout`` ago."""
+        self._timer = None
+        if not self._busy:
+            return
+        loop = asyncio.get_running_loop()
+        expired = loop.time() - self.timeout
+        for conn in self._busy:
+            if conn.sent_at <= expired and conn.waiter is not None:
+                _expire(conn.waiter)  # its request's finally takes it out of _busy
+        self._timer = loop.call_later(self.timeout / 10, self._check_timeouts)
 
     def _forget(self, conn: _Connection) -> None:
         self._all.discard(conn)
@@ -205,6 +252,9 @@ class HttpPool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _expire(waiter: asyncio.Future[Response]) -> None:
