@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import shutil
 import struct
@@ -117,22 +118,34 @@ def real_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+SOUNDS_LOCK = "/tmp/callyard-real-sounds.lock"
+
+
 @pytest.fixture(scope="session")
 def test_sounds() -> Iterator[None]:
     """The product's own sounds installed as an operator would (``callyard sounds <folder>``),
-    and the tests' prompts as tones; what did not exist before is removed afterwards."""
+    and the tests' prompts as tones; what did not exist before is removed afterwards, by the
+    last test session using them (each holds a shared lock: another checkout's session may
+    be playing them on the other engine, which the per-engine lock does not cover)."""
     folders = (FS_SOUNDS, AST_SOUNDS)
-    before = {p for folder in folders for p in folder.rglob("*.wav")}
-    for folder in folders:
-        callyard("sounds", str(folder), "--set", "queue", "--set", "callyard",
-                 "--set", "voicemail", "--set", "recording")
-        for name in TEST_PROMPTS:
-            path = folder / f"{name}.wav"
-            if not path.exists():
-                write_tone(path, 0.6)
-    yield
-    for path in {p for folder in folders for p in folder.rglob("*.wav")} - before:
-        path.unlink(missing_ok=True)
+    with open(SOUNDS_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        before = {p for folder in folders for p in folder.rglob("*.wav")}
+        for folder in folders:
+            callyard("sounds", str(folder), "--set", "queue", "--set", "callyard",
+                     "--set", "voicemail", "--set", "recording")
+            for name in TEST_PROMPTS:
+                path = folder / f"{name}.wav"
+                if not path.exists():
+                    write_tone(path, 0.6)
+        yield
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another session still uses them (it removes what it added)
+        for path in {p for folder in folders for p in folder.rglob("*.wav")} - before:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- Callyard's processes
