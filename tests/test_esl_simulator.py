@@ -316,6 +316,44 @@ async def test_event_locked_sendmsg_runs_in_order() -> None:
     server.close()
 
 
+async def test_file_string_plays_its_files_in_turn_and_skips_a_missing_one() -> None:
+    """Real FreeSWITCH 1.10.12 (../shared/engines, 2026-12-04): ``playback
+    file_string://beep.wav!nosuch-file.wav!beep.wav`` played both beeps and answered ``FILE
+    PLAYED`` (playback_ms 750); with every file missing it answered ``FILE NOT FOUND``; a
+    break ends the whole playback (one application)."""
+    missing = {"file:nosuch", "file:gone"}
+    sim, w, call, server = await _raw_worker_call(Behaviour(prompt_seconds=0.05,
+                                                            missing=missing))
+
+    async def play(arg: str) -> str:
+        await w.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "playback"),
+                                 ("execute-app-arg", arg), ("event-lock", "true")])
+        done = await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback"))
+        return c.parse_event(done).headers["Application-Response"]
+
+    assert await play("file_string://a.wav!nosuch.wav!silence_stream://100!b.wav") \
+        == "FILE PLAYED"
+    assert [line for line in call.transcript.lines() if line.startswith("prompt_")] == [
+        "prompt_started file:a", "prompt_finished file:a done",
+        "prompt_started file:nosuch", "prompt_finished file:nosuch failed",
+        "prompt_started silence:100", "prompt_finished silence:100 done",
+        "prompt_started file:b", "prompt_finished file:b done",
+    ]
+    assert await play("file_string://nosuch.wav!gone.wav") == "FILE NOT FOUND"
+
+    sim.behaviour.prompt_seconds = 5
+    await w.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "playback"),
+                             ("execute-app-arg", "file_string://long.wav!never.wav"),
+                             ("event-lock", "true")])
+    await call.transcript.wait_for(lambda e: e.detail == "file:long", 3)
+    await w.send(f"api uuid_break {call.call_id}")
+    await call.transcript.wait_for(lambda e: e.detail == "file:long stopped", 3)
+    await w.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback"))
+    assert "prompt_started file:never" not in call.transcript.lines()
+    await sim.stop()
+    server.close()
+
+
 async def test_uuid_break_all_stops_every_nested_playback_and_flushes_the_queue() -> None:
     """Real FreeSWITCH: ``uuid_break <uuid> all`` during three nested playbacks ended all
     three at once (and queued applications never ran)."""

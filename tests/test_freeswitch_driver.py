@@ -112,6 +112,8 @@ def test_variables_of_a_batch_are_set_by_one_api_command_not_applications() -> N
 
 
 def test_play_maps_prompts_and_finishes_on_last_complete() -> None:
+    """Consecutive files and silences are one application (a ``file_string://``): FreeSWITCH
+    runs one and sends one completion, with every channel variable, instead of one each."""
     prompts = (
         c.Prompt("file", "ivr/welcome"),
         c.Prompt("file", "custom/x.mp3"),
@@ -119,17 +121,21 @@ def test_play_maps_prompts_and_finishes_on_last_complete() -> None:
         c.Prompt("digits", "42"),
         c.Prompt("number", "42"),
         c.Prompt("silence", "500"),
+        c.Prompt("file", "ivr/bye"),
+        c.Prompt("number", "7"),
+        c.Prompt("file", "ivr/alone"),
     )
     flow = Script([c.Play("p1", prompts, language="en")])
     driver, sent = make(flow)
     played = [a for a in apps(sent) if a[0] != "set"]
     assert [(a, arg) for a, arg, _ in played] == [
-        ("playback", "ivr/welcome.wav"),
-        ("playback", "custom/x.mp3"),
+        ("playback", "file_string://ivr/welcome.wav!custom/x.mp3"),
         ("speak", "flite|kal|Hello there"),
         ("say", "en number iterated 42"),
         ("say", "en number pronounced 42"),
-        ("playback", "silence_stream://500"),
+        ("playback", "file_string://silence_stream://500!ivr/bye.wav"),
+        ("say", "en number pronounced 7"),
+        ("playback", "ivr/alone.wav"),
     ]
     tags = [t for _, _, t in played]
     assert len(set(tags)) == len(tags) and all(tags)
@@ -374,7 +380,8 @@ def test_every_execute_is_event_locked_so_freeswitch_runs_them_in_order() -> Non
                    c.Dial("1001")])  # fmt: skip
     _, sent = make(flow)
     executes = [r for r in requests(sent) if r.headers.get("call-command") == "execute"]
-    assert len(executes) == 8  # the music: set, playback, unset (see the stretch test)
+    # the music is three (set, playback, unset: see the stretch test), the two files one
+    assert len(executes) == 7
     assert all(r.headers.get("event-lock") == "true" for r in executes)
 
 

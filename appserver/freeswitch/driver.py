@@ -5,9 +5,10 @@ Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket. Ev
 after the other, in the order sent (without it, one that arrives while a playback runs is
 executed nested inside it and plays first: a greeting would be heard last prompt first).
 
-* ``Play``: one ``sendmsg execute`` per prompt (see :mod:`appserver.freeswitch.prompts`),
-  each tagged with ``Event-UUID`` so its ``CHANNEL_EXECUTE_COMPLETE`` (same
-  ``Application-UUID``) is matched back; the last one completes the play.
+* ``Play``: one ``sendmsg execute`` per prompt, consecutive files and silences joined in one
+  ``playback file_string://...`` (see :mod:`appserver.freeswitch.prompts`), each tagged with
+  ``Event-UUID`` so its ``CHANNEL_EXECUTE_COMPLETE`` (same ``Application-UUID``) is matched
+  back; the last one completes the play.
 * ``StopPlay``: ``api uuid_break <uuid> all`` (stops the prompt and flushes queued ones);
   every outstanding play gets ``PlayFinished(stopped)`` at once.
 * ``StartMoh`` / ``StopMoh``: ``playback local_stream://<class>`` / ``uuid_break``.
@@ -70,7 +71,7 @@ import gevent
 import gevent.lock
 
 from appserver.freeswitch import esl_codec as codec
-from appserver.freeswitch.prompts import to_app
+from appserver.freeswitch.prompts import to_apps
 from ivr import calls as c
 from ivr.model import VARIABLE_RE, is_safe_text
 
@@ -434,11 +435,14 @@ class CallDriver:
     def _play(self, cmd: c.Play) -> list[bytes]:
         tags: list[str] = []
         out: list[bytes] = []
-        for prompt in cmd.prompts:
+        apps, refused = to_apps(cmd.prompts, cmd.language)
+        for reason in refused:  # not a prompt FreeSWITCH can play
+            log.error("refused prompt: %s", reason, extra=self.log_extra)
+        for app, arg in apps:
             tag = self._tag()
             try:
-                command = self._execute(*to_app(prompt, cmd.language), tag)
-            except ValueError as exc:  # unsafe, or not a prompt FreeSWITCH can play
+                command = self._execute(app, arg, tag)
+            except ValueError as exc:  # unsafe
                 log.error("refused prompt: %s", exc, extra=self.log_extra)
                 continue
             tags.append(tag)

@@ -15,6 +15,13 @@ silence    ``playback silence_stream://<ms>``           ``silence_stream://500``
 
 A file is a sound name relative to FreeSWITCH's sounds directory (``ivr.model.SOUND_NAME_RE``):
 never an absolute path, ``..`` or a URL (``http://``, ``shout://`` ...).
+
+A Play's consecutive files and silences go to the engine as one application,
+``playback file_string://a.wav!silence_stream://500!b.wav`` (:func:`to_apps`): FreeSWITCH
+runs one application and sends one completion for them instead of one each. Real
+FreeSWITCH 1.10.12 resolves each name against the sounds directory as ``playback`` does,
+skips a missing file and still answers ``FILE PLAYED``; only when none can be played does it
+answer ``FILE NOT FOUND`` (as Asterisk does for a multi-media playback).
 """
 
 from __future__ import annotations
@@ -44,6 +51,43 @@ def to_app(prompt: Prompt, language: str = "en") -> tuple[str, str]:
     if kind == "silence":
         return "playback", f"silence_stream://{int(float(value))}"
     raise ValueError(f"unknown prompt kind {kind!r}")
+
+
+FILE_STRING = "file_string://"
+
+
+def to_apps(prompts: tuple[Prompt, ...], language: str = "en"
+            ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The applications playing ``prompts`` in order (consecutive files and silences joined
+    in one ``file_string://``), and why each prompt it could not turn into one was skipped."""
+    apps: list[tuple[str, str]] = []
+    refused: list[str] = []
+    files: list[str] = []
+
+    def flush() -> None:
+        if files:
+            apps.append(("playback", files[0] if len(files) == 1
+                         else FILE_STRING + "!".join(files)))
+            files.clear()
+
+    for prompt in prompts:
+        try:
+            app, arg = to_app(prompt, language)
+        except ValueError as exc:
+            refused.append(str(exc))
+            continue
+        if app == "playback":
+            files.append(arg)
+        else:
+            flush()
+            apps.append((app, arg))
+    flush()
+    return apps, refused
+
+
+def file_string_parts(arg: str) -> list[str]:
+    """The files of a ``playback`` argument, in order (one unless it is a file_string)."""
+    return arg.removeprefix(FILE_STRING).split("!") if arg.startswith(FILE_STRING) else [arg]
 
 
 def from_app(app: str, arg: str) -> str | None:

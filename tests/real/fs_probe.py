@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.freeswitch import esl_codec as codec
-from appserver.freeswitch.prompts import from_app
+from appserver.freeswitch.prompts import file_string_parts, from_app
 
 EVENTS = (
     "CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE DTMF CHANNEL_BRIDGE "
@@ -76,7 +76,7 @@ def dial_target(data: str) -> str:
 
 @dataclass
 class _Prompt:
-    detail: str
+    details: list[str]
     stopped: bool = False
 
 
@@ -119,9 +119,13 @@ class RealFsCall(SimulatedCall):
                 self._moh[key] = data.removeprefix("local_stream://")
                 t.add("moh", self._moh[key])
             elif app in PROMPT_APPS:
-                detail = from_app(app, data) or f"file:{data}"
-                self._prompts[key] = _Prompt(detail)
-                t.add("prompt_started", detail)
+                # a file_string's files play one after the other inside one application:
+                # the engine tells when it starts and ends, so its files are transcribed then
+                parts = file_string_parts(data) if app == "playback" else [data]
+                details = [from_app(app, part) or f"file:{part}" for part in parts]
+                self._prompts[key] = _Prompt(details)
+                for detail in details:
+                    t.add("prompt_started", detail)
             elif app == "bridge":
                 self._dialed = dial_target(data)
                 t.add("dialed", self._dialed)
@@ -140,7 +144,8 @@ class RealFsCall(SimulatedCall):
                 # still running when the probe hung up was stopped by it.
                 stopped = prompt.stopped or self.hung_up_by_caller
                 status = "failed" if failed else "stopped" if stopped else "done"
-                t.add("prompt_finished", f"{prompt.detail} {status}")
+                for detail in prompt.details:
+                    t.add("prompt_finished", f"{detail} {status}")
         elif name == "PLAYBACK_STOP" and event.get("Playback-Status") == "break":
             self._stop_prompts()
         elif name == "API" and event.get("API-Command") == "uuid_break":

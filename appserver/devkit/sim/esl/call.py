@@ -33,7 +33,7 @@ from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
 from appserver.devkit.sim.recordings import write_silence
 from appserver.freeswitch.esl_codec import ESLProtocolError
-from appserver.freeswitch.prompts import from_app
+from appserver.freeswitch.prompts import file_string_parts, from_app
 
 log = logging.getLogger("callyard.sim.esl")
 
@@ -492,19 +492,32 @@ class EslSimCall(SimulatedCall):
         return "_none_"
 
     async def _play(self, app: str, arg: str) -> str:
-        prompt = from_app(app, arg) or f"file:{arg}"
-        self.transcript.add("prompt_started", prompt)
-        if prompt in self.sim.behaviour.missing:
-            self.transcript.add("prompt_finished", f"{prompt} failed")
+        """One prompt, or the files of a ``file_string://`` one after the other: a missing
+        one is skipped, ``FILE NOT FOUND`` only when none played (as the real engine); a
+        break ends the whole playback."""
+        parts = file_string_parts(arg) if app == "playback" else [arg]
+        played = 0.0
+        found = False
+        for part in parts:
+            prompt = from_app(app, part) or f"file:{part}"
+            self.transcript.add("prompt_started", prompt)
+            if prompt in self.sim.behaviour.missing:
+                self.transcript.add("prompt_finished", f"{prompt} failed")
+                continue
+            found = True
+            self._current_prompt = prompt
+            try:
+                result = await self._wait(self.sim.behaviour.duration(prompt))
+            except BaseException:
+                self._finish_prompt("stopped")
+                raise
+            self._finish_prompt("stopped" if result == "break" else "done")
+            played += self.sim.behaviour.duration(prompt)
+            if result == "break":
+                break
+        if not found:
             return "FILE NOT FOUND"
-        self._current_prompt = prompt
-        try:
-            result = await self._wait(self.sim.behaviour.duration(prompt))
-        except BaseException:
-            self._finish_prompt("stopped")
-            raise
-        self._finish_prompt("stopped" if result == "break" else "done")
-        ms = int(self.sim.behaviour.duration(prompt) * 1000)
+        ms = int(played * 1000)
         self.channel.variables.update(playback_ms=str(ms), playback_samples=str(ms * 8))
         return "FILE PLAYED"
 
