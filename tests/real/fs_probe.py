@@ -39,7 +39,10 @@ import asyncio
 import contextlib
 import re
 import uuid as uuidlib
+import wave
 from dataclasses import dataclass, field
+
+from engines import FS_SOUNDS
 
 from appserver.devkit.sim.caller import SimulatedCall, Transcript
 from appserver.freeswitch import esl_codec as codec
@@ -76,8 +79,26 @@ def dial_target(data: str) -> str:
 
 @dataclass
 class _Prompt:
+    """One prompt application: a file_string's files play one after the other inside it, and
+    FreeSWITCH reports only the application's start and end (one PLAYBACK_START/STOP too):
+    its files are transcribed at the times their lengths give, the last at the end."""
+
     details: list[str]
+    seconds: list[float | None]  # each file's length (None: missing, the engine skips it)
+    at: int = 0  # the file playing now
     stopped: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+def file_seconds(part: str) -> float | None:
+    """How long FreeSWITCH plays one file of a file_string (None: it has no such file)."""
+    if part.startswith("silence_stream://"):
+        return int(part.removeprefix("silence_stream://").split(",")[0]) / 1000
+    try:
+        with wave.open(str(FS_SOUNDS / part)) as w:
+            return w.getnframes() / w.getframerate()
+    except (OSError, wave.Error, EOFError):
+        return None
 
 
 @dataclass
@@ -123,9 +144,9 @@ class RealFsCall(SimulatedCall):
                 # the engine tells when it starts and ends, so its files are transcribed then
                 parts = file_string_parts(data) if app == "playback" else [data]
                 details = [from_app(app, part) or f"file:{part}" for part in parts]
-                self._prompts[key] = _Prompt(details)
-                for detail in details:
-                    t.add("prompt_started", detail)
+                seconds = [file_seconds(part) for part in parts] if len(parts) > 1 else [0.0]
+                self._prompts[key] = prompt = _Prompt(details, seconds)
+                self._play_files(prompt)
             elif app == "bridge":
                 self._dialed = dial_target(data)
                 t.add("dialed", self._dialed)
@@ -139,13 +160,18 @@ class RealFsCall(SimulatedCall):
                 t.add("moh", "")
             elif key in self._prompts:
                 prompt = self._prompts.pop(key)
+                if prompt.timer is not None:
+                    prompt.timer.cancel()
                 failed = event.get("Application-Response") in FAILED and not self.hung_up
                 # The caller's hang-up may reach us after the playback's completion: a prompt
                 # still running when the probe hung up was stopped by it.
                 stopped = prompt.stopped or self.hung_up_by_caller
                 status = "failed" if failed else "stopped" if stopped else "done"
-                for detail in prompt.details:
-                    t.add("prompt_finished", f"{detail} {status}")
+                if prompt.at < len(prompt.details):
+                    t.add("prompt_finished", f"{prompt.details[prompt.at]} {status}")
+                    prompt.at += 1
+                    if status == "done":  # the engine was quicker than the files' lengths
+                        self._play_files(prompt, timed=False)
         elif name == "PLAYBACK_STOP" and event.get("Playback-Status") == "break":
             self._stop_prompts()
         elif name == "API" and event.get("API-Command") == "uuid_break":
@@ -211,6 +237,37 @@ class RealFsCall(SimulatedCall):
     def _stop_prompts(self) -> None:
         for prompt in self._prompts.values():
             prompt.stopped = True
+            if prompt.timer is not None:
+                prompt.timer.cancel()
+                prompt.timer = None
+
+    def _play_files(self, prompt: _Prompt, timed: bool = True) -> None:
+        """Transcribe the files from ``prompt.at`` on: a missing one at once (skipped), the
+        next one's start after a file's length; the last one ends with the application."""
+        t = self.transcript
+        while prompt.at < len(prompt.details):
+            detail, seconds = prompt.details[prompt.at], prompt.seconds[prompt.at]
+            t.add("prompt_started", detail)
+            if timed and prompt.at == len(prompt.details) - 1 and seconds is not None:
+                return
+            if seconds is None:
+                t.add("prompt_finished", f"{detail} failed")
+                prompt.at += 1
+                continue
+            if timed:
+                prompt.timer = asyncio.get_running_loop().call_later(
+                    seconds, self._file_played, prompt)
+                return
+            t.add("prompt_finished", f"{detail} done")
+            prompt.at += 1
+
+    def _file_played(self, prompt: _Prompt) -> None:
+        prompt.timer = None
+        if prompt.stopped:
+            return
+        self.transcript.add("prompt_finished", f"{prompt.details[prompt.at]} done")
+        prompt.at += 1
+        self._play_files(prompt)
 
 
 class FreeswitchProbe:

@@ -37,6 +37,12 @@ async def speak(engine: Any, call: Any, target: str) -> None:
     """The real engines' probe phones send no audio, and the engines write only what they
     receive: the probe's leg plays a tone to Callyard's side (the caller talks)."""
     if target == "freeswitch":
+        # A broadcast that reaches the caller's leg before it parks (just after the answer)
+        # runs first and is cut short by the park: the recording stayed empty.
+        deadline = time.monotonic() + 5
+        while (await engine.api(f"uuid_getvar {call.caller_leg} current_application")
+               ).strip() != "park" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await engine.api(f"uuid_broadcast {call.caller_leg} tone_stream://%(60000,0,440) aleg")
     elif target == "asterisk":
         await engine.request("POST", f"/channels/{call.caller_leg}/play", media="tone:440",
