@@ -16,6 +16,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from appserver.asterisk.ari import UNUSED_EVENTS
+from appserver.asterisk.callstore import CallRecord
 from appserver.asterisk.link import LinkConfig
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.cdr import STREAM
@@ -759,3 +760,50 @@ async def test_one_application_per_worker(redis_client: Redis) -> None:
         await wait_until(lambda: again.active_calls == 0)
         await again.stop()
         assert lost == []
+
+
+async def test_a_call_over_before_its_cdr_reached_redis_is_recorded_by_its_next_worker(
+    redis_client: Redis,
+) -> None:
+    """The call is over (the app hung up, the channel is gone) but its CDR is still on its way
+    to Redis when its worker dies (tests/real/test_asterisk_workers.py killed one right
+    then): the call's record stays, a worker of another application leaves it alone, and the
+    next worker of the same application records the call (its CDR: WORKER_LOST)."""
+    async with AriSimulator(sounds=SoundCatalog(default_seconds=0.15),
+                            stasis_apps=("callyard-1", "callyard-2")) as sim:
+        menuset = menus()
+        lost: list[CallRecord] = []
+        other_lost: list[CallRecord] = []
+        never = asyncio.Event()
+
+        async def cdr_on_its_way() -> None:  # the worker dies before its sink wrote the CDR
+            await never.wait()
+
+        pool = Workers(sim)
+        first = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client,
+                                 cdrs_durable=cdr_on_its_way)
+        call = await sim.place_call("9999")
+        await call.wait_for_prompt("file:ivr/welcome")
+        await run_steps(call, [("press", "0"), ("expect_hangup", "app")])
+        await call.wait_ended()
+        record = f"callyard:asterisk:call:{first.links[0].name}:{call.call_id}"
+        await first.stop()
+        await sim.drop_event_sockets("callyard-1")
+        assert await redis_client.exists(record)
+
+        other = await pool.start(ivr_factory(menuset), app="callyard-2", redis=redis_client,
+                                 on_call_lost=other_lost.append)
+        await asyncio.sleep(0.2)  # its re-adoption ran
+        assert other_lost == [] and await redis_client.exists(record)
+
+        again = await pool.start(ivr_factory(menuset), app="callyard-1", redis=redis_client,
+                                 on_call_lost=lost.append)
+        await wait_until(lambda: len(lost) == 1)
+        assert lost[0].info.call_id == call.call_id and lost[0].started_at > 0
+        for _ in range(100):
+            if not await redis_client.exists(record):
+                break
+            await asyncio.sleep(0.02)
+        assert not await redis_client.exists(record)
+        await again.stop()
+        await other.stop()

@@ -20,7 +20,13 @@ from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
 from appserver.queues.caller_flow import QUEUED_VARIABLE
-from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
+from appserver.queues.model import (
+    AgentConfig,
+    CallStatus,
+    Member,
+    QueueConfig,
+    QueueConfigError,
+)
 from appserver.queues.runtime import QueueRuntime
 from appserver.queues.store import STATS_CHANNEL, Op, QueueError, QueueStore
 from appserver.shells import aio as aio_shell
@@ -34,6 +40,7 @@ from ivr.calls import (
     Command,
     Dial,
     DialResult,
+    Dtmf,
     EndDial,
     Enqueue,
     Event,
@@ -588,6 +595,47 @@ async def test_an_agent_who_takes_a_caller_the_worker_no_longer_has_is_freed(
         assert ann is not None and (ann.call, ann.wrapup_until_ms) == ("", 0)
         stats = await store.stats("support")
         assert (stats.lost, stats.answered, stats.waiting) == (1, 0, 0)
+    finally:
+        await rt.stop()
+
+
+async def test_a_tick_read_before_a_callback_request_landed_does_not_withdraw_it(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tick reads the caller as this worker's; then the caller confirms a callback, whose
+    RequestCallback lands (the entry is nobody's now: a callback) and drops the caller's
+    flow, all before the tick's reply is handled (a loaded worker). That stale reply must
+    not withdraw the callback: it used to ("withdrawing a caller this worker no longer
+    has", counted lost), and the customer was never called back."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, callback_key="5")
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=60)
+    await rt.start()
+    try:
+        await until(lambda: rt._ticks == 1)  # the next tick is a minute away
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        worker.deliver("call-0001", Dtmf("5"))  # the callback key: confirm the number
+        tick, read = rt.store.tick, asyncio.Event()
+
+        async def stale_tick(owner: str, lease_ms: int = 15000,
+                             now: int | None = None) -> list[CallStatus]:
+            statuses = await tick(owner, lease_ms, now)  # the caller is still ours here
+            read.set()
+            await until(lambda: "call-0001" not in rt.flows)  # its callback landed first
+            return statuses
+
+        monkeypatch.setattr(rt.store, "tick", stale_tick)
+        ticking = asyncio.ensure_future(rt.tick())
+        await read.wait()
+        worker.deliver("call-0001", Dtmf("1"))  # confirmed: RequestCallback
+        await rt.drain()
+        await ticking
+        await rt.drain()
+        stats = await store.stats("support")
+        assert (stats.callbacks_requested, stats.callbacks_waiting, stats.lost) == (1, 1, 0)
+        assert await store.queued_call("call-0001") is not None
     finally:
         await rt.stop()
 

@@ -484,6 +484,27 @@ async def test_accepting_an_offer_whose_caller_is_gone_withdraws_it(
     assert ann is not None and (ann.state, ann.offer, ann.no_answer) == ("available", "", 0)
 
 
+async def test_a_worker_withdraws_only_a_caller_still_its_own(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A withdrawal (leave ``lost`` with ``owner``) removes the caller only while the entry
+    is that worker's: not once it became a callback (nobody's) nor once another worker took
+    it over; the worker's own leftover goes, counted lost."""
+    store = await setup(redis_client, ["ann"], login=False, callback_key="5")
+    t = T0 + 10_000
+    for call in ("c1", "c2", "c3"):
+        await store.enqueue("support", call, "w1", now=t)
+    await store.request_callback("c1", "+15550100", now=t + 1)
+    await store.take_over("c2", "w2", now=t + 2)
+    for call in ("c1", "c2", "c3"):
+        await store.leave(call, "lost", now=t + 3, owner="w1")
+    assert await store.queued_call("c1") is not None  # the callback waits
+    assert await redis_client.hget(store.keys.call("c2"), "owner") in ("w2", b"w2")
+    assert await store.queued_call("c3") is None
+    stats = await store.stats("support")
+    assert (stats.lost, stats.callbacks_waiting, stats.waiting) == (1, 1, 1)  # c1; c2
+
+
 async def test_a_dial_failure_repeated_after_its_reply_was_lost_keeps_a_later_assignment(
     redis_client: aioredis.Redis,
 ) -> None:

@@ -434,8 +434,8 @@ class QueueRuntime:
 
     async def tick(self) -> None:
         store = self.store
-        joined = set(self._joined)
-        self._updates(await store.tick(self.worker_id, self.lease_ms), joined)
+        joined, had = set(self._joined), set(self.flows)
+        self._updates(await store.tick(self.worker_id, self.lease_ms), joined, had)
         if self._may_reap():
             await store.reap()
         for queue in self._queues_waiting() | self._queues_calling_back():
@@ -526,7 +526,7 @@ class QueueRuntime:
         self._withdrawing.discard(call_id)
         if call_id in self.flows:
             return None
-        return lambda store: store.leave_op(call_id, "lost")
+        return lambda store: store.leave_op(call_id, "lost", owner=self.worker_id)
 
     def _written(self, action: Action, result: Any) -> str | None:
         """Bookkeeping once ``action`` landed (``result``: the store's answer, or the
@@ -630,15 +630,23 @@ class QueueRuntime:
         self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
         return True
 
-    def _updates(self, statuses: list[CallStatus], joined_before: set[str]) -> None:
+    def _updates(self, statuses: list[CallStatus], joined_before: set[str],
+                 flows_before: set[str]) -> None:
         """Deliver changed positions; waiting callers joined before the tick but unknown to
-        Redis now were reaped by another worker (this one stalled past its lease)."""
+        Redis now were reaped by another worker (this one stalled past its lease).
+
+        A caller Redis gives as ours with no flow here is withdrawn only if it had none
+        when the tick was sent either (``flows_before``): a flow dropped while the reply
+        was on its way went with an action that landed after the tick read Redis (a
+        confirmed callback: the entry is nobody's now, and waits to be called back; a
+        Leave), so for that caller the reply is stale. A real leftover is still withdrawn,
+        by the next tick."""
         seen = set()
         for st in statuses:
             seen.add(st.call_id)
             flow = self.flows.get(st.call_id)
             if flow is None:
-                if not self._taking_over(st.call_id):
+                if st.call_id not in flows_before and not self._taking_over(st.call_id):
                     self._withdraw(st.call_id)
                 continue
             # Not joined yet: the Join's reply, still on its way, gives the first position.

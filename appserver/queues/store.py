@@ -495,12 +495,16 @@ class QueueStore:
     async def finish(self, call_id: str, now: int | None = None) -> bool:
         return await self.run(self.finish_op(call_id, now))
 
-    def leave_op(self, call_id: str, outcome: str, now: int | None = None) -> Op[str]:
+    def leave_op(self, call_id: str, outcome: str, now: int | None = None, *,
+                 owner: str = "") -> Op[str]:
+        """``owner``: only while the entry is that worker's (a worker withdrawing a caller
+        it has no flow for); "" when it is not (the previous state otherwise)."""
         _check_leave(outcome)
-        return Op("leave", (call_id, outcome, now or now_ms()), _s)
+        return Op("leave", (call_id, outcome, now or now_ms(), owner), _s)
 
-    async def leave(self, call_id: str, outcome: str, now: int | None = None) -> str:
-        return await self.run(self.leave_op(call_id, outcome, now))
+    async def leave(self, call_id: str, outcome: str, now: int | None = None, *,
+                    owner: str = "") -> str:
+        return await self.run(self.leave_op(call_id, outcome, now, owner=owner))
 
     async def tick(self, owner: str, lease_ms: int = 15000,
                    now: int | None = None) -> list[CallStatus]:
