@@ -4,9 +4,10 @@ agents through AgentControl, leases across workers, definitions from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,8 +89,8 @@ class Worker:
         self.commands[call_id] += self.flows[call_id].handle(event)
 
     def place(self, runtime: QueueRuntime, call_id: str,
-              priority: int = 0) -> None:
-        self.ivrs[call_id] = Ivr(priority=priority)
+              priority: int = 0, queue: str = "support") -> None:
+        self.ivrs[call_id] = Ivr(queue, priority)
         self.flows[call_id] = runtime.wrap(self.ivrs[call_id])
         self.commands[call_id] = self.flows[call_id].start(
             CallInfo(call_id, "test", "+1555" + call_id[-4:], "9999"))
@@ -785,11 +786,20 @@ def spy_batches(monkeypatch: pytest.MonkeyPatch, rt: QueueRuntime,
     return batches
 
 
-def start_call(worker: Worker, rt: QueueRuntime, call_id: str, queue: str) -> None:
-    worker.ivrs[call_id] = Ivr(queue=queue)
-    worker.flows[call_id] = rt.wrap(worker.ivrs[call_id])
-    worker.commands[call_id] = worker.flows[call_id].start(
-        CallInfo(call_id, "test", "+15550100", "9999"))
+@contextlib.asynccontextmanager
+async def batching_runtime(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, fail_matches: bool = False,
+) -> AsyncIterator[tuple[Worker, QueueRuntime, list[list[str]]]]:
+    """A started runtime past its first tick, with its round trips recorded (spy_batches)."""
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
+    batches = spy_batches(monkeypatch, rt, fail_matches)
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)  # the first tick is over
+        yield worker, rt, batches
+    finally:
+        await rt.stop()
 
 
 async def test_joins_queued_together_go_in_one_round_trip_each_answer_to_its_caller(
@@ -802,16 +812,11 @@ async def test_joins_queued_together_go_in_one_round_trip_each_answer_to_its_cal
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"}, max_length=1)
     await define(store, {}, name="closing")
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
-    batches = spy_batches(monkeypatch, rt)
-    await rt.start()
-    try:
-        await asyncio.sleep(0.1)  # the first tick is over
+    async with batching_runtime(redis_client, monkeypatch) as (worker, rt, batches):
         await store.drop_queue("closing")  # the runtime still has its definition
-        start_call(worker, rt, "call-0001", "support")
-        start_call(worker, rt, "call-0002", "support")
-        start_call(worker, rt, "call-0003", "closing")
+        worker.place(rt, "call-0001")
+        worker.place(rt, "call-0002")
+        worker.place(rt, "call-0003", queue="closing")
         await rt.drain()
         assert batches == [["enqueue", "enqueue", "enqueue"], ["match"]]
         assert worker.events == {
@@ -820,8 +825,6 @@ async def test_joins_queued_together_go_in_one_round_trip_each_answer_to_its_cal
             "call-0003": [QueueResult("closing", "failed", "no_such_queue")],
         }
         assert set(rt.flows) == {"call-0001"}
-    finally:
-        await rt.stop()
 
 
 async def test_a_callers_second_write_waits_for_the_next_round_trip(
@@ -832,22 +835,15 @@ async def test_a_callers_second_write_waits_for_the_next_round_trip(
     the Join and the entry is gone."""
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"})
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
-    batches = spy_batches(monkeypatch, rt)
-    await rt.start()
-    try:
-        await asyncio.sleep(0.1)  # the first tick is over
-        start_call(worker, rt, "call-0001", "support")
+    async with batching_runtime(redis_client, monkeypatch) as (worker, rt, batches):
+        worker.place(rt, "call-0001")
         worker.deliver("call-0001", HungUp())
-        start_call(worker, rt, "call-0002", "support")
+        worker.place(rt, "call-0002")
         await rt.drain()
         assert batches == [["enqueue"], ["match"], ["leave", "enqueue"], ["match"]]
         assert await store.queued_call("call-0001") is None
         assert [c.call_id for c in await store.queue_calls("support")] == ["call-0002"]
         assert (await store.stats("support")).abandoned == 1
-    finally:
-        await rt.stop()
 
 
 async def test_a_match_failing_in_a_batch_is_left_to_the_tick(
@@ -858,13 +854,9 @@ async def test_a_match_failing_in_a_batch_is_left_to_the_tick(
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"})
     await store.agent_action("ann", "login")
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=30)
-    batches = spy_batches(monkeypatch, rt, fail_matches=True)
-    await rt.start()
-    try:
-        await asyncio.sleep(0.1)  # the first tick, with nobody waiting, is over
-        start_call(worker, rt, "call-0001", "support")
+    runtime = batching_runtime(redis_client, monkeypatch, fail_matches=True)
+    async with runtime as (worker, rt, batches):
+        worker.place(rt, "call-0001")
         await rt.drain()
         assert batches == [["enqueue"], ["match"]]
         assert worker.events["call-0001"] == [QueueUpdate("support", 1, 0.0, 1)]
@@ -874,5 +866,3 @@ async def test_a_match_failing_in_a_batch_is_left_to_the_tick(
         ann = await store.agent("ann")
         assert ann is not None and (ann.state, ann.offer) == ("offered", "call-0001")
         assert not worker.ivrs["call-0001"].results
-    finally:
-        await rt.stop()
