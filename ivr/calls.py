@@ -19,10 +19,14 @@ Driver contract (both drivers implement exactly this):
 * ``StartTimer`` with a name that is already running replaces it. ``TimerFired`` is
   never delivered for a timer that was cancelled or replaced.
 * ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` the driver
-  delivers nothing more except, at most, ``HungUp``. After ``Transfer`` it delivers one
-  ``TransferResult``: ``ok=True`` once the engine has taken the call (nothing follows), or
-  ``ok=False`` when the engine refused it (the call is still the flow's) - or ``HungUp`` if
-  the caller hung up first.
+  delivers nothing more except, at most, ``HungUp``. ``Hangup`` acts at once (a prompt
+  still playing is cut off), except ``Hangup(after_play=id)``, sent with or after that
+  ``Play``: the caller hears the play to its end, then the call ends, with no round trip
+  through the flow (FreeSWITCH queues the hangup behind the playback; Asterisk's driver
+  hangs up on its ``PlaybackFinished``). That play's ``PlayFinished`` is not delivered.
+  After ``Transfer`` the driver delivers one ``TransferResult``: ``ok=True`` once the
+  engine has taken the call (nothing follows), or ``ok=False`` when the engine refused it
+  (the call is still the flow's) - or ``HungUp`` if the caller hung up first.
 * ``Dial`` bridges the caller to the target; ``DialResult`` comes when the attempt is
   over: ``answered`` once the bridged call has ended (the other party hung up), otherwise
   ``busy`` / ``no_answer`` / ``failed`` as soon as that is known.
@@ -253,6 +257,7 @@ class StopRecording:
 @dataclass(frozen=True, slots=True)
 class Hangup:
     cause: str = "NORMAL_CLEARING"
+    after_play: str = ""  # a play_id: hang up when that play ends (see the contract)
 
 
 Command: TypeAlias = (

@@ -541,6 +541,13 @@ class IvrCall:
         play_id = self._new_id()
         lang = self._menu.language if self._menu else "en"
         out.append(Play(play_id, rendered, False, lang))
+        if then.kind == "hangup":
+            # nothing follows but the end: the engine hangs up as the prompts end, sparing
+            # the caller the round trip of PlayFinished through the worker (20-40 ms)
+            out.append(Hangup(after_play=play_id))
+            self._play = None
+            self._phase = _DONE
+            return
         self._phase = _ANNOUNCE
         self._play = play_id
         self._barge = False

@@ -302,6 +302,9 @@ class FlowHarness:
         elif isinstance(cmd, Hangup):
             if not cmd.cause:
                 raise ContractViolation(f"bad Hangup: {cmd!r}")
+            if cmd.after_play and (cmd.after_play not in self._plays
+                                   or cmd.after_play in self._stopped):
+                raise ContractViolation(f"Hangup after {cmd.after_play!r}, which is not playing")
         elif isinstance(cmd, Record):
             if self._recording is not None:
                 raise ContractViolation(f"{cmd!r} while {self._recording[0]!r} records")

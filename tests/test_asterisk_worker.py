@@ -721,6 +721,36 @@ async def test_transfer_breaks_off_the_running_prompt(sim: AriSimulator, workers
     assert flows[0].events == [TransferResult("1000", ok=True)]
 
 
+async def test_a_hangup_after_a_play_waits_for_its_end(sim: AriSimulator, workers: Workers) -> None:
+    """Hangup(after_play): the goodbye is heard to its end, then the driver hangs up on its
+    PlaybackFinished (ARI has no queued hangup); the flow hears only the end (its HungUp:
+    the CDR ends then, not when the goodbye began)."""
+    sim.sounds.durations["sound:ivr/long"] = 0.6
+    flows: list[Recorder] = []
+
+    def factory(info: CallInfo) -> CallFlow:
+        flows.append(Recorder([Answer(), Play("bye", (Prompt("file", "ivr/long"),)),
+                               Hangup(after_play="bye")]))
+        return flows[-1]
+
+    await workers.start(factory)
+    call = await sim.place_call("9999")
+    ended = await call.transcript.wait_for(lambda e: e.kind == "hangup", timeout=3)
+    lines = call.transcript.lines()
+    assert "prompt_finished file:ivr/long done" in lines, lines
+    assert lines.index("prompt_finished file:ivr/long done") < lines.index(
+        f"{ended.kind} {ended.detail}".strip()), lines
+    assert ended.at >= 0.6, lines
+    await wait_until(lambda: flows[0].events == [HungUp("NORMAL_CLEARING")])
+    # the caller hangs up during the goodbye: nothing more is asked of Asterisk
+    sim.sounds.durations["sound:ivr/long"] = 5
+    call = await sim.place_call("9999")
+    await call.wait_for_prompt("file:ivr/long")
+    await call.hangup()
+    await wait_until(lambda: workers.started[0].call(call.call_id) is None)
+    assert [type(e) for e in flows[1].events] == [HungUp]
+
+
 async def test_one_application_per_worker(redis_client: Redis) -> None:
     """Two workers share a node and Redis, each with its own Stasis application, tried in the
     dialplan's order: the first takes calls while it is up, then the second; with neither, the

@@ -28,6 +28,8 @@ from ivr.calls import (
     Event,
     Hangup,
     HungUp,
+    Play,
+    Prompt,
     QueueResult,
     QueueUpdate,
     SetVariable,
@@ -74,6 +76,10 @@ class Scripted:
             if event.digits == "#":
                 self._done = True
                 return [Hangup("NORMAL_CLEARING")]
+            if event.digits == "*":  # the goodbye, and the end once it has played
+                self._done = True
+                return [Play("bye", (Prompt("file", "bye"),), False),
+                        Hangup("NORMAL_CLEARING", after_play="bye")]
             if event.digits == "x":
                 raise RuntimeError("boom")
             if event.digits == "q":
@@ -126,6 +132,24 @@ def test_transfer_and_flow_hangup_end_the_record() -> None:
     assert [(r.disposition, r.extra) for r in out] == [("transferred", {"transfer_to": "1000"})]
     flow, out, _ = run()
     flow.handle(Dtmf("#"))
+    assert [(r.disposition, r.hangup_cause) for r in out] == [("hangup", "NORMAL_CLEARING")]
+
+
+def test_a_hangup_after_the_goodbye_is_recorded_when_the_call_ends() -> None:
+    """Hangup(after_play): the engine hangs up as the goodbye ends, so the record's end is
+    the call's (its HungUp), not the moment the flow asked."""
+    flow, out, clock = run()
+    flow.handle(Dtmf("*"))
+    assert out == [] and flow.done
+    clock.now += 2.5  # the goodbye plays
+    flow.handle(HungUp("NORMAL_CLEARING"))
+    [r] = out
+    assert r.ended_at == r.started_at + 2.5
+    assert (r.disposition, r.hangup_cause) == ("hangup", "NORMAL_CLEARING")
+    flow, out, clock = run()
+    flow.handle(Dtmf("*"))
+    clock.now += 1
+    flow.handle(HungUp("ORIGINATOR_CANCEL"))  # the caller left during the goodbye
     assert [(r.disposition, r.hangup_cause) for r in out] == [("hangup", "NORMAL_CLEARING")]
 
 

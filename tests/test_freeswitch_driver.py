@@ -425,6 +425,31 @@ def test_hangup_and_transfer_break_off_what_plays_first() -> None:
     _, sent = make(flow)
     assert [r.command for r in requests(sent)][-2:] == ["api uuid_break uuid-1", "sendmsg"]
 
+
+def test_a_hangup_after_a_play_is_queued_behind_it_without_a_break() -> None:
+    """Hangup(after_play): FreeSWITCH runs ``hangup`` as the goodbye ends (event-locked, in
+    order), with no round trip through the worker; nothing breaks the play off."""
+    flow = Script([c.Play("bye", (c.Prompt("file", "a"), c.Prompt("file", "b"))),
+                   c.Hangup("NORMAL_CLEARING", after_play="bye")])
+    driver, sent = make(flow)
+    assert not any(r.command.startswith("api uuid_break") for r in requests(sent))
+    assert [a[:2] for a in apps(sent)][-2:] == [("playback", "file_string://a.wav!b.wav"),
+                                                ("hangup", "NORMAL_CLEARING")]
+    tag = apps(sent)[-2][2]
+    driver.on_event(complete(tag))
+    assert flow.seen == []  # handed away: not even the goodbye's PlayFinished
+    driver.on_event(codec.LazyEvent({"Event-Name": "CHANNEL_HANGUP",
+                                     "Hangup-Cause": "NORMAL_CLEARING"}))
+    assert flow.seen == [c.HungUp("NORMAL_CLEARING")]  # the end: the CDR closes now
+    driver, _ = make(Script(list(flow.on_start)))
+    driver.on_socket_closed()  # gone without a CHANNEL_HANGUP: the flow still hears the end
+    assert driver.flow.seen == [c.HungUp("SOCKET_CLOSED")]  # type: ignore[union-attr]
+    # a play already over (or never started): the hangup acts at once, as a plain Hangup
+    flow = Script([c.Hangup(after_play="gone")])
+    _, sent = make(flow)
+    assert [r.command for r in requests(sent)][-1] == "sendmsg"
+    assert requests(sent)[-1].headers.get("call-command") == "hangup"
+
 # ---------------------------------------------------------------- the last line of defence
 # Hardening findings: a TTS prompt or set value holding "\n\n" was written into the command
 # stream, so FreeSWITCH ran a second, injected application; "${...}" is expanded by

@@ -41,7 +41,7 @@ from ivr.model import (
     OptionDef,
     ScheduleDef,
 )
-from ivr.testing import FlowHarness, build_menuset
+from ivr.testing import ContractViolation, FlowHarness, build_menuset
 
 MAIN = MenuDef(
     "main",
@@ -176,9 +176,8 @@ def test_barge_in_stops_the_greeting_and_counts_as_input() -> None:
     cmds = after(h, lambda: h.press("7"))
     assert cmds[0] == StopPlay("ivr1")
     assert cmds[1] == Play("ivr2", (Prompt("file", "ivr/bye"),), False, "en")
+    assert cmds[2] == Hangup(after_play="ivr2")  # the goodbye plays out, then the call ends
     assert h.played == ["file:ivr/welcome", "file:ivr/bye"]
-    h.run()
-    assert h.terminal == Hangup()
     assert h.flow.done
 
 
@@ -381,11 +380,20 @@ def test_set_variable_and_template_see_it() -> None:
 
 
 def test_hangup_plays_option_prompt_first() -> None:
+    """The option's prompt and the hangup go out together: the engine ends the call as the
+    prompt ends, with no PlayFinished round trip through the worker."""
     h = call()
-    h.press("7")
-    assert h.terminal is None
-    h.advance(1)
-    assert h.terminal == Hangup() and h.flow.done
+    cmds = after(h, lambda: h.press("7"))
+    assert cmds[-2:] == [Play("ivr2", (Prompt("file", "ivr/bye"),), False, "en"),
+                         Hangup(after_play="ivr2")]
+    assert h.terminal == Hangup(after_play="ivr2") and h.flow.done
+    assert h.flow.handle(PlayFinished("ivr2", "done")) == []
+
+
+def test_a_hangup_after_a_play_that_is_not_playing_breaks_the_contract() -> None:
+    h = call()
+    with pytest.raises(ContractViolation):
+        h._execute([Hangup(after_play="nope")])
 
 
 def test_transfer_ends_the_flow() -> None:

@@ -152,7 +152,8 @@ class CallDriver:
         "_bridges", "_inbox", "_settled", "_timers", "_unawaited", "_unawaited_variables",
         "_wakeup",
         "call_recording", "call_recording_paused", "channel_id",
-        "config", "dial", "finished", "flow", "handed_away", "hungup_delivered", "info", "legs",
+        "config", "dial", "finished", "flow", "handed_away", "hangup_after", "hungup_delivered",
+        "info", "legs",
         "log", "on_enqueue", "playbacks", "port", "recordings", "stopping", "supervision",
         "waiting_queue",
     )  # thousands of calls per worker: no per-call __dict__
@@ -175,6 +176,7 @@ class CallDriver:
         self.waiting_queue = False
         self.playbacks: dict[str, str] = {}  # ARI playback id -> flow play_id
         self.stopping: set[str] = set()  # ARI playback ids we asked to stop
+        self.hangup_after: tuple[str, str] | None = None  # Hangup(after_play): play_id, cause
         # ARI recording name -> flow record_id (Record), "" for the call's StartRecording
         self.recordings: dict[str, str] = {}
         self.call_recording = ""  # StartRecording's name until StopRecording
@@ -388,6 +390,9 @@ class CallDriver:
                     await self._end_supervision()
                 case Transfer():
                     await self._transfer(cmd)
+                case Hangup(cause, after_play) if after_play in self.playbacks.values():
+                    self.handed_away = True  # hung up on that play's PlaybackFinished
+                    self.hangup_after = (after_play, cause)
                 case Hangup(cause):
                     self.handed_away = True
                     await _unless_gone(self.port.hangup(cid, HANGUP_REASONS.get(cause, "normal")))
@@ -827,6 +832,17 @@ class CallDriver:
             play_id = self.playbacks.pop(playback_id, None)
             if play_id is None:
                 return
+            if self.hangup_after is not None and self.hangup_after[0] == play_id:
+                # the channel's end (below) then tells the flow, as the caller's would
+                reason = HANGUP_REASONS.get(self.hangup_after[1], "normal")
+                try:
+                    await _unless_gone(self.port.hangup(self.channel_id, reason))
+                except (AriError, OSError) as exc:
+                    self.log.error("hangup after the last prompt failed",
+                                   extra={"error": str(exc) or type(exc).__name__})
+                    await self._deliver(HungUp(self.hangup_after[1]))
+                    self.finished = True
+                return
             if playback_id in self.stopping:
                 self.stopping.discard(playback_id)
                 status = "stopped"
@@ -853,6 +869,8 @@ class CallDriver:
                     float(seconds) if isinstance(seconds, int | float) else 0.0))
         elif kind in HANGUP_EVENTS:
             if self.handed_away:
+                if self.hangup_after is not None:  # Hangup(after_play): the flow hears the end
+                    await self._deliver(HungUp(cause_name(msg.get("cause", 16))))
                 self.finished = True
                 return
             await self._deliver(HungUp(cause_name(msg.get("cause", 16))))

@@ -104,6 +104,7 @@ class CdrFlow:
         self._transfer_to = ""  # set by Transfer, until the engine refuses it
         self._transferring = False  # Transfer sent, the engine's answer not in yet
         self._caller_cause = ""  # set when the caller hung up
+        self._hangup_after_play = ""  # Hangup(after_play)'s cause, until the call ends
         self._taken_from = ""  # the dead worker this call was taken over from
         self._ended_by_supervisor = False
         self._message: dict[str, Any] | None = None  # the voicemail message being left
@@ -132,7 +133,10 @@ class CdrFlow:
             note(self, event)
         commands = self._step(self.inner.handle, event)
         if isinstance(event, HungUp):
-            self._end("hangup", self._caller_cause)
+            if self._hangup_after_play:  # the flow's last prompt ended and the engine hung up
+                self._end("flow_hangup", self._hangup_after_play)
+            else:
+                self._end("hangup", self._caller_cause)
         return commands
 
     def abandon(self, cause: str) -> None:
@@ -182,7 +186,8 @@ class CdrFlow:
                 if self.record is not None:
                     break
         if (self.record is None and not self._dialing and not self._waiting_queue
-                and not self._transferring and self.inner.done):
+                and not self._transferring and not self._hangup_after_play
+                and self.inner.done):
             self._end("hangup", "NORMAL_CLEARING")  # the driver hangs up for the flow
         return commands
 
@@ -287,6 +292,9 @@ class CdrFlow:
         self._ended_by_supervisor = True
 
     def _note_hangup(self, cmd: Hangup) -> None:
+        if cmd.after_play and not self._caller_cause:
+            self._hangup_after_play = cmd.cause  # ends when the call does (its HungUp)
+            return
         self._end("hangup" if self._caller_cause else "flow_hangup",
                   self._caller_cause or cmd.cause)
 

@@ -30,6 +30,7 @@ executed nested inside it and plays first: a greeting would be heard last prompt
   socket closes (FreeSWITCH took the call into its dialplan). ``Hangup``:
   ``call-command: hangup``. Both act at once: a prompt or music still running (which would
   hold the event-locked queue) is broken off first with ``uuid_break <uuid> all``.
+  ``Hangup(after_play=id)`` while that play runs: ``execute hangup``, queued behind it.
 * ``Record``: ``set playback_terminators=<keys>``, a beep (``playback tone_stream://...``),
   ``record <recordings_dir>/<name>.wav <max_seconds>``, ``set playback_terminators=none``; its
   ``CHANNEL_EXECUTE_COMPLETE`` gives ``RecordFinished`` with ``variable_record_ms`` (absent:
@@ -199,6 +200,7 @@ class CallDriver:
     _dial_tag: str = ""
     _bleg: str = ""  # the running Dial's B-leg (its origination_uuid), "" when no dial runs
     _transfer_to: str = ""  # a Transfer sent, until FreeSWITCH takes the call
+    _hangup_queued: bool = False  # Hangup(after_play): the flow still hears HungUp
     _held: str = ""  # the hold music displacing the caller's audio, "" when not on hold
     _moh: str = ""  # the music class StartMoh plays (until StopMoh), "" when none
     _moh_tag: str = ""  # the Event-UUID of the running stretch of it
@@ -267,7 +269,7 @@ class CallDriver:
         if self._transfer_to and not self.hung_up:
             destination, self._transfer_to = self._transfer_to, ""
             self.deliver(c.TransferResult(destination, ok=True))
-        elif not self.hung_up and not self.handed_away:
+        elif not self.hung_up and (not self.handed_away or self._hangup_queued):
             self._hangup("SOCKET_CLOSED")
         self._cancel_timers()
 
@@ -416,13 +418,15 @@ class CallDriver:
             self._transfer_to = cmd.destination
             return [*unhold, *stop, transfer]
         if isinstance(cmd, c.Hangup):
+            self.handed_away = True
+            if cmd.after_play in self._plays:  # queued behind that play's applications
+                self._hangup_queued = True
+                return self._execute("hangup", cmd.cause)
             hangup = codec.encode_command(
                 "sendmsg", [("call-command", "hangup"), ("hangup-cause", cmd.cause)]
             )
-            stop = self._stop_all()
-            self.handed_away = True
             self.commands_sent += 1
-            return [*stop, hangup]
+            return [*self._stop_all(), hangup]
         if isinstance(cmd, c.Enqueue):
             if self.queue_runtime is None:
                 self._inbox.append(c.QueueResult(cmd.queue, "failed", "no queue runtime"))
