@@ -18,6 +18,11 @@ engine's CPU per call (the engine process's CPU time over the run, less its idle
 worker's CPU per call, and the call length (answer to hang-up, by the engine's clock), and
 the ratios. Needs root and ``../shared/engines`` (the real engines exist only there; skips
 with a message otherwise) and takes the same per-engine lock as the real-engine tests.
+
+``--baseline DIR`` (FreeSWITCH): a third way, the same walk served by a second worker run
+from another checkout (e.g. ``git worktree add ../before <commit>``) on the same engine, in
+the same rounds: an A/B of two versions of Callyard that the engine's drift from run to run
+(a fifth of its CPU per call here) does not swamp.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ STOCK_SOUNDS = Path("/opt/freeswitch/sounds/custom")  # the engines' own test re
 DIGITS_AFTER = 2.5  # s after answer, as the issue's yardstick
 CONTEXT = "callyard-bench"
 NATIVE, CALLYARD = "9998", "9999"
+BASELINE_CONTEXT = "callyard-baseline"  # --baseline: the rendered context, to the other worker
 TICKS = os.sysconf("SC_CLK_TCK")
 
 FS_NATIVE = f"""<include>
@@ -380,9 +386,10 @@ def callyard(env: dict[str, str], *args: str) -> None:
                    check=True, capture_output=True, timeout=120)
 
 
-def start_worker(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log: Path, *args: str,
+                 checkout: Path = ROOT) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "appserver.cli", *args], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "appserver.cli", *args], cwd=checkout,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -415,10 +422,12 @@ def ready(port: int) -> bool:
 
 
 async def run_rounds(callers: Any, engine: int, worker: int, args: argparse.Namespace,
-                     context: str) -> list[Walk]:
+                     context: str, baseline: int | None = None) -> list[Walk]:
     ways = {"native": (callers.place(NATIVE, CONTEXT), None),
             "callyard": (callers.place(CALLYARD, context), worker)}
     ways = {name: ways[name] for name in args.ways.split(",")}
+    if baseline is not None:
+        ways["baseline"] = (callers.place(CALLYARD, BASELINE_CONTEXT), baseline)
     for place, _ in ways.values():
         await place(20, args.cps)  # warm-up: sound files cached, the worker's first calls
     walks = []
@@ -431,29 +440,51 @@ async def run_rounds(callers: Any, engine: int, worker: int, args: argparse.Name
     return walks
 
 
+def baseline_dialplan(conf: Path, port: int, baseline_port: int) -> str:
+    """The rendered ``callyard`` context again as ``BASELINE_CONTEXT``, sending its calls to
+    the baseline worker's port."""
+    text = (conf / "dialplan" / "callyard.xml").read_text()
+    text = text.replace('<context name="callyard">', f'<context name="{BASELINE_CONTEXT}">')
+    return text.replace(f"127.0.0.1:{port} ", f"127.0.0.1:{baseline_port} ")
+
+
 def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
 
     port, health = free_port(), free_port()
+    base_port, base_health = free_port(), free_port()
     with exclusive("freeswitch"):
         conf = build_freeswitch_conf(directory / "freeswitch", FreeswitchConf(workers=(port,)))
         (conf / "dialplan" / "callyard-bench.xml").write_text(FS_NATIVE)
+        if args.baseline:
+            (conf / "dialplan" / "callyard-baseline.xml").write_text(
+                baseline_dialplan(conf, port, base_port))
         start_freeswitch(conf)
-        worker = start_worker({**env, "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
-                               "CALLYARD_FREESWITCH_ESL": "127.0.0.1:8021:ClueCon",
-                               "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"},
-                              directory / "worker-freeswitch.log", "freeswitch")
+        workers = []
+
+        def worker_for(listen: int, health_port: int, name: str, checkout: Path) -> int:
+            workers.append((start_worker(
+                {**env, "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{listen}",
+                 "CALLYARD_FREESWITCH_ESL": "127.0.0.1:8021:ClueCon",
+                 "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health_port}"},
+                directory / f"{name}.log", "freeswitch", checkout=checkout), name))
+            wait_until(lambda: ready(health_port), 30, f"the {name} is not ready")
+            return workers[-1][0].pid
+
         try:
-            wait_until(lambda: ready(health), 30, "the FreeSWITCH worker is not ready")
+            worker = worker_for(port, health, "worker-freeswitch", ROOT)
+            baseline = worker_for(base_port, base_health, "baseline-worker-freeswitch",
+                                  args.baseline) if args.baseline else None
 
             async def go() -> list[Walk]:
                 async with FreeswitchCallers() as callers:
-                    return await run_rounds(callers, engine_pid("freeswitch"), worker.pid,
-                                            args, "callyard")
+                    return await run_rounds(callers, engine_pid("freeswitch"), worker,
+                                            args, "callyard", baseline)
 
             return asyncio.run(go())
         finally:
-            stop_worker(worker, directory / "worker-freeswitch.log")
+            for process, name in workers:
+                stop_worker(process, directory / f"{name}.log")
             stop_engine("freeswitch")
 
 
@@ -505,6 +536,10 @@ def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
         "extra_call_ms": round(1000 * (mean("callyard", "call_length_s")
                                        - mean("native", "call_length_s"))),
         "failed": sum(w.failed for w in walks),
+        **({"baseline_engine_cpu_ms": mean("baseline", "engine_cpu_ms_per_call"),
+            "baseline_worker_cpu_ms": mean("baseline", "worker_cpu_ms_per_call"),
+            "baseline_call_s": mean("baseline", "call_length_s")}
+           if any(w.way == "baseline" for w in walks) else {}),
     }  # fmt: skip
 
 
@@ -518,6 +553,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ways", default="native,callyard", help="e.g. callyard alone, to profile")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
+                        "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -564,6 +601,9 @@ def main() -> int:
               f"{r['callyard_engine_cpu_ms']:6.2f} ms  {r['extra_engine_cpu_percent']!s:>5} %  "
               f"{r['worker_cpu_ms']:12.2f} ms  {r['native_call_s']:10.3f} s "
               f"{r['callyard_call_s']:7.3f} s {r['extra_call_ms']:5d} ms  {r['failed']:6d}")
+        if "baseline_engine_cpu_ms" in r:
+            print(f"{'  baseline':18} {r['baseline_engine_cpu_ms']:29.2f} ms {'':9} "
+                  f"{r['baseline_worker_cpu_ms']:12.2f} ms  {'':10} {r['baseline_call_s']:7.3f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["failed"] == 0 for r in results) else 1

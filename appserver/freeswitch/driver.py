@@ -79,11 +79,10 @@ from ivr.model import VARIABLE_RE, is_safe_text
 
 log = logging.getLogger("callyard.freeswitch")
 
-# mod_event_socket reads a command one byte per recv(), with a sched_yield() after each (the
-# outbound socket's thread; perf on FreeSWITCH 1.10.12): every byte the worker sends costs the
-# engine ~1 us, so commands are kept short. ``myevents`` (this call's events only) enables 23
-# event types, nearly all carrying every channel variable; ``nixevent ALL`` then ``event``
-# leaves the four the driver reads, in 88 bytes (a ``nixevent`` of the other 19 took 380).
+# mod_event_socket reads a command one byte per recv(), each followed by a sched_yield(), so
+# commands are kept short. ``myevents`` (this call's events only) enables 23 event types,
+# nearly all carrying every channel variable; ``nixevent ALL`` then ``event`` leaves the four
+# the driver reads, in 88 bytes (a ``nixevent`` of the other 19 took 380).
 NEEDED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP")
 SETUP_COMMANDS = [
     codec.encode_command("myevents"),
