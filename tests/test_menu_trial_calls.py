@@ -12,7 +12,14 @@ from api_support import api_app
 from test_api_menu_drafts import MAIN, _seed
 
 from appserver.menus.readers import MenuSetReader
-from appserver.menus.trial_calls import TRIALS, is_trial_number, store_trial, trial_key
+from appserver.menus.trial_calls import (
+    TRIALS,
+    TrialCall,
+    is_trial_number,
+    loaded_key,
+    store_trial,
+    trial_key,
+)
 from ivr.model import MenuDef, MenuSource
 
 DRAFT = MenuSource(menus=(MenuDef("draft", greeting=("tts:Draft hello",)),))
@@ -68,6 +75,33 @@ async def test_a_trial_gone_from_redis_is_not_loaded(redis_client) -> None:
         await redis_client.set(trial_key(trial.number), "{not json")
         await reader.load_trial(trial.number)  # unreadable: logged, not served
         assert reader.trials == {}
+    finally:
+        await reader.stop()
+
+
+async def test_a_reader_counts_itself_once_in_a_trial_both_found_and_published(
+        redis_client, monkeypatch) -> None:
+    """Finding: stored between a reader's SUBSCRIBE and its look at the stored trials, a
+    trial reached the reader twice (found stored, then its PUBLISH) and the reader counted
+    itself twice in the trial's ``loaded``: the API stopped waiting (loaded = the readers
+    the PUBLISH reached) before another reader had loaded it."""
+    reader = MenuSetReader(redis_client, trials=True)
+    stored: list[TrialCall] = []
+    load_trials = reader.load_trials
+
+    async def store_then_load() -> None:  # subscribed: the PUBLISH reaches this reader
+        if not stored:
+            stored.append(await store_trial(redis_client, DRAFT, "draft", wait=0))
+        await load_trials()
+
+    monkeypatch.setattr(reader, "load_trials", store_then_load)
+    await reader.start()
+    try:
+        await _until(lambda: bool(stored) and stored[0].number in reader.trials)
+        # The news of a later trial comes after the first one's: that one was read.
+        later = await store_trial(redis_client, DRAFT, "draft")
+        assert later.readers == 1
+        assert await redis_client.get(loaded_key(stored[0].number)) == "1"
     finally:
         await reader.stop()
 

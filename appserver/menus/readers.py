@@ -102,8 +102,13 @@ class MenuSetReader:
 
     async def load_trial(self, number: str) -> None:
         """Load trial ``number``'s set (gone or unreadable: forgotten, logged) and count
-        this reader in its ``loaded`` key."""
+        this reader in its ``loaded`` key, once: a trial stored between the SUBSCRIBE and
+        :meth:`load_trials` reaches the reader twice (found stored, then published), and
+        counting it twice would let the API stop waiting before another reader has it."""
         expires = await reply(self.client.zscore(TRIALS, number))
+        held = self.trials.get(number)
+        if held is not None and expires is not None and held[1] == float(expires):
+            return  # this very trial (its expiry is its store's time) is loaded and counted
         doc = await reply(self.client.get(trial_key(number)))
         if expires is None or doc is None:
             self.trials.pop(number, None)
