@@ -106,6 +106,13 @@ async def test_a_reader_counts_itself_once_in_a_trial_both_found_and_published(
         await reader.stop()
 
 
+async def _trial_subscribers(redis_client) -> int:
+    """Connections subscribed to the trials channel (the server is shared with other
+    tests' readers)."""
+    [(_, n)] = await redis_client.pubsub_numsub(TRIALS)
+    return int(n)
+
+
 UNSAVED = {"main": {**MAIN, "greeting": ["tts:Draft hello"]}}
 
 
@@ -125,10 +132,17 @@ async def test_the_api_makes_trial_numbers_of_valid_drafts(pg_pool, redis_client
         # No worker follows trial calls: the number would not be answered.
         r = await c.post("/api/menu-drafts/trial-calls", json={"menu": "main", "menus": unsaved})
         assert r.status_code == 503 and "CALLYARD_MENU_TRIALS" in r.text
+        following = await _trial_subscribers(redis_client)
         readers = [MenuSetReader(redis_client, trials=True) for _ in range(2)]
         for reader in readers:
             await reader.start()
         try:
+            # start() returns before the reader has subscribed: the API waits for the
+            # readers its PUBLISH reaches, so post once both follow trials.
+            deadline = time.monotonic() + 3.0
+            while await _trial_subscribers(redis_client) < following + 2:
+                assert time.monotonic() < deadline, "the readers did not subscribe"
+                await asyncio.sleep(0.01)
             r = await c.post("/api/menu-drafts/trial-calls",
                              json={"menu": "main", "menus": unsaved})
             assert r.status_code == 201, r.text
