@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from appserver.devkit.embedded import free_port, redis_server_binary
 
@@ -21,10 +23,57 @@ PASSWORD = "ha-secret"
 SERVICE = "callyard-main"
 
 
+LOG = "server.log"  # each server's log, in its directory
+
+
 def _start(directory: Path, *args: str) -> subprocess.Popen[bytes]:
     directory.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([str(redis_server_binary()), *args], cwd=directory,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([str(redis_server_binary()), *args, "--logfile", LOG],
+                            cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _log_tail(directory: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join((directory / LOG).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _serving(proc: subprocess.Popen[bytes], port: int, password: str | None,
+             timeout: float = 30) -> bool:
+    """True once ``proc`` answers on ``port`` (the server there is this process); False if
+    it exits first (its port was taken) or does not answer in time."""
+    deadline = time.monotonic() + timeout
+    server = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2,
+                         socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))  # (we loop)
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError, OSError):
+                if int(server.info("server")["process_id"]) == proc.pid:
+                    return True
+            time.sleep(0.02)
+        return False
+    finally:
+        server.close()
+
+
+def _start_on_a_free_port(directory: Path, args: Callable[[int], list[str]],
+                          password: str | None = None
+                          ) -> tuple[int, subprocess.Popen[bytes]]:
+    """A server started with ``args(port)`` on a free port, once it answers there.
+
+    A port free_port() found is free only until the server binds it, and the servers
+    themselves take ports meanwhile: every outbound link of a server bound to 127.0.0.1 (a
+    replica's to its primary, a sentinel's to each instance it watches) binds
+    127.0.0.1:0 first, drawing from the very ports free_port() draws from. A server whose
+    port was taken exits ("Address already in use"); it is started again on another port."""
+    for _attempt in range(3):
+        port = free_port()
+        proc = _start(directory, *args(port))
+        if _serving(proc, port, password):
+            return port, proc
+        _stop([proc])
+    raise AssertionError(f"redis-server in {directory} did not start:\n{_log_tail(directory)}")
 
 
 def _stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
@@ -66,10 +115,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def _data_server(directory: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    return _start(directory, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--requirepass", PASSWORD, "--masterauth", PASSWORD,
-                  *extra)
+def _data_args(port: int, *extra: str) -> list[str]:
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--requirepass", PASSWORD, "--masterauth", PASSWORD, *extra]
 
 
 class SentinelSet:
@@ -78,34 +126,56 @@ class SentinelSet:
 
     def __init__(self, directory: Path) -> None:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.primary_port, replica_port = free_port(), free_port()
-        self.procs[self.primary_port] = _data_server(directory / "primary", self.primary_port)
-        self.procs[replica_port] = _data_server(
-            directory / "replica", replica_port, "--replicaof", "127.0.0.1",
-            str(self.primary_port))
-        self.sentinel_ports = [free_port() for _ in range(3)]
-        for i, port in enumerate(self.sentinel_ports):
+        self.dirs: dict[int, Path] = {}
+        # One at a time, each once it answers: the replica and the sentinels need the
+        # primary's port, and no server can lose its port to another's outbound link.
+        try:
+            self.primary_port = self._serve(directory / "primary", _data_args, PASSWORD)
+            self.replica_port = self._serve(directory / "replica", lambda port: _data_args(
+                port, "--replicaof", "127.0.0.1", str(self.primary_port)), PASSWORD)
+            self.sentinel_ports = [
+                self._serve(directory / f"sentinel{i}", self._sentinel_args(directory, i))
+                for i in range(3)]
+        except BaseException:
+            self.close()
+            raise
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        self.url = f"redis+sentinel://:{PASSWORD}@{hosts}/{SERVICE}/0"
+
+    def _serve(self, directory: Path, args: Callable[[int], list[str]],
+               password: str | None = None) -> int:
+        port, self.procs[port] = _start_on_a_free_port(directory, args, password)
+        self.dirs[port] = directory
+        return port
+
+    def _sentinel_args(self, directory: Path, i: int) -> Callable[[int], list[str]]:
+        def args(port: int) -> list[str]:
             conf = directory / f"sentinel{i}" / "sentinel.conf"
             conf.parent.mkdir(parents=True, exist_ok=True)
-            conf.write_text(
+            conf.write_text(  # (again at a retry: the sentinel rewrites it, with its id)
                 f"port {port}\nbind 127.0.0.1\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
                 f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 3000\n")
-            self.procs[port] = _start(conf.parent, str(conf), "--sentinel")
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        self.url = f"redis+sentinel://:{PASSWORD}@{hosts}/{SERVICE}/0"
-        self.replica_port = replica_port
+            return [str(conf), "--sentinel"]
+        return args
 
     def wait_ready(self) -> None:
-        wait_for("the replica in sync", lambda: self._server(self.replica_port).info(
-            "replication").get("master_link_status") == "up")
+        wait_for("the replica in sync", lambda: self._running() and self._server(
+            self.replica_port).info("replication").get("master_link_status") == "up")
         for port in self.sentinel_ports:  # every sentinel sees the replica and the others
             sentinel = redis.Redis(port=port, decode_responses=True)
             wait_for("the sentinels to know each other and the replica", lambda s=sentinel: (
-                len(s.sentinel_sentinels(SERVICE)) == 2
+                self._running() and len(s.sentinel_sentinels(SERVICE)) == 2
                 and len(s.sentinel_slaves(SERVICE)) == 1))
+
+    def _running(self) -> bool:
+        """True; a server that exited fails the wait at once, with the end of its log."""
+        for port, proc in self.procs.items():
+            assert proc.poll() is None, (f"the redis-server on port {port} exited "
+                                         f"({proc.returncode}):\n{_log_tail(self.dirs[port])}")
+        return True
 
     def _server(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password=PASSWORD, decode_responses=True)
