@@ -19,7 +19,11 @@ worker's CPU per call, and the call length (answer to hang-up, by the engine's c
 the ratios. Needs root and ``../shared/engines`` (the real engines exist only there; skips
 with a message otherwise) and takes the same per-engine lock as the real-engine tests.
 
-``--baseline DIR`` (FreeSWITCH): a third way, the same walk served by a second worker run
+``--ways native,callyard,inbound`` (FreeSWITCH): a third way, the same walk over ONE inbound
+Event Socket for all calls (the dialplan parks them) by the bare controller of
+``fs_inbound_walk.py``: what that shape costs the engine, and a controller's floor.
+
+``--baseline DIR`` (FreeSWITCH): one more way, the same walk served by a second worker run
 from another checkout (e.g. ``git worktree add ../before <commit>``) on the same engine, in
 the same rounds: an A/B of two versions of Callyard that the engine's drift from run to run
 (a fifth of its CPU per call here) does not swamp.
@@ -70,6 +74,7 @@ DIGITS_AFTER = 2.5  # s after answer, as the issue's yardstick
 CONTEXT = "callyard-bench"
 NATIVE, CALLYARD = "9998", "9999"
 BASELINE_CONTEXT = "callyard-baseline"  # --baseline: the rendered context, to the other worker
+INBOUND_CONTEXT = "callyard-inbound"  # --ways ...,inbound: parked for fs_inbound_walk.py
 TICKS = os.sysconf("SC_CLK_TCK")
 
 FS_NATIVE = f"""<include>
@@ -87,6 +92,18 @@ FS_NATIVE = f"""<include>
   </context>
 </include>
 """  # noqa: E501
+
+FS_INBOUND = f"""<include>
+  <context name="{INBOUND_CONTEXT}">
+    <extension name="inbound_ivr">
+      <condition field="destination_number" expression="^{CALLYARD}$">
+        <action application="multiset" data="hangup_after_bridge=false continue_on_fail=true playback_terminators=none"/>
+        <action application="park"/>
+      </condition>
+    </extension>
+  </context>
+</include>
+"""  # noqa: E501  (as Callyard's dialplan, ``park`` instead of ``socket``)
 
 AST_NATIVE = f"""
 [{CONTEXT}]
@@ -146,12 +163,13 @@ class Walk:
         }  # fmt: skip
 
 
-def idle_rates(engine: int, worker: int, seconds: float = 3.0) -> tuple[float, float]:
-    """CPU seconds per second the engine and the worker spend with no call (timers, polls)."""
-    before = cpu_seconds(engine), cpu_seconds(worker)
+def idle_rates(engine: int, workers: list[int], seconds: float = 3.0
+               ) -> tuple[float, dict[int, float]]:
+    """CPU seconds per second the engine and each worker spend with no call (timers, polls)."""
+    before = {pid: cpu_seconds(pid) for pid in (engine, *workers)}
     time.sleep(seconds)
-    return ((cpu_seconds(engine) - before[0]) / seconds,
-            (cpu_seconds(worker) - before[1]) / seconds)
+    rates = {pid: (cpu_seconds(pid) - cpu) / seconds for pid, cpu in before.items()}
+    return rates[engine], {pid: rates[pid] for pid in workers}
 
 
 async def measured(way: str, engine: int, worker: int | None, idle: tuple[float, float],
@@ -422,21 +440,27 @@ def ready(port: int) -> bool:
 
 
 async def run_rounds(callers: Any, engine: int, worker: int, args: argparse.Namespace,
-                     context: str, baseline: int | None = None) -> list[Walk]:
+                     context: str, more: dict[str, tuple[str, int]] | None = None
+                     ) -> list[Walk]:
+    """``more``: further ways, name -> (the dialplan context of their calls, the pid whose
+    CPU is theirs)."""
     ways = {"native": (callers.place(NATIVE, CONTEXT), None),
             "callyard": (callers.place(CALLYARD, context), worker)}
-    ways = {name: ways[name] for name in args.ways.split(",")}
-    if baseline is not None:
-        ways["baseline"] = (callers.place(CALLYARD, BASELINE_CONTEXT), baseline)
+    ways = {name: ways[name] for name in args.ways.split(",") if name in ways}
+    for name, (way_context, way_pid) in (more or {}).items():
+        ways[name] = (callers.place(CALLYARD, way_context), way_pid)
     for place, _ in ways.values():
         await place(20, args.cps)  # warm-up: sound files cached, the worker's first calls
     walks = []
     for _ in range(args.rounds):
-        idle = idle_rates(engine, worker)
-        print(f"idle: engine {100 * idle[0]:.1f} % worker {100 * idle[1]:.1f} % of a core",
+        engine_idle, idle = idle_rates(engine, [pid for _, pid in ways.values() if pid])
+        print(f"idle: engine {100 * engine_idle:.1f} %, "
+              + ", ".join(f"{name} {100 * idle[pid]:.1f} %"
+                          for name, (_, pid) in ways.items() if pid) + " of a core",
               file=sys.stderr)
         for name, (place, pid) in ways.items():
-            walks.append(await measured(name, engine, pid, idle, place, args.calls, args.cps))
+            walks.append(await measured(name, engine, pid, (engine_idle, idle[pid] if pid else 0.0),
+                                        place, args.calls, args.cps))
     return walks
 
 
@@ -448,19 +472,34 @@ def baseline_dialplan(conf: Path, port: int, baseline_port: int) -> str:
     return text.replace(f"127.0.0.1:{port} ", f"127.0.0.1:{baseline_port} ")
 
 
+def start_inbound_walk(log: Path) -> subprocess.Popen[bytes]:
+    """``fs_inbound_walk.py`` on ``INBOUND_CONTEXT``, once it has subscribed."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "fs_inbound_walk.py"),
+                                INBOUND_CONTEXT], stdout=subprocess.PIPE,
+                               stderr=log.open("ab"))  # fmt: skip
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        process.kill()
+        raise RuntimeError(f"fs_inbound_walk.py did not subscribe: see {log}")
+    return process
+
+
 def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
 
     port, health = free_port(), free_port()
-    base_port, base_health = free_port(), free_port()
+    inbound = "inbound" in args.ways.split(",")
     with exclusive("freeswitch"):
         conf = build_freeswitch_conf(directory / "freeswitch", FreeswitchConf(workers=(port,)))
         (conf / "dialplan" / "callyard-bench.xml").write_text(FS_NATIVE)
+        if inbound:
+            (conf / "dialplan" / "callyard-inbound.xml").write_text(FS_INBOUND)
         if args.baseline:
+            base_port, base_health = free_port(), free_port()
             (conf / "dialplan" / "callyard-baseline.xml").write_text(
                 baseline_dialplan(conf, port, base_port))
         start_freeswitch(conf)
-        workers = []
+        workers: list[tuple[subprocess.Popen[bytes], str]] = []
 
         def worker_for(listen: int, health_port: int, name: str, checkout: Path) -> int:
             workers.append((start_worker(
@@ -473,13 +512,19 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
 
         try:
             worker = worker_for(port, health, "worker-freeswitch", ROOT)
-            baseline = worker_for(base_port, base_health, "baseline-worker-freeswitch",
-                                  args.baseline) if args.baseline else None
+            more: dict[str, tuple[str, int]] = {}
+            if args.baseline:
+                more["baseline"] = (BASELINE_CONTEXT, worker_for(
+                    base_port, base_health, "baseline-worker-freeswitch", args.baseline))
+            if inbound:
+                workers.append((start_inbound_walk(directory / "inbound-walk.log"),
+                                "inbound-walk"))
+                more["inbound"] = (INBOUND_CONTEXT, workers[-1][0].pid)
 
             async def go() -> list[Walk]:
                 async with FreeswitchCallers() as callers:
                     return await run_rounds(callers, engine_pid("freeswitch"), worker,
-                                            args, "callyard", baseline)
+                                            args, "callyard", more)
 
             return asyncio.run(go())
         finally:
@@ -516,6 +561,9 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
             stop_engine("asterisk")
 
 
+MORE_WAYS = ("baseline", "inbound")  # FreeSWITCH only: --baseline, --ways ...,inbound
+
+
 def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
     def mean(way: str, key: str) -> float:
         values = [w.row()[key] for w in walks if w.way == way and w.row()[key] is not None]
@@ -536,10 +584,14 @@ def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
         "extra_call_ms": round(1000 * (mean("callyard", "call_length_s")
                                        - mean("native", "call_length_s"))),
         "failed": sum(w.failed for w in walks),
-        **({"baseline_engine_cpu_ms": mean("baseline", "engine_cpu_ms_per_call"),
-            "baseline_worker_cpu_ms": mean("baseline", "worker_cpu_ms_per_call"),
-            "baseline_call_s": mean("baseline", "call_length_s")}
-           if any(w.way == "baseline" for w in walks) else {}),
+        **{f"{way}_{key}": value for way in MORE_WAYS if any(w.way == way for w in walks)
+           for key, value in (
+               ("engine_cpu_ms", mean(way, "engine_cpu_ms_per_call")),
+               ("extra_engine_cpu_percent", round(100 * (mean(way, "engine_cpu_ms_per_call")
+                                                         - native_cpu) / native_cpu, 1)
+                if native_cpu else None),
+               ("worker_cpu_ms", mean(way, "worker_cpu_ms_per_call")),
+               ("call_s", mean(way, "call_length_s")))},
     }  # fmt: skip
 
 
@@ -551,11 +603,20 @@ def main() -> int:
                         help="new calls/s (default: 40 on FreeSWITCH, 10 on Asterisk, whose "
                         "~80 ms of CPU per call would saturate 2 cores at 40/s)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ways", default="native,callyard", help="e.g. callyard alone, to profile")
+    parser.add_argument("--ways", default="native,callyard",
+                        help="of native, callyard, inbound (FreeSWITCH only); e.g. callyard "
+                        "alone, to profile")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
+    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound"}
+    if unknown:
+        parser.error(f"unknown way(s): {', '.join(sorted(unknown))}")
+    freeswitch_only = (["--ways ...,inbound"] if "inbound" in args.ways.split(",") else []) + (
+        ["--baseline"] if args.baseline else [])
+    if freeswitch_only and "freeswitch" not in args.engines.split(","):
+        parser.error(f"{' and '.join(freeswitch_only)}: FreeSWITCH only")
     reason = unavailable_reason()
     if reason:
         print(f"skipped: {reason}")
@@ -583,6 +644,9 @@ def main() -> int:
         default_cps = {"freeswitch": 40.0, "asterisk": 10.0}
         with sounds():
             for engine in args.engines.split(","):
+                if engine == "asterisk" and freeswitch_only:
+                    print(f"asterisk: {' and '.join(freeswitch_only)} not run (FreeSWITCH only)",
+                          file=sys.stderr)
                 run = argparse.Namespace(**{**vars(args),
                                             "cps": args.cps or default_cps[engine]})
                 result = summary(engine, runners[engine](data, env, run))
@@ -601,9 +665,11 @@ def main() -> int:
               f"{r['callyard_engine_cpu_ms']:6.2f} ms  {r['extra_engine_cpu_percent']!s:>5} %  "
               f"{r['worker_cpu_ms']:12.2f} ms  {r['native_call_s']:10.3f} s "
               f"{r['callyard_call_s']:7.3f} s {r['extra_call_ms']:5d} ms  {r['failed']:6d}")
-        if "baseline_engine_cpu_ms" in r:
-            print(f"{'  baseline':18} {r['baseline_engine_cpu_ms']:29.2f} ms {'':9} "
-                  f"{r['baseline_worker_cpu_ms']:12.2f} ms  {'':10} {r['baseline_call_s']:7.3f} s")
+        for way in MORE_WAYS:
+            if f"{way}_engine_cpu_ms" in r:
+                print(f"  {way:16} {r[f'{way}_engine_cpu_ms']:29.2f} ms "
+                      f"{r[f'{way}_extra_engine_cpu_percent']!s:>5} %  "
+                      f"{r[f'{way}_worker_cpu_ms']:12.2f} ms  {'':10} {r[f'{way}_call_s']:7.3f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["failed"] == 0 for r in results) else 1
