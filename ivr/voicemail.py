@@ -2,10 +2,11 @@
 
 greeting (the mailbox's, or the standard one; ``#`` skips it) -> beep -> record up to the
 mailbox's ``max_seconds``, ``#`` ends it -> with ``review``: "1 keeps it, 2 records it again"
-(no key within :data:`~ivr.model.VOICEMAIL_REVIEW_SECONDS` keeps it) -> "saved, goodbye" ->
-hang up. A caller who hangs up at any point after the beep leaves the message recorded so
-far (the engine keeps the file; :class:`appserver.cdr.flow.CdrFlow` stores it). A recording
-the engine could not make ends the call.
+(no key within :data:`~ivr.model.VOICEMAIL_REVIEW_SECONDS` keeps it) -> "saved, goodbye",
+sent with ``Hangup(after_play=...)``: the engine hangs up as it ends, with no round trip of its
+``PlayFinished`` through the worker. A caller who hangs up at any point after the beep leaves
+the message recorded so far (the engine keeps the file; :class:`appserver.cdr.flow.CdrFlow`
+stores it). A recording the engine could not make ends the call.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Voicemail:
                 return self._record(), False
             if step == _REVIEW_STEP:
                 return [StartTimer(_TIMER, VOICEMAIL_REVIEW_SECONDS)], False
-            return [Hangup()], True
+            return [], False  # the goodbye's is never delivered (Hangup(after_play))
         if type(event) is Dtmf:
             return self._on_digits(event.digits)
         if type(event) is RecordFinished:
@@ -98,9 +99,9 @@ class Voicemail:
             if self.box.review:
                 self.step = _REVIEW_STEP
                 return self._say(_REVIEW), False
-            return self._bye(), False
+            return self._bye(), True
         if type(event) is TimerFired and event.name == _TIMER and step == _REVIEW_STEP:
-            return self._bye(), False
+            return self._bye(), True
         return [], False
 
     # ------------------------------------------------------------------ steps
@@ -119,12 +120,14 @@ class Voicemail:
                 out: list[Command] = [
                     StopPlay(self._play) if self._play is not None else CancelTimer(_TIMER)
                 ]
-                return [*out, *(self._bye() if digit == "1" else self._record())], False
+                if digit == "1":
+                    return [*out, *self._bye()], True
+                return [*out, *self._record()], False
         return [], False
 
     def _say(self, prompts: tuple[Prompt, ...]) -> list[Command]:
         self._play = self._new_id()
-        return [Play(self._play, prompts, self.step != _BYE, self.language)]
+        return [Play(self._play, prompts, True, self.language)]
 
     def _record(self) -> list[Command]:
         self._play = None
@@ -133,5 +136,9 @@ class Voicemail:
                        self.box.name)]
 
     def _bye(self) -> list[Command]:
+        """"Saved, goodbye" (not interruptible), and the end: nothing follows it, so the
+        engine hangs up as it ends (``Hangup(after_play)``); its PlayFinished never comes."""
         self.step = _BYE
-        return self._say(_SAVED)
+        self._play = None
+        play_id = self._new_id()
+        return [Play(play_id, _SAVED, False, self.language), Hangup(after_play=play_id)]

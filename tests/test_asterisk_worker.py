@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -17,7 +17,9 @@ from redis.asyncio import Redis
 
 from appserver.asterisk.ari import UNUSED_EVENTS
 from appserver.asterisk.callstore import CallRecord
+from appserver.asterisk.driver import CallDriver, DriverConfig, LegRegistry
 from appserver.asterisk.link import LinkConfig
+from appserver.asterisk.port import AriError, AriPort
 from appserver.asterisk.worker import AsteriskWorker
 from appserver.cdr import STREAM
 from appserver.cdr.flow import CdrCalls
@@ -749,6 +751,45 @@ async def test_a_hangup_after_a_play_waits_for_its_end(sim: AriSimulator, worker
     await call.hangup()
     await wait_until(lambda: workers.started[0].call(call.call_id) is None)
     assert [type(e) for e in flows[1].events] == [HungUp]
+
+
+class _RefusedHangups:
+    """An ARI port that starts playbacks and answers every DELETE of a channel with a 500."""
+
+    def __init__(self) -> None:
+        self.playbacks: list[str] = []
+        self.hangups: list[str] = []  # the reasons asked for
+
+    async def play(self, channel_id: str, playback_id: str, media: list[str],
+                   lang: str = "") -> None:
+        self.playbacks.append(playback_id)
+
+    async def hangup(self, channel_id: str, reason: str = "") -> None:
+        self.hangups.append(reason)
+        raise AriError(500, "Internal Server Error")
+
+
+async def test_a_refused_hangup_ends_the_flows_call() -> None:
+    """Asterisk refuses the DELETE (500). ``Hangup``: the flow hears HungUp("ARI_ERROR") and
+    the driver tries once more without a reason; ``Hangup(after_play)``, refused on the
+    goodbye's end: the flow hears HungUp of its own cause at once (no channel end will come)."""
+    for after_play in ("", "bye"):
+        port = _RefusedHangups()
+        flow = Recorder([])
+        info = CallInfo("chan-1", "asterisk", "+15550100", "9999")
+        driver = CallDriver(info, flow, cast(AriPort, port), DriverConfig(),
+                            cast(LegRegistry, None))
+        await driver._apply([Play("bye", (Prompt("file", "ivr/bye"),)),
+                             Hangup("USER_BUSY", after_play=after_play)])
+        if not after_play:
+            assert port.hangups == ["busy", ""] and flow.events == [HungUp("ARI_ERROR")]
+            assert driver.finished
+            continue
+        assert port.hangups == [] and flow.events == [] and not driver.finished
+        await driver._on_channel_event({"type": "PlaybackFinished",
+                                        "playback": {"id": port.playbacks[0], "state": "done"}})
+        assert port.hangups == ["busy"] and flow.events == [HungUp("USER_BUSY")]
+        assert driver.finished
 
 
 async def test_one_application_per_worker(redis_client: Redis) -> None:

@@ -72,6 +72,30 @@ def test_confirm_the_caller_id_then_goodbye() -> None:
     assert len(actions) == 2  # Join, RequestCallback: no Leave (the entry stays)
 
 
+def test_the_goodbye_still_hears_the_runtimes_answer_to_the_request() -> None:
+    """The "we will call you back" goodbye ends the call through its PlayFinished, not with
+    Hangup(after_play) as a menu's or voicemail's goodbye does: while it plays, the
+    runtime's answer to RequestCallback can still come. A refusal (the entry is gone) fails
+    the stay back to the caller's flow, and an agent assigned meanwhile (``assigned``) is
+    connected; a flow already done would hear neither, and the caller would hang up with no
+    callback registered."""
+    flow, _, _ = make(callback_key="5")
+    flow.start(CALL)
+    flow.handle(Dtmf("5"))
+    cmds = flow.handle(Dtmf("1"))
+    assert plays(cmds) == [("file:queue/callback_registered",)]
+    assert not any(isinstance(c, Hangup) for c in cmds) and not flow.done
+    flow.handle(QueueResult("support", "failed", "callback no_entry"))
+    assert flow.done and flow.result is not None
+    assert (flow.result.outcome, flow.result.detail) == ("failed", "callback no_entry")
+    flow, _, _ = make(callback_key="5")
+    flow.start(CALL)
+    flow.handle(Dtmf("5"))
+    flow.handle(Dtmf("1"))
+    cmds = flow.handle(AgentAssigned("support", "ann", "ann"))
+    assert isinstance(cmds[-1], Dial) and flow.phase == "connecting"
+
+
 def test_a_taken_over_caller_is_offered_their_own_number() -> None:
     """Finding: a caller another worker took over (``resume``) was asked to key in a number,
     as if they had no caller id."""

@@ -395,7 +395,7 @@ class CallDriver:
                     self.hangup_after = (after_play, cause)
                 case Hangup(cause):
                     self.handed_away = True
-                    await _unless_gone(self.port.hangup(cid, HANGUP_REASONS.get(cause, "normal")))
+                    await self._hang_up(cause)
                     self.finished = True
                 case _:
                     self.log.warning("unsupported command ignored", extra={"command": repr(cmd)})
@@ -403,6 +403,12 @@ class CallDriver:
             await self._on_http_error(cmd, exc.status, exc.text)
         except OSError as exc:  # no answer from Asterisk
             await self._on_http_error(cmd, 0, str(exc) or type(exc).__name__)
+
+    async def _hang_up(self, cause: str) -> None:
+        """DELETE the call's channel with ``cause``'s reason; one already gone (404) counts as
+        hung up. Other errors propagate: the ``Hangup`` command's go to :meth:`_on_http_error`,
+        a ``Hangup(after_play)``'s (on its play's end) deliver ``HungUp`` at once."""
+        await _unless_gone(self.port.hangup(self.channel_id, HANGUP_REASONS.get(cause, "normal")))
 
     async def _on_http_error(self, cmd: Command, status: int, text: str) -> None:
         if isinstance(cmd, Transfer) and status not in (0, 404):
@@ -834,9 +840,8 @@ class CallDriver:
                 return
             if self.hangup_after is not None and self.hangup_after[0] == play_id:
                 # the channel's end (below) then tells the flow, as the caller's would
-                reason = HANGUP_REASONS.get(self.hangup_after[1], "normal")
                 try:
-                    await _unless_gone(self.port.hangup(self.channel_id, reason))
+                    await self._hang_up(self.hangup_after[1])
                 except (AriError, OSError) as exc:
                     self.log.error("hangup after the last prompt failed",
                                    extra={"error": str(exc) or type(exc).__name__})

@@ -475,6 +475,8 @@ class CallerFlow:
                 return []
             self._dialog_playing = False
             if self.callback_step == "registered":
+                # Not Hangup(after_play) sent with the goodbye: while it plays, the runtime's
+                # answer to RequestCallback (a refusal, an agent assigned) must still reach us.
                 self._end(QueueResult(self.config.name, "left", "callback"))
                 return [Hangup()]
             return []
