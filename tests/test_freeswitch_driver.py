@@ -87,6 +87,31 @@ def test_setup_subscribes_narrowly_lingers_and_disables_terminators() -> None:
     assert apps(sent)[1][0] == "answer"
 
 
+def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None:
+    """One write (one send) per call less; a flow with nothing to say at its start still
+    gets its setup written at once, and a flow that fails to start its polite end."""
+    writes: list[list[bytes]] = []
+    CallDriver(INFO, writes.append, DriverConfig()).start(Script([c.Answer()]))  # type: ignore[arg-type]
+    assert len(writes) == 1
+    assert [r.command for r in requests(writes[0])][:4] == [
+        r.command for r in requests(SETUP_COMMANDS)]
+    assert apps(writes[0])[-1][0] == "answer"
+
+    writes.clear()
+    CallDriver(INFO, writes.append, DriverConfig()).start(Script([]))  # type: ignore[arg-type]
+    assert len(writes) == 1 and requests(writes[0])[0].command == "myevents"
+
+    class Broken(Script):
+        def start(self, call: c.CallInfo) -> list[c.Command]:
+            raise RuntimeError("boom")
+
+    writes.clear()
+    CallDriver(INFO, writes.append, DriverConfig()).start(Broken([]))  # type: ignore[arg-type]
+    assert len(writes) == 1
+    assert requests(writes[0])[0].command == "myevents"
+    assert [a for a, _, _ in apps(writes[0])][-3:] == ["answer", "playback", "hangup"]
+
+
 def test_terminators_the_dialplan_disabled_are_not_disabled_again() -> None:
     """The shipped dialplan sets playback_terminators=none with its other variables in one
     multiset: one application less per call for FreeSWITCH (bench_native.py)."""
@@ -350,6 +375,29 @@ def test_refusals_after_the_channel_is_gone_are_not_warnings(
             session._handle_frame(frame)
     assert [r.levelname for r in caplog.records] == ["DEBUG"]  # after our hangup: expected
     session.close()
+
+
+def test_commands_a_send_takes_in_part_are_written_whole() -> None:
+    """send_nowait writes with one send(); what the kernel did not take goes by sendall."""
+    from appserver.freeswitch.connection import CallConnection
+
+    class PartialSocket:
+        def __init__(self) -> None:
+            self.wire = b""
+
+        def send(self, data: bytes) -> int:
+            self.wire += data[:5]
+            return min(5, len(data))
+
+        def sendall(self, data: memoryview) -> None:
+            self.wire += bytes(data)
+
+    sock = PartialSocket()
+    session = CallConnection(sock)  # type: ignore[arg-type]
+    commands = [codec.encode_command("myevents"), codec.sendmsg("answer", lock=True)]
+    assert session.send_nowait(commands)
+    assert sock.wire == b"".join(commands)
+    assert session._commands_sent == [None, None]  # both replies are expected
 
 
 def test_transfer_is_confirmed_when_freeswitch_takes_the_call() -> None:

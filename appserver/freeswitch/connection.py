@@ -148,7 +148,7 @@ class EslConnection:
             return False
         self._commands_sent.extend([None] * len(commands))
         try:
-            self.sock.sendall(b"".join(commands))
+            self._write(b"".join(commands))
         except OSError as exc:
             log.info("write failed: %s", exc, extra=self.log_context)
             self.connected = False
@@ -161,9 +161,16 @@ class EslConnection:
             raise NotConnectedError("the ESL connection is closed")
         result = gevent.event.AsyncResult()
         self._commands_sent.append(result)
-        self.sock.sendall((command + "\n\n").encode("utf-8"))
+        self._write((command + "\n\n").encode("utf-8"))
         reply: Reply = result.get(timeout=timeout)
         return reply
+
+    def _write(self, data: bytes) -> None:
+        # one send() nearly always takes it all; gevent's sendall() asks the kernel for the
+        # buffer size (a syscall) and slices the data on every call
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
 
     def close(self) -> None:
         """Close the socket (the reader then ends and sets ``closed``)."""

@@ -210,6 +210,7 @@ class CallDriver:
     _recordings_seen: dict[str, str] = field(default_factory=dict)  # path -> name, ever
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
     _seq: int = 0
+    _unsent: list[bytes] = field(default_factory=list)  # the setup, until the first write
     _salt: str = field(default_factory=lambda: f"{random.getrandbits(24):06x}-")
     _answered: bool = False
     _inbox: deque[c.Event] = field(default_factory=deque)
@@ -225,22 +226,25 @@ class CallDriver:
     def start(self, flow: c.CallFlow | None) -> None:
         """Set the session up and start ``flow`` (None: polite message and hangup)."""
         self.flow = flow
-        setup = [*SETUP_COMMANDS]
+        # the session's setup goes out with the flow's first commands, in one write
+        self._unsent = [*SETUP_COMMANDS]
         if self.info.variables.get("playback_terminators") != "none":  # not set by the dialplan
-            setup.append(self._execute("set", "playback_terminators=none"))
-        self.write(setup)
-        if flow is None:
-            self._polite_end()
-            return
-        with self._lock:
-            try:
-                commands = flow.start(self.info)
-            except Exception:
-                log.exception("call flow failed to start", extra=self.log_extra)
+            self._unsent.append(self._execute("set", "playback_terminators=none"))
+        try:
+            if flow is None:
                 self._polite_end()
                 return
-            self._run(commands)
-            self._drain()
+            with self._lock:
+                try:
+                    commands = flow.start(self.info)
+                except Exception:
+                    log.exception("call flow failed to start", extra=self.log_extra)
+                    self._polite_end()
+                    return
+                self._run(commands)
+                self._drain()
+        finally:
+            self._send([])  # the setup, if no command went with it
 
     def on_event(self, event: codec.LazyEvent) -> None:
         """An ESL event for this call (reader greenlet)."""
@@ -340,6 +344,12 @@ class CallDriver:
         if variables:
             out.insert(at, self._api(f"uuid_setvar_multi {self.info.call_id} "
                                      + ";".join(variables)))
+        if out:
+            self._send(out)
+
+    def _send(self, out: list[bytes]) -> None:
+        if self._unsent:
+            out, self._unsent = [*self._unsent, *out], []
         if out:
             self.write(out)
 
@@ -611,7 +621,7 @@ class CallDriver:
 
     def _polite_end(self) -> None:
         self.handed_away = True
-        self.write(
+        self._send(
             [
                 self._execute("answer"),
                 self._execute("playback", self.config.fallback_prompt),
@@ -635,7 +645,7 @@ class CallDriver:
     def _execute_complete(self, event: codec.LazyEvent) -> None:
         tag = event.get("Application-UUID")
         if tag == self._moh_tag and not self.hung_up:
-            self.write(self._moh_stretch())  # the music goes on
+            self._send(self._moh_stretch())  # the music goes on
             return
         if tag == self._record_tag and tag:
             self._record_tag = ""
@@ -653,9 +663,9 @@ class CallDriver:
             ended_by_flow = self._ending_dial
             self._reset_dial()
             if self._spy:  # nobody left to supervise
-                self.write(self._end_supervise())
+                self._send(self._end_supervise())
             if self._held:  # the party left while the caller was on hold
-                self.write(self._unhold())
+                self._send(self._unhold())
             disposition = event.get("variable_originate_disposition")
             outcome = _DIAL_OUTCOMES.get(disposition, "failed")
             if ended_by_flow and outcome != "answered":
