@@ -30,7 +30,13 @@ from typing import Protocol
 from appserver.devkit.sim.caller import Signal, SimulatedCall, Transcript, first_of
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
-from appserver.devkit.sim.esl.channel import MYEVENTS, Pairs, SimChannel, encode_connect_reply
+from appserver.devkit.sim.esl.channel import (
+    MYEVENTS,
+    Pairs,
+    SimChannel,
+    Subscription,
+    encode_connect_reply,
+)
 from appserver.devkit.sim.recordings import write_silence
 from appserver.freeswitch.esl_codec import ESLProtocolError
 from appserver.freeswitch.prompts import file_string_parts, from_app
@@ -123,6 +129,14 @@ class DialledLeg:
             self.call.sim.api(hook)
 
 
+class EventListener(Protocol):
+    """A socket that hears other channels' events (:meth:`Switch.broadcast`)."""
+
+    def hears(self, name: str) -> bool: ...
+    def deliver(self, name: str, pairs: Pairs, body: str = "") -> None: ...
+    def close(self) -> None: ...
+
+
 class Switch(Protocol):
     """What a call uses of the simulated node that places it
     (:class:`.simulator.FreeswitchSimulator`, which imports this module)."""
@@ -138,6 +152,8 @@ class Switch(Protocol):
     def wants_event(self, name: str) -> bool: ...
     def api(self, line: str) -> str: ...
     def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None: ...
+    def listen(self, session: EventListener) -> None: ...
+    def unlisten(self, session: EventListener) -> None: ...
     def forget(self, call: EslSimCall) -> None: ...
 
 
@@ -153,7 +169,8 @@ class EslSimCall(SimulatedCall):
         self.call_id = self.channel.uuid
         self.transcript = Transcript()
         self._writer: asyncio.StreamWriter | None = None
-        self._subs: set[str] = set()
+        self._subs = Subscription()
+        self._myevents = False  # this channel's events only
         self._fmt = "plain"
         self._lingering = False
         self._apps: deque[_QueuedApp] = deque()
@@ -236,7 +253,7 @@ class EslSimCall(SimulatedCall):
             log.info("socket %s:%s refused", host, port, extra={"call_id": self.call_id})
             return
         self._writer = writer
-        self._subs = set()
+        self._subs, self._myevents = Subscription(), False
         self._lingering = False
         self._exit.clear()
         executor = asyncio.create_task(self._executor())
@@ -262,6 +279,7 @@ class EslSimCall(SimulatedCall):
             raise
         finally:
             self._writer = None
+            self.sim.unlisten(self)
             self._apps.clear()
             with contextlib.suppress(Exception):
                 writer.close()
@@ -292,6 +310,18 @@ class EslSimCall(SimulatedCall):
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
+    # as an EventListener: the socket subscribed without myevents hears every channel
+    def hears(self, name: str) -> bool:
+        return self._subs.hears(name)
+
+    def deliver(self, name: str, pairs: Pairs, body: str = "") -> None:
+        own = ("Unique-ID", self.call_id) in pairs  # sent already, by emit()
+        if not own and self._writer is not None and self._subs.hears(name):
+            self._send(codec.event_frame(pairs, body, self._fmt))
+
+    def close(self) -> None:
+        self.sim.unlisten(self)
+
     def emit(
         self,
         name: str,
@@ -300,7 +330,7 @@ class EslSimCall(SimulatedCall):
         lead: list[tuple[str, str]] | None = None,
     ) -> None:
         chan, lead = self.channel, lead or []
-        if name in self._subs and self._writer is not None:
+        if self._writer is not None and self._subs.hears(name):
             self._send(chan.event_frame(name, self._fmt, extra, with_variables, lead))
         if self.sim.wants_event(name):
             self.sim.broadcast(name, chan.event_pairs(name, extra, with_variables, lead))
@@ -314,19 +344,27 @@ class EslSimCall(SimulatedCall):
         if cmd == "connect":
             self._send(encode_connect_reply(self.channel.channel_data()))
         elif cmd == "myevents":
-            self._subs = set(MYEVENTS)
+            if self._myevents:
+                self._send(reply("-ERR aready enabled."))  # (sic) mod_event_socket's text
+                return
+            self._myevents = True
+            self._subs.add(list(MYEVENTS))
             self._fmt = "json" if arg.split()[-1:] == ["json"] else "plain"
+            self.sim.unlisten(self)
             self._send(reply("+OK Events Enabled"))
         elif cmd == "event":
             fmt, _, names = arg.partition(" ")
             self._fmt = fmt if fmt in ("plain", "json") else "plain"
-            self._subs |= set(MYEVENTS) if "ALL" in names.split() else set(names.split())
+            self._subs.add(names.split())
+            if not self._myevents:  # an outbound socket without myevents hears every channel
+                self.sim.listen(self)
             self._send(reply(f"+OK event listener enabled {self._fmt}"))
         elif cmd == "nixevent":
-            self._subs -= set(MYEVENTS) if "ALL" in arg.split() else set(arg.split())
+            self._subs.remove(arg.split())
             self._send(reply("+OK events nixed"))
         elif cmd == "noevents":
-            self._subs = set()
+            self._subs.clear()
+            self.sim.unlisten(self)
             self._send(reply("+OK no longer listening for events"))
         elif cmd == "filter":
             header, _, value = arg.partition(" ")

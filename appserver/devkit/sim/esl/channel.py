@@ -19,17 +19,49 @@ Pairs = list[tuple[str, str]]
 CORE_UUID = str(uuidlib.uuid4())
 HOSTNAME = "callyard-sim"
 
-# Events that ``myevents`` subscribes an outbound socket to (mod_event_socket).
+# Events that ``myevents`` subscribes a socket to (mod_event_socket.c, the "myevents"
+# command of 1.10: it adds these 23 to what the socket has, and from then on only events
+# whose Unique-ID is its channel's reach it).
 MYEVENTS = frozenset(
     {
-        "CHANNEL_CREATE", "CHANNEL_DESTROY", "CHANNEL_STATE", "CHANNEL_CALLSTATE",
-        "CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_EXECUTE",
-        "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_PROGRESS",
-        "CHANNEL_PROGRESS_MEDIA", "CHANNEL_OUTGOING", "CHANNEL_PARK", "CHANNEL_UNPARK",
-        "CHANNEL_APPLICATION", "CHANNEL_HOLD", "CHANNEL_UNHOLD", "CHANNEL_ORIGINATE",
-        "CHANNEL_UUID", "DTMF", "PLAYBACK_START", "PLAYBACK_STOP",
+        "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE",
+        "CHANNEL_DATA", "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
+        "CHANNEL_OUTGOING", "CHANNEL_PARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
+        "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH", "DTMF",
+        "NOTALK", "TALK",
     }
 )  # fmt: skip
+
+
+class Subscription:
+    """The event types a socket hears, as mod_event_socket keeps them: ``event ALL`` is
+    every type; ``nixevent X`` after it every type but X; ``nixevent ALL`` none."""
+
+    def __init__(self) -> None:
+        self.every = False
+        self.names: set[str] = set()
+        self.nixed: set[str] = set()  # when ``every``: the types taken out since
+
+    def add(self, names: list[str]) -> None:
+        if "ALL" in names:
+            self.every, self.nixed = True, set()
+        self.names |= set(names) - {"ALL"}
+        self.nixed -= set(names)
+
+    def remove(self, names: list[str]) -> None:
+        if "ALL" in names:
+            self.clear()
+            return
+        self.names -= set(names)
+        if self.every:
+            self.nixed |= set(names)
+
+    def clear(self) -> None:
+        self.every, self.names, self.nixed = False, set(), set()
+
+    def hears(self, name: str) -> bool:
+        return name in self.names or (self.every and name not in self.nixed)
 
 _sequence = 0
 

@@ -26,11 +26,12 @@ from collections.abc import Callable
 from appserver.devkit.sim.esl import eavesdrop
 from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
-from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, dial_string
+from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, EventListener, dial_string
 from appserver.devkit.sim.esl.channel import (
     HOSTNAME,
     Pairs,
     SimChannel,
+    Subscription,
     Variables,
     core_headers,
 )
@@ -62,7 +63,8 @@ class FreeswitchSimulator:
         self.placed = 0
         # seconds from a caller's digit to the worker's next command on that call
         self.dtmf_latencies: list[float] = []
-        self._listeners: set[_InboundSession] = set()
+        self._listeners: set[EventListener] = set()  # inbound sockets, and outbound ones
+        # subscribed without myevents: they hear every channel
         self._server: asyncio.Server | None = None
         self.esl_port = 0
 
@@ -112,11 +114,17 @@ class FreeswitchSimulator:
 
     def wants_event(self, name: str) -> bool:
         """Whether an inbound listener is subscribed to ``name`` (before any filter)."""
-        return any(s.all_events or name in s.events for s in self._listeners)
+        return any(s.hears(name) for s in self._listeners)
 
     def broadcast(self, name: str, pairs: Pairs, body: str = "") -> None:
         for session in list(self._listeners):
             session.deliver(name, pairs, body)
+
+    def listen(self, session: EventListener) -> None:
+        self._listeners.add(session)
+
+    def unlisten(self, session: EventListener) -> None:
+        self._listeners.discard(session)
 
     # ------------------------------------------------------------ api commands
 
@@ -392,8 +400,7 @@ class _InboundSession:
         self.writer = writer
         self.authed = False
         self.fmt = "plain"
-        self.events: set[str] = set()
-        self.all_events = False
+        self.subs = Subscription()
         self.filters: list[tuple[str, str]] = []
 
     def send(self, data: bytes) -> None:
@@ -401,12 +408,15 @@ class _InboundSession:
             self.writer.write(data)
 
     def close(self) -> None:
-        self.sim._listeners.discard(self)
+        self.sim.unlisten(self)
         with contextlib.suppress(Exception):
             self.writer.close()
 
+    def hears(self, name: str) -> bool:
+        return self.subs.hears(name)
+
     def wants(self, name: str, pairs: Pairs) -> bool:
-        if not (self.all_events or name in self.events):
+        if not self.subs.hears(name):
             return False
         if not self.filters:
             return True
@@ -466,22 +476,15 @@ class _InboundSession:
                 self.send(reply("-ERR invalid event format"))
                 return True
             self.fmt = fmt
-            listed = names.split()
-            self.all_events = self.all_events or "ALL" in listed
-            self.events |= set(listed)
-            self.sim._listeners.add(self)
+            self.subs.add(names.split())
+            self.sim.listen(self)
             self.send(reply(f"+OK event listener enabled {fmt}"))
         elif cmd == "nixevent":
-            listed = arg.split()
-            if "ALL" in listed:
-                self.all_events = False
-                self.events.clear()
-            self.events -= set(listed)
+            self.subs.remove(arg.split())
             self.send(reply("+OK events nixed"))
         elif cmd == "noevents":
-            self.all_events = False
-            self.events.clear()
-            self.sim._listeners.discard(self)
+            self.subs.clear()
+            self.sim.unlisten(self)
             self.send(reply("+OK no longer listening for events"))
         elif cmd == "filter":
             header, _, value = arg.partition(" ")

@@ -1,0 +1,155 @@
+"""Which events an outbound Event Socket hears, on the real FreeSWITCH 1.10.12 and on the ESL
+simulator (mod_event_socket.c: ``myevents`` adds its 23 event types and keeps only this
+channel's events; without it, ``event`` hears every channel's; a second ``myevents`` is
+refused). The worker always sends ``myevents`` first; these pin the simulator to the engine
+for whatever else speaks to it.
+
+Two calls reach a socket server of this test: the *observer* subscribes without
+``myevents``, the *actor* with it, answers and plays a short silence. The observer hears the
+actor's events; the actor hears only its own; ``event ALL`` then ``nixevent X`` is every
+event type but X.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fs_probe import FreeswitchProbe
+
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.esl.behaviour import Behaviour
+from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
+from appserver.freeswitch import esl_codec as codec
+
+EVENTS = "CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE"
+
+
+class Session:
+    """One outbound socket a call opened to this test."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = codec.FrameParser()
+        self.frames: list[codec.Frame] = []
+
+    async def next(self, timeout: float) -> codec.Frame:
+        while not self.frames:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise EOFError
+            self.frames += self.parser.feed(data)
+        return self.frames.pop(0)
+
+    async def reply(self, line: str, headers: list[tuple[str, str]] | None = None) -> str:
+        self.writer.write(codec.encode_command(line, headers or []))
+        while True:
+            frame = await self.next(5)
+            if frame.content_type == "command/reply":
+                return frame.reply_text.strip()
+
+    async def events(self, seconds: float) -> list[codec.EslEvent]:
+        """The events heard in the next ``seconds``."""
+        out: list[codec.EslEvent] = []
+        deadline = asyncio.get_running_loop().time() + seconds
+        with contextlib.suppress(TimeoutError, EOFError):
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                frame = await self.next(left)
+                if frame.content_type.startswith("text/event"):
+                    out.append(codec.parse_event(frame))
+        return out
+
+
+@contextlib.asynccontextmanager
+async def socket_server() -> AsyncIterator[tuple[int, asyncio.Queue[Session]]]:
+    sessions: asyncio.Queue[Session] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(reader, writer)
+        await session.reply("connect")
+        await sessions.put(session)
+
+    port = free_port()
+    server = await asyncio.start_server(accept, "127.0.0.1", port)
+    try:
+        yield port, sessions
+    finally:
+        server.close()
+
+
+async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Session]
+              ) -> dict[str, object]:
+    """Both calls' sockets: what each heard, and the replies to ``myevents``."""
+    await place()
+    observer = await asyncio.wait_for(sessions.get(), 10)
+    await place()
+    actor = await asyncio.wait_for(sessions.get(), 10)
+    got: dict[str, object] = {
+        "observer event": await observer.reply(f"event plain {EVENTS}"),
+        "actor myevents": await actor.reply("myevents"),
+        "actor myevents again": await actor.reply("myevents"),
+    }
+    await actor.reply("nixevent ALL")
+    await actor.reply(f"event plain {EVENTS}")
+    tag = str(uuid.uuid4())
+    for app, arg in (("answer", ""), ("playback", "silence_stream://200")):
+        headers = [("call-command", "execute"), ("execute-app-name", app),
+                   ("event-lock", "true"), ("Event-UUID", tag)]
+        await actor.reply("sendmsg", headers + ([("execute-app-arg", arg)] if arg else []))
+    actor_heard, observer_heard = await asyncio.gather(actor.events(1.5), observer.events(1.5))
+    actor_uuid = next(e.get("Unique-ID") for e in actor_heard
+                      if e.get("Application-UUID") == tag)
+    got["actor heard only its own"] = {e.get("Unique-ID") for e in actor_heard} == {actor_uuid}
+    got["observer heard the actor"] = any(e.get("Unique-ID") == actor_uuid
+                                          and e.get("Application") == "playback"
+                                          for e in observer_heard)
+    # every type but one: ``event ALL``, then ``nixevent`` of that one
+    for line in ("nixevent ALL", "event plain ALL", "nixevent CHANNEL_EXECUTE"):
+        await observer.reply(line)
+    await actor.reply("sendmsg", [("call-command", "execute"), ("execute-app-name", "playback"),
+                                  ("execute-app-arg", "silence_stream://200"),
+                                  ("event-lock", "true")])
+    names = {e.name for e in await observer.events(1.5) if e.get("Unique-ID") == actor_uuid}
+    got["observer heard all but CHANNEL_EXECUTE"] = (
+        "CHANNEL_EXECUTE_COMPLETE" in names and "CHANNEL_EXECUTE" not in names)
+    for session in (observer, actor):
+        with contextlib.suppress(Exception):
+            await session.reply("sendmsg", [("call-command", "hangup"),
+                                            ("hangup-cause", "NORMAL_CLEARING")])
+        session.writer.close()
+    return got
+
+
+EXPECTED = {
+    "observer event": "+OK event listener enabled plain",
+    "actor myevents": "+OK Events Enabled",
+    "actor myevents again": "-ERR aready enabled.",  # (sic) mod_event_socket's text
+    "actor heard only its own": True,
+    "observer heard the actor": True,
+    "observer heard all but CHANNEL_EXECUTE": True,
+}
+
+
+async def test_outbound_socket_events_on_the_real_freeswitch(freeswitch: FreeswitchProbe) -> None:
+    async with socket_server() as (port, sessions):
+        async def place() -> None:
+            reply = await freeswitch._command(
+                f"bgapi originate loopback/9999/callyard &socket('127.0.0.1:{port} async full')")
+            assert reply.reply_text.startswith("+OK")
+
+        assert await run(place, sessions) == EXPECTED
+
+
+async def test_outbound_socket_events_on_the_simulator() -> None:
+    async with socket_server() as (port, sessions):
+        sim = FreeswitchSimulator([("127.0.0.1", port)], Behaviour(prompt_seconds=0.05))
+
+        async def place() -> None:
+            await sim.place_call("9999")
+
+        try:
+            assert await run(place, sessions) == EXPECTED
+        finally:
+            await sim.stop()
