@@ -356,18 +356,7 @@ class QueueRuntime:
                      attempt: int) -> tuple[float | None, list[tuple[Action, Write]]]:
         """One attempt at ``writes``: their bookkeeping once landed, and the matches that
         follow; returns the writes to try again and in how many seconds (None: none)."""
-        ops: list[Op[Any] | Exception] = []
-        for _, write in writes:
-            try:
-                ops.append(write(self.store))
-            except Exception as exc:  # arguments refused: that action's error alone
-                ops.append(exc)
-        sent = [op for op in ops if isinstance(op, Op)]
-        try:
-            replies = iter(await self.store.batch(sent))
-        except Exception as exc:  # the round trip failed: each write may or may not be in
-            replies = itertools.repeat(exc)
-        results = [next(replies) if isinstance(op, Op) else op for op in ops]
+        results = await self._round_trip(writes)
         again: list[tuple[Action, Write]] = []
         delay: float | None = None
         queues: dict[str, None] = {}  # to match, in order, each once
@@ -387,6 +376,23 @@ class QueueRuntime:
                 queues[queue] = None
         await self._match(list(queues))
         return delay, again
+
+    async def _round_trip(self, writes: list[tuple[Action, Write]]) -> list[Any]:
+        """``writes`` in one round trip: each one's reply, or its exception (its arguments
+        refused, Redis refusing it, or the round trip failing: then it may or may not be
+        in)."""
+        ops: list[Op[Any] | Exception] = []
+        for _, write in writes:
+            try:
+                ops.append(write(self.store))
+            except Exception as exc:  # arguments refused: that action's error alone
+                ops.append(exc)
+        sent = [op for op in ops if isinstance(op, Op)]
+        try:
+            replies = iter(await self.store.batch(sent))
+        except Exception as exc:
+            replies = itertools.repeat(exc)
+        return [next(replies) if isinstance(op, Op) else op for op in ops]
 
     async def _match(self, queues: list[str]) -> None:
         """Match ``queues`` in one round trip. One that fails is left to the next tick,
