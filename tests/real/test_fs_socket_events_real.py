@@ -17,6 +17,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from esl_raw_client import RawClient
 from fs_probe import FreeswitchProbe
 
 from appserver.devkit.embedded import free_port
@@ -27,28 +28,13 @@ from appserver.freeswitch import esl_codec as codec
 EVENTS = "CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE"
 
 
-class Session:
+class Session(RawClient):
     """One outbound socket a call opened to this test."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.parser = codec.FrameParser()
-        self.frames: list[codec.Frame] = []
-
-    async def next(self, timeout: float) -> codec.Frame:
-        while not self.frames:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-            if not data:
-                raise EOFError
-            self.frames += self.parser.feed(data)
-        return self.frames.pop(0)
-
-    async def reply(self, line: str, headers: list[tuple[str, str]] | None = None) -> str:
-        self.writer.write(codec.encode_command(line, headers or []))
-        while True:
-            frame = await self.next(5)
-            if frame.content_type == "command/reply":
-                return frame.reply_text.strip()
+    async def reply_text(self, line: str, headers: list[tuple[str, str]] | None = None) -> str:
+        await self.send(line, headers or [])
+        frame = await self.until(lambda f: f.content_type == "command/reply", 5)
+        return frame.reply_text.strip()
 
     async def events(self, seconds: float) -> list[codec.EslEvent]:
         """The events heard in the next ``seconds``."""
@@ -68,7 +54,7 @@ async def socket_server() -> AsyncIterator[tuple[int, asyncio.Queue[Session]]]:
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(reader, writer)
-        await session.reply("connect")
+        await session.reply_text("connect")
         await sessions.put(session)
 
     port = free_port()
@@ -87,17 +73,17 @@ async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Sess
     await place()
     actor = await asyncio.wait_for(sessions.get(), 10)
     got: dict[str, object] = {
-        "observer event": await observer.reply(f"event plain {EVENTS}"),
-        "actor myevents": await actor.reply("myevents"),
-        "actor myevents again": await actor.reply("myevents"),
+        "observer event": await observer.reply_text(f"event plain {EVENTS}"),
+        "actor myevents": await actor.reply_text("myevents"),
+        "actor myevents again": await actor.reply_text("myevents"),
     }
-    await actor.reply("nixevent ALL")
-    await actor.reply(f"event plain {EVENTS}")
+    await actor.reply_text("nixevent ALL")
+    await actor.reply_text(f"event plain {EVENTS}")
     tag = str(uuid.uuid4())
     for app, arg in (("answer", ""), ("playback", "silence_stream://200")):
         headers = [("call-command", "execute"), ("execute-app-name", app),
                    ("event-lock", "true"), ("Event-UUID", tag)]
-        await actor.reply("sendmsg", headers + ([("execute-app-arg", arg)] if arg else []))
+        await actor.reply_text("sendmsg", headers + ([("execute-app-arg", arg)] if arg else []))
     actor_heard, observer_heard = await asyncio.gather(actor.events(1.5), observer.events(1.5))
     actor_uuid = next(e.get("Unique-ID") for e in actor_heard
                       if e.get("Application-UUID") == tag)
@@ -107,16 +93,17 @@ async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Sess
                                           for e in observer_heard)
     # every type but one: ``event ALL``, then ``nixevent`` of that one
     for line in ("nixevent ALL", "event plain ALL", "nixevent CHANNEL_EXECUTE"):
-        await observer.reply(line)
-    await actor.reply("sendmsg", [("call-command", "execute"), ("execute-app-name", "playback"),
-                                  ("execute-app-arg", "silence_stream://200"),
-                                  ("event-lock", "true")])
+        await observer.reply_text(line)
+    await actor.reply_text("sendmsg", [("call-command", "execute"),
+                                       ("execute-app-name", "playback"),
+                                       ("execute-app-arg", "silence_stream://200"),
+                                       ("event-lock", "true")])
     names = {e.name for e in await observer.events(1.5) if e.get("Unique-ID") == actor_uuid}
     got["observer heard all but CHANNEL_EXECUTE"] = (
         "CHANNEL_EXECUTE_COMPLETE" in names and "CHANNEL_EXECUTE" not in names)
     for session in (observer, actor):
         with contextlib.suppress(Exception):
-            await session.reply("sendmsg", [("call-command", "hangup"),
+            await session.reply_text("sendmsg", [("call-command", "hangup"),
                                             ("hangup-cause", "NORMAL_CLEARING")])
         session.writer.close()
     return got
