@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 from appserver.devkit.embedded import free_port
 from appserver.queues import config as queue_config
 from appserver.queues.agent_control import AgentControl
-from appserver.queues.caller_flow import QUEUED_VARIABLE
+from appserver.queues.caller_flow import QUEUED_VARIABLE, Join
 from appserver.queues.model import (
     AgentConfig,
     CallStatus,
@@ -541,6 +541,68 @@ async def test_agent_holds_then_transfers_the_caller_to_another_queue(
         assert (await store.stats("billing")).waiting == 1
         with pytest.raises(QueueError, match="not connected"):
             await agents.hold("ann")
+    finally:
+        await rt.stop()
+
+
+async def test_a_tick_between_a_transferred_callers_two_entries_loses_nothing(
+    redis_client: aioredis.Redis,
+) -> None:
+    """An agent's transfer to another queue ends the caller's entry (Finish), then makes the
+    new one (Join): two round trips. A tick sent before the first that reads Redis between
+    them does not find the caller: no lost lease, the caller waits on in billing (CI once
+    hung the caller up here with "lease lost")."""
+    store = QueueStore(redis_client)
+    await define(store, {"ann": "browser"}, wrapup_seconds=30)
+    await store.sync_queue(QueueConfig("billing", moh_class="billing"), [])
+    worker = Worker()
+    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
+    await rt.start()
+    agents = AgentControl(QueueStore(redis_client))
+    try:
+        worker.place(rt, "call-0001")
+        await rt.drain()
+        await agents.login("ann")
+        assert (await agents.accept("ann", "call-0001")).ok
+        await until(lambda: any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"]))
+        commands = worker.commands["call-0001"]
+        assert await agents.transfer("ann", "queue:billing") == "call-0001"
+        await until(lambda: commands[-1] == EndDial())
+        rt.tick_seconds = 3600  # from now on only the ticks below
+        await asyncio.sleep(0.3)
+
+        real_tick, submit = rt.store.tick, rt._submit
+        may_read, have_read, may_reply = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def tick_in_the_gap(owner: str, lease_ms: int = 15000) -> list[CallStatus]:
+            await may_read.wait()
+            statuses = await real_tick(owner, lease_ms)
+            have_read.set()
+            await may_reply.wait()
+            return statuses
+
+        held: list[Join] = []
+        rt.store.tick = tick_in_the_gap  # type: ignore[method-assign]
+        rt._submit = lambda a: held.append(a) if isinstance(a, Join) else submit(a)  # type: ignore[method-assign]
+        ticking = asyncio.create_task(rt.tick())
+        await asyncio.sleep(0)  # the tick is sent: the caller is in support, with ann
+        worker.deliver("call-0001", DialResult("ann", "answered"))  # the agent's leg ended
+        await rt.drain()
+        assert [type(a) for a in held] == [Join]  # Finish landed, the Join not yet
+        may_read.set()
+        await have_read.wait()  # the tick read Redis between the two entries
+        for action in held:
+            submit(action)
+        await rt.drain()
+        may_reply.set()
+        await ticking
+
+        assert worker.ivrs["call-0001"].results == []
+        assert commands[-1] == StartMoh("billing")
+        rt.store.tick = real_tick  # type: ignore[method-assign]
+        await rt.tick()
+        assert worker.events["call-0001"][-1] == QueueUpdate("billing", 1, 0.0, 0)
+        assert (await store.stats("billing")).waiting == 1
     finally:
         await rt.stop()
 

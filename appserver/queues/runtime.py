@@ -173,7 +173,10 @@ class QueueRuntime:
         self.flows: dict[str, CallerFlow] = {}
         self.configs: dict[str, QueueConfig] = {}
         self._last: dict[str, tuple[int, int, int]] = {}
-        self._joined: set[str] = set()
+        # Callers whose entry in Redis is ours, each with the serial of the write that made
+        # it so: a tick judges only the entries that were there when it was sent.
+        self._joined: dict[str, int] = {}
+        self._joins = itertools.count(1)
         self._withdrawing: set[str] = set()
         # Callers being taken over, until their flow resumes the stay (at most TAKEOVER_GRACE
         # seconds): what the script answered, and inbox messages that came in meanwhile.
@@ -254,7 +257,7 @@ class QueueRuntime:
         flow = self.caller_flow(call, Enqueue(taken.queue, taken.priority))
         if flow is None:  # the queue was deleted meanwhile: the tick withdraws the entry
             return None
-        self._joined.add(call.call_id)
+        self._mark_joined(call.call_id)
         for msg in early:
             self.shell.spawn(self._replay(msg), "queues-early-message")
         return flow, taken
@@ -440,7 +443,7 @@ class QueueRuntime:
 
     async def tick(self) -> None:
         store = self.store
-        joined, had = set(self._joined), set(self.flows)
+        joined, had = dict(self._joined), set(self.flows)
         self._updates(await store.tick(self.worker_id, self.lease_ms), joined, had)
         if self._may_reap():
             await store.reap()
@@ -495,7 +498,7 @@ class QueueRuntime:
 
     def _callback_answered(self, action: CallbackAnswered, r: AnsweredCallback) -> bool:
         """The answered customer's entry is ours: connect the agent who accepted it."""
-        self._joined.add(action.call_id)
+        self._mark_joined(action.call_id)
         if r.state == "assigned" and r.agent:
             kind: Literal["browser", "sip"] = "sip" if r.kind == "sip" else "browser"
             self._send(action.call_id, AgentAssigned(r.queue, r.agent, r.target, kind))
@@ -567,7 +570,7 @@ class QueueRuntime:
             return queue if self._callback_answered(action, result) else None
         # The entry is no caller's of ours any more: the caller hears goodbye and hangs up.
         self._last.pop(action.call_id, None)
-        self._joined.discard(action.call_id)
+        self._joined.pop(action.call_id, None)
         self.flows.pop(action.call_id, None)
         return None
 
@@ -615,7 +618,7 @@ class QueueRuntime:
         """Drop a finished caller. A caller that overflowed into another queue already has
         its next flow registered under the same call id: that one stays."""
         self._last.pop(call_id, None)
-        self._joined.discard(call_id)
+        self._joined.pop(call_id, None)
         flow = self.flows.get(call_id)
         if flow is None or flow.done:
             self.flows.pop(call_id, None)
@@ -631,12 +634,15 @@ class QueueRuntime:
             self._send(action.call_id, QueueResult(action.queue, "overflow", reason))
             self._forget(action.call_id)
             return False
-        self._joined.add(action.call_id)
+        self._mark_joined(action.call_id)
         self._last[action.call_id] = (r.position, 0, r.staffed)
         self._send(action.call_id, QueueUpdate(action.queue, r.position, 0.0, r.staffed))
         return True
 
-    def _updates(self, statuses: list[CallStatus], joined_before: set[str],
+    def _mark_joined(self, call_id: str) -> None:
+        self._joined[call_id] = next(self._joins)
+
+    def _updates(self, statuses: list[CallStatus], joined_before: dict[str, int],
                  flows_before: set[str]) -> None:
         """Deliver changed positions; waiting callers joined before the tick but unknown to
         Redis now were reaped by another worker (this one stalled past its lease).
@@ -664,7 +670,12 @@ class QueueRuntime:
                 self._last[st.call_id] = key
                 self._send(st.call_id, QueueUpdate(st.queue, st.position, st.estimated_wait,
                                                    st.staffed))
-        for call_id in (joined_before & self._joined) - seen:
+        for call_id, serial in joined_before.items():
+            # Judged only by a tick sent after the entry was made: a caller that left and
+            # joined again meanwhile (an agent's transfer to another queue) may have been
+            # between its two entries when the tick read Redis.
+            if call_id in seen or self._joined.get(call_id) != serial:
+                continue
             flow = self.flows.get(call_id)
             # A connected caller's entry also ends when the agent hangs up first: the
             # conversation goes on until the engine ends the agent's leg.
