@@ -16,13 +16,14 @@ from appserver.devkit.sim.esl import server_codec
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.driver import (
     MOH_STRETCH_SECONDS,
-    SETUP_COMMANDS,
     CallDriver,
     DriverConfig,
+    setup_commands,
 )
 from ivr import calls as c
 
 INFO = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")
+SETUP_COMMANDS = setup_commands(INFO.call_id)
 
 
 @dataclass
@@ -80,9 +81,10 @@ def complete(
 def test_setup_subscribes_narrowly_lingers_and_disables_terminators() -> None:
     _, sent = make(Script([c.Answer()]))
     commands = [r.command for r in requests(sent)]
-    assert commands[:4] == ["myevents", "nixevent ALL",  # this call's events; then only these:
+    assert commands[:3] == ["filter Unique-ID uuid-1",  # this call's events; only these:
                             "event plain CHANNEL_ANSWER CHANNEL_EXECUTE_COMPLETE DTMF "
                             "CHANNEL_HANGUP", "linger"]
+    assert "myevents" not in commands  # see setup_commands: it costs the engine per socket
     assert apps(sent)[0][:2] == ("set", "playback_terminators=none")
     assert apps(sent)[1][0] == "answer"
 
@@ -93,13 +95,13 @@ def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None
     writes: list[list[bytes]] = []
     CallDriver(INFO, writes.append, DriverConfig()).start(Script([c.Answer()]))  # type: ignore[arg-type]
     assert len(writes) == 1
-    assert [r.command for r in requests(writes[0])][:4] == [
+    assert [r.command for r in requests(writes[0])][:3] == [
         r.command for r in requests(SETUP_COMMANDS)]
     assert apps(writes[0])[-1][0] == "answer"
 
     writes.clear()
     CallDriver(INFO, writes.append, DriverConfig()).start(Script([]))  # type: ignore[arg-type]
-    assert len(writes) == 1 and requests(writes[0])[0].command == "myevents"
+    assert len(writes) == 1 and requests(writes[0])[0].command == "filter Unique-ID uuid-1"
 
     class Broken(Script):
         def start(self, call: c.CallInfo) -> list[c.Command]:
@@ -108,7 +110,7 @@ def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None
     writes.clear()
     CallDriver(INFO, writes.append, DriverConfig()).start(Broken([]))  # type: ignore[arg-type]
     assert len(writes) == 1
-    assert requests(writes[0])[0].command == "myevents"
+    assert requests(writes[0])[0].command == "filter Unique-ID uuid-1"
     assert [a for a, _, _ in apps(writes[0])][-3:] == ["answer", "playback", "hangup"]
 
 

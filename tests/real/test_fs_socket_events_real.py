@@ -1,13 +1,15 @@
 """Which events an outbound Event Socket hears, on the real FreeSWITCH 1.10.12 and on the ESL
 simulator (mod_event_socket.c: ``myevents`` adds its 23 event types and keeps only this
-channel's events; without it, ``event`` hears every channel's; a second ``myevents`` is
-refused). The worker always sends ``myevents`` first; these pin the simulator to the engine
-for whatever else speaks to it.
+channel's events; without it, ``event`` hears every channel's, and a ``filter`` keeps the
+events that carry its header and value; a second ``myevents`` is refused). The worker sends
+``filter Unique-ID <its call>`` instead of ``myevents`` (see the driver's
+``setup_commands``); these pin the simulator to the engine for whatever speaks to it.
 
-Two calls reach a socket server of this test: the *observer* subscribes without
-``myevents``, the *actor* with it, answers and plays a short silence. The observer hears the
-actor's events; the actor hears only its own; ``event ALL`` then ``nixevent X`` is every
-event type but X.
+Three calls reach a socket server of this test: the *observer* subscribes without
+``myevents``, the *actor* with it, answers and plays a short silence, the *filtered* one
+subscribes without it behind ``filter Unique-ID <its own uuid>``. The observer hears the
+actor's events; the actor and the filtered one hear only their own; ``event ALL`` then
+``nixevent X`` is every event type but X.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ EVENTS = "CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE"
 
 class Session(RawClient):
     """One outbound socket a call opened to this test."""
+
+    uuid = ""  # its channel's, from the connect reply
 
     async def reply_text(self, line: str, headers: list[tuple[str, str]] | None = None) -> str:
         await self.send(line, headers or [])
@@ -54,7 +58,9 @@ async def socket_server() -> AsyncIterator[tuple[int, asyncio.Queue[Session]]]:
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(reader, writer)
-        await session.reply_text("connect")
+        await session.send("connect")
+        reply = await session.until(lambda f: f.content_type == "command/reply", 5)
+        session.uuid = codec.url_decode(reply.headers.get("Unique-ID", ""))
         await sessions.put(session)
 
     port = free_port()
@@ -67,12 +73,17 @@ async def socket_server() -> AsyncIterator[tuple[int, asyncio.Queue[Session]]]:
 
 async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Session]
               ) -> dict[str, object]:
-    """Both calls' sockets: what each heard, and the replies to ``myevents``."""
+    """The three calls' sockets: what each heard, and the replies to their subscriptions."""
     await place()
     observer = await asyncio.wait_for(sessions.get(), 10)
     await place()
     actor = await asyncio.wait_for(sessions.get(), 10)
+    await place()
+    filtered = await asyncio.wait_for(sessions.get(), 10)
     got: dict[str, object] = {
+        "filter": (await filtered.reply_text(f"filter Unique-ID {filtered.uuid}")
+                   ).replace(filtered.uuid, "<uuid>"),
+        "filtered event": await filtered.reply_text(f"event plain {EVENTS}"),
         "observer event": await observer.reply_text(f"event plain {EVENTS}"),
         "actor myevents": await actor.reply_text("myevents"),
         "actor myevents again": await actor.reply_text("myevents"),
@@ -84,10 +95,17 @@ async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Sess
         headers = [("call-command", "execute"), ("execute-app-name", app),
                    ("event-lock", "true"), ("Event-UUID", tag)]
         await actor.reply_text("sendmsg", headers + ([("execute-app-arg", arg)] if arg else []))
-    actor_heard, observer_heard = await asyncio.gather(actor.events(1.5), observer.events(1.5))
+    await filtered.reply_text("sendmsg", [("call-command", "execute"),
+                                          ("execute-app-name", "answer"), ("event-lock", "true")])
+    actor_heard, observer_heard, filtered_heard = await asyncio.gather(
+        actor.events(1.5), observer.events(1.5), filtered.events(1.5))
     actor_uuid = next(e.get("Unique-ID") for e in actor_heard
                       if e.get("Application-UUID") == tag)
+    assert actor_uuid == actor.uuid
     got["actor heard only its own"] = {e.get("Unique-ID") for e in actor_heard} == {actor_uuid}
+    got["filtered heard only its own"] = (
+        {(e.get("Unique-ID"), e.get("Application")) for e in filtered_heard}
+        == {(filtered.uuid, "answer")})
     got["observer heard the actor"] = any(e.get("Unique-ID") == actor_uuid
                                           and e.get("Application") == "playback"
                                           for e in observer_heard)
@@ -101,7 +119,7 @@ async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Sess
     names = {e.name for e in await observer.events(1.5) if e.get("Unique-ID") == actor_uuid}
     got["observer heard all but CHANNEL_EXECUTE"] = (
         "CHANNEL_EXECUTE_COMPLETE" in names and "CHANNEL_EXECUTE" not in names)
-    for session in (observer, actor):
+    for session in (observer, actor, filtered):
         with contextlib.suppress(Exception):
             await session.reply_text("sendmsg", [("call-command", "hangup"),
                                             ("hangup-cause", "NORMAL_CLEARING")])
@@ -110,10 +128,13 @@ async def run(place: Callable[[], Awaitable[None]], sessions: asyncio.Queue[Sess
 
 
 EXPECTED = {
+    "filter": "+OK filter added. [Unique-ID]=[<uuid>]",
+    "filtered event": "+OK event listener enabled plain",
     "observer event": "+OK event listener enabled plain",
     "actor myevents": "+OK Events Enabled",
     "actor myevents again": "-ERR aready enabled.",  # (sic) mod_event_socket's text
     "actor heard only its own": True,
+    "filtered heard only its own": True,
     "observer heard the actor": True,
     "observer heard all but CHANNEL_EXECUTE": True,
 }

@@ -32,6 +32,7 @@ from appserver.devkit.sim.esl import server_codec as codec
 from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.channel import (
     MYEVENTS,
+    Filters,
     Pairs,
     SimChannel,
     Subscription,
@@ -170,6 +171,7 @@ class EslSimCall(SimulatedCall):
         self.transcript = Transcript()
         self._writer: asyncio.StreamWriter | None = None
         self._subs = Subscription()
+        self._filters = Filters()
         self._myevents = False  # this channel's events only
         self._fmt = "plain"
         self._lingering = False
@@ -253,7 +255,7 @@ class EslSimCall(SimulatedCall):
             log.info("socket %s:%s refused", host, port, extra={"call_id": self.call_id})
             return
         self._writer = writer
-        self._subs, self._myevents = Subscription(), False
+        self._subs, self._filters, self._myevents = Subscription(), Filters(), False
         self._lingering = False
         self._exit.clear()
         executor = asyncio.create_task(self._executor())
@@ -316,8 +318,17 @@ class EslSimCall(SimulatedCall):
 
     def deliver(self, name: str, pairs: Pairs, body: str = "") -> None:
         own = ("Unique-ID", self.call_id) in pairs  # sent already, by emit()
-        if not own and self._writer is not None and self._subs.hears(name):
+        if not own and self._writer is not None and self._subs.hears(name) \
+                and self._filters.passes(pairs):
             self._send(codec.event_frame(pairs, body, self._fmt))
+
+    def _listen_to_others(self) -> None:
+        """Subscribed without ``myevents``, a socket hears every channel's events, unless
+        its filters let through only its own channel's (the worker's ``filter Unique-ID``)."""
+        if self._myevents or self._filters.only_channel(self.call_id):
+            self.sim.unlisten(self)
+        else:
+            self.sim.listen(self)
 
     def close(self) -> None:
         self.sim.unlisten(self)
@@ -330,7 +341,9 @@ class EslSimCall(SimulatedCall):
         lead: list[tuple[str, str]] | None = None,
     ) -> None:
         chan, lead = self.channel, lead or []
-        if self._writer is not None and self._subs.hears(name):
+        if self._writer is not None and self._subs.hears(name) and (
+                not self._filters.lines or self._filters.only_channel(self.call_id)
+                or self._filters.passes(chan.event_pairs(name, extra, with_variables, lead))):
             self._send(chan.event_frame(name, self._fmt, extra, with_variables, lead))
         if self.sim.wants_event(name):
             self.sim.broadcast(name, chan.event_pairs(name, extra, with_variables, lead))
@@ -356,8 +369,7 @@ class EslSimCall(SimulatedCall):
             fmt, _, names = arg.partition(" ")
             self._fmt = fmt if fmt in ("plain", "json") else "plain"
             self._subs.add(names.split())
-            if not self._myevents:  # an outbound socket without myevents hears every channel
-                self.sim.listen(self)
+            self._listen_to_others()
             self._send(reply(f"+OK event listener enabled {self._fmt}"))
         elif cmd == "nixevent":
             self._subs.remove(arg.split())
@@ -367,8 +379,9 @@ class EslSimCall(SimulatedCall):
             self.sim.unlisten(self)
             self._send(reply("+OK no longer listening for events"))
         elif cmd == "filter":
-            header, _, value = arg.partition(" ")
-            self._send(reply(f"+OK filter added. [{header}]=[{value}]"))
+            self._send(reply(self._filters.command(arg)))
+            if self._subs.names or self._subs.every:
+                self._listen_to_others()
         elif cmd == "linger":
             self._lingering = True
             self._send(reply("+OK will linger"))

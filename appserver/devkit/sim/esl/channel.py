@@ -63,6 +63,45 @@ class Subscription:
     def hears(self, name: str) -> bool:
         return name in self.names or (self.every and name not in self.nixed)
 
+class Filters:
+    """A socket's ``filter`` lines as mod_event_socket applies them (event_handler): with
+    none every event passes; with some, an event passes when one of its headers has one of
+    their values (names and values compared case-blind). Not modelled: ``-`` (deny) and
+    ``/regex`` values."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def command(self, arg: str) -> str:
+        """Carry out ``filter <arg>``; the reply text, as 1.10.12 words it."""
+        header, _, value = arg.strip().partition(" ")
+        if header.lower() == "delete" and value:
+            header, _, value = value.partition(" ")
+            if header.lower() == "all":
+                self.lines = []
+            else:
+                self.lines = [(h, v) for h, v in self.lines if h.lower() != header.lower()
+                              or (value and v.lower() != value.lower())]
+            return f"+OK filter deleted. [{header}][{value}]"
+        if header.lower() == "add":
+            header, _, value = value.partition(" ")
+        if not header or not value:
+            return "-ERR invalid syntax"
+        self.lines.append((header, value))
+        return f"+OK filter added. [{header}]=[{value}]"
+
+    def passes(self, pairs: Pairs) -> bool:
+        if not self.lines:
+            return True
+        wanted = {(h.lower(), v.lower()) for h, v in self.lines}
+        return any((h.lower(), v.lower()) in wanted for h, v in pairs)
+
+    def only_channel(self, uuid: str) -> bool:
+        """Whether no event of another channel can pass: every line is ``Unique-ID <uuid>``."""
+        return bool(self.lines) and all(h.lower() == "unique-id" and v.lower() == uuid.lower()
+                                        for h, v in self.lines)
+
+
 _sequence = 0
 
 

@@ -29,6 +29,7 @@ from appserver.devkit.sim.esl.behaviour import Behaviour
 from appserver.devkit.sim.esl.call import DialledLeg, EslSimCall, EventListener, dial_string
 from appserver.devkit.sim.esl.channel import (
     HOSTNAME,
+    Filters,
     Pairs,
     SimChannel,
     Subscription,
@@ -401,7 +402,7 @@ class _InboundSession:
         self.authed = False
         self.fmt = "plain"
         self.subs = Subscription()
-        self.filters: list[tuple[str, str]] = []
+        self.filters = Filters()
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -418,9 +419,7 @@ class _InboundSession:
     def wants(self, name: str, pairs: Pairs) -> bool:
         if not self.subs.hears(name):
             return False
-        if not self.filters:
-            return True
-        return any((h, v) in self.filters for h, v in pairs)
+        return self.filters.passes(pairs)
 
     def deliver(self, name: str, pairs: Pairs, body: str = "") -> None:
         if self.wants(name, pairs):
@@ -487,15 +486,7 @@ class _InboundSession:
             self.sim.unlisten(self)
             self.send(reply("+OK no longer listening for events"))
         elif cmd == "filter":
-            header, _, value = arg.partition(" ")
-            if header == "delete":
-                self.filters = [f for f in self.filters if f[0] != value.split(" ")[0]]
-                self.send(reply(f"+OK filter deleted. [{value}]"))
-            elif not header or not value:
-                self.send(reply("-ERR invalid syntax"))
-            else:
-                self.filters.append((header, value))
-                self.send(reply(f"+OK filter added. [{header}]=[{value}]"))
+            self.send(reply(self.filters.command(arg)))
         elif cmd == "sendmsg":
             call = self.sim.calls.get(arg.strip())
             if call is None or not call.channel.alive:
