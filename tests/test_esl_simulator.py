@@ -10,6 +10,7 @@ from esl_raw_client import RawClient
 
 from appserver.devkit.sim.esl import server_codec as s
 from appserver.devkit.sim.esl.call import EslSimCall
+from appserver.devkit.sim.esl.channel import Filters
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
 
@@ -361,3 +362,23 @@ async def test_locked_playback_holds_later_messages_until_it_ends_or_breaks() ->
     ]
     await sim.stop()
     server.close()
+
+
+def test_filters_pass_events_as_mod_event_socket_does() -> None:
+    """Filter lines: none passes all; else an event passes when one of its headers has a
+    line's value (names and values compared case-blind); ``add``, ``delete`` and the
+    replies as FreeSWITCH 1.10.12 words them."""
+    f = Filters()
+    own = [("Event-Name", "DTMF"), ("Unique-ID", "AB-1")]
+    other = [("Event-Name", "DTMF"), ("Unique-ID", "cd-2")]
+    assert f.passes(other) and not f.only_channel("ab-1")
+    assert f.command("unique-id ab-1") == "+OK filter added. [unique-id]=[ab-1]"
+    assert f.passes(own) and not f.passes(other) and not f.passes([("Event-Name", "HEARTBEAT")])
+    assert f.only_channel("AB-1")
+    assert f.command("add Event-Name HEARTBEAT") == "+OK filter added. [Event-Name]=[HEARTBEAT]"
+    assert f.passes([("Event-Name", "heartbeat")]) and not f.only_channel("ab-1")
+    assert f.command("Unique-ID") == "-ERR invalid syntax"
+    assert f.command("delete Event-Name") == "+OK filter deleted. [Event-Name][]"
+    assert f.lines == [("unique-id", "ab-1")]
+    assert f.command("delete all") == "+OK filter deleted. [all][]"
+    assert f.lines == [] and f.passes(other)
