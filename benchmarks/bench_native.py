@@ -477,9 +477,10 @@ def baseline_dialplan(conf: Path, port: int, baseline_port: int) -> str:
 
 def start_inbound_walk(log: Path) -> subprocess.Popen[bytes]:
     """``fs_inbound_walk.py`` on ``INBOUND_CONTEXT``, once it has subscribed."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "fs_inbound_walk.py"),
-                                INBOUND_CONTEXT], stdout=subprocess.PIPE,
-                               stderr=log.open("ab"))  # fmt: skip
+    with log.open("ab") as errors:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "fs_inbound_walk.py"), INBOUND_CONTEXT],
+            stdout=subprocess.PIPE, stderr=errors)
     assert process.stdout is not None
     if process.stdout.readline().strip() != b"ready":
         process.kill()

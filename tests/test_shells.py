@@ -115,3 +115,37 @@ def test_gevent_health_server() -> None:
     finally:
         green.run(server.stop())
     gevent.sleep(0)
+
+
+def test_redis_readiness_checks_ask_the_os_when_they_must_not_wait(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """redis-py's check of a pooled connection (poll, timeout 0) answers from the OS's poll;
+    a poll that waits stays gevent's: other greenlets run meanwhile. A real client works
+    through it, and a connection holding unread data is still not handed out."""
+    import socket
+
+    from redis._parsers import hiredis
+
+    monkeypatch.setattr(hiredis, "select", hiredis.select)  # put back afterwards
+    assert green.quick_redis_checks()
+    a, b = socket.socketpair()
+    with a, b:
+        assert not hiredis._socket_can_read(a, 0)
+        b.send(b"+OK\r\n")
+        assert hiredis._socket_can_read(a, 0)
+        a.recv(16)
+        writer = gevent.spawn_later(0.05, b.send, b"x")  # runs only if the poll yields
+        assert hiredis._socket_can_read(a, 2.0)
+        assert writer.dead
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        client.set("callyard:test:ready", "1")
+        assert client.get("callyard:test:ready") == "1"
+        conn = client.connection_pool.get_connection()
+        conn.send_command("PING")  # its reply left unread, then the connection given back
+        client.connection_pool.release(conn)
+        assert client.ping()  # the pool noticed, reconnected
+    finally:
+        client.delete("callyard:test:ready")
+        client.close()

@@ -38,6 +38,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     gevent.config.track_greenlet_tree = False  # no spawn-tree capture per call greenlet
     monkey.patch_all()
+    from appserver.shells import green
+
+    green.quick_redis_checks()
 
     import sys
 

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import gevent
 import gevent.event
+import gevent.monkey
 import gevent.queue
+import gevent.select
 
 T = TypeVar("T")
 
@@ -28,6 +30,54 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     work.close()
     raise RuntimeError("a coroutine run under gevent awaited something that suspends "
                        "(an asyncio object?): await only appserver.shells.green and redis.Redis")
+
+class _ReadinessPoll:
+    """``select.poll()`` for redis-py's readiness checks under gevent: a poll that must not
+    wait (timeout 0) is the operating system's, answered at once; any other is gevent's, which
+    lets the other greenlets run while it waits."""
+
+    __slots__ = ("_fds",)
+
+    def __init__(self) -> None:
+        self._fds: list[tuple[Any, int]] = []
+
+    def register(self, fd: Any, eventmask: int) -> None:
+        self._fds.append((fd, eventmask))
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        os_poll = gevent.monkey.get_original("select", "poll")
+        poller = os_poll() if timeout == 0 else gevent.select.poll()
+        for fd, eventmask in self._fds:
+            poller.register(fd, eventmask)
+        return list(poller.poll(timeout))
+
+
+class _SelectForRedis:
+    """The ``select`` module as redis-py's hiredis parser sees it: ``poll`` above, the rest
+    the (patched) module's."""
+
+    poll = _ReadinessPoll
+
+    def __getattr__(self, name: str) -> Any:
+        import select
+
+        return getattr(select, name)
+
+
+def quick_redis_checks() -> bool:
+    """Before it hands out a pooled connection, redis-py asks whether the connection holds
+    unread data: ``select.poll()`` with timeout 0. Patched by gevent, that poll makes
+    watchers and switches to the hub: a fifth of the FreeSWITCH worker's time in Redis
+    (py-spy). Give redis-py's parser :class:`_ReadinessPoll` instead. False (nothing
+    changed) when this redis-py does not check that way."""
+    from redis._parsers import hiredis
+
+    if not callable(getattr(hiredis, "_socket_can_read", None)) \
+            or getattr(hiredis, "select", None) is None:
+        return False
+    hiredis.select = _SelectForRedis()  # type: ignore[assignment]
+    return True
+
 
 # (method, path) -> (status, content type, body); see appserver.shells.Respond
 Respond = Callable[[str, str], Coroutine[Any, Any, tuple[int, str, bytes]]]
