@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -569,34 +570,44 @@ MORE_WAYS = ("baseline", "inbound")  # FreeSWITCH only: --baseline, --ways ...,i
 
 
 def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
-    def mean(way: str, key: str) -> float:
+    """The means over rounds per way; None for a way (or a comparison) that did not run."""
+    def mean(way: str, key: str) -> float | None:
         values = [w.row()[key] for w in walks if w.way == way and w.row()[key] is not None]
-        return round(statistics.mean(values), 3) if values else 0.0
+        return round(statistics.mean(values), 3) if values else None
+
+    def extra_percent(cpu: float | None) -> float | None:
+        return round(100 * (cpu - native_cpu) / native_cpu, 1) \
+            if cpu is not None and native_cpu else None
 
     native_cpu = mean("native", "engine_cpu_ms_per_call")
     ours_cpu = mean("callyard", "engine_cpu_ms_per_call")
+    native_call, ours_call = mean("native", "call_length_s"), mean("callyard", "call_length_s")
     return {
         "engine": engine,
         "runs": [w.row() for w in walks],
         "native_engine_cpu_ms": native_cpu,
         "callyard_engine_cpu_ms": ours_cpu,
-        "extra_engine_cpu_percent": round(100 * (ours_cpu - native_cpu) / native_cpu, 1)
-        if native_cpu else None,
+        "extra_engine_cpu_percent": extra_percent(ours_cpu),
         "worker_cpu_ms": mean("callyard", "worker_cpu_ms_per_call"),
-        "native_call_s": mean("native", "call_length_s"),
-        "callyard_call_s": mean("callyard", "call_length_s"),
-        "extra_call_ms": round(1000 * (mean("callyard", "call_length_s")
-                                       - mean("native", "call_length_s"))),
+        "native_call_s": native_call,
+        "callyard_call_s": ours_call,
+        "extra_call_ms": round(1000 * (ours_call - native_call))
+        if ours_call is not None and native_call is not None else None,
         "failed": sum(w.failed for w in walks),
         **{f"{way}_{key}": value for way in MORE_WAYS if any(w.way == way for w in walks)
            for key, value in (
                ("engine_cpu_ms", mean(way, "engine_cpu_ms_per_call")),
-               ("extra_engine_cpu_percent", round(100 * (mean(way, "engine_cpu_ms_per_call")
-                                                         - native_cpu) / native_cpu, 1)
-                if native_cpu else None),
+               ("extra_engine_cpu_percent", extra_percent(mean(way, "engine_cpu_ms_per_call"))),
                ("worker_cpu_ms", mean(way, "worker_cpu_ms_per_call")),
                ("call_s", mean(way, "call_length_s")))},
     }  # fmt: skip
+
+
+def cell(value: float | None, spec: str, unit: str = "") -> str:
+    """``value`` formatted for the table; a dash, as wide, for what did not run."""
+    text = "-" if value is None else f"{value:{spec}}"
+    width = int(re.match(r"\d*", spec).group() or 0)  # type: ignore[union-attr]
+    return f"{text:>{width}}{unit}"
 
 
 def main() -> int:
@@ -665,15 +676,19 @@ def main() -> int:
     print("engine      calls/s  engine CPU/call: native  callyard   extra  worker CPU/call  "
           "call: native  callyard  extra  failed")
     for r in results:
-        print(f"{r['engine']:10}  {r['cps']:7g}  {r['native_engine_cpu_ms']:20.2f} ms "
-              f"{r['callyard_engine_cpu_ms']:6.2f} ms  {r['extra_engine_cpu_percent']!s:>5} %  "
-              f"{r['worker_cpu_ms']:12.2f} ms  {r['native_call_s']:10.3f} s "
-              f"{r['callyard_call_s']:7.3f} s {r['extra_call_ms']:5d} ms  {r['failed']:6d}")
+        print(f"{r['engine']:10}  {r['cps']:7g}  {cell(r['native_engine_cpu_ms'], '20.2f', ' ms')} "
+              f"{cell(r['callyard_engine_cpu_ms'], '6.2f', ' ms')}  "
+              f"{cell(r['extra_engine_cpu_percent'], '5', ' %')}  "
+              f"{cell(r['worker_cpu_ms'], '12.2f', ' ms')}  "
+              f"{cell(r['native_call_s'], '10.3f', ' s')} "
+              f"{cell(r['callyard_call_s'], '7.3f', ' s')} "
+              f"{cell(r['extra_call_ms'], '5d', ' ms')}  {r['failed']:6d}")
         for way in MORE_WAYS:
             if f"{way}_engine_cpu_ms" in r:
-                print(f"  {way:16} {r[f'{way}_engine_cpu_ms']:29.2f} ms "
-                      f"{r[f'{way}_extra_engine_cpu_percent']!s:>5} %  "
-                      f"{r[f'{way}_worker_cpu_ms']:12.2f} ms  {'':10} {r[f'{way}_call_s']:7.3f} s")
+                print(f"  {way:16} {cell(r[f'{way}_engine_cpu_ms'], '29.2f', ' ms')} "
+                      f"{cell(r[f'{way}_extra_engine_cpu_percent'], '5', ' %')}  "
+                      f"{cell(r[f'{way}_worker_cpu_ms'], '12.2f', ' ms')}  {'':10} "
+                      f"{cell(r[f'{way}_call_s'], '7.3f', ' s')}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["failed"] == 0 for r in results) else 1
