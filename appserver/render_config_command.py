@@ -32,6 +32,10 @@ TEMPLATE_SETS: list[tuple[str, str]] = [
 ]
 
 DEFAULTS: dict[str, str] = {
+    # FreeSWITCH: how calls reach Callyard: "socket" (an outbound socket per call, to the
+    # workers below in order) or "park" (parked; the workers take them over inbound ESL:
+    # CALLYARD_FREESWITCH_INGRESS=park).
+    "freeswitch_ingress": "socket",
     # FreeSWITCH: where the dialplan's socket application finds Callyard, in order.
     "freeswitch_workers": "callyard-freeswitch:8084,callyard-freeswitch-2:8084",
     # Numbers handed to Callyard (resolved there against the extensions table), and trial

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
     # Outbound sockets open at once (calls + handshakes), and seconds to answer `connect`.
     freeswitch_max_calls: int = Field(20000, ge=1)
     freeswitch_connect_timeout: float = Field(5.0, gt=0, le=60)
+    # How calls reach the worker: "socket" (the dialplan's outbound socket per call) or
+    # "park" (the dialplan parks them; the worker drives the parked calls of this dialplan
+    # context over one inbound connection per node: see freeswitch/parked.py).
+    freeswitch_ingress: Literal["socket", "park"] = "socket"
+    freeswitch_park_context: str = Field("callyard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # Callbacks are dialled from the node their caller came in on; another node of the same
     # engine dials them once no worker has reached that node for this many seconds.

@@ -76,6 +76,7 @@ CONTEXT = "callyard-bench"
 NATIVE, CALLYARD = "9998", "9999"
 BASELINE_CONTEXT = "callyard-baseline"  # --baseline: the rendered context, to the other worker
 INBOUND_CONTEXT = "callyard-inbound"  # --ways ...,inbound: parked for fs_inbound_walk.py
+PARK_CONTEXT = "callyard-park"  # --ways ...,park: parked for a worker with ingress "park"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 FS_NATIVE = f"""<include>
@@ -491,14 +492,22 @@ def start_inbound_walk(log: Path) -> subprocess.Popen[bytes]:
 
 def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
+    from appserver.freeswitch.parked import MARKER_VALUE, MARKER_VARIABLE
 
     port, health = free_port(), free_port()
     inbound = "inbound" in args.ways.split(",")
+    park = "park" in args.ways.split(",")
     with exclusive("freeswitch"):
         conf = build_freeswitch_conf(directory / "freeswitch", FreeswitchConf(workers=(port,)))
         (conf / "dialplan" / "callyard-bench.xml").write_text(FS_NATIVE)
         if inbound:
             (conf / "dialplan" / "callyard-inbound.xml").write_text(FS_INBOUND)
+        if park:
+            park_port, park_health = free_port(), free_port()
+            (conf / "dialplan" / "callyard-park.xml").write_text(
+                FS_INBOUND.replace(INBOUND_CONTEXT, PARK_CONTEXT).replace(
+                    "playback_terminators=none", "playback_terminators=none "
+                    f"{MARKER_VARIABLE}={MARKER_VALUE}"))
         if args.baseline:
             base_port, base_health = free_port(), free_port()
             (conf / "dialplan" / "callyard-baseline.xml").write_text(
@@ -506,9 +515,10 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
         start_freeswitch(conf)
         workers: list[tuple[subprocess.Popen[bytes], str]] = []
 
-        def worker_for(listen: int, health_port: int, name: str, checkout: Path) -> int:
+        def worker_for(listen: int, health_port: int, name: str, checkout: Path,
+                       **extra: str) -> int:
             workers.append((start_worker(
-                {**env, "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{listen}",
+                {**env, **extra, "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{listen}",
                  "CALLYARD_FREESWITCH_ESL": "127.0.0.1:8021:ClueCon",
                  "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health_port}"},
                 directory / f"{name}.log", "freeswitch", checkout=checkout), name))
@@ -525,6 +535,11 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
                 workers.append((start_inbound_walk(directory / "inbound-walk.log"),
                                 "inbound-walk"))
                 more["inbound"] = (INBOUND_CONTEXT, workers[-1][0].pid)
+            if park:
+                more["park"] = (PARK_CONTEXT, worker_for(
+                    park_port, park_health, "park-worker-freeswitch", ROOT,
+                    CALLYARD_FREESWITCH_INGRESS="park",
+                    CALLYARD_FREESWITCH_PARK_CONTEXT=PARK_CONTEXT))
 
             async def go() -> list[Walk]:
                 async with FreeswitchCallers() as callers:
@@ -566,7 +581,7 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
             stop_engine("asterisk")
 
 
-MORE_WAYS = ("baseline", "inbound")  # FreeSWITCH only: --baseline, --ways ...,inbound
+MORE_WAYS = ("baseline", "inbound", "park")  # FreeSWITCH only: --baseline, --ways ...
 
 
 def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
@@ -625,10 +640,11 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
-    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound"}
+    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound", "park"}
     if unknown:
         parser.error(f"unknown way(s): {', '.join(sorted(unknown))}")
-    freeswitch_only = (["--ways ...,inbound"] if "inbound" in args.ways.split(",") else []) + (
+    freeswitch_only = [f"--ways ...,{w}" for w in ("inbound", "park")
+                       if w in args.ways.split(",")] + (
         ["--baseline"] if args.baseline else [])
     if freeswitch_only and "freeswitch" not in args.engines.split(","):
         parser.error(f"{' and '.join(freeswitch_only)}: FreeSWITCH only")

@@ -163,3 +163,27 @@ def test_a_flush_is_one_round_trip_of_evalsha_and_survives_lost_scripts(
     assert script_calls(client)["script"] - after["script"] == 2  # two SCRIPT LOADs
     assert client.smembers(f"{PREFIX}owner:fs-sha") == {"t"}
     assert not client.exists(f"{PREFIX}call:s") and not client.exists(f"{PREFIX}call:u")
+
+
+def test_a_parked_call_is_taken_by_one_live_worker(client: redis.Redis) -> None:
+    """Ingress park: every worker hears the park, the first claim wins; a live owner keeps
+    its calls, a dead one's (heartbeat gone) are takeable, and so are a worker's own."""
+    a, b = CallRecords(client, "fs-a"), CallRecords(client, "fs-b")
+    for worker in ("fs-a", "fs-b"):
+        client.set(f"{PREFIX}alive:{worker}", 1)
+    assert a.take(info("p1"))
+    assert not b.take(info("p1"))  # fs-a has it, alive
+    assert client.hget(f"{PREFIX}call:p1", "owner") == "fs-a"
+    assert a.take(info("p1"))  # its own: yes (after its connection came back)
+    assert b.takeable(["p1", "p2"]) == ["p2"] and a.takeable(["p1", "p2"]) == ["p1", "p2"]
+    assert a.takeable([]) == []
+
+    client.delete(f"{PREFIX}alive:fs-a")  # fs-a died
+    assert b.takeable(["p1"]) == ["p1"]
+    assert b.take(info("p1"))
+    assert client.hget(f"{PREFIX}call:p1", "owner") == "fs-b"
+    assert client.smembers(f"{PREFIX}owner:fs-a") == set()
+    assert client.smembers(f"{PREFIX}owner:fs-b") == {"p1"}
+    b.release("p1")
+    b.flush()
+    assert not client.exists(f"{PREFIX}call:p1")

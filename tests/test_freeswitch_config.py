@@ -51,6 +51,19 @@ def test_dialplan_sockets_in_order_then_fallback() -> None:
     assert apps[-1] == "hangup"
 
 
+def test_dialplan_with_ingress_park_parks_marked_calls() -> None:
+    """Ingress park: one multiset (with the marker the workers take calls by), then park;
+    no socket, no fallback after it (a parked call leaves only by a transfer or hang-up)."""
+    from appserver.freeswitch.parked import MARKER_VALUE, MARKER_VARIABLE
+
+    text = _render("freeswitch_ingress=park")[Path("freeswitch-conf/conf/dialplan/callyard.xml")]
+    ext = ET.fromstring(text).find("./context/extension[@name='callyard_ivr']")
+    assert ext is not None
+    actions = [(a.get("application"), a.get("data") or "") for a in ext.iter("action")]
+    assert [a for a, _ in actions] == ["multiset", "park"]
+    assert f"{MARKER_VARIABLE}={MARKER_VALUE}" in actions[0][1].split()
+
+
 def test_stock_throttles_raised_and_password_from_environment() -> None:
     out = _render()
     switch = ET.fromstring(out[Path("freeswitch-conf/conf/autoload_configs/switch.conf.xml")])

@@ -601,3 +601,19 @@ def test_the_worker_runs_on_its_own_esl_code_without_greenswitch_or_dev_code() -
              "             or m.startswith('appserver.devkit')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_parked_call_is_driven_by_its_uuid_over_a_shared_connection() -> None:
+    """Ingress park: every sendmsg names the call; no socket setup (the connection of all
+    the node's calls is subscribed once), no per-call subscription for recordings."""
+    flow = Script([c.Answer(), c.Play("p1", (c.Prompt("file", "ivr/welcome"),))])
+    driver, sent = make(flow, address="uuid-1")
+    assert {r.command for r in requests(sent)} == {"sendmsg uuid-1"}
+    assert [r.headers.get("execute-app-name") for r in requests(sent)] == [
+        "set", "answer", "playback"]  # playback_terminators=none, then the flow's
+    sent.clear()
+    driver._run([c.StartRecording("rec-1"), c.Hangup()])
+    lines = [r.command for r in requests(sent)]
+    assert not any(line.startswith("event") for line in lines)
+    assert lines[-1] == "sendmsg uuid-1"
+    assert requests(sent)[-1].headers["call-command"] == "hangup"

@@ -57,6 +57,24 @@ redis.call('SADD', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
 redis.call('SADD', ARGV[1] .. 'workers', ARGV[3])
 return redis.call('HGET', KEYS[1], 'started_at')
 """
+# A parked call (see parked.py): ``owner`` takes it unless a live worker (its heartbeat is
+# there) has it. KEYS, ARGV: as _CLAIM. -> 1 when ``owner`` has it now, else 0.
+_TAKE = """
+local old = redis.call('HGET', KEYS[1], 'owner')
+if old and old ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. 'alive:' .. old) == 1 then
+  return 0
+end
+if old and old ~= ARGV[3] then redis.call('SREM', ARGV[1] .. 'owner:' .. old, ARGV[2]) end
+if not old then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[4], 'caller', ARGV[5], 'called', ARGV[6],
+             'node', ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
+redis.call('SADD', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
+redis.call('SADD', ARGV[1] .. 'workers', ARGV[3])
+return 1
+"""
 # KEYS: call:<uuid>. ARGV: prefix, uuid, owner. Deletes the record if ``owner`` still owns
 # it (1), else only the uuid from that owner's set (0: another worker has the call now).
 _RELEASE = """
@@ -84,6 +102,7 @@ class CallRecords:
         self.durable = durable
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._take = redis.register_script(_TAKE)
         self._pending: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args)
         self._queued = gevent.event.Event()
         self._reaper: gevent.Greenlet | None = None
@@ -99,6 +118,31 @@ class CallRecords:
         self._queue(self._claim, info.call_id, [
             self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
             info.called, info.node, RECORD_TTL])
+
+    def take(self, info: CallInfo) -> bool:
+        """A parked call: make it this worker's unless a live worker has it (one round trip,
+        now: only the winner may drive the call). Redis unreachable: False, not taken."""
+        try:
+            return bool(self._take(keys=[self._key(info.call_id)], args=[
+                self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
+                info.called, info.node, RECORD_TTL]))
+        except (RedisError, OSError) as exc:
+            log.warning("cannot take a parked call, Redis unreachable: %s", exc,
+                        extra={"call_id": info.call_id})
+            return False
+
+    def takeable(self, uuids: list[str]) -> list[str]:
+        """Of these calls, those no live worker but this one has (two round trips in all)."""
+        if not uuids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for uuid in uuids:
+            pipe.hget(self._key(uuid), "owner")
+        owners = [str(o or "") for o in pipe.execute()]
+        others = sorted({o for o in owners if o and o != self.worker_id})
+        alive = dict(zip(others, self.redis.mget([f"{self.prefix}alive:{o}" for o in others])
+                         if others else [], strict=True))
+        return [u for u, o in zip(uuids, owners, strict=True) if alive.get(o) is None]
 
     def release(self, uuid: str) -> None:
         """The call ended and its CDR is handed over: forget it (if it is still this

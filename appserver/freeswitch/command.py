@@ -54,6 +54,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (AppLoadError, ValueError) as exc:
         print(f"callyard freeswitch: {exc}", file=sys.stderr)
         return 2
+    if settings.freeswitch_ingress == "park" and not settings.freeswitch_esl:
+        print("callyard freeswitch: CALLYARD_FREESWITCH_INGRESS=park takes the calls over "
+              "CALLYARD_FREESWITCH_ESL: set it (host:port:password of each node)",
+              file=sys.stderr)
+        return 2
     [rurl] = settings.required_urls("redis_url")
     return serve(args, settings, specs, apps, listen, rurl)
 
@@ -142,13 +147,26 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         green.run(services.close())
         return 1
     records.start(exists, services.cdrs.lost)
+    parked = []
+    if settings.freeswitch_ingress == "park":
+        from appserver.freeswitch.parked import ParkedCalls
+
+        parked = [ParkedCalls(worker, node, settings.freeswitch_park_context, records,
+                              nodes.link(node.name))
+                  for node in settings.freeswitch_esl]
+        for ingress in parked:
+            ingress.start()
     log.info("serving calls with %s; %d FreeSWITCH node(s)",
              ", ".join([*specs, "IVR menus"]), len(nodes.links))
     settle_gc()
     stop.wait()
     log.info("stopping; stats %s", json.dumps(worker.stats()))
     worker.stop()  # closes the listening socket: new calls take the dialplan fallback
+    for ingress in parked:
+        ingress.stop_taking()  # parked calls: new ones are the other workers'
     green.run(services.drain(lambda: len(worker.calls)))
+    for ingress in parked:
+        ingress.stop()  # calls still up stay parked: the other workers' sweeps take them
     left = services.cdrs.abandon_all("WORKER_SHUTDOWN")
     if left:
         log.warning("grace period over: %d call(s) recorded as failed", left)

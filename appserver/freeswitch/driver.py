@@ -196,6 +196,9 @@ class CallDriver:
     config: DriverConfig
     queue_runtime: QueueRuntime | None = None
     context: str = "default"
+    # the call's uuid when it is driven over a connection shared by many calls (a parked
+    # call over inbound ESL: its sendmsg commands name it); "" on its own outbound socket
+    address: str = ""
     # called with seconds from reading a DTMF event to writing the next command
     latency_sink: Callable[[float], object] | None = None
     flow: c.CallFlow | None = None
@@ -236,8 +239,9 @@ class CallDriver:
     def start(self, flow: c.CallFlow | None) -> None:
         """Set the session up and start ``flow`` (None: polite message and hangup)."""
         self.flow = flow
-        # the session's setup goes out with the flow's first commands, in one write
-        self._unsent = setup_commands(self.info.call_id)
+        # the session's setup goes out with the flow's first commands, in one write (a
+        # parked call's connection is subscribed already)
+        self._unsent = [] if self.address else setup_commands(self.info.call_id)
         if self.info.variables.get("playback_terminators") != "none":  # not set by the dialplan
             self._unsent.append(self._execute("set", "playback_terminators=none"))
         try:
@@ -332,7 +336,7 @@ class CallDriver:
         if not checked:  # already checked: the values in it, not the operator's template
             refuse_unsafe(arg)
         self.commands_sent += 1
-        return codec.sendmsg(app, arg, event_uuid=tag, lock=True)
+        return codec.sendmsg(app, arg, event_uuid=tag, uuid=self.address, lock=True)
 
     def _api(self, line: str) -> bytes:
         self.commands_sent += 1
@@ -443,8 +447,8 @@ class CallDriver:
                 self._hangup_queued = True
                 return self._execute("hangup", cmd.cause)
             hangup = codec.encode_command(
-                "sendmsg", [("call-command", "hangup"), ("hangup-cause", cmd.cause)]
-            )
+                f"sendmsg {self.address}".rstrip(),
+                [("call-command", "hangup"), ("hangup-cause", cmd.cause)])
             self.commands_sent += 1
             return [*self._stop_all(), hangup]
         if isinstance(cmd, c.Enqueue):
@@ -539,7 +543,7 @@ class CallDriver:
             self._recordings_seen[path] = cmd.name
             self.commands_sent += 1
             subscribe = [codec.encode_command("event plain RECORD_START RECORD_STOP")] \
-                if first else []
+                if first and not self.address else []
             return [*subscribe, self._api(f"uuid_setvar {uid} RECORD_BRIDGE_REQ true"),
                     self._api(f"uuid_record {uid} start {path}")]
         if self._session_recording is None:

@@ -192,6 +192,41 @@ class FreeswitchWorker:
             conn.close()
             conn.release()
 
+    # ------------------------------------------------------------ a parked call (parked.py)
+
+    def start_call(self, info: c.CallInfo, write: Callable[[list[bytes]], object],
+                   context: str, address: str, claimed: bool = False) -> CallDriver | None:
+        """Run a flow on a call driven over a shared connection (``address``: its uuid;
+        ``claimed``: its record is this worker's already)."""
+        if info.call_id in self.calls:
+            return None
+        driver = CallDriver(info, write, self.config, self.queue_runtime, context=context,
+                            latency_sink=self.dtmf_latencies.append, address=address)
+        self.calls[info.call_id] = driver
+        self.calls_total += 1
+        try:
+            if self.call_started is not None and not claimed:
+                self.call_started(info)
+            if self.take_over is not None:
+                self.take_over(info)
+            driver.start(self._flow_for(info))
+        except Exception:
+            self.calls_failed += 1
+            log.exception("call failed", extra={"call_id": info.call_id})
+        return driver
+
+    def end_call(self, call_id: str, lost: bool = False) -> None:
+        """The call left this worker: hung up, transferred out of the park, or (``lost``)
+        its connection went away while it goes on in the engine."""
+        driver = self.calls.pop(call_id, None)
+        if driver is None:
+            return
+        if not lost:
+            driver.on_socket_closed()
+            if self.call_ended is not None:
+                self.call_ended(call_id)
+        driver.flow = None
+
     def _flow_for(self, info: c.CallInfo) -> c.CallFlow | None:
         try:
             return self.flow_factory(info)

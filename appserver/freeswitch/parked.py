@@ -1,0 +1,235 @@
+"""Parked calls over one inbound Event Socket per node (``CALLYARD_FREESWITCH_INGRESS=park``).
+
+The dialplan parks each call (``park``) instead of opening an outbound socket per call to a
+worker. Each worker keeps one connection to each node in ``CALLYARD_FREESWITCH_ESL``,
+subscribed once to the events of the calls in the Callyard context (``filter Caller-Context``),
+and drives the calls it takes with ``sendmsg <uuid>``, through the same
+:class:`~appserver.freeswitch.driver.CallDriver` as a socket's call. FreeSWITCH then runs no
+thread and no 20 ms poll per call, and offers each event to one connection per worker instead
+of one per call in progress (README, "Parked calls").
+
+* A call is taken at its ``CHANNEL_PARK`` by the worker whose claim of its record wins
+  (:meth:`CallRecords.take`: no live worker has it); every worker of the node hears the park,
+  the others let it be. Its flow ends at its ``CHANNEL_HANGUP``, or when a ``Transfer``
+  takes it out of the park (the ``transfer`` application completes).
+* Every :data:`SWEEP_SECONDS` each worker lists the node's calls in the context
+  (``show channels``) and sends those no live worker has back into the park extension
+  (``uuid_transfer`` to their number, which stops what ran on them): calls parked while no
+  worker was up, a dead worker's calls, its own after its connection came back. Parked
+  again, they are taken as any new call, their flow from the top; a call in a bridge is
+  left to it until the bridge ends (as after a worker's death in socket mode). A queued
+  caller is taken over where it was (the queue runtime's ``take_over``).
+* The connection lost: the worker's flows on that node end without a CDR (the calls go on
+  in the engine, parked); once it is back, the sweep takes them again.
+* Stopping, the worker takes no new call (:meth:`stop_taking`); its calls get the grace
+  period, and those still up after it stay parked for the other workers' sweeps.
+* Redis unreachable: no call can be claimed, so none is taken (they wait, ringing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import gevent
+
+from appserver.freeswitch import esl_codec as codec
+from appserver.freeswitch.callrecords import CallRecords
+from appserver.freeswitch.connection import NodeConnection
+from appserver.freeswitch.driver import NEEDED_EVENTS, call_info_from
+from appserver.freeswitch.inbound import NodeLink, NodeUnavailable
+from appserver.freeswitch.worker import FreeswitchWorker
+from appserver.settings import EslNode
+from ivr.calls import CallInfo
+
+log = logging.getLogger("callyard.freeswitch.parked")
+
+EVENTS = ("CHANNEL_PARK", *NEEDED_EVENTS, "RECORD_START", "RECORD_STOP")
+SWEEP_SECONDS = 5.0
+# Set by the park extension (dialplans/freeswitch/callyard.xml.j2): only such calls are taken
+# (a call originated with &park() by something else may share the context).
+MARKER_VARIABLE, MARKER_VALUE = "callyard_ingress", "park"
+SKIPPED_WHILE_RUNNING = ("bridge",)  # a sweep does not take a call running these
+
+
+def decoded_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    data: dict[str, str] = {}
+    for name, value in pairs:
+        data.setdefault(name, codec.url_decode(value))
+    return data
+
+
+def channel_data(event: codec.LazyEvent) -> dict[str, str]:
+    """Every header of ``event``, URL-decoded (the first of a repeated one)."""
+    if not event.head:
+        return {k: event.get(k) for k in event.raw}
+    return decoded_headers(codec.split_plain_pairs(event.head)[0])
+
+
+def parked_calls(show_channels_json: str, context: str) -> list[dict[str, str]]:
+    """The calls in ``context`` (uuid, application running, dest, cid_num, ...), from ``show
+    channels as json`` (``{"row_count": 0}`` when there are none)."""
+    rows = json.loads(show_channels_json or "{}").get("rows") or []
+    return [{k: str(v) for k, v in r.items()} for r in rows
+            if r.get("context") == context and r.get("uuid") and r.get("dest")]
+
+
+class ParkedCalls:
+    """The parked calls of one node that this worker takes, served by ``worker``'s flows."""
+
+    def __init__(self, worker: FreeswitchWorker, node: EslNode, context: str,
+                 records: CallRecords, link: NodeLink, retry_seconds: float = 1.0,
+                 sweep_seconds: float = SWEEP_SECONDS) -> None:
+        self.worker = worker
+        self.node = node
+        self.context = context
+        self.records = records
+        self.link = link  # the node's own inbound link: queries that may take a while
+        self.retry_seconds = retry_seconds
+        self.sweep_seconds = sweep_seconds
+        self.conn: NodeConnection | None = None
+        self.taken = 0
+        self.taking = True  # False once the worker stops: new calls are left to the others
+        self._mine: set[str] = set()  # the calls of this node this worker drives
+        # calls being taken (their claim on its way): the events heard meanwhile
+        self._taking: dict[str, list[codec.LazyEvent]] = {}
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_forever)]
+
+    def stop_taking(self) -> None:
+        """The worker is stopping: its calls go on here, new ones are the other workers'."""
+        self.taking = False
+
+    def stop(self) -> None:
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
+        if self.conn is not None:
+            self.conn.close()
+
+    # ------------------------------------------------------------ the connection
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn = NodeConnection.open(self.node.host, self.node.port, self.node.password,
+                                           on_event=self._event)
+                conn.send(f"filter Caller-Context {self.context}")
+                conn.send(f"event plain {' '.join(EVENTS)}")
+            except OSError as exc:
+                log.warning("FreeSWITCH node %s: %s; retry in %.1fs", self.node.name,
+                            exc or type(exc).__name__, self.retry_seconds)
+                gevent.sleep(self.retry_seconds)
+                continue
+            self.conn = conn
+            log.info("taking parked calls of %s (context %s)", self.node.name, self.context)
+            gevent.spawn(self.sweep)  # what was parked while this worker was away
+            conn.closed.wait()
+            self.conn = None
+            for uuid in list(self._mine):  # no events for them any more
+                self._end(uuid, lost=True)
+            log.warning("FreeSWITCH node %s lost; its calls wait parked until it is back",
+                        self.node.name)
+
+    def _event(self, event: codec.LazyEvent) -> None:
+        uuid = event.get("Unique-ID")
+        if uuid in self._mine:
+            self._on_call_event(uuid, event)
+        elif uuid in self._taking:
+            self._taking[uuid].append(event)
+        elif event.name == "CHANNEL_PARK" and self.conn is not None and self.taking \
+                and event.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE:
+            data = channel_data(event)
+            self._taking[uuid] = []
+            gevent.spawn(self._take, self._info(data), data.get("Caller-Context", self.context),
+                         self.conn)
+
+    def _on_call_event(self, uuid: str, event: codec.LazyEvent) -> None:
+        driver = self.worker.calls.get(uuid)
+        if driver is None:
+            self._mine.discard(uuid)
+            return
+        driver.on_event(event)
+        name = event.name
+        if name == "CHANNEL_HANGUP":
+            self._end(uuid)
+        elif name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application") == "transfer" \
+                and driver.handed_away:
+            self._end(uuid)  # out of the park, into the dialplan
+
+    def _info(self, data: dict[str, str]) -> CallInfo:
+        return call_info_from(data, data.get("FreeSWITCH-Hostname") or self.link.hostname
+                              or self.node.name)
+
+    # ------------------------------------------------------------ taking a call
+
+    def _take(self, info: CallInfo, context: str, conn: NodeConnection) -> None:
+        """Claim the parked call; the winner starts its flow."""
+        uuid = info.call_id
+        try:
+            won = self.records.take(info)
+        finally:
+            early = self._taking.pop(uuid, [])
+        if not won or conn is not self.conn:
+            return
+        if any(e.name == "CHANNEL_HANGUP" for e in early):
+            self.records.release(uuid)  # gone before its flow started: nothing to record
+            return
+        driver = self.worker.start_call(info, conn.send_nowait, context, address=uuid,
+                                        claimed=True)
+        if driver is None:
+            return
+        self._mine.add(uuid)
+        self.taken += 1
+        for event in early:
+            self._on_call_event(uuid, event)
+
+    def _end(self, uuid: str, lost: bool = False) -> None:
+        self._mine.discard(uuid)
+        self.worker.end_call(uuid, lost=lost)
+
+    # ------------------------------------------------------------ the sweep
+
+    def _sweep_forever(self) -> None:
+        while True:
+            gevent.sleep(self.sweep_seconds)
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Send the node's calls in the context that no live worker has back into the park
+        extension (``uuid_transfer`` to their number: it stops whatever runs on them), where
+        their new ``CHANNEL_PARK`` is taken as any; claimed first, so one worker sends each.
+        How many."""
+        if self.conn is None or not self.taking:
+            return 0
+        try:
+            listed = parked_calls(self.link.bgapi("show channels as json"), self.context)
+            candidates = {row["uuid"]: row for row in listed
+                          if row.get("application") not in SKIPPED_WHILE_RUNNING
+                          and row["uuid"] not in self._mine and row["uuid"] not in self._taking}
+            takeable = self.records.takeable(list(candidates))
+        except Exception as exc:  # the node or Redis unreachable, a bad reply: the next sweep
+            log.warning("sweep of %s failed: %s", self.node.name, exc)
+            return 0
+        sent = 0
+        for uuid in takeable:
+            dest, caller = candidates[uuid]["dest"], candidates[uuid].get("cid_num", "")
+            try:
+                if self.link.api(f"uuid_getvar {uuid} {MARKER_VARIABLE}").strip() \
+                        != MARKER_VALUE:
+                    continue  # not parked by the park extension (or gone meanwhile)
+                if not self.records.take(CallInfo(uuid, "freeswitch", caller, dest,
+                                                  node=self.node.name)):
+                    continue
+                reply = self.link.api(f"uuid_transfer {uuid} {dest} XML {self.context}")
+            except NodeUnavailable as exc:
+                log.warning("sweep of %s: %s", self.node.name, exc)
+                return sent
+            if reply.startswith("+OK"):
+                log.info("a parked call no live worker had, back to the park",
+                         extra={"call_id": uuid})
+                sent += 1
+        return sent
+
+
