@@ -493,9 +493,11 @@ async def test_the_ivr_path_reaches_the_queued_call(redis_client: aioredis.Redis
         await rt.stop()
 
 
-async def test_agent_holds_then_transfers_the_caller_to_another_queue(
+@contextlib.asynccontextmanager
+async def ann_has_a_caller(
     redis_client: aioredis.Redis,
-) -> None:
+) -> AsyncIterator[tuple[QueueStore, Worker, QueueRuntime, AgentControl]]:
+    """call-0001 queued in support and taken by ann (wrap-up 30 s); a queue billing too."""
     store = QueueStore(redis_client)
     await define(store, {"ann": "browser"}, wrapup_seconds=30)
     await store.sync_queue(QueueConfig("billing", moh_class="billing"), [])
@@ -509,6 +511,15 @@ async def test_agent_holds_then_transfers_the_caller_to_another_queue(
         await agents.login("ann")
         assert (await agents.accept("ann", "call-0001")).ok
         await until(lambda: any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"]))
+        yield store, worker, rt, agents
+    finally:
+        await rt.stop()
+
+
+async def test_agent_holds_then_transfers_the_caller_to_another_queue(
+    redis_client: aioredis.Redis,
+) -> None:
+    async with ann_has_a_caller(redis_client) as (store, worker, rt, agents):
         commands = worker.commands["call-0001"]
 
         assert await agents.hold("ann") == "call-0001"
@@ -541,8 +552,6 @@ async def test_agent_holds_then_transfers_the_caller_to_another_queue(
         assert (await store.stats("billing")).waiting == 1
         with pytest.raises(QueueError, match="not connected"):
             await agents.hold("ann")
-    finally:
-        await rt.stop()
 
 
 async def test_a_tick_between_a_transferred_callers_two_entries_loses_nothing(
@@ -552,19 +561,7 @@ async def test_a_tick_between_a_transferred_callers_two_entries_loses_nothing(
     new one (Join): two round trips. A tick sent before the first that reads Redis between
     them does not find the caller: no lost lease, the caller waits on in billing (CI once
     hung the caller up here with "lease lost")."""
-    store = QueueStore(redis_client)
-    await define(store, {"ann": "browser"}, wrapup_seconds=30)
-    await store.sync_queue(QueueConfig("billing", moh_class="billing"), [])
-    worker = Worker()
-    rt = QueueRuntime(redis_client, "w1", worker.deliver, tick_seconds=0.05)
-    await rt.start()
-    agents = AgentControl(QueueStore(redis_client))
-    try:
-        worker.place(rt, "call-0001")
-        await rt.drain()
-        await agents.login("ann")
-        assert (await agents.accept("ann", "call-0001")).ok
-        await until(lambda: any(isinstance(e, AgentAssigned) for e in worker.events["call-0001"]))
+    async with ann_has_a_caller(redis_client) as (store, worker, rt, agents):
         commands = worker.commands["call-0001"]
         assert await agents.transfer("ann", "queue:billing") == "call-0001"
         await until(lambda: commands[-1] == EndDial())
@@ -603,8 +600,6 @@ async def test_a_tick_between_a_transferred_callers_two_entries_loses_nothing(
         await rt.tick()
         assert worker.events["call-0001"][-1] == QueueUpdate("billing", 1, 0.0, 0)
         assert (await store.stats("billing")).waiting == 1
-    finally:
-        await rt.stop()
 
 
 # ---------------------------------------------------------------- callers the worker no longer has

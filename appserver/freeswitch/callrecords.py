@@ -42,10 +42,9 @@ HEARTBEAT_TTL_MS = 15_000  # a worker silent this long is dead
 RECORD_TTL = 24 * 3600  # a record nobody could reap (its node never came back) expires
 REAP_BATCH = 200  # calls of a dead worker looked at per round
 
-# KEYS: call:<uuid>. ARGV: prefix, uuid, owner, now, caller, called, node, ttl.
-# -> the call's first start time (a call taken from a dead worker keeps its own).
-_CLAIM = """
-local old = redis.call('HGET', KEYS[1], 'owner')
+# KEYS: call:<uuid>. ARGV: prefix, uuid, owner, now, caller, called, node, ttl. Makes the
+# record ``owner``'s (a call taken from a dead worker keeps its first start time).
+_OWN = """
 if old and old ~= ARGV[3] then redis.call('SREM', ARGV[1] .. 'owner:' .. old, ARGV[2]) end
 if not old then
   redis.call('HSET', KEYS[1], 'started_at', ARGV[4], 'caller', ARGV[5], 'called', ARGV[6],
@@ -55,26 +54,17 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
 redis.call('SADD', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
 redis.call('SADD', ARGV[1] .. 'workers', ARGV[3])
-return redis.call('HGET', KEYS[1], 'started_at')
 """
-# A parked call (see parked.py): ``owner`` takes it unless a live worker (its heartbeat is
-# there) has it. KEYS, ARGV: as _CLAIM. -> 1 when ``owner`` has it now, else 0.
-_TAKE = """
-local old = redis.call('HGET', KEYS[1], 'owner')
+_OLD_OWNER = "local old = redis.call('HGET', KEYS[1], 'owner')\n"
+# The next socket's call: always. -> the call's first start time.
+_CLAIM = _OLD_OWNER + _OWN + "return redis.call('HGET', KEYS[1], 'started_at')\n"
+# A parked call (see parked.py): unless a live worker (its heartbeat is there) has it.
+# -> 1 when ``owner`` has it now, else 0.
+_TAKE = _OLD_OWNER + """
 if old and old ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. 'alive:' .. old) == 1 then
   return 0
 end
-if old and old ~= ARGV[3] then redis.call('SREM', ARGV[1] .. 'owner:' .. old, ARGV[2]) end
-if not old then
-  redis.call('HSET', KEYS[1], 'started_at', ARGV[4], 'caller', ARGV[5], 'called', ARGV[6],
-             'node', ARGV[7])
-end
-redis.call('HSET', KEYS[1], 'owner', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
-redis.call('SADD', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
-redis.call('SADD', ARGV[1] .. 'workers', ARGV[3])
-return 1
-"""
+""" + _OWN + "return 1\n"
 # KEYS: call:<uuid>. ARGV: prefix, uuid, owner. Deletes the record if ``owner`` still owns
 # it (1), else only the uuid from that owner's set (0: another worker has the call now).
 _RELEASE = """
