@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import math
 import shutil
+import socket
 import struct
 import tempfile
 import uuid
@@ -34,6 +35,7 @@ from engines import (
     FreeswitchConf,
     build_freeswitch_conf,
     exclusive,
+    render,
     start_freeswitch,
     unavailable_reason,
 )
@@ -52,6 +54,9 @@ REASON = unavailable_reason()
 REAL_TARGETS = ("freeswitch", "asterisk")
 SIM_TARGETS = ("freeswitch-sim", "asterisk-sim")
 TARGETS = (*SIM_TARGETS, *REAL_TARGETS)  # a test parametrized on ``target`` gets ``engine``
+# The real FreeSWITCH with ingress park (its own context, two workers taking parked calls over
+# inbound ESL): a target of the call scenarios (tests/real/test_scenarios_real.py).
+PARK_TARGET, PARK_CONTEXT = "freeswitch-park", "callyard-park"
 
 # Prompts the scenario flow (tests/flows.py) and the IVR set under test (tests/ivr_menus.py)
 # play: short tones written into the engines' sound folders for the session (only where no
@@ -86,7 +91,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def time_scale(target: str) -> float:
     """Real engines play real-length prompts: stretch the simulators' timeouts for them."""
-    return 3.0 if target in REAL_TARGETS else 1.0
+    return 1.0 if target in SIM_TARGETS else 3.0
 
 
 @pytest.fixture
@@ -296,6 +301,60 @@ async def freeswitch(freeswitch_workers: FsWorkers) -> AsyncIterator[FreeswitchP
     """The real FreeSWITCH served by a ``callyard freeswitch`` worker; a probe placing calls."""
     probe = FreeswitchProbe()
     await probe.start()
+    yield probe
+    await probe.stop()
+
+
+@dataclass
+class ParkWorkers:
+    """The workers taking the park context's calls, by worker id (as call records name their
+    owners: ``freeswitch-<host>-<pid>``)."""
+
+    by_id: dict[str, Process]
+
+    def restart(self, worker_id: str) -> None:
+        """Start a killed worker again; it has a new id (its pid)."""
+        process = self.by_id.pop(worker_id)
+        process.start()
+        assert process.proc is not None
+        self.by_id[f"freeswitch-{socket.gethostname()}-{process.proc.pid}"] = process
+
+
+@pytest.fixture(scope="session")
+def freeswitch_park_workers(freeswitch_engine: FreeswitchConf, freeswitch_workers: FsWorkers,
+                            freeswitch: FreeswitchProbe) -> Iterator[ParkWorkers]:
+    """The shipped dialplan rendered with ingress park as ``PARK_CONTEXT``, in the running
+    engine (loaded by the first probe's ``reloadxml``), and two workers taking its calls."""
+    rendered = render(freeswitch_engine.directory.parent / "fs-rendered-park", {
+        "freeswitch_ingress": "park", "freeswitch_context": PARK_CONTEXT})
+    source = rendered / "freeswitch-conf" / "conf" / "dialplan" / "callyard.xml"
+    (freeswitch_engine.directory / "dialplan" / f"{PARK_CONTEXT}.xml").write_text(
+        source.read_text())
+    workers = ParkWorkers({})
+    for name in ("park-1", "park-2"):
+        port = free_port()
+        process = freeswitch_workers.stack.start(
+            name, "freeswitch", ready_port=port, **{**freeswitch_workers.env,
+            "CALLYARD_APPS": "flows:factory", "CALLYARD_FREESWITCH_LISTEN": f"127.0.0.1:{port}",
+            "CALLYARD_FREESWITCH_ESL": freeswitch_workers.esl,
+            "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{free_port()}",
+            "CALLYARD_FREESWITCH_INGRESS": "park",
+            "CALLYARD_FREESWITCH_PARK_CONTEXT": PARK_CONTEXT})  # fmt: skip
+        assert process.proc is not None
+        workers.by_id[f"freeswitch-{socket.gethostname()}-{process.proc.pid}"] = process
+    yield workers
+    for process in workers.by_id.values():
+        process.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def freeswitch_park(freeswitch_park_workers: ParkWorkers
+                          ) -> AsyncIterator[FreeswitchProbe]:
+    """A probe placing calls into the park context (``PARK_TARGET``)."""
+    probe = FreeswitchProbe(context=PARK_CONTEXT)
+    await probe.start()
+    assert "+OK" in await probe.api("reloadxml")
+    await asyncio.sleep(1.0)  # the workers' connections subscribed
     yield probe
     await probe.stop()
 

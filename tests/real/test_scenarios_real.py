@@ -9,16 +9,16 @@ import time
 
 import asyncpg
 import pytest
-from conftest import TARGETS, time_scale
+from conftest import PARK_TARGET, TARGETS, time_scale
 from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
 
 from appserver.devkit.sim.caller import EngineSimulator
 
 CASES = [
     pytest.param(target, scenario, id=f"{target}: {scenario.name}")
-    for target in TARGETS
+    for target in (*TARGETS, PARK_TARGET)
     for scenario in SCENARIOS + IVR_SCENARIOS
-    if target.removesuffix("-sim") in scenario.engines
+    if target.split("-")[0] in scenario.engines
 ]
 
 
