@@ -1,6 +1,8 @@
 """One call: a CallFlow's commands -> ESL, ESL events -> the flow's events.
 
-Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket. Every
+Implements the driver contract of :mod:`ivr.calls` on an outbound ESL socket, or, for a
+parked call (:mod:`appserver.freeswitch.parked`), on a node connection shared by many calls:
+then every ``sendmsg`` names the call (``address``) and the connection is subscribed already. Every
 ``sendmsg execute`` carries ``event-lock: true``: FreeSWITCH then runs the applications one
 after the other, in the order sent (without it, one that arrives while a playback runs is
 executed nested inside it and plays first: a greeting would be heard last prompt first).

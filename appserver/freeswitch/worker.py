@@ -19,6 +19,10 @@ runs the call on the socket's :class:`~appserver.freeswitch.connection.CallConne
 caller who was queued on a worker that died).
 Every open socket counts against ``max_calls``, calls and handshakes alike: one beyond it
 is closed at once, and FreeSWITCH's dialplan goes on to the next worker or its fallback.
+
+With ingress ``park`` (:mod:`appserver.freeswitch.parked`) calls come instead from the
+worker's node connections: :meth:`FreeswitchWorker.start_call` runs a flow on a parked call,
+:meth:`FreeswitchWorker.end_call` ends it.
 """
 
 from __future__ import annotations
