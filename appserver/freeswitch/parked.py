@@ -23,7 +23,7 @@ of one per call in progress (README, "Parked calls").
   in the engine, parked); once it is back, the sweep takes them again.
 * Stopping, the worker takes no new call (:meth:`stop_taking`); its calls get the grace
   period, and those still up after it stay parked for the other workers' sweeps.
-* Redis unreachable: no call can be claimed, so none is taken (they wait, ringing).
+* Redis unreachable: no call can be claimed, so none is taken (they wait, unanswered).
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ class ParkedCalls:
         extension (``uuid_transfer`` to their number: it stops whatever runs on them), where
         their new ``CHANNEL_PARK`` is taken as any; claimed first, so one worker sends each.
         How many."""
-        if self.conn is None or not self.taking:
-            return 0
+        if self.conn is None or not self.taking or not self.link.connected.is_set():
+            return 0  # (the node link reconnects by itself: the next sweep)
         try:
             listed = parked_calls(self.link.bgapi("show channels as json"), self.context)
             candidates = {row["uuid"]: row for row in listed
