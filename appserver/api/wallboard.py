@@ -87,6 +87,16 @@ def _queue(stats: QueueStats, today: dict[str, int], target: int) -> dict[str, A
             "today": today_figures(today)}
 
 
+def honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. A cancel that lands inside a
+    Redis call can come out of redis-py as a connection error while Redis is going away (CI:
+    an API context stopped during an outage left its sampler retrying for ever, and the test
+    session's loop hung at exit); a loop that catches those errors would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Wallboard:
     """Snapshots, the last-hour series and the push to open wallboards (one per process)."""
 
@@ -183,6 +193,7 @@ class Wallboard:
                     if message.get("type") == "message":
                         self._changed.set()
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 log.error("wallboard events lost; resubscribing", extra={"error": str(exc)})
                 await asyncio.sleep(1)
             finally:
@@ -201,6 +212,7 @@ class Wallboard:
             try:
                 snapshot = await self.snapshot()
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 log.warning("wallboard snapshot failed", extra={"error": str(exc)})
                 await asyncio.sleep(1)
                 continue
@@ -216,5 +228,6 @@ class Wallboard:
                 if await self.queues.take_sample_turn(self._sampler_id, SAMPLE_SECONDS - 0.5):
                     await self.take_sample()
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 log.warning("wallboard sample skipped", extra={"error": str(exc)})
             await asyncio.sleep(max(0.0, SAMPLE_SECONDS - (time.monotonic() - started)))
