@@ -41,7 +41,12 @@ def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Red
 
     lost: list[tuple[CallInfo, float]] = []
     on_engine = {"gone": False, "bridged": True}
-    assert live.reap(on_engine.__getitem__, lambda call, at: lost.append((call, at))) == 1
+
+    def on_node(uuid: str, node: str) -> bool:
+        assert node == "fs1"  # asked of the node the call came in on
+        return on_engine[uuid]
+
+    assert live.reap(on_node, lambda call, at: lost.append((call, at))) == 1
     assert [(call.call_id, call.caller, call.called, at) for call, at in lost] == [
         ("gone", "+15550100", "9999", started["gone"])]
     assert not client.exists(f"{PREFIX}call:gone")
@@ -50,11 +55,11 @@ def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Red
     # A second reaper, or a second round, finds nothing more to record.
     other = CallRecords(client, "fs-other")
     client.set(f"{PREFIX}alive:fs-other", 1)
-    assert other.reap(on_engine.__getitem__, lambda call, at: lost.append((call, at))) == 0
+    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 0
     # The bridged call ends too; then the dead worker has nothing left and is forgotten.
     on_engine["bridged"] = False
-    assert other.reap(on_engine.__getitem__, lambda call, at: lost.append((call, at))) == 1
-    assert other.reap(on_engine.__getitem__, lambda call, at: lost.append((call, at))) == 0
+    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 1
+    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 0
     assert "fs-dead" not in client.smembers(f"{PREFIX}workers")
     assert [call.call_id for call, _ in lost] == ["gone", "bridged"]
 
@@ -70,10 +75,10 @@ def test_live_workers_and_unanswering_nodes_are_left_alone(client: redis.Redis) 
     busy.flush()
     client.set(f"{PREFIX}alive:fs-busy", 1)
     lost: list[str] = []
-    assert reaper.reap(lambda uuid: False, lambda call, at: lost.append(call.call_id)) == 0
+    assert reaper.reap(lambda uuid, node: False, lambda call, at: lost.append(call.call_id)) == 0
     client.delete(f"{PREFIX}alive:fs-busy")  # it died; the node that had the call is down
-    assert reaper.reap(lambda uuid: None, lambda call, at: lost.append(call.call_id)) == 0
-    assert reaper.reap(lambda uuid: False, lambda call, at: lost.append(call.call_id)) == 1
+    assert reaper.reap(lambda uuid, node: None, lambda call, at: lost.append(call.call_id)) == 0
+    assert reaper.reap(lambda uuid, node: False, lambda call, at: lost.append(call.call_id)) == 1
     assert lost == ["a"]
 
 

@@ -76,7 +76,9 @@ end
 return 0
 """
 
-Exists = Callable[[str], bool | None]  # uuid -> on some node? (None: a node did not answer)
+# (uuid, the node it came in on) -> still on that node? None: cannot tell (a node did not
+# answer, or it is not one of this worker's nodes: that node's own workers judge it)
+Exists = Callable[[str, str], bool | None]
 Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
 
 
@@ -232,7 +234,8 @@ class CallRecords:
             if not record:  # expired, or released meanwhile
                 self.redis.srem(f"{self.prefix}owner:{worker}", uuid)
                 continue
-            if str(record.get("owner", "")) != worker or exists(uuid) is not False:
+            if str(record.get("owner", "")) != worker \
+                    or exists(uuid, str(record.get("node", ""))) is not False:
                 continue  # taken by another worker, still up, or a node did not answer
             if self._release(keys=[self._key(uuid)], args=[self.prefix, uuid, worker]) == 1:
                 info = CallInfo(uuid, "freeswitch", str(record.get("caller", "")),

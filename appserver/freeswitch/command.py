@@ -120,11 +120,16 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         services.queues.dialer = FreeswitchCallbackDialer(
             nodes, settings.freeswitch_callback_destination)
 
-    def exists(uuid: str) -> bool | None:
-        """Is the call on any node? None when a node cannot tell (not connected)."""
+    def exists(uuid: str, node: str) -> bool | None:
+        """Is the call still on the node it came in on? None when this worker cannot tell:
+        that node is not one of its own (another worker's, judged by that worker) or did not
+        answer. A record that names no node is asked of every node."""
+        links = [link for link in nodes.links.values()
+                 if not node or node in (link.hostname, link.name)]
+        if not links:
+            return None
         try:
-            return any(link.api(f"uuid_exists {uuid}").strip() == "true"
-                       for link in nodes.links.values())
+            return any(link.api(f"uuid_exists {uuid}").strip() == "true" for link in links)
         except NodeUnavailable:
             return None
     stop = gevent.event.Event()
