@@ -107,6 +107,13 @@ FS_INBOUND = f"""<include>
 </include>
 """  # noqa: E501  (as Callyard's dialplan, ``park`` instead of ``socket``)
 
+SIP_ROUTE = """
+    <extension name="bench-route">
+      <condition field="destination_number" expression="^bench-(.+)-(\\d+)$">
+        <action application="transfer" data="$2 XML $1"/>
+      </condition>
+    </extension>"""  # --callers sip: first in the rendered context, where SIP calls arrive
+
 AST_NATIVE = f"""
 [{CONTEXT}]
 exten => {NATIVE},1,Answer()
@@ -208,11 +215,14 @@ async def measured_once(way: str, engine: int, worker: int | None, idle: tuple[f
 
 
 class FreeswitchCallers:
-    """Loopback callers over one inbound Event Socket: only the callers' own hang-ups are
-    subscribed to (so watching costs the engine the same whichever way serves the call)."""
+    """Callers over one inbound Event Socket: only the callers' own hang-ups are subscribed
+    to (so watching costs the engine the same whichever way serves the call). ``sip_port``:
+    each call is a SIP call from the engine to its own ``callyard`` profile (RTP both ways,
+    RFC 2833 digits), routed to the way's context by ``SIP_ROUTE``; else a loopback call."""
 
-    def __init__(self, password: str = "ClueCon") -> None:
+    def __init__(self, password: str = "ClueCon", sip_port: int | None = None) -> None:
         self.password = password
+        self.sip_port = sip_port
         self.pending: dict[str, asyncio.Future[tuple[float, bool]]] = {}
         self.replies: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -259,12 +269,14 @@ class FreeswitchCallers:
             futures = []
             for i in range(calls):
                 leg = str(uuid.uuid4())
+                endpoint = (f"sofia/callyard/bench-{context}-{number}@127.0.0.1:{self.sip_port}"
+                            if self.sip_port else f"loopback/{number}/{context}")
                 future = asyncio.get_running_loop().create_future()
                 self.pending[leg] = future
                 futures.append(future)
                 self.writer.write(self.codec.encode_command(
                     f"bgapi originate {{origination_uuid={leg},bench_leg=caller,"
-                    f"origination_caller_id_number=+1555{i:07d}}}loopback/{number}/{context} "
+                    f"origination_caller_id_number=+1555{i:07d}}}{endpoint} "
                     f"sleep:{int(DIGITS_AFTER * 1000)},send_dtmf:1#,park inline"))
                 await asyncio.sleep(1 / cps)
             return await gather_lengths(futures)
@@ -498,7 +510,12 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
     inbound = "inbound" in args.ways.split(",")
     park = "park" in args.ways.split(",")
     with exclusive("freeswitch"):
-        conf = build_freeswitch_conf(directory / "freeswitch", FreeswitchConf(workers=(port,)))
+        fs_conf = FreeswitchConf(workers=(port,))
+        conf = build_freeswitch_conf(directory / "freeswitch", fs_conf)
+        if args.callers == "sip":
+            rendered = conf / "dialplan" / "callyard.xml"
+            rendered.write_text(rendered.read_text().replace(
+                '<context name="callyard">', '<context name="callyard">' + SIP_ROUTE, 1))
         (conf / "dialplan" / "callyard-bench.xml").write_text(FS_NATIVE)
         if inbound:
             (conf / "dialplan" / "callyard-inbound.xml").write_text(FS_INBOUND)
@@ -542,7 +559,8 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
                     CALLYARD_FREESWITCH_PARK_CONTEXT=PARK_CONTEXT))
 
             async def go() -> list[Walk]:
-                async with FreeswitchCallers() as callers:
+                sip_port = fs_conf.sip_port if args.callers == "sip" else None
+                async with FreeswitchCallers(sip_port=sip_port) as callers:
                     return await run_rounds(callers, engine_pid("freeswitch"), worker,
                                             args, "callyard", more)
 
@@ -636,6 +654,9 @@ def main() -> int:
     parser.add_argument("--ways", default="native,callyard",
                         help="of native, callyard, inbound (FreeSWITCH only); e.g. callyard "
                         "alone, to profile")
+    parser.add_argument("--callers", choices=("loopback", "sip"), default="loopback",
+                        help="FreeSWITCH: the callers' channels (sip: SIP calls to the engine "
+                        "itself, as callers through Kamailio reach it)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")

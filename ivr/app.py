@@ -60,7 +60,7 @@ from ivr.model import PROMPT_KINDS, VARIABLE_RE, PromptSpecError, check_prompt_v
 
 log = logging.getLogger("callyard.app")
 
-DIGIT_CHARS = frozenset("0123456789*#ABCD")
+DIGIT_CHARS = frozenset(c.ALL_KEYS)
 FAILURE_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 DEFAULT_ERROR_PROMPT = "callyard/cannot-complete"  # generated for both engines (appserver.sounds)
 
@@ -620,7 +620,8 @@ class GeneratorFlow:
                     out: list[c.Command]) -> None:
         self._seq += 1
         self._play = f"app{self._seq}"
-        out.append(c.Play(self._play, prompts, interruptible, language or self.options.language))
+        out.append(c.Play(self._play, prompts, c.ALL_KEYS if interruptible else "",
+                          language or self.options.language))
 
     def _stop_play(self, out: list[c.Command]) -> None:
         if self._play is not None:

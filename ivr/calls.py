@@ -16,6 +16,10 @@ Driver contract (both drivers implement exactly this):
   engine did itself), ``failed`` when the engine could not play it.
 * DTMF is delivered as ``Dtmf`` events as it arrives, whether or not a prompt is
   playing. The engine never consumes digits for the flow.
+* A ``Play`` with ``stop_keys`` may end in the engine at one of those keys, before the
+  flow's ``StopPlay``: the flow answers such a key's ``Dtmf`` during that play with
+  ``StopPlay`` (its ``PlayFinished`` is ``stopped``, as usual). Keys outside ``stop_keys``
+  never end a play.
 * ``StartTimer`` with a name that is already running replaces it. ``TimerFired`` is
   never delivered for a timer that was cancelled or replaced.
 * ``Hangup``, ``Transfer`` and ``Enqueue`` hand the call away; after ``Hangup`` the driver
@@ -102,8 +106,13 @@ class Answer:
 class Play:
     play_id: str
     prompts: tuple[Prompt, ...]
-    interruptible: bool = True  # informational: barge-in is decided by the flow (StopPlay)
+    # keys the flow stops this play on (with StopPlay, when their Dtmf comes): the driver
+    # may let the engine stop it at such a key by itself, a round trip sooner
+    stop_keys: str = ""
     language: str = "en"
+
+
+ALL_KEYS = "0123456789*#ABCD"  # every DTMF key: stop_keys of a prompt any key interrupts
 
 
 @dataclass(frozen=True, slots=True)

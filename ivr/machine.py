@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from ivr import prompts as _prompts
 from ivr.calls import (
+    ALL_KEYS,
     Answer,
     CallInfo,
     CancelTimer,
@@ -524,7 +525,7 @@ class IvrCall:
             self._start_timer(menu.first_digit_timeout, False, out)
             return
         play_id = self._new_id()
-        out.append(Play(play_id, rendered, True, menu.language))
+        out.append(Play(play_id, rendered, ALL_KEYS, menu.language))
         self._play = play_id
         self._barge = True
         self._after = None
@@ -540,7 +541,7 @@ class IvrCall:
             return
         play_id = self._new_id()
         lang = self._menu.language if self._menu else "en"
-        out.append(Play(play_id, rendered, False, lang))
+        out.append(Play(play_id, rendered, "", lang))
         if then.kind == "hangup":
             # nothing follows but the end: the engine hangs up as the prompts end, sparing
             # the caller the round trip of PlayFinished through the worker (20-40 ms)

@@ -75,7 +75,7 @@ class Voicemail:
         greeting = self._render(self.box.greeting) if self.box.greeting else _GREETING
         if not greeting:
             return self._record()
-        return self._say(greeting)
+        return self._say(greeting, "#")  # a # skips to the beep
 
     def handle(self, event: Event) -> tuple[list[Command], bool]:
         """The commands for ``event`` and whether the call is over (a Hangup was sent)."""
@@ -98,7 +98,7 @@ class Voicemail:
                 return [Hangup("NORMAL_TEMPORARY_FAILURE")], True
             if self.box.review:
                 self.step = _REVIEW_STEP
-                return self._say(_REVIEW), False
+                return self._say(_REVIEW, "12"), False
             return self._bye(), True
         if type(event) is TimerFired and event.name == _TIMER and step == _REVIEW_STEP:
             return self._bye(), True
@@ -125,9 +125,9 @@ class Voicemail:
                 return [*out, *self._record()], False
         return [], False
 
-    def _say(self, prompts: tuple[Prompt, ...]) -> list[Command]:
+    def _say(self, prompts: tuple[Prompt, ...], stop_keys: str) -> list[Command]:
         self._play = self._new_id()
-        return [Play(self._play, prompts, True, self.language)]
+        return [Play(self._play, prompts, stop_keys, self.language)]
 
     def _record(self) -> list[Command]:
         self._play = None
@@ -141,4 +141,4 @@ class Voicemail:
         self.step = _BYE
         self._play = None
         play_id = self._new_id()
-        return [Play(play_id, _SAVED, False, self.language), Hangup(after_play=play_id)]
+        return [Play(play_id, _SAVED, "", self.language), Hangup(after_play=play_id)]

@@ -38,8 +38,8 @@ MENUS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 }  # fmt: skip
 
 
-def _play(play_id: str, name: str) -> c.Play:
-    return c.Play(play_id, (c.Prompt("file", name),))
+def _play(play_id: str, name: str, stop_keys: str) -> c.Play:
+    return c.Play(play_id, (c.Prompt("file", name),), stop_keys)
 
 
 class MenuFlow:
@@ -59,16 +59,17 @@ class MenuFlow:
         self.menu = menu
         return [*self._prompt(MENUS[menu][0]), c.StartTimer("input", TIMEOUT)]
 
-    def _prompt(self, name: str) -> list[c.Command]:
+    def _prompt(self, name: str, stop_keys: str = c.ALL_KEYS) -> list[c.Command]:
+        """A prompt any key stops (see handle), but the last words of a closing call."""
         self.seq += 1
         self.playing = f"p{self.seq}"
-        return [_play(self.playing, name)]
+        return [_play(self.playing, name, stop_keys)]
 
     def _fail(self, prompt: str) -> list[c.Command]:
         self.failures += 1
         if self.failures >= MAX_FAILURES:
             self.closing = True
-            return [c.CancelTimer("input"), *self._prompt("ivr/goodbye")]
+            return [c.CancelTimer("input"), *self._prompt("ivr/goodbye", "")]
         return self._prompt(prompt) + self._enter(self.menu)
 
     def start(self, call: c.CallInfo) -> list[c.Command]:
@@ -105,7 +106,7 @@ class MenuFlow:
             return self._prompt("ivr/unavailable") + self._enter(self.menu)
         if isinstance(event, c.QueueResult):
             self.closing = True
-            return self._prompt("ivr/queue-closed")
+            return self._prompt("ivr/queue-closed", "")
         return []
 
     def _action(self, kind: str, target: str) -> list[c.Command]:

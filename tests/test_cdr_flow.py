@@ -78,7 +78,7 @@ class Scripted:
                 return [Hangup("NORMAL_CLEARING")]
             if event.digits == "*":  # the goodbye, and the end once it has played
                 self._done = True
-                return [Play("bye", (Prompt("file", "bye"),), False),
+                return [Play("bye", (Prompt("file", "bye"),), ""),
                         Hangup("NORMAL_CLEARING", after_play="bye")]
             if event.digits == "x":
                 raise RuntimeError("boom")

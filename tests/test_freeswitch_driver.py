@@ -22,7 +22,9 @@ from appserver.freeswitch.driver import (
 )
 from ivr import calls as c
 
-INFO = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")
+# as the shipped dialplan starts a call (its multiset)
+INFO = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999",
+                  variables={"playback_terminators": "none"})
 SETUP_COMMANDS = setup_commands(INFO.call_id)
 
 
@@ -78,15 +80,58 @@ def complete(
     return codec.LazyEvent(raw)
 
 
-def test_setup_subscribes_narrowly_lingers_and_disables_terminators() -> None:
+def test_setup_subscribes_narrowly_and_lingers() -> None:
     _, sent = make(Script([c.Answer()]))
     commands = [r.command for r in requests(sent)]
     assert commands[:3] == ["filter Unique-ID uuid-1",  # this call's events; only these:
                             "event plain CHANNEL_ANSWER CHANNEL_EXECUTE_COMPLETE DTMF "
                             "CHANNEL_HANGUP", "linger"]
     assert "myevents" not in commands  # see setup_commands: it costs the engine per socket
+    assert [a for a, _, _ in apps(sent)] == ["answer"]
+
+
+def test_a_play_stops_in_the_engine_on_its_stop_keys_alone() -> None:
+    """playback_terminators is a play's stop_keys (none without), set by an api command
+    (no application) and only when it changes: FreeSWITCH then ends the prompt in the frame
+    it reads the key, 40 ms sooner than a uuid_break after the DTMF event (1.10.12)."""
+    prompt = (c.Prompt("file", "ivr/menu"),)
+    flow = Script([c.Answer(), c.Play("p0", prompt, c.ALL_KEYS)],
+                  replies={c.PlayFinished: [c.Play("p1", prompt, "12")]})
+    driver, sent = make(flow)
+    setvar = "api uuid_setvar uuid-1 playback_terminators"
+    assert [r.command for r in requests(sent)][3:] == [
+        "sendmsg", f"{setvar} 0123456789*#ABCD", "sendmsg"]  # answer, keys, playback
+    assert [a for a, _, _ in apps(sent)] == ["answer", "playback"]
+    tag = apps(sent)[-1][2]
+    sent.clear()
+    driver.on_event(complete(tag))
+    assert [r.command for r in requests(sent)] == [f"{setvar} 12", "sendmsg"]
+
+    sent.clear()  # the same keys again: nothing to set; none: set
+    driver._run([c.StopPlay("p1"), c.Play("p2", prompt, "12")])
+    driver._run([c.StopPlay("p2"), c.Play("p3", prompt)])
+    assert [r.command for r in requests(sent)] == [
+        "api uuid_break uuid-1 all", "sendmsg", "api uuid_break uuid-1 all",
+        f"{setvar} none", "sendmsg"]
+
+
+def test_terminators_change_in_order_behind_what_still_plays() -> None:
+    """A play queued behind a running one gets its keys by a ``set`` application in the
+    queue (an api command would change them under the running play); a ``uuid_break all``
+    may drop that set, so the next play sets its keys again."""
+    prompt = (c.Prompt("file", "ivr/menu"),)
+    driver, sent = make(Script([c.Play("p0", prompt), c.Play("p1", prompt, "#")]))
+    assert [(a, arg) for a, arg, _ in apps(sent)] == [
+        ("playback", "ivr/menu.wav"), ("set", "playback_terminators=#"),
+        ("playback", "ivr/menu.wav")]
+    assert apis(sent) == []  # p0: none, as the dialplan left it
+    sent.clear()
+    driver._run([c.StopPlay("p0"), c.Play("p2", prompt, "#")])
+    assert apis(sent) == ["uuid_break uuid-1 all", "uuid_setvar uuid-1 playback_terminators #"]
+    sent.clear()
+    driver._run([c.StartMoh("default")])  # no key stops the music
+    assert apis(sent) == []  # p2 still plays: in order
     assert apps(sent)[0][:2] == ("set", "playback_terminators=none")
-    assert apps(sent)[1][0] == "answer"
 
 
 def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None:
@@ -116,12 +161,17 @@ def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None
 
 def test_terminators_the_dialplan_disabled_are_not_disabled_again() -> None:
     """The shipped dialplan sets playback_terminators=none with its other variables in one
-    multiset: one application less per call for FreeSWITCH (bench_native.py)."""
+    multiset: one command less per call for FreeSWITCH (bench_native.py). A dialplan of
+    one's own that did not: the first play sets them."""
+    prompt = (c.Prompt("file", "ivr/menu"),)
     sent: list[bytes] = []
-    info = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999",
-                      variables={"playback_terminators": "none"})
-    CallDriver(info, sent.extend, DriverConfig()).start(Script([c.Answer()]))  # type: ignore[arg-type]
-    assert [a for a, _, _ in apps(sent)] == ["answer"]
+    CallDriver(INFO, sent.extend, DriverConfig()).start(Script([c.Answer(), c.Play("p", prompt)]))  # type: ignore[arg-type]
+    assert [a for a, _, _ in apps(sent)] == ["answer", "playback"] and apis(sent) == []
+    sent.clear()
+    info = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")
+    CallDriver(info, sent.extend, DriverConfig()).start(Script([c.Answer(), c.Play("p", prompt)]))  # type: ignore[arg-type]
+    assert [a for a, _, _ in apps(sent)] == ["answer", "playback"]
+    assert apis(sent) == ["uuid_setvar uuid-1 playback_terminators none"]
 
 
 def test_variables_of_a_batch_are_set_by_one_api_command_not_applications() -> None:
@@ -139,7 +189,7 @@ def test_variables_of_a_batch_are_set_by_one_api_command_not_applications() -> N
         ("set", "note=a;b"), ("set", "quoted='x'"), ("set", "padded= x")]
     lines = [r.command for r in requests(sent)]
     assert lines.index("api uuid_setvar_multi uuid-1 ivr_menu=main;ivr_menu_path=main/sales & "
-                       "more;gone=") == len(SETUP_COMMANDS) + 2  # after setup, set and answer
+                       "more;gone=") == len(SETUP_COMMANDS) + 1  # after setup and answer
 
 
 def test_play_maps_prompts_and_finishes_on_last_complete() -> None:
@@ -284,8 +334,10 @@ def test_flow_exception_ends_the_call_politely() -> None:
 
 def test_no_flow_gets_polite_message() -> None:
     sent: list[bytes] = []
-    CallDriver(INFO, sent.extend, DriverConfig()).start(None)
-    assert [a for a, _, _ in apps(sent)] == ["set", "answer", "playback", "hangup"]
+    info = c.CallInfo("uuid-1", "freeswitch", "+15550100", "9999")  # a dialplan of its own
+    CallDriver(info, sent.extend, DriverConfig()).start(None)
+    assert [a for a, _, _ in apps(sent)] == ["answer", "playback", "hangup"]
+    assert apis(sent) == ["uuid_setvar uuid-1 playback_terminators none"]  # no key stops it
 
 
 def apis(sent: list[bytes]) -> list[str]:
@@ -435,7 +487,7 @@ def test_every_execute_is_event_locked_so_freeswitch_runs_them_in_order() -> Non
     _, sent = make(flow)
     executes = [r for r in requests(sent) if r.headers.get("call-command") == "execute"]
     # the music is three (set, playback, unset: see the stretch test), the two files one
-    assert len(executes) == 7
+    assert len(executes) == 6
     assert all(r.headers.get("event-lock") == "true" for r in executes)
 
 
@@ -535,7 +587,7 @@ def test_an_unsafe_prompt_is_refused_alone_and_the_play_goes_on(
     driver, sent = make(flow)
     played = [(a, arg) for a, arg, _ in apps(sent) if a != "set"]
     assert played == [("playback", "ivr/ok.wav")]  # nothing else reached the wire
-    assert [r.command for r in requests(sent)].count("sendmsg") == 2  # set + the playback
+    assert [r.command for r in requests(sent)].count("sendmsg") == 1  # the playback
     assert refusals(caplog)
     driver.on_event(complete(apps(sent)[-1][2]))
     assert flow.seen == [c.PlayFinished("p1", "done")]
@@ -558,9 +610,9 @@ def test_unsafe_set_transfer_dial_and_hangup_are_refused_and_the_call_goes_on(
         c.SetVariable("lang", "fr"),
     ])
     driver, sent = make(flow)
-    assert [(a, arg) for a, arg, _ in apps(sent)] == [("set", "playback_terminators=none")]
+    assert apps(sent) == []
     assert apis(sent) == ["uuid_setvar_multi uuid-1 lang=fr"]
-    assert len(requests(sent)) == len(SETUP_COMMANDS) + 2  # the setup, then the two sets
+    assert len(requests(sent)) == len(SETUP_COMMANDS) + 1  # the setup, then the one set
     assert flow.seen == [
         c.TransferResult("1000 XML private", ok=False, cause="refused: unsafe destination"),
         c.TransferResult("1000\n\nsendmsg", ok=False, cause="refused: unsafe destination"),
@@ -608,9 +660,10 @@ def test_a_parked_call_is_driven_by_its_uuid_over_a_shared_connection() -> None:
     the node's calls is subscribed once), no per-call subscription for recordings."""
     flow = Script([c.Answer(), c.Play("p1", (c.Prompt("file", "ivr/welcome"),))])
     driver, sent = make(flow, address="uuid-1")
-    assert {r.command for r in requests(sent)} == {"sendmsg uuid-1"}
-    assert [r.headers.get("execute-app-name") for r in requests(sent)] == [
-        "set", "answer", "playback"]  # playback_terminators=none, then the flow's
+    assert {r.command for r in requests(sent)} == {
+        "sendmsg uuid-1"}
+    assert [r.headers.get("execute-app-name") for r in requests(sent)
+            if r.command == "sendmsg uuid-1"] == ["answer", "playback"]
     sent.clear()
     driver._run([c.StartRecording("rec-1"), c.Hangup()])
     lines = [r.command for r in requests(sent)]

@@ -10,6 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from ivr.calls import (
+    ALL_KEYS,
     Answer,
     CallInfo,
     CancelTimer,
@@ -151,7 +152,7 @@ def test_start_answers_sets_path_and_plays_the_greeting() -> None:
         Answer(),
         SetVariable("ivr_menu", "main"),
         SetVariable("ivr_menu_path", "main"),
-        Play("ivr1", (Prompt("file", "ivr/welcome"),), True, "en"),
+        Play("ivr1", (Prompt("file", "ivr/welcome"),), ALL_KEYS, "en"),
     ]
     # The first-digit timer starts when the greeting has played out.
     assert after(h, lambda: h.advance(1)) == [StartTimer("ivr.timer2", 5.0)]
@@ -175,7 +176,7 @@ def test_barge_in_stops_the_greeting_and_counts_as_input() -> None:
     h.advance(0.5)
     cmds = after(h, lambda: h.press("7"))
     assert cmds[0] == StopPlay("ivr1")
-    assert cmds[1] == Play("ivr2", (Prompt("file", "ivr/bye"),), False, "en")
+    assert cmds[1] == Play("ivr2", (Prompt("file", "ivr/bye"),), "", "en")
     assert cmds[2] == Hangup(after_play="ivr2")  # the goodbye plays out, then the call ends
     assert h.played == ["file:ivr/welcome", "file:ivr/bye"]
     assert h.flow.done
@@ -245,7 +246,7 @@ def test_unmatched_entry_waits_for_more_digits_then_is_invalid() -> None:
     assert in_menu(h) == "main" and h.played == ["file:ivr/welcome"]
     h.advance(2)
     assert last_play(h).prompts == (Prompt("file", "ivr/invalid"), Prompt("file", "ivr/welcome"))
-    assert last_play(h).interruptible
+    assert last_play(h).stop_keys == ALL_KEYS
 
 
 def test_max_digits_ends_the_entry() -> None:
@@ -289,7 +290,7 @@ def test_timeouts_reprompt_then_exhausted_action() -> None:
         "file:ivr/timeout",
     ]
     timeout_play = last_play(h)
-    assert not timeout_play.interruptible
+    assert not timeout_play.stop_keys
     assert h.terminal == Enqueue("operator", 0)
     assert h.now == pytest.approx(1 + 5 + 2 + 5 + 2 + 5 + 1)
 
@@ -363,7 +364,7 @@ def test_play_continues_in_the_menu_and_is_interruptible() -> None:
     h = call()
     h.press("4")
     play = last_play(h)
-    assert play.prompts == (Prompt("file", "ivr/hours"),) and play.interruptible
+    assert play.prompts == (Prompt("file", "ivr/hours"),) and play.stop_keys == ALL_KEYS
     h.press("4")  # barge into it
     assert StopPlay(play.play_id) in h.commands
     h.advance(1)
@@ -384,7 +385,7 @@ def test_hangup_plays_option_prompt_first() -> None:
     prompt ends, with no PlayFinished round trip through the worker."""
     h = call()
     cmds = after(h, lambda: h.press("7"))
-    assert cmds[-2:] == [Play("ivr2", (Prompt("file", "ivr/bye"),), False, "en"),
+    assert cmds[-2:] == [Play("ivr2", (Prompt("file", "ivr/bye"),), "", "en"),
                          Hangup(after_play="ivr2")]
     assert h.terminal == Hangup(after_play="ivr2") and h.flow.done
     assert h.flow.handle(PlayFinished("ivr2", "done")) == []
@@ -632,7 +633,7 @@ def test_menu_language_and_path_variables_reach_prompts() -> None:
     )
     de = replace(CLOSED, name="de", language="de", greeting=("tts:{{ menu_path }} {{ digits }}",))
     h = call(ms=build_menuset([fr, de]))
-    assert last_play(h) == Play("ivr1", (Prompt("tts", "fr fr fr-CA 9999"),), True, "fr-CA")
+    assert last_play(h) == Play("ivr1", (Prompt("tts", "fr fr fr-CA 9999"),), ALL_KEYS, "fr-CA")
     h.press("1")
     assert last_play(h).language == "de"
     assert last_play(h).prompts == (Prompt("tts", "fr/de 1"),)

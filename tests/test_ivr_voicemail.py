@@ -63,7 +63,7 @@ def assert_goodbye(h: FlowHarness, cmds: list[Command]) -> None:
     worker; the flow is done, and that PlayFinished (never delivered) would change nothing."""
     play, hangup = cmds[-2:]
     assert isinstance(play, Play)
-    assert play == Play(play.play_id, (Prompt("file", "voicemail/saved"),), False, "en")
+    assert play == Play(play.play_id, (Prompt("file", "voicemail/saved"),), "", "en")
     assert hangup == Hangup(after_play=play.play_id) == h.terminal
     assert h.flow.done
     assert h.flow.handle(PlayFinished(play.play_id, "done")) == []

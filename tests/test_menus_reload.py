@@ -266,7 +266,7 @@ assert reader.version == 1
 flow = reader.flow_for("9999")
 assert flow is not None
 cmds = flow.start(CallInfo("c", "test", "1", "9999"))
-assert Play("ivr1", (Prompt("file", "one"),), True, "en") in cmds
+assert Play("ivr1", (Prompt("file", "one"),), "0123456789*#ABCD", "en") in cmds
 step("v1")
 assert run(reader.wait_for_version(2, 2.0))
 assert seen == [2]
