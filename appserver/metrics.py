@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from appserver.queues.model import AGENT_STATES
+from appserver.shells.aio import honour_cancel
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -129,6 +130,7 @@ class RedisStatsPoller:
             try:
                 await self.poll()
             except Exception as exc:  # Redis away: keep the last values, try again later
+                honour_cancel()
                 log.debug("metrics poll failed", extra={"error": str(exc)})
             await asyncio.sleep(self.interval)
 

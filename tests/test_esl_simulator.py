@@ -380,5 +380,6 @@ def test_filters_pass_events_as_mod_event_socket_does() -> None:
     assert f.command("Unique-ID") == "-ERR invalid syntax"
     assert f.command("delete Event-Name") == "+OK filter deleted. [Event-Name][]"
     assert f.lines == [("unique-id", "ab-1")]
+    assert not f.passes([("Event-Name", "HEARTBEAT")]) and f.passes(own)
     assert f.command("delete all") == "+OK filter deleted. [all][]"
     assert f.lines == [] and f.passes(other)

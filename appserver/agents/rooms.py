@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from appserver.agents.sip import room_name
+from appserver.shells.aio import honour_cancel
 from livekit import api
 
 log = logging.getLogger("callyard.livekit")
@@ -197,6 +198,7 @@ class CallRooms:
             try:
                 await self.delete_due()
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 log.warning("room deletions not retried this round", extra={"error": str(exc)})
             await asyncio.sleep(interval)
 

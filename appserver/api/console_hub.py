@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from appserver.agents.rooms import CallRooms
 from appserver.queues.model import QueuedCall
 from appserver.queues.store import AGENTS_CHANNEL, QueueStore
+from appserver.shells.aio import honour_cancel
 
 log = logging.getLogger("callyard.api.console")
 
@@ -86,6 +87,7 @@ class AgentHub:
                     if message.get("type") == "message":
                         await self._dispatch(json.loads(message["data"]))
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 log.error("agent events lost; resubscribing", extra={"error": str(exc)})
                 await asyncio.sleep(1)
             finally:

@@ -22,6 +22,7 @@ from appserver.queues import config as queue_config
 from appserver.queues.store import QueueStore
 from appserver.redisconn import connect
 from appserver.settings import Settings, get_settings
+from appserver.shells.aio import honour_cancel
 from appserver.store.db import DB_UNAVAILABLE, create_pool
 
 log = logging.getLogger("callyard.api")
@@ -85,5 +86,6 @@ async def _publish_queues(pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         try:
             await queue_config.watch(pool, store)
         except (*DB_UNAVAILABLE, asyncpg.PostgresError, RedisError) as exc:
+            honour_cancel()
             log.error("queue definitions not published; retrying", extra={"error": str(exc)})
             await asyncio.sleep(2)

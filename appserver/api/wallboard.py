@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from appserver.queues.model import QueuedCall, QueueStats
 from appserver.queues.store import AGENTS_CHANNEL, CALLS_CHANNEL, QueueStore, now_ms
-from appserver.shells.aio import cancel
+from appserver.shells.aio import cancel, honour_cancel
 
 log = logging.getLogger("callyard.api.wallboard")
 
@@ -85,16 +85,6 @@ def _queue(stats: QueueStats, today: dict[str, int], target: int) -> dict[str, A
             "callbacks_dialing": stats.callbacks_dialing,
             "callback_estimate": stats.callback_estimate,
             "today": today_figures(today)}
-
-
-def honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to stop. A cancel that lands inside a
-    Redis call can come out of redis-py as a connection error while Redis is going away (CI:
-    an API context stopped during an outage left its sampler retrying for ever, and the test
-    session's loop hung at exit); a loop that catches those errors would never end."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Wallboard:

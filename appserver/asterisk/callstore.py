@@ -27,6 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from appserver.shells.aio import honour_cancel
 from ivr.calls import CallInfo
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class CallStore:
                 await self._write([_Change(node, channel_id, "", None)
                                    for node, channel_id in batch])
             except (RedisError, OSError):
+                honour_cancel()
                 delay = min(RETRY_MAX, delay * 2)
                 continue
             self._undeleted -= batch

@@ -105,6 +105,7 @@ class CdrSink:
                     progress, self._progress = self._progress, self.shell.event()
                     progress.set()
                 except Exception as exc:  # any Redis/network failure: keep and retry
+                    self.shell.honour_cancel()
                     delay = self.buffer.done(len(records), False, str(exc) or type(exc).__name__)
                     await self.shell.sleep(delay)
             self._idle.set()

@@ -38,6 +38,7 @@ from appserver.cdr import DEAD_STREAM, GROUP, STREAM
 from appserver.cdr.record import CdrRecord, utc
 from appserver.metrics import CDR_CONFLICTS
 from appserver.recordings import add_checksums
+from appserver.shells.aio import honour_cancel
 from appserver.store.callbacks import HISTORY_STREAM, apply_event
 from appserver.store.cdrs import Cdr, differing_cdrs, insert_cdrs
 from appserver.store.db import DB_UNAVAILABLE
@@ -120,6 +121,7 @@ class CdrWriter:
                     await self.step()
                     delay = 0.2
             except (RedisError, OSError) as exc:
+                honour_cancel()
                 self.redis_ok = False
                 log.warning("CDR writer: Redis unavailable; retrying",
                             extra={"error": str(exc) or type(exc).__name__})

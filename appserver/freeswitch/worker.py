@@ -162,23 +162,10 @@ class FreeswitchWorker:
                 log.warning("refusing a second socket for live call %s from %s:%s",
                             info.call_id, *address, extra=conn.log_context)
                 return
-            driver = CallDriver(
-                info,
-                conn.send_nowait,
-                self.config,
-                self.queue_runtime,
-                context=data.get("Caller-Context", "default"),
-                latency_sink=self.dtmf_latencies.append,
-            )
+            driver = self._driver(info, conn.send_nowait, data.get("Caller-Context", "default"))
             conn.event_callback = driver.on_event
-            self.calls[info.call_id] = driver
             self._connections[info.call_id] = conn
-            self.calls_total += 1
-            if self.call_started is not None:
-                self.call_started(info)
-            if self.take_over is not None:
-                self.take_over(info)
-            driver.start(self._flow_for(info))
+            self._start(driver)
             conn.closed.wait()
             driver.on_socket_closed()
         except Exception:
@@ -187,12 +174,7 @@ class FreeswitchWorker:
             log.exception("call failed", extra={"call_id": call_id})
         finally:
             if driver is not None:
-                if self.calls.get(driver.info.call_id) is driver:  # not yet a newer socket's
-                    del self.calls[driver.info.call_id]
-                    del self._connections[driver.info.call_id]
-                    if self.call_ended is not None:
-                        self.call_ended(driver.info.call_id)
-                driver.flow = None  # the call is over: free its flows now (no late events)
+                self._end(driver)
             conn.close()
             conn.release()
 
@@ -204,16 +186,9 @@ class FreeswitchWorker:
         ``claimed``: its record is this worker's already)."""
         if info.call_id in self.calls:
             return None
-        driver = CallDriver(info, write, self.config, self.queue_runtime, context=context,
-                            latency_sink=self.dtmf_latencies.append, address=address)
-        self.calls[info.call_id] = driver
-        self.calls_total += 1
+        driver = self._driver(info, write, context, address)
         try:
-            if self.call_started is not None and not claimed:
-                self.call_started(info)
-            if self.take_over is not None:
-                self.take_over(info)
-            driver.start(self._flow_for(info))
+            self._start(driver, claimed)
         except Exception:
             self.calls_failed += 1
             log.exception("call failed", extra={"call_id": info.call_id})
@@ -222,12 +197,40 @@ class FreeswitchWorker:
     def end_call(self, call_id: str, lost: bool = False) -> None:
         """The call left this worker: hung up, transferred out of the park, or (``lost``)
         its connection went away while it goes on in the engine."""
-        driver = self.calls.pop(call_id, None)
+        driver = self.calls.get(call_id)
         if driver is None:
             return
         if not lost:
             driver.on_socket_closed()
-            if self.call_ended is not None:
+        self._end(driver, ended=not lost)
+
+    # ------------------------------------------------------------ both kinds of call
+
+    def _driver(self, info: c.CallInfo, write: Callable[[list[bytes]], object], context: str,
+                address: str = "") -> CallDriver:
+        return CallDriver(info, write, self.config, self.queue_runtime, context=context,
+                          latency_sink=self.dtmf_latencies.append, address=address)
+
+    def _start(self, driver: CallDriver, claimed: bool = False) -> None:
+        """Take the call in (counted), tell the callbacks (``claimed``: not call_started) and
+        start its flow. Raises what they raise; the call stays in ``calls`` then."""
+        info = driver.info
+        self.calls[info.call_id] = driver
+        self.calls_total += 1
+        if self.call_started is not None and not claimed:
+            self.call_started(info)
+        if self.take_over is not None:
+            self.take_over(info)
+        driver.start(self._flow_for(info))
+
+    def _end(self, driver: CallDriver, ended: bool = True) -> None:
+        """Let the call go (with call_ended if it ``ended`` here) unless it is a newer
+        socket's now, and free its flows (no late events)."""
+        call_id = driver.info.call_id
+        if self.calls.get(call_id) is driver:
+            del self.calls[call_id]
+            self._connections.pop(call_id, None)
+            if ended and self.call_ended is not None:
                 self.call_ended(call_id)
         driver.flow = None
 

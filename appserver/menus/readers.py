@@ -222,6 +222,7 @@ class MenuSetReader:
                         next_poll = time.monotonic() + self.poll_interval
                     self._warn_while_empty()
             except (redis.RedisError, OSError) as exc:
+                self.shell.honour_cancel()
                 self.last_error = f"redis: {exc}"
                 log.warning("menu set reader lost Redis; retrying", extra={"error": str(exc)})
                 self._warn_while_empty()

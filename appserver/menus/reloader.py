@@ -34,6 +34,7 @@ from redis import RedisError
 from appserver.menus.history import record_published
 from appserver.menus.loader import RELEVANT_TABLES, load_source
 from appserver.menus.publisher import MenuPublisher
+from appserver.shells.aio import honour_cancel
 from appserver.store.db import DB_UNAVAILABLE, connect
 from ivr.compile import compile_menuset
 from ivr.model import MenuSource
@@ -231,6 +232,7 @@ class MenuReloader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                honour_cancel()
                 log.error("menu reloader error; retrying", extra={"error": str(exc)})
                 self._dirty.set()  # whatever failed (PostgreSQL, Redis) is retried
                 await asyncio.sleep(backoff)

@@ -19,6 +19,7 @@ import asyncpg
 
 from appserver.queues.model import AgentConfig, Member, QueueConfig, QueueConfigError
 from appserver.queues.store import QueueError, QueueStore
+from appserver.shells.aio import honour_cancel
 
 log = logging.getLogger(__name__)
 CHANNEL = "callyard_config"
@@ -122,6 +123,7 @@ async def watch(pool: asyncpg.Pool, store: QueueStore, debounce: float = 0.2) ->
                 try:
                     await reload(pool, store)
                 except (asyncpg.PostgresError, OSError) as exc:
+                    honour_cancel()
                     log.error("queue reload failed, will retry on the next change: %s", exc)
         finally:
             if not lost.is_set():

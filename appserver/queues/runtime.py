@@ -353,6 +353,7 @@ class QueueRuntime:
             delay, writes = await self._apply(writes, attempt)
             if delay is None or self._stopping:  # redis-py can swallow a cancellation
                 return
+            self.shell.honour_cancel()  # (the writes' errors were caught in _round_trip)
             await self.shell.sleep(delay)
 
     async def _apply(self, writes: list[tuple[Action, Write]],
@@ -419,9 +420,11 @@ class QueueRuntime:
             try:
                 await self._inbox_once()
             except UNREACHABLE as exc:  # expected in an outage or a failover: one line
+                self.shell.honour_cancel()
                 log.warning("queue inbox waits for Redis: %s", str(exc) or type(exc).__name__)
                 await self.shell.sleep(1)
             except Exception:
+                self.shell.honour_cancel()
                 log.exception("queue inbox read failed; retrying")
                 await self.shell.sleep(1)
 
@@ -436,8 +439,10 @@ class QueueRuntime:
             try:
                 await self.tick()
             except UNREACHABLE as exc:
+                self.shell.honour_cancel()
                 log.warning("queue tick waits for Redis: %s", str(exc) or type(exc).__name__)
             except Exception:
+                self.shell.honour_cancel()
                 log.exception("queue tick failed")
             await self.shell.sleep(max(0.0, self.tick_seconds - (time.monotonic() - started)))
 

@@ -31,6 +31,17 @@ async def cancel(tasks: list[asyncio.Task[None]], timeout: float) -> None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
+def honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. Call it in a loop that catches
+    connection errors and retries, right after catching one: a cancel that lands inside a
+    Redis call can come out of redis-py as a connection error while Redis is going away (CI:
+    an API context stopped during an outage left its wallboard sampler retrying for ever, and
+    the test session's loop hung at exit), and such a loop would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _Event(asyncio.Event):
     async def wait(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         try:

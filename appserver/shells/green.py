@@ -98,6 +98,10 @@ async def cancel(tasks: list[gevent.Greenlet], timeout: float) -> None:
     gevent.killall(tasks, timeout=timeout)
 
 
+def honour_cancel() -> None:
+    """Nothing to do: a kill is GreenletExit, which the blocking redis-py lets through."""
+
+
 class _Event:
     def __init__(self) -> None:
         self._event = gevent.event.Event()

@@ -71,6 +71,7 @@ class Filters:
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
+        self._wanted: frozenset[tuple[str, str]] = frozenset()  # the lines lowered
 
     def command(self, arg: str) -> str:
         """Carry out ``filter <arg>``; the reply text, as 1.10.12 words it."""
@@ -78,23 +79,25 @@ class Filters:
         if header.lower() == "delete" and value:
             header, _, value = value.partition(" ")
             if header.lower() == "all":
-                self.lines = []
+                self._set([])
             else:
-                self.lines = [(h, v) for h, v in self.lines if h.lower() != header.lower()
-                              or (value and v.lower() != value.lower())]
+                self._set([(h, v) for h, v in self.lines if h.lower() != header.lower()
+                           or (value and v.lower() != value.lower())])
             return f"+OK filter deleted. [{header}][{value}]"
         if header.lower() == "add":
             header, _, value = value.partition(" ")
         if not header or not value:
             return "-ERR invalid syntax"
-        self.lines.append((header, value))
+        self._set([*self.lines, (header, value)])
         return f"+OK filter added. [{header}]=[{value}]"
 
+    def _set(self, lines: list[tuple[str, str]]) -> None:
+        self.lines = lines
+        self._wanted = frozenset((h.lower(), v.lower()) for h, v in lines)
+
     def passes(self, pairs: Pairs) -> bool:
-        if not self.lines:
-            return True
-        wanted = {(h.lower(), v.lower()) for h, v in self.lines}
-        return any((h.lower(), v.lower()) in wanted for h, v in pairs)
+        wanted = self._wanted
+        return not wanted or any((h.lower(), v.lower()) in wanted for h, v in pairs)
 
     def only_channel(self, uuid: str) -> bool:
         """Whether no event of another channel can pass: every line is ``Unique-ID <uuid>``."""
