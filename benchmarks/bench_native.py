@@ -23,6 +23,12 @@ with a message otherwise) and takes the same per-engine lock as the real-engine 
 Event Socket for all calls (the dialplan parks them) by the bare controller of
 ``fs_inbound_walk.py``: what that shape costs the engine, and a controller's floor.
 
+``--callers sip`` (FreeSWITCH): each caller is a SIP call from the engine to its own
+``callyard`` profile (RTP both ways, RFC 2833 digits), routed to the way's context by a
+first extension in the rendered context, with the RTP port range widened: the call length a
+SIP phone sees (a loopback caller starts its wait only when the originate loop notices the
+answer, up to a frame late). The engine's CPU then includes both legs' RTP.
+
 ``--baseline DIR`` (FreeSWITCH): one more way, the same walk served by a second worker run
 from another checkout (e.g. ``git worktree add ../before <commit>``) on the same engine, in
 the same rounds: an A/B of two versions of Callyard that the engine's drift from run to run
@@ -516,6 +522,9 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
             rendered = conf / "dialplan" / "callyard.xml"
             rendered.write_text(rendered.read_text().replace(
                 '<context name="callyard">', '<context name="callyard">' + SIP_ROUTE, 1))
+            switch = conf / "autoload_configs" / "switch.conf.xml"  # 100 ports: 25 calls
+            switch.write_text(re.sub(r'(name="rtp-end-port" value=)"\d+"', r'\1"32767"',
+                                     switch.read_text()))
         (conf / "dialplan" / "callyard-bench.xml").write_text(FS_NATIVE)
         if inbound:
             (conf / "dialplan" / "callyard-inbound.xml").write_text(FS_INBOUND)
