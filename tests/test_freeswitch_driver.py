@@ -132,6 +132,11 @@ def test_terminators_change_in_order_behind_what_still_plays() -> None:
     driver._run([c.StartMoh("default")])  # no key stops the music
     assert apis(sent) == []  # p2 still plays: in order
     assert apps(sent)[0][:2] == ("set", "playback_terminators=none")
+    sent.clear()
+    driver._run([c.Play("p3", prompt, "#"), c.Transfer("1000")])  # as the dialplan gave it
+    assert apis(sent)[-2:] == ["uuid_break uuid-1 all",
+                               "uuid_setvar uuid-1 playback_terminators none"]
+    assert apps(sent)[-1][0] == "transfer"
 
 
 def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None:

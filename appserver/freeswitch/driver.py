@@ -450,9 +450,10 @@ class CallDriver:
             # a media bug stays on the channel: hold music would follow it into the dialplan
             unhold = self._unhold() if self._held else []
             stop = self._stop_all()
+            keys = self._terminators_for("")  # the dialplan gets the call as it gave it
             self.handed_away = True
             self._transfer_to = cmd.destination
-            return [*unhold, *stop, transfer]
+            return [*unhold, *stop, *keys, transfer]
         if isinstance(cmd, c.Hangup):
             self.handed_away = True
             if cmd.after_play in self._plays:  # queued behind that play's applications
