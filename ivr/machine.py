@@ -68,7 +68,7 @@ from ivr.schedules import Schedule
 from ivr.voicemail import Voicemail
 
 MAX_IDLE_HOPS = 20
-_DIGITS = frozenset("0123456789*#ABCDabcd")
+_DIGITS = frozenset(ALL_KEYS + ALL_KEYS.lower())  # what a caller can key (A-D either case)
 _HANGUP = Action("hangup")
 FAILURE_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 
