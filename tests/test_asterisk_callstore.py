@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from appserver.asterisk import callstore
@@ -134,7 +136,10 @@ async def test_a_failed_batch_keeps_the_records_and_retries_the_deletions(
 
 
 async def test_unreachable_redis_never_raises_to_the_call() -> None:
-    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    # no retries: redis-py 8's own (10, backing off to 1 s) take ~4 s a call, near the 5 s
+    # limits below, and CI's load pushed one past them
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                        retry=Retry(NoBackoff(), 0))
     store = CallStore(unreachable)
     await asyncio.wait_for(store.save(NODE, "a", record("a")), 5)
     await asyncio.wait_for(store.delete(NODE, "a"), 5)
