@@ -5,12 +5,19 @@ reaped; a live worker's calls are never looked at."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from appserver.freeswitch.callrecords import PREFIX, CallRecords
+from appserver.freeswitch.callrecords import (
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_TTL_MS,
+    PREFIX,
+    CallRecords,
+)
+from appserver.queues.runtime import QueueRuntime
 from ivr.calls import CallInfo
 
 
@@ -82,6 +89,45 @@ def test_live_workers_and_unanswering_nodes_are_left_alone(client: redis.Redis) 
     assert lost == ["a"]
 
 
+def test_a_round_that_finds_a_worker_newly_dead_says_so_first(client: redis.Redis) -> None:
+    """``died`` runs when a round finds a worker dead that the round before did not (the
+    parked calls' sweeps then take its calls at once), before that round's reaping."""
+    a, b, reaper = (CallRecords(client, w) for w in ("fs-a", "fs-b", "fs-reaper"))
+    for records, uuid in ((a, "a1"), (b, "b1")):
+        records.claim(info(uuid))
+        records.flush()
+        client.set(f"{PREFIX}alive:{records.worker_id}", 1)
+    events: list[str] = []
+
+    def exists(uuid: str, node: str) -> bool:
+        events.append(f"exists {uuid}")
+        return True
+
+    def reap() -> int:
+        return reaper.reap(exists, lambda call, at: None, died=lambda: events.append("died"))
+
+    assert reap() == 0 and events == []
+    client.delete(f"{PREFIX}alive:fs-a")
+    reap()
+    assert events == ["died", "exists a1"]
+    events.clear()
+    reap()  # fs-a is still dead: not news
+    assert events == ["exists a1"]
+    events.clear()
+    client.delete(f"{PREFIX}alive:fs-b")
+    reap()
+    assert events[0] == "died" and sorted(events[1:]) == ["exists a1", "exists b1"]
+
+
+def test_a_dead_workers_calls_are_swept_before_its_queue_leases_run_out() -> None:
+    """A dead worker is found at most TTL + one round after its death, and its parked calls
+    swept then; its queued callers' leases run out 15 s after their last renewal (one tick
+    before it died at worst): the take-over (park, take, take_over) needs a margin left."""
+    lease = inspect.signature(QueueRuntime).parameters["lease_seconds"].default
+    tick = inspect.signature(QueueRuntime).parameters["tick_seconds"].default
+    assert lease - tick >= HEARTBEAT_TTL_MS / 1000 + HEARTBEAT_SECONDS + 3
+
+
 def test_release_by_a_worker_that_lost_the_call_keeps_the_new_owners_record(
         client: redis.Redis) -> None:
     first, second = CallRecords(client, "fs-1"), CallRecords(client, "fs-2")
@@ -121,7 +167,7 @@ def test_the_flusher_writes_queued_claims_without_being_asked(client: redis.Redi
     import gevent
 
     records = CallRecords(client, "fs-tick")
-    records.start(lambda uuid: True, lambda call, at: None)
+    records.start(lambda uuid, node: True, lambda call, at: None)
     try:
         records.claim(info("t"))
         deadline = 50
@@ -192,3 +238,31 @@ def test_a_parked_call_is_taken_by_one_live_worker(client: redis.Redis) -> None:
     b.release("p1")
     b.flush()
     assert not client.exists(f"{PREFIX}call:p1")
+
+
+def test_after_its_own_heartbeat_gap_a_worker_judges_nobody_dead_for_a_ttl(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis unreachable (or this worker stalled) longer than a heartbeat's lifetime: every
+    heartbeat may have run out meanwhile, live workers' too. Until they have had a TTL to
+    renew theirs, this worker takes no other worker's parked call and reaps nothing; its own
+    and unowned calls stay takeable."""
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    a, b = CallRecords(client, "fs-a"), CallRecords(client, "fs-b")
+    assert a.take(info("p1")) and b.take(info("p2"))
+    client.delete(f"{PREFIX}alive:fs-a")  # (fs-a's heartbeat: gone)
+    b.beat()
+    assert b.judging() and b.takeable(["p1", "p2", "p3"]) == ["p1", "p2", "p3"]
+    assert b.dead_workers() == ["fs-a"]
+
+    clock[0] += HEARTBEAT_TTL_MS / 1000 + 5  # no heartbeat that long
+    b.beat()
+    assert not b.judging()
+    assert b.takeable(["p1", "p2", "p3"]) == ["p2", "p3"] and b.dead_workers() == []
+    clock[0] += HEARTBEAT_SECONDS
+    b.beat()  # beating again, but fs-a has not had its TTL yet
+    assert not b.judging()
+    while clock[0] < 1000 + HEARTBEAT_TTL_MS / 1000 + 5 + HEARTBEAT_TTL_MS / 1000:
+        clock[0] += HEARTBEAT_SECONDS
+        b.beat()
+    assert b.judging() and b.takeable(["p1"]) == ["p1"] and b.dead_workers() == ["fs-a"]

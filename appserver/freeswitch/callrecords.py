@@ -37,8 +37,12 @@ from ivr.calls import CallInfo
 log = logging.getLogger("callyard.freeswitch")
 
 PREFIX = "callyard:fs:"
-HEARTBEAT_SECONDS = 5.0  # how often a worker renews its heartbeat and reaps
-HEARTBEAT_TTL_MS = 15_000  # a worker silent this long is dead
+HEARTBEAT_SECONDS = 2.0  # how often a worker renews its heartbeat and reaps
+HEARTBEAT_TTL_MS = 8_000  # a worker silent this long is dead
+# A dead parked worker's calls are taken at most TTL + HEARTBEAT_SECONDS after its death (the
+# others' sweeps run as soon as their reaper sees it dead): that must stay well under the
+# queue lease (QueueRuntime, 15 s from its last renewal), or its queued callers lose their
+# place before another worker can take them over (tests/test_freeswitch_callrecords.py).
 RECORD_TTL = 24 * 3600  # a record nobody could reap (its node never came back) expires
 REAP_BATCH = 200  # calls of a dead worker looked at per round
 
@@ -99,6 +103,9 @@ class CallRecords:
         self._queued = gevent.event.Event()
         self._reaper: gevent.Greenlet | None = None
         self._flusher: gevent.Greenlet | None = None
+        self._dead: set[str] = set()  # the workers the last round found dead
+        self._beat = time.monotonic()  # this worker's last heartbeat
+        self._judge_from = 0.0  # (monotonic) no other worker is judged dead before
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}call:{uuid}"
@@ -132,6 +139,8 @@ class CallRecords:
             pipe.hget(self._key(uuid), "owner")
         owners = [str(o or "") for o in pipe.execute()]
         others = sorted({o for o in owners if o and o != self.worker_id})
+        if not self.judging():
+            return [u for u, o in zip(uuids, owners, strict=True) if o not in others]
         alive = dict(zip(others, self.redis.mget([f"{self.prefix}alive:{o}" for o in others])
                          if others else [], strict=True))
         return [u for u, o in zip(uuids, owners, strict=True) if alive.get(o) is None]
@@ -182,9 +191,12 @@ class CallRecords:
 
     # ------------------------------------------------------------ heartbeat and reaping
 
-    def start(self, exists: Exists, lost: Lost) -> None:
+    def start(self, exists: Exists, lost: Lost, died: Callable[[], object] = lambda: None
+              ) -> None:
+        """``died`` is called when a round finds a worker dead that the last did not (the
+        parked calls' sweeps then run at once)."""
         self._flusher = gevent.spawn(self._flush_forever)
-        self._reaper = gevent.spawn(self._run, exists, lost)
+        self._reaper = gevent.spawn(self._run, exists, lost, died)
 
     def stop(self) -> None:
         for greenlet in (self._reaper, self._flusher):
@@ -196,16 +208,34 @@ class CallRecords:
         with contextlib.suppress(RedisError, OSError):
             self.redis.delete(f"{self.prefix}alive:{self.worker_id}")
 
-    def _run(self, exists: Exists, lost: Lost) -> None:
+    def beat(self) -> None:
+        """Renew this worker's heartbeat. After a gap since the last (Redis was unreachable,
+        or this worker stalled) the others' heartbeats may have run out meanwhile too: no
+        worker is judged dead until they have had a heartbeat's lifetime to renew theirs."""
+        self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+        now = time.monotonic()
+        if now - self._beat > 2 * HEARTBEAT_SECONDS + 1:
+            log.warning("no heartbeat for %.1f s: no worker judged dead for %.0f s",
+                        now - self._beat, HEARTBEAT_TTL_MS / 1000)
+            self._judge_from = now + HEARTBEAT_TTL_MS / 1000
+        self._beat = now
+
+    def judging(self) -> bool:
+        """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`)."""
+        return time.monotonic() >= self._judge_from
+
+    def _run(self, exists: Exists, lost: Lost, died: Callable[[], object]) -> None:
         while True:
             try:
-                self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
-                self.reap(exists, lost)
+                self.beat()
+                self.reap(exists, lost, died)
             except (RedisError, OSError) as exc:
                 log.warning("call records wait for Redis: %s", exc)
             gevent.sleep(HEARTBEAT_SECONDS)
 
     def dead_workers(self) -> list[str]:
+        if not self.judging():
+            return []
         workers = [str(w) for w in self.redis.smembers(f"{self.prefix}workers")]
         others = [w for w in workers if w != self.worker_id]
         if not others:
@@ -213,11 +243,17 @@ class CallRecords:
         alive = self.redis.mget([f"{self.prefix}alive:{w}" for w in others])
         return [w for w, beat in zip(others, alive, strict=True) if beat is None]
 
-    def reap(self, exists: Exists, lost: Lost) -> int:
-        """One round: the calls of dead workers that no node has any more get their CDR.
-        Returns how many."""
+    def reap(self, exists: Exists, lost: Lost, died: Callable[[], object] = lambda: None
+             ) -> int:
+        """One round: the calls of dead workers that no node has any more get their CDR;
+        ``died`` first if a worker is dead that the last round did not find so. Returns how
+        many calls were reaped."""
+        dead = self.dead_workers()
+        if not self._dead.issuperset(dead):
+            died()
+        self._dead = set(dead)
         reaped = 0
-        for worker in self.dead_workers():
+        for worker in dead:
             owned = f"{self.prefix}owner:{worker}"
             calls = [str(u) for u in self.redis.srandmember(owned, REAP_BATCH) or []]
             if not calls:

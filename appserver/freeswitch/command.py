@@ -151,7 +151,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         nodes.stop()
         green.run(services.close())
         return 1
-    records.start(exists, services.cdrs.lost)
     parked = []
     if settings.freeswitch_ingress == "park":
         from appserver.freeswitch.parked import ParkedCalls
@@ -159,8 +158,11 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         parked = [ParkedCalls(worker, node, settings.freeswitch_park_context, records,
                               nodes.link(node.name))
                   for node in settings.freeswitch_esl]
-        for ingress in parked:
-            ingress.start()
+    # a worker found dead: its parked calls are swept now, not at the next round
+    records.start(exists, services.cdrs.lost,
+                  died=lambda: [gevent.spawn(ingress.sweep) for ingress in parked])
+    for ingress in parked:
+        ingress.start()
     log.info("serving calls with %s; %d FreeSWITCH node(s)",
              ", ".join([*specs, "IVR menus"]), len(nodes.links))
     settle_gc()

@@ -94,6 +94,7 @@ class ParkedCalls:
         # calls being taken (their claim on its way): the events heard meanwhile
         self._taking: dict[str, list[codec.LazyEvent]] = {}
         self._greenlets: list[gevent.Greenlet] = []
+        self._sweeping = self._sweep_again = False
 
     def start(self) -> None:
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_forever)]
@@ -200,19 +201,35 @@ class ParkedCalls:
         """Send the node's calls in the context that no live worker has back into the park
         extension (``uuid_transfer`` to their number: it stops whatever runs on them), where
         their new ``CHANNEL_PARK`` is taken as any; claimed first, so one worker sends each.
-        How many."""
+        How many. Called while a sweep runs (a worker just died): that one sweeps again
+        when done (not a call twice), so none listed too early is missed."""
+        if self._sweeping:
+            self._sweep_again = True
+            return 0
+        self._sweeping, self._sweep_again = True, True
+        sent: set[str] = set()
+        try:
+            while self._sweep_again:
+                self._sweep_again = False
+                self._sweep_once(sent)
+        finally:
+            self._sweeping = False
+        return len(sent)
+
+    def _sweep_once(self, sent: set[str]) -> None:
+        """One listing of the node; the calls sent back to the park are added to ``sent``."""
         if self.conn is None or not self.taking or not self.link.connected.is_set():
-            return 0  # (the node link reconnects by itself: the next sweep)
+            return  # (the node link reconnects by itself: the next sweep)
         try:
             listed = parked_calls(self.link.bgapi("show channels as json"), self.context)
             candidates = {row["uuid"]: row for row in listed
                           if row.get("application") not in SKIPPED_WHILE_RUNNING
-                          and row["uuid"] not in self._mine and row["uuid"] not in self._taking}
+                          and row["uuid"] not in self._mine and row["uuid"] not in self._taking
+                          and row["uuid"] not in sent}
             takeable = self.records.takeable(list(candidates))
         except Exception as exc:  # the node or Redis unreachable, a bad reply: the next sweep
             log.warning("sweep of %s failed: %s", self.node.name, exc)
-            return 0
-        sent = 0
+            return
         for uuid in takeable:
             dest, caller = candidates[uuid]["dest"], candidates[uuid].get("cid_num", "")
             try:
@@ -225,11 +242,10 @@ class ParkedCalls:
                 reply = self.link.api(f"uuid_transfer {uuid} {dest} XML {self.context}")
             except NodeUnavailable as exc:
                 log.warning("sweep of %s: %s", self.node.name, exc)
-                return sent
+                return
             if reply.startswith("+OK"):
                 log.info("a parked call no live worker had, back to the park",
                          extra={"call_id": uuid})
-                sent += 1
-        return sent
+                sent.add(uuid)
 
 

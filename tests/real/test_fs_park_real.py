@@ -6,20 +6,24 @@ the ``callyard`` context; the call scenarios run on it too (target ``freeswitch-
 workers serve it over their inbound connections: each
 call is driven by exactly one of them, walks the menu, is transferred or hangs up, and gets
 one CDR; a worker killed mid-call leaves its call parked, and the other worker's sweep takes
-it (from the top) once the dead worker's heartbeat has run out.
+it (from the top) once the dead worker's heartbeat has run out; a queued caller is taken over
+at their place, before the dead worker's queue lease could run out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 
 import redis
 from conftest import ParkWorkers
 from fs_probe import FreeswitchProbe
 from test_scenarios_real import cdrs_of
 
-from appserver.freeswitch.callrecords import HEARTBEAT_TTL_MS, PREFIX
+from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS, PREFIX
 from appserver.freeswitch.parked import SWEEP_SECONDS
+from appserver.queues.model import KEY_PREFIX
 
 WELCOME = "file:ivr/welcome"
 
@@ -28,6 +32,12 @@ def owner(redis_url: str, call_id: str) -> str:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     with contextlib.closing(client):
         return str(client.hget(f"{PREFIX}call:{call_id}", "owner") or "")
+
+
+def queue_entry(redis_url: str, call_id: str) -> dict[str, str]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with contextlib.closing(client):
+        return dict(client.hgetall(f"{KEY_PREFIX}call:{call_id}"))
 
 
 async def test_parked_calls_each_driven_by_one_worker(
@@ -74,6 +84,51 @@ async def test_a_dead_workers_parked_call_is_taken_by_the_other(
         await call.wait_ended(20)
         rows = await cdrs_of(real_database, call.call_id, 15)
         assert [r["disposition"] for r in rows] == ["hangup"]
+    except BaseException:
+        for name, process in workers.items():
+            print(f"--- {name}\n{process.output()[-4000:]}")
+        raise
+    finally:
+        freeswitch_park_workers.restart(first)
+
+
+async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
+    freeswitch_park: FreeswitchProbe, freeswitch_park_workers: ParkWorkers, real_database: str,
+    real_redis_url: str,
+) -> None:
+    """The queue lease of a dead worker's caller (15 s from its last renewal) must not run
+    out before another worker takes the call: the dead worker's heartbeat runs out and the
+    sweep that follows takes the call back to the park, where its new worker takes the queue
+    entry over (same join time), and the caller hears hold music again, not the menu."""
+    workers = freeswitch_park_workers.by_id
+    call = await freeswitch_park.place_call("8110", caller="+15550921")
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
+    first = owner(real_redis_url, call.call_id)
+    entry = queue_entry(real_redis_url, call.call_id)
+    assert first in workers and entry.get("owner") == first, entry
+    workers[first].kill()
+    died, heard = time.monotonic(), len(call.transcript.entries)
+    try:
+        deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
+        while (now := queue_entry(real_redis_url, call.call_id)).get("owner") in (first, None):
+            assert now, "the queue entry was reaped: the caller lost their place"
+            assert time.monotonic() < deadline, now
+            await asyncio.sleep(0.2)
+        print(f"taken over {time.monotonic() - died:.1f} s after the worker died")
+        second = owner(real_redis_url, call.call_id)
+        assert second in workers and second != first
+        assert (now["owner"], now["taken_from"], now["joined"]) == (
+            second, first, entry["joined"]), now
+        await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
+        # well past the dead worker's lease: the entry is the new worker's, renewed
+        await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
+        assert queue_entry(real_redis_url, call.call_id).get("owner") == second
+        assert [e.detail for e in call.transcript.entries[heard:]
+                if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+        await call.hangup()
+        await call.wait_ended(20)
+        rows = await cdrs_of(real_database, call.call_id, 15)
+        assert [(r["disposition"], r["queue"]) for r in rows] == [("abandoned", "t-queue")]
     except BaseException:
         for name, process in workers.items():
             print(f"--- {name}\n{process.output()[-4000:]}")
