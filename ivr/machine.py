@@ -102,7 +102,6 @@ class IvrCall:
 
     __slots__ = (
         "_after",
-        "_barge",
         "_buf",
         "_call",
         "_clock",
@@ -118,6 +117,7 @@ class IvrCall:
         "_retries",
         "_seq",
         "_stack",
+        "_stop_keys",
         "_timer",
         "_timer_inter",
         "_vars",
@@ -149,7 +149,7 @@ class IvrCall:
         self._failures = 0  # failed queue/dial attempts in this menu visit
         self._buf = ""
         self._play: str | None = None
-        self._barge = False
+        self._stop_keys = ""  # the keys that stop the prompt playing (its Play's stop_keys)
         self._after: tuple[Action, bool] | None = None
         self._timer: str | None = None
         self._timer_inter = False
@@ -269,7 +269,7 @@ class IvrCall:
             if ch not in _DIGITS:
                 continue
             if self._play is not None:
-                if not self._barge:
+                if ch.upper() not in self._stop_keys:
                     continue
                 out.append(StopPlay(self._play))
                 self._play = None
@@ -527,7 +527,7 @@ class IvrCall:
         play_id = self._new_id()
         out.append(Play(play_id, rendered, ALL_KEYS, menu.language))
         self._play = play_id
-        self._barge = True
+        self._stop_keys = ALL_KEYS
         self._after = None
 
     def _announce(
@@ -551,7 +551,7 @@ class IvrCall:
             return
         self._phase = _ANNOUNCE
         self._play = play_id
-        self._barge = False
+        self._stop_keys = ""
         self._after = (then, idle)
 
     # ---------------------------------------------------------------- timers and endings
