@@ -266,3 +266,24 @@ def test_after_its_own_heartbeat_gap_a_worker_judges_nobody_dead_for_a_ttl(
         clock[0] += HEARTBEAT_SECONDS
         b.beat()
     assert b.judging() and b.takeable(["p1"]) == ["p1"] and b.dead_workers() == ["fs-a"]
+
+
+def test_a_worker_that_went_without_a_heartbeat_knows_it_and_which_calls_it_lost(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stale: no heartbeat for about a TTL (the others may have judged it dead and taken its
+    parked calls); ``others_have`` says which calls their records give to another worker."""
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    a, b = CallRecords(client, "fs-a"), CallRecords(client, "fs-b")
+    assert a.take(info("s1")) and a.take(info("s2"))
+    a.beat()
+    assert not a.stale()
+    clock[0] += HEARTBEAT_TTL_MS / 1000 - HEARTBEAT_SECONDS - 0.5
+    assert not a.stale()
+    clock[0] += 1
+    assert a.stale()
+    client.delete(f"{PREFIX}alive:fs-a")
+    assert b.take(info("s2"))  # fs-a judged dead: its call taken
+    assert a.others_have(["s1", "s2", "s3"]) == {"s2"} and a.others_have([]) == set()
+    a.beat()
+    assert not a.stale()

@@ -220,6 +220,21 @@ class CallRecords:
             self._judge_from = now + HEARTBEAT_TTL_MS / 1000
         self._beat = now
 
+    def stale(self) -> bool:
+        """Whether the others may have judged this worker dead: no heartbeat renewed for
+        about a heartbeat's lifetime (it stalled, or Redis was unreachable)."""
+        return time.monotonic() - self._beat > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
+
+    def others_have(self, uuids: list[str]) -> set[str]:
+        """Of these calls, those whose record another worker owns now (one round trip)."""
+        if not uuids:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for uuid in uuids:
+            pipe.hget(self._key(uuid), "owner")
+        return {u for u, o in zip(uuids, pipe.execute(), strict=True)
+                if o and str(o) != self.worker_id}
+
     def judging(self) -> bool:
         """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`)."""
         return time.monotonic() >= self._judge_from

@@ -19,6 +19,10 @@ of one per call in progress (README, "Parked calls").
   again, they are taken as any new call, their flow from the top; a call in a bridge is
   left to it until the bridge ends (as after a worker's death in socket mode). A queued
   caller is taken over where it was (the queue runtime's ``take_over``).
+* A worker stalled past its heartbeat (judged dead, its calls swept by another): as it wakes,
+  before its calls send anything it renews its heartbeat and lets go of those another worker
+  has now (their records say so); a call's new ``CHANNEL_PARK`` says so too. Their flows here
+  end without a CDR; the new owner writes it.
 * The connection lost: the worker's flows on that node end without a CDR (the calls go on
   in the engine, parked); once it is back, the sweep takes them again.
 * Stopping, the worker takes no new call (:meth:`stop_taking`); its calls get the grace
@@ -30,8 +34,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 
 import gevent
+from redis.exceptions import RedisError
 
 from appserver.freeswitch import esl_codec as codec
 from appserver.freeswitch.callrecords import CallRecords
@@ -95,6 +102,8 @@ class ParkedCalls:
         self._taking: dict[str, list[codec.LazyEvent]] = {}
         self._greenlets: list[gevent.Greenlet] = []
         self._sweeping = self._sweep_again = False
+        # calls a sweep sent back to the park, until their CHANNEL_PARK (uuid -> when sent)
+        self._reparking: dict[str, float] = {}
 
     def start(self) -> None:
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_forever)]
@@ -135,9 +144,20 @@ class ParkedCalls:
 
     def _event(self, event: codec.LazyEvent) -> None:
         uuid = event.get("Unique-ID")
+        if event.name == "CHANNEL_PARK":
+            self._reparking.pop(uuid, None)
         if uuid in self._mine:
-            self._on_call_event(uuid, event)
-        elif uuid in self._taking:
+            if event.name != "CHANNEL_PARK":
+                self._on_call_event(uuid, event)
+                return
+            # Parked again, not by its flow (a Transfer ends the flow first): another
+            # worker's sweep took it while this one stalled past its heartbeat, or someone
+            # ran uuid_transfer. Its flow here ends; the park is taken as any (the other
+            # worker's claim wins; an operator's re-park is taken again, from the top).
+            log.warning("a call this worker drives was parked again: its flow here ends",
+                        extra={"call_id": uuid})
+            self._end(uuid, lost=True)
+        if uuid in self._taking:
             self._taking[uuid].append(event)
         elif event.name == "CHANNEL_PARK" and self.conn is not None and self.taking \
                 and event.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE:
@@ -177,14 +197,43 @@ class ParkedCalls:
         if any(e.name == "CHANNEL_HANGUP" for e in early):
             self.records.release(uuid)  # gone before its flow started: nothing to record
             return
-        driver = self.worker.start_call(info, conn.send_nowait, context, address=uuid,
+        self._mine.add(uuid)  # (its writer sends only while it is)
+        driver = self.worker.start_call(info, self._writer(uuid, conn), context, address=uuid,
                                         claimed=True)
         if driver is None:
+            self._mine.discard(uuid)
             return
-        self._mine.add(uuid)
         self.taken += 1
         for event in early:
             self._on_call_event(uuid, event)
+
+    def _writer(self, uuid: str, conn: NodeConnection) -> Callable[[list[bytes]], object]:
+        """What the call's driver sends with: the node connection, unless this worker was
+        stalled long enough to be judged dead (a timer that fired as it woke, before it
+        heard the call parked again) and another worker has the call now."""
+        send, records = conn.send_nowait, self.records
+
+        def write(frames: list[bytes]) -> object:
+            if uuid not in self._mine or (records.stale() and not self._still_mine(uuid)):
+                return None
+            return send(frames)
+        return write
+
+    def _still_mine(self, uuid: str) -> bool:
+        """After a stall: renew the heartbeat, let go of the calls other workers took
+        meanwhile; whether ``uuid`` is still this worker's (yes if Redis cannot tell)."""
+        try:
+            self.records.beat()
+            taken = self.records.others_have(sorted(self._mine))
+        except (RedisError, OSError) as exc:
+            log.warning("cannot check this worker still has its calls: %s", exc)
+            return True
+        for other in taken:  # (ended once the driver sending now is done)
+            log.warning("a call this worker drives was taken by another while it stalled",
+                        extra={"call_id": other})
+            self._mine.discard(other)
+            gevent.spawn(self.worker.end_call, other, True)
+        return uuid not in taken
 
     def _end(self, uuid: str, lost: bool = False) -> None:
         self._mine.discard(uuid)
@@ -202,34 +251,38 @@ class ParkedCalls:
         extension (``uuid_transfer`` to their number: it stops whatever runs on them), where
         their new ``CHANNEL_PARK`` is taken as any; claimed first, so one worker sends each.
         How many. Called while a sweep runs (a worker just died): that one sweeps again
-        when done (not a call twice), so none listed too early is missed."""
+        when done, so none listed too early is missed. A call sent is not sent again until
+        its park was heard (or a sweep period passed)."""
         if self._sweeping:
             self._sweep_again = True
             return 0
-        self._sweeping, self._sweep_again = True, True
-        sent: set[str] = set()
+        self._sweeping, self._sweep_again, sent = True, True, 0
         try:
             while self._sweep_again:
                 self._sweep_again = False
-                self._sweep_once(sent)
+                sent += self._sweep_once()
         finally:
             self._sweeping = False
-        return len(sent)
+        return sent
 
-    def _sweep_once(self, sent: set[str]) -> None:
-        """One listing of the node; the calls sent back to the park are added to ``sent``."""
+    def _sweep_once(self) -> int:
+        """One listing of the node; how many calls it sent back to the park."""
         if self.conn is None or not self.taking or not self.link.connected.is_set():
-            return  # (the node link reconnects by itself: the next sweep)
+            return 0  # (the node link reconnects by itself: the next sweep)
+        now = time.monotonic()
+        self._reparking = {uuid: at for uuid, at in self._reparking.items()
+                           if now - at < self.sweep_seconds}
         try:
             listed = parked_calls(self.link.bgapi("show channels as json"), self.context)
             candidates = {row["uuid"]: row for row in listed
                           if row.get("application") not in SKIPPED_WHILE_RUNNING
                           and row["uuid"] not in self._mine and row["uuid"] not in self._taking
-                          and row["uuid"] not in sent}
+                          and row["uuid"] not in self._reparking}
             takeable = self.records.takeable(list(candidates))
         except Exception as exc:  # the node or Redis unreachable, a bad reply: the next sweep
             log.warning("sweep of %s failed: %s", self.node.name, exc)
-            return
+            return 0
+        sent = 0
         for uuid in takeable:
             dest, caller = candidates[uuid]["dest"], candidates[uuid].get("cid_num", "")
             try:
@@ -242,10 +295,12 @@ class ParkedCalls:
                 reply = self.link.api(f"uuid_transfer {uuid} {dest} XML {self.context}")
             except NodeUnavailable as exc:
                 log.warning("sweep of %s: %s", self.node.name, exc)
-                return
+                return sent
             if reply.startswith("+OK"):
                 log.info("a parked call no live worker had, back to the park",
                          extra={"call_id": uuid})
-                sent.add(uuid)
+                self._reparking[uuid] = time.monotonic()
+                sent += 1
+        return sent
 
 

@@ -113,6 +113,7 @@ class RealFsCall(SimulatedCall):
     variables: dict[str, str] = field(default_factory=dict)  # the -b leg's, at hang-up
     _prompts: dict[str, _Prompt] = field(default_factory=dict)  # Application-UUID -> prompt
     _moh: dict[str, str] = field(default_factory=dict)  # Application-UUID -> class
+    executed: list[str] = field(default_factory=list)  # Application-UUIDs of CHANNEL_EXECUTE
     _dialed: str = ""
     _spies: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)  # leg -> mixing
 
@@ -136,6 +137,7 @@ class RealFsCall(SimulatedCall):
         if name == "CHANNEL_ANSWER":
             t.add("answered")
         elif name == "CHANNEL_EXECUTE":
+            self.executed.append(key)
             if app == "playback" and data.startswith("local_stream://"):
                 self._moh[key] = data.removeprefix("local_stream://")
                 t.add("moh", self._moh[key])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import redis
@@ -135,3 +136,49 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
         raise
     finally:
         freeswitch_park_workers.restart(first)
+
+
+async def test_a_stalled_worker_sends_nothing_more_for_the_call_another_took(
+    freeswitch_park: FreeswitchProbe, freeswitch_park_workers: ParkWorkers, real_database: str,
+    real_redis_url: str,
+) -> None:
+    """A worker stalled past its heartbeat (SIGSTOP) is judged dead: the other worker's sweep
+    takes its call back to the park, from the top. Resumed, the stalled worker's timers fire
+    before it reads what happened meanwhile: it checks its calls are still its own before
+    sending, lets this one go, and sends nothing more for it (each driver's commands carry
+    its own Event-UUID prefix, which FreeSWITCH echoes as Application-UUID). One CDR."""
+    workers = freeswitch_park_workers.by_id
+    call = await freeswitch_park.place_call("9999", caller="+15550922")
+    await call.wait_for_prompt(WELCOME, 15)
+    first = owner(real_redis_url, call.call_id)
+    stalled_driver = call.executed[-1].split("-")[0]
+    process = workers[first]
+    assert process.proc is not None
+    process.proc.send_signal(signal.SIGSTOP)
+    try:
+        await call.transcript.wait_for(lambda _: call.prompts().count(WELCOME) >= 2,
+                                       HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 5)
+        assert owner(real_redis_url, call.call_id) not in ("", first)
+        after = len(call.executed)
+        process.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while "taken by another while it stalled" not in process.output() \
+                and "was parked again" not in process.output():
+            assert time.monotonic() < deadline, "the stalled worker did not let the call go"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        await call.press("1")
+        await call.wait_for_prompt("file:ivr/sales", 15)
+        await asyncio.sleep(1)
+        drivers = {key.split("-")[0] for key in call.executed[after:] if key}
+        assert stalled_driver not in drivers, call.transcript.lines()
+        await call.hangup()
+        await call.wait_ended(20)
+        rows = await cdrs_of(real_database, call.call_id, 15)
+        assert [r["disposition"] for r in rows] == ["hangup"]
+    except BaseException:
+        for name, proc in workers.items():
+            print(f"--- {name}{' (stalled)' if name == first else ''}\n{proc.output()[-4000:]}")
+        raise
+    finally:
+        process.proc.send_signal(signal.SIGCONT)
