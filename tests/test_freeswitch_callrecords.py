@@ -287,3 +287,22 @@ def test_a_worker_that_went_without_a_heartbeat_knows_it_and_which_calls_it_lost
     assert a.others_have(["s1", "s2", "s3"]) == {"s2"} and a.others_have([]) == set()
     a.beat()
     assert not a.stale()
+
+
+def test_a_worker_that_cannot_reach_redis_is_not_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While Redis is unreachable nobody can take a call, and asking Redis would hold every
+    call's commands up: a worker whose last renewal failed does not count as stale."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from appserver.devkit.embedded import free_port
+
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    down = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0), socket_connect_timeout=1)
+    records = CallRecords(down, "fs-cut")
+    with pytest.raises(redis.ConnectionError):
+        records.beat()
+    clock[0] += HEARTBEAT_TTL_MS / 1000 * 3
+    assert not records.stale()
+    down.close()

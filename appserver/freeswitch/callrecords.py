@@ -105,6 +105,8 @@ class CallRecords:
         self._flusher: gevent.Greenlet | None = None
         self._dead: set[str] = set()  # the workers the last round found dead
         self._beat = time.monotonic()  # this worker's last heartbeat
+        self._beating = False  # a renewal on its way
+        self._beat_ok = True  # the last renewal tried reached Redis
         self._judge_from = 0.0  # (monotonic) no other worker is judged dead before
 
     def _key(self, uuid: str) -> str:
@@ -212,7 +214,15 @@ class CallRecords:
         """Renew this worker's heartbeat. After a gap since the last (Redis was unreachable,
         or this worker stalled) the others' heartbeats may have run out meanwhile too: no
         worker is judged dead until they have had a heartbeat's lifetime to renew theirs."""
-        self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+        self._beating = True
+        try:
+            self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+        except (RedisError, OSError):
+            self._beat_ok = False
+            raise
+        finally:
+            self._beating = False
+        self._beat_ok = True
         now = time.monotonic()
         if now - self._beat > 2 * HEARTBEAT_SECONDS + 1:
             log.warning("no heartbeat for %.1f s: no worker judged dead for %.0f s",
@@ -221,9 +231,12 @@ class CallRecords:
         self._beat = now
 
     def stale(self) -> bool:
-        """Whether the others may have judged this worker dead: no heartbeat renewed for
-        about a heartbeat's lifetime (it stalled, or Redis was unreachable)."""
-        return time.monotonic() - self._beat > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
+        """Whether the others may have judged this worker dead and taken its calls: no
+        heartbeat for about a heartbeat's lifetime although its last renewal reached Redis
+        (it stalled). Not while Redis is unreachable or a renewal is on its way: nobody
+        takes a call without Redis, and asking it would hold the calls up."""
+        return not self._beating and self._beat_ok \
+            and time.monotonic() - self._beat > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
 
     def others_have(self, uuids: list[str]) -> set[str]:
         """Of these calls, those whose record another worker owns now (one round trip)."""

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 import gevent
+import gevent.event
 from redis.exceptions import RedisError
 
 from appserver.freeswitch import esl_codec as codec
@@ -57,6 +58,7 @@ SWEEP_SECONDS = 5.0
 # (a call originated with &park() by something else may share the context).
 MARKER_VARIABLE, MARKER_VALUE = "callyard_ingress", "park"
 SKIPPED_WHILE_RUNNING = ("bridge",)  # a sweep does not take a call running these
+CHECK_WAIT = 1.0  # how long a call's write waits for another's check of the calls (stale)
 
 
 def decoded_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -102,6 +104,8 @@ class ParkedCalls:
         self._taking: dict[str, list[codec.LazyEvent]] = {}
         self._greenlets: list[gevent.Greenlet] = []
         self._sweeping = self._sweep_again = False
+        self._checked = gevent.event.Event()  # clear while a write checks the calls
+        self._checked.set()
         # calls a sweep sent back to the park, until their CHANNEL_PARK (uuid -> when sent)
         self._reparking: dict[str, float] = {}
 
@@ -211,29 +215,36 @@ class ParkedCalls:
         """What the call's driver sends with: the node connection, unless this worker was
         stalled long enough to be judged dead (a timer that fired as it woke, before it
         heard the call parked again) and another worker has the call now."""
-        send, records = conn.send_nowait, self.records
+        send, records, checked = conn.send_nowait, self.records, self._checked
 
         def write(frames: list[bytes]) -> object:
-            if uuid not in self._mine or (records.stale() and not self._still_mine(uuid)):
+            if not checked.is_set():  # another call's write is checking
+                checked.wait(CHECK_WAIT)
+            elif records.stale():
+                self._check_calls()
+            if uuid not in self._mine:
                 return None
             return send(frames)
         return write
 
-    def _still_mine(self, uuid: str) -> bool:
+    def _check_calls(self) -> None:
         """After a stall: renew the heartbeat, let go of the calls other workers took
-        meanwhile; whether ``uuid`` is still this worker's (yes if Redis cannot tell)."""
+        meanwhile (their records say so). Redis unreachable: they are kept."""
+        self._checked.clear()
         try:
-            self.records.beat()
-            taken = self.records.others_have(sorted(self._mine))
-        except (RedisError, OSError) as exc:
-            log.warning("cannot check this worker still has its calls: %s", exc)
-            return True
-        for other in taken:  # (ended once the driver sending now is done)
-            log.warning("a call this worker drives was taken by another while it stalled",
-                        extra={"call_id": other})
-            self._mine.discard(other)
-            gevent.spawn(self.worker.end_call, other, True)
-        return uuid not in taken
+            try:
+                self.records.beat()
+                taken = self.records.others_have(sorted(self._mine))
+            except (RedisError, OSError) as exc:
+                log.warning("cannot check this worker still has its calls: %s", exc)
+                return
+            for uuid in taken:  # (ended once the driver sending now is done)
+                log.warning("a call this worker drives was taken by another while it "
+                            "stalled", extra={"call_id": uuid})
+                self._mine.discard(uuid)
+                gevent.spawn(self.worker.end_call, uuid, True)
+        finally:
+            self._checked.set()
 
     def _end(self, uuid: str, lost: bool = False) -> None:
         self._mine.discard(uuid)
