@@ -1,0 +1,165 @@
+"""The ESL simulator's park ingress (``FreeswitchSimulator(ingress="park")``).
+
+First over raw inbound connections (no Callyard driver): a call is parked, unanswered, with
+``callyard_ingress=park`` as the shipped park extension sets it; its CHANNEL_PARK reaches the
+sessions subscribed whose filter lets it through; any session drives it with ``sendmsg
+<uuid>``; ``show channels as json`` lists it as :func:`parked_calls` reads it; ``uuid_transfer``
+parks it again (to a number of the extension) or takes it out of Callyard.
+
+Then with real ``callyard freeswitch`` worker processes in park mode (real Redis and
+PostgreSQL fixtures), the same checks as tests/real/test_fs_park_real.py on the real engine:
+each call driven by exactly one worker with one CDR; a killed worker's call taken by the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from esl_raw_client import RawClient
+from test_cdr_asterisk import drain_cdrs
+from test_faults import callyard, stop, until
+
+from appserver.devkit.demo import seed_demo
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.freeswitch import esl_codec as c
+from appserver.freeswitch.callrecords import HEARTBEAT_TTL_MS, PREFIX
+from appserver.freeswitch.parked import EVENTS, MARKER_VALUE, MARKER_VARIABLE, parked_calls
+
+CONTEXT = "callyard"
+
+
+def _event(name: str, app: str = "", uuid: str = ""):  # type: ignore[no-untyped-def]
+    def match(f: c.Frame) -> bool:
+        if not f.content_type.startswith("text/event"):
+            return False
+        event = c.parse_event(f)
+        return event.name == name and (not app or event.headers.get("Application") == app) \
+            and (not uuid or event.headers.get("Unique-ID") == uuid)
+
+    return match
+
+
+@pytest.fixture
+async def park_sim() -> AsyncIterator[FreeswitchSimulator]:
+    sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.05),
+                              ingress="park")
+    await sim.start(esl_port=0)
+    yield sim
+    await sim.stop()
+
+
+async def _session(sim: FreeswitchSimulator, context: str = CONTEXT) -> RawClient:
+    """An inbound session set up as a parked-calls worker's (parked.py)."""
+    client = RawClient(*await asyncio.open_connection("127.0.0.1", sim.esl_port))
+    assert (await client.next()).content_type == "auth/request"
+    assert (await client.reply("auth ClueCon")).reply_text == "+OK accepted"
+    assert (await client.reply(f"filter Caller-Context {context}")).reply_text.startswith("+OK")
+    assert (await client.reply(f"event plain {' '.join(EVENTS)}")).reply_text.startswith("+OK")
+    return client
+
+
+async def _sendmsg(client: RawClient, uuid: str, *headers: tuple[str, str]) -> str:
+    await client.send(f"sendmsg {uuid}", list(headers))
+    return (await client.until(lambda f: f.content_type == "command/reply")).reply_text
+
+
+async def _execute(client: RawClient, uuid: str, app: str, arg: str = "") -> str:
+    return await _sendmsg(client, uuid, ("call-command", "execute"),
+                          ("execute-app-name", app), ("execute-app-arg", arg),
+                          ("event-lock", "true"))
+
+
+async def _api(client: RawClient, line: str) -> str:
+    return (await client.reply(f"api {line}")).text
+
+
+def test_unknown_ingress_is_refused() -> None:
+    with pytest.raises(ValueError):
+        FreeswitchSimulator(workers=[], ingress="carrier-pigeon")
+
+
+async def test_a_call_parks_and_any_session_drives_it(park_sim: FreeswitchSimulator) -> None:
+    one, two = await _session(park_sim), await _session(park_sim)
+    other_context = await _session(park_sim, "elsewhere")
+    call = await park_sim.place_call("9999", caller="+15550100")
+    parks = [c.parse_event(await s.until(_event("CHANNEL_PARK"))) for s in (one, two)]
+    for park in parks:
+        assert park.get("Unique-ID") == call.call_id
+        assert park.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE
+        assert park.get("variable_playback_terminators") == "none"
+        assert park.get("variable_current_application") == "park"
+        assert (park.get("Caller-Context"), park.get("Caller-Destination-Number"),
+                park.get("Caller-Caller-ID-Number")) == (CONTEXT, "9999", "+15550100")
+        assert park.get("Answer-State") == "ringing"  # the park extension does not answer
+    # the filter keeps the call's events from a session of another context
+    with pytest.raises(TimeoutError):
+        await other_context.until(_event("CHANNEL_PARK"), 0.3)
+
+    # driven through the second session: both hear the events
+    app_uuid = "4a7e1c84-0000-4000-8000-000000000001"
+    await two.send(f"sendmsg {call.call_id}", [
+        ("call-command", "execute"), ("execute-app-name", "answer"),
+        ("Event-UUID", app_uuid), ("event-lock", "true")])
+    assert (await two.until(lambda f: f.content_type == "command/reply")).reply_text == "+OK"
+    for session in (one, two):
+        done = c.parse_event(await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "answer")))
+        assert done.get("Application-UUID") == app_uuid
+    assert await _execute(one, call.call_id, "playback", "ivr/welcome.wav") == "+OK"
+    await call.wait_for_prompt("file:ivr/welcome", 3)
+    await call.press("5")
+    dtmf = c.parse_event(await two.until(_event("DTMF")))
+    assert dtmf.get("DTMF-Digit") == "5"
+    await two.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback"))
+    assert (await two.reply("sendmsg 00000000-0000-0000-0000-000000000000")).reply_text \
+        .startswith("-ERR invalid session id")
+    assert await _sendmsg(one, call.call_id, ("call-command", "hangup"),
+                          ("hangup-cause", "NORMAL_CLEARING")) == "+OK"
+    await two.until(_event("CHANNEL_HANGUP"))
+    await two.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))  # the park ends with the call
+    await call.wait_ended(3)
+    for client in (one, two, other_context):
+        client.writer.close()
+
+
+async def test_show_channels_getvar_and_transfer(park_sim: FreeswitchSimulator) -> None:
+    session = await _session(park_sim)
+    assert await _api(session, "show channels as json") == '{"row_count": 0}\n'
+    assert parked_calls('{"row_count": 0}\n', CONTEXT) == []
+    call = await park_sim.place_call("9999", caller="+15550101")
+    await session.until(_event("CHANNEL_PARK"))
+    rows = parked_calls(await _api(session, "show channels as json"), CONTEXT)
+    assert [(r["uuid"], r["dest"], r["cid_num"], r["application"]) for r in rows] == [
+        (call.call_id, "9999", "+15550101", "park")]
+    assert await _api(session, f"uuid_getvar {call.call_id} {MARKER_VARIABLE}") == MARKER_VALUE
+    assert await _api(session, f"uuid_getvar {call.call_id} no_such_var") == "_undef_"
+
+    # a worker's prompt, then the sweep's transfer back into the extension: parked again
+    assert await _execute(session, call.call_id, "playback", "ivr/welcome.wav") == "+OK"
+    await call.wait_for_prompt("file:ivr/welcome", 3)
+    rows = parked_calls(await _api(session, "show channels as json"), CONTEXT)
+    assert rows[0]["application"] == "playback"
+    assert await _api(session, f"uuid_transfer {call.call_id} 9999 XML {CONTEXT}") == "+OK\n"
+    stopped = c.parse_event(await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback")))
+    assert stopped.get("Unique-ID") == call.call_id
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))
+    again = c.parse_event(await session.until(_event("CHANNEL_PARK")))
+    assert again.get("Unique-ID") == call.call_id
+    assert again.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE
+    assert call.channel.alive
+
+    # the worker's Transfer to a number outside the extension: out of the park, then gone
+    assert await _execute(session, call.call_id, "transfer", f"1000 XML {CONTEXT}") == "+OK"
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "transfer"))
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))
+    await call.wait_ended(3)
+    assert ("transferred", "1000") in [(e.kind, e.detail) for e in call.transcript.entries]
+    with contextlib.suppress(TimeoutError):
+        await session.until(_event("CHANNEL_PARK"), 0.3)
+        raise AssertionError("parked again after a transfer out of the extension")
+    session.writer.close()
