@@ -16,20 +16,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from esl_raw_client import RawClient
-from test_cdr_asterisk import drain_cdrs
+from park_checks import dead_workers_call_is_taken_by_the_other, each_call_driven_by_one_worker
 from test_faults import callyard, stop, until
 
-from appserver.devkit.demo import seed_demo
+from appserver.cdr.writer import CdrWriter
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
-from appserver.freeswitch.callrecords import HEARTBEAT_TTL_MS, PREFIX
+from appserver.freeswitch.callrecords import PREFIX
 from appserver.freeswitch.parked import EVENTS, MARKER_VALUE, MARKER_VARIABLE, parked_calls
+
+Process = asyncio.subprocess.Process
 
 CONTEXT = "callyard"
 
@@ -163,3 +169,89 @@ async def test_show_channels_getvar_and_transfer(park_sim: FreeswitchSimulator) 
         await session.until(_event("CHANNEL_PARK"), 0.3)
         raise AssertionError("parked again after a transfer out of the extension")
     session.writer.close()
+
+
+# ---------------------------------------------------------------- with worker processes
+
+
+async def _park_worker(sim: FreeswitchSimulator, redis_url: str) -> Process:
+    return await callyard("freeswitch", "--flow-factory", "flows:factory",
+                          CALLYARD_REDIS_URL=redis_url,
+                          CALLYARD_FREESWITCH_INGRESS="park",
+                          CALLYARD_FREESWITCH_PARK_CONTEXT=sim.context,
+                          CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}",
+                          CALLYARD_FREESWITCH_ESL=f"127.0.0.1:{sim.esl_port}:{sim.password}")
+
+
+def _parks_heard(sim: FreeswitchSimulator) -> int:
+    """Inbound sessions subscribed to CHANNEL_PARK (a parked-calls worker's, once set up)."""
+    return sum(1 for s in list(sim._listeners) if s.hears("CHANNEL_PARK"))
+
+
+@pytest.fixture
+async def two_park_workers(redis_url: str
+                           ) -> AsyncIterator[tuple[FreeswitchSimulator, dict[str, Process]]]:
+    """The simulator in park mode and two worker processes taking its parked calls, by
+    worker id (as call records name their owners)."""
+    sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.1),
+                              ingress="park")
+    await sim.start()
+    procs = [await _park_worker(sim, redis_url) for _ in range(2)]
+    try:
+        await until(lambda: _parks_heard(sim) == 2, 30, "both workers taking parked calls")
+        yield sim, {f"freeswitch-{socket.gethostname()}-{p.pid}": p for p in procs}
+    finally:
+        errors = [await stop(p) for p in procs]
+        await sim.stop()
+        for proc, error in zip(procs, errors, strict=True):
+            if proc.returncode not in (0, -signal.SIGKILL):
+                print(error[-4000:])
+
+
+def _dispositions(redis_client: aioredis.Redis, pg_pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+    """A call's CDR dispositions, once the worker's record reached PostgreSQL (a CDR
+    writer step at a time, in the test)."""
+    async def dispositions(call_id: str) -> list[str]:
+        writer = CdrWriter(redis_client, pg_pool, block_ms=50)
+        await writer.ensure_group()
+        deadline = time.monotonic() + 15
+        while True:
+            await writer.step()
+            rows = await pg_pool.fetch("SELECT disposition FROM cdrs WHERE call_id = $1",
+                                       call_id)
+            if rows or time.monotonic() > deadline:
+                return [r["disposition"] for r in rows]
+
+    return dispositions
+
+
+def _place(sim: FreeswitchSimulator):  # type: ignore[no-untyped-def]
+    async def place(number: str, caller: str) -> SimulatedCall:
+        return await sim.place_call(number, caller=caller)
+
+    return place
+
+
+async def test_parked_calls_each_driven_by_one_worker(
+    two_park_workers: tuple[FreeswitchSimulator, dict[str, Process]],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    sim, _ = two_park_workers
+    await each_call_driven_by_one_worker(_place(sim), _dispositions(redis_client, pg_pool))
+
+
+async def test_a_dead_workers_parked_call_is_taken_by_the_other(
+    two_park_workers: tuple[FreeswitchSimulator, dict[str, Process]],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    sim, workers = two_park_workers
+
+    async def owner(call_id: str) -> str:
+        return str(await redis_client.hget(f"{PREFIX}call:{call_id}", "owner") or "")
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].send_signal(signal.SIGKILL)
+        await workers[worker_id].wait()
+
+    await dead_workers_call_is_taken_by_the_other(
+        _place(sim), _dispositions(redis_client, pg_pool), owner, workers, kill)
