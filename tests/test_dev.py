@@ -136,6 +136,30 @@ def test_menu_to_an_extension(dev_server: str, engine: str) -> None:
     httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
 
 
+def test_freeswitch_park_ingress(data_dir: Path) -> None:
+    """``callyard dev --freeswitch-ingress park``: the simulated FreeSWITCH parks its calls
+    and the FreeSWITCH worker, in park mode, takes them over its inbound connection."""
+    port = free_port()
+    proc = start_callyard(data_dir, "dev", "--port", str(port), "--data-dir", str(data_dir),
+                          "--freeswitch-ingress", "park")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        resp = httpx.post(f"{base}/sim/calls", json={"to": "9999", "engine": "freeswitch"},
+                          timeout=10)
+        assert resp.status_code == 201, resp.text
+        call_id = resp.json()["id"]
+        _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")
+        httpx.post(f"{base}/sim/calls/{call_id}/dtmf", json={"digits": "2"}, timeout=10)
+        call = _wait_for(base, call_id, "moh")
+        assert call["prompts"][:3] == ["file:demo/welcome", "file:demo/main-menu",
+                                       "file:demo/connecting-support"]
+        assert httpx.post(f"{base}/sim/calls/{call_id}/hangup",
+                          timeout=10).json()["state"] == "ended"
+    finally:
+        stop_dev(proc, data_dir, signal.SIGTERM)
+
+
 def test_bad_requests_are_clear(dev_server: str) -> None:
     base = dev_server
     resp = httpx.post(f"{base}/sim/calls", json={"to": "not a number"}, timeout=5)
