@@ -35,9 +35,10 @@ def start_dev(data_dir: Path, port: int) -> subprocess.Popen[str]:
     return start_callyard(data_dir, "dev", "--port", str(port), "--data-dir", str(data_dir))
 
 
-def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> None:
+def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> str:
     """Send ``sig``; the command must exit 0 leaving nothing running: no worker, no
-    embedded server (they detach from its process tree) and nothing in their groups."""
+    embedded server (they detach from its process tree) and nothing in their groups. Its
+    output."""
     pgids = leftovers.groups(leftovers.family(proc.pid, data_dir))
     proc.send_signal(sig)
     try:
@@ -50,6 +51,7 @@ def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> None:
     assert proc.returncode == 0, output[-3000:]
     left = leftovers.wait_all_gone(pgids, data_dir)
     assert not left, f"left running after {signal.Signals(sig).name}: {left}\n{output[-3000:]}"
+    return output
 
 
 @pytest.fixture
@@ -157,7 +159,8 @@ def test_freeswitch_park_ingress(data_dir: Path) -> None:
         assert httpx.post(f"{base}/sim/calls/{call_id}/hangup",
                           timeout=10).json()["state"] == "ended"
     finally:
-        stop_dev(proc, data_dir, signal.SIGTERM)
+        output = stop_dev(proc, data_dir, signal.SIGTERM)
+    assert "(ingress park)" in output
 
 
 def test_bad_requests_are_clear(dev_server: str) -> None:

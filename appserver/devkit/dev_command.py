@@ -124,7 +124,7 @@ async def _prepare_database(dsn: str, seed: bool) -> None:
             await conn.close()
 
 
-def _banner(base: str, seed: bool) -> str:
+def _banner(base: str, seed: bool, ingress: str = "socket") -> str:
     from appserver.devkit.demo import DEMO_ADMIN, DEMO_AGENTS, DEMO_NUMBER
 
     lines = [
@@ -137,6 +137,9 @@ def _banner(base: str, seed: bool) -> str:
         f"  health          {base}/healthz  {base}/readyz",
         f"  metrics         {base}/metrics   (API and both workers)",
     ]
+    if ingress == "park":
+        lines.append("  FreeSWITCH      calls parked for the worker's inbound connection "
+                     "(ingress park)")
     if seed:
         lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
                                                     for a in DEMO_AGENTS))
@@ -223,7 +226,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             if server_task is None:
                 return 0
             base = f"http://{args.host}:{args.port}"
-            print(_banner(base, seed=not args.no_seed), flush=True)
+            print(_banner(base, seed=not args.no_seed, ingress=ingress), flush=True)
             log.info("started in %.1fs", time.monotonic() - started)
             await server_task
             log.info("stopping: workers, simulators, then the embedded servers")
