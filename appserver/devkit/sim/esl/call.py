@@ -149,7 +149,7 @@ class Switch(Protocol):
     hostname: str  # FreeSWITCH-Hostname of its events
     ingress: str  # "socket" (the socket extension) or "park" (the park extension)
     context: str  # the dialplan context calls arrive in
-    park_route: re.Pattern[str]  # park: the numbers a transfer sends back to the park
+    ivr_route: re.Pattern[str]  # the Callyard extension's numbers: a transfer runs it again
     behaviour: Behaviour
     legs: dict[str, DialledLeg]  # B-legs of running bridges, by uuid
     dtmf_latencies: list[float]
@@ -241,10 +241,11 @@ class EslSimCall(SimulatedCall):
             if self.sim.ingress == "park":
                 await self._park_extension()
                 return
-            for host, port in self.sim.workers:
-                if not self.channel.alive or self._transferred:
-                    break
-                await self._socket_app(host, port)
+            await self._socket_extension()
+            while self._transferred and self._reenters(self._transferred,
+                                                       self._transfer_context):
+                self._transferred = self._transfer_context = ""
+                await self._socket_extension()
             if self.channel.alive and not self._transferred:
                 # dialplan fallback: the polite message, then hangup
                 await self._execute("answer", "", "")
@@ -258,6 +259,24 @@ class EslSimCall(SimulatedCall):
             self.end("NORMAL_TEMPORARY_FAILURE", "engine")
         finally:
             self.sim.forget(self)
+
+    async def _socket_extension(self) -> None:
+        """The shipped socket extension: ``socket`` to each worker in turn, until one keeps
+        the call to its end or transfers it."""
+        for host, port in self.sim.workers:
+            if not self.channel.alive or self._transferred:
+                break
+            await self._socket_app(host, port)
+
+    def _reenters(self, destination: str, context: str) -> bool:
+        """Whether a transfer to ``destination`` in ``context`` runs the Callyard extension
+        again (one of its numbers, in the call's own context), as the dialplan would; then
+        the call's profile has the new number."""
+        if not self.channel.alive or context not in ("", self.channel.context) \
+                or not self.sim.ivr_route.match(destination):
+            return False
+        self.channel.called = destination
+        return True
 
     async def _park_extension(self) -> None:
         """The shipped park extension (dialplans/freeswitch/callyard.xml.j2, ingress park):
@@ -278,8 +297,7 @@ class EslSimCall(SimulatedCall):
             destination, context = self._transferred, self._transfer_context
             if not self.channel.alive or not destination:
                 return
-            if context in ("", self.channel.context) and self.sim.park_route.match(destination):
-                self.channel.called = destination  # the new caller profile's number
+            if self._reenters(destination, context):
                 continue
             await asyncio.sleep(self.sim.behaviour.transfer_seconds)
             self.end("NORMAL_CLEARING", "engine")

@@ -50,9 +50,9 @@ from appserver.freeswitch.esl_codec import ESLProtocolError
 log = logging.getLogger("callyard.sim.esl")
 _VARS_DIAL = re.compile(r"^(\{[^}]*\})?(\S+)$")  # originate's first argument
 INGRESSES = ("socket", "park")
-# The shipped dialplan's Callyard extension (render-config's freeswitch_ivr_pattern): in park
-# mode, a transfer to one of these numbers parks the call again.
-PARK_ROUTE = r"^([89][0-9]{3}|\*99[0-9]{8})$"
+# The shipped dialplan's Callyard extension (render-config's freeswitch_ivr_pattern): a
+# transfer to one of these numbers runs it again (socket: to a worker; park: parked again).
+IVR_ROUTE = r"^([89][0-9]{3}|\*99[0-9]{8})$"
 
 class FreeswitchSimulator:
     def __init__(
@@ -64,18 +64,19 @@ class FreeswitchSimulator:
         hostname: str = HOSTNAME,
         ingress: str = "socket",
         context: str | None = None,
-        park_route: str = PARK_ROUTE,
+        ivr_route: str = IVR_ROUTE,
     ) -> None:
         """``ingress``: "socket" (each call opens an outbound socket to ``workers`` in turn)
         or "park" (each call is parked for the inbound sessions; ``workers`` unused).
         ``context``: the calls' dialplan context (default "default", or "callyard", the
-        workers' CALLYARD_FREESWITCH_PARK_CONTEXT default, in park mode). ``park_route``:
-        park mode, the numbers a transfer parks again (others leave Callyard)."""
+        workers' CALLYARD_FREESWITCH_PARK_CONTEXT default, in park mode). ``ivr_route``:
+        the numbers a transfer sends through the Callyard extension again (socket: to a
+        worker; park: parked again); a transfer to any other leaves Callyard."""
         if ingress not in INGRESSES:
             raise ValueError(f"ingress must be one of {INGRESSES}, not {ingress!r}")
         self.ingress = ingress
         self.context = context or ("callyard" if ingress == "park" else "default")
-        self.park_route = re.compile(park_route)
+        self.ivr_route = re.compile(ivr_route)
         self.workers = workers
         self.hostname = hostname  # FreeSWITCH-Hostname: a node's name (callback affinity)
         self.behaviour = behaviour or Behaviour()
