@@ -4,7 +4,10 @@ the dialplan applications the worker executes through ``sendmsg``.
 The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
 worker in turn (the next one when a worker refuses the connection or drops the socket
 while the caller is still there; the application running then goes on to its end: a prompt,
-a stretch of music, a bridge until a party hangs up), then a polite message and hangup.
+a stretch of music, a bridge until a party hangs up), then a polite message and hangup. With
+the simulator's ingress ``park``, the park extension instead: ``multiset`` (with
+``callyard_ingress=park``) and ``park``, where the applications that ``sendmsg <uuid>`` from
+any inbound connection queues run, as they would in a socket's call.
 
 Queued applications run as on FreeSWITCH 1.10 (switch_ivr.c, switch_core_session.c): one
 after the other when each ``sendmsg`` carries ``event-lock: true``; without it, an
@@ -165,7 +168,8 @@ class Switch(Protocol):
 
 
 class EslSimCall(SimulatedCall):
-    """A caller whose call is controlled by a Callyard worker over an outbound socket."""
+    """A caller whose call is controlled by a Callyard worker over an outbound socket, or
+    (ingress park) parked and driven over a worker's inbound connection."""
 
     def __init__(self, sim: Switch, to: str, caller: str, caller_name: str,
                  channel: SimChannel | None = None) -> None:
