@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -26,14 +27,17 @@ import redis.asyncio as aioredis
 from esl_raw_client import RawClient
 from park_checks import dead_workers_call_is_taken_by_the_other, each_call_driven_by_one_worker
 from test_faults import callyard, stop, until
+from test_queue_outages import QUEUE, eventually, queued
 
 from appserver.cdr.writer import CdrWriter
 from appserver.devkit.embedded import free_port
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
-from appserver.freeswitch.callrecords import PREFIX
+from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS, PREFIX
 from appserver.freeswitch.parked import EVENTS, MARKER_VALUE, MARKER_VARIABLE, parked_calls
+from appserver.queues.model import AgentConfig, Member, QueueConfig
+from appserver.queues.store import QueueStore
 
 Process = asyncio.subprocess.Process
 
@@ -188,9 +192,11 @@ def _parks_heard(sim: FreeswitchSimulator) -> int:
     return sum(1 for s in list(sim._listeners) if s.hears("CHANNEL_PARK"))
 
 
-@pytest.fixture
-async def two_park_workers(redis_url: str
-                           ) -> AsyncIterator[tuple[FreeswitchSimulator, dict[str, Process]]]:
+Workers = tuple[FreeswitchSimulator, dict[str, Process]]
+
+
+@asynccontextmanager
+async def _two_park_workers(redis_url: str) -> AsyncIterator[Workers]:
     """The simulator in park mode and two worker processes taking its parked calls, by
     worker id (as call records name their owners)."""
     sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.1),
@@ -206,6 +212,24 @@ async def two_park_workers(redis_url: str
         for proc, error in zip(procs, errors, strict=True):
             if proc.returncode not in (0, -signal.SIGKILL):
                 print(error[-4000:])
+
+
+@pytest.fixture
+async def two_park_workers(redis_url: str) -> AsyncIterator[Workers]:
+    async with _two_park_workers(redis_url) as workers:
+        yield workers
+
+
+@pytest.fixture
+async def queue_and_two_park_workers(redis_url: str, redis_client: aioredis.Redis
+                                     ) -> AsyncIterator[tuple[QueueStore, Workers]]:
+    """tests/flows.py's queue (key 9 in the menu) with agent alice logged out, so a caller
+    waits in it; then the workers (which read the queues as they start)."""
+    store = QueueStore(redis_client)
+    await store.sync_agent(AgentConfig("alice"))
+    await store.sync_queue(QueueConfig(QUEUE), [Member("alice")])
+    async with _two_park_workers(redis_url) as workers:
+        yield store, workers
 
 
 def _dispositions(redis_client: aioredis.Redis, pg_pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
@@ -233,7 +257,7 @@ def _place(sim: FreeswitchSimulator):  # type: ignore[no-untyped-def]
 
 
 async def test_parked_calls_each_driven_by_one_worker(
-    two_park_workers: tuple[FreeswitchSimulator, dict[str, Process]],
+    two_park_workers: Workers,
     redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
 ) -> None:
     sim, _ = two_park_workers
@@ -241,17 +265,61 @@ async def test_parked_calls_each_driven_by_one_worker(
 
 
 async def test_a_dead_workers_parked_call_is_taken_by_the_other(
-    two_park_workers: tuple[FreeswitchSimulator, dict[str, Process]],
+    two_park_workers: Workers,
     redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
 ) -> None:
     sim, workers = two_park_workers
-
-    async def owner(call_id: str) -> str:
-        return str(await redis_client.hget(f"{PREFIX}call:{call_id}", "owner") or "")
 
     async def kill(worker_id: str) -> None:
         workers[worker_id].send_signal(signal.SIGKILL)
         await workers[worker_id].wait()
 
     await dead_workers_call_is_taken_by_the_other(
-        _place(sim), _dispositions(redis_client, pg_pool), owner, workers, kill)
+        _place(sim), _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)
+
+
+def _owner(redis_client: aioredis.Redis):  # type: ignore[no-untyped-def]
+    async def owner(call_id: str) -> str:
+        return str(await redis_client.hget(f"{PREFIX}call:{call_id}", "owner") or "")
+
+    return owner
+
+
+async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """As tests/real/test_fs_park_real.py's: the dead worker's heartbeat runs out and the
+    sweep that follows sends the queued call back to the park, where its new worker takes
+    the queue entry over (same join time) before the dead worker's queue lease (15 s) runs
+    out; the caller hears hold music again, not the menu, and leaves one CDR."""
+    store, (sim, workers) = queue_and_two_park_workers
+    owner = _owner(redis_client)
+
+    async def entry() -> dict[str, str]:
+        return dict(await redis_client.hgetall(store.keys.call(call.call_id)))
+
+    call = await queued(sim, "+15550921")
+    first = await owner(call.call_id)
+    before = await eventually("the queue entry", entry, lambda e: bool(e.get("owner")))
+    assert first in workers and before["owner"] == first, (first, before)
+    workers[first].send_signal(signal.SIGKILL)
+    await workers[first].wait()
+    died, heard = time.monotonic(), len(call.transcript.entries)
+    deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
+    while (now := await entry()).get("owner") in (first, None):
+        assert now, "the queue entry was reaped: the caller lost their place"
+        assert time.monotonic() < deadline, now
+        await asyncio.sleep(0.2)
+    second = await owner(call.call_id)
+    assert second in workers and second != first
+    assert (now["owner"], now["taken_from"], now["joined"]) == (second, first, before["joined"])
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
+    # well past the dead worker's lease: the entry is the new worker's, renewed
+    await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
+    assert (await entry()).get("owner") == second
+    assert [e.detail for e in call.transcript.entries[heard:]
+            if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+    await call.hangup()
+    await call.wait_ended(10)
+    assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["abandoned"]
