@@ -35,9 +35,10 @@ def start_dev(data_dir: Path, port: int) -> subprocess.Popen[str]:
     return start_callyard(data_dir, "dev", "--port", str(port), "--data-dir", str(data_dir))
 
 
-def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> None:
+def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> str:
     """Send ``sig``; the command must exit 0 leaving nothing running: no worker, no
-    embedded server (they detach from its process tree) and nothing in their groups."""
+    embedded server (they detach from its process tree) and nothing in their groups. Its
+    output."""
     pgids = leftovers.groups(leftovers.family(proc.pid, data_dir))
     proc.send_signal(sig)
     try:
@@ -50,6 +51,7 @@ def stop_dev(proc: subprocess.Popen[str], data_dir: Path, sig: int) -> None:
     assert proc.returncode == 0, output[-3000:]
     left = leftovers.wait_all_gone(pgids, data_dir)
     assert not left, f"left running after {signal.Signals(sig).name}: {left}\n{output[-3000:]}"
+    return output
 
 
 @pytest.fixture
@@ -134,6 +136,31 @@ def test_menu_to_an_extension(dev_server: str, engine: str) -> None:
     call = _wait_for(base, call_id, "dialed")
     assert "file:demo/calling-alice" in call["prompts"]
     httpx.post(f"{base}/sim/calls/{call_id}/hangup", timeout=10)
+
+
+def test_freeswitch_park_ingress(data_dir: Path) -> None:
+    """``callyard dev --freeswitch-ingress park``: the simulated FreeSWITCH parks its calls
+    and the FreeSWITCH worker, in park mode, takes them over its inbound connection."""
+    port = free_port()
+    proc = start_callyard(data_dir, "dev", "--port", str(port), "--data-dir", str(data_dir),
+                          "--freeswitch-ingress", "park")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        resp = httpx.post(f"{base}/sim/calls", json={"to": "9999", "engine": "freeswitch"},
+                          timeout=10)
+        assert resp.status_code == 201, resp.text
+        call_id = resp.json()["id"]
+        _wait_for(base, call_id, "prompt_started", "file:demo/main-menu")
+        httpx.post(f"{base}/sim/calls/{call_id}/dtmf", json={"digits": "2"}, timeout=10)
+        call = _wait_for(base, call_id, "moh")
+        assert call["prompts"][:3] == ["file:demo/welcome", "file:demo/main-menu",
+                                       "file:demo/connecting-support"]
+        assert httpx.post(f"{base}/sim/calls/{call_id}/hangup",
+                          timeout=10).json()["state"] == "ended"
+    finally:
+        output = stop_dev(proc, data_dir, signal.SIGTERM)
+    assert "(ingress park)" in output
 
 
 def test_bad_requests_are_clear(dev_server: str) -> None:

@@ -383,3 +383,33 @@ def test_filters_pass_events_as_mod_event_socket_does() -> None:
     assert not f.passes([("Event-Name", "HEARTBEAT")]) and f.passes(own)
     assert f.command("delete all") == "+OK filter deleted. [all][]"
     assert f.lines == [] and f.passes(other)
+
+
+async def test_a_transfer_to_an_ivr_number_runs_the_socket_extension_again() -> None:
+    """As the shipped dialplan: a transfer to a number of the Callyard extension connects to
+    a worker again (the call's profile has the new number); to any other, the call leaves."""
+    got: asyncio.Queue[RawClient] = asyncio.Queue()
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await got.put(RawClient(r, w))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    sim = FreeswitchSimulator([("127.0.0.1", server.sockets[0].getsockname()[1])],
+                              Behaviour(transfer_seconds=0.01))
+    call = await sim.place_call("9999")
+    first = await asyncio.wait_for(got.get(), 3)
+    await first.reply("connect")
+    await first.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "transfer"),
+                                 ("execute-app-arg", "8001 XML default")])
+    second = await asyncio.wait_for(got.get(), 3)
+    data = await second.reply("connect")
+    assert (data.headers["Unique-ID"], data.headers["Caller-Destination-Number"]) == (
+        call.call_id, "8001")
+    await second.send("sendmsg", [("call-command", "execute"), ("execute-app-name", "transfer"),
+                                  ("execute-app-arg", "1000 XML default")])
+    await call.wait_ended(3)
+    assert got.empty()
+    assert [line for line in call.transcript.lines() if line.startswith("transferred")] == [
+        "transferred 8001", "transferred 1000"]
+    await sim.stop()
+    server.close()

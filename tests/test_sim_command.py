@@ -100,3 +100,33 @@ async def test_one_engine_only() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_freeswitch_park_ingress(redis_url: str) -> None:
+    """With ``CALLYARD_FREESWITCH_INGRESS=park`` the simulated FreeSWITCH parks its calls and
+    prints the values for a park-mode worker, which takes them over its inbound connection."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appserver.cli", "sim", "--engine", "freeswitch", "--port",
+        str(port), "--esl-port", str(free_port()),
+        env=env(CALLYARD_FREESWITCH_INGRESS="park"), stdout=asyncio.subprocess.PIPE)
+    worker = None
+    try:
+        values = await _banner(proc)
+        assert set(values) == {"CALLYARD_FREESWITCH_ESL", "CALLYARD_FREESWITCH_INGRESS",
+                               "CALLYARD_FREESWITCH_PARK_CONTEXT"}
+        assert (values["CALLYARD_FREESWITCH_INGRESS"],
+                values["CALLYARD_FREESWITCH_PARK_CONTEXT"]) == ("park", "callyard")
+        health = free_port()
+        worker = await callyard("freeswitch", "--flow-factory", "flows:factory", **values,
+                                CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}",
+                                CALLYARD_REDIS_URL=redis_url,
+                                CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{health}")
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, health)
+            assert (await _call(http, port, "freeswitch"))[:1] == ["file:ivr/welcome"]
+    finally:
+        if worker is not None:
+            await stop(worker)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0

@@ -46,10 +46,15 @@ WALK = (
     ("2", ("file:demo/connecting-support",)),
 )
 STEP_TIMEOUT = 10.0
+INGRESSES = ("socket", "park")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("freeswitch", "asterisk"), default="freeswitch")
+    parser.add_argument("--ingress", choices=INGRESSES,
+                        help="FreeSWITCH: an outbound socket per call, or parked calls driven "
+                        "over the worker's one inbound connection per node (default "
+                        "CALLYARD_FREESWITCH_INGRESS, socket)")
     parser.add_argument("--concurrent", type=int, default=500,
                         help="calls in progress to hold (default 500)")
     parser.add_argument("--cps", type=float, default=50.0,
@@ -185,6 +190,8 @@ class LoadShare:
     duration: float
     hold: float  # seconds from dialling to the caller's hang-up
     worker_listen: tuple[str, int]  # FreeSWITCH: where the dialplan's socket connects
+    ingress: str  # FreeSWITCH: "socket" or "park"
+    park_context: str  # FreeSWITCH, park: the context the calls are parked in
     stasis_app: str  # Asterisk: the worker's Stasis application
 
 
@@ -202,10 +209,13 @@ async def _serve_load(conn: Connection, share: LoadShare) -> None:
     if share.engine == "freeswitch":
         from appserver.devkit.sim.esl.simulator import FreeswitchSimulator  # only the engine used
 
-        sim = FreeswitchSimulator(workers=[share.worker_listen])
+        sim = FreeswitchSimulator(workers=[share.worker_listen], ingress=share.ingress,
+                                  context=share.park_context)
         await sim.start()
         conn.send(("node", f"127.0.0.1:{sim.esl_port}:{sim.password}"))
         connected: Callable[[], bool] = lambda: sim.has_listeners  # noqa: E731
+        if share.ingress == "park":  # the worker's parked-calls connection subscribed
+            connected = lambda: sim.wants_event("CHANNEL_PARK")  # noqa: E731
     else:
         from appserver.devkit.sim.ari.server import AriSimulator
 
@@ -337,7 +347,8 @@ def _shares(args: argparse.Namespace, settings: Settings, listen: tuple[str, int
         LoadShare(engine=args.engine, cps=args.cps / n,
                   concurrent=args.concurrent // n + (i < args.concurrent % n),
                   duration=args.duration, hold=args.concurrent / args.cps,
-                  worker_listen=listen, stasis_app=settings.asterisk_app)
+                  worker_listen=listen, stasis_app=settings.asterisk_app,
+                  ingress=args.ingress, park_context=settings.freeswitch_park_context)
         for i in range(n)
     ]
 
@@ -378,6 +389,8 @@ async def bench(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         if args.engine == "freeswitch":
             env["CALLYARD_FREESWITCH_LISTEN"] = f"{listen[0]}:{listen[1]}"
             env["CALLYARD_FREESWITCH_ESL"] = nodes
+            env["CALLYARD_FREESWITCH_INGRESS"] = args.ingress
+            env["CALLYARD_FREESWITCH_PARK_CONTEXT"] = settings.freeswitch_park_context
         else:
             env["CALLYARD_ASTERISK_ARI"] = nodes
         async with Services.started(dsn, redis_url):  # publishes menus and queues to Redis
@@ -432,6 +445,8 @@ def _report(args: argparse.Namespace, tally: Tally, results: list[dict[str, Any]
     wall = max(r["wall_s"] for r in results)
     result = {
         "engine": args.engine,
+        # FreeSWITCH: how the calls reached the worker ("socket" or "park"); Asterisk: None
+        "ingress": args.ingress,
         "placed": tally.placed,
         "completed": tally.completed,
         "failed": tally.failed,
@@ -458,7 +473,8 @@ def _report(args: argparse.Namespace, tally: Tally, results: list[dict[str, Any]
     else:
         lat = result["latency_ms"]
         per_process = "  ".join(f"{p['cpu_percent']}%" for p in result["simulator_processes"])
-        print(f"\nengine      {args.engine}\nplaced      {tally.placed} "
+        ingress = f" ({args.ingress} ingress)" if args.ingress else ""
+        print(f"\nengine      {args.engine}{ingress}\nplaced      {tally.placed} "
               f"({result['achieved_cps']}/s of {args.cps:g}/s asked)\n"
               f"completed   {tally.completed}\nfailed      {tally.failed} {tally.errors or ''}\n"
               f"peak calls  {tally.peak_in_progress}\n"
@@ -485,6 +501,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if args.sim_processes > args.concurrent:
         print("callyard bench: --sim-processes must not exceed --concurrent", file=sys.stderr)
+        return 2
+    if args.engine == "freeswitch":
+        args.ingress = args.ingress or settings.freeswitch_ingress
+    elif args.ingress:
+        print("callyard bench: --ingress is FreeSWITCH's (--engine freeswitch)",
+              file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
         if not (settings.database_url and settings.redis_url):

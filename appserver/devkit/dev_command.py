@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-seed", action="store_true", help="do not load the demo data set"
     )
+    parser.add_argument(
+        "--freeswitch-ingress", choices=("socket", "park"),
+        help="how the simulated FreeSWITCH hands calls to the FreeSWITCH worker: an outbound "
+        "socket per call, or parked for its inbound connection (default "
+        "CALLYARD_FREESWITCH_INGRESS, socket)",
+    )
 
 
 def _die_with_parent() -> None:
@@ -118,7 +124,7 @@ async def _prepare_database(dsn: str, seed: bool) -> None:
             await conn.close()
 
 
-def _banner(base: str, seed: bool) -> str:
+def _banner(base: str, seed: bool, ingress: str = "socket") -> str:
     from appserver.devkit.demo import DEMO_ADMIN, DEMO_AGENTS, DEMO_NUMBER
 
     lines = [
@@ -131,6 +137,9 @@ def _banner(base: str, seed: bool) -> str:
         f"  health          {base}/healthz  {base}/readyz",
         f"  metrics         {base}/metrics   (API and both workers)",
     ]
+    if ingress == "park":
+        lines.append("  FreeSWITCH      calls parked for the worker's inbound connection "
+                     "(ingress park)")
     if seed:
         lines.append("  demo agents     " + ", ".join(f"{a.username} / {a.password}"
                                                     for a in DEMO_AGENTS))
@@ -155,7 +164,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         return 0
 
     fs_listen = ("127.0.0.1", free_port())
-    esl = freeswitch_simulator(fs_listen)
+    ingress = args.freeswitch_ingress or settings.freeswitch_ingress
+    esl = freeswitch_simulator(fs_listen, ingress, settings.freeswitch_park_context)
     await esl.start()
     # Both simulated engines write recordings (voicemail) where the API reads them, and
     # trial calls into menu drafts are answered ("Try it" in /admin).
@@ -171,6 +181,8 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
         "CALLYARD_REDIS_URL": redis_url,
         "CALLYARD_FREESWITCH_LISTEN": f"{fs_listen[0]}:{fs_listen[1]}",
         "CALLYARD_FREESWITCH_ESL": f"127.0.0.1:{esl.esl_port}:{esl.password}",
+        "CALLYARD_FREESWITCH_INGRESS": ingress,
+        "CALLYARD_FREESWITCH_PARK_CONTEXT": esl.context,
         "CALLYARD_ASTERISK_ARI": ari.url_with_credentials,
         "CALLYARD_FREESWITCH_RECORDINGS_DIR": str(recordings),
         "CALLYARD_RECORDINGS_DIR": str(recordings),
@@ -197,9 +209,12 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 writer_running(services.redis, services.pool,
                                settings.recordings_dir):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
-            # Ready once both workers are connected to their simulated engine.
+            # Ready once both workers are connected to their simulated engine (park: the
+            # FreeSWITCH worker's connection subscribed to the parks).
+            fs_connected = (lambda: esl.wants_event("CHANNEL_PARK")) if ingress == "park" \
+                else (lambda: esl.has_listeners)
             services.extra_checks["freeswitch"] = lambda: (
-                "ok" if esl.has_listeners else "worker not connected"
+                "ok" if fs_connected() else "worker not connected"
             )
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"
@@ -211,7 +226,7 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
             if server_task is None:
                 return 0
             base = f"http://{args.host}:{args.port}"
-            print(_banner(base, seed=not args.no_seed), flush=True)
+            print(_banner(base, seed=not args.no_seed, ingress=ingress), flush=True)
             log.info("started in %.1fs", time.monotonic() - started)
             await server_task
             log.info("stopping: workers, simulators, then the embedded servers")

@@ -4,10 +4,11 @@
                  [--ari-port 8088] [--ami-port 5038]
 
 Serves the simulated FreeSWITCH (inbound ESL; each call connects out to the worker at
-``CALLYARD_FREESWITCH_LISTEN``) and the simulated Asterisk (ARI for the Stasis application
-``CALLYARD_ASTERISK_APP``, AMI), as ``callyard dev`` runs them, with ``/sim`` and the softphone
-on ``--port`` to place calls. It prints the ``CALLYARD_*`` values that point a worker at them.
-Ctrl-C or SIGTERM stops it.
+``CALLYARD_FREESWITCH_LISTEN``, or with ``CALLYARD_FREESWITCH_INGRESS=park`` is parked in
+``CALLYARD_FREESWITCH_PARK_CONTEXT`` for the workers' inbound connections) and the simulated
+Asterisk (ARI for the Stasis application ``CALLYARD_ASTERISK_APP``, AMI), as ``callyard dev``
+runs them, with ``/sim`` and the softphone on ``--port`` to place calls. It prints the
+``CALLYARD_*`` values that point a worker at them. Ctrl-C or SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -47,14 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ami-port", type=int, default=5038, help="Asterisk AMI port (5038)")
 
 
-def freeswitch_simulator(worker: tuple[str, int]) -> FreeswitchSimulator:
+def freeswitch_simulator(worker: tuple[str, int], ingress: str = "socket",
+                         park_context: str = "callyard") -> FreeswitchSimulator:
     """The simulated FreeSWITCH of ``callyard dev`` and ``callyard sim``: calls go to the
-    worker at ``worker``; whoever a call is bridged to (an extension, an agent's room)
-    answers and stays on the line until the caller hangs up, so calls can be walked by hand."""
+    worker at ``worker`` (``ingress`` "socket"), or are parked in ``park_context`` for the
+    workers connected to its inbound ESL (``ingress`` "park"); whoever a call is bridged to
+    (an extension, an agent's room) answers and stays on the line until the caller hangs up,
+    so calls can be walked by hand."""
     from appserver.devkit.sim.esl.behaviour import Behaviour
     from appserver.devkit.sim.esl.simulator import FreeswitchSimulator
 
-    return FreeswitchSimulator(workers=[worker], behaviour=Behaviour(talk_seconds=TALK_SECONDS))
+    return FreeswitchSimulator(workers=[worker], behaviour=Behaviour(talk_seconds=TALK_SECONDS),
+                               ingress=ingress,
+                               context=park_context if ingress == "park" else None)
 
 
 def asterisk_simulator(settings: Settings, host: str = "127.0.0.1", port: int = 0,
@@ -100,13 +106,20 @@ async def serve(args: argparse.Namespace, settings: Settings, stop: StopSignals)
     lines = ["", "Engine simulators are running; point workers at them with:"]
     try:
         if "freeswitch" in args.engine:
-            esl = freeswitch_simulator(parse_hostport(settings.freeswitch_listen))
+            esl = freeswitch_simulator(parse_hostport(settings.freeswitch_listen),
+                                       settings.freeswitch_ingress,
+                                       settings.freeswitch_park_context)
             stoppable.append(esl)
             await esl.start(args.host, args.esl_port)
             simulators["freeswitch"] = esl
-            lines += [f"  CALLYARD_FREESWITCH_ESL={args.host}:{esl.esl_port}:{esl.password}",
-                      f"    (calls go to the worker at CALLYARD_FREESWITCH_LISTEN="
-                      f"{settings.freeswitch_listen})"]
+            lines += [f"  CALLYARD_FREESWITCH_ESL={args.host}:{esl.esl_port}:{esl.password}"]
+            if esl.ingress == "park":
+                lines += ["  CALLYARD_FREESWITCH_INGRESS=park",
+                          f"  CALLYARD_FREESWITCH_PARK_CONTEXT={esl.context}",
+                          "    (calls are parked for the workers' inbound connections)"]
+            else:
+                lines += [f"    (calls go to the worker at CALLYARD_FREESWITCH_LISTEN="
+                          f"{settings.freeswitch_listen})"]
         if "asterisk" in args.engine:
             ari = asterisk_simulator(settings, args.host, args.ari_port)
             stoppable.append(ari)

@@ -57,6 +57,8 @@ TARGETS = (*SIM_TARGETS, *REAL_TARGETS)  # a test parametrized on ``target`` get
 # The real FreeSWITCH with ingress park (its own context, two workers taking parked calls over
 # inbound ESL): a target of the call scenarios (tests/real/test_scenarios_real.py).
 PARK_TARGET, PARK_CONTEXT = "freeswitch-park", "callyard-park"
+# The ESL simulator with ingress park (two workers taking its parked calls), likewise.
+SIM_PARK_TARGET = "freeswitch-sim-park"
 
 # Prompts the scenario flow (tests/flows.py) and the IVR set under test (tests/ivr_menus.py)
 # play: short tones written into the engines' sound folders for the session (only where no
@@ -91,7 +93,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def time_scale(target: str) -> float:
     """Real engines play real-length prompts: stretch the simulators' timeouts for them."""
-    return 1.0 if target in SIM_TARGETS else 3.0
+    return 1.0 if target in (*SIM_TARGETS, SIM_PARK_TARGET) else 3.0
 
 
 @pytest.fixture
@@ -372,6 +374,31 @@ async def freeswitch_sim_workers(stack: Stack) -> AsyncIterator[tuple[Freeswitch
                         {"CALLYARD_FREESWITCH_RECORDINGS_DIR": str(RECORDINGS["freeswitch-sim"])})
     workers.start(0)
     yield sim, workers
+    await sim.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def freeswitch_sim_park(stack: Stack) -> AsyncIterator[FreeswitchSimulator]:
+    """The ESL simulator in park mode (in this process; calls parked in ``PARK_CONTEXT``)
+    and two ``callyard freeswitch`` workers taking its parked calls (``SIM_PARK_TARGET``)."""
+    behaviour = Behaviour(prompt_seconds=0.15, talk_seconds=60, talk={"1001": 1.5},
+                          no_answer_seconds=30, endpoints=dict(PARTIES))
+    sim = FreeswitchSimulator([], behaviour, ingress="park", context=PARK_CONTEXT)
+    await sim.start(esl_port=0)
+    for name in ("freeswitch-sim-park-1", "freeswitch-sim-park-2"):
+        port = free_port()
+        stack.start(name, "freeswitch", ready_port=port, CALLYARD_APPS="flows:factory",
+                    CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{port}",
+                    CALLYARD_FREESWITCH_ESL=f"127.0.0.1:{sim.esl_port}:{sim.password}",
+                    CALLYARD_HEALTH_LISTEN=f"127.0.0.1:{free_port()}",
+                    CALLYARD_FREESWITCH_INGRESS="park",
+                    CALLYARD_FREESWITCH_PARK_CONTEXT=PARK_CONTEXT,
+                    CALLYARD_FREESWITCH_RECORDINGS_DIR=str(RECORDINGS["freeswitch-sim"]))
+    deadline = asyncio.get_running_loop().time() + 30
+    while sum(1 for s in list(sim._listeners) if s.hears("CHANNEL_PARK")) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "park workers never subscribed"
+        await asyncio.sleep(0.1)
+    yield sim
     await sim.stop()
 
 

@@ -6,7 +6,8 @@ the ``callyard`` context; the call scenarios run on it too (target ``freeswitch-
 workers serve it over their inbound connections: each
 call is driven by exactly one of them, walks the menu, is transferred or hangs up, and gets
 one CDR; a worker killed mid-call leaves its call parked, and the other worker's sweep takes
-it (from the top) once the dead worker's heartbeat has run out; a queued caller is taken over
+it (from the top) once the dead worker's heartbeat has run out (those two checks are shared
+with the ESL simulator's park mode: tests/park_checks.py); a queued caller is taken over
 at their place, before the dead worker's queue lease could run out.
 """
 
@@ -16,17 +17,24 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Iterator
 
 import redis
 from conftest import ParkWorkers
 from fs_probe import FreeswitchProbe
+from park_checks import (
+    WELCOME,
+    Dispositions,
+    Place,
+    dead_workers_call_is_taken_by_the_other,
+    each_call_driven_by_one_worker,
+)
+from stack import Process
 from test_scenarios_real import cdrs_of
 
+from appserver.devkit.sim.caller import SimulatedCall
 from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS, PREFIX
-from appserver.freeswitch.parked import SWEEP_SECONDS
 from appserver.queues.model import KEY_PREFIX
-
-WELCOME = "file:ivr/welcome"
 
 
 def owner(redis_url: str, call_id: str) -> str:
@@ -41,26 +49,36 @@ def queue_entry(redis_url: str, call_id: str) -> dict[str, str]:
         return dict(client.hgetall(f"{KEY_PREFIX}call:{call_id}"))
 
 
+@contextlib.contextmanager
+def logs_on_failure(workers: dict[str, Process], marked: str = "") -> Iterator[None]:
+    """Print the workers' logs (``marked`` one flagged) when the block fails."""
+    try:
+        yield
+    except BaseException:
+        for name, process in workers.items():
+            flag = " (this one)" if name == marked else ""
+            print(f"--- {name}{flag}\n{process.output()[-4000:]}")
+        raise
+
+
+def _place(probe: FreeswitchProbe) -> Place:
+    async def place(number: str, caller: str) -> SimulatedCall:
+        return await probe.place_call(number, caller=caller)
+
+    return place
+
+
+def _dispositions(database: str) -> Dispositions:
+    async def dispositions(call_id: str) -> list[str]:
+        return [r["disposition"] for r in await cdrs_of(database, call_id, 15)]
+
+    return dispositions
+
+
 async def test_parked_calls_each_driven_by_one_worker(
     freeswitch_park: FreeswitchProbe, real_database: str
 ) -> None:
-    """Three calls at once (two workers heard every park; one took each): each walks the
-    menu and gets one CDR (a call both drove would get two); a transfer takes a call out of
-    the park."""
-    calls = [await freeswitch_park.place_call("9999", caller=f"+1555091{i}")
-             for i in range(3)]
-    for call in calls:
-        await call.wait_for_prompt(WELCOME, 15)
-    await calls[2].hangup()
-    await calls[1].press("0")  # the menu's transfer
-    await calls[0].press("1")
-    await calls[0].wait_for_prompt("file:ivr/sales", 15)
-    await calls[0].hangup()
-    for call in calls:
-        await call.wait_ended(20)
-    dispositions = [[r["disposition"] for r in await cdrs_of(real_database, c.call_id, 15)]
-                    for c in calls]
-    assert dispositions == [["hangup"], ["transferred"], ["hangup"]]
+    await each_call_driven_by_one_worker(_place(freeswitch_park), _dispositions(real_database))
 
 
 async def test_a_dead_workers_parked_call_is_taken_by_the_other(
@@ -68,29 +86,23 @@ async def test_a_dead_workers_parked_call_is_taken_by_the_other(
     real_redis_url: str,
 ) -> None:
     workers = freeswitch_park_workers.by_id
-    call = await freeswitch_park.place_call("9999", caller="+15550920")
-    await call.wait_for_prompt(WELCOME, 15)
-    first = owner(real_redis_url, call.call_id)
-    assert first in workers
-    workers[first].kill()
+    killed: list[str] = []
+
+    async def call_owner(call_id: str) -> str:
+        return owner(real_redis_url, call_id)
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].kill()
+        killed.append(worker_id)
+
     try:
-        # its heartbeat runs out, then the next sweep sends the call back to the park
-        await call.transcript.wait_for(lambda _: call.prompts().count(WELCOME) >= 2,
-                                       HEARTBEAT_TTL_MS / 1000 + 3 * SWEEP_SECONDS)
-        second = owner(real_redis_url, call.call_id)
-        assert second in workers and second != first
-        await call.press("1")
-        await call.wait_for_prompt("file:ivr/sales", 15)
-        await call.hangup()
-        await call.wait_ended(20)
-        rows = await cdrs_of(real_database, call.call_id, 15)
-        assert [r["disposition"] for r in rows] == ["hangup"]
-    except BaseException:
-        for name, process in workers.items():
-            print(f"--- {name}\n{process.output()[-4000:]}")
-        raise
+        with logs_on_failure(workers):
+            await dead_workers_call_is_taken_by_the_other(
+                _place(freeswitch_park), _dispositions(real_database), call_owner, workers,
+                kill)
     finally:
-        freeswitch_park_workers.restart(first)
+        for worker_id in killed:
+            freeswitch_park_workers.restart(worker_id)
 
 
 async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
@@ -110,30 +122,27 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
     workers[first].kill()
     died, heard = time.monotonic(), len(call.transcript.entries)
     try:
-        deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
-        while (now := queue_entry(real_redis_url, call.call_id)).get("owner") in (first, None):
-            assert now, "the queue entry was reaped: the caller lost their place"
-            assert time.monotonic() < deadline, now
-            await asyncio.sleep(0.2)
-        print(f"taken over {time.monotonic() - died:.1f} s after the worker died")
-        second = owner(real_redis_url, call.call_id)
-        assert second in workers and second != first
-        assert (now["owner"], now["taken_from"], now["joined"]) == (
-            second, first, entry["joined"]), now
-        await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
-        # well past the dead worker's lease: the entry is the new worker's, renewed
-        await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
-        assert queue_entry(real_redis_url, call.call_id).get("owner") == second
-        assert [e.detail for e in call.transcript.entries[heard:]
-                if e.kind == "prompt_started" and "ivr/" in e.detail] == []
-        await call.hangup()
-        await call.wait_ended(20)
-        rows = await cdrs_of(real_database, call.call_id, 15)
-        assert [(r["disposition"], r["queue"]) for r in rows] == [("abandoned", "t-queue")]
-    except BaseException:
-        for name, process in workers.items():
-            print(f"--- {name}\n{process.output()[-4000:]}")
-        raise
+        with logs_on_failure(workers, first):
+            deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
+            while (now := queue_entry(real_redis_url, call.call_id)).get("owner") in (first, None):
+                assert now, "the queue entry was reaped: the caller lost their place"
+                assert time.monotonic() < deadline, now
+                await asyncio.sleep(0.2)
+            print(f"taken over {time.monotonic() - died:.1f} s after the worker died")
+            second = owner(real_redis_url, call.call_id)
+            assert second in workers and second != first
+            assert (now["owner"], now["taken_from"], now["joined"]) == (
+                second, first, entry["joined"]), now
+            await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
+            # well past the dead worker's lease: the entry is the new worker's, renewed
+            await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
+            assert queue_entry(real_redis_url, call.call_id).get("owner") == second
+            assert [e.detail for e in call.transcript.entries[heard:]
+                    if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+            await call.hangup()
+            await call.wait_ended(20)
+            rows = await cdrs_of(real_database, call.call_id, 15)
+            assert [(r["disposition"], r["queue"]) for r in rows] == [("abandoned", "t-queue")]
     finally:
         freeswitch_park_workers.restart(first)
 
@@ -156,29 +165,26 @@ async def test_a_stalled_worker_sends_nothing_more_for_the_call_another_took(
     assert process.proc is not None
     process.proc.send_signal(signal.SIGSTOP)
     try:
-        await call.transcript.wait_for(lambda _: call.prompts().count(WELCOME) >= 2,
-                                       HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 5)
-        assert owner(real_redis_url, call.call_id) not in ("", first)
-        after = len(call.executed)
-        process.proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while "taken by another while it stalled" not in process.output() \
-                and "was parked again" not in process.output():
-            assert time.monotonic() < deadline, "the stalled worker did not let the call go"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1)
-        await call.press("1")
-        await call.wait_for_prompt("file:ivr/sales", 15)
-        await asyncio.sleep(1)
-        drivers = {key.split("-")[0] for key in call.executed[after:] if key}
-        assert stalled_driver not in drivers, call.transcript.lines()
-        await call.hangup()
-        await call.wait_ended(20)
-        rows = await cdrs_of(real_database, call.call_id, 15)
-        assert [r["disposition"] for r in rows] == ["hangup"]
-    except BaseException:
-        for name, proc in workers.items():
-            print(f"--- {name}{' (stalled)' if name == first else ''}\n{proc.output()[-4000:]}")
-        raise
+        with logs_on_failure(workers, first):
+            await call.transcript.wait_for(lambda _: call.prompts().count(WELCOME) >= 2,
+                                           HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 5)
+            assert owner(real_redis_url, call.call_id) not in ("", first)
+            after = len(call.executed)
+            process.proc.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 10
+            while "taken by another while it stalled" not in process.output() \
+                    and "was parked again" not in process.output():
+                assert time.monotonic() < deadline, "the stalled worker did not let the call go"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1)
+            await call.press("1")
+            await call.wait_for_prompt("file:ivr/sales", 15)
+            await asyncio.sleep(1)
+            drivers = {key.split("-")[0] for key in call.executed[after:] if key}
+            assert stalled_driver not in drivers, call.transcript.lines()
+            await call.hangup()
+            await call.wait_ended(20)
+            rows = await cdrs_of(real_database, call.call_id, 15)
+            assert [r["disposition"] for r in rows] == ["hangup"]
     finally:
         process.proc.send_signal(signal.SIGCONT)

@@ -1,6 +1,7 @@
-"""The engine scenarios (tests/scenarios.py) on four targets: both simulators, and the real
-FreeSWITCH and Asterisk (transcribed from the engines' own events, see fs_probe.py), served by
-Callyard's real processes with the IVR set of tests/ivr_menus.py in PostgreSQL."""
+"""The engine scenarios (tests/scenarios.py) on their targets: both simulators, the real
+FreeSWITCH and Asterisk (transcribed from the engines' own events, see fs_probe.py), and
+FreeSWITCH's park ingress on the real engine and on the simulator, served by Callyard's real
+processes with the IVR set of tests/ivr_menus.py in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import time
 
 import asyncpg
 import pytest
-from conftest import PARK_TARGET, TARGETS, time_scale
+from conftest import PARK_TARGET, SIM_PARK_TARGET, TARGETS, time_scale
 from scenarios import IVR_SCENARIOS, SCENARIOS, Scenario, run_scenario
 
 from appserver.devkit.sim.caller import EngineSimulator
 
 CASES = [
     pytest.param(target, scenario, id=f"{target}: {scenario.name}")
-    for target in (*TARGETS, PARK_TARGET)
+    for target in (*TARGETS, PARK_TARGET, SIM_PARK_TARGET)
     for scenario in SCENARIOS + IVR_SCENARIOS
     if target.split("-")[0] in scenario.engines
 ]

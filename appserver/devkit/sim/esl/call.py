@@ -4,7 +4,10 @@ the dialplan applications the worker executes through ``sendmsg``.
 The shipped dialplan is mirrored: ``socket <worker> async full`` for each configured
 worker in turn (the next one when a worker refuses the connection or drops the socket
 while the caller is still there; the application running then goes on to its end: a prompt,
-a stretch of music, a bridge until a party hangs up), then a polite message and hangup.
+a stretch of music, a bridge until a party hangs up), then a polite message and hangup. With
+the simulator's ingress ``park``, the park extension instead: ``multiset`` (with
+``callyard_ingress=park``) and ``park``, where the applications that ``sendmsg <uuid>`` from
+any inbound connection queues run, as they would in a socket's call.
 
 Queued applications run as on FreeSWITCH 1.10 (switch_ivr.c, switch_core_session.c): one
 after the other when each ``sendmsg`` carries ``event-lock: true``; without it, an
@@ -46,6 +49,9 @@ log = logging.getLogger("callyard.sim.esl")
 
 INTERRUPTIBLE = {"playback", "speak", "say", "play_and_get_digits", "read", "sleep", "record"}
 _VARS = re.compile(r"^\{[^}]*\}")
+# What the shipped park extension sets before parking (dialplans/freeswitch/callyard.xml.j2)
+PARK_MULTISET = ("hangup_after_bridge=false continue_on_fail=true playback_terminators=none "
+                 "callyard_ingress=park")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,9 @@ class Switch(Protocol):
 
     workers: list[tuple[str, int]]  # the dialplan's socket targets, in order
     hostname: str  # FreeSWITCH-Hostname of its events
+    ingress: str  # "socket" (the socket extension) or "park" (the park extension)
+    context: str  # the dialplan context calls arrive in
+    ivr_route: re.Pattern[str]  # the Callyard extension's numbers: a transfer runs it again
     behaviour: Behaviour
     legs: dict[str, DialledLeg]  # B-legs of running bridges, by uuid
     dtmf_latencies: list[float]
@@ -159,14 +168,15 @@ class Switch(Protocol):
 
 
 class EslSimCall(SimulatedCall):
-    """A caller whose call is controlled by a Callyard worker over an outbound socket."""
+    """A caller whose call is controlled by a Callyard worker over an outbound socket, or
+    (ingress park) parked and driven over a worker's inbound connection."""
 
     def __init__(self, sim: Switch, to: str, caller: str, caller_name: str,
                  channel: SimChannel | None = None) -> None:
         self.sim = sim
         # ``channel``: a leg the switch originated, answered, now running the dialplan
         self.channel = channel or SimChannel(caller=caller, called=to, caller_name=caller_name,
-                                             hostname=sim.hostname)
+                                             context=sim.context, hostname=sim.hostname)
         self.call_id = self.channel.uuid
         self.transcript = Transcript()
         self._writer: asyncio.StreamWriter | None = None
@@ -182,6 +192,9 @@ class EslSimCall(SimulatedCall):
         self._app_ended = Signal()  # an application completed
         self._break = Signal()
         self._hungup = Signal()
+        # the running applications stop: the hangup, or (park) a transfer out of the park
+        self._stopped = Signal()
+        self._parking = False  # the dialplan's ``park`` runs: queued applications run in it
         self._left_socket = Signal()  # transfer or hangup ended socket control
         self._exit = Signal()
         self._digits: deque[str] = deque()
@@ -189,6 +202,7 @@ class EslSimCall(SimulatedCall):
         self._current_app = ""  # the innermost running application
         self._current_prompt = ""  # the innermost running prompt
         self._transferred = ""
+        self._transfer_context = ""  # the transfer's context ("": the call's own)
         self._dtmf_at = 0.0  # when the last digit was sent, until the worker's next command
         self._displaced: dict[str, str] = {}  # uuid_displace streams -> their flags
         self._recordings: dict[str, _SessionRecording] = {}  # uuid_record paths running
@@ -228,10 +242,14 @@ class EslSimCall(SimulatedCall):
     async def run(self) -> None:
         self.transcript.add("ringing")
         try:
-            for host, port in self.sim.workers:
-                if not self.channel.alive or self._transferred:
-                    break
-                await self._socket_app(host, port)
+            if self.sim.ingress == "park":
+                await self._park_extension()
+                return
+            await self._socket_extension()
+            while self._transferred and self._reenters(self._transferred,
+                                                       self._transfer_context):
+                self._transferred = self._transfer_context = ""
+                await self._socket_extension()
             if self.channel.alive and not self._transferred:
                 # dialplan fallback: the polite message, then hangup
                 await self._execute("answer", "", "")
@@ -245,6 +263,68 @@ class EslSimCall(SimulatedCall):
             self.end("NORMAL_TEMPORARY_FAILURE", "engine")
         finally:
             self.sim.forget(self)
+
+    async def _socket_extension(self) -> None:
+        """The shipped socket extension: ``socket`` to each worker in turn, until one keeps
+        the call to its end or transfers it."""
+        for host, port in self.sim.workers:
+            if not self.channel.alive or self._transferred:
+                break
+            await self._socket_app(host, port)
+
+    def _reenters(self, destination: str, context: str) -> bool:
+        """Whether a transfer to ``destination`` in ``context`` runs the Callyard extension
+        again (one of its numbers, in the call's own context), as the dialplan would; then
+        the call's profile has the new number."""
+        if not self.channel.alive or context not in ("", self.channel.context) \
+                or not self.sim.ivr_route.match(destination):
+            return False
+        self.channel.called = destination
+        return True
+
+    async def _park_extension(self) -> None:
+        """The shipped park extension (dialplans/freeswitch/callyard.xml.j2, ingress park):
+        ``multiset`` (``callyard_ingress=park`` among them), then ``park``, unanswered: the
+        workers' inbound connections hear its CHANNEL_PARK and drive it with ``sendmsg``.
+        A transfer (the ``transfer`` application, ``uuid_transfer``) to a number of the
+        extension in this context parks it again, as the dialplan would; to any other, the
+        call leaves Callyard (it ends ``transfer_seconds`` later, as a socket call's)."""
+        while self.channel.alive:
+            self._transferred = self._transfer_context = ""
+            self._stopped.clear()
+            await self._execute("multiset", PARK_MULTISET, "")
+            self._parking = True
+            try:
+                await self._execute("park", "", "")
+            finally:
+                self._parking = False
+            destination, context = self._transferred, self._transfer_context
+            if not self.channel.alive or not destination:
+                return
+            if self._reenters(destination, context):
+                continue
+            await asyncio.sleep(self.sim.behaviour.transfer_seconds)
+            self.end("NORMAL_CLEARING", "engine")
+            return
+
+    async def _park(self) -> str:
+        """``park`` (switch_ivr_park): CHANNEL_PARK, then the applications ``sendmsg``
+        queues (from any inbound connection), one after the other, until the hangup or a
+        transfer; CHANNEL_UNPARK as it ends."""
+        self.emit("CHANNEL_PARK")
+        try:
+            while not self._stopped.is_set():
+                if not self._apps:
+                    self._app_ready.clear()
+                    await first_of([self._app_ready, self._stopped], None)
+                    continue
+                queued = self._apps.popleft()
+                self._break.clear()
+                self._break_all = False
+                await self._execute(queued.app, queued.arg, queued.app_uuid, queued.lock)
+        finally:
+            self.emit("CHANNEL_UNPARK")
+        return "_none_"
 
     async def _socket_app(self, host: str, port: int) -> None:
         try:
@@ -473,7 +553,7 @@ class EslSimCall(SimulatedCall):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            if self._hungup.is_set():
+            if self._stopped.is_set():
                 raise _Ended
             if breakable and self._break.is_set():
                 if not self._break_all:
@@ -491,7 +571,7 @@ class EslSimCall(SimulatedCall):
             if remaining <= 0:
                 return "done"
             self._app_ready.clear()
-            waits = [self._hungup, self._app_ready] + ([self._break] if breakable else [])
+            waits = [self._stopped, self._app_ready] + ([self._break] if breakable else [])
             await first_of(waits, remaining)
 
     async def _run_app(self, app: str, arg: str) -> str:
@@ -517,6 +597,17 @@ class EslSimCall(SimulatedCall):
             return await self._play_and_get_digits(arg)
         if app == "read":
             return await self._read(arg)
+        if app == "multiset":  # "a=1 b=2", or "^^<delimiter>a=1<delimiter>b=2"
+            delimiter = " "
+            if arg.startswith("^^") and len(arg) > 2:
+                delimiter, arg = arg[2], arg[3:]
+            for item in arg.split(delimiter):
+                name, _, value = item.partition("=")
+                if name and value:
+                    chan.variables[name] = value
+                elif name:
+                    chan.variables.pop(name, None)
+            return "_none_"
         if app == "set":
             name, _, value = arg.partition("=")
             self.set_variable(name, value)
@@ -527,8 +618,9 @@ class EslSimCall(SimulatedCall):
         if app == "hangup":
             self.end(arg or "NORMAL_CLEARING", "app")
             return "_none_"
-        if app == "transfer":
-            self.transfer(arg.split(" ")[0])
+        if app == "transfer":  # <destination> [<dialplan> [<context>]]
+            words = arg.split()
+            self.transfer(words[0] if words else "", words[2] if len(words) > 2 else "")
             return "_none_"
         if app == "bridge":
             return await self._bridge(arg)
@@ -538,7 +630,7 @@ class EslSimCall(SimulatedCall):
         if app == "record":
             return await self._record(arg)
         if app == "park":
-            return "_none_"
+            return await self._park() if self._parking else "_none_"
         log.warning("unknown application %s", app, extra={"call_id": self.call_id})
         return "_none_"
 
@@ -618,8 +710,8 @@ class EslSimCall(SimulatedCall):
         while len(got) < max_digits:
             if not self._digits:
                 self._digit_evt.clear()
-                await first_of([self._digit_evt, self._hungup], timeout)
-                if self._hungup.is_set():
+                await first_of([self._digit_evt, self._stopped], timeout)
+                if self._stopped.is_set():
                     raise _Ended
                 if not self._digits:
                     return got, "timeout"
@@ -644,8 +736,8 @@ class EslSimCall(SimulatedCall):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await first_of([self._digit_evt, self._hungup], remaining)
-            if self._hungup.is_set():
+            await first_of([self._digit_evt, self._stopped], remaining)
+            if self._stopped.is_set():
                 self._finish_prompt("stopped")
                 raise _Ended
         if self._digits:
@@ -755,8 +847,8 @@ class EslSimCall(SimulatedCall):
 
     async def _leg_wait(self, leg: DialledLeg, seconds: float) -> bool:
         """Wait up to ``seconds``; True if the B-leg hung up first; raises on caller hangup."""
-        await first_of([leg.ended, self._hungup], seconds)
-        if self._hungup.is_set():
+        await first_of([leg.ended, self._stopped], seconds)
+        if self._stopped.is_set():
             raise _Ended
         return leg.ended.is_set()
 
@@ -843,13 +935,17 @@ class EslSimCall(SimulatedCall):
             self._break_all = all_apps
             self._break.set()
 
-    def transfer(self, destination: str) -> None:
-        if not self.channel.alive or self._transferred:
+    def transfer(self, destination: str, context: str = "") -> None:
+        """To ``destination`` in the dialplan (``context``: "" is the call's own). A parked
+        call leaves the park: what runs on it stops (it completes), and ``run`` routes it."""
+        if not self.channel.alive or self._transferred or not destination:
             return
-        self._transferred = destination
+        self._transferred, self._transfer_context = destination, context
         self.transcript.add("transferred", destination)
         self._apps.clear()
         self._break.set()
+        if self._parking:
+            self._stopped.set()
         self._send(codec.disconnect_notice(self.call_id, "disconnect"))
         self._leave()
 
@@ -869,6 +965,7 @@ class EslSimCall(SimulatedCall):
         for rec in list(self._recordings.values()):
             self._end_recording(rec)
         self._hungup.set()
+        self._stopped.set()
         self._apps.clear()
         asyncio.get_running_loop().create_task(self._after_hangup())
 
@@ -880,7 +977,8 @@ class EslSimCall(SimulatedCall):
             await asyncio.sleep(0.001)
         chan = self.channel
         chan.call_state = "HANGUP"
-        self.emit("CHANNEL_UNPARK")
+        if self.sim.ingress != "park":  # (the park's own end says it, before its COMPLETE)
+            self.emit("CHANNEL_UNPARK")
         chan.state = "CS_HANGUP"
         self.emit("CHANNEL_STATE", with_variables=False)
         chan.state = "CS_REPORTING"

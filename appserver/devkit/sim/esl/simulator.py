@@ -11,12 +11,20 @@ In-process use (tests, ``callyard dev``)::
     await call.press("1")
     ...
     await sim.stop()
+
+With ``ingress="park"`` calls enter the shipped park extension instead of the socket one
+(``CALLYARD_FREESWITCH_INGRESS=park``): each is parked, unanswered, in ``context``; its
+CHANNEL_PARK and later events reach the inbound sessions subscribed to them whose filters
+let them through (the workers' ``filter Caller-Context <context>``), and any inbound session
+drives it with ``sendmsg <uuid>``, through the same applications as a socket's. The workers'
+sweep finds them with ``show channels as json``, ``uuid_getvar`` and ``uuid_transfer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -41,6 +49,10 @@ from appserver.freeswitch.esl_codec import ESLProtocolError
 
 log = logging.getLogger("callyard.sim.esl")
 _VARS_DIAL = re.compile(r"^(\{[^}]*\})?(\S+)$")  # originate's first argument
+INGRESSES = ("socket", "park")
+# The shipped dialplan's Callyard extension (render-config's freeswitch_ivr_pattern): a
+# transfer to one of these numbers runs it again (socket: to a worker; park: parked again).
+IVR_ROUTE = r"^([89][0-9]{3}|\*99[0-9]{8})$"
 
 class FreeswitchSimulator:
     def __init__(
@@ -50,7 +62,21 @@ class FreeswitchSimulator:
         password: str = "ClueCon",
         route: str = r"^[0-9*#+]+$",
         hostname: str = HOSTNAME,
+        ingress: str = "socket",
+        context: str | None = None,
+        ivr_route: str = IVR_ROUTE,
     ) -> None:
+        """``ingress``: "socket" (each call opens an outbound socket to ``workers`` in turn)
+        or "park" (each call is parked for the inbound sessions; ``workers`` unused).
+        ``context``: the calls' dialplan context (default "default", or "callyard", the
+        workers' CALLYARD_FREESWITCH_PARK_CONTEXT default, in park mode). ``ivr_route``:
+        the numbers a transfer sends through the Callyard extension again (socket: to a
+        worker; park: parked again); a transfer to any other leaves Callyard."""
+        if ingress not in INGRESSES:
+            raise ValueError(f"ingress must be one of {INGRESSES}, not {ingress!r}")
+        self.ingress = ingress
+        self.context = context or ("callyard" if ingress == "park" else "default")
+        self.ivr_route = re.compile(ivr_route)
         self.workers = workers
         self.hostname = hostname  # FreeSWITCH-Hostname: a node's name (callback affinity)
         self.behaviour = behaviour or Behaviour()
@@ -176,7 +202,21 @@ class FreeswitchSimulator:
     def _api_show(self, args: list[str]) -> str:
         if args[:2] == ["channels", "count"]:
             return f"\n{len(self.calls)} total.\n"
-        return "-ERR show: only 'show channels count' is simulated\n"
+        if args == ["channels", "as", "json"]:
+            return self._channels_json()
+        return "-ERR show: only 'show channels count' and 'show channels as json' are " \
+            "simulated\n"
+
+    def _channels_json(self) -> str:
+        """``show channels as json``: a row per live channel (callers and B-legs) with the
+        core's channels table columns (switch_core_sqldb.c), every value a string;
+        ``{"row_count": 0}`` when there are none, as mod_commands prints it."""
+        channels = [c.channel for c in self.calls.values() if c.channel.alive]
+        channels += [leg.channel for leg in self.legs.values() if leg.alive]
+        if not channels:
+            return '{"row_count": 0}\n'
+        rows = [_channel_row(chan) for chan in sorted(channels, key=lambda c: c.created_us)]
+        return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
 
     def _api_uuid_exists(self, args: list[str]) -> str:
         return "true" if self._channel(args[0]) is not None else "false"
@@ -264,10 +304,12 @@ class FreeswitchSimulator:
         return self._with_call(args, act)
 
     def _api_uuid_transfer(self, args: list[str]) -> str:
-        dest = args[2] if args[1:2] == ["-bleg"] or args[1:2] == ["-both"] else args[1]
+        """``uuid_transfer <uuid> [-bleg|-both] <dest> [<dialplan> [<context>]]``."""
+        rest = args[2:] if args[1:2] == ["-bleg"] or args[1:2] == ["-both"] else args[1:]
+        dest, context = rest[0], (rest[2] if len(rest) > 2 else "")
 
         def act(call: EslSimCall) -> str:
-            call.transfer(dest)
+            call.transfer(dest, context)
             return "+OK\n"
 
         return self._with_call(args, act)
@@ -391,6 +433,29 @@ class FreeswitchSimulator:
     async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = _InboundSession(self, writer)
         await session.serve(reader)
+
+
+def _channel_row(chan: SimChannel) -> dict[str, str]:
+    variables = chan.variables
+    created = chan.created_us // 1_000_000
+    return {
+        "uuid": chan.uuid, "direction": chan.direction,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)),
+        "created_epoch": str(created), "name": chan.name, "state": chan.state,
+        "cid_name": chan.caller_name or chan.caller, "cid_num": chan.caller,
+        "ip_addr": "127.0.0.1", "dest": chan.called,
+        "application": variables.get("current_application", ""),
+        "application_data": variables.get("current_application_data", ""),
+        "dialplan": "XML", "context": chan.context,
+        "read_codec": "PCMU", "read_rate": "8000", "read_bit_rate": "64000",
+        "write_codec": "PCMU", "write_rate": "8000", "write_bit_rate": "64000",
+        "secure": "", "hostname": chan.hostname, "presence_id": "", "presence_data": "",
+        "accountcode": "", "callstate": chan.call_state, "callee_name": "", "callee_num": "",
+        "callee_direction": "", "call_uuid": chan.uuid, "sent_callee_name": "",
+        "sent_callee_num": "", "initial_cid_name": chan.caller_name or chan.caller,
+        "initial_cid_num": chan.caller, "initial_ip_addr": "127.0.0.1",
+        "initial_dest": chan.called, "initial_dialplan": "XML", "initial_context": chan.context,
+    }  # fmt: skip
 
 
 class _InboundSession:

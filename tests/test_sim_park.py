@@ -1,0 +1,325 @@
+"""The ESL simulator's park ingress (``FreeswitchSimulator(ingress="park")``).
+
+First over raw inbound connections (no Callyard driver): a call is parked, unanswered, with
+``callyard_ingress=park`` as the shipped park extension sets it; its CHANNEL_PARK reaches the
+sessions subscribed whose filter lets it through; any session drives it with ``sendmsg
+<uuid>``; ``show channels as json`` lists it as :func:`parked_calls` reads it; ``uuid_transfer``
+parks it again (to a number of the extension) or takes it out of Callyard.
+
+Then with real ``callyard freeswitch`` worker processes in park mode (real Redis and
+PostgreSQL fixtures), the same checks as tests/real/test_fs_park_real.py on the real engine:
+each call driven by exactly one worker with one CDR; a killed worker's call taken by the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from esl_raw_client import RawClient
+from park_checks import dead_workers_call_is_taken_by_the_other, each_call_driven_by_one_worker
+from test_faults import callyard, stop, until
+from test_queue_outages import QUEUE, eventually, queued
+
+from appserver.cdr.writer import CdrWriter
+from appserver.devkit.embedded import free_port
+from appserver.devkit.sim.caller import SimulatedCall
+from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
+from appserver.freeswitch import esl_codec as c
+from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS, PREFIX
+from appserver.freeswitch.parked import EVENTS, MARKER_VALUE, MARKER_VARIABLE, parked_calls
+from appserver.queues.model import AgentConfig, Member, QueueConfig
+from appserver.queues.store import QueueStore
+
+Process = asyncio.subprocess.Process
+
+CONTEXT = "callyard"
+
+
+def _event(name: str, app: str = "", uuid: str = ""):  # type: ignore[no-untyped-def]
+    def match(f: c.Frame) -> bool:
+        if not f.content_type.startswith("text/event"):
+            return False
+        event = c.parse_event(f)
+        return event.name == name and (not app or event.headers.get("Application") == app) \
+            and (not uuid or event.headers.get("Unique-ID") == uuid)
+
+    return match
+
+
+@pytest.fixture
+async def park_sim() -> AsyncIterator[FreeswitchSimulator]:
+    sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.05),
+                              ingress="park")
+    await sim.start(esl_port=0)
+    yield sim
+    await sim.stop()
+
+
+async def _session(sim: FreeswitchSimulator, context: str = CONTEXT) -> RawClient:
+    """An inbound session set up as a parked-calls worker's (parked.py)."""
+    client = RawClient(*await asyncio.open_connection("127.0.0.1", sim.esl_port))
+    assert (await client.next()).content_type == "auth/request"
+    assert (await client.reply("auth ClueCon")).reply_text == "+OK accepted"
+    assert (await client.reply(f"filter Caller-Context {context}")).reply_text.startswith("+OK")
+    assert (await client.reply(f"event plain {' '.join(EVENTS)}")).reply_text.startswith("+OK")
+    return client
+
+
+async def _sendmsg(client: RawClient, uuid: str, *headers: tuple[str, str]) -> str:
+    await client.send(f"sendmsg {uuid}", list(headers))
+    return (await client.until(lambda f: f.content_type == "command/reply")).reply_text
+
+
+async def _execute(client: RawClient, uuid: str, app: str, arg: str = "") -> str:
+    return await _sendmsg(client, uuid, ("call-command", "execute"),
+                          ("execute-app-name", app), ("execute-app-arg", arg),
+                          ("event-lock", "true"))
+
+
+async def _api(client: RawClient, line: str) -> str:
+    return (await client.reply(f"api {line}")).text
+
+
+def test_unknown_ingress_is_refused() -> None:
+    with pytest.raises(ValueError):
+        FreeswitchSimulator(workers=[], ingress="carrier-pigeon")
+
+
+async def test_a_call_parks_and_any_session_drives_it(park_sim: FreeswitchSimulator) -> None:
+    one, two = await _session(park_sim), await _session(park_sim)
+    other_context = await _session(park_sim, "elsewhere")
+    call = await park_sim.place_call("9999", caller="+15550100")
+    parks = [c.parse_event(await s.until(_event("CHANNEL_PARK"))) for s in (one, two)]
+    for park in parks:
+        assert park.get("Unique-ID") == call.call_id
+        assert park.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE
+        assert park.get("variable_playback_terminators") == "none"
+        assert park.get("variable_current_application") == "park"
+        assert (park.get("Caller-Context"), park.get("Caller-Destination-Number"),
+                park.get("Caller-Caller-ID-Number")) == (CONTEXT, "9999", "+15550100")
+        assert park.get("Answer-State") == "ringing"  # the park extension does not answer
+    # the filter keeps the call's events from a session of another context
+    with pytest.raises(TimeoutError):
+        await other_context.until(_event("CHANNEL_PARK"), 0.3)
+
+    # driven through the second session: both hear the events
+    app_uuid = "4a7e1c84-0000-4000-8000-000000000001"
+    await two.send(f"sendmsg {call.call_id}", [
+        ("call-command", "execute"), ("execute-app-name", "answer"),
+        ("Event-UUID", app_uuid), ("event-lock", "true")])
+    assert (await two.until(lambda f: f.content_type == "command/reply")).reply_text == "+OK"
+    for session in (one, two):
+        done = c.parse_event(await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "answer")))
+        assert done.get("Application-UUID") == app_uuid
+    assert await _execute(one, call.call_id, "playback", "ivr/welcome.wav") == "+OK"
+    await call.wait_for_prompt("file:ivr/welcome", 3)
+    await call.press("5")
+    dtmf = c.parse_event(await two.until(_event("DTMF")))
+    assert dtmf.get("DTMF-Digit") == "5"
+    await two.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback"))
+    assert (await two.reply("sendmsg 00000000-0000-0000-0000-000000000000")).reply_text \
+        .startswith("-ERR invalid session id")
+    assert await _sendmsg(one, call.call_id, ("call-command", "hangup"),
+                          ("hangup-cause", "NORMAL_CLEARING")) == "+OK"
+    await two.until(_event("CHANNEL_HANGUP"))
+    await two.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))  # the park ends with the call
+    await call.wait_ended(3)
+    for client in (one, two, other_context):
+        client.writer.close()
+
+
+async def test_show_channels_getvar_and_transfer(park_sim: FreeswitchSimulator) -> None:
+    session = await _session(park_sim)
+    assert await _api(session, "show channels as json") == '{"row_count": 0}\n'
+    assert parked_calls('{"row_count": 0}\n', CONTEXT) == []
+    call = await park_sim.place_call("9999", caller="+15550101")
+    await session.until(_event("CHANNEL_PARK"))
+    rows = parked_calls(await _api(session, "show channels as json"), CONTEXT)
+    assert [(r["uuid"], r["dest"], r["cid_num"], r["application"]) for r in rows] == [
+        (call.call_id, "9999", "+15550101", "park")]
+    assert await _api(session, f"uuid_getvar {call.call_id} {MARKER_VARIABLE}") == MARKER_VALUE
+    assert await _api(session, f"uuid_getvar {call.call_id} no_such_var") == "_undef_"
+
+    # a worker's prompt, then the sweep's transfer back into the extension: parked again
+    assert await _execute(session, call.call_id, "playback", "ivr/welcome.wav") == "+OK"
+    await call.wait_for_prompt("file:ivr/welcome", 3)
+    rows = parked_calls(await _api(session, "show channels as json"), CONTEXT)
+    assert rows[0]["application"] == "playback"
+    assert await _api(session, f"uuid_transfer {call.call_id} 9999 XML {CONTEXT}") == "+OK\n"
+    stopped = c.parse_event(await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "playback")))
+    assert stopped.get("Unique-ID") == call.call_id
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))
+    again = c.parse_event(await session.until(_event("CHANNEL_PARK")))
+    assert again.get("Unique-ID") == call.call_id
+    assert again.get(f"variable_{MARKER_VARIABLE}") == MARKER_VALUE
+    assert call.channel.alive
+
+    # the worker's Transfer to a number outside the extension: out of the park, then gone
+    assert await _execute(session, call.call_id, "transfer", f"1000 XML {CONTEXT}") == "+OK"
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "transfer"))
+    await session.until(_event("CHANNEL_EXECUTE_COMPLETE", "park"))
+    await call.wait_ended(3)
+    assert ("transferred", "1000") in [(e.kind, e.detail) for e in call.transcript.entries]
+    with contextlib.suppress(TimeoutError):
+        await session.until(_event("CHANNEL_PARK"), 0.3)
+        raise AssertionError("parked again after a transfer out of the extension")
+    session.writer.close()
+
+
+# ---------------------------------------------------------------- with worker processes
+
+
+async def _park_worker(sim: FreeswitchSimulator, redis_url: str) -> Process:
+    return await callyard("freeswitch", "--flow-factory", "flows:factory",
+                          CALLYARD_REDIS_URL=redis_url,
+                          CALLYARD_FREESWITCH_INGRESS="park",
+                          CALLYARD_FREESWITCH_PARK_CONTEXT=sim.context,
+                          CALLYARD_FREESWITCH_LISTEN=f"127.0.0.1:{free_port()}",
+                          CALLYARD_FREESWITCH_ESL=f"127.0.0.1:{sim.esl_port}:{sim.password}")
+
+
+def _parks_heard(sim: FreeswitchSimulator) -> int:
+    """Inbound sessions subscribed to CHANNEL_PARK (a parked-calls worker's, once set up)."""
+    return sum(1 for s in list(sim._listeners) if s.hears("CHANNEL_PARK"))
+
+
+Workers = tuple[FreeswitchSimulator, dict[str, Process]]
+
+
+@asynccontextmanager
+async def _two_park_workers(redis_url: str) -> AsyncIterator[Workers]:
+    """The simulator in park mode and two worker processes taking its parked calls, by
+    worker id (as call records name their owners)."""
+    sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=0.1),
+                              ingress="park")
+    await sim.start()
+    procs = [await _park_worker(sim, redis_url) for _ in range(2)]
+    try:
+        await until(lambda: _parks_heard(sim) == 2, 30, "both workers taking parked calls")
+        yield sim, {f"freeswitch-{socket.gethostname()}-{p.pid}": p for p in procs}
+    finally:
+        errors = [await stop(p) for p in procs]
+        await sim.stop()
+        for proc, error in zip(procs, errors, strict=True):
+            if proc.returncode not in (0, -signal.SIGKILL):
+                print(error[-4000:])
+
+
+@pytest.fixture
+async def two_park_workers(redis_url: str) -> AsyncIterator[Workers]:
+    async with _two_park_workers(redis_url) as workers:
+        yield workers
+
+
+@pytest.fixture
+async def queue_and_two_park_workers(redis_url: str, redis_client: aioredis.Redis
+                                     ) -> AsyncIterator[tuple[QueueStore, Workers]]:
+    """tests/flows.py's queue (key 9 in the menu) with agent alice logged out, so a caller
+    waits in it; then the workers (which read the queues as they start)."""
+    store = QueueStore(redis_client)
+    await store.sync_agent(AgentConfig("alice"))
+    await store.sync_queue(QueueConfig(QUEUE), [Member("alice")])
+    async with _two_park_workers(redis_url) as workers:
+        yield store, workers
+
+
+def _dispositions(redis_client: aioredis.Redis, pg_pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+    """A call's CDR dispositions, once the worker's record reached PostgreSQL (a CDR
+    writer step at a time, in the test)."""
+    async def dispositions(call_id: str) -> list[str]:
+        writer = CdrWriter(redis_client, pg_pool, block_ms=50)
+        await writer.ensure_group()
+        deadline = time.monotonic() + 15
+        while True:
+            await writer.step()
+            rows = await pg_pool.fetch("SELECT disposition FROM cdrs WHERE call_id = $1",
+                                       call_id)
+            if rows or time.monotonic() > deadline:
+                return [r["disposition"] for r in rows]
+
+    return dispositions
+
+
+def _place(sim: FreeswitchSimulator):  # type: ignore[no-untyped-def]
+    async def place(number: str, caller: str) -> SimulatedCall:
+        return await sim.place_call(number, caller=caller)
+
+    return place
+
+
+async def test_parked_calls_each_driven_by_one_worker(
+    two_park_workers: Workers,
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    sim, _ = two_park_workers
+    await each_call_driven_by_one_worker(_place(sim), _dispositions(redis_client, pg_pool))
+
+
+async def test_a_dead_workers_parked_call_is_taken_by_the_other(
+    two_park_workers: Workers,
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    sim, workers = two_park_workers
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].send_signal(signal.SIGKILL)
+        await workers[worker_id].wait()
+
+    await dead_workers_call_is_taken_by_the_other(
+        _place(sim), _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)
+
+
+def _owner(redis_client: aioredis.Redis):  # type: ignore[no-untyped-def]
+    async def owner(call_id: str) -> str:
+        return str(await redis_client.hget(f"{PREFIX}call:{call_id}", "owner") or "")
+
+    return owner
+
+
+async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """As tests/real/test_fs_park_real.py's: the dead worker's heartbeat runs out and the
+    sweep that follows sends the queued call back to the park, where its new worker takes
+    the queue entry over (same join time) before the dead worker's queue lease (15 s) runs
+    out; the caller hears hold music again, not the menu, and leaves one CDR."""
+    store, (sim, workers) = queue_and_two_park_workers
+    owner = _owner(redis_client)
+
+    async def entry() -> dict[str, str]:
+        return dict(await redis_client.hgetall(store.keys.call(call.call_id)))
+
+    call = await queued(sim, "+15550921")
+    first = await owner(call.call_id)
+    before = await eventually("the queue entry", entry, lambda e: bool(e.get("owner")))
+    assert first in workers and before["owner"] == first, (first, before)
+    workers[first].send_signal(signal.SIGKILL)
+    await workers[first].wait()
+    died, heard = time.monotonic(), len(call.transcript.entries)
+    deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
+    while (now := await entry()).get("owner") in (first, None):
+        assert now, "the queue entry was reaped: the caller lost their place"
+        assert time.monotonic() < deadline, now
+        await asyncio.sleep(0.2)
+    second = await owner(call.call_id)
+    assert second in workers and second != first
+    assert (now["owner"], now["taken_from"], now["joined"]) == (second, first, before["joined"])
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
+    # well past the dead worker's lease: the entry is the new worker's, renewed
+    await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
+    assert (await entry()).get("owner") == second
+    assert [e.detail for e in call.transcript.entries[heard:]
+            if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+    await call.hangup()
+    await call.wait_ended(10)
+    assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["abandoned"]
