@@ -213,9 +213,7 @@ async def _serve_load(conn: Connection, share: LoadShare) -> None:
                                   context=share.park_context)
         await sim.start()
         conn.send(("node", f"127.0.0.1:{sim.esl_port}:{sim.password}"))
-        connected: Callable[[], bool] = lambda: sim.has_listeners  # noqa: E731
-        if share.ingress == "park":  # the worker's parked-calls connection subscribed
-            connected = lambda: sim.wants_event("CHANNEL_PARK")  # noqa: E731
+        connected: Callable[[], bool] = lambda: sim.worker_connected  # noqa: E731
     else:
         from appserver.devkit.sim.ari.server import AriSimulator
 

@@ -209,12 +209,9 @@ async def serve(args: argparse.Namespace, settings: Settings, dsn: str, redis_ur
                 writer_running(services.redis, services.pool,
                                settings.recordings_dir):  # CDRs -> PostgreSQL
             sim_calls = SimCalls({"freeswitch": esl, "asterisk": ari})
-            # Ready once both workers are connected to their simulated engine (park: the
-            # FreeSWITCH worker's connection subscribed to the parks).
-            fs_connected = (lambda: esl.wants_event("CHANNEL_PARK")) if ingress == "park" \
-                else (lambda: esl.has_listeners)
+            # Ready once both workers are connected to their simulated engine.
             services.extra_checks["freeswitch"] = lambda: (
-                "ok" if fs_connected() else "worker not connected"
+                "ok" if esl.worker_connected else "worker not connected"
             )
             services.extra_checks["asterisk"] = lambda: (
                 "ok" if ari.sockets.get(settings.asterisk_app) else "worker not connected"

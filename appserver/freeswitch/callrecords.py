@@ -136,10 +136,7 @@ class CallRecords:
         """Of these calls, those no live worker but this one has (two round trips in all)."""
         if not uuids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for uuid in uuids:
-            pipe.hget(self._key(uuid), "owner")
-        owners = [str(o or "") for o in pipe.execute()]
+        owners = self._owners(uuids)
         others = sorted({o for o in owners if o and o != self.worker_id})
         if not self.judging():
             return [u for u, o in zip(uuids, owners, strict=True) if o not in others]
@@ -242,11 +239,15 @@ class CallRecords:
         """Of these calls, those whose record another worker owns now (one round trip)."""
         if not uuids:
             return set()
+        return {u for u, o in zip(uuids, self._owners(uuids), strict=True)
+                if o and o != self.worker_id}
+
+    def _owners(self, uuids: list[str]) -> list[str]:
+        """The worker each call's record names ("": no record), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for uuid in uuids:
             pipe.hget(self._key(uuid), "owner")
-        return {u for u, o in zip(uuids, pipe.execute(), strict=True)
-                if o and str(o) != self.worker_id}
+        return [str(o or "") for o in pipe.execute()]
 
     def judging(self) -> bool:
         """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`)."""

@@ -139,6 +139,13 @@ class FreeswitchSimulator:
     def has_listeners(self) -> bool:
         return bool(self._listeners)
 
+    @property
+    def worker_connected(self) -> bool:
+        """Whether a worker can take calls: any inbound session (socket mode: a worker's
+        node link), or (park) one subscribed to the parks (its parked-calls connection)."""
+        return self.wants_event("CHANNEL_PARK") if self.ingress == "park" \
+            else self.has_listeners
+
     def wants_event(self, name: str) -> bool:
         """Whether an inbound listener is subscribed to ``name`` (before any filter)."""
         return any(s.hears(name) for s in self._listeners)
