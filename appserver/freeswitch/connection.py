@@ -55,8 +55,8 @@ class EslConnection:
     """One ESL socket. :meth:`start` spawns its reader; ``closed`` is set when it ends."""
 
     __slots__ = (
-        "_commands_sent", "_reader", "_received_at", "closed", "connected", "event_callback",
-        "log_context", "sock",
+        "_backlog", "_commands_sent", "_reader", "_received_at", "closed", "connected",
+        "event_callback", "log_context", "sock",
     )  # fmt: skip
     max_frame_body = codec.MAX_BODY_BYTES
 
@@ -69,6 +69,8 @@ class EslConnection:
         self._commands_sent: list[gevent.event.AsyncResult | None] = []
         self._received_at = 0.0
         self._reader: gevent.Greenlet | None = None
+        # while a write waits for room in the socket: what other greenlets wrote meanwhile
+        self._backlog: list[bytes | memoryview] | None = None
 
     def start(self) -> None:
         self._reader = gevent.spawn(self._read_frames)
@@ -166,11 +168,25 @@ class EslConnection:
         return reply
 
     def _write(self, data: bytes) -> None:
-        # one send() nearly always takes it all; gevent's sendall() asks the kernel for the
-        # buffer size (a syscall) and slices the data on every call
+        """Write ``data`` whole, after what earlier writes left. One send() nearly always
+        takes it all (gevent's sendall() asks the kernel for the buffer size, a syscall,
+        and slices the data on every call). When it does not, this greenlet waits for room
+        and writes the rest, and other greenlets' writes meanwhile queue behind it: bytes of
+        two commands never interleave (FreeSWITCH reads the node's socket slowly, a byte
+        per recv, so under load a write may wait)."""
+        if self._backlog is not None:
+            self._backlog.append(data)
+            return
         sent = self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
+        if sent == len(data):
+            return
+        backlog: list[bytes | memoryview] = [memoryview(data)[sent:]]
+        self._backlog = backlog
+        try:
+            while backlog:
+                self.sock.sendall(backlog.pop(0))
+        finally:
+            self._backlog = None
 
     def close(self) -> None:
         """Close the socket (the reader then ends and sets ``closed``)."""
@@ -238,6 +254,9 @@ class NodeConnection(EslConnection):
         """Connect and authenticate; :class:`NotConnectedError` (or ``OSError``) if that fails."""
         sock = gevent.socket.create_connection((host, port), timeout)
         sock.settimeout(None)
+        # commands go out as written (Nagle would hold one back until FreeSWITCH acks the
+        # one before, which its delayed ack may defer by up to 40 ms)
+        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         conn = cls(sock, on_event)
         conn.start()
         if not conn._greeted.wait(timeout) or not conn.connected:
