@@ -32,6 +32,7 @@ import gevent
 import gevent.event
 from redis.exceptions import NoScriptError, RedisError
 
+from appserver.worker.renewals import Renewals
 from ivr.calls import CallInfo
 
 log = logging.getLogger("callyard.freeswitch")
@@ -104,10 +105,9 @@ class CallRecords:
         self._reaper: gevent.Greenlet | None = None
         self._flusher: gevent.Greenlet | None = None
         self._dead: set[str] = set()  # the workers the last round found dead
-        self._beat = time.monotonic()  # this worker's last heartbeat
+        self._beats = Renewals(HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS / 1000)
         self._beating = False  # a renewal on its way
         self._beat_ok = True  # the last renewal tried reached Redis
-        self._judge_from = 0.0  # (monotonic) no other worker is judged dead before
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}call:{uuid}"
@@ -220,12 +220,10 @@ class CallRecords:
         finally:
             self._beating = False
         self._beat_ok = True
-        now = time.monotonic()
-        if now - self._beat > 2 * HEARTBEAT_SECONDS + 1:
+        gap = self._beats.renewed()
+        if gap:
             log.warning("no heartbeat for %.1f s: no worker judged dead for %.0f s",
-                        now - self._beat, HEARTBEAT_TTL_MS / 1000)
-            self._judge_from = now + HEARTBEAT_TTL_MS / 1000
-        self._beat = now
+                        gap, self._beats.lifetime)
 
     def stale(self) -> bool:
         """Whether the others may have judged this worker dead and taken its calls: no
@@ -233,7 +231,7 @@ class CallRecords:
         (it stalled). Not while Redis is unreachable or a renewal is on its way: nobody
         takes a call without Redis, and asking it would hold the calls up."""
         return not self._beating and self._beat_ok \
-            and time.monotonic() - self._beat > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
+            and time.monotonic() - self._beats.last > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
 
     def others_have(self, uuids: list[str]) -> set[str]:
         """Of these calls, those whose record another worker owns now (one round trip)."""
@@ -251,7 +249,7 @@ class CallRecords:
 
     def judging(self) -> bool:
         """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`)."""
-        return time.monotonic() >= self._judge_from
+        return self._beats.judging()
 
     def _run(self, exists: Exists, lost: Lost, died: Callable[[], object]) -> None:
         while True:

@@ -70,6 +70,7 @@ from appserver.queues.model import (
 )
 from appserver.queues.store import Op, QueueError, QueueStore, now_ms
 from appserver.shells import Shell, for_client
+from appserver.worker.renewals import Renewals
 from ivr.calls import (
     AgentAssigned,
     AgentRequest,
@@ -184,8 +185,7 @@ class QueueRuntime:
         self._early: dict[str, list[dict[str, str]]] = {}
         self._takeover_until: dict[str, float] = {}
         self._ticks = 0
-        self._last_tick = time.monotonic()
-        self._reap_from = 0.0
+        self._leases = Renewals(tick_seconds, lease_seconds)  # this worker renews at its ticks
         self._actions = self.shell.queue()
         self._held: Action | None = None  # got from the queue, opens the next batch
         self._tasks: list[Any] = []
@@ -597,11 +597,8 @@ class QueueRuntime:
         """Whether this tick may reap other workers' callers. Not for a lease after a gap
         between ticks (Redis was unreachable, or this worker stalled): every lease may have
         run out meanwhile, and live workers need that long to renew theirs."""
-        now = time.monotonic()
-        if now - self._last_tick > 2 * self.tick_seconds + 1:
-            self._reap_from = now + self.lease_ms / 1000
-        self._last_tick = now
-        return now >= self._reap_from
+        self._leases.renewed()
+        return self._leases.judging()
 
     def _withdraw(self, call_id: str) -> None:
         if call_id not in self._withdrawing:
