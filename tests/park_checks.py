@@ -2,14 +2,16 @@
 with two workers serving one node: the same on the real FreeSWITCH
 (tests/real/test_fs_park_real.py) and on the ESL simulator in park mode (tests/test_sim_park.py).
 Each takes how to place a call, read a call's CDR dispositions (once written) and its owner
-in Redis, and how to kill a worker."""
+in Redis (and its queue entry), and how to kill a worker."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection
 
 from appserver.devkit.sim.caller import SimulatedCall
-from appserver.freeswitch.callrecords import HEARTBEAT_TTL_MS
+from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS
 from appserver.freeswitch.parked import SWEEP_SECONDS
 
 WELCOME = "file:ivr/welcome"  # tests/flows.py's main menu (number 9999)
@@ -17,6 +19,8 @@ WELCOME = "file:ivr/welcome"  # tests/flows.py's main menu (number 9999)
 Place = Callable[[str, str], Awaitable[SimulatedCall]]  # (number, caller) -> the call
 Dispositions = Callable[[str], Awaitable[list[str]]]  # call id -> its CDRs' dispositions
 Owner = Callable[[str], Awaitable[str]]  # call id -> the worker id its record names
+Entry = Callable[[str], Awaitable[dict[str, str]]]  # call id -> its queue entry ({}: none)
+Kill = Callable[[str], Awaitable[None]]  # worker id -> (killed)
 
 
 async def each_call_driven_by_one_worker(place: Place, dispositions: Dispositions,
@@ -40,7 +44,7 @@ async def each_call_driven_by_one_worker(place: Place, dispositions: Disposition
 
 async def dead_workers_call_is_taken_by_the_other(
     place: Place, dispositions: Dispositions, owner: Owner, workers: Collection[str],
-    kill: Callable[[str], Awaitable[None]], caller: str = "+15550920",
+    kill: Kill, caller: str = "+15550920",
 ) -> str:
     """A call's worker is killed mid-menu: the call stays parked, the other worker's sweep
     sends it back to the park once the dead one's heartbeat ran out, and it is taken from
@@ -61,3 +65,39 @@ async def dead_workers_call_is_taken_by_the_other(
     await call.wait_ended(20)
     assert await dispositions(call.call_id) == ["hangup"]
     return first
+
+
+async def dead_workers_queued_caller_is_taken_over(
+    call: SimulatedCall, dispositions: Dispositions, owner: Owner, entry: Entry,
+    workers: Collection[str], kill: Kill,
+) -> tuple[str, str]:
+    """``call`` waits in a queue (hearing hold music). Its worker is killed: the queue lease
+    of its caller (15 s from the last renewal) must not run out before another worker takes
+    the call. The dead worker's heartbeat runs out and the sweep that follows sends the call
+    back to the park, where its new worker takes the queue entry over (same join time); the
+    caller hears hold music again, not the menu, and leaves one CDR, ``abandoned``. The
+    dead worker's id and the new one's."""
+    first = await owner(call.call_id)
+    before = await entry(call.call_id)
+    assert first in workers and before.get("owner") == first, (first, before)
+    await kill(first)
+    died, heard = time.monotonic(), len(call.transcript.entries)
+    deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
+    while (now := await entry(call.call_id)).get("owner") in (first, None):
+        assert now, "the queue entry was reaped: the caller lost their place"
+        assert time.monotonic() < deadline, now
+        await asyncio.sleep(0.2)
+    print(f"taken over {time.monotonic() - died:.1f} s after the worker died")
+    second = await owner(call.call_id)
+    assert second in workers and second != first, (first, second)
+    assert (now["owner"], now["taken_from"], now["joined"]) == (second, first, before["joined"])
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
+    # well past the dead worker's lease: the entry is the new worker's, renewed
+    await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
+    assert (await entry(call.call_id)).get("owner") == second
+    assert [e.detail for e in call.transcript.entries[heard:]
+            if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+    await call.hangup()
+    await call.wait_ended(20)
+    assert await dispositions(call.call_id) == ["abandoned"]
+    return first, second

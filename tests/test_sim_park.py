@@ -25,7 +25,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from esl_raw_client import RawClient
-from park_checks import dead_workers_call_is_taken_by_the_other, each_call_driven_by_one_worker
+from park_checks import (
+    dead_workers_call_is_taken_by_the_other,
+    dead_workers_queued_caller_is_taken_over,
+    each_call_driven_by_one_worker,
+)
 from test_faults import callyard, stop, until
 from test_queue_outages import QUEUE, eventually, queued
 
@@ -34,7 +38,7 @@ from appserver.devkit.embedded import free_port
 from appserver.devkit.sim.caller import SimulatedCall
 from appserver.devkit.sim.esl.simulator import Behaviour, FreeswitchSimulator
 from appserver.freeswitch import esl_codec as c
-from appserver.freeswitch.callrecords import HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS, PREFIX
+from appserver.freeswitch.callrecords import PREFIX
 from appserver.freeswitch.parked import EVENTS, MARKER_VALUE, MARKER_VARIABLE, parked_calls
 from appserver.queues.model import AgentConfig, Member, QueueConfig
 from appserver.queues.store import QueueStore
@@ -289,37 +293,18 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
     queue_and_two_park_workers: tuple[QueueStore, Workers],
     redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
 ) -> None:
-    """As tests/real/test_fs_park_real.py's: the dead worker's heartbeat runs out and the
-    sweep that follows sends the queued call back to the park, where its new worker takes
-    the queue entry over (same join time) before the dead worker's queue lease (15 s) runs
-    out; the caller hears hold music again, not the menu, and leaves one CDR."""
+    """As tests/real/test_fs_park_real.py's (tests/park_checks.py)."""
     store, (sim, workers) = queue_and_two_park_workers
-    owner = _owner(redis_client)
 
-    async def entry() -> dict[str, str]:
-        return dict(await redis_client.hgetall(store.keys.call(call.call_id)))
+    async def entry(call_id: str) -> dict[str, str]:
+        return dict(await redis_client.hgetall(store.keys.call(call_id)))
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].send_signal(signal.SIGKILL)
+        await workers[worker_id].wait()
 
     call = await queued(sim, "+15550921")
-    first = await owner(call.call_id)
-    before = await eventually("the queue entry", entry, lambda e: bool(e.get("owner")))
-    assert first in workers and before["owner"] == first, (first, before)
-    workers[first].send_signal(signal.SIGKILL)
-    await workers[first].wait()
-    died, heard = time.monotonic(), len(call.transcript.entries)
-    deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
-    while (now := await entry()).get("owner") in (first, None):
-        assert now, "the queue entry was reaped: the caller lost their place"
-        assert time.monotonic() < deadline, now
-        await asyncio.sleep(0.2)
-    second = await owner(call.call_id)
-    assert second in workers and second != first
-    assert (now["owner"], now["taken_from"], now["joined"]) == (second, first, before["joined"])
-    await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
-    # well past the dead worker's lease: the entry is the new worker's, renewed
-    await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
-    assert (await entry()).get("owner") == second
-    assert [e.detail for e in call.transcript.entries[heard:]
-            if e.kind == "prompt_started" and "ivr/" in e.detail] == []
-    await call.hangup()
-    await call.wait_ended(10)
-    assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["abandoned"]
+    await eventually("the queue entry", lambda: entry(call.call_id),
+                     lambda e: bool(e.get("owner")))
+    await dead_workers_queued_caller_is_taken_over(
+        call, _dispositions(redis_client, pg_pool), _owner(redis_client), entry, workers, kill)

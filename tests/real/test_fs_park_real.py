@@ -27,6 +27,7 @@ from park_checks import (
     Dispositions,
     Place,
     dead_workers_call_is_taken_by_the_other,
+    dead_workers_queued_caller_is_taken_over,
     each_call_driven_by_one_worker,
 )
 from stack import Process
@@ -109,42 +110,31 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
     freeswitch_park: FreeswitchProbe, freeswitch_park_workers: ParkWorkers, real_database: str,
     real_redis_url: str,
 ) -> None:
-    """The queue lease of a dead worker's caller (15 s from its last renewal) must not run
-    out before another worker takes the call: the dead worker's heartbeat runs out and the
-    sweep that follows takes the call back to the park, where its new worker takes the queue
-    entry over (same join time), and the caller hears hold music again, not the menu."""
+    """The shared check (tests/park_checks.py), in queue ``t-queue`` (extension 8110)."""
     workers = freeswitch_park_workers.by_id
+    killed: list[str] = []
+
+    async def call_owner(call_id: str) -> str:
+        return owner(real_redis_url, call_id)
+
+    async def entry(call_id: str) -> dict[str, str]:
+        return queue_entry(real_redis_url, call_id)
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].kill()
+        killed.append(worker_id)
+
     call = await freeswitch_park.place_call("8110", caller="+15550921")
     await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
-    first = owner(real_redis_url, call.call_id)
-    entry = queue_entry(real_redis_url, call.call_id)
-    assert first in workers and entry.get("owner") == first, entry
-    workers[first].kill()
-    died, heard = time.monotonic(), len(call.transcript.entries)
     try:
-        with logs_on_failure(workers, first):
-            deadline = died + HEARTBEAT_TTL_MS / 1000 + 2 * HEARTBEAT_SECONDS + 3
-            while (now := queue_entry(real_redis_url, call.call_id)).get("owner") in (first, None):
-                assert now, "the queue entry was reaped: the caller lost their place"
-                assert time.monotonic() < deadline, now
-                await asyncio.sleep(0.2)
-            print(f"taken over {time.monotonic() - died:.1f} s after the worker died")
-            second = owner(real_redis_url, call.call_id)
-            assert second in workers and second != first
-            assert (now["owner"], now["taken_from"], now["joined"]) == (
-                second, first, entry["joined"]), now
-            await call.transcript.wait_for(lambda e: e.kind == "moh", 10, start=heard)
-            # well past the dead worker's lease: the entry is the new worker's, renewed
-            await asyncio.sleep(max(0.0, died + 17 - time.monotonic()))
-            assert queue_entry(real_redis_url, call.call_id).get("owner") == second
-            assert [e.detail for e in call.transcript.entries[heard:]
-                    if e.kind == "prompt_started" and "ivr/" in e.detail] == []
-            await call.hangup()
-            await call.wait_ended(20)
-            rows = await cdrs_of(real_database, call.call_id, 15)
-            assert [(r["disposition"], r["queue"]) for r in rows] == [("abandoned", "t-queue")]
+        with logs_on_failure(workers):
+            await dead_workers_queued_caller_is_taken_over(
+                call, _dispositions(real_database), call_owner, entry, workers, kill)
+        rows = await cdrs_of(real_database, call.call_id, 15)
+        assert [r["queue"] for r in rows] == ["t-queue"]
     finally:
-        freeswitch_park_workers.restart(first)
+        for worker_id in killed:
+            freeswitch_park_workers.restart(worker_id)
 
 
 async def test_a_stalled_worker_sends_nothing_more_for_the_call_another_took(
