@@ -101,3 +101,30 @@ async def dead_workers_queued_caller_is_taken_over(
     await call.wait_ended(20)
     assert await dispositions(call.call_id) == ["abandoned"]
     return first, second
+
+
+async def lost_records_leave_a_live_workers_call_alone(
+    call: SimulatedCall, dispositions: Dispositions, owner: Owner, workers: Collection[str],
+    lose_records: Callable[[], Awaitable[None]],
+) -> None:
+    """``call`` waits in a queue (hearing hold music, as long as need be). Redis loses the
+    call records (``lose_records``: their keys gone, as when Redis comes back without its
+    data): the call now looks like no worker's, but it is its live worker's. No other
+    worker's sweep may take it through the records' lifetime and a sweep after it; its
+    worker writes its record again; the caller hears no menu and leaves one CDR."""
+    first = await owner(call.call_id)
+    assert first in workers, (first, workers)
+    await lose_records()
+    heard, restored = len(call.transcript.entries), False
+    until = time.monotonic() + HEARTBEAT_TTL_MS / 1000 + SWEEP_SECONDS + 2
+    while time.monotonic() < until:
+        now = await owner(call.call_id)
+        assert now in ("", first), f"the live worker's call was taken by {now}"
+        restored = restored or now == first
+        await asyncio.sleep(0.2)
+    assert restored, "the live worker did not write its call's record again"
+    assert [e.detail for e in call.transcript.entries[heard:]
+            if e.kind == "prompt_started" and "ivr/" in e.detail] == []
+    await call.hangup()
+    await call.wait_ended(20)
+    assert await dispositions(call.call_id) == ["abandoned"]

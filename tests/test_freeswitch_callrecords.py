@@ -24,6 +24,7 @@ from ivr.calls import CallInfo
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.set(f"{PREFIX}epoch", "e0")  # a Redis that has its data (see the last tests)
     yield r
     r.close()
 
@@ -285,8 +286,12 @@ def test_a_worker_that_went_without_a_heartbeat_knows_it_and_which_calls_it_lost
     client.delete(f"{PREFIX}alive:fs-a")
     assert b.take(info("s2"))  # fs-a judged dead: its call taken
     assert a.others_have(["s1", "s2", "s3"]) == {"s2"} and a.others_have([]) == set()
+    assert a.stalls == 0
+    a.beat()  # (its reaper's heartbeat may come first as it wakes: still a stall, counted)
+    assert not a.stale() and a.stalls == 1
+    clock[0] += HEARTBEAT_SECONDS
     a.beat()
-    assert not a.stale()
+    assert a.stalls == 1
 
 
 def test_a_worker_that_cannot_reach_redis_is_not_stale(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,3 +311,56 @@ def test_a_worker_that_cannot_reach_redis_is_not_stale(monkeypatch: pytest.Monke
     clock[0] += HEARTBEAT_TTL_MS / 1000 * 3
     assert not records.stale()
     down.close()
+
+
+def test_a_redis_that_lost_its_data_takes_no_live_workers_call(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis came back without its data: every record is gone, so a live worker's parked
+    call looks like no worker's. The first worker to look finds the epoch gone, takes
+    nobody's call and judges nobody dead for a heartbeat's lifetime; each worker that finds
+    the epoch changed writes its calls' records again meanwhile."""
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    a, b = CallRecords(client, "fs-a"), CallRecords(client, "fs-b")
+    a.calls, b.calls = (lambda: [info("p1")]), (lambda: [info("p2")])
+    assert a.take(info("p1")) and b.take(info("p2"))
+    a.beat()
+    b.beat()
+    assert client.get(f"{PREFIX}epoch") == "e0"  # adopted, nothing written again
+    assert b.takeable(["p1", "p2", "p3"]) == ["p2", "p3"]
+
+    for key in client.scan_iter(f"{PREFIX}*"):
+        client.delete(key)  # the records' data lost
+    assert b.takeable(["p1", "p2", "p3"]) == []  # the epoch is gone: b writes a new one
+    assert client.get(f"{PREFIX}epoch") not in (None, "e0")
+    assert not b.judging() and b.dead_workers() == []
+    b.flush()
+    assert client.hget(f"{PREFIX}call:p2", "owner") == "fs-b"  # b's record written again
+    clock[0] += HEARTBEAT_SECONDS
+    a.beat()  # a finds the epoch changed: its record too
+    a.flush()
+    assert client.hget(f"{PREFIX}call:p1", "owner") == "fs-a"
+    while clock[0] < 1000 + HEARTBEAT_TTL_MS / 1000:
+        assert not b.judging()
+        clock[0] += HEARTBEAT_SECONDS
+        a.beat()
+        b.beat()
+    assert b.judging()
+    assert b.takeable(["p1", "p2", "p3"]) == ["p2", "p3"]  # a's call is a live worker's again
+
+
+def test_a_worker_starting_on_a_redis_with_no_epoch_waits_before_taking_unowned_calls(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It cannot tell a fresh Redis from one that lost its data (the live workers' records
+    may not be written again yet): unowned calls wait a heartbeat's lifetime."""
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    client.delete(f"{PREFIX}epoch")
+    fresh = CallRecords(client, "fs-new")
+    fresh.beat()
+    assert fresh.takeable(["x"]) == [] and not fresh.judging()
+    clock[0] += HEARTBEAT_TTL_MS / 1000
+    assert fresh.takeable(["x"]) == ["x"] and fresh.judging()
+    later = CallRecords(client, "fs-later")  # the epoch is there now: no wait
+    later.beat()
+    assert later.takeable(["x"]) == ["x"]

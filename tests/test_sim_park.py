@@ -29,6 +29,7 @@ from park_checks import (
     dead_workers_call_is_taken_by_the_other,
     dead_workers_queued_caller_is_taken_over,
     each_call_driven_by_one_worker,
+    lost_records_leave_a_live_workers_call_alone,
 )
 from test_faults import callyard, stop, until
 from test_queue_outages import QUEUE, eventually, queued
@@ -308,3 +309,21 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
                      lambda e: bool(e.get("owner")))
     await dead_workers_queued_caller_is_taken_over(
         call, _dispositions(redis_client, pg_pool), _owner(redis_client), entry, workers, kill)
+
+
+async def test_lost_call_records_leave_a_live_workers_call_alone(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """As tests/real/test_fs_park_real.py's (tests/park_checks.py)."""
+    store, (sim, workers) = queue_and_two_park_workers
+
+    async def lose_records() -> None:
+        async for key in redis_client.scan_iter(f"{PREFIX}*"):
+            await redis_client.delete(key)
+
+    call = await queued(sim, "+15550923")
+    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
+                     lambda e: bool(e.get("owner")))
+    await lost_records_leave_a_live_workers_call_alone(
+        call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, lose_records)

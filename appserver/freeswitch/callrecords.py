@@ -11,7 +11,15 @@ one worker whose claim of the record wins, then the record goes.
 
 Keys (``callyard:fs:``): ``call:<uuid>`` a hash (owner, started_at, caller, called, node),
 ``owner:<worker>`` the set of its calls, ``alive:<worker>`` its heartbeat, ``workers`` every
-worker that has recorded calls.
+worker that has recorded calls, ``epoch`` a token of the Redis data they are in.
+
+A Redis that comes back without its data (no persistence, a new replica) has lost every
+record, so each live worker's calls look like no worker's: a parked worker's sweep would take
+them. The first worker to find the ``epoch`` gone (its heartbeat, or a sweep's look at the
+records) writes a new one; each worker that finds the epoch changed writes its calls'
+records again (``calls``, within a heartbeat) and judges nobody dead, nor takes anyone
+else's call, for a heartbeat's lifetime. A worker that starts on a Redis with no epoch does
+the same: it cannot tell a fresh Redis from one that lost its data.
 
 Claims and releases are queued and written together, in order, in one round trip per loop
 tick (a greenlet flushes them; at thousands of new calls a second a round trip per call was
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +49,8 @@ log = logging.getLogger("callyard.freeswitch")
 PREFIX = "callyard:fs:"
 HEARTBEAT_SECONDS = 2.0  # how often a worker renews its heartbeat and reaps
 HEARTBEAT_TTL_MS = 8_000  # a worker silent this long is dead
+# a worker silent this long may be judged dead by the time its next write lands
+STALE_SECONDS = HEARTBEAT_TTL_MS / 1000 - HEARTBEAT_SECONDS
 # A dead parked worker's calls are taken at most TTL + HEARTBEAT_SECONDS after its death (the
 # others' sweeps run as soon as their reaper sees it dead): that must stay well under the
 # queue lease (QueueRuntime, 15 s from its last renewal), or its queued callers lose their
@@ -87,6 +98,13 @@ Exists = Callable[[str, str], bool | None]
 Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
 
 
+class NewEpoch(str):
+    """An epoch this worker just wrote: there was none (a fresh Redis, or one that lost its
+    data)."""
+
+    __slots__ = ()
+
+
 class CallRecords:
     def __init__(self, redis: Any, worker_id: str, *, prefix: str = PREFIX,
                  durable: Callable[[], object] = lambda: None) -> None:
@@ -106,7 +124,12 @@ class CallRecords:
         self._flusher: gevent.Greenlet | None = None
         self._dead: set[str] = set()  # the workers the last round found dead
         self._beats = Renewals(HEARTBEAT_SECONDS, HEARTBEAT_TTL_MS / 1000)
-        self._beating = False  # a renewal on its way
+        self._epoch: str | None = None  # the Redis data this worker's records are in
+        self._restoring_until = 0.0  # (monotonic) after Redis lost its data: records missing
+        # this worker's calls (the worker sets it): their records are written again when
+        # Redis lost its data
+        self.calls: Callable[[], Iterable[CallInfo]] = lambda: ()
+        self.stalls = 0  # heartbeats renewed after STALE_SECONDS or more without one
         self._beat_ok = True  # the last renewal tried reached Redis
 
     def _key(self, uuid: str) -> str:
@@ -137,6 +160,9 @@ class CallRecords:
         if not uuids:
             return []
         owners = self._owners(uuids)
+        if self._restoring():  # a call with no record may be a live worker's whose record
+            # went with Redis's data: it is written again within a heartbeat
+            return [u for u, o in zip(uuids, owners, strict=True) if o == self.worker_id]
         others = sorted({o for o in owners if o and o != self.worker_id})
         if not self.judging():
             return [u for u, o in zip(uuids, owners, strict=True) if o not in others]
@@ -211,15 +237,17 @@ class CallRecords:
         """Renew this worker's heartbeat. After a gap since the last (Redis was unreachable,
         or this worker stalled) the others' heartbeats may have run out meanwhile too: no
         worker is judged dead until they have had a heartbeat's lifetime to renew theirs."""
-        self._beating = True
         try:
-            self.redis.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
+            epoch = self._read_epoch(pipe)[-1]
         except (RedisError, OSError):
             self._beat_ok = False
             raise
-        finally:
-            self._beating = False
         self._beat_ok = True
+        if time.monotonic() - self._beats.last > STALE_SECONDS:
+            self.stalls += 1
+        self._check_epoch(epoch)
         gap = self._beats.renewed()
         if gap:
             log.warning("no heartbeat for %.1f s: no worker judged dead for %.0f s",
@@ -227,11 +255,11 @@ class CallRecords:
 
     def stale(self) -> bool:
         """Whether the others may have judged this worker dead and taken its calls: no
-        heartbeat for about a heartbeat's lifetime although its last renewal reached Redis
-        (it stalled). Not while Redis is unreachable or a renewal is on its way: nobody
-        takes a call without Redis, and asking it would hold the calls up."""
-        return not self._beating and self._beat_ok \
-            and time.monotonic() - self._beats.last > (HEARTBEAT_TTL_MS / 1000) - HEARTBEAT_SECONDS
+        heartbeat for :data:`STALE_SECONDS` although its last renewal reached Redis (it
+        stalled). Not while Redis is unreachable: nobody takes a call without Redis, and
+        asking it would hold the calls up. A heartbeat that comes after such a silence
+        counts in :attr:`stalls` (the worker's timers may run before it asks)."""
+        return self._beat_ok and time.monotonic() - self._beats.last > STALE_SECONDS
 
     def others_have(self, uuids: list[str]) -> set[str]:
         """Of these calls, those whose record another worker owns now (one round trip)."""
@@ -241,15 +269,49 @@ class CallRecords:
                 if o and o != self.worker_id}
 
     def _owners(self, uuids: list[str]) -> list[str]:
-        """The worker each call's record names ("": no record), in one round trip."""
+        """The worker each call's record names ("": no record), in one round trip; first,
+        whether Redis lost its data (then nobody else's call is judged takeable)."""
         pipe = self.redis.pipeline(transaction=False)
         for uuid in uuids:
             pipe.hget(self._key(uuid), "owner")
-        return [str(o or "") for o in pipe.execute()]
+        *owners, epoch = self._read_epoch(pipe)
+        self._check_epoch(epoch)
+        return [str(o or "") for o in owners]
+
+    def _read_epoch(self, pipe: Any) -> list[Any]:
+        """Run ``pipe`` with the epoch's read at its end (written first if there is none:
+        the last value is then a :class:`NewEpoch`)."""
+        token = secrets.token_hex(8)
+        pipe.set(f"{self.prefix}epoch", token, nx=True)
+        pipe.get(f"{self.prefix}epoch")
+        *results, created, epoch = pipe.execute()
+        return [*results, NewEpoch(epoch) if created else str(epoch)]
+
+    def _check_epoch(self, epoch: str) -> None:
+        """After a heartbeat or a look at the records: if Redis lost its data since the
+        last look (the epoch changed, or there was none), write this worker's calls'
+        records again and judge nobody dead for a lifetime (see the module's doc)."""
+        if epoch == self._epoch and not isinstance(epoch, NewEpoch):
+            return
+        first = self._epoch is None
+        self._epoch = str(epoch)
+        if first and not isinstance(epoch, NewEpoch):
+            return  # starting on a Redis whose data is there
+        self._restoring_until = time.monotonic() + self._beats.lifetime
+        calls = list(self.calls())
+        log.warning("Redis has lost its data (the call records' epoch is new): %d call "
+                    "record(s) of this worker written again; nobody judged dead for %.0f s",
+                    len(calls), self._beats.lifetime)
+        for info in calls:
+            self.claim(info)
 
     def judging(self) -> bool:
-        """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`)."""
-        return self._beats.judging()
+        """Whether a worker whose heartbeat is gone counts as dead now (see :meth:`beat`,
+        and the module's doc for a Redis that lost its data)."""
+        return self._beats.judging() and not self._restoring()
+
+    def _restoring(self) -> bool:
+        return time.monotonic() < self._restoring_until
 
     def _run(self, exists: Exists, lost: Lost, died: Callable[[], object]) -> None:
         while True:

@@ -159,6 +159,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
                               nodes.link(node.name))
                   for node in settings.freeswitch_esl]
     # a worker found dead: its parked calls are swept now, not at the next round
+    records.calls = lambda: [driver.info for driver in list(worker.calls.values())]
     records.start(exists, services.cdrs.lost,
                   died=lambda: [gevent.spawn(ingress.sweep) for ingress in parked])
     for ingress in parked:

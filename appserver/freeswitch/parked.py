@@ -22,7 +22,9 @@ of one per call in progress (README, "Parked calls").
 * A worker stalled past its heartbeat (judged dead, its calls swept by another): as it wakes,
   before its calls send anything it renews its heartbeat and lets go of those another worker
   has now (their records say so); a call's new ``CHANNEL_PARK`` says so too. Their flows here
-  end without a CDR; the new owner writes it.
+  end without a CDR; the new owner writes it. (Whichever runs first as it wakes, a call's
+  write or the reaper's heartbeat, the check comes before the write: a heartbeat after such
+  a silence counts as a stall, ``CallRecords.stalls``.)
 * The connection lost: the worker's flows on that node end without a CDR (the calls go on
   in the engine, parked); once it is back, the sweep takes them again.
 * Stopping, the worker takes no new call (:meth:`stop_taking`); its calls get the grace
@@ -106,6 +108,7 @@ class ParkedCalls:
         self._sweeping = self._sweep_again = False
         self._checked = gevent.event.Event()  # clear while a write checks the calls
         self._checked.set()
+        self._stalls_checked = records.stalls  # the stalls this node's calls were checked for
         # calls a sweep sent back to the park, until their CHANNEL_PARK (uuid -> when sent)
         self._reparking: dict[str, float] = {}
 
@@ -220,7 +223,7 @@ class ParkedCalls:
         def write(frames: list[bytes]) -> object:
             if not checked.is_set():  # another call's write is checking
                 checked.wait(CHECK_WAIT)
-            elif records.stale():
+            elif records.stale() or records.stalls != self._stalls_checked:
                 self._check_calls()
             if uuid not in self._mine:
                 return None
@@ -238,6 +241,8 @@ class ParkedCalls:
             except (RedisError, OSError) as exc:
                 log.warning("cannot check this worker still has its calls: %s", exc)
                 return
+            finally:
+                self._stalls_checked = self.records.stalls
             for uuid in taken:  # (ended once the driver sending now is done)
                 log.warning("a call this worker drives was taken by another while it "
                             "stalled", extra={"call_id": uuid})

@@ -7,8 +7,9 @@ workers serve it over their inbound connections: each
 call is driven by exactly one of them, walks the menu, is transferred or hangs up, and gets
 one CDR; a worker killed mid-call leaves its call parked, and the other worker's sweep takes
 it (from the top) once the dead worker's heartbeat has run out (those two checks are shared
-with the ESL simulator's park mode: tests/park_checks.py); a queued caller is taken over
-at their place, before the dead worker's queue lease could run out.
+with the ESL simulator's park mode: tests/park_checks.py, as are the next two); a queued
+caller is taken over at their place, before the dead worker's queue lease could run out; when
+Redis loses the call records, no worker takes a live worker's call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from park_checks import (
     dead_workers_call_is_taken_by_the_other,
     dead_workers_queued_caller_is_taken_over,
     each_call_driven_by_one_worker,
+    lost_records_leave_a_live_workers_call_alone,
 )
 from stack import Process
 from test_scenarios_real import cdrs_of
@@ -135,6 +137,29 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
     finally:
         for worker_id in killed:
             freeswitch_park_workers.restart(worker_id)
+
+
+async def test_lost_call_records_leave_a_live_workers_call_alone(
+    freeswitch_park: FreeswitchProbe, freeswitch_park_workers: ParkWorkers, real_database: str,
+    real_redis_url: str,
+) -> None:
+    """The shared check (tests/park_checks.py), in queue ``t-queue`` (extension 8110)."""
+    workers = freeswitch_park_workers.by_id
+
+    async def call_owner(call_id: str) -> str:
+        return owner(real_redis_url, call_id)
+
+    async def lose_records() -> None:
+        client = redis.Redis.from_url(real_redis_url, decode_responses=True)
+        with contextlib.closing(client):
+            for key in client.scan_iter(f"{PREFIX}*"):
+                client.delete(key)
+
+    call = await freeswitch_park.place_call("8110", caller="+15550923")
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
+    with logs_on_failure(workers):
+        await lost_records_leave_a_live_workers_call_alone(
+            call, _dispositions(real_database), call_owner, workers, lose_records)
 
 
 async def test_a_stalled_worker_sends_nothing_more_for_the_call_another_took(
