@@ -26,6 +26,8 @@ from fs_probe import FreeswitchProbe
 from park_checks import (
     WELCOME,
     Dispositions,
+    Kill,
+    Owner,
     Place,
     dead_workers_call_is_taken_by_the_other,
     dead_workers_queued_caller_is_taken_over,
@@ -71,6 +73,29 @@ def _place(probe: FreeswitchProbe) -> Place:
     return place
 
 
+def _owner(redis_url: str) -> Owner:
+    async def call_owner(call_id: str) -> str:
+        return owner(redis_url, call_id)
+
+    return call_owner
+
+
+@contextlib.contextmanager
+def _killing(park_workers: ParkWorkers) -> Iterator[Kill]:
+    """How a check kills a park worker (SIGKILL); those it killed are restarted after it."""
+    killed: list[str] = []
+
+    async def kill(worker_id: str) -> None:
+        park_workers.by_id[worker_id].kill()
+        killed.append(worker_id)
+
+    try:
+        yield kill
+    finally:
+        for worker_id in killed:
+            park_workers.restart(worker_id)
+
+
 def _dispositions(database: str) -> Dispositions:
     async def dispositions(call_id: str) -> list[str]:
         return [r["disposition"] for r in await cdrs_of(database, call_id, 15)]
@@ -89,23 +114,10 @@ async def test_a_dead_workers_parked_call_is_taken_by_the_other(
     real_redis_url: str,
 ) -> None:
     workers = freeswitch_park_workers.by_id
-    killed: list[str] = []
-
-    async def call_owner(call_id: str) -> str:
-        return owner(real_redis_url, call_id)
-
-    async def kill(worker_id: str) -> None:
-        workers[worker_id].kill()
-        killed.append(worker_id)
-
-    try:
-        with logs_on_failure(workers):
-            await dead_workers_call_is_taken_by_the_other(
-                _place(freeswitch_park), _dispositions(real_database), call_owner, workers,
-                kill)
-    finally:
-        for worker_id in killed:
-            freeswitch_park_workers.restart(worker_id)
+    with _killing(freeswitch_park_workers) as kill, logs_on_failure(workers):
+        await dead_workers_call_is_taken_by_the_other(
+            _place(freeswitch_park), _dispositions(real_database), _owner(real_redis_url),
+            workers, kill)
 
 
 async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
@@ -114,29 +126,17 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
 ) -> None:
     """The shared check (tests/park_checks.py), in queue ``t-queue`` (extension 8110)."""
     workers = freeswitch_park_workers.by_id
-    killed: list[str] = []
-
-    async def call_owner(call_id: str) -> str:
-        return owner(real_redis_url, call_id)
 
     async def entry(call_id: str) -> dict[str, str]:
         return queue_entry(real_redis_url, call_id)
 
-    async def kill(worker_id: str) -> None:
-        workers[worker_id].kill()
-        killed.append(worker_id)
-
     call = await freeswitch_park.place_call("8110", caller="+15550921")
     await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
-    try:
-        with logs_on_failure(workers):
-            await dead_workers_queued_caller_is_taken_over(
-                call, _dispositions(real_database), call_owner, entry, workers, kill)
-        rows = await cdrs_of(real_database, call.call_id, 15)
-        assert [r["queue"] for r in rows] == ["t-queue"]
-    finally:
-        for worker_id in killed:
-            freeswitch_park_workers.restart(worker_id)
+    with _killing(freeswitch_park_workers) as kill, logs_on_failure(workers):
+        await dead_workers_queued_caller_is_taken_over(
+            call, _dispositions(real_database), _owner(real_redis_url), entry, workers, kill)
+    rows = await cdrs_of(real_database, call.call_id, 15)
+    assert [r["queue"] for r in rows] == ["t-queue"]
 
 
 async def test_lost_call_records_leave_a_live_workers_call_alone(
@@ -145,9 +145,6 @@ async def test_lost_call_records_leave_a_live_workers_call_alone(
 ) -> None:
     """The shared check (tests/park_checks.py), in queue ``t-queue`` (extension 8110)."""
     workers = freeswitch_park_workers.by_id
-
-    async def call_owner(call_id: str) -> str:
-        return owner(real_redis_url, call_id)
 
     async def lose_records() -> None:
         client = redis.Redis.from_url(real_redis_url, decode_responses=True)
@@ -159,7 +156,7 @@ async def test_lost_call_records_leave_a_live_workers_call_alone(
     await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
     with logs_on_failure(workers):
         await lost_records_leave_a_live_workers_call_alone(
-            call, _dispositions(real_database), call_owner, workers, lose_records)
+            call, _dispositions(real_database), _owner(real_redis_url), workers, lose_records)
 
 
 async def test_a_stalled_worker_sends_nothing_more_for_the_call_another_took(
