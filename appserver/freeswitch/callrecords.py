@@ -298,6 +298,10 @@ class CallRecords:
         if first and not isinstance(epoch, NewEpoch):
             return  # starting on a Redis whose data is there
         self._restoring_until = time.monotonic() + self._beats.lifetime
+        if first:
+            log.info("no call records in Redis yet (a fresh Redis, or one that lost its "
+                     "data): no other worker's call taken for %.0f s", self._beats.lifetime)
+            return
         calls = list(self.calls())
         log.warning("Redis has lost its data (the call records' epoch is new): %d call "
                     "record(s) of this worker written again; nobody judged dead for %.0f s",
