@@ -98,13 +98,6 @@ Exists = Callable[[str, str], bool | None]
 Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
 
 
-class NewEpoch(str):
-    """An epoch this worker just wrote: there was none (a fresh Redis, or one that lost its
-    data)."""
-
-    __slots__ = ()
-
-
 class CallRecords:
     def __init__(self, redis: Any, worker_id: str, *, prefix: str = PREFIX,
                  durable: Callable[[], object] = lambda: None) -> None:
@@ -240,15 +233,15 @@ class CallRecords:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(f"{self.prefix}alive:{self.worker_id}", 1, px=HEARTBEAT_TTL_MS)
-            epoch = self._read_epoch(pipe)[-1]
+            _, epoch, created = self._with_epoch(pipe)
         except (RedisError, OSError):
             self._beat_ok = False
             raise
         self._beat_ok = True
-        if time.monotonic() - self._beats.last > STALE_SECONDS:
-            self.stalls += 1
-        self._check_epoch(epoch)
+        self._check_epoch(epoch, created)
         gap = self._beats.renewed()
+        if gap > STALE_SECONDS:
+            self.stalls += 1
         if gap:
             log.warning("no heartbeat for %.1f s: no worker judged dead for %.0f s",
                         gap, self._beats.lifetime)
@@ -274,28 +267,27 @@ class CallRecords:
         pipe = self.redis.pipeline(transaction=False)
         for uuid in uuids:
             pipe.hget(self._key(uuid), "owner")
-        *owners, epoch = self._read_epoch(pipe)
-        self._check_epoch(epoch)
+        owners, epoch, created = self._with_epoch(pipe)
+        self._check_epoch(epoch, created)
         return [str(o or "") for o in owners]
 
-    def _read_epoch(self, pipe: Any) -> list[Any]:
-        """Run ``pipe`` with the epoch's read at its end (written first if there is none:
-        the last value is then a :class:`NewEpoch`)."""
-        token = secrets.token_hex(8)
-        pipe.set(f"{self.prefix}epoch", token, nx=True)
+    def _with_epoch(self, pipe: Any) -> tuple[list[Any], str, bool]:
+        """Run ``pipe`` and read the epoch in the same round trip (writing one first if
+        there is none): ``pipe``'s results, the epoch, whether this worker wrote it."""
+        pipe.set(f"{self.prefix}epoch", secrets.token_hex(8), nx=True)
         pipe.get(f"{self.prefix}epoch")
         *results, created, epoch = pipe.execute()
-        return [*results, NewEpoch(epoch) if created else str(epoch)]
+        return results, str(epoch), bool(created)
 
-    def _check_epoch(self, epoch: str) -> None:
+    def _check_epoch(self, epoch: str, created: bool) -> None:
         """After a heartbeat or a look at the records: if Redis lost its data since the
         last look (the epoch changed, or there was none), write this worker's calls'
         records again and judge nobody dead for a lifetime (see the module's doc)."""
-        if epoch == self._epoch and not isinstance(epoch, NewEpoch):
+        if epoch == self._epoch and not created:
             return
         first = self._epoch is None
-        self._epoch = str(epoch)
-        if first and not isinstance(epoch, NewEpoch):
+        self._epoch = epoch
+        if first and not created:
             return  # starting on a Redis whose data is there
         self._restoring_until = time.monotonic() + self._beats.lifetime
         if first:
