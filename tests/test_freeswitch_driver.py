@@ -139,6 +139,24 @@ def test_terminators_change_in_order_behind_what_still_plays() -> None:
     assert apps(sent)[-1][0] == "transfer"
 
 
+def test_terminators_set_in_order_are_known_once_the_set_ran() -> None:
+    """Once the queued ``set`` ran (its CHANNEL_EXECUTE_COMPLETE), a ``uuid_break all``
+    cannot drop it: the next play with the same keys sets nothing."""
+    prompt = (c.Prompt("file", "ivr/menu"),)
+    driver, sent = make(Script([c.Play("p0", prompt), c.Play("p1", prompt, "#")]))
+    (_, _, first), (_, _, set_tag), _ = apps(sent)
+    assert set_tag  # its completion is how the driver knows it ran
+    driver.on_event(complete(first))
+    driver.on_event(complete(set_tag, app="set", response="_none_"))
+    sent.clear()
+    driver._run([c.StopPlay("p1"), c.Play("p2", prompt, "#")])
+    assert apis(sent) == ["uuid_break uuid-1 all"]
+    assert [a for a, _, _ in apps(sent)] == ["playback"]
+    sent.clear()  # an application with no name of the worker's (not FreeSWITCH's): nothing
+    driver.on_event(complete("", app="set"))
+    assert sent == []
+
+
 def test_the_setup_goes_out_with_the_flows_first_commands_in_one_write() -> None:
     """One write (one send) per call less; a flow with nothing to say at its start still
     gets its setup written at once, and a flow that fails to start its polite end."""

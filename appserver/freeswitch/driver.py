@@ -230,7 +230,9 @@ class CallDriver:
     _record_tag: str = ""  # the Event-UUID of the running Record's record application
     _record_id: str = ""
     _terminators: str = ""  # playback_terminators on the channel ("": not known)
-    _terminators_queued: bool = False  # last set in order: a uuid_break all may flush it
+    # the Event-UUID of the set of them queued behind a playback, music or recording, until
+    # it ran: a uuid_break all may drop it
+    _terminators_tag: str = ""
     _session_recording: tuple[str, str] | None = None  # (name, path) of StartRecording's file
     _recordings_seen: dict[str, str] = field(default_factory=dict)  # path -> name, ever
     _timers: dict[str, gevent.Greenlet] = field(default_factory=dict)
@@ -505,15 +507,16 @@ class CallDriver:
         if wanted == self._terminators:
             return []
         self._terminators = wanted
-        self._terminators_queued = bool(self._plays or self._moh_tag or self._record_tag)
-        if self._terminators_queued:
-            return [self._execute("set", f"playback_terminators={wanted}")]
+        if self._plays or self._moh_tag or self._record_tag:
+            self._terminators_tag = self._tag()
+            return [self._execute("set", f"playback_terminators={wanted}", self._terminators_tag)]
+        self._terminators_tag = ""
         return [self._api(f"uuid_setvar {self.info.call_id} playback_terminators {wanted}")]
 
     def _flush(self) -> bytes:
         """``uuid_break <uuid> all``: stops what runs and drops what is queued."""
-        if self._terminators_queued:  # perhaps among what is dropped
-            self._terminators = ""
+        if self._terminators_tag:  # perhaps among what is dropped
+            self._terminators = self._terminators_tag = ""
         return self._api(f"uuid_break {self.info.call_id} all")
 
     def _stop_play(self) -> bytes:
@@ -557,10 +560,10 @@ class CallDriver:
         self._record_id = cmd.record_id
         path = f"{self.config.recordings_dir.rstrip('/')}/{cmd.name}.wav"
         beep = [self._execute("playback", BEEP, checked=True)] if cmd.beep else []
-        self._terminators, self._terminators_queued = "none", True  # once the record ends
+        self._terminators, self._terminators_tag = "none", self._tag()  # once the record ends
         return [self._execute("set", f"playback_terminators={keys}"), *beep,
                 self._execute("record", f"{path} {int(cmd.max_seconds)}", self._record_tag),
-                self._execute("set", "playback_terminators=none")]
+                self._execute("set", "playback_terminators=none", self._terminators_tag)]
 
     def _session_record(self, cmd: c.StartRecording | c.PauseRecording | c.ResumeRecording
                         | c.StopRecording) -> list[bytes]:
@@ -696,10 +699,15 @@ class CallDriver:
 
     def _execute_complete(self, event: codec.LazyEvent) -> None:
         tag = event.get("Application-UUID")
+        if not tag:  # FreeSWITCH names every application it runs: not one of the worker's
+            return
+        if tag == self._terminators_tag:  # they are on the channel now
+            self._terminators_tag = ""
+            return
         if tag == self._moh_tag and not self.hung_up:
             self._send(self._moh_stretch())  # the music goes on
             return
-        if tag == self._record_tag and tag:
+        if tag == self._record_tag:
             self._record_tag = ""
             ms = event.get("variable_record_ms")
             if ms and ms.isdigit():
