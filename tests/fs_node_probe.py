@@ -8,13 +8,14 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
 
 from appserver.freeswitch.connection import NodeConnection  # noqa: E402
-from appserver.freeswitch.inbound import NodeLink, NodeUnavailable  # noqa: E402
+from appserver.freeswitch.inbound import NodeLink, NodeManager, NodeUnavailable  # noqa: E402
 from appserver.settings import EslNode  # noqa: E402
 
 
@@ -66,6 +67,18 @@ def main(port: int) -> None:
     except Exception as exc:
         bad_auth = type(exc).__name__
     uuid = link.originate("loopback/9999/default", origination_caller_id_number="5551234")
+    with socket.socket() as free:  # a node nobody listens on
+        free.bind(("127.0.0.1", 0))
+        down_port = free.getsockname()[1]
+    nodes = NodeManager([EslNode(host="127.0.0.1", port=p, password="ClueCon")
+                         for p in (port, down_port)])
+    nodes.start()
+    up, down = (f"127.0.0.1:{p}" for p in (port, down_port))
+    nodes.links[up].connected.wait(10)
+    calls_exist = nodes.calls_exist([(uuid, ""), ("no-such-uuid", ""), (uuid, up),
+                                     ("no-such-uuid", up), (uuid, nodes.links[up].hostname),
+                                     (uuid, down), (uuid, "elsewhere")])
+    nodes.stop()
     say(
         step="checks",
         json_reply=json_reply,
@@ -75,6 +88,8 @@ def main(port: int) -> None:
         bgapi=link.bgapi("status").splitlines()[0],
         originated=uuid,
         exists=link.api(f"uuid_exists {uuid}"),
+        api_many=link.api_many([f"uuid_exists {uuid}", "uuid_exists no-such-uuid", "status"]),
+        calls_exist=calls_exist,
         broadcast=link.uuid_broadcast(uuid, "ivr/hold.wav"),
         transfer_missing=link.uuid_transfer("no-such-uuid", "1000"),
         kill=link.api(f"uuid_kill {uuid}"),

@@ -128,3 +128,22 @@ async def lost_records_leave_a_live_workers_call_alone(
     await call.hangup()
     await call.wait_ended(20)
     assert await dispositions(call.call_id) == ["abandoned"]
+
+
+async def dead_workers_call_ending_unwatched_gets_one_cdr(
+    call: SimulatedCall, dispositions: Dispositions, owner: Owner, workers: Collection[str],
+    kill: Kill,
+) -> None:
+    """``call`` waits in a queue (hearing hold music). Its worker is killed and the caller
+    hangs up at once, before another worker could take the call: a live worker's reaper
+    finds, once the dead worker's heartbeat ran out, that the node no longer has the call
+    (``uuid_exists``) and writes its one CDR, ``failed`` (``WORKER_LOST``); the record goes."""
+    first = await owner(call.call_id)
+    assert first in workers, (first, workers)
+    await kill(first)
+    await call.hangup()
+    await call.wait_ended(20)
+    assert await dispositions(call.call_id) == ["failed"]
+    await asyncio.sleep(HEARTBEAT_SECONDS + 1)  # a round more: no second CDR
+    assert await dispositions(call.call_id) == ["failed"]
+    assert await owner(call.call_id) == ""

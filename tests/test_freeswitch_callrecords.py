@@ -6,7 +6,7 @@ reaped; a live worker's calls are never looked at."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -16,6 +16,7 @@ from appserver.freeswitch.callrecords import (
     HEARTBEAT_TTL_MS,
     PREFIX,
     CallRecords,
+    Exists,
 )
 from appserver.queues.runtime import QueueRuntime
 from ivr.calls import CallInfo
@@ -31,6 +32,11 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 def info(uuid: str) -> CallInfo:
     return CallInfo(uuid, "freeswitch", "+15550100", "9999", node="fs1")
+
+
+def each(answer: Callable[[str, str], bool | None]) -> Exists:
+    """The nodes' answer for a batch of (uuid, node), from ``answer`` per call."""
+    return lambda calls: [answer(uuid, node) for uuid, node in calls]
 
 
 def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Redis) -> None:
@@ -54,7 +60,7 @@ def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Red
         assert node == "fs1"  # asked of the node the call came in on
         return on_engine[uuid]
 
-    assert live.reap(on_node, lambda call, at: lost.append((call, at))) == 1
+    assert live.reap(each(on_node), lambda call, at: lost.append((call, at))) == 1
     assert [(call.call_id, call.caller, call.called, at) for call, at in lost] == [
         ("gone", "+15550100", "9999", started["gone"])]
     assert not client.exists(f"{PREFIX}call:gone")
@@ -63,11 +69,11 @@ def test_a_dead_workers_call_gone_from_the_engine_gets_one_cdr(client: redis.Red
     # A second reaper, or a second round, finds nothing more to record.
     other = CallRecords(client, "fs-other")
     client.set(f"{PREFIX}alive:fs-other", 1)
-    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 0
+    assert other.reap(each(on_node), lambda call, at: lost.append((call, at))) == 0
     # The bridged call ends too; then the dead worker has nothing left and is forgotten.
     on_engine["bridged"] = False
-    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 1
-    assert other.reap(on_node, lambda call, at: lost.append((call, at))) == 0
+    assert other.reap(each(on_node), lambda call, at: lost.append((call, at))) == 1
+    assert other.reap(each(on_node), lambda call, at: lost.append((call, at))) == 0
     assert "fs-dead" not in client.smembers(f"{PREFIX}workers")
     assert [call.call_id for call, _ in lost] == ["gone", "bridged"]
 
@@ -83,11 +89,43 @@ def test_live_workers_and_unanswering_nodes_are_left_alone(client: redis.Redis) 
     busy.flush()
     client.set(f"{PREFIX}alive:fs-busy", 1)
     lost: list[str] = []
-    assert reaper.reap(lambda uuid, node: False, lambda call, at: lost.append(call.call_id)) == 0
+
+    def reap(answer: bool | None) -> int:
+        return reaper.reap(each(lambda uuid, node: answer),
+                           lambda call, at: lost.append(call.call_id))
+
+    assert reap(False) == 0
     client.delete(f"{PREFIX}alive:fs-busy")  # it died; the node that had the call is down
-    assert reaper.reap(lambda uuid, node: None, lambda call, at: lost.append(call.call_id)) == 0
-    assert reaper.reap(lambda uuid, node: False, lambda call, at: lost.append(call.call_id)) == 1
+    assert reap(None) == 0
+    assert reap(False) == 1
     assert lost == ["a"]
+
+
+def test_a_round_asks_the_nodes_once_for_all_of_a_dead_workers_calls(
+        client: redis.Redis) -> None:
+    """A dead worker's bridged calls are looked at every round while they last: the nodes
+    get one batch per round (one round trip per node), not a question per call."""
+    dead, reaper = CallRecords(client, "fs-gone"), CallRecords(client, "fs-reaper")
+    client.set(f"{PREFIX}alive:fs-reaper", 1)
+    for n in range(150):
+        dead.claim(info(f"c{n}"))
+    dead.flush()
+    client.delete(f"{PREFIX}call:c0")  # expired meanwhile: no question, off its set
+    reaper.claim(info("c1"))  # taken since (the next socket): not to judge
+    reaper.flush()
+    asked: list[list[tuple[str, str]]] = []
+
+    def exists(calls: list[tuple[str, str]]) -> list[bool | None]:
+        asked.append(calls)
+        return [uuid not in ("c2", "c3") for uuid, _ in calls]  # those two ended
+
+    lost: list[str] = []
+    assert reaper.reap(exists, lambda call, at: lost.append(call.call_id)) == 2
+    assert len(asked) == 1
+    assert sorted(asked[0]) == sorted((f"c{n}", "fs1") for n in range(2, 150))
+    assert sorted(lost) == ["c2", "c3"]
+    assert client.scard(f"{PREFIX}owner:fs-gone") == 146  # c0, c2, c3 gone; c1 not here
+    assert not client.sismember(f"{PREFIX}owner:fs-gone", "c0")
 
 
 def test_a_round_that_finds_a_worker_newly_dead_says_so_first(client: redis.Redis) -> None:
@@ -105,7 +143,7 @@ def test_a_round_that_finds_a_worker_newly_dead_says_so_first(client: redis.Redi
         return True
 
     def reap() -> int:
-        return reaper.reap(exists, lambda call, at: None, died=lambda: events.append("died"))
+        return reaper.reap(each(exists), lambda call, at: None, died=lambda: events.append("died"))
 
     assert reap() == 0 and events == []
     client.delete(f"{PREFIX}alive:fs-a")

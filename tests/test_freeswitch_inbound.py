@@ -58,6 +58,13 @@ async def test_node_link_commands_events_and_reconnect() -> None:
         assert checks["bad_auth"] == "NotConnectedError"
         assert str(checks["bgapi"]).startswith("UP ")
         assert checks["exists"] == "true"
+        # in one round trip, replies in order
+        exists_many = checks["api_many"]
+        assert exists_many[:2] == ["true", "false"]  # type: ignore[index]
+        assert str(exists_many[2]).startswith("UP ")  # type: ignore[index]
+        # (uuid, node) -> on that node: a call naming no node is asked of every node, and
+        # a node that does not answer (down) or is not the worker's (elsewhere) gives None
+        assert checks["calls_exist"] == [True, None, True, False, True, None, None]
         assert checks["broadcast"] == "+OK Message queued\n"
         assert checks["transfer_missing"] == "-ERR No such channel!\n"
         assert checks["kill"] == "+OK\n"

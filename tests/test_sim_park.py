@@ -26,6 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 from esl_raw_client import RawClient
 from park_checks import (
+    dead_workers_call_ending_unwatched_gets_one_cdr,
     dead_workers_call_is_taken_by_the_other,
     dead_workers_queued_caller_is_taken_over,
     each_call_driven_by_one_worker,
@@ -327,3 +328,21 @@ async def test_lost_call_records_leave_a_live_workers_call_alone(
                      lambda e: bool(e.get("owner")))
     await lost_records_leave_a_live_workers_call_alone(
         call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, lose_records)
+
+
+async def test_a_dead_workers_call_that_ends_unwatched_gets_one_cdr(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """As tests/real/test_fs_park_real.py's (tests/park_checks.py)."""
+    store, (sim, workers) = queue_and_two_park_workers
+
+    async def kill(worker_id: str) -> None:
+        workers[worker_id].send_signal(signal.SIGKILL)
+        await workers[worker_id].wait()
+
+    call = await queued(sim, "+15550924")
+    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
+                     lambda e: bool(e.get("owner")))
+    await dead_workers_call_ending_unwatched_gets_one_cdr(
+        call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)

@@ -92,9 +92,9 @@ end
 return 0
 """
 
-# (uuid, the node it came in on) -> still on that node? None: cannot tell (a node did not
-# answer, or it is not one of this worker's nodes: that node's own workers judge it)
-Exists = Callable[[str, str], bool | None]
+# [(uuid, the node it came in on)] -> each one still on that node? None: cannot tell (a node
+# did not answer, or it is not one of this worker's nodes: that node's own workers judge it)
+Exists = Callable[[list[tuple[str, str]]], list[bool | None]]
 Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
 
 
@@ -347,17 +347,23 @@ class CallRecords:
             reaped += self._reap_calls(worker, calls, exists, lost)
         return reaped
 
-    def _reap_calls(self, worker: str, calls: Iterable[str], exists: Exists,
-                    lost: Lost) -> int:
-        reaped = 0
+    def _reap_calls(self, worker: str, calls: list[str], exists: Exists, lost: Lost) -> int:
+        """The batch's records in one round trip, and each node asked once for all its
+        calls (a dead worker may leave thousands of bridged calls, looked at every round)."""
+        pipe = self.redis.pipeline(transaction=False)
         for uuid in calls:
-            record = self.redis.hgetall(self._key(uuid))
-            if not record:  # expired, or released meanwhile
-                self.redis.srem(f"{self.prefix}owner:{worker}", uuid)
+            pipe.hgetall(self._key(uuid))
+        records = dict(zip(calls, pipe.execute(), strict=True))
+        if gone := [uuid for uuid, record in records.items() if not record]:
+            self.redis.srem(f"{self.prefix}owner:{worker}", *gone)  # expired, or released
+        # taken by another worker since: not this round's to judge
+        still = [(uuid, record) for uuid, record in records.items()
+                 if record and str(record.get("owner", "")) == worker]
+        there = exists([(uuid, str(record.get("node", ""))) for uuid, record in still])
+        reaped = 0
+        for (uuid, record), on_node in zip(still, there, strict=True):
+            if on_node is not False:  # still up, or a node did not answer
                 continue
-            if str(record.get("owner", "")) != worker \
-                    or exists(uuid, str(record.get("node", ""))) is not False:
-                continue  # taken by another worker, still up, or a node did not answer
             if self._release(keys=[self._key(uuid)], args=[self.prefix, uuid, worker]) == 1:
                 info = CallInfo(uuid, "freeswitch", str(record.get("caller", "")),
                                 str(record.get("called", "")), node=str(record.get("node", "")))

@@ -82,7 +82,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
     from appserver.freeswitch.callbacks import FreeswitchCallbackDialer
     from appserver.freeswitch.callrecords import CallRecords
     from appserver.freeswitch.driver import DriverConfig
-    from appserver.freeswitch.inbound import NodeManager, NodeUnavailable
+    from appserver.freeswitch.inbound import NodeManager
     from appserver.freeswitch.worker import FreeswitchWorker
     from appserver.gc_policy import settle_gc
     from appserver.queues.caller_flow import QUEUED_VARIABLE
@@ -120,18 +120,6 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
         services.queues.dialer = FreeswitchCallbackDialer(
             nodes, settings.freeswitch_callback_destination)
 
-    def exists(uuid: str, node: str) -> bool | None:
-        """Is the call still on the node it came in on? None when this worker cannot tell:
-        that node is not one of its own (another worker's, judged by that worker) or did not
-        answer. A record that names no node is asked of every node."""
-        links = [link for link in nodes.links.values()
-                 if not node or node in (link.hostname, link.name)]
-        if not links:
-            return None
-        try:
-            return any(link.api(f"uuid_exists {uuid}").strip() == "true" for link in links)
-        except NodeUnavailable:
-            return None
     stop = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
@@ -160,7 +148,7 @@ def serve(args: argparse.Namespace, settings: Settings, specs: list[str],
                   for node in settings.freeswitch_esl]
     # a worker found dead: its parked calls are swept now, not at the next round
     records.calls = lambda: [driver.info for driver in list(worker.calls.values())]
-    records.start(exists, services.cdrs.lost,
+    records.start(nodes.calls_exist, services.cdrs.lost,
                   died=lambda: [gevent.spawn(ingress.sweep) for ingress in parked])
     for ingress in parked:
         ingress.start()

@@ -167,6 +167,17 @@ class EslConnection:
         reply: Reply = result.get(timeout=timeout)
         return reply
 
+    def send_many(self, commands: list[str], timeout: float | None = None) -> list[Reply]:
+        """Send ``commands`` in one write and wait for their replies, in order: one round
+        trip for all of them."""
+        if not self.connected:
+            raise NotConnectedError("the ESL connection is closed")
+        results = [gevent.event.AsyncResult() for _ in commands]
+        self._commands_sent.extend(results)
+        self._write("".join(f"{command}\n\n" for command in commands).encode("utf-8"))
+        with gevent.Timeout(timeout):
+            return [result.get() for result in results]
+
     def _write(self, data: bytes) -> None:
         """Write ``data`` whole, after what earlier writes left. One send() nearly always
         takes it all (gevent's sendall() asks the kernel for the buffer size, a syscall,

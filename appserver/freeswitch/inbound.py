@@ -145,6 +145,14 @@ class NodeLink:
         except OSError as exc:
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
 
+    def api_many(self, commands: list[str]) -> list[str]:
+        """``api`` each of ``commands``, all in one round trip; their results in order."""
+        try:
+            return [str(reply.data) for reply in
+                    self._conn().send_many([f"api {command}" for command in commands])]
+        except OSError as exc:
+            raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
+
     def bgapi(self, command: str, timeout: float = 30.0) -> str:
         """Run ``command`` in the background and return its result text (the job body).
 
@@ -212,6 +220,31 @@ class NodeManager:
             return self.links[name]
         except KeyError:
             raise NodeUnavailable(f"unknown FreeSWITCH node {name!r}") from None
+
+    def calls_exist(self, calls: list[tuple[str, str]]) -> list[bool | None]:
+        """Is each call, a (uuid, the node it came in on), still on that node? ``None``
+        when this worker cannot tell: the node is not one of its own (that node's own
+        workers judge it) or did not answer. A call that names no node is asked of every
+        node. Each node is asked once (``uuid_exists`` of all its calls in one round trip),
+        not once per call."""
+        there: set[int] = set()  # a node has it
+        answered: set[int] = set()  # its nodes answered
+        unsure: set[int] = set()  # one of its nodes did not answer
+        for link in self.links.values():
+            names = (link.hostname, link.name)
+            mine = [i for i, (_, node) in enumerate(calls) if not node or node in names]
+            if not mine:
+                continue
+            try:
+                replies = link.api_many([f"uuid_exists {calls[i][0]}" for i in mine])
+            except NodeUnavailable:
+                unsure.update(mine)
+                continue
+            answered.update(mine)
+            there.update(i for i, reply in zip(mine, replies, strict=True)
+                         if reply.strip() == "true")
+        return [True if i in there else None if i in unsure or i not in answered else False
+                for i in range(len(calls))]
 
     def any_connected(self) -> NodeLink:
         for link in self.links.values():

@@ -8,8 +8,9 @@ call is driven by exactly one of them, walks the menu, is transferred or hangs u
 one CDR; a worker killed mid-call leaves its call parked, and the other worker's sweep takes
 it (from the top) once the dead worker's heartbeat has run out (those two checks are shared
 with the ESL simulator's park mode: tests/park_checks.py, as are the next two); a queued
-caller is taken over at their place, before the dead worker's queue lease could run out; when
-Redis loses the call records, no worker takes a live worker's call.
+caller is taken over at their place, before the dead worker's queue lease could run out; a
+dead worker's call that ends before anyone took it gets its one CDR from the other worker's
+reaper; when Redis loses the call records, no worker takes a live worker's call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from park_checks import (
     Kill,
     Owner,
     Place,
+    dead_workers_call_ending_unwatched_gets_one_cdr,
     dead_workers_call_is_taken_by_the_other,
     dead_workers_queued_caller_is_taken_over,
     each_call_driven_by_one_worker,
@@ -137,6 +139,22 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
             call, _dispositions(real_database), _owner(real_redis_url), entry, workers, kill)
     rows = await cdrs_of(real_database, call.call_id, 15)
     assert [r["queue"] for r in rows] == ["t-queue"]
+
+
+async def test_a_dead_workers_call_that_ends_unwatched_gets_one_cdr(
+    freeswitch_park: FreeswitchProbe, freeswitch_park_workers: ParkWorkers, real_database: str,
+    real_redis_url: str,
+) -> None:
+    """The shared check (tests/park_checks.py), in queue ``t-queue`` (extension 8110): the
+    live worker asks the real node (``uuid_exists`` over its inbound link)."""
+    workers = freeswitch_park_workers.by_id
+    call = await freeswitch_park.place_call("8110", caller="+15550924")
+    await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
+    with _killing(freeswitch_park_workers) as kill, logs_on_failure(workers):
+        await dead_workers_call_ending_unwatched_gets_one_cdr(
+            call, _dispositions(real_database), _owner(real_redis_url), workers, kill)
+    rows = await cdrs_of(real_database, call.call_id, 15)
+    assert [(r["disposition"], r["hangup_cause"]) for r in rows] == [("failed", "WORKER_LOST")]
 
 
 async def test_lost_call_records_leave_a_live_workers_call_alone(
