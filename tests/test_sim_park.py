@@ -346,3 +346,32 @@ async def test_a_dead_workers_call_that_ends_unwatched_gets_one_cdr(
                      lambda e: bool(e.get("owner")))
     await dead_workers_call_ending_unwatched_gets_one_cdr(
         call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)
+
+
+async def test_calls_parked_while_no_worker_was_up_are_all_taken_by_the_first_sweep(
+    redis_url: str, redis_client: aioredis.Redis,
+) -> None:
+    """Calls wait parked (unanswered, silent) while no worker is up. The first worker's
+    sweep takes them all: each step (the marker, the take, the transfer back to the park)
+    one round trip for all the calls."""
+    await redis_client.set(f"{PREFIX}epoch", "e0")  # a Redis that has its data
+    sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=30),
+                              ingress="park")
+    await sim.start()
+    proc = None
+    try:
+        calls = [await sim.place_call("9999", caller=f"+155509{i:02d}") for i in range(40)]
+        proc = await _park_worker(sim, redis_url)
+        started = time.monotonic()
+        for call in calls:
+            await call.wait_for_prompt("file:ivr/welcome", 20)
+        print(f"{len(calls)} parked calls taken in {time.monotonic() - started:.2f} s")
+        owners = {str(await redis_client.hget(f"{PREFIX}call:{c.call_id}", "owner"))
+                  for c in calls}
+        assert owners == {f"freeswitch-{socket.gethostname()}-{proc.pid}"}
+        for call in calls:
+            await call.hangup()
+    finally:
+        if proc is not None:
+            await stop(proc)
+        await sim.stop()

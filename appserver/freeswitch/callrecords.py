@@ -139,14 +139,22 @@ class CallRecords:
     def take(self, info: CallInfo) -> bool:
         """A parked call: make it this worker's unless a live worker has it (one round trip,
         now: only the winner may drive the call). Redis unreachable: False, not taken."""
+        return self.take_many([info])[0]
+
+    def take_many(self, infos: list[CallInfo]) -> list[bool]:
+        """:meth:`take` of each call, all in one round trip (a sweep's)."""
+        ops = [(self._take, [self._key(info.call_id)], [
+            self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
+            info.called, info.node, RECORD_TTL]) for info in infos]
         try:
-            return bool(self._take(keys=[self._key(info.call_id)], args=[
-                self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
-                info.called, info.node, RECORD_TTL]))
+            results = self._run_scripts(ops)
         except (RedisError, OSError) as exc:
-            log.warning("cannot take a parked call, Redis unreachable: %s", exc,
-                        extra={"call_id": info.call_id})
-            return False
+            results = [exc] * len(ops)
+        for info, result in zip(infos, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("cannot take a parked call, Redis unreachable: %s", result,
+                            extra={"call_id": info.call_id})
+        return [result == 1 for result in results]
 
     def takeable(self, uuids: list[str]) -> list[str]:
         """Of these calls, those no live worker but this one has (two round trips in all)."""
@@ -180,13 +188,7 @@ class CallRecords:
         if any(script is self._release for script, _, _ in ops):
             self.durable()
         try:
-            results = self._evalsha(ops)
-            first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)),
-                         None)
-            if first is not None:  # Redis lost the scripts: load them, send the rest again
-                for script in {script for script, _, _ in ops[first:]}:
-                    script.sha = self.redis.script_load(script.script)
-                results[first:] = self._evalsha(ops[first:])
+            results = self._run_scripts(ops)
         except (RedisError, OSError) as exc:
             log.warning("could not write %d call record change(s): %s", len(ops), exc)
             return
@@ -194,6 +196,16 @@ class CallRecords:
             if isinstance(result, Exception):
                 log.warning("could not write the call record: %s", result,
                             extra={"call_id": keys[0].rpartition(":")[2]})
+
+    def _run_scripts(self, ops: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """``ops`` in one round trip, in order: each one's result, or its exception."""
+        results = self._evalsha(ops)
+        first = next((i for i, r in enumerate(results) if isinstance(r, NoScriptError)), None)
+        if first is not None:  # Redis lost the scripts: load them, send the rest again
+            for script in {script for script, _, _ in ops[first:]}:
+                script.sha = self.redis.script_load(script.script)
+            results[first:] = self._evalsha(ops[first:])
+        return results
 
     def _evalsha(self, ops: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)

@@ -147,6 +147,8 @@ class NodeLink:
 
     def api_many(self, commands: list[str]) -> list[str]:
         """``api`` each of ``commands``, all in one round trip; their results in order."""
+        if not commands:
+            return []
         try:
             return [str(reply.data) for reply in
                     self._conn().send_many([f"api {command}" for command in commands])]

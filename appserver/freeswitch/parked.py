@@ -298,24 +298,26 @@ class ParkedCalls:
         except Exception as exc:  # the node or Redis unreachable, a bad reply: the next sweep
             log.warning("sweep of %s failed: %s", self.node.name, exc)
             return 0
+        try:  # each step one round trip for all the calls
+            markers = self.link.api_many([f"uuid_getvar {u} {MARKER_VARIABLE}" for u in takeable])
+            # not parked by the park extension (or gone meanwhile): left alone
+            marked = [u for u, m in zip(takeable, markers, strict=True)
+                      if m.strip() == MARKER_VALUE]
+            infos = [CallInfo(u, "freeswitch", candidates[u].get("cid_num", ""),
+                              candidates[u]["dest"], node=self.node.name) for u in marked]
+            taken = [info for info, won in zip(infos, self.records.take_many(infos),
+                                                strict=True) if won]
+            replies = self.link.api_many([f"uuid_transfer {info.call_id} {info.called} XML "
+                                          f"{self.context}" for info in taken])
+        except NodeUnavailable as exc:
+            log.warning("sweep of %s: %s", self.node.name, exc)
+            return 0
         sent = 0
-        for uuid in takeable:
-            dest, caller = candidates[uuid]["dest"], candidates[uuid].get("cid_num", "")
-            try:
-                if self.link.api(f"uuid_getvar {uuid} {MARKER_VARIABLE}").strip() \
-                        != MARKER_VALUE:
-                    continue  # not parked by the park extension (or gone meanwhile)
-                if not self.records.take(CallInfo(uuid, "freeswitch", caller, dest,
-                                                  node=self.node.name)):
-                    continue
-                reply = self.link.api(f"uuid_transfer {uuid} {dest} XML {self.context}")
-            except NodeUnavailable as exc:
-                log.warning("sweep of %s: %s", self.node.name, exc)
-                return sent
+        for info, reply in zip(taken, replies, strict=True):
             if reply.startswith("+OK"):
                 log.info("a parked call no live worker had, back to the park",
-                         extra={"call_id": uuid})
-                self._reparking[uuid] = time.monotonic()
+                         extra={"call_id": info.call_id})
+                self._reparking[info.call_id] = time.monotonic()
                 sent += 1
         return sent
 
