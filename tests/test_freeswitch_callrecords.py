@@ -402,3 +402,20 @@ def test_a_worker_starting_on_a_redis_with_no_epoch_waits_before_taking_unowned_
     later = CallRecords(client, "fs-later")  # the epoch is there now: no wait
     later.beat()
     assert later.takeable(["x"]) == ["x"]
+
+
+def test_takes_with_redis_unreachable_take_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """No claim, no call: a parked call nobody could claim waits for the next sweep. A
+    sweep's batch says so once, not once per call."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from appserver.devkit.embedded import free_port
+
+    client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0), socket_connect_timeout=1)
+    records = CallRecords(client, "fs-cut-off")
+    assert records.take(info("t1")) is False
+    caplog.clear()
+    assert records.take_many([info("t2"), info("t3")]) == [False, False]
+    assert [r.getMessage()[:33] for r in caplog.records] == ["cannot take 2 parked call(s), Red"]
+    client.close()

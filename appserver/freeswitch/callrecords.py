@@ -149,10 +149,12 @@ class CallRecords:
         try:
             results = self._run_scripts(ops)
         except (RedisError, OSError) as exc:
-            results = [exc] * len(ops)
+            log.warning("cannot take %d parked call(s), Redis unreachable: %s", len(ops), exc,
+                        extra={"call_id": infos[0].call_id} if len(infos) == 1 else {})
+            return [False] * len(ops)
         for info, result in zip(infos, results, strict=True):
             if isinstance(result, Exception):
-                log.warning("cannot take a parked call, Redis unreachable: %s", result,
+                log.warning("cannot take a parked call: %s", result,
                             extra={"call_id": info.call_id})
         return [result == 1 for result in results]
 
