@@ -419,3 +419,24 @@ def test_takes_with_redis_unreachable_take_nothing(caplog: pytest.LogCaptureFixt
     assert records.take_many([info("t2"), info("t3")]) == [False, False]
     assert [r.getMessage()[:33] for r in caplog.records] == ["cannot take 2 parked call(s), Red"]
     client.close()
+
+
+def test_own_unwatched_calls_gone_from_the_node_get_their_cdr(client: redis.Redis) -> None:
+    """A sweep took these calls (the records are this worker's) but could not send them
+    back to the park: the one gone from its node gets its CDR and its record goes; the one
+    still there stays this worker's, for the next sweep."""
+    records = CallRecords(client, "fs-sweeper")
+    for uuid in ("hung-up", "still-there"):
+        records.claim(info(uuid))
+    records.flush()
+    lost: list[str] = []
+    assert records.unwatched(["hung-up", "still-there"]) == 0  # not started: no judge yet
+    records.start(each(lambda uuid, node: uuid == "still-there"),
+                  lambda call, at: lost.append(call.call_id))
+    try:
+        assert records.unwatched(["hung-up", "still-there"]) == 1
+    finally:
+        records.stop()
+    assert lost == ["hung-up"]
+    assert not client.exists(f"{PREFIX}call:hung-up")
+    assert client.hget(f"{PREFIX}call:still-there", "owner") == "fs-sweeper"

@@ -375,3 +375,32 @@ async def test_calls_parked_while_no_worker_was_up_are_all_taken_by_the_first_sw
         if proc is not None:
             await stop(proc)
         await sim.stop()
+
+
+async def test_a_dead_workers_call_gone_as_the_sweep_takes_it_gets_one_cdr(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """The other worker's sweep looks at the dead worker's queued caller (its marker), and
+    the caller hangs up right then: the sweep has claimed the call, its transfer back to
+    the park is refused (no such channel). Nobody else would write the call's CDR (its
+    record is the live worker's now, and the call gone): the sweep writes it, ``failed``."""
+    store, (sim, workers) = queue_and_two_park_workers
+    call = await queued(sim, "+15550925")
+    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
+                     lambda e: bool(e.get("owner")))
+    first = str(await redis_client.hget(f"{PREFIX}call:{call.call_id}", "owner"))
+    getvar = sim._api_uuid_getvar
+
+    def hang_up_as_looked_at(args: list[str]) -> str:
+        reply = getvar(args)
+        if args[0] == call.call_id and args[1:] == [MARKER_VARIABLE]:
+            sim.calls[call.call_id].end("NORMAL_CLEARING", "caller")
+        return reply
+
+    sim._api_uuid_getvar = hang_up_as_looked_at  # type: ignore[method-assign]
+    workers[first].send_signal(signal.SIGKILL)
+    await workers[first].wait()
+    await call.wait_ended(20)
+    assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["failed"]
+    assert not await redis_client.exists(f"{PREFIX}call:{call.call_id}")

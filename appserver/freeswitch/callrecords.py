@@ -124,6 +124,7 @@ class CallRecords:
         self.calls: Callable[[], Iterable[CallInfo]] = lambda: ()
         self.stalls = 0  # heartbeats renewed after STALE_SECONDS or more without one
         self._beat_ok = True  # the last renewal tried reached Redis
+        self._judge: tuple[Exists, Lost] | None = None  # how the reaper judges (start)
 
     def _key(self, uuid: str) -> str:
         return f"{self.prefix}call:{uuid}"
@@ -229,6 +230,15 @@ class CallRecords:
         parked calls' sweeps then run at once)."""
         self._flusher = gevent.spawn(self._flush_forever)
         self._reaper = gevent.spawn(self._run, exists, lost, died)
+        self._judge = (exists, lost)
+
+    def unwatched(self, uuids: list[str]) -> int:
+        """This worker's calls that no flow of its drives (a sweep took them but could not
+        send them back to the park): those gone from their node get their CDR now, as a dead
+        worker's would; the others wait for the next sweep. How many were gone."""
+        if not uuids or self._judge is None:
+            return 0
+        return self._reap_calls(self.worker_id, uuids, *self._judge)
 
     def stop(self) -> None:
         for greenlet in (self._reaper, self._flusher):

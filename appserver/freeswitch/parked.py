@@ -312,13 +312,19 @@ class ParkedCalls:
         except NodeUnavailable as exc:
             log.warning("sweep of %s: %s", self.node.name, exc)
             return 0
-        sent = 0
+        sent, refused = 0, []
         for info, reply in zip(taken, replies, strict=True):
             if reply.startswith("+OK"):
                 log.info("a parked call no live worker had, back to the park",
                          extra={"call_id": info.call_id})
                 self._reparking[info.call_id] = time.monotonic()
                 sent += 1
+            else:  # gone meanwhile (the caller hung up): its CDR, as nobody else will write it
+                refused.append(info.call_id)
+        try:
+            self.records.unwatched(refused)
+        except (RedisError, OSError) as exc:  # the next sweep retakes those still there
+            log.warning("sweep of %s: %s", self.node.name, exc)
         return sent
 
 
