@@ -89,6 +89,7 @@ def main(port: int) -> None:
         originated=uuid,
         exists=link.api(f"uuid_exists {uuid}"),
         api_many=link.api_many([f"uuid_exists {uuid}", "uuid_exists no-such-uuid", "status"]),
+        api_many_batches=sorted(set(link.api_many([f"uuid_exists {uuid}"] * 250))),
         calls_exist=calls_exist,
         broadcast=link.uuid_broadcast(uuid, "ivr/hold.wav"),
         transfer_missing=link.uuid_transfer("no-such-uuid", "1000"),

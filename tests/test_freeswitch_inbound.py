@@ -62,6 +62,7 @@ async def test_node_link_commands_events_and_reconnect() -> None:
         exists_many = checks["api_many"]
         assert exists_many[:2] == ["true", "false"]  # type: ignore[index]
         assert str(exists_many[2]).startswith("UP ")  # type: ignore[index]
+        assert checks["api_many_batches"] == ["true"]  # 250: more than one batch
         # (uuid, node) -> on that node: a call naming no node is asked of every node, and
         # a node that does not answer (down) or is not the worker's (elsewhere) gives None
         assert checks["calls_exist"] == [True, None, True, False, True, None, None]

@@ -25,6 +25,11 @@ from appserver.settings import EslNode
 log = logging.getLogger("callyard.freeswitch.nodes")
 
 NodeEventHandler = Callable[[str, codec.LazyEvent], None]
+# api commands sent in one write by api_many. FreeSWITCH runs a connection's api commands one
+# by one in its listener thread, which sends the connection's events only while no command
+# waits to be read (mod_event_socket's read_packet): a long batch would hold up the events of
+# the worker's live calls on that node
+API_BATCH = 100
 
 
 class NodeUnavailable(RuntimeError):
@@ -146,14 +151,17 @@ class NodeLink:
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
 
     def api_many(self, commands: list[str]) -> list[str]:
-        """``api`` each of ``commands``, all in one round trip; their results in order."""
-        if not commands:
-            return []
+        """``api`` each of ``commands``, a round trip per :data:`API_BATCH` of them (not per
+        command); their results in order."""
+        results: list[str] = []
         try:
-            return [str(reply.data) for reply in
-                    self._conn().send_many([f"api {command}" for command in commands])]
+            for at in range(0, len(commands), API_BATCH):
+                chunk = commands[at:at + API_BATCH]
+                replies = self._conn().send_many([f"api {command}" for command in chunk])
+                results += [str(reply.data) for reply in replies]
         except OSError as exc:
             raise NodeUnavailable(f"{self.name}: {exc or type(exc).__name__}") from None
+        return results
 
     def bgapi(self, command: str, timeout: float = 30.0) -> str:
         """Run ``command`` in the background and return its result text (the job body).
