@@ -18,7 +18,9 @@ of one per call in progress (README, "Parked calls").
   worker was up, a dead worker's calls, its own after its connection came back. Parked
   again, they are taken as any new call, their flow from the top; a call in a bridge is
   left to it until the bridge ends (as after a worker's death in socket mode). A queued
-  caller is taken over where it was (the queue runtime's ``take_over``).
+  caller is taken over where it was (the queue runtime's ``take_over``). The marker checks,
+  claims and transfers go in batches (a round trip each, not per call); a call claimed whose
+  transfer is refused because it just ended gets its CDR here (nobody else would write it).
 * A worker stalled past its heartbeat (judged dead, its calls swept by another): as it wakes,
   before its calls send anything it renews its heartbeat and lets go of those another worker
   has now (their records say so); a call's new ``CHANNEL_PARK`` says so too. Their flows here
