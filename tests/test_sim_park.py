@@ -275,13 +275,26 @@ async def test_a_dead_workers_parked_call_is_taken_by_the_other(
     redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
 ) -> None:
     sim, workers = two_park_workers
+    await dead_workers_call_is_taken_by_the_other(
+        _place(sim), _dispositions(redis_client, pg_pool), _owner(redis_client), workers,
+        _killer(workers))
 
+
+def _killer(workers: dict[str, Process]):  # type: ignore[no-untyped-def]
     async def kill(worker_id: str) -> None:
         workers[worker_id].send_signal(signal.SIGKILL)
         await workers[worker_id].wait()
 
-    await dead_workers_call_is_taken_by_the_other(
-        _place(sim), _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)
+    return kill
+
+
+async def _queued_call(sim: FreeswitchSimulator, store: QueueStore,
+                       redis_client: aioredis.Redis, caller: str) -> SimulatedCall:
+    """A caller waiting in tests/flows.py's queue, once a worker has their queue entry."""
+    call = await queued(sim, caller)
+    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
+                     lambda e: bool(e.get("owner")))
+    return call
 
 
 def _owner(redis_client: aioredis.Redis):  # type: ignore[no-untyped-def]
@@ -301,15 +314,10 @@ async def test_a_dead_workers_queued_caller_is_taken_over_at_their_place(
     async def entry(call_id: str) -> dict[str, str]:
         return dict(await redis_client.hgetall(store.keys.call(call_id)))
 
-    async def kill(worker_id: str) -> None:
-        workers[worker_id].send_signal(signal.SIGKILL)
-        await workers[worker_id].wait()
-
-    call = await queued(sim, "+15550921")
-    await eventually("the queue entry", lambda: entry(call.call_id),
-                     lambda e: bool(e.get("owner")))
+    call = await _queued_call(sim, store, redis_client, "+15550921")
     await dead_workers_queued_caller_is_taken_over(
-        call, _dispositions(redis_client, pg_pool), _owner(redis_client), entry, workers, kill)
+        call, _dispositions(redis_client, pg_pool), _owner(redis_client), entry, workers,
+        _killer(workers))
 
 
 async def test_lost_call_records_leave_a_live_workers_call_alone(
@@ -323,9 +331,7 @@ async def test_lost_call_records_leave_a_live_workers_call_alone(
         async for key in redis_client.scan_iter(f"{PREFIX}*"):
             await redis_client.delete(key)
 
-    call = await queued(sim, "+15550923")
-    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
-                     lambda e: bool(e.get("owner")))
+    call = await _queued_call(sim, store, redis_client, "+15550923")
     await lost_records_leave_a_live_workers_call_alone(
         call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, lose_records)
 
@@ -337,15 +343,10 @@ async def test_a_dead_workers_call_that_ends_unwatched_gets_one_cdr(
     """As tests/real/test_fs_park_real.py's (tests/park_checks.py)."""
     store, (sim, workers) = queue_and_two_park_workers
 
-    async def kill(worker_id: str) -> None:
-        workers[worker_id].send_signal(signal.SIGKILL)
-        await workers[worker_id].wait()
-
-    call = await queued(sim, "+15550924")
-    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
-                     lambda e: bool(e.get("owner")))
+    call = await _queued_call(sim, store, redis_client, "+15550924")
     await dead_workers_call_ending_unwatched_gets_one_cdr(
-        call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers, kill)
+        call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers,
+        _killer(workers))
 
 
 async def test_calls_parked_while_no_worker_was_up_are_all_taken_by_the_first_sweep(
@@ -386,9 +387,7 @@ async def test_a_dead_workers_call_gone_as_the_sweep_takes_it_gets_one_cdr(
     the park is refused (no such channel). Nobody else would write the call's CDR (its
     record is the live worker's now, and the call gone): the sweep writes it, ``failed``."""
     store, (sim, workers) = queue_and_two_park_workers
-    call = await queued(sim, "+15550925")
-    await eventually("the queue entry", lambda: redis_client.hgetall(store.keys.call(call.call_id)),
-                     lambda e: bool(e.get("owner")))
+    call = await _queued_call(sim, store, redis_client, "+15550925")
     first = str(await redis_client.hget(f"{PREFIX}call:{call.call_id}", "owner"))
     getvar = sim._api_uuid_getvar
 
@@ -399,8 +398,7 @@ async def test_a_dead_workers_call_gone_as_the_sweep_takes_it_gets_one_cdr(
         return reply
 
     sim._api_uuid_getvar = hang_up_as_looked_at  # type: ignore[method-assign]
-    workers[first].send_signal(signal.SIGKILL)
-    await workers[first].wait()
+    await _killer(workers)(first)
     await call.wait_ended(20)
     assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["failed"]
     assert not await redis_client.exists(f"{PREFIX}call:{call.call_id}")
