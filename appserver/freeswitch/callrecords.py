@@ -372,8 +372,8 @@ class CallRecords:
         return reaped
 
     def _reap_calls(self, worker: str, calls: list[str], exists: Exists, lost: Lost) -> int:
-        """The batch's records in one round trip, and each node asked once for all its
-        calls (a dead worker may leave thousands of bridged calls, looked at every round)."""
+        """The batch's records in one round trip, and each node asked for its calls together
+        (a dead worker may leave thousands of bridged calls, looked at every round)."""
         pipe = self.redis.pipeline(transaction=False)
         for uuid in calls:
             pipe.hgetall(self._key(uuid))

@@ -235,8 +235,8 @@ class NodeManager:
         """Is each call, a (uuid, the node it came in on), still on that node? ``None``
         when this worker cannot tell: the node is not one of its own (that node's own
         workers judge it) or did not answer. A call that names no node is asked of every
-        node. Each node is asked once (``uuid_exists`` of all its calls in one round trip),
-        not once per call."""
+        node. Each node is asked for its calls together (``uuid_exists``, a round trip per
+        :data:`API_BATCH`), not once per call."""
         there: set[int] = set()  # a node has it
         answered: set[int] = set()  # its nodes answered
         unsure: set[int] = set()  # one of its nodes did not answer

@@ -19,7 +19,7 @@ of one per call in progress (README, "Parked calls").
   again, they are taken as any new call, their flow from the top; a call in a bridge is
   left to it until the bridge ends (as after a worker's death in socket mode). A queued
   caller is taken over where it was (the queue runtime's ``take_over``). The marker checks,
-  claims and transfers go in batches (a round trip each, not per call); a call claimed whose
+  claims and transfers go in batches (a round trip per batch, not per call); a call claimed whose
   transfer is refused because it just ended gets its CDR here (nobody else would write it).
 * A worker stalled past its heartbeat (judged dead, its calls swept by another): as it wakes,
   before its calls send anything it renews its heartbeat and lets go of those another worker
@@ -300,7 +300,7 @@ class ParkedCalls:
         except Exception as exc:  # the node or Redis unreachable, a bad reply: the next sweep
             log.warning("sweep of %s failed: %s", self.node.name, exc)
             return 0
-        try:  # each step one round trip for all the calls
+        try:  # each step a round trip for many calls (NodeLink.api_many), not one per call
             markers = self.link.api_many([f"uuid_getvar {u} {MARKER_VARIABLE}" for u in takeable])
             # not parked by the park extension (or gone meanwhile): left alone
             marked = [u for u, m in zip(takeable, markers, strict=True)
