@@ -354,7 +354,7 @@ async def test_calls_parked_while_no_worker_was_up_are_all_taken_by_the_first_sw
 ) -> None:
     """Calls wait parked (unanswered, silent) while no worker is up. The first worker's
     sweep takes them all: each step (the marker, the take, the transfer back to the park)
-    one round trip for all the calls."""
+    a round trip per batch of calls, not per call."""
     await redis_client.set(f"{PREFIX}epoch", "e0")  # a Redis that has its data
     sim = FreeswitchSimulator(workers=[], behaviour=Behaviour(prompt_seconds=30),
                               ingress="park")
