@@ -27,8 +27,8 @@ log = logging.getLogger("callyard.freeswitch.nodes")
 NodeEventHandler = Callable[[str, codec.LazyEvent], None]
 # api commands sent in one write by api_many. FreeSWITCH runs a connection's api commands one
 # by one in its listener thread, which sends the connection's events only while no command
-# waits to be read (mod_event_socket's read_packet): a long batch would hold up the events of
-# the worker's live calls on that node
+# waits to be read (mod_event_socket's read_packet): a long batch would hold up the link's
+# other commands (a callback's originate, a sweep's listing) and their BACKGROUND_JOB events
 API_BATCH = 100
 
 
