@@ -103,8 +103,9 @@ def test_live_workers_and_unanswering_nodes_are_left_alone(client: redis.Redis) 
 
 def test_a_round_asks_the_nodes_once_for_all_of_a_dead_workers_calls(
         client: redis.Redis) -> None:
-    """A dead worker's bridged calls are looked at every round while they last: the nodes
-    get one batch per round (one round trip per node), not a question per call."""
+    """A dead worker's bridged calls are looked at every round while they last: the round's
+    calls go to the nodes as one batch (NodeManager.calls_exist asks each node 100 to a
+    write), not a question per call."""
     dead, reaper = CallRecords(client, "fs-gone"), CallRecords(client, "fs-reaper")
     client.set(f"{PREFIX}alive:fs-reaper", 1)
     for n in range(150):

@@ -342,7 +342,6 @@ async def test_a_dead_workers_call_that_ends_unwatched_gets_one_cdr(
 ) -> None:
     """As tests/real/test_fs_park_real.py's (tests/park_checks.py)."""
     store, (sim, workers) = queue_and_two_park_workers
-
     call = await _queued_call(sim, store, redis_client, "+15550924")
     await dead_workers_call_ending_unwatched_gets_one_cdr(
         call, _dispositions(redis_client, pg_pool), _owner(redis_client), workers,
