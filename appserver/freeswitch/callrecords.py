@@ -228,9 +228,9 @@ class CallRecords:
               ) -> None:
         """``died`` is called when a round finds a worker dead that the last did not (the
         parked calls' sweeps then run at once)."""
-        self._flusher = gevent.spawn(self._flush_forever)
-        self._reaper = gevent.spawn(self._run, exists, lost, died)
         self._judge = (exists, lost)
+        self._flusher = gevent.spawn(self._flush_forever)
+        self._reaper = gevent.spawn(self._run, died)
 
     def unwatched(self, uuids: list[str]) -> int:
         """This worker's calls that no flow of its drives (a sweep took them but could not
@@ -333,11 +333,12 @@ class CallRecords:
     def _restoring(self) -> bool:
         return time.monotonic() < self._restoring_until
 
-    def _run(self, exists: Exists, lost: Lost, died: Callable[[], object]) -> None:
+    def _run(self, died: Callable[[], object]) -> None:
+        assert self._judge is not None  # (set by start)
         while True:
             try:
                 self.beat()
-                self.reap(exists, lost, died)
+                self.reap(*self._judge, died)
             except (RedisError, OSError) as exc:
                 log.warning("call records wait for Redis: %s", exc)
             gevent.sleep(HEARTBEAT_SECONDS)

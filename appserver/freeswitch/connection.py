@@ -159,17 +159,11 @@ class EslConnection:
 
     def send(self, command: str, timeout: float | None = None) -> Reply:
         """Send a command and wait for its reply (``gevent.Timeout`` after ``timeout``)."""
-        if not self.connected:
-            raise NotConnectedError("the ESL connection is closed")
-        result = gevent.event.AsyncResult()
-        self._commands_sent.append(result)
-        self._write((command + "\n\n").encode("utf-8"))
-        reply: Reply = result.get(timeout=timeout)
-        return reply
+        return self.send_many([command], timeout)[0]
 
     def send_many(self, commands: list[str], timeout: float | None = None) -> list[Reply]:
         """Send ``commands`` in one write and wait for their replies, in order: one round
-        trip for all of them."""
+        trip for all of them (``gevent.Timeout`` after ``timeout``)."""
         if not self.connected:
             raise NotConnectedError("the ESL connection is closed")
         results = [gevent.event.AsyncResult() for _ in commands]
