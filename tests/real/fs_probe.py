@@ -125,8 +125,12 @@ class RealFsCall(SimulatedCall):
             await self.probe.api(f"uuid_send_dtmf {self.caller_leg} {digit}")
 
     async def hangup(self) -> None:
+        """Hang up the way a phone's BYE does: on the leg Callyard serves, once it exists.
+        Killing the loopback's -a leg ends the -b leg only from the -a leg's hangup thread;
+        meanwhile -b's reads fail, its socket application returns and the dialplan goes on to
+        the next worker and the fallback prompt, whose ``hangup`` could win the cause."""
         self.hung_up_by_caller = True
-        await self.probe.api(f"uuid_kill {self.caller_leg} NORMAL_CLEARING")
+        await self.probe.api(f"uuid_kill {self.call_id or self.caller_leg} NORMAL_CLEARING")
 
     # ------------------------------------------------------------ the -b leg's events
 
