@@ -22,6 +22,17 @@ Owner = Callable[[str], Awaitable[str]]  # call id -> the worker id its record n
 Entry = Callable[[str], Awaitable[dict[str, str]]]  # call id -> its queue entry ({}: none)
 Kill = Callable[[str], Awaitable[None]]  # worker id -> (killed)
 
+# Redis losing its data (a restart without it, a new replica) loses every key at once: run as
+# ``EVAL LOSE_KEYS 0 <prefix>``. Deleted one by one, a sweep in between could find a call's
+# record gone under an epoch not yet deleted, which no real loss shows.
+LOSE_KEYS = """
+local keys = redis.call('KEYS', ARGV[1] .. '*')
+for i = 1, #keys, 1000 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+end
+return #keys
+"""
+
 
 async def each_call_driven_by_one_worker(place: Place, dispositions: Dispositions,
                                          caller: str = "+1555091") -> None:

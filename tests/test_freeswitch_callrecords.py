@@ -394,15 +394,37 @@ def test_a_worker_starting_on_a_redis_with_no_epoch_waits_before_taking_unowned_
     may not be written again yet): unowned calls wait a heartbeat's lifetime."""
     clock = [1000.0]
     monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.time", lambda: 5e8 + clock[0])
     client.delete(f"{PREFIX}epoch")
     fresh = CallRecords(client, "fs-new")
     fresh.beat()
     assert fresh.takeable(["x"]) == [] and not fresh.judging()
     clock[0] += HEARTBEAT_TTL_MS / 1000
     assert fresh.takeable(["x"]) == ["x"] and fresh.judging()
-    later = CallRecords(client, "fs-later")  # the epoch is there now: no wait
+    later = CallRecords(client, "fs-later")  # the epoch is there, a lifetime old: no wait
     later.beat()
     assert later.takeable(["x"]) == ["x"]
+
+
+def test_a_worker_starting_soon_after_redis_lost_its_data_waits_the_rest_of_the_lifetime(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live worker found the data lost and wrote a new epoch; its records come in its next
+    write. A worker that starts meanwhile finds an epoch there: its age says to wait, for
+    what is left of the lifetime (on the wall clock, which the hosts share)."""
+    clock = [1000.0]
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("appserver.freeswitch.callrecords.time.time", lambda: 5e8 + clock[0])
+    live = CallRecords(client, "fs-live")
+    live.calls = lambda: [info("p1")]
+    live.beat()  # adopts "e0"
+    client.delete(f"{PREFIX}epoch", f"{PREFIX}call:p1")  # the data lost
+    live.beat()  # a new epoch; p1's record queued, not written yet
+    clock[0] += HEARTBEAT_SECONDS
+    starting = CallRecords(client, "fs-starting")
+    assert starting.takeable(["p1", "x"]) == [] and not starting.judging()
+    live.flush()
+    clock[0] += HEARTBEAT_TTL_MS / 1000 - HEARTBEAT_SECONDS  # the epoch's lifetime is over
+    assert starting.takeable(["p1", "x"]) == ["x"] and starting.judging()
 
 
 def test_takes_with_redis_unreachable_take_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -19,7 +19,9 @@ them. The first worker to find the ``epoch`` gone (its heartbeat, or a sweep's l
 records) writes a new one; each worker that finds the epoch changed writes its calls'
 records again (``calls``, within a heartbeat) and judges nobody dead, nor takes anyone
 else's call, for a heartbeat's lifetime. A worker that starts on a Redis with no epoch does
-the same: it cannot tell a fresh Redis from one that lost its data.
+the same: it cannot tell a fresh Redis from one that lost its data. The epoch says when it
+was written, so a worker that starts within that lifetime waits for the rest of it too (the
+live workers' records may not be written again yet).
 
 Claims and releases are queued and written together, in order, in one round trip per loop
 tick (a greenlet flushes them; at thousands of new calls a second a round trip per call was
@@ -96,6 +98,20 @@ return 0
 # did not answer, or it is not one of this worker's nodes: that node's own workers judge it)
 Exists = Callable[[list[tuple[str, str]]], list[bool | None]]
 Lost = Callable[[CallInfo, float], None]  # the CDR of a call that ended unwatched
+
+
+def new_epoch() -> str:
+    """A token for the Redis data the records are in, with when it was written (wall clock,
+    ms: workers on other hosts read its age)."""
+    return f"{secrets.token_hex(8)}@{int(time.time() * 1000)}"
+
+
+def epoch_age(epoch: str) -> float:
+    """Seconds since ``epoch`` was written (inf when it does not say; 0 if in the future)."""
+    _, _, written = epoch.rpartition("@")
+    if not written.isdigit():
+        return float("inf")
+    return max(0.0, time.time() - int(written) / 1000)
 
 
 class CallRecords:
@@ -298,7 +314,7 @@ class CallRecords:
     def _with_epoch(self, pipe: Any) -> tuple[list[Any], str, bool]:
         """Run ``pipe`` and read the epoch in the same round trip (writing one first if
         there is none): ``pipe``'s results, the epoch, whether this worker wrote it."""
-        pipe.set(f"{self.prefix}epoch", secrets.token_hex(8), nx=True)
+        pipe.set(f"{self.prefix}epoch", new_epoch(), nx=True)
         pipe.get(f"{self.prefix}epoch")
         *results, created, epoch = pipe.execute()
         return results, str(epoch), bool(created)
@@ -311,8 +327,14 @@ class CallRecords:
             return
         first = self._epoch is None
         self._epoch = epoch
-        if first and not created:
-            return  # starting on a Redis whose data is there
+        if first and not created:  # starting on a Redis whose data is there, but the live
+            # workers may not have written their records again yet if it was lost lately
+            left = min(self._beats.lifetime, self._beats.lifetime - epoch_age(epoch))
+            if left > 0:
+                self._restoring_until = time.monotonic() + left
+                log.info("the call records' epoch is %.1f s old: no other worker's call "
+                         "taken for %.1f s", self._beats.lifetime - left, left)
+            return
         self._restoring_until = time.monotonic() + self._beats.lifetime
         if first:
             log.info("no call records in Redis yet (a fresh Redis, or one that lost its "

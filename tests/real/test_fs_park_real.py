@@ -25,6 +25,7 @@ import redis
 from conftest import ParkWorkers
 from fs_probe import FreeswitchProbe
 from park_checks import (
+    LOSE_KEYS,
     WELCOME,
     Dispositions,
     Kill,
@@ -167,8 +168,7 @@ async def test_lost_call_records_leave_a_live_workers_call_alone(
     async def lose_records() -> None:
         client = redis.Redis.from_url(real_redis_url, decode_responses=True)
         with contextlib.closing(client):
-            for key in client.scan_iter(f"{PREFIX}*"):
-                client.delete(key)
+            client.eval(LOSE_KEYS, 0, PREFIX)
 
     call = await freeswitch_park.place_call("8110", caller="+15550923")
     await call.transcript.wait_for(lambda e: e.kind == "moh", 15)
