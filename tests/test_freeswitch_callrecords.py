@@ -17,6 +17,7 @@ from appserver.freeswitch.callrecords import (
     PREFIX,
     CallRecords,
     Exists,
+    Taken,
 )
 from appserver.queues.runtime import QueueRuntime
 from ivr.calls import CallInfo
@@ -262,16 +263,16 @@ def test_a_parked_call_is_taken_by_one_live_worker(client: redis.Redis) -> None:
     a, b = CallRecords(client, "fs-a"), CallRecords(client, "fs-b")
     for worker in ("fs-a", "fs-b"):
         client.set(f"{PREFIX}alive:{worker}", 1)
-    assert a.take(info("p1"))
-    assert not b.take(info("p1"))  # fs-a has it, alive
+    assert a.take(info("p1")) is Taken.NEW
+    assert b.take(info("p1")) is Taken.NOT  # fs-a has it, alive
     assert client.hget(f"{PREFIX}call:p1", "owner") == "fs-a"
-    assert a.take(info("p1"))  # its own: yes (after its connection came back)
+    assert a.take(info("p1")) is Taken.OVER  # its own: yes (after its connection came back)
     assert b.takeable(["p1", "p2"]) == ["p2"] and a.takeable(["p1", "p2"]) == ["p1", "p2"]
     assert a.takeable([]) == []
 
     client.delete(f"{PREFIX}alive:fs-a")  # fs-a died
     assert b.takeable(["p1"]) == ["p1"]
-    assert b.take(info("p1"))
+    assert b.take(info("p1")) is Taken.OVER
     assert client.hget(f"{PREFIX}call:p1", "owner") == "fs-b"
     assert client.smembers(f"{PREFIX}owner:fs-a") == set()
     assert client.smembers(f"{PREFIX}owner:fs-b") == {"p1"}
@@ -437,9 +438,9 @@ def test_takes_with_redis_unreachable_take_nothing(caplog: pytest.LogCaptureFixt
 
     client = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0), socket_connect_timeout=1)
     records = CallRecords(client, "fs-cut-off")
-    assert records.take(info("t1")) is False
+    assert records.take(info("t1")) is Taken.NOT
     caplog.clear()
-    assert records.take_many([info("t2"), info("t3")]) == [False, False]
+    assert records.take_many([info("t2"), info("t3")]) == [Taken.NOT, Taken.NOT]
     assert [r.getMessage()[:33] for r in caplog.records] == ["cannot take 2 parked call(s), Red"]
     client.close()
 

@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
@@ -397,6 +398,32 @@ async def test_a_dead_workers_call_gone_as_the_sweep_takes_it_gets_one_cdr(
         return reply
 
     sim._api_uuid_getvar = hang_up_as_looked_at  # type: ignore[method-assign]
+    await _killer(workers)(first)
+    await call.wait_ended(20)
+    assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["failed"]
+    assert not await redis_client.exists(f"{PREFIX}call:{call.call_id}")
+
+
+async def test_a_dead_workers_call_gone_as_its_new_park_is_taken_gets_one_cdr(
+    queue_and_two_park_workers: tuple[QueueStore, Workers],
+    redis_client: aioredis.Redis, pg_pool: asyncpg.Pool,
+) -> None:
+    """The other worker's sweep sends the dead worker's queued caller back to the park, and
+    the caller hangs up as it is parked again: the hangup comes while the park is being
+    taken, before any flow starts. The record was there (the sweep claimed it), so this is
+    no new call gone before its menu: the taker writes its CDR, ``failed``."""
+    store, (sim, workers) = queue_and_two_park_workers
+    call = await _queued_call(sim, store, redis_client, "+15550926")
+    first = str(await redis_client.hget(f"{PREFIX}call:{call.call_id}", "owner"))
+    sim_call = sim.calls[call.call_id]
+    emit = sim_call.emit
+
+    def hang_up_once_parked_again(name: str, *args: Any, **kwargs: Any) -> None:
+        emit(name, *args, **kwargs)
+        if name == "CHANNEL_PARK":
+            sim_call.end("NORMAL_CLEARING", "caller")
+
+    sim_call.emit = hang_up_once_parked_again  # type: ignore[method-assign]
     await _killer(workers)(first)
     await call.wait_ended(20)
     assert await _dispositions(redis_client, pg_pool)(call.call_id) == ["failed"]

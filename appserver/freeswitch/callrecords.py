@@ -33,6 +33,7 @@ redis-py's script objects send ahead of every pipeline); only when Redis lost th
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import secrets
 import time
@@ -77,12 +78,13 @@ _OLD_OWNER = "local old = redis.call('HGET', KEYS[1], 'owner')\n"
 # The next socket's call: always. -> the call's first start time.
 _CLAIM = _OLD_OWNER + _OWN + "return redis.call('HGET', KEYS[1], 'started_at')\n"
 # A parked call (see parked.py): unless a live worker (its heartbeat is there) has it.
-# -> 1 when ``owner`` has it now, else 0.
+# -> a Taken: 0 not taken, 1 a record new, 2 a record that was there (a dead worker's call,
+# or one this worker's sweep claimed).
 _TAKE = _OLD_OWNER + """
 if old and old ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. 'alive:' .. old) == 1 then
   return 0
 end
-""" + _OWN + "return 1\n"
+""" + _OWN + "if old then return 2 end\nreturn 1\n"
 # KEYS: call:<uuid>. ARGV: prefix, uuid, owner. Deletes the record if ``owner`` still owns
 # it (1), else only the uuid from that owner's set (0: another worker has the call now).
 _RELEASE = """
@@ -93,6 +95,15 @@ if redis.call('HGET', KEYS[1], 'owner') == ARGV[3] then
 end
 return 0
 """
+
+
+class Taken(enum.IntEnum):
+    """What a take did (false only when the call was not taken)."""
+
+    NOT = 0
+    NEW = 1  # a call no worker had recorded
+    OVER = 2  # a record that was there: a dead worker's call, or one this worker swept
+
 
 # [(uuid, the node it came in on)] -> each one still on that node? None: cannot tell (a node
 # did not answer, or it is not one of this worker's nodes: that node's own workers judge it)
@@ -153,12 +164,12 @@ class CallRecords:
             self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
             info.called, info.node, RECORD_TTL])
 
-    def take(self, info: CallInfo) -> bool:
+    def take(self, info: CallInfo) -> Taken:
         """A parked call: make it this worker's unless a live worker has it (one round trip,
-        now: only the winner may drive the call). Redis unreachable: False, not taken."""
+        now: only the winner may drive the call). Redis unreachable: not taken."""
         return self.take_many([info])[0]
 
-    def take_many(self, infos: list[CallInfo]) -> list[bool]:
+    def take_many(self, infos: list[CallInfo]) -> list[Taken]:
         """:meth:`take` of each call, all in one round trip (a sweep's)."""
         ops = [(self._take, [self._key(info.call_id)], [
             self.prefix, info.call_id, self.worker_id, repr(time.time()), info.caller,
@@ -168,12 +179,12 @@ class CallRecords:
         except (RedisError, OSError) as exc:
             log.warning("cannot take %d parked call(s), Redis unreachable: %s", len(ops), exc,
                         extra={"call_id": infos[0].call_id} if len(infos) == 1 else {})
-            return [False] * len(ops)
+            return [Taken.NOT] * len(ops)
         for info, result in zip(infos, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("cannot take a parked call: %s", result,
                             extra={"call_id": info.call_id})
-        return [result == 1 for result in results]
+        return [Taken(r) if r in (Taken.NEW, Taken.OVER) else Taken.NOT for r in results]
 
     def takeable(self, uuids: list[str]) -> list[str]:
         """Of these calls, those no live worker but this one has (two round trips in all)."""
@@ -248,13 +259,17 @@ class CallRecords:
         self._flusher = gevent.spawn(self._flush_forever)
         self._reaper = gevent.spawn(self._run, died)
 
-    def unwatched(self, uuids: list[str]) -> int:
+    def unwatched(self, uuids: list[str], ended: bool = False) -> int:
         """This worker's calls that no flow of its drives (a sweep took them but could not
         send them back to the park): those gone from their node get their CDR now, as a dead
-        worker's would; the others wait for the next sweep. How many were gone."""
+        worker's would; the others wait for the next sweep. How many were gone. ``ended``:
+        their hangup was heard, the nodes are not asked."""
         if not uuids or self._judge is None:
             return 0
-        return self._reap_calls(self.worker_id, uuids, *self._judge)
+        exists, lost = self._judge
+        if ended:
+            return self._reap_calls(self.worker_id, uuids, lambda c: [False] * len(c), lost)
+        return self._reap_calls(self.worker_id, uuids, exists, lost)
 
     def stop(self) -> None:
         for greenlet in (self._reaper, self._flusher):

@@ -20,7 +20,8 @@ of one per call in progress (README, "Parked calls").
   left to it until the bridge ends (as after a worker's death in socket mode). A queued
   caller is taken over where it was (the queue runtime's ``take_over``). The marker checks,
   claims and transfers go in batches (a round trip per batch, not per call); a call claimed whose
-  transfer is refused because it just ended gets its CDR here (nobody else would write it).
+  transfer is refused because it just ended gets its CDR here (nobody else would write it), as
+  does one that ends as its new park is taken.
 * A worker stalled past its heartbeat (judged dead, its calls swept by another): as it wakes,
   before its calls send anything it renews its heartbeat and lets go of those another worker
   has now (their records say so); a call's new ``CHANNEL_PARK`` says so too. Their flows here
@@ -46,7 +47,7 @@ import gevent.event
 from redis.exceptions import RedisError
 
 from appserver.freeswitch import esl_codec as codec
-from appserver.freeswitch.callrecords import CallRecords
+from appserver.freeswitch.callrecords import CallRecords, Taken
 from appserver.freeswitch.connection import NodeConnection
 from appserver.freeswitch.driver import NEEDED_EVENTS, call_info_from
 from appserver.freeswitch.inbound import NodeLink, NodeUnavailable
@@ -198,13 +199,20 @@ class ParkedCalls:
         """Claim the parked call; the winner starts its flow."""
         uuid = info.call_id
         try:
-            won = self.records.take(info)
+            taken = self.records.take(info)
         finally:
             early = self._taking.pop(uuid, [])
-        if not won or conn is not self.conn:
+        if not taken or conn is not self.conn:
             return
-        if any(e.name == "CHANNEL_HANGUP" for e in early):
-            self.records.release(uuid)  # gone before its flow started: nothing to record
+        if any(e.name == "CHANNEL_HANGUP" for e in early):  # gone before its flow started
+            if taken is Taken.NEW:
+                self.records.release(uuid)  # a new call: nothing to record
+                return
+            try:  # a dead worker's call, or one swept: its CDR, as nobody else will write it
+                self.records.unwatched([uuid], ended=True)
+            except (RedisError, OSError) as exc:  # (its record expires, with no CDR)
+                log.warning("cannot write the CDR of a call that ended as it was taken: %s",
+                            exc, extra={"call_id": uuid})
             return
         self._mine.add(uuid)  # (its writer sends only while it is)
         driver = self.worker.start_call(info, self._writer(uuid, conn), context, address=uuid,
