@@ -267,9 +267,13 @@ class CallRecords:
         if not uuids or self._judge is None:
             return 0
         exists, lost = self._judge
-        if ended:
-            return self._reap_calls(self.worker_id, uuids, lambda c: [False] * len(c), lost)
+        if ended:  # their hangup was heard
+            exists = self._gone
         return self._reap_calls(self.worker_id, uuids, exists, lost)
+
+    @staticmethod
+    def _gone(calls: list[tuple[str, str]]) -> list[bool | None]:
+        return [False] * len(calls)
 
     def stop(self) -> None:
         for greenlet in (self._reaper, self._flusher):
@@ -344,11 +348,11 @@ class CallRecords:
         self._epoch = epoch
         if first and not created:  # starting on a Redis whose data is there, but the live
             # workers may not have written their records again yet if it was lost lately
-            left = min(self._beats.lifetime, self._beats.lifetime - epoch_age(epoch))
-            if left > 0:
-                self._restoring_until = time.monotonic() + left
+            age = epoch_age(epoch)
+            if age < self._beats.lifetime:
+                self._restoring_until = time.monotonic() + self._beats.lifetime - age
                 log.info("the call records' epoch is %.1f s old: no other worker's call "
-                         "taken for %.1f s", self._beats.lifetime - left, left)
+                         "taken for %.1f s", age, self._beats.lifetime - age)
             return
         self._restoring_until = time.monotonic() + self._beats.lifetime
         if first:
