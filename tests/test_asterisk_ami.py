@@ -147,3 +147,32 @@ async def test_redis_keeps_the_last_of_quick_device_state_changes(
 def test_bad_ami_setting_is_rejected(value: str) -> None:
     with pytest.raises(SettingsError):
         load_settings(asterisk_ami=value)
+
+
+async def test_the_monitor_asks_only_for_the_events_it_reads(
+    sims: tuple[AriSimulator, AmiSimulator]
+) -> None:
+    """Its session's mask and filter (as on the real Asterisk, tests/real/
+    test_asterisk_ami_filter.py) leave out every call's own events."""
+    _, ami = sims
+    monitor = AmiMonitor(load_settings(asterisk_ami=ami.address).asterisk_ami)
+    received: list[str] = []
+    await monitor.start()
+    try:
+        monitor.managers[0].register_event("*", lambda _, event: received.append(event.event))
+        await monitor.wait_authenticated()
+        for _ in range(200):
+            if "filter" in [a.lower() for a in ami.actions]:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # its answer
+        ami.emit("Newchannel", "call,all", [("Channel", "PJSIP/trunk-0001")])  # class: on
+        ami.emit("VarSet", "dialplan,all", [("Variable", "ivr_menu")])  # class: off
+        ami.device_state("PJSIP/1009", "RINGING")
+        for _ in range(200):
+            if monitor.devices.get("PJSIP/1009") == "RINGING":
+                break
+            await asyncio.sleep(0.01)
+        assert [e for e in received if e != "FullyBooted"] == ["DeviceStateChange"]
+    finally:
+        await monitor.stop()

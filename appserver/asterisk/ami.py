@@ -33,6 +33,16 @@ _PEER_STATES = {"Reachable": "NOT_INUSE", "Unreachable": "UNAVAILABLE",
 
 DeviceListener = Callable[[str, str, str], None]  # (node, device, state)
 
+# What the session asks Asterisk for. Only these events are read, but a session logged in
+# with "Events: on" gets every event of every call (VarSet, Newexten, DTMF, Cdr ...: about
+# 30 per call), each one formatted by Asterisk and parsed here (measured: ~1 ms of the
+# engine's and ~0.9 ms of the worker's CPU per call). The mask keeps the two classes these
+# events are in; the filter (AMI ``Filter``, needs write permission ``system``) keeps just
+# these events of them. Action responses (CoreShowChannels' list) are not filtered.
+EVENT_CLASSES = "system,call"
+EVENTS_READ = ("DeviceStateChange", "PeerStatus", "ContactStatus", "FullyBooted")
+EVENT_FILTER = f"^Event: ({'|'.join(EVENTS_READ)})[[:space:]]"  # a POSIX extended regex
+
 
 class AmiMonitor:
     def __init__(
@@ -56,8 +66,9 @@ class AmiMonitor:
         for node in self.nodes:
             manager = Manager(
                 loop=loop, host=node.host, port=node.port, username=node.username,
-                secret=node.secret, events="on", ping_delay=10, ping_interval=10,
+                secret=node.secret, events=EVENT_CLASSES, ping_delay=10, ping_interval=10,
                 reconnect_timeout=2, log=logging.getLogger("appserver.asterisk.ami.manager"),
+                on_login=self._filter_events,
             )
             name = f"{node.host}:{node.port}"
             manager.register_event("DeviceStateChange", self._handler(name, self._device))
@@ -66,6 +77,22 @@ class AmiMonitor:
             manager.register_event("FullyBooted", self._handler(name, self._booted))
             await manager.connect()
             self.managers.append(manager)
+
+    def _filter_events(self, manager: Manager) -> None:
+        """At each login (panoramisk logs in again after a reconnect: a new session, no
+        filter): keep only the events read. Refused, every event of the classes comes on,
+        which costs CPU, not correctness."""
+        node = f"{manager.config['host']}:{manager.config['port']}"
+        sent = manager.send_action({"Action": "Filter", "Operation": "Add",
+                                    "Filter": EVENT_FILTER})
+
+        def refused(future: asyncio.Future[Any]) -> None:
+            response = None if future.cancelled() or future.exception() else future.result()
+            if response is None or not response.success:
+                log.info("Asterisk did not take the AMI event filter; every call event will "
+                         "come", extra={"node": node, "response": dict(response or {})})
+
+        sent.add_done_callback(refused)
 
     async def wait_authenticated(self, timeout: float = 5.0) -> None:
         async def all_in() -> None:

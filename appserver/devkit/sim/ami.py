@@ -1,10 +1,13 @@
 """A simulated Asterisk Manager Interface (AMI) over TCP, framed like Asterisk 22.
 
 Greeting ``Asterisk Call Manager/11.0.0``; CRLF lines; messages end with an empty line.
-Actions: Login (then ``FullyBooted``), Logoff, Ping, CoreShowChannels (the ARI simulator's
-channels, as an event list). Device registration helpers emit what a PJSIP phone's
-REGISTER / unREGISTER produces (DeviceStateChange, PeerStatus, ContactStatus) and flip the
-endpoint's state in the linked :class:`AriSimulator`.
+Actions: Login (then ``FullyBooted``), Logoff, Ping, Filter (``Operation: Add``),
+CoreShowChannels (the ARI simulator's channels, as an event list). As Asterisk, a session
+gets an event only when its ``Events:`` mask holds every class the event is in and its
+filters let it through (any whitelist filter must match, no ``!`` one may). Device
+registration helpers emit what a PJSIP phone's REGISTER / unREGISTER produces
+(DeviceStateChange, PeerStatus, ContactStatus) and flip the endpoint's state in the linked
+:class:`AriSimulator`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appserver.devkit.sim.ari.server import AriSimulator
 
@@ -27,11 +31,38 @@ def frame(fields: Fields) -> bytes:
     return ("".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n").encode()
 
 
+EVENT_CLASSES = ("system", "call", "log", "verbose", "command", "agent", "user", "config",
+                 "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc",
+                 "test", "security", "message")
+# POSIX bracket classes (Asterisk's filters are regcomp() extended regexes) in Python's re.
+_POSIX_CLASSES = {"[:space:]": r"\s", "[:digit:]": r"\d", "[:alpha:]": "a-zA-Z",
+                  "[:alnum:]": "a-zA-Z0-9", "[:upper:]": "A-Z", "[:lower:]": "a-z"}
+
+
+def event_mask(value: str) -> frozenset[str]:
+    """The classes a Login's ``Events:`` asks for (Asterisk's ``strings_to_mask``)."""
+    value = value.strip().lower()
+    if value in ("", "on", "yes", "true"):
+        return frozenset(EVENT_CLASSES)
+    if value in ("off", "no", "false"):
+        return frozenset()
+    return frozenset(part.strip() for part in value.split(",")) & frozenset(EVENT_CLASSES)
+
+
 @dataclass
 class _Client:
     writer: asyncio.StreamWriter
     authenticated: bool = False
-    events: bool = True
+    classes: frozenset[str] = frozenset(EVENT_CLASSES)
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
+    refused: list[re.Pattern[str]] = field(default_factory=list)
+
+    def wants(self, privilege: str, text: str) -> bool:
+        if not self.authenticated or not set(privilege.split(",")) - {"all"} <= self.classes:
+            return False
+        if self.allowed and not any(p.search(text) for p in self.allowed):
+            return False
+        return not any(p.search(text) for p in self.refused)
 
 
 class AmiSimulator:
@@ -82,8 +113,9 @@ class AmiSimulator:
 
     def emit(self, event: str, privilege: str, fields: Fields) -> None:
         data = frame([("Event", event), ("Privilege", privilege), *fields])
+        text = data.decode()
         for client in self.clients:
-            if client.authenticated and client.events:
+            if client.wants(privilege, text):
                 client.writer.write(data)
 
     def register_device(self, resource: str, contact: str = "") -> None:
@@ -164,10 +196,10 @@ class AmiSimulator:
                              ("Message", "Authentication failed")]))
                 return False
             client.authenticated = True
-            client.events = fields.get("events", "on").lower() not in ("off", "no", "false")
+            client.classes = event_mask(fields.get("events", "on"))
             write(frame([("Response", "Success"), *aid,
                          ("Message", "Authentication accepted")]))
-            if client.events:
+            if "system" in client.classes:
                 uptime = str(int(time.time() - self._started))
                 write(frame([("Event", "FullyBooted"), ("Privilege", "system,all"),
                              ("Uptime", uptime), ("LastReload", uptime),
@@ -184,11 +216,32 @@ class AmiSimulator:
             write(frame([("Response", "Success"), *aid, ("Ping", "Pong"),
                          ("Timestamp", f"{time.time():.6f}")]))
             return True
+        if name == "filter":
+            status, message = self._filter(client, fields)
+            write(frame([("Response", status), *aid, ("Message", message)]))
+            return True
         if name == "coreshowchannels":
             self._core_show_channels(client, aid)
             return True
         write(frame([("Response", "Error"), *aid, ("Message", "Invalid/unknown command")]))
         return True
+
+    @staticmethod
+    def _filter(client: _Client, fields: dict[str, str]) -> tuple[str, str]:
+        """``Action: Filter``, as Asterisk answers it: the response and its message."""
+        if fields.get("operation", "").lower() != "add":
+            return "Error", "Unknown operation"
+        text = fields.get("filter", "")
+        refuse = text.startswith("!")
+        pattern = text[1:] if refuse else text
+        for posix, python in _POSIX_CLASSES.items():
+            pattern = pattern.replace(posix, python)
+        try:
+            compiled = re.compile(pattern)
+        except re.error:
+            return "Error", "Filter did not compile.  Check the syntax of the filter given."
+        (client.refused if refuse else client.allowed).append(compiled)
+        return "Success", "Success"
 
     def _core_show_channels(self, client: _Client, aid: Fields) -> None:
         write = client.writer.write
