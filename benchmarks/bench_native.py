@@ -662,8 +662,8 @@ def main() -> int:
     parser.add_argument("--engines", default="freeswitch,asterisk")
     parser.add_argument("--calls", type=int, default=400, help="per way and round")
     parser.add_argument("--cps", type=float, default=None,
-                        help="new calls/s (default: 40 on FreeSWITCH, 10 on Asterisk, whose "
-                        "~80 ms of CPU per call would saturate 2 cores at 40/s)")
+                        help="new calls/s (default: 40 on FreeSWITCH, 10 on Asterisk, as the "
+                        "README's figures)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ways", default="native,callyard",
                         help="of native, callyard, inbound (FreeSWITCH only); e.g. callyard "
