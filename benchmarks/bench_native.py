@@ -81,7 +81,7 @@ DIGITS_AFTER = 2.5  # s after answer, as the issue's yardstick
 # The Asterisk callers' codec, as a phone's. Without it ARI's originate offers every audio
 # format and the Local channel resamples the 8 kHz prompts to a wider one: perf put 80 % of
 # the engine's CPU per call in codec_resample.so, either way, and most of Callyard's extra
-# too (the walks cost 71 and 83 ms per call then; 11 and 14 ms with ulaw callers).
+# too (the walks cost 71 and 83 ms per call then; 10-11 and 11-14 ms with ulaw callers).
 CALLER_FORMAT = "ulaw"
 CONTEXT = "callyard-bench"
 NATIVE, CALLYARD = "9998", "9999"
