@@ -23,6 +23,11 @@ with a message otherwise) and takes the same per-engine lock as the real-engine 
 Event Socket for all calls (the dialplan parks them) by the bare controller of
 ``fs_inbound_walk.py``: what that shape costs the engine, and a controller's floor.
 
+``--ways native,callyard,bare`` (Asterisk): a third way, the same walk through the same
+rendered dialplan into the Stasis application of ``ari_bare_walk.py``, a bare controller with
+Callyard's own ARI client and event filter and nothing else: what ARI itself costs the engine
+for this walk, and a controller's floor.
+
 ``--callers sip`` (FreeSWITCH): each caller is a SIP call from the engine to its own
 ``callyard`` profile (RTP both ways, RFC 2833 digits), routed to the way's context by a
 first extension in the rendered context, with the RTP port range widened: the call length a
@@ -88,6 +93,7 @@ NATIVE, CALLYARD = "9998", "9999"
 BASELINE_CONTEXT = "callyard-baseline"  # --baseline: the rendered context, to the other worker
 INBOUND_CONTEXT = "callyard-inbound"  # --ways ...,inbound: parked for fs_inbound_walk.py
 PARK_CONTEXT = "callyard-park"  # --ways ...,park: parked for a worker with ingress "park"
+BARE_CONTEXT = BARE_APP = "callyard-bare"  # --ways ...,bare (Asterisk): ari_bare_walk.py
 TICKS = os.sysconf("SC_CLK_TCK")
 
 FS_NATIVE = f"""<include>
@@ -585,35 +591,70 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
             stop_engine("freeswitch")
 
 
+def bare_dialplan(extensions: str) -> str:
+    """The rendered ``callyard`` context again as ``BARE_CONTEXT``, its calls entering the
+    bare controller's Stasis application instead of the worker's."""
+    start = extensions.index("[callyard]")
+    end = extensions.find("\n[", start + 1)
+    context = extensions[start:end if end >= 0 else len(extensions)]
+    return "\n" + context.replace("[callyard]", f"[{BARE_CONTEXT}]", 1).replace(
+        "Stasis(callyard,", f"Stasis({BARE_APP},")
+
+
+def start_bare_walk(conf: AsteriskConf, log: Path) -> subprocess.Popen[bytes]:
+    """``ari_bare_walk.py`` on ``BARE_APP``, once its events socket is open and filtered."""
+    with log.open("ab") as errors:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "ari_bare_walk.py"),
+             f"http://127.0.0.1:{conf.http_port}", ARI_USER, ARI_PASSWORD, BARE_APP],
+            stdout=subprocess.PIPE, stderr=errors)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        process.kill()
+        raise RuntimeError(f"ari_bare_walk.py did not subscribe: see {log}")
+    return process
+
+
 def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
 
     health = free_port()
+    bare = "bare" in args.ways.split(",")
     with exclusive("asterisk"):
         conf = AsteriskConf(apps=("callyard",))
         path = build_asterisk_conf(directory / "asterisk", conf)
-        with (path / "extensions.conf").open("a") as out:
-            out.write(AST_NATIVE)
+        extensions = path / "extensions.conf"
+        extensions.write_text(extensions.read_text() + AST_NATIVE
+                              + (bare_dialplan(extensions.read_text()) if bare else ""))
         start_asterisk(path)
         worker = start_worker({**env, "CALLYARD_ASTERISK_ARI": conf.ari_url,
                                "CALLYARD_ASTERISK_AMI": conf.ami,
                                "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"},
                               directory / "worker-asterisk.log", "asterisk")
+        walker = None
         try:
             wait_until(lambda: ready(health), 30, "the Asterisk worker is not ready")
+            more = {}
+            if bare:
+                walker = start_bare_walk(conf, directory / "bare-walk.log")
+                more["bare"] = (BARE_CONTEXT, walker.pid)
 
             async def go() -> list[Walk]:
                 async with AsteriskCallers(conf) as callers:
                     return await run_rounds(callers, engine_pid("asterisk"), worker.pid,
-                                            args, "callyard")
+                                            args, "callyard", more)
 
             return asyncio.run(go())
         finally:
+            if walker is not None:
+                walker.terminate()
+                walker.wait(10)
             stop_worker(worker, directory / "worker-asterisk.log")
             stop_engine("asterisk")
 
 
-MORE_WAYS = ("baseline", "inbound", "park")  # FreeSWITCH only: --baseline, --ways ...
+MORE_WAYS = ("baseline", "inbound", "park", "bare")  # FreeSWITCH: --baseline, --ways ...;
+# Asterisk: --ways ...,bare
 
 
 def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
@@ -666,8 +707,8 @@ def main() -> int:
                         "README's figures)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ways", default="native,callyard",
-                        help="of native, callyard, inbound (FreeSWITCH only); e.g. callyard "
-                        "alone, to profile")
+                        help="of native, callyard, inbound and park (FreeSWITCH only), bare "
+                        "(Asterisk only); e.g. callyard alone, to profile")
     parser.add_argument("--callers", choices=("loopback", "sip"), default="loopback",
                         help="FreeSWITCH: the callers' channels (sip: SIP calls to the engine "
                         "itself, as callers through Kamailio reach it)")
@@ -675,7 +716,7 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
-    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound", "park"}
+    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound", "park", "bare"}
     if unknown:
         parser.error(f"unknown way(s): {', '.join(sorted(unknown))}")
     freeswitch_only = [f"--ways ...,{w}" for w in ("inbound", "park")
@@ -683,6 +724,8 @@ def main() -> int:
         ["--baseline"] if args.baseline else [])
     if freeswitch_only and "freeswitch" not in args.engines.split(","):
         parser.error(f"{' and '.join(freeswitch_only)}: FreeSWITCH only")
+    if "bare" in args.ways.split(",") and "asterisk" not in args.engines.split(","):
+        parser.error("--ways ...,bare: Asterisk only")
     reason = unavailable_reason()
     if reason:
         print(f"skipped: {reason}")
@@ -713,6 +756,8 @@ def main() -> int:
                 if engine == "asterisk" and freeswitch_only:
                     print(f"asterisk: {' and '.join(freeswitch_only)} not run (FreeSWITCH only)",
                           file=sys.stderr)
+                if engine == "freeswitch" and "bare" in args.ways.split(","):
+                    print("freeswitch: --ways ...,bare not run (Asterisk only)", file=sys.stderr)
                 run = argparse.Namespace(**{**vars(args),
                                             "cps": args.cps or default_cps[engine]})
                 result = summary(engine, runners[engine](data, env, run))
