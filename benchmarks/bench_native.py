@@ -34,10 +34,10 @@ first extension in the rendered context, with the RTP port range widened: the ca
 SIP phone sees (a loopback caller starts its wait only when the originate loop notices the
 answer, up to a frame late). The engine's CPU then includes both legs' RTP.
 
-``--baseline DIR`` (FreeSWITCH): one more way, the same walk served by a second worker run
-from another checkout (e.g. ``git worktree add ../before <commit>``) on the same engine, in
-the same rounds: an A/B of two versions of Callyard that the engine's drift from run to run
-(a fifth of its CPU per call here) does not swamp.
+``--baseline DIR``: one more way, the same walk served by a second worker run from another
+checkout (e.g. ``git worktree add ../before <commit>``) on the same engine, in the same rounds
+(on Asterisk through its own Stasis application): an A/B of two versions of Callyard that
+the engine's drift from run to run (a fifth of its CPU per call here) does not swamp.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ CALLER_FORMAT = "ulaw"
 CONTEXT = "callyard-bench"
 NATIVE, CALLYARD = "9998", "9999"
 BASELINE_CONTEXT = "callyard-baseline"  # --baseline: the rendered context, to the other worker
+# (on Asterisk also the other worker's Stasis application)
 INBOUND_CONTEXT = "callyard-inbound"  # --ways ...,inbound: parked for fs_inbound_walk.py
 PARK_CONTEXT = "callyard-park"  # --ways ...,park: parked for a worker with ingress "park"
 BARE_CONTEXT = BARE_APP = "callyard-bare"  # --ways ...,bare (Asterisk): ari_bare_walk.py
@@ -591,14 +592,14 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
             stop_engine("freeswitch")
 
 
-def bare_dialplan(extensions: str) -> str:
-    """The rendered ``callyard`` context again as ``BARE_CONTEXT``, its calls entering the
-    bare controller's Stasis application instead of the worker's."""
+def context_copy(extensions: str, context: str, app: str) -> str:
+    """The rendered ``callyard`` context again as ``context``, its calls entering the Stasis
+    application ``app`` instead of the worker's."""
     start = extensions.index("[callyard]")
     end = extensions.find("\n[", start + 1)
-    context = extensions[start:end if end >= 0 else len(extensions)]
-    return "\n" + context.replace("[callyard]", f"[{BARE_CONTEXT}]", 1).replace(
-        "Stasis(callyard,", f"Stasis({BARE_APP},")
+    text = extensions[start:end if end >= 0 else len(extensions)]
+    return "\n" + text.replace("[callyard]", f"[{context}]", 1).replace(
+        "Stasis(callyard,", f"Stasis({app},")
 
 
 def start_bare_walk(conf: AsteriskConf, log: Path) -> subprocess.Popen[bytes]:
@@ -624,20 +625,33 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
         conf = AsteriskConf(apps=("callyard",))
         path = build_asterisk_conf(directory / "asterisk", conf)
         extensions = path / "extensions.conf"
-        extensions.write_text(extensions.read_text() + AST_NATIVE
-                              + (bare_dialplan(extensions.read_text()) if bare else ""))
+        rendered = extensions.read_text()
+        extensions.write_text(
+            rendered + AST_NATIVE
+            + (context_copy(rendered, BARE_CONTEXT, BARE_APP) if bare else "")
+            + (context_copy(rendered, BASELINE_CONTEXT, BASELINE_CONTEXT) if args.baseline
+               else ""))
         start_asterisk(path)
-        worker = start_worker({**env, "CALLYARD_ASTERISK_ARI": conf.ari_url,
-                               "CALLYARD_ASTERISK_AMI": conf.ami,
-                               "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"},
-                              directory / "worker-asterisk.log", "asterisk")
-        walker = None
+        worker_env = {**env, "CALLYARD_ASTERISK_ARI": conf.ari_url,
+                      "CALLYARD_ASTERISK_AMI": conf.ami,
+                      "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"}
+        worker = start_worker(worker_env, directory / "worker-asterisk.log", "asterisk")
+        walker = baseline = None
         try:
             wait_until(lambda: ready(health), 30, "the Asterisk worker is not ready")
             more = {}
             if bare:
                 walker = start_bare_walk(conf, directory / "bare-walk.log")
                 more["bare"] = (BARE_CONTEXT, walker.pid)
+            if args.baseline:
+                base_health = free_port()
+                baseline = start_worker(
+                    {**worker_env, "CALLYARD_ASTERISK_APP": BASELINE_CONTEXT,
+                     "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{base_health}"},
+                    directory / "baseline-worker-asterisk.log", "asterisk",
+                    checkout=args.baseline)
+                wait_until(lambda: ready(base_health), 30, "the baseline worker is not ready")
+                more["baseline"] = (BASELINE_CONTEXT, baseline.pid)
 
             async def go() -> list[Walk]:
                 async with AsteriskCallers(conf) as callers:
@@ -649,12 +663,14 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
             if walker is not None:
                 walker.terminate()
                 walker.wait(10)
+            if baseline is not None:
+                stop_worker(baseline, directory / "baseline-worker-asterisk.log")
             stop_worker(worker, directory / "worker-asterisk.log")
             stop_engine("asterisk")
 
 
-MORE_WAYS = ("baseline", "inbound", "park", "bare")  # FreeSWITCH: --baseline, --ways ...;
-# Asterisk: --ways ...,bare
+MORE_WAYS = ("baseline", "inbound", "park", "bare")  # --baseline; --ways ...,inbound|park
+# (FreeSWITCH) or ...,bare (Asterisk)
 
 
 def summary(engine: str, walks: list[Walk]) -> dict[str, Any]:
@@ -713,15 +729,14 @@ def main() -> int:
                         help="FreeSWITCH: the callers' channels (sip: SIP calls to the engine "
                         "itself, as callers through Kamailio reach it)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
-    parser.add_argument("--baseline", type=Path, help="FreeSWITCH: another checkout whose "
+    parser.add_argument("--baseline", type=Path, help="another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
     unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound", "park", "bare"}
     if unknown:
         parser.error(f"unknown way(s): {', '.join(sorted(unknown))}")
     freeswitch_only = [f"--ways ...,{w}" for w in ("inbound", "park")
-                       if w in args.ways.split(",")] + (
-        ["--baseline"] if args.baseline else [])
+                       if w in args.ways.split(",")]
     if freeswitch_only and "freeswitch" not in args.engines.split(","):
         parser.error(f"{' and '.join(freeswitch_only)}: FreeSWITCH only")
     if "bare" in args.ways.split(",") and "asterisk" not in args.engines.split(","):
