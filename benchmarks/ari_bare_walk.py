@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/ari_bare_walk.py http://127.0.0.1:8088 user secret app
     # prints "ready" once its events socket is open and filtered, then serves
 
-What ARI itself costs Asterisk for this walk, and a controller's floor: the same requests and
-the same events socket as Callyard's Asterisk worker (its own ``AriClient``: keep-alive HTTP
-on httptools, the same event filter), and nothing else: no flow, no timers, no channel
-variables, no Redis, no CDR, no AMI. ``bench_native.py`` serves it beside the native
-dialplan IVR and Callyard, in the same rounds.
+What ARI itself costs Asterisk for this walk, and a controller's floor: the client and the
+events socket of Callyard's Asterisk worker (its own ``AriClient``: keep-alive HTTP on
+httptools, the same event filter), the walk's five requests, and nothing else: no flow, no
+timers, no channel variables, no Redis, no CDR, no AMI. ``bench_native.py`` serves it beside
+the native dialplan IVR and Callyard, in the same rounds.
 
 Walk: on ``StasisStart``, answer, then the greeting (one play of the three prompts); on the
 digit 1 during it, stop it, then the goodbye; on the goodbye's ``PlaybackFinished``, hang up
