@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from ast_probe import AsteriskProbe
 from asterisk_fixtures import RealAsterisk
 from engines import AMI_SECRET, AMI_USER, asterisk_cli
 
-from appserver.asterisk.ami import EVENT_FILTER, EVENTS_READ, AmiMonitor
+from appserver.asterisk.ami import EVENT_FILTER, EVENTS_READ, LOCAL_DEVICES_FILTER, AmiMonitor
 from appserver.devkit.sim.ami import AmiSimulator
 from appserver.settings import load_settings
 
@@ -21,8 +22,8 @@ from appserver.settings import load_settings
 async def session_answers(port: int, user: str, secret: str,
                           change_device: Callable[[str, str], None]) -> list[str]:
     """One AMI session's responses and events (their first line, and a device's state),
-    for: a login for the call class alone, three filters (a broken one, an unknown operation,
-    the worker's), then two device state changes, one of them filtered out."""
+    for: a login for the call class alone, filters (a broken one, an unknown operation, a "!" one,
+    the worker's two), then two device state changes, one of them filtered out."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     device = f"Custom:ami-{uuid.uuid4().hex[:8]}"
     try:
@@ -34,6 +35,8 @@ async def session_answers(port: int, user: str, secret: str,
             "Action: Filter\r\nActionID: 3\r\nOperation: Remove\r\nFilter: x\r\n\r\n"
             f"Action: Filter\r\nActionID: 4\r\nOperation: Add\r\nFilter: !{device}-\r\n\r\n"
             f"Action: Filter\r\nActionID: 5\r\nOperation: Add\r\nFilter: {EVENT_FILTER}\r\n\r\n"
+            "Action: Filter\r\nActionID: 6\r\nOperation: Add\r\n"
+            f"Filter: {LOCAL_DEVICES_FILTER}\r\n\r\n"
             .encode())
         await writer.drain()
         await asyncio.sleep(0.3)  # the filters are in before the events
@@ -64,6 +67,7 @@ EXPECTED = [
     "3 Error: Unknown operation",
     "4 Success: Success",
     "5 Success: Success",
+    "6 Success: Success",
     "DeviceStateChange True BUSY",
 ]
 
@@ -85,14 +89,22 @@ async def test_mask_and_filters_on_the_real_asterisk(asterisk_engine: RealAsteri
 async def test_the_monitor_gets_device_states_and_no_call_events(
         asterisk_engine: RealAsterisk, asterisk: AsteriskProbe) -> None:
     """A call through the worker's menu makes Asterisk publish about 30 AMI events
-    (Newchannel, VarSet, Newexten, DTMF ...); the monitor's session gets none of them, and
-    still every device state change."""
+    (Newchannel, VarSet, Newexten, DTMF ...) and the state changes of its Local channel's
+    device (``Local/9999@...``); the monitor's session gets none of them, and still every
+    other device state change."""
     device = f"Custom:ami-{uuid.uuid4().hex[:8]}"
     monitor = AmiMonitor(load_settings(asterisk_ami=asterisk_engine.conf.ami).asterisk_ami)
     received: list[str] = []
+    devices: set[str] = set()
+
+    def seen(_: object, event: Any) -> None:
+        received.append(event.event)
+        if event.event == "DeviceStateChange":
+            devices.add(str(event.get("Device")))
+
     await monitor.start()
     try:
-        monitor.managers[0].register_event("*", lambda _, event: received.append(event.event))
+        monitor.managers[0].register_event("*", seen)
         await monitor.wait_authenticated()
         await asyncio.sleep(0.3)  # the filter's response
         call = await asterisk.place_call("9999")
@@ -107,5 +119,7 @@ async def test_the_monitor_gets_device_states_and_no_call_events(
         assert monitor.devices.get(device) == "INUSE"
         assert "DeviceStateChange" in received
         assert set(received) <= set(EVENTS_READ), received
+        assert not [d for d in devices if d.startswith("Local/")], devices
+        assert not [d for d in monitor.devices if d.startswith("Local/")], monitor.devices
     finally:
         await monitor.stop()
