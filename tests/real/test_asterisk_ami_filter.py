@@ -23,9 +23,9 @@ async def session_answers(port: int, user: str, secret: str,
                           change_device: Callable[[str, str], None]) -> list[str]:
     """One AMI session's responses and events (their first line, and a device's state),
     for: a login for the call class alone, filters (a broken one, an unknown operation, a "!"
-    one, the worker's two), then two device state changes, one of them filtered out. Events
-    before the last filter's response are left out: other activity on the engine (a test's
-    call ending) may send some while the filters are not all in."""
+    one, the worker's two), then two device state changes, one of them filtered out. Left out:
+    events before the last filter's response (other activity on the engine may send some
+    while the filters are not all in) and other devices' states."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     device = f"Custom:ami-{uuid.uuid4().hex[:8]}"
 
@@ -62,7 +62,10 @@ async def session_answers(port: int, user: str, secret: str,
             change_device(f"{device}-x", "INUSE")  # refused by the "!" filter
             change_device(device, "BUSY")
             while not out[-1].endswith("BUSY"):
-                out.append(line(await read()))
+                fields = await read()
+                if not fields.get("Device", device).startswith(device):
+                    continue  # another device's state (a phone of another test), not ours
+                out.append(line(fields))
         return out
     finally:
         writer.close()
