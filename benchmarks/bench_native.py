@@ -507,16 +507,16 @@ def baseline_dialplan(conf: Path, port: int, baseline_port: int) -> str:
     return text.replace(f"127.0.0.1:{port} ", f"127.0.0.1:{baseline_port} ")
 
 
-def start_inbound_walk(log: Path) -> subprocess.Popen[bytes]:
-    """``fs_inbound_walk.py`` on ``INBOUND_CONTEXT``, once it has subscribed."""
+def start_walk(script: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A bare controller of ``benchmarks/`` (``fs_inbound_walk.py``, ``ari_bare_walk.py``),
+    once it says it is subscribed ("ready")."""
     with log.open("ab") as errors:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "fs_inbound_walk.py"), INBOUND_CONTEXT],
-            stdout=subprocess.PIPE, stderr=errors)
+        process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                                   stdout=subprocess.PIPE, stderr=errors)
     assert process.stdout is not None
     if process.stdout.readline().strip() != b"ready":
         process.kill()
-        raise RuntimeError(f"fs_inbound_walk.py did not subscribe: see {log}")
+        raise RuntimeError(f"{script} did not subscribe: see {log}")
     return process
 
 
@@ -570,7 +570,8 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
                 more["baseline"] = (BASELINE_CONTEXT, worker_for(
                     base_port, base_health, "baseline-worker-freeswitch", args.baseline))
             if inbound:
-                workers.append((start_inbound_walk(directory / "inbound-walk.log"),
+                workers.append((start_walk("fs_inbound_walk.py", directory / "inbound-walk.log",
+                                           INBOUND_CONTEXT),
                                 "inbound-walk"))
                 more["inbound"] = (INBOUND_CONTEXT, workers[-1][0].pid)
             if park:
@@ -602,20 +603,6 @@ def context_copy(extensions: str, context: str, app: str) -> str:
         "Stasis(callyard,", f"Stasis({app},")
 
 
-def start_bare_walk(conf: AsteriskConf, log: Path) -> subprocess.Popen[bytes]:
-    """``ari_bare_walk.py`` on ``BARE_APP``, once its events socket is open and filtered."""
-    with log.open("ab") as errors:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "ari_bare_walk.py"),
-             f"http://127.0.0.1:{conf.http_port}", ARI_USER, ARI_PASSWORD, BARE_APP],
-            stdout=subprocess.PIPE, stderr=errors)
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        process.kill()
-        raise RuntimeError(f"ari_bare_walk.py did not subscribe: see {log}")
-    return process
-
-
 def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
 
@@ -641,7 +628,9 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
             wait_until(lambda: ready(health), 30, "the Asterisk worker is not ready")
             more = {}
             if bare:
-                walker = start_bare_walk(conf, directory / "bare-walk.log")
+                walker = start_walk("ari_bare_walk.py", directory / "bare-walk.log",
+                                    f"http://127.0.0.1:{conf.http_port}", ARI_USER,
+                                    ARI_PASSWORD, BARE_APP)
                 more["bare"] = (BARE_CONTEXT, walker.pid)
             if args.baseline:
                 base_health = free_port()
