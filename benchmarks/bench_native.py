@@ -481,7 +481,7 @@ async def run_rounds(callers: Any, engine: int, worker: int, args: argparse.Name
     CPU is theirs)."""
     ways = {"native": (callers.place(NATIVE, CONTEXT), None),
             "callyard": (callers.place(CALLYARD, context), worker)}
-    ways = {name: ways[name] for name in args.ways.split(",") if name in ways}
+    ways = {name: ways[name] for name in args.ways if name in ways}
     for name, (way_context, way_pid) in (more or {}).items():
         ways[name] = (callers.place(CALLYARD, way_context), way_pid)
     for place, _ in ways.values():
@@ -525,8 +525,8 @@ def run_freeswitch(directory: Path, env: dict[str, str], args: argparse.Namespac
     from appserver.freeswitch.parked import MARKER_VALUE, MARKER_VARIABLE
 
     port, health = free_port(), free_port()
-    inbound = "inbound" in args.ways.split(",")
-    park = "park" in args.ways.split(",")
+    inbound = "inbound" in args.ways
+    park = "park" in args.ways
     with exclusive("freeswitch"):
         fs_conf = FreeswitchConf(workers=(port,))
         conf = build_freeswitch_conf(directory / "freeswitch", fs_conf)
@@ -606,8 +606,7 @@ def context_copy(extensions: str, context: str, app: str) -> str:
 def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace) -> list[Walk]:
     from appserver.devkit.embedded import free_port
 
-    health = free_port()
-    bare = "bare" in args.ways.split(",")
+    bare = "bare" in args.ways
     with exclusive("asterisk"):
         conf = AsteriskConf(apps=("callyard",))
         path = build_asterisk_conf(directory / "asterisk", conf)
@@ -619,42 +618,38 @@ def run_asterisk(directory: Path, env: dict[str, str], args: argparse.Namespace)
             + (context_copy(rendered, BASELINE_CONTEXT, BASELINE_CONTEXT) if args.baseline
                else ""))
         start_asterisk(path)
-        worker_env = {**env, "CALLYARD_ASTERISK_ARI": conf.ari_url,
-                      "CALLYARD_ASTERISK_AMI": conf.ami,
-                      "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"}
-        worker = start_worker(worker_env, directory / "worker-asterisk.log", "asterisk")
-        walker = baseline = None
+        workers: list[tuple[subprocess.Popen[bytes], str]] = []  # and bare controllers
+
+        def worker_for(app: str, name: str, checkout: Path) -> int:
+            health = free_port()
+            workers.append((start_worker(
+                {**env, "CALLYARD_ASTERISK_ARI": conf.ari_url, "CALLYARD_ASTERISK_AMI": conf.ami,
+                 "CALLYARD_ASTERISK_APP": app, "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{health}"},
+                directory / f"{name}.log", "asterisk", checkout=checkout), name))
+            wait_until(lambda: ready(health), 30, f"the {name} is not ready")
+            return workers[-1][0].pid
+
         try:
-            wait_until(lambda: ready(health), 30, "the Asterisk worker is not ready")
+            worker = worker_for("callyard", "worker-asterisk", ROOT)
             more = {}
             if bare:
-                walker = start_walk("ari_bare_walk.py", directory / "bare-walk.log",
-                                    f"http://127.0.0.1:{conf.http_port}", ARI_USER,
-                                    ARI_PASSWORD, BARE_APP)
-                more["bare"] = (BARE_CONTEXT, walker.pid)
+                workers.append((start_walk("ari_bare_walk.py", directory / "bare-walk.log",
+                                           f"http://127.0.0.1:{conf.http_port}", ARI_USER,
+                                           ARI_PASSWORD, BARE_APP), "bare-walk"))
+                more["bare"] = (BARE_CONTEXT, workers[-1][0].pid)
             if args.baseline:
-                base_health = free_port()
-                baseline = start_worker(
-                    {**worker_env, "CALLYARD_ASTERISK_APP": BASELINE_CONTEXT,
-                     "CALLYARD_HEALTH_LISTEN": f"127.0.0.1:{base_health}"},
-                    directory / "baseline-worker-asterisk.log", "asterisk",
-                    checkout=args.baseline)
-                wait_until(lambda: ready(base_health), 30, "the baseline worker is not ready")
-                more["baseline"] = (BASELINE_CONTEXT, baseline.pid)
+                more["baseline"] = (BASELINE_CONTEXT, worker_for(
+                    BASELINE_CONTEXT, "baseline-worker-asterisk", args.baseline))
 
             async def go() -> list[Walk]:
                 async with AsteriskCallers(conf) as callers:
-                    return await run_rounds(callers, engine_pid("asterisk"), worker.pid,
+                    return await run_rounds(callers, engine_pid("asterisk"), worker,
                                             args, "callyard", more)
 
             return asyncio.run(go())
         finally:
-            if walker is not None:
-                walker.terminate()
-                walker.wait(10)
-            if baseline is not None:
-                stop_worker(baseline, directory / "baseline-worker-asterisk.log")
-            stop_worker(worker, directory / "worker-asterisk.log")
+            for process, name in workers:
+                stop_worker(process, directory / f"{name}.log")
             stop_engine("asterisk")
 
 
@@ -711,7 +706,7 @@ def main() -> int:
                         help="new calls/s (default: 40 on FreeSWITCH, 10 on Asterisk, as the "
                         "README's figures)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ways", default="native,callyard",
+    parser.add_argument("--ways", default="native,callyard", type=lambda text: text.split(","),
                         help="of native, callyard, inbound and park (FreeSWITCH only), bare "
                         "(Asterisk only); e.g. callyard alone, to profile")
     parser.add_argument("--callers", choices=("loopback", "sip"), default="loopback",
@@ -721,14 +716,14 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout whose "
                         "worker serves a third way in the same rounds (an A/B of two versions)")
     args = parser.parse_args()
-    unknown = set(args.ways.split(",")) - {"native", "callyard", "inbound", "park", "bare"}
+    unknown = set(args.ways) - {"native", "callyard", "inbound", "park", "bare"}
     if unknown:
         parser.error(f"unknown way(s): {', '.join(sorted(unknown))}")
     freeswitch_only = [f"--ways ...,{w}" for w in ("inbound", "park")
-                       if w in args.ways.split(",")]
+                       if w in args.ways]
     if freeswitch_only and "freeswitch" not in args.engines.split(","):
         parser.error(f"{' and '.join(freeswitch_only)}: FreeSWITCH only")
-    if "bare" in args.ways.split(",") and "asterisk" not in args.engines.split(","):
+    if "bare" in args.ways and "asterisk" not in args.engines.split(","):
         parser.error("--ways ...,bare: Asterisk only")
     reason = unavailable_reason()
     if reason:
@@ -760,7 +755,7 @@ def main() -> int:
                 if engine == "asterisk" and freeswitch_only:
                     print(f"asterisk: {' and '.join(freeswitch_only)} not run (FreeSWITCH only)",
                           file=sys.stderr)
-                if engine == "freeswitch" and "bare" in args.ways.split(","):
+                if engine == "freeswitch" and "bare" in args.ways:
                     print("freeswitch: --ways ...,bare not run (Asterisk only)", file=sys.stderr)
                 run = argparse.Namespace(**{**vars(args),
                                             "cps": args.cps or default_cps[engine]})

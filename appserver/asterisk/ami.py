@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -91,7 +92,7 @@ class AmiMonitor:
         for event_filter in (EVENT_FILTER, LOCAL_DEVICES_FILTER):
             sent = manager.send_action({"Action": "Filter", "Operation": "Add",
                                         "Filter": event_filter})
-            sent.add_done_callback(lambda future, f=event_filter: self._refused(node, f, future))
+            sent.add_done_callback(functools.partial(self._refused, node, event_filter))
 
     @staticmethod
     def _refused(node: str, event_filter: str, future: asyncio.Future[Any]) -> None:
